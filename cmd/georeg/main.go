@@ -1,0 +1,29 @@
+// Command georeg is a geo-replicated OCI container registry: `georeg serve`
+// runs one region node, `georeg up` a whole registry on this machine.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "georeg",
+		Short:         "A geo-replicated OCI container registry",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(), upCmd())
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "georeg:", err)
+		os.Exit(1)
+	}
+}

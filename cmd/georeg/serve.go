@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/node"
+)
+
+func serveCmd() *cobra.Command {
+	var (
+		file             string
+		listen, data, rg string
+		logLevel         string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run one region node: the OCI Distribution API over local storage",
+		Example: `  georeg serve --listen 127.0.0.1:5001 --data ./data --region eastus
+  georeg serve --config region.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := config.Default()
+			if file != "" {
+				var err error
+				if cfg, err = config.Load(file); err != nil {
+					return err
+				}
+			}
+			flags := cmd.Flags()
+			if flags.Changed("listen") {
+				cfg.HTTP.Listen = listen
+			}
+			if flags.Changed("data") {
+				cfg.Region.DataDir = data
+			}
+			if flags.Changed("region") {
+				cfg.Region.Name = rg
+			}
+			if flags.Changed("log-level") {
+				cfg.Log.Level = logLevel
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("configuration:\n%w", err)
+			}
+			log := cfg.Log.Logger(os.Stderr)
+			ctx := cmd.Context()
+			n, err := node.Open(ctx, cfg.Region, log)
+			if err != nil {
+				return err
+			}
+			l, err := net.Listen("tcp", cfg.HTTP.Listen)
+			if err != nil {
+				n.Region.Close()
+				return err
+			}
+			return n.Serve(ctx, l)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&file, "config", "", "YAML configuration file (flags override it)")
+	f.StringVar(&listen, "listen", "127.0.0.1:5001", "address to serve on")
+	f.StringVar(&data, "data", "./data", "data directory: blobs, uploads and the metadata database")
+	f.StringVar(&rg, "region", "eastus", "region name")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,127 @@
+// Package config composes every package's Config into the file
+// `georeg serve --config region.yaml` reads, applies defaults, and
+// validates it, reporting every problem with its field path.
+//
+//	region:
+//	  name: eastus
+//	  dataDir: ./data/eastus
+//	  maxManifestSize: 4194304
+//	  uploadTTL: 24h
+//	http:
+//	  listen: 127.0.0.1:5001
+//	log:
+//	  level: info      # debug, info, warn, error
+//	  format: text     # text or json
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/georeg/georeg/internal/region"
+)
+
+// Config is a region node's whole configuration.
+type Config struct {
+	Region region.Config `yaml:"region"`
+	HTTP   HTTP          `yaml:"http"`
+	Log    Log           `yaml:"log"`
+}
+
+// HTTP is where the node listens.
+type HTTP struct {
+	// Listen is host:port; georeg binds loopback unless told otherwise.
+	Listen string `yaml:"listen"`
+}
+
+// Log sets the node's log output.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		Region: region.Config{Name: "eastus", DataDir: "./data"},
+		HTTP:   HTTP{Listen: "127.0.0.1:5001"},
+		Log:    Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown fields are errors, so a
+// typo does not silently fall back to a default.
+func Load(path string) (Config, error) {
+	c := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := Parse(data, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML into c, refusing unknown fields.
+func Parse(data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty file
+		return err
+	}
+	return nil
+}
+
+// Validate reports every problem in c with its field path.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Region.WithDefaults().Validate(); err != nil {
+		errs = append(errs, prefix("region", err))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("http.listen: %q: %v", c.HTTP.Listen, err))
+	}
+	if _, err := c.Log.SlogLevel(); err != nil {
+		errs = append(errs, fmt.Errorf("log.level: %w", err))
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: %q must be text or json", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+func prefix(path string, err error) error {
+	var out []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, fmt.Errorf("%s.%w", path, e))
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s.%w", path, err)
+}
+
+// SlogLevel parses the level name.
+func (l Log) SlogLevel() (slog.Level, error) {
+	var lv slog.Level
+	err := lv.UnmarshalText([]byte(l.Level))
+	return lv, err
+}
+
+// Logger builds the logger the configuration asks for, writing to w.
+func (l Log) Logger(w *os.File) *slog.Logger {
+	lv, _ := l.SlogLevel()
+	opts := &slog.HandlerOptions{Level: lv}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,188 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+)
+
+// Manifest is a stored manifest with the facts the registry indexes.
+type Manifest struct {
+	Repo         string
+	Digest       digest.Digest
+	MediaType    string
+	Size         int64
+	Payload      []byte // exactly as pushed
+	Subject      digest.Digest
+	ArtifactType string
+	Annotations  map[string]string
+	Created      time.Time
+	Version      hlc.Version // of the last write: its time and origin region
+}
+
+// PutManifest stores m, idempotently: a manifest is immutable content, so
+// storing it again (or over a tombstone whose version is older) only
+// refreshes its version. It reports whether the row changed.
+func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
+	if err := tx.EnsureRepository(ctx, m.Repo, m.Created); err != nil {
+		return false, err
+	}
+	ann := ""
+	if len(m.Annotations) > 0 {
+		b, _ := json.Marshal(m.Annotations)
+		ann = string(b)
+	}
+	res, err := tx.tx.ExecContext(ctx, `
+		INSERT INTO manifests (repo, digest, media_type, size, payload, subject, artifact_type, annotations, created_at, version, origin, deleted)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)
+		ON CONFLICT (repo, digest) DO UPDATE SET
+			media_type = excluded.media_type, size = excluded.size, payload = excluded.payload,
+			subject = excluded.subject, artifact_type = excluded.artifact_type, annotations = excluded.annotations,
+			version = excluded.version, origin = excluded.origin, deleted = 0
+		WHERE manifests.deleted = 1 AND (excluded.version > manifests.version
+			OR (excluded.version = manifests.version AND excluded.origin > manifests.origin))`,
+		m.Repo, m.Digest.String(), m.MediaType, m.Size, m.Payload, m.Subject.String(), m.ArtifactType, ann,
+		m.Created.UnixMilli(), m.Version.Time, m.Version.Region)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// GetManifest returns a live manifest, or ErrNotFound.
+func (db *DB) GetManifest(ctx context.Context, repo string, d digest.Digest) (*Manifest, error) {
+	return getManifest(ctx, db.r, repo, d)
+}
+
+// GetManifest returns a live manifest inside the transaction.
+func (tx *Tx) GetManifest(ctx context.Context, repo string, d digest.Digest) (*Manifest, error) {
+	return getManifest(ctx, tx.tx, repo, d)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func getManifest(ctx context.Context, q queryer, repo string, d digest.Digest) (*Manifest, error) {
+	m := &Manifest{Repo: repo, Digest: d}
+	var subject, ann string
+	var created int64
+	err := q.QueryRowContext(ctx, `
+		SELECT media_type, size, payload, subject, artifact_type, annotations, created_at, version, origin
+		FROM manifests WHERE repo = $1 AND digest = $2 AND deleted = 0`, repo, d.String()).
+		Scan(&m.MediaType, &m.Size, &m.Payload, &subject, &m.ArtifactType, &ann, &created, &m.Version.Time, &m.Version.Region)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.Subject = digest.Digest(subject)
+	m.Created = time.UnixMilli(created)
+	if ann != "" {
+		_ = json.Unmarshal([]byte(ann), &m.Annotations)
+	}
+	return m, nil
+}
+
+// ManifestsExist returns which of ds are live manifests in repo.
+func (tx *Tx) ManifestsExist(ctx context.Context, repo string, ds []digest.Digest) (map[digest.Digest]bool, error) {
+	out := make(map[digest.Digest]bool, len(ds))
+	for _, d := range ds {
+		var n int
+		if err := tx.tx.QueryRowContext(ctx,
+			`SELECT COUNT(*) FROM manifests WHERE repo = $1 AND digest = $2 AND deleted = 0`,
+			repo, d.String()).Scan(&n); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			out[d] = true
+		}
+	}
+	return out, nil
+}
+
+// DeleteManifest turns a live manifest into a tombstone at version v and
+// tombstones every live tag pointing at it. It returns the tags deleted,
+// or ErrNotFound when the manifest is not live. A tombstone is kept so a
+// late, older write cannot bring the manifest back.
+func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) ([]string, error) {
+	res, err := tx.tx.ExecContext(ctx, `
+		UPDATE manifests SET deleted = 1, payload = $3, version = $4, origin = $5
+		WHERE repo = $1 AND digest = $2 AND deleted = 0`,
+		repo, d.String(), []byte{}, v.Time, v.Region)
+	if err != nil {
+		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, ErrNotFound
+	}
+	rows, err := tx.tx.QueryContext(ctx,
+		`SELECT name FROM tags WHERE repo = $1 AND digest = $2 AND deleted = 0 ORDER BY name`, repo, d.String())
+	if err != nil {
+		return nil, err
+	}
+	var tags []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		tags = append(tags, name)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, name := range tags {
+		if _, err := tx.DeleteTag(ctx, repo, name, v, now); err != nil {
+			return nil, err
+		}
+	}
+	return tags, nil
+}
+
+// Referrer is one manifest whose subject is a given digest.
+type Referrer struct {
+	Digest       digest.Digest
+	MediaType    string
+	Size         int64
+	ArtifactType string
+	Annotations  map[string]string
+}
+
+// Referrers lists the live manifests in repo whose subject is subject,
+// filtered by artifactType when it is not empty, ordered by digest.
+func (db *DB) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]Referrer, error) {
+	rows, err := db.r.QueryContext(ctx, `
+		SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+		WHERE repo = $1 AND subject = $2 AND deleted = 0 AND ($3 = '' OR artifact_type = $3)
+		ORDER BY digest`, repo, subject.String(), artifactType)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Referrer
+	for rows.Next() {
+		var r Referrer
+		var d, ann string
+		if err := rows.Scan(&d, &r.MediaType, &r.Size, &r.ArtifactType, &ann); err != nil {
+			return nil, err
+		}
+		r.Digest = digest.Digest(d)
+		if ann != "" {
+			_ = json.Unmarshal([]byte(ann), &r.Annotations)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

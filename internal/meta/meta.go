@@ -1,0 +1,147 @@
+// Package meta is the metadata store of a region: repositories, blob links,
+// manifests, versioned tags with tombstones, referrers and upload sessions.
+//
+// One SQL schema serves SQLite (embedded, the default) and PostgreSQL:
+// placeholders are $n, upserts are ON CONFLICT, and the few type names that
+// differ are filled in per dialect. Writes go through a single connection
+// so SQLite never has two writers waiting on each other; reads use a pool.
+// SQLite runs in WAL mode with synchronous=FULL, so a committed transaction
+// survives kill -9 and power loss.
+//
+// Versions: every tag and manifest row carries the hlc.Version of its last
+// write (time and origin region). Tag writes are last-writer-wins by
+// version; a delete leaves a tombstone row (deleted = 1) with its version,
+// so a late, older write cannot bring the tag back (DESIGN invariant 4).
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrNotFound is returned for a row that does not exist (or is a tombstone).
+var ErrNotFound = errors.New("not found")
+
+// DB is a region's metadata store. It is safe for concurrent use.
+type DB struct {
+	w *sql.DB // one connection: all writes
+	r *sql.DB // reads
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS repositories (
+	name       TEXT PRIMARY KEY,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+	repo       TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	size       BIGINT NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (repo, digest)
+);
+CREATE TABLE IF NOT EXISTS manifests (
+	repo          TEXT NOT NULL,
+	digest        TEXT NOT NULL,
+	media_type    TEXT NOT NULL,
+	size          BIGINT NOT NULL,
+	payload       {{bytes}} NOT NULL,
+	subject       TEXT NOT NULL DEFAULT '',
+	artifact_type TEXT NOT NULL DEFAULT '',
+	annotations   TEXT NOT NULL DEFAULT '',
+	created_at    BIGINT NOT NULL,
+	version       BIGINT NOT NULL,
+	origin        TEXT NOT NULL,
+	deleted       INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (repo, digest)
+);
+CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repo, subject);
+CREATE TABLE IF NOT EXISTS tags (
+	repo       TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	version    BIGINT NOT NULL,
+	origin     TEXT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	deleted    INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (repo, name)
+);
+CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo, digest);
+CREATE TABLE IF NOT EXISTS uploads (
+	id         TEXT PRIMARY KEY,
+	repo       TEXT NOT NULL,
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
+`
+
+// OpenSQLite opens (creating) the SQLite database at path.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("metadata directory: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	db := &DB{w: w, r: r}
+	ddl := strings.ReplaceAll(schema, "{{bytes}}", "BLOB")
+	if _, err := w.ExecContext(ctx, ddl); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Close closes the database.
+func (db *DB) Close() error {
+	return errors.Join(db.r.Close(), db.w.Close())
+}
+
+// Ping checks the database answers a read and a write lock.
+func (db *DB) Ping(ctx context.Context) error {
+	var one int
+	if err := db.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return err
+	}
+	return db.Update(ctx, func(*Tx) error { return nil })
+}
+
+// Tx is a write transaction. Its methods are the only writes to the store.
+type Tx struct {
+	tx *sql.Tx
+}
+
+// Update runs fn in one write transaction, committed when fn returns nil.
+// Everything fn writes becomes durable and visible together.
+func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(&Tx{tx: tx}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,40 @@
+package meta
+
+import (
+	"context"
+	"time"
+)
+
+// EnsureRepository records a repository, idempotently.
+func (tx *Tx) EnsureRepository(ctx context.Context, name string, now time.Time) error {
+	_, err := tx.tx.ExecContext(ctx,
+		`INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
+		name, now.UnixMilli())
+	return err
+}
+
+// RepositoryExists reports whether name was ever pushed to.
+func (db *DB) RepositoryExists(ctx context.Context, name string) (bool, error) {
+	var n int
+	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM repositories WHERE name = $1`, name).Scan(&n)
+	return n > 0, err
+}
+
+// Repositories lists up to n repository names after last, in lexical order.
+func (db *DB) Repositories(ctx context.Context, last string, n int) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx,
+		`SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2`, last, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		out = append(out, name)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,117 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+)
+
+// Tag is a tag's current value or tombstone.
+type Tag struct {
+	Repo    string
+	Name    string
+	Digest  digest.Digest // of the manifest; empty in a tombstone
+	Version hlc.Version
+	Updated time.Time
+	Deleted bool
+}
+
+// SetTag points tag at d with version v unless the stored value or
+// tombstone carries a later version (last-writer-wins). It reports whether
+// the write won.
+func (tx *Tx) SetTag(ctx context.Context, repo, name string, d digest.Digest, v hlc.Version, now time.Time) (bool, error) {
+	return tx.writeTag(ctx, repo, name, d.String(), v, now, false)
+}
+
+// DeleteTag replaces tag with a tombstone at version v unless the stored
+// value carries a later version. It reports whether the delete won.
+func (tx *Tx) DeleteTag(ctx context.Context, repo, name string, v hlc.Version, now time.Time) (bool, error) {
+	return tx.writeTag(ctx, repo, name, "", v, now, true)
+}
+
+func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version, now time.Time, deleted bool) (bool, error) {
+	del := 0
+	if deleted {
+		del = 1
+	}
+	res, err := tx.tx.ExecContext(ctx, `
+		INSERT INTO tags (repo, name, digest, version, origin, updated_at, deleted)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (repo, name) DO UPDATE SET
+			digest = excluded.digest, version = excluded.version, origin = excluded.origin,
+			updated_at = excluded.updated_at, deleted = excluded.deleted
+		WHERE excluded.version > tags.version
+			OR (excluded.version = tags.version AND excluded.origin > tags.origin)`,
+		repo, name, d, v.Time, v.Region, now.UnixMilli(), del)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// GetTag returns a live tag, or ErrNotFound (also for a tombstone).
+func (db *DB) GetTag(ctx context.Context, repo, name string) (*Tag, error) {
+	t, err := db.TagRecord(ctx, repo, name)
+	if err != nil {
+		return nil, err
+	}
+	if t.Deleted {
+		return nil, ErrNotFound
+	}
+	return t, nil
+}
+
+// TagRecord returns a tag's value or tombstone, or ErrNotFound.
+func (db *DB) TagRecord(ctx context.Context, repo, name string) (*Tag, error) {
+	t := &Tag{Repo: repo, Name: name}
+	var d string
+	var updated, del int64
+	err := db.r.QueryRowContext(ctx,
+		`SELECT digest, version, origin, updated_at, deleted FROM tags WHERE repo = $1 AND name = $2`,
+		repo, name).Scan(&d, &t.Version.Time, &t.Version.Region, &updated, &del)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.Digest = digest.Digest(d)
+	t.Updated = time.UnixMilli(updated)
+	t.Deleted = del != 0
+	return t, nil
+}
+
+// Tags lists up to n live tag names of repo after last, in lexical order.
+func (db *DB) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx,
+		`SELECT name FROM tags WHERE repo = $1 AND deleted = 0 AND name > $2 ORDER BY name LIMIT $3`,
+		repo, last, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		out = append(out, name)
+	}
+	return out, rows.Err()
+}
+
+// MaxVersion returns the latest version stored in any tag or manifest, so
+// a restarted region's clock starts past everything it wrote before.
+func (db *DB) MaxVersion(ctx context.Context) (int64, error) {
+	var t sql.NullInt64
+	err := db.r.QueryRowContext(ctx,
+		`SELECT MAX(v) FROM (SELECT MAX(version) AS v FROM tags UNION ALL SELECT MAX(version) FROM manifests) AS both_tables`).Scan(&t)
+	return t.Int64, err
+}

@@ -1,0 +1,74 @@
+// Package node runs one region node process: it opens the region's stores,
+// serves the OCI API and health endpoints on a listener, runs background
+// work, and shuts all of it down when its context ends.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/georeg/georeg/internal/ociapi"
+	"github.com/georeg/georeg/internal/region"
+)
+
+// Node is an open region node, not yet serving.
+type Node struct {
+	Region  *region.Region
+	log     *slog.Logger
+	handler http.Handler
+}
+
+// Open opens the region described by cfg.
+func Open(ctx context.Context, cfg region.Config, log *slog.Logger) (*Node, error) {
+	r, err := region.Open(ctx, cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("open region %s: %w", cfg.Name, err)
+	}
+	return &Node{Region: r, log: log, handler: ociapi.New(r, log.With("region", cfg.Name)).Handler()}, nil
+}
+
+// Handler returns the node's HTTP surface.
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// Serve serves on every listener until ctx ends, then shuts down
+// gracefully (in-flight requests get up to 10 s) and closes the stores. It
+// returns only after every goroutine it started has exited.
+func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
+	defer n.Region.Close()
+	srv := &http.Server{
+		Handler:           n.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No read or write timeout: a 20 GiB layer takes as long as it
+		// takes; a stalled client is cut by TCP keepalive.
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithoutCancel(ctx)
+		},
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, l := range listeners {
+		n.log.InfoContext(ctx, "serving", "region", n.Region.Name(), "addr", l.Addr().String())
+		g.Go(func() error {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { return n.Region.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}

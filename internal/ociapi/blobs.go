@@ -1,0 +1,84 @@
+package ociapi
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := oci.ParseDigest(s)
+	if err != nil {
+		return "", ocierr.DigestInvalid.Withf("%v", err)
+	}
+	return d, nil
+}
+
+// getBlob serves GET and HEAD of a blob (end-2), with a single Range
+// answered 206 and an unsatisfiable one 416. The file is copied by the
+// kernel (sendfile) when the content store is on a filesystem.
+func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error {
+	d, err := parseDigest(route.Ref)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	size, err := a.region.StatBlob(ctx, route.Repo, d)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+d.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
+	rng, partial, err := parseRange(r.Header.Get("Range"), size)
+	if err != nil {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		return ocierr.RangeInvalid.Withf("range %q cannot be satisfied for a blob of %d bytes", r.Header.Get("Range"), size)
+	}
+	status, offset, length := http.StatusOK, int64(0), size
+	if partial {
+		status, offset, length = http.StatusPartialContent, rng.Start, rng.length()
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.Start, rng.End, size))
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return nil
+	}
+	rc, _, err := a.region.OpenBlob(ctx, route.Repo, d, offset)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.WriteHeader(status)
+	// CopyN wraps rc in a LimitedReader, which net/http still hands to
+	// sendfile when rc is an *os.File.
+	_, err = io.CopyN(w, rc, length)
+	if err != nil {
+		a.log.DebugContext(ctx, "blob body cut short", "digest", d, "error", err)
+	}
+	return nil
+}
+
+// deleteBlob serves DELETE of a blob (end-10).
+func (a *API) deleteBlob(w http.ResponseWriter, r *http.Request, route Route) error {
+	d, err := parseDigest(route.Ref)
+	if err != nil {
+		return err
+	}
+	if err := a.region.DeleteBlob(r.Context(), route.Repo, d); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}

@@ -1,0 +1,96 @@
+package ociapi
+
+import (
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// getManifest serves GET and HEAD of a manifest by tag or digest (end-3).
+// The body is the stored bytes, with their media type and digest.
+func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) error {
+	m, err := a.region.GetManifest(r.Context(), route.Repo, route.Ref)
+	if err != nil {
+		return err
+	}
+	// By tag, a client that lists the manifest types it accepts and not
+	// this one cannot use it (as distribution answers old clients). By
+	// digest the client asked for exactly these bytes.
+	if !oci.IsDigest(route.Ref) && !accepts(r.Header.Values("Accept"), m.MediaType) {
+		return ocierr.ManifestUnknown.WithDetail(
+			"tag "+route.Ref+" is a "+m.MediaType+", which the Accept header does not list; add it to Accept",
+			map[string]string{"mediaType": m.MediaType, "digest": m.Digest.String()})
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Content-Length", strconv.Itoa(len(m.Payload)))
+	h.Set("Docker-Content-Digest", m.Digest.String())
+	h.Set("ETag", `"`+m.Digest.String()+`"`)
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	_, _ = w.Write(m.Payload)
+	return nil
+}
+
+// accepts reports whether Accept headers allow mediaType. No Accept, a
+// wildcard, or an Accept naming no manifest type at all (e.g. only
+// application/json) allows anything.
+func accepts(values []string, mediaType string) bool {
+	namesManifest := false
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			if mt == mediaType || mt == "*/*" || mt == "application/*" {
+				return true
+			}
+			if oci.IsManifestMediaType(mt) {
+				namesManifest = true
+			}
+		}
+	}
+	return !namesManifest
+}
+
+// putManifest serves PUT of a manifest (end-7). The body is read whole
+// but never beyond the size limit.
+func (a *API) putManifest(w http.ResponseWriter, r *http.Request, route Route) error {
+	limit := a.region.MaxManifestSize()
+	payload, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return ocierr.ManifestInvalid.Withf("reading the manifest body: %v", err)
+	}
+	res, err := a.region.PutManifest(r.Context(), route.Repo, route.Ref, r.Header.Get("Content-Type"), payload)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Location", "/v2/"+route.Repo+"/manifests/"+res.Digest.String())
+	h.Set("Docker-Content-Digest", res.Digest.String())
+	if res.Subject != "" {
+		h.Set("OCI-Subject", res.Subject.String())
+	}
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// deleteManifest serves DELETE of a manifest by digest or of a tag
+// (end-9).
+func (a *API) deleteManifest(w http.ResponseWriter, r *http.Request, route Route) error {
+	if err := a.region.DeleteManifest(r.Context(), route.Repo, route.Ref); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}

@@ -1,0 +1,220 @@
+package ociapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
+)
+
+// API serves one region's /v2 endpoints.
+type API struct {
+	region *region.Region
+	log    *slog.Logger
+}
+
+// New returns the API for r.
+func New(r *region.Region, log *slog.Logger) *API {
+	return &API{region: r, log: log}
+}
+
+// Handler returns the region node's whole HTTP surface: /v2/ and the
+// health endpoints, each request logged in one line.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("/v2/", a.handle(a.serveV2))
+	mux.Handle("/v2", a.handle(a.serveV2))
+	return a.logged(mux)
+}
+
+// readyz reports whether the region can take writes: the metadata store
+// answers and the content store is writable.
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.region.Ready(ctx); err != nil {
+		a.log.WarnContext(ctx, "not ready", "error", err)
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle turns a handler's error into the OCI envelope.
+func (a *API) handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		oe, coded := ocierr.From(err)
+		if rec, ok := w.(*recorder); ok {
+			rec.code = oe.Code.Name
+			if !coded {
+				rec.err = err
+			}
+		}
+		if rec, ok := w.(*recorder); ok && rec.wroteHeader {
+			return // the body was under way; the client sees a short body
+		}
+		ocierr.Write(w, r, oe)
+	})
+}
+
+// serveV2 lists every route of the API.
+func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
+	route, err := ParseRoute(r.URL.Path)
+	if err != nil {
+		var re *RouteError
+		if errors.As(err, &re) && re.BadName {
+			return ocierr.NameInvalid.Withf("%s", re.Msg)
+		}
+		return ocierr.NameUnknown.Withf("%v", err)
+	}
+	m := r.Method
+	switch route.Kind {
+	case KindBase:
+		if m == http.MethodGet || m == http.MethodHead {
+			return a.base(w, r)
+		}
+	case KindCatalog:
+		if m == http.MethodGet {
+			return a.catalog(w, r)
+		}
+	case KindBlob:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			return a.getBlob(w, r, route)
+		case http.MethodDelete:
+			return a.deleteBlob(w, r, route)
+		}
+	case KindUploads:
+		if m == http.MethodPost {
+			return a.startUpload(w, r, route)
+		}
+	case KindUpload:
+		switch m {
+		case http.MethodGet:
+			return a.uploadStatus(w, r, route)
+		case http.MethodPatch:
+			return a.patchUpload(w, r, route)
+		case http.MethodPut:
+			return a.finishUpload(w, r, route)
+		case http.MethodDelete:
+			return a.cancelUpload(w, r, route)
+		}
+	case KindManifest:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			return a.getManifest(w, r, route)
+		case http.MethodPut:
+			return a.putManifest(w, r, route)
+		case http.MethodDelete:
+			return a.deleteManifest(w, r, route)
+		}
+	case KindTags:
+		if m == http.MethodGet {
+			return a.tags(w, r, route)
+		}
+	case KindReferrers:
+		if m == http.MethodGet {
+			return a.referrers(w, r, route)
+		}
+	}
+	return ocierr.Unsupported.Withf("%s is not supported on %s endpoints", m, route.Kind)
+}
+
+// base answers the version check (end-1).
+func (a *API) base(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	if r.Method == http.MethodGet {
+		_, _ = io.WriteString(w, "{}")
+	}
+	return nil
+}
+
+// logged writes one line per finished request with its status, OCI code,
+// bytes and duration, and tags it with a request id (X-Request-Id).
+func (a *API) logged(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := newRequestID()
+		w.Header().Set("X-Request-Id", id)
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		level := slog.LevelInfo
+		attrs := []slog.Attr{
+			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", rec.status), slog.Int64("bytes_out", rec.bytes),
+			slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr),
+		}
+		if r.ContentLength > 0 {
+			attrs = append(attrs, slog.Int64("bytes_in", r.ContentLength))
+		}
+		if rec.code != "" {
+			attrs = append(attrs, slog.String("code", rec.code))
+		}
+		if rec.err != nil {
+			level = slog.LevelError
+			attrs = append(attrs, slog.String("error", rec.err.Error()))
+		}
+		a.log.LogAttrs(r.Context(), level, "request", attrs...)
+	})
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// recorder notes what a handler wrote. It keeps ReadFrom, so copying a
+// file to the response still uses sendfile.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	code        string
+	err         error
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = status, true
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.(io.ReaderFrom).ReadFrom(src)
+	r.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

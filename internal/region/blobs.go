@@ -1,0 +1,119 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// StatBlob returns the size of blob d in repo, or BLOB_UNKNOWN.
+func (r *Region) StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	size, err := r.db.BlobSize(ctx, repo, d)
+	if isNotFound(err) {
+		return 0, ocierr.BlobUnknown.WithDetail(
+			fmt.Sprintf("blob %s is not in repository %s; push it first", d, repo), map[string]string{"digest": d.String()})
+	}
+	return size, err
+}
+
+// OpenBlob returns blob d's bytes from offset and its full size. The
+// caller closes the reader.
+func (r *Region) OpenBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	size, err := r.StatBlob(ctx, repo, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	rc, err := r.store.Open(ctx, d, offset)
+	if errors.Is(err, content.ErrNotFound) {
+		// Linked but absent: storage lost it. Say so, not BLOB_UNKNOWN
+		// silently; an operator must act.
+		r.log.ErrorContext(ctx, "linked blob missing from content store", "repo", repo, "digest", d)
+		return nil, 0, fmt.Errorf("blob %s linked in %s but missing from content store", d, repo)
+	}
+	return rc, size, err
+}
+
+// DeleteBlob removes blob d from repo. Its bytes stay until garbage
+// collection finds no repository linking them.
+func (r *Region) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
+	var found bool
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		var err error
+		found, err = tx.UnlinkBlob(ctx, repo, d)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !found {
+		return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s", d, repo),
+			map[string]string{"digest": d.String()})
+	}
+	return nil
+}
+
+// MountBlob links blob d from repository from into repo without copying.
+// It reports false when from does not hold d; the caller then starts an
+// ordinary upload session, as the spec asks.
+func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Digest) (bool, error) {
+	size, err := r.db.BlobSize(ctx, from, d)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if _, err := r.store.Stat(ctx, d); err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	err = r.db.Update(ctx, func(tx *meta.Tx) error {
+		return tx.LinkBlob(ctx, repo, d, size, r.now())
+	})
+	return err == nil, err
+}
+
+// PutBlob stores a whole blob sent in one request (a monolithic upload) as
+// d. size is the declared length, or -1 when unknown.
+func (r *Region) PutBlob(ctx context.Context, repo string, d digest.Digest, size int64, body io.Reader) (int64, error) {
+	if !d.Algorithm().Available() {
+		return 0, unsupportedDigest(d)
+	}
+	n, err := r.store.Put(ctx, r.newID(), d, size, body)
+	if err != nil {
+		return 0, blobError(err, d)
+	}
+	err = r.db.Update(ctx, func(tx *meta.Tx) error {
+		return tx.LinkBlob(ctx, repo, d, n, r.now())
+	})
+	return n, err
+}
+
+// blobError turns a content store's verification failure into the OCI
+// error that tells the client what went wrong.
+func blobError(err error, d digest.Digest) error {
+	switch {
+	case errors.Is(err, content.ErrDigestMismatch):
+		return ocierr.DigestInvalid.WithDetail(
+			fmt.Sprintf("the uploaded bytes do not hash to %s (%v); nothing was stored, upload again", d, err),
+			map[string]string{"digest": d.String()})
+	case errors.Is(err, content.ErrSizeMismatch):
+		return ocierr.SizeInvalid.Withf("%v; nothing was stored, upload again", err)
+	case errors.Is(err, content.ErrUnsupported):
+		return unsupportedDigest(d)
+	}
+	return err
+}
+
+func unsupportedDigest(d digest.Digest) error {
+	return ocierr.DigestInvalid.Withf("digest algorithm %q is not supported; use sha256 or sha512", d.Algorithm())
+}

@@ -1,0 +1,269 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// ResolveTag returns the digest tag points at in repo, or MANIFEST_UNKNOWN.
+func (r *Region) ResolveTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
+	if d, ok := r.cache.tag(repo, tag); ok {
+		return d, nil
+	}
+	gen := r.cache.generation()
+	t, err := r.db.GetTag(ctx, repo, tag)
+	if isNotFound(err) {
+		return "", ocierr.ManifestUnknown.WithDetail(
+			fmt.Sprintf("tag %q is not in repository %s; list tags with GET /v2/%s/tags/list", tag, repo, repo),
+			map[string]string{"repository": repo, "tag": tag})
+	}
+	if err != nil {
+		return "", err
+	}
+	r.cache.putTag(gen, repo, tag, t.Digest)
+	return t.Digest, nil
+}
+
+// GetManifest returns the manifest reference ref (a tag or a digest) names
+// in repo, or MANIFEST_UNKNOWN. Most calls are answered from the cache.
+func (r *Region) GetManifest(ctx context.Context, repo, ref string) (*meta.Manifest, error) {
+	d, err := r.parseRef(ctx, repo, ref)
+	if err != nil {
+		return nil, err
+	}
+	if m := r.cache.manifest(repo, d); m != nil {
+		return m, nil
+	}
+	gen := r.cache.generation()
+	m, err := r.db.GetManifest(ctx, repo, d)
+	if isNotFound(err) {
+		return nil, ocierr.ManifestUnknown.WithDetail(
+			fmt.Sprintf("manifest %s is not in repository %s", d, repo),
+			map[string]string{"repository": repo, "digest": d.String()})
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.cache.putManifest(gen, m)
+	return m, nil
+}
+
+// parseRef resolves a manifest reference to a digest: a digest is parsed
+// and checked, a tag is looked up.
+func (r *Region) parseRef(ctx context.Context, repo, ref string) (digest.Digest, error) {
+	if oci.IsDigest(ref) {
+		d, err := oci.ParseDigest(ref)
+		if err != nil {
+			return "", ocierr.DigestInvalid.Withf("%v", err)
+		}
+		return d, nil
+	}
+	if err := oci.ValidateTag(ref); err != nil {
+		// No manifest can have this name, so it is unknown (404), as the
+		// conformance suite expects for a GET of a malformed reference.
+		return "", ocierr.ManifestUnknown.WithDetail(err.Error(), map[string]string{"reference": ref})
+	}
+	return r.ResolveTag(ctx, repo, ref)
+}
+
+// PutResult is what a manifest PUT reports back.
+type PutResult struct {
+	Digest  digest.Digest
+	Subject digest.Digest // empty unless the manifest has a subject
+}
+
+// PutManifest validates payload and stores it in repo under ref (a tag or
+// a digest), all before it writes anything: it parses, is within the size
+// limit, its digest matches a digest reference, and every blob and child
+// manifest it references is present in repo (invariant 2). The manifest
+// and its tag are written in one transaction.
+func (r *Region) PutManifest(ctx context.Context, repo, ref, contentType string, payload []byte) (PutResult, error) {
+	if int64(len(payload)) > r.cfg.MaxManifestSize {
+		return PutResult{}, ocierr.ManifestTooLarge.Withf("manifest is %d bytes; this registry accepts at most %d", len(payload), r.cfg.MaxManifestSize)
+	}
+	var tag string
+	d := digest.SHA256.FromBytes(payload)
+	if oci.IsDigest(ref) {
+		want, err := oci.ParseDigest(ref)
+		if err != nil {
+			return PutResult{}, ocierr.DigestInvalid.Withf("%v", err)
+		}
+		if !want.Algorithm().Available() {
+			return PutResult{}, unsupportedDigest(want)
+		}
+		if d = want.Algorithm().FromBytes(payload); d != want {
+			return PutResult{}, ocierr.DigestInvalid.WithDetail(
+				fmt.Sprintf("the manifest body hashes to %s, not %s; push it by that digest or by tag", d, want),
+				map[string]string{"digest": want.String()})
+		}
+	} else {
+		if err := oci.ValidateTag(ref); err != nil {
+			return PutResult{}, ocierr.ManifestInvalid.WithDetail(err.Error(), map[string]string{"tag": ref})
+		}
+		tag = ref
+	}
+	m, err := oci.ParseManifest(contentType, payload)
+	if err != nil {
+		return PutResult{}, ocierr.ManifestInvalid.Withf("%v", err)
+	}
+	now := r.now()
+	rec := &meta.Manifest{
+		Repo: repo, Digest: d, MediaType: m.MediaType, Size: int64(len(payload)), Payload: payload,
+		ArtifactType: m.ResolvedArtifactType(), Annotations: m.Annotations, Created: now,
+	}
+	if m.Subject != nil {
+		rec.Subject = m.Subject.Digest
+	}
+	err = r.db.Update(ctx, func(tx *meta.Tx) error {
+		if err := checkReferences(ctx, tx, repo, m); err != nil {
+			return err
+		}
+		v := r.clock.Now()
+		rec.Version = v
+		if _, err := tx.PutManifest(ctx, rec); err != nil {
+			return err
+		}
+		if tag != "" {
+			if _, err := tx.SetTag(ctx, repo, tag, d, v, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return PutResult{}, err
+	}
+	r.cache.invalidate(repo, d, tag)
+	return PutResult{Digest: d, Subject: rec.Subject}, nil
+}
+
+// checkReferences checks, inside the write transaction that stores m, that
+// every blob and child manifest m references is present in repo with the
+// declared size. The subject need not exist (the spec says so).
+func checkReferences(ctx context.Context, tx *meta.Tx, repo string, m *oci.Manifest) error {
+	if oci.IsIndex(m.MediaType) {
+		var ds []digest.Digest
+		for _, c := range m.Manifests {
+			ds = append(ds, c.Digest)
+		}
+		have, err := tx.ManifestsExist(ctx, repo, ds)
+		if err != nil {
+			return err
+		}
+		var missing []string
+		for _, c := range m.Manifests {
+			if !have[c.Digest] {
+				missing = append(missing, c.Digest.String())
+			}
+		}
+		if len(missing) > 0 {
+			return ocierr.ManifestBlobUnknown.WithDetail(
+				fmt.Sprintf("the index references %d manifest(s) not in repository %s: %s; push them first", len(missing), repo, strings.Join(missing, ", ")),
+				map[string]any{"missing": missing})
+		}
+		return nil
+	}
+	blobs := m.Blobs()
+	var ds []digest.Digest
+	for _, b := range blobs {
+		ds = append(ds, b.Digest)
+	}
+	sizes, err := tx.BlobSizes(ctx, repo, ds)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, b := range blobs {
+		size, ok := sizes[b.Digest]
+		if !ok {
+			missing = append(missing, b.Digest.String())
+			continue
+		}
+		if size != b.Size {
+			return ocierr.ManifestInvalid.WithDetail(
+				fmt.Sprintf("descriptor %s declares size %d but the stored blob has %d bytes; fix the manifest", b.Digest, b.Size, size),
+				map[string]any{"digest": b.Digest.String(), "declared": b.Size, "stored": size})
+		}
+	}
+	if len(missing) > 0 {
+		return ocierr.ManifestBlobUnknown.WithDetail(
+			fmt.Sprintf("the manifest references %d blob(s) not in repository %s: %s; push them first", len(missing), repo, strings.Join(missing, ", ")),
+			map[string]any{"missing": missing})
+	}
+	return nil
+}
+
+// DeleteManifest deletes by digest (the manifest and every tag pointing at
+// it) or by tag (the tag only). Both leave versioned tombstones.
+func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
+	now := r.now()
+	if !oci.IsDigest(ref) {
+		if err := oci.ValidateTag(ref); err != nil {
+			return ocierr.ManifestUnknown.WithDetail(err.Error(), map[string]string{"reference": ref})
+		}
+		var won bool
+		err := r.db.Update(ctx, func(tx *meta.Tx) error {
+			if _, err := r.db.GetTag(ctx, repo, ref); err != nil {
+				return err
+			}
+			var err error
+			won, err = tx.DeleteTag(ctx, repo, ref, r.clock.Now(), now)
+			return err
+		})
+		if isNotFound(err) || (err == nil && !won) {
+			return ocierr.ManifestUnknown.WithDetail(fmt.Sprintf("tag %q is not in repository %s", ref, repo),
+				map[string]string{"repository": repo, "tag": ref})
+		}
+		r.cache.invalidate(repo, "", ref)
+		return err
+	}
+	d, err := oci.ParseDigest(ref)
+	if err != nil {
+		return ocierr.DigestInvalid.Withf("%v", err)
+	}
+	var tags []string
+	err = r.db.Update(ctx, func(tx *meta.Tx) error {
+		var err error
+		tags, err = tx.DeleteManifest(ctx, repo, d, r.clock.Now(), now)
+		return err
+	})
+	if errors.Is(err, meta.ErrNotFound) {
+		return ocierr.ManifestUnknown.WithDetail(fmt.Sprintf("manifest %s is not in repository %s", d, repo),
+			map[string]string{"repository": repo, "digest": d.String()})
+	}
+	r.cache.invalidate(repo, d, tags...)
+	return err
+}
+
+// Tags lists up to n tags of repo after last; NAME_UNKNOWN when repo was
+// never pushed to.
+func (r *Region) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
+	ok, err := r.db.RepositoryExists(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ocierr.NameUnknown.WithDetail(fmt.Sprintf("repository %s is not known to this registry", repo),
+			map[string]string{"repository": repo})
+	}
+	return r.db.Tags(ctx, repo, last, n)
+}
+
+// Repositories lists up to n repositories after last.
+func (r *Region) Repositories(ctx context.Context, last string, n int) ([]string, error) {
+	return r.db.Repositories(ctx, last, n)
+}
+
+// Referrers lists the manifests in repo whose subject is d, filtered by
+// artifactType when set. An unknown subject has no referrers.
+func (r *Region) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Referrer, error) {
+	return r.db.Referrers(ctx, repo, d, artifactType)
+}
