@@ -145,3 +145,17 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 	return nil
 }
+
+// Counts returns the number of rows in each table (tombstones included),
+// for status pages and for tests that check a request changed nothing.
+func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads"} {
+		var n int64
+		if err := db.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table).Scan(&n); err != nil {
+			return nil, err
+		}
+		out[table] = n
+	}
+	return out, nil
+}

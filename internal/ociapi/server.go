@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/georeg/georeg/internal/ocierr"
@@ -28,15 +29,21 @@ func New(r *region.Region, log *slog.Logger) *API {
 // Handler returns the region node's whole HTTP surface: /v2/ and the
 // health endpoints, each request logged in one line.
 func (a *API) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", a.readyz)
-	mux.Handle("/v2/", a.handle(a.serveV2))
-	mux.Handle("/v2", a.handle(a.serveV2))
-	return a.logged(mux)
+	// Not a ServeMux: it cleans paths and redirects, so /v2/a//b or
+	// /v2/../x would never reach ParseRoute to be refused as NAME_INVALID.
+	v2 := a.handle(a.serveV2)
+	return a.logged(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case p == "/v2" || strings.HasPrefix(p, "/v2/"):
+			v2.ServeHTTP(w, r)
+		case p == "/healthz":
+			_, _ = io.WriteString(w, "ok\n")
+		case p == "/readyz":
+			a.readyz(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
 }
 
 // readyz reports whether the region can take writes: the metadata store

@@ -138,3 +138,6 @@ func isNotFound(err error) bool {
 
 // MaxManifestSize is the largest manifest body PutManifest accepts.
 func (r *Region) MaxManifestSize() int64 { return r.cfg.MaxManifestSize }
+
+// Counts returns the metadata store's row counts per table.
+func (r *Region) Counts(ctx context.Context) (map[string]int64, error) { return r.db.Counts(ctx) }

@@ -1,0 +1,45 @@
+# georeg: `make test` installs what the tests need (crane and regctl through
+# the Go module proxy into .tools/bin; skopeo and containerd from Debian),
+# then runs every test. `make bench` prints the benchmark table.
+
+SHELL := /bin/bash
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+export GOFLAGS := -mod=mod
+CRANE_VERSION  := v0.22.1
+REGCTL_VERSION := v0.11.7
+
+.PHONY: test tools lint fuzz bench build
+
+build:
+	go build -o bin/georeg ./cmd/georeg
+
+tools: $(TOOLS)/crane $(TOOLS)/regctl /usr/bin/skopeo /usr/bin/ctr
+
+$(TOOLS)/crane:
+	GOBIN=$(TOOLS) go install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
+
+$(TOOLS)/regctl:
+	GOBIN=$(TOOLS) go install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
+
+/usr/bin/skopeo /usr/bin/ctr:
+	(apt-get install -y --no-install-recommends skopeo containerd || \
+	 (apt-get update -qq && apt-get install -y --no-install-recommends skopeo containerd)) >/dev/null
+
+lint:
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	go vet ./...
+
+test: tools lint
+	go test -count=1 -timeout 12m ./...
+
+# Short runs of every fuzz target; the corpus lives in testdata/fuzz.
+fuzz:
+	go test ./internal/ociapi -run '^$$' -fuzz FuzzParseRoute -fuzztime 20s
+	go test ./internal/ociapi -run '^$$' -fuzz FuzzParseRange -fuzztime 20s
+	go test ./internal/ociapi -run '^$$' -fuzz FuzzParseContentRange -fuzztime 20s
+	go test ./internal/oci -run '^$$' -fuzz FuzzParseManifest -fuzztime 20s
+	go test ./internal/oci -run '^$$' -fuzz FuzzValidateRepository -fuzztime 20s
+
+bench: build
+	go run ./bench -georeg bin/georeg
