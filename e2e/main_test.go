@@ -1,0 +1,136 @@
+// Package e2e runs the georeg binary as a process and drives it with real
+// clients (crane, regctl, skopeo, containerd's ctr) and with kill -9.
+// `make test` installs the clients; a missing one fails its test.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// georegBin is the binary under test, built once by TestMain.
+var georegBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "georeg-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	georegBin = filepath.Join(dir, "georeg")
+	build := exec.Command("go", "build", "-o", georegBin, "../cmd/georeg")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build georeg:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freeAddr returns a loopback address with a port nobody listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// server is a `georeg serve` process.
+type server struct {
+	t    *testing.T
+	addr string
+	data string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+// startServer runs georeg serve on a fresh port over data and waits until
+// it is ready. The process is killed at cleanup if still running.
+func startServer(t *testing.T, data string) *server {
+	t.Helper()
+	s := &server{t: t, addr: freeAddr(t), data: data}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *server) start() {
+	s.t.Helper()
+	log, err := os.OpenFile(filepath.Join(s.t.TempDir(), "georeg.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.log = log
+	s.cmd = exec.Command(georegBin, "serve", "--listen", s.addr, "--data", s.data, "--region", "eastus", "--log-level", "warn")
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + s.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("georeg serve on %s not ready after 20s: %v", s.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+	}
+}
+
+// kill9 sends SIGKILL and waits for the process to die.
+func (s *server) kill9() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	s.cmd = nil
+	s.log.Close()
+}
+
+func (s *server) kill() { s.kill9() }
+
+// run runs a client command with a deadline and returns its output; a
+// missing binary fails the test.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := runErr(t, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func runErr(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed (make test installs it): %v", name, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
