@@ -16,6 +16,7 @@ func serveCmd() *cobra.Command {
 		file             string
 		listen, data, rg string
 		logLevel         string
+		pprofListen      string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -58,6 +59,15 @@ func serveCmd() *cobra.Command {
 				n.Region.Close()
 				return err
 			}
+			if pprofListen != "" {
+				stop, err := servePprof(pprofListen, log)
+				if err != nil {
+					l.Close()
+					n.Region.Close()
+					return err
+				}
+				defer stop()
+			}
 			return n.Serve(ctx, l)
 		},
 	}
@@ -67,5 +77,6 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&data, "data", "./data", "data directory: blobs, uploads and the metadata database")
 	f.StringVar(&rg, "region", "eastus", "region name")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; off when empty")
 	return cmd
 }

@@ -1,10 +1,17 @@
 // Package fs is a content.Backend on a local filesystem.
 //
 // Durability: Commit fsyncs the file, renames it into place and fsyncs the
-// directory, so a committed blob survives kill -9 and power loss. While a
-// file is written, writeback of each 8 MiB is started at once
-// (sync_file_range), so the final fsync waits for little and dirty pages do
-// not pile up in the page cache.
+// directory, so a committed blob survives kill -9 and power loss.
+//
+// Writes: the part of each write that starts at a 4 KiB-aligned offset
+// from a 4 KiB-aligned buffer, in whole 4 KiB blocks, goes to the disk with
+// O_DIRECT; the rest (the tail of a blob, a chunk boundary that is not
+// aligned) is written through the page cache, and writeback of each 8 MiB of
+// it is started at once (sync_file_range), so the final fsync waits for
+// little. A profile of 8 concurrent uploads showed two thirds of their CPU
+// in copying into the page cache; O_DIRECT skips that copy. The cost: a
+// blob just uploaded is read from disk, not from memory, the first time.
+// A filesystem that refuses O_DIRECT (tmpfs) gets buffered writes.
 package fs
 
 import (
@@ -16,19 +23,26 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/georeg/georeg/internal/content"
 )
 
-// flushEvery is how many bytes a writer lets pile up before it starts their
-// writeback.
+// flushEvery is how many buffered bytes a writer lets pile up before it
+// starts their writeback.
 const flushEvery = 8 << 20
+
+// directAlign is the alignment O_DIRECT needs of offsets, lengths and
+// buffers: a page, which covers every logical block size in use.
+const directAlign = 4096
 
 // Backend keeps each key as a file under a root directory.
 type Backend struct {
-	root string
+	root     string
+	noDirect atomic.Bool // set once the filesystem refused O_DIRECT
 }
 
 // Open returns a backend rooted at dir, creating it.
@@ -113,7 +127,7 @@ func (b *Backend) Writer(_ context.Context, key string, appendTo bool) (content.
 		f.Close()
 		return nil, err
 	}
-	return &writer{b: b, f: f, path: p, size: size, flushed: size}, nil
+	return &writer{b: b, f: f, fd: int(f.Fd()), path: p, size: size, flushed: size}, nil
 }
 
 // Delete implements content.Backend. Deleting an upload's data removes its
@@ -164,21 +178,85 @@ func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, s
 type writer struct {
 	b       *Backend
 	f       *os.File
+	fd      int
 	path    string
 	size    int64
-	flushed int64 // bytes whose writeback has been started
+	direct  bool  // O_DIRECT is set on fd now
+	dirty   int64 // buffered bytes written since writeback last started
+	flushed int64 // offset up to which writeback has been started
 }
 
 func (w *writer) Write(p []byte) (int, error) {
+	total := 0
+	if w.size%directAlign == 0 && len(p) >= directAlign && !w.b.noDirect.Load() &&
+		uintptr(unsafe.Pointer(&p[0]))%directAlign == 0 {
+		n := len(p) &^ (directAlign - 1)
+		k, err := w.writeDirect(p[:n])
+		total += k
+		if err != nil {
+			return total, err
+		}
+		p = p[k:]
+	}
+	if len(p) == 0 {
+		return total, nil
+	}
+	k, err := w.writeBuffered(p)
+	return total + k, err
+}
+
+// writeDirect writes p (aligned) with O_DIRECT. It returns 0, nil when the
+// filesystem refuses O_DIRECT, so the caller writes p buffered.
+func (w *writer) writeDirect(p []byte) (int, error) {
+	if !w.direct {
+		if err := w.setDirect(true); err != nil {
+			w.b.noDirect.Store(true)
+			return 0, nil
+		}
+	}
 	n, err := w.f.Write(p)
 	w.size += int64(n)
-	if w.size-w.flushed >= flushEvery {
+	if errors.Is(err, unix.EINVAL) && n == 0 {
+		w.b.noDirect.Store(true)
+		return 0, nil
+	}
+	w.flushed = w.size
+	return n, err
+}
+
+func (w *writer) writeBuffered(p []byte) (int, error) {
+	if w.direct {
+		if err := w.setDirect(false); err != nil {
+			return 0, err
+		}
+	}
+	n, err := w.f.Write(p)
+	w.size += int64(n)
+	w.dirty += int64(n)
+	if w.dirty >= flushEvery {
 		// Start writeback now; Commit's fsync then waits for little. An
 		// error here is only advisory: fsync reports real failures.
-		_ = unix.SyncFileRange(int(w.f.Fd()), w.flushed, w.size-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
-		w.flushed = w.size
+		_ = unix.SyncFileRange(w.fd, w.flushed, w.size-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		w.flushed, w.dirty = w.size, 0
 	}
 	return n, err
+}
+
+func (w *writer) setDirect(on bool) error {
+	flags, err := unix.FcntlInt(uintptr(w.fd), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	if on {
+		flags |= unix.O_DIRECT
+	} else {
+		flags &^= unix.O_DIRECT
+	}
+	if _, err := unix.FcntlInt(uintptr(w.fd), unix.F_SETFL, flags); err != nil {
+		return err
+	}
+	w.direct = on
+	return nil
 }
 
 func (w *writer) Size() int64 { return w.size }

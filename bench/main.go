@@ -1,0 +1,80 @@
+// Command bench measures a georeg region node on this machine and prints
+// one table: each figure, its target, and the machine's physical limit
+// (SHA-256 speed, durable disk writes, loopback bandwidth).
+//
+//	go run ./bench -georeg bin/georeg
+//
+// The node runs as its own process with durable (fsynced) writes, as in
+// production; the load comes from this process. Both share the machine's
+// two cores, so client CPU counts against every figure.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"text/tabwriter"
+)
+
+type row struct {
+	name, value, target, note string
+}
+
+func main() {
+	bin := flag.String("georeg", "bin/georeg", "georeg binary to measure")
+	dir := flag.String("dir", "", "data directory (default: a temp dir on the disk holding the working directory)")
+	quick := flag.Bool("quick", false, "smaller sizes, for checking the harness")
+	logLevel := flag.String("log-level", "info", "the node's log level; info writes the production one line per request (to a file)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *bin, *dir, *logLevel, *quick); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, bin, dir, logLevel string, quick bool) error {
+	if dir == "" {
+		wd, _ := os.Getwd()
+		d, err := os.MkdirTemp(wd, ".bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	gib := int64(1 << 30)
+	if quick {
+		gib = 64 << 20
+	}
+	var rows []row
+	fmt.Fprintln(os.Stderr, "measuring this machine's limits ...")
+	rows = append(rows, limits(filepath.Join(dir, "limits"), gib)...)
+
+	srv, err := startServer(ctx, bin, filepath.Join(dir, "node"), logLevel)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	steps := []func(context.Context, *server, int64) ([]row, error){
+		benchUpload, benchDownload, benchParallelUploads, benchManifestGets, benchSmallPushes,
+	}
+	for _, step := range steps {
+		rs, err := step(ctx, srv, gib)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
+	fmt.Printf("georeg serve, log level %s, data on %s\n", logLevel, dir)
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tmeasured\ttarget\tnote")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.name, r.value, r.target, r.note)
+	}
+	return tw.Flush()
+}
