@@ -17,6 +17,7 @@ func serveCmd() *cobra.Command {
 		listen, data, rg string
 		logLevel         string
 		pprofListen      string
+		blobCopy         string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -42,6 +43,9 @@ func serveCmd() *cobra.Command {
 			if flags.Changed("region") {
 				cfg.Region.Name = rg
 			}
+			if flags.Changed("blob-copy") {
+				cfg.HTTP.BlobCopy = blobCopy
+			}
 			if flags.Changed("log-level") {
 				cfg.Log.Level = logLevel
 			}
@@ -50,7 +54,7 @@ func serveCmd() *cobra.Command {
 			}
 			log := cfg.Log.Logger(os.Stderr)
 			ctx := cmd.Context()
-			n, err := node.Open(ctx, cfg.Region, log)
+			n, err := node.Open(ctx, cfg.Region, cfg.HTTP.BlobCopy, log)
 			if err != nil {
 				return err
 			}
@@ -77,6 +81,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&data, "data", "./data", "data directory: blobs, uploads and the metadata database")
 	f.StringVar(&rg, "region", "eastus", "region name")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&blobCopy, "blob-copy", "auto", "how blob GETs copy: auto (sendfile except to loopback clients), sendfile or buffered")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; off when empty")
 	return cmd
 }

@@ -9,6 +9,7 @@
 //	  uploadTTL: 24h
 //	http:
 //	  listen: 127.0.0.1:5001
+//	  blobCopy: auto   # auto, sendfile or buffered
 //	log:
 //	  level: info      # debug, info, warn, error
 //	  format: text     # text or json
@@ -39,6 +40,9 @@ type Config struct {
 type HTTP struct {
 	// Listen is host:port; georeg binds loopback unless told otherwise.
 	Listen string `yaml:"listen"`
+	// BlobCopy is how blob GETs copy bytes: auto (default), sendfile or
+	// buffered. See ociapi.CopyAuto for the measurements behind auto.
+	BlobCopy string `yaml:"blobCopy"`
 }
 
 // Log sets the node's log output.
@@ -88,6 +92,11 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen: %q: %v", c.HTTP.Listen, err))
+	}
+	switch c.HTTP.BlobCopy {
+	case "", "auto", "sendfile", "buffered":
+	default:
+		errs = append(errs, fmt.Errorf("http.blobCopy: %q must be auto, sendfile or buffered", c.HTTP.BlobCopy))
 	}
 	if _, err := c.Log.SlogLevel(); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))

@@ -25,13 +25,14 @@ type Node struct {
 	handler http.Handler
 }
 
-// Open opens the region described by cfg.
-func Open(ctx context.Context, cfg region.Config, log *slog.Logger) (*Node, error) {
+// Open opens the region described by cfg; blobCopy is an ociapi copy
+// mode ("" for auto).
+func Open(ctx context.Context, cfg region.Config, blobCopy string, log *slog.Logger) (*Node, error) {
 	r, err := region.Open(ctx, cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("open region %s: %w", cfg.Name, err)
 	}
-	return &Node{Region: r, log: log, handler: ociapi.New(r, log.With("region", cfg.Name)).Handler()}, nil
+	return &Node{Region: r, log: log, handler: ociapi.New(r, log.With("region", cfg.Name), blobCopy).Handler()}, nil
 }
 
 // Handler returns the node's HTTP surface.

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -60,13 +62,38 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error
 	}
 	defer rc.Close()
 	w.WriteHeader(status)
-	// CopyN wraps rc in a LimitedReader, which net/http still hands to
-	// sendfile when rc is an *os.File.
-	_, err = io.CopyN(w, rc, length)
+	if a.kernelCopy(r) {
+		// CopyN wraps rc in a LimitedReader, which net/http still hands to
+		// sendfile when rc is an *os.File.
+		_, err = io.CopyN(w, rc, length)
+	} else {
+		bp := copyBuffers.Get().(*[]byte)
+		_, err = io.CopyBuffer(writerOnly{w}, io.LimitReader(readerOnly{rc}, length), *bp)
+		copyBuffers.Put(bp)
+	}
 	if err != nil {
 		a.log.DebugContext(ctx, "blob body cut short", "digest", d, "error", err)
 	}
 	return nil
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// readerOnly and writerOnly hide WriterTo and ReaderFrom, so io.CopyBuffer
+// copies through the buffer instead of handing the copy to the kernel.
+type readerOnly struct{ io.Reader }
+type writerOnly struct{ io.Writer }
+
+// kernelCopy reports whether a blob GET should use sendfile (see CopyAuto).
+func (a *API) kernelCopy(r *http.Request) bool {
+	switch a.blobCopy {
+	case CopySendfile:
+		return true
+	case CopyBuffered:
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err != nil || !ap.Addr().IsLoopback()
 }
 
 // deleteBlob serves DELETE of a blob (end-10).

@@ -17,13 +17,32 @@ import (
 
 // API serves one region's /v2 endpoints.
 type API struct {
-	region *region.Region
-	log    *slog.Logger
+	region   *region.Region
+	log      *slog.Logger
+	blobCopy string
 }
 
-// New returns the API for r.
-func New(r *region.Region, log *slog.Logger) *API {
-	return &API{region: r, log: log}
+// Blob copy modes: how a blob GET moves bytes from the file to the socket.
+const (
+	// CopyAuto uses sendfile for clients on the network and a buffered
+	// copy for clients on a loopback address. Measured on the 2-core VM
+	// this project runs on, sendfile (and splice) to a loopback socket
+	// reach ~2.1 GiB/s where read+write with a 1 MiB buffer reaches ~3.0;
+	// over a NIC, sendfile's zero copy saves the CPU a copy costs.
+	CopyAuto = "auto"
+	// CopySendfile always lets the kernel copy.
+	CopySendfile = "sendfile"
+	// CopyBuffered always copies through a 1 MiB buffer in user space.
+	CopyBuffered = "buffered"
+)
+
+// New returns the API for r; blobCopy is one of the Copy modes ("" is
+// CopyAuto).
+func New(r *region.Region, log *slog.Logger, blobCopy string) *API {
+	if blobCopy == "" {
+		blobCopy = CopyAuto
+	}
+	return &API{region: r, log: log, blobCopy: blobCopy}
 }
 
 // Handler returns the region node's whole HTTP surface: /v2/ and the
