@@ -48,9 +48,8 @@ func upCmd() *cobra.Command {
 			fmt.Printf(`georeg is up (data in %s)
   eastus   http://127.0.0.1:5001   (also on 127.0.0.1:5000)
 One region for now; replication between regions comes with the next release.
-Try:
-  crane copy --insecure cgr.dev/chainguard/static:latest 127.0.0.1:5000/demo/static:latest   # needs internet
-  crane append --insecure -f layer.tar -t 127.0.0.1:5000/demo/app:v1
+Try (crane: go install github.com/google/go-containerregistry/cmd/crane@latest):
+  tar -cf layer.tar README.md && crane append --insecure -f layer.tar -t 127.0.0.1:5000/demo/app:v1
   crane manifest --insecure 127.0.0.1:5001/demo/app:v1
 Ctrl-C stops it.
 `, data)

@@ -2,6 +2,7 @@ package content
 
 import (
 	"context"
+	_ "crypto/sha512" // registers sha512 with go-digest: uploads may close with a sha512 digest
 	"errors"
 	"fmt"
 	"hash"

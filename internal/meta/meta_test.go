@@ -1,0 +1,109 @@
+package meta_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+)
+
+func openDB(t *testing.T) *meta.DB {
+	t.Helper()
+	db, err := meta.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestTagsAreLastWriterWins checks the SQL that invariant 4 rests on: a
+// tag write or delete wins only with a later version, ties broken by
+// region name, and a tombstone is never undone by an older write.
+func TestTagsAreLastWriterWins(t *testing.T) {
+	db := openDB(t)
+	ctx := t.Context()
+	a, b := digest.FromString("a"), digest.FromString("b")
+	now := time.Now()
+	steps := []struct {
+		name    string
+		del     bool
+		d       digest.Digest
+		v       hlc.Version
+		wantWon bool
+		want    digest.Digest // "" = tombstone
+	}{
+		{"the first write wins", false, a, hlc.Version{Time: 10, Region: "eastus"}, true, a},
+		{"an older write loses", false, b, hlc.Version{Time: 9, Region: "westeurope"}, false, a},
+		{"an equal time from a later region name wins", false, b, hlc.Version{Time: 10, Region: "westeurope"}, true, b},
+		{"an equal time from an earlier region name loses", false, a, hlc.Version{Time: 10, Region: "eastus"}, false, b},
+		{"a later delete wins", true, "", hlc.Version{Time: 20, Region: "eastus"}, true, ""},
+		{"an older write does not resurrect the tombstone", false, a, hlc.Version{Time: 15, Region: "southeastasia"}, false, ""},
+		{"a later write revives the tag", false, a, hlc.Version{Time: 30, Region: "eastus"}, true, a},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			var won bool
+			err := db.Update(ctx, func(tx *meta.Tx) error {
+				var err error
+				if s.del {
+					won, err = tx.DeleteTag(ctx, "app", "latest", s.v, now)
+				} else {
+					won, err = tx.SetTag(ctx, "app", "latest", s.d, s.v, now)
+				}
+				return err
+			})
+			if err != nil || won != s.wantWon {
+				t.Fatalf("won=%v err=%v, want won=%v", won, err, s.wantWon)
+			}
+			rec, err := db.TagRecord(ctx, "app", "latest")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Deleted != (s.want == "") || rec.Digest != s.want {
+				t.Fatalf("tag is %+v, want digest %q", rec, s.want)
+			}
+		})
+	}
+}
+
+// TestManifestTombstoneIsNotUndoneByAnOlderPut checks manifests keep the
+// same rule: a delete at v20 is not undone by a put at v15.
+func TestManifestTombstoneIsNotUndoneByAnOlderPut(t *testing.T) {
+	db := openDB(t)
+	ctx := t.Context()
+	m := &meta.Manifest{Repo: "app", Digest: digest.FromString("m"), MediaType: "application/vnd.oci.image.manifest.v1+json",
+		Size: 1, Payload: []byte("m"), Created: time.Now(), Version: hlc.Version{Time: 10, Region: "eastus"}}
+	put := func(v hlc.Version) bool {
+		m.Version = v
+		var changed bool
+		if err := db.Update(ctx, func(tx *meta.Tx) error {
+			var err error
+			changed, err = tx.PutManifest(ctx, m)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return changed
+	}
+	put(hlc.Version{Time: 10, Region: "eastus"})
+	if err := db.Update(ctx, func(tx *meta.Tx) error {
+		_, err := tx.DeleteManifest(ctx, "app", m.Digest, hlc.Version{Time: 20, Region: "eastus"}, time.Now())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if put(hlc.Version{Time: 15, Region: "westeurope"}) {
+		t.Fatal("an older put undid the delete")
+	}
+	if _, err := db.GetManifest(ctx, "app", m.Digest); err != meta.ErrNotFound {
+		t.Fatalf("manifest visible after delete: %v", err)
+	}
+	if !put(hlc.Version{Time: 25, Region: "westeurope"}) {
+		t.Fatal("a later put did not bring the manifest back")
+	}
+}
