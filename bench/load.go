@@ -63,6 +63,11 @@ func digestOf(block []byte, size int64) digest.Digest {
 func upload(ctx context.Context, s *server, repo string, d digest.Digest, size int64, body io.Reader) error {
 	req, _ := http.NewRequestWithContext(ctx, "POST", s.base+"/v2/"+repo+"/blobs/uploads/?digest="+d.String(), body)
 	req.ContentLength = size
+	return expectCreated(req)
+}
+
+// expectCreated sends req and wants 201 Created.
+func expectCreated(req *http.Request) error {
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -70,7 +75,7 @@ func upload(ctx context.Context, s *server, repo string, d digest.Digest, size i
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("upload %s: status %d", d, resp.StatusCode)
+		return fmt.Errorf("%s %s: status %d", req.Method, req.URL.Path, resp.StatusCode)
 	}
 	return nil
 }
@@ -168,16 +173,7 @@ func pushImage(ctx context.Context, s *server, repo, tag string, seed int) error
 		digest.FromBytes(cfg), len(cfg), digest.FromBytes(layer), len(layer))
 	req, _ := http.NewRequestWithContext(ctx, "PUT", s.base+"/v2/"+repo+"/manifests/"+tag, strings.NewReader(m))
 	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("manifest push: status %d", resp.StatusCode)
-	}
-	return nil
+	return expectCreated(req)
 }
 
 func benchManifestGets(ctx context.Context, s *server, _ int64) ([]row, error) {

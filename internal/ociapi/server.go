@@ -94,9 +94,9 @@ func (a *API) handle(h handlerFunc) http.Handler {
 			if !coded {
 				rec.err = err
 			}
-		}
-		if rec, ok := w.(*recorder); ok && rec.wroteHeader {
-			return // the body was under way; the client sees a short body
+			if rec.wroteHeader {
+				return // the body was under way; the client sees a short body
+			}
 		}
 		ocierr.Write(w, r, oe)
 	})

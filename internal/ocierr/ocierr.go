@@ -84,14 +84,14 @@ func (e *Error) Error() string {
 	return e.Code.Name + ": " + e.Message
 }
 
-// Is lets errors.Is(err, ocierr.BlobUnknown) match on the code.
+// Is lets errors.Is(err, ocierr.BlobUnknown) match any *Error of that code.
 func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t.Code == e.Code && t.Message == ""
+	c, ok := target.(*Code)
+	return ok && c == e.Code
 }
 
 // Error lets a *Code be used where an error is expected, with its default
-// message; errors.Is(err, code) matches any *Error of that code.
+// message.
 func (c *Code) Error() string { return c.Name + ": " + c.Message }
 
 // Is reports whether err is an *Error of this code.

@@ -34,6 +34,9 @@ func TestFromAndIs(t *testing.T) {
 	if !BlobUnknown.Is(wrapped) || ManifestUnknown.Is(wrapped) {
 		t.Fatal("Code.Is matched the wrong code")
 	}
+	if !errors.Is(wrapped, BlobUnknown) || errors.Is(wrapped, ManifestUnknown) {
+		t.Fatal("errors.Is matched the wrong code")
+	}
 	e, coded := From(errors.New("disk on fire"))
 	if coded || e.Code != Unknown || strings.Contains(e.Message, "fire") {
 		t.Fatalf("an internal error leaked or got a code: %+v", e)
