@@ -40,6 +40,7 @@ fuzz:
 	go test ./internal/ociapi -run '^$$' -fuzz FuzzParseContentRange -fuzztime 20s
 	go test ./internal/oci -run '^$$' -fuzz FuzzParseManifest -fuzztime 20s
 	go test ./internal/oci -run '^$$' -fuzz FuzzValidateRepository -fuzztime 20s
+	go test ./internal/feed -run '^$$' -fuzz FuzzParsePage -fuzztime 20s
 
 bench: build
 	go run ./bench -georeg bin/georeg

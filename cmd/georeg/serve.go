@@ -54,7 +54,7 @@ func serveCmd() *cobra.Command {
 			}
 			log := cfg.Log.Logger(os.Stderr)
 			ctx := cmd.Context()
-			n, err := node.Open(ctx, cfg.Region, cfg.HTTP.BlobCopy, log)
+			n, err := node.Open(ctx, cfg, log)
 			if err != nil {
 				return err
 			}

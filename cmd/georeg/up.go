@@ -29,7 +29,7 @@ func upCmd() *cobra.Command {
 			}
 			log := lc.Logger(os.Stderr)
 			ctx := cmd.Context()
-			n, err := node.Open(ctx, region.Config{Name: "eastus", DataDir: filepath.Join(data, "eastus")}, "", log)
+			n, err := node.Open(ctx, config.Config{Region: region.Config{Name: "eastus", DataDir: filepath.Join(data, "eastus")}}, log)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,8 @@
 //	http:
 //	  listen: 127.0.0.1:5001
 //	  blobCopy: auto   # auto, sendfile or buffered
+//	replication:
+//	  secret: s3cr3t   # shared by every region of the registry
 //	log:
 //	  level: info      # debug, info, warn, error
 //	  format: text     # text or json
@@ -31,9 +33,18 @@ import (
 
 // Config is a region node's whole configuration.
 type Config struct {
-	Region region.Config `yaml:"region"`
-	HTTP   HTTP          `yaml:"http"`
-	Log    Log           `yaml:"log"`
+	Region      region.Config `yaml:"region"`
+	HTTP        HTTP          `yaml:"http"`
+	Replication Replication   `yaml:"replication"`
+	Log         Log           `yaml:"log"`
+}
+
+// Replication is how this region talks to its peers.
+type Replication struct {
+	// Secret authenticates regions to each other (a bearer token on
+	// /_georeg/ requests). Every region of a registry has the same one.
+	// Empty: this region serves no feed and replicates with nobody.
+	Secret string `yaml:"secret"`
 }
 
 // HTTP is where the node listens.

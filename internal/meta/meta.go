@@ -74,6 +74,18 @@ CREATE TABLE IF NOT EXISTS tags (
 	PRIMARY KEY (repo, name)
 );
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repo, digest);
+CREATE TABLE IF NOT EXISTS feed (
+	seq        {{serial}},
+	kind       TEXT NOT NULL,
+	repo       TEXT NOT NULL,
+	digest     TEXT NOT NULL DEFAULT '',
+	tag        TEXT NOT NULL DEFAULT '',
+	media_type TEXT NOT NULL DEFAULT '',
+	size       BIGINT NOT NULL DEFAULT 0,
+	version    BIGINT NOT NULL,
+	origin     TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
 	id         TEXT PRIMARY KEY,
 	repo       TEXT NOT NULL,
@@ -102,7 +114,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	db := &DB{w: w, r: r}
-	ddl := strings.ReplaceAll(schema, "{{bytes}}", "BLOB")
+	ddl := strings.NewReplacer("{{bytes}}", "BLOB", "{{serial}}", "INTEGER PRIMARY KEY AUTOINCREMENT").Replace(schema)
 	if _, err := w.ExecContext(ctx, ddl); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/ociapi"
 	"github.com/georeg/georeg/internal/region"
 )
@@ -25,14 +27,20 @@ type Node struct {
 	handler http.Handler
 }
 
-// Open opens the region described by cfg; blobCopy is an ociapi copy
-// mode ("" for auto).
-func Open(ctx context.Context, cfg region.Config, blobCopy string, log *slog.Logger) (*Node, error) {
-	r, err := region.Open(ctx, cfg, log)
+// Open opens the region described by cfg.
+func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error) {
+	r, err := region.Open(ctx, cfg.Region, log)
 	if err != nil {
-		return nil, fmt.Errorf("open region %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("open region %s: %w", cfg.Region.Name, err)
 	}
-	return &Node{Region: r, log: log, handler: ociapi.New(r, log.With("region", cfg.Name), blobCopy).Handler()}, nil
+	var internal http.Handler
+	if cfg.Replication.Secret != "" {
+		mux := http.NewServeMux()
+		mux.Handle(feed.Path, feed.Handler(r, cfg.Replication.Secret))
+		internal = mux
+	}
+	api := ociapi.New(r, log.With("region", cfg.Region.Name), cfg.HTTP.BlobCopy)
+	return &Node{Region: r, log: log, handler: api.Handler(internal)}, nil
 }
 
 // Handler returns the node's HTTP surface.

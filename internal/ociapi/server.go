@@ -45,9 +45,10 @@ func New(r *region.Region, log *slog.Logger, blobCopy string) *API {
 	return &API{region: r, log: log, blobCopy: blobCopy}
 }
 
-// Handler returns the region node's whole HTTP surface: /v2/ and the
-// health endpoints, each request logged in one line.
-func (a *API) Handler() http.Handler {
+// Handler returns the region node's whole HTTP surface: /v2/, the health
+// endpoints, and internal (the /_georeg/ endpoints between regions; nil
+// for none), each request logged in one line.
+func (a *API) Handler(internal http.Handler) http.Handler {
 	// Not a ServeMux: it cleans paths and redirects, so /v2/a//b or
 	// /v2/../x would never reach ParseRoute to be refused as NAME_INVALID.
 	v2 := a.handle(a.serveV2)
@@ -55,6 +56,8 @@ func (a *API) Handler() http.Handler {
 		switch p := r.URL.Path; {
 		case p == "/v2" || strings.HasPrefix(p, "/v2/"):
 			v2.ServeHTTP(w, r)
+		case internal != nil && strings.HasPrefix(p, "/_georeg/"):
+			internal.ServeHTTP(w, r)
 		case p == "/healthz":
 			_, _ = io.WriteString(w, "ok\n")
 		case p == "/readyz":

@@ -76,10 +76,30 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 		}
 		return false, err
 	}
-	err = r.db.Update(ctx, func(tx *meta.Tx) error {
-		return tx.LinkBlob(ctx, repo, d, size, r.now())
+	if err := r.linkBlob(ctx, repo, d, size, ""); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// linkBlob links blob d in repo and records it in the feed, in one
+// transaction; uploadID, when set, is the session that ends with it.
+func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string) error {
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		if err := tx.LinkBlob(ctx, repo, d, size, r.now()); err != nil {
+			return err
+		}
+		if uploadID != "" {
+			if err := tx.DeleteUpload(ctx, uploadID); err != nil {
+				return err
+			}
+		}
+		return r.record(ctx, tx, meta.KindBlob, repo, d, "", "", size, r.clock.Now())
 	})
-	return err == nil, err
+	if err == nil {
+		r.feed.notify()
+	}
+	return err
 }
 
 // PutBlob stores a whole blob sent in one request (a monolithic upload) as
@@ -92,10 +112,7 @@ func (r *Region) PutBlob(ctx context.Context, repo string, d digest.Digest, size
 	if err != nil {
 		return 0, blobError(err, d)
 	}
-	err = r.db.Update(ctx, func(tx *meta.Tx) error {
-		return tx.LinkBlob(ctx, repo, d, n, r.now())
-	})
-	return n, err
+	return n, r.linkBlob(ctx, repo, d, n, "")
 }
 
 // blobError turns a content store's verification failure into the OCI

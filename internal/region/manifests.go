@@ -131,16 +131,21 @@ func (r *Region) PutManifest(ctx context.Context, repo, ref, contentType string,
 		if _, err := tx.PutManifest(ctx, rec); err != nil {
 			return err
 		}
+		if err := r.record(ctx, tx, meta.KindManifest, repo, d, "", m.MediaType, rec.Size, v); err != nil {
+			return err
+		}
 		if tag != "" {
 			if _, err := tx.SetTag(ctx, repo, tag, d, v, now); err != nil {
 				return err
 			}
+			return r.record(ctx, tx, meta.KindTag, repo, d, tag, m.MediaType, rec.Size, v)
 		}
 		return nil
 	})
 	if err != nil {
 		return PutResult{}, err
 	}
+	r.feed.notify()
 	r.cache.invalidate(repo, d, tag)
 	return PutResult{Digest: d, Subject: rec.Subject}, nil
 }
@@ -214,13 +219,19 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 			if _, err := r.db.GetTag(ctx, repo, ref); err != nil {
 				return err
 			}
+			v := r.clock.Now()
 			var err error
-			won, err = tx.DeleteTag(ctx, repo, ref, r.clock.Now(), now)
-			return err
+			if won, err = tx.DeleteTag(ctx, repo, ref, v, now); err != nil || !won {
+				return err
+			}
+			return r.record(ctx, tx, meta.KindTagDelete, repo, "", ref, "", 0, v)
 		})
 		if isNotFound(err) || (err == nil && !won) {
 			return ocierr.ManifestUnknown.WithDetail(fmt.Sprintf("tag %q is not in repository %s", ref, repo),
 				map[string]string{"repository": repo, "tag": ref})
+		}
+		if err == nil {
+			r.feed.notify()
 		}
 		r.cache.invalidate(repo, "", ref)
 		return err
@@ -231,10 +242,16 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 	}
 	var tags []string
 	err = r.db.Update(ctx, func(tx *meta.Tx) error {
+		v := r.clock.Now()
 		var err error
-		tags, err = tx.DeleteManifest(ctx, repo, d, r.clock.Now(), now)
-		return err
+		if tags, err = tx.DeleteManifest(ctx, repo, d, v, now); err != nil {
+			return err
+		}
+		return r.record(ctx, tx, meta.KindManifestDelete, repo, d, "", "", 0, v)
 	})
+	if err == nil {
+		r.feed.notify()
+	}
 	if errors.Is(err, meta.ErrNotFound) {
 		return ocierr.ManifestUnknown.WithDetail(fmt.Sprintf("manifest %s is not in repository %s", d, repo),
 			map[string]string{"repository": repo, "digest": d.String()})

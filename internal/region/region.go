@@ -27,6 +27,7 @@ type Region struct {
 	store *content.Store
 	clock *hlc.Clock
 	cache *cache
+	feed  *feedNotifier
 	now   func() time.Time
 
 	mu       sync.Mutex
@@ -64,7 +65,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	}
 	r := &Region{
 		cfg: cfg, log: log.With("region", cfg.Name), db: db, store: store,
-		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes),
+		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes), feed: newFeedNotifier(),
 		now: time.Now, sessions: map[string]*session{},
 	}
 	// Start the clock past every version written before a restart, even if

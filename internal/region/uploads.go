@@ -209,12 +209,7 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 		}
 		return 0, blobError(err, d)
 	}
-	err = r.db.Update(ctx, func(tx *meta.Tx) error {
-		if err := tx.LinkBlob(ctx, repo, d, size, r.now()); err != nil {
-			return err
-		}
-		return tx.DeleteUpload(ctx, id)
-	})
+	err = r.linkBlob(ctx, repo, d, size, id)
 	r.end(id, s)
 	return size, err
 }

@@ -1,0 +1,46 @@
+package feed
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Client reads one peer's feed.
+type Client struct {
+	base   string // the peer's endpoint, e.g. http://127.0.0.1:5002
+	secret string
+	http   *http.Client
+}
+
+// NewClient returns a client for the peer at base.
+func NewClient(base, secret string, hc *http.Client) *Client {
+	return &Client{base: base, secret: secret, http: hc}
+}
+
+// Fetch returns the records after since, waiting up to wait for one. The
+// request has no fixed timeout beyond wait plus a margin: ctx bounds it.
+func (c *Client) Fetch(ctx context.Context, since int64, limit int, wait time.Duration) (*Page, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
+	defer cancel()
+	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}, "wait": {wait.String()}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+Path+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.secret)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("feed of %s: %w", c.base, ocierr.Read(resp))
+	}
+	return ParsePage(resp.Body, since)
+}

@@ -1,0 +1,126 @@
+// Package feed carries a region's change feed between regions: the wire
+// form of a record, the GET /_georeg/v1/feed handler and its client.
+//
+// A region's feed lists the changes it originated (blob linked, manifest
+// stored, tag set, tag deleted, manifest deleted) in commit order, with
+// sequence numbers without gaps. Peers pull it: GET
+// /_georeg/v1/feed?since=N&limit=L&wait=D returns the records after N, or
+// waits up to D (long-poll) for the first one to commit. Requests carry the
+// registry's replication secret as a bearer token.
+package feed
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
+)
+
+// Path is where a region serves its feed.
+const Path = "/_georeg/v1/feed"
+
+// Record is one change on the wire.
+type Record struct {
+	Seq       int64         `json:"seq"`
+	Kind      string        `json:"kind"`
+	Repo      string        `json:"repo"`
+	Digest    digest.Digest `json:"digest,omitempty"`
+	Tag       string        `json:"tag,omitempty"`
+	MediaType string        `json:"mediaType,omitempty"`
+	Size      int64         `json:"size,omitempty"`
+	Version   string        `json:"version"` // hlc.Version.String()
+	Created   time.Time     `json:"created"`
+}
+
+// Page is one answer of the feed endpoint.
+type Page struct {
+	Region  string   `json:"region"`
+	Head    int64    `json:"head"` // seq of the region's newest record
+	Records []Record `json:"records"`
+}
+
+// FromMeta converts a stored record to its wire form.
+func FromMeta(r meta.Record) Record {
+	return Record{Seq: r.Seq, Kind: r.Kind, Repo: r.Repo, Digest: r.Digest, Tag: r.Tag,
+		MediaType: r.MediaType, Size: r.Size, Version: r.Version.String(), Created: r.Created}
+}
+
+// Meta converts a wire record back, checked by Validate first.
+func (r Record) Meta() meta.Record {
+	v, _ := hlc.ParseVersion(r.Version)
+	return meta.Record{Seq: r.Seq, Kind: r.Kind, Repo: r.Repo, Digest: r.Digest, Tag: r.Tag,
+		MediaType: r.MediaType, Size: r.Size, Version: v, Created: r.Created}
+}
+
+// ErrBadRecord wraps every reason ParsePage refuses a page.
+var ErrBadRecord = errors.New("bad feed record")
+
+// Validate checks a record a peer sent: a known kind, a valid repository,
+// the digest or tag its kind needs, a version.
+func (r Record) Validate() error {
+	if r.Seq <= 0 {
+		return fmt.Errorf("%w: seq %d", ErrBadRecord, r.Seq)
+	}
+	if err := oci.ValidateRepository(r.Repo); err != nil {
+		return fmt.Errorf("%w: seq %d: %v", ErrBadRecord, r.Seq, err)
+	}
+	if _, err := hlc.ParseVersion(r.Version); err != nil {
+		return fmt.Errorf("%w: seq %d: %v", ErrBadRecord, r.Seq, err)
+	}
+	needDigest, needTag := false, false
+	switch r.Kind {
+	case meta.KindBlob, meta.KindManifest, meta.KindManifestDelete:
+		needDigest = true
+	case meta.KindTag:
+		needDigest, needTag = true, true
+	case meta.KindTagDelete:
+		needTag = true
+	default:
+		return fmt.Errorf("%w: seq %d: unknown kind %q", ErrBadRecord, r.Seq, r.Kind)
+	}
+	if needDigest && r.Digest.Validate() != nil {
+		return fmt.Errorf("%w: seq %d: digest %q", ErrBadRecord, r.Seq, r.Digest)
+	}
+	if needTag && oci.ValidateTag(r.Tag) != nil {
+		return fmt.Errorf("%w: seq %d: tag %q", ErrBadRecord, r.Seq, r.Tag)
+	}
+	if r.Size < 0 {
+		return fmt.Errorf("%w: seq %d: size %d", ErrBadRecord, r.Seq, r.Size)
+	}
+	return nil
+}
+
+// maxPageBytes bounds what a client reads of one page.
+const maxPageBytes = 16 << 20
+
+// ParsePage reads and checks a page: every record valid, seqs increasing
+// and after since. A page that fails is refused whole, so nothing of it is
+// applied.
+func ParsePage(rd io.Reader, since int64) (*Page, error) {
+	var p Page
+	dec := json.NewDecoder(io.LimitReader(rd, maxPageBytes))
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRecord, err)
+	}
+	last := since
+	for _, r := range p.Records {
+		if err := r.Validate(); err != nil {
+			return nil, err
+		}
+		if r.Seq <= last {
+			return nil, fmt.Errorf("%w: seq %d after %d", ErrBadRecord, r.Seq, last)
+		}
+		last = r.Seq
+	}
+	if p.Head < last {
+		return nil, fmt.Errorf("%w: head %d before record %d", ErrBadRecord, p.Head, last)
+	}
+	return &p, nil
+}

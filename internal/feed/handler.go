@@ -1,0 +1,87 @@
+package feed
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Source is what the handler reads: the region's feed.
+type Source interface {
+	Name() string
+	Feed(ctx context.Context, since int64, n int, wait time.Duration) ([]meta.Record, error)
+	FeedHead(ctx context.Context) (int64, error)
+}
+
+// Limits of one request.
+const (
+	DefaultLimit = 500
+	MaxLimit     = 5000
+	MaxWait      = 60 * time.Second
+)
+
+// Handler serves GET Path for peers holding secret.
+func Handler(src Source, secret string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := serve(w, r, src, secret); err != nil {
+			oe, _ := ocierr.From(err)
+			ocierr.Write(w, r, oe)
+		}
+	})
+}
+
+// Authorized reports whether r carries the replication secret. An empty
+// secret authorizes nobody: replication is off until one is configured.
+func Authorized(r *http.Request, secret string) bool {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && secret != "" && subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1
+}
+
+func serve(w http.ResponseWriter, r *http.Request, src Source, secret string) error {
+	if r.Method != http.MethodGet {
+		return ocierr.Unsupported.Withf("the feed answers GET only")
+	}
+	if !Authorized(r, secret) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="georeg-replication"`)
+		return ocierr.Unauthorized.Withf("the feed is for peer regions: send the registry's replication secret as a bearer token")
+	}
+	q := r.URL.Query()
+	since, err1 := strconv.ParseInt(q.Get("since"), 10, 64)
+	if q.Get("since") == "" {
+		since, err1 = 0, nil
+	}
+	limit, err2 := strconv.Atoi(q.Get("limit"))
+	if q.Get("limit") == "" {
+		limit, err2 = DefaultLimit, nil
+	}
+	wait, err3 := time.ParseDuration(q.Get("wait"))
+	if q.Get("wait") == "" {
+		wait, err3 = 0, nil
+	}
+	if err1 != nil || err2 != nil || err3 != nil || since < 0 || limit <= 0 || wait < 0 {
+		return ocierr.PaginationNumberInvalid.Withf("since must be a non-negative integer, limit a positive integer, wait a duration such as 30s")
+	}
+	limit, wait = min(limit, MaxLimit), min(wait, MaxWait)
+	recs, err := src.Feed(r.Context(), since, limit, wait)
+	if err != nil {
+		return err
+	}
+	head, err := src.FeedHead(r.Context())
+	if err != nil {
+		return err
+	}
+	page := Page{Region: src.Name(), Head: head, Records: make([]Record, 0, len(recs))}
+	for _, rec := range recs {
+		page.Records = append(page.Records, FromMeta(rec))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(page)
+}

@@ -1,0 +1,79 @@
+package meta
+
+import (
+	"context"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+)
+
+// Kinds of change a region's feed records.
+const (
+	KindBlob           = "blob"            // a blob was linked in a repository
+	KindManifest       = "manifest"        // a manifest was stored
+	KindTag            = "tag"             // a tag was set
+	KindTagDelete      = "tag_delete"      // a tag was deleted (tombstone)
+	KindManifestDelete = "manifest_delete" // a manifest was deleted (tombstone)
+)
+
+// Record is one change a region originated, in the order it committed.
+// Seq numbers have no gaps: records are appended by the single writer in
+// the transaction of the change they describe.
+type Record struct {
+	Seq       int64
+	Kind      string
+	Repo      string
+	Digest    digest.Digest
+	Tag       string
+	MediaType string
+	Size      int64
+	Version   hlc.Version
+	Created   time.Time
+}
+
+// AppendFeed appends rec to the region's feed inside the transaction of the
+// change it records, so the change and its record commit together.
+func (tx *Tx) AppendFeed(ctx context.Context, rec Record) error {
+	_, err := tx.tx.ExecContext(ctx, `
+		INSERT INTO feed (kind, repo, digest, tag, media_type, size, version, origin, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Size,
+		rec.Version.Time, rec.Version.Region, rec.Created.UnixMilli())
+	return err
+}
+
+// Feed returns up to n records with seq > since, in order.
+func (db *DB) Feed(ctx context.Context, since int64, n int) ([]Record, error) {
+	rows, err := db.r.QueryContext(ctx, `
+		SELECT seq, kind, repo, digest, tag, media_type, size, version, origin, created_at
+		FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2`, since, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		var d string
+		var created int64
+		if err := rows.Scan(&r.Seq, &r.Kind, &r.Repo, &d, &r.Tag, &r.MediaType, &r.Size,
+			&r.Version.Time, &r.Version.Region, &created); err != nil {
+			return nil, err
+		}
+		r.Digest = digest.Digest(d)
+		r.Created = time.UnixMilli(created)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// FeedHead returns the seq of the newest record, 0 when the feed is empty.
+func (db *DB) FeedHead(ctx context.Context) (int64, error) {
+	var seq *int64
+	if err := db.r.QueryRowContext(ctx, `SELECT MAX(seq) FROM feed`).Scan(&seq); err != nil || seq == nil {
+		return 0, err
+	}
+	return *seq, nil
+}

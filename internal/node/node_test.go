@@ -1,0 +1,125 @@
+package node_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
+
+	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/node"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
+}
+
+func startNode(t *testing.T, secret string) string {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Region.DataDir = t.TempDir()
+	cfg.Replication.Secret = secret
+	n, err := node.Open(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(n.Handler())
+	t.Cleanup(func() { srv.Close(); n.Region.Close() })
+	return srv.URL
+}
+
+func send(t *testing.T, method, url, contentType string, body []byte) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("%s %s: %d", method, url, resp.StatusCode)
+	}
+}
+
+// push stores a config blob, a layer and a manifest tagged tag.
+func push(t *testing.T, base, repo, tag string) digest.Digest {
+	t.Helper()
+	cfg, layer := []byte(`{"tag":"`+tag+`"}`), []byte("layer "+tag)
+	for _, b := range [][]byte{cfg, layer} {
+		send(t, "POST", base+"/v2/"+repo+"/blobs/uploads/?digest="+digest.FromBytes(b).String(), "", b)
+	}
+	m := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}`,
+		digest.FromBytes(cfg), len(cfg), digest.FromBytes(layer), len(layer)))
+	send(t, "PUT", base+"/v2/"+repo+"/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m)
+	return digest.FromBytes(m)
+}
+
+func TestFeedRecordsEveryOriginatedChangeInOrder(t *testing.T) {
+	base := startNode(t, "s3cr3t")
+	c := feed.NewClient(base, "s3cr3t", http.DefaultClient)
+	md := push(t, base, "app", "v1")
+
+	page, err := c.Fetch(t.Context(), 0, 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, r := range page.Records {
+		kinds = append(kinds, r.Kind)
+	}
+	if fmt.Sprint(kinds) != "[blob blob manifest tag]" || page.Head != 4 || page.Region != "eastus" {
+		t.Fatalf("feed %v head %d region %s", kinds, page.Head, page.Region)
+	}
+	if page.Records[2].Digest != md || page.Records[3].Tag != "v1" {
+		t.Fatalf("manifest record %+v, tag record %+v", page.Records[2], page.Records[3])
+	}
+
+	t.Run("a long-poll returns the next change when it commits", func(t *testing.T) {
+		got := make(chan *feed.Page, 1)
+		go func() {
+			p, err := c.Fetch(t.Context(), page.Head, 100, 30*time.Second)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- p
+		}()
+		send(t, "DELETE", base+"/v2/app/manifests/v1", "", nil)
+		p := <-got
+		if p == nil || len(p.Records) != 1 || p.Records[0].Kind != meta.KindTagDelete || p.Records[0].Seq != 5 {
+			t.Fatalf("long-poll got %+v", p)
+		}
+	})
+	t.Run("the feed refuses a missing or wrong secret", func(t *testing.T) {
+		for _, secret := range []string{"", "wrong"} {
+			_, err := feed.NewClient(base, secret, http.DefaultClient).Fetch(t.Context(), 0, 1, 0)
+			if !ocierr.Unauthorized.Is(err) {
+				t.Fatalf("secret %q: %v", secret, err)
+			}
+		}
+	})
+}
+
+func TestNoSecretServesNoFeed(t *testing.T) {
+	base := startNode(t, "")
+	resp, err := http.Get(base + feed.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("feed without a secret: %d", resp.StatusCode)
+	}
+}

@@ -1,0 +1,68 @@
+package region
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+)
+
+// feedNotifier wakes long-polling feed readers when records commit.
+type feedNotifier struct {
+	mu sync.Mutex
+	ch chan struct{} // closed and replaced on every commit
+}
+
+func newFeedNotifier() *feedNotifier { return &feedNotifier{ch: make(chan struct{})} }
+
+func (n *feedNotifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+func (n *feedNotifier) notify() {
+	n.mu.Lock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+	n.mu.Unlock()
+}
+
+// record appends a feed record for a change this region originated, in
+// the transaction of the change. The caller calls r.feed.notify after the
+// transaction commits.
+func (r *Region) record(ctx context.Context, tx *meta.Tx, kind, repo string, d digest.Digest, tag, mediaType string, size int64, v hlc.Version) error {
+	return tx.AppendFeed(ctx, meta.Record{
+		Kind: kind, Repo: repo, Digest: d, Tag: tag, MediaType: mediaType, Size: size,
+		Version: v, Created: r.now(),
+	})
+}
+
+// Feed returns up to n records after since. When there are none it waits
+// up to wait for one to commit, so a peer long-polling the feed hears of a
+// change within milliseconds rather than after a poll interval.
+func (r *Region) Feed(ctx context.Context, since int64, n int, wait time.Duration) ([]meta.Record, error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		changed := r.feed.wait() // before the read: a commit after it wakes us
+		recs, err := r.db.Feed(ctx, since, n)
+		if err != nil || len(recs) > 0 {
+			return recs, err
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// FeedHead returns the seq of the region's newest feed record.
+func (r *Region) FeedHead(ctx context.Context) (int64, error) { return r.db.FeedHead(ctx) }
