@@ -2,61 +2,50 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/georeg/georeg/internal/config"
-	"github.com/georeg/georeg/internal/node"
-	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/up"
 )
 
-// upCmd starts the registry on this machine. Until replication lands it
-// runs one region, eastus, on 127.0.0.1:5001 and also on :5000 (where the
-// front door will be).
+// upCmd starts a whole registry on this machine: three regions that
+// replicate with each other. Until the front door lands, 127.0.0.1:5000
+// serves eastus.
 func upCmd() *cobra.Command {
 	var data, logLevel string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Start a whole registry on this machine (today: one region, eastus)",
+		Short: "Start a whole registry on this machine: three regions that replicate with each other",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			lc := config.Log{Level: logLevel, Format: "text"}
 			if _, err := lc.SlogLevel(); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			log := lc.Logger(os.Stderr)
 			ctx := cmd.Context()
-			n, err := node.Open(ctx, config.Config{Region: region.Config{Name: "eastus", DataDir: filepath.Join(data, "eastus")}}, log)
+			reg, err := up.Start(ctx, up.Config{DataDir: data, Regions: up.DefaultRegions()}, lc.Logger(os.Stderr))
 			if err != nil {
 				return err
 			}
-			var ls []net.Listener
-			for _, addr := range []string{"127.0.0.1:5001", "127.0.0.1:5000"} {
-				l, err := net.Listen("tcp", addr)
-				if err != nil {
-					for _, l := range ls {
-						l.Close()
-					}
-					n.Region.Close()
-					return fmt.Errorf("listen on %s (is another georeg running?): %w", addr, err)
+			fmt.Printf("georeg is up: one registry, three regions (data in %s)\n", data)
+			for _, r := range reg.Regions {
+				extra := ""
+				if r.Name == "eastus" {
+					extra = "   (127.0.0.1:5000 serves eastus until the front door lands)"
 				}
-				ls = append(ls, l)
+				fmt.Printf("  %-14s %s%s\n", r.Name, r.URL, extra)
 			}
-			fmt.Printf(`georeg is up (data in %s)
-  eastus   http://127.0.0.1:5001   (also on 127.0.0.1:5000)
-One region for now; replication between regions comes with the next release.
-Try (crane: go install github.com/google/go-containerregistry/cmd/crane@latest):
-  tar -cf layer.tar README.md && crane append --insecure -f layer.tar -t 127.0.0.1:5000/demo/app:v1
-  crane manifest --insecure 127.0.0.1:5001/demo/app:v1
+			fmt.Print(`Push to one region, pull from another (crane: go install github.com/google/go-containerregistry/cmd/crane@latest):
+  tar -cf layer.tar README.md && crane append --insecure -f layer.tar -t 127.0.0.1:5001/demo/app:v1
+  crane manifest --insecure 127.0.0.1:5002/demo/app:v1
 Ctrl-C stops it.
-`, data)
-			return n.Serve(ctx, ls...)
+`)
+			return reg.Wait()
 		},
 	}
-	cmd.Flags().StringVar(&data, "data", "./georeg-data", "data directory of the whole registry")
+	cmd.Flags().StringVar(&data, "data", "./georeg-data", "data directory of the whole registry (one folder per region)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return cmd
 }

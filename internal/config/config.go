@@ -12,6 +12,9 @@
 //	  blobCopy: auto   # auto, sendfile or buffered
 //	replication:
 //	  secret: s3cr3t   # shared by every region of the registry
+//	  peers:
+//	    - name: westeurope
+//	      endpoint: http://127.0.0.1:5002
 //	log:
 //	  level: info      # debug, info, warn, error
 //	  format: text     # text or json
@@ -29,6 +32,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/replicate"
 )
 
 // Config is a region node's whole configuration.
@@ -45,6 +49,8 @@ type Replication struct {
 	// /_georeg/ requests). Every region of a registry has the same one.
 	// Empty: this region serves no feed and replicates with nobody.
 	Secret string `yaml:"secret"`
+	// Peers and the feed long-poll wait.
+	replicate.Config `yaml:",inline"`
 }
 
 // HTTP is where the node listens.
@@ -103,6 +109,12 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen: %q: %v", c.HTTP.Listen, err))
+	}
+	if err := c.Replication.Config.Validate(c.Region.Name); err != nil {
+		errs = append(errs, prefix("replication", err))
+	}
+	if len(c.Replication.Peers) > 0 && c.Replication.Secret == "" {
+		errs = append(errs, errors.New("replication.secret: must be set when there are peers"))
 	}
 	switch c.HTTP.BlobCopy {
 	case "", "auto", "sendfile", "buffered":

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -20,7 +21,7 @@ func TestParseAndValidate(t *testing.T) {
 	})
 	t.Run("an empty file keeps the defaults", func(t *testing.T) {
 		c := Default()
-		if err := Parse(nil, &c); err != nil || c != Default() {
+		if err := Parse(nil, &c); err != nil || !reflect.DeepEqual(c, Default()) {
 			t.Fatalf("got %+v, %v", c, err)
 		}
 	})

@@ -2,6 +2,8 @@ package meta
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -76,4 +78,64 @@ func (db *DB) FeedHead(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	return *seq, nil
+}
+
+// SetCursor records that every record of peer's feed up to seq has been
+// applied here. It is written in the transaction that applied seq, so a
+// crash never leaves a record applied but not counted, or counted but not
+// applied. The cursor only moves forward.
+func (tx *Tx) SetCursor(ctx context.Context, peer string, seq int64, now time.Time) error {
+	_, err := tx.tx.ExecContext(ctx, `
+		INSERT INTO peer_cursors (peer, seq, updated_at) VALUES ($1, $2, $3)
+		ON CONFLICT (peer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+		WHERE excluded.seq > peer_cursors.seq`, peer, seq, now.UnixMilli())
+	return err
+}
+
+// Cursor returns how far peer's feed has been applied here (0: nothing).
+func (db *DB) Cursor(ctx context.Context, peer string) (int64, error) {
+	var seq int64
+	err := db.r.QueryRowContext(ctx, `SELECT seq FROM peer_cursors WHERE peer = $1`, peer).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, err
+}
+
+// TombstoneManifest records that manifest d of repo was deleted at version
+// v, whether or not it is held here, unless a later write is stored. It
+// tombstones the live tags pointing at d with the same version (each by
+// last-writer-wins) and returns them, and reports whether the manifest row
+// changed.
+func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) (bool, []string, error) {
+	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
+		return false, nil, err
+	}
+	res, err := tx.tx.ExecContext(ctx, `
+		INSERT INTO manifests (repo, digest, media_type, size, payload, created_at, version, origin, deleted)
+		VALUES ($1, $2, '', 0, $3, $4, $5, $6, 1)
+		ON CONFLICT (repo, digest) DO UPDATE SET deleted = 1, payload = excluded.payload,
+			version = excluded.version, origin = excluded.origin
+		WHERE excluded.version > manifests.version
+			OR (excluded.version = manifests.version AND excluded.origin > manifests.origin)`,
+		repo, d.String(), []byte{}, now.UnixMilli(), v.Time, v.Region)
+	if err != nil {
+		return false, nil, err
+	}
+	n, _ := res.RowsAffected()
+	tags, err := tx.liveTags(ctx, repo, d)
+	if err != nil {
+		return false, nil, err
+	}
+	var deleted []string
+	for _, name := range tags {
+		won, err := tx.DeleteTag(ctx, repo, name, v, now)
+		if err != nil {
+			return false, nil, err
+		}
+		if won {
+			deleted = append(deleted, name)
+		}
+	}
+	return n > 0, deleted, nil
 }

@@ -125,22 +125,8 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil, ErrNotFound
 	}
-	rows, err := tx.tx.QueryContext(ctx,
-		`SELECT name FROM tags WHERE repo = $1 AND digest = $2 AND deleted = 0 ORDER BY name`, repo, d.String())
+	tags, err := tx.liveTags(ctx, repo, d)
 	if err != nil {
-		return nil, err
-	}
-	var tags []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		tags = append(tags, name)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for _, name := range tags {
@@ -149,6 +135,25 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 		}
 	}
 	return tags, nil
+}
+
+// liveTags returns the live tags of repo pointing at d.
+func (tx *Tx) liveTags(ctx context.Context, repo string, d digest.Digest) ([]string, error) {
+	rows, err := tx.tx.QueryContext(ctx,
+		`SELECT name FROM tags WHERE repo = $1 AND digest = $2 AND deleted = 0 ORDER BY name`, repo, d.String())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var tags []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		tags = append(tags, name)
+	}
+	return tags, rows.Err()
 }
 
 // Referrer is one manifest whose subject is a given digest.
@@ -185,4 +190,18 @@ func (db *DB) Referrers(ctx context.Context, repo string, subject digest.Digest,
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// ManifestVersion returns the version of manifest d's row in repo, live or
+// tombstone, and whether it is a tombstone; ErrNotFound when there is no
+// row.
+func (tx *Tx) ManifestVersion(ctx context.Context, repo string, d digest.Digest) (hlc.Version, bool, error) {
+	var v hlc.Version
+	var del int
+	err := tx.tx.QueryRowContext(ctx, `SELECT version, origin, deleted FROM manifests WHERE repo = $1 AND digest = $2`,
+		repo, d.String()).Scan(&v.Time, &v.Region, &del)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, false, ErrNotFound
+	}
+	return v, del != 0, err
 }

@@ -86,6 +86,11 @@ CREATE TABLE IF NOT EXISTS feed (
 	origin     TEXT NOT NULL,
 	created_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS peer_cursors (
+	peer       TEXT PRIMARY KEY,
+	seq        BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
 	id         TEXT PRIMARY KEY,
 	repo       TEXT NOT NULL,

@@ -18,13 +18,15 @@ import (
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/ociapi"
 	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/replicate"
 )
 
 // Node is an open region node, not yet serving.
 type Node struct {
-	Region  *region.Region
-	log     *slog.Logger
-	handler http.Handler
+	Region     *region.Region
+	log        *slog.Logger
+	handler    http.Handler
+	replicator *replicate.Replicator // nil without peers
 }
 
 // Open opens the region described by cfg.
@@ -40,7 +42,18 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		internal = mux
 	}
 	api := ociapi.New(r, log.With("region", cfg.Region.Name), cfg.HTTP.BlobCopy)
-	return &Node{Region: r, log: log, handler: api.Handler(internal)}, nil
+	n := &Node{Region: r, log: log, handler: api.Handler(internal)}
+	if len(cfg.Replication.Peers) > 0 {
+		// No overall timeout: a 20 GiB layer takes as long as it takes;
+		// each request is bounded by its context.
+		hc := &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
+			ResponseHeaderTimeout: cfg.Replication.Wait + 2*time.Minute,
+		}}
+		n.replicator = replicate.New(r, cfg.Replication.Config, cfg.Replication.Secret, hc,
+			log.With("region", cfg.Region.Name))
+	}
+	return n, nil
 }
 
 // Handler returns the node's HTTP surface.
@@ -73,6 +86,9 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 		})
 	}
 	g.Go(func() error { return n.Region.Run(gctx) })
+	if n.replicator != nil {
+		g.Go(func() error { return n.replicator.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -114,7 +115,14 @@ func (r *Region) PutManifest(ctx context.Context, repo, ref, contentType string,
 	if err != nil {
 		return PutResult{}, ocierr.ManifestInvalid.Withf("%v", err)
 	}
-	now := r.now()
+	rec := manifestRecord(repo, d, m, payload, r.now())
+	if err := r.commitManifest(ctx, rec, m, tag, nil); err != nil {
+		return PutResult{}, err
+	}
+	return PutResult{Digest: d, Subject: rec.Subject}, nil
+}
+
+func manifestRecord(repo string, d digest.Digest, m *oci.Manifest, payload []byte, now time.Time) *meta.Manifest {
 	rec := &meta.Manifest{
 		Repo: repo, Digest: d, MediaType: m.MediaType, Size: int64(len(payload)), Payload: payload,
 		ArtifactType: m.ResolvedArtifactType(), Annotations: m.Annotations, Created: now,
@@ -122,32 +130,55 @@ func (r *Region) PutManifest(ctx context.Context, repo, ref, contentType string,
 	if m.Subject != nil {
 		rec.Subject = m.Subject.Digest
 	}
-	err = r.db.Update(ctx, func(tx *meta.Tx) error {
-		if err := checkReferences(ctx, tx, repo, m); err != nil {
+	return rec
+}
+
+// commitManifest stores rec (and tag, when set) in one transaction after
+// checking, in that transaction, that everything it references is here
+// (invariant 2). A local push (from == nil) gets a new version and feed
+// records; a replicated one keeps rec.Version from its origin and moves
+// the peer's cursor instead (when from names one). Both invalidate the
+// cache the same way (invariant 5).
+func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.Manifest, tag string, from *peerCursor) error {
+	now := r.now()
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		if err := checkReferences(ctx, tx, rec.Repo, m); err != nil {
 			return err
 		}
-		v := r.clock.Now()
-		rec.Version = v
+		if from == nil {
+			rec.Version = r.clock.Now()
+		}
+		v := rec.Version
 		if _, err := tx.PutManifest(ctx, rec); err != nil {
 			return err
 		}
-		if err := r.record(ctx, tx, meta.KindManifest, repo, d, "", m.MediaType, rec.Size, v); err != nil {
+		if tag != "" {
+			if _, err := tx.SetTag(ctx, rec.Repo, tag, rec.Digest, v, now); err != nil {
+				return err
+			}
+		}
+		if from != nil {
+			if from.peer == "" {
+				return nil
+			}
+			return tx.SetCursor(ctx, from.peer, from.seq, now)
+		}
+		if err := r.record(ctx, tx, meta.KindManifest, rec.Repo, rec.Digest, "", rec.MediaType, rec.Size, v); err != nil {
 			return err
 		}
 		if tag != "" {
-			if _, err := tx.SetTag(ctx, repo, tag, d, v, now); err != nil {
-				return err
-			}
-			return r.record(ctx, tx, meta.KindTag, repo, d, tag, m.MediaType, rec.Size, v)
+			return r.record(ctx, tx, meta.KindTag, rec.Repo, rec.Digest, tag, rec.MediaType, rec.Size, v)
 		}
 		return nil
 	})
 	if err != nil {
-		return PutResult{}, err
+		return err
 	}
-	r.feed.notify()
-	r.cache.invalidate(repo, d, tag)
-	return PutResult{Digest: d, Subject: rec.Subject}, nil
+	if from == nil {
+		r.feed.notify()
+	}
+	r.cache.invalidate(rec.Repo, rec.Digest, tag)
+	return nil
 }
 
 // checkReferences checks, inside the write transaction that stores m, that

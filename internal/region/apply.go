@@ -1,0 +1,204 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// peerCursor names the feed record an apply consumes: the cursor of peer
+// moves to seq in the apply's transaction.
+type peerCursor struct {
+	peer string
+	seq  int64
+}
+
+// The Apply methods take changes another region originated. Each is
+// idempotent (applying twice, or after a later change, ends in the same
+// state), keeps the origin's version, records nothing in this region's
+// feed, and moves peer's cursor to seq in its own transaction.
+
+// Cursor returns how far peer's feed has been applied here.
+func (r *Region) Cursor(ctx context.Context, peer string) (int64, error) {
+	return r.db.Cursor(ctx, peer)
+}
+
+// setCursor moves peer's cursor to seq; an empty peer is an apply outside
+// the feed (a blob or child fetched for a parent) and moves nothing.
+func (r *Region) setCursor(ctx context.Context, tx *meta.Tx, peer string, seq int64) error {
+	if peer == "" {
+		return nil
+	}
+	return tx.SetCursor(ctx, peer, seq, r.now())
+}
+
+// Skip moves peer's cursor past seq without changing anything else: a
+// record that needs nothing here.
+func (r *Region) Skip(ctx context.Context, peer string, seq int64) error {
+	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.SetCursor(ctx, peer, seq, r.now()) })
+}
+
+// HasBlob reports whether repo links blob d here.
+func (r *Region) HasBlob(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	_, err := r.db.BlobSize(ctx, repo, d)
+	if isNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// HasContent reports whether the bytes of blob d are in this region's
+// content store, linked in any repository or not.
+func (r *Region) HasContent(ctx context.Context, d digest.Digest) (int64, bool, error) {
+	size, err := r.store.Stat(ctx, d)
+	if errors.Is(err, content.ErrNotFound) {
+		return 0, false, nil
+	}
+	return size, err == nil, err
+}
+
+// FetchBlob stores blob d of size bytes in the content store from a peer,
+// verified as it streams; the caller links it with ApplyBlob. open returns
+// the blob's bytes from an offset. Staging id keeps what arrived: when the
+// transfer breaks, the next call resumes from there with a Range rather
+// than starting over, so a 20 GiB layer never restarts from zero.
+func (r *Region) FetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
+	up, err := r.store.ResumeUpload(ctx, id)
+	if errors.Is(err, content.ErrNotFound) {
+		up, err = r.store.Upload(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	if size < 0 || up.Size() < size {
+		rc, err := open(ctx, up.Size())
+		if err != nil {
+			return err
+		}
+		_, err = up.Append(ctx, rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("fetch blob %s: %w (kept %d bytes to resume)", d, err, up.Size())
+		}
+	}
+	_, err = up.Commit(ctx, d, size)
+	return err
+}
+
+// ApplyBlob links blob d (already in the content store) in repo.
+func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo string, d digest.Digest) error {
+	size, err := r.store.Stat(ctx, d)
+	if err != nil {
+		return fmt.Errorf("apply blob %s: %w", d, err)
+	}
+	return r.db.Update(ctx, func(tx *meta.Tx) error {
+		if err := tx.LinkBlob(ctx, repo, d, size, r.now()); err != nil {
+			return err
+		}
+		return r.setCursor(ctx, tx, peer, seq)
+	})
+}
+
+// HasManifest reports whether repo holds manifest d live here.
+func (r *Region) HasManifest(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	_, err := r.db.GetManifest(ctx, repo, d)
+	if isNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ApplyManifest stores manifest d of repo, as its origin wrote it at
+// version v, after the caller fetched every blob and child it references.
+// A manifest missing a reference is refused (MANIFEST_BLOB_UNKNOWN), never
+// stored in part. peer "" applies without moving a cursor (a child manifest
+// fetched for its parent).
+func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, mediaType string, payload []byte, v hlc.Version) error {
+	if d.Algorithm().FromBytes(payload) != d {
+		return ocierr.DigestInvalid.Withf("manifest from %s does not hash to %s", peer, d)
+	}
+	m, err := oci.ParseManifest(mediaType, payload)
+	if err != nil {
+		return ocierr.ManifestInvalid.Withf("manifest %s from %s: %v", d, peer, err)
+	}
+	r.clock.Observe(v)
+	rec := manifestRecord(repo, d, m, payload, r.now())
+	rec.Version = v
+	return r.commitManifest(ctx, rec, m, "", &peerCursor{peer, seq})
+}
+
+// ApplyTag points tag at d with version v unless a later write is stored.
+// The manifest must be here: a tag is never set to a manifest this region
+// does not hold (invariant 2). When the manifest is here as a tombstone
+// later than v, its origin deleted it after setting the tag, which
+// tombstoned the tag at the delete's version: that is what is applied.
+func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag string, d digest.Digest, v hlc.Version) error {
+	r.clock.Observe(v)
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		mv, deleted, err := tx.ManifestVersion(ctx, repo, d)
+		switch {
+		case isNotFound(err) || (err == nil && deleted && !v.Less(mv)):
+			return ocierr.ManifestBlobUnknown.Withf("tag %s:%s points at %s, not held here yet", repo, tag, d)
+		case err != nil:
+			return err
+		case deleted:
+			_, err = tx.DeleteTag(ctx, repo, tag, mv, r.now())
+		default:
+			_, err = tx.SetTag(ctx, repo, tag, d, v, r.now())
+		}
+		if err != nil {
+			return err
+		}
+		return r.setCursor(ctx, tx, peer, seq)
+	})
+	if err == nil {
+		r.cache.invalidate(repo, "", tag)
+	}
+	return err
+}
+
+// ApplyTagDelete tombstones tag at version v unless a later write is
+// stored.
+func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, repo, tag string, v hlc.Version) error {
+	r.clock.Observe(v)
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		if err := tx.EnsureRepository(ctx, repo, r.now()); err != nil {
+			return err
+		}
+		if _, err := tx.DeleteTag(ctx, repo, tag, v, r.now()); err != nil {
+			return err
+		}
+		return r.setCursor(ctx, tx, peer, seq)
+	})
+	if err == nil {
+		r.cache.invalidate(repo, "", tag)
+	}
+	return err
+}
+
+// ApplyManifestDelete tombstones manifest d at version v, held here or
+// not, so a late copy of an older write cannot bring it back.
+func (r *Region) ApplyManifestDelete(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
+	r.clock.Observe(v)
+	var tags []string
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		var err error
+		if _, tags, err = tx.TombstoneManifest(ctx, repo, d, v, r.now()); err != nil {
+			return err
+		}
+		return r.setCursor(ctx, tx, peer, seq)
+	})
+	if err == nil {
+		r.cache.invalidate(repo, d, tags...)
+	}
+	return err
+}

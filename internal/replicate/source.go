@@ -1,0 +1,92 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// errGone means the peer no longer holds what a record named: it was
+// deleted after the record, and a later record says so.
+var errGone = errors.New("gone from the peer")
+
+// source reads one peer: its feed and its content, over HTTP.
+type source struct {
+	name, base, secret string
+	http               *http.Client
+	feed               *feed.Client
+}
+
+func newSource(p Peer, secret string, hc *http.Client) *source {
+	base := strings.TrimSuffix(p.Endpoint, "/")
+	return &source{name: p.Name, base: base, secret: secret, http: hc, feed: feed.NewClient(base, secret, hc)}
+}
+
+func (s *source) get(ctx context.Context, path string, header map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.secret)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+		return resp, nil
+	case resp.StatusCode == http.StatusNotFound:
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s%s: %w", s.name, path, errGone)
+	default:
+		defer resp.Body.Close()
+		return nil, fmt.Errorf("%s%s: %w", s.name, path, ocierr.Read(resp))
+	}
+}
+
+// manifest fetches manifest d of repo: its media type and bytes.
+func (s *source) manifest(ctx context.Context, repo string, d digest.Digest, limit int64) (string, []byte, error) {
+	resp, err := s.get(ctx, "/v2/"+repo+"/manifests/"+d.String(),
+		map[string]string{"Accept": strings.Join(oci.ManifestMediaTypes, ", ")})
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	payload, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return "", nil, err
+	}
+	if int64(len(payload)) > limit {
+		return "", nil, fmt.Errorf("manifest %s from %s is over %d bytes", d, s.name, limit)
+	}
+	return resp.Header.Get("Content-Type"), payload, nil
+}
+
+// blob returns blob d of repo from offset on.
+func (s *source) blob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, error) {
+	h := map[string]string{}
+	if offset > 0 {
+		h["Range"] = fmt.Sprintf("bytes=%d-", offset)
+	}
+	resp, err := s.get(ctx, "/v2/"+repo+"/blobs/"+d.String(), h)
+	if err != nil {
+		return nil, err
+	}
+	if offset > 0 && resp.StatusCode != http.StatusPartialContent {
+		resp.Body.Close()
+		return nil, fmt.Errorf("blob %s from %s: asked for bytes from %d, got status %d", d, s.name, offset, resp.StatusCode)
+	}
+	return resp.Body, nil
+}

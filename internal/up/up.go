@@ -1,0 +1,132 @@
+// Package up runs a whole registry on one machine: several regions, each a
+// region node with its own listener and data folder, replicating with each
+// other. `georeg up` and the multi-region tests use it.
+package up
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/node"
+	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/replicate"
+)
+
+// RegionSpec is one region to run.
+type RegionSpec struct {
+	Name   string
+	Listen string   // host:port; port 0 picks a free one
+	Extra  []string // more addresses serving the same region (":5000" until the front door)
+}
+
+// Config describes the registry.
+type Config struct {
+	DataDir string // each region gets DataDir/<name>
+	Secret  string // replication secret; random when empty
+	Regions []RegionSpec
+}
+
+// DefaultRegions are the three regions `georeg up` starts.
+func DefaultRegions() []RegionSpec {
+	return []RegionSpec{
+		{Name: "eastus", Listen: "127.0.0.1:5001", Extra: []string{"127.0.0.1:5000"}},
+		{Name: "westeurope", Listen: "127.0.0.1:5002"},
+		{Name: "southeastasia", Listen: "127.0.0.1:5003"},
+	}
+}
+
+// Region is a running region.
+type Region struct {
+	Name string
+	URL  string // http://host:port of its main listener
+	Node *node.Node
+	ls   []net.Listener
+}
+
+// Registry is a running registry.
+type Registry struct {
+	Regions []*Region
+	ByName  map[string]*Region
+	done    chan error
+}
+
+// Start binds every listener, opens every region and serves them until ctx
+// ends. Wait returns when all have stopped.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error) {
+	if cfg.Secret == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		cfg.Secret = hex.EncodeToString(b[:])
+	}
+	reg := &Registry{ByName: map[string]*Region{}, done: make(chan error, 1)}
+	closeAll := func() {
+		for _, r := range reg.Regions {
+			for _, l := range r.ls {
+				l.Close()
+			}
+			if r.Node != nil {
+				r.Node.Region.Close()
+			}
+		}
+	}
+	for _, spec := range cfg.Regions {
+		r := &Region{Name: spec.Name}
+		for _, addr := range append([]string{spec.Listen}, spec.Extra...) {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("region %s: listen on %s (is another georeg running?): %w", spec.Name, addr, err)
+			}
+			r.ls = append(r.ls, l)
+		}
+		r.URL = "http://" + r.ls[0].Addr().String()
+		reg.Regions = append(reg.Regions, r)
+		reg.ByName[r.Name] = r
+	}
+	for _, r := range reg.Regions {
+		c := config.Default()
+		c.Region = region.Config{Name: r.Name, DataDir: filepath.Join(cfg.DataDir, r.Name)}
+		c.HTTP.Listen = r.ls[0].Addr().String()
+		c.Replication.Secret = cfg.Secret
+		for _, p := range reg.Regions {
+			if p != r {
+				c.Replication.Peers = append(c.Replication.Peers, replicate.Peer{Name: p.Name, Endpoint: p.URL})
+			}
+		}
+		if err := c.Validate(); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("region %s: %w", r.Name, err)
+		}
+		n, err := node.Open(ctx, c, log)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		r.Node = n
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range reg.Regions {
+		g.Go(func() error { return r.Node.Serve(gctx, r.ls...) })
+	}
+	go func() { reg.done <- g.Wait() }()
+	return reg, nil
+}
+
+// Wait blocks until every region has stopped (after ctx of Start ended)
+// and returns the first error.
+func (r *Registry) Wait() error {
+	err := <-r.done
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

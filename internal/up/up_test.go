@@ -1,0 +1,205 @@
+package up_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
+
+	"github.com/georeg/georeg/internal/up"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
+}
+
+// startRegistry runs three regions on free loopback ports.
+func startRegistry(t *testing.T) *up.Registry {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
+	reg, err := up.Start(ctx, up.Config{DataDir: t.TempDir(), Regions: specs}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := reg.Wait(); err != nil {
+			t.Error(err)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	})
+	return reg
+}
+
+func do(t *testing.T, method, url, contentType string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, data
+}
+
+// image is a pushed image: its manifest digest and every blob.
+type image struct {
+	manifest digest.Digest
+	blobs    []digest.Digest
+}
+
+func push(t *testing.T, base, repo, tag, seed string, layerSize int) image {
+	t.Helper()
+	cfg := []byte(`{"seed":"` + seed + `"}`)
+	layer := bytes.Repeat([]byte(seed+";"), layerSize/(len(seed)+1)+1)[:layerSize]
+	for _, b := range [][]byte{cfg, layer} {
+		if code, _, body := do(t, "POST", base+"/v2/"+repo+"/blobs/uploads/?digest="+digest.FromBytes(b).String(), "", b); code != 201 {
+			t.Fatalf("blob: %d %s", code, body)
+		}
+	}
+	m := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}`,
+		digest.FromBytes(cfg), len(cfg), digest.FromBytes(layer), len(layer)))
+	if code, _, body := do(t, "PUT", base+"/v2/"+repo+"/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m); code != 201 {
+		t.Fatalf("manifest: %d %s", code, body)
+	}
+	return image{manifest: digest.FromBytes(m), blobs: []digest.Digest{digest.FromBytes(cfg), digest.FromBytes(layer)}}
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval of a bounded wait
+	}
+}
+
+// pullable checks that repo:tag is img in region base, with every blob.
+func pullable(t *testing.T, base, repo, tag string, img image) error {
+	code, h, _ := do(t, "GET", base+"/v2/"+repo+"/manifests/"+tag, "", nil)
+	if code != 200 || h.Get("Docker-Content-Digest") != img.manifest.String() {
+		return fmt.Errorf("%s %s:%s is %d %s", base, repo, tag, code, h.Get("Docker-Content-Digest"))
+	}
+	for _, b := range img.blobs {
+		code, _, body := do(t, "GET", base+"/v2/"+repo+"/blobs/"+b.String(), "", nil)
+		if code != 200 || digest.FromBytes(body) != b {
+			t.Fatalf("invariant 2: %s served %s:%s but blob %s is %d", base, repo, tag, b, code)
+		}
+	}
+	return nil
+}
+
+func TestAnImagePushedInOneRegionArrivesCompleteInEveryRegion(t *testing.T) {
+	reg := startRegistry(t)
+	east, west, asia := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL, reg.ByName["southeastasia"].URL
+	img := push(t, east, "team/app", "v1", "one", 300_000)
+	for _, base := range []string{west, asia} {
+		eventually(t, 30*time.Second, func() error { return pullable(t, base, "team/app", "v1", img) })
+	}
+	t.Run("a tag deleted in another region is deleted everywhere", func(t *testing.T) {
+		if code, _, _ := do(t, "DELETE", west+"/v2/team/app/manifests/v1", "", nil); code != 202 {
+			t.Fatalf("delete: %d", code)
+		}
+		for _, base := range []string{east, asia} {
+			eventually(t, 30*time.Second, func() error {
+				if code, _, _ := do(t, "GET", base+"/v2/team/app/manifests/v1", "", nil); code != 404 {
+					return fmt.Errorf("%s still has the tag: %d", base, code)
+				}
+				return nil
+			})
+		}
+	})
+	t.Run("a manifest deleted by digest is deleted everywhere", func(t *testing.T) {
+		img2 := push(t, asia, "team/app", "v2", "two", 1000)
+		eventually(t, 30*time.Second, func() error { return pullable(t, east, "team/app", "v2", img2) })
+		if code, _, _ := do(t, "DELETE", east+"/v2/team/app/manifests/"+img2.manifest.String(), "", nil); code != 202 {
+			t.Fatalf("delete: %d", code)
+		}
+		for _, base := range []string{west, asia} {
+			eventually(t, 30*time.Second, func() error {
+				if code, _, _ := do(t, "GET", base+"/v2/team/app/manifests/"+img2.manifest.String(), "", nil); code != 404 {
+					return fmt.Errorf("%s still has the manifest: %d", base, code)
+				}
+				return nil
+			})
+		}
+	})
+}
+
+// tagState is a region's tag -> digest map of repo.
+func tagState(t *testing.T, base, repo string) map[string]string {
+	code, _, body := do(t, "GET", base+"/v2/"+repo+"/tags/list", "", nil)
+	state := map[string]string{}
+	if code != 200 {
+		return state
+	}
+	var list struct{ Tags []string }
+	_ = json.Unmarshal(body, &list)
+	for _, tag := range list.Tags {
+		_, h, _ := do(t, "HEAD", base+"/v2/"+repo+"/manifests/"+tag, "", nil)
+		state[tag] = h.Get("Docker-Content-Digest")
+	}
+	return state
+}
+
+func TestConcurrentPushesToEveryRegionConverge(t *testing.T) {
+	reg := startRegistry(t)
+	var wg sync.WaitGroup
+	for i, r := range reg.Regions {
+		wg.Go(func() {
+			for j := range 5 {
+				push(t, r.URL, "race", fmt.Sprintf("%s-%d", r.Name, j), fmt.Sprintf("%s-%d", r.Name, j), 2000)
+				push(t, r.URL, "race", "shared", fmt.Sprintf("shared-%d-%d", i, j), 2000)
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, 60*time.Second, func() error {
+		states := make([]map[string]string, len(reg.Regions))
+		for i, r := range reg.Regions {
+			states[i] = tagState(t, r.URL, "race")
+		}
+		if len(states[0]) != 16 {
+			return fmt.Errorf("eastus has %d tags, want 16", len(states[0]))
+		}
+		for i := 1; i < len(states); i++ {
+			if fmt.Sprint(sorted(states[i])) != fmt.Sprint(sorted(states[0])) {
+				return fmt.Errorf("%s differs from eastus:\n%v\n%v", reg.Regions[i].Name, sorted(states[i]), sorted(states[0]))
+			}
+		}
+		return nil
+	})
+}
+
+func sorted(m map[string]string) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
