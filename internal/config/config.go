@@ -49,6 +49,10 @@ type Replication struct {
 	// /_georeg/ requests). Every region of a registry has the same one.
 	// Empty: this region serves no feed and replicates with nobody.
 	Secret string `yaml:"secret"`
+	// NoReadThrough turns read-through off: a manifest this region lacks
+	// is MANIFEST_UNKNOWN naming the regions that hold it, instead of being
+	// fetched from them on demand (the default).
+	NoReadThrough bool `yaml:"noReadThrough"`
 	// Peers and the feed long-poll wait.
 	replicate.Config `yaml:",inline"`
 }

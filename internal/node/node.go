@@ -41,8 +41,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		mux.Handle(feed.Path, feed.Handler(r, cfg.Replication.Secret))
 		internal = mux
 	}
-	api := ociapi.New(r, log.With("region", cfg.Region.Name), cfg.HTTP.BlobCopy)
-	n := &Node{Region: r, log: log, handler: api.Handler(internal)}
+	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy}
+	n := &Node{Region: r, log: log}
 	if len(cfg.Replication.Peers) > 0 {
 		// No overall timeout: a 20 GiB layer takes as long as it takes;
 		// each request is bounded by its context.
@@ -52,7 +52,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		}}
 		n.replicator = replicate.New(r, cfg.Replication.Config, cfg.Replication.Secret, hc,
 			log.With("region", cfg.Region.Name))
+		opts.Peers = n.replicator
+		opts.ReadThrough = !cfg.Replication.NoReadThrough
+		secret := cfg.Replication.Secret
+		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }
 	}
+	n.handler = ociapi.New(r, log.With("region", cfg.Region.Name), opts).Handler(internal)
 	return n, nil
 }
 

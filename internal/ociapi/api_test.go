@@ -45,7 +45,7 @@ func newTestRegion(t *testing.T, mutate ...func(*region.Config)) *testRegion {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ociapi.New(r, log, "").Handler(nil))
+	srv := httptest.NewServer(ociapi.New(r, log, ociapi.Options{}).Handler(nil))
 	t.Cleanup(func() { srv.Close(); r.Close() })
 	return &testRegion{t: t, url: srv.URL, dir: dir, region: r}
 }

@@ -32,6 +32,11 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error
 	}
 	ctx := r.Context()
 	size, err := a.region.StatBlob(ctx, route.Repo, d)
+	if ocierr.BlobUnknown.Is(err) && a.opts.ReadThrough && a.askPeers(r) {
+		if err = a.opts.Peers.EnsureBlob(ctx, route.Repo, d); err == nil {
+			size, err = a.region.StatBlob(ctx, route.Repo, d)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -86,7 +91,7 @@ type writerOnly struct{ io.Writer }
 
 // kernelCopy reports whether a blob GET should use sendfile (see CopyAuto).
 func (a *API) kernelCopy(r *http.Request) bool {
-	switch a.blobCopy {
+	switch a.opts.BlobCopy {
 	case CopySendfile:
 		return true
 	case CopyBuffered:

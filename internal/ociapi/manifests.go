@@ -1,11 +1,14 @@
 package ociapi
 
 import (
+	"context"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -15,6 +18,12 @@ import (
 // The body is the stored bytes, with their media type and digest.
 func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) error {
 	m, err := a.region.GetManifest(r.Context(), route.Repo, route.Ref)
+	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.askPeers(r) {
+		var d digest.Digest
+		if d, err = a.fromPeers(r.Context(), route); err == nil {
+			m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -37,6 +46,26 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 	}
 	_, _ = w.Write(m.Payload)
 	return nil
+}
+
+// fromPeers fetches a manifest this region lacks from the peers and
+// returns its digest (invariant 6), or names where it exists when
+// read-through is off.
+func (a *API) fromPeers(ctx context.Context, route Route) (digest.Digest, error) {
+	if !a.opts.ReadThrough {
+		return "", a.opts.Peers.Where(ctx, route.Repo, route.Ref)
+	}
+	return a.opts.Peers.EnsureManifest(ctx, route.Repo, route.Ref)
+}
+
+// validRef reports a well-formed tag or digest: only those are worth
+// asking other regions for.
+func validRef(ref string) bool {
+	if oci.IsDigest(ref) {
+		_, err := oci.ParseDigest(ref)
+		return err == nil
+	}
+	return oci.ValidateTag(ref) == nil
 }
 
 // accepts reports whether Accept headers allow mediaType. No Accept, a
@@ -69,7 +98,15 @@ func (a *API) putManifest(w http.ResponseWriter, r *http.Request, route Route) e
 	if err != nil {
 		return ocierr.ManifestInvalid.Withf("reading the manifest body: %v", err)
 	}
-	res, err := a.region.PutManifest(r.Context(), route.Repo, route.Ref, r.Header.Get("Content-Type"), payload)
+	ct := r.Header.Get("Content-Type")
+	res, err := a.region.PutManifest(r.Context(), route.Repo, route.Ref, ct, payload)
+	if ocierr.ManifestBlobUnknown.Is(err) && a.askPeers(r) {
+		// A push split across regions: its blobs went to another region
+		// (invariant 7). Fetch them, then accept.
+		if rerr := a.opts.Peers.EnsureReferences(r.Context(), route.Repo, ct, payload); rerr == nil {
+			res, err = a.region.PutManifest(r.Context(), route.Repo, route.Ref, ct, payload)
+		}
+	}
 	if err != nil {
 		return err
 	}

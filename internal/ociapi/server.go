@@ -11,15 +11,53 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 )
 
 // API serves one region's /v2 endpoints.
 type API struct {
-	region   *region.Region
-	log      *slog.Logger
-	blobCopy string
+	region *region.Region
+	log    *slog.Logger
+	opts   Options
+}
+
+// Options are the API's settings and its link to other regions.
+type Options struct {
+	// BlobCopy is one of the Copy modes ("" is CopyAuto).
+	BlobCopy string
+	// Peers finds what this region lacks in other regions; nil in a
+	// registry of one region.
+	Peers Peers
+	// ReadThrough fetches a manifest or blob a client asks for from a
+	// peer when this region lacks it (on by default in a registry).
+	ReadThrough bool
+	// IsPeer reports a request from another region: it is answered from
+	// this region's own content, never read through, so regions never
+	// chase each other.
+	IsPeer func(*http.Request) bool
+}
+
+// Peers is what the API asks of other regions. replicate.Replicator
+// implements it.
+type Peers interface {
+	// EnsureManifest makes manifest ref of repo complete here and returns
+	// its digest, or MANIFEST_UNKNOWN naming where it exists.
+	EnsureManifest(ctx context.Context, repo, ref string) (digest.Digest, error)
+	// Where returns MANIFEST_UNKNOWN naming where ref exists.
+	Where(ctx context.Context, repo, ref string) error
+	// EnsureBlob makes blob d present in repo here, or BLOB_UNKNOWN.
+	EnsureBlob(ctx context.Context, repo string, d digest.Digest) error
+	// EnsureReferences fetches what a manifest being pushed references and
+	// this region lacks.
+	EnsureReferences(ctx context.Context, repo, contentType string, payload []byte) error
+}
+
+// askPeers reports whether a miss on r may be looked up in other regions.
+func (a *API) askPeers(r *http.Request) bool {
+	return a.opts.Peers != nil && (a.opts.IsPeer == nil || !a.opts.IsPeer(r))
 }
 
 // Blob copy modes: how a blob GET moves bytes from the file to the socket.
@@ -36,13 +74,12 @@ const (
 	CopyBuffered = "buffered"
 )
 
-// New returns the API for r; blobCopy is one of the Copy modes ("" is
-// CopyAuto).
-func New(r *region.Region, log *slog.Logger, blobCopy string) *API {
-	if blobCopy == "" {
-		blobCopy = CopyAuto
+// New returns the API for r.
+func New(r *region.Region, log *slog.Logger, opts Options) *API {
+	if opts.BlobCopy == "" {
+		opts.BlobCopy = CopyAuto
 	}
-	return &API{region: r, log: log, blobCopy: blobCopy}
+	return &API{region: r, log: log, opts: opts}
 }
 
 // Handler returns the region node's whole HTTP surface: /v2/, the health

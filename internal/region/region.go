@@ -142,3 +142,6 @@ func (r *Region) MaxManifestSize() int64 { return r.cfg.MaxManifestSize }
 
 // Counts returns the metadata store's row counts per table.
 func (r *Region) Counts(ctx context.Context) (map[string]int64, error) { return r.db.Counts(ctx) }
+
+// Clock returns the region's clock.
+func (r *Region) Clock() *hlc.Clock { return r.clock }

@@ -32,7 +32,14 @@ func newSource(p Peer, secret string, hc *http.Client) *source {
 }
 
 func (s *source) get(ctx context.Context, path string, header map[string]string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+path, nil)
+	return s.request(ctx, http.MethodGet, path, header)
+}
+
+// request sends a request to the peer as a peer (with the replication
+// secret, so the peer answers from what it holds and never reads through
+// itself) and returns a 200 or 206 response; errGone on 404.
+func (s *source) request(ctx context.Context, method, path string, header map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.base+path, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,13 @@ type Config struct {
 	DataDir string // each region gets DataDir/<name>
 	Secret  string // replication secret; random when empty
 	Regions []RegionSpec
+	// Link returns the base URL region from uses to reach region to, whose
+	// own URL is url: a simulated long-distance link, or a fault injector.
+	// Nil: url itself.
+	Link func(from, to, url string) (string, error)
+	// NoReadThrough names regions that answer MANIFEST_UNKNOWN naming
+	// where an image is instead of fetching it on demand.
+	NoReadThrough map[string]bool
 }
 
 // DefaultRegions are the three regions `georeg up` starts.
@@ -97,10 +104,20 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Region = region.Config{Name: r.Name, DataDir: filepath.Join(cfg.DataDir, r.Name)}
 		c.HTTP.Listen = r.ls[0].Addr().String()
 		c.Replication.Secret = cfg.Secret
+		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
 		for _, p := range reg.Regions {
-			if p != r {
-				c.Replication.Peers = append(c.Replication.Peers, replicate.Peer{Name: p.Name, Endpoint: p.URL})
+			if p == r {
+				continue
 			}
+			endpoint := p.URL
+			if cfg.Link != nil {
+				var err error
+				if endpoint, err = cfg.Link(r.Name, p.Name, p.URL); err != nil {
+					closeAll()
+					return nil, fmt.Errorf("link %s -> %s: %w", r.Name, p.Name, err)
+				}
+			}
+			c.Replication.Peers = append(c.Replication.Peers, replicate.Peer{Name: p.Name, Endpoint: endpoint})
 		}
 		if err := c.Validate(); err != nil {
 			closeAll()

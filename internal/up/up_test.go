@@ -121,6 +121,14 @@ func TestAnImagePushedInOneRegionArrivesCompleteInEveryRegion(t *testing.T) {
 		eventually(t, 30*time.Second, func() error { return pullable(t, base, "team/app", "v1", img) })
 	}
 	t.Run("a tag deleted in another region is deleted everywhere", func(t *testing.T) {
+		// Read-through answers GETs at once; the tag itself arrives by the
+		// feed. Wait for it before deleting it there.
+		eventually(t, 30*time.Second, func() error {
+			if tagState(t, west, "team/app")["v1"] != img.manifest.String() {
+				return fmt.Errorf("tag v1 not replicated to westeurope yet")
+			}
+			return nil
+		})
 		if code, _, _ := do(t, "DELETE", west+"/v2/team/app/manifests/v1", "", nil); code != 202 {
 			t.Fatalf("delete: %d", code)
 		}
@@ -203,3 +211,5 @@ func sorted(m map[string]string) []string {
 	sort.Strings(out)
 	return out
 }
+
+func sha256Hex(b []byte) string { return digest.FromBytes(b).Encoded() }

@@ -1,0 +1,166 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Read-through and split-push repair: when a client asks this region for
+// something it lacks, or pushes a manifest whose blobs were uploaded to
+// another region, the peers are asked, nearest first (config order), and
+// the content is fetched, verified and stored here before it is served or
+// accepted. An image is only ever served complete (invariant 2).
+
+// where asks every peer whether it holds repo's manifest ref (HEAD) and
+// returns the digest from the first that does, with the names of all that
+// do and of those that could not be asked.
+func (p *Replicator) where(ctx context.Context, repo, ref string) (*source, digest.Digest, []string, []string) {
+	var first *source
+	var d digest.Digest
+	var have, unreachable []string
+	for _, s := range p.sources {
+		got, err := s.head(ctx, "/v2/"+repo+"/manifests/"+ref, strings.Join(oci.ManifestMediaTypes, ", "))
+		switch {
+		case errors.Is(err, errGone):
+		case err != nil:
+			unreachable = append(unreachable, s.name)
+		default:
+			have = append(have, s.name)
+			if first == nil {
+				first, d = s, got
+			}
+		}
+	}
+	return first, d, have, unreachable
+}
+
+// EnsureManifest makes manifest ref (tag or digest) of repo, with every
+// blob and child, present here from the nearest peer holding it, and
+// returns its digest. When no peer can provide it the error is
+// MANIFEST_UNKNOWN naming the regions that hold it and the state
+// (invariant 6); a tag fetched this way is not set here: the peer's feed
+// brings it with its version.
+func (p *Replicator) EnsureManifest(ctx context.Context, repo, ref string) (digest.Digest, error) {
+	s, d, have, unreachable := p.where(ctx, repo, ref)
+	if s == nil {
+		return "", notHere(repo, ref, have, unreachable, nil)
+	}
+	if oci.IsDigest(ref) && d.String() != ref {
+		d = digest.Digest(ref)
+	}
+	// The zero version: a manifest borrowed ahead of the feed must lose to
+	// every real write and tombstone the feed brings later.
+	if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, "", 0); err != nil {
+		p.log.WarnContext(ctx, "read-through failed", "peer", s.name, "repo", repo, "reference", ref, "error", err)
+		return "", notHere(repo, ref, have, unreachable, err)
+	}
+	return d, nil
+}
+
+// notHere is the honest MANIFEST_UNKNOWN of invariant 6.
+func notHere(repo, ref string, have, unreachable []string, cause error) error {
+	detail := map[string]any{"repository": repo, "reference": ref}
+	if len(unreachable) > 0 {
+		detail["unreachable"] = unreachable
+	}
+	if len(have) == 0 {
+		msg := fmt.Sprintf("%s:%s is not in this region", repo, ref)
+		if len(unreachable) > 0 {
+			msg += fmt.Sprintf(" and regions %s could not be asked; retry later", strings.Join(unreachable, ", "))
+		} else {
+			msg += " nor in any other region"
+		}
+		return ocierr.ManifestUnknown.WithDetail(msg, detail)
+	}
+	detail["available_in"] = have
+	detail["state"] = "replicating"
+	msg := fmt.Sprintf("%s:%s exists in %s but has not arrived in this region yet; retry shortly, or pull from %s",
+		repo, ref, strings.Join(have, ", "), have[0])
+	if cause != nil {
+		detail["error"] = cause.Error()
+	}
+	return ocierr.ManifestUnknown.WithDetail(msg, detail)
+}
+
+// Where returns MANIFEST_UNKNOWN naming the regions that hold repo's
+// manifest ref, for a region with read-through turned off.
+func (p *Replicator) Where(ctx context.Context, repo, ref string) error {
+	_, _, have, unreachable := p.where(ctx, repo, ref)
+	return notHere(repo, ref, have, unreachable, nil)
+}
+
+// EnsureBlob makes blob d present and linked in repo here from the nearest
+// peer holding it; BLOB_UNKNOWN when none does.
+func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Digest) error {
+	for _, s := range p.sources {
+		size, err := s.blobSize(ctx, repo, d)
+		if err != nil {
+			continue
+		}
+		if err := p.ensureBlob(ctx, s, repo, d, size); err != nil {
+			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
+			continue
+		}
+		return nil
+	}
+	return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s in any region", d, repo),
+		map[string]string{"digest": d.String()})
+}
+
+// EnsureReferences fetches from peers every blob and child manifest a
+// manifest being pushed references that this region lacks: the repair of a
+// push split across regions (invariant 7).
+func (p *Replicator) EnsureReferences(ctx context.Context, repo, contentType string, payload []byte) error {
+	m, err := oci.ParseManifest(contentType, payload)
+	if err != nil {
+		return nil // the PUT reports the parse error itself
+	}
+	for _, c := range m.Manifests {
+		if ok, err := p.region.HasManifest(ctx, repo, c.Digest); err != nil || ok {
+			continue
+		}
+		if _, err := p.EnsureManifest(ctx, repo, c.Digest.String()); err != nil {
+			return err
+		}
+	}
+	for _, b := range m.Blobs() {
+		if ok, err := p.region.HasBlob(ctx, repo, b.Digest); err != nil || ok {
+			continue
+		}
+		if err := p.EnsureBlob(ctx, repo, b.Digest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// head sends HEAD path and returns the Docker-Content-Digest; errGone on
+// 404.
+func (s *source) head(ctx context.Context, path, accept string) (digest.Digest, error) {
+	resp, err := s.request(ctx, http.MethodHead, path, map[string]string{"Accept": accept})
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	return digest.Digest(resp.Header.Get("Docker-Content-Digest")), nil
+}
+
+// blobSize returns the size of blob d of repo at the peer.
+func (s *source) blobSize(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	resp, err := s.request(ctx, http.MethodHead, "/v2/"+repo+"/blobs/"+d.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
+}

@@ -1,0 +1,235 @@
+package up_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/georeg/georeg/internal/up"
+)
+
+// faultyLink is a reverse proxy between two regions that refuses the
+// requests block matches with 503, as a link that is down would.
+type faultyLink struct {
+	block atomic.Pointer[func(*http.Request) bool]
+}
+
+func (f *faultyLink) set(block func(*http.Request) bool) { f.block.Store(&block) }
+
+func (f *faultyLink) start(t *testing.T, target string) string {
+	u, _ := url.Parse(target)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b := f.block.Load(); b != nil && (*b)(r) {
+			http.Error(w, "link down", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func isFeed(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/_georeg/") }
+
+// startLinked runs three regions where the regions in via reach eastus
+// through link; every other pair talks directly.
+func startLinked(t *testing.T, link *faultyLink, via []string, noReadThrough map[string]bool) *up.Registry {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
+	cfg := up.Config{DataDir: t.TempDir(), Regions: specs, NoReadThrough: noReadThrough,
+		Link: func(from, to, u string) (string, error) {
+			if to == "eastus" && slices.Contains(via, from) {
+				return link.start(t, u), nil
+			}
+			return u, nil
+		}}
+	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := reg.Wait(); err != nil {
+			t.Error(err)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	})
+	return reg
+}
+
+// errorOf returns the first OCI error code and detail of a body.
+func errorOf(body []byte) (string, map[string]any) {
+	var env struct {
+		Errors []struct {
+			Code   string
+			Detail map[string]any
+		}
+	}
+	_ = json.Unmarshal(body, &env)
+	if len(env.Errors) == 0 {
+		return "", nil
+	}
+	return env.Errors[0].Code, env.Errors[0].Detail
+}
+
+// TestInvariant6ReadThroughFetchesWhatHasNotArrived: with westeurope cut
+// off from eastus's feed, an image pushed to eastus (only) is still served
+// complete in westeurope, fetched on demand.
+func TestInvariant6ReadThroughFetchesWhatHasNotArrived(t *testing.T) {
+	link := &faultyLink{}
+	link.set(isFeed)
+	// Both other regions hear nothing of eastus by feed: only eastus holds
+	// the image.
+	reg := startLinked(t, link, []string{"westeurope", "southeastasia"}, nil)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	img := push(t, east, "rt/app", "v1", "readthrough", 500_000)
+	if err := pullable(t, west, "rt/app", "v1", img); err != nil {
+		t.Fatalf("read-through: %v", err)
+	}
+}
+
+// TestInvariant6ErrorsNameWhereAnImageIs: when westeurope cannot fetch an
+// image that exists in eastus, it answers MANIFEST_UNKNOWN naming eastus
+// and the state, never BLOB_UNKNOWN; with read-through off it names eastus
+// without fetching.
+func TestInvariant6ErrorsNameWhereAnImageIs(t *testing.T) {
+	link := &faultyLink{}
+	// The feed and every blob are cut off; manifests can still be asked
+	// about, so westeurope knows where the image is but cannot fetch it.
+	link.set(func(r *http.Request) bool { return isFeed(r) || strings.Contains(r.URL.Path, "/blobs/") })
+	reg := startLinked(t, link, []string{"westeurope", "southeastasia"}, map[string]bool{"southeastasia": true})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	asia := reg.ByName["southeastasia"].URL
+	img := push(t, east, "honest/app", "v1", "honest", 1000)
+
+	for _, ref := range []string{"v1", img.manifest.String()} {
+		code, _, body := do(t, "GET", west+"/v2/honest/app/manifests/"+ref, "", nil)
+		c, detail := errorOf(body)
+		if code != 404 || c != "MANIFEST_UNKNOWN" || fmt.Sprint(detail["available_in"]) != "[eastus]" || detail["state"] != "replicating" {
+			t.Fatalf("GET %s in westeurope: %d %s", ref, code, body)
+		}
+	}
+	t.Run("with read-through off the error names the region without fetching", func(t *testing.T) {
+		code, _, body := do(t, "GET", asia+"/v2/honest/app/manifests/v1", "", nil)
+		c, detail := errorOf(body)
+		if code != 404 || c != "MANIFEST_UNKNOWN" || fmt.Sprint(detail["available_in"]) != "[eastus]" {
+			t.Fatalf("GET in southeastasia: %d %s", code, body)
+		}
+	})
+}
+
+// TestInvariant7ASplitPushIsRepaired: blobs uploaded to eastus, the
+// manifest pushed to westeurope (which cannot hear eastus's feed): the
+// manifest PUT fetches the blobs from eastus and succeeds.
+func TestInvariant7ASplitPushIsRepaired(t *testing.T) {
+	link := &faultyLink{}
+	link.set(isFeed)
+	reg := startLinked(t, link, []string{"westeurope", "southeastasia"}, nil)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	img := push(t, east, "split/app", "base", "split", 200_000)
+	_, _, manifest := do(t, "GET", east+"/v2/split/app/manifests/base", "", nil)
+	code, _, body := do(t, "PUT", west+"/v2/split/app/manifests/v1", "application/vnd.oci.image.manifest.v1+json", manifest)
+	if code != 201 {
+		t.Fatalf("split push refused: %d %s", code, body)
+	}
+	if err := pullable(t, west, "split/app", "v1", img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInvariant5CachesFollowReplication: a tag read (and cached) in
+// westeurope follows a new push of the same tag in eastus.
+func TestInvariant5CachesFollowReplication(t *testing.T) {
+	reg := startRegistry(t)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	first := push(t, east, "cache/app", "latest", "first", 1000)
+	eventually(t, 30*time.Second, func() error {
+		if tagState(t, west, "cache/app")["latest"] != first.manifest.String() {
+			return fmt.Errorf("not replicated")
+		}
+		return nil
+	})
+	for range 3 { // read it into the cache
+		if err := pullable(t, west, "cache/app", "latest", first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := push(t, east, "cache/app", "latest", "second", 1000)
+	eventually(t, 30*time.Second, func() error { return pullable(t, west, "cache/app", "latest", second) })
+}
+
+// TestInvariant2APullerNeverSeesAPartialImage: a client pulling in
+// westeurope in a loop while images land in eastus never gets a manifest
+// whose blobs it cannot fetch, nor a digest mismatch.
+func TestInvariant2APullerNeverSeesAPartialImage(t *testing.T) {
+	reg := startRegistry(t)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var pulls, fails atomic.Int64
+	wg.Go(func() {
+		for i := 0; i < 100_000; i++ { // bounded; stops when the pushes end
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			code, h, body := do(t, "GET", west+"/v2/pull/app/manifests/latest", "", nil)
+			if code == 404 {
+				continue
+			}
+			var m struct{ Layers, Config json.RawMessage }
+			if code != 200 || json.Unmarshal(body, &m) != nil || h.Get("Docker-Content-Digest") == "" {
+				fails.Add(1)
+				continue
+			}
+			var manifest struct {
+				Config struct{ Digest string }
+				Layers []struct{ Digest string }
+			}
+			_ = json.Unmarshal(body, &manifest)
+			for _, d := range append([]string{manifest.Config.Digest}, layerDigests(manifest.Layers)...) {
+				code, _, blob := do(t, "GET", west+"/v2/pull/app/blobs/"+d, "", nil)
+				if code != 200 || "sha256:"+sha256Hex(blob) != d {
+					t.Errorf("blob %s of a served manifest: %d", d, code)
+					fails.Add(1)
+				}
+			}
+			pulls.Add(1)
+		}
+	})
+	for i := range 30 {
+		push(t, east, "pull/app", "latest", fmt.Sprintf("image-%d", i), 50_000+i)
+	}
+	final := push(t, east, "pull/app", "latest", "final", 1234)
+	eventually(t, 30*time.Second, func() error { return pullable(t, west, "pull/app", "latest", final) })
+	close(stop)
+	wg.Wait()
+	if fails.Load() > 0 {
+		t.Fatalf("%d of %d pulls saw a partial image", fails.Load(), pulls.Load())
+	}
+	t.Logf("%d complete pulls", pulls.Load())
+}
+
+func layerDigests(ls []struct{ Digest string }) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Digest)
+	}
+	return out
+}
