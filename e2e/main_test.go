@@ -55,6 +55,7 @@ type server struct {
 	t    *testing.T
 	addr string
 	data string
+	args []string // serve's arguments; default: flags for addr and data
 	cmd  *exec.Cmd
 	log  *os.File
 }
@@ -71,12 +72,16 @@ func startServer(t *testing.T, data string) *server {
 
 func (s *server) start() {
 	s.t.Helper()
-	log, err := os.OpenFile(filepath.Join(s.t.TempDir(), "georeg.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(filepath.Join(s.data, "..", filepath.Base(s.data)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	s.log = log
-	s.cmd = exec.Command(georegBin, "serve", "--listen", s.addr, "--data", s.data, "--region", "eastus", "--log-level", "warn")
+	args := s.args
+	if args == nil {
+		args = []string{"--listen", s.addr, "--data", s.data, "--region", "eastus", "--log-level", "warn"}
+	}
+	s.cmd = exec.Command(georegBin, append([]string{"serve"}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)

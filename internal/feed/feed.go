@@ -76,7 +76,7 @@ func (r Record) Validate() error {
 	}
 	needDigest, needTag := false, false
 	switch r.Kind {
-	case meta.KindBlob, meta.KindManifest, meta.KindManifestDelete:
+	case meta.KindBlob, meta.KindManifest, meta.KindManifestDelete, meta.KindAck:
 		needDigest = true
 	case meta.KindTag:
 		needDigest, needTag = true, true

@@ -18,6 +18,7 @@ const (
 	KindTag            = "tag"             // a tag was set
 	KindTagDelete      = "tag_delete"      // a tag was deleted (tombstone)
 	KindManifestDelete = "manifest_delete" // a manifest was deleted (tombstone)
+	KindAck            = "ack"             // a manifest from a peer is complete and pullable here
 )
 
 // Record is one change a region originated, in the order it committed.

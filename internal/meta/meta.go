@@ -86,6 +86,13 @@ CREATE TABLE IF NOT EXISTS feed (
 	origin     TEXT NOT NULL,
 	created_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS presence (
+	repo       TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	region     TEXT NOT NULL,
+	since      BIGINT NOT NULL,
+	PRIMARY KEY (repo, digest, region)
+);
 CREATE TABLE IF NOT EXISTS peer_cursors (
 	peer       TEXT PRIMARY KEY,
 	seq        BIGINT NOT NULL,

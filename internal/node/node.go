@@ -16,6 +16,7 @@ import (
 
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/ociapi"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
@@ -35,12 +36,19 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	if err != nil {
 		return nil, fmt.Errorf("open region %s: %w", cfg.Region.Name, err)
 	}
-	var internal http.Handler
+	mux := http.NewServeMux()
 	if cfg.Replication.Secret != "" {
-		mux := http.NewServeMux()
 		mux.Handle(feed.Path, feed.Handler(r, cfg.Replication.Secret))
-		internal = mux
 	}
+	regions := []mgmtapi.RegionInfo{{Name: cfg.Region.Name, Endpoint: "http://" + cfg.HTTP.Listen}}
+	for _, p := range cfg.Replication.Peers {
+		ep := p.PublicEndpoint
+		if ep == "" {
+			ep = p.Endpoint
+		}
+		regions = append(regions, mgmtapi.RegionInfo{Name: p.Name, Endpoint: ep})
+	}
+	mgmtapi.New(r, regions).Register(mux)
 	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy}
 	n := &Node{Region: r, log: log}
 	if len(cfg.Replication.Peers) > 0 {
@@ -57,7 +65,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		secret := cfg.Replication.Secret
 		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }
 	}
-	n.handler = ociapi.New(r, log.With("region", cfg.Region.Name), opts).Handler(internal)
+	n.handler = ociapi.New(r, log.With("region", cfg.Region.Name), opts).Handler(mux)
 	return n, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -45,6 +46,46 @@ func (r *Region) setCursor(ctx context.Context, tx *meta.Tx, peer string, seq in
 // record that needs nothing here.
 func (r *Region) Skip(ctx context.Context, peer string, seq int64) error {
 	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.SetCursor(ctx, peer, seq, r.now()) })
+}
+
+// ApplyPresence records that peer holds manifest d of repo complete (its
+// ack, or its own manifest record for a manifest already here).
+func (r *Region) ApplyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest) error {
+	return r.db.Update(ctx, func(tx *meta.Tx) error {
+		if err := tx.SetPresence(ctx, repo, d, peer, r.now()); err != nil {
+			return err
+		}
+		return r.setCursor(ctx, tx, peer, seq)
+	})
+}
+
+// Status is where an image is, as this region knows it.
+type Status struct {
+	Digest  digest.Digest
+	Here    bool                 // the manifest is complete and live here
+	Present map[string]time.Time // regions known to hold it, since when
+}
+
+// ImageStatus resolves ref (tag or digest) in this region, without asking
+// peers, and returns where the manifest is. MANIFEST_UNKNOWN when this
+// region does not know ref.
+func (r *Region) ImageStatus(ctx context.Context, repo, ref string) (*Status, error) {
+	d, err := r.parseRef(ctx, repo, ref)
+	if err != nil {
+		return nil, err
+	}
+	here, err := r.HasManifest(ctx, repo, d)
+	if err != nil {
+		return nil, err
+	}
+	present, err := r.db.Presence(ctx, repo, d)
+	if err != nil {
+		return nil, err
+	}
+	if !here {
+		delete(present, r.cfg.Name)
+	}
+	return &Status{Digest: d, Here: here, Present: present}, nil
 }
 
 // HasBlob reports whether repo links blob d here.

@@ -157,9 +157,20 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 				return err
 			}
 		}
+		if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, r.cfg.Name, now); err != nil {
+			return err
+		}
 		if from != nil {
+			// Complete and pullable here: acknowledge it in this region's
+			// feed, so every region can tell where the image is.
+			if err := r.record(ctx, tx, meta.KindAck, rec.Repo, rec.Digest, "", rec.MediaType, rec.Size, r.clock.Now()); err != nil {
+				return err
+			}
 			if from.peer == "" {
 				return nil
+			}
+			if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, from.peer, now); err != nil {
+				return err
 			}
 			return tx.SetCursor(ctx, from.peer, from.seq, now)
 		}
@@ -174,9 +185,7 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 	if err != nil {
 		return err
 	}
-	if from == nil {
-		r.feed.notify()
-	}
+	r.feed.notify()
 	r.cache.invalidate(rec.Repo, rec.Digest, tag)
 	return nil
 }

@@ -24,7 +24,10 @@ import (
 // Peer is another region of the registry.
 type Peer struct {
 	Name     string `yaml:"name"`
-	Endpoint string `yaml:"endpoint"` // base URL of its node, e.g. http://127.0.0.1:5002
+	Endpoint string `yaml:"endpoint"` // base URL replication uses, e.g. http://127.0.0.1:5002
+	// PublicEndpoint is where clients reach the region, when it differs
+	// from Endpoint (replication through a link of its own).
+	PublicEndpoint string `yaml:"publicEndpoint,omitempty"`
 }
 
 // Config says whom to replicate with.
@@ -178,6 +181,8 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 		return r.ApplyTagDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Tag, rec.Version)
 	case meta.KindManifestDelete:
 		return r.ApplyManifestDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
+	case meta.KindAck:
+		return r.ApplyPresence(ctx, s.name, rec.Seq, rec.Repo, rec.Digest)
 	}
 	return fmt.Errorf("record %d of %s: unknown kind %q", rec.Seq, s.name, rec.Kind)
 }
@@ -209,7 +214,7 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 		return err
 	} else if ok {
 		if peer != "" {
-			return r.Skip(ctx, peer, seq)
+			return r.ApplyPresence(ctx, peer, seq, repo, d)
 		}
 		return nil
 	}

@@ -117,7 +117,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 					return nil, fmt.Errorf("link %s -> %s: %w", r.Name, p.Name, err)
 				}
 			}
-			c.Replication.Peers = append(c.Replication.Peers, replicate.Peer{Name: p.Name, Endpoint: endpoint})
+			c.Replication.Peers = append(c.Replication.Peers, replicate.Peer{Name: p.Name, Endpoint: endpoint, PublicEndpoint: p.URL})
 		}
 		if err := c.Validate(); err != nil {
 			closeAll()

@@ -1,0 +1,91 @@
+// Package cli is the client side of georeg's commands: it talks to a
+// region's management endpoints and prints what they say.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/distribution/reference"
+
+	"github.com/georeg/georeg/internal/mgmtapi"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Client talks to one region (or the front door).
+type Client struct {
+	Base string // e.g. http://127.0.0.1:5000
+	HTTP *http.Client
+}
+
+// DefaultRegistry is the local `georeg up` front door.
+const DefaultRegistry = "http://127.0.0.1:5000"
+
+// Ref is an image reference split into where, what and which.
+type Ref struct {
+	Registry   string // base URL; empty when the reference named none
+	Repository string
+	Reference  string // tag or digest
+}
+
+// ParseRef reads REPO:TAG, REPO@DIGEST, or HOST:PORT/REPO:TAG. A reference
+// with a host names the registry to ask (over http on loopback, https
+// otherwise).
+func ParseRef(s string) (Ref, error) {
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return Ref{}, fmt.Errorf("image reference %q: %w", s, err)
+	}
+	var r Ref
+	domain := reference.Domain(named)
+	if domain != "docker.io" || strings.HasPrefix(s, "docker.io/") {
+		scheme := "https://"
+		if strings.HasPrefix(domain, "127.") || strings.HasPrefix(domain, "localhost") || strings.HasPrefix(domain, "[::1]") {
+			scheme = "http://"
+		}
+		r.Registry = scheme + domain
+	}
+	r.Repository = reference.Path(named)
+	switch v := named.(type) {
+	case reference.Digested:
+		r.Reference = v.Digest().String()
+	case reference.Tagged:
+		r.Reference = v.Tag()
+	default:
+		r.Reference = "latest"
+	}
+	return r, nil
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.Base, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ocierr.Read(resp)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Regions lists the registry's regions.
+func (c *Client) Regions(ctx context.Context) (*mgmtapi.RegionsResponse, error) {
+	var out mgmtapi.RegionsResponse
+	return &out, c.get(ctx, "/_georeg/v1/regions", &out)
+}
+
+// ImageStatus asks where an image is.
+func (c *Client) ImageStatus(ctx context.Context, repo, ref string) (*mgmtapi.ImageStatus, error) {
+	var out mgmtapi.ImageStatus
+	q := url.Values{"repository": {repo}, "reference": {ref}}
+	return &out, c.get(ctx, "/_georeg/v1/images/status?"+q.Encode(), &out)
+}

@@ -1,0 +1,37 @@
+package meta
+
+import (
+	"context"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// SetPresence records that region holds manifest d of repo complete since
+// at, idempotently (the first time is kept).
+func (tx *Tx) SetPresence(ctx context.Context, repo string, d digest.Digest, region string, at time.Time) error {
+	_, err := tx.tx.ExecContext(ctx, `
+		INSERT INTO presence (repo, digest, region, since) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (repo, digest, region) DO NOTHING`, repo, d.String(), region, at.UnixMilli())
+	return err
+}
+
+// Presence returns the regions known to hold manifest d of repo complete,
+// with the time each got it.
+func (db *DB) Presence(ctx context.Context, repo string, d digest.Digest) (map[string]time.Time, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT region, since FROM presence WHERE repo = $1 AND digest = $2`, repo, d.String())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var region string
+		var since int64
+		if err := rows.Scan(&region, &since); err != nil {
+			return nil, err
+		}
+		out[region] = time.UnixMilli(since)
+	}
+	return out, rows.Err()
+}

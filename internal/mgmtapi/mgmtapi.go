@@ -1,0 +1,112 @@
+// Package mgmtapi serves a region's management and status endpoints under
+// /_georeg/v1/ (JSON; documented in docs/api.md):
+//
+//	GET /_georeg/v1/regions                 the registry's regions and endpoints
+//	GET /_georeg/v1/images/status?repository=R&reference=REF
+//	                                        where an image is: present or pending per region
+//
+// They are read-only and, until user auth lands, open like /v2.
+package mgmtapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
+)
+
+// RegionInfo names a region and where it serves.
+type RegionInfo struct {
+	Name     string `json:"name"`
+	Endpoint string `json:"endpoint"`
+}
+
+// RegionsResponse answers GET /_georeg/v1/regions.
+type RegionsResponse struct {
+	Self    string       `json:"self"` // the region that answered
+	Regions []RegionInfo `json:"regions"`
+}
+
+// RegionState is one region's state for an image.
+type RegionState struct {
+	Name  string     `json:"name"`
+	State string     `json:"state"` // present or pending
+	Since *time.Time `json:"since,omitempty"`
+}
+
+// ImageStatus answers GET /_georeg/v1/images/status.
+type ImageStatus struct {
+	Repository string        `json:"repository"`
+	Reference  string        `json:"reference"`
+	Digest     string        `json:"digest"`
+	Region     string        `json:"region"`   // the region that answered
+	Complete   bool          `json:"complete"` // present in every region
+	Regions    []RegionState `json:"regions"`
+}
+
+// API serves the endpoints for one region.
+type API struct {
+	region  *region.Region
+	regions []RegionInfo // every region of the registry, this one included
+}
+
+// New returns the API of r in a registry of regions.
+func New(r *region.Region, regions []RegionInfo) *API {
+	return &API{region: r, regions: regions}
+}
+
+// Register adds the endpoints to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /_georeg/v1/regions", a.handle(a.listRegions))
+	mux.HandleFunc("GET /_georeg/v1/images/status", a.handle(a.imageStatus))
+}
+
+func (a *API) handle(h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := h(r.Context(), r)
+		if err != nil {
+			oe, _ := ocierr.From(err)
+			ocierr.Write(w, r, oe)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(body)
+	}
+}
+
+func (a *API) listRegions(context.Context, *http.Request) (any, error) {
+	return RegionsResponse{Self: a.region.Name(), Regions: a.regions}, nil
+}
+
+func (a *API) imageStatus(ctx context.Context, r *http.Request) (any, error) {
+	q := r.URL.Query()
+	repo, ref := q.Get("repository"), q.Get("reference")
+	if err := oci.ValidateRepository(repo); err != nil {
+		return nil, ocierr.NameInvalid.Withf("repository: %v", err)
+	}
+	if ref == "" {
+		return nil, ocierr.ManifestInvalid.Withf("reference: give a tag or a digest")
+	}
+	st, err := a.region.ImageStatus(ctx, repo, ref)
+	if err != nil {
+		return nil, err
+	}
+	out := ImageStatus{Repository: repo, Reference: ref, Digest: st.Digest.String(), Region: a.region.Name(), Complete: true}
+	for _, info := range a.regions {
+		rs := RegionState{Name: info.Name, State: "pending"}
+		if since, ok := st.Present[info.Name]; ok && (info.Name != a.region.Name() || st.Here) {
+			rs.State, rs.Since = "present", &since
+		} else {
+			out.Complete = false
+		}
+		out.Regions = append(out.Regions, rs)
+	}
+	sort.Slice(out.Regions, func(i, j int) bool { return out.Regions[i].Name < out.Regions[j].Name })
+	return out, nil
+}
