@@ -243,3 +243,15 @@ func (r *Region) ApplyManifestDelete(ctx context.Context, peer string, seq int64
 	}
 	return err
 }
+
+// Summaries returns a hash per repository of its tags and manifests, for
+// anti-entropy.
+func (r *Region) Summaries(ctx context.Context) (map[string]string, error) {
+	return r.db.Summaries(ctx)
+}
+
+// RepoEntries returns repo's tags and manifests with versions and
+// tombstones, for anti-entropy.
+func (r *Region) RepoEntries(ctx context.Context, repo string) ([]meta.TagEntry, []meta.ManifestEntry, error) {
+	return r.db.RepoEntries(ctx, repo)
+}

@@ -35,6 +35,9 @@ type Config struct {
 	Peers []Peer `yaml:"peers"`
 	// Wait is how long one feed request long-polls (default 30 s).
 	Wait time.Duration `yaml:"wait"`
+	// AntiEntropyInterval is how often each peer's repositories are
+	// compared and repaired (default 5 minutes).
+	AntiEntropyInterval time.Duration `yaml:"antiEntropyInterval"`
 }
 
 var endpointRegexp = regexp.MustCompile(`^https?://[^/\s]+/?$`)
@@ -60,23 +63,30 @@ func (c Config) Validate(self string) error {
 	if c.Wait < 0 {
 		errs = append(errs, fmt.Errorf("wait: %s is negative", c.Wait))
 	}
+	if c.AntiEntropyInterval < 0 {
+		errs = append(errs, fmt.Errorf("antiEntropyInterval: %s is negative", c.AntiEntropyInterval))
+	}
 	return errors.Join(errs...)
 }
 
 // Replicator follows every peer's feed into one region.
 type Replicator struct {
-	region  *region.Region
-	sources []*source
-	wait    time.Duration
-	log     *slog.Logger
+	region              *region.Region
+	sources             []*source
+	wait                time.Duration
+	antiEntropyInterval time.Duration
+	log                 *slog.Logger
 }
 
 // New returns a replicator into r from cfg's peers, authenticating with
 // secret over hc (which must have no overall timeout).
 func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog.Logger) *Replicator {
-	p := &Replicator{region: r, wait: cfg.Wait, log: log}
+	p := &Replicator{region: r, wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log}
 	if p.wait == 0 {
 		p.wait = 30 * time.Second
+	}
+	if p.antiEntropyInterval == 0 {
+		p.antiEntropyInterval = 5 * time.Minute
 	}
 	for _, peer := range cfg.Peers {
 		p.sources = append(p.sources, newSource(peer, secret, hc))
@@ -90,6 +100,7 @@ func (p *Replicator) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range p.sources {
 		g.Go(func() error { p.follow(ctx, s); return nil })
+		g.Go(func() error { p.antiEntropy(ctx, s); return nil })
 	}
 	return g.Wait()
 }

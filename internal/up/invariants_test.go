@@ -48,9 +48,21 @@ func isFeed(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/_geor
 // through link; every other pair talks directly.
 func startLinked(t *testing.T, link *faultyLink, via []string, noReadThrough map[string]bool) *up.Registry {
 	t.Helper()
+	return startLinkedWith(t, t.TempDir(), link, via, noReadThrough, 0)
+}
+
+// startLinkedIn is startLinked with data in dir and an anti-entropy
+// interval.
+func startLinkedIn(t *testing.T, dir string, link *faultyLink, via []string, antiEntropy time.Duration) *up.Registry {
+	t.Helper()
+	return startLinkedWith(t, dir, link, via, nil, antiEntropy)
+}
+
+func startLinkedWith(t *testing.T, dir string, link *faultyLink, via []string, noReadThrough map[string]bool, antiEntropy time.Duration) *up.Registry {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
-	cfg := up.Config{DataDir: t.TempDir(), Regions: specs, NoReadThrough: noReadThrough,
+	cfg := up.Config{DataDir: dir, Regions: specs, NoReadThrough: noReadThrough, AntiEntropyInterval: antiEntropy,
 		Link: func(from, to, u string) (string, error) {
 			if to == "eastus" && slices.Contains(via, from) {
 				return link.start(t, u), nil

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -37,6 +38,9 @@ type Config struct {
 	// own URL is url: a simulated long-distance link, or a fault injector.
 	// Nil: url itself.
 	Link func(from, to, url string) (string, error)
+	// AntiEntropyInterval is how often regions compare and repair their
+	// repositories (0: the default, 5 minutes).
+	AntiEntropyInterval time.Duration
 	// NoReadThrough names regions that answer MANIFEST_UNKNOWN naming
 	// where an image is instead of fetching it on demand.
 	NoReadThrough map[string]bool
@@ -105,6 +109,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.HTTP.Listen = r.ls[0].Addr().String()
 		c.Replication.Secret = cfg.Secret
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
+		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
 		for _, p := range reg.Regions {
 			if p == r {
 				continue

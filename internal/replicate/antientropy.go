@@ -1,0 +1,216 @@
+package replicate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
+)
+
+// Anti-entropy heals what the feeds missed (a feed truncated while a region
+// was away, a record removed by hand, a restored backup, a bug). Every
+// interval, each region asks each peer for a hash per repository of its
+// tags and manifests, and for every repository whose hash differs, for its
+// whole state; then it applies what the peer has that is newer, by the same
+// last-writer-wins rules as the feed. Both sides do this, so both converge.
+//
+//	GET /_georeg/v1/summaries          {"region", "repos": {"<repo>": "<hash>"}}
+//	GET /_georeg/v1/repos/state?repo=R {"repo", "tags": [...], "manifests": [...]}
+
+// Paths of the anti-entropy endpoints.
+const (
+	SummariesPath = "/_georeg/v1/summaries"
+	StatePath     = "/_georeg/v1/repos/state"
+)
+
+// Summaries is the answer of SummariesPath.
+type Summaries struct {
+	Region string            `json:"region"`
+	Repos  map[string]string `json:"repos"`
+}
+
+// RepoState is the answer of StatePath.
+type RepoState struct {
+	Repo      string          `json:"repo"`
+	Tags      []TagState      `json:"tags"`
+	Manifests []ManifestState `json:"manifests"`
+}
+
+// TagState is a tag's value or tombstone on the wire.
+type TagState struct {
+	Name    string        `json:"name"`
+	Digest  digest.Digest `json:"digest,omitempty"`
+	Version string        `json:"version"`
+	Deleted bool          `json:"deleted,omitempty"`
+}
+
+// ManifestState is a manifest or tombstone on the wire.
+type ManifestState struct {
+	Digest  digest.Digest `json:"digest"`
+	Version string        `json:"version"`
+	Deleted bool          `json:"deleted,omitempty"`
+}
+
+// Register adds the anti-entropy endpoints, for peers holding secret.
+func Register(mux *http.ServeMux, r *region.Region, secret string) {
+	auth := func(h func(*http.Request) (any, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, req *http.Request) {
+			if !feed.Authorized(req, secret) {
+				ocierr.Write(w, req, ocierr.Unauthorized.Withf("anti-entropy is for peer regions: send the replication secret"))
+				return
+			}
+			body, err := h(req)
+			if err != nil {
+				oe, _ := ocierr.From(err)
+				ocierr.Write(w, req, oe)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(body)
+		}
+	}
+	mux.HandleFunc("GET "+SummariesPath, auth(func(req *http.Request) (any, error) {
+		repos, err := r.Summaries(req.Context())
+		return Summaries{Region: r.Name(), Repos: repos}, err
+	}))
+	mux.HandleFunc("GET "+StatePath, auth(func(req *http.Request) (any, error) {
+		repo := req.URL.Query().Get("repo")
+		if err := oci.ValidateRepository(repo); err != nil {
+			return nil, ocierr.NameInvalid.Withf("repo: %v", err)
+		}
+		tags, manifests, err := r.RepoEntries(req.Context(), repo)
+		st := RepoState{Repo: repo, Tags: []TagState{}, Manifests: []ManifestState{}}
+		for _, t := range tags {
+			st.Tags = append(st.Tags, TagState{Name: t.Name, Digest: t.Digest, Version: t.Version.String(), Deleted: t.Deleted})
+		}
+		for _, m := range manifests {
+			st.Manifests = append(st.Manifests, ManifestState{Digest: m.Digest, Version: m.Version.String(), Deleted: m.Deleted})
+		}
+		return st, err
+	}))
+}
+
+func (s *source) getJSON(ctx context.Context, path string, out any) error {
+	resp, err := s.get(ctx, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(out)
+}
+
+// antiEntropy runs a round against s every interval until ctx ends.
+func (p *Replicator) antiEntropy(ctx context.Context, s *source) {
+	t := time.NewTicker(p.antiEntropyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		repaired, err := p.AntiEntropyRound(ctx, s.name)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			p.log.WarnContext(ctx, "anti-entropy round failed", "peer", s.name, "error", err)
+		case repaired > 0:
+			p.log.InfoContext(ctx, "anti-entropy repaired repositories", "peer", s.name, "repos", repaired)
+		}
+	}
+}
+
+// AntiEntropyRound compares every repository with peer and applies what
+// the peer has that is newer. It returns how many repositories differed.
+func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (int, error) {
+	var s *source
+	for _, src := range p.sources {
+		if src.name == peer {
+			s = src
+		}
+	}
+	if s == nil {
+		return 0, fmt.Errorf("no peer %q", peer)
+	}
+	var theirs Summaries
+	if err := s.getJSON(ctx, SummariesPath, &theirs); err != nil {
+		return 0, err
+	}
+	ours, err := p.region.Summaries(ctx)
+	if err != nil {
+		return 0, err
+	}
+	differ := 0
+	var errs []error
+	for repo, h := range theirs.Repos {
+		if ours[repo] == h || oci.ValidateRepository(repo) != nil {
+			continue
+		}
+		differ++
+		if err := p.repairRepo(ctx, s, repo); err != nil {
+			errs = append(errs, fmt.Errorf("repo %s: %w", repo, err))
+		}
+	}
+	return differ, errors.Join(errs...)
+}
+
+// repairRepo applies the peer's newer tags and manifests of repo.
+func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) error {
+	var st RepoState
+	if err := s.getJSON(ctx, StatePath+"?"+url.Values{"repo": {repo}}.Encode(), &st); err != nil {
+		return err
+	}
+	r := p.region
+	_, mine, err := r.RepoEntries(ctx, repo)
+	if err != nil {
+		return err
+	}
+	local := map[digest.Digest]meta.ManifestEntry{}
+	for _, m := range mine {
+		local[m.Digest] = m
+	}
+	var errs []error
+	for _, m := range st.Manifests {
+		v, err := hlc.ParseVersion(m.Version)
+		if err != nil || m.Digest.Validate() != nil {
+			continue
+		}
+		l, have := local[m.Digest]
+		switch {
+		case m.Deleted && (!have || !l.Deleted || l.Version.Less(v)):
+			err = r.ApplyManifestDelete(ctx, "", 0, repo, m.Digest, v)
+		case !m.Deleted && (!have || (l.Deleted && l.Version.Less(v))):
+			err = p.ensureManifest(ctx, s, repo, m.Digest, v, "", 0)
+		}
+		if err != nil && !errors.Is(err, errGone) {
+			errs = append(errs, err)
+		}
+	}
+	for _, t := range st.Tags {
+		v, err := hlc.ParseVersion(t.Version)
+		if err != nil || oci.ValidateTag(t.Name) != nil {
+			continue
+		}
+		if t.Deleted {
+			err = r.ApplyTagDelete(ctx, "", 0, repo, t.Name, v)
+		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, "", 0); err == nil {
+			err = r.ApplyTag(ctx, "", 0, repo, t.Name, t.Digest, v)
+		}
+		if err != nil && !errors.Is(err, errGone) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

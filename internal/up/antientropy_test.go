@@ -1,0 +1,84 @@
+package up_test
+
+import (
+	"database/sql"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// openStore opens a running region's metadata database directly, as an
+// operator (or a bug) could, to damage it behind the region's back.
+func openStore(t *testing.T, dataDir, region string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dataDir, region, "meta.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func exec(t *testing.T, db *sql.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// TestAntiEntropyRestoresARecordRemovedFromAStore deletes a tag and its
+// manifest from westeurope's database; anti-entropy brings them back.
+func TestAntiEntropyRestoresARecordRemovedFromAStore(t *testing.T) {
+	link := &faultyLink{}
+	dir := t.TempDir()
+	reg := startLinkedIn(t, dir, link, nil, 100*time.Millisecond)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	img := push(t, east, "ae/app", "v1", "antientropy", 5000)
+	eventually(t, 30*time.Second, func() error {
+		if tagState(t, west, "ae/app")["v1"] != img.manifest.String() {
+			return fmt.Errorf("not replicated")
+		}
+		return nil
+	})
+	db := openStore(t, dir, "westeurope")
+	exec(t, db, `DELETE FROM tags WHERE repo = 'ae/app'`)
+	exec(t, db, `DELETE FROM manifests WHERE repo = 'ae/app'`)
+	if got := tagState(t, west, "ae/app"); len(got) != 0 {
+		t.Fatalf("damage did not take: %v", got)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if tagState(t, west, "ae/app")["v1"] != img.manifest.String() {
+			return fmt.Errorf("westeurope not repaired")
+		}
+		return pullable(t, west, "ae/app", "v1", img)
+	})
+}
+
+// TestAntiEntropyHealsATruncatedFeed: westeurope cannot reach eastus's
+// feed while images are pushed there; eastus's feed is then truncated, so
+// the feed alone can never deliver them. Anti-entropy does.
+func TestAntiEntropyHealsATruncatedFeed(t *testing.T) {
+	link := &faultyLink{}
+	link.set(isFeed)
+	dir := t.TempDir()
+	reg := startLinkedIn(t, dir, link, []string{"westeurope", "southeastasia"}, 100*time.Millisecond)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	want := map[string]string{}
+	for i := range 5 {
+		tag := fmt.Sprintf("v%d", i)
+		want[tag] = push(t, east, "trunc/app", tag, tag, 3000).manifest.String()
+	}
+	exec(t, openStore(t, dir, "eastus"), `DELETE FROM feed`)
+	link.set(func(*http.Request) bool { return false })
+	eventually(t, 30*time.Second, func() error {
+		got := tagState(t, west, "trunc/app")
+		if fmt.Sprint(sorted(got)) != fmt.Sprint(sorted(want)) {
+			return fmt.Errorf("westeurope has %v", got)
+		}
+		return nil
+	})
+}
