@@ -15,6 +15,7 @@ import (
 // serves eastus.
 func upCmd() *cobra.Command {
 	var data, logLevel string
+	var noDistance bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a whole registry on this machine: three regions that replicate with each other",
@@ -25,7 +26,11 @@ func upCmd() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			ctx := cmd.Context()
-			reg, err := up.Start(ctx, up.Config{DataDir: data, Regions: up.DefaultRegions()}, lc.Logger(os.Stderr))
+			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions()}
+			if !noDistance {
+				cfg.Distance = up.DefaultDistance
+			}
+			reg, err := up.Start(ctx, cfg, lc.Logger(os.Stderr))
 			if err != nil {
 				return err
 			}
@@ -37,6 +42,18 @@ func upCmd() *cobra.Command {
 				}
 				fmt.Printf("  %-14s %s%s\n", r.Name, r.URL, extra)
 			}
+			if noDistance {
+				fmt.Println("Replication runs over plain loopback (--no-distance).")
+			} else {
+				fmt.Println("Replication between regions runs over simulated links (--no-distance turns them off):")
+				for i, a := range reg.Regions {
+					for _, b := range reg.Regions[i+1:] {
+						if l, ok := up.DefaultDistance(a.Name, b.Name); ok {
+							fmt.Printf("  %s <-> %s: %s one way, %d MB/s\n", a.Name, b.Name, l.Latency, l.Bandwidth/1_000_000)
+						}
+					}
+				}
+			}
 			fmt.Print(`Push to one region, pull from another (crane: go install github.com/google/go-containerregistry/cmd/crane@latest):
   tar -cf layer.tar README.md && crane append --insecure -f layer.tar -t 127.0.0.1:5001/demo/app:v1
   crane manifest --insecure 127.0.0.1:5002/demo/app:v1
@@ -47,5 +64,6 @@ Ctrl-C stops it.
 	}
 	cmd.Flags().StringVar(&data, "data", "./georeg-data", "data directory of the whole registry (one folder per region)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	cmd.Flags().BoolVar(&noDistance, "no-distance", false, "replicate over plain loopback, without simulated latency and bandwidth")
 	return cmd
 }

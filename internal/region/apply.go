@@ -112,7 +112,22 @@ func (r *Region) HasContent(ctx context.Context, d digest.Digest) (int64, bool, 
 // the blob's bytes from an offset. Staging id keeps what arrived: when the
 // transfer breaks, the next call resumes from there with a Range rather
 // than starting over, so a 20 GiB layer never restarts from zero.
+//
+// Invariant 1: one fetch per staging id runs at a time; a concurrent call
+// for the same id (the feed follower and a read-through, say) waits for it
+// and shares its result. Two writers on one staging file would each verify
+// their own stream while the file interleaved both.
 func (r *Region) FetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
+	_, err, _ := r.fetches.Do(id, func() (any, error) {
+		return nil, r.fetchBlob(ctx, id, d, size, open)
+	})
+	return err
+}
+
+func (r *Region) fetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
+	if _, ok, err := r.HasContent(ctx, d); ok || err != nil {
+		return err // a fetch that just finished under another id stored it
+	}
 	up, err := r.store.ResumeUpload(ctx, id)
 	if errors.Is(err, content.ErrNotFound) {
 		up, err = r.store.Upload(ctx, id)

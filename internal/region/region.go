@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/georeg/georeg/internal/content"
 	contentfs "github.com/georeg/georeg/internal/content/fs"
 	"github.com/georeg/georeg/internal/hlc"
@@ -32,6 +34,7 @@ type Region struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // upload sessions open in this process
+	fetches  singleflight.Group  // blob fetches from peers, by staging id
 }
 
 // Open opens the region's stores under cfg.DataDir: blobs on the

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -35,9 +36,13 @@ type Config struct {
 	Secret  string // replication secret; random when empty
 	Regions []RegionSpec
 	// Link returns the base URL region from uses to reach region to, whose
-	// own URL is url: a simulated long-distance link, or a fault injector.
-	// Nil: url itself.
+	// own URL is url: a fault injector, say. Nil: url itself (or a
+	// simulated link when Distance is set).
 	Link func(from, to, url string) (string, error)
+	// Distance, when set, simulates the network between regions on
+	// replication traffic: region from reaches region to through a shaping
+	// proxy with the link it returns (ok false: direct).
+	Distance func(from, to string) (Link, bool)
 	// AntiEntropyInterval is how often regions compare and repair their
 	// repositories (0: the default, 5 minutes).
 	AntiEntropyInterval time.Duration
@@ -68,6 +73,7 @@ type Registry struct {
 	Regions []*Region
 	ByName  map[string]*Region
 	done    chan error
+	proxies []*shapingProxy
 }
 
 // Start binds every listener, opens every region and serves them until ctx
@@ -115,6 +121,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 				continue
 			}
 			endpoint := p.URL
+			if link, ok := distance(cfg, r.Name, p.Name); ok {
+				proxy, err := startProxy(ctx, strings.TrimPrefix(p.URL, "http://"), link)
+				if err != nil {
+					closeAll()
+					return nil, err
+				}
+				reg.proxies = append(reg.proxies, proxy)
+				endpoint = "http://" + proxy.Addr()
+			}
 			if cfg.Link != nil {
 				var err error
 				if endpoint, err = cfg.Link(r.Name, p.Name, p.URL); err != nil {
@@ -143,10 +158,20 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 	return reg, nil
 }
 
+func distance(cfg Config, from, to string) (Link, bool) {
+	if cfg.Distance == nil {
+		return Link{}, false
+	}
+	return cfg.Distance(from, to)
+}
+
 // Wait blocks until every region has stopped (after ctx of Start ended)
 // and returns the first error.
 func (r *Registry) Wait() error {
 	err := <-r.done
+	for _, p := range r.proxies {
+		p.Wait()
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -23,12 +23,17 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
 }
 
-// startRegistry runs three regions on free loopback ports.
-func startRegistry(t *testing.T) *up.Registry {
+// startRegistry runs three regions on free loopback ports, with the
+// default simulated distance when distance is set.
+func startRegistry(t *testing.T, distance ...bool) *up.Registry {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
-	reg, err := up.Start(ctx, up.Config{DataDir: t.TempDir(), Regions: specs}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := up.Config{DataDir: t.TempDir(), Regions: specs}
+	if len(distance) > 0 && distance[0] {
+		cfg.Distance = up.DefaultDistance
+	}
+	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -213,3 +218,26 @@ func sorted(m map[string]string) []string {
 }
 
 func sha256Hex(b []byte) string { return digest.FromBytes(b).Encoded() }
+
+// TestReplicationOverSimulatedDistance replicates over the links `georeg
+// up` simulates: the image arrives complete, and not sooner than one
+// traversal of the eastus -> southeastasia link allows.
+func TestReplicationOverSimulatedDistance(t *testing.T) {
+	reg := startRegistry(t, true)
+	east, asia := reg.ByName["eastus"].URL, reg.ByName["southeastasia"].URL
+	start := time.Now()
+	img := push(t, east, "far/app", "v1", "far", 1_000_000)
+	eventually(t, 30*time.Second, func() error {
+		if tagState(t, asia, "far/app")["v1"] != img.manifest.String() {
+			return fmt.Errorf("not yet in southeastasia")
+		}
+		return nil
+	})
+	link, _ := up.DefaultDistance("eastus", "southeastasia")
+	if elapsed := time.Since(start); elapsed < link.Latency {
+		t.Fatalf("arrived in %s, faster than the link's one-way latency %s", elapsed, link.Latency)
+	}
+	if err := pullable(t, asia, "far/app", "v1", img); err != nil {
+		t.Fatal(err)
+	}
+}
