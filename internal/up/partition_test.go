@@ -1,0 +1,95 @@
+package up_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/georeg/georeg/internal/up"
+)
+
+// TestAPartitionedPeerConvergesAfterHealing cuts eastus and westeurope off
+// from each other with toxiproxy (every connection between them, both
+// ways) while both keep taking pushes, including to one tag; after the
+// partition heals every region holds the same tags.
+func TestAPartitionedPeerConvergesAfterHealing(t *testing.T) {
+	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	var proxies []*toxiproxy.Proxy
+	ctx, cancel := context.WithCancel(context.Background())
+	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
+	cfg := up.Config{DataDir: t.TempDir(), Regions: specs, AntiEntropyInterval: time.Hour,
+		Link: func(from, to, u string) (string, error) {
+			if (from == "eastus" && to == "westeurope") || (from == "westeurope" && to == "eastus") {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					return "", err
+				}
+				addr := l.Addr().String()
+				l.Close()
+				p := toxiproxy.NewProxy(server, from+"-"+to, addr, strings.TrimPrefix(u, "http://"))
+				if err := p.Start(); err != nil {
+					return "", err
+				}
+				proxies = append(proxies, p)
+				return "http://" + addr, nil
+			}
+			return u, nil
+		}}
+	// southeastasia stays linked to both: regions apply only what a peer
+	// originated, so it relays nothing across the partition.
+	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		for _, p := range proxies {
+			p.Stop()
+		}
+		if err := reg.Wait(); err != nil {
+			t.Error(err)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+
+	for _, p := range proxies {
+		p.Stop() // partition: connections cut, new ones refused
+	}
+	for i := range 5 {
+		push(t, east, "part/app", fmt.Sprintf("east-%d", i), fmt.Sprintf("east-%d", i), 4000)
+		push(t, west, "part/app", fmt.Sprintf("west-%d", i), fmt.Sprintf("west-%d", i), 4000)
+	}
+	push(t, east, "part/app", "shared", "shared-east", 4000)
+	push(t, west, "part/app", "shared", "shared-west", 4000)
+	for _, p := range proxies {
+		if err := p.Start(); err != nil { // heal
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 60*time.Second, func() error {
+		var states []string
+		for _, r := range reg.Regions {
+			st := tagState(t, r.URL, "part/app")
+			if len(st) != 11 {
+				return fmt.Errorf("%s has %d of 11 tags", r.Name, len(st))
+			}
+			states = append(states, fmt.Sprint(sorted(st)))
+		}
+		if states[0] != states[1] || states[1] != states[2] {
+			return fmt.Errorf("regions differ:\n%s", strings.Join(states, "\n"))
+		}
+		return nil
+	})
+}
