@@ -28,16 +28,17 @@ func main() {
 	dir := flag.String("dir", "", "data directory (default: a temp dir on the disk holding the working directory)")
 	quick := flag.Bool("quick", false, "smaller sizes, for checking the harness")
 	logLevel := flag.String("log-level", "info", "the node's log level; info writes the production one line per request (to a file)")
+	only := flag.String("only", "", "run only this part: node or replication")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *bin, *dir, *logLevel, *quick); err != nil {
+	if err := run(ctx, *bin, *dir, *logLevel, *only, *quick); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, bin, dir, logLevel string, quick bool) error {
+func run(ctx context.Context, bin, dir, logLevel, only string, quick bool) error {
 	if dir == "" {
 		wd, _ := os.Getwd()
 		d, err := os.MkdirTemp(wd, ".bench-")
@@ -52,29 +53,50 @@ func run(ctx context.Context, bin, dir, logLevel string, quick bool) error {
 		gib = 64 << 20
 	}
 	var rows []row
-	fmt.Fprintln(os.Stderr, "measuring this machine's limits ...")
-	rows = append(rows, limits(filepath.Join(dir, "limits"), gib)...)
-
-	srv, err := startServer(ctx, bin, filepath.Join(dir, "node"), logLevel)
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-	steps := []func(context.Context, *server, int64) ([]row, error){
-		benchUpload, benchDownload, benchParallelUploads, benchManifestGets, benchSmallPushes,
-	}
-	for _, step := range steps {
-		rs, err := step(ctx, srv, gib)
+	if only == "" || only == "node" {
+		fmt.Fprintln(os.Stderr, "measuring this machine's limits ...")
+		rows = append(rows, limits(filepath.Join(dir, "limits"), gib)...)
+		fmt.Fprintln(os.Stderr, "measuring a region node ...")
+		rs, err := benchNode(ctx, bin, dir, logLevel, gib)
 		if err != nil {
 			return err
 		}
 		rows = append(rows, rs...)
 	}
-	fmt.Printf("georeg serve, log level %s, data on %s\n", logLevel, dir)
+	if only == "" || only == "replication" {
+		fmt.Fprintln(os.Stderr, "measuring replication lag through georeg up ...")
+		rs, err := benchReplication(ctx, bin, dir, quick)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
+	fmt.Printf("georeg serve / georeg up, log level %s, data on %s\n", logLevel, dir)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tmeasured\ttarget\tnote")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.name, r.value, r.target, r.note)
 	}
 	return tw.Flush()
+}
+
+// benchNode measures one `georeg serve` process.
+func benchNode(ctx context.Context, bin, dir, logLevel string, gib int64) ([]row, error) {
+	srv, err := startServer(ctx, bin, filepath.Join(dir, "node"), logLevel)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	var rows []row
+	steps := []func(context.Context, *server, int64) ([]row, error){
+		benchUpload, benchDownload, benchParallelUploads, benchManifestGets, benchSmallPushes,
+	}
+	for _, step := range steps {
+		rs, err := step(ctx, srv, gib)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, rs...)
+	}
+	return rows, nil
 }

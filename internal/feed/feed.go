@@ -37,6 +37,9 @@ type Record struct {
 	Size      int64         `json:"size,omitempty"`
 	Version   string        `json:"version"` // hlc.Version.String()
 	Created   time.Time     `json:"created"`
+	// Data carries a small manifest's or blob's bytes (base64 in JSON),
+	// verified by the receiver against Digest like any fetched content.
+	Data []byte `json:"data,omitempty"`
 }
 
 // Page is one answer of the feed endpoint.
@@ -49,14 +52,14 @@ type Page struct {
 // FromMeta converts a stored record to its wire form.
 func FromMeta(r meta.Record) Record {
 	return Record{Seq: r.Seq, Kind: r.Kind, Repo: r.Repo, Digest: r.Digest, Tag: r.Tag,
-		MediaType: r.MediaType, Size: r.Size, Version: r.Version.String(), Created: r.Created}
+		MediaType: r.MediaType, Size: r.Size, Version: r.Version.String(), Created: r.Created, Data: r.Data}
 }
 
 // Meta converts a wire record back, checked by Validate first.
 func (r Record) Meta() meta.Record {
 	v, _ := hlc.ParseVersion(r.Version)
 	return meta.Record{Seq: r.Seq, Kind: r.Kind, Repo: r.Repo, Digest: r.Digest, Tag: r.Tag,
-		MediaType: r.MediaType, Size: r.Size, Version: v, Created: r.Created}
+		MediaType: r.MediaType, Size: r.Size, Version: v, Created: r.Created, Data: r.Data}
 }
 
 // ErrBadRecord wraps every reason ParsePage refuses a page.
@@ -93,6 +96,9 @@ func (r Record) Validate() error {
 	}
 	if r.Size < 0 {
 		return fmt.Errorf("%w: seq %d: size %d", ErrBadRecord, r.Seq, r.Size)
+	}
+	if r.Data != nil && (r.Kind != meta.KindBlob && r.Kind != meta.KindManifest || int64(len(r.Data)) != r.Size) {
+		return fmt.Errorf("%w: seq %d: inline data of %d bytes on a %s record of size %d", ErrBadRecord, r.Seq, len(r.Data), r.Kind, r.Size)
 	}
 	return nil
 }

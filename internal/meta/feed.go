@@ -34,6 +34,10 @@ type Record struct {
 	Size      int64
 	Version   hlc.Version
 	Created   time.Time
+	// Data is the content of a small blob or manifest, carried inline so a
+	// peer needs no round trip to fetch it. Not stored: filled in when the
+	// feed is served.
+	Data []byte
 }
 
 // AppendFeed appends rec to the region's feed inside the transaction of the

@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"io"
 	"sync"
 	"time"
 
@@ -51,8 +52,12 @@ func (r *Region) Feed(ctx context.Context, since int64, n int, wait time.Duratio
 	for {
 		changed := r.feed.wait() // before the read: a commit after it wakes us
 		recs, err := r.db.Feed(ctx, since, n)
-		if err != nil || len(recs) > 0 {
-			return recs, err
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) > 0 {
+			r.inline(ctx, recs)
+			return recs, nil
 		}
 		select {
 		case <-changed:
@@ -60,6 +65,36 @@ func (r *Region) Feed(ctx context.Context, since int64, n int, wait time.Duratio
 			return nil, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+	}
+}
+
+// InlineMax is the largest manifest or blob a feed record carries inline:
+// a config blob or a manifest reaches a peer with the record, with no
+// round trip of its own.
+const InlineMax = 64 << 10
+
+// inline fills in Data for small manifests and blobs still present. What
+// was deleted since is left out; the peer then finds it gone.
+func (r *Region) inline(ctx context.Context, recs []meta.Record) {
+	for i := range recs {
+		rec := &recs[i]
+		if rec.Size > InlineMax || rec.Size <= 0 {
+			continue
+		}
+		switch rec.Kind {
+		case meta.KindManifest:
+			if m, err := r.GetManifest(ctx, rec.Repo, rec.Digest.String()); err == nil {
+				rec.Data = m.Payload
+			}
+		case meta.KindBlob:
+			if rc, err := r.store.Open(ctx, rec.Digest, 0); err == nil {
+				data, err := io.ReadAll(io.LimitReader(rc, InlineMax+1))
+				rc.Close()
+				if err == nil && int64(len(data)) == rec.Size {
+					rec.Data = data
+				}
+			}
 		}
 	}
 }

@@ -192,7 +192,7 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		case m.Deleted && (!have || !l.Deleted || l.Version.Less(v)):
 			err = r.ApplyManifestDelete(ctx, "", 0, repo, m.Digest, v)
 		case !m.Deleted && (!have || (l.Deleted && l.Version.Less(v))):
-			err = p.ensureManifest(ctx, s, repo, m.Digest, v, "", 0)
+			err = p.ensureManifest(ctx, s, repo, m.Digest, v, "", 0, "", nil)
 		}
 		if err != nil && !errors.Is(err, errGone) {
 			errs = append(errs, err)
@@ -205,7 +205,7 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		}
 		if t.Deleted {
 			err = r.ApplyTagDelete(ctx, "", 0, repo, t.Name, v)
-		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, "", 0); err == nil {
+		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, "", 0, "", nil); err == nil {
 			err = r.ApplyTag(ctx, "", 0, repo, t.Name, t.Digest, v)
 		}
 		if err != nil && !errors.Is(err, errGone) {

@@ -60,7 +60,7 @@ func (p *Replicator) EnsureManifest(ctx context.Context, repo, ref string) (dige
 	}
 	// The zero version: a manifest borrowed ahead of the feed must lose to
 	// every real write and tombstone the feed brings later.
-	if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, "", 0); err != nil {
+	if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, "", 0, "", nil); err != nil {
 		p.log.WarnContext(ctx, "read-through failed", "peer", s.name, "repo", repo, "reference", ref, "error", err)
 		return "", notHere(repo, ref, have, unreachable, err)
 	}
@@ -107,7 +107,7 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 		if err != nil {
 			continue
 		}
-		if err := p.ensureBlob(ctx, s, repo, d, size); err != nil {
+		if err := p.ensureBlob(ctx, s, repo, d, size, nil); err != nil {
 			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
 			continue
 		}

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -111,48 +112,116 @@ const (
 	maxBackoff = 30 * time.Second
 )
 
-// follow applies peer s's feed, in order, until ctx ends.
+// backoff sleeps between retries: 100 ms doubling to 30 s, with jitter.
+type backoff struct{ d time.Duration }
+
+// wait logs the failure and sleeps; false when ctx ended meanwhile.
+func (b *backoff) wait(ctx context.Context, log *slog.Logger, what string, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	b.d = max(b.d, minBackoff)
+	log.WarnContext(ctx, what, "error", err, "retry_in", b.d)
+	t := time.NewTimer(b.d + rand.N(b.d/2))
+	defer t.Stop()
+	b.d = min(b.d*2, maxBackoff)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (b *backoff) reset() { b.d = minBackoff }
+
+// pagesAhead is how many fetched pages may wait to be applied.
+const pagesAhead = 4
+
+// follow applies peer s's feed, in order, until ctx ends. A fetcher keeps
+// one feed request outstanding while the applier works, and starts the
+// blob fetches of each page as it arrives, so a record waits for neither a
+// round trip to the feed nor the blobs before it. The durable cursor moves
+// only as records are applied.
 func (p *Replicator) follow(ctx context.Context, s *source) {
 	log := p.log.With("peer", s.name)
-	backoff := minBackoff
-	fail := func(what string, err error) bool {
-		if ctx.Err() != nil {
-			return false
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan *feed.Page, pagesAhead)
+	var prefetches errgroup.Group
+	prefetches.SetLimit(prefetchers)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(pages)
+		p.fetchPages(ctx, s, log, pages, &prefetches)
+	}()
+	p.applyPages(ctx, s, log, pages)
+	cancel()
+	for range pages { // let the fetcher see the cancel and stop
+	}
+	<-done
+	_ = prefetches.Wait()
+}
+
+// fetchPages long-polls s's feed from the applied cursor on and hands each
+// page to pages, after starting the fetches of its blobs.
+func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger, pages chan<- *feed.Page, prefetches *errgroup.Group) {
+	var b backoff
+	var since int64
+	for ctx.Err() == nil {
+		cursor, err := p.region.Cursor(ctx, s.name)
+		if err == nil {
+			since = cursor
+			break
 		}
-		log.WarnContext(ctx, what, "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff + rand.N(backoff/2))
-		defer t.Stop()
-		backoff = min(backoff*2, maxBackoff)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
+		if !b.wait(ctx, log, "read cursor", err) {
+			return
 		}
 	}
 	for ctx.Err() == nil {
-		cursor, err := p.region.Cursor(ctx, s.name)
+		page, err := s.feed.Fetch(ctx, since, feed.DefaultLimit, p.wait)
 		if err != nil {
-			if !fail("read cursor", err) {
+			if !b.wait(ctx, log, "fetch feed", err) {
 				return
 			}
 			continue
 		}
-		page, err := s.feed.Fetch(ctx, cursor, feed.DefaultLimit, p.wait)
-		if err != nil {
-			if !fail("fetch feed", err) {
-				return
-			}
+		b.reset()
+		if len(page.Records) == 0 {
 			continue
 		}
 		for _, rec := range page.Records {
-			for ctx.Err() == nil {
+			if rec.Kind == meta.KindBlob && rec.Digest.Validate() == nil {
+				// Failures are left to the ordered apply, which retries.
+				prefetches.Go(func() error {
+					_ = p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
+					return nil
+				})
+			}
+		}
+		since = page.Records[len(page.Records)-1].Seq
+		select {
+		case pages <- page:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// applyPages applies every record of every page in order, retrying a
+// record until it applies.
+func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger, pages <-chan *feed.Page) {
+	var b backoff
+	for page := range pages {
+		for _, rec := range page.Records {
+			for {
 				err := p.apply(ctx, s, rec.Meta())
 				if err == nil {
-					backoff = minBackoff
+					b.reset()
 					break
 				}
-				if !fail(fmt.Sprintf("apply %s %s seq %d", rec.Kind, rec.Repo, rec.Seq), err) {
+				if !b.wait(ctx, log, fmt.Sprintf("apply %s %s seq %d", rec.Kind, rec.Repo, rec.Seq), err) {
 					return
 				}
 			}
@@ -165,7 +234,7 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 	r := p.region
 	switch rec.Kind {
 	case meta.KindBlob:
-		err := p.ensureBlob(ctx, s, rec.Repo, rec.Digest, rec.Size)
+		err := p.ensureBlob(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
 		if errors.Is(err, errGone) {
 			return r.Skip(ctx, s.name, rec.Seq)
 		}
@@ -174,13 +243,13 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 		}
 		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest)
 	case meta.KindManifest:
-		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, s.name, rec.Seq)
+		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, s.name, rec.Seq, rec.MediaType, rec.Data)
 		if errors.Is(err, errGone) {
 			return r.Skip(ctx, s.name, rec.Seq)
 		}
 		return err
 	case meta.KindTag:
-		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, "", 0)
+		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, "", 0, "", nil)
 		if errors.Is(err, errGone) {
 			return r.Skip(ctx, s.name, rec.Seq)
 		}
@@ -199,27 +268,41 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 }
 
 // ensureBlob makes blob d present and linked in repo here.
-func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64) error {
+func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
 	r := p.region
 	if ok, err := r.HasBlob(ctx, repo, d); ok || err != nil {
 		return err
 	}
-	if _, ok, err := r.HasContent(ctx, d); err != nil {
+	if err := p.fetchContent(ctx, s, repo, d, size, inline); err != nil {
 		return err
-	} else if !ok {
-		id := "repl." + s.name + "." + d.Encoded()
-		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return s.blob(ctx, repo, d, offset) }
-		if err := r.FetchBlob(ctx, id, d, size, open); err != nil {
-			return err
-		}
 	}
 	return r.ApplyBlob(ctx, "", 0, repo, d)
 }
 
+// fetchContent makes blob d's bytes present in the content store: from the
+// record's inline data when it has some, else from the peer. Either way
+// they are verified against d before they are stored.
+func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
+	if _, ok, err := p.region.HasContent(ctx, d); ok || err != nil {
+		return err
+	}
+	open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return s.blob(ctx, repo, d, offset) }
+	if inline != nil {
+		open = func(context.Context, int64) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(inline)), nil
+		}
+	}
+	return p.region.FetchBlob(ctx, "repl."+s.name+"."+d.Encoded(), d, size, open)
+}
+
+// prefetchers bounds the blob fetches a follower runs ahead of its apply.
+const prefetchers = 4
+
 // ensureManifest makes manifest d present in repo here, blobs and child
 // manifests first. A peer that names itself (with seq) has its cursor
-// moved by the apply.
-func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string, d digest.Digest, v hlc.Version, peer string, seq int64) error {
+// moved by the apply. inline, when set, is the manifest's bytes carried by
+// its feed record (verified like fetched ones).
+func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string, d digest.Digest, v hlc.Version, peer string, seq int64, mediaType string, inline []byte) error {
 	r := p.region
 	if ok, err := r.HasManifest(ctx, repo, d); err != nil {
 		return err
@@ -229,21 +312,24 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 		}
 		return nil
 	}
-	mediaType, payload, err := s.manifest(ctx, repo, d, r.MaxManifestSize())
-	if err != nil {
-		return err
+	payload := inline
+	if payload == nil {
+		var err error
+		if mediaType, payload, err = s.manifest(ctx, repo, d, r.MaxManifestSize()); err != nil {
+			return err
+		}
 	}
 	m, err := oci.ParseManifest(mediaType, payload)
 	if err != nil {
 		return fmt.Errorf("manifest %s from %s: %w", d, s.name, err)
 	}
 	for _, c := range m.Manifests {
-		if err := p.ensureManifest(ctx, s, repo, c.Digest, v, "", 0); err != nil {
+		if err := p.ensureManifest(ctx, s, repo, c.Digest, v, "", 0, "", nil); err != nil {
 			return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
 		}
 	}
 	for _, b := range m.Blobs() {
-		if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size); err != nil {
+		if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil); err != nil {
 			return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
 		}
 	}
