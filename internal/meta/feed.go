@@ -108,13 +108,12 @@ func (db *DB) Cursor(ctx context.Context, peer string) (int64, error) {
 }
 
 // TombstoneManifest records that manifest d of repo was deleted at version
-// v, whether or not it is held here, unless a later write is stored. It
-// tombstones the live tags pointing at d with the same version (each by
-// last-writer-wins) and returns them, and reports whether the manifest row
-// changed.
-func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) (bool, []string, error) {
+// v, whether or not it is held here, unless a later write is stored. Tags
+// are left alone: the origin of the delete records its tag deletes one by
+// one. It reports whether the row changed.
+func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) (bool, error) {
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
-		return false, nil, err
+		return false, err
 	}
 	res, err := tx.tx.ExecContext(ctx, `
 		INSERT INTO manifests (repo, digest, media_type, size, payload, created_at, version, origin, deleted)
@@ -125,22 +124,8 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 			OR (excluded.version = manifests.version AND excluded.origin > manifests.origin)`,
 		repo, d.String(), []byte{}, now.UnixMilli(), v.Time, v.Region)
 	if err != nil {
-		return false, nil, err
+		return false, err
 	}
-	n, _ := res.RowsAffected()
-	tags, err := tx.liveTags(ctx, repo, d)
-	if err != nil {
-		return false, nil, err
-	}
-	var deleted []string
-	for _, name := range tags {
-		won, err := tx.DeleteTag(ctx, repo, name, v, now)
-		if err != nil {
-			return false, nil, err
-		}
-		if won {
-			deleted = append(deleted, name)
-		}
-	}
-	return n > 0, deleted, nil
+	n, err := res.RowsAffected()
+	return n > 0, err
 }

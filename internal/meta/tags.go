@@ -88,9 +88,13 @@ func (db *DB) TagRecord(ctx context.Context, repo, name string) (*Tag, error) {
 }
 
 // Tags lists up to n live tag names of repo after last, in lexical order.
+// A tag whose manifest was deleted (possible briefly between regions) is
+// not listed: it cannot be pulled.
 func (db *DB) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
-	rows, err := db.r.QueryContext(ctx,
-		`SELECT name FROM tags WHERE repo = $1 AND deleted = 0 AND name > $2 ORDER BY name LIMIT $3`,
+	rows, err := db.r.QueryContext(ctx, `
+		SELECT t.name FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
+		WHERE t.repo = $1 AND t.deleted = 0 AND m.deleted = 0 AND t.name > $2
+		ORDER BY t.name LIMIT $3`,
 		repo, last, n)
 	if err != nil {
 		return nil, err

@@ -192,26 +192,28 @@ func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo
 	return r.commitManifest(ctx, rec, m, "", &peerCursor{peer, seq})
 }
 
-// ApplyTag points tag at d with version v unless a later write is stored.
-// The manifest must be here: a tag is never set to a manifest this region
-// does not hold (invariant 2). When the manifest is here as a tombstone
-// later than v, its origin deleted it after setting the tag, which
-// tombstoned the tag at the delete's version: that is what is applied.
-func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag string, d digest.Digest, v hlc.Version) error {
+// ApplyTag points tag at d with version v unless a later write is stored
+// (last-writer-wins on the tag alone, so every arrival order ends the same,
+// invariant 4). The manifest is applied first (invariant 3), so a tag
+// never resolves to a manifest that is on its way: unless required is
+// false, a manifest this region has no row for is MANIFEST_BLOB_UNKNOWN,
+// to retry once it arrived. A manifest deleted since leaves the tag
+// pointing at a tombstone: it resolves to MANIFEST_UNKNOWN and is not
+// listed, until a later tag write or delete arrives.
+func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag string, d digest.Digest, v hlc.Version, required bool) error {
 	r.clock.Observe(v)
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		mv, deleted, err := tx.ManifestVersion(ctx, repo, d)
+		_, _, err := tx.ManifestVersion(ctx, repo, d)
 		switch {
-		case isNotFound(err) || (err == nil && deleted && !v.Less(mv)):
+		case isNotFound(err) && required:
 			return ocierr.ManifestBlobUnknown.Withf("tag %s:%s points at %s, not held here yet", repo, tag, d)
-		case err != nil:
+		case err != nil && !isNotFound(err):
 			return err
-		case deleted:
-			_, err = tx.DeleteTag(ctx, repo, tag, mv, r.now())
-		default:
-			_, err = tx.SetTag(ctx, repo, tag, d, v, r.now())
 		}
-		if err != nil {
+		if err := tx.EnsureRepository(ctx, repo, r.now()); err != nil {
+			return err
+		}
+		if _, err := tx.SetTag(ctx, repo, tag, d, v, r.now()); err != nil {
 			return err
 		}
 		return r.setCursor(ctx, tx, peer, seq)
@@ -242,19 +244,19 @@ func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, rep
 }
 
 // ApplyManifestDelete tombstones manifest d at version v, held here or
-// not, so a late copy of an older write cannot bring it back.
+// not, so a late copy of an older write cannot bring it back. Tags follow
+// their own records (the origin records one delete per tag it removed), so
+// the result does not depend on the order records arrive in.
 func (r *Region) ApplyManifestDelete(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
 	r.clock.Observe(v)
-	var tags []string
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		var err error
-		if _, tags, err = tx.TombstoneManifest(ctx, repo, d, v, r.now()); err != nil {
+		if _, err := tx.TombstoneManifest(ctx, repo, d, v, r.now()); err != nil {
 			return err
 		}
 		return r.setCursor(ctx, tx, peer, seq)
 	})
 	if err == nil {
-		r.cache.invalidate(repo, d, tags...)
+		r.cache.invalidate(repo, d)
 	}
 	return err
 }

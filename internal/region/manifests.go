@@ -287,6 +287,14 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 		if tags, err = tx.DeleteManifest(ctx, repo, d, v, now); err != nil {
 			return err
 		}
+		// Each tag this delete removed gets its own record: replicas apply
+		// exactly these, not "every tag pointing at d" in their own state,
+		// which depends on what has arrived there (invariant 4).
+		for _, tag := range tags {
+			if err := r.record(ctx, tx, meta.KindTagDelete, repo, "", tag, "", 0, v); err != nil {
+				return err
+			}
+		}
 		return r.record(ctx, tx, meta.KindManifestDelete, repo, d, "", "", 0, v)
 	})
 	if err == nil {

@@ -205,8 +205,8 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		}
 		if t.Deleted {
 			err = r.ApplyTagDelete(ctx, "", 0, repo, t.Name, v)
-		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, "", 0, "", nil); err == nil {
-			err = r.ApplyTag(ctx, "", 0, repo, t.Name, t.Digest, v)
+		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, "", 0, "", nil); err == nil || errors.Is(err, errGone) {
+			err = r.ApplyTag(ctx, "", 0, repo, t.Name, t.Digest, v, err == nil)
 		}
 		if err != nil && !errors.Is(err, errGone) {
 			errs = append(errs, err)

@@ -249,14 +249,14 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 		}
 		return err
 	case meta.KindTag:
+		// The manifest first; if the peer deleted it since, the tag still
+		// applies by its version (pointing at nothing servable), so tags
+		// converge whatever became of their manifests.
 		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, "", 0, "", nil)
-		if errors.Is(err, errGone) {
-			return r.Skip(ctx, s.name, rec.Seq)
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, errGone) {
 			return err
 		}
-		return r.ApplyTag(ctx, s.name, rec.Seq, rec.Repo, rec.Tag, rec.Digest, rec.Version)
+		return r.ApplyTag(ctx, s.name, rec.Seq, rec.Repo, rec.Tag, rec.Digest, rec.Version, err == nil)
 	case meta.KindTagDelete:
 		return r.ApplyTagDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Tag, rec.Version)
 	case meta.KindManifestDelete:

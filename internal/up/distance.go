@@ -162,18 +162,16 @@ func pump(ctx context.Context, dst, src net.Conn, link Link) {
 				return
 			}
 		}
+		// The link is busy with this chunk until due + len/bandwidth, by
+		// schedule: the time the write itself takes is not added on top.
+		if link.Bandwidth > 0 {
+			free = due.Add(time.Duration(int64(len(c.data)) * int64(time.Second) / link.Bandwidth))
+		}
 		if _, err := dst.Write(c.data); err != nil {
 			src.Close() // unblock the reader
 			for range ch {
 			}
 			return
-		}
-		if link.Bandwidth > 0 {
-			start := time.Now()
-			if free.After(start) {
-				start = free
-			}
-			free = start.Add(time.Duration(int64(len(c.data)) * int64(time.Second) / link.Bandwidth))
 		}
 	}
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {

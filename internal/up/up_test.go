@@ -179,7 +179,7 @@ func tagState(t *testing.T, base, repo string) map[string]string {
 	return state
 }
 
-func TestConcurrentPushesToEveryRegionConverge(t *testing.T) {
+func TestInvariant4ConcurrentPushesToEveryRegionConverge(t *testing.T) {
 	reg := startRegistry(t)
 	var wg sync.WaitGroup
 	for i, r := range reg.Regions {
@@ -240,4 +240,28 @@ func TestReplicationOverSimulatedDistance(t *testing.T) {
 	if err := pullable(t, asia, "far/app", "v1", img); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReferrersReplicateWithTheirSubject: an artifact pushed with a subject
+// in one region is listed by the referrers API in the others.
+func TestReferrersReplicateWithTheirSubject(t *testing.T) {
+	reg := startRegistry(t)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	img := push(t, east, "ref/app", "v1", "subject", 1000)
+	empty := []byte("{}")
+	if code, _, _ := do(t, "POST", east+"/v2/ref/app/blobs/uploads/?digest="+digest.FromBytes(empty).String(), "", empty); code != 201 {
+		t.Fatal("empty config")
+	}
+	sbom := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sbom","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":1}}`,
+		digest.FromBytes(empty), img.manifest))
+	if code, _, body := do(t, "PUT", east+"/v2/ref/app/manifests/"+digest.FromBytes(sbom).String(), "application/vnd.oci.image.manifest.v1+json", sbom); code != 201 {
+		t.Fatalf("artifact: %d %s", code, body)
+	}
+	eventually(t, 30*time.Second, func() error {
+		_, _, body := do(t, "GET", west+"/v2/ref/app/referrers/"+img.manifest.String(), "", nil)
+		if !bytes.Contains(body, []byte("application/vnd.example.sbom")) {
+			return fmt.Errorf("westeurope referrers: %s", body)
+		}
+		return nil
+	})
 }
