@@ -111,6 +111,12 @@ func (s *Store) ResumeUpload(ctx context.Context, id string) (*Upload, error) {
 	return u, nil
 }
 
+// OpenUpload returns the bytes session id holds so far; the caller closes
+// the reader.
+func (s *Store) OpenUpload(ctx context.Context, id string) (io.ReadCloser, error) {
+	return s.backend.Reader(ctx, uploadKey(id), 0)
+}
+
 // CancelUpload discards the data of session id, open in memory or not.
 func (s *Store) CancelUpload(ctx context.Context, id string) error {
 	return s.backend.Delete(ctx, uploadKey(id))
@@ -207,8 +213,12 @@ func (u *Upload) Cancel(ctx context.Context) error {
 	return u.store.CancelUpload(ctx, u.id)
 }
 
-// copyBuffered copies through one pooled buffer, checking ctx between
-// reads so a cancelled request stops a long copy.
+// copyBuffered copies through one pooled buffer, filling it before each
+// write (large, aligned writes go to disk directly), and checks ctx between
+// writes so a cancelled request stops a long copy. Only io.EOF ends a copy
+// cleanly: any other error, io.ErrUnexpectedEOF from a body cut short
+// included, is returned with the count of bytes written before it, so the
+// caller keeps them and can resume.
 func copyBuffered(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
 	bp := buffers.Get().(*[]byte)
 	defer buffers.Put(bp)
@@ -218,19 +228,36 @@ func copyBuffered(ctx context.Context, dst io.Writer, src io.Reader) (int64, err
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		n, rerr := io.ReadFull(src, buf)
+		n, rerr := fill(src, buf)
 		if n > 0 {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return total, err
 			}
 			total += int64(n)
 		}
-		switch rerr {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
+		if rerr == io.EOF {
 			return total, nil
-		default:
+		}
+		if rerr != nil {
 			return total, rerr
 		}
 	}
+}
+
+// fill reads into buf until it is full or src returns an error.
+func fill(src io.Reader, buf []byte) (int, error) {
+	n, empty := 0, 0
+	for n < len(buf) {
+		k, err := src.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			if empty++; empty > 100 {
+				return n, io.ErrNoProgress
+			}
+		}
+	}
+	return n, nil
 }

@@ -33,19 +33,36 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error
 	ctx := r.Context()
 	size, err := a.region.StatBlob(ctx, route.Repo, d)
 	if ocierr.BlobUnknown.Is(err) && a.opts.ReadThrough && a.askPeers(r) {
-		if err = a.opts.Peers.EnsureBlob(ctx, route.Repo, d); err == nil {
+		if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
+			// Stream it from the peer while it is stored and verified here.
+			streamed := false
+			err = a.opts.Peers.StreamBlob(ctx, route.Repo, d, func(size int64) io.Writer {
+				streamed = true
+				setBlobHeaders(w, d)
+				w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+				w.WriteHeader(http.StatusOK)
+				return w
+			})
+			if streamed {
+				if err != nil {
+					// The client got bytes that failed verification:
+					// break the connection rather than end the body.
+					panic(http.ErrAbortHandler)
+				}
+				return nil
+			}
+		} else {
+			err = a.opts.Peers.EnsureBlob(ctx, route.Repo, d)
+		}
+		if err == nil {
 			size, err = a.region.StatBlob(ctx, route.Repo, d)
 		}
 	}
 	if err != nil {
 		return err
 	}
+	setBlobHeaders(w, d)
 	h := w.Header()
-	h.Set("Docker-Content-Digest", d.String())
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("ETag", `"`+d.String()+`"`)
-	h.Set("Cache-Control", "max-age=31536000")
 	rng, partial, err := parseRange(r.Header.Get("Range"), size)
 	if err != nil {
 		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
@@ -80,6 +97,16 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error
 		a.log.DebugContext(ctx, "blob body cut short", "digest", d, "error", err)
 	}
 	return nil
+}
+
+// setBlobHeaders sets the headers of every blob response.
+func setBlobHeaders(w http.ResponseWriter, d digest.Digest) {
+	h := w.Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+d.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
 }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}

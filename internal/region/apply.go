@@ -113,41 +113,84 @@ func (r *Region) HasContent(ctx context.Context, d digest.Digest) (int64, bool, 
 // transfer breaks, the next call resumes from there with a Range rather
 // than starting over, so a 20 GiB layer never restarts from zero.
 //
+// When w is set, every byte of the blob is also written to it as it
+// arrives, from the first (a read-through streaming to its client); writes
+// to w that fail are dropped and the fetch goes on. streamed reports
+// whether this call wrote the blob to w: it does not when the blob was
+// already here or another call was fetching it (this one then waited).
+//
 // Invariant 1: one fetch per staging id runs at a time; a concurrent call
 // for the same id (the feed follower and a read-through, say) waits for it
 // and shares its result. Two writers on one staging file would each verify
 // their own stream while the file interleaved both.
-func (r *Region) FetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
-	_, err, _ := r.fetches.Do(id, func() (any, error) {
-		return nil, r.fetchBlob(ctx, id, d, size, open)
+func (r *Region) FetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error), w io.Writer) (streamed bool, err error) {
+	_, err, _ = r.fetches.Do(id, func() (any, error) {
+		var ferr error
+		streamed, ferr = r.fetchBlob(ctx, id, d, size, open, w)
+		return nil, ferr
 	})
-	return err
+	return streamed, err
 }
 
-func (r *Region) fetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
+func (r *Region) fetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error), w io.Writer) (bool, error) {
 	if _, ok, err := r.HasContent(ctx, d); ok || err != nil {
-		return err // a fetch that just finished under another id stored it
+		return false, err // a fetch that just finished under another id stored it
 	}
 	up, err := r.store.ResumeUpload(ctx, id)
 	if errors.Is(err, content.ErrNotFound) {
 		up, err = r.store.Upload(ctx, id)
 	}
 	if err != nil {
-		return err
+		return false, err
+	}
+	var tee io.Writer
+	if w != nil {
+		tee = &bestEffort{w: w}
+		if up.Size() > 0 { // what an earlier, broken fetch kept
+			rc, err := r.store.OpenUpload(ctx, id)
+			if err != nil {
+				return false, err
+			}
+			_, err = io.Copy(tee, io.LimitReader(rc, up.Size()))
+			rc.Close()
+			if err != nil {
+				return true, err
+			}
+		}
 	}
 	if size < 0 || up.Size() < size {
 		rc, err := open(ctx, up.Size())
 		if err != nil {
-			return err
+			return tee != nil && up.Size() > 0, err
 		}
-		_, err = up.Append(ctx, rc)
+		var src io.Reader = rc
+		if tee != nil {
+			src = io.TeeReader(rc, tee)
+		}
+		_, err = up.Append(ctx, src)
 		rc.Close()
 		if err != nil {
-			return fmt.Errorf("fetch blob %s: %w (kept %d bytes to resume)", d, err, up.Size())
+			return tee != nil, fmt.Errorf("fetch blob %s: %w (kept %d bytes to resume)", d, err, up.Size())
 		}
 	}
 	_, err = up.Commit(ctx, d, size)
-	return err
+	return tee != nil, err
+}
+
+// bestEffort writes to w until a write fails, then drops the rest: a
+// client that went away does not stop a fetch others will use.
+type bestEffort struct {
+	w      io.Writer
+	failed bool
+}
+
+func (b *bestEffort) Write(p []byte) (int, error) {
+	if !b.failed {
+		if _, err := b.w.Write(p); err != nil {
+			b.failed = true
+		}
+	}
+	return len(p), nil
 }
 
 // ApplyBlob links blob d (already in the content store) in repo.

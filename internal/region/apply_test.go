@@ -32,7 +32,7 @@ func TestInvariant1ConcurrentFetchesOfOneBlobStoreTheRightBytes(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if err := r.FetchBlob(t.Context(), "repl.peer."+d.Encoded(), d, int64(len(data)), openAt); err != nil {
+			if _, err := r.FetchBlob(t.Context(), "repl.peer."+d.Encoded(), d, int64(len(data)), openAt, nil); err != nil {
 				t.Error(err)
 			}
 		})
@@ -49,5 +49,56 @@ func TestInvariant1ConcurrentFetchesOfOneBlobStoreTheRightBytes(t *testing.T) {
 	got, _ := io.ReadAll(rc)
 	if digest.FromBytes(got) != d {
 		t.Fatal("the stored blob does not match its digest")
+	}
+}
+
+// failAfter returns n bytes of r, then an error, as a broken transfer.
+type failAfter struct {
+	r io.Reader
+	n int
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	k, err := f.r.Read(p[:min(len(p), f.n)])
+	f.n -= k
+	return k, err
+}
+func (f *failAfter) Close() error { return nil }
+
+// TestAFetchResumesWhereItBrokeAndStreamsEveryByte: a transfer that breaks
+// keeps what arrived; the next fetch asks only for the rest (Range) and a
+// client streaming it still receives every byte, the kept ones first.
+func TestAFetchResumesWhereItBrokeAndStreamsEveryByte(t *testing.T) {
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	data := make([]byte, 2<<20)
+	_, _ = rand.Read(data)
+	d := digest.FromBytes(data)
+	id := "repl.peer." + d.Encoded()
+	var offsets []int64
+	broken := func(_ context.Context, offset int64) (io.ReadCloser, error) {
+		offsets = append(offsets, offset)
+		return &failAfter{r: bytes.NewReader(data[offset:]), n: 700_000}, nil
+	}
+	if _, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), broken, nil); err == nil {
+		t.Fatal("a broken transfer succeeded")
+	}
+	var client bytes.Buffer
+	whole := func(_ context.Context, offset int64) (io.ReadCloser, error) {
+		offsets = append(offsets, offset)
+		return io.NopCloser(bytes.NewReader(data[offset:])), nil
+	}
+	streamed, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), whole, &client)
+	if err != nil || !streamed {
+		t.Fatalf("resume: streamed=%v %v", streamed, err)
+	}
+	if offsets[0] != 0 || offsets[1] != 700_000 {
+		t.Fatalf("asked for offsets %v, want [0 700000]", offsets)
+	}
+	if !bytes.Equal(client.Bytes(), data) {
+		t.Fatalf("the client got %d bytes that differ from the blob", client.Len())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -115,6 +116,58 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 	}
 	return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s in any region", d, repo),
 		map[string]string{"digest": d.String()})
+}
+
+// StreamBlob makes blob d present in repo here from the nearest peer
+// holding it, and writes its bytes, as they arrive, to the writer start
+// returns (called once, with the size, before the first byte). Bytes are
+// stored and verified as they pass; the blob is linked only if its digest
+// matches. When start was not called (the blob arrived meanwhile, or
+// another request was fetching it and this one waited) the blob is here
+// on a nil return and the caller serves it itself. An error after start was
+// called means the client got bytes that must not be trusted: the caller
+// breaks the connection.
+//
+// The fetch does not stop when the client goes away: it finishes for the
+// next pull (its context drops the request's cancellation).
+func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Digest, start func(size int64) io.Writer) error {
+	ctx = context.WithoutCancel(ctx)
+	for _, s := range p.sources {
+		size, err := s.blobSize(ctx, repo, d)
+		if err != nil {
+			continue
+		}
+		if _, ok, err := p.region.HasContent(ctx, d); err != nil {
+			return err
+		} else if !ok {
+			open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return s.blob(ctx, repo, d, offset) }
+			lw := &lazyWriter{start: func() io.Writer { return start(size) }}
+			streamed, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, lw)
+			if err != nil {
+				p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
+				if streamed || lw.w != nil {
+					return err
+				}
+				continue
+			}
+		}
+		return p.region.ApplyBlob(ctx, "", 0, repo, d)
+	}
+	return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s in any region", d, repo),
+		map[string]string{"digest": d.String()})
+}
+
+// lazyWriter calls start on the first write.
+type lazyWriter struct {
+	start func() io.Writer
+	w     io.Writer
+}
+
+func (l *lazyWriter) Write(p []byte) (int, error) {
+	if l.w == nil {
+		l.w = l.start()
+	}
+	return l.w.Write(p)
 }
 
 // EnsureReferences fetches from peers every blob and child manifest a

@@ -279,6 +279,9 @@ func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d d
 	return r.ApplyBlob(ctx, "", 0, repo, d)
 }
 
+// stagingID names the staging upload a fetch of d from s writes to.
+func stagingID(s *source, d digest.Digest) string { return "repl." + s.name + "." + d.Encoded() }
+
 // fetchContent makes blob d's bytes present in the content store: from the
 // record's inline data when it has some, else from the peer. Either way
 // they are verified against d before they are stored.
@@ -292,7 +295,8 @@ func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d
 			return io.NopCloser(bytes.NewReader(inline)), nil
 		}
 	}
-	return p.region.FetchBlob(ctx, "repl."+s.name+"."+d.Encoded(), d, size, open)
+	_, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, nil)
+	return err
 }
 
 // prefetchers bounds the blob fetches a follower runs ahead of its apply.

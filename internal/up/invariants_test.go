@@ -1,6 +1,7 @@
 package up_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/up"
 )
@@ -244,4 +247,31 @@ func layerDigests(ls []struct{ Digest string }) []string {
 		out = append(out, l.Digest)
 	}
 	return out
+}
+
+// TestInvariant6ABlobIsStreamedWhileItIsStored: a blob GET in westeurope
+// for a blob only eastus holds streams it from eastus, and keeps it: once
+// the link is fully down it is still served, from westeurope's own store.
+func TestInvariant6ABlobIsStreamedWhileItIsStored(t *testing.T) {
+	link := &faultyLink{}
+	link.set(isFeed)
+	reg := startLinked(t, link, []string{"westeurope", "southeastasia"}, nil)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	blob := bytes.Repeat([]byte("streamed read-through;"), 200_000)
+	d := digest.FromBytes(blob)
+	if code, _, _ := do(t, "POST", east+"/v2/stream/app/blobs/uploads/?digest="+d.String(), "", blob); code != 201 {
+		t.Fatal("push blob")
+	}
+	code, h, body := do(t, "GET", west+"/v2/stream/app/blobs/"+d.String(), "", nil)
+	if code != 200 || !bytes.Equal(body, blob) || h.Get("Content-Length") != fmt.Sprint(len(blob)) {
+		t.Fatalf("streamed read-through: %d, %d bytes", code, len(body))
+	}
+	link.set(func(*http.Request) bool { return true })
+	eventually(t, 10*time.Second, func() error {
+		code, _, body := do(t, "GET", west+"/v2/stream/app/blobs/"+d.String(), "", nil)
+		if code != 200 || !bytes.Equal(body, blob) {
+			return fmt.Errorf("kept copy: %d", code)
+		}
+		return nil
+	})
 }

@@ -89,6 +89,22 @@ func Run(t *testing.T, newBackend func(t *testing.T) content.Backend) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("a body cut short is an error and keeps what arrived", func(t *testing.T) {
+		s := content.New(newBackend(t))
+		u, err := s.Upload(t.Context(), "u7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := bytes.Repeat([]byte("x"), 300_000)
+		n, err := u.Append(t.Context(), io.MultiReader(bytes.NewReader(data), errReader{io.ErrUnexpectedEOF}))
+		if !errors.Is(err, io.ErrUnexpectedEOF) || n != int64(len(data)) || u.Size() != int64(len(data)) {
+			t.Fatalf("append: n=%d size=%d err=%v", n, u.Size(), err)
+		}
+		u, err = s.ResumeUpload(t.Context(), "u7")
+		if err != nil || u.Size() != int64(len(data)) {
+			t.Fatalf("resume: %v size %d", err, u.Size())
+		}
+	})
 	t.Run("sha512 is computed at commit", func(t *testing.T) {
 		s := content.New(newBackend(t))
 		data := []byte("sha512 bytes")
@@ -128,6 +144,10 @@ func Run(t *testing.T, newBackend func(t *testing.T) content.Backend) {
 		}
 	})
 }
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 func walk(t *testing.T, b content.Backend, prefix string) []string {
 	t.Helper()
