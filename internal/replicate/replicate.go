@@ -33,6 +33,8 @@ type Peer struct {
 
 // Config says whom to replicate with.
 type Config struct {
+	// Peers, nearest first: content is fetched from the nearest peer that
+	// holds it, and read-through asks peers in this order.
 	Peers []Peer `yaml:"peers"`
 	// Wait is how long one feed request long-polls (default 30 s).
 	Wait time.Duration `yaml:"wait"`
@@ -283,20 +285,52 @@ func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d d
 func stagingID(s *source, d digest.Digest) string { return "repl." + s.name + "." + d.Encoded() }
 
 // fetchContent makes blob d's bytes present in the content store: from the
-// record's inline data when it has some, else from the peer. Either way
-// they are verified against d before they are stored.
+// record's inline data when it has some, else from the nearest peer that
+// holds it (see nearer), else from s, the peer whose record named it.
+// Either way they are verified against d before they are stored.
 func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
 	if _, ok, err := p.region.HasContent(ctx, d); ok || err != nil {
 		return err
 	}
-	open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return s.blob(ctx, repo, d, offset) }
 	if inline != nil {
-		open = func(context.Context, int64) (io.ReadCloser, error) {
+		open := func(context.Context, int64) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(inline)), nil
 		}
+		_, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, nil)
+		return err
 	}
+	if n := p.nearer(ctx, s, repo, d, size); n != nil {
+		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return n.blob(ctx, repo, d, offset) }
+		_, err := p.region.FetchBlob(ctx, stagingID(n, d), d, size, open, nil)
+		if err == nil {
+			return nil
+		}
+		p.log.InfoContext(ctx, "fetch from a nearer peer failed; asking the origin", "peer", n.name, "digest", d, "error", err)
+	}
+	open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return s.blob(ctx, repo, d, offset) }
 	_, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, nil)
 	return err
+}
+
+// nearMin is the smallest blob worth asking nearer peers about: below it,
+// the extra round trip of asking costs more than fetching from afar.
+const nearMin = 1 << 20
+
+// nearer returns a peer listed before s (peers are listed nearest first)
+// that already holds blob d of repo, or nil.
+func (p *Replicator) nearer(ctx context.Context, s *source, repo string, d digest.Digest, size int64) *source {
+	if size < nearMin {
+		return nil
+	}
+	for _, n := range p.sources {
+		if n == s {
+			return nil
+		}
+		if got, err := n.blobSize(ctx, repo, d); err == nil && got == size {
+			return n
+		}
+	}
+	return nil
 }
 
 // prefetchers bounds the blob fetches a follower runs ahead of its apply.

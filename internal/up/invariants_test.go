@@ -275,3 +275,53 @@ func TestInvariant6ABlobIsStreamedWhileItIsStored(t *testing.T) {
 		return nil
 	})
 }
+
+// TestContentComesFromTheNearestPeerHoldingIt: southeastasia lists
+// westeurope before eastus (nearer), and its link to eastus refuses blob
+// downloads. An image pushed to eastus still reaches southeastasia: its
+// layer comes from westeurope once westeurope holds it.
+func TestContentComesFromTheNearestPeerHoldingIt(t *testing.T) {
+	link := &faultyLink{}
+	link.set(func(r *http.Request) bool { return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") })
+	ctx, cancel := context.WithCancel(context.Background())
+	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
+	latency := map[string]time.Duration{"eastus-westeurope": time.Millisecond, "westeurope-southeastasia": time.Millisecond, "eastus-southeastasia": 3 * time.Millisecond}
+	cfg := up.Config{DataDir: t.TempDir(), Regions: specs,
+		Distance: func(a, b string) (up.Link, bool) {
+			l, ok := latency[a+"-"+b]
+			if !ok {
+				l, ok = latency[b+"-"+a]
+			}
+			return up.Link{Latency: l}, ok
+		},
+		Link: func(from, to, u string) (string, error) {
+			if from == "southeastasia" && to == "eastus" {
+				return link.start(t, u), nil
+			}
+			return u, nil
+		}}
+	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := reg.Wait(); err != nil {
+			t.Error(err)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	})
+	east, asia := reg.ByName["eastus"].URL, reg.ByName["southeastasia"].URL
+	img := push(t, east, "near/app", "v1", "nearest", 3<<20)
+	eventually(t, 60*time.Second, func() error {
+		if tagState(t, asia, "near/app")["v1"] != img.manifest.String() {
+			return fmt.Errorf("not in southeastasia yet")
+		}
+		return nil
+	})
+	link.set(func(*http.Request) bool { return true })
+	if err := pullable(t, asia, "near/app", "v1", img); err != nil {
+		t.Fatal(err)
+	}
+}

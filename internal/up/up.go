@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -116,10 +117,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Replication.Secret = cfg.Secret
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
 		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
-		for _, p := range reg.Regions {
-			if p == r {
-				continue
-			}
+		for _, p := range byDistance(cfg, r, reg.Regions) {
 			endpoint := p.URL
 			if link, ok := distance(cfg, r.Name, p.Name); ok {
 				proxy, err := startProxy(ctx, strings.TrimPrefix(p.URL, "http://"), link)
@@ -156,6 +154,23 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 	}
 	go func() { reg.done <- g.Wait() }()
 	return reg, nil
+}
+
+// byDistance returns the regions other than r, nearest first when
+// distances are simulated (peers are listed nearest first).
+func byDistance(cfg Config, r *Region, all []*Region) []*Region {
+	var out []*Region
+	for _, p := range all {
+		if p != r {
+			out = append(out, p)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, _ := distance(cfg, r.Name, out[i].Name)
+		b, _ := distance(cfg, r.Name, out[j].Name)
+		return a.Latency < b.Latency
+	})
+	return out
 }
 
 func distance(cfg Config, from, to string) (Link, bool) {
