@@ -282,7 +282,9 @@ func TestInvariant6ABlobIsStreamedWhileItIsStored(t *testing.T) {
 // layer comes from westeurope once westeurope holds it.
 func TestContentComesFromTheNearestPeerHoldingIt(t *testing.T) {
 	link := &faultyLink{}
-	link.set(func(r *http.Request) bool { return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") })
+	link.set(func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
 	latency := map[string]time.Duration{"eastus-westeurope": time.Millisecond, "westeurope-southeastasia": time.Millisecond, "eastus-southeastasia": 3 * time.Millisecond}
