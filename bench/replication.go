@@ -59,17 +59,7 @@ func startUp(ctx context.Context, bin, data string, distance bool) (*upProcess, 
 	return p, nil
 }
 
-func (p *upProcess) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-}
+func (p *upProcess) stop() { stopProcess(p.cmd, syscall.SIGINT) }
 
 // presentIn reports whether region (base URL) holds manifest d of repo.
 func presentIn(ctx context.Context, base, repo string, d digest.Digest, region string) bool {

@@ -54,14 +54,18 @@ func startServer(ctx context.Context, bin, data, logLevel string) (*server, erro
 	}
 }
 
-func (s *server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+func (s *server) stop() { stopProcess(s.cmd, syscall.SIGTERM) }
+
+// stopProcess signals cmd to stop gracefully and waits for it; past 20 s
+// it is killed.
+func stopProcess(cmd *exec.Cmd, sig os.Signal) {
+	_ = cmd.Process.Signal(sig)
 	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
 		<-done
 	}
 }

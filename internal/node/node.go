@@ -89,6 +89,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 			return context.WithoutCancel(ctx)
 		},
 	}
+	srv.RegisterOnShutdown(n.Region.Drain)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range listeners {
 		n.log.InfoContext(ctx, "serving", "region", n.Region.Name(), "addr", l.Addr().String())

@@ -14,11 +14,28 @@ import (
 
 // feedNotifier wakes long-polling feed readers when records commit.
 type feedNotifier struct {
-	mu sync.Mutex
-	ch chan struct{} // closed and replaced on every commit
+	mu       sync.Mutex
+	ch       chan struct{} // closed and replaced on every commit
+	draining chan struct{} // closed when the node shuts down
+	drained  bool
 }
 
-func newFeedNotifier() *feedNotifier { return &feedNotifier{ch: make(chan struct{})} }
+func newFeedNotifier() *feedNotifier {
+	return &feedNotifier{ch: make(chan struct{}), draining: make(chan struct{})}
+}
+
+// Drain ends every feed long-poll now and makes later ones return at once:
+// the node is shutting down, and a peer's long-poll must not hold up its
+// graceful shutdown (the peer asks again, elsewhere or later).
+func (r *Region) Drain() {
+	n := r.feed
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.drained {
+		n.drained = true
+		close(n.draining)
+	}
+}
 
 func (n *feedNotifier) wait() <-chan struct{} {
 	n.mu.Lock()
@@ -62,6 +79,8 @@ func (r *Region) Feed(ctx context.Context, since int64, n int, wait time.Duratio
 		select {
 		case <-changed:
 		case <-deadline.C:
+			return nil, nil
+		case <-r.feed.draining:
 			return nil, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -98,5 +99,28 @@ func TestAbandonedUploadsExpire(t *testing.T) {
 	counts, err := r.Counts(ctx)
 	if err != nil || counts["uploads"] != 0 {
 		t.Fatalf("upload rows left: %v %v", counts, err)
+	}
+}
+
+// TestDrainEndsFeedLongPolls: a long-poll waiting on an empty feed returns
+// an empty page as soon as the node drains (shuts down), and later ones
+// return at once, so a peer's long-poll never holds up a graceful shutdown.
+func TestDrainEndsFeedLongPolls(t *testing.T) {
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	got := make(chan error, 1)
+	go func() {
+		recs, err := r.Feed(t.Context(), 0, 10, time.Hour)
+		if err == nil && len(recs) > 0 {
+			err = fmt.Errorf("records from an empty feed")
+		}
+		got <- err
+	}()
+	r.Drain()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := r.Feed(t.Context(), 0, 10, time.Hour); err != nil || len(recs) != 0 {
+		t.Fatalf("after drain: %v %v", recs, err)
 	}
 }

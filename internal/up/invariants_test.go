@@ -2,11 +2,8 @@ package up_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -63,28 +60,13 @@ func startLinkedIn(t *testing.T, dir string, link *faultyLink, via []string, ant
 
 func startLinkedWith(t *testing.T, dir string, link *faultyLink, via []string, noReadThrough map[string]bool, antiEntropy time.Duration) *up.Registry {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
-	cfg := up.Config{DataDir: dir, Regions: specs, NoReadThrough: noReadThrough, AntiEntropyInterval: antiEntropy,
+	return runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions(), NoReadThrough: noReadThrough, AntiEntropyInterval: antiEntropy,
 		Link: func(from, to, u string) (string, error) {
 			if to == "eastus" && slices.Contains(via, from) {
 				return link.start(t, u), nil
 			}
 			return u, nil
-		}}
-	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := reg.Wait(); err != nil {
-			t.Error(err)
-		}
-		http.DefaultClient.CloseIdleConnections()
-	})
-	return reg
+		}})
 }
 
 // errorOf returns the first OCI error code and detail of a body.
@@ -285,10 +267,8 @@ func TestContentComesFromTheNearestPeerHoldingIt(t *testing.T) {
 	link.set(func(r *http.Request) bool {
 		return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
 	latency := map[string]time.Duration{"eastus-westeurope": time.Millisecond, "westeurope-southeastasia": time.Millisecond, "eastus-southeastasia": 3 * time.Millisecond}
-	cfg := up.Config{DataDir: t.TempDir(), Regions: specs,
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(),
 		Distance: func(a, b string) (up.Link, bool) {
 			l, ok := latency[a+"-"+b]
 			if !ok {
@@ -301,19 +281,7 @@ func TestContentComesFromTheNearestPeerHoldingIt(t *testing.T) {
 				return link.start(t, u), nil
 			}
 			return u, nil
-		}}
-	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := reg.Wait(); err != nil {
-			t.Error(err)
-		}
-		http.DefaultClient.CloseIdleConnections()
-	})
+		}})
 	east, asia := reg.ByName["eastus"].URL, reg.ByName["southeastasia"].URL
 	img := push(t, east, "near/app", "v1", "nearest", 3<<20)
 	eventually(t, 60*time.Second, func() error {

@@ -1,12 +1,8 @@
 package up_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -25,9 +21,14 @@ import (
 func TestAPartitionedPeerConvergesAfterHealing(t *testing.T) {
 	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 	var proxies []*toxiproxy.Proxy
-	ctx, cancel := context.WithCancel(context.Background())
-	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
-	cfg := up.Config{DataDir: t.TempDir(), Regions: specs, AntiEntropyInterval: time.Hour,
+	t.Cleanup(func() { // after the registry stopped (cleanups run last first)
+		for _, p := range proxies {
+			p.Stop()
+		}
+	})
+	// southeastasia stays linked to both: regions apply only what a peer
+	// originated, so it relays nothing across the partition.
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), AntiEntropyInterval: time.Hour,
 		Link: func(from, to, u string) (string, error) {
 			if (from == "eastus" && to == "westeurope") || (from == "westeurope" && to == "eastus") {
 				l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -44,24 +45,7 @@ func TestAPartitionedPeerConvergesAfterHealing(t *testing.T) {
 				return "http://" + addr, nil
 			}
 			return u, nil
-		}}
-	// southeastasia stays linked to both: regions apply only what a peer
-	// originated, so it relays nothing across the partition.
-	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		for _, p := range proxies {
-			p.Stop()
-		}
-		if err := reg.Wait(); err != nil {
-			t.Error(err)
-		}
-		http.DefaultClient.CloseIdleConnections()
-	})
+		}})
 	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
 
 	for _, p := range proxies {

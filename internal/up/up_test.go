@@ -23,16 +23,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
 }
 
-// startRegistry runs three regions on free loopback ports, with the
-// default simulated distance when distance is set.
-func startRegistry(t *testing.T, distance ...bool) *up.Registry {
+// threeRegions are the regions every test registry runs, on free ports.
+func threeRegions() []up.RegionSpec {
+	return []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
+}
+
+// runRegistry starts cfg's registry and stops it, and waits for every
+// goroutine it started, when the test ends.
+func runRegistry(t *testing.T, cfg up.Config) *up.Registry {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	specs := []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}
-	cfg := up.Config{DataDir: t.TempDir(), Regions: specs}
-	if len(distance) > 0 && distance[0] {
-		cfg.Distance = up.DefaultDistance
-	}
 	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		cancel()
@@ -46,6 +46,17 @@ func startRegistry(t *testing.T, distance ...bool) *up.Registry {
 		http.DefaultClient.CloseIdleConnections()
 	})
 	return reg
+}
+
+// startRegistry runs three regions on free loopback ports, with the
+// default simulated distance when distance is set.
+func startRegistry(t *testing.T, distance ...bool) *up.Registry {
+	t.Helper()
+	cfg := up.Config{DataDir: t.TempDir(), Regions: threeRegions()}
+	if len(distance) > 0 && distance[0] {
+		cfg.Distance = up.DefaultDistance
+	}
+	return runRegistry(t, cfg)
 }
 
 func do(t *testing.T, method, url, contentType string, body []byte) (int, http.Header, []byte) {
