@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -89,7 +90,11 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 			return context.WithoutCancel(ctx)
 		},
 	}
-	srv.RegisterOnShutdown(n.Region.Drain)
+	fresh := trackFresh(srv)
+	srv.RegisterOnShutdown(func() {
+		n.Region.Drain()
+		fresh.closeAll()
+	})
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range listeners {
 		n.log.InfoContext(ctx, "serving", "region", n.Region.Name(), "addr", l.Addr().String())
@@ -111,4 +116,35 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// freshConns are connections that have not sent a request yet. Shutdown
+// counts such a connection as busy for 5 s (net/http, issue 22682); an HTTP
+// client that dialed one and then used another never sends on it, and a
+// node's shutdown waited those 5 s. They are closed when shutdown starts.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+func trackFresh(srv *http.Server) *freshConns {
+	f := &freshConns{conns: map[net.Conn]bool{}}
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if st == http.StateNew {
+			f.conns[c] = true
+		} else {
+			delete(f.conns, c)
+		}
+	}
+	return f
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		c.Close()
+	}
 }

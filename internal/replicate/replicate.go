@@ -236,7 +236,8 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 	r := p.region
 	switch rec.Kind {
 	case meta.KindBlob:
-		err := p.ensureBlob(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
+		// Content first, then the link and the cursor in one transaction.
+		err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
 		if errors.Is(err, errGone) {
 			return r.Skip(ctx, s.name, rec.Seq)
 		}
