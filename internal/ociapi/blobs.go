@@ -51,11 +51,14 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error
 				}
 				return nil
 			}
+		} else if r.Method == http.MethodHead {
+			// Answer from the peer's size; the GET that follows streams it.
+			size, err = a.opts.Peers.StatBlob(ctx, route.Repo, d)
 		} else {
 			err = a.opts.Peers.EnsureBlob(ctx, route.Repo, d)
-		}
-		if err == nil {
-			size, err = a.region.StatBlob(ctx, route.Repo, d)
+			if err == nil {
+				size, err = a.region.StatBlob(ctx, route.Repo, d)
+			}
 		}
 	}
 	if err != nil {

@@ -50,6 +50,9 @@ type Peers interface {
 	Where(ctx context.Context, repo, ref string) error
 	// EnsureBlob makes blob d present in repo here, or BLOB_UNKNOWN.
 	EnsureBlob(ctx context.Context, repo string, d digest.Digest) error
+	// StatBlob returns the size of blob d of repo in the nearest peer
+	// holding it, or BLOB_UNKNOWN.
+	StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error)
 	// StreamBlob makes blob d present in repo here while writing its bytes
 	// to the writer start returns (see replicate.Replicator.StreamBlob).
 	StreamBlob(ctx context.Context, repo string, d digest.Digest, start func(size int64) io.Writer) error

@@ -93,6 +93,12 @@ func notHere(repo, ref string, have, unreachable []string, cause error) error {
 	return ocierr.ManifestUnknown.WithDetail(msg, detail)
 }
 
+// notAnywhere is the BLOB_UNKNOWN of a blob no region could provide.
+func notAnywhere(repo string, d digest.Digest) error {
+	return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s in any region", d, repo),
+		map[string]string{"digest": d.String()})
+}
+
 // Where returns MANIFEST_UNKNOWN naming the regions that hold repo's
 // manifest ref, for a region with read-through turned off.
 func (p *Replicator) Where(ctx context.Context, repo, ref string) error {
@@ -114,8 +120,7 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 		}
 		return nil
 	}
-	return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s in any region", d, repo),
-		map[string]string{"digest": d.String()})
+	return notAnywhere(repo, d)
 }
 
 // StreamBlob makes blob d present in repo here from the nearest peer
@@ -153,8 +158,7 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		}
 		return p.region.ApplyBlob(ctx, "", 0, repo, d)
 	}
-	return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s in any region", d, repo),
-		map[string]string{"digest": d.String()})
+	return notAnywhere(repo, d)
 }
 
 // lazyWriter calls start on the first write.
@@ -168,6 +172,17 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 		l.w = l.start()
 	}
 	return l.w.Write(p)
+}
+
+// StatBlob returns the size of blob d of repo in the nearest peer holding
+// it, without fetching it, or BLOB_UNKNOWN.
+func (p *Replicator) StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	for _, s := range p.sources {
+		if size, err := s.blobSize(ctx, repo, d); err == nil {
+			return size, nil
+		}
+	}
+	return 0, notAnywhere(repo, d)
 }
 
 // EnsureReferences fetches from peers every blob and child manifest a

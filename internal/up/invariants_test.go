@@ -244,6 +244,16 @@ func TestInvariant6ABlobIsStreamedWhileItIsStored(t *testing.T) {
 	if code, _, _ := do(t, "POST", east+"/v2/stream/app/blobs/uploads/?digest="+d.String(), "", blob); code != 201 {
 		t.Fatal("push blob")
 	}
+	// A HEAD answers from eastus's size and stores nothing: with the link
+	// down it is unknown again.
+	if code, h, _ := do(t, "HEAD", west+"/v2/stream/app/blobs/"+d.String(), "", nil); code != 200 || h.Get("Content-Length") != fmt.Sprint(len(blob)) {
+		t.Fatalf("HEAD read-through: %d %v", code, h)
+	}
+	link.set(func(*http.Request) bool { return true })
+	if code, _, _ := do(t, "HEAD", west+"/v2/stream/app/blobs/"+d.String(), "", nil); code != 404 {
+		t.Fatalf("HEAD stored the blob: %d after the link went down", code)
+	}
+	link.set(isFeed)
 	code, h, body := do(t, "GET", west+"/v2/stream/app/blobs/"+d.String(), "", nil)
 	if code != 200 || !bytes.Equal(body, blob) || h.Get("Content-Length") != fmt.Sprint(len(blob)) {
 		t.Fatalf("streamed read-through: %d, %d bytes", code, len(body))
