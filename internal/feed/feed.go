@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -38,8 +39,11 @@ type Record struct {
 	Version   string        `json:"version"` // hlc.Version.String()
 	Created   time.Time     `json:"created"`
 	// Data carries a small manifest's or blob's bytes (base64 in JSON),
-	// verified by the receiver against Digest like any fetched content.
+	// verified by the receiver against Digest like any fetched content, or
+	// a setting's JSON value.
 	Data []byte `json:"data,omitempty"`
+	// Deleted marks a setting that is a tombstone.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // Page is one answer of the feed endpoint.
@@ -52,15 +56,18 @@ type Page struct {
 // FromMeta converts a stored record to its wire form.
 func FromMeta(r meta.Record) Record {
 	return Record{Seq: r.Seq, Kind: r.Kind, Repo: r.Repo, Digest: r.Digest, Tag: r.Tag,
-		MediaType: r.MediaType, Size: r.Size, Version: r.Version.String(), Created: r.Created, Data: r.Data}
+		MediaType: r.MediaType, Size: r.Size, Version: r.Version.String(), Created: r.Created, Data: r.Data, Deleted: r.Deleted}
 }
 
 // Meta converts a wire record back, checked by Validate first.
 func (r Record) Meta() meta.Record {
 	v, _ := hlc.ParseVersion(r.Version)
 	return meta.Record{Seq: r.Seq, Kind: r.Kind, Repo: r.Repo, Digest: r.Digest, Tag: r.Tag,
-		MediaType: r.MediaType, Size: r.Size, Version: v, Created: r.Created, Data: r.Data}
+		MediaType: r.MediaType, Size: r.Size, Version: v, Created: r.Created, Data: r.Data, Deleted: r.Deleted}
 }
+
+// settingKindRegexp is the form of a setting's kind: replica, webhook...
+var settingKindRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 
 // ErrBadRecord wraps every reason ParsePage refuses a page.
 var ErrBadRecord = errors.New("bad feed record")
@@ -71,10 +78,23 @@ func (r Record) Validate() error {
 	if r.Seq <= 0 {
 		return fmt.Errorf("%w: seq %d", ErrBadRecord, r.Seq)
 	}
-	if err := oci.ValidateRepository(r.Repo); err != nil {
+	if _, err := hlc.ParseVersion(r.Version); err != nil {
 		return fmt.Errorf("%w: seq %d: %v", ErrBadRecord, r.Seq, err)
 	}
-	if _, err := hlc.ParseVersion(r.Version); err != nil {
+	if r.Kind == meta.KindSetting {
+		switch {
+		case r.Repo != "" || r.Digest != "":
+			return fmt.Errorf("%w: seq %d: a setting names no repository or digest", ErrBadRecord, r.Seq)
+		case !settingKindRegexp.MatchString(r.MediaType):
+			return fmt.Errorf("%w: seq %d: setting kind %q", ErrBadRecord, r.Seq, r.MediaType)
+		case r.Tag == "" || len(r.Tag) > 255:
+			return fmt.Errorf("%w: seq %d: setting name of %d characters", ErrBadRecord, r.Seq, len(r.Tag))
+		case !r.Deleted && !json.Valid(r.Data):
+			return fmt.Errorf("%w: seq %d: setting value is not JSON", ErrBadRecord, r.Seq)
+		}
+		return nil
+	}
+	if err := oci.ValidateRepository(r.Repo); err != nil {
 		return fmt.Errorf("%w: seq %d: %v", ErrBadRecord, r.Seq, err)
 	}
 	needDigest, needTag := false, false

@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -19,6 +20,7 @@ const (
 	KindTagDelete      = "tag_delete"      // a tag was deleted (tombstone)
 	KindManifestDelete = "manifest_delete" // a manifest was deleted (tombstone)
 	KindAck            = "ack"             // a manifest from a peer is complete and pullable here
+	KindSetting        = "setting"         // a registry setting (Tag: its name, MediaType: its kind) changed
 )
 
 // Record is one change a region originated, in the order it committed.
@@ -35,9 +37,11 @@ type Record struct {
 	Version   hlc.Version
 	Created   time.Time
 	// Data is the content of a small blob or manifest, carried inline so a
-	// peer needs no round trip to fetch it. Not stored: filled in when the
-	// feed is served.
+	// peer needs no round trip to fetch it, or a setting's value. Not
+	// stored: filled in when the feed is served.
 	Data []byte
+	// Deleted marks a setting record whose key is a tombstone now.
+	Deleted bool
 }
 
 // AppendFeed appends rec to the region's feed inside the transaction of the
@@ -83,6 +87,21 @@ func (db *DB) FeedHead(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	return *seq, nil
+}
+
+// SettingRecord returns a setting's value or tombstone, or ErrNotFound.
+func (db *DB) SettingRecord(ctx context.Context, kind, name string) (*Setting, error) {
+	s := &Setting{Kind: kind, Name: name}
+	var value string
+	var updated, del int64
+	err := db.r.QueryRowContext(ctx,
+		`SELECT value, version, origin, updated_at, deleted FROM settings WHERE kind = $1 AND name = $2`,
+		kind, name).Scan(&value, &s.Version.Time, &s.Version.Region, &updated, &del)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	s.Value, s.Updated, s.Deleted = json.RawMessage(value), time.UnixMilli(updated), del != 0
+	return s, err
 }
 
 // SetCursor records that every record of peer's feed up to seq has been

@@ -93,6 +93,16 @@ CREATE TABLE IF NOT EXISTS presence (
 	since      BIGINT NOT NULL,
 	PRIMARY KEY (repo, digest, region)
 );
+CREATE TABLE IF NOT EXISTS settings (
+	kind       TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	value      TEXT NOT NULL,
+	version    BIGINT NOT NULL,
+	origin     TEXT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	deleted    INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (kind, name)
+);
 CREATE TABLE IF NOT EXISTS peer_cursors (
 	peer       TEXT PRIMARY KEY,
 	seq        BIGINT NOT NULL,

@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -73,8 +74,7 @@ func (r *Region) Feed(ctx context.Context, since int64, n int, wait time.Duratio
 			return nil, err
 		}
 		if len(recs) > 0 {
-			r.inline(ctx, recs)
-			return recs, nil
+			return recs, r.inline(ctx, recs)
 		}
 		select {
 		case <-changed:
@@ -93,11 +93,23 @@ func (r *Region) Feed(ctx context.Context, since int64, n int, wait time.Duratio
 // round trip of its own.
 const InlineMax = 64 << 10
 
-// inline fills in Data for small manifests and blobs still present. What
-// was deleted since is left out; the peer then finds it gone.
-func (r *Region) inline(ctx context.Context, recs []meta.Record) {
+// inline fills in Data for small manifests and blobs still present (what
+// was deleted since is left out; the peer then finds it gone), and the
+// current value, version and tombstone of each setting record's key (a
+// later state of the same key: last-writer-wins gives the same result).
+// A setting that cannot be read fails the request (the peer asks again)
+// rather than go out without its value.
+func (r *Region) inline(ctx context.Context, recs []meta.Record) error {
 	for i := range recs {
 		rec := &recs[i]
+		if rec.Kind == meta.KindSetting {
+			s, err := r.db.SettingRecord(ctx, rec.MediaType, rec.Tag)
+			if err != nil {
+				return fmt.Errorf("setting %s/%s of feed record %d: %w", rec.MediaType, rec.Tag, rec.Seq, err)
+			}
+			rec.Data, rec.Version, rec.Deleted = s.Value, s.Version, s.Deleted
+			continue
+		}
 		if rec.Size > InlineMax || rec.Size <= 0 {
 			continue
 		}
@@ -116,6 +128,7 @@ func (r *Region) inline(ctx context.Context, recs []meta.Record) {
 			}
 		}
 	}
+	return nil
 }
 
 // FeedHead returns the seq of the region's newest feed record.

@@ -266,6 +266,9 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 		return r.ApplyManifestDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
 	case meta.KindAck:
 		return r.ApplyPresence(ctx, s.name, rec.Seq, rec.Repo, rec.Digest)
+	case meta.KindSetting:
+		return r.ApplySetting(ctx, s.name, rec.Seq, meta.Setting{
+			Kind: rec.MediaType, Name: rec.Tag, Value: rec.Data, Version: rec.Version, Deleted: rec.Deleted})
 	}
 	return fmt.Errorf("record %d of %s: unknown kind %q", rec.Seq, s.name, rec.Kind)
 }

@@ -276,3 +276,52 @@ func TestReferrersReplicateWithTheirSubject(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSettingsReplicateLastWriterWins: a registry setting changed in any
+// region reaches every region; a delete too; two regions writing one key
+// at once end with the same value everywhere.
+func TestSettingsReplicateLastWriterWins(t *testing.T) {
+	reg := startRegistry(t)
+	ctx := t.Context()
+	west, asia := reg.ByName["westeurope"].Node.Region, reg.ByName["southeastasia"].Node.Region
+	if _, err := west.PutSetting(ctx, "replica", "brazilsouth", []byte(`{"endpoint":"http://127.0.0.1:5004"}`)); err != nil {
+		t.Fatal(err)
+	}
+	everywhere := func(want string) error {
+		for _, r := range reg.Regions {
+			s, err := r.Node.Region.Setting(ctx, "replica", "brazilsouth")
+			got := "<none>"
+			if err == nil {
+				got = string(s.Value)
+			}
+			if got != want {
+				return fmt.Errorf("%s has %s, want %s", r.Name, got, want)
+			}
+		}
+		return nil
+	}
+	eventually(t, 30*time.Second, func() error { return everywhere(`{"endpoint":"http://127.0.0.1:5004"}`) })
+
+	// Concurrent writes of one key in two regions: one wins everywhere.
+	var wg sync.WaitGroup
+	for i, r := range []*up.Region{reg.ByName["eastus"], reg.ByName["southeastasia"]} {
+		wg.Go(func() {
+			if _, err := r.Node.Region.PutSetting(ctx, "replica", "brazilsouth", []byte(fmt.Sprintf(`{"writer":%d}`, i))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, 30*time.Second, func() error {
+		first, err := reg.Regions[0].Node.Region.Setting(ctx, "replica", "brazilsouth")
+		if err != nil {
+			return err
+		}
+		return everywhere(string(first.Value))
+	})
+
+	if _, err := asia.DeleteSetting(ctx, "replica", "brazilsouth"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error { return everywhere("<none>") })
+}

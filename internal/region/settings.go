@@ -1,0 +1,75 @@
+package region
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Registry settings (replicas, and later webhooks, locks, users...) are
+// versioned data any region can change: a change here gets a version and a
+// feed record in one transaction, and peers apply it last-writer-wins, as
+// tags. There is no home region.
+
+// PutSetting sets kind/name to value (JSON) and returns its version.
+func (r *Region) PutSetting(ctx context.Context, kind, name string, value json.RawMessage) (hlc.Version, error) {
+	if !json.Valid(value) {
+		return hlc.Version{}, fmt.Errorf("setting %s/%s: value is not JSON", kind, name)
+	}
+	return r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value})
+}
+
+// DeleteSetting deletes kind/name (a tombstone); NAME_UNKNOWN when there is
+// no such live setting.
+func (r *Region) DeleteSetting(ctx context.Context, kind, name string) (hlc.Version, error) {
+	if _, err := r.db.Setting(ctx, kind, name); isNotFound(err) {
+		return hlc.Version{}, ocierr.NameUnknown.Withf("there is no %s named %q", kind, name)
+	}
+	return r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Deleted: true})
+}
+
+func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version, error) {
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		s.Version, s.Updated = r.clock.Now(), r.now()
+		if _, err := tx.PutSetting(ctx, s); err != nil {
+			return err
+		}
+		return r.record(ctx, tx, meta.KindSetting, "", "", s.Name, s.Kind, 0, s.Version)
+	})
+	if err != nil {
+		return hlc.Version{}, err
+	}
+	r.feed.notify()
+	return s.Version, nil
+}
+
+// Setting returns a live setting, or NAME_UNKNOWN.
+func (r *Region) Setting(ctx context.Context, kind, name string) (*meta.Setting, error) {
+	s, err := r.db.Setting(ctx, kind, name)
+	if isNotFound(err) {
+		return nil, ocierr.NameUnknown.Withf("there is no %s named %q", kind, name)
+	}
+	return s, err
+}
+
+// Settings lists the live settings of kind.
+func (r *Region) Settings(ctx context.Context, kind string) ([]meta.Setting, error) {
+	return r.db.Settings(ctx, kind, false)
+}
+
+// ApplySetting applies a setting (or tombstone) from peer's feed,
+// last-writer-wins, and moves the peer's cursor.
+func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s meta.Setting) error {
+	r.clock.Observe(s.Version)
+	return r.db.Update(ctx, func(tx *meta.Tx) error {
+		s.Updated = r.now()
+		if _, err := tx.PutSetting(ctx, s); err != nil {
+			return err
+		}
+		return r.setCursor(ctx, tx, peer, seq)
+	})
+}
