@@ -61,6 +61,11 @@ func (r *Region) Settings(ctx context.Context, kind string) ([]meta.Setting, err
 	return r.db.Settings(ctx, kind, false)
 }
 
+// AllSettings lists every setting with its tombstone, for anti-entropy.
+func (r *Region) AllSettings(ctx context.Context) ([]meta.Setting, error) {
+	return r.db.Settings(ctx, "", true)
+}
+
 // ApplySetting applies a setting (or tombstone) from peer's feed,
 // last-writer-wins, and moves the peer's cursor.
 func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s meta.Setting) error {

@@ -2,6 +2,8 @@ package replicate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,19 +29,50 @@ import (
 // whole state; then it applies what the peer has that is newer, by the same
 // last-writer-wins rules as the feed. Both sides do this, so both converge.
 //
-//	GET /_georeg/v1/summaries          {"region", "repos": {"<repo>": "<hash>"}}
+//	GET /_georeg/v1/summaries          {"region", "repos": {"<repo>": "<hash>"}, "settings": "<hash>"}
 //	GET /_georeg/v1/repos/state?repo=R {"repo", "tags": [...], "manifests": [...]}
+//	GET /_georeg/v1/settings/state     {"settings": [...]}, tombstones included
 
 // Paths of the anti-entropy endpoints.
 const (
-	SummariesPath = "/_georeg/v1/summaries"
-	StatePath     = "/_georeg/v1/repos/state"
+	SummariesPath     = "/_georeg/v1/summaries"
+	StatePath         = "/_georeg/v1/repos/state"
+	SettingsStatePath = "/_georeg/v1/settings/state"
 )
 
 // Summaries is the answer of SummariesPath.
 type Summaries struct {
-	Region string            `json:"region"`
-	Repos  map[string]string `json:"repos"`
+	Region   string            `json:"region"`
+	Repos    map[string]string `json:"repos"`
+	Settings string            `json:"settings"` // hash of every setting, tombstones included
+}
+
+// SettingState is a setting or tombstone on the wire.
+type SettingState struct {
+	Kind    string          `json:"kind"`
+	Name    string          `json:"name"`
+	Value   json.RawMessage `json:"value,omitempty"`
+	Version string          `json:"version"`
+	Deleted bool            `json:"deleted,omitempty"`
+}
+
+// settingsState returns every setting with tombstones, and their hash.
+func settingsState(ctx context.Context, r *region.Region) ([]SettingState, string, error) {
+	all, err := r.AllSettings(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]SettingState, 0, len(all))
+	h := sha256.New()
+	for _, s := range all {
+		st := SettingState{Kind: s.Kind, Name: s.Name, Version: s.Version.String(), Deleted: s.Deleted}
+		if !s.Deleted {
+			st.Value = s.Value
+		}
+		fmt.Fprintf(h, "%s %s %s %t %s\n", st.Kind, st.Name, st.Version, st.Deleted, st.Value)
+		out = append(out, st)
+	}
+	return out, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // RepoState is the answer of StatePath.
@@ -84,7 +117,17 @@ func Register(mux *http.ServeMux, r *region.Region, secret string) {
 	}
 	mux.HandleFunc("GET "+SummariesPath, auth(func(req *http.Request) (any, error) {
 		repos, err := r.Summaries(req.Context())
-		return Summaries{Region: r.Name(), Repos: repos}, err
+		if err != nil {
+			return nil, err
+		}
+		_, settings, err := settingsState(req.Context(), r)
+		return Summaries{Region: r.Name(), Repos: repos, Settings: settings}, err
+	}))
+	mux.HandleFunc("GET "+SettingsStatePath, auth(func(req *http.Request) (any, error) {
+		all, _, err := settingsState(req.Context(), r)
+		return struct {
+			Settings []SettingState `json:"settings"`
+		}{all}, err
 	}))
 	mux.HandleFunc("GET "+StatePath, auth(func(req *http.Request) (any, error) {
 		repo := req.URL.Query().Get("repo")
@@ -154,6 +197,14 @@ func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (int, er
 	}
 	differ := 0
 	var errs []error
+	if _, mine, err := settingsState(ctx, p.region); err != nil {
+		errs = append(errs, err)
+	} else if theirs.Settings != "" && theirs.Settings != mine {
+		differ++
+		if err := p.repairSettings(ctx, s); err != nil {
+			errs = append(errs, fmt.Errorf("settings: %w", err))
+		}
+	}
 	for repo, h := range theirs.Repos {
 		if ours[repo] == h || oci.ValidateRepository(repo) != nil {
 			continue
@@ -164,6 +215,28 @@ func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (int, er
 		}
 	}
 	return differ, errors.Join(errs...)
+}
+
+// repairSettings applies the peer's settings, each last-writer-wins.
+func (p *Replicator) repairSettings(ctx context.Context, s *source) error {
+	var st struct {
+		Settings []SettingState `json:"settings"`
+	}
+	if err := s.getJSON(ctx, SettingsStatePath, &st); err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range st.Settings {
+		v, err := hlc.ParseVersion(e.Version)
+		if err != nil || e.Kind == "" || e.Name == "" || (!e.Deleted && !json.Valid(e.Value)) {
+			continue
+		}
+		err = p.region.ApplySetting(ctx, "", 0, meta.Setting{Kind: e.Kind, Name: e.Name, Value: e.Value, Version: v, Deleted: e.Deleted})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // repairRepo applies the peer's newer tags and manifests of repo.

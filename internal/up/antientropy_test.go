@@ -82,3 +82,22 @@ func TestAntiEntropyHealsATruncatedFeed(t *testing.T) {
 		return nil
 	})
 }
+
+// TestAntiEntropyRestoresASettingRemovedFromAStore: a registry setting
+// deleted from westeurope's database behind its back comes back.
+func TestAntiEntropyRestoresASettingRemovedFromAStore(t *testing.T) {
+	link := &faultyLink{}
+	dir := t.TempDir()
+	reg := startLinkedIn(t, dir, link, nil, 100*time.Millisecond)
+	ctx := t.Context()
+	east, west := reg.ByName["eastus"].Node.Region, reg.ByName["westeurope"].Node.Region
+	if _, err := east.PutSetting(ctx, "replica", "brazilsouth", []byte(`{"endpoint":"http://127.0.0.1:5004"}`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error { _, err := west.Setting(ctx, "replica", "brazilsouth"); return err })
+	exec(t, openStore(t, dir, "westeurope"), `DELETE FROM settings`)
+	if _, err := west.Setting(ctx, "replica", "brazilsouth"); err == nil {
+		t.Fatal("damage did not take")
+	}
+	eventually(t, 30*time.Second, func() error { _, err := west.Setting(ctx, "replica", "brazilsouth"); return err })
+}
