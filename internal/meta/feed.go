@@ -139,8 +139,7 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 		VALUES ($1, $2, '', 0, $3, $4, $5, $6, 1)
 		ON CONFLICT (repo, digest) DO UPDATE SET deleted = 1, payload = excluded.payload,
 			version = excluded.version, origin = excluded.origin
-		WHERE excluded.version > manifests.version
-			OR (excluded.version = manifests.version AND excluded.origin > manifests.origin)`,
+		WHERE `+newerWins("manifests"),
 		repo, d.String(), []byte{}, now.UnixMilli(), v.Time, v.Region)
 	if err != nil {
 		return false, err

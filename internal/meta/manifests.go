@@ -45,8 +45,7 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 			media_type = excluded.media_type, size = excluded.size, payload = excluded.payload,
 			subject = excluded.subject, artifact_type = excluded.artifact_type, annotations = excluded.annotations,
 			version = excluded.version, origin = excluded.origin, deleted = 0
-		WHERE manifests.deleted = 1 AND (excluded.version > manifests.version
-			OR (excluded.version = manifests.version AND excluded.origin > manifests.origin))`,
+		WHERE manifests.deleted = 1 AND (`+newerWins("manifests")+`)`,
 		m.Repo, m.Digest.String(), m.MediaType, m.Size, m.Payload, m.Subject.String(), m.ArtifactType, ann,
 		m.Created.UnixMilli(), m.Version.Time, m.Version.Region)
 	if err != nil {

@@ -158,6 +158,14 @@ func (db *DB) Ping(ctx context.Context) error {
 	return db.Update(ctx, func(*Tx) error { return nil })
 }
 
+// newerWins is the last-writer-wins rule of DESIGN invariant 4, as the
+// WHERE clause of an upsert into table: the incoming row wins with a later
+// version, or an equal version from a later region name. Every versioned
+// table (tags, manifests, settings) uses this one rule.
+func newerWins(table string) string {
+	return "(excluded.version > " + table + ".version OR (excluded.version = " + table + ".version AND excluded.origin > " + table + ".origin))"
+}
+
 // Tx is a write transaction. Its methods are the only writes to the store.
 type Tx struct {
 	tx *sql.Tx

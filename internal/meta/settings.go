@@ -34,8 +34,7 @@ func (tx *Tx) PutSetting(ctx context.Context, s Setting) (bool, error) {
 		ON CONFLICT (kind, name) DO UPDATE SET
 			value = excluded.value, version = excluded.version, origin = excluded.origin,
 			updated_at = excluded.updated_at, deleted = excluded.deleted
-		WHERE excluded.version > settings.version
-			OR (excluded.version = settings.version AND excluded.origin > settings.origin)`,
+		WHERE `+newerWins("settings"),
 		s.Kind, s.Name, value, s.Version.Time, s.Version.Region, s.Updated.UnixMilli(), del)
 	if err != nil {
 		return false, err

@@ -45,8 +45,7 @@ func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version,
 		ON CONFLICT (repo, name) DO UPDATE SET
 			digest = excluded.digest, version = excluded.version, origin = excluded.origin,
 			updated_at = excluded.updated_at, deleted = excluded.deleted
-		WHERE excluded.version > tags.version
-			OR (excluded.version = tags.version AND excluded.origin > tags.origin)`,
+		WHERE `+newerWins("tags"),
 		repo, name, d, v.Time, v.Region, now.UnixMilli(), del)
 	if err != nil {
 		return false, err
