@@ -179,7 +179,7 @@ func (p *Replicator) antiEntropy(ctx context.Context, s *source) {
 // the peer has that is newer. It returns how many repositories differed.
 func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (int, error) {
 	var s *source
-	for _, src := range p.sources {
+	for _, src := range p.peers() {
 		if src.name == peer {
 			s = src
 		}

@@ -29,7 +29,7 @@ func (p *Replicator) where(ctx context.Context, repo, ref string) (*source, dige
 	var first *source
 	var d digest.Digest
 	var have, unreachable []string
-	for _, s := range p.sources {
+	for _, s := range p.peers() {
 		got, err := s.head(ctx, "/v2/"+repo+"/manifests/"+ref, strings.Join(oci.ManifestMediaTypes, ", "))
 		switch {
 		case errors.Is(err, errGone):
@@ -109,7 +109,7 @@ func (p *Replicator) Where(ctx context.Context, repo, ref string) error {
 // EnsureBlob makes blob d present and linked in repo here from the nearest
 // peer holding it; BLOB_UNKNOWN when none does.
 func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Digest) error {
-	for _, s := range p.sources {
+	for _, s := range p.peers() {
 		size, err := s.blobSize(ctx, repo, d)
 		if err != nil {
 			continue
@@ -137,7 +137,7 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 // next pull (its context drops the request's cancellation).
 func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Digest, start func(size int64) io.Writer) error {
 	ctx = context.WithoutCancel(ctx)
-	for _, s := range p.sources {
+	for _, s := range p.peers() {
 		size, err := s.blobSize(ctx, repo, d)
 		if err != nil {
 			continue
@@ -177,7 +177,7 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 // StatBlob returns the size of blob d of repo in the nearest peer holding
 // it, without fetching it, or BLOB_UNKNOWN.
 func (p *Replicator) StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
-	for _, s := range p.sources {
+	for _, s := range p.peers() {
 		if size, err := s.blobSize(ctx, repo, d); err == nil {
 			return size, nil
 		}

@@ -3,6 +3,7 @@ package replicate
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"regexp"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -72,19 +75,28 @@ func (c Config) Validate(self string) error {
 	return errors.Join(errs...)
 }
 
-// Replicator follows every peer's feed into one region.
+// Replicator follows every peer's feed into one region. Its peers are the
+// static ones of its configuration and the replicas registered as
+// settings (kind "replica"), which any region can add or remove at run
+// time; Run reconciles its followers with them every second.
 type Replicator struct {
 	region              *region.Region
-	sources             []*source
+	static              []Peer
+	secret              string
+	http                *http.Client
 	wait                time.Duration
 	antiEntropyInterval time.Duration
 	log                 *slog.Logger
+
+	mu      sync.RWMutex
+	sources []*source // current peers, nearest first; replaced, never mutated
 }
 
 // New returns a replicator into r from cfg's peers, authenticating with
 // secret over hc (which must have no overall timeout).
 func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog.Logger) *Replicator {
-	p := &Replicator{region: r, wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log}
+	p := &Replicator{region: r, static: cfg.Peers, secret: secret, http: hc,
+		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log}
 	if p.wait == 0 {
 		p.wait = 30 * time.Second
 	}
@@ -97,15 +109,125 @@ func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog
 	return p
 }
 
-// Run follows every peer until ctx ends; it returns after every follower
+// peers returns the current peers, nearest first. The slice is not
+// modified afterwards: callers may range over it freely.
+func (p *Replicator) peers() []*source {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.sources
+}
+
+// ReplicaSetting is the value of a "replica" setting: a region of the
+// registry added at run time.
+type ReplicaSetting struct {
+	Endpoint              string    `json:"endpoint"`
+	RegionEndpointEnabled bool      `json:"regionEndpointEnabled"`
+	Created               time.Time `json:"created"`
+}
+
+// ReplicaKind is the setting kind of registered replicas.
+const ReplicaKind = "replica"
+
+// desired returns the peers this region should follow now: the static
+// ones, then registered replicas by name (a replica named as a static peer
+// keeps the static entry).
+func (p *Replicator) desired(ctx context.Context) ([]Peer, error) {
+	out := append([]Peer(nil), p.static...)
+	seen := map[string]bool{p.region.Name(): true}
+	for _, s := range p.static {
+		seen[s.Name] = true
+	}
+	settings, err := p.region.Settings(ctx, ReplicaKind)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range settings {
+		var v ReplicaSetting
+		if seen[s.Name] || json.Unmarshal(s.Value, &v) != nil || !endpointRegexp.MatchString(v.Endpoint) {
+			continue
+		}
+		seen[s.Name] = true
+		out = append(out, Peer{Name: s.Name, Endpoint: v.Endpoint})
+	}
+	return out, nil
+}
+
+// reconcileEvery is how often Run compares its followers with the
+// registered replicas.
+const reconcileEvery = time.Second
+
+// follower is one running peer: its feed follower and anti-entropy loop.
+type follower struct {
+	src    *source
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Run follows every peer until ctx ends, starting and stopping followers
+// as replicas are registered and removed; it returns after every follower
 // has stopped.
 func (p *Replicator) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for _, s := range p.sources {
+	running := map[string]*follower{}
+	stop := func(f *follower) { f.cancel(); <-f.done }
+	defer func() {
+		for _, f := range running {
+			stop(f)
+		}
+	}()
+	t := time.NewTicker(reconcileEvery)
+	defer t.Stop()
+	for {
+		want, err := p.desired(ctx)
+		if err != nil && ctx.Err() == nil {
+			p.log.WarnContext(ctx, "read registered replicas", "error", err)
+		}
+		if err == nil {
+			var sources []*source
+			keep := map[string]bool{}
+			for _, peer := range want {
+				keep[peer.Name] = true
+				f, ok := running[peer.Name]
+				if ok && f.src.base != strings.TrimSuffix(peer.Endpoint, "/") {
+					stop(f) // moved: follow it at its new endpoint
+					ok = false
+				}
+				if !ok {
+					f = p.start(ctx, newSource(peer, p.secret, p.http))
+					running[peer.Name] = f
+					p.log.InfoContext(ctx, "following peer", "peer", peer.Name, "endpoint", peer.Endpoint)
+				}
+				sources = append(sources, f.src)
+			}
+			for name, f := range running {
+				if !keep[name] {
+					stop(f)
+					delete(running, name)
+					p.log.InfoContext(ctx, "stopped following peer", "peer", name)
+				}
+			}
+			p.mu.Lock()
+			p.sources = sources
+			p.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Replicator) start(ctx context.Context, s *source) *follower {
+	ctx, cancel := context.WithCancel(ctx)
+	f := &follower{src: s, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		var g errgroup.Group
 		g.Go(func() error { p.follow(ctx, s); return nil })
 		g.Go(func() error { p.antiEntropy(ctx, s); return nil })
-	}
-	return g.Wait()
+		_ = g.Wait()
+	}()
+	return f
 }
 
 // Backoff bounds.
@@ -326,7 +448,7 @@ func (p *Replicator) nearer(ctx context.Context, s *source, repo string, d diges
 	if size < nearMin {
 		return nil
 	}
-	for _, n := range p.sources {
+	for _, n := range p.peers() {
 		if n == s {
 			return nil
 		}
