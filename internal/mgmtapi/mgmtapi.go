@@ -18,6 +18,7 @@ import (
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/replicate"
 )
 
 // RegionInfo names a region and where it serves.
@@ -52,18 +53,33 @@ type ImageStatus struct {
 // API serves the endpoints for one region.
 type API struct {
 	region  *region.Region
-	regions []RegionInfo // every region of the registry, this one included
+	regions []RegionInfo // this region first, then its configured peers
+	status  StatusSource // nil in a registry of one region
 }
 
-// New returns the API of r in a registry of regions.
-func New(r *region.Region, regions []RegionInfo) *API {
-	return &API{region: r, regions: regions}
+// New returns the API of r; regions are r itself and its configured
+// peers (registered replicas are read from the settings).
+func New(r *region.Region, regions []RegionInfo, status StatusSource) *API {
+	return &API{region: r, regions: regions, status: status}
 }
 
 // Register adds the endpoints to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_georeg/v1/regions", a.handle(a.listRegions))
 	mux.HandleFunc("GET /_georeg/v1/images/status", a.handle(a.imageStatus))
+	mux.HandleFunc("GET /_georeg/v1/status", a.handle(a.ownStatus))
+	mux.HandleFunc("GET /_georeg/v1/replications", a.handle(a.listReplications))
+	mux.HandleFunc("GET /_georeg/v1/replications/{name}", a.handle(a.showReplication))
+	mux.HandleFunc("PUT /_georeg/v1/replications/{name}", a.handle(a.putReplication))
+	mux.HandleFunc("DELETE /_georeg/v1/replications/{name}", a.handle(a.deleteReplication))
+}
+
+// ownStatus reports this region's replication status.
+func (a *API) ownStatus(ctx context.Context, _ *http.Request) (any, error) {
+	if a.status == nil {
+		return replicate.Status{State: replicate.StateReady, Peers: []replicate.PeerStatus{}}, nil
+	}
+	return a.status.Status(ctx)
 }
 
 func (a *API) handle(h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
@@ -80,8 +96,16 @@ func (a *API) handle(h func(ctx context.Context, r *http.Request) (any, error)) 
 	}
 }
 
-func (a *API) listRegions(context.Context, *http.Request) (any, error) {
-	return RegionsResponse{Self: a.region.Name(), Regions: a.regions}, nil
+func (a *API) listRegions(ctx context.Context, _ *http.Request) (any, error) {
+	all, err := a.replications(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := RegionsResponse{Self: a.region.Name()}
+	for _, r := range all {
+		out.Regions = append(out.Regions, RegionInfo{Name: r.Name, Endpoint: r.Endpoint})
+	}
+	return out, nil
 }
 
 func (a *API) imageStatus(ctx context.Context, r *http.Request) (any, error) {
@@ -98,7 +122,11 @@ func (a *API) imageStatus(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	out := ImageStatus{Repository: repo, Reference: ref, Digest: st.Digest.String(), Region: a.region.Name(), Complete: true}
-	for _, info := range a.regions {
+	all, err := a.replications(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, info := range all {
 		rs := RegionState{Name: info.Name, State: "pending"}
 		if since, ok := st.Present[info.Name]; ok && (info.Name != a.region.Name() || st.Here) {
 			rs.State, rs.Since = "present", &since

@@ -50,10 +50,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		}
 		regions = append(regions, mgmtapi.RegionInfo{Name: p.Name, Endpoint: ep})
 	}
-	mgmtapi.New(r, regions).Register(mux)
+	var status mgmtapi.StatusSource
 	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy}
 	n := &Node{Region: r, log: log}
-	if len(cfg.Replication.Peers) > 0 {
+	if cfg.Replication.Secret != "" {
+		// A region with a secret replicates: with its configured peers and
+		// with every replica registered at run time.
 		// No overall timeout: a 20 GiB layer takes as long as it takes;
 		// each request is bounded by its context.
 		hc := &http.Client{Transport: &http.Transport{
@@ -67,6 +69,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		secret := cfg.Replication.Secret
 		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }
 	}
+	if n.replicator != nil {
+		status = n.replicator
+	}
+	mgmtapi.New(r, regions, status).Register(mux)
 	n.handler = ociapi.New(r, log.With("region", cfg.Region.Name), opts).Handler(mux)
 	return n, nil
 }

@@ -90,13 +90,14 @@ type Replicator struct {
 
 	mu      sync.RWMutex
 	sources []*source // current peers, nearest first; replaced, never mutated
+	tracker *tracker
 }
 
 // New returns a replicator into r from cfg's peers, authenticating with
 // secret over hc (which must have no overall timeout).
 func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog.Logger) *Replicator {
 	p := &Replicator{region: r, static: cfg.Peers, secret: secret, http: hc,
-		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log}
+		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log, tracker: newTracker()}
 	if p.wait == 0 {
 		p.wait = 30 * time.Second
 	}
@@ -202,6 +203,7 @@ func (p *Replicator) Run(ctx context.Context) error {
 				if !keep[name] {
 					stop(f)
 					delete(running, name)
+					p.tracker.forget(name)
 					p.log.InfoContext(ctx, "stopped following peer", "peer", name)
 				}
 			}
@@ -306,12 +308,16 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 	for ctx.Err() == nil {
 		page, err := s.feed.Fetch(ctx, since, feed.DefaultLimit, p.wait)
 		if err != nil {
+			if ctx.Err() == nil {
+				p.tracker.failed(s.name, s.base, err)
+			}
 			if !b.wait(ctx, log, "fetch feed", err) {
 				return
 			}
 			continue
 		}
 		b.reset()
+		p.tracker.fetched(s.name, s.base, page.Head)
 		if len(page.Records) == 0 {
 			continue
 		}
@@ -342,9 +348,11 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 			for {
 				err := p.apply(ctx, s, rec.Meta())
 				if err == nil {
+					p.tracker.applied(s.name, s.base, rec.Created)
 					b.reset()
 					break
 				}
+				p.tracker.failed(s.name, s.base, fmt.Errorf("apply %s %s seq %d: %w", rec.Kind, rec.Repo, rec.Seq, err))
 				if !b.wait(ctx, log, fmt.Sprintf("apply %s %s seq %d", rec.Kind, rec.Repo, rec.Seq), err) {
 					return
 				}

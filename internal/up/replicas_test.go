@@ -69,3 +69,72 @@ func TestARegionRegisteredInOneRegionIsFollowedByAll(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicationsAreManagedFromAnyRegion drives the management API: a
+// replication registered through eastus is listed by westeurope, shown
+// with its own status, switched off for routing through westeurope, and
+// deleted through westeurope.
+func TestReplicationsAreManagedFromAnyRegion(t *testing.T) {
+	reg := startRegistry(t)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	asia := reg.ByName["southeastasia"].URL
+	// Register southeastasia under a second name, as a region added at run
+	// time would be: it answers, so its status can be shown.
+	body := []byte(`{"endpoint":"` + asia + `"}`)
+	if code, _, out := do(t, "PUT", east+"/_georeg/v1/replications/asia2", "application/json", body); code != 200 {
+		t.Fatalf("create: %d %s", code, out)
+	}
+	type rep struct {
+		Name                  string
+		RegionEndpointEnabled bool
+		Source                string
+		Status                *struct{ State string }
+	}
+	find := func(base, name string) (*rep, error) {
+		_, _, out := do(t, "GET", base+"/_georeg/v1/replications", "", nil)
+		var all []rep
+		if err := json.Unmarshal(out, &all); err != nil {
+			return nil, fmt.Errorf("list: %v %s", err, out)
+		}
+		for _, r := range all {
+			if r.Name == name {
+				return &r, nil
+			}
+		}
+		return nil, fmt.Errorf("%s does not list %s: %s", base, name, out)
+	}
+	eventually(t, 30*time.Second, func() error { _, err := find(west, "asia2"); return err })
+
+	code, _, out := do(t, "GET", west+"/_georeg/v1/replications/asia2", "", nil)
+	var shown rep
+	if code != 200 || json.Unmarshal(out, &shown) != nil || shown.Status == nil || shown.Status.State == "" || shown.Source != "registered" {
+		t.Fatalf("show: %d %s", code, out)
+	}
+
+	if code, _, out := do(t, "PUT", west+"/_georeg/v1/replications/asia2", "application/json", []byte(`{"regionEndpointEnabled":false}`)); code != 200 {
+		t.Fatalf("update: %d %s", code, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		r, err := find(east, "asia2")
+		if err != nil || r.RegionEndpointEnabled {
+			return fmt.Errorf("eastus still routes to asia2: %+v %v", r, err)
+		}
+		return nil
+	})
+
+	if code, _, out := do(t, "DELETE", west+"/_georeg/v1/replications/asia2", "", nil); code != 200 {
+		t.Fatalf("delete: %d %s", code, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if _, err := find(east, "asia2"); err == nil {
+			return fmt.Errorf("eastus still lists asia2")
+		}
+		return nil
+	})
+	if code, _, _ := do(t, "DELETE", west+"/_georeg/v1/replications/asia2", "", nil); code != 404 {
+		t.Fatalf("deleting twice: %d", code)
+	}
+	if code, _, _ := do(t, "PUT", west+"/_georeg/v1/replications/Bad_Name", "application/json", body); code != 400 {
+		t.Fatalf("bad name: %d", code)
+	}
+}

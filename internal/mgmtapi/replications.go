@@ -1,0 +1,179 @@
+package mgmtapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/replicate"
+)
+
+// Replication is one region of the registry, as `georeg replication`
+// shows it.
+type Replication struct {
+	Name                  string            `json:"name"`
+	Endpoint              string            `json:"endpoint"`
+	RegionEndpointEnabled bool              `json:"regionEndpointEnabled"`
+	Source                string            `json:"source"` // self, config or registered
+	Created               *time.Time        `json:"created,omitempty"`
+	Status                *replicate.Status `json:"status,omitempty"` // show only: asked of the region itself
+	StatusError           string            `json:"statusError,omitempty"`
+}
+
+// StatusSource reports this region's replication status.
+type StatusSource interface {
+	Status(ctx context.Context) (replicate.Status, error)
+}
+
+var regionNameRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+// replications lists every region: this one, the configured peers, and
+// the registered replicas.
+func (a *API) replications(ctx context.Context) ([]Replication, error) {
+	out := []Replication{}
+	seen := map[string]bool{}
+	for i, info := range a.regions {
+		src := "config"
+		if i == 0 {
+			src = "self"
+		}
+		out = append(out, Replication{Name: info.Name, Endpoint: info.Endpoint, RegionEndpointEnabled: true, Source: src})
+		seen[info.Name] = true
+	}
+	settings, err := a.region.Settings(ctx, replicate.ReplicaKind)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range settings {
+		var v replicate.ReplicaSetting
+		if json.Unmarshal(s.Value, &v) != nil {
+			continue
+		}
+		if seen[s.Name] { // a configured region can still be switched off for routing
+			for i := range out {
+				if out[i].Name == s.Name {
+					out[i].RegionEndpointEnabled = v.RegionEndpointEnabled
+				}
+			}
+			continue
+		}
+		created := v.Created
+		out = append(out, Replication{Name: s.Name, Endpoint: v.Endpoint, RegionEndpointEnabled: v.RegionEndpointEnabled,
+			Source: "registered", Created: &created})
+	}
+	return out, nil
+}
+
+func (a *API) listReplications(ctx context.Context, _ *http.Request) (any, error) {
+	return a.replications(ctx)
+}
+
+func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	all, err := a.replications(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, rep := range all {
+		if rep.Name != name {
+			continue
+		}
+		if rep.Source == "self" && a.status != nil {
+			st, err := a.status.Status(ctx)
+			if err != nil {
+				return nil, err
+			}
+			rep.Status = &st
+		} else {
+			st, err := remoteStatus(ctx, rep.Endpoint)
+			if err != nil {
+				rep.StatusError = err.Error()
+			} else {
+				rep.Status = st
+			}
+		}
+		return rep, nil
+	}
+	return nil, ocierr.NameUnknown.Withf("there is no replication named %q; list them with GET /_georeg/v1/replications", name)
+}
+
+// remoteStatus asks a region for its own status.
+func remoteStatus(ctx context.Context, endpoint string) (*replicate.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+"/_georeg/v1/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, ocierr.Read(resp)
+	}
+	var st replicate.Status
+	return &st, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+}
+
+// putBody is what PUT /_georeg/v1/replications/{name} takes.
+type putBody struct {
+	Endpoint              string `json:"endpoint"`
+	RegionEndpointEnabled *bool  `json:"regionEndpointEnabled"`
+}
+
+func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	if !regionNameRegexp.MatchString(name) {
+		return nil, ocierr.NameInvalid.Withf("replication name %q: lower-case letters, digits and '-', starting with a letter", name)
+	}
+	var body putBody
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {
+		return nil, ocierr.ManifestInvalid.Withf("body: %v; send {\"endpoint\": \"http://host:port\", \"regionEndpointEnabled\": true}", err)
+	}
+	all, err := a.replications(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := replicate.ReplicaSetting{RegionEndpointEnabled: true, Created: time.Now().UTC()}
+	for _, rep := range all {
+		if rep.Name == name {
+			v.Endpoint, v.RegionEndpointEnabled = rep.Endpoint, rep.RegionEndpointEnabled
+			if rep.Created != nil {
+				v.Created = *rep.Created
+			}
+		}
+	}
+	if body.Endpoint != "" {
+		v.Endpoint = body.Endpoint
+	}
+	if body.RegionEndpointEnabled != nil {
+		v.RegionEndpointEnabled = *body.RegionEndpointEnabled
+	}
+	if !strings.HasPrefix(v.Endpoint, "http://") && !strings.HasPrefix(v.Endpoint, "https://") {
+		return nil, ocierr.ManifestInvalid.Withf("endpoint %q: give the region's base URL, http(s)://host:port", v.Endpoint)
+	}
+	value, _ := json.Marshal(v)
+	if _, err := a.region.PutSetting(ctx, replicate.ReplicaKind, name, value); err != nil {
+		return nil, err
+	}
+	return a.showReplication(ctx, r)
+}
+
+func (a *API) deleteReplication(ctx context.Context, r *http.Request) (any, error) {
+	name := r.PathValue("name")
+	if name == a.region.Name() {
+		return nil, ocierr.Denied.Withf("a region cannot delete itself; ask another region")
+	}
+	if _, err := a.region.DeleteSetting(ctx, replicate.ReplicaKind, name); err != nil {
+		return nil, err
+	}
+	return map[string]string{"deleted": name}, nil
+}
