@@ -42,6 +42,7 @@ func upCmd() *cobra.Command {
 				}
 				fmt.Printf("  %-14s %s%s\n", r.Name, r.URL, extra)
 			}
+			fmt.Printf("The replication secret (for a region added with `georeg replication create`) is in %s.\n", up.SecretFile(data))
 			if noDistance {
 				fmt.Println("Replication runs over plain loopback (--no-distance).")
 			} else {

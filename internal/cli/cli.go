@@ -3,9 +3,11 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -88,4 +90,63 @@ func (c *Client) ImageStatus(ctx context.Context, repo, ref string) (*mgmtapi.Im
 	var out mgmtapi.ImageStatus
 	q := url.Values{"repository": {repo}, "reference": {ref}}
 	return &out, c.get(ctx, "/_georeg/v1/images/status?"+q.Encode(), &out)
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.Base, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ocierr.Read(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Replications lists the registry's regions.
+func (c *Client) Replications(ctx context.Context) ([]mgmtapi.Replication, error) {
+	var out []mgmtapi.Replication
+	return out, c.get(ctx, "/_georeg/v1/replications", &out)
+}
+
+// Replication shows one region with its status.
+func (c *Client) Replication(ctx context.Context, name string) (*mgmtapi.Replication, error) {
+	var out mgmtapi.Replication
+	return &out, c.get(ctx, "/_georeg/v1/replications/"+url.PathEscape(name), &out)
+}
+
+// PutReplication registers or updates a region; nil fields keep their
+// value.
+func (c *Client) PutReplication(ctx context.Context, name, endpoint string, enabled *bool) (*mgmtapi.Replication, error) {
+	body := map[string]any{}
+	if endpoint != "" {
+		body["endpoint"] = endpoint
+	}
+	if enabled != nil {
+		body["regionEndpointEnabled"] = *enabled
+	}
+	var out mgmtapi.Replication
+	return &out, c.send(ctx, http.MethodPut, "/_georeg/v1/replications/"+url.PathEscape(name), body, &out)
+}
+
+// DeleteReplication removes a registered region.
+func (c *Client) DeleteReplication(ctx context.Context, name string) error {
+	return c.send(ctx, http.MethodDelete, "/_georeg/v1/replications/"+url.PathEscape(name), nil, nil)
 }

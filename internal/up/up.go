@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -81,9 +82,11 @@ type Registry struct {
 // ends. Wait returns when all have stopped.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error) {
 	if cfg.Secret == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		cfg.Secret = hex.EncodeToString(b[:])
+		secret, err := LoadSecret(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Secret = secret
 	}
 	reg := &Registry{ByName: map[string]*Region{}, done: make(chan error, 1)}
 	closeAll := func() {
@@ -171,6 +174,29 @@ func byDistance(cfg Config, r *Region, all []*Region) []*Region {
 		return a.Latency < b.Latency
 	})
 	return out
+}
+
+// SecretFile is where a registry's replication secret is kept, so its
+// regions (and one added later) agree on it across restarts.
+func SecretFile(dataDir string) string { return filepath.Join(dataDir, "replication-secret") }
+
+// LoadSecret reads the registry's replication secret, creating a random
+// one (mode 0600) the first time.
+func LoadSecret(dataDir string) (string, error) {
+	path := SecretFile(dataDir)
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	secret := hex.EncodeToString(b[:])
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write the replication secret: %w", err)
+	}
+	return secret, nil
 }
 
 func distance(cfg Config, from, to string) (Link, bool) {

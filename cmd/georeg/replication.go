@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/georeg/georeg/internal/cli"
+	"github.com/georeg/georeg/internal/mgmtapi"
+	"github.com/georeg/georeg/internal/replicate"
+)
+
+// replicationCmd mirrors `az acr replication`: any region answers, since
+// replicas are settings that replicate (there is no home region).
+func replicationCmd() *cobra.Command {
+	var registry, output string
+	client := func() *cli.Client {
+		return &cli.Client{Base: registry, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	}
+	cmd := &cobra.Command{Use: "replication", Short: "Regions of the registry: create, list, show, update, delete"}
+	cmd.PersistentFlags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")
+	cmd.PersistentFlags().StringVar(&output, "output", "table", "table, json or tsv")
+
+	var name, endpoint string
+	var wait bool
+	var timeout time.Duration
+	create := &cobra.Command{
+		Use:     "create --name R --endpoint URL",
+		Short:   "Register a region; it backfills from the others (--wait shows its progress until Ready)",
+		Example: `  georeg replication create --name brazilsouth --endpoint http://127.0.0.1:5004 --wait`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if name == "" || endpoint == "" {
+				return errors.New("--name and --endpoint are required")
+			}
+			c := client()
+			rep, err := c.PutReplication(cmd.Context(), name, endpoint, nil)
+			if err != nil {
+				return err
+			}
+			if wait {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				if rep, err = waitReady(ctx, c, name); err != nil {
+					return err
+				}
+			}
+			return printReplications([]mgmtapi.Replication{*rep}, output)
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "region name")
+	create.Flags().StringVar(&endpoint, "endpoint", "", "the region's base URL, http(s)://host:port")
+	create.Flags().BoolVar(&wait, "wait", false, "wait until the region is Ready, showing its backfill progress")
+	create.Flags().DurationVar(&timeout, "timeout", time.Hour, "with --wait, how long to wait")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List the registry's regions", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			reps, err := client().Replications(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printReplications(reps, output)
+		},
+	}
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a region with its replication status", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rep, err := client().Replication(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printReplications([]mgmtapi.Replication{*rep}, output)
+		},
+	}
+	var enabled string
+	update := &cobra.Command{
+		Use:     "update NAME --region-endpoint-enabled true|false",
+		Short:   "Turn routing to a region on or off (data keeps syncing to it)",
+		Example: `  georeg replication update westeurope --region-endpoint-enabled false`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			on, err := strconv.ParseBool(enabled)
+			if err != nil {
+				return fmt.Errorf("--region-endpoint-enabled %q: give true or false", enabled)
+			}
+			rep, err := client().PutReplication(cmd.Context(), args[0], "", &on)
+			if err != nil {
+				return err
+			}
+			return printReplications([]mgmtapi.Replication{*rep}, output)
+		},
+	}
+	update.Flags().StringVar(&enabled, "region-endpoint-enabled", "", "true or false")
+	_ = update.MarkFlagRequired("region-endpoint-enabled")
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Remove a registered region: every region stops replicating with it", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := client().DeleteReplication(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("deleted replication %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, show, update, del)
+	return cmd
+}
+
+// waitReady polls a region until it reports Ready, printing how far its
+// backfill has come (events applied of its peers' feeds).
+func waitReady(ctx context.Context, c *cli.Client, name string) (*mgmtapi.Replication, error) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	for {
+		rep, err := c.Replication(ctx, name)
+		if err == nil && rep.Status != nil {
+			var done, total int64
+			for _, p := range rep.Status.Peers {
+				done, total = done+p.Applied, total+p.Head
+			}
+			pct := 100.0
+			if total > 0 {
+				pct = 100 * float64(done) / float64(total)
+			}
+			fmt.Fprintf(os.Stderr, "\r%s: %s %5.1f%% (%d of %d events) %s", name, rep.Status.State, pct, done, total, time.Since(start).Round(time.Second))
+			if rep.Status.State == replicate.StateReady {
+				fmt.Fprintln(os.Stderr)
+				return rep, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr)
+			return nil, fmt.Errorf("replication %s is not Ready after %s (last: %v)", name, time.Since(start).Round(time.Second), err)
+		case <-tick.C:
+		}
+	}
+}
+
+func printReplications(reps []mgmtapi.Replication, output string) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if len(reps) == 1 {
+			return enc.Encode(reps[0])
+		}
+		return enc.Encode(reps)
+	case "tsv", "table":
+		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		sep := "\t"
+		if output == "table" {
+			fmt.Fprintln(tw, "NAME\tENDPOINT\tROUTING\tSOURCE\tSTATE")
+		}
+		for _, r := range reps {
+			state := ""
+			if r.Status != nil {
+				state = r.Status.State
+			} else if r.StatusError != "" {
+				state = "Unknown (" + r.StatusError + ")"
+			}
+			fmt.Fprintln(tw, r.Name+sep+r.Endpoint+sep+strconv.FormatBool(r.RegionEndpointEnabled)+sep+r.Source+sep+state)
+		}
+		if output == "tsv" {
+			return tw.Flush()
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, r := range reps {
+			if r.Status == nil || len(r.Status.Peers) == 0 {
+				continue
+			}
+			fmt.Printf("\n%s replicates from:\n", r.Name)
+			pw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(pw, "PEER\tAPPLIED\tHEAD\tBEHIND\tLAG\tLAST SUCCESS\tLAST ERROR")
+			for _, p := range r.Status.Peers {
+				last := ""
+				if !p.LastSuccess.IsZero() {
+					last = p.LastSuccess.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(pw, "%s\t%d\t%d\t%d\t%.3fs\t%s\t%s\n", p.Peer, p.Applied, p.Head, p.Behind, p.LagSeconds, last, p.LastError)
+			}
+			_ = pw.Flush()
+		}
+		return nil
+	}
+	return fmt.Errorf("--output %q: use table, json or tsv", output)
+}
