@@ -305,8 +305,11 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 			return
 		}
 	}
+	// The first request does not wait: it learns the peer's head at once,
+	// so this region's state is known without a long-poll's delay.
+	wait := time.Duration(0)
 	for ctx.Err() == nil {
-		page, err := s.feed.Fetch(ctx, since, feed.DefaultLimit, p.wait)
+		page, err := s.feed.Fetch(ctx, since, feed.DefaultLimit, wait)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.tracker.failed(s.name, s.base, err)
@@ -317,6 +320,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 			continue
 		}
 		b.reset()
+		wait = p.wait
 		p.tracker.fetched(s.name, s.base, page.Head)
 		if len(page.Records) == 0 {
 			continue

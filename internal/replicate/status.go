@@ -88,14 +88,22 @@ func (t *tracker) forget(peer string) {
 	delete(t.peers, peer)
 }
 
-// Status reports every peer's progress and this region's state.
+// Status reports every current peer's progress and this region's state:
+// Syncing until it has heard from every peer and applied all it heard of,
+// once; Ready from then on.
 func (p *Replicator) Status(ctx context.Context) (Status, error) {
+	peers := p.peers()
 	t := p.tracker
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := Status{State: StateSyncing}
+	st := Status{State: StateSyncing, Peers: []PeerStatus{}}
 	all := true
-	for name, pp := range t.peers {
+	for _, src := range peers {
+		name := src.name
+		pp, ok := t.peers[name]
+		if !ok {
+			pp = &peerProgress{endpoint: src.base} // not heard from yet
+		}
 		applied, err := p.region.Cursor(ctx, name)
 		if err != nil {
 			return st, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -137,4 +138,28 @@ func TestReplicationsAreManagedFromAnyRegion(t *testing.T) {
 	if code, _, _ := do(t, "PUT", west+"/_georeg/v1/replications/Bad_Name", "application/json", body); code != 400 {
 		t.Fatalf("bad name: %d", code)
 	}
+}
+
+// TestARegionIsSyncingUntilItHasHeardFromEveryPeer: a region whose peer
+// cannot be reached is not Ready, however little it has to do.
+func TestARegionIsSyncingUntilItHasHeardFromEveryPeer(t *testing.T) {
+	link := &faultyLink{}
+	link.set(func(*http.Request) bool { return true })
+	reg := startLinked(t, link, []string{"westeurope"}, nil)
+	for range 3 { // several looks: it must stay Syncing, not turn Ready by default
+		_, _, out := do(t, "GET", reg.ByName["westeurope"].URL+"/_georeg/v1/status", "", nil)
+		var st replicate.Status
+		if err := json.Unmarshal(out, &st); err != nil || st.State != replicate.StateSyncing {
+			t.Fatalf("westeurope cut off from eastus reports %s (%v)", out, err)
+		}
+	}
+	// eastus hears from everyone: it gets Ready.
+	eventually(t, 30*time.Second, func() error {
+		_, _, out := do(t, "GET", reg.ByName["eastus"].URL+"/_georeg/v1/status", "", nil)
+		var st replicate.Status
+		if err := json.Unmarshal(out, &st); err != nil || st.State != replicate.StateReady {
+			return fmt.Errorf("eastus: %s", out)
+		}
+		return nil
+	})
 }

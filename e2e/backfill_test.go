@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type replStatus struct {
+	Name   string
+	Status *struct {
+		State string
+		Peers []struct {
+			Peer          string
+			Applied, Head int64
+		}
+	}
+}
+
+// show returns a region's status as `georeg replication show` reports it.
+func show(t *testing.T, registry, name string) (*replStatus, error) {
+	out, err := runErr(t, georegBin, "replication", "show", name, "--registry", "http://"+registry, "--output", "json")
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+	var st replStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Status == nil {
+		return nil, fmt.Errorf("show %s: %v %s", name, err, out)
+	}
+	return &st, nil
+}
+
+// TestAFourthRegionBackfillsEverythingAndResumesAfterKill9 adds a region
+// to a running three-region registry holding 200 images: it reaches Ready
+// holding everything, its progress never goes backwards, and a kill -9 in
+// the middle of the backfill resumes from where it was.
+func TestAFourthRegionBackfillsEverythingAndResumesAfterKill9(t *testing.T) {
+	regions := startRegions(t, "eastus", "westeurope", "southeastasia")
+	names := []string{"eastus", "westeurope", "southeastasia"}
+	want := map[string]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
+			for j := range 67 {
+				tag := fmt.Sprintf("%s-%02d", n, j)
+				d := pushImage(t, regions[n].addr, "fill/app", tag, fmt.Sprintf("%d-%d-backfill", i, j))
+				mu.Lock()
+				want[tag] = d.String()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(want) < 200 {
+		t.Fatalf("pushed %d images", len(want))
+	}
+
+	// The fourth region follows the three; it is registered through
+	// eastus, so all three follow it too.
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	var peers strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&peers, "    - name: %s\n      endpoint: http://%s\n", n, regions[n].addr)
+	}
+	cfg := fmt.Sprintf("region:\n  name: brazilsouth\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: e2e-secret\n  wait: 5s\n  peers:\n%slog:\n  level: warn\n",
+		filepath.Join(dir, "brazilsouth"), addr, peers.String())
+	file := filepath.Join(dir, "brazilsouth.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	brazil := &server{t: t, addr: addr, data: filepath.Join(dir, "brazilsouth"), args: []string{"--config", file}}
+	brazil.start()
+	t.Cleanup(brazil.kill)
+	run(t, georegBin, "replication", "create", "--registry", "http://"+regions["eastus"].addr,
+		"--name", "brazilsouth", "--endpoint", "http://"+addr)
+
+	applied := map[string]int64{} // the most seen per peer: never to go down
+	check := func(st *replStatus) {
+		for _, p := range st.Status.Peers {
+			if p.Applied < applied[p.Peer] {
+				t.Fatalf("progress went backwards for %s: %d after %d", p.Peer, p.Applied, applied[p.Peer])
+			}
+			applied[p.Peer] = p.Applied
+		}
+	}
+	// Kill it once it has applied something but not everything.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := show(t, addr, "brazilsouth")
+		if err == nil {
+			check(st)
+			var done, total int64
+			for _, p := range st.Status.Peers {
+				done, total = done+p.Applied, total+p.Head
+			}
+			if done > 0 {
+				t.Logf("killing brazilsouth at %d of %d events", done, total)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("brazilsouth never started its backfill")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval of a bounded wait
+	}
+	brazil.kill9()
+	brazil.start()
+
+	deadline = time.Now().Add(120 * time.Second)
+	for {
+		st, err := show(t, addr, "brazilsouth")
+		if err == nil {
+			check(st) // after the restart too: it resumed, it did not start over
+			if st.Status.State == "Ready" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("brazilsouth not Ready after 120 s: %v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+	}
+	got, err := tags(t, addr, "fill/app")
+	if err != nil || fmt.Sprint(sortedMap(got)) != fmt.Sprint(sortedMap(want)) {
+		t.Fatalf("brazilsouth Ready with %d of %d images (%v)", len(got), len(want), err)
+	}
+	// The three follow it: a push there reaches them.
+	d := pushImage(t, addr, "fill/app", "from-brazil", "from-brazil")
+	want["from-brazil"] = d.String()
+	converged(t, regions, "fill/app", want, 60*time.Second)
+}
