@@ -136,3 +136,71 @@ func TestAFourthRegionBackfillsEverythingAndResumesAfterKill9(t *testing.T) {
 	want["from-brazil"] = d.String()
 	converged(t, regions, "fill/app", want, 60*time.Second)
 }
+
+type listed struct {
+	Name                  string
+	RegionEndpointEnabled bool
+}
+
+func list(t *testing.T, registry string) (map[string]listed, error) {
+	out, err := runErr(t, georegBin, "replication", "list", "--registry", "http://"+registry, "--output", "json")
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+	var all []listed
+	if err := json.Unmarshal([]byte(out), &all); err != nil {
+		return nil, err
+	}
+	m := map[string]listed{}
+	for _, r := range all {
+		m[r.Name] = r
+	}
+	return m, nil
+}
+
+// TestManagementWorksWhileARegionIsDown: with eastus down, a replica is
+// added through westeurope; eastus learns of it when it returns. There is
+// no home region.
+func TestManagementWorksWhileARegionIsDown(t *testing.T) {
+	regions := startRegions(t, "eastus", "westeurope", "southeastasia")
+	east, west := regions["eastus"], regions["westeurope"]
+	east.kill9()
+	run(t, georegBin, "replication", "create", "--registry", "http://"+west.addr,
+		"--name", "brazilsouth", "--endpoint", "http://127.0.0.1:1")
+	east.start()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := list(t, east.addr)
+		if err == nil && got["brazilsouth"].Name == "brazilsouth" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("eastus never learned of brazilsouth: %v %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+	}
+}
+
+// TestRoutingOffChangesEveryRegionAndDataKeepsSyncing: turning routing to
+// westeurope off through southeastasia shows in every region, and images
+// pushed elsewhere keep arriving in westeurope.
+func TestRoutingOffChangesEveryRegionAndDataKeepsSyncing(t *testing.T) {
+	regions := startRegions(t, "eastus", "westeurope", "southeastasia")
+	run(t, georegBin, "replication", "update", "westeurope", "--region-endpoint-enabled", "false",
+		"--registry", "http://"+regions["southeastasia"].addr)
+	for name, s := range regions {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			got, err := list(t, s.addr)
+			if err == nil && got["westeurope"].Name == "westeurope" && !got["westeurope"].RegionEndpointEnabled {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still routes to westeurope: %v %v", name, got, err)
+			}
+			time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+		}
+	}
+	d := pushImage(t, regions["eastus"].addr, "routing/app", "v1", "routing-off")
+	converged(t, regions, "routing/app", map[string]string{"v1": d.String()}, 60*time.Second)
+}
