@@ -14,8 +14,9 @@ import (
 type replStatus struct {
 	Name   string
 	Status *struct {
-		State string
-		Peers []struct {
+		State    string
+		Progress struct{ Objects, ObjectsTotal, Bytes, BytesTotal int64 }
+		Peers    []struct {
 			Peer          string
 			Applied, Head int64
 		}
@@ -82,6 +83,7 @@ func TestAFourthRegionBackfillsEverythingAndResumesAfterKill9(t *testing.T) {
 		"--name", "brazilsouth", "--endpoint", "http://"+addr)
 
 	applied := map[string]int64{} // the most seen per peer: never to go down
+	var bytes int64
 	check := func(st *replStatus) {
 		for _, p := range st.Status.Peers {
 			if p.Applied < applied[p.Peer] {
@@ -89,6 +91,10 @@ func TestAFourthRegionBackfillsEverythingAndResumesAfterKill9(t *testing.T) {
 			}
 			applied[p.Peer] = p.Applied
 		}
+		if st.Status.Progress.Bytes < bytes {
+			t.Fatalf("byte progress went backwards: %d after %d", st.Status.Progress.Bytes, bytes)
+		}
+		bytes = st.Status.Progress.Bytes
 	}
 	// Kill it once it has applied something but not everything.
 	deadline := time.Now().Add(60 * time.Second)
@@ -119,6 +125,10 @@ func TestAFourthRegionBackfillsEverythingAndResumesAfterKill9(t *testing.T) {
 		if err == nil {
 			check(st) // after the restart too: it resumed, it did not start over
 			if st.Status.State == "Ready" {
+				p := st.Status.Progress
+				if p.Objects != p.ObjectsTotal || p.Bytes != p.BytesTotal || p.BytesTotal == 0 {
+					t.Fatalf("Ready with progress %+v", p)
+				}
 				break
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -124,15 +125,7 @@ func waitReady(ctx context.Context, c *cli.Client, name string) (*mgmtapi.Replic
 	for {
 		rep, err := c.Replication(ctx, name)
 		if err == nil && rep.Status != nil {
-			var done, total int64
-			for _, p := range rep.Status.Peers {
-				done, total = done+p.Applied, total+p.Head
-			}
-			pct := 100.0
-			if total > 0 {
-				pct = 100 * float64(done) / float64(total)
-			}
-			fmt.Fprintf(os.Stderr, "\r%s: %s %5.1f%% (%d of %d events) %s", name, rep.Status.State, pct, done, total, time.Since(start).Round(time.Second))
+			fmt.Fprintf(os.Stderr, "\r%s: %s %s %s", name, rep.Status.State, progressLine(rep.Status.Progress), time.Since(start).Round(time.Second))
 			if rep.Status.State == replicate.StateReady {
 				fmt.Fprintln(os.Stderr)
 				return rep, nil
@@ -146,6 +139,29 @@ func waitReady(ctx context.Context, c *cli.Client, name string) (*mgmtapi.Replic
 		}
 	}
 }
+
+// progressLine renders a backfill's progress as a bar with counts, rate
+// and ETA.
+func progressLine(p replicate.Progress) string {
+	frac := 1.0
+	switch {
+	case p.BytesTotal > 0:
+		frac = float64(p.Bytes) / float64(p.BytesTotal)
+	case p.ObjectsTotal > 0:
+		frac = float64(p.Objects) / float64(p.ObjectsTotal)
+	}
+	const width = 30
+	filled := min(int(frac*width), width)
+	bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
+	eta := "-"
+	if p.ETASeconds > 0 {
+		eta = (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
+	}
+	return fmt.Sprintf("[%s] %5.1f%%  %d/%d objects  %s/%s  %s/s  ETA %s", bar, 100*frac,
+		p.Objects, p.ObjectsTotal, mib(p.Bytes), mib(p.BytesTotal), mib(int64(p.RateBytesPerSecond)), eta)
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func printReplications(reps []mgmtapi.Replication, output string) error {
 	switch output {
@@ -181,7 +197,7 @@ func printReplications(reps []mgmtapi.Replication, output string) error {
 			if r.Status == nil || len(r.Status.Peers) == 0 {
 				continue
 			}
-			fmt.Printf("\n%s replicates from:\n", r.Name)
+			fmt.Printf("\n%s: %s\n%s replicates from:\n", r.Name, progressLine(r.Status.Progress), r.Name)
 			pw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(pw, "PEER\tAPPLIED\tHEAD\tBEHIND\tLAG\tLAST SUCCESS\tLAST ERROR")
 			for _, p := range r.Status.Peers {

@@ -2,7 +2,9 @@ package feed
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -21,6 +23,25 @@ type Client struct {
 // NewClient returns a client for the peer at base.
 func NewClient(base, secret string, hc *http.Client) *Client {
 	return &Client{base: base, secret: secret, http: hc}
+}
+
+// Stats asks how much of the peer's feed follows since.
+func (c *Client) Stats(ctx context.Context, since int64) (*Stats, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+StatsPath+"?since="+strconv.FormatInt(since, 10), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.secret)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, ocierr.Read(resp)
+	}
+	var st Stats
+	return &st, json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st)
 }
 
 // Fetch returns the records after since, waiting up to wait for one. The

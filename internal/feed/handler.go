@@ -18,6 +18,45 @@ type Source interface {
 	Name() string
 	Feed(ctx context.Context, since int64, n int, wait time.Duration) ([]meta.Record, error)
 	FeedHead(ctx context.Context) (int64, error)
+	FeedBytes(ctx context.Context, since int64) (total, after int64, err error)
+}
+
+// StatsPath answers how much of the feed follows a seq, for progress.
+const StatsPath = "/_georeg/v1/feed/stats"
+
+// Stats is the answer of StatsPath?since=N.
+type Stats struct {
+	Head       int64 `json:"head"`       // newest record
+	Bytes      int64 `json:"bytes"`      // size of every blob record
+	BytesAfter int64 `json:"bytesAfter"` // size of the blob records after since
+}
+
+// StatsHandler serves GET StatsPath for peers holding secret.
+func StatsHandler(src Source, secret string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !Authorized(r, secret) {
+			ocierr.Write(w, r, ocierr.Unauthorized.Withf("feed stats are for peer regions: send the replication secret"))
+			return
+		}
+		since, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+		if err != nil || since < 0 {
+			ocierr.Write(w, r, ocierr.PaginationNumberInvalid.Withf("since must be a non-negative integer"))
+			return
+		}
+		head, err := src.FeedHead(r.Context())
+		var st Stats
+		if err == nil {
+			st.Bytes, st.BytesAfter, err = src.FeedBytes(r.Context(), since)
+		}
+		if err != nil {
+			oe, _ := ocierr.From(err)
+			ocierr.Write(w, r, oe)
+			return
+		}
+		st.Head = head
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
 }
 
 // Limits of one request.

@@ -147,3 +147,13 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 	n, err := res.RowsAffected()
 	return n > 0, err
 }
+
+// FeedBytes returns the total size of the blob records in the feed, and of
+// those after since: how many bytes a peer that applied up to since has
+// done and has left.
+func (db *DB) FeedBytes(ctx context.Context, since int64) (total, after int64, err error) {
+	var t, a sql.NullInt64
+	err = db.r.QueryRowContext(ctx, `
+		SELECT SUM(size), SUM(CASE WHEN seq > $1 THEN size ELSE 0 END) FROM feed WHERE kind = 'blob'`, since).Scan(&t, &a)
+	return t.Int64, a.Int64, err
+}

@@ -40,6 +40,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	mux := http.NewServeMux()
 	if cfg.Replication.Secret != "" {
 		mux.Handle(feed.Path, feed.Handler(r, cfg.Replication.Secret))
+		mux.Handle(feed.StatsPath, feed.StatsHandler(r, cfg.Replication.Secret))
 		replicate.Register(mux, r, cfg.Replication.Secret)
 	}
 	regions := []mgmtapi.RegionInfo{{Name: cfg.Region.Name, Endpoint: "http://" + cfg.HTTP.Listen}}

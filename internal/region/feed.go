@@ -131,5 +131,11 @@ func (r *Region) inline(ctx context.Context, recs []meta.Record) error {
 	return nil
 }
 
+// FeedBytes returns the size of the blob records in this region's feed,
+// all and after since.
+func (r *Region) FeedBytes(ctx context.Context, since int64) (total, after int64, err error) {
+	return r.db.FeedBytes(ctx, since)
+}
+
 // FeedHead returns the seq of the region's newest feed record.
 func (r *Region) FeedHead(ctx context.Context) (int64, error) { return r.db.FeedHead(ctx) }

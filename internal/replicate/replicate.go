@@ -352,7 +352,11 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 			for {
 				err := p.apply(ctx, s, rec.Meta())
 				if err == nil {
-					p.tracker.applied(s.name, s.base, rec.Created)
+					var blobBytes int64
+					if rec.Kind == meta.KindBlob {
+						blobBytes = rec.Size
+					}
+					p.tracker.applied(s.name, s.base, rec.Created, blobBytes)
 					b.reset()
 					break
 				}

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/georeg/georeg/internal/feed"
 )
 
 // PeerStatus is how far this region has come with one peer's feed.
@@ -17,6 +19,19 @@ type PeerStatus struct {
 	LagSeconds  float64   `json:"lagSeconds"`   // from the origin's commit to applied here, of the last record applied
 	LastError   string    `json:"lastError,omitempty"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	Bytes       int64     `json:"bytes"`      // blob bytes of its feed applied here
+	BytesTotal  int64     `json:"bytesTotal"` // blob bytes of its whole feed
+}
+
+// Progress sums every peer's: what this region has applied of all it
+// follows, how fast blob bytes arrive, and how long the rest should take.
+type Progress struct {
+	Objects            int64   `json:"objects"`
+	ObjectsTotal       int64   `json:"objectsTotal"`
+	Bytes              int64   `json:"bytes"`
+	BytesTotal         int64   `json:"bytesTotal"`
+	RateBytesPerSecond float64 `json:"rateBytesPerSecond"`
+	ETASeconds         float64 `json:"etaSeconds"`
 }
 
 // States of a region, as `replication show` reports them.
@@ -27,8 +42,9 @@ const (
 
 // Status is this region's replication state.
 type Status struct {
-	State string       `json:"state"`
-	Peers []PeerStatus `json:"peers"`
+	State    string       `json:"state"`
+	Progress Progress     `json:"progress"`
+	Peers    []PeerStatus `json:"peers"`
 }
 
 // tracker keeps the progress of each follower, safe for concurrent use.
@@ -36,6 +52,9 @@ type tracker struct {
 	mu    sync.Mutex
 	peers map[string]*peerProgress
 	ready bool // sticky: once caught up with every peer, Ready stays
+	// Blob bytes applied since the first one after start, for the rate.
+	firstApply time.Time
+	bytes      int64
 }
 
 type peerProgress struct {
@@ -68,9 +87,13 @@ func (t *tracker) fetched(peer, endpoint string, head int64) {
 
 // applied records that a record the origin committed at created is now
 // applied here.
-func (t *tracker) applied(peer, endpoint string, created time.Time) {
+func (t *tracker) applied(peer, endpoint string, created time.Time, blobBytes int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.firstApply.IsZero() {
+		t.firstApply = time.Now()
+	}
+	t.bytes += blobBytes
 	pp := t.get(peer, endpoint)
 	pp.lag, pp.lastErr, pp.lastSuccess = time.Since(created), "", time.Now()
 }
@@ -90,9 +113,23 @@ func (t *tracker) forget(peer string) {
 
 // Status reports every current peer's progress and this region's state:
 // Syncing until it has heard from every peer and applied all it heard of,
-// once; Ready from then on.
+// once; Ready from then on. Byte counts come from each peer (its feed's
+// blob sizes before and after what is applied here); a peer that does not
+// answer within 2 s counts no bytes.
 func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	peers := p.peers()
+	stats := map[string]*feed.Stats{}
+	for _, src := range peers {
+		applied, err := p.region.Cursor(ctx, src.name)
+		if err != nil {
+			return Status{}, err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if st, err := src.feed.Stats(sctx, applied); err == nil {
+			stats[src.name] = st
+		}
+		cancel()
+	}
 	t := p.tracker
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -110,10 +147,27 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		}
 		ps := PeerStatus{Peer: name, Endpoint: pp.endpoint, Head: pp.head, Applied: applied,
 			Behind: max(pp.head-applied, 0), LagSeconds: pp.lag.Seconds(), LastError: pp.lastErr, LastSuccess: pp.lastSuccess}
+		if fs, ok := stats[name]; ok {
+			ps.BytesTotal, ps.Bytes = fs.Bytes, fs.Bytes-fs.BytesAfter
+			ps.Head = max(ps.Head, fs.Head)
+			ps.Behind = max(ps.Head-applied, 0)
+		}
 		if !pp.seen || ps.Behind > 0 {
 			all = false
 		}
+		st.Progress.Objects += min(applied, ps.Head)
+		st.Progress.ObjectsTotal += ps.Head
+		st.Progress.Bytes += ps.Bytes
+		st.Progress.BytesTotal += ps.BytesTotal
 		st.Peers = append(st.Peers, ps)
+	}
+	if !t.firstApply.IsZero() {
+		if secs := time.Since(t.firstApply).Seconds(); secs > 0 {
+			st.Progress.RateBytesPerSecond = float64(t.bytes) / secs
+		}
+		if left := st.Progress.BytesTotal - st.Progress.Bytes; left > 0 && st.Progress.RateBytesPerSecond > 0 {
+			st.Progress.ETASeconds = float64(left) / st.Progress.RateBytesPerSecond
+		}
 	}
 	if all {
 		t.ready = true
