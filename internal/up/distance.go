@@ -8,7 +8,8 @@ import (
 )
 
 // Link is a simulated network path between two regions: one-way latency
-// in each direction and a bandwidth cap per connection. The kernel here has
+// in each direction and a bandwidth cap per direction, shared by all the
+// connections over it, as a real link is. The kernel here has
 // no netem, so `georeg up` shapes replication traffic in the application:
 // each direction of a proxied connection delivers every chunk latency after
 // it was read, paced to bandwidth.
@@ -44,24 +45,49 @@ const (
 	inFlight  = 256
 )
 
-// shapingProxy listens on loopback and forwards every connection to target
-// through link.
-type shapingProxy struct {
+// Proxy listens on loopback and forwards every connection to a target
+// through a Link.
+type Proxy struct {
 	l      net.Listener
 	target string
 	link   Link
+	up     pacer // client -> target, shared by every connection
+	down   pacer // target -> client
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 }
 
-// startProxy starts a proxy to target; it stops when ctx ends.
-func startProxy(ctx context.Context, target string, link Link) (*shapingProxy, error) {
+// pacer schedules one direction of a link: each chunk occupies it for
+// size/bandwidth, whichever connection sent it.
+type pacer struct {
+	mu   sync.Mutex
+	free time.Time // when the link can take the next byte
+}
+
+// slot returns when a chunk of n bytes that may leave at due does leave,
+// and books the link for it.
+func (p *pacer) slot(due time.Time, n int, bandwidth int64) time.Time {
+	if bandwidth <= 0 {
+		return due
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.free.After(due) {
+		due = p.free
+	}
+	p.free = due.Add(time.Duration(int64(n) * int64(time.Second) / bandwidth))
+	return due
+}
+
+// StartProxy starts a proxy to target through link; it stops when ctx
+// ends, and Wait returns when its connections have closed.
+func StartProxy(ctx context.Context, target string, link Link) (*Proxy, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &shapingProxy{l: l, target: target, link: link, conns: map[net.Conn]bool{}}
+	p := &Proxy{l: l, target: target, link: link, conns: map[net.Conn]bool{}}
 	p.wg.Go(func() { p.accept(ctx) })
 	go func() {
 		<-ctx.Done()
@@ -76,13 +102,13 @@ func startProxy(ctx context.Context, target string, link Link) (*shapingProxy, e
 }
 
 // Addr is where the proxy listens.
-func (p *shapingProxy) Addr() string { return p.l.Addr().String() }
+func (p *Proxy) Addr() string { return p.l.Addr().String() }
 
 // Wait returns when every connection has ended.
-func (p *shapingProxy) Wait() { p.wg.Wait() }
+func (p *Proxy) Wait() { p.wg.Wait() }
 
 // track records open connections, so the proxy closes them when it stops.
-func (p *shapingProxy) track(c net.Conn, open bool) {
+func (p *Proxy) track(c net.Conn, open bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if open {
@@ -92,7 +118,7 @@ func (p *shapingProxy) track(c net.Conn, open bool) {
 	}
 }
 
-func (p *shapingProxy) accept(ctx context.Context) {
+func (p *Proxy) accept(ctx context.Context) {
 	for {
 		client, err := p.l.Accept()
 		if err != nil {
@@ -102,7 +128,7 @@ func (p *shapingProxy) accept(ctx context.Context) {
 	}
 }
 
-func (p *shapingProxy) serve(ctx context.Context, client net.Conn) {
+func (p *Proxy) serve(ctx context.Context, client net.Conn) {
 	defer client.Close()
 	var d net.Dialer
 	server, err := d.DialContext(ctx, "tcp", p.target)
@@ -115,8 +141,8 @@ func (p *shapingProxy) serve(ctx context.Context, client net.Conn) {
 	defer p.track(client, false)
 	defer p.track(server, false)
 	var wg sync.WaitGroup
-	wg.Go(func() { pump(ctx, server, client, p.link) })
-	wg.Go(func() { pump(ctx, client, server, p.link) })
+	wg.Go(func() { pump(ctx, server, client, p.link, &p.up) })
+	wg.Go(func() { pump(ctx, client, server, p.link, &p.down) })
 	wg.Wait()
 }
 
@@ -126,9 +152,10 @@ type chunk struct {
 }
 
 // pump copies src to dst, delivering each chunk latency after it was read
-// and pacing writes to the bandwidth. When src ends, dst's write side is
-// closed, so the far end sees EOF as it would over a real link.
-func pump(ctx context.Context, dst, src net.Conn, link Link) {
+// and pacing writes by the direction's shared schedule. When src ends,
+// dst's write side is closed, so the far end sees EOF as it would over a
+// real link.
+func pump(ctx context.Context, dst, src net.Conn, link Link, pace *pacer) {
 	ch := make(chan chunk, inFlight)
 	go func() {
 		defer close(ch)
@@ -147,12 +174,8 @@ func pump(ctx context.Context, dst, src net.Conn, link Link) {
 			}
 		}
 	}()
-	var free time.Time // when the link can take the next byte
 	for c := range ch {
-		due := c.at.Add(link.Latency)
-		if free.After(due) {
-			due = free
-		}
+		due := pace.slot(c.at.Add(link.Latency), len(c.data), link.Bandwidth)
 		if wait := time.Until(due); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
@@ -161,11 +184,6 @@ func pump(ctx context.Context, dst, src net.Conn, link Link) {
 				t.Stop()
 				return
 			}
-		}
-		// The link is busy with this chunk until due + len/bandwidth, by
-		// schedule: the time the write itself takes is not added on top.
-		if link.Bandwidth > 0 {
-			free = due.Add(time.Duration(int64(len(c.data)) * int64(time.Second) / link.Bandwidth))
 		}
 		if _, err := dst.Write(c.data); err != nil {
 			src.Close() // unblock the reader

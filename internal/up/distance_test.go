@@ -29,7 +29,7 @@ func TestLinkDeliversEverythingNoFasterThanTheLink(t *testing.T) {
 		c.Close()
 	}()
 	link := Link{Latency: 30 * time.Millisecond, Bandwidth: 20_000_000}
-	p, err := startProxy(ctx, echo.Addr().String(), link)
+	p, err := StartProxy(ctx, echo.Addr().String(), link)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,7 @@ type Registry struct {
 	Regions []*Region
 	ByName  map[string]*Region
 	done    chan error
-	proxies []*shapingProxy
+	proxies []*Proxy
 }
 
 // Start binds every listener, opens every region and serves them until ctx
@@ -123,7 +123,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		for _, p := range byDistance(cfg, r, reg.Regions) {
 			endpoint := p.URL
 			if link, ok := distance(cfg, r.Name, p.Name); ok {
-				proxy, err := startProxy(ctx, strings.TrimPrefix(p.URL, "http://"), link)
+				proxy, err := StartProxy(ctx, strings.TrimPrefix(p.URL, "http://"), link)
 				if err != nil {
 					closeAll()
 					return nil, err
