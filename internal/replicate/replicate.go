@@ -475,8 +475,12 @@ func (p *Replicator) nearer(ctx context.Context, s *source, repo string, d diges
 	return nil
 }
 
-// prefetchers bounds the blob fetches a follower runs ahead of its apply.
-const prefetchers = 4
+// prefetchers bounds the blob fetches a follower runs ahead of its apply
+// (each holds one 1 MiB buffer). A far link needs its bandwidth-delay
+// product in flight: 100 MB/s x 80 ms RTT is 8 MB, eight 1 MiB layers.
+// Measured, backfill of 1,000 1 MiB images over such a link: 41% of it
+// with 4, 92% with 16 (bench -only backfill).
+const prefetchers = 16
 
 // ensureManifest makes manifest d present in repo here, blobs and child
 // manifests first. A peer that names itself (with seq) has its cursor
