@@ -214,3 +214,77 @@ func TestRoutingOffChangesEveryRegionAndDataKeepsSyncing(t *testing.T) {
 	d := pushImage(t, regions["eastus"].addr, "routing/app", "v1", "routing-off")
 	converged(t, regions, "routing/app", map[string]string{"v1": d.String()}, 60*time.Second)
 }
+
+// TestDeleteWithPurgeRetiresTheRegion: a region deleted with --purge
+// loses its data, follows nobody (so nothing comes back), stays so after
+// a restart, and leaves every other region's view.
+func TestDeleteWithPurgeRetiresTheRegion(t *testing.T) {
+	regions := startRegions(t, "eastus", "westeurope")
+	d := pushImage(t, regions["eastus"].addr, "purge/app", "v1", "purge")
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf("region:\n  name: brazilsouth\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: e2e-secret\n  wait: 5s\n  peers:\n    - name: eastus\n      endpoint: http://%s\nlog:\n  level: warn\n",
+		filepath.Join(dir, "brazilsouth"), addr, regions["eastus"].addr)
+	file := filepath.Join(dir, "brazilsouth.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	brazil := &server{t: t, addr: addr, data: filepath.Join(dir, "brazilsouth"), args: []string{"--config", file}}
+	brazil.start()
+	t.Cleanup(brazil.kill)
+	run(t, georegBin, "replication", "create", "--registry", "http://"+regions["westeurope"].addr, "--name", "brazilsouth", "--endpoint", "http://"+addr)
+	converged(t, map[string]*server{"brazilsouth": brazil}, "purge/app", map[string]string{"v1": d.String()}, 60*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; { // created through westeurope: eastus learns it by replication
+		if got, err := list(t, regions["eastus"].addr); err == nil && got["brazilsouth"].Name != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("eastus never learned of brazilsouth")
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+	}
+
+	run(t, georegBin, "replication", "delete", "brazilsouth", "--purge", "--registry", "http://"+regions["eastus"].addr)
+	retired := func() error {
+		st, err := show(t, addr, "brazilsouth")
+		if err != nil {
+			return err
+		}
+		if len(st.Status.Peers) != 0 {
+			return fmt.Errorf("brazilsouth still follows %d peers", len(st.Status.Peers))
+		}
+		if code, _ := status(t, "GET", "http://"+addr+"/v2/purge/app/tags/list", nil, nil); code != 404 {
+			return fmt.Errorf("brazilsouth still has purge/app: %d", code)
+		}
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for err := retired(); err != nil; err = retired() {
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+	}
+	brazil.kill9()
+	brazil.start()
+	deadline = time.Now().Add(30 * time.Second)
+	for err := retired(); err != nil; err = retired() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+	}
+	for name, s := range regions {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got, err := list(t, s.addr)
+			if err == nil && got["brazilsouth"].Name == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still lists brazilsouth", name)
+			}
+			time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+		}
+	}
+}

@@ -102,16 +102,18 @@ func replicationCmd() *cobra.Command {
 	}
 	update.Flags().StringVar(&enabled, "region-endpoint-enabled", "", "true or false")
 	_ = update.MarkFlagRequired("region-endpoint-enabled")
+	var purge bool
 	del := &cobra.Command{
-		Use: "delete NAME", Short: "Remove a registered region: every region stops replicating with it", Args: cobra.ExactArgs(1),
+		Use: "delete NAME [--purge]", Short: "Remove a registered region: every region stops replicating with it (--purge also deletes its data)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := client().DeleteReplication(cmd.Context(), args[0]); err != nil {
+			if err := client().DeleteReplication(cmd.Context(), args[0], purge); err != nil {
 				return err
 			}
 			fmt.Printf("deleted replication %s\n", args[0])
 			return nil
 		},
 	}
+	del.Flags().BoolVar(&purge, "purge", false, "also delete the region's data; it then replicates with nobody")
 	cmd.AddCommand(create, list, show, update, del)
 	return cmd
 }

@@ -146,7 +146,12 @@ func (c *Client) PutReplication(ctx context.Context, name, endpoint string, enab
 	return &out, c.send(ctx, http.MethodPut, "/_georeg/v1/replications/"+url.PathEscape(name), body, &out)
 }
 
-// DeleteReplication removes a registered region.
-func (c *Client) DeleteReplication(ctx context.Context, name string) error {
-	return c.send(ctx, http.MethodDelete, "/_georeg/v1/replications/"+url.PathEscape(name), nil, nil)
+// DeleteReplication removes a registered region; purge also deletes its
+// data.
+func (c *Client) DeleteReplication(ctx context.Context, name string, purge bool) error {
+	path := "/_georeg/v1/replications/" + url.PathEscape(name)
+	if purge {
+		path += "?purge=true"
+	}
+	return c.send(ctx, http.MethodDelete, path, nil, nil)
 }

@@ -201,3 +201,15 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 	}
 	return out, nil
 }
+
+// Purge deletes every repository, blob link, manifest, tag, upload
+// session, feed record, presence, cursor and setting: the region is
+// retired and keeps no data.
+func (tx *Tx) Purge(ctx context.Context) error {
+	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings"} {
+		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
+			return fmt.Errorf("purge %s: %w", table, err)
+		}
+	}
+	return nil
+}

@@ -26,9 +26,11 @@ type Replication struct {
 	StatusError           string            `json:"statusError,omitempty"`
 }
 
-// StatusSource reports this region's replication status.
+// StatusSource reports this region's replication status and retires
+// regions deleted with --purge (replicate.Replicator).
 type StatusSource interface {
 	Status(ctx context.Context) (replicate.Status, error)
+	RetireRegion(ctx context.Context, endpoint string) error
 }
 
 var regionNameRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
@@ -171,6 +173,21 @@ func (a *API) deleteReplication(ctx context.Context, r *http.Request) (any, erro
 	name := r.PathValue("name")
 	if name == a.region.Name() {
 		return nil, ocierr.Denied.Withf("a region cannot delete itself; ask another region")
+	}
+	if r.URL.Query().Get("purge") == "true" {
+		// Purge first, while the region's endpoint is known: if that fails,
+		// nothing is deleted and the call can be repeated.
+		s, err := a.region.Setting(ctx, replicate.ReplicaKind, name)
+		if err != nil {
+			return nil, err
+		}
+		var v replicate.ReplicaSetting
+		if err := json.Unmarshal(s.Value, &v); err != nil || a.status == nil {
+			return nil, ocierr.Unsupported.Withf("replication %s cannot be purged from here", name)
+		}
+		if err := a.status.RetireRegion(ctx, v.Endpoint); err != nil {
+			return nil, ocierr.Unknown.Withf("replication %s was not deleted: purging its data at %s failed (%v); retry when it is reachable, or delete it without --purge", name, v.Endpoint, err)
+		}
 	}
 	if _, err := a.region.DeleteSetting(ctx, replicate.ReplicaKind, name); err != nil {
 		return nil, err

@@ -100,6 +100,17 @@ func (c *cache) putTag(gen uint64, repo, tag string, d digest.Digest) {
 	c.tags[tagKey(repo, tag)] = d
 }
 
+// invalidateAll forgets everything.
+func (c *cache) invalidateAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.lru.Init()
+	clear(c.byKey)
+	clear(c.tags)
+	c.used = 0
+}
+
 // invalidate forgets a manifest and tags of repo. An empty digest or no
 // tags forgets only the other.
 func (c *cache) invalidate(repo string, d digest.Digest, tags ...string) {

@@ -27,7 +27,7 @@ func (r *Region) PutSetting(ctx context.Context, kind, name string, value json.R
 // no such live setting.
 func (r *Region) DeleteSetting(ctx context.Context, kind, name string) (hlc.Version, error) {
 	if _, err := r.db.Setting(ctx, kind, name); isNotFound(err) {
-		return hlc.Version{}, ocierr.NameUnknown.Withf("there is no %s named %q", kind, name)
+		return hlc.Version{}, notSet(kind, name)
 	}
 	return r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Deleted: true})
 }
@@ -51,9 +51,14 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 func (r *Region) Setting(ctx context.Context, kind, name string) (*meta.Setting, error) {
 	s, err := r.db.Setting(ctx, kind, name)
 	if isNotFound(err) {
-		return nil, ocierr.NameUnknown.Withf("there is no %s named %q", kind, name)
+		return nil, notSet(kind, name)
 	}
 	return s, err
+}
+
+// notSet says a setting is unknown here, and why that may be so for now.
+func notSet(kind, name string) error {
+	return ocierr.NameUnknown.Withf("there is no %s named %q in this region's view; a change made in another region arrives within seconds, so retry if it was just made", kind, name)
 }
 
 // Settings lists the live settings of kind.

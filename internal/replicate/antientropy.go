@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -38,6 +39,9 @@ const (
 	SummariesPath     = "/_georeg/v1/summaries"
 	StatePath         = "/_georeg/v1/repos/state"
 	SettingsStatePath = "/_georeg/v1/settings/state"
+	// RetirePath asks a region, deleted with --purge, to delete its data
+	// and replicate with nobody from then on.
+	RetirePath = "/_georeg/v1/retire"
 )
 
 // Summaries is the answer of SummariesPath.
@@ -123,6 +127,9 @@ func Register(mux *http.ServeMux, r *region.Region, secret string) {
 		_, settings, err := settingsState(req.Context(), r)
 		return Summaries{Region: r.Name(), Repos: repos, Settings: settings}, err
 	}))
+	mux.HandleFunc("POST "+RetirePath, auth(func(req *http.Request) (any, error) {
+		return map[string]string{"retired": r.Name()}, r.Retire(req.Context())
+	}))
 	mux.HandleFunc("GET "+SettingsStatePath, auth(func(req *http.Request) (any, error) {
 		all, _, err := settingsState(req.Context(), r)
 		return struct {
@@ -144,6 +151,27 @@ func Register(mux *http.ServeMux, r *region.Region, secret string) {
 		}
 		return st, err
 	}))
+}
+
+// RetireRegion asks the region at endpoint to delete its data and stop
+// replicating (replication delete --purge).
+func (p *Replicator) RetireRegion(ctx context.Context, endpoint string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(endpoint, "/")+RetirePath, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+p.secret)
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ocierr.Read(resp)
+	}
+	return nil
 }
 
 func (s *source) getJSON(ctx context.Context, path string, out any) error {

@@ -179,6 +179,9 @@ func (p *Replicator) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		want, err := p.desired(ctx)
+		if p.region.Retired() {
+			want = nil // deleted with --purge: follow nobody
+		}
 		if err != nil && ctx.Err() == nil {
 			p.log.WarnContext(ctx, "read registered replicas", "error", err)
 		}
