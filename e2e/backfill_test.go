@@ -13,6 +13,7 @@ import (
 
 type replStatus struct {
 	Name   string
+	State  string
 	Status *struct {
 		State    string
 		Progress struct{ Objects, ObjectsTotal, Bytes, BytesTotal int64 }
@@ -25,12 +26,21 @@ type replStatus struct {
 
 // show returns a region's status as `georeg replication show` reports it.
 func show(t *testing.T, registry, name string) (*replStatus, error) {
+	st, err := showState(t, registry, name)
+	if err == nil && st.Status == nil {
+		err = fmt.Errorf("show %s: no status: %+v", name, st)
+	}
+	return st, err
+}
+
+// showState is show without requiring the region to answer.
+func showState(t *testing.T, registry, name string) (*replStatus, error) {
 	out, err := runErr(t, georegBin, "replication", "show", name, "--registry", "http://"+registry, "--output", "json")
 	if err != nil {
 		return nil, fmt.Errorf("%v: %s", err, out)
 	}
 	var st replStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Status == nil {
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		return nil, fmt.Errorf("show %s: %v %s", name, err, out)
 	}
 	return &st, nil
@@ -145,11 +155,30 @@ func TestAFourthRegionBackfillsEverythingAndResumesAfterKill9(t *testing.T) {
 	d := pushImage(t, addr, "fill/app", "from-brazil", "from-brazil")
 	want["from-brazil"] = d.String()
 	converged(t, regions, "fill/app", want, 60*time.Second)
+
+	// It announces itself Ready (a setting that replicates): down now, it
+	// is Down, not Creating.
+	east := regions["eastus"].addr
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		got, err := list(t, east)
+		if err == nil && got["brazilsouth"].State == "Ready" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("eastus does not list brazilsouth Ready: %+v %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+	}
+	brazil.kill9()
+	if st, err := showState(t, east, "brazilsouth"); err != nil || st.State != "Down" {
+		t.Fatalf("a Ready region that is down shows as %+v (%v), want Down", st, err)
+	}
 }
 
 type listed struct {
 	Name                  string
 	RegionEndpointEnabled bool
+	State                 string // of a registered region: Creating, or Ready once it announced itself
 }
 
 func list(t *testing.T, registry string) (map[string]listed, error) {
@@ -177,6 +206,9 @@ func TestManagementWorksWhileARegionIsDown(t *testing.T) {
 	east.kill9()
 	run(t, georegBin, "replication", "create", "--registry", "http://"+west.addr,
 		"--name", "brazilsouth", "--endpoint", "http://127.0.0.1:1")
+	if st, err := showState(t, west.addr, "brazilsouth"); err != nil || st.State != "Creating" {
+		t.Fatalf("a registered region that never answered shows as %+v (%v), want Creating", st, err)
+	}
 	east.start()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

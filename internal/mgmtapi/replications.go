@@ -22,6 +22,7 @@ type Replication struct {
 	RegionEndpointEnabled bool              `json:"regionEndpointEnabled"`
 	Source                string            `json:"source"` // self, config or registered
 	Created               *time.Time        `json:"created,omitempty"`
+	State                 string            `json:"state"`            // show: Creating, Syncing, Ready or Down
 	Status                *replicate.Status `json:"status,omitempty"` // show only: asked of the region itself
 	StatusError           string            `json:"statusError,omitempty"`
 }
@@ -66,8 +67,12 @@ func (a *API) replications(ctx context.Context) ([]Replication, error) {
 			continue
 		}
 		created := v.Created
+		state := replicate.StateCreating
+		if v.Ready {
+			state = replicate.StateReady
+		}
 		out = append(out, Replication{Name: s.Name, Endpoint: v.Endpoint, RegionEndpointEnabled: v.RegionEndpointEnabled,
-			Source: "registered", Created: &created})
+			Source: "registered", Created: &created, State: state})
 	}
 	return out, nil
 }
@@ -99,6 +104,14 @@ func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error)
 			} else {
 				rep.Status = st
 			}
+		}
+		switch {
+		case rep.Status != nil:
+			rep.State = rep.Status.State
+		case rep.State == replicate.StateCreating:
+			// registered, never Ready: still coming up
+		default:
+			rep.State = replicate.StateDown
 		}
 		return rep, nil
 	}
@@ -148,6 +161,7 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	for _, rep := range all {
 		if rep.Name == name {
 			v.Endpoint, v.RegionEndpointEnabled = rep.Endpoint, rep.RegionEndpointEnabled
+			v.Ready = rep.State == replicate.StateReady
 			if rep.Created != nil {
 				v.Created = *rep.Created
 			}

@@ -124,6 +124,10 @@ type ReplicaSetting struct {
 	Endpoint              string    `json:"endpoint"`
 	RegionEndpointEnabled bool      `json:"regionEndpointEnabled"`
 	Created               time.Time `json:"created"`
+	// Ready is set by the region itself when it first caught up with
+	// every peer: a region that does not answer is Creating before, Down
+	// after.
+	Ready bool `json:"ready,omitempty"`
 }
 
 // ReplicaKind is the setting kind of registered replicas.
@@ -177,7 +181,11 @@ func (p *Replicator) Run(ctx context.Context) error {
 	}()
 	t := time.NewTicker(reconcileEvery)
 	defer t.Stop()
+	announced := false
 	for {
+		if !announced {
+			announced = p.announceReady(ctx)
+		}
 		want, err := p.desired(ctx)
 		if p.region.Retired() {
 			want = nil // deleted with --purge: follow nobody
@@ -220,6 +228,35 @@ func (p *Replicator) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// announceReady marks this region's own replica setting ready once its
+// state is Ready (see ReplicaSetting.Ready). It reports whether there is
+// nothing more to announce.
+func (p *Replicator) announceReady(ctx context.Context) bool {
+	s, err := p.region.Setting(ctx, ReplicaKind, p.region.Name())
+	if err != nil {
+		return false // not registered (yet): a configured region needs no mark
+	}
+	var v ReplicaSetting
+	if json.Unmarshal(s.Value, &v) != nil {
+		return false
+	}
+	if v.Ready {
+		return true
+	}
+	st, err := p.Status(ctx)
+	if err != nil || st.State != StateReady {
+		return false
+	}
+	v.Ready = true
+	value, _ := json.Marshal(v)
+	if _, err := p.region.PutSetting(ctx, ReplicaKind, p.region.Name(), value); err != nil {
+		p.log.WarnContext(ctx, "announce ready", "error", err)
+		return false
+	}
+	p.log.InfoContext(ctx, "region is Ready: it has caught up with every peer")
+	return true
 }
 
 func (p *Replicator) start(ctx context.Context, s *source) *follower {

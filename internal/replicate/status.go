@@ -19,8 +19,9 @@ type PeerStatus struct {
 	LagSeconds  float64   `json:"lagSeconds"`   // from the origin's commit to applied here, of the last record applied
 	LastError   string    `json:"lastError,omitempty"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
-	Bytes       int64     `json:"bytes"`      // blob bytes of its feed applied here
-	BytesTotal  int64     `json:"bytesTotal"` // blob bytes of its whole feed
+	Bytes       int64     `json:"bytes"`        // blob bytes of its feed applied here
+	BytesTotal  int64     `json:"bytesTotal"`   // blob bytes of its whole feed
+	Backlog     int64     `json:"backlogBytes"` // blob bytes of it not yet applied here
 }
 
 // Progress sums every peer's: what this region has applied of all it
@@ -36,8 +37,10 @@ type Progress struct {
 
 // States of a region, as `replication show` reports them.
 const (
-	StateSyncing = "Syncing" // still catching up with some peer's feed since it started
-	StateReady   = "Ready"   // has caught up with every peer once
+	StateCreating = "Creating" // registered, has not answered yet
+	StateSyncing  = "Syncing"  // still catching up with some peer's feed since it started
+	StateReady    = "Ready"    // has caught up with every peer once
+	StateDown     = "Down"     // was Ready, does not answer now
 )
 
 // Status is this region's replication state.
@@ -148,7 +151,7 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		ps := PeerStatus{Peer: name, Endpoint: pp.endpoint, Head: pp.head, Applied: applied,
 			Behind: max(pp.head-applied, 0), LagSeconds: pp.lag.Seconds(), LastError: pp.lastErr, LastSuccess: pp.lastSuccess}
 		if fs, ok := stats[name]; ok {
-			ps.BytesTotal, ps.Bytes = fs.Bytes, fs.Bytes-fs.BytesAfter
+			ps.BytesTotal, ps.Bytes, ps.Backlog = fs.Bytes, fs.Bytes-fs.BytesAfter, fs.BytesAfter
 			ps.Head = max(ps.Head, fs.Head)
 			ps.Behind = max(ps.Head-applied, 0)
 		}
