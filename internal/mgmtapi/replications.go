@@ -188,6 +188,13 @@ func (a *API) deleteReplication(ctx context.Context, r *http.Request) (any, erro
 	if name == a.region.Name() {
 		return nil, ocierr.Denied.Withf("a region cannot delete itself; ask another region")
 	}
+	if _, err := a.region.Setting(ctx, replicate.ReplicaKind, name); err != nil {
+		for _, info := range a.regions {
+			if info.Name == name {
+				return nil, ocierr.Denied.Withf("%s is a peer in this region's configuration file (replication.peers), not a registered replica; remove it there", name)
+			}
+		}
+	}
 	if r.URL.Query().Get("purge") == "true" {
 		// Purge first, while the region's endpoint is known: if that fails,
 		// nothing is deleted and the call can be repeated.

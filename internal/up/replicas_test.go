@@ -1,6 +1,7 @@
 package up_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -162,4 +163,15 @@ func TestARegionIsSyncingUntilItHasHeardFromEveryPeer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAConfiguredRegionCannotBeDeletedThroughTheAPI: a region from the
+// configuration file is refused with a message that says where it is
+// defined.
+func TestAConfiguredRegionCannotBeDeletedThroughTheAPI(t *testing.T) {
+	reg := startRegistry(t)
+	code, _, out := do(t, "DELETE", reg.ByName["eastus"].URL+"/_georeg/v1/replications/westeurope", "", nil)
+	if c, _ := errorOf(out); code != 403 || c != "DENIED" || !bytes.Contains(out, []byte("configuration file")) {
+		t.Fatalf("delete a configured region: %d %s", code, out)
+	}
 }
