@@ -3,9 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,21 +71,12 @@ func TestAFourthRegionBackfillsEverythingAndResumesAfterKill9(t *testing.T) {
 
 	// The fourth region follows the three; it is registered through
 	// eastus, so all three follow it too.
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	var peers strings.Builder
+	var peers []peer
 	for _, n := range names {
-		fmt.Fprintf(&peers, "    - name: %s\n      endpoint: http://%s\n", n, regions[n].addr)
+		peers = append(peers, peer{n, regions[n].addr})
 	}
-	cfg := fmt.Sprintf("region:\n  name: brazilsouth\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: e2e-secret\n  wait: 5s\n  peers:\n%slog:\n  level: warn\n",
-		filepath.Join(dir, "brazilsouth"), addr, peers.String())
-	file := filepath.Join(dir, "brazilsouth.yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	brazil := &server{t: t, addr: addr, data: filepath.Join(dir, "brazilsouth"), args: []string{"--config", file}}
-	brazil.start()
-	t.Cleanup(brazil.kill)
+	addr := freeAddr(t)
+	brazil := startRegion(t, t.TempDir(), "brazilsouth", addr, peers)
 	run(t, georegBin, "replication", "create", "--registry", "http://"+regions["eastus"].addr,
 		"--name", "brazilsouth", "--endpoint", "http://"+addr)
 
@@ -253,17 +241,8 @@ func TestRoutingOffChangesEveryRegionAndDataKeepsSyncing(t *testing.T) {
 func TestDeleteWithPurgeRetiresTheRegion(t *testing.T) {
 	regions := startRegions(t, "eastus", "westeurope")
 	d := pushImage(t, regions["eastus"].addr, "purge/app", "v1", "purge")
-	dir := t.TempDir()
 	addr := freeAddr(t)
-	cfg := fmt.Sprintf("region:\n  name: brazilsouth\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: e2e-secret\n  wait: 5s\n  peers:\n    - name: eastus\n      endpoint: http://%s\nlog:\n  level: warn\n",
-		filepath.Join(dir, "brazilsouth"), addr, regions["eastus"].addr)
-	file := filepath.Join(dir, "brazilsouth.yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	brazil := &server{t: t, addr: addr, data: filepath.Join(dir, "brazilsouth"), args: []string{"--config", file}}
-	brazil.start()
-	t.Cleanup(brazil.kill)
+	brazil := startRegion(t, t.TempDir(), "brazilsouth", addr, []peer{{"eastus", regions["eastus"].addr}})
 	run(t, georegBin, "replication", "create", "--registry", "http://"+regions["westeurope"].addr, "--name", "brazilsouth", "--endpoint", "http://"+addr)
 	converged(t, map[string]*server{"brazilsouth": brazil}, "purge/app", map[string]string{"v1": d.String()}, 60*time.Second)
 	for deadline := time.Now().Add(30 * time.Second); ; { // created through westeurope: eastus learns it by replication

@@ -21,31 +21,45 @@ import (
 func startRegions(t *testing.T, names ...string) map[string]*server {
 	t.Helper()
 	dir := t.TempDir()
-	addrs := map[string]string{}
+	var all []peer
 	for _, n := range names {
-		addrs[n] = freeAddr(t)
+		all = append(all, peer{n, freeAddr(t)})
 	}
 	out := map[string]*server{}
-	for _, n := range names {
-		var peers strings.Builder
-		for _, p := range names {
-			if p != n {
-				fmt.Fprintf(&peers, "    - name: %s\n      endpoint: http://%s\n", p, addrs[p])
+	for _, self := range all {
+		var others []peer
+		for _, p := range all {
+			if p != self {
+				others = append(others, p)
 			}
 		}
-		data := filepath.Join(dir, n)
-		cfg := fmt.Sprintf("region:\n  name: %s\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: e2e-secret\n  wait: 5s\n  peers:\n%slog:\n  level: warn\n",
-			n, data, addrs[n], peers.String())
-		file := filepath.Join(dir, n+".yaml")
-		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		s := &server{t: t, addr: addrs[n], data: data, args: []string{"--config", file}}
-		s.start()
-		t.Cleanup(s.kill)
-		out[n] = s
+		out[self.name] = startRegion(t, dir, self.name, self.addr, others)
 	}
 	return out
+}
+
+// peer is a region's name and address.
+type peer struct{ name, addr string }
+
+// startRegion runs `georeg serve` for region name on addr, configured
+// (YAML, under dir) to follow peers; it is killed at cleanup.
+func startRegion(t *testing.T, dir, name, addr string, peers []peer) *server {
+	t.Helper()
+	var list strings.Builder
+	for _, p := range peers {
+		fmt.Fprintf(&list, "    - name: %s\n      endpoint: http://%s\n", p.name, p.addr)
+	}
+	data := filepath.Join(dir, name)
+	cfg := fmt.Sprintf("region:\n  name: %s\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: e2e-secret\n  wait: 5s\n  peers:\n%slog:\n  level: warn\n",
+		name, data, addr, list.String())
+	file := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, addr: addr, data: data, args: []string{"--config", file}}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
 }
 
 func pushImage(t *testing.T, addr, repo, tag, seed string) digest.Digest {

@@ -64,19 +64,7 @@ func ParseRef(s string) (Ref, error) {
 }
 
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.Base, "/")+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return ocierr.Read(resp)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return c.send(ctx, http.MethodGet, path, nil, out)
 }
 
 // Regions lists the registry's regions.

@@ -25,9 +25,10 @@ func NewClient(base, secret string, hc *http.Client) *Client {
 	return &Client{base: base, secret: secret, http: hc}
 }
 
-// Stats asks how much of the peer's feed follows since.
-func (c *Client) Stats(ctx context.Context, since int64) (*Stats, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+StatsPath+"?since="+strconv.FormatInt(since, 10), nil)
+// get sends an authorized GET of path to the peer and returns its 200
+// response, or the peer's error.
+func (c *Client) get(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -36,10 +37,20 @@ func (c *Client) Stats(ctx context.Context, since int64) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, ocierr.Read(resp)
+		defer resp.Body.Close()
+		return nil, fmt.Errorf("%s of %s: %w", path, c.base, ocierr.Read(resp))
 	}
+	return resp, nil
+}
+
+// Stats asks how much of the peer's feed follows since.
+func (c *Client) Stats(ctx context.Context, since int64) (*Stats, error) {
+	resp, err := c.get(ctx, StatsPath+"?since="+strconv.FormatInt(since, 10))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
 	var st Stats
 	return &st, json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st)
 }
@@ -50,18 +61,10 @@ func (c *Client) Fetch(ctx context.Context, since int64, limit int, wait time.Du
 	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
 	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}, "wait": {wait.String()}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+Path+"?"+q.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.secret)
-	resp, err := c.http.Do(req)
+	resp, err := c.get(ctx, Path+"?"+q.Encode())
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("feed of %s: %w", c.base, ocierr.Read(resp))
-	}
 	return ParsePage(resp.Body, since)
 }
