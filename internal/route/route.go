@@ -1,0 +1,106 @@
+// Package route is the front door (`georeg route`): one registry name for
+// every region. It sends each request to the closest healthy, Ready,
+// routing-enabled region for the client's location, taken from the source
+// address (a CIDR -> region table, as split-horizon DNS and geo routing
+// do) with a fallback order per region by distance.
+//
+// Health comes from deep probes: every ProbeInterval each region's /readyz
+// (metadata store answers and takes its write lock, content store
+// writable) and /_georeg/v1/status (replication state). A region is
+// drained after FailAfter failed probes in a row and taken back after
+// RecoverAfter good ones, so a flapping region does not flap the routing.
+// With the defaults (1 s, 2, 3) a failed region is drained within 3 s.
+//
+// An upload session stays in the region that started it: its id names
+// the region (`<region>.<hex>`), and a request on it goes there whatever
+// the client's location.
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"time"
+)
+
+// Region is one region the front door routes to.
+type Region struct {
+	Name     string `yaml:"name"`
+	Endpoint string `yaml:"endpoint"` // base URL, e.g. http://127.0.0.1:5001
+}
+
+// Location maps client source addresses to their home region.
+type Location struct {
+	CIDR   string `yaml:"cidr"`
+	Region string `yaml:"region"`
+}
+
+// Config is the front door's configuration.
+type Config struct {
+	Regions   []Region   `yaml:"regions"`
+	Locations []Location `yaml:"locations"`
+	// Fallback lists, per region, the regions to try when it cannot serve,
+	// nearest first. A region without a list falls back to the others in
+	// Regions order.
+	Fallback      map[string][]string `yaml:"fallback"`
+	ProbeInterval time.Duration       `yaml:"probeInterval"`
+	FailAfter     int                 `yaml:"failAfter"`
+	RecoverAfter  int                 `yaml:"recoverAfter"`
+}
+
+// WithDefaults fills zero fields.
+func (c Config) WithDefaults() Config {
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = time.Second
+	}
+	if c.FailAfter == 0 {
+		c.FailAfter = 2
+	}
+	if c.RecoverAfter == 0 {
+		c.RecoverAfter = 3
+	}
+	return c
+}
+
+var nameRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+// Validate reports every problem with its field path.
+func (c Config) Validate() error {
+	var errs []error
+	known := map[string]bool{}
+	if len(c.Regions) == 0 {
+		errs = append(errs, errors.New("regions: at least one"))
+	}
+	for i, r := range c.Regions {
+		if !nameRegexp.MatchString(r.Name) || known[r.Name] {
+			errs = append(errs, fmt.Errorf("regions[%d].name: %q is not a region name or is listed twice", i, r.Name))
+		}
+		known[r.Name] = true
+		if !regexp.MustCompile(`^https?://[^/\s]+/?$`).MatchString(r.Endpoint) {
+			errs = append(errs, fmt.Errorf("regions[%d].endpoint: %q must be http(s)://host:port", i, r.Endpoint))
+		}
+	}
+	for i, l := range c.Locations {
+		if _, err := netip.ParsePrefix(l.CIDR); err != nil {
+			errs = append(errs, fmt.Errorf("locations[%d].cidr: %v", i, err))
+		}
+		if !known[l.Region] {
+			errs = append(errs, fmt.Errorf("locations[%d].region: %q is not in regions", i, l.Region))
+		}
+	}
+	for from, list := range c.Fallback {
+		if !known[from] {
+			errs = append(errs, fmt.Errorf("fallback.%s: not in regions", from))
+		}
+		for _, to := range list {
+			if !known[to] {
+				errs = append(errs, fmt.Errorf("fallback.%s: %q is not in regions", from, to))
+			}
+		}
+	}
+	if c.ProbeInterval < 0 || c.FailAfter < 0 || c.RecoverAfter < 0 {
+		errs = append(errs, errors.New("probeInterval, failAfter, recoverAfter: must not be negative"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,161 @@
+package route_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
+
+	"github.com/georeg/georeg/internal/route"
+	"github.com/georeg/georeg/internal/up"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
+}
+
+// frontDoor runs three regions and a front door before them: clients
+// from 127.0.0.1 belong to eastus, 127.0.0.2 to westeurope, 127.0.0.3 to
+// southeastasia.
+func frontDoor(t *testing.T) (*up.Registry, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := up.Start(ctx, up.Config{DataDir: t.TempDir(), Regions: []up.RegionSpec{
+		{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}, {Name: "southeastasia", Listen: "127.0.0.1:0"}}}, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	var regions []route.Region
+	for _, r := range reg.Regions {
+		regions = append(regions, route.Region{Name: r.Name, Endpoint: r.URL})
+	}
+	router, err := route.New(route.Config{Regions: regions, ProbeInterval: 100 * time.Millisecond,
+		Locations: []route.Location{{CIDR: "127.0.0.1/32", Region: "eastus"}, {CIDR: "127.0.0.2/32", Region: "westeurope"}, {CIDR: "127.0.0.3/32", Region: "southeastasia"}},
+		Fallback:  map[string][]string{"westeurope": {"eastus", "southeastasia"}}}, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: router}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(l) }()
+	go func() { _ = router.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		<-done
+		if err := reg.Wait(); err != nil {
+			t.Error(err)
+		}
+	})
+	return reg, "http://" + l.Addr().String()
+}
+
+// from returns an HTTP client whose connections come from source address ip.
+func from(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+func call(t *testing.T, c *http.Client, method, url string, body []byte, header map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// regionOf waits until a client from ip is routed somewhere and says where.
+func regionOf(t *testing.T, door, ip string, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp := call(t, from(ip), "GET", door+"/v2/", nil, nil)
+		got := resp.Header.Get("X-Georeg-Region")
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a client from %s reaches %q, want %q", ip, got, want)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+	}
+}
+
+func TestClientsReachTheirOwnRegion(t *testing.T) {
+	_, door := frontDoor(t)
+	for ip, want := range map[string]string{"127.0.0.1": "eastus", "127.0.0.2": "westeurope", "127.0.0.3": "southeastasia"} {
+		regionOf(t, door, ip, want)
+	}
+}
+
+// TestAPushSplitAcrossLocationsStaysInOneRegion sends the requests of one
+// chunked push alternately from clients of different regions: the session
+// names its region and every request on it goes there.
+func TestAPushSplitAcrossLocationsStaysInOneRegion(t *testing.T) {
+	reg, door := frontDoor(t)
+	regionOf(t, door, "127.0.0.2", "westeurope")
+	regionOf(t, door, "127.0.0.3", "southeastasia")
+	data := bytes.Repeat([]byte("split across locations;"), 50_000)
+	d := digest.FromBytes(data)
+	resp := call(t, from("127.0.0.2"), "POST", door+"/v2/split/app/blobs/uploads/", nil, nil)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != 202 || !strings.Contains(loc, "/westeurope.") {
+		t.Fatalf("start: %d %s", resp.StatusCode, loc)
+	}
+	clients := []string{"127.0.0.3", "127.0.0.1", "127.0.0.2"}
+	chunk := len(data) / 3
+	for i := range 3 {
+		end := (i + 1) * chunk
+		if i == 2 {
+			end = len(data)
+		}
+		r := call(t, from(clients[i]), "PATCH", door+loc, data[i*chunk:end], map[string]string{"Content-Range": fmt.Sprintf("%d-%d", i*chunk, end-1)})
+		if r.StatusCode != 202 || r.Header.Get("X-Georeg-Region") != "westeurope" {
+			t.Fatalf("chunk %d from %s: %d via %s", i, clients[i], r.StatusCode, r.Header.Get("X-Georeg-Region"))
+		}
+	}
+	r := call(t, from("127.0.0.3"), "PUT", door+loc+"?digest="+d.String(), nil, nil)
+	if r.StatusCode != 201 || r.Header.Get("X-Georeg-Region") != "westeurope" {
+		t.Fatalf("close: %d via %s", r.StatusCode, r.Header.Get("X-Georeg-Region"))
+	}
+	if got := call(t, http.DefaultClient, "HEAD", reg.ByName["westeurope"].URL+"/v2/split/app/blobs/"+d.String(), nil, nil); got.StatusCode != 200 {
+		t.Fatalf("blob in westeurope: %d", got.StatusCode)
+	}
+}
+
+// TestARegionWithRoutingOffGetsNoClients: with routing to westeurope off,
+// its clients go to their fallback.
+func TestARegionWithRoutingOffGetsNoClients(t *testing.T) {
+	reg, door := frontDoor(t)
+	regionOf(t, door, "127.0.0.2", "westeurope")
+	r := call(t, http.DefaultClient, "PUT", reg.ByName["southeastasia"].URL+"/_georeg/v1/replications/westeurope",
+		[]byte(`{"regionEndpointEnabled":false}`), map[string]string{"Content-Type": "application/json"})
+	if r.StatusCode != 200 {
+		t.Fatalf("routing off: %d", r.StatusCode)
+	}
+	regionOf(t, door, "127.0.0.2", "eastus")
+}

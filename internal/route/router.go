@@ -1,0 +1,321 @@
+package route
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Router is the front door: an http.Handler, and a prober (Run).
+type Router struct {
+	cfg       Config
+	log       *slog.Logger
+	probe     *http.Client
+	locations []location // longest prefix first
+	regions   map[string]*regionState
+	order     []string
+}
+
+type location struct {
+	prefix netip.Prefix
+	region string
+}
+
+// regionState is what the front door knows of a region. Guarded by mu.
+type regionState struct {
+	Region
+	proxy   *httputil.ReverseProxy
+	mu      sync.Mutex
+	healthy bool // after RecoverAfter good probes in a row; false after FailAfter bad
+	good    int  // consecutive good probes
+	bad     int  // consecutive bad probes
+	ready   bool // its replication state is Ready
+	enabled bool // routing to it is on (replication setting regionEndpointEnabled)
+	lastErr string
+	// drainedOnce: the region has been drained at least once, so it must
+	// earn RecoverAfter good probes to come back.
+	drainedOnce bool
+}
+
+// New returns a front door for cfg.
+func New(cfg Config, log *slog.Logger) (*Router, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{},
+		probe: &http.Client{Timeout: 2 * time.Second}}
+	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+	for _, reg := range cfg.Regions {
+		u, _ := url.Parse(strings.TrimSuffix(reg.Endpoint, "/"))
+		st := &regionState{Region: reg, enabled: true}
+		st.proxy = &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(u)
+				pr.SetXForwarded()
+				pr.Out.Host = pr.In.Host // regions answer relative Locations; keep the client's name
+			},
+			Transport: transport,
+			ModifyResponse: func(resp *http.Response) error {
+				resp.Header.Set("X-Georeg-Region", reg.Name)
+				return nil
+			},
+			ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+				r.log.WarnContext(req.Context(), "region did not answer", "region", reg.Name, "error", err)
+				ocierr.Write(w, req, ocierr.Unknown.Withf("region %s did not answer (%v); retry: the front door routes around a failed region within seconds", reg.Name, err))
+			},
+		}
+		r.regions[reg.Name] = st
+		r.order = append(r.order, reg.Name)
+	}
+	for _, l := range cfg.Locations {
+		p, _ := netip.ParsePrefix(l.CIDR)
+		r.locations = append(r.locations, location{p.Masked(), l.Region})
+	}
+	sort.SliceStable(r.locations, func(i, j int) bool { return r.locations[i].prefix.Bits() > r.locations[j].prefix.Bits() })
+	return r, nil
+}
+
+// Run probes every region every ProbeInterval until ctx ends.
+func (r *Router) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		r.probeAll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// probeAll probes every region at once and reads the routing flags.
+func (r *Router) probeAll(ctx context.Context) {
+	var g errgroup.Group
+	for _, name := range r.order {
+		st := r.regions[name]
+		g.Go(func() error {
+			ready, err := r.probeRegion(ctx, st)
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if err != nil {
+				st.good, st.bad, st.lastErr = 0, st.bad+1, err.Error()
+				if st.bad >= r.cfg.FailAfter {
+					st.drainedOnce = true
+				}
+				if st.healthy && st.bad >= r.cfg.FailAfter {
+					st.healthy = false
+					r.log.WarnContext(ctx, "region drained", "region", st.Name, "error", err)
+				}
+				return nil
+			}
+			st.bad, st.good, st.ready, st.lastErr = 0, st.good+1, ready, ""
+			// The first answer counts at once, so a fresh front door routes
+			// without waiting; after a failure it takes RecoverAfter.
+			if !st.healthy && (st.good >= r.cfg.RecoverAfter || !st.drainedOnce) {
+				st.healthy = true
+				r.log.InfoContext(ctx, "region in service", "region", st.Name)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	r.readFlags(ctx)
+}
+
+// probeRegion checks a region deeply: /readyz (metadata store answers and
+// takes its write lock, content store writable) and its replication state.
+func (r *Router) probeRegion(ctx context.Context, st *regionState) (ready bool, err error) {
+	get := func(path string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(st.Endpoint, "/")+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := r.probe.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			return nil, fmt.Errorf("%s: %d %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
+		}
+		return resp, nil
+	}
+	resp, err := get("/readyz")
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	resp, err = get("/_georeg/v1/status")
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	var status struct{ State string }
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&status); err != nil {
+		return false, fmt.Errorf("status: %w", err)
+	}
+	return status.State == "Ready", nil
+}
+
+// readFlags reads which regions have routing turned off, from the first
+// healthy region (the setting replicates: any region knows).
+func (r *Router) readFlags(ctx context.Context) {
+	for _, name := range r.order {
+		st := r.regions[name]
+		if !st.isHealthy() {
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(st.Endpoint, "/")+"/_georeg/v1/replications", nil)
+		if err != nil {
+			return
+		}
+		resp, err := r.probe.Do(req)
+		if err != nil {
+			continue
+		}
+		var list []struct {
+			Name                  string
+			RegionEndpointEnabled bool
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&list)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			continue
+		}
+		for _, item := range list {
+			if other, ok := r.regions[item.Name]; ok {
+				other.mu.Lock()
+				if other.enabled != item.RegionEndpointEnabled {
+					r.log.InfoContext(ctx, "region routing changed", "region", item.Name, "enabled", item.RegionEndpointEnabled)
+				}
+				other.enabled = item.RegionEndpointEnabled
+				other.mu.Unlock()
+			}
+		}
+		return
+	}
+}
+
+func (st *regionState) isHealthy() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.healthy
+}
+
+// usable reports whether clients may be sent to the region.
+func (st *regionState) usable() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.healthy && st.ready && st.enabled
+}
+
+// home returns the region a client address belongs to.
+func (r *Router) home(addr netip.Addr) string {
+	addr = addr.Unmap()
+	for _, l := range r.locations {
+		if l.prefix.Contains(addr) {
+			return l.region
+		}
+	}
+	return r.order[0]
+}
+
+// candidates lists the regions to try for a client of home, in order.
+func (r *Router) candidates(home string) []string {
+	out := []string{home}
+	seen := map[string]bool{home: true}
+	list := r.cfg.Fallback[home]
+	if len(list) == 0 {
+		list = r.order
+	}
+	for _, name := range append(list, r.order...) {
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Choose returns the region for a request from client addr to path, and
+// whether it was pinned (an upload session or a pinned endpoint).
+func (r *Router) Choose(addr netip.Addr, path string) (string, bool) {
+	if name, ok := r.sessionRegion(path); ok {
+		return name, true
+	}
+	for _, name := range r.candidates(r.home(addr)) {
+		if r.regions[name].usable() {
+			return name, false
+		}
+	}
+	for _, name := range r.order { // nothing is Ready and enabled: any healthy one
+		if r.regions[name].isHealthy() {
+			return name, false
+		}
+	}
+	return "", false
+}
+
+// sessionRegion finds the region an upload session path names
+// (.../blobs/uploads/<region>.<hex>).
+func (r *Router) sessionRegion(path string) (string, bool) {
+	i := strings.LastIndex(path, "/blobs/uploads/")
+	if i < 0 {
+		return "", false
+	}
+	id := path[i+len("/blobs/uploads/"):]
+	name, _, ok := strings.Cut(id, ".")
+	if !ok {
+		return "", false
+	}
+	_, known := r.regions[name]
+	return name, known
+}
+
+// ServeHTTP routes one request.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// Pinned regional endpoints: /region/<name>/... or host <name>.<...>.
+	if rest, ok := strings.CutPrefix(req.URL.Path, "/region/"); ok {
+		name, path, _ := strings.Cut(rest, "/")
+		if st, known := r.regions[name]; known {
+			req.URL.Path, req.URL.RawPath = "/"+path, ""
+			st.proxy.ServeHTTP(w, req)
+			return
+		}
+	}
+	if name, _, ok := strings.Cut(req.Host, "."); ok {
+		if st, known := r.regions[name]; known {
+			st.proxy.ServeHTTP(w, req)
+			return
+		}
+	}
+	host, _, err := net.SplitHostPort(req.RemoteAddr)
+	addr, perr := netip.ParseAddr(host)
+	if err != nil || perr != nil {
+		addr = netip.Addr{}
+	}
+	name, _ := r.Choose(addr, req.URL.Path)
+	if name == "" {
+		ocierr.Write(w, req, ocierr.Unknown.Withf("no region can serve now: every region failed its health checks; retry shortly"))
+		return
+	}
+	r.regions[name].proxy.ServeHTTP(w, req)
+}
