@@ -11,8 +11,7 @@ import (
 )
 
 // upCmd starts a whole registry on this machine: three regions that
-// replicate with each other. Until the front door lands, 127.0.0.1:5000
-// serves eastus.
+// replicate with each other, and the front door on 127.0.0.1:5000.
 func upCmd() *cobra.Command {
 	var data, logLevel string
 	var noDistance bool
@@ -26,7 +25,7 @@ func upCmd() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			ctx := cmd.Context()
-			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions()}
+			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions(), FrontDoor: "127.0.0.1:5000"}
 			if !noDistance {
 				cfg.Distance = up.DefaultDistance
 			}
@@ -35,12 +34,9 @@ func upCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("georeg is up: one registry, three regions (data in %s)\n", data)
+			fmt.Printf("  %-14s %s   (clients from 127.0.0.1 go to eastus, .2 westeurope, .3 southeastasia)\n", "front door", reg.FrontDoor)
 			for _, r := range reg.Regions {
-				extra := ""
-				if r.Name == "eastus" {
-					extra = "   (127.0.0.1:5000 serves eastus until the front door lands)"
-				}
-				fmt.Printf("  %-14s %s%s\n", r.Name, r.URL, extra)
+				fmt.Printf("  %-14s %s   (pinned to this region)\n", r.Name, r.URL)
 			}
 			fmt.Printf("The replication secret (for a region added with `georeg replication create`) is in %s.\n", up.SecretFile(data))
 			if noDistance {
@@ -55,8 +51,8 @@ func upCmd() *cobra.Command {
 					}
 				}
 			}
-			fmt.Print(`Push to one region, pull from another (crane: go install github.com/google/go-containerregistry/cmd/crane@latest):
-  tar -cf layer.tar README.md && crane append --insecure -f layer.tar -t 127.0.0.1:5001/demo/app:v1
+			fmt.Print(`Push through the front door, pull from a region (crane: go install github.com/google/go-containerregistry/cmd/crane@latest):
+  tar -cf layer.tar README.md && crane append --insecure -f layer.tar -t 127.0.0.1:5000/demo/app:v1
   crane manifest --insecure 127.0.0.1:5002/demo/app:v1
 Ctrl-C stops it.
 `)

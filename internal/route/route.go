@@ -14,6 +14,13 @@
 // An upload session stays in the region that started it: its id names
 // the region (`<region>.<hex>`), and a request on it goes there whatever
 // the client's location.
+//
+// Pinned regional endpoints: a request whose Host starts with a region's
+// name and a dot (westeurope.registry.example.com, given DNS for it) goes
+// to that region whatever the client's location; registry clients pin a
+// region this way, or by using the region's own endpoint. For curl and
+// debugging, /region/<name>/<path> goes to <path> in that region
+// (registry clients cannot use it: they always request /v2/<repository>).
 package route
 
 import (

@@ -159,3 +159,23 @@ func TestARegionWithRoutingOffGetsNoClients(t *testing.T) {
 	}
 	regionOf(t, door, "127.0.0.2", "eastus")
 }
+
+// TestPinnedEndpoints: a Host naming a region, and the /region/<name>/
+// path, go to that region whatever the client's location.
+func TestPinnedEndpoints(t *testing.T) {
+	_, door := frontDoor(t)
+	regionOf(t, door, "127.0.0.1", "eastus")
+	req, _ := http.NewRequest("GET", door+"/v2/", nil)
+	req.Host = "southeastasia.registry.test"
+	resp, err := from("127.0.0.1").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Georeg-Region"); got != "southeastasia" {
+		t.Fatalf("host-pinned request went to %q", got)
+	}
+	if got := call(t, from("127.0.0.1"), "GET", door+"/region/westeurope/_georeg/v1/status", nil, nil).Header.Get("X-Georeg-Region"); got != "westeurope" {
+		t.Fatalf("path-pinned request went to %q", got)
+	}
+}

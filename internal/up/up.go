@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,6 +24,7 @@ import (
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/route"
 )
 
 // RegionSpec is one region to run.
@@ -48,6 +50,10 @@ type Config struct {
 	// AntiEntropyInterval is how often regions compare and repair their
 	// repositories (0: the default, 5 minutes).
 	AntiEntropyInterval time.Duration
+	// FrontDoor, when set, is where the front door listens (127.0.0.1:5000
+	// for `georeg up`): clients from 127.0.0.<i+1> belong to the i-th
+	// region, with the others as fallbacks, nearest first.
+	FrontDoor string
 	// NoReadThrough names regions that answer MANIFEST_UNKNOWN naming
 	// where an image is instead of fetching it on demand.
 	NoReadThrough map[string]bool
@@ -56,7 +62,7 @@ type Config struct {
 // DefaultRegions are the three regions `georeg up` starts.
 func DefaultRegions() []RegionSpec {
 	return []RegionSpec{
-		{Name: "eastus", Listen: "127.0.0.1:5001", Extra: []string{"127.0.0.1:5000"}},
+		{Name: "eastus", Listen: "127.0.0.1:5001"},
 		{Name: "westeurope", Listen: "127.0.0.1:5002"},
 		{Name: "southeastasia", Listen: "127.0.0.1:5003"},
 	}
@@ -74,8 +80,10 @@ type Region struct {
 type Registry struct {
 	Regions []*Region
 	ByName  map[string]*Region
-	done    chan error
-	proxies []*Proxy
+	// FrontDoor is the front door's URL, when it runs.
+	FrontDoor string
+	done      chan error
+	proxies   []*Proxy
 }
 
 // Start binds every listener, opens every region and serves them until ctx
@@ -155,6 +163,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 	for _, r := range reg.Regions {
 		g.Go(func() error { return r.Node.Serve(gctx, r.ls...) })
 	}
+	if cfg.FrontDoor != "" {
+		if err := reg.startFrontDoor(gctx, g, cfg, log); err != nil {
+			return nil, err
+		}
+	}
 	go func() { reg.done <- g.Wait() }()
 	return reg, nil
 }
@@ -174,6 +187,42 @@ func byDistance(cfg Config, r *Region, all []*Region) []*Region {
 		return a.Latency < b.Latency
 	})
 	return out
+}
+
+// startFrontDoor runs the front door before the regions.
+func (reg *Registry) startFrontDoor(ctx context.Context, g *errgroup.Group, cfg Config, log *slog.Logger) error {
+	rc := route.Config{Fallback: map[string][]string{}}
+	for i, r := range reg.Regions {
+		rc.Regions = append(rc.Regions, route.Region{Name: r.Name, Endpoint: r.URL})
+		rc.Locations = append(rc.Locations, route.Location{CIDR: fmt.Sprintf("127.0.0.%d/32", i+1), Region: r.Name})
+		for _, p := range byDistance(cfg, r, reg.Regions) {
+			rc.Fallback[r.Name] = append(rc.Fallback[r.Name], p.Name)
+		}
+	}
+	router, err := route.New(rc, log.With("component", "route"))
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.FrontDoor)
+	if err != nil {
+		return fmt.Errorf("front door: listen on %s (is another georeg running?): %w", cfg.FrontDoor, err)
+	}
+	reg.FrontDoor = "http://" + l.Addr().String()
+	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error { return router.Run(ctx) })
+	g.Go(func() error {
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return nil
 }
 
 // SecretFile is where a registry's replication secret is kept, so its

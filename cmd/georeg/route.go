@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/route"
+)
+
+// routeCmd runs the front door on its own.
+func routeCmd() *cobra.Command {
+	var file, listen, logLevel string
+	cmd := &cobra.Command{
+		Use:   "route --config route.yaml",
+		Short: "Run the front door: one registry name, each client sent to its closest healthy region",
+		Long: `The configuration names the regions, the client locations and the
+fallbacks (see internal/route):
+
+  regions:
+    - {name: eastus, endpoint: "http://127.0.0.1:5001"}
+    - {name: westeurope, endpoint: "http://127.0.0.1:5002"}
+  locations:
+    - {cidr: 127.0.0.1/32, region: eastus}
+    - {cidr: 127.0.0.2/32, region: westeurope}
+  fallback:
+    westeurope: [eastus]
+  probeInterval: 1s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("--config is required")
+			}
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			var rc route.Config
+			dec := yaml.NewDecoder(bytes.NewReader(data))
+			dec.KnownFields(true)
+			if err := dec.Decode(&rc); err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			lc := config.Log{Level: logLevel, Format: "text"}
+			if _, err := lc.SlogLevel(); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			log := lc.Logger(os.Stderr)
+			router, err := route.New(rc, log)
+			if err != nil {
+				return fmt.Errorf("%s:\n%w", file, err)
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				_ = srv.Shutdown(sctx)
+			}()
+			probes := make(chan error, 1)
+			go func() { probes <- router.Run(ctx) }()
+			log.Info("front door serving", "addr", l.Addr().String())
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return <-probes
+		},
+	}
+	cmd.Flags().StringVar(&file, "config", "", "YAML: regions, locations, fallback, probeInterval")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:5000", "address to serve on")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
