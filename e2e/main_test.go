@@ -56,6 +56,7 @@ type server struct {
 	addr string
 	data string
 	args []string // serve's arguments; default: flags for addr and data
+	sub  string   // the subcommand; default serve
 	cmd  *exec.Cmd
 	log  *os.File
 }
@@ -81,7 +82,11 @@ func (s *server) start() {
 	if args == nil {
 		args = []string{"--listen", s.addr, "--data", s.data, "--region", "eastus", "--log-level", "warn"}
 	}
-	s.cmd = exec.Command(georegBin, append([]string{"serve"}, args...)...)
+	sub := s.sub
+	if sub == "" {
+		sub = "serve"
+	}
+	s.cmd = exec.Command(georegBin, append([]string{sub}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)

@@ -77,6 +77,10 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 			},
 			ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 				r.log.WarnContext(req.Context(), "region did not answer", "region", reg.Name, "error", err)
+				if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok && a.retry {
+					a.failed = true // nothing written yet: ServeHTTP tries the next region
+					return
+				}
 				ocierr.Write(w, req, ocierr.Unknown.Withf("region %s did not answer (%v); retry: the front door routes around a failed region within seconds", reg.Name, err))
 			},
 		}
@@ -312,10 +316,37 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if err != nil || perr != nil {
 		addr = netip.Addr{}
 	}
-	name, _ := r.Choose(addr, req.URL.Path)
+	name, pinned := r.Choose(addr, req.URL.Path)
 	if name == "" {
 		ocierr.Write(w, req, ocierr.Unknown.Withf("no region can serve now: every region failed its health checks; retry shortly"))
 		return
 	}
-	r.regions[name].proxy.ServeHTTP(w, req)
+	if pinned || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+		r.regions[name].proxy.ServeHTTP(w, req)
+		return
+	}
+	// A read that cannot reach its region (it died since the last probe)
+	// is retried at once on the next candidate: nothing was written yet.
+	tried := map[string]bool{}
+	for _, next := range append([]string{name}, r.candidates(r.home(addr))...) {
+		if tried[next] || (next != name && !r.regions[next].isHealthy()) {
+			continue
+		}
+		tried[next] = true
+		a := &attempt{retry: true}
+		r.regions[next].proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
+		if !a.failed {
+			return
+		}
+	}
+	ocierr.Write(w, req, ocierr.Unknown.Withf("no region answered; retry shortly"))
 }
+
+// attempt marks a proxied read that may move to another region if its
+// region does not answer.
+type attempt struct {
+	retry  bool
+	failed bool
+}
+
+type attemptKey struct{}
