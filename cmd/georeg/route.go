@@ -19,7 +19,7 @@ import (
 
 // routeCmd runs the front door on its own.
 func routeCmd() *cobra.Command {
-	var file, listen, logLevel string
+	var file, listen, logLevel, dnsListen, dnsName string
 	cmd := &cobra.Command{
 		Use:   "route --config route.yaml",
 		Short: "Run the front door: one registry name, each client sent to its closest healthy region",
@@ -73,6 +73,16 @@ fallbacks (see internal/route):
 			}()
 			probes := make(chan error, 1)
 			go func() { probes <- router.Run(ctx) }()
+			if dnsListen != "" {
+				conn, err := net.ListenPacket("udp", dnsListen)
+				if err != nil {
+					return fmt.Errorf("--dns-listen: %w", err)
+				}
+				dnsDone := make(chan error, 1)
+				go func() { dnsDone <- route.NewDNS(router, dnsName).Serve(ctx, conn) }()
+				defer func() { <-dnsDone }()
+				log.Info("DNS mode serving", "addr", conn.LocalAddr().String(), "name", dnsName)
+			}
 			log.Info("front door serving", "addr", l.Addr().String())
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -83,5 +93,7 @@ fallbacks (see internal/route):
 	cmd.Flags().StringVar(&file, "config", "", "YAML: regions, locations, fallback, probeInterval")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:5000", "address to serve on")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&dnsListen, "dns-listen", "", "also answer DNS (UDP) on this address, e.g. 127.0.0.1:5353")
+	cmd.Flags().StringVar(&dnsName, "dns-name", "registry.local", "the registry name the DNS mode answers for")
 	return cmd
 }

@@ -35,6 +35,9 @@ import (
 type Region struct {
 	Name     string `yaml:"name"`
 	Endpoint string `yaml:"endpoint"` // base URL, e.g. http://127.0.0.1:5001
+	// Address is the IP the DNS mode answers for this region (default:
+	// the endpoint's host when it is an IP).
+	Address string `yaml:"address,omitempty"`
 }
 
 // Location maps client source addresses to their home region.
@@ -86,6 +89,11 @@ func (c Config) Validate() error {
 		known[r.Name] = true
 		if !regexp.MustCompile(`^https?://[^/\s]+/?$`).MatchString(r.Endpoint) {
 			errs = append(errs, fmt.Errorf("regions[%d].endpoint: %q must be http(s)://host:port", i, r.Endpoint))
+		}
+		if r.Address != "" {
+			if _, err := netip.ParseAddr(r.Address); err != nil {
+				errs = append(errs, fmt.Errorf("regions[%d].address: %v", i, err))
+			}
 		}
 	}
 	for i, l := range c.Locations {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
 
@@ -28,6 +29,12 @@ func TestMain(m *testing.M) {
 // southeastasia.
 func frontDoor(t *testing.T) (*up.Registry, string) {
 	t.Helper()
+	reg, door, _ := frontDoorWithRouter(t)
+	return reg, door
+}
+
+func frontDoorWithRouter(t *testing.T) (*up.Registry, string, *route.Router) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg, err := up.Start(ctx, up.Config{DataDir: t.TempDir(), Regions: []up.RegionSpec{
@@ -37,8 +44,8 @@ func frontDoor(t *testing.T) (*up.Registry, string) {
 		t.Fatal(err)
 	}
 	var regions []route.Region
-	for _, r := range reg.Regions {
-		regions = append(regions, route.Region{Name: r.Name, Endpoint: r.URL})
+	for i, r := range reg.Regions { // DNS answers 127.0.1.<i+1> for the i-th region
+		regions = append(regions, route.Region{Name: r.Name, Endpoint: r.URL, Address: fmt.Sprintf("127.0.1.%d", i+1)})
 	}
 	router, err := route.New(route.Config{Regions: regions, ProbeInterval: 100 * time.Millisecond,
 		Locations: []route.Location{{CIDR: "127.0.0.1/32", Region: "eastus"}, {CIDR: "127.0.0.2/32", Region: "westeurope"}, {CIDR: "127.0.0.3/32", Region: "southeastasia"}},
@@ -64,7 +71,7 @@ func frontDoor(t *testing.T) (*up.Registry, string) {
 			t.Error(err)
 		}
 	})
-	return reg, "http://" + l.Addr().String()
+	return reg, "http://" + l.Addr().String(), router
 }
 
 // from returns an HTTP client whose connections come from source address ip.
@@ -177,5 +184,52 @@ func TestPinnedEndpoints(t *testing.T) {
 	}
 	if got := call(t, from("127.0.0.1"), "GET", door+"/region/westeurope/_georeg/v1/status", nil, nil).Header.Get("X-Georeg-Region"); got != "westeurope" {
 		t.Fatalf("path-pinned request went to %q", got)
+	}
+}
+
+// TestDNSModeAnswersEachClientWithItsRegion queries the DNS mode with a
+// DNS client library: by source address, by EDNS client subnet, with short
+// TTLs, and refusing other names.
+func TestDNSModeAnswersEachClientWithItsRegion(t *testing.T) {
+	_, door, router := frontDoorWithRouter(t)
+	regionOf(t, door, "127.0.0.3", "southeastasia") // probes have run
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- route.NewDNS(router, "registry.test").Serve(ctx, conn) }()
+	t.Cleanup(func() { cancel(); <-served })
+
+	ask := func(src string, name string, subnet string) *dns.Msg {
+		c := &dns.Client{Net: "udp", Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}}
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		if subnet != "" {
+			o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+			o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 32, Address: net.ParseIP(subnet).To4()})
+			m.Extra = append(m.Extra, o)
+		}
+		for range 5 { // UDP: a lost datagram is asked again, a bounded number of times
+			r, _, err := c.Exchange(m, conn.LocalAddr().String())
+			if err == nil {
+				return r
+			}
+		}
+		t.Fatalf("no DNS answer for %s from %s", name, src)
+		return nil
+	}
+	for src, want := range map[string]string{"127.0.0.1": "127.0.1.1", "127.0.0.2": "127.0.1.2", "127.0.0.3": "127.0.1.3"} {
+		r := ask(src, "registry.test.", "")
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != want || r.Answer[0].Header().Ttl != route.DNSTTL || !r.Authoritative {
+			t.Fatalf("from %s: %v, want %s", src, r.Answer, want)
+		}
+	}
+	if r := ask("127.0.0.1", "registry.test.", "127.0.0.2"); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.1.2" {
+		t.Fatalf("by client subnet: %v", r.Answer)
+	}
+	if r := ask("127.0.0.1", "other.test.", ""); r.Rcode != dns.RcodeRefused {
+		t.Fatalf("another name: rcode %d", r.Rcode)
 	}
 }

@@ -218,6 +218,19 @@ func (r *Router) readFlags(ctx context.Context) {
 	}
 }
 
+// address is the IP the DNS mode answers for the region.
+func (st *regionState) address() netip.Addr {
+	if a, err := netip.ParseAddr(st.Address); err == nil {
+		return a
+	}
+	if u, err := url.Parse(st.Endpoint); err == nil {
+		if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
 func (st *regionState) isHealthy() bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
