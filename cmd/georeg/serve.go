@@ -63,6 +63,15 @@ func serveCmd() *cobra.Command {
 				n.Region.Close()
 				return err
 			}
+			if cfg.HTTP.DataEndpoints {
+				dl, err := net.Listen("tcp", cfg.HTTP.DataListen)
+				if err != nil {
+					l.Close()
+					n.Region.Close()
+					return fmt.Errorf("http.dataListen: %w", err)
+				}
+				n.SetDataListener(dl)
+			}
 			if pprofListen != "" {
 				stop, err := servePprof(pprofListen, log)
 				if err != nil {

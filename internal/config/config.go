@@ -64,6 +64,13 @@ type HTTP struct {
 	// BlobCopy is how blob GETs copy bytes: auto (default), sendfile or
 	// buffered. See ociapi.CopyAuto for the measurements behind auto.
 	BlobCopy string `yaml:"blobCopy"`
+	// DataEndpoints makes blob GETs on the API answer 307 to this region's
+	// data endpoint, which serves only blob bytes: a front door then never
+	// carries them. DataListen is where the data endpoint listens, DataURL
+	// its public base URL (default http://DataListen).
+	DataEndpoints bool   `yaml:"dataEndpoints"`
+	DataListen    string `yaml:"dataListen"`
+	DataURL       string `yaml:"dataURL"`
 }
 
 // Log sets the node's log output.
@@ -119,6 +126,11 @@ func (c Config) Validate() error {
 	}
 	if len(c.Replication.Peers) > 0 && c.Replication.Secret == "" {
 		errs = append(errs, errors.New("replication.secret: must be set when there are peers"))
+	}
+	if c.HTTP.DataEndpoints {
+		if _, _, err := net.SplitHostPort(c.HTTP.DataListen); err != nil {
+			errs = append(errs, fmt.Errorf("http.dataListen: %q: %v (required with dataEndpoints)", c.HTTP.DataListen, err))
+		}
 	}
 	switch c.HTTP.BlobCopy {
 	case "", "auto", "sendfile", "buffered":

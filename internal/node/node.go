@@ -25,10 +25,12 @@ import (
 
 // Node is an open region node, not yet serving.
 type Node struct {
-	Region     *region.Region
-	log        *slog.Logger
-	handler    http.Handler
-	replicator *replicate.Replicator // nil without peers
+	Region      *region.Region
+	log         *slog.Logger
+	handler     http.Handler
+	dataHandler http.Handler          // the data endpoint's, when it has one
+	dataL       net.Listener          // where the data endpoint listens (SetDataListener)
+	replicator  *replicate.Replicator // nil without a replication secret
 }
 
 // Open opens the region described by cfg.
@@ -53,6 +55,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	}
 	var status mgmtapi.StatusSource
 	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy}
+	if cfg.HTTP.DataEndpoints {
+		opts.DataURL = cfg.HTTP.DataURL
+		if opts.DataURL == "" {
+			opts.DataURL = "http://" + cfg.HTTP.DataListen
+		}
+	}
 	n := &Node{Region: r, log: log}
 	if cfg.Replication.Secret != "" {
 		// A region with a secret replicates: with its configured peers and
@@ -74,12 +82,22 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		status = n.replicator
 	}
 	mgmtapi.New(r, regions, status).Register(mux)
-	n.handler = ociapi.New(r, log.With("region", cfg.Region.Name), opts).Handler(mux)
+	api := ociapi.New(r, log.With("region", cfg.Region.Name), opts)
+	n.handler = api.Handler(mux)
+	if cfg.HTTP.DataEndpoints {
+		n.dataHandler = api.DataHandler()
+	}
 	return n, nil
 }
 
 // Handler returns the node's HTTP surface.
 func (n *Node) Handler() http.Handler { return n.handler }
+
+// DataHandler returns the data endpoint's surface, or nil.
+func (n *Node) DataHandler() http.Handler { return n.dataHandler }
+
+// SetDataListener gives the data endpoint its listener; Serve serves it.
+func (n *Node) SetDataListener(l net.Listener) { n.dataL = l }
 
 // Serve serves on every listener until ctx ends, then shuts down
 // gracefully (in-flight requests get up to 10 s) and closes the stores. It
@@ -110,6 +128,22 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 				return err
 			}
 			return nil
+		})
+	}
+	if n.dataHandler != nil && n.dataL != nil {
+		data := &http.Server{Handler: n.dataHandler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+		n.log.InfoContext(ctx, "serving blob data", "region", n.Region.Name(), "addr", n.dataL.Addr().String())
+		g.Go(func() error {
+			if err := data.Serve(n.dataL); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			return data.Shutdown(sctx)
 		})
 	}
 	g.Go(func() error { return n.Region.Run(gctx) })

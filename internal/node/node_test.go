@@ -2,9 +2,11 @@ package node_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -122,4 +124,67 @@ func TestNoSecretServesNoFeed(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("feed without a secret: %d", resp.StatusCode)
 	}
+}
+
+// TestDataEndpointRedirectsBlobGets: with data endpoints on, a client's
+// blob GET is answered 307 to the region's data endpoint, which serves the
+// bytes (so a front door never carries them); a peer still gets the bytes
+// directly; the data endpoint serves nothing but blobs.
+func TestDataEndpointRedirectsBlobGets(t *testing.T) {
+	cfg := config.Default()
+	cfg.Region.DataDir = t.TempDir()
+	cfg.Replication.Secret = "s3cr3t"
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.DataEndpoints, cfg.HTTP.DataListen = true, dl.Addr().String()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Open(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetDataListener(dl)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- n.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-served })
+	base := "http://" + l.Addr().String()
+	blob := bytes.Repeat([]byte("data endpoint;"), 10_000)
+	d := digest.FromBytes(blob)
+	send(t, "POST", base+"/v2/data/app/blobs/uploads/?digest="+d.String(), "", blob)
+
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(base + "/v2/data/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := "http://" + dl.Addr().String() + "/v2/data/app/blobs/" + d.String()
+	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != want || len(body) != 0 {
+		t.Fatalf("client GET: %d %q, %d bytes", resp.StatusCode, resp.Header.Get("Location"), len(body))
+	}
+	resp, err = http.Get(base + "/v2/data/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(body, blob) {
+		t.Fatalf("followed: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	req, _ := http.NewRequest("GET", base+"/v2/data/app/blobs/"+d.String(), nil)
+	req.Header.Set("Authorization", "Bearer s3cr3t")
+	if resp, err = noFollow.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("peer GET: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if resp, err = http.Get("http://" + dl.Addr().String() + "/v2/data/app/tags/list"); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("data endpoint beyond blobs: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

@@ -38,6 +38,9 @@ type Options struct {
 	// this region's own content, never read through, so regions never
 	// chase each other.
 	IsPeer func(*http.Request) bool
+	// DataURL, when set, is this region's data endpoint: blob GETs from
+	// clients answer 307 there (peers still get the bytes directly).
+	DataURL string
 }
 
 // Peers is what the API asks of other regions. replicate.Replicator
@@ -60,6 +63,9 @@ type Peers interface {
 	// this region lacks.
 	EnsureReferences(ctx context.Context, repo, contentType string, payload []byte) error
 }
+
+// isPeer reports a request from another region.
+func (a *API) isPeer(r *http.Request) bool { return a.opts.IsPeer != nil && a.opts.IsPeer(r) }
 
 // askPeers reports whether a miss on r may be looked up in other regions.
 func (a *API) askPeers(r *http.Request) bool {
@@ -86,6 +92,19 @@ func New(r *region.Region, log *slog.Logger, opts Options) *API {
 		opts.BlobCopy = CopyAuto
 	}
 	return &API{region: r, log: log, opts: opts}
+}
+
+// DataHandler serves the data endpoint: blob GET and HEAD only, each
+// request logged in one line.
+func (a *API) DataHandler() http.Handler {
+	blobs := a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		route, err := ParseRoute(r.URL.Path)
+		if err != nil || route.Kind != KindBlob || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			return ocierr.Unsupported.Withf("the data endpoint serves blob GET and HEAD only; use the registry endpoint")
+		}
+		return a.serveBlob(w, r, route)
+	})
+	return a.logged(blobs)
 }
 
 // Handler returns the region node's whole HTTP surface: /v2/, the health
