@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"time"
 
@@ -62,6 +64,8 @@ type Peers interface {
 	// EnsureReferences fetches what a manifest being pushed references and
 	// this region lacks.
 	EnsureReferences(ctx context.Context, repo, contentType string, payload []byte) error
+	// Endpoint returns the base URL of the region named, if it is a peer.
+	Endpoint(region string) (string, bool)
 }
 
 // isPeer reports a request from another region.
@@ -199,6 +203,9 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 			return a.startUpload(w, r, route)
 		}
 	case KindUpload:
+		if target, ok := a.sessionElsewhere(route.Ref); ok {
+			return a.forward(w, r, target)
+		}
 		switch m {
 		case http.MethodGet:
 			return a.uploadStatus(w, r, route)
@@ -228,6 +235,40 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return ocierr.Unsupported.Withf("%s is not supported on %s endpoints", m, route.Kind)
+}
+
+// sessionElsewhere returns the endpoint of the region an upload session
+// id names, when that is a peer and not this region: the session's bytes
+// are there.
+func (a *API) sessionElsewhere(id string) (string, bool) {
+	name, _, ok := strings.Cut(id, ".")
+	if !ok || name == a.region.Name() || a.opts.Peers == nil {
+		return "", false
+	}
+	return a.opts.Peers.Endpoint(name)
+}
+
+// forward sends the request, body streamed, to the region at target and
+// relays its answer: an upload session stays in the region that started
+// it, whichever region a request on it reaches.
+func (a *API) forward(w http.ResponseWriter, r *http.Request, target string) error {
+	u, err := url.Parse(target)
+	if err != nil {
+		return err
+	}
+	var failed error
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+		},
+		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) { failed = err },
+	}
+	proxy.ServeHTTP(w, r)
+	if failed != nil {
+		return ocierr.BlobUploadUnknown.Withf("upload %s belongs to the region at %s, which did not answer (%v); retry later or start a new upload", r.URL.Path, target, failed)
+	}
+	return nil
 }
 
 // base answers the version check (end-1).

@@ -93,6 +93,16 @@ func notHere(repo, ref string, have, unreachable []string, cause error) error {
 	return ocierr.ManifestUnknown.WithDetail(msg, detail)
 }
 
+// Endpoint returns the base URL of peer region.
+func (p *Replicator) Endpoint(region string) (string, bool) {
+	for _, s := range p.peers() {
+		if s.name == region {
+			return s.base, true
+		}
+	}
+	return "", false
+}
+
 // notAnywhere is the BLOB_UNKNOWN of a blob no region could provide.
 func notAnywhere(repo string, d digest.Digest) error {
 	return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s in any region", d, repo),

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -324,4 +325,36 @@ func TestSettingsReplicateLastWriterWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, func() error { return everywhere("<none>") })
+}
+
+// TestAnUploadSessionIsForwardedToItsRegion: the requests of one chunked
+// upload sent to three different regions all land in the region that
+// started it.
+func TestAnUploadSessionIsForwardedToItsRegion(t *testing.T) {
+	reg := startRegistry(t)
+	east, west, asia := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL, reg.ByName["southeastasia"].URL
+	data := bytes.Repeat([]byte("forwarded;"), 30_000)
+	d := digest.FromBytes(data)
+	code, h, _ := do(t, "POST", east+"/v2/fwd/app/blobs/uploads/", "", nil)
+	loc := h.Get("Location")
+	if code != 202 || !strings.Contains(loc, "/eastus.") {
+		t.Fatalf("start: %d %s", code, loc)
+	}
+	half := len(data) / 2
+	req, _ := http.NewRequest("PATCH", west+loc, bytes.NewReader(data[:half]))
+	req.Header.Set("Content-Range", fmt.Sprintf("0-%d", half-1))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("chunk through westeurope: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	req, _ = http.NewRequest("PUT", asia+loc+"?digest="+d.String(), bytes.NewReader(data[half:]))
+	req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", half, len(data)-1))
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("close through southeastasia: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if code, _, body := do(t, "GET", east+"/v2/fwd/app/blobs/"+d.String(), "", nil); code != 200 || !bytes.Equal(body, data) {
+		t.Fatalf("blob in eastus: %d", code)
+	}
 }
