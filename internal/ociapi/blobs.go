@@ -69,6 +69,11 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 				}
 				return nil
 			}
+			if err == nil {
+				// Not streamed: another fetch of it finished first, or it
+				// arrived meanwhile. It is here now: serve it as usual.
+				size, err = a.region.StatBlob(ctx, route.Repo, d)
+			}
 		} else if r.Method == http.MethodHead {
 			// Answer from the peer's size; the GET that follows streams it.
 			size, err = a.opts.Peers.StatBlob(ctx, route.Repo, d)

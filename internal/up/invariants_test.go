@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -21,12 +22,26 @@ import (
 )
 
 // faultyLink is a reverse proxy between two regions that refuses the
-// requests block matches with 503, as a link that is down would.
+// requests block matches with 503, as a link that is down would, and holds
+// the requests holdIf matches until release is closed.
 type faultyLink struct {
-	block atomic.Pointer[func(*http.Request) bool]
+	block   atomic.Pointer[func(*http.Request) bool]
+	holdIf  atomic.Pointer[func(*http.Request) bool]
+	release chan struct{}
+	held    atomic.Int32
+	heads   atomic.Int32 // HEAD requests that passed
 }
 
 func (f *faultyLink) set(block func(*http.Request) bool) { f.block.Store(&block) }
+
+// hold holds the requests match matches until release is closed.
+func (f *faultyLink) hold(match func(*http.Request) bool, release chan struct{}) {
+	f.release = release
+	f.holdIf.Store(&match)
+}
+
+// waiting is how many requests are held now.
+func (f *faultyLink) waiting() int { return int(f.held.Load()) }
 
 func (f *faultyLink) start(t *testing.T, target string) string {
 	u, _ := url.Parse(target)
@@ -35,6 +50,14 @@ func (f *faultyLink) start(t *testing.T, target string) string {
 		if b := f.block.Load(); b != nil && (*b)(r) {
 			http.Error(w, "link down", http.StatusServiceUnavailable)
 			return
+		}
+		if r.Method == http.MethodHead {
+			f.heads.Add(1)
+		}
+		if h := f.holdIf.Load(); h != nil && (*h)(r) {
+			f.held.Add(1)
+			<-f.release
+			f.held.Add(-1)
 		}
 		proxy.ServeHTTP(w, r)
 	}))
@@ -303,5 +326,57 @@ func TestContentComesFromTheNearestPeerHoldingIt(t *testing.T) {
 	link.set(func(*http.Request) bool { return true })
 	if err := pullable(t, asia, "near/app", "v1", img); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestABlobGETThatWaitsForAnotherFetchIsServedWhole: a client's GET of a
+// blob another fetch (the feed follower's) is already bringing waits for
+// that fetch and then gets the whole blob, not an empty answer. The link
+// holds eastus's blob response until the client's request is in, so the
+// two fetches overlap every time.
+func TestABlobGETThatWaitsForAnotherFetchIsServedWhole(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	held := make(chan struct{})
+	link := &faultyLink{}
+	reg := startLinkedWith(t, t.TempDir(), link, []string{"westeurope"}, nil, 0)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	blob := bytes.Repeat([]byte("wait for the other fetch;"), 100_000)
+	d := digest.FromBytes(blob)
+	link.hold(func(r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+			once.Do(func() { close(held) })
+			return true
+		}
+		return false
+	}, release)
+	if code, _, _ := do(t, "POST", east+"/v2/wait/app/blobs/uploads/?digest="+d.String(), "", blob); code != 201 {
+		t.Fatal("push")
+	}
+	<-held // westeurope's follower is fetching the blob, and is held
+	got := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get(west + "/v2/wait/app/blobs/" + d.String())
+		if err != nil {
+			got <- nil
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- b
+	}()
+	// The client's read-through asks eastus for the size (a HEAD through
+	// the link) before it joins the held fetch; from then on it is served
+	// without streaming, which is the path under test.
+	heads := link.heads.Load()
+	eventually(t, 10*time.Second, func() error {
+		if link.waiting() < 1 || link.heads.Load() == heads {
+			return fmt.Errorf("the client's read-through has not asked eastus yet")
+		}
+		return nil
+	})
+	close(release)
+	if b := <-got; !bytes.Equal(b, blob) {
+		t.Fatalf("the waiting GET got %d bytes of %d", len(b), len(blob))
 	}
 }
