@@ -177,22 +177,24 @@ func benchFrontDoor(ctx context.Context, bin, dir string, quick bool) ([]row, er
 			return nil, err
 		}
 		c := clientAt("127.0.0.2") // a westeurope client
+		home := false
+		for i := 0; i < 1500 && !home; i++ { // the door has probed and routes this client home
+			resp, err := c.Get("http://" + rs.door.addr + "/v2/")
+			if err == nil {
+				resp.Body.Close()
+				home = resp.Header.Get("X-Georeg-Region") == "westeurope"
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !home {
+			rs.stop()
+			return nil, fmt.Errorf("the front door never routed a westeurope client home")
+		}
 		if !data {
 			direct, err := timedGets(c, "http://"+west.addr+"/v2/bench/door/manifests/v1", gets)
 			if err != nil {
 				rs.stop()
 				return nil, err
-			}
-			// Wait for the door to route this client home.
-			for i := 0; i < 500; i++ {
-				resp, err := c.Get("http://" + rs.door.addr + "/v2/")
-				if err == nil {
-					resp.Body.Close()
-					if resp.Header.Get("X-Georeg-Region") == "westeurope" {
-						break
-					}
-				}
-				time.Sleep(20 * time.Millisecond)
 			}
 			door, err := timedGets(c, "http://"+rs.door.addr+"/v2/bench/door/manifests/v1", gets)
 			if err != nil {
