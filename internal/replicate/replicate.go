@@ -44,6 +44,10 @@ type Config struct {
 	// AntiEntropyInterval is how often each peer's repositories are
 	// compared and repaired (default 5 minutes).
 	AntiEntropyInterval time.Duration `yaml:"antiEntropyInterval"`
+	// WedgedAfter is how long replication from a peer that answers may
+	// make no progress while behind before the region reports it wedged
+	// (default 2 minutes).
+	WedgedAfter time.Duration `yaml:"wedgedAfter"`
 }
 
 var endpointRegexp = regexp.MustCompile(`^https?://[^/\s]+/?$`)
@@ -69,6 +73,9 @@ func (c Config) Validate(self string) error {
 	if c.Wait < 0 {
 		errs = append(errs, fmt.Errorf("wait: %s is negative", c.Wait))
 	}
+	if c.WedgedAfter < 0 {
+		errs = append(errs, fmt.Errorf("wedgedAfter: %s is negative", c.WedgedAfter))
+	}
 	if c.AntiEntropyInterval < 0 {
 		errs = append(errs, fmt.Errorf("antiEntropyInterval: %s is negative", c.AntiEntropyInterval))
 	}
@@ -86,6 +93,7 @@ type Replicator struct {
 	http                *http.Client
 	wait                time.Duration
 	antiEntropyInterval time.Duration
+	wedgedAfter         time.Duration
 	log                 *slog.Logger
 
 	mu      sync.RWMutex
@@ -103,6 +111,10 @@ func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog
 	}
 	if p.antiEntropyInterval == 0 {
 		p.antiEntropyInterval = 5 * time.Minute
+	}
+	p.wedgedAfter = cfg.WedgedAfter
+	if p.wedgedAfter == 0 {
+		p.wedgedAfter = 2 * time.Minute
 	}
 	for _, peer := range cfg.Peers {
 		p.sources = append(p.sources, newSource(peer, secret, hc))

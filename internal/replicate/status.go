@@ -22,6 +22,9 @@ type PeerStatus struct {
 	Bytes       int64     `json:"bytes"`        // blob bytes of its feed applied here
 	BytesTotal  int64     `json:"bytesTotal"`   // blob bytes of its whole feed
 	Backlog     int64     `json:"backlogBytes"` // blob bytes of it not yet applied here
+	// Wedged: this region is behind the peer, the peer answers, and
+	// nothing of it has applied for WedgedAfter.
+	Wedged bool `json:"wedged,omitempty"`
 }
 
 // Progress sums every peer's: what this region has applied of all it
@@ -48,6 +51,9 @@ type Status struct {
 	State    string       `json:"state"`
 	Progress Progress     `json:"progress"`
 	Peers    []PeerStatus `json:"peers"`
+	// Wedged names the peers replication is stuck on; the front door's
+	// deep probe counts a region with any as failing.
+	Wedged []string `json:"wedged,omitempty"`
 }
 
 // tracker keeps the progress of each follower, safe for concurrent use.
@@ -67,6 +73,8 @@ type peerProgress struct {
 	lag         time.Duration
 	lastErr     string
 	lastSuccess time.Time
+	lastFetch   time.Time // last feed answer
+	progress    time.Time // last record applied, or when first tracked
 }
 
 func newTracker() *tracker { return &tracker{peers: map[string]*peerProgress{}} }
@@ -74,7 +82,7 @@ func newTracker() *tracker { return &tracker{peers: map[string]*peerProgress{}} 
 func (t *tracker) get(peer, endpoint string) *peerProgress {
 	pp, ok := t.peers[peer]
 	if !ok {
-		pp = &peerProgress{endpoint: endpoint}
+		pp = &peerProgress{endpoint: endpoint, progress: time.Now()}
 		t.peers[peer] = pp
 	}
 	return pp
@@ -85,7 +93,7 @@ func (t *tracker) fetched(peer, endpoint string, head int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp := t.get(peer, endpoint)
-	pp.head, pp.seen, pp.lastErr, pp.lastSuccess = max(pp.head, head), true, "", time.Now()
+	pp.head, pp.seen, pp.lastErr, pp.lastSuccess, pp.lastFetch = max(pp.head, head), true, "", time.Now(), time.Now()
 }
 
 // applied records that a record the origin committed at created is now
@@ -98,7 +106,7 @@ func (t *tracker) applied(peer, endpoint string, created time.Time, blobBytes in
 	}
 	t.bytes += blobBytes
 	pp := t.get(peer, endpoint)
-	pp.lag, pp.lastErr, pp.lastSuccess = time.Since(created), "", time.Now()
+	pp.lag, pp.lastErr, pp.lastSuccess, pp.progress = time.Since(created), "", time.Now(), time.Now()
 }
 
 // failed records the last error with a peer.
@@ -157,6 +165,10 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		}
 		if !pp.seen || ps.Behind > 0 {
 			all = false
+		}
+		if ps.Behind > 0 && time.Since(pp.lastFetch) < p.wedgedAfter && time.Since(pp.progress) > p.wedgedAfter {
+			ps.Wedged = true
+			st.Wedged = append(st.Wedged, name)
 		}
 		st.Progress.Objects += min(applied, ps.Head)
 		st.Progress.ObjectsTotal += ps.Head

@@ -6,7 +6,8 @@
 //
 // Health comes from deep probes: every ProbeInterval each region's /readyz
 // (metadata store answers and takes its write lock, content store
-// writable) and /_georeg/v1/status (replication state). A region is
+// writable) and /_georeg/v1/status (replication state, and not wedged: a
+// region stuck behind a peer that answers fails the probe). A region is
 // drained after FailAfter failed probes in a row and taken back after
 // RecoverAfter good ones, so a flapping region does not flap the routing.
 // With the defaults (1 s, 2, 3) a failed region is drained within 3 s.

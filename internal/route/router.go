@@ -172,9 +172,15 @@ func (r *Router) probeRegion(ctx context.Context, st *regionState) (ready bool, 
 		return false, err
 	}
 	defer resp.Body.Close()
-	var status struct{ State string }
+	var status struct {
+		State  string
+		Wedged []string
+	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&status); err != nil {
 		return false, fmt.Errorf("status: %w", err)
+	}
+	if len(status.Wedged) > 0 {
+		return false, fmt.Errorf("replication wedged on %s", strings.Join(status.Wedged, ", "))
 	}
 	return status.State == "Ready", nil
 }

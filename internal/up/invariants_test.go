@@ -18,6 +18,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -83,13 +84,19 @@ func startLinkedIn(t *testing.T, dir string, link *faultyLink, via []string, ant
 
 func startLinkedWith(t *testing.T, dir string, link *faultyLink, via []string, noReadThrough map[string]bool, antiEntropy time.Duration) *up.Registry {
 	t.Helper()
-	return runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions(), NoReadThrough: noReadThrough, AntiEntropyInterval: antiEntropy,
-		Link: func(from, to, u string) (string, error) {
-			if to == "eastus" && slices.Contains(via, from) {
-				return link.start(t, u), nil
-			}
-			return u, nil
-		}})
+	return runLinked(t, up.Config{DataDir: dir, Regions: threeRegions(), NoReadThrough: noReadThrough, AntiEntropyInterval: antiEntropy}, link, via)
+}
+
+// runLinked runs cfg with the regions in via reaching eastus through link.
+func runLinked(t *testing.T, cfg up.Config, link *faultyLink, via []string) *up.Registry {
+	t.Helper()
+	cfg.Link = func(from, to, u string) (string, error) {
+		if to == "eastus" && slices.Contains(via, from) {
+			return link.start(t, u), nil
+		}
+		return u, nil
+	}
+	return runRegistry(t, cfg)
 }
 
 // errorOf returns the first OCI error code and detail of a body.
@@ -379,4 +386,37 @@ func TestABlobGETThatWaitsForAnotherFetchIsServedWhole(t *testing.T) {
 	if b := <-got; !bytes.Equal(b, blob) {
 		t.Fatalf("the waiting GET got %d bytes of %d", len(b), len(blob))
 	}
+}
+
+// TestReplicationThatMakesNoProgressIsReportedWedged: westeurope's link to
+// eastus refuses blob downloads but passes the feed: westeurope is behind
+// a peer that answers and applies nothing, and reports it wedged (the
+// front door's probe then drains it); once the link heals it is not.
+func TestReplicationThatMakesNoProgressIsReportedWedged(t *testing.T) {
+	link := &faultyLink{}
+	link.set(func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
+	})
+	reg := runLinked(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), WedgedAfter: 200 * time.Millisecond},
+		link, []string{"westeurope"})
+	push(t, reg.ByName["eastus"].URL, "wedge/app", "v1", "wedged", 200_000) // above the inline size
+	status := func() replicate.Status {
+		_, _, out := do(t, "GET", reg.ByName["westeurope"].URL+"/_georeg/v1/status", "", nil)
+		var st replicate.Status
+		_ = json.Unmarshal(out, &st)
+		return st
+	}
+	eventually(t, 30*time.Second, func() error {
+		if st := status(); fmt.Sprint(st.Wedged) != "[eastus]" {
+			return fmt.Errorf("westeurope reports wedged %v", st.Wedged)
+		}
+		return nil
+	})
+	link.set(func(*http.Request) bool { return false })
+	eventually(t, 60*time.Second, func() error {
+		if st := status(); len(st.Wedged) != 0 {
+			return fmt.Errorf("still wedged on %v", st.Wedged)
+		}
+		return nil
+	})
 }

@@ -50,6 +50,8 @@ type Config struct {
 	// AntiEntropyInterval is how often regions compare and repair their
 	// repositories (0: the default, 5 minutes).
 	AntiEntropyInterval time.Duration
+	// WedgedAfter is replicate.Config.WedgedAfter for every region.
+	WedgedAfter time.Duration
 	// FrontDoor, when set, is where the front door listens (127.0.0.1:5000
 	// for `georeg up`): clients from 127.0.0.<i+1> belong to the i-th
 	// region, with the others as fallbacks, nearest first.
@@ -128,6 +130,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Replication.Secret = cfg.Secret
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
 		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
+		c.Replication.WedgedAfter = cfg.WedgedAfter
 		for _, p := range byDistance(cfg, r, reg.Regions) {
 			endpoint := p.URL
 			if link, ok := distance(cfg, r.Name, p.Name); ok {
