@@ -364,7 +364,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 		page, err := s.feed.Fetch(ctx, since, feed.DefaultLimit, wait)
 		if err != nil {
 			if ctx.Err() == nil {
-				p.tracker.failed(s.name, s.base, err)
+				p.tracker.feedFailed(s.name, s.base, err)
 			}
 			if !b.wait(ctx, log, "fetch feed", err) {
 				return

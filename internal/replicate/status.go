@@ -73,7 +73,7 @@ type peerProgress struct {
 	lag         time.Duration
 	lastErr     string
 	lastSuccess time.Time
-	lastFetch   time.Time // last feed answer
+	feedDown    bool      // the last feed request failed
 	progress    time.Time // last record applied, or when first tracked
 }
 
@@ -93,7 +93,16 @@ func (t *tracker) fetched(peer, endpoint string, head int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp := t.get(peer, endpoint)
-	pp.head, pp.seen, pp.lastErr, pp.lastSuccess, pp.lastFetch = max(pp.head, head), true, "", time.Now(), time.Now()
+	pp.head, pp.seen, pp.lastErr, pp.lastSuccess, pp.feedDown = max(pp.head, head), true, "", time.Now(), false
+}
+
+// feedFailed records that a feed request to the peer failed: while it
+// fails, replication from it is down, not wedged.
+func (t *tracker) feedFailed(peer, endpoint string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pp := t.get(peer, endpoint)
+	pp.lastErr, pp.feedDown = err.Error(), true
 }
 
 // applied records that a record the origin committed at created is now
@@ -166,7 +175,9 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		if !pp.seen || ps.Behind > 0 {
 			all = false
 		}
-		if ps.Behind > 0 && time.Since(pp.lastFetch) < p.wedgedAfter && time.Since(pp.progress) > p.wedgedAfter {
+		// Wedged: the peer's feed answers (a long-poll outstanding counts:
+		// the last request did not fail) but nothing has applied for a while.
+		if ps.Behind > 0 && pp.seen && !pp.feedDown && time.Since(pp.progress) > p.wedgedAfter {
 			ps.Wedged = true
 			st.Wedged = append(st.Wedged, name)
 		}
