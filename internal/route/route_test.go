@@ -192,7 +192,10 @@ func TestPinnedEndpoints(t *testing.T) {
 // TTLs, and refusing other names.
 func TestDNSModeAnswersEachClientWithItsRegion(t *testing.T) {
 	_, door, router := frontDoorWithRouter(t)
-	regionOf(t, door, "127.0.0.3", "southeastasia") // probes have run
+	// Every region is probed Ready: each client is routed home.
+	for ip, want := range map[string]string{"127.0.0.1": "eastus", "127.0.0.2": "westeurope", "127.0.0.3": "southeastasia"} {
+		regionOf(t, door, ip, want)
+	}
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
