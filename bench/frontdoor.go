@@ -30,22 +30,11 @@ func startProc(ctx context.Context, bin, logFile, addr string, args ...string) (
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, addr: addr}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			stopProcess(cmd, syscall.SIGKILL)
-			return nil, fmt.Errorf("%s not ready on %s: %v", args[0], addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitReady("http://"+addr, 30*time.Second); err != nil {
+		stopProcess(cmd, syscall.SIGKILL)
+		return nil, fmt.Errorf("georeg %s: %w", args[0], err)
 	}
+	return &proc{cmd: cmd, addr: addr}, nil
 }
 
 func (p *proc) cpu() float64 { return (&server{cmd: p.cmd}).cpuSeconds() }

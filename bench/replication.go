@@ -41,19 +41,9 @@ func startUp(ctx context.Context, bin, data string, distance bool) (*upProcess, 
 	p := &upProcess{cmd: cmd}
 	deadline := time.Now().Add(30 * time.Second)
 	for _, port := range []string{"5001", "5002", "5003"} {
-		for {
-			resp, err := http.Get("http://127.0.0.1:" + port + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				p.stop()
-				return nil, fmt.Errorf("georeg up not ready on :%s (are ports 5000-5003 free?): %v", port, err)
-			}
-			time.Sleep(20 * time.Millisecond)
+		if err := waitReady("http://127.0.0.1:"+port, time.Until(deadline)); err != nil {
+			p.stop()
+			return nil, fmt.Errorf("georeg up (are ports 5000-5003 free?): %w", err)
 		}
 	}
 	return p, nil

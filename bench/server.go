@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,12 +20,7 @@ type server struct {
 }
 
 func startServer(ctx context.Context, bin, data, logLevel string) (*server, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr()
 	logf, err := os.Create(data + ".log")
 	if err != nil {
 		return nil, err
@@ -37,18 +31,27 @@ func startServer(ctx context.Context, bin, data, logLevel string) (*server, erro
 		return nil, err
 	}
 	s := &server{cmd: cmd, addr: addr, base: "http://" + addr}
-	deadline := time.Now().Add(20 * time.Second)
+	if err := waitReady(s.base, 20*time.Second); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("georeg serve: %w", err)
+	}
+	return s, nil
+}
+
+// waitReady polls base's /readyz until it answers 200, for at most within.
+func waitReady(base string, within time.Duration) error {
+	deadline := time.Now().Add(within)
 	for {
-		resp, err := http.Get(s.base + "/readyz")
+		resp, err := http.Get(base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return s, nil
+				return nil
 			}
+			err = fmt.Errorf("/readyz: %d", resp.StatusCode)
 		}
 		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("georeg serve not ready: %v", err)
+			return fmt.Errorf("%s not ready after %s: %v", base, within, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -38,12 +38,7 @@ func TestAntiEntropyRestoresARecordRemovedFromAStore(t *testing.T) {
 	reg := startLinkedIn(t, dir, link, nil, 100*time.Millisecond)
 	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
 	img := push(t, east, "ae/app", "v1", "antientropy", 5000)
-	eventually(t, 30*time.Second, func() error {
-		if tagState(t, west, "ae/app")["v1"] != img.manifest.String() {
-			return fmt.Errorf("not replicated")
-		}
-		return nil
-	})
+	tagArrives(t, west, "ae/app", "v1", img.manifest)
 	db := openStore(t, dir, "westeurope")
 	exec(t, db, `DELETE FROM tags WHERE repo = 'ae/app'`)
 	exec(t, db, `DELETE FROM manifests WHERE repo = 'ae/app'`)

@@ -185,12 +185,7 @@ func TestInvariant5CachesFollowReplication(t *testing.T) {
 	reg := startRegistry(t)
 	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
 	first := push(t, east, "cache/app", "latest", "first", 1000)
-	eventually(t, 30*time.Second, func() error {
-		if tagState(t, west, "cache/app")["latest"] != first.manifest.String() {
-			return fmt.Errorf("not replicated")
-		}
-		return nil
-	})
+	tagArrives(t, west, "cache/app", "latest", first.manifest)
 	for range 3 { // read it into the cache
 		if err := pullable(t, west, "cache/app", "latest", first); err != nil {
 			t.Fatal(err)

@@ -54,21 +54,11 @@ func TestARegionRegisteredInOneRegionIsFollowedByAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Backfill: what eastus held before brazilsouth existed arrives.
-	eventually(t, 30*time.Second, func() error {
-		if tagState(t, brazil, "join/app")["before"] != before.manifest.String() {
-			return fmt.Errorf("brazilsouth has not backfilled join/app:before")
-		}
-		return nil
-	})
+	tagArrives(t, brazil, "join/app", "before", before.manifest)
 	// Both existing regions follow brazilsouth: a push there reaches them.
 	after := push(t, brazil, "join/app", "from-brazil", "from-brazil", 20_000)
 	for _, r := range []*up.Region{east, west} {
-		eventually(t, 30*time.Second, func() error {
-			if tagState(t, r.URL, "join/app")["from-brazil"] != after.manifest.String() {
-				return fmt.Errorf("%s does not follow brazilsouth", r.Name)
-			}
-			return nil
-		})
+		tagArrives(t, r.URL, "join/app", "from-brazil", after.manifest)
 	}
 }
 

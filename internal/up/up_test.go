@@ -115,6 +115,18 @@ func eventually(t *testing.T, d time.Duration, cond func() error) {
 	}
 }
 
+// tagArrives waits (30 s at most) until region base lists repo:tag at
+// manifest want.
+func tagArrives(t *testing.T, base, repo, tag string, want digest.Digest) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		if got := tagState(t, base, repo)[tag]; got != want.String() {
+			return fmt.Errorf("%s has %s:%s at %q, want %s", base, repo, tag, got, want)
+		}
+		return nil
+	})
+}
+
 // pullable checks that repo:tag is img in region base, with every blob.
 func pullable(t *testing.T, base, repo, tag string, img image) error {
 	code, h, _ := do(t, "GET", base+"/v2/"+repo+"/manifests/"+tag, "", nil)
@@ -140,12 +152,7 @@ func TestAnImagePushedInOneRegionArrivesCompleteInEveryRegion(t *testing.T) {
 	t.Run("a tag deleted in another region is deleted everywhere", func(t *testing.T) {
 		// Read-through answers GETs at once; the tag itself arrives by the
 		// feed. Wait for it before deleting it there.
-		eventually(t, 30*time.Second, func() error {
-			if tagState(t, west, "team/app")["v1"] != img.manifest.String() {
-				return fmt.Errorf("tag v1 not replicated to westeurope yet")
-			}
-			return nil
-		})
+		tagArrives(t, west, "team/app", "v1", img.manifest)
 		if code, _, _ := do(t, "DELETE", west+"/v2/team/app/manifests/v1", "", nil); code != 202 {
 			t.Fatalf("delete: %d", code)
 		}
@@ -239,12 +246,7 @@ func TestReplicationOverSimulatedDistance(t *testing.T) {
 	east, asia := reg.ByName["eastus"].URL, reg.ByName["southeastasia"].URL
 	start := time.Now()
 	img := push(t, east, "far/app", "v1", "far", 1_000_000)
-	eventually(t, 30*time.Second, func() error {
-		if tagState(t, asia, "far/app")["v1"] != img.manifest.String() {
-			return fmt.Errorf("not yet in southeastasia")
-		}
-		return nil
-	})
+	tagArrives(t, asia, "far/app", "v1", img.manifest)
 	link, _ := up.DefaultDistance("eastus", "southeastasia")
 	if elapsed := time.Since(start); elapsed < link.Latency {
 		t.Fatalf("arrived in %s, faster than the link's one-way latency %s", elapsed, link.Latency)
