@@ -40,11 +40,6 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		return nil, fmt.Errorf("open region %s: %w", cfg.Region.Name, err)
 	}
 	mux := http.NewServeMux()
-	if cfg.Replication.Secret != "" {
-		mux.Handle(feed.Path, feed.Handler(r, cfg.Replication.Secret))
-		mux.Handle(feed.StatsPath, feed.StatsHandler(r, cfg.Replication.Secret))
-		replicate.Register(mux, r, cfg.Replication.Secret)
-	}
 	regions := []mgmtapi.RegionInfo{{Name: cfg.Region.Name, Endpoint: "http://" + cfg.HTTP.Listen}}
 	for _, p := range cfg.Replication.Peers {
 		ep := p.PublicEndpoint
@@ -62,23 +57,22 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		}
 	}
 	n := &Node{Region: r, log: log}
-	if cfg.Replication.Secret != "" {
+	if secret := cfg.Replication.Secret; secret != "" {
 		// A region with a secret replicates: with its configured peers and
 		// with every replica registered at run time.
+		mux.Handle(feed.Path, feed.Handler(r, secret))
+		mux.Handle(feed.StatsPath, feed.StatsHandler(r, secret))
+		replicate.Register(mux, r, secret)
 		// No overall timeout: a 20 GiB layer takes as long as it takes;
 		// each request is bounded by its context.
 		hc := &http.Client{Transport: &http.Transport{
 			MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
 			ResponseHeaderTimeout: cfg.Replication.Wait + 2*time.Minute,
 		}}
-		n.replicator = replicate.New(r, cfg.Replication.Config, cfg.Replication.Secret, hc,
-			log.With("region", cfg.Region.Name))
+		n.replicator = replicate.New(r, cfg.Replication.Config, secret, hc, log.With("region", cfg.Region.Name))
 		opts.Peers = n.replicator
 		opts.ReadThrough = !cfg.Replication.NoReadThrough
-		secret := cfg.Replication.Secret
 		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }
-	}
-	if n.replicator != nil {
 		status = n.replicator
 	}
 	mgmtapi.New(r, regions, status).Register(mux)
@@ -92,9 +86,6 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 
 // Handler returns the node's HTTP surface.
 func (n *Node) Handler() http.Handler { return n.handler }
-
-// DataHandler returns the data endpoint's surface, or nil.
-func (n *Node) DataHandler() http.Handler { return n.dataHandler }
 
 // SetDataListener gives the data endpoint its listener; Serve serves it.
 func (n *Node) SetDataListener(l net.Listener) { n.dataL = l }
