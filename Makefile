@@ -41,6 +41,8 @@ fuzz:
 	go test ./internal/oci -run '^$$' -fuzz FuzzParseManifest -fuzztime 20s
 	go test ./internal/oci -run '^$$' -fuzz FuzzValidateRepository -fuzztime 20s
 	go test ./internal/feed -run '^$$' -fuzz FuzzParsePage -fuzztime 20s
+	go test ./internal/webhook -run '^$$' -fuzz FuzzParseScope -fuzztime 20s
+	go test ./internal/webhook -run '^$$' -fuzz FuzzConfig -fuzztime 20s
 
 bench: build
 	go run ./bench -georeg bin/georeg

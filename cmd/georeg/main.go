@@ -21,7 +21,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), upCmd(), routeCmd(), imageCmd(), waitCmd(), replicationCmd())
+	root.AddCommand(serveCmd(), upCmd(), routeCmd(), imageCmd(), waitCmd(), replicationCmd(), webhookCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "georeg:", err)
 		os.Exit(1)

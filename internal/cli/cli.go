@@ -10,12 +10,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
 
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // Client talks to one region (or the front door).
@@ -142,4 +144,56 @@ func (c *Client) DeleteReplication(ctx context.Context, name string, purge bool)
 		path += "?purge=true"
 	}
 	return c.send(ctx, http.MethodDelete, path, nil, nil)
+}
+
+// Webhooks lists the registry's webhooks.
+func (c *Client) Webhooks(ctx context.Context) ([]webhook.View, error) {
+	var out []webhook.View
+	return out, c.get(ctx, "/_georeg/v1/webhooks", &out)
+}
+
+// Webhook shows one webhook.
+func (c *Client) Webhook(ctx context.Context, name string) (*webhook.View, error) {
+	var out webhook.View
+	return &out, c.get(ctx, webhookPath(name, ""), &out)
+}
+
+// CreateWebhook creates a webhook and returns it with its secret.
+func (c *Client) CreateWebhook(ctx context.Context, name string, body mgmtapi.WebhookBody) (*mgmtapi.WebhookCreated, error) {
+	var out mgmtapi.WebhookCreated
+	return &out, c.send(ctx, http.MethodPut, webhookPath(name, ""), body, &out)
+}
+
+// UpdateWebhook changes the fields body sets.
+func (c *Client) UpdateWebhook(ctx context.Context, name string, body mgmtapi.WebhookBody) (*webhook.View, error) {
+	var out webhook.View
+	return &out, c.send(ctx, http.MethodPatch, webhookPath(name, ""), body, &out)
+}
+
+// DeleteWebhook deletes a webhook.
+func (c *Client) DeleteWebhook(ctx context.Context, name string) error {
+	return c.send(ctx, http.MethodDelete, webhookPath(name, ""), nil, nil)
+}
+
+// WebhookConfig returns a webhook's URI and custom headers.
+func (c *Client) WebhookConfig(ctx context.Context, name string) (*mgmtapi.WebhookConfig, error) {
+	var out mgmtapi.WebhookConfig
+	return &out, c.get(ctx, webhookPath(name, "/config"), &out)
+}
+
+// WebhookEvents lists up to n of a webhook's deliveries, newest first,
+// from every region it fires in.
+func (c *Client) WebhookEvents(ctx context.Context, name string, n int) (*mgmtapi.WebhookEvents, error) {
+	var out mgmtapi.WebhookEvents
+	return &out, c.get(ctx, webhookPath(name, "/events")+"?n="+strconv.Itoa(n), &out)
+}
+
+// PingWebhook sends a ping and reports its outcome.
+func (c *Client) PingWebhook(ctx context.Context, name string) (*mgmtapi.PingResult, error) {
+	var out mgmtapi.PingResult
+	return &out, c.send(ctx, http.MethodPost, webhookPath(name, "/ping"), nil, &out)
+}
+
+func webhookPath(name, suffix string) string {
+	return "/_georeg/v1/webhooks/" + url.PathEscape(name) + suffix
 }

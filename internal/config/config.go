@@ -15,6 +15,12 @@
 //	  peers:
 //	    - name: westeurope
 //	      endpoint: http://127.0.0.1:5002
+//	webhooks:
+//	  timeout: 30s     # one delivery attempt
+//	  retryFor: 24h    # then an event is marked failed
+//	  minBackoff: 1s   # doubling, with jitter, up to maxBackoff
+//	  maxBackoff: 10m
+//	  keep: 168h       # how long the delivery log keeps finished deliveries
 //	log:
 //	  level: info      # debug, info, warn, error
 //	  format: text     # text or json
@@ -33,14 +39,16 @@ import (
 
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // Config is a region node's whole configuration.
 type Config struct {
-	Region      region.Config `yaml:"region"`
-	HTTP        HTTP          `yaml:"http"`
-	Replication Replication   `yaml:"replication"`
-	Log         Log           `yaml:"log"`
+	Region      region.Config   `yaml:"region"`
+	HTTP        HTTP            `yaml:"http"`
+	Replication Replication     `yaml:"replication"`
+	Webhooks    webhook.Options `yaml:"webhooks"`
+	Log         Log             `yaml:"log"`
 }
 
 // Replication is how this region talks to its peers.
@@ -136,6 +144,9 @@ func (c Config) Validate() error {
 	case "", "auto", "sendfile", "buffered":
 	default:
 		errs = append(errs, fmt.Errorf("http.blobCopy: %q must be auto, sendfile or buffered", c.HTTP.BlobCopy))
+	}
+	if err := c.Webhooks.Validate(); err != nil {
+		errs = append(errs, prefix("webhooks", err))
 	}
 	if _, err := c.Log.SlogLevel(); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))

@@ -111,7 +111,8 @@ func (r Record) Validate() error {
 	if needDigest && r.Digest.Validate() != nil {
 		return fmt.Errorf("%w: seq %d: digest %q", ErrBadRecord, r.Seq, r.Digest)
 	}
-	if needTag && oci.ValidateTag(r.Tag) != nil {
+	// A manifest record may name the tag it was pushed with.
+	if (needTag || r.Tag != "") && oci.ValidateTag(r.Tag) != nil {
 		return fmt.Errorf("%w: seq %d: tag %q", ErrBadRecord, r.Seq, r.Tag)
 	}
 	if r.Size < 0 {

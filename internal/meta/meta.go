@@ -108,6 +108,30 @@ CREATE TABLE IF NOT EXISTS peer_cursors (
 	seq        BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+	id          {{serial}},
+	event_id    TEXT NOT NULL,
+	webhook     TEXT NOT NULL,
+	action      TEXT NOT NULL,
+	payload     {{bytes}} NOT NULL,
+	created_at  BIGINT NOT NULL,
+	next_at     BIGINT NOT NULL,
+	attempts    INTEGER NOT NULL DEFAULT 0,
+	state       TEXT NOT NULL,
+	status_code INTEGER NOT NULL DEFAULT 0,
+	latency_ms  BIGINT NOT NULL DEFAULT 0,
+	error       TEXT NOT NULL DEFAULT '',
+	updated_at  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (state, next_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_webhook ON webhook_deliveries (webhook, id);
+CREATE TABLE IF NOT EXISTS everywhere_pending (
+	repo       TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	event      {{bytes}} NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (repo, digest)
+);
 CREATE TABLE IF NOT EXISTS uploads (
 	id         TEXT PRIMARY KEY,
 	repo       TEXT NOT NULL,
@@ -203,10 +227,10 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 }
 
 // Purge deletes every repository, blob link, manifest, tag, upload
-// session, feed record, presence, cursor and setting: the region is
-// retired and keeps no data.
+// session, feed record, presence, cursor, setting and webhook delivery:
+// the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
-	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings"} {
+	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

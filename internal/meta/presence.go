@@ -19,7 +19,16 @@ func (tx *Tx) SetPresence(ctx context.Context, repo string, d digest.Digest, reg
 // Presence returns the regions known to hold manifest d of repo complete,
 // with the time each got it.
 func (db *DB) Presence(ctx context.Context, repo string, d digest.Digest) (map[string]time.Time, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT region, since FROM presence WHERE repo = $1 AND digest = $2`, repo, d.String())
+	return presence(ctx, db.r, repo, d)
+}
+
+// Presence is DB.Presence inside the transaction.
+func (tx *Tx) Presence(ctx context.Context, repo string, d digest.Digest) (map[string]time.Time, error) {
+	return presence(ctx, tx.tx, repo, d)
+}
+
+func presence(ctx context.Context, q queryer, repo string, d digest.Digest) (map[string]time.Time, error) {
+	rows, err := q.QueryContext(ctx, `SELECT region, since FROM presence WHERE repo = $1 AND digest = $2`, repo, d.String())
 	if err != nil {
 		return nil, err
 	}

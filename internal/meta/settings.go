@@ -55,7 +55,17 @@ func (db *DB) Setting(ctx context.Context, kind, name string) (*Setting, error) 
 // Settings lists the live settings of kind, by name; with tombstones
 // when all is set (anti-entropy compares them too).
 func (db *DB) Settings(ctx context.Context, kind string, all bool) ([]Setting, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	return settings(ctx, db.r, kind, all)
+}
+
+// Settings lists the live settings of kind inside the transaction, so a
+// change and what it reads of the configuration are one view.
+func (tx *Tx) Settings(ctx context.Context, kind string) ([]Setting, error) {
+	return settings(ctx, tx.tx, kind, false)
+}
+
+func settings(ctx context.Context, q queryer, kind string, all bool) ([]Setting, error) {
+	rows, err := q.QueryContext(ctx, `
 		SELECT kind, name, value, version, origin, updated_at, deleted FROM settings
 		WHERE ($1 = '' OR kind = $1) AND ($2 OR deleted = 0) ORDER BY kind, name`, kind, all)
 	if err != nil {

@@ -72,6 +72,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_georeg/v1/replications/{name}", a.handle(a.showReplication))
 	mux.HandleFunc("PUT /_georeg/v1/replications/{name}", a.handle(a.putReplication))
 	mux.HandleFunc("DELETE /_georeg/v1/replications/{name}", a.handle(a.deleteReplication))
+	a.registerWebhooks(mux)
 }
 
 // ownStatus reports this region's replication status.

@@ -21,6 +21,7 @@ import (
 	"github.com/georeg/georeg/internal/ociapi"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // Node is an open region node, not yet serving.
@@ -31,6 +32,7 @@ type Node struct {
 	dataHandler http.Handler          // the data endpoint's, when it has one
 	dataL       net.Listener          // where the data endpoint listens (SetDataListener)
 	replicator  *replicate.Replicator // nil without a replication secret
+	deliverer   *webhook.Deliverer
 }
 
 // Open opens the region described by cfg.
@@ -74,7 +76,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		opts.ReadThrough = !cfg.Replication.NoReadThrough
 		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }
 		status = n.replicator
+		r.SetMembers(n.replicator.Members)
 	}
+	n.deliverer = webhook.NewDeliverer(r, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) },
+		cfg.Webhooks, log.With("region", cfg.Region.Name, "component", "webhook"))
 	mgmtapi.New(r, regions, status).Register(mux)
 	api := ociapi.New(r, log.With("region", cfg.Region.Name), opts)
 	n.handler = api.Handler(mux)
@@ -138,6 +143,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 		})
 	}
 	g.Go(func() error { return n.Region.Run(gctx) })
+	g.Go(func() error { return n.deliverer.Run(gctx) })
 	if n.replicator != nil {
 		g.Go(func() error { return n.replicator.Run(gctx) })
 	}

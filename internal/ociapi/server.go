@@ -17,6 +17,7 @@ import (
 
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // API serves one region's /v2 endpoints.
@@ -289,6 +290,8 @@ func (a *API) logged(next http.Handler) http.Handler {
 		id := newRequestID()
 		w.Header().Set("X-Request-Id", id)
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		r = r.WithContext(webhook.WithRequest(r.Context(), webhook.Request{
+			ID: id, Host: r.Host, Method: r.Method, UserAgent: r.UserAgent()}))
 		next.ServeHTTP(rec, r)
 		level := slog.LevelInfo
 		attrs := []slog.Attr{

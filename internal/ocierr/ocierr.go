@@ -68,6 +68,13 @@ var (
 	Unknown                 = register("UNKNOWN", http.StatusInternalServerError, "unknown error")
 )
 
+// Codes of georeg's management API (/_georeg/v1/), which configures the
+// registry rather than content, so no OCI code fits its bad input.
+var (
+	RequestInvalid = register("REQUEST_INVALID", http.StatusBadRequest, "the request is invalid")
+	AlreadyExists  = register("ALREADY_EXISTS", http.StatusConflict, "the resource already exists")
+)
+
 // Lookup returns the registered code with this name, or nil.
 func Lookup(name string) *Code { return codes[name] }
 

@@ -21,6 +21,7 @@ import (
 type peerCursor struct {
 	peer string
 	seq  int64
+	tag  string // the tag the origin pushed the manifest with, "" for none
 }
 
 // The Apply methods take changes another region originated. Each is
@@ -49,14 +50,23 @@ func (r *Region) Skip(ctx context.Context, peer string, seq int64) error {
 }
 
 // ApplyPresence records that peer holds manifest d of repo complete (its
-// ack, or its own manifest record for a manifest already here).
+// ack, or its own manifest record for a manifest already here); a push
+// made here that is now in every Ready region fires
+// replicated-everywhere.
 func (r *Region) ApplyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest) error {
-	return r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		if err := tx.SetPresence(ctx, repo, d, peer, r.now()); err != nil {
+			return err
+		}
+		if err := r.checkEverywhere(ctx, tx, repo, d); err != nil {
 			return err
 		}
 		return r.setCursor(ctx, tx, peer, seq)
 	})
+	if err == nil {
+		r.wakeDeliverer()
+	}
+	return err
 }
 
 // Status is where an image is, as this region knows it.
@@ -220,8 +230,10 @@ func (r *Region) HasManifest(ctx context.Context, repo string, d digest.Digest) 
 // version v, after the caller fetched every blob and child it references.
 // A manifest missing a reference is refused (MANIFEST_BLOB_UNKNOWN), never
 // stored in part. peer "" applies without moving a cursor (a child manifest
-// fetched for its parent).
-func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, mediaType string, payload []byte, v hlc.Version) error {
+// fetched for its parent). tag is the tag the origin pushed it with (its
+// feed record says; "" for none): the replicated event then waits for
+// that tag, so one push is one event in every region.
+func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, mediaType string, payload []byte, v hlc.Version, tag string) error {
 	if d.Algorithm().FromBytes(payload) != d {
 		return ocierr.DigestInvalid.Withf("manifest from %s does not hash to %s", peer, d)
 	}
@@ -232,7 +244,7 @@ func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo
 	r.clock.Observe(v)
 	rec := manifestRecord(repo, d, m, payload, r.now())
 	rec.Version = v
-	return r.commitManifest(ctx, rec, m, "", &peerCursor{peer, seq})
+	return r.commitManifest(ctx, rec, m, "", &peerCursor{peer, seq, tag})
 }
 
 // ApplyTag points tag at d with version v unless a later write is stored
@@ -242,7 +254,8 @@ func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo
 // false, a manifest this region has no row for is MANIFEST_BLOB_UNKNOWN,
 // to retry once it arrived. A manifest deleted since leaves the tag
 // pointing at a tombstone: it resolves to MANIFEST_UNKNOWN and is not
-// listed, until a later tag write or delete arrives.
+// listed, until a later tag write or delete arrives. A tag that wins and
+// points at a live manifest fires replicated.
 func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag string, d digest.Digest, v hlc.Version, required bool) error {
 	r.clock.Observe(v)
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
@@ -256,13 +269,25 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 		if err := tx.EnsureRepository(ctx, repo, r.now()); err != nil {
 			return err
 		}
-		if _, err := tx.SetTag(ctx, repo, tag, d, v, r.now()); err != nil {
+		won, err := tx.SetTag(ctx, repo, tag, d, v, r.now())
+		if err != nil {
 			return err
+		}
+		if won {
+			if m, err := tx.GetManifest(ctx, repo, d); err == nil {
+				ev := replicatedEvent(repo, d, m.MediaType, m.Size, tag, peer, v.Region)
+				if err := r.emitNow(ctx, tx, ev); err != nil {
+					return err
+				}
+			} else if !isNotFound(err) {
+				return err
+			}
 		}
 		return r.setCursor(ctx, tx, peer, seq)
 	})
 	if err == nil {
 		r.cache.invalidate(repo, "", tag)
+		r.wakeDeliverer()
 	}
 	return err
 }

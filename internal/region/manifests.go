@@ -12,6 +12,7 @@ import (
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // ResolveTag returns the digest tag points at in repo, or MANIFEST_UNKNOWN.
@@ -149,7 +150,8 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			rec.Version = r.clock.Now()
 		}
 		v := rec.Version
-		if _, err := tx.PutManifest(ctx, rec); err != nil {
+		fresh, err := tx.PutManifest(ctx, rec)
+		if err != nil {
 			return err
 		}
 		if tag != "" {
@@ -166,6 +168,12 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			if err := r.record(ctx, tx, meta.KindAck, rec.Repo, rec.Digest, "", rec.MediaType, rec.Size, r.clock.Now()); err != nil {
 				return err
 			}
+			if fresh && from.tag == "" {
+				ev := replicatedEvent(rec.Repo, rec.Digest, rec.MediaType, rec.Size, "", from.peer, rec.Version.Region)
+				if err := r.emitNow(ctx, tx, ev); err != nil {
+					return err
+				}
+			}
 			if from.peer == "" {
 				return nil
 			}
@@ -174,18 +182,23 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			}
 			return tx.SetCursor(ctx, from.peer, from.seq, now)
 		}
-		if err := r.record(ctx, tx, meta.KindManifest, rec.Repo, rec.Digest, "", rec.MediaType, rec.Size, v); err != nil {
+		// The manifest record names the tag it was pushed with, so a
+		// replica fires one replicated event (with the tag) per push.
+		if err := r.record(ctx, tx, meta.KindManifest, rec.Repo, rec.Digest, tag, rec.MediaType, rec.Size, v); err != nil {
 			return err
 		}
 		if tag != "" {
-			return r.record(ctx, tx, meta.KindTag, rec.Repo, rec.Digest, tag, rec.MediaType, rec.Size, v)
+			if err := r.record(ctx, tx, meta.KindTag, rec.Repo, rec.Digest, tag, rec.MediaType, rec.Size, v); err != nil {
+				return err
+			}
 		}
-		return nil
+		return r.pushed(ctx, tx, rec, tag)
 	})
 	if err != nil {
 		return err
 	}
 	r.feed.notify()
+	r.wakeDeliverer()
 	r.cache.invalidate(rec.Repo, rec.Digest, tag)
 	return nil
 }
@@ -264,7 +277,11 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 			if won, err = tx.DeleteTag(ctx, repo, ref, v, now); err != nil || !won {
 				return err
 			}
-			return r.record(ctx, tx, meta.KindTagDelete, repo, "", ref, "", 0, v)
+			if err := r.record(ctx, tx, meta.KindTagDelete, repo, "", ref, "", 0, v); err != nil {
+				return err
+			}
+			ev := webhook.Event{Action: webhook.ActionDelete, Target: webhook.Target{Repository: repo, Tag: ref}, Request: webhook.RequestFrom(ctx)}
+			return r.emitNow(ctx, tx, ev)
 		})
 		if isNotFound(err) || (err == nil && !won) {
 			return ocierr.ManifestUnknown.WithDetail(fmt.Sprintf("tag %q is not in repository %s", ref, repo),
@@ -272,6 +289,7 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 		}
 		if err == nil {
 			r.feed.notify()
+			r.wakeDeliverer()
 		}
 		r.cache.invalidate(repo, "", ref)
 		return err
@@ -283,7 +301,10 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 	var tags []string
 	err = r.db.Update(ctx, func(tx *meta.Tx) error {
 		v := r.clock.Now()
-		var err error
+		m, err := tx.GetManifest(ctx, repo, d)
+		if err != nil {
+			return err
+		}
 		if tags, err = tx.DeleteManifest(ctx, repo, d, v, now); err != nil {
 			return err
 		}
@@ -295,10 +316,19 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 				return err
 			}
 		}
-		return r.record(ctx, tx, meta.KindManifestDelete, repo, d, "", "", 0, v)
+		if err := r.record(ctx, tx, meta.KindManifestDelete, repo, d, "", "", 0, v); err != nil {
+			return err
+		}
+		if err := tx.DeletePendingEverywhere(ctx, repo, d); err != nil {
+			return err
+		}
+		ev := imageEvent(webhook.ActionDelete, repo, d, m.MediaType, m.Size, "")
+		ev.Request = webhook.RequestFrom(ctx)
+		return r.emitNow(ctx, tx, ev)
 	})
 	if err == nil {
 		r.feed.notify()
+		r.wakeDeliverer()
 	}
 	if errors.Is(err, meta.ErrNotFound) {
 		return ocierr.ManifestUnknown.WithDetail(fmt.Sprintf("manifest %s is not in repository %s", d, repo),

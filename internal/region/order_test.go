@@ -62,7 +62,7 @@ func TestInvariant3ApplyIsIdempotentAndOrderFree(t *testing.T) {
 		m1, m2 := manifestFor(t, r, repo, "one"), manifestFor(t, r, repo, "two")
 		d1, d2 := digest.FromBytes(m1), digest.FromBytes(m2)
 		for _, m := range [][]byte{m1, m2} {
-			if err := r.ApplyManifest(t.Context(), "", 0, repo, digest.FromBytes(m), "application/vnd.oci.image.manifest.v1+json", m, v(5, "westeurope")); err != nil {
+			if err := r.ApplyManifest(t.Context(), "", 0, repo, digest.FromBytes(m), "application/vnd.oci.image.manifest.v1+json", m, v(5, "westeurope"), ""); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -35,6 +35,9 @@ type Region struct {
 	mu       sync.Mutex
 	sessions map[string]*session // upload sessions open in this process
 	fetches  singleflight.Group  // blob fetches from peers, by staging id
+
+	members    MembersFunc   // the Ready regions, for replicated-everywhere
+	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
 }
 
 // Open opens the region's stores under cfg.DataDir: blobs on the
@@ -69,7 +72,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	r := &Region{
 		cfg: cfg, log: log.With("region", cfg.Name), db: db, store: store,
 		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes), feed: newFeedNotifier(),
-		now: time.Now, sessions: map[string]*session{},
+		now: time.Now, sessions: map[string]*session{}, outboxWake: make(chan struct{}, 1),
 	}
 	// Start the clock past every version written before a restart, even if
 	// the wall clock went backwards meanwhile.

@@ -293,7 +293,7 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		case m.Deleted && (!have || !l.Deleted || l.Version.Less(v)):
 			err = r.ApplyManifestDelete(ctx, "", 0, repo, m.Digest, v)
 		case !m.Deleted && (!have || (l.Deleted && l.Version.Less(v))):
-			err = p.ensureManifest(ctx, s, repo, m.Digest, v, "", 0, "", nil)
+			err = p.ensureManifest(ctx, s, repo, m.Digest, v, nil)
 		}
 		if err != nil && !errors.Is(err, errGone) {
 			errs = append(errs, err)
@@ -306,7 +306,7 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		}
 		if t.Deleted {
 			err = r.ApplyTagDelete(ctx, "", 0, repo, t.Name, v)
-		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, "", 0, "", nil); err == nil || errors.Is(err, errGone) {
+		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, nil); err == nil || errors.Is(err, errGone) {
 			err = r.ApplyTag(ctx, "", 0, repo, t.Name, t.Digest, v, err == nil)
 		}
 		if err != nil && !errors.Is(err, errGone) {

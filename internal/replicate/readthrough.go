@@ -61,7 +61,7 @@ func (p *Replicator) EnsureManifest(ctx context.Context, repo, ref string) (dige
 	}
 	// The zero version: a manifest borrowed ahead of the feed must lose to
 	// every real write and tombstone the feed brings later.
-	if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, "", 0, "", nil); err != nil {
+	if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, nil); err != nil {
 		p.log.WarnContext(ctx, "read-through failed", "peer", s.name, "repo", repo, "reference", ref, "error", err)
 		return "", notHere(repo, ref, have, unreachable, err)
 	}

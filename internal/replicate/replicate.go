@@ -142,6 +142,29 @@ type ReplicaSetting struct {
 	Ready bool `json:"ready,omitempty"`
 }
 
+// Members returns the regions an image must be in to be everywhere: this
+// one, every configured peer, and every registered replica that has been
+// Ready once (one still backfilling is not routed to, so it is not
+// waited for).
+func (p *Replicator) Members(ctx context.Context) ([]string, error) {
+	out := []string{p.region.Name()}
+	seen := map[string]bool{p.region.Name(): true}
+	for _, s := range p.static {
+		out, seen[s.Name] = append(out, s.Name), true
+	}
+	settings, err := p.region.Settings(ctx, ReplicaKind)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range settings {
+		var v ReplicaSetting
+		if !seen[s.Name] && json.Unmarshal(s.Value, &v) == nil && v.Ready {
+			out, seen[s.Name] = append(out, s.Name), true
+		}
+	}
+	return out, nil
+}
+
 // ReplicaKind is the setting kind of registered replicas.
 const ReplicaKind = "replica"
 
@@ -401,6 +424,7 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 	var b backoff
 	for page := range pages {
 		for _, rec := range page.Records {
+			failingSince, reported := time.Time{}, false
 			for {
 				err := p.apply(ctx, s, rec.Meta())
 				if err == nil {
@@ -413,6 +437,16 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 					break
 				}
 				p.tracker.failed(s.name, s.base, fmt.Errorf("apply %s %s seq %d: %w", rec.Kind, rec.Repo, rec.Seq, err))
+				if failingSince.IsZero() {
+					failingSince = time.Now()
+				}
+				if !reported && time.Since(failingSince) >= p.wedgedAfter && ctx.Err() == nil {
+					// Stuck on this record while the peer answers: tell the
+					// webhooks once; the retries go on.
+					ferr := p.region.ReplicationFailed(ctx, s.name, rec.Repo, rec.Digest, rec.Tag,
+						fmt.Errorf("cannot apply %s record %d from %s for %s: %w", rec.Kind, rec.Seq, s.name, time.Since(failingSince).Round(time.Second), err))
+					reported = ferr == nil
+				}
 				if !b.wait(ctx, log, fmt.Sprintf("apply %s %s seq %d", rec.Kind, rec.Repo, rec.Seq), err) {
 					return
 				}
@@ -436,7 +470,7 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 		}
 		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest)
 	case meta.KindManifest:
-		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, s.name, rec.Seq, rec.MediaType, rec.Data)
+		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, &rec)
 		if errors.Is(err, errGone) {
 			return r.Skip(ctx, s.name, rec.Seq)
 		}
@@ -445,7 +479,7 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 		// The manifest first; if the peer deleted it since, the tag still
 		// applies by its version (pointing at nothing servable), so tags
 		// converge whatever became of their manifests.
-		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, "", 0, "", nil)
+		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, nil)
 		if err != nil && !errors.Is(err, errGone) {
 			return err
 		}
@@ -535,11 +569,17 @@ func (p *Replicator) nearer(ctx context.Context, s *source, repo string, d diges
 const prefetchers = 16
 
 // ensureManifest makes manifest d present in repo here, blobs and child
-// manifests first. A peer that names itself (with seq) has its cursor
-// moved by the apply. inline, when set, is the manifest's bytes carried by
-// its feed record (verified like fetched ones).
-func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string, d digest.Digest, v hlc.Version, peer string, seq int64, mediaType string, inline []byte) error {
+// manifests first. With rec, the manifest record of s's feed being
+// applied, s's cursor moves to it in the apply, the record's inline bytes
+// are used (verified like fetched ones), and its tag (the one the origin
+// pushed it with) is passed on for the replicated event.
+func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string, d digest.Digest, v hlc.Version, rec *meta.Record) error {
 	r := p.region
+	peer, seq, mediaType, pushedTag := "", int64(0), "", ""
+	var inline []byte
+	if rec != nil {
+		peer, seq, mediaType, pushedTag, inline = s.name, rec.Seq, rec.MediaType, rec.Tag, rec.Data
+	}
 	if ok, err := r.HasManifest(ctx, repo, d); err != nil {
 		return err
 	} else if ok {
@@ -560,7 +600,7 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 		return fmt.Errorf("manifest %s from %s: %w", d, s.name, err)
 	}
 	for _, c := range m.Manifests {
-		if err := p.ensureManifest(ctx, s, repo, c.Digest, v, "", 0, "", nil); err != nil {
+		if err := p.ensureManifest(ctx, s, repo, c.Digest, v, nil); err != nil {
 			return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
 		}
 	}
@@ -569,5 +609,5 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 			return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
 		}
 	}
-	return r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, payload, v)
+	return r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, payload, v, pushedTag)
 }

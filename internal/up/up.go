@@ -25,6 +25,7 @@ import (
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/route"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // RegionSpec is one region to run.
@@ -59,6 +60,8 @@ type Config struct {
 	// NoReadThrough names regions that answer MANIFEST_UNKNOWN naming
 	// where an image is instead of fetching it on demand.
 	NoReadThrough map[string]bool
+	// Webhooks tunes webhook delivery in every region.
+	Webhooks webhook.Options
 }
 
 // DefaultRegions are the three regions `georeg up` starts.
@@ -131,6 +134,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
 		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
 		c.Replication.WedgedAfter = cfg.WedgedAfter
+		c.Webhooks = cfg.Webhooks
 		for _, p := range byDistance(cfg, r, reg.Regions) {
 			endpoint := p.URL
 			if link, ok := distance(cfg, r.Name, p.Name); ok {

@@ -1,0 +1,273 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/georeg/georeg/internal/meta"
+)
+
+// Options tune delivery; zero fields take the defaults.
+type Options struct {
+	// Timeout bounds one attempt, from connect to the end of the answer
+	// (default 30 s).
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryFor is how long an event is retried before it is marked failed
+	// (default 24 h).
+	RetryFor time.Duration `yaml:"retryFor"`
+	// MinBackoff and MaxBackoff bound the wait between attempts, which
+	// doubles from MinBackoff (default 1 s) to MaxBackoff (default 10 min),
+	// each drawn between half and all of it (jitter).
+	MinBackoff time.Duration `yaml:"minBackoff"`
+	MaxBackoff time.Duration `yaml:"maxBackoff"`
+	// Keep is how long finished deliveries stay in the log (default 7 days).
+	Keep time.Duration `yaml:"keep"`
+}
+
+// WithDefaults returns o with zero fields set.
+func (o Options) WithDefaults() Options {
+	if o.Timeout == 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.RetryFor == 0 {
+		o.RetryFor = 24 * time.Hour
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 10 * time.Minute
+	}
+	if o.Keep == 0 {
+		o.Keep = 7 * 24 * time.Hour
+	}
+	return o
+}
+
+// Validate reports every negative or inverted field.
+func (o Options) Validate() error {
+	var errs []error
+	for name, d := range map[string]time.Duration{"timeout": o.Timeout, "retryFor": o.RetryFor,
+		"minBackoff": o.MinBackoff, "maxBackoff": o.MaxBackoff, "keep": o.Keep} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s: %s is negative", name, d))
+		}
+	}
+	if o.MinBackoff > 0 && o.MaxBackoff > 0 && o.MinBackoff > o.MaxBackoff {
+		errs = append(errs, fmt.Errorf("minBackoff %s is above maxBackoff %s", o.MinBackoff, o.MaxBackoff))
+	}
+	return errors.Join(errs...)
+}
+
+// Outbox is what the deliverer needs of a region (region.Region).
+type Outbox interface {
+	ClaimDeliveries(ctx context.Context, lease time.Duration, n int) ([]meta.Delivery, error)
+	FinishDelivery(ctx context.Context, d meta.Delivery) error
+	CancelDelivery(ctx context.Context, id int64) error
+	NextDelivery(ctx context.Context) (time.Time, bool, error)
+	PruneDeliveries(ctx context.Context, before time.Time) error
+	SweepEverywhere(ctx context.Context) error
+	// DeliveryWebhook returns the webhook a delivery goes to, or an error
+	// for which Gone is true when it was deleted.
+	DeliveryWebhook(ctx context.Context, name string) (*Config, error)
+	DeliveryWake() <-chan struct{}
+}
+
+// Deliverer sends a region's outbox.
+type Deliverer struct {
+	outbox Outbox
+	gone   func(error) bool
+	opts   Options
+	http   *http.Client
+	log    *slog.Logger
+}
+
+// Deliverer limits.
+const (
+	batch       = 16               // deliveries claimed at once
+	parallel    = 4                // attempts in flight
+	idleWait    = 30 * time.Second // longest sleep with nothing due
+	bodyLimit   = 4 << 10          // what is read of a receiver's answer
+	errorLength = 300              // what is kept of an error
+)
+
+// NewDeliverer returns a deliverer of outbox; gone tells a deleted
+// webhook's error from others.
+func NewDeliverer(outbox Outbox, gone func(error) bool, opts Options, log *slog.Logger) *Deliverer {
+	opts = opts.WithDefaults()
+	return &Deliverer{outbox: outbox, gone: gone, opts: opts, log: log, http: &http.Client{
+		Timeout: opts.Timeout,
+		// A redirect is an answer, not a delivery: the receiver is told
+		// by its status in the log.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// Run sends due deliveries until ctx ends, and every idleWait checks the
+// pushes waiting to be everywhere and prunes the log. An attempt cut by the
+// end of ctx is not recorded: its lease runs out and it is sent again.
+func (d *Deliverer) Run(ctx context.Context) error {
+	lease := d.opts.Timeout + 30*time.Second
+	sweep := time.Now()
+	for {
+		if time.Since(sweep) >= idleWait {
+			sweep = time.Now()
+			if err := d.outbox.SweepEverywhere(ctx); err != nil && ctx.Err() == nil {
+				d.log.WarnContext(ctx, "check pushes waiting for replicated-everywhere", "error", err)
+			}
+			if err := d.outbox.PruneDeliveries(ctx, time.Now().Add(-d.opts.Keep)); err != nil && ctx.Err() == nil {
+				d.log.WarnContext(ctx, "prune the webhook delivery log", "error", err)
+			}
+		}
+		due, err := d.outbox.ClaimDeliveries(ctx, lease, batch)
+		if err != nil && ctx.Err() == nil {
+			d.log.WarnContext(ctx, "read the webhook outbox", "error", err)
+		}
+		if len(due) > 0 {
+			d.sendAll(ctx, due)
+			continue
+		}
+		wait := idleWait
+		if next, ok, err := d.outbox.NextDelivery(ctx); err == nil && ok {
+			wait = min(max(time.Until(next), 0), idleWait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-d.outbox.DeliveryWake():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (d *Deliverer) sendAll(ctx context.Context, due []meta.Delivery) {
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for _, del := range due {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d.deliver(ctx, del)
+		}()
+	}
+	wg.Wait()
+}
+
+// deliver makes one attempt at del and records it.
+func (d *Deliverer) deliver(ctx context.Context, del meta.Delivery) {
+	cfg, err := d.outbox.DeliveryWebhook(ctx, del.Webhook)
+	if d.gone(err) {
+		if err := d.outbox.CancelDelivery(ctx, del.ID); err != nil && ctx.Err() == nil {
+			d.log.WarnContext(ctx, "cancel delivery", "webhook", del.Webhook, "id", del.ID, "error", err)
+		}
+		return
+	}
+	if err != nil {
+		return // the lease runs out and it is tried again
+	}
+	res := d.Send(ctx, cfg, del.Payload)
+	if ctx.Err() != nil {
+		return
+	}
+	del.StatusCode, del.Latency, del.Error, del.Updated = res.StatusCode, res.Latency, res.Error, time.Now()
+	switch {
+	case res.OK():
+		del.State = meta.DeliveryDelivered
+	case time.Since(del.Created) >= d.opts.RetryFor:
+		del.State = meta.DeliveryFailed
+		d.log.WarnContext(ctx, "webhook delivery failed for good", "webhook", del.Webhook, "event", del.EventID,
+			"action", del.Action, "attempts", del.Attempts+1, "error", res.Error)
+	default:
+		del.State = meta.DeliveryPending
+		del.Next = time.Now().Add(d.backoff(del.Attempts + 1))
+	}
+	if err := d.outbox.FinishDelivery(ctx, del); err != nil && ctx.Err() == nil {
+		d.log.WarnContext(ctx, "record delivery", "webhook", del.Webhook, "id", del.ID, "error", err)
+	}
+}
+
+// backoff is the wait after the n-th failed attempt: MinBackoff doubling
+// up to MaxBackoff, drawn between half and all of it.
+func (d *Deliverer) backoff(n int) time.Duration {
+	b := d.opts.MinBackoff
+	for i := 1; i < n && b < d.opts.MaxBackoff; i++ {
+		b *= 2
+	}
+	b = min(b, d.opts.MaxBackoff)
+	return b/2 + rand.N(b/2+1)
+}
+
+// Result is the outcome of one attempt.
+type Result struct {
+	StatusCode int           `json:"statusCode,omitempty"`
+	Latency    time.Duration `json:"latencyNs"`
+	Error      string        `json:"error,omitempty"`
+}
+
+// OK reports a 2xx answer.
+func (r Result) OK() bool { return r.StatusCode >= 200 && r.StatusCode < 300 }
+
+// Send posts an event (payload: Event JSON) to cfg's receiver once, in
+// cfg's format, signed when cfg has a secret. Errors never quote the URI
+// (its query may hold a token) nor any header.
+func (d *Deliverer) Send(ctx context.Context, cfg *Config, payload []byte) Result {
+	var ev Event
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return Result{Error: fmt.Sprintf("stored event does not parse: %v", err)}
+	}
+	body, ctype, err := Body(ev, cfg.Format)
+	if err != nil {
+		return Result{Error: err.Error()}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URI, bytes.NewReader(body))
+	if err != nil {
+		return Result{Error: "the webhook's uri is not usable; update it"}
+	}
+	for k, v := range cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("Content-Type", ctype)
+	req.Header.Set("User-Agent", "georeg-webhook/1")
+	req.Header.Set(EventIDHeader, ev.ID)
+	req.Header.Set("X-Georeg-Event", ev.Action)
+	if cfg.Secret != "" {
+		req.Header.Set(SignatureHeader, Sign(cfg.Secret, body))
+	}
+	start := time.Now()
+	resp, err := d.http.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return Result{Latency: time.Since(start), Error: trim(err.Error())}
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, bodyLimit))
+	res := Result{StatusCode: resp.StatusCode, Latency: time.Since(start)}
+	if !res.OK() {
+		res.Error = trim(fmt.Sprintf("the receiver answered %s: %s", resp.Status, bytes.TrimSpace(answer)))
+	}
+	return res
+}
+
+func trim(s string) string {
+	if len(s) > errorLength {
+		return s[:errorLength] + "..."
+	}
+	return s
+}
