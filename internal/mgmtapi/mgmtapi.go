@@ -4,8 +4,10 @@
 //	GET /_georeg/v1/regions                 the registry's regions and endpoints
 //	GET /_georeg/v1/images/status?repository=R&reference=REF
 //	                                        where an image is: present or pending per region
+//	/_georeg/v1/status, /replications...    replication state and regions (replications.go)
+//	/_georeg/v1/webhooks...                 webhooks and their delivery logs (webhooks.go)
 //
-// They are read-only and, until user auth lands, open like /v2.
+// Until user auth lands they are open like /v2.
 package mgmtapi
 
 import (
