@@ -15,14 +15,15 @@ import (
 
 // Client reads one peer's feed.
 type Client struct {
-	base   string // the peer's endpoint, e.g. http://127.0.0.1:5002
-	secret string
-	http   *http.Client
+	base       string // the peer's endpoint, e.g. http://127.0.0.1:5002
+	credential string
+	http       *http.Client
 }
 
-// NewClient returns a client for the peer at base.
-func NewClient(base, secret string, hc *http.Client) *Client {
-	return &Client{base: base, secret: secret, http: hc}
+// NewClient returns a client for the peer at base, presenting credential
+// (this region's Credential) as its bearer token.
+func NewClient(base, credential string, hc *http.Client) *Client {
+	return &Client{base: base, credential: credential, http: hc}
 }
 
 // get sends an authorized GET of path to the peer and returns its 200
@@ -32,7 +33,7 @@ func (c *Client) get(ctx context.Context, path string) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.secret)
+	req.Header.Set("Authorization", "Bearer "+c.credential)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package feed
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -23,4 +24,29 @@ func FuzzParsePage(f *testing.F) {
 			last = r.Seq
 		}
 	})
+}
+
+// TestPeerCredentialsNameTheirRegion: each region has its own credential
+// derived from the replication secret; the secret itself, another secret's
+// credential or a credential with its region changed is refused.
+func TestPeerCredentialsNameTheirRegion(t *testing.T) {
+	req := func(token string) *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, "/_georeg/v1/feed", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		return r
+	}
+	cred := Credential("s3cr3t", "westeurope")
+	if region, ok := Peer(req(cred), "s3cr3t"); !ok || region != "westeurope" {
+		t.Fatalf("own credential: %q %v", region, ok)
+	}
+	forged := strings.Replace(cred, "westeurope", "eastus", 1)
+	for name, token := range map[string]string{"the secret": "s3cr3t", "another secret's": Credential("other", "westeurope"),
+		"a forged region": forged, "empty": "", "prefix only": peerPrefix} {
+		if _, ok := Peer(req(token), "s3cr3t"); ok {
+			t.Errorf("%s credential is accepted", name)
+		}
+	}
+	if _, ok := Peer(req(cred), ""); ok {
+		t.Error("a region without a secret accepts peers")
+	}
 }

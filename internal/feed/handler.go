@@ -2,7 +2,10 @@ package feed
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -79,8 +82,41 @@ func Handler(src Source, secret string) http.Handler {
 // Authorized reports whether r carries the replication secret. An empty
 // secret authorizes nobody: replication is off until one is configured.
 func Authorized(r *http.Request, secret string) bool {
+	_, ok := Peer(r, secret)
+	return ok
+}
+
+// peerPrefix starts every peer credential, so one is never taken for a
+// user's token (or the reverse).
+const peerPrefix = "georeg-peer."
+
+// Credential is the bearer token region presents to its peers: its name
+// and an HMAC-SHA256 of it under the registry's replication secret. Each
+// region has its own, the secret itself never crosses the network, and a
+// peer knows who is asking.
+func Credential(secret, region string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("georeg-peer:" + region))
+	return peerPrefix + region + "." + hex.EncodeToString(m.Sum(nil))
+}
+
+// Peer returns the region whose credential authorizes r, checked in
+// constant time.
+func Peer(r *http.Request, secret string) (string, bool) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && secret != "" && subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1
+	if !ok || secret == "" || !strings.HasPrefix(token, peerPrefix) {
+		return "", false
+	}
+	rest := token[len(peerPrefix):]
+	i := strings.LastIndex(rest, ".")
+	if i <= 0 {
+		return "", false
+	}
+	region := rest[:i]
+	if subtle.ConstantTimeCompare([]byte(token), []byte(Credential(secret, region))) != 1 {
+		return "", false
+	}
+	return region, true
 }
 
 func serve(w http.ResponseWriter, r *http.Request, src Source, secret string) error {
@@ -89,7 +125,7 @@ func serve(w http.ResponseWriter, r *http.Request, src Source, secret string) er
 	}
 	if !Authorized(r, secret) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="georeg-replication"`)
-		return ocierr.Unauthorized.Withf("the feed is for peer regions: send the registry's replication secret as a bearer token")
+		return ocierr.Unauthorized.Withf("the feed is for peer regions: send this region's peer credential (feed.Credential of the replication secret) as a bearer token")
 	}
 	q := r.URL.Query()
 	since, err1 := strconv.ParseInt(q.Get("since"), 10, 64)

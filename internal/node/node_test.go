@@ -71,7 +71,7 @@ func push(t *testing.T, base, repo, tag string) digest.Digest {
 
 func TestFeedRecordsEveryOriginatedChangeInOrder(t *testing.T) {
 	base := startNode(t, "s3cr3t")
-	c := feed.NewClient(base, "s3cr3t", http.DefaultClient)
+	c := feed.NewClient(base, feed.Credential("s3cr3t", "westeurope"), http.DefaultClient)
 	md := push(t, base, "app", "v1")
 
 	page, err := c.Fetch(t.Context(), 0, 100, 0)
@@ -105,7 +105,7 @@ func TestFeedRecordsEveryOriginatedChangeInOrder(t *testing.T) {
 		}
 	})
 	t.Run("the feed refuses a missing or wrong secret", func(t *testing.T) {
-		for _, secret := range []string{"", "wrong"} {
+		for _, secret := range []string{"", "wrong", "s3cr3t", feed.Credential("wrong", "westeurope")} {
 			_, err := feed.NewClient(base, secret, http.DefaultClient).Fetch(t.Context(), 0, 1, 0)
 			if !ocierr.Unauthorized.Is(err) {
 				t.Fatalf("secret %q: %v", secret, err)
@@ -178,7 +178,7 @@ func TestDataEndpointRedirectsBlobGets(t *testing.T) {
 		t.Fatalf("followed: %d, %d bytes", resp.StatusCode, len(body))
 	}
 	req, _ := http.NewRequest("GET", base+"/v2/data/app/blobs/"+d.String(), nil)
-	req.Header.Set("Authorization", "Bearer s3cr3t")
+	req.Header.Set("Authorization", "Bearer "+feed.Credential("s3cr3t", "westeurope"))
 	if resp, err = noFollow.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("peer GET: %v %v", resp, err)
 	}

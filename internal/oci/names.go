@@ -69,3 +69,30 @@ func IsDigest(ref string) bool { return strings.Contains(ref, ":") }
 
 // EmptySHA256 is the digest of zero bytes.
 var EmptySHA256 = digest.Digest(fmt.Sprintf("sha256:%x", sha256.Sum256(nil)))
+
+// MatchPattern matches a repository name or tag against a pattern where
+// '*' stands for any run of characters ('/' included), as webhook scopes
+// and scope maps use them. It runs in O(len(pattern) x len(name)) at worst.
+func MatchPattern(pattern, name string) bool {
+	p, n := 0, 0
+	star, mark := -1, 0
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case p < len(pattern) && pattern[p] == name[n]:
+			p++
+			n++
+		case star >= 0:
+			p, mark = star+1, mark+1
+			n = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}

@@ -89,7 +89,7 @@ func (c Config) Validate(self string) error {
 type Replicator struct {
 	region              *region.Region
 	static              []Peer
-	secret              string
+	secret              string // this region's peer credential (feed.Credential)
 	http                *http.Client
 	wait                time.Duration
 	antiEntropyInterval time.Duration
@@ -104,6 +104,7 @@ type Replicator struct {
 // New returns a replicator into r from cfg's peers, authenticating with
 // secret over hc (which must have no overall timeout).
 func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog.Logger) *Replicator {
+	secret = feed.Credential(secret, r.Name()) // what this region presents to its peers
 	p := &Replicator{region: r, static: cfg.Peers, secret: secret, http: hc,
 		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log, tracker: newTracker()}
 	if p.wait == 0 {

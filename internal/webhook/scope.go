@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/georeg/georeg/internal/oci"
 )
 
 // Scope filters the events a webhook receives by repository and tag, as
@@ -45,37 +47,11 @@ func (s Scope) Matches(repo, tag string) bool {
 	if s.Repo == "" {
 		return true
 	}
-	if !glob(s.Repo, repo) {
+	if !oci.MatchPattern(s.Repo, repo) {
 		return false
 	}
 	if tag == "" {
 		return s.Tag == "*"
 	}
-	return glob(s.Tag, tag)
-}
-
-// glob matches name against pattern, where '*' stands for any run of
-// characters. It runs in O(len(pattern) x len(name)) at worst.
-func glob(pattern, name string) bool {
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case p < len(pattern) && pattern[p] == name[n]:
-			p++
-			n++
-		case star >= 0:
-			p, mark = star+1, mark+1
-			n = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
+	return oci.MatchPattern(s.Tag, tag)
 }

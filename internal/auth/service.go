@@ -1,0 +1,427 @@
+// Package auth is the registry's access control: Docker registry token
+// auth (a token endpoint and the Bearer challenge on /v2), admin users,
+// repository-scoped tokens with scope maps, anonymous pull, network rules,
+// and the admin check of the management API.
+//
+// Everything it decides from (users, tokens, scope maps, signing keys,
+// switches) is registry configuration: settings that replicate, so a token
+// issued in one region is accepted in every region. Secrets are stored
+// hashed (bcrypt) or, for signing keys, only in the settings, and never
+// appear in a log line, an error or an API answer.
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Config is a node's auth configuration (the `auth:` block). Users,
+// tokens and keys are not here: they are registry settings.
+type Config struct {
+	// Enabled turns auth on: /v2 and the management API then need
+	// credentials (pulls may stay anonymous, see anonymous-pull).
+	Enabled bool `yaml:"enabled"`
+	// Service is the name tokens are issued for (their audience); every
+	// region of a registry has the same one. Default "georeg".
+	Service string `yaml:"service"`
+	// Realm is the token endpoint's URL in the challenge; default: the
+	// request's own scheme and host with /oauth2/token.
+	Realm string `yaml:"realm"`
+	// TokenTTL is an access token's life (default 5 min); RefreshTTL a
+	// refresh token's (default 24 h).
+	TokenTTL   time.Duration `yaml:"tokenTTL"`
+	RefreshTTL time.Duration `yaml:"refreshTTL"`
+	// AdminPasswordFile, when set, holds the password of the user "admin",
+	// created at start when the registry has no user yet.
+	AdminPasswordFile string `yaml:"adminPasswordFile"`
+	// TrustedProxies are the addresses (CIDRs) of front doors: for a
+	// request from one, network rules judge the client address it appends
+	// to X-Forwarded-For instead of the door's own.
+	TrustedProxies []string `yaml:"trustedProxies"`
+}
+
+// WithDefaults returns c with zero fields set.
+func (c Config) WithDefaults() Config {
+	if c.Service == "" {
+		c.Service = "georeg"
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = 5 * time.Minute
+	}
+	if c.RefreshTTL == 0 {
+		c.RefreshTTL = 24 * time.Hour
+	}
+	return c
+}
+
+// Validate reports every problem.
+func (c Config) Validate() error {
+	var errs []error
+	if c.TokenTTL < 0 || (c.TokenTTL > 0 && c.TokenTTL < time.Minute) {
+		errs = append(errs, fmt.Errorf("tokenTTL: %s; give at least 1m (clients refresh at most that often)", c.TokenTTL))
+	}
+	if c.RefreshTTL < 0 {
+		errs = append(errs, fmt.Errorf("refreshTTL: %s is negative", c.RefreshTTL))
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			errs = append(errs, fmt.Errorf("trustedProxies[%d]: %v", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Issuer is the iss claim of every token georeg issues.
+const Issuer = "georeg"
+
+// Principal is who a request authenticated as.
+type Principal struct {
+	Name  string
+	Kind  string // KindUser (an admin) or KindToken
+	Admin bool
+	Rules []Rule // a token's scope map
+}
+
+// Claims are a registry token's JWT claims (the Docker token spec's
+// access list, plus georeg's own).
+type Claims struct {
+	jwt.RegisteredClaims
+	Access []Scope `json:"access"`
+	// Kind is KindUser or KindToken: who the subject is.
+	Kind string `json:"georeg_kind"`
+	// Admin grants the management API.
+	Admin bool `json:"georeg_admin,omitempty"`
+	// Refresh marks a refresh token: it buys access tokens, and grants
+	// nothing itself.
+	Refresh bool `json:"georeg_refresh,omitempty"`
+}
+
+// Service issues and checks tokens for one node.
+type Service struct {
+	cfg      Config
+	settings Settings
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu       sync.Mutex
+	keys     map[string]*ecdsa.PrivateKey
+	signer   string // kid of the key that signs: the oldest
+	loadedAt time.Time
+
+	verified  sync.Map // raw token -> *Claims, for tokens seen before (bounded by verifiedMax)
+	nVerified int64
+	passwords sync.Map // sha256(kind, name, password, hash) -> struct{}: a bcrypt check that passed
+
+	switchMu sync.Mutex
+	sw       *switches // registry switches, reread every switchesRefresh
+}
+
+// Cache bounds.
+const (
+	keysRefresh = 2 * time.Second
+	verifiedMax = 10_000
+)
+
+// New returns the auth service over settings.
+func New(cfg Config, settings Settings, log *slog.Logger) *Service {
+	return &Service{cfg: cfg.WithDefaults(), settings: settings, log: log, now: time.Now}
+}
+
+// Enabled reports whether auth is on.
+func (s *Service) Enabled() bool { return s.cfg.Enabled }
+
+// Bootstrap makes sure the registry has a signing key and, when
+// AdminPasswordFile is set and the registry has no user, the user admin.
+// Two regions bootstrapping at once each write one: every key verifies
+// everywhere once replicated, and the oldest signs.
+func (s *Service) Bootstrap(ctx context.Context) error {
+	keys, err := s.settings.Settings(ctx, KindSigningKey)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		kid, value, err := newSigningKey(s.now())
+		if err != nil {
+			return err
+		}
+		if _, err := s.settings.PutSetting(ctx, KindSigningKey, kid, value); err != nil {
+			return fmt.Errorf("store a signing key: %w", err)
+		}
+	}
+	if s.cfg.AdminPasswordFile == "" {
+		return nil
+	}
+	users, err := s.settings.Settings(ctx, KindUser)
+	if err != nil || len(users) > 0 {
+		return err
+	}
+	b, err := os.ReadFile(s.cfg.AdminPasswordFile)
+	if err != nil {
+		return fmt.Errorf("auth.adminPasswordFile: %w", err)
+	}
+	hash, err := HashPassword(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("auth.adminPasswordFile: %w", err)
+	}
+	value, _ := json.Marshal(User{PasswordHash: hash, Created: s.now().UTC()})
+	_, err = s.settings.PutSetting(ctx, KindUser, "admin", value)
+	return err
+}
+
+// loadKeys refreshes the key cache when it is older than keysRefresh, or
+// when force is set (a token names a kid not seen yet).
+func (s *Service) loadKeys(ctx context.Context, force bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys != nil && time.Since(s.loadedAt) < keysRefresh && !force {
+		return nil
+	}
+	if force && time.Since(s.loadedAt) < 100*time.Millisecond {
+		return nil // a burst of unknown kids reads the store once
+	}
+	settings, err := s.settings.Settings(ctx, KindSigningKey)
+	if err != nil {
+		return err
+	}
+	keys := map[string]*ecdsa.PrivateKey{}
+	type dated struct {
+		kid     string
+		created time.Time
+	}
+	var order []dated
+	for _, st := range settings {
+		k, created, err := parseSigningKey(st.Value)
+		if err != nil {
+			s.log.WarnContext(ctx, "skip a signing key that does not parse", "kid", st.Name, "error", err)
+			continue
+		}
+		keys[st.Name] = k
+		order = append(order, dated{st.Name, created})
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if !order[i].created.Equal(order[j].created) {
+			return order[i].created.Before(order[j].created)
+		}
+		return order[i].kid < order[j].kid
+	})
+	s.keys, s.loadedAt, s.signer = keys, time.Now(), ""
+	if len(order) > 0 {
+		s.signer = order[0].kid
+	}
+	return nil
+}
+
+// ErrCredentials is every failed login: it does not say which part was
+// wrong.
+var ErrCredentials = errors.New("wrong user name or password, or the token is disabled or expired")
+
+// Authenticate checks a user's or token's password.
+func (s *Service) Authenticate(ctx context.Context, name, password string) (*Principal, error) {
+	if st, err := s.settings.Setting(ctx, KindUser, name); err == nil {
+		var u User
+		if json.Unmarshal(st.Value, &u) == nil && !u.Disabled && s.checkPassword(KindUser, name, password, u.PasswordHash) {
+			return &Principal{Name: name, Kind: KindUser, Admin: true}, nil
+		}
+		return nil, ErrCredentials
+	}
+	st, err := s.settings.Setting(ctx, KindToken, name)
+	if err != nil {
+		return nil, ErrCredentials
+	}
+	var t Token
+	if json.Unmarshal(st.Value, &t) != nil || !s.checkPassword(KindToken, name, password, t.PasswordHash) || t.unusable(s.now()) != "" {
+		return nil, ErrCredentials
+	}
+	return s.tokenPrincipal(ctx, name, t)
+}
+
+// checkPassword runs bcrypt once per (name, password, hash): a client
+// that fetches a token per repository does not pay 50 ms each time.
+func (s *Service) checkPassword(kind, name, password, hash string) bool {
+	key := sha256.Sum256([]byte(kind + "\x00" + name + "\x00" + password + "\x00" + hash))
+	if _, ok := s.passwords.Load(key); ok {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		return false
+	}
+	s.passwords.Store(key, struct{}{})
+	return true
+}
+
+func (s *Service) tokenPrincipal(ctx context.Context, name string, t Token) (*Principal, error) {
+	st, err := s.settings.Setting(ctx, KindScopeMap, t.ScopeMap)
+	if err != nil {
+		return &Principal{Name: name, Kind: KindToken}, nil // its scope map is gone: it may do nothing
+	}
+	var m ScopeMap
+	if err := json.Unmarshal(st.Value, &m); err != nil {
+		return nil, err
+	}
+	rules, err := m.Rules()
+	if err != nil {
+		return nil, err
+	}
+	return &Principal{Name: name, Kind: KindToken, Rules: rules}, nil
+}
+
+// current reloads a principal named in a refresh token, as it is now.
+func (s *Service) current(ctx context.Context, kind, name string) (*Principal, error) {
+	switch kind {
+	case KindUser:
+		st, err := s.settings.Setting(ctx, KindUser, name)
+		if err != nil {
+			return nil, ErrCredentials
+		}
+		var u User
+		if json.Unmarshal(st.Value, &u) != nil || u.Disabled {
+			return nil, ErrCredentials
+		}
+		return &Principal{Name: name, Kind: KindUser, Admin: true}, nil
+	case KindToken:
+		st, err := s.settings.Setting(ctx, KindToken, name)
+		if err != nil {
+			return nil, ErrCredentials
+		}
+		var t Token
+		if json.Unmarshal(st.Value, &t) != nil || t.unusable(s.now()) != "" {
+			return nil, ErrCredentials
+		}
+		return s.tokenPrincipal(ctx, name, t)
+	}
+	return nil, ErrCredentials
+}
+
+// Grant returns what p may have of what it asked for: every action asked
+// that p holds, per scope; scopes with nothing granted are left out.
+func (p *Principal) Grant(want []Scope) []Scope {
+	out := []Scope{}
+	for _, w := range want {
+		g := Scope{Type: w.Type, Name: w.Name}
+		for _, a := range w.Actions {
+			if p.may(w, a) {
+				g.Actions = append(g.Actions, a)
+			}
+		}
+		if len(g.Actions) > 0 {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func (p *Principal) may(sc Scope, action string) bool {
+	if p.Admin {
+		return true
+	}
+	if sc.Type == "registry" {
+		// The catalog lists every repository: a token needs metadata/read
+		// on all of them.
+		return sc.Name == "catalog" && slices.ContainsFunc(p.Rules, func(r Rule) bool {
+			return r.Repository == "*" && r.Action == MapMetadataRead
+		})
+	}
+	if action == "*" {
+		return false
+	}
+	return slices.ContainsFunc(p.Rules, func(r Rule) bool { return r.allows(sc.Name, action) })
+}
+
+// Issue signs a token for p with access granted, valid for ttl.
+func (s *Service) Issue(ctx context.Context, p *Principal, granted []Scope, refresh bool) (string, time.Time, error) {
+	if err := s.loadKeys(ctx, false); err != nil {
+		return "", time.Time{}, err
+	}
+	s.mu.Lock()
+	kid, key := s.signer, s.keys[s.signer]
+	s.mu.Unlock()
+	if key == nil {
+		return "", time.Time{}, errors.New("no signing key yet: the region is starting; retry")
+	}
+	now := s.now()
+	ttl := s.cfg.TokenTTL
+	if refresh {
+		ttl, granted = s.cfg.RefreshTTL, nil
+	}
+	exp := now.Add(ttl)
+	c := Claims{RegisteredClaims: jwt.RegisteredClaims{
+		Issuer: Issuer, Subject: p.Name, Audience: jwt.ClaimStrings{s.cfg.Service},
+		ExpiresAt: jwt.NewNumericDate(exp), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
+		IssuedAt: jwt.NewNumericDate(now), ID: NewPassword(),
+	}, Access: granted, Kind: p.Kind, Admin: p.Admin && !refresh, Refresh: refresh}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+	tok.Header["kid"] = kid
+	raw, err := tok.SignedString(key)
+	return raw, exp, err
+}
+
+// errToken is every reason a presented token is refused, said plainly.
+type errToken struct{ reason string }
+
+func (e errToken) Error() string { return e.reason }
+
+// Verify checks a token's signature (any of the registry's keys), issuer,
+// audience (this service) and times, and returns its claims.
+func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
+	if c, ok := s.verified.Load(raw); ok {
+		claims := c.(*Claims)
+		if s.now().Before(claims.ExpiresAt.Time) {
+			return claims, nil
+		}
+		s.verified.Delete(raw)
+		return nil, errToken{"the token has expired; get a new one from the token endpoint"}
+	}
+	if err := s.loadKeys(ctx, false); err != nil {
+		return nil, err
+	}
+	var claims Claims
+	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		key := s.key(kid)
+		if key == nil {
+			_ = s.loadKeys(ctx, true)
+			key = s.key(kid)
+		}
+		if key == nil {
+			return nil, errors.New("signed by a key this registry does not have")
+		}
+		return &key.PublicKey, nil
+	}, jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}), jwt.WithIssuer(Issuer),
+		jwt.WithAudience(s.cfg.Service), jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
+	if err != nil {
+		switch {
+		case errors.Is(err, jwt.ErrTokenExpired):
+			return nil, errToken{"the token has expired; get a new one from the token endpoint"}
+		case errors.Is(err, jwt.ErrTokenInvalidAudience):
+			return nil, errToken{fmt.Sprintf("the token is for another service; this registry's service is %q", s.cfg.Service)}
+		}
+		return nil, errToken{"the token is not valid here (" + strings.TrimPrefix(err.Error(), "token is unverifiable: error while executing keyfunc: ") + ")"}
+	}
+	s.mu.Lock()
+	if s.nVerified < verifiedMax {
+		s.verified.Store(raw, &claims)
+		s.nVerified++
+	}
+	s.mu.Unlock()
+	return &claims, nil
+}
+
+func (s *Service) key(kid string) *ecdsa.PrivateKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[kid]
+}
