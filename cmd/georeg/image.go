@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -28,7 +27,7 @@ func target(ref, registry string) (cli.Ref, *cli.Client, error) {
 	if r.Registry != "" && registry == cli.DefaultRegistry {
 		base = r.Registry
 	}
-	return r, &cli.Client{Base: base, HTTP: &http.Client{Timeout: 30 * time.Second}}, nil
+	return r, cli.New(base, 30*time.Second), nil
 }
 
 func imageCmd() *cobra.Command {
@@ -149,7 +148,7 @@ func waitFor(ctx context.Context, ref cli.Ref, c *cli.Client, regionName string)
 		if endpoint != "" {
 			want, err := c.ImageStatus(ctx, ref.Repository, ref.Reference)
 			if err == nil {
-				rc := &cli.Client{Base: endpoint, HTTP: c.HTTP}
+				rc := &cli.Client{Base: endpoint, HTTP: c.HTTP, User: c.User, Password: c.Password}
 				got, err := rc.ImageStatus(ctx, ref.Repository, ref.Reference)
 				if err == nil && got.Digest == want.Digest && present(got, regionName) {
 					return nil

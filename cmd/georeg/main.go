@@ -22,6 +22,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCmd(), upCmd(), routeCmd(), imageCmd(), waitCmd(), replicationCmd(), webhookCmd())
+	root.AddCommand(accessCmds()...)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "georeg:", err)
 		os.Exit(1)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -24,7 +23,7 @@ import (
 func replicationCmd() *cobra.Command {
 	var registry, output string
 	client := func() *cli.Client {
-		return &cli.Client{Base: registry, HTTP: &http.Client{Timeout: 30 * time.Second}}
+		return cli.New(registry, 30*time.Second)
 	}
 	cmd := &cobra.Command{Use: "replication", Short: "Regions of the registry: create, list, show, update, delete"}
 	cmd.PersistentFlags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")

@@ -18,6 +18,7 @@ func serveCmd() *cobra.Command {
 		logLevel         string
 		pprofListen      string
 		blobCopy         string
+		tlsCert, tlsKey  string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -48,6 +49,12 @@ func serveCmd() *cobra.Command {
 			}
 			if flags.Changed("log-level") {
 				cfg.Log.Level = logLevel
+			}
+			if flags.Changed("tls-cert") {
+				cfg.HTTP.TLSCert = tlsCert
+			}
+			if flags.Changed("tls-key") {
+				cfg.HTTP.TLSKey = tlsKey
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("configuration:\n%w", err)
@@ -91,6 +98,8 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&rg, "region", "eastus", "region name")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&blobCopy, "blob-copy", "auto", "how blob GETs copy: auto (sendfile except to loopback clients), sendfile or buffered")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; off when empty")
 	return cmd
 }

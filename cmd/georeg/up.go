@@ -14,7 +14,7 @@ import (
 // replicate with each other, and the front door on 127.0.0.1:5000.
 func upCmd() *cobra.Command {
 	var data, logLevel string
-	var noDistance bool
+	var noDistance, tls, withAuth bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a whole registry on this machine: three regions that replicate with each other",
@@ -25,7 +25,7 @@ func upCmd() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			ctx := cmd.Context()
-			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions(), FrontDoor: "127.0.0.1:5000"}
+			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions(), FrontDoor: "127.0.0.1:5000", TLS: tls, Auth: withAuth}
 			if !noDistance {
 				cfg.Distance = up.DefaultDistance
 			}
@@ -39,6 +39,18 @@ func upCmd() *cobra.Command {
 				fmt.Printf("  %-14s %s   (pinned to this region)\n", r.Name, r.URL)
 			}
 			fmt.Printf("The replication secret (for a region added with `georeg replication create`) is in %s.\n", up.SecretFile(data))
+			if tls {
+				fmt.Printf("TLS: every endpoint serves HTTPS with a certificate of the local CA %s\n", reg.TLS.CA)
+				fmt.Printf("  trust it with SSL_CERT_FILE=%s (crane, regctl, skopeo, georeg) or your system's store.\n", reg.TLS.CA)
+			}
+			if withAuth {
+				password, err := up.LoadAdminPassword(data)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("Auth is on. Admin credentials: user admin, password %s (kept in %s)\n", password, up.AdminPasswordFile(data))
+				fmt.Printf("  georeg login %s -u admin --password-stdin < %s\n", reg.FrontDoor, up.AdminPasswordFile(data))
+			}
 			if noDistance {
 				fmt.Println("Replication runs over plain loopback (--no-distance).")
 			} else {
@@ -62,5 +74,7 @@ Ctrl-C stops it.
 	cmd.Flags().StringVar(&data, "data", "./georeg-data", "data directory of the whole registry (one folder per region)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	cmd.Flags().BoolVar(&noDistance, "no-distance", false, "replicate over plain loopback, without simulated latency and bandwidth")
+	cmd.Flags().BoolVar(&tls, "tls", false, "serve HTTPS everywhere with a certificate from a local CA (made under --data/tls)")
+	cmd.Flags().BoolVar(&withAuth, "auth", false, "turn auth on and print the admin credentials")
 	return cmd
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -22,7 +21,7 @@ import (
 func webhookCmd() *cobra.Command {
 	var registry, output string
 	client := func(timeout time.Duration) *cli.Client {
-		return &cli.Client{Base: registry, HTTP: &http.Client{Timeout: timeout}}
+		return cli.New(registry, timeout)
 	}
 	cmd := &cobra.Command{Use: "webhook", Short: "Webhooks: create, list, show, update, delete, get-config, list-events, ping"}
 	cmd.PersistentFlags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")

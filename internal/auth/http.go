@@ -197,6 +197,10 @@ func (s *Service) Check(w http.ResponseWriter, r *http.Request, need Need) error
 			}
 		}
 	}
+	if c.Kind == "anonymous" {
+		s.challenge(w, r, need, "")
+		return ocierr.Unauthorized.Withf("authentication required for %s: log in (docker login, crane auth login, regctl registry login, georeg login)", need.what())
+	}
 	s.challenge(w, r, need, "insufficient_scope")
 	return ocierr.Unauthorized.Withf("the token does not grant %s; get one for that scope from %s", need.scope(), s.realm(r))
 }

@@ -24,6 +24,9 @@ import (
 type Client struct {
 	Base string // e.g. http://127.0.0.1:5000
 	HTTP *http.Client
+	// User and Password, when set, are sent as basic auth (an admin user,
+	// for the management API of a registry with auth on).
+	User, Password string
 }
 
 // DefaultRegistry is the local `georeg up` front door.
@@ -96,6 +99,9 @@ func (c *Client) send(ctx context.Context, method, path string, body any, out an
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.User != "" {
+		req.SetBasicAuth(c.User, c.Password)
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return err
@@ -196,4 +202,10 @@ func (c *Client) PingWebhook(ctx context.Context, name string) (*mgmtapi.PingRes
 
 func webhookPath(name, suffix string) string {
 	return "/_georeg/v1/webhooks/" + url.PathEscape(name) + suffix
+}
+
+// Do sends a JSON request to a management endpoint and decodes the
+// answer into out (nil: discard).
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	return c.send(ctx, method, path, body, out)
 }

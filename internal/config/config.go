@@ -10,6 +10,8 @@
 //	http:
 //	  listen: 127.0.0.1:5001
 //	  blobCopy: auto   # auto, sendfile or buffered
+//	  tlsCert: cert.pem  # with tlsKey: serve HTTPS
+//	  tlsKey: key.pem
 //	replication:
 //	  secret: s3cr3t   # shared by every region of the registry
 //	  peers:
@@ -21,6 +23,11 @@
 //	  minBackoff: 1s   # doubling, with jitter, up to maxBackoff
 //	  maxBackoff: 10m
 //	  keep: 168h       # how long the delivery log keeps finished deliveries
+//	auth:
+//	  enabled: true    # /v2 and the management API need credentials
+//	  service: georeg  # the tokens' audience, the same in every region
+//	  adminPasswordFile: ./admin-password   # creates user admin when there is no user
+//	  trustedProxies: [10.0.0.5/32]         # front doors, for network rules
 //	log:
 //	  level: info      # debug, info, warn, error
 //	  format: text     # text or json
@@ -37,6 +44,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/webhook"
@@ -48,6 +56,7 @@ type Config struct {
 	HTTP        HTTP            `yaml:"http"`
 	Replication Replication     `yaml:"replication"`
 	Webhooks    webhook.Options `yaml:"webhooks"`
+	Auth        auth.Config     `yaml:"auth"`
 	Log         Log             `yaml:"log"`
 }
 
@@ -61,6 +70,9 @@ type Replication struct {
 	// is MANIFEST_UNKNOWN naming the regions that hold it, instead of being
 	// fetched from them on demand (the default).
 	NoReadThrough bool `yaml:"noReadThrough"`
+	// CAFile, when set, is a PEM bundle trusted (besides the system's
+	// roots) for peers served over TLS.
+	CAFile string `yaml:"caFile"`
 	// Peers and the feed long-poll wait.
 	replicate.Config `yaml:",inline"`
 }
@@ -79,6 +91,10 @@ type HTTP struct {
 	DataEndpoints bool   `yaml:"dataEndpoints"`
 	DataListen    string `yaml:"dataListen"`
 	DataURL       string `yaml:"dataURL"`
+	// TLSCert and TLSKey (PEM files) serve HTTPS (HTTP/2 included) on
+	// every listener instead of HTTP.
+	TLSCert string `yaml:"tlsCert"`
+	TLSKey  string `yaml:"tlsKey"`
 }
 
 // Log sets the node's log output.
@@ -140,10 +156,19 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("http.dataListen: %q: %v (required with dataEndpoints)", c.HTTP.DataListen, err))
 		}
 	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		errs = append(errs, errors.New("http.tlsCert and http.tlsKey: give both or neither"))
+	}
 	switch c.HTTP.BlobCopy {
 	case "", "auto", "sendfile", "buffered":
 	default:
 		errs = append(errs, fmt.Errorf("http.blobCopy: %q must be auto, sendfile or buffered", c.HTTP.BlobCopy))
+	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, prefix("auth", err))
+	}
+	if c.Auth.Enabled && c.Replication.Secret == "" {
+		errs = append(errs, errors.New("auth.enabled: needs replication.secret (regions and the front door authenticate with it)"))
 	}
 	if err := c.Webhooks.Validate(); err != nil {
 		errs = append(errs, prefix("webhooks", err))

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
@@ -57,12 +58,32 @@ type API struct {
 	region  *region.Region
 	regions []RegionInfo // this region first, then its configured peers
 	status  StatusSource // nil in a registry of one region
+
+	auth       *auth.Service              // nil: open
+	isPeer     func(r *http.Request) bool // a request from another region
+	credential string                     // this region's peer credential, for asking other regions
+	client     *http.Client
+}
+
+// SetAccess makes every endpoint need an admin (guard.Admin) or a peer
+// credential (isPeer), and has calls to other regions go through client
+// presenting credential.
+func (a *API) SetAccess(guard *auth.Service, isPeer func(*http.Request) bool, credential string, client *http.Client) {
+	a.auth, a.isPeer, a.credential, a.client = guard, isPeer, credential, client
+}
+
+// peerDo sends a request to another region's management API as a peer.
+func (a *API) peerDo(req *http.Request) (*http.Response, error) {
+	if a.credential != "" {
+		req.Header.Set("Authorization", "Bearer "+a.credential)
+	}
+	return a.client.Do(req)
 }
 
 // New returns the API of r; regions are r itself and its configured
 // peers (registered replicas are read from the settings).
 func New(r *region.Region, regions []RegionInfo, status StatusSource) *API {
-	return &API{region: r, regions: regions, status: status}
+	return &API{region: r, regions: regions, status: status, client: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // Register adds the endpoints to mux.
@@ -75,6 +96,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /_georeg/v1/replications/{name}", a.handle(a.putReplication))
 	mux.HandleFunc("DELETE /_georeg/v1/replications/{name}", a.handle(a.deleteReplication))
 	a.registerWebhooks(mux)
+	a.registerAccess(mux)
 }
 
 // ownStatus reports this region's replication status.
@@ -87,6 +109,13 @@ func (a *API) ownStatus(ctx context.Context, _ *http.Request) (any, error) {
 
 func (a *API) handle(h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if a.auth != nil && (a.isPeer == nil || !a.isPeer(r)) {
+			if err := a.auth.Admin(w, r); err != nil {
+				oe, _ := ocierr.From(err)
+				ocierr.Write(w, r, oe)
+				return
+			}
+		}
 		body, err := h(r.Context(), r)
 		if err != nil {
 			oe, _ := ocierr.From(err)

@@ -98,7 +98,7 @@ func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error)
 			}
 			rep.Status = &st
 		} else {
-			st, err := remoteStatus(ctx, rep.Endpoint)
+			st, err := a.remoteStatus(ctx, rep.Endpoint)
 			if err != nil {
 				rep.StatusError = err.Error()
 			} else {
@@ -119,14 +119,14 @@ func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error)
 }
 
 // remoteStatus asks a region for its own status.
-func remoteStatus(ctx context.Context, endpoint string) (*replicate.Status, error) {
+func (a *API) remoteStatus(ctx context.Context, endpoint string) (*replicate.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+"/_georeg/v1/status", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.peerDo(req)
 	if err != nil {
 		return nil, fmt.Errorf("unreachable: %w", err)
 	}

@@ -288,7 +288,7 @@ func (a *API) webhookEvents(ctx context.Context, r *http.Request) (any, error) {
 		if rep.Name == a.region.Name() {
 			got, err = a.localEvents(ctx, name, n)
 		} else {
-			got, err = remoteEvents(ctx, rep.Endpoint, name, n)
+			got, err = a.remoteEvents(ctx, rep.Endpoint, name, n)
 		}
 		if err != nil {
 			out.Unreachable = append(out.Unreachable, rep.Name)
@@ -316,7 +316,7 @@ func (a *API) localEvents(ctx context.Context, name string, n int) (*WebhookEven
 }
 
 // remoteEvents reads another region's own delivery log of a webhook.
-func remoteEvents(ctx context.Context, endpoint, name string, n int) (*WebhookEvents, error) {
+func (a *API) remoteEvents(ctx context.Context, endpoint, name string, n int) (*WebhookEvents, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	u := fmt.Sprintf("%s/_georeg/v1/webhooks/%s/events?local=true&n=%d", strings.TrimSuffix(endpoint, "/"), url.PathEscape(name), n)
@@ -324,7 +324,7 @@ func remoteEvents(ctx context.Context, endpoint, name string, n int) (*WebhookEv
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.peerDo(req)
 	if err != nil {
 		return nil, err
 	}

@@ -15,12 +15,14 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/ociapi"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/tlsconf"
 	"github.com/georeg/georeg/internal/webhook"
 )
 
@@ -33,6 +35,8 @@ type Node struct {
 	dataL       net.Listener          // where the data endpoint listens (SetDataListener)
 	replicator  *replicate.Replicator // nil without a replication secret
 	deliverer   *webhook.Deliverer
+	tlsCert     string // with tlsKey: serve HTTPS
+	tlsKey      string
 }
 
 // Open opens the region described by cfg.
@@ -42,7 +46,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		return nil, fmt.Errorf("open region %s: %w", cfg.Region.Name, err)
 	}
 	mux := http.NewServeMux()
-	regions := []mgmtapi.RegionInfo{{Name: cfg.Region.Name, Endpoint: "http://" + cfg.HTTP.Listen}}
+	scheme := "http://"
+	if cfg.HTTP.TLSCert != "" {
+		scheme = "https://"
+	}
+	regions := []mgmtapi.RegionInfo{{Name: cfg.Region.Name, Endpoint: scheme + cfg.HTTP.Listen}}
 	for _, p := range cfg.Replication.Peers {
 		ep := p.PublicEndpoint
 		if ep == "" {
@@ -50,15 +58,28 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		}
 		regions = append(regions, mgmtapi.RegionInfo{Name: p.Name, Endpoint: ep})
 	}
+	peerTLS, err := tlsconf.Client(cfg.Replication.CAFile)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("replication.caFile: %w", err)
+	}
+	guard := auth.New(cfg.Auth, r, log.With("region", cfg.Region.Name, "component", "auth"))
+	if cfg.Auth.Enabled {
+		if err := guard.Bootstrap(ctx); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+	}
+	mux.Handle(auth.TokenPath, guard.TokenHandler())
 	var status mgmtapi.StatusSource
-	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy}
+	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard}
 	if cfg.HTTP.DataEndpoints {
 		opts.DataURL = cfg.HTTP.DataURL
 		if opts.DataURL == "" {
 			opts.DataURL = "http://" + cfg.HTTP.DataListen
 		}
 	}
-	n := &Node{Region: r, log: log}
+	n := &Node{Region: r, log: log, tlsCert: cfg.HTTP.TLSCert, tlsKey: cfg.HTTP.TLSKey}
 	if secret := cfg.Replication.Secret; secret != "" {
 		// A region with a secret replicates: with its configured peers and
 		// with every replica registered at run time.
@@ -70,6 +91,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		hc := &http.Client{Transport: &http.Transport{
 			MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
 			ResponseHeaderTimeout: cfg.Replication.Wait + 2*time.Minute,
+			TLSClientConfig:       peerTLS,
 		}}
 		n.replicator = replicate.New(r, cfg.Replication.Config, secret, hc, log.With("region", cfg.Region.Name))
 		opts.Peers = n.replicator
@@ -80,7 +102,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	}
 	n.deliverer = webhook.NewDeliverer(r, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) },
 		cfg.Webhooks, log.With("region", cfg.Region.Name, "component", "webhook"))
-	mgmtapi.New(r, regions, status).Register(mux)
+	mgmt := mgmtapi.New(r, regions, status)
+	mgmt.SetAccess(guard, opts.IsPeer, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
+		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})
+	mgmt.Register(mux)
 	api := ociapi.New(r, log.With("region", cfg.Region.Name), opts)
 	n.handler = api.Handler(mux)
 	if cfg.HTTP.DataEndpoints {
@@ -120,7 +145,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	for _, l := range listeners {
 		n.log.InfoContext(ctx, "serving", "region", n.Region.Name(), "addr", l.Addr().String())
 		g.Go(func() error {
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			if err := n.serve(srv, l); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
@@ -130,7 +155,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 		data := &http.Server{Handler: n.dataHandler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		n.log.InfoContext(ctx, "serving blob data", "region", n.Region.Name(), "addr", n.dataL.Addr().String())
 		g.Go(func() error {
-			if err := data.Serve(n.dataL); !errors.Is(err, http.ErrServerClosed) {
+			if err := n.serve(data, n.dataL); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
@@ -154,6 +179,14 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// serve serves srv on l, over TLS when the node has a certificate.
+func (n *Node) serve(srv *http.Server, l net.Listener) error {
+	if n.tlsCert != "" {
+		return srv.ServeTLS(l, n.tlsCert, n.tlsKey)
+	}
+	return srv.Serve(l)
 }
 
 // freshConns are connections that have not sent a request yet. Shutdown

@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/webhook"
@@ -44,6 +45,9 @@ type Options struct {
 	// DataURL, when set, is this region's data endpoint: blob GETs from
 	// clients answer 307 there (peers still get the bytes directly).
 	DataURL string
+	// Auth decides who may do what (nil: everyone everything). Peers skip
+	// it: they hold a peer credential.
+	Auth *auth.Service
 }
 
 // Peers is what the API asks of other regions. replicate.Replicator
@@ -120,15 +124,26 @@ func (a *API) Handler(internal http.Handler) http.Handler {
 	// /v2/../x would never reach ParseRoute to be refused as NAME_INVALID.
 	v2 := a.handle(a.serveV2)
 	return a.logged(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch p := r.URL.Path; {
+		p := r.URL.Path
+		if p == "/healthz" {
+			_, _ = io.WriteString(w, "ok\n")
+			return
+		}
+		if p == "/readyz" {
+			a.readyz(w, r)
+			return
+		}
+		if a.opts.Auth != nil && !a.isPeer(r) {
+			if err := a.opts.Auth.NetworkCheck(r); err != nil {
+				a.handle(func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
+				return
+			}
+		}
+		switch {
 		case p == "/v2" || strings.HasPrefix(p, "/v2/"):
 			v2.ServeHTTP(w, r)
-		case internal != nil && strings.HasPrefix(p, "/_georeg/"):
-			internal.ServeHTTP(w, r)
-		case p == "/healthz":
-			_, _ = io.WriteString(w, "ok\n")
-		case p == "/readyz":
-			a.readyz(w, r)
+		case internal != nil:
+			internal.ServeHTTP(w, r) // /_georeg/, /oauth2/token
 		default:
 			http.NotFound(w, r)
 		}
@@ -183,6 +198,9 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 		return ocierr.NameUnknown.Withf("%v", err)
 	}
 	m := r.Method
+	if err := a.authorize(w, r, route); err != nil {
+		return err
+	}
 	switch route.Kind {
 	case KindBase:
 		if m == http.MethodGet || m == http.MethodHead {

@@ -45,7 +45,13 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, route Route) e
 			if err := oci.ValidateRepository(from); err != nil {
 				return ocierr.NameInvalid.Withf("from: %v", err)
 			}
-			ok, err := a.region.MountBlob(ctx, route.Repo, from, d)
+			// Without pull on the source, the mount is a plain upload: it
+			// must not tell whether the blob is there.
+			ok := false
+			var err error
+			if a.mayPull(r, from) {
+				ok, err = a.region.MountBlob(ctx, route.Repo, from, d)
+			}
 			if err != nil {
 				return err
 			}

@@ -58,6 +58,12 @@ type Config struct {
 	ProbeInterval time.Duration       `yaml:"probeInterval"`
 	FailAfter     int                 `yaml:"failAfter"`
 	RecoverAfter  int                 `yaml:"recoverAfter"`
+	// Secret is the registry's replication secret: with auth on, the door
+	// reads the regions' status with a peer credential derived from it.
+	Secret string `yaml:"secret"`
+	// CAFile, when set, is a PEM bundle the door trusts for regions served
+	// over TLS (besides the system's roots).
+	CAFile string `yaml:"caFile"`
 }
 
 // WithDefaults fills zero fields.

@@ -18,7 +18,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/tlsconf"
 )
 
 // Router is the front door: an http.Handler, and a prober (Run).
@@ -58,9 +60,13 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	tlsConfig, err := tlsconf.Client(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("caFile: %w", err)
+	}
 	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{},
-		probe: &http.Client{Timeout: 2 * time.Second}}
-	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
+	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig}
 	for _, reg := range cfg.Regions {
 		u, _ := url.Parse(strings.TrimSuffix(reg.Endpoint, "/"))
 		st := &regionState{Region: reg, enabled: true}
@@ -93,6 +99,14 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	}
 	sort.SliceStable(r.locations, func(i, j int) bool { return r.locations[i].prefix.Bits() > r.locations[j].prefix.Bits() })
 	return r, nil
+}
+
+// authorize adds the door's peer credential to a probe (regions with
+// auth on need it for their status).
+func (r *Router) authorize(req *http.Request) {
+	if r.cfg.Secret != "" {
+		req.Header.Set("Authorization", "Bearer "+feed.Credential(r.cfg.Secret, "frontdoor"))
+	}
 }
 
 // Run probes every region every ProbeInterval until ctx ends.
@@ -151,6 +165,7 @@ func (r *Router) probeRegion(ctx context.Context, st *regionState) (ready bool, 
 		if err != nil {
 			return nil, err
 		}
+		r.authorize(req)
 		resp, err := r.probe.Do(req)
 		if err != nil {
 			return nil, err
@@ -197,6 +212,7 @@ func (r *Router) readFlags(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		r.authorize(req)
 		resp, err := r.probe.Do(req)
 		if err != nil {
 			continue

@@ -20,11 +20,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/route"
+	"github.com/georeg/georeg/internal/tlsconf"
 	"github.com/georeg/georeg/internal/webhook"
 )
 
@@ -62,6 +64,12 @@ type Config struct {
 	NoReadThrough map[string]bool
 	// Webhooks tunes webhook delivery in every region.
 	Webhooks webhook.Options
+	// TLS serves every region and the front door over HTTPS with a
+	// certificate from a local CA made under DataDir/tls (CA: TLSFiles).
+	TLS bool
+	// Auth turns auth on in every region; the user admin's password is
+	// kept in AdminPasswordFile(DataDir).
+	Auth bool
 }
 
 // DefaultRegions are the three regions `georeg up` starts.
@@ -89,6 +97,8 @@ type Registry struct {
 	FrontDoor string
 	done      chan error
 	proxies   []*Proxy
+	// TLS is the local CA and certificate, when Config.TLS is set.
+	TLS tlsconf.Files
 }
 
 // Start binds every listener, opens every region and serves them until ctx
@@ -102,6 +112,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		cfg.Secret = secret
 	}
 	reg := &Registry{ByName: map[string]*Region{}, done: make(chan error, 1)}
+	scheme := "http://"
+	if cfg.TLS {
+		files, err := tlsconf.LocalCA(filepath.Join(cfg.DataDir, "tls"))
+		if err != nil {
+			return nil, fmt.Errorf("make the local CA: %w", err)
+		}
+		reg.TLS, scheme = files, "https://"
+	}
+	if cfg.Auth {
+		if _, err := LoadAdminPassword(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	closeAll := func() {
 		for _, r := range reg.Regions {
 			for _, l := range r.ls {
@@ -122,7 +145,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 			}
 			r.ls = append(r.ls, l)
 		}
-		r.URL = "http://" + r.ls[0].Addr().String()
+		r.URL = scheme + r.ls[0].Addr().String()
 		reg.Regions = append(reg.Regions, r)
 		reg.ByName[r.Name] = r
 	}
@@ -135,16 +158,25 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
 		c.Replication.WedgedAfter = cfg.WedgedAfter
 		c.Webhooks = cfg.Webhooks
+		if cfg.TLS {
+			c.HTTP.TLSCert, c.HTTP.TLSKey, c.Replication.CAFile = reg.TLS.Cert, reg.TLS.Key, reg.TLS.CA
+		}
+		if cfg.Auth {
+			c.Auth.Enabled, c.Auth.AdminPasswordFile = true, AdminPasswordFile(cfg.DataDir)
+			// The front door connects from 127.0.0.1: network rules judge
+			// the client address it forwards.
+			c.Auth.TrustedProxies = []string{"127.0.0.1/32"}
+		}
 		for _, p := range byDistance(cfg, r, reg.Regions) {
 			endpoint := p.URL
 			if link, ok := distance(cfg, r.Name, p.Name); ok {
-				proxy, err := StartProxy(ctx, strings.TrimPrefix(p.URL, "http://"), link)
+				proxy, err := StartProxy(ctx, strings.TrimPrefix(strings.TrimPrefix(p.URL, "http://"), "https://"), link)
 				if err != nil {
 					closeAll()
 					return nil, err
 				}
 				reg.proxies = append(reg.proxies, proxy)
-				endpoint = "http://" + proxy.Addr()
+				endpoint = scheme + proxy.Addr()
 			}
 			if cfg.Link != nil {
 				var err error
@@ -198,7 +230,7 @@ func byDistance(cfg Config, r *Region, all []*Region) []*Region {
 
 // startFrontDoor runs the front door before the regions.
 func (reg *Registry) startFrontDoor(ctx context.Context, g *errgroup.Group, cfg Config, log *slog.Logger) error {
-	rc := route.Config{Fallback: map[string][]string{}}
+	rc := route.Config{Fallback: map[string][]string{}, Secret: cfg.Secret, CAFile: reg.TLS.CA}
 	for i, r := range reg.Regions {
 		rc.Regions = append(rc.Regions, route.Region{Name: r.Name, Endpoint: r.URL})
 		rc.Locations = append(rc.Locations, route.Location{CIDR: fmt.Sprintf("127.0.0.%d/32", i+1), Region: r.Name})
@@ -215,10 +247,17 @@ func (reg *Registry) startFrontDoor(ctx context.Context, g *errgroup.Group, cfg 
 		return fmt.Errorf("front door: listen on %s (is another georeg running?): %w", cfg.FrontDoor, err)
 	}
 	reg.FrontDoor = "http://" + l.Addr().String()
+	if cfg.TLS {
+		reg.FrontDoor = "https://" + l.Addr().String()
+	}
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 	g.Go(func() error { return router.Run(ctx) })
 	g.Go(func() error {
-		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return srv.Serve(l) }
+		if cfg.TLS {
+			serve = func() error { return srv.ServeTLS(l, reg.TLS.Cert, reg.TLS.Key) }
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -230,6 +269,27 @@ func (reg *Registry) startFrontDoor(ctx context.Context, g *errgroup.Group, cfg 
 		return srv.Shutdown(sctx)
 	})
 	return nil
+}
+
+// AdminPasswordFile is where `georeg up --auth` keeps the password of the
+// user admin.
+func AdminPasswordFile(dataDir string) string { return filepath.Join(dataDir, "admin-password") }
+
+// LoadAdminPassword reads the admin password, creating a random one (mode
+// 0600) the first time.
+func LoadAdminPassword(dataDir string) (string, error) {
+	path := AdminPasswordFile(dataDir)
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", err
+	}
+	password := auth.NewPassword()
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write the admin password: %w", err)
+	}
+	return password, nil
 }
 
 // SecretFile is where a registry's replication secret is kept, so its

@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/cli"
+	"github.com/georeg/georeg/internal/mgmtapi"
+)
+
+// accessCmds are the commands of access control: login, user, token,
+// scope-map, network-rule and update (registry switches), mirroring
+// `az acr login`, `az acr token`, `az acr scope-map`, `az acr
+// network-rule` and `az acr update`.
+func accessCmds() []*cobra.Command {
+	return []*cobra.Command{loginCmd(), userCmd(), tokenCmd(), scopeMapCmd(), networkRuleCmd(), updateCmd()}
+}
+
+// group makes a command group with the --registry and --output flags.
+func group(use, short string) (*cobra.Command, *string, *string) {
+	var registry, output string
+	cmd := &cobra.Command{Use: use, Short: short}
+	cmd.PersistentFlags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")
+	cmd.PersistentFlags().StringVar(&output, "output", "table", "table or json")
+	return cmd, &registry, &output
+}
+
+// show prints v as JSON, or as a table of rows with header.
+func show(output string, v any, header string, rows [][]string) error {
+	if output == "json" {
+		return printJSON(v)
+	}
+	if output != "table" {
+		return fmt.Errorf("--output %q: use table or json", output)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func loginCmd() *cobra.Command {
+	var user, password string
+	var stdin bool
+	cmd := &cobra.Command{
+		Use:   "login [REGISTRY] -u USER (-p PASSWORD | --password-stdin)",
+		Short: "Check credentials and store them in the docker config, for georeg, docker, crane and regctl",
+		Example: `  georeg login http://127.0.0.1:5000 -u admin --password-stdin < georeg-data/admin-password
+  georeg login https://registry.example.com -u ci-token -p "$TOKEN_PASSWORD"`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			registry := cli.DefaultRegistry
+			if len(args) == 1 {
+				registry = args[0]
+				if !strings.Contains(registry, "://") {
+					registry = "https://" + registry
+				}
+			}
+			if stdin {
+				line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+				if err != nil && line == "" {
+					return fmt.Errorf("read the password from stdin: %w", err)
+				}
+				password = strings.TrimSpace(line)
+			}
+			if user == "" || password == "" {
+				return errors.New("give -u and -p (or --password-stdin)")
+			}
+			path, err := cli.Login(cmd.Context(), registry, user, password)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("Login Succeeded: credentials of %s stored in %s\n", user, path)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&user, "username", "u", "", "user or token name")
+	cmd.Flags().StringVarP(&password, "password", "p", "", "password (prefer --password-stdin)")
+	cmd.Flags().BoolVar(&stdin, "password-stdin", false, "read the password from stdin")
+	return cmd
+}
+
+func userCmd() *cobra.Command {
+	cmd, registry, output := group("user", "Admin users: create, list, delete")
+	var password string
+	var stdin bool
+	create := &cobra.Command{
+		Use: "create NAME (--password P | --password-stdin)", Short: "Create an admin user", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if stdin {
+				line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+				password = strings.TrimSpace(line)
+			}
+			var v mgmtapi.UserView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodPut, "/_georeg/v1/users/"+url.PathEscape(args[0]), mgmtapi.UserBody{Password: password}, &v); err != nil {
+				return err
+			}
+			return show(*output, v, "NAME\tCREATED", [][]string{{v.Name, v.Created.Format(time.RFC3339)}})
+		},
+	}
+	create.Flags().StringVar(&password, "password", "", "8 to 72 characters")
+	create.Flags().BoolVar(&stdin, "password-stdin", false, "read the password from stdin")
+	list := &cobra.Command{
+		Use: "list", Short: "List admin users", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var vs []mgmtapi.UserView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/users", nil, &vs); err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, v := range vs {
+				rows = append(rows, []string{v.Name, v.Created.Format(time.RFC3339)})
+			}
+			return show(*output, vs, "NAME\tCREATED", rows)
+		},
+	}
+	del := deleteCmd("user", "/_georeg/v1/users/", registry)
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func deleteCmd(what, path string, registry *string) *cobra.Command {
+	return &cobra.Command{
+		Use: "delete NAME", Short: "Delete a " + what, Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodDelete, path+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Printf("deleted %s %s\n", what, args[0])
+			return nil
+		},
+	}
+}
+
+func tokenRows(ts ...mgmtapi.TokenView) [][]string {
+	var rows [][]string
+	for _, t := range ts {
+		exp := "never"
+		if t.Expiry != nil {
+			exp = t.Expiry.Format(time.RFC3339)
+		}
+		rows = append(rows, []string{t.Name, t.ScopeMap, t.Status, exp, t.Created.Format(time.RFC3339)})
+	}
+	return rows
+}
+
+const tokenHeader = "NAME\tSCOPE MAP\tSTATUS\tEXPIRES\tCREATED"
+
+func tokenCmd() *cobra.Command {
+	cmd, registry, output := group("token", "Repository-scoped tokens: create, list, show, update, delete")
+	var scopeMap, status string
+	var expiration time.Duration
+	var expires string
+	body := func(c *cobra.Command) mgmtapi.TokenBody {
+		var b mgmtapi.TokenBody
+		if c.Flags().Changed("scope-map") {
+			b.ScopeMap = &scopeMap
+		}
+		if c.Flags().Changed("status") {
+			b.Status = &status
+		}
+		switch {
+		case c.Flags().Changed("expiration"):
+			e := time.Now().Add(expiration).UTC().Format(time.RFC3339)
+			b.Expiry = &e
+		case c.Flags().Changed("expiration-date"):
+			b.Expiry = &expires
+		}
+		return b
+	}
+	flags := func(c *cobra.Command) {
+		c.Flags().StringVar(&scopeMap, "scope-map", "", "the scope map that says what the token may do")
+		c.Flags().StringVar(&status, "status", "", "enabled or disabled")
+		c.Flags().DurationVar(&expiration, "expiration", 0, "valid for this long from now, e.g. 720h")
+		c.Flags().StringVar(&expires, "expiration-date", "", "valid until this RFC 3339 time (\"\" on update: never expires)")
+	}
+	create := &cobra.Command{
+		Use:     "create NAME --scope-map MAP [--expiration D]",
+		Short:   "Create a token; prints its password once",
+		Example: `  georeg token create ci-push --scope-map app-writer --expiration 720h`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if scopeMap == "" {
+				return errors.New("--scope-map is required")
+			}
+			var t mgmtapi.TokenCreated
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodPut, "/_georeg/v1/tokens/"+url.PathEscape(args[0]), body(c), &t); err != nil {
+				return err
+			}
+			if *output == "json" {
+				return printJSON(t)
+			}
+			if err := show(*output, t, tokenHeader, tokenRows(t.TokenView)); err != nil {
+				return err
+			}
+			fmt.Printf("\npassword: %s\nLog in with: georeg login %s -u %s --password-stdin. This is the only time it is shown.\n", t.Password, *registry, t.Name)
+			return nil
+		},
+	}
+	flags(create)
+	update := &cobra.Command{
+		Use: "update NAME [--status S] [--scope-map M] [--expiration D]", Short: "Change a token", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			var t mgmtapi.TokenView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodPatch, "/_georeg/v1/tokens/"+url.PathEscape(args[0]), body(c), &t); err != nil {
+				return err
+			}
+			return show(*output, t, tokenHeader, tokenRows(t))
+		},
+	}
+	flags(update)
+	list := &cobra.Command{
+		Use: "list", Short: "List tokens", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var ts []mgmtapi.TokenView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/tokens", nil, &ts); err != nil {
+				return err
+			}
+			return show(*output, ts, tokenHeader, tokenRows(ts...))
+		},
+	}
+	showCmd := &cobra.Command{
+		Use: "show NAME", Short: "Show a token (never its password)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			var t mgmtapi.TokenView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/tokens/"+url.PathEscape(args[0]), nil, &t); err != nil {
+				return err
+			}
+			return show(*output, t, tokenHeader, tokenRows(t))
+		},
+	}
+	cmd.AddCommand(create, list, showCmd, update, deleteCmd("token", "/_georeg/v1/tokens/", registry))
+	return cmd
+}
+
+func scopeMapRows(ms ...mgmtapi.ScopeMapView) [][]string {
+	var rows [][]string
+	for _, m := range ms {
+		rows = append(rows, []string{m.Name, strings.Join(m.Actions, " "), m.Description})
+	}
+	return rows
+}
+
+func scopeMapCmd() *cobra.Command {
+	cmd, registry, output := group("scope-map", "Scope maps (repository patterns x actions): create, list, show, delete")
+	var repos []string
+	var description string
+	create := &cobra.Command{
+		Use:   "create NAME --repository PATTERN=ACTION[,ACTION...] ...",
+		Short: "Create a scope map",
+		Long: "Create a scope map. Actions: content/read (pull), content/write (push), content/delete,\n" +
+			"metadata/read (tags, and the catalog with pattern *), metadata/write. Patterns use * for any run of characters.",
+		Example: `  georeg scope-map create app-writer --repository 'app/*=content/read,content/write' --repository 'base=content/read'`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			m := auth.ScopeMap{Description: description}
+			for _, r := range repos {
+				pattern, actions, ok := strings.Cut(r, "=")
+				if !ok {
+					return fmt.Errorf("--repository %q: give PATTERN=ACTION[,ACTION...]", r)
+				}
+				for _, a := range strings.Split(actions, ",") {
+					m.Actions = append(m.Actions, "repositories/"+pattern+"/"+strings.TrimSpace(a))
+				}
+			}
+			var v mgmtapi.ScopeMapView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodPut, "/_georeg/v1/scope-maps/"+url.PathEscape(args[0]), m, &v); err != nil {
+				return err
+			}
+			return show(*output, v, "NAME\tACTIONS\tDESCRIPTION", scopeMapRows(v))
+		},
+	}
+	create.Flags().StringArrayVar(&repos, "repository", nil, "PATTERN=ACTION[,ACTION...] (repeat)")
+	create.Flags().StringVar(&description, "description", "", "what it is for")
+	list := &cobra.Command{
+		Use: "list", Short: "List scope maps", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var ms []mgmtapi.ScopeMapView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/scope-maps", nil, &ms); err != nil {
+				return err
+			}
+			return show(*output, ms, "NAME\tACTIONS\tDESCRIPTION", scopeMapRows(ms...))
+		},
+	}
+	showCmd := &cobra.Command{
+		Use: "show NAME", Short: "Show a scope map", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			var m mgmtapi.ScopeMapView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/scope-maps/"+url.PathEscape(args[0]), nil, &m); err != nil {
+				return err
+			}
+			return show(*output, m, "NAME\tACTIONS\tDESCRIPTION", scopeMapRows(m))
+		},
+	}
+	cmd.AddCommand(create, list, showCmd, deleteCmd("scope map", "/_georeg/v1/scope-maps/", registry))
+	return cmd
+}
+
+func registryRows(v mgmtapi.RegistryView) [][]string {
+	rows := [][]string{{"anonymous pull", fmt.Sprint(v.AnonymousPullEnabled)}, {"network default action", v.NetworkRuleSet.DefaultAction}}
+	for _, r := range v.NetworkRuleSet.IPRules {
+		rows = append(rows, []string{"network rule", r.Action + " " + r.Value})
+	}
+	return rows
+}
+
+func networkRuleCmd() *cobra.Command {
+	cmd, registry, output := group("network-rule", "Network rules: add, remove, list (the default action is set with georeg update --default-action)")
+	var ip string
+	change := func(add bool) func(c *cobra.Command, _ []string) error {
+		return func(c *cobra.Command, _ []string) error {
+			p, err := auth.ParsePrefix(ip)
+			if err != nil {
+				return fmt.Errorf("--ip-address: %w", err)
+			}
+			client := cli.New(*registry, 30*time.Second)
+			var v mgmtapi.RegistryView
+			if err := client.Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
+				return err
+			}
+			rules := v.NetworkRuleSet
+			kept := []auth.IPRule{}
+			for _, r := range rules.IPRules {
+				if q, err := auth.ParsePrefix(r.Value); err != nil || q != p {
+					kept = append(kept, r)
+				}
+			}
+			if add {
+				kept = append(kept, auth.IPRule{Action: auth.Allow, Value: p.String()})
+			} else if len(kept) == len(rules.IPRules) {
+				return fmt.Errorf("there is no rule for %s", p)
+			}
+			rules.IPRules = kept
+			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", mgmtapi.RegistryBody{NetworkRuleSet: &rules}, &v); err != nil {
+				return err
+			}
+			return show(*output, v, "SETTING\tVALUE", registryRows(v))
+		}
+	}
+	add := &cobra.Command{Use: "add --ip-address ADDR|CIDR", Short: "Allow an address or range", Args: cobra.NoArgs, RunE: change(true)}
+	remove := &cobra.Command{Use: "remove --ip-address ADDR|CIDR", Short: "Remove an allowed address or range", Args: cobra.NoArgs, RunE: change(false)}
+	for _, c := range []*cobra.Command{add, remove} {
+		c.Flags().StringVar(&ip, "ip-address", "", "IPv4 or IPv6 address or CIDR range")
+		_ = c.MarkFlagRequired("ip-address")
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "Show the network rules", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var v mgmtapi.RegistryView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
+				return err
+			}
+			return show(*output, v.NetworkRuleSet, "SETTING\tVALUE", registryRows(v)[1:])
+		},
+	}
+	cmd.AddCommand(add, remove, list)
+	return cmd
+}
+
+func updateCmd() *cobra.Command {
+	var registry, output, defaultAction, anonymous string
+	cmd := &cobra.Command{
+		Use:     "update [--anonymous-pull-enabled true|false] [--default-action Allow|Deny]",
+		Short:   "Change the registry's switches: anonymous pull, the network rules' default action",
+		Example: `  georeg update --default-action Deny   # then only georeg network-rule add addresses get in`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			client := cli.New(registry, 30*time.Second)
+			var body mgmtapi.RegistryBody
+			if c.Flags().Changed("anonymous-pull-enabled") {
+				on := anonymous == "true"
+				if anonymous != "true" && anonymous != "false" {
+					return fmt.Errorf("--anonymous-pull-enabled %q: true or false", anonymous)
+				}
+				body.AnonymousPullEnabled = &on
+			}
+			if c.Flags().Changed("default-action") {
+				var v mgmtapi.RegistryView
+				if err := client.Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
+					return err
+				}
+				v.NetworkRuleSet.DefaultAction = defaultAction
+				body.NetworkRuleSet = &v.NetworkRuleSet
+			}
+			var v mgmtapi.RegistryView
+			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", body, &v); err != nil {
+				return err
+			}
+			return show(output, v, "SETTING\tVALUE", registryRows(v))
+		},
+	}
+	cmd.Flags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")
+	cmd.Flags().StringVar(&output, "output", "table", "table or json")
+	cmd.Flags().StringVar(&anonymous, "anonymous-pull-enabled", "", "true or false")
+	cmd.Flags().StringVar(&defaultAction, "default-action", "", "Allow or Deny")
+	return cmd
+}
