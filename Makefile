@@ -43,6 +43,9 @@ fuzz:
 	go test ./internal/feed -run '^$$' -fuzz FuzzParsePage -fuzztime 20s
 	go test ./internal/webhook -run '^$$' -fuzz FuzzParseScope -fuzztime 20s
 	go test ./internal/webhook -run '^$$' -fuzz FuzzConfig -fuzztime 20s
+	go test ./internal/auth -run '^$$' -fuzz '^FuzzParseScopes$$' -fuzztime 20s
+	go test ./internal/auth -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime 20s
+	go test ./internal/auth -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 20s
 
 bench: build
 	go run ./bench -georeg bin/georeg

@@ -191,7 +191,10 @@ func (s *Service) Check(w http.ResponseWriter, r *http.Request, need Need) error
 	// client just needs a new token; otherwise it may not.
 	if c.Kind != "anonymous" {
 		if p, err := s.current(ctx, c.Kind, c.Subject); err == nil {
-			sc, _ := ParseScope(need.scope())
+			sc := Scope{Type: "repository", Name: need.Repo, Actions: need.Actions}
+			if need.Catalog {
+				sc = Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}
+			}
 			if len(p.Grant([]Scope{sc})) == 0 {
 				return ocierr.Denied.Withf("%s %q may not %s %s; an admin can extend its scope map", c.Kind, c.Subject, strings.Join(need.Actions, " or "), need.what())
 			}
