@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/georeg/georeg/internal/tlsconf"
 )
 
 // georegBin is the binary under test, built once by TestMain.
@@ -57,8 +59,10 @@ type server struct {
 	data string
 	args []string // serve's arguments; default: flags for addr and data
 	sub  string   // the subcommand; default serve
-	cmd  *exec.Cmd
-	log  *os.File
+	// tlsCA, when set, makes the readiness check use HTTPS trusting it.
+	tlsCA string
+	cmd   *exec.Cmd
+	log   *os.File
 }
 
 // startServer runs georeg serve on a fresh port over data and waits until
@@ -92,8 +96,16 @@ func (s *server) start() {
 		s.t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
+	client, scheme := http.DefaultClient, "http://"
+	if s.tlsCA != "" {
+		tc, err := tlsconf.Client(s.tlsCA)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		client, scheme = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, "https://"
+	}
 	for {
-		resp, err := http.Get("http://" + s.addr + "/readyz")
+		resp, err := client.Get(scheme + s.addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

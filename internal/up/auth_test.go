@@ -1,0 +1,318 @@
+package up_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/mgmtapi"
+	"github.com/georeg/georeg/internal/up"
+)
+
+// lockedBuffer collects the registry's log lines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// runLogged is runRegistry with every log line (debug and up) kept.
+func runLogged(t *testing.T, cfg up.Config, logs io.Writer) *up.Registry {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := reg.Wait(); err != nil {
+			t.Error(err)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	})
+	return reg
+}
+
+// call sends a request with an Authorization header ("" for none) from
+// client, and returns the status and OCI error code.
+func call(t *testing.T, client *http.Client, method, u, authz string, body any) (int, string, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	code, _ := errorOf(out)
+	return resp.StatusCode, code, out
+}
+
+func basic(user, pass string) string {
+	req, _ := http.NewRequest(http.MethodGet, "/", nil)
+	req.SetBasicAuth(user, pass)
+	return req.Header.Get("Authorization")
+}
+
+// tokenFor asks base's token endpoint for a token with scope, as user
+// (anonymous when user is "").
+func tokenFor(t *testing.T, base, user, pass, scope string) string {
+	t.Helper()
+	authz := ""
+	if user != "" {
+		authz = basic(user, pass)
+	}
+	code, _, out := call(t, http.DefaultClient, http.MethodGet, base+"/oauth2/token?service=georeg&scope="+url.QueryEscape(scope), authz, nil)
+	var ans struct{ Token string }
+	if code != 200 || json.Unmarshal(out, &ans) != nil || ans.Token == "" {
+		t.Fatalf("token for %q (%s): %d %s", user, scope, code, out)
+	}
+	return ans.Token
+}
+
+// TestAuthMatrix: every kind of caller against every route class, in two
+// regions, with tokens issued by eastus only (a token works in every
+// region). Nothing secret reaches a log line.
+func TestAuthMatrix(t *testing.T) {
+	dir := t.TempDir()
+	logs := &lockedBuffer{}
+	reg := runLogged(t, up.Config{DataDir: dir, Regions: threeRegions()[:2], Auth: true}, logs)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	adminPass, err := up.LoadAdminPassword(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := basic("admin", adminPass)
+	mustCall := func(method, u string, body any, want int) []byte {
+		t.Helper()
+		code, _, out := call(t, http.DefaultClient, method, u, admin, body)
+		if code != want {
+			t.Fatalf("%s %s: %d %s", method, u, code, out)
+		}
+		return out
+	}
+	mustCall(http.MethodPut, east+"/_georeg/v1/scope-maps/readers", auth.ScopeMap{Actions: []string{"repositories/app/content/read"}}, 200)
+	mustCall(http.MethodPut, east+"/_georeg/v1/scope-maps/writers", auth.ScopeMap{Actions: []string{"repositories/app/content/read", "repositories/app/content/write"}}, 200)
+	passwords := map[string]string{"admin": adminPass}
+	for name, sm := range map[string]string{"reader": "readers", "writer": "writers"} {
+		var created mgmtapi.TokenCreated
+		_ = json.Unmarshal(mustCall(http.MethodPut, east+"/_georeg/v1/tokens/"+name, mgmtapi.TokenBody{ScopeMap: ptr(sm)}, 200), &created)
+		passwords[name] = created.Password
+	}
+	eventually(t, 10*time.Second, func() error {
+		if code, _, _ := call(t, http.DefaultClient, http.MethodGet, west+"/_georeg/v1/tokens/writer", admin, nil); code != 200 {
+			return fmt.Errorf("westeurope has no writer token yet: %d", code)
+		}
+		return nil
+	})
+	// Content to read: pushed as admin.
+	adminPush := "Bearer " + tokenFor(t, east, "admin", adminPass, "repository:app:pull,push")
+	layer := []byte("layer")
+	ld := sha256Hex(layer)
+	req, _ := http.NewRequest(http.MethodPost, east+"/v2/app/blobs/uploads/?digest=sha256:"+ld, bytes.NewReader(layer))
+	req.Header.Set("Authorization", adminPush)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("push a blob as admin: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[]}`, ld, len(layer))
+	req, _ = http.NewRequest(http.MethodPut, east+"/v2/app/manifests/v1", strings.NewReader(m))
+	req.Header.Set("Authorization", adminPush)
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("push a manifest as admin: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, base := range []string{east, west} {
+		eventually(t, 10*time.Second, func() error {
+			code, _, _ := call(t, http.DefaultClient, http.MethodGet, base+"/v2/app/tags/list", "Bearer "+tokenFor(t, east, "admin", adminPass, "repository:app:pull"), nil)
+			if code != 200 {
+				return fmt.Errorf("app not in %s yet", base)
+			}
+			return nil
+		})
+	}
+
+	type class struct {
+		name, method, path, scope string
+	}
+	classes := []class{
+		{"base", http.MethodGet, "/v2/", ""},
+		{"catalog", http.MethodGet, "/v2/_catalog", "registry:catalog:*"},
+		{"pull", http.MethodGet, "/v2/app/manifests/v1", "repository:app:pull"},
+		{"tags", http.MethodGet, "/v2/app/tags/list", "repository:app:pull"},
+		{"push", http.MethodPost, "/v2/app/blobs/uploads/", "repository:app:pull,push"},
+		{"push-other", http.MethodPost, "/v2/other/blobs/uploads/", "repository:other:pull,push"},
+		{"delete", http.MethodDelete, "/v2/app/blobs/sha256:" + strings.Repeat("0", 64), "repository:app:delete"},
+		{"mgmt", http.MethodGet, "/_georeg/v1/webhooks", "repository:app:pull"},
+	}
+	eastRegion := reg.ByName["eastus"].Node.Region
+	// Tokens no caller should get past: expired, signed by a key this
+	// registry does not have, issued for another service.
+	adminP := &auth.Principal{Name: "admin", Kind: auth.KindUser, Admin: true}
+	issue := func(s *auth.Service) string {
+		raw, _, err := s.Issue(t.Context(), adminP, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	expired := issue(auth.New(auth.Config{Enabled: true}, eastRegion, quiet).WithClock(func() time.Time { return time.Now().Add(-time.Hour) }))
+	otherService := issue(auth.New(auth.Config{Enabled: true, Service: "another"}, eastRegion, quiet))
+	otherRegion := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()[:1], Auth: true})
+	otherKey := issue(auth.New(auth.Config{Enabled: true}, otherRegion.Regions[0].Node.Region, quiet))
+
+	// Expected status per caller and class (the same in both regions).
+	want := map[string][]int{
+		//                base catalog pull tags push push-other delete mgmt
+		"anonymous":     {401, 401, 401, 401, 401, 401, 401, 401},
+		"reader":        {200, 403, 200, 200, 403, 403, 403, 403},
+		"writer":        {200, 403, 200, 200, 202, 403, 403, 403},
+		"admin":         {200, 200, 200, 200, 202, 202, 404, 200},
+		"expired":       {401, 401, 401, 401, 401, 401, 401, 401},
+		"other-key":     {401, 401, 401, 401, 401, 401, 401, 401},
+		"other-service": {401, 401, 401, 401, 401, 401, 401, 401},
+	}
+	for _, caller := range []string{"anonymous", "reader", "writer", "admin", "expired", "other-key", "other-service"} {
+		for i, c := range classes {
+			var authz string
+			switch caller {
+			case "anonymous":
+			case "expired":
+				authz = "Bearer " + expired
+			case "other-key":
+				authz = "Bearer " + otherKey
+			case "other-service":
+				authz = "Bearer " + otherService
+			default:
+				scope := c.scope
+				if scope == "" {
+					scope = "repository:app:pull"
+				}
+				authz = "Bearer " + tokenFor(t, east, caller, passwords[caller], scope)
+			}
+			for _, base := range []string{east, west} {
+				code, oci, body := call(t, http.DefaultClient, c.method, base+c.path, authz, nil)
+				if code != want[caller][i] {
+					t.Errorf("%s %s in %s: %d %s, want %d", caller, c.name, base, code, body, want[caller][i])
+				}
+				if code == 401 && oci != "UNAUTHORIZED" || code == 403 && oci != "DENIED" {
+					t.Errorf("%s %s: %d with code %s", caller, c.name, code, oci)
+				}
+			}
+		}
+	}
+	// The management API takes an admin's basic auth, and refuses a token's.
+	if code, _, _ := call(t, http.DefaultClient, http.MethodGet, west+"/_georeg/v1/tokens", basic("reader", passwords["reader"]), nil); code != 403 {
+		t.Errorf("a token's basic auth on the management API: %d", code)
+	}
+
+	// Anonymous pull: pulls need nothing, pushes still do.
+	mustCall(http.MethodPatch, east+"/_georeg/v1/registry", mgmtapi.RegistryBody{AnonymousPullEnabled: ptr(true)}, 200)
+	for _, base := range []string{east, west} {
+		eventually(t, 10*time.Second, func() error {
+			if code, _, _ := call(t, http.DefaultClient, http.MethodGet, base+"/v2/app/manifests/v1", "", nil); code != 200 {
+				return fmt.Errorf("anonymous pull in %s: %d", base, code)
+			}
+			return nil
+		})
+		if code, _, _ := call(t, http.DefaultClient, http.MethodPost, base+"/v2/app/blobs/uploads/", "", nil); code != 401 {
+			t.Errorf("anonymous push in %s with anonymous pull on: %d", base, code)
+		}
+	}
+
+	// Network rules: default Deny with 127.0.0.2 allowed, in every region.
+	from := func(ip string) *http.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	}
+	rules := auth.NetworkRules{DefaultAction: auth.Deny, IPRules: []auth.IPRule{{Action: auth.Allow, Value: "127.0.0.2/32"}}}
+	if code, _, out := call(t, from("127.0.0.1"), http.MethodPatch, east+"/_georeg/v1/registry", admin, mgmtapi.RegistryBody{NetworkRuleSet: &rules}); code != 200 {
+		t.Fatalf("set network rules: %d %s", code, out)
+	}
+	for _, base := range []string{east, west} {
+		eventually(t, 10*time.Second, func() error {
+			code, oci, body := call(t, from("127.0.0.3"), http.MethodGet, base+"/v2/app/manifests/v1", "", nil)
+			if code != 403 || oci != "DENIED" || !strings.Contains(string(body), "127.0.0.3") || !strings.Contains(string(body), "network rules") {
+				return fmt.Errorf("127.0.0.3 in %s: %d %s", base, code, body)
+			}
+			return nil
+		})
+		if code, _, body := call(t, from("127.0.0.2"), http.MethodGet, base+"/v2/app/manifests/v1", "", nil); code != 200 {
+			t.Errorf("127.0.0.2 (allowed) in %s: %d %s", base, code, body)
+		}
+		if code, _, _ := call(t, from("127.0.0.1"), http.MethodGet, base+"/_georeg/v1/registry", admin, nil); code != 403 {
+			t.Errorf("the admin from a denied address in %s: %d", base, code)
+		}
+	}
+	// Replication (peers connect from 127.0.0.1) is not a client: it goes
+	// on under the rules. A push from the allowed address arrives in
+	// westeurope.
+	code, _, out := call(t, from("127.0.0.2"), http.MethodGet, east+"/oauth2/token?service=georeg&scope=repository:app:pull,push", admin, nil)
+	var ans struct{ Token string }
+	if code != 200 || json.Unmarshal(out, &ans) != nil {
+		t.Fatalf("token from an allowed address: %d %s", code, out)
+	}
+	req, _ = http.NewRequest(http.MethodPut, east+"/v2/app/manifests/under-rules", strings.NewReader(m))
+	req.Header.Set("Authorization", "Bearer "+ans.Token)
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	if resp, err := from("127.0.0.2").Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("push from an allowed address: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	eventually(t, 10*time.Second, func() error {
+		if code, _, _ := call(t, from("127.0.0.2"), http.MethodGet, west+"/v2/app/manifests/under-rules", "Bearer "+ans.Token, nil); code != 200 {
+			return fmt.Errorf("the push has not replicated under the rules: %d", code)
+		}
+		return nil
+	})
+	rules.DefaultAction = auth.Allow
+	if code, _, out := call(t, from("127.0.0.2"), http.MethodPatch, west+"/_georeg/v1/registry", admin, mgmtapi.RegistryBody{NetworkRuleSet: &rules}); code != 200 {
+		t.Fatalf("reset network rules from an allowed address: %d %s", code, out)
+	}
+
+	for _, secret := range []string{adminPass, passwords["reader"], passwords["writer"], "eyJ"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("a log line holds a secret (%.6s...)", secret)
+		}
+	}
+}
