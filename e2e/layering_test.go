@@ -21,6 +21,10 @@ func TestImportsPointDown(t *testing.T) {
 		"meta":       {"content", "region", "ociapi", "node"},
 		"region":     {"ociapi", "node", "config"},
 		"ociapi":     {"node", "config", "meta"},
+		"auth":       {"region", "ociapi", "mgmtapi", "node", "content"},
+		"webhook":    {"region", "ociapi", "mgmtapi", "node", "content"},
+		"feed":       {"region", "ociapi", "node", "replicate"},
+		"route":      {"region", "meta", "content", "ociapi", "node", "replicate"},
 	}
 	for pkg, bad := range forbidden {
 		out, err := exec.Command("go", "list", "-f", `{{join .Imports " "}}`, "../internal/"+pkg).CombinedOutput()

@@ -7,7 +7,7 @@
 //	/_georeg/v1/status, /replications...    replication state and regions (replications.go)
 //	/_georeg/v1/webhooks...                 webhooks and their delivery logs (webhooks.go)
 //
-// Until user auth lands they are open like /v2.
+// With auth on they need an admin or a peer credential (SetAccess).
 package mgmtapi
 
 import (
