@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,7 +20,7 @@ import (
 
 // routeCmd runs the front door on its own.
 func routeCmd() *cobra.Command {
-	var file, listen, logLevel, dnsListen, dnsName string
+	var file, listen, logLevel, dnsListen, dnsName, tlsCert, tlsKey string
 	cmd := &cobra.Command{
 		Use:   "route --config route.yaml",
 		Short: "Run the front door: one registry name, each client sent to its closest healthy region",
@@ -34,11 +35,16 @@ fallbacks (see internal/route):
     - {cidr: 127.0.0.2/32, region: westeurope}
   fallback:
     westeurope: [eastus]
-  probeInterval: 1s`,
+  probeInterval: 1s
+  secret: s3cr3t        # the replication secret: needed when regions have auth on
+  caFile: ca.pem        # trust for regions served over TLS`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return errors.New("--config is required")
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return errors.New("--tls-cert and --tls-key: give both or neither")
 			}
 			data, err := os.ReadFile(file)
 			if err != nil {
@@ -64,7 +70,7 @@ fallbacks (see internal/route):
 				return err
 			}
 			ctx := cmd.Context()
-			srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 			go func() {
 				<-ctx.Done()
 				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -84,7 +90,11 @@ fallbacks (see internal/route):
 				log.Info("DNS mode serving", "addr", conn.LocalAddr().String(), "name", dnsName)
 			}
 			log.Info("front door serving", "addr", l.Addr().String())
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			serve := func() error { return srv.Serve(l) }
+			if tlsCert != "" {
+				serve = func() error { return srv.ServeTLS(l, tlsCert, tlsKey) }
+			}
+			if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return <-probes
@@ -95,5 +105,7 @@ fallbacks (see internal/route):
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&dnsListen, "dns-listen", "", "also answer DNS (UDP) on this address, e.g. 127.0.0.1:5353")
 	cmd.Flags().StringVar(&dnsName, "dns-name", "registry.local", "the registry name the DNS mode answers for")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	return cmd
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/mgmtapi"
+	"github.com/georeg/georeg/internal/tlsconf"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -314,5 +315,65 @@ func TestAuthMatrix(t *testing.T) {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("a log line holds a secret (%.6s...)", secret)
 		}
+	}
+}
+
+// TestUpWithTLSAndAuthServesEverythingOverHTTPS: `georeg up --tls --auth`
+// as a test: the front door and every region serve HTTPS from the local
+// CA, the door reads the regions' status with its peer credential (else
+// it would route nowhere), and a push through the door replicates.
+func TestUpWithTLSAndAuthServesEverythingOverHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions(), TLS: true, Auth: true, FrontDoor: "127.0.0.1:0"})
+	tc, err := tlsconf.Client(reg.TLS.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	defer client.CloseIdleConnections()
+	if !strings.HasPrefix(reg.FrontDoor, "https://") {
+		t.Fatalf("front door at %s", reg.FrontDoor)
+	}
+	if resp, err := http.Get(strings.Replace(reg.FrontDoor, "https://", "http://", 1) + "/v2/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("the door answers plain HTTP: %d", resp.StatusCode)
+		}
+	}
+	password, _ := up.LoadAdminPassword(dir)
+	var token string
+	eventually(t, 15*time.Second, func() error {
+		code, _, out := call(t, client, http.MethodGet, reg.FrontDoor+"/oauth2/token?service=georeg&scope=repository:tls/app:pull,push", basic("admin", password), nil)
+		var ans struct{ Token string }
+		if code != 200 || json.Unmarshal(out, &ans) != nil {
+			return fmt.Errorf("token through the door: %d %s", code, out)
+		}
+		token = ans.Token
+		return nil
+	})
+	cfgBlob := []byte(`{"tls":true}`)
+	req, _ := http.NewRequest(http.MethodPost, reg.FrontDoor+"/v2/tls/app/blobs/uploads/?digest="+"sha256:"+sha256Hex(cfgBlob), bytes.NewReader(cfgBlob))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := client.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("blob through the door: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[]}`, sha256Hex(cfgBlob), len(cfgBlob))
+	req, _ = http.NewRequest(http.MethodPut, reg.FrontDoor+"/v2/tls/app/manifests/v1", strings.NewReader(m))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	if resp, err := client.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("manifest through the door: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, r := range reg.Regions {
+		eventually(t, 15*time.Second, func() error {
+			if code, _, _ := call(t, client, http.MethodGet, r.URL+"/v2/tls/app/manifests/v1", "Bearer "+token, nil); code != 200 {
+				return fmt.Errorf("%s: %d", r.Name, code)
+			}
+			return nil
+		})
 	}
 }

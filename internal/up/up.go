@@ -250,7 +250,8 @@ func (reg *Registry) startFrontDoor(ctx context.Context, g *errgroup.Group, cfg 
 	if cfg.TLS {
 		reg.FrontDoor = "https://" + l.Addr().String()
 	}
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	g.Go(func() error { return router.Run(ctx) })
 	g.Go(func() error {
 		serve := func() error { return srv.Serve(l) }
