@@ -1,5 +1,5 @@
 # georeg: `make test` installs what the tests need (crane and regctl through
-# the Go module proxy into .tools/bin; skopeo and containerd from Debian),
+# the Go module proxy into .tools/bin; skopeo, containerd and chromium from Debian),
 # then runs every test. `make bench` prints the benchmark table.
 
 SHELL := /bin/bash
@@ -14,7 +14,7 @@ REGCTL_VERSION := v0.11.7
 build:
 	go build -o bin/georeg ./cmd/georeg
 
-tools: $(TOOLS)/crane $(TOOLS)/regctl /usr/bin/skopeo /usr/bin/ctr
+tools: $(TOOLS)/crane $(TOOLS)/regctl /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium
 
 $(TOOLS)/crane:
 	GOBIN=$(TOOLS) go install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
@@ -25,6 +25,11 @@ $(TOOLS)/regctl:
 /usr/bin/skopeo /usr/bin/ctr:
 	(apt-get install -y --no-install-recommends skopeo containerd || \
 	 (apt-get update -qq && apt-get install -y --no-install-recommends skopeo containerd)) >/dev/null
+
+# Debian's Chromium, for the dashboard test (chromedp drives it headless).
+/usr/bin/chromium:
+	(apt-get install -y --no-install-recommends chromium || \
+	 (apt-get update -qq && apt-get install -y --no-install-recommends chromium)) >/dev/null
 
 lint:
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)

@@ -131,7 +131,7 @@ func request(raw string) *http.Request {
 func check(t *testing.T, s *auth.Service, raw string, need auth.Need) (*ocierr.Code, http.Header) {
 	t.Helper()
 	w := httptest.NewRecorder()
-	err := s.Check(w, request(raw), need)
+	_, err := s.Check(w, request(raw), need)
 	if err == nil {
 		return nil, w.Header()
 	}

@@ -57,7 +57,7 @@ func FuzzVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tok string) {
 		r := httptest.NewRequest(http.MethodGet, "/v2/app/manifests/v1", nil)
 		r.Header.Set("Authorization", "Bearer "+tok)
-		if err := s.Check(httptest.NewRecorder(), r, auth.Need{Repo: "app", Actions: []string{auth.ActionPull}}); err == nil {
+		if _, err := s.Check(httptest.NewRecorder(), r, auth.Need{Repo: "app", Actions: []string{auth.ActionPull}}); err == nil {
 			t.Fatalf("token %q accepted", tok)
 		}
 	})

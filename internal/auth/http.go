@@ -61,8 +61,10 @@ func (s *Service) token(r *http.Request) (*tokenAnswer, error) {
 		if user, pass, ok := r.BasicAuth(); ok {
 			var err error
 			if p, err = s.Authenticate(ctx, user, pass); err != nil {
+				s.recordLogin(ctx, user, "denied", "basic auth")
 				return nil, ocierr.Unauthorized.Withf("%v", err)
 			}
+			s.recordLogin(ctx, user, "ok", "basic auth; scope "+strings.Join(scopes, " "))
 		}
 	case http.MethodPost:
 		if err := r.ParseForm(); err != nil {
@@ -72,9 +74,12 @@ func (s *Service) token(r *http.Request) (*tokenAnswer, error) {
 		switch gt := r.PostForm.Get("grant_type"); gt {
 		case "password":
 			var err error
-			if p, err = s.Authenticate(ctx, r.PostForm.Get("username"), r.PostForm.Get("password")); err != nil {
+			user := r.PostForm.Get("username")
+			if p, err = s.Authenticate(ctx, user, r.PostForm.Get("password")); err != nil {
+				s.recordLogin(ctx, user, "denied", "password grant")
 				return nil, ocierr.Unauthorized.Withf("%v", err)
 			}
+			s.recordLogin(ctx, user, "ok", "password grant")
 			offline = true
 		case "refresh_token":
 			c, err := s.Verify(ctx, r.PostForm.Get("refresh_token"))
@@ -155,37 +160,39 @@ func (n Need) pullOnly() bool {
 	return n.Base || (n.Repo != "" && len(n.Actions) > 0 && n.Actions[0] == ActionPull)
 }
 
-// Check decides a /v2 request: nil to serve it; UNAUTHORIZED (401, with
+// Check decides a /v2 request and returns who made it ("" for
+// anonymous): nil to serve it; UNAUTHORIZED (401, with
 // the Bearer challenge set on w) when it needs a token or a token with
 // more scope; DENIED (403) when the credential behind the token may not do
 // it at all.
-func (s *Service) Check(w http.ResponseWriter, r *http.Request, need Need) error {
+func (s *Service) Check(w http.ResponseWriter, r *http.Request, need Need) (string, error) {
 	if !s.cfg.Enabled {
-		return nil
+		return "", nil
 	}
 	ctx := r.Context()
 	raw, ok := bearer(r)
 	if !ok {
 		if need.pullOnly() && s.switches(ctx).anonymousPull {
-			return nil
+			return "", nil
 		}
 		s.challenge(w, r, need, "")
-		return ocierr.Unauthorized.Withf("authentication required: get a token from %s (docker login, crane auth login, regctl registry login)", s.realm(r))
+		return "", ocierr.Unauthorized.Withf("authentication required: get a token from %s (docker login, crane auth login, regctl registry login)", s.realm(r))
 	}
 	c, err := s.Verify(ctx, raw)
 	if err != nil {
 		s.challenge(w, r, need, "invalid_token")
-		return ocierr.Unauthorized.Withf("%v", err)
+		return "", ocierr.Unauthorized.Withf("%v", err)
 	}
 	if c.Refresh {
 		s.challenge(w, r, need, "invalid_token")
-		return ocierr.Unauthorized.Withf("a refresh token cannot be used on /v2; trade it for an access token at %s", s.realm(r))
+		return "", ocierr.Unauthorized.Withf("a refresh token cannot be used on /v2; trade it for an access token at %s", s.realm(r))
 	}
+	actor := c.Subject
 	if c.Admin || need.Base || c.grants(need) {
-		return nil
+		return actor, nil
 	}
 	if need.pullOnly() && s.switches(ctx).anonymousPull {
-		return nil
+		return actor, nil
 	}
 	// Would the credential get it with a token for this scope? Then the
 	// client just needs a new token; otherwise it may not.
@@ -196,16 +203,16 @@ func (s *Service) Check(w http.ResponseWriter, r *http.Request, need Need) error
 				sc = Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}
 			}
 			if len(p.Grant([]Scope{sc})) == 0 {
-				return ocierr.Denied.Withf("%s %q may not %s %s; an admin can extend its scope map", c.Kind, c.Subject, strings.Join(need.Actions, " or "), need.what())
+				return actor, ocierr.Denied.Withf("%s %q may not %s %s; an admin can extend its scope map", c.Kind, c.Subject, strings.Join(need.Actions, " or "), need.what())
 			}
 		}
 	}
 	if c.Kind == "anonymous" {
 		s.challenge(w, r, need, "")
-		return ocierr.Unauthorized.Withf("authentication required for %s: log in (docker login, crane auth login, regctl registry login, georeg login)", need.what())
+		return "", ocierr.Unauthorized.Withf("authentication required for %s: log in (docker login, crane auth login, regctl registry login, georeg login)", need.what())
 	}
 	s.challenge(w, r, need, "insufficient_scope")
-	return ocierr.Unauthorized.Withf("the token does not grant %s; get one for that scope from %s", need.scope(), s.realm(r))
+	return actor, ocierr.Unauthorized.Withf("the token does not grant %s; get one for that scope from %s", need.scope(), s.realm(r))
 }
 
 func (n Need) what() string {

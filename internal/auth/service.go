@@ -128,6 +128,20 @@ type Service struct {
 
 	switchMu sync.Mutex
 	sw       *switches // registry switches, reread every switchesRefresh
+
+	audit func(ctx context.Context, actor, outcome, detail string) // logins, for the audit log
+}
+
+// SetAudit has every login at the token endpoint (granted or refused)
+// reported to record.
+func (s *Service) SetAudit(record func(ctx context.Context, actor, outcome, detail string)) {
+	s.audit = record
+}
+
+func (s *Service) recordLogin(ctx context.Context, actor, outcome, detail string) {
+	if s.audit != nil {
+		s.audit(ctx, actor, outcome, detail)
+	}
 }
 
 // Cache bounds.
@@ -144,7 +158,7 @@ func New(cfg Config, settings Settings, log *slog.Logger) *Service {
 // WithClock returns a copy of s that reads the time from now: tools and
 // tests issue tokens as of another time with it.
 func (s *Service) WithClock(now func() time.Time) *Service {
-	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now}
+	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now, audit: s.audit}
 }
 
 // Enabled reports whether auth is on.

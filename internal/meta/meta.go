@@ -132,6 +132,20 @@ CREATE TABLE IF NOT EXISTS everywhere_pending (
 	created_at BIGINT NOT NULL,
 	PRIMARY KEY (repo, digest)
 );
+CREATE TABLE IF NOT EXISTS audit (
+	id         {{serial}},
+	at         BIGINT NOT NULL,
+	actor      TEXT NOT NULL,
+	action     TEXT NOT NULL,
+	repo       TEXT NOT NULL DEFAULT '',
+	reference  TEXT NOT NULL DEFAULT '',
+	digest     TEXT NOT NULL DEFAULT '',
+	client     TEXT NOT NULL DEFAULT '',
+	request_id TEXT NOT NULL DEFAULT '',
+	outcome    TEXT NOT NULL,
+	detail     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
 CREATE TABLE IF NOT EXISTS uploads (
 	id         TEXT PRIMARY KEY,
 	repo       TEXT NOT NULL,
@@ -230,7 +244,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // session, feed record, presence, cursor, setting and webhook delivery:
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
-	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending"} {
+	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

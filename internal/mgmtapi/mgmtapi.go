@@ -97,6 +97,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /_georeg/v1/replications/{name}", a.handle(a.deleteReplication))
 	a.registerWebhooks(mux)
 	a.registerAccess(mux)
+	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
 }
 
 // ownStatus reports this region's replication status.

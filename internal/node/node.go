@@ -18,6 +18,7 @@ import (
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/ociapi"
 	"github.com/georeg/georeg/internal/region"
@@ -70,6 +71,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 			return nil, fmt.Errorf("auth: %w", err)
 		}
 	}
+	guard.SetAudit(func(ctx context.Context, actor, outcome, detail string) {
+		if err := r.RecordAudit(ctx, actor, region.AuditLogin, "", outcome, detail); err != nil {
+			log.WarnContext(ctx, "audit a login", "error", err)
+		}
+	})
 	mux.Handle(auth.TokenPath, guard.TokenHandler())
 	var status mgmtapi.StatusSource
 	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard}
@@ -80,6 +86,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		}
 	}
 	n := &Node{Region: r, log: log, tlsCert: cfg.HTTP.TLSCert, tlsKey: cfg.HTTP.TLSKey}
+	m := metrics.NewNode(cfg.Region.Name).WithRuntime()
+	opts.Metrics = m
 	if secret := cfg.Replication.Secret; secret != "" {
 		// A region with a secret replicates: with its configured peers and
 		// with every replica registered at run time.
@@ -99,9 +107,24 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }
 		status = n.replicator
 		r.SetMembers(n.replicator.Members)
+		n.replicator.SetMetrics(m)
+		rep := n.replicator
+		m.WatchReplication(cfg.Region.Name, func(ctx context.Context) (metrics.Progress, error) {
+			st, err := rep.Status(ctx)
+			if err != nil {
+				return metrics.Progress{}, err
+			}
+			p := metrics.Progress{Ready: st.State == replicate.StateReady, Objects: st.Progress.Objects,
+				ObjectsTotal: st.Progress.ObjectsTotal, Bytes: st.Progress.Bytes, BytesTotal: st.Progress.BytesTotal}
+			for _, ps := range st.Peers {
+				p.Peers = append(p.Peers, metrics.PeerBacklog{Peer: ps.Peer, Events: ps.Behind, Bytes: ps.Backlog})
+			}
+			return p, nil
+		})
 	}
 	n.deliverer = webhook.NewDeliverer(r, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) },
 		cfg.Webhooks, log.With("region", cfg.Region.Name, "component", "webhook"))
+	n.deliverer.SetMetrics(m)
 	mgmt := mgmtapi.New(r, regions, status)
 	mgmt.SetAccess(guard, opts.IsPeer, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})

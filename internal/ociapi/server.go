@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/webhook"
@@ -48,6 +50,9 @@ type Options struct {
 	// Auth decides who may do what (nil: everyone everything). Peers skip
 	// it: they hold a peer credential.
 	Auth *auth.Service
+	// Metrics, when set, counts every request and is served on /metrics
+	// (an admin's or a peer's, with auth on).
+	Metrics *metrics.Node
 }
 
 // Peers is what the API asks of other regions. replicate.Replicator
@@ -142,6 +147,8 @@ func (a *API) Handler(internal http.Handler) http.Handler {
 		switch {
 		case p == "/v2" || strings.HasPrefix(p, "/v2/"):
 			v2.ServeHTTP(w, r)
+		case p == "/metrics" && a.opts.Metrics != nil:
+			a.serveMetrics(w, r)
 		case internal != nil:
 			internal.ServeHTTP(w, r) // /_georeg/, /oauth2/token
 		default:
@@ -198,6 +205,9 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 		return ocierr.NameUnknown.Withf("%v", err)
 	}
 	m := r.Method
+	if rec, ok := w.(*recorder); ok {
+		rec.route = route.Kind.String()
+	}
 	if err := a.authorize(w, r, route); err != nil {
 		return err
 	}
@@ -308,14 +318,29 @@ func (a *API) logged(next http.Handler) http.Handler {
 		id := newRequestID()
 		w.Header().Set("X-Request-Id", id)
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		r = r.WithContext(webhook.WithRequest(r.Context(), webhook.Request{
-			ID: id, Host: r.Host, Method: r.Method, UserAgent: r.UserAgent()}))
+		client, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			client = r.RemoteAddr
+		}
+		if a.opts.Auth != nil {
+			if addr, err := a.opts.Auth.ClientAddr(r); err == nil {
+				client = addr.String()
+			}
+		}
+		r = r.WithContext(webhook.WithRequest(r.Context(), &webhook.Request{
+			ID: id, Host: r.Host, Method: r.Method, UserAgent: r.UserAgent(), Client: client}))
 		next.ServeHTTP(rec, r)
+		took := time.Since(start)
+		in := r.ContentLength
+		if rec.route == "" {
+			rec.route = routeClass(r.URL.Path)
+		}
+		a.opts.Metrics.Request(rec.route, r.Method, rec.status, in, rec.bytes, took)
 		level := slog.LevelInfo
 		attrs := []slog.Attr{
 			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", rec.status), slog.Int64("bytes_out", rec.bytes),
-			slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr),
+			slog.Duration("duration", took), slog.String("remote", r.RemoteAddr),
 		}
 		if r.ContentLength > 0 {
 			attrs = append(attrs, slog.Int64("bytes_in", r.ContentLength))
@@ -346,6 +371,7 @@ type recorder struct {
 	wroteHeader bool
 	code        string
 	err         error
+	route       string // the route class, for metrics
 }
 
 func (r *recorder) WriteHeader(status int) {

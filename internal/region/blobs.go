@@ -47,7 +47,10 @@ func (r *Region) DeleteBlob(ctx context.Context, repo string, d digest.Digest) e
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		var err error
 		found, err = tx.UnlinkBlob(ctx, repo, d)
-		return err
+		if err != nil || !found {
+			return err
+		}
+		return r.audit(ctx, tx, AuditDeleteBlob, repo, d.String(), d, "ok", "")
 	})
 	if err != nil {
 		return err

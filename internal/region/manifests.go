@@ -192,6 +192,13 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 				return err
 			}
 		}
+		ref := tag
+		if ref == "" {
+			ref = rec.Digest.String()
+		}
+		if err := r.audit(ctx, tx, AuditPush, rec.Repo, ref, rec.Digest, "ok", ""); err != nil {
+			return err
+		}
 		return r.pushed(ctx, tx, rec, tag)
 	})
 	if err != nil {
@@ -280,6 +287,9 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 			if err := r.record(ctx, tx, meta.KindTagDelete, repo, "", ref, "", 0, v); err != nil {
 				return err
 			}
+			if err := r.audit(ctx, tx, AuditDelete, repo, ref, "", "ok", ""); err != nil {
+				return err
+			}
 			ev := webhook.Event{Action: webhook.ActionDelete, Target: webhook.Target{Repository: repo, Tag: ref}, Request: webhook.RequestFrom(ctx)}
 			return r.emitNow(ctx, tx, ev)
 		})
@@ -320,6 +330,9 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 			return err
 		}
 		if err := tx.DeletePendingEverywhere(ctx, repo, d); err != nil {
+			return err
+		}
+		if err := r.audit(ctx, tx, AuditDelete, repo, d.String(), d, "ok", ""); err != nil {
 			return err
 		}
 		ev := imageEvent(webhook.ActionDelete, repo, d, m.MediaType, m.Size, "")

@@ -106,7 +106,8 @@ func (r *Region) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run expires idle upload sessions until ctx ends. It returns nil when ctx
+// Run expires idle upload sessions and prunes the audit log until ctx
+// ends. It returns nil when ctx
 // is cancelled.
 func (r *Region) Run(ctx context.Context) error {
 	interval := r.cfg.UploadTTL / 4
@@ -121,6 +122,9 @@ func (r *Region) Run(ctx context.Context) error {
 	for {
 		if err := r.ExpireUploads(ctx); err != nil && ctx.Err() == nil {
 			r.log.WarnContext(ctx, "expire uploads", "error", err)
+		}
+		if err := r.pruneAudit(ctx); err != nil && ctx.Err() == nil {
+			r.log.WarnContext(ctx, "prune the audit log", "error", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -21,6 +21,7 @@ import (
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/region"
 )
@@ -99,7 +100,11 @@ type Replicator struct {
 	mu      sync.RWMutex
 	sources []*source // current peers, nearest first; replaced, never mutated
 	tracker *tracker
+	metrics *metrics.Node // nil: none
 }
+
+// SetMetrics has the replicator count applied records and observe lag.
+func (p *Replicator) SetMetrics(m *metrics.Node) { p.metrics = m }
 
 // New returns a replicator into r from cfg's peers, authenticating with
 // secret over hc (which must have no overall timeout).
@@ -434,6 +439,7 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 						blobBytes = rec.Size
 					}
 					p.tracker.applied(s.name, s.base, rec.Created, blobBytes)
+					p.metrics.Applied(s.name, rec.Kind, time.Since(rec.Created))
 					b.reset()
 					break
 				}

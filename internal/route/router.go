@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/tlsconf"
 )
@@ -31,7 +32,11 @@ type Router struct {
 	locations []location // longest prefix first
 	regions   map[string]*regionState
 	order     []string
+	metrics   *metrics.Door
 }
+
+// Metrics returns the door's metrics (served on the door's own /metrics).
+func (r *Router) Metrics() *metrics.Door { return r.metrics }
 
 type location struct {
 	prefix netip.Prefix
@@ -64,7 +69,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("caFile: %w", err)
 	}
-	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{},
+	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(),
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
 	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig}
 	for _, reg := range cfg.Regions {
@@ -155,6 +160,9 @@ func (r *Router) probeAll(ctx context.Context) {
 	}
 	_ = g.Wait()
 	r.readFlags(ctx)
+	for _, name := range r.order {
+		r.metrics.Routable(name, r.regions[name].usable())
+	}
 }
 
 // probeRegion checks a region deeply: /readyz (metadata store answers and
@@ -331,17 +339,23 @@ func (r *Router) sessionRegion(path string) (string, bool) {
 
 // ServeHTTP routes one request.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path == "/metrics" {
+		r.metrics.Handler().ServeHTTP(w, req) // the door's own; scrape regions directly
+		return
+	}
 	// Pinned regional endpoints: /region/<name>/... or host <name>.<...>.
 	if rest, ok := strings.CutPrefix(req.URL.Path, "/region/"); ok {
 		name, path, _ := strings.Cut(rest, "/")
 		if st, known := r.regions[name]; known {
 			req.URL.Path, req.URL.RawPath = "/"+path, ""
+			r.metrics.Routed(name, "pinned")
 			st.proxy.ServeHTTP(w, req)
 			return
 		}
 	}
 	if name, _, ok := strings.Cut(req.Host, "."); ok {
 		if st, known := r.regions[name]; known {
+			r.metrics.Routed(name, "pinned")
 			st.proxy.ServeHTTP(w, req)
 			return
 		}
@@ -356,6 +370,16 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		ocierr.Write(w, req, ocierr.Unknown.Withf("no region can serve now: every region failed its health checks; retry shortly"))
 		return
 	}
+	home := r.home(addr)
+	switch {
+	case pinned:
+		r.metrics.Routed(name, "session")
+	case name == home:
+		r.metrics.Routed(name, "home")
+	default:
+		r.metrics.Routed(name, "fallback")
+		r.metrics.Failover(home, name)
+	}
 	if pinned || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
 		r.regions[name].proxy.ServeHTTP(w, req)
 		return
@@ -368,6 +392,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			continue
 		}
 		tried[next] = true
+		if next != name {
+			r.metrics.Routed(next, "retry")
+			r.metrics.Failover(name, next)
+		}
 		a := &attempt{retry: true}
 		r.regions[next].proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
 		if !a.failed {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/metrics"
 )
 
 // Options tune delivery; zero fields take the defaults.
@@ -85,12 +86,16 @@ type Outbox interface {
 
 // Deliverer sends a region's outbox.
 type Deliverer struct {
-	outbox Outbox
-	gone   func(error) bool
-	opts   Options
-	http   *http.Client
-	log    *slog.Logger
+	outbox  Outbox
+	gone    func(error) bool
+	opts    Options
+	http    *http.Client
+	log     *slog.Logger
+	metrics *metrics.Node // nil: none
 }
+
+// SetMetrics has the deliverer count attempts by outcome.
+func (d *Deliverer) SetMetrics(m *metrics.Node) { d.metrics = m }
 
 // Deliverer limits.
 const (
@@ -171,6 +176,7 @@ func (d *Deliverer) sendAll(ctx context.Context, due []meta.Delivery) {
 func (d *Deliverer) deliver(ctx context.Context, del meta.Delivery) {
 	cfg, err := d.outbox.DeliveryWebhook(ctx, del.Webhook)
 	if d.gone(err) {
+		d.metrics.Delivery(del.Action, meta.DeliveryCanceled, 0)
 		if err := d.outbox.CancelDelivery(ctx, del.ID); err != nil && ctx.Err() == nil {
 			d.log.WarnContext(ctx, "cancel delivery", "webhook", del.Webhook, "id", del.ID, "error", err)
 		}
@@ -195,6 +201,11 @@ func (d *Deliverer) deliver(ctx context.Context, del meta.Delivery) {
 		del.State = meta.DeliveryPending
 		del.Next = time.Now().Add(d.backoff(del.Attempts + 1))
 	}
+	outcome := del.State
+	if outcome == meta.DeliveryPending {
+		outcome = "retry"
+	}
+	d.metrics.Delivery(del.Action, outcome, res.Latency)
 	if err := d.outbox.FinishDelivery(ctx, del); err != nil && ctx.Err() == nil {
 		d.log.WarnContext(ctx, "record delivery", "webhook", del.Webhook, "id", del.ID, "error", err)
 	}

@@ -43,6 +43,10 @@ type Request struct {
 	Host      string `json:"host,omitempty"`
 	Method    string `json:"method,omitempty"`
 	UserAgent string `json:"useragent,omitempty"`
+	// Actor (who authenticated; "" for anonymous) and Client (the
+	// client's address) are for the audit log, not the payload.
+	Actor  string `json:"-"`
+	Client string `json:"-"`
 }
 
 // NewID returns a fresh event id (128 random bits, hex).
@@ -55,15 +59,25 @@ func NewID() string {
 type requestKey struct{}
 
 // WithRequest returns ctx carrying the client request r, so an event a
-// handler causes names it.
-func WithRequest(ctx context.Context, r Request) context.Context {
+// handler causes names it. The caller may fill r.Actor in later (once
+// the request authenticated), before the handler runs.
+func WithRequest(ctx context.Context, r *Request) context.Context {
 	return context.WithValue(ctx, requestKey{}, r)
 }
 
 // RequestFrom returns the request WithRequest put in ctx.
 func RequestFrom(ctx context.Context) Request {
-	r, _ := ctx.Value(requestKey{}).(Request)
-	return r
+	if r, ok := ctx.Value(requestKey{}).(*Request); ok && r != nil {
+		return *r
+	}
+	return Request{}
+}
+
+// SetActor records who the request in ctx authenticated as.
+func SetActor(ctx context.Context, actor string) {
+	if r, ok := ctx.Value(requestKey{}).(*Request); ok && r != nil {
+		r.Actor = actor
+	}
 }
 
 // cloudEvent is a CloudEvents 1.0 event in structured JSON mode.

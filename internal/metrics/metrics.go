@@ -1,0 +1,299 @@
+// Package metrics holds georeg's Prometheus metrics (client_golang): one
+// registry per region node and one per front door, so several regions in
+// one process (georeg up, tests) keep theirs apart. Every metric of a node
+// carries the label region.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Node is one region node's metrics.
+type Node struct {
+	reg *prometheus.Registry
+
+	requests *prometheus.CounterVec   // route, method, code
+	duration *prometheus.HistogramVec // route, method
+	bytesIn  *prometheus.CounterVec   // route
+	bytesOut *prometheus.CounterVec   // route
+
+	replicationLag     *prometheus.HistogramVec // peer
+	replicationApplied *prometheus.CounterVec   // peer, kind
+
+	webhookDeliveries *prometheus.CounterVec   // action, outcome
+	webhookLatency    *prometheus.HistogramVec // outcome
+
+	gcRuns       *prometheus.CounterVec // mode (sweep or dry-run), outcome
+	gcBlobs      prometheus.Counter
+	gcBytesFreed prometheus.Counter
+}
+
+// NewNode returns the metrics of region, with Go runtime and process
+// metrics.
+func NewNode(region string) *Node {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	labels := prometheus.Labels{"region": region}
+	m := &Node{reg: reg}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_http_requests_total",
+		Help: "HTTP requests served, by route class, method and status code.", ConstLabels: labels}, []string{"route", "method", "code"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "georeg_http_request_duration_seconds",
+		Help: "Time to serve a request, to the end of its body.", ConstLabels: labels,
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"route", "method"})
+	m.bytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_http_received_bytes_total",
+		Help: "Request body bytes received (uploads, manifests).", ConstLabels: labels}, []string{"route"})
+	m.bytesOut = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_http_sent_bytes_total",
+		Help: "Response body bytes sent (blobs, manifests).", ConstLabels: labels}, []string{"route"})
+	m.replicationLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "georeg_replication_lag_seconds",
+		Help:        "From a manifest's commit (its 201) in the origin region to its apply here, per origin peer.",
+		ConstLabels: labels, Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}}, []string{"peer"})
+	m.replicationApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_replication_applied_total",
+		Help: "Feed records of a peer applied here, by kind.", ConstLabels: labels}, []string{"peer", "kind"})
+	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_webhook_deliveries_total",
+		Help: "Webhook delivery attempts by action and outcome (delivered, retry, failed, canceled).", ConstLabels: labels}, []string{"action", "outcome"})
+	m.webhookLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "georeg_webhook_delivery_duration_seconds",
+		Help: "Time a receiver took to answer an attempt.", ConstLabels: labels, Buckets: prometheus.DefBuckets}, []string{"outcome"})
+	m.gcRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_gc_runs_total",
+		Help: "Garbage collection runs by mode (sweep, dry-run) and outcome (ok, error).", ConstLabels: labels}, []string{"mode", "outcome"})
+	m.gcBlobs = prometheus.NewCounter(prometheus.CounterOpts{Name: "georeg_gc_blobs_deleted_total",
+		Help: "Unreferenced blobs garbage collection deleted.", ConstLabels: labels})
+	m.gcBytesFreed = prometheus.NewCounter(prometheus.CounterOpts{Name: "georeg_gc_freed_bytes_total",
+		Help: "Bytes garbage collection freed.", ConstLabels: labels})
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.bytesIn, m.bytesOut, m.replicationLag, m.replicationApplied,
+		m.webhookDeliveries, m.webhookLatency, m.gcRuns, m.gcBlobs, m.gcBytesFreed} {
+		f(c)
+	}
+	return m
+}
+
+// WithRuntime adds the Go runtime's and the process's collectors: once
+// per process (georeg serve), not per region of georeg up.
+func (m *Node) WithRuntime() *Node {
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Node) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Request records one served request.
+func (m *Node) Request(route, method string, code int, in, out int64, took time.Duration) {
+	if m == nil {
+		return
+	}
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+	default:
+		method = "other" // a label value per odd method would grow without bound
+	}
+	m.requests.WithLabelValues(route, method, statusText(code)).Inc()
+	m.duration.WithLabelValues(route, method).Observe(took.Seconds())
+	if in > 0 {
+		m.bytesIn.WithLabelValues(route).Add(float64(in))
+	}
+	if out > 0 {
+		m.bytesOut.WithLabelValues(route).Add(float64(out))
+	}
+}
+
+// statusText avoids an allocation per request for common codes.
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 201:
+		return "201"
+	case 202:
+		return "202"
+	case 204:
+		return "204"
+	case 206:
+		return "206"
+	case 307:
+		return "307"
+	case 400:
+		return "400"
+	case 401:
+		return "401"
+	case 403:
+		return "403"
+	case 404:
+		return "404"
+	case 416:
+		return "416"
+	case 500:
+		return "500"
+	}
+	return http.StatusText(code)
+}
+
+// Applied records a record of peer's feed applied here; lag is from the
+// origin's commit, observed for manifests (an image's arrival).
+func (m *Node) Applied(peer, kind string, lag time.Duration) {
+	if m == nil {
+		return
+	}
+	m.replicationApplied.WithLabelValues(peer, kind).Inc()
+	if kind == "manifest" {
+		m.replicationLag.WithLabelValues(peer).Observe(lag.Seconds())
+	}
+}
+
+// Delivery records one webhook attempt.
+func (m *Node) Delivery(action, outcome string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.webhookDeliveries.WithLabelValues(action, outcome).Inc()
+	m.webhookLatency.WithLabelValues(outcome).Observe(took.Seconds())
+}
+
+// GC records a garbage collection run.
+func (m *Node) GC(dryRun bool, err error, blobs, bytes int64) {
+	if m == nil {
+		return
+	}
+	mode, outcome := "sweep", "ok"
+	if dryRun {
+		mode = "dry-run"
+	}
+	if err != nil {
+		outcome = "error"
+	}
+	m.gcRuns.WithLabelValues(mode, outcome).Inc()
+	if !dryRun {
+		m.gcBlobs.Add(float64(blobs))
+		m.gcBytesFreed.Add(float64(bytes))
+	}
+}
+
+// PeerBacklog is how far this region is behind one peer.
+type PeerBacklog struct {
+	Peer   string
+	Events int64
+	Bytes  int64
+}
+
+// Progress is this region's replication state for the gauges.
+type Progress struct {
+	Ready                 bool
+	Objects, ObjectsTotal int64
+	Bytes, BytesTotal     int64
+	Peers                 []PeerBacklog
+}
+
+// WatchReplication adds gauges read from status at each scrape (bounded
+// by a 3 s context): backlog in events and bytes per peer, backfill
+// progress, and whether the region is Ready.
+func (m *Node) WatchReplication(region string, status func(ctx context.Context) (Progress, error)) {
+	m.reg.MustRegister(&replicationCollector{status: status, labels: prometheus.Labels{"region": region}})
+}
+
+type replicationCollector struct {
+	status func(ctx context.Context) (Progress, error)
+	labels prometheus.Labels
+}
+
+func (c *replicationCollector) desc(name, help string, vars ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, vars, c.labels)
+}
+
+var (
+	backlogEventsName = "georeg_replication_backlog_events"
+	backlogBytesName  = "georeg_replication_backlog_bytes"
+)
+
+func (c *replicationCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc(backlogEventsName, "Feed records of a peer not applied here yet.", "peer")
+	ch <- c.desc(backlogBytesName, "Blob bytes of a peer's feed not applied here yet.", "peer")
+	ch <- c.desc("georeg_backfill_objects", "Feed records applied of all peers' feeds (state applied or total).", "state")
+	ch <- c.desc("georeg_backfill_bytes", "Blob bytes applied of all peers' feeds (state applied or total).", "state")
+	ch <- c.desc("georeg_region_ready", "1 once the region has caught up with every peer (Ready), else 0 (Syncing).")
+}
+
+func (c *replicationCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	p, err := c.status(ctx)
+	if err != nil {
+		return
+	}
+	g := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	events := c.desc(backlogEventsName, "Feed records of a peer not applied here yet.", "peer")
+	bytes := c.desc(backlogBytesName, "Blob bytes of a peer's feed not applied here yet.", "peer")
+	for _, peer := range p.Peers {
+		g(events, peer.Events, peer.Peer)
+		g(bytes, peer.Bytes, peer.Peer)
+	}
+	objects := c.desc("georeg_backfill_objects", "Feed records applied of all peers' feeds (state applied or total).", "state")
+	g(objects, p.Objects, "applied")
+	g(objects, p.ObjectsTotal, "total")
+	b := c.desc("georeg_backfill_bytes", "Blob bytes applied of all peers' feeds (state applied or total).", "state")
+	g(b, p.Bytes, "applied")
+	g(b, p.BytesTotal, "total")
+	ready := int64(0)
+	if p.Ready {
+		ready = 1
+	}
+	g(c.desc("georeg_region_ready", "1 once the region has caught up with every peer (Ready), else 0 (Syncing)."), ready)
+}
+
+// Door is the front door's metrics.
+type Door struct {
+	reg       *prometheus.Registry
+	decisions *prometheus.CounterVec // region, reason
+	failovers *prometheus.CounterVec // from, to
+	healthy   *prometheus.GaugeVec   // region
+}
+
+// NewDoor returns the front door's metrics.
+func NewDoor() *Door {
+	d := &Door{reg: prometheus.NewRegistry()}
+	d.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_frontdoor_requests_total",
+		Help: "Requests the front door sent to a region, by why (home, fallback, session, pinned, retry)."}, []string{"region", "reason"})
+	d.failovers = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_frontdoor_failovers_total",
+		Help: "Requests sent away from the client's home region because it could not serve, by home and chosen region."}, []string{"from", "to"})
+	d.healthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "georeg_frontdoor_region_routable",
+		Help: "1 while a region is healthy, Ready and has routing on, else 0."}, []string{"region"})
+	d.reg.MustRegister(d.decisions, d.failovers, d.healthy)
+	return d
+}
+
+// Handler serves the door's metrics.
+func (d *Door) Handler() http.Handler { return promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}) }
+
+// Routed records a routing decision.
+func (d *Door) Routed(region, reason string) {
+	if d != nil {
+		d.decisions.WithLabelValues(region, reason).Inc()
+	}
+}
+
+// Failover records a request sent to another region than its home.
+func (d *Door) Failover(from, to string) {
+	if d != nil {
+		d.failovers.WithLabelValues(from, to).Inc()
+	}
+}
+
+// Routable sets whether a region takes traffic.
+func (d *Door) Routable(region string, ok bool) {
+	if d == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	d.healthy.WithLabelValues(region).Set(v)
+}
