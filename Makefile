@@ -6,6 +6,8 @@ SHELL := /bin/bash
 TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 export GOFLAGS := -mod=mod
+# Files tests leave to look at (the dashboard's screenshot).
+export GEOREG_ARTIFACTS := $(CURDIR)/artifacts
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
 

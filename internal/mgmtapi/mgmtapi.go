@@ -98,6 +98,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerWebhooks(mux)
 	a.registerAccess(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
+	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))
 }
 
 // ownStatus reports this region's replication status.

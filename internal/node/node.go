@@ -17,6 +17,7 @@ import (
 
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/dashboard"
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/mgmtapi"
@@ -125,6 +126,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	n.deliverer = webhook.NewDeliverer(r, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) },
 		cfg.Webhooks, log.With("region", cfg.Region.Name, "component", "webhook"))
 	n.deliverer.SetMetrics(m)
+	mux.Handle(dashboard.Path, dashboard.Handler())
 	mgmt := mgmtapi.New(r, regions, status)
 	mgmt.SetAccess(guard, opts.IsPeer, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})

@@ -55,3 +55,18 @@ func (r *Region) Audit(ctx context.Context, since time.Time, n int) ([]meta.Audi
 func (r *Region) pruneAudit(ctx context.Context) error {
 	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.PruneAudit(ctx, r.now().Add(-AuditRetention)) })
 }
+
+// RecentTags returns the n tags that changed here last.
+func (r *Region) RecentTags(ctx context.Context, n int) ([]meta.TagRow, error) {
+	return r.db.RecentTags(ctx, n)
+}
+
+// TagCounts returns repositories with their tag counts.
+func (r *Region) TagCounts(ctx context.Context, n int) ([]meta.RepoCount, error) {
+	return r.db.TagCounts(ctx, n)
+}
+
+// Presence returns the regions known to hold manifest d of repo.
+func (r *Region) Presence(ctx context.Context, repo string, d digest.Digest) (map[string]time.Time, error) {
+	return r.db.Presence(ctx, repo, d)
+}

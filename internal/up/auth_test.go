@@ -311,6 +311,51 @@ func TestAuthMatrix(t *testing.T) {
 		t.Fatalf("reset network rules from an allowed address: %d %s", code, out)
 	}
 
+	// The audit log, gathered from both regions: logins (one refused),
+	// the admin's push, and the reader's refused push in each region.
+	for _, base := range []string{east, west} {
+		eventually(t, 10*time.Second, func() error {
+			if code, _, out := call(t, http.DefaultClient, http.MethodGet, base+"/v2/", "", nil); code == 403 {
+				return fmt.Errorf("the rules still deny 127.0.0.1 in %s: %s", base, out)
+			}
+			return nil
+		})
+	}
+	call(t, http.DefaultClient, http.MethodGet, west+"/oauth2/token?service=georeg", basic("reader", "wrong-password"), nil)
+	code, _, out = call(t, http.DefaultClient, http.MethodGet, east+"/_georeg/v1/audit?since=1h&n=10000", admin, nil)
+	var audit mgmtapi.AuditLog
+	if code != 200 || json.Unmarshal(out, &audit) != nil {
+		t.Fatalf("audit: %d %s", code, out)
+	}
+	count := func(region, actor, action, outcome, repo string) int {
+		n := 0
+		for _, e := range audit.Entries {
+			if (region == "" || e.Region == region) && e.Actor == actor && e.Action == action && e.Outcome == outcome && (repo == "" || e.Repo == repo) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		region, actor, action, outcome, repo string
+		min                                  int
+	}{
+		{"eastus", "admin", "push", "ok", "app", 1},
+		{"eastus", "reader", "login", "ok", "", 1},
+		{"westeurope", "reader", "login", "denied", "", 1},
+		{"eastus", "reader", "denied", "denied", "app", 1},
+		{"westeurope", "reader", "denied", "denied", "app", 1},
+		{"westeurope", "writer", "denied", "denied", "other", 1},
+	} {
+		if got := count(c.region, c.actor, c.action, c.outcome, c.repo); got < c.min {
+			t.Errorf("audit has %d entries of %+v", got, c)
+		}
+	}
+	for _, e := range audit.Entries {
+		if e.Action == "push" && (e.Client == "" || e.RequestID == "") {
+			t.Errorf("an audited push without client or request id: %+v", e)
+		}
+	}
 	for _, secret := range []string{adminPass, passwords["reader"], passwords["writer"], "eyJ"} {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("a log line holds a secret (%.6s...)", secret)

@@ -1,0 +1,122 @@
+package up_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/georeg/georeg/internal/up"
+)
+
+// chromium is Debian's Chromium, which `make test` installs.
+const chromium = "/usr/bin/chromium"
+
+// browser starts headless Chromium (flags as this machine needs them:
+// no sandbox as root, no background networking on a closed network) and
+// stops it when the test ends.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatalf("%s is missing (make test installs Debian's chromium): %v", chromium, err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 1000),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	return ctx
+}
+
+// artifacts is where tests leave files worth looking at: $GEOREG_ARTIFACTS
+// (make test sets ./artifacts), else a temporary folder.
+func artifacts(t *testing.T) string {
+	dir := os.Getenv("GEOREG_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "georeg-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestDashboardShowsRegionsAndAnImageArrivingEverywhere drives the
+// dashboard in headless Chromium through the front door: three Ready
+// regions, then a push to eastus whose row shows southeastasia pending
+// (its downloads are held) and then, released, present in all three. A
+// screenshot is kept.
+func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
+	// southeastasia's blob downloads from eastus wait until the test has
+	// seen the row with southeastasia pending.
+	link := &faultyLink{}
+	release := make(chan struct{})
+	link.hold(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/blobs/") }, release)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	reg := runLinked(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0"}, link, []string{"southeastasia"})
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(reg.FrontDoor+"/ui/")); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	// Bound each step, not the browser (chromedp.Run's first context owns it).
+	step := func(d time.Duration) context.Context {
+		c, cancel := context.WithTimeout(ctx, d)
+		t.Cleanup(cancel)
+		return c
+	}
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](`document.querySelectorAll('#regions tbody tr[data-state="Ready"]').length === 3`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the dashboard did not show three Ready regions: %v", err)
+	}
+	states, err := chromedp.Run(step(10*time.Second), chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#regions tbody tr')).map(r => r.dataset.region + "=" + r.dataset.state)`))
+	if err != nil || strings.Join(states, ",") != "eastus=Ready,southeastasia=Ready,westeurope=Ready" {
+		t.Fatalf("regions shown: %v %v", states, err)
+	}
+	push(t, reg.ByName["eastus"].URL, "demo/app", "v1", "dashboard", 2<<20)
+	row := `#images tr[data-image="demo/app:v1"]`
+	if err := chromedp.Do(step(30*time.Second), chromedp.WaitVisible(row)); err != nil {
+		t.Fatalf("the image row did not appear: %v", err)
+	}
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](fmt.Sprintf(
+		`document.querySelector('%[1]s td[data-region="southeastasia"]').className === "pending" && document.querySelectorAll('%[1]s td.present').length === 2`, row),
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the row did not show eastus and westeurope present, southeastasia pending: %v", err)
+	}
+	close(release)
+	released = true
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](fmt.Sprintf(`document.querySelectorAll('%s td.present').length === 3`, row),
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the image row did not fill in: %v", err)
+	}
+	png, err := chromedp.Run(step(30*time.Second), chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(artifacts(t), "dashboard.png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+	repos, err := chromedp.Run(step(10*time.Second), chromedp.Evaluate[int](`document.querySelectorAll('#repositories tbody tr[data-repository="demo/app"]').length`))
+	if err != nil || repos != 1 {
+		t.Fatalf("repositories list: %d %v", repos, err)
+	}
+}
