@@ -11,7 +11,7 @@ export GEOREG_ARTIFACTS := $(CURDIR)/artifacts
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
 
-.PHONY: test tools lint fuzz bench build
+.PHONY: test tools lint fuzz bench build soak
 
 build:
 	go build -o bin/georeg ./cmd/georeg
@@ -56,3 +56,7 @@ fuzz:
 
 bench: build
 	go run ./bench -georeg bin/georeg
+
+# The garbage-collection soak for two minutes (make test runs it for 6 s).
+soak:
+	GEOREG_SOAK=2m go test ./internal/up -run '^TestGCSoak$$' -count=1 -v -timeout 10m

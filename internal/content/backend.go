@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 )
 
 // ErrNotFound is returned by Backend methods for a key that does not exist.
@@ -36,8 +37,10 @@ type Backend interface {
 	Writer(ctx context.Context, key string, appendTo bool) (Writer, error)
 	// Delete removes the object at key; a missing key is not an error.
 	Delete(ctx context.Context, key string) error
-	// Walk calls fn for every object whose key starts with prefix.
-	Walk(ctx context.Context, prefix string, fn func(key string, size int64) error) error
+	// Walk calls fn for every object whose key starts with prefix, with
+	// its size and when it was last written (garbage collection spares
+	// objects written within its grace period).
+	Walk(ctx context.Context, prefix string, fn func(key string, size int64, modified time.Time) error) error
 }
 
 // Writer is a staging object being written.

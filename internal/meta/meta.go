@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS blobs (
 	created_at BIGINT NOT NULL,
 	PRIMARY KEY (repo, digest)
 );
+CREATE INDEX IF NOT EXISTS blobs_by_digest ON blobs (digest);
 CREATE TABLE IF NOT EXISTS manifests (
 	repo          TEXT NOT NULL,
 	digest        TEXT NOT NULL,

@@ -99,6 +99,8 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerAccess(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
 	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))
+	mux.HandleFunc("POST /_georeg/v1/gc", a.handle(a.runGC))
+	mux.HandleFunc("GET /_georeg/v1/gc", a.handle(a.lastGC))
 }
 
 // ownStatus reports this region's replication status.

@@ -126,6 +126,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	n.deliverer = webhook.NewDeliverer(r, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) },
 		cfg.Webhooks, log.With("region", cfg.Region.Name, "component", "webhook"))
 	n.deliverer.SetMetrics(m)
+	r.OnGC(func(rep region.GCReport) {
+		var err error
+		if rep.Error != "" {
+			err = errors.New(rep.Error)
+		}
+		m.GC(rep.DryRun, err, int64(rep.BlobsDeleted), rep.BytesFreed)
+	})
 	mux.Handle(dashboard.Path, dashboard.Handler())
 	mgmt := mgmtapi.New(r, regions, status)
 	mgmt.SetAccess(guard, opts.IsPeer, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
@@ -194,6 +201,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	}
 	g.Go(func() error { return n.Region.Run(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })
+	g.Go(func() error { return n.Region.RunGC(gctx) })
 	if n.replicator != nil {
 		g.Go(func() error { return n.replicator.Run(gctx) })
 	}

@@ -21,6 +21,12 @@ type Config struct {
 	// CacheBytes bounds the manifest cache (default 16 MiB; 0 keeps the
 	// default, a negative value turns the cache off).
 	CacheBytes int64 `yaml:"cacheBytes"`
+	// GCInterval is how often garbage collection runs (default 24h; a
+	// negative value turns the schedule off: it then runs only when asked).
+	GCInterval time.Duration `yaml:"gcInterval"`
+	// GCGrace spares blobs and links younger than it (default 24h, as long
+	// as an upload session lives): a push's blobs come before its manifest.
+	GCGrace time.Duration `yaml:"gcGrace"`
 }
 
 // Defaults.
@@ -43,6 +49,12 @@ func (c Config) WithDefaults() Config {
 	if c.CacheBytes == 0 {
 		c.CacheBytes = DefaultCacheBytes
 	}
+	if c.GCInterval == 0 {
+		c.GCInterval = 24 * time.Hour
+	}
+	if c.GCGrace == 0 {
+		c.GCGrace = 24 * time.Hour
+	}
 	return c
 }
 
@@ -57,6 +69,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxManifestSize < 0 {
 		errs = append(errs, fmt.Errorf("maxManifestSize: %d is negative", c.MaxManifestSize))
+	}
+	if c.GCGrace < 0 {
+		errs = append(errs, fmt.Errorf("gcGrace: %s is negative", c.GCGrace))
 	}
 	if c.UploadTTL < 0 {
 		errs = append(errs, fmt.Errorf("uploadTTL: %s is negative", c.UploadTTL))

@@ -36,6 +36,7 @@ type Region struct {
 	sessions map[string]*session // upload sessions open in this process
 	fetches  singleflight.Group  // blob fetches from peers, by staging id
 
+	gc         gcState
 	members    MembersFunc   // the Ready regions, for replicated-everywhere
 	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -271,7 +272,7 @@ func (r *Region) ExpireUploads(ctx context.Context) error {
 // a monolithic upload left when the process died. Call it before serving.
 func (r *Region) removeOrphanUploads(ctx context.Context) error {
 	var orphans []string
-	err := r.store.Backend().Walk(ctx, "uploads/", func(key string, _ int64) error {
+	err := r.store.Backend().Walk(ctx, "uploads/", func(key string, _ int64, _ time.Time) error {
 		id, _, _ := strings.Cut(strings.TrimPrefix(key, "uploads/"), "/")
 		if _, err := r.db.GetUpload(ctx, id); isNotFound(err) {
 			orphans = append(orphans, id)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -153,7 +154,7 @@ func walk(t *testing.T, b content.Backend, prefix string) []string {
 	t.Helper()
 	var keys []string
 	for _, p := range []string{"blobs/", "uploads/"} {
-		if err := b.Walk(t.Context(), prefix+p, func(key string, _ int64) error {
+		if err := b.Walk(t.Context(), prefix+p, func(key string, _ int64, _ time.Time) error {
 			keys = append(keys, key)
 			return nil
 		}); err != nil {

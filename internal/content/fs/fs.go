@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -147,7 +148,7 @@ func (b *Backend) Delete(_ context.Context, key string) error {
 }
 
 // Walk implements content.Backend.
-func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, size int64) error) error {
+func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, size int64, modified time.Time) error) error {
 	start, err := b.path(strings.TrimSuffix(prefix, "/"))
 	if err != nil {
 		return err
@@ -170,7 +171,7 @@ func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, s
 			return nil // removed while walking
 		}
 		rel, _ := filepath.Rel(b.root, p)
-		return fn(filepath.ToSlash(rel), fi.Size())
+		return fn(filepath.ToSlash(rel), fi.Size(), fi.ModTime())
 	})
 	return err
 }

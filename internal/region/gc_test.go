@@ -1,0 +1,99 @@
+package region_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/region"
+)
+
+// TestGCFreesWhatNoLiveManifestNeedsAndNothingElse: of two images sharing
+// a base layer, the deleted one's own blobs are freed; the shared layer,
+// the live image's blobs and a blob uploaded within the grace period (a
+// push on its way) stay. A dry run first reports the same and changes
+// nothing.
+func TestGCFreesWhatNoLiveManifestNeedsAndNothingElse(t *testing.T) {
+	ctx := t.Context()
+	grace := 300 * time.Millisecond
+	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: grace, GCInterval: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	blob := func(b []byte) digest.Digest {
+		d := digest.FromBytes(b)
+		if _, err := r.PutBlob(ctx, "app", d, int64(len(b)), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	manifest := func(tag string, blobs ...[]byte) {
+		var layers []string
+		for _, b := range blobs[1:] {
+			layers = append(layers, `{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"`+blob(b).String()+`","size":`+itoa(len(b))+`}`)
+		}
+		m := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` +
+			blob(blobs[0]).String() + `","size":` + itoa(len(blobs[0])) + `},"layers":[` + join(layers) + `]}`
+		if _, err := r.PutManifest(ctx, "app", tag, "application/vnd.oci.image.manifest.v1+json", []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base, oldOnly, oldCfg, newCfg := bytes.Repeat([]byte("b"), 1000), bytes.Repeat([]byte("o"), 2000), []byte(`{"v":"old"}`), []byte(`{"v":"new"}`)
+	manifest("old", oldCfg, base, oldOnly)
+	manifest("new", newCfg, base)
+	if err := r.DeleteManifest(ctx, "app", "old"); err != nil {
+		t.Fatal(err)
+	}
+	// Delete the old manifest by digest so its blobs are unreferenced.
+	oldM := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` +
+		digest.FromBytes(oldCfg).String() + `","size":` + itoa(len(oldCfg)) + `},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"` +
+		digest.FromBytes(base).String() + `","size":1000},{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"` + digest.FromBytes(oldOnly).String() + `","size":2000}]}`
+	if err := r.DeleteManifest(ctx, "app", digest.FromBytes([]byte(oldM)).String()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(grace + 50*time.Millisecond) // let every link and file age past the grace period
+	fresh := blob([]byte("a push on its way"))
+
+	dry, err := r.GC(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.LinksRemoved != 2 || dry.BlobsDeleted != 2 || dry.BytesFreed != int64(2000+len(oldCfg)) {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	for _, d := range []digest.Digest{digest.FromBytes(oldOnly), digest.FromBytes(oldCfg)} {
+		if ok, _ := r.HasBlob(ctx, "app", d); !ok {
+			t.Fatalf("the dry run unlinked %s", d)
+		}
+	}
+	rep, err := r.GC(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.LinksRemoved != 2 || rep.BlobsDeleted != 2 || rep.BytesFreed != dry.BytesFreed {
+		t.Fatalf("collection: %+v (dry run said %+v)", rep, dry)
+	}
+	for d, want := range map[digest.Digest]bool{digest.FromBytes(oldOnly): false, digest.FromBytes(oldCfg): false,
+		digest.FromBytes(base): true, digest.FromBytes(newCfg): true, fresh: true} {
+		linked, _ := r.HasBlob(ctx, "app", d)
+		_, stored, _ := r.HasContent(ctx, d)
+		if linked != want || stored != want {
+			t.Errorf("blob %s: linked %v, stored %v; want %v", d, linked, stored, want)
+		}
+	}
+	if again, _ := r.GC(ctx, false); again.BlobsDeleted != 0 || again.LinksRemoved != 0 {
+		t.Fatalf("a second collection found more: %+v", again)
+	}
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
+
+func join(s []string) string { return strings.Join(s, ",") }
