@@ -91,10 +91,23 @@ func (db *DB) FeedHead(ctx context.Context) (int64, error) {
 
 // SettingRecord returns a setting's value or tombstone, or ErrNotFound.
 func (db *DB) SettingRecord(ctx context.Context, kind, name string) (*Setting, error) {
+	return settingRecord(ctx, db.r, kind, name)
+}
+
+// Setting returns a live setting in the transaction, or ErrNotFound.
+func (tx *Tx) Setting(ctx context.Context, kind, name string) (*Setting, error) {
+	s, err := settingRecord(ctx, tx.tx, kind, name)
+	if err == nil && s.Deleted {
+		return nil, ErrNotFound
+	}
+	return s, err
+}
+
+func settingRecord(ctx context.Context, q queryer, kind, name string) (*Setting, error) {
 	s := &Setting{Kind: kind, Name: name}
 	var value string
 	var updated, del int64
-	err := db.r.QueryRowContext(ctx,
+	err := q.QueryRowContext(ctx,
 		`SELECT value, version, origin, updated_at, deleted FROM settings WHERE kind = $1 AND name = $2`,
 		kind, name).Scan(&value, &s.Version.Time, &s.Version.Region, &updated, &del)
 	if errors.Is(err, sql.ErrNoRows) {

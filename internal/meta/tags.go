@@ -68,10 +68,14 @@ func (db *DB) GetTag(ctx context.Context, repo, name string) (*Tag, error) {
 
 // TagRecord returns a tag's value or tombstone, or ErrNotFound.
 func (db *DB) TagRecord(ctx context.Context, repo, name string) (*Tag, error) {
+	return tagRecord(ctx, db.r, repo, name)
+}
+
+func tagRecord(ctx context.Context, q queryer, repo, name string) (*Tag, error) {
 	t := &Tag{Repo: repo, Name: name}
 	var d string
 	var updated, del int64
-	err := db.r.QueryRowContext(ctx,
+	err := q.QueryRowContext(ctx,
 		`SELECT digest, version, origin, updated_at, deleted FROM tags WHERE repo = $1 AND name = $2`,
 		repo, name).Scan(&d, &t.Version.Time, &t.Version.Region, &updated, &del)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -97,6 +97,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /_georeg/v1/replications/{name}", a.handle(a.deleteReplication))
 	a.registerWebhooks(mux)
 	a.registerAccess(mux)
+	a.registerRepositories(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
 	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))
 	mux.HandleFunc("POST /_georeg/v1/gc", a.handle(a.runGC))

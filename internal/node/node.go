@@ -202,6 +202,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.Region.Run(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })
 	g.Go(func() error { return n.Region.RunGC(gctx) })
+	g.Go(func() error { return n.Region.RunRetention(gctx) })
 	if n.replicator != nil {
 		g.Go(func() error { return n.replicator.Run(gctx) })
 	}

@@ -269,6 +269,12 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 		if err := tx.EnsureRepository(ctx, repo, r.now()); err != nil {
 			return err
 		}
+		if frozen, err := tagFrozen(ctx, tx, repo, tag); err != nil || frozen {
+			if err != nil {
+				return err
+			}
+			return r.setCursor(ctx, tx, peer, seq) // a lock pins the tag here: the change is refused
+		}
 		won, err := tx.SetTag(ctx, repo, tag, d, v, r.now())
 		if err != nil {
 			return err
@@ -300,6 +306,12 @@ func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, rep
 		if err := tx.EnsureRepository(ctx, repo, r.now()); err != nil {
 			return err
 		}
+		if frozen, err := tagFrozen(ctx, tx, repo, tag); err != nil || frozen {
+			if err != nil {
+				return err
+			}
+			return r.setCursor(ctx, tx, peer, seq) // a lock pins the tag here
+		}
 		if _, err := tx.DeleteTag(ctx, repo, tag, v, r.now()); err != nil {
 			return err
 		}
@@ -318,6 +330,12 @@ func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, rep
 func (r *Region) ApplyManifestDelete(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
 	r.clock.Observe(v)
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		if name, err := pinnedBy(ctx, tx, repo, d); err != nil || name != "" {
+			if err != nil {
+				return err
+			}
+			return r.setCursor(ctx, tx, peer, seq) // a locked image keeps its manifest
+		}
 		if _, err := tx.TombstoneManifest(ctx, repo, d, v, r.now()); err != nil {
 			return err
 		}

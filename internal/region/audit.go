@@ -70,3 +70,18 @@ func (r *Region) TagCounts(ctx context.Context, n int) ([]meta.RepoCount, error)
 func (r *Region) Presence(ctx context.Context, repo string, d digest.Digest) (map[string]time.Time, error) {
 	return r.db.Presence(ctx, repo, d)
 }
+
+// TagList lists repo's live tags.
+func (r *Region) TagList(ctx context.Context, repo string) ([]meta.TagInfo, error) {
+	return r.db.TagList(ctx, repo)
+}
+
+// ManifestList lists repo's live manifests with their tags.
+func (r *Region) ManifestList(ctx context.Context, repo string) ([]meta.ManifestInfo, error) {
+	return r.db.ManifestList(ctx, repo)
+}
+
+// RepositoryExists reports whether repo is known here.
+func (r *Region) RepositoryExists(ctx context.Context, repo string) (bool, error) {
+	return r.db.RepositoryExists(ctx, repo)
+}

@@ -27,6 +27,9 @@ type Config struct {
 	// GCGrace spares blobs and links younger than it (default 24h, as long
 	// as an upload session lives): a push's blobs come before its manifest.
 	GCGrace time.Duration `yaml:"gcGrace"`
+	// RetentionInterval is how often the retention policy is applied
+	// (default 1h).
+	RetentionInterval time.Duration `yaml:"retentionInterval"`
 }
 
 // Defaults.
@@ -54,6 +57,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.GCGrace == 0 {
 		c.GCGrace = 24 * time.Hour
+	}
+	if c.RetentionInterval <= 0 {
+		c.RetentionInterval = time.Hour
 	}
 	return c
 }

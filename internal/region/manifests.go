@@ -143,6 +143,11 @@ func manifestRecord(repo string, d digest.Digest, m *oci.Manifest, payload []byt
 func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.Manifest, tag string, from *peerCursor) error {
 	now := r.now()
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		if from == nil {
+			if err := checkPush(ctx, tx, rec.Repo, tag, rec.Digest); err != nil {
+				return err
+			}
+		}
 		if err := checkReferences(ctx, tx, rec.Repo, m); err != nil {
 			return err
 		}
@@ -279,6 +284,9 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 			if _, err := r.db.GetTag(ctx, repo, ref); err != nil {
 				return err
 			}
+			if err := checkTagDelete(ctx, tx, repo, ref); err != nil {
+				return err
+			}
 			v := r.clock.Now()
 			var err error
 			if won, err = tx.DeleteTag(ctx, repo, ref, v, now); err != nil || !won {
@@ -313,6 +321,9 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 		v := r.clock.Now()
 		m, err := tx.GetManifest(ctx, repo, d)
 		if err != nil {
+			return err
+		}
+		if err := checkManifestDelete(ctx, tx, repo, d); err != nil {
 			return err
 		}
 		if tags, err = tx.DeleteManifest(ctx, repo, d, v, now); err != nil {

@@ -38,6 +38,9 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 		if _, err := tx.PutSetting(ctx, s); err != nil {
 			return err
 		}
+		if err := r.pinLock(ctx, tx, s); err != nil {
+			return err
+		}
 		return r.record(ctx, tx, meta.KindSetting, "", "", s.Name, s.Kind, 0, s.Version)
 	})
 	if err != nil {
@@ -77,8 +80,14 @@ func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s met
 	r.clock.Observe(s.Version)
 	return r.db.Update(ctx, func(tx *meta.Tx) error {
 		s.Updated = r.now()
-		if _, err := tx.PutSetting(ctx, s); err != nil {
+		won, err := tx.PutSetting(ctx, s)
+		if err != nil {
 			return err
+		}
+		if won {
+			if err := r.pinLock(ctx, tx, s); err != nil {
+				return err
+			}
 		}
 		return r.setCursor(ctx, tx, peer, seq)
 	})

@@ -70,8 +70,9 @@ type Config struct {
 	// Auth turns auth on in every region; the user admin's password is
 	// kept in AdminPasswordFile(DataDir).
 	Auth bool
-	// GCInterval and GCGrace are region.Config's for every region.
-	GCInterval, GCGrace time.Duration
+	// GCInterval, GCGrace and RetentionInterval are region.Config's for
+	// every region.
+	GCInterval, GCGrace, RetentionInterval time.Duration
 }
 
 // DefaultRegions are the three regions `georeg up` starts.
@@ -153,7 +154,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 	}
 	for _, r := range reg.Regions {
 		c := config.Default()
-		c.Region = region.Config{Name: r.Name, DataDir: filepath.Join(cfg.DataDir, r.Name), GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace}
+		c.Region = region.Config{Name: r.Name, DataDir: filepath.Join(cfg.DataDir, r.Name), GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, RetentionInterval: cfg.RetentionInterval}
 		c.HTTP.Listen = r.ls[0].Addr().String()
 		c.Replication.Secret = cfg.Secret
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]

@@ -1,0 +1,261 @@
+package mgmtapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
+)
+
+// Repositories, as `az acr repository` and `az acr manifest`, answered
+// from this region's view. Repository names hold '/', so they travel as
+// ?name= rather than in the path.
+//
+//	GET    /_georeg/v1/repositories                      every repository with its tag count
+//	GET    /_georeg/v1/repository?name=R                 one, with its lock
+//	GET    /_georeg/v1/repository/tags?name=R[&orderby=time_desc|time_asc|name]
+//	GET    /_georeg/v1/repository/manifests?name=R       manifests with tags, sizes, locks
+//	PATCH  /_georeg/v1/repository?name=R[&image=TAG]     {"writeEnabled", "deleteEnabled"}: lock or unlock
+//	DELETE /_georeg/v1/repository?name=R                 delete every manifest and tag
+//	GET|PUT /_georeg/v1/policies/retention               the retention policy
+//	POST   /_georeg/v1/policies/retention/run            apply it now in this region
+
+func (a *API) registerRepositories(mux *http.ServeMux) {
+	mux.HandleFunc("GET /_georeg/v1/repositories", a.handle(a.listRepositories))
+	mux.HandleFunc("GET /_georeg/v1/repository", a.handle(a.showRepository))
+	mux.HandleFunc("GET /_georeg/v1/repository/tags", a.handle(a.repositoryTags))
+	mux.HandleFunc("GET /_georeg/v1/repository/manifests", a.handle(a.repositoryManifests))
+	mux.HandleFunc("PATCH /_georeg/v1/repository", a.handle(a.lockRepository))
+	mux.HandleFunc("DELETE /_georeg/v1/repository", a.handle(a.deleteRepository))
+	mux.HandleFunc("GET /_georeg/v1/policies/retention", a.handle(a.showRetention))
+	mux.HandleFunc("PUT /_georeg/v1/policies/retention", a.handle(a.putRetention))
+	mux.HandleFunc("POST /_georeg/v1/policies/retention/run", a.handle(a.runRetention))
+}
+
+// Attributes are a repository's or image's lock flags, as ACR shows them.
+type Attributes struct {
+	WriteEnabled  bool `json:"writeEnabled"`
+	DeleteEnabled bool `json:"deleteEnabled"`
+}
+
+// RepositoryView is one repository.
+type RepositoryView struct {
+	Name       string     `json:"name"`
+	Tags       int        `json:"tagCount"`
+	Manifests  int        `json:"manifestCount"`
+	Attributes Attributes `json:"changeableAttributes"`
+}
+
+// TagView is a tag with its lock flags.
+type TagView struct {
+	meta.TagInfo
+	Attributes Attributes `json:"changeableAttributes"`
+}
+
+// ManifestView is a manifest with its lock flags (those of a locked tag
+// on it).
+type ManifestView struct {
+	meta.ManifestInfo
+	Attributes Attributes `json:"changeableAttributes"`
+}
+
+// LockBody locks or unlocks.
+type LockBody struct {
+	WriteEnabled  *bool `json:"writeEnabled,omitempty"`
+	DeleteEnabled *bool `json:"deleteEnabled,omitempty"`
+}
+
+func (a *API) repoName(ctx context.Context, r *http.Request) (string, error) {
+	name := r.URL.Query().Get("name")
+	if err := oci.ValidateRepository(name); err != nil {
+		return "", ocierr.NameInvalid.Withf("name=%q: %v", name, err)
+	}
+	ok, err := a.region.RepositoryExists(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", ocierr.NameUnknown.Withf("repository %s is not in this region (%s); list them with georeg repository list", name, a.region.Name())
+	}
+	return name, nil
+}
+
+func (a *API) attributes(ctx context.Context, repo, tag string) (Attributes, error) {
+	l, err := a.region.LockOf(ctx, repo, tag)
+	if err != nil || l == nil {
+		return Attributes{true, true}, err
+	}
+	return Attributes{l.WriteEnabled, l.DeleteEnabled}, nil
+}
+
+func (a *API) listRepositories(ctx context.Context, _ *http.Request) (any, error) {
+	counts, err := a.region.TagCounts(ctx, 100_000)
+	if err != nil {
+		return nil, err
+	}
+	if counts == nil {
+		counts = []meta.RepoCount{}
+	}
+	return counts, nil
+}
+
+func (a *API) showRepository(ctx context.Context, r *http.Request) (any, error) {
+	name, err := a.repoName(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	tags, err := a.region.TagList(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := a.region.ManifestList(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := a.attributes(ctx, name, "")
+	return RepositoryView{Name: name, Tags: len(tags), Manifests: len(ms), Attributes: attrs}, err
+}
+
+func (a *API) repositoryTags(ctx context.Context, r *http.Request) (any, error) {
+	name, err := a.repoName(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	tags, err := a.region.TagList(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	switch order := r.URL.Query().Get("orderby"); order {
+	case "", "name":
+	case "time_desc":
+		sort.SliceStable(tags, func(i, j int) bool { return tags[i].Updated.After(tags[j].Updated) })
+	case "time_asc":
+		sort.SliceStable(tags, func(i, j int) bool { return tags[i].Updated.Before(tags[j].Updated) })
+	default:
+		return nil, ocierr.RequestInvalid.Withf("orderby=%q: time_desc, time_asc or name", order)
+	}
+	out := []TagView{}
+	for _, t := range tags {
+		attrs, err := a.attributes(ctx, name, t.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, TagView{TagInfo: t, Attributes: attrs})
+	}
+	return out, nil
+}
+
+func (a *API) repositoryManifests(ctx context.Context, r *http.Request) (any, error) {
+	name, err := a.repoName(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := a.region.ManifestList(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := []ManifestView{}
+	for _, m := range ms {
+		attrs := Attributes{true, true}
+		for _, tag := range m.Tags {
+			if t, err := a.attributes(ctx, name, tag); err == nil {
+				attrs.WriteEnabled = attrs.WriteEnabled && t.WriteEnabled
+				attrs.DeleteEnabled = attrs.DeleteEnabled && t.DeleteEnabled
+			}
+		}
+		out = append(out, ManifestView{ManifestInfo: m, Attributes: attrs})
+	}
+	return out, nil
+}
+
+func (a *API) lockRepository(ctx context.Context, r *http.Request) (any, error) {
+	name, err := a.repoName(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var body LockBody
+	if err := decode(r, &body, `{"writeEnabled": false, "deleteEnabled": false}`); err != nil {
+		return nil, err
+	}
+	tag := r.URL.Query().Get("image")
+	if tag != "" {
+		if err := oci.ValidateTag(tag); err != nil {
+			return nil, ocierr.RequestInvalid.Withf("image=%q: %v", tag, err)
+		}
+	}
+	cur, err := a.attributes(ctx, name, tag)
+	if err != nil {
+		return nil, err
+	}
+	if body.WriteEnabled != nil {
+		cur.WriteEnabled = *body.WriteEnabled
+	}
+	if body.DeleteEnabled != nil {
+		cur.DeleteEnabled = *body.DeleteEnabled
+	}
+	if _, err := a.region.SetLock(ctx, name, tag, cur.WriteEnabled, cur.DeleteEnabled); err != nil {
+		return nil, err
+	}
+	return map[string]any{"name": name, "image": tag, "changeableAttributes": cur}, nil
+}
+
+// RepositoryDeleted answers a repository delete.
+type RepositoryDeleted struct {
+	Name      string   `json:"name"`
+	Manifests []string `json:"manifestsDeleted"`
+	Tags      []string `json:"tagsDeleted"`
+}
+
+func (a *API) deleteRepository(ctx context.Context, r *http.Request) (any, error) {
+	name, err := a.repoName(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := a.region.ManifestList(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := RepositoryDeleted{Name: name, Manifests: []string{}, Tags: []string{}}
+	for _, m := range ms {
+		if err := a.region.DeleteManifest(ctx, name, m.Digest.String()); err != nil && !ocierr.ManifestUnknown.Is(err) {
+			return out, err
+		}
+		out.Manifests = append(out.Manifests, m.Digest.String())
+		out.Tags = append(out.Tags, m.Tags...)
+	}
+	return out, nil
+}
+
+func (a *API) showRetention(ctx context.Context, _ *http.Request) (any, error) {
+	return a.region.RetentionPolicy(ctx)
+}
+
+func (a *API) putRetention(ctx context.Context, r *http.Request) (any, error) {
+	p, err := a.region.RetentionPolicy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := decode(r, &p, `{"status": "enabled", "days": 7, "type": "UntaggedManifests"}`); err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, ocierr.RequestInvalid.Withf("retention: %v", err)
+	}
+	value, _ := json.Marshal(p)
+	if _, err := a.region.PutSetting(ctx, region.PolicyKind, region.RetentionName, value); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (a *API) runRetention(ctx context.Context, _ *http.Request) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	return a.region.SweepRetention(ctx)
+}
