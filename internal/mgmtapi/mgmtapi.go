@@ -22,6 +22,7 @@ import (
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/transfer"
 )
 
 // RegionInfo names a region and where it serves.
@@ -62,6 +63,7 @@ type API struct {
 	auth       *auth.Service              // nil: open
 	isPeer     func(r *http.Request) bool // a request from another region
 	credential string                     // this region's peer credential, for asking other regions
+	importer   *transfer.Importer
 	client     *http.Client
 }
 
@@ -98,6 +100,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerWebhooks(mux)
 	a.registerAccess(mux)
 	a.registerRepositories(mux)
+	a.registerImports(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
 	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))
 	mux.HandleFunc("POST /_georeg/v1/gc", a.handle(a.runGC))

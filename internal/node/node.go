@@ -25,6 +25,7 @@ import (
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/tlsconf"
+	"github.com/georeg/georeg/internal/transfer"
 	"github.com/georeg/georeg/internal/webhook"
 )
 
@@ -37,6 +38,7 @@ type Node struct {
 	dataL       net.Listener          // where the data endpoint listens (SetDataListener)
 	replicator  *replicate.Replicator // nil without a replication secret
 	deliverer   *webhook.Deliverer
+	importer    *transfer.Importer
 	tlsCert     string // with tlsKey: serve HTTPS
 	tlsKey      string
 }
@@ -137,6 +139,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	mgmt := mgmtapi.New(r, regions, status)
 	mgmt.SetAccess(guard, opts.IsPeer, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})
+	n.importer = transfer.New(r, &http.Transport{TLSClientConfig: peerTLS, Proxy: http.ProxyFromEnvironment},
+		log.With("region", cfg.Region.Name, "component", "import"))
+	mgmt.SetImporter(n.importer)
 	mgmt.Register(mux)
 	api := ociapi.New(r, log.With("region", cfg.Region.Name), opts)
 	n.handler = api.Handler(mux)
@@ -203,6 +208,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.deliverer.Run(gctx) })
 	g.Go(func() error { return n.Region.RunGC(gctx) })
 	g.Go(func() error { return n.Region.RunRetention(gctx) })
+	g.Go(func() error { return n.importer.Run(gctx) })
 	if n.replicator != nil {
 		g.Go(func() error { return n.replicator.Run(gctx) })
 	}

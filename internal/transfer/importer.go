@@ -1,0 +1,372 @@
+// Package transfer imports images into a region from any OCI registry,
+// server side: the region pulls, the bytes never pass through the client
+// that asked. An import copies a tag or digest with every platform of an
+// index, optionally its referrers, verifying every blob and manifest by
+// digest (the region stores nothing else), and reports progress as a job.
+//
+// Jobs live in the memory of the node that runs them: a node that
+// restarts forgets its jobs (run the import again: what arrived is kept
+// and not fetched twice).
+package transfer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/webhook"
+)
+
+// Request asks for one import. Username and Password are the source
+// registry's credentials: used for this import, never stored or logged.
+type Request struct {
+	Source    string `json:"source"`          // [http://]registry/repo:tag or @digest
+	Image     string `json:"image,omitempty"` // target repo[:tag]; default the source's
+	Username  string `json:"username,omitempty"`
+	Password  string `json:"password,omitempty"`
+	Force     bool   `json:"force,omitempty"`     // overwrite a target tag that points elsewhere
+	Referrers bool   `json:"referrers,omitempty"` // also copy what refers to the image
+}
+
+// Job states.
+const (
+	Running   = "running"
+	Succeeded = "succeeded"
+	Failed    = "failed"
+)
+
+// Job is an import's progress.
+type Job struct {
+	ID        string    `json:"id"`
+	Source    string    `json:"source"`
+	Target    string    `json:"target"` // repo:tag or repo@digest
+	State     string    `json:"state"`
+	Digest    string    `json:"digest,omitempty"` // of the imported manifest
+	Manifests int       `json:"manifests"`        // to copy, found so far
+	Blobs     int       `json:"blobs"`
+	BlobsDone int       `json:"blobsDone"`
+	Bytes     int64     `json:"bytes"`
+	BytesDone int64     `json:"bytesDone"`
+	Reused    int       `json:"blobsReused"` // already in this region: not fetched
+	Error     string    `json:"error,omitempty"`
+	Started   time.Time `json:"started"`
+	Finished  time.Time `json:"finished,omitzero"`
+}
+
+// Importer runs imports into one region, one at a time per job, several
+// jobs at once.
+type Importer struct {
+	region *region.Region
+	http   http.RoundTripper
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	jobs map[string]*Job
+	wg   sync.WaitGroup
+	ctx  context.Context // the node's: imports end with it
+}
+
+// New returns an importer into r; rt reaches the source registries (nil:
+// the default transport).
+func New(r *region.Region, rt http.RoundTripper, log *slog.Logger) *Importer {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return &Importer{region: r, http: rt, log: log, jobs: map[string]*Job{}}
+}
+
+// Run lets imports run until ctx ends, then waits for them to stop.
+func (im *Importer) Run(ctx context.Context) error {
+	im.mu.Lock()
+	im.ctx = ctx
+	im.mu.Unlock()
+	<-ctx.Done()
+	im.wg.Wait()
+	return nil
+}
+
+// maxJobs bounds the jobs remembered.
+const maxJobs = 1000
+
+// Start checks req, starts the import and returns its job.
+func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
+	src, target, tag, err := parse(req)
+	if err != nil {
+		return nil, err
+	}
+	im.mu.Lock()
+	nodeCtx := im.ctx
+	im.mu.Unlock()
+	if nodeCtx == nil || nodeCtx.Err() != nil {
+		return nil, ocierr.Unknown.Withf("this region is not running imports now (starting or stopping); retry")
+	}
+	if tag != "" && !req.Force {
+		if d, err := im.region.ResolveTag(ctx, target, tag); err == nil {
+			return nil, ocierr.AlreadyExists.Withf("%s:%s exists here (%s); import with --force to overwrite it", target, tag, d)
+		}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	job := &Job{ID: hex.EncodeToString(b[:]), Source: req.Source, State: Running, Started: time.Now().UTC()}
+	job.Target = target + ":" + tag
+	if tag == "" {
+		job.Target = target + "@" + src.Identifier()
+	}
+	im.mu.Lock()
+	if len(im.jobs) >= maxJobs {
+		for id, j := range im.jobs {
+			if j.State != Running {
+				delete(im.jobs, id)
+			}
+		}
+	}
+	im.jobs[job.ID] = job
+	im.mu.Unlock()
+	auth := authn.Anonymous
+	if req.Username != "" {
+		auth = &authn.Basic{Username: req.Username, Password: req.Password}
+	}
+	request := webhook.RequestFrom(ctx)
+	request.Method = "IMPORT"
+	im.wg.Add(1)
+	go func() {
+		defer im.wg.Done()
+		jctx := webhook.WithRequest(nodeCtx, &request)
+		err := im.run(jctx, job, src, target, tag, auth, req.Referrers)
+		im.mu.Lock()
+		defer im.mu.Unlock()
+		job.Finished = time.Now().UTC()
+		if err != nil {
+			job.State, job.Error = Failed, err.Error()
+			im.log.WarnContext(jctx, "import failed", "source", req.Source, "target", job.Target, "error", err)
+			return
+		}
+		job.State = Succeeded
+		im.log.InfoContext(jctx, "imported", "source", req.Source, "target", job.Target, "digest", job.Digest)
+	}()
+	return im.Get(job.ID)
+}
+
+// Get returns a copy of a job.
+func (im *Importer) Get(id string) (*Job, error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	j, ok := im.jobs[id]
+	if !ok {
+		return nil, ocierr.NameUnknown.Withf("no import %s in this region (jobs are kept by the region that runs them, until it restarts)", id)
+	}
+	c := *j
+	return &c, nil
+}
+
+func (im *Importer) update(fn func()) {
+	im.mu.Lock()
+	fn()
+	im.mu.Unlock()
+}
+
+// parse reads the request: the source reference, the target repository
+// and tag ("" when the import is by digest).
+func parse(req Request) (name.Reference, string, string, error) {
+	source := req.Source
+	var opts []name.Option
+	if s, ok := strings.CutPrefix(source, "http://"); ok {
+		source, opts = s, append(opts, name.Insecure)
+	}
+	source = strings.TrimPrefix(source, "https://")
+	src, err := name.ParseReference(source, append(opts, name.StrictValidation)...)
+	if err != nil {
+		return nil, "", "", ocierr.RequestInvalid.Withf("source %q: %v; give registry/repository:tag or registry/repository@digest", req.Source, err)
+	}
+	target, tag := src.Context().RepositoryStr(), ""
+	if t, ok := src.(name.Tag); ok {
+		tag = t.TagStr()
+	}
+	if req.Image != "" {
+		repo, ref, hasRef := strings.Cut(req.Image, ":")
+		if strings.Contains(req.Image, "@") {
+			return nil, "", "", ocierr.RequestInvalid.Withf("image %q: give repository[:tag]; the digest is the source's", req.Image)
+		}
+		target = repo
+		if hasRef {
+			tag = ref
+		}
+	}
+	if err := oci.ValidateRepository(target); err != nil {
+		return nil, "", "", ocierr.NameInvalid.Withf("target repository %q: %v", target, err)
+	}
+	if tag != "" {
+		if err := oci.ValidateTag(tag); err != nil {
+			return nil, "", "", ocierr.RequestInvalid.Withf("target tag %q: %v", tag, err)
+		}
+	}
+	return src, target, tag, nil
+}
+
+// manifestToCopy is one manifest of the import, children before parents.
+type manifestToCopy struct {
+	digest    digest.Digest
+	mediaType string
+	raw       []byte
+	blobs     []oci.Descriptor
+}
+
+// run plans (every manifest, so the job knows its size), copies every
+// blob not here yet, then stores manifests children first and tags the
+// top one.
+func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers bool) error {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(im.http)}
+	repo := src.Context()
+	var plan []manifestToCopy
+	seen := map[digest.Digest]bool{}
+	var walk func(ref name.Reference) (digest.Digest, error)
+	walk = func(ref name.Reference) (digest.Digest, error) {
+		desc, err := remote.Get(ref, opts...)
+		if err != nil {
+			return "", fmt.Errorf("get %s: %w", ref, err)
+		}
+		d := digest.Digest(desc.Digest.String())
+		if d.Validate() != nil || d.Algorithm().FromBytes(desc.Manifest) != d {
+			return "", fmt.Errorf("manifest %s from the source does not hash to its digest", ref)
+		}
+		if seen[d] {
+			return d, nil
+		}
+		seen[d] = true
+		m, err := oci.ParseManifest(string(desc.MediaType), desc.Manifest)
+		if err != nil {
+			return "", fmt.Errorf("manifest %s: %w", ref, err)
+		}
+		for _, c := range m.Manifests {
+			if _, err := walk(repo.Digest(c.Digest.String())); err != nil {
+				return "", err
+			}
+		}
+		plan = append(plan, manifestToCopy{digest: d, mediaType: m.MediaType, raw: desc.Manifest, blobs: m.Blobs()})
+		return d, nil
+	}
+	top, err := walk(src)
+	if err != nil {
+		return err
+	}
+	if referrers {
+		idx, err := remote.Referrers(repo.Digest(top.String()), opts...)
+		if err != nil {
+			return fmt.Errorf("referrers of %s: %w", top, err)
+		}
+		im2, err := idx.IndexManifest()
+		if err != nil {
+			return err
+		}
+		for _, r := range im2.Manifests {
+			if _, err := walk(repo.Digest(r.Digest.String())); err != nil {
+				return err
+			}
+		}
+	}
+	blobs := map[digest.Digest]int64{}
+	for _, m := range plan {
+		for _, b := range m.blobs {
+			blobs[b.Digest] = b.Size
+		}
+	}
+	im.update(func() {
+		job.Digest, job.Manifests, job.Blobs = top.String(), len(plan), len(blobs)
+		for _, size := range blobs {
+			job.Bytes += size
+		}
+	})
+	for d, size := range blobs {
+		if err := im.copyBlob(ctx, job, repo, target, d, size, opts); err != nil {
+			return err
+		}
+	}
+	for _, m := range plan {
+		ref := m.digest.String()
+		if m.digest == top && tag != "" {
+			ref = tag
+		}
+		if _, err := im.region.PutManifest(ctx, target, ref, m.mediaType, m.raw); err != nil {
+			return fmt.Errorf("store manifest %s: %w", m.digest, err)
+		}
+	}
+	return nil
+}
+
+// copyBlob makes blob d present in target: linked when its bytes are in
+// this region already, else fetched from the source, verified as it
+// streams.
+func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository, target string, d digest.Digest, size int64, opts []remote.Option) error {
+	done := func(reused bool) {
+		im.update(func() {
+			job.BlobsDone++
+			job.BytesDone += size
+			if reused {
+				job.Reused++
+			}
+		})
+	}
+	if ok, err := im.region.HasBlob(ctx, target, d); err != nil || ok {
+		if ok {
+			done(true)
+		}
+		return err
+	}
+	if _, ok, err := im.region.HasContent(ctx, d); err != nil {
+		return err
+	} else if ok {
+		if err := im.region.ApplyBlob(ctx, "", 0, target, d); err == nil {
+			done(true)
+			return nil
+		}
+	}
+	layer, err := remote.Layer(repo.Digest(d.String()), opts...)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	rc, err := layer.Compressed()
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	defer rc.Close()
+	counted := &progressReader{r: rc, add: func(n int64) { im.update(func() { job.BytesDone += n }) }}
+	if _, err := im.region.PutBlob(ctx, target, d, size, counted); err != nil {
+		im.update(func() { job.BytesDone -= counted.n })
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("blob %s: the source closed the transfer early", d)
+		}
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	im.update(func() { job.BlobsDone++ })
+	return nil
+}
+
+// progressReader counts bytes as they pass.
+type progressReader struct {
+	r   io.Reader
+	n   int64
+	add func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	p.add(int64(n))
+	return n, err
+}
