@@ -146,10 +146,14 @@ func TestImportFromGeoregAndFromCraneRegistry(t *testing.T) {
 	if got := strings.TrimSpace(run(t, "crane", "digest", "--insecure", target.addr+"/from/crane:v1")); got != want {
 		t.Fatalf("from/crane:v1 is %s, want %s", got, want)
 	}
-	var m struct{ Layers, Config []struct{ Digest digest.Digest } }
+	var m struct {
+		Layers, Config []struct{ Digest digest.Digest }
+	}
 	raw := run(t, "crane", "manifest", "--insecure", craneAddr+"/from/crane:v1")
 	_ = json.Unmarshal([]byte(raw), &m)
-	var cfg struct{ Config struct{ Digest digest.Digest } }
+	var cfg struct {
+		Config struct{ Digest digest.Digest }
+	}
 	_ = json.Unmarshal([]byte(raw), &cfg)
 	for _, d := range append([]digest.Digest{cfg.Config.Digest}, func() (ds []digest.Digest) {
 		for _, l := range m.Layers {
