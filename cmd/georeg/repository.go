@@ -179,7 +179,7 @@ func manifestCmd() *cobra.Command {
 }
 
 func configCmd() *cobra.Command {
-	cmd, registry, output := group("config", "Registry configuration: retention")
+	cmd, registry, output := group("config", "Registry configuration: retention, export, apply")
 	retention := &cobra.Command{Use: "retention", Short: "Retention of untagged manifests"}
 	var status, typ string
 	var days int
@@ -227,5 +227,6 @@ func configCmd() *cobra.Command {
 	}
 	retention.AddCommand(update, showCmd)
 	cmd.AddCommand(retention)
+	configExportApply(cmd, registry)
 	return cmd
 }

@@ -33,6 +33,7 @@ func (a *API) registerRepositories(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_georeg/v1/repository/manifests", a.handle(a.repositoryManifests))
 	mux.HandleFunc("PATCH /_georeg/v1/repository", a.handle(a.lockRepository))
 	mux.HandleFunc("DELETE /_georeg/v1/repository", a.handle(a.deleteRepository))
+	mux.HandleFunc("GET /_georeg/v1/locks", a.handle(a.listLocks))
 	mux.HandleFunc("GET /_georeg/v1/policies/retention", a.handle(a.showRetention))
 	mux.HandleFunc("PUT /_georeg/v1/policies/retention", a.handle(a.putRetention))
 	mux.HandleFunc("POST /_georeg/v1/policies/retention/run", a.handle(a.runRetention))
@@ -258,4 +259,26 @@ func (a *API) runRetention(ctx context.Context, _ *http.Request) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	return a.region.SweepRetention(ctx)
+}
+
+// LockView is a lock as listed: "repo" or "repo:tag" and its flags.
+type LockView struct {
+	Name string `json:"name"`
+	region.Lock
+}
+
+// listLocks serves GET /_georeg/v1/locks: every lock.
+func (a *API) listLocks(ctx context.Context, _ *http.Request) (any, error) {
+	settings, err := a.region.Settings(ctx, region.LockKind)
+	if err != nil {
+		return nil, err
+	}
+	out := []LockView{}
+	for _, s := range settings {
+		var l region.Lock
+		if json.Unmarshal(s.Value, &l) == nil {
+			out = append(out, LockView{Name: s.Name, Lock: l})
+		}
+	}
+	return out, nil
 }

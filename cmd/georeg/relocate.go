@@ -1,0 +1,467 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/cli"
+	"github.com/georeg/georeg/internal/mgmtapi"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/transfer"
+	"github.com/georeg/georeg/internal/webhook"
+)
+
+// copyCmd copies every repository and tag of a registry into a georeg
+// registry: the target imports each tag server side (so each blob is
+// fetched once per region: an import links content already there),
+// tags whose digest already matches are skipped (a copy that stopped
+// resumes), and at the end every copied tag is compared digest by digest.
+func copyCmd() *cobra.Command {
+	var from, to, repos, fromUser, fromPass string
+	cmd := &cobra.Command{
+		Use:     "copy --from URL --to URL [--repos GLOB]",
+		Short:   "Copy every repository and tag of a registry into a georeg registry (resumable, verified)",
+		Example: `  georeg copy --from http://127.0.0.1:5001 --to https://newregistry.example.com --repos 'team/*'`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if from == "" || to == "" {
+				return errors.New("--from and --to are required")
+			}
+			return copyRegistry(c.Context(), from, to, repos, fromUser, fromPass)
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "source registry URL (any OCI registry with the catalog API)")
+	cmd.Flags().StringVar(&to, "to", "", "target georeg registry URL (any of its regions)")
+	cmd.Flags().StringVar(&repos, "repos", "*", "repositories to copy: a pattern, * for any run of characters")
+	cmd.Flags().StringVar(&fromUser, "from-username", "", "source credentials, passed to the target's import (default: from the docker config)")
+	cmd.Flags().StringVar(&fromPass, "from-password", "", "source password")
+	return cmd
+}
+
+// sourceRef is the ggcr reference of base/repo:tag, http for http URLs.
+func sourceRef(base, ref string) (name.Reference, error) {
+	host := strings.TrimPrefix(strings.TrimPrefix(base, "https://"), "http://")
+	var opts []name.Option
+	if strings.HasPrefix(base, "http://") {
+		opts = append(opts, name.Insecure)
+	}
+	return name.ParseReference(strings.TrimSuffix(host, "/")+"/"+ref, opts...)
+}
+
+func copyRegistry(ctx context.Context, from, to, pattern, user, pass string) error {
+	var ropts []name.Option
+	if strings.HasPrefix(from, "http://") {
+		ropts = append(ropts, name.Insecure)
+	}
+	srcReg, err := name.NewRegistry(strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(from, "https://"), "http://"), "/"), ropts...)
+	if err != nil {
+		return fmt.Errorf("--from: %w", err)
+	}
+	if user == "" {
+		user, pass, _ = cli.StoredCredentials(from)
+	}
+	var srcAuth authn.Authenticator = authn.Anonymous
+	if user != "" {
+		srcAuth = &authn.Basic{Username: user, Password: pass}
+	}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(srcAuth)}
+	all, err := remote.Catalog(ctx, srcReg, opts...)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", from, err)
+	}
+	type item struct{ repo, tag, digest string }
+	var items []item
+	for _, repo := range all {
+		if !oci.MatchPattern(pattern, repo) {
+			continue
+		}
+		ref, err := sourceRef(from, repo)
+		if err != nil {
+			return err
+		}
+		tags, err := remote.List(ref.Context(), opts...)
+		if err != nil {
+			return fmt.Errorf("tags of %s: %w", repo, err)
+		}
+		sort.Strings(tags)
+		for _, tag := range tags {
+			r, _ := sourceRef(from, repo+":"+tag)
+			desc, err := remote.Head(r, opts...)
+			if err != nil {
+				return fmt.Errorf("%s:%s: %w", repo, tag, err)
+			}
+			items = append(items, item{repo, tag, desc.Digest.String()})
+		}
+	}
+	target := cli.New(to, 30*time.Second)
+	copied, skipped := 0, 0
+	for i, it := range items {
+		fmt.Fprintf(os.Stderr, "\rcopy: %s  %d/%d tags (%d already there)", progressLine(replicate.Progress{Objects: int64(i), ObjectsTotal: int64(len(items))}), i, len(items), skipped)
+		if d, _ := targetDigest(ctx, target, it.repo, it.tag); d == it.digest {
+			skipped++
+			continue
+		}
+		req := transfer.Request{Source: strings.TrimSuffix(from, "/") + "/" + it.repo + ":" + it.tag, Force: true, Username: user, Password: pass}
+		if strings.HasPrefix(from, "https://") {
+			req.Source = strings.TrimPrefix(req.Source, "https://")
+		}
+		var job transfer.Job
+		if err := target.Do(ctx, http.MethodPost, "/_georeg/v1/imports", req, &job); err != nil {
+			return fmt.Errorf("\nimport %s:%s: %w", it.repo, it.tag, err)
+		}
+		for job.State == transfer.Running {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+			if err := target.Do(ctx, http.MethodGet, "/_georeg/v1/imports/"+job.ID, nil, &job); err != nil {
+				return err
+			}
+		}
+		if job.State != transfer.Succeeded {
+			return fmt.Errorf("\nimport %s:%s failed: %s (run the copy again: it resumes)", it.repo, it.tag, job.Error)
+		}
+		copied++
+	}
+	fmt.Fprintf(os.Stderr, "\rcopy: %s  %d/%d tags (%d already there)\n", progressLine(replicate.Progress{Objects: int64(len(items)), ObjectsTotal: int64(len(items))}), len(items), len(items), skipped)
+	// Verify every tag, digest by digest.
+	repoSet := map[string]bool{}
+	var bad []string
+	for _, it := range items {
+		repoSet[it.repo] = true
+		if d, err := targetDigest(ctx, target, it.repo, it.tag); err != nil || d != it.digest {
+			bad = append(bad, fmt.Sprintf("%s:%s is %q at the target, %s at the source (%v)", it.repo, it.tag, d, it.digest, err))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("verification failed for %d of %d tags:\n  %s", len(bad), len(items), strings.Join(bad, "\n  "))
+	}
+	fmt.Printf("copied %d repositories, %d tags (%d copied now, %d already there); all %d verified by digest\n",
+		len(repoSet), len(items), copied, skipped, len(items))
+	return nil
+}
+
+// targetDigest returns the digest repo:tag has at the target.
+func targetDigest(ctx context.Context, c *cli.Client, repo, tag string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, strings.TrimSuffix(c.Base, "/")+"/v2/"+repo+"/manifests/"+tag, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")
+	if c.User != "" {
+		// /v2 wants a registry token: get one with the stored credentials.
+		tok, err := registryToken(ctx, c, "repository:"+repo+":pull")
+		if err == nil && tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HEAD: %d", resp.StatusCode)
+	}
+	return resp.Header.Get("Docker-Content-Digest"), nil
+}
+
+// registryToken gets a /v2 token from a georeg token endpoint.
+func registryToken(ctx context.Context, c *cli.Client, scope string) (string, error) {
+	var ans struct{ Token string }
+	err := c.Do(ctx, http.MethodGet, "/oauth2/token?service=georeg&scope="+url.QueryEscape(scope), nil, &ans)
+	return ans.Token, err
+}
+
+// Exported configuration: what `georeg config export` prints and `config
+// apply` takes. Secrets are never in it: a webhook's secret and custom
+// header values are ${ENV} references apply reads from its environment;
+// tokens get new passwords at apply; users take theirs from
+// GEOREG_USER_<NAME>_PASSWORD.
+type exported struct {
+	APIVersion    string              `yaml:"apiVersion"`
+	Replications  []exportedReplica   `yaml:"replications,omitempty"`
+	Webhooks      []exportedWebhook   `yaml:"webhooks,omitempty"`
+	Retention     *region.Retention   `yaml:"retention,omitempty"`
+	AnonymousPull bool                `yaml:"anonymousPull"`
+	NetworkRules  *auth.NetworkRules  `yaml:"networkRules,omitempty"`
+	ScopeMaps     []exportedScopeMap  `yaml:"scopeMaps,omitempty"`
+	Tokens        []mgmtapi.TokenView `yaml:"tokens,omitempty"`
+	Users         []string            `yaml:"users,omitempty"`
+	Locks         []exportedLock      `yaml:"locks,omitempty"`
+}
+
+type exportedReplica struct {
+	Name                  string `yaml:"name"`
+	Endpoint              string `yaml:"endpoint"`
+	RegionEndpointEnabled bool   `yaml:"regionEndpointEnabled"`
+}
+
+type exportedWebhook struct {
+	Name          string            `yaml:"name"`
+	URI           string            `yaml:"serviceUri"`
+	Actions       []string          `yaml:"actions"`
+	Scope         string            `yaml:"scope,omitempty"`
+	Status        string            `yaml:"status"`
+	Location      string            `yaml:"location,omitempty"`
+	Format        string            `yaml:"format"`
+	CustomHeaders map[string]string `yaml:"customHeaders,omitempty"`
+	Secret        string            `yaml:"secret,omitempty"`
+}
+
+type exportedScopeMap struct {
+	Name        string   `yaml:"name"`
+	Actions     []string `yaml:"actions"`
+	Description string   `yaml:"description,omitempty"`
+}
+
+type exportedLock struct {
+	Name          string `yaml:"name"` // repo or repo:tag
+	WriteEnabled  bool   `yaml:"writeEnabled"`
+	DeleteEnabled bool   `yaml:"deleteEnabled"`
+}
+
+// envName makes an environment variable name of parts.
+func envName(parts ...string) string {
+	s := strings.ToUpper(strings.Join(parts, "_"))
+	return regexp.MustCompile(`[^A-Z0-9_]`).ReplaceAllString(s, "_")
+}
+
+func exportConfig(ctx context.Context, c *cli.Client) (*exported, error) {
+	out := &exported{APIVersion: "georeg/v1"}
+	var reps []mgmtapi.Replication
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/replications", nil, &reps); err != nil {
+		return nil, err
+	}
+	for _, r := range reps {
+		if r.Source == "registered" {
+			out.Replications = append(out.Replications, exportedReplica{r.Name, r.Endpoint, r.RegionEndpointEnabled})
+		}
+	}
+	var hooks []webhook.View
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/webhooks", nil, &hooks); err != nil {
+		return nil, err
+	}
+	for _, h := range hooks {
+		var cfg mgmtapi.WebhookConfig
+		if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/webhooks/"+h.Name+"/config", nil, &cfg); err != nil {
+			return nil, err
+		}
+		w := exportedWebhook{Name: h.Name, URI: cfg.URI, Actions: h.Actions, Scope: h.Scope, Status: h.Status, Location: h.Location, Format: h.Format}
+		for k := range cfg.Headers {
+			if w.CustomHeaders == nil {
+				w.CustomHeaders = map[string]string{}
+			}
+			w.CustomHeaders[k] = "${" + envName("GEOREG_WEBHOOK", h.Name, "HEADER", k) + "}"
+		}
+		if h.Signed {
+			w.Secret = "${" + envName("GEOREG_WEBHOOK", h.Name, "SECRET") + "}"
+		}
+		out.Webhooks = append(out.Webhooks, w)
+	}
+	var ret region.Retention
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/policies/retention", nil, &ret); err != nil {
+		return nil, err
+	}
+	out.Retention = &ret
+	var rv mgmtapi.RegistryView
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/registry", nil, &rv); err != nil {
+		return nil, err
+	}
+	out.AnonymousPull, out.NetworkRules = rv.AnonymousPullEnabled, &rv.NetworkRuleSet
+	var maps []mgmtapi.ScopeMapView
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/scope-maps", nil, &maps); err != nil {
+		return nil, err
+	}
+	for _, m := range maps {
+		out.ScopeMaps = append(out.ScopeMaps, exportedScopeMap{m.Name, m.Actions, m.Description})
+	}
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/tokens", nil, &out.Tokens); err != nil {
+		return nil, err
+	}
+	var users []mgmtapi.UserView
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/users", nil, &users); err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		out.Users = append(out.Users, u.Name)
+	}
+	var locks []mgmtapi.LockView
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/locks", nil, &locks); err != nil {
+		return nil, err
+	}
+	for _, l := range locks {
+		out.Locks = append(out.Locks, exportedLock{l.Name, l.WriteEnabled, l.DeleteEnabled})
+	}
+	return out, nil
+}
+
+// expand replaces ${VAR} with the environment's value; a missing one is
+// an error naming it.
+func expand(s string) (string, error) {
+	var missing []string
+	v := os.Expand(s, func(k string) string {
+		val, ok := os.LookupEnv(k)
+		if !ok {
+			missing = append(missing, k)
+		}
+		return val
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("set %s", strings.Join(missing, ", "))
+	}
+	return v, nil
+}
+
+func applyConfig(ctx context.Context, c *cli.Client, cfg *exported) error {
+	var notes []string
+	for _, r := range cfg.Replications {
+		on := r.RegionEndpointEnabled
+		if _, err := c.PutReplication(ctx, r.Name, r.Endpoint, &on); err != nil {
+			return fmt.Errorf("replication %s: %w", r.Name, err)
+		}
+	}
+	for _, m := range cfg.ScopeMaps {
+		err := c.Do(ctx, http.MethodPut, "/_georeg/v1/scope-maps/"+m.Name, auth.ScopeMap{Actions: m.Actions, Description: m.Description}, nil)
+		if err != nil && !strings.Contains(err.Error(), "ALREADY_EXISTS") {
+			return fmt.Errorf("scope map %s: %w", m.Name, err)
+		}
+	}
+	for _, t := range cfg.Tokens {
+		body := mgmtapi.TokenBody{ScopeMap: &t.ScopeMap, Status: &t.Status}
+		if t.Expiry != nil {
+			e := t.Expiry.Format(time.RFC3339)
+			body.Expiry = &e
+		}
+		var created mgmtapi.TokenCreated
+		err := c.Do(ctx, http.MethodPut, "/_georeg/v1/tokens/"+t.Name, body, &created)
+		switch {
+		case err != nil && strings.Contains(err.Error(), "ALREADY_EXISTS"):
+		case err != nil:
+			return fmt.Errorf("token %s: %w", t.Name, err)
+		default:
+			notes = append(notes, fmt.Sprintf("token %s: new password %s (shown once)", t.Name, created.Password))
+		}
+	}
+	for _, u := range cfg.Users {
+		pw, ok := os.LookupEnv(envName("GEOREG_USER", u, "PASSWORD"))
+		if !ok {
+			notes = append(notes, fmt.Sprintf("user %s: skipped; set %s to create it", u, envName("GEOREG_USER", u, "PASSWORD")))
+			continue
+		}
+		err := c.Do(ctx, http.MethodPut, "/_georeg/v1/users/"+u, mgmtapi.UserBody{Password: pw}, nil)
+		if err != nil && !strings.Contains(err.Error(), "ALREADY_EXISTS") {
+			return fmt.Errorf("user %s: %w", u, err)
+		}
+	}
+	for _, w := range cfg.Webhooks {
+		body := mgmtapi.WebhookBody{URI: &w.URI, Actions: w.Actions, Scope: &w.Scope, Status: &w.Status, Location: &w.Location, Format: &w.Format}
+		if len(w.CustomHeaders) > 0 {
+			body.Headers = map[string]string{}
+			for k, v := range w.CustomHeaders {
+				val, err := expand(v)
+				if err != nil {
+					return fmt.Errorf("webhook %s header %s: %w", w.Name, k, err)
+				}
+				body.Headers[k] = val
+			}
+		}
+		if w.Secret != "" {
+			if val, err := expand(w.Secret); err == nil {
+				body.Secret = &val
+			} else {
+				notes = append(notes, fmt.Sprintf("webhook %s: a new secret was generated (%v to keep the old one)", w.Name, err))
+			}
+		}
+		method := http.MethodPut
+		if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/webhooks/"+w.Name, nil, nil); err == nil {
+			method = http.MethodPatch
+		}
+		if err := c.Do(ctx, method, "/_georeg/v1/webhooks/"+w.Name, body, nil); err != nil {
+			return fmt.Errorf("webhook %s: %w", w.Name, err)
+		}
+	}
+	if cfg.Retention != nil {
+		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/policies/retention", cfg.Retention, nil); err != nil {
+			return fmt.Errorf("retention: %w", err)
+		}
+	}
+	rb := mgmtapi.RegistryBody{AnonymousPullEnabled: &cfg.AnonymousPull, NetworkRuleSet: cfg.NetworkRules}
+	if err := c.Do(ctx, http.MethodPatch, "/_georeg/v1/registry", rb, nil); err != nil {
+		return fmt.Errorf("registry switches: %w", err)
+	}
+	for _, l := range cfg.Locks {
+		repo, tag, _ := strings.Cut(l.Name, ":")
+		path := "/_georeg/v1/repository?name=" + url.QueryEscape(repo)
+		if tag != "" {
+			path += "&image=" + url.QueryEscape(tag)
+		}
+		w, d := l.WriteEnabled, l.DeleteEnabled
+		if err := c.Do(ctx, http.MethodPatch, path, mgmtapi.LockBody{WriteEnabled: &w, DeleteEnabled: &d}, nil); err != nil {
+			notes = append(notes, fmt.Sprintf("lock %s: not set (%v); copy the images first, then apply again", l.Name, err))
+		}
+	}
+	for _, n := range notes {
+		fmt.Println(n)
+	}
+	fmt.Println("applied")
+	return nil
+}
+
+func configExportApply(cmd *cobra.Command, registry *string) {
+	export := &cobra.Command{
+		Use:   "export > registry.yaml",
+		Short: "Print the registry's configuration as YAML (secrets as ${ENV} references, never their values)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := exportConfig(c.Context(), cli.New(*registry, time.Minute))
+			if err != nil {
+				return err
+			}
+			enc := yaml.NewEncoder(os.Stdout)
+			enc.SetIndent(2)
+			return enc.Encode(cfg)
+		},
+	}
+	var file string
+	apply := &cobra.Command{
+		Use:   "apply -f registry.yaml",
+		Short: "Apply an exported configuration to a registry (run georeg copy first for image locks)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			var cfg exported
+			if err := yaml.Unmarshal(b, &cfg); err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			if cfg.APIVersion != "georeg/v1" {
+				return fmt.Errorf("%s: apiVersion %q; this georeg reads georeg/v1", file, cfg.APIVersion)
+			}
+			return applyConfig(c.Context(), cli.New(*registry, time.Minute), &cfg)
+		},
+	}
+	apply.Flags().StringVarP(&file, "file", "f", "", "the exported YAML")
+	_ = apply.MarkFlagRequired("file")
+	cmd.AddCommand(export, apply)
+}
