@@ -111,6 +111,7 @@ func (r *Region) PutBlob(ctx context.Context, repo string, d digest.Digest, size
 	if !d.Algorithm().Available() {
 		return 0, unsupportedDigest(d)
 	}
+	defer r.Lease(d)()
 	n, err := r.store.Put(ctx, r.newID(), d, size, body)
 	if err != nil {
 		return 0, blobError(err, d)

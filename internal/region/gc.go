@@ -27,12 +27,12 @@ import (
 //     (and finds the link gone: MANIFEST_BLOB_UNKNOWN, never a served
 //     manifest without its blob). A link younger than the grace period is
 //     kept: a push uploads its blobs before its manifest.
-//  2. Sweep: a blob in the content store written before the grace period
-//     and linked by no repository is deleted, the check and the delete in
-//     one write transaction, so no link can be made in between. Every
-//     write of a blob's bytes (upload, replication, read-through, mount's
-//     source) refreshes its time, so bytes on their way to a link are
-//     spared by the grace period.
+//  2. Sweep: a blob in the content store written before the grace period,
+//     linked by no repository and not leased is deleted, the check and the
+//     delete in one write transaction, so no link can be made in between.
+//     Every write of a blob's bytes (upload, replication, read-through,
+//     import) refreshes its time and holds a lease until it is linked
+//     (see leases.go), so bytes on their way to a link are spared.
 //
 // A dry run reports what would go without changing anything.
 
@@ -134,21 +134,27 @@ func (r *Region) collect(ctx context.Context, rep *GCReport, dryRun bool) error 
 			}
 			return nil
 		}
-		return r.db.Update(ctx, func(tx *meta.Tx) error {
-			linked, err := tx.Linked(ctx, d)
-			if err != nil || linked {
-				if linked {
-					rep.BlobsKept++
+		leased, err := r.unlessLeased(d, func() error {
+			return r.db.Update(ctx, func(tx *meta.Tx) error {
+				linked, err := tx.Linked(ctx, d)
+				if err != nil || linked {
+					if linked {
+						rep.BlobsKept++
+					}
+					return err
 				}
-				return err
-			}
-			if err := r.store.Delete(ctx, d); err != nil && !errors.Is(err, content.ErrNotFound) {
-				return err
-			}
-			rep.BlobsDeleted++
-			rep.BytesFreed += size
-			return nil
+				if err := r.store.Delete(ctx, d); err != nil && !errors.Is(err, content.ErrNotFound) {
+					return err
+				}
+				rep.BlobsDeleted++
+				rep.BytesFreed += size
+				return nil
+			})
 		})
+		if leased {
+			rep.BlobsKept++
+		}
+		return err
 	})
 }
 

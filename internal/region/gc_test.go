@@ -97,3 +97,32 @@ func TestGCFreesWhatNoLiveManifestNeedsAndNothingElse(t *testing.T) {
 func itoa(n int) string { return fmt.Sprint(n) }
 
 func join(s []string) string { return strings.Join(s, ",") }
+
+// TestGCSparesALeasedBlob: an unlinked blob past the grace period is
+// swept, unless a lease holds it (bytes on their way to a link).
+func TestGCSparesALeasedBlob(t *testing.T) {
+	ctx := t.Context()
+	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b := []byte("unlinked bytes")
+	d := digest.FromBytes(b)
+	if _, err := r.PutBlob(ctx, "app", d, int64(len(b)), bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteBlob(ctx, "app", d); err != nil { // unlinked, bytes kept
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // past the grace period
+	release := r.Lease(d)
+	if rep, err := r.GC(ctx, false); err != nil || rep.BlobsDeleted != 0 {
+		t.Fatalf("a leased blob was swept: %+v %v", rep, err)
+	}
+	release()
+	if rep, err := r.GC(ctx, false); err != nil || rep.BlobsDeleted != 1 {
+		t.Fatalf("the released blob was not swept: %+v %v", rep, err)
+	}
+}

@@ -37,6 +37,7 @@ type Region struct {
 	fetches  singleflight.Group  // blob fetches from peers, by staging id
 
 	gc         gcState
+	leases     leases
 	members    MembersFunc   // the Ready regions, for replicated-everywhere
 	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
 }

@@ -199,6 +199,7 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 		s.mu.Unlock()
 		return 0, err
 	}
+	defer r.Lease(d)()
 	size, err := s.up.Commit(ctx, d, -1)
 	if err != nil {
 		// Commit discarded the bytes on a mismatch: the session is over.

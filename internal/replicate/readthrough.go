@@ -119,6 +119,7 @@ func (p *Replicator) Where(ctx context.Context, repo, ref string) error {
 // EnsureBlob makes blob d present and linked in repo here from the nearest
 // peer holding it; BLOB_UNKNOWN when none does.
 func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Digest) error {
+	defer p.region.Lease(d)()
 	for _, s := range p.peers() {
 		size, err := s.blobSize(ctx, repo, d)
 		if err != nil {
@@ -147,6 +148,7 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 // next pull (its context drops the request's cancellation).
 func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Digest, start func(size int64) io.Writer) error {
 	ctx = context.WithoutCancel(ctx)
+	defer p.region.Lease(d)()
 	for _, s := range p.peers() {
 		size, err := s.blobSize(ctx, repo, d)
 		if err != nil {

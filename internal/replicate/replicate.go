@@ -467,6 +467,7 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 	r := p.region
 	switch rec.Kind {
 	case meta.KindBlob:
+		defer r.Lease(rec.Digest)() // from fetch to link: safe from the sweep
 		// Content first, then the link and the cursor in one transaction.
 		err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
 		if errors.Is(err, errGone) {
@@ -507,6 +508,7 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 // ensureBlob makes blob d present and linked in repo here.
 func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
 	r := p.region
+	defer r.Lease(d)()
 	if ok, err := r.HasBlob(ctx, repo, d); ok || err != nil {
 		return err
 	}

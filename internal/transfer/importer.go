@@ -322,6 +322,7 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 			}
 		})
 	}
+	defer im.region.Lease(d)()
 	if ok, err := im.region.HasBlob(ctx, target, d); err != nil || ok {
 		if ok {
 			done(true)
