@@ -2,13 +2,11 @@ package mgmtapi
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/georeg/georeg/internal/meta"
@@ -89,24 +87,9 @@ func (a *API) localAudit(ctx context.Context, since time.Time, n int) (*AuditLog
 }
 
 func (a *API) remoteAudit(ctx context.Context, endpoint, since string, n int) (*AuditLog, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	if since == "" {
 		since = "24h"
 	}
-	u := fmt.Sprintf("%s/_georeg/v1/audit?local=true&since=%s&n=%d", strings.TrimSuffix(endpoint, "/"), since, n)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := a.peerDo(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, ocierr.Read(resp)
-	}
 	var out AuditLog
-	return &out, json.NewDecoder(io.LimitReader(resp.Body, 32<<20)).Decode(&out)
+	return &out, a.peerGet(ctx, endpoint, fmt.Sprintf("/_georeg/v1/audit?local=true&since=%s&n=%d", url.QueryEscape(since), n), 32<<20, &out)
 }

@@ -13,8 +13,11 @@ package mgmtapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/georeg/georeg/internal/auth"
@@ -72,6 +75,27 @@ type API struct {
 // presenting credential.
 func (a *API) SetAccess(guard *auth.Service, isPeer func(*http.Request) bool, credential string, client *http.Client) {
 	a.auth, a.isPeer, a.credential, a.client = guard, isPeer, credential, client
+}
+
+// peerGet GETs path from another region's management API as a peer
+// (within 5 s) and decodes its JSON answer, read up to limit bytes, into
+// out.
+func (a *API) peerGet(ctx context.Context, endpoint, path string, limit int64, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := a.peerDo(req)
+	if err != nil {
+		return fmt.Errorf("unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ocierr.Read(resp)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(out)
 }
 
 // peerDo sends a request to another region's management API as a peer.

@@ -3,7 +3,6 @@ package mgmtapi
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -120,22 +119,8 @@ func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error)
 
 // remoteStatus asks a region for its own status.
 func (a *API) remoteStatus(ctx context.Context, endpoint string) (*replicate.Status, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+"/_georeg/v1/status", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := a.peerDo(req)
-	if err != nil {
-		return nil, fmt.Errorf("unreachable: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, ocierr.Read(resp)
-	}
 	var st replicate.Status
-	return &st, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+	return &st, a.peerGet(ctx, endpoint, "/_georeg/v1/status", 1<<20, &st)
 }
 
 // putBody is what PUT /_georeg/v1/replications/{name} takes.

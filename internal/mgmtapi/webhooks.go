@@ -317,23 +317,8 @@ func (a *API) localEvents(ctx context.Context, name string, n int) (*WebhookEven
 
 // remoteEvents reads another region's own delivery log of a webhook.
 func (a *API) remoteEvents(ctx context.Context, endpoint, name string, n int) (*WebhookEvents, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	u := fmt.Sprintf("%s/_georeg/v1/webhooks/%s/events?local=true&n=%d", strings.TrimSuffix(endpoint, "/"), url.PathEscape(name), n)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := a.peerDo(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, ocierr.Read(resp)
-	}
 	var out WebhookEvents
-	return &out, json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out)
+	return &out, a.peerGet(ctx, endpoint, fmt.Sprintf("/_georeg/v1/webhooks/%s/events?local=true&n=%d", url.PathEscape(name), n), 16<<20, &out)
 }
 
 // pingWait bounds how long a ping waits for its attempt.

@@ -2,11 +2,9 @@ package up_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"sort"
 	"strings"
@@ -33,20 +31,7 @@ func threeRegions() []up.RegionSpec {
 // goroutine it started, when the test ends.
 func runRegistry(t *testing.T, cfg up.Config) *up.Registry {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := reg.Wait(); err != nil {
-			t.Error(err)
-		}
-		http.DefaultClient.CloseIdleConnections()
-	})
-	return reg
+	return runLogged(t, cfg, io.Discard)
 }
 
 // startRegistry runs three regions on free loopback ports, with the
