@@ -9,15 +9,18 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// LinkBlob records that repo holds blob d of size bytes, idempotently. The
-// bytes themselves live in the content store and must be committed first.
+// LinkBlob records that repo holds blob d of size bytes, idempotently,
+// and dates the link now (also when it existed: garbage collection
+// spares links younger than its grace period, and a blob pushed again is
+// on its way to a manifest). The bytes themselves live in the content
+// store and must be committed first.
 func (tx *Tx) LinkBlob(ctx context.Context, repo string, d digest.Digest, size int64, now time.Time) error {
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return err
 	}
 	_, err := tx.tx.ExecContext(ctx,
 		`INSERT INTO blobs (repo, digest, size, created_at) VALUES ($1, $2, $3, $4)
-		 ON CONFLICT (repo, digest) DO NOTHING`,
+		 ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at`,
 		repo, d.String(), size, now.UnixMilli())
 	return err
 }

@@ -50,6 +50,9 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 	}
 	ctx := r.Context()
 	size, err := a.region.StatBlob(ctx, route.Repo, d)
+	if err == nil && r.Method == http.MethodHead {
+		a.region.TouchBlob(route.Repo, d) // a push that checks, then skips the upload
+	}
 	if ocierr.BlobUnknown.Is(err) && a.opts.ReadThrough && a.askPeers(r) {
 		if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
 			// Stream it from the peer while it is stored and verified here.

@@ -126,3 +126,36 @@ func TestGCSparesALeasedBlob(t *testing.T) {
 		t.Fatalf("the released blob was not swept: %+v %v", rep, err)
 	}
 }
+
+// TestGCKeepsALinkAClientJustChecked: a client that HEADs a blob and
+// skips its upload will PUT a manifest naming it: the link, old and
+// unreferenced, is kept for a grace period from the check; an unchecked
+// one is removed. Pushing a blob again dates its link anew.
+func TestGCKeepsALinkAClientJustChecked(t *testing.T) {
+	ctx := t.Context()
+	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	put := func(b []byte) digest.Digest {
+		d := digest.FromBytes(b)
+		if _, err := r.PutBlob(ctx, "app", d, int64(len(b)), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	checked, unchecked, repushed := put([]byte("checked")), put([]byte("unchecked")), put([]byte("pushed again"))
+	time.Sleep(150 * time.Millisecond) // every link is past the grace period
+	r.TouchBlob("app", checked)
+	put([]byte("pushed again"))
+	if _, err := r.GC(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	for d, want := range map[digest.Digest]bool{checked: true, repushed: true, unchecked: false} {
+		if ok, _ := r.HasBlob(ctx, "app", d); ok != want {
+			t.Errorf("blob %s linked: %v, want %v", d, ok, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package region
 
 import (
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -14,8 +15,9 @@ import (
 // a lease does not (a node that died holding one holds none after a
 // restart).
 type leases struct {
-	mu    sync.Mutex
-	count map[digest.Digest]int
+	mu      sync.Mutex
+	count   map[digest.Digest]int
+	touched map[string]time.Time // repo@digest -> last HEAD
 }
 
 // Lease protects blob d from the sweep until the returned release is
@@ -38,6 +40,42 @@ func (r *Region) Lease(d digest.Digest) (release func()) {
 			l.mu.Unlock()
 		})
 	}
+}
+
+// TouchBlob records that a client checked repo's blob d (a HEAD before
+// a push that then skips the upload): garbage collection keeps the link
+// for a grace period from now, as if it had been pushed again.
+func (r *Region) TouchBlob(repo string, d digest.Digest) {
+	l := &r.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.touched == nil {
+		l.touched = map[string]time.Time{}
+	}
+	if len(l.touched) >= maxTouched {
+		cutoff := r.now().Add(-r.cfg.GCGrace)
+		for k, at := range l.touched {
+			if at.Before(cutoff) {
+				delete(l.touched, k)
+			}
+		}
+	}
+	if len(l.touched) < maxTouched {
+		l.touched[repo+"@"+d.String()] = r.now()
+	}
+}
+
+// maxTouched bounds the touches remembered; past it, a touch is dropped
+// (its link keeps the time of its last push).
+const maxTouched = 100_000
+
+// touchedSince reports whether repo's blob d was touched after t.
+func (r *Region) touchedSince(repo string, d digest.Digest, t time.Time) bool {
+	l := &r.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.touched[repo+"@"+d.String()]
+	return ok && at.After(t)
 }
 
 // leased runs fn with the lease lock held and reports whether d is
