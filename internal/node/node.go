@@ -82,6 +82,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	mux.Handle(auth.TokenPath, guard.TokenHandler())
 	var status mgmtapi.StatusSource
 	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard}
+	if cfg.Auth.Enabled {
+		// A key of this region's own, derived from the secret: only its
+		// API signs the URLs its data endpoint serves.
+		opts.DataKey = []byte(feed.Credential(cfg.Replication.Secret, "data."+cfg.Region.Name))
+	}
 	if cfg.HTTP.DataEndpoints {
 		opts.DataURL = cfg.HTTP.DataURL
 		if opts.DataURL == "" {

@@ -3,12 +3,16 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,4 +191,92 @@ func TestDataEndpointRedirectsBlobGets(t *testing.T) {
 		t.Fatalf("data endpoint beyond blobs: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// TestWithAuthTheDataEndpointServesOnlySignedURLs: with auth on, the API
+// checks the client's token and redirects to a signed data URL; the data
+// endpoint refuses an unsigned, tampered or expired one.
+func TestWithAuthTheDataEndpointServesOnlySignedURLs(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "admin-password")
+	if err := os.WriteFile(pw, []byte("admin-password-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Region.DataDir = filepath.Join(dir, "data")
+	cfg.Replication.Secret = "s3cr3t"
+	cfg.Auth.Enabled, cfg.Auth.AdminPasswordFile = true, pw
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.DataEndpoints, cfg.HTTP.DataListen = true, dl.Addr().String()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Open(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetDataListener(dl)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- n.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-served })
+	base := "http://" + l.Addr().String()
+	token := func() string {
+		req, _ := http.NewRequest("GET", base+"/oauth2/token?service=georeg&scope=repository:data/app:pull,push", nil)
+		req.SetBasicAuth("admin", "admin-password-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ans struct{ Token string }
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&ans) != nil {
+			t.Fatalf("token: %d", resp.StatusCode)
+		}
+		return ans.Token
+	}()
+	blob := bytes.Repeat([]byte("signed data;"), 10_000)
+	d := digest.FromBytes(blob)
+	req, _ := http.NewRequest("POST", base+"/v2/data/app/blobs/uploads/?digest="+d.String(), bytes.NewReader(blob))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("push: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ = http.NewRequest("GET", base+"/v2/data/app/blobs/"+d.String(), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := noFollow.Do(req)
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Fatalf("GET with a token: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	signed := resp.Header.Get("Location")
+	get := func(u string) int {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && !bytes.Equal(b, blob) {
+			t.Fatalf("the data endpoint served other bytes")
+		}
+		return resp.StatusCode
+	}
+	if code := get(signed); code != 200 {
+		t.Fatalf("signed URL: %d", code)
+	}
+	unsigned := "http://" + dl.Addr().String() + "/v2/data/app/blobs/" + d.String()
+	tampered := strings.Replace(signed, "expires=", "expires=9", 1)
+	for name, u := range map[string]string{"unsigned": unsigned, "tampered": tampered, "expired": unsigned + "?expires=1&sig=00"} {
+		if code := get(u); code != 403 {
+			t.Errorf("%s data URL: %d, want 403", name, code)
+		}
+	}
 }

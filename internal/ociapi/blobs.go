@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -30,7 +31,7 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error
 	if a.opts.DataURL != "" && r.Method == http.MethodGet && !a.isPeer(r) {
 		if d, err := parseDigest(route.Ref); err == nil {
 			if _, err := a.region.StatBlob(r.Context(), route.Repo, d); err == nil {
-				w.Header().Set("Location", strings.TrimSuffix(a.opts.DataURL, "/")+r.URL.Path)
+				w.Header().Set("Location", strings.TrimSuffix(a.opts.DataURL, "/")+a.signData(r.URL.Path, time.Now()))
 				w.Header().Set("Docker-Content-Digest", d.String())
 				w.WriteHeader(http.StatusTemporaryRedirect)
 				return nil

@@ -53,6 +53,9 @@ type Options struct {
 	// Metrics, when set, counts every request and is served on /metrics
 	// (an admin's or a peer's, with auth on).
 	Metrics *metrics.Node
+	// DataKey, when set (auth on), signs the data endpoint URLs blob GETs
+	// redirect to; the data endpoint serves only signed ones (datasign.go).
+	DataKey []byte
 }
 
 // Peers is what the API asks of other regions. replicate.Replicator
@@ -115,6 +118,9 @@ func (a *API) DataHandler() http.Handler {
 		route, err := ParseRoute(r.URL.Path)
 		if err != nil || route.Kind != KindBlob || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 			return ocierr.Unsupported.Withf("the data endpoint serves blob GET and HEAD only; use the registry endpoint")
+		}
+		if err := a.checkData(r); err != nil {
+			return err
 		}
 		return a.serveBlob(w, r, route)
 	})
