@@ -82,10 +82,8 @@ func lockedError(name, what, flag string) error {
 
 // lockTarget renders a lock name as the flags of `repository update`.
 func lockTarget(name string) string {
-	for i := len(name) - 1; i >= 0; i-- {
-		if name[i] == ':' {
-			return name[:i] + " --image " + name[i+1:]
-		}
+	if repo, tag, ok := splitLockName(name); ok {
+		return repo + " --image " + tag
 	}
 	return name
 }
@@ -177,21 +175,22 @@ func tagFrozen(ctx context.Context, tx *meta.Tx, repo, tag string) (bool, error)
 }
 
 // pinLock applies a lock setting's pin in tx: an image lock's tag is set
-// to its digest at the lock's version.
-func (r *Region) pinLock(ctx context.Context, tx *meta.Tx, s meta.Setting) error {
+// to its digest at the lock's version. It returns the tag it pinned (tag
+// "" for none), whose cache entry the caller invalidates once tx has
+// committed, as every other write does (invariant 5).
+func (r *Region) pinLock(ctx context.Context, tx *meta.Tx, s meta.Setting) (repo, tag string, err error) {
 	if s.Kind != LockKind || s.Deleted {
-		return nil
+		return "", "", nil
 	}
 	var l Lock
 	if err := json.Unmarshal(s.Value, &l); err != nil || l.Digest == "" || !l.frozen() {
-		return nil
+		return "", "", nil
 	}
 	repo, tag, ok := splitLockName(s.Name)
 	if !ok {
-		return nil
+		return "", "", nil
 	}
-	r.cache.invalidate(repo, "", tag)
-	return tx.PinTag(ctx, repo, tag, l.Digest, s.Version, r.now())
+	return repo, tag, tx.PinTag(ctx, repo, tag, l.Digest, s.Version, r.now())
 }
 
 func splitLockName(name string) (repo, tag string, ok bool) {

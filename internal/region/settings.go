@@ -33,12 +33,14 @@ func (r *Region) DeleteSetting(ctx context.Context, kind, name string) (hlc.Vers
 }
 
 func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version, error) {
+	var pinnedRepo, pinnedTag string
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		s.Version, s.Updated = r.clock.Now(), r.now()
 		if _, err := tx.PutSetting(ctx, s); err != nil {
 			return err
 		}
-		if err := r.pinLock(ctx, tx, s); err != nil {
+		var err error
+		if pinnedRepo, pinnedTag, err = r.pinLock(ctx, tx, s); err != nil {
 			return err
 		}
 		return r.record(ctx, tx, meta.KindSetting, "", "", s.Name, s.Kind, 0, s.Version)
@@ -47,6 +49,9 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 		return hlc.Version{}, err
 	}
 	r.feed.notify()
+	if pinnedTag != "" {
+		r.cache.invalidate(pinnedRepo, "", pinnedTag)
+	}
 	return s.Version, nil
 }
 
@@ -78,17 +83,22 @@ func (r *Region) AllSettings(ctx context.Context) ([]meta.Setting, error) {
 // last-writer-wins, and moves the peer's cursor.
 func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s meta.Setting) error {
 	r.clock.Observe(s.Version)
-	return r.db.Update(ctx, func(tx *meta.Tx) error {
+	var pinnedRepo, pinnedTag string
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		s.Updated = r.now()
 		won, err := tx.PutSetting(ctx, s)
 		if err != nil {
 			return err
 		}
 		if won {
-			if err := r.pinLock(ctx, tx, s); err != nil {
+			if pinnedRepo, pinnedTag, err = r.pinLock(ctx, tx, s); err != nil {
 				return err
 			}
 		}
 		return r.setCursor(ctx, tx, peer, seq)
 	})
+	if err == nil && pinnedTag != "" {
+		r.cache.invalidate(pinnedRepo, "", pinnedTag)
+	}
+	return err
 }
