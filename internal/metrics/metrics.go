@@ -7,6 +7,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,7 +133,7 @@ func statusText(code int) string {
 	case 500:
 		return "500"
 	}
-	return http.StatusText(code)
+	return strconv.Itoa(code)
 }
 
 // Applied records a record of peer's feed applied here; lag is from the

@@ -111,16 +111,16 @@ func (a *API) showRepository(ctx context.Context, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	tags, err := a.region.TagList(ctx, name)
+	ms, err := a.region.ManifestList(ctx, name) // with each manifest's live tags
 	if err != nil {
 		return nil, err
 	}
-	ms, err := a.region.ManifestList(ctx, name)
-	if err != nil {
-		return nil, err
+	tags := 0
+	for _, m := range ms {
+		tags += len(m.Tags)
 	}
 	attrs, err := a.attributes(ctx, name, "")
-	return RepositoryView{Name: name, Tags: len(tags), Manifests: len(ms), Attributes: attrs}, err
+	return RepositoryView{Name: name, Tags: tags, Manifests: len(ms), Attributes: attrs}, err
 }
 
 func (a *API) repositoryTags(ctx context.Context, r *http.Request) (any, error) {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -91,14 +90,9 @@ type PingResult struct {
 	Error      string `json:"error,omitempty"`
 }
 
-func readBody(r *http.Request, out any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(out); err != nil {
-		return ocierr.RequestInvalid.Withf("body: %v; send JSON with serviceUri, actions, scope, customHeaders, status, location, format, secret", err)
-	}
-	return nil
-}
+// webhookHint is what a bad webhook body is told to send.
+const webhookHint = "JSON with serviceUri, actions, scope, customHeaders, status, location, format, secret"
+
 
 func (a *API) webhookName(r *http.Request) (string, error) {
 	name := r.PathValue("name")
@@ -140,7 +134,7 @@ func (a *API) createWebhook(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	var body WebhookBody
-	if err := readBody(r, &body); err != nil {
+	if err := decode(r, &body, webhookHint); err != nil {
 		return nil, err
 	}
 	if _, err := a.region.Webhook(ctx, name); err == nil {
@@ -165,7 +159,7 @@ func (a *API) updateWebhook(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	var body WebhookBody
-	if err := readBody(r, &body); err != nil {
+	if err := decode(r, &body, webhookHint); err != nil {
 		return nil, err
 	}
 	c, err := a.region.Webhook(ctx, name)
