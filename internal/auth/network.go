@@ -78,12 +78,31 @@ func ParsePrefix(s string) (netip.Prefix, error) { return parsePrefix(s) }
 
 // Allows reports whether a client at addr may use the registry.
 func (n NetworkRules) Allows(addr netip.Addr) bool {
-	if n.DefaultAction != Deny {
+	return allowed(n.DefaultAction, n.prefixes(), addr)
+}
+
+// prefixes parses the allowed ranges (Validate checked them).
+func (n NetworkRules) prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range n.IPRules {
+		if p, err := parsePrefix(r.Value); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func allowed(defaultAction string, allow []netip.Prefix, addr netip.Addr) bool {
+	if defaultAction != Deny {
 		return true
 	}
+	return contains(allow, addr)
+}
+
+func contains(prefixes []netip.Prefix, addr netip.Addr) bool {
 	addr = addr.Unmap()
-	for _, r := range n.IPRules {
-		if p, err := parsePrefix(r.Value); err == nil && p.Contains(addr) {
+	for _, p := range prefixes {
+		if p.Contains(addr) {
 			return true
 		}
 	}
@@ -95,6 +114,7 @@ func (n NetworkRules) Allows(addr netip.Addr) bool {
 type switches struct {
 	anonymousPull bool
 	rules         *NetworkRules
+	allow         []netip.Prefix // rules' ranges, parsed once per read
 	at            time.Time
 }
 
@@ -114,7 +134,7 @@ func (s *Service) switches(ctx context.Context) *switches {
 	if st, err := s.settings.Setting(ctx, KindRegistry, SettingNetworkRules); err == nil {
 		var v NetworkRules
 		if json.Unmarshal(st.Value, &v) == nil && v.Validate() == nil {
-			sw.rules = &v
+			sw.rules, sw.allow = &v, v.prefixes()
 		}
 	}
 	s.sw = sw
@@ -142,7 +162,7 @@ func (s *Service) ClientAddr(r *http.Request) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("remote address %q", r.RemoteAddr)
 	}
 	addr = addr.Unmap()
-	if !s.trusted(addr) {
+	if !contains(s.trusted, addr) {
 		return addr, nil
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -151,20 +171,11 @@ func (s *Service) ClientAddr(r *http.Request) (netip.Addr, error) {
 		if err != nil {
 			break
 		}
-		if a = a.Unmap(); !s.trusted(a) {
+		if a = a.Unmap(); !contains(s.trusted, a) {
 			return a, nil
 		}
 	}
 	return addr, nil
-}
-
-func (s *Service) trusted(a netip.Addr) bool {
-	for _, p := range s.cfg.TrustedProxies {
-		if pr, err := parsePrefix(p); err == nil && pr.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // NetworkCheck refuses a request whose client address the network rules
@@ -178,7 +189,7 @@ func (s *Service) NetworkCheck(r *http.Request) error {
 	if err != nil {
 		return ocierr.Denied.Withf("the client address cannot be read (%v), and this registry's network rules deny by default", err)
 	}
-	if sw.rules.Allows(addr) {
+	if allowed(sw.rules.DefaultAction, sw.allow, addr) {
 		return nil
 	}
 	return ocierr.Denied.Withf("client address %s is not allowed by this registry's network rules (default action Deny); an admin can allow it with: georeg network-rule add --ip-address %s", addr, addr)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"sort"
@@ -130,6 +131,8 @@ type Service struct {
 	sw       *switches // registry switches, reread every switchesRefresh
 
 	audit func(ctx context.Context, actor, outcome, detail string) // logins, for the audit log
+
+	trusted []netip.Prefix // cfg.TrustedProxies, parsed once
 }
 
 // SetAudit has every login at the token endpoint (granted or refused)
@@ -152,13 +155,19 @@ const (
 
 // New returns the auth service over settings.
 func New(cfg Config, settings Settings, log *slog.Logger) *Service {
-	return &Service{cfg: cfg.WithDefaults(), settings: settings, log: log, now: time.Now}
+	s := &Service{cfg: cfg.WithDefaults(), settings: settings, log: log, now: time.Now}
+	for _, p := range cfg.TrustedProxies {
+		if pr, err := parsePrefix(p); err == nil { // Validate reported the others
+			s.trusted = append(s.trusted, pr)
+		}
+	}
+	return s
 }
 
 // WithClock returns a copy of s that reads the time from now: tools and
 // tests issue tokens as of another time with it.
 func (s *Service) WithClock(now func() time.Time) *Service {
-	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now, audit: s.audit}
+	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now, audit: s.audit, trusted: s.trusted}
 }
 
 // Enabled reports whether auth is on.

@@ -93,7 +93,6 @@ type PingResult struct {
 // webhookHint is what a bad webhook body is told to send.
 const webhookHint = "JSON with serviceUri, actions, scope, customHeaders, status, location, format, secret"
 
-
 func (a *API) webhookName(r *http.Request) (string, error) {
 	name := r.PathValue("name")
 	if err := webhook.ValidateName(name); err != nil {
