@@ -14,7 +14,7 @@ const (
 	DeliveryPending   = "pending"   // to be sent (again) at Next
 	DeliveryDelivered = "delivered" // the receiver answered 2xx
 	DeliveryFailed    = "failed"    // retried for the whole retry window without a 2xx
-	DeliveryCanceled  = "canceled"  // its webhook was deleted before it was delivered
+	DeliveryCanceled  = "canceled"  // its webhook was deleted (or deleted and created again) before it was delivered
 )
 
 // Delivery is one event for one webhook in a region's outbox, with the
@@ -76,6 +76,15 @@ func (tx *Tx) FinishDelivery(ctx context.Context, d Delivery) error {
 		UPDATE webhook_deliveries SET state = $1, next_at = $2, attempts = attempts + 1, status_code = $3,
 			latency_ms = $4, error = $5, updated_at = $6 WHERE id = $7`,
 		d.State, d.Next.UnixMilli(), d.StatusCode, d.Latency.Milliseconds(), d.Error, d.Updated.UnixMilli(), d.ID)
+	return err
+}
+
+// HoldDelivery puts d back with its state, next attempt and error, without
+// counting an attempt (its webhook is disabled).
+func (tx *Tx) HoldDelivery(ctx context.Context, d Delivery) error {
+	_, err := tx.tx.ExecContext(ctx, `
+		UPDATE webhook_deliveries SET state = $1, next_at = $2, error = $3, updated_at = $4 WHERE id = $5`,
+		d.State, d.Next.UnixMilli(), d.Error, d.Updated.UnixMilli(), d.ID)
 	return err
 }
 

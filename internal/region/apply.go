@@ -279,13 +279,22 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 		if err != nil {
 			return err
 		}
-		if won {
-			if m, err := tx.GetManifest(ctx, repo, d); err == nil {
+		m, err := tx.GetManifest(ctx, repo, d)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return err
+		default:
+			if won {
 				ev := replicatedEvent(repo, d, m.MediaType, m.Size, tag, peer, v.Region)
 				if err := r.emitNow(ctx, tx, ev); err != nil {
 					return err
 				}
-			} else if !isNotFound(err) {
+			}
+			// The ack a manifest pushed with a tag waits for
+			// (commitManifest): its tag record has applied, so a pull by
+			// that tag resolves here (or to a later write of it).
+			if err := r.record(ctx, tx, meta.KindAck, repo, d, "", m.MediaType, m.Size, r.clock.Now()); err != nil {
 				return err
 			}
 		}

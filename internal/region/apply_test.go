@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
 )
 
 // trickle hands out a few bytes per read, so concurrent copies interleave.
@@ -100,5 +102,49 @@ func TestAFetchResumesWhereItBrokeAndStreamsEveryByte(t *testing.T) {
 	}
 	if !bytes.Equal(client.Bytes(), data) {
 		t.Fatalf("the client got %d bytes that differ from the blob", client.Len())
+	}
+}
+
+// TestAManifestPushedWithATagIsAcknowledgedWhenItsTagApplies: a replica
+// acknowledges a manifest (the ack that drives image status and
+// replicated-everywhere) only once it is pullable by the tag it was pushed
+// with; a manifest pushed by digest is acknowledged at once.
+func TestAManifestPushedWithATagIsAcknowledgedWhenItsTagApplies(t *testing.T) {
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	acks := func() int {
+		recs, err := r.Feed(t.Context(), 0, 1000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, rec := range recs {
+			if rec.Kind == "ack" {
+				n++
+			}
+		}
+		return n
+	}
+	v := hlc.Version{Time: 1 << 20, Region: "eastus"}
+	tagged := manifestFor(t, r, "app", "tagged")
+	d := digest.FromBytes(tagged)
+	if err := r.ApplyManifest(t.Context(), "eastus", 1, "app", d, "application/vnd.oci.image.manifest.v1+json", tagged, v, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := acks(); n != 0 {
+		t.Fatalf("acknowledged %d times before its tag applied", n)
+	}
+	if err := r.ApplyTag(t.Context(), "eastus", 2, "app", "v1", d, v, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := acks(); n != 1 {
+		t.Fatalf("acknowledged %d times after its tag applied, want 1", n)
+	}
+	byDigest := manifestFor(t, r, "app", "by digest")
+	if err := r.ApplyManifest(t.Context(), "eastus", 3, "app", digest.FromBytes(byDigest), "application/vnd.oci.image.manifest.v1+json", byDigest, v, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := acks(); n != 2 {
+		t.Fatalf("a manifest pushed by digest: %d acks, want 2", n)
 	}
 }

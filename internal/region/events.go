@@ -285,6 +285,11 @@ func (r *Region) FinishDelivery(ctx context.Context, d meta.Delivery) error {
 	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.FinishDelivery(ctx, d) })
 }
 
+// HoldDelivery keeps a delivery of a disabled webhook for later.
+func (r *Region) HoldDelivery(ctx context.Context, d meta.Delivery) error {
+	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.HoldDelivery(ctx, d) })
+}
+
 // CancelDelivery drops a delivery whose webhook is gone.
 func (r *Region) CancelDelivery(ctx context.Context, id int64) error {
 	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.CancelDelivery(ctx, id, r.now()) })

@@ -169,9 +169,14 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 		}
 		if from != nil {
 			// Complete and pullable here: acknowledge it in this region's
-			// feed, so every region can tell where the image is.
-			if err := r.record(ctx, tx, meta.KindAck, rec.Repo, rec.Digest, "", rec.MediaType, rec.Size, r.clock.Now()); err != nil {
-				return err
+			// feed, so every region can tell where the image is. A manifest
+			// pushed with a tag is acknowledged when that tag applies
+			// (ApplyTag): until then a pull by the pushed tag would miss,
+			// and replicated-everywhere would fire before it is pullable.
+			if from.tag == "" {
+				if err := r.record(ctx, tx, meta.KindAck, rec.Repo, rec.Digest, "", rec.MediaType, rec.Size, r.clock.Now()); err != nil {
+					return err
+				}
 			}
 			if fresh && from.tag == "" {
 				ev := replicatedEvent(rec.Repo, rec.Digest, rec.MediaType, rec.Size, "", from.peer, rec.Version.Region)

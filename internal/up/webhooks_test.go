@@ -2,6 +2,7 @@ package up_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -74,8 +75,18 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	secret := rc.secret
 	rc.mu.Unlock()
 	rec.signed = webhook.Verify(secret, body, r.Header.Get(webhook.SignatureHeader)) && r.Header.Get(webhook.EventIDHeader) == rec.event.ID
-	if rec.event.Action == webhook.ActionReplicated {
+	switch rec.event.Action {
+	case webhook.ActionReplicated:
 		rec.pulled = rc.pull(rec.event)
+	case webhook.ActionReplicatedEverywhere:
+		// Everywhere means pullable by its tag in every region now.
+		for _, r := range rc.reg.Regions {
+			ev := rec.event
+			ev.Region = r.Name
+			if err := rc.pull(ev); err != nil {
+				rec.pulled = errors.Join(rec.pulled, err)
+			}
+		}
 	}
 	rc.mu.Lock()
 	rc.got = append(rc.got, rec)
@@ -248,6 +259,9 @@ func TestWebhooksFireWhereEachEventHappens(t *testing.T) {
 		}
 		if ev.Target.Repository != "app" || ev.Target.Digest != img.manifest.String() || ev.Target.Tag != "v1" || ev.Target.Size == 0 || ev.Target.MediaType == "" {
 			t.Errorf("%s from %s: target %+v", ev.Action, ev.Region, ev.Target)
+		}
+		if ev.Action == "replicated-everywhere" && r.pulled != nil {
+			t.Errorf("replicated-everywhere arrived before the image could be pulled by its tag in every region: %v", r.pulled)
 		}
 		if ev.Action == "replicated" {
 			if r.pulled != nil {

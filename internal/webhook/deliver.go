@@ -75,6 +75,9 @@ type Outbox interface {
 	ClaimDeliveries(ctx context.Context, lease time.Duration, n int) ([]meta.Delivery, error)
 	FinishDelivery(ctx context.Context, d meta.Delivery) error
 	CancelDelivery(ctx context.Context, id int64) error
+	// HoldDelivery puts d back as it is (state and next attempt), its
+	// attempt count unchanged: a delivery its disabled webhook keeps.
+	HoldDelivery(ctx context.Context, d meta.Delivery) error
 	NextDelivery(ctx context.Context) (time.Time, bool, error)
 	PruneDeliveries(ctx context.Context, before time.Time) error
 	SweepEverywhere(ctx context.Context) error
@@ -122,7 +125,9 @@ func NewDeliverer(outbox Outbox, gone func(error) bool, opts Options, log *slog.
 // pushes waiting to be everywhere and prunes the log. An attempt cut by the
 // end of ctx is not recorded: its lease runs out and it is sent again.
 func (d *Deliverer) Run(ctx context.Context) error {
-	lease := d.opts.Timeout + 30*time.Second
+	// An attempt lasts at most Timeout; recording it is one local write.
+	// A deliverer killed mid-attempt leaves its claims due after this.
+	lease := d.opts.Timeout + 5*time.Second
 	sweep := time.Now()
 	for {
 		if time.Since(sweep) >= idleWait {
@@ -175,7 +180,7 @@ func (d *Deliverer) sendAll(ctx context.Context, due []meta.Delivery) {
 // deliver makes one attempt at del and records it.
 func (d *Deliverer) deliver(ctx context.Context, del meta.Delivery) {
 	cfg, err := d.outbox.DeliveryWebhook(ctx, del.Webhook)
-	if d.gone(err) {
+	if d.gone(err) || (err == nil && cfg.recreatedSince(del)) {
 		d.metrics.Delivery(del.Action, meta.DeliveryCanceled, 0)
 		if err := d.outbox.CancelDelivery(ctx, del.ID); err != nil && ctx.Err() == nil {
 			d.log.WarnContext(ctx, "cancel delivery", "webhook", del.Webhook, "id", del.ID, "error", err)
@@ -184,6 +189,18 @@ func (d *Deliverer) deliver(ctx context.Context, del meta.Delivery) {
 	}
 	if err != nil {
 		return // the lease runs out and it is tried again
+	}
+	if cfg.Status == StatusDisabled {
+		// Held, not sent and not dropped: it goes once the webhook is
+		// enabled again, unless its retry window ends first.
+		del.State, del.Next, del.Updated = meta.DeliveryPending, time.Now().Add(min(idleWait, d.opts.MaxBackoff)), time.Now()
+		if time.Since(del.Created) >= d.opts.RetryFor {
+			del.State, del.Error = meta.DeliveryFailed, "the webhook was disabled for the whole retry window"
+		}
+		if err := d.outbox.HoldDelivery(ctx, del); err != nil && ctx.Err() == nil {
+			d.log.WarnContext(ctx, "hold delivery", "webhook", del.Webhook, "id", del.ID, "error", err)
+		}
+		return
 	}
 	res := d.Send(ctx, cfg, del.Payload)
 	if ctx.Err() != nil {
@@ -209,6 +226,18 @@ func (d *Deliverer) deliver(ctx context.Context, del meta.Delivery) {
 	if err := d.outbox.FinishDelivery(ctx, del); err != nil && ctx.Err() == nil {
 		d.log.WarnContext(ctx, "record delivery", "webhook", del.Webhook, "id", del.ID, "error", err)
 	}
+}
+
+// recreatedMargin is how much later than a delivery its webhook's creation
+// time must be for the webhook to count as deleted and created again since:
+// regions' clocks may disagree by this much.
+const recreatedMargin = time.Minute
+
+// recreatedSince reports whether c was deleted and created again under
+// its name after del was queued: the new webhook (a new receiver, a new
+// secret) takes none of the old one's deliveries.
+func (c *Config) recreatedSince(del meta.Delivery) bool {
+	return c.Created.After(del.Created.Add(recreatedMargin))
 }
 
 // backoff is the wait after the n-th failed attempt: MinBackoff doubling
