@@ -249,7 +249,7 @@ func (a *API) webhookConfig(ctx context.Context, r *http.Request) (any, error) {
 }
 
 // webhookEvents lists the webhook's deliveries: this region's own with
-// local=true, else those of every region it fires in, asked of each.
+// local=true, else those of every region, asked of each.
 func (a *API) webhookEvents(ctx context.Context, r *http.Request) (any, error) {
 	name, err := a.webhookName(r)
 	if err != nil {
@@ -261,8 +261,7 @@ func (a *API) webhookEvents(ctx context.Context, r *http.Request) (any, error) {
 			return nil, ocierr.PaginationNumberInvalid.Withf("n=%q: give 1 to 1000", s)
 		}
 	}
-	c, err := a.region.Webhook(ctx, name)
-	if err != nil {
+	if _, err := a.region.Webhook(ctx, name); err != nil {
 		return nil, err
 	}
 	if r.URL.Query().Get("local") == "true" {
@@ -272,11 +271,10 @@ func (a *API) webhookEvents(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every region is asked, also for a webhook bound to one: a ping is
+	// sent, and logged, by whichever region took it.
 	out := WebhookEvents{Events: []WebhookEvent{}}
 	for _, rep := range all {
-		if c.Region != "" && rep.Name != c.Region {
-			continue
-		}
 		var got *WebhookEvents
 		if rep.Name == a.region.Name() {
 			got, err = a.localEvents(ctx, name, n)
