@@ -32,17 +32,24 @@ func TestRepositoryCommands(t *testing.T) {
 	if out := g("repository", "show-manifests", "--name", "team/app"); !strings.Contains(out, d1.String()) {
 		t.Fatalf("show-manifests:\n%s", out)
 	}
-	g("repository", "update", "--name", "team/app", "--image", "v1", "--write-enabled", "false")
+	// The newer image is locked: a repository delete (which goes oldest
+	// first) must refuse before it deletes the older one.
+	g("repository", "update", "--name", "team/app", "--image", "v2", "--write-enabled", "false")
 	if out := g("repository", "show-tags", "--name", "team/app"); !strings.Contains(out, "false") {
 		t.Fatalf("the lock does not show:\n%s", out)
 	}
-	if code, _ := status(t, "DELETE", reg+"/v2/team/app/manifests/v1", nil, nil); code != 403 {
+	if code, _ := status(t, "DELETE", reg+"/v2/team/app/manifests/v2", nil, nil); code != 403 {
 		t.Fatalf("delete of a locked tag: %d", code)
 	}
 	if out, err := runErr(t, georegBin, "repository", "delete", "--name", "team/app", "--registry", reg); err == nil || !strings.Contains(out, "locked") {
 		t.Fatalf("repository delete over a lock: %v\n%s", err, out)
 	}
-	g("repository", "update", "--name", "team/app", "--image", "v1", "--write-enabled", "true")
+	for _, tag := range []string{"v1", "v2"} {
+		if code, _ := status(t, "HEAD", reg+"/v2/team/app/manifests/"+tag, nil, nil); code != 200 {
+			t.Fatalf("a refused repository delete deleted %s: HEAD %d", tag, code)
+		}
+	}
+	g("repository", "update", "--name", "team/app", "--image", "v2", "--write-enabled", "true")
 	if out := g("repository", "delete", "--name", "team/app"); !strings.Contains(out, "2 manifests") {
 		t.Fatalf("delete:\n%s", out)
 	}

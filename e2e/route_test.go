@@ -11,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // startRoute runs `georeg route` before regions: clients from 127.0.0.1
@@ -105,4 +108,45 @@ func TestFailoverWhenARegionIsKilled(t *testing.T) {
 	if servedBy["westeurope"] > 0 || servedBy["eastus"] == 0 {
 		t.Fatalf("after the kill pulls were served by %v; want eastus (westeurope's fallback)", servedBy)
 	}
+	// The door's metrics say so: westeurope is not routable and its
+	// clients' requests went to eastus as failovers.
+	m := doorMetrics(t, door.addr)
+	if v := m[`georeg_frontdoor_region_routable{region="westeurope"}`]; v != 0 {
+		t.Errorf("georeg_frontdoor_region_routable for the killed westeurope: %v, want 0", v)
+	}
+	if v := m[`georeg_frontdoor_failovers_total{from="westeurope",to="eastus"}`]; v < float64(servedBy["eastus"]) {
+		t.Errorf("failovers from westeurope to eastus counted %v, for %d pulls eastus served", v, servedBy["eastus"])
+	}
+}
+
+// doorMetrics reads the front door's /metrics as name{labels} -> value.
+func doorMetrics(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("the door's /metrics does not parse: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			key := name + "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case m.Counter != nil:
+				out[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[key] = m.Gauge.GetValue()
+			}
+		}
+	}
+	return out
 }

@@ -187,6 +187,10 @@ func (s *Service) Check(w http.ResponseWriter, r *http.Request, need Need) (stri
 		s.challenge(w, r, need, "invalid_token")
 		return "", ocierr.Unauthorized.Withf("a refresh token cannot be used on /v2; trade it for an access token at %s", s.realm(r))
 	}
+	if !s.alive(ctx, c) {
+		s.challenge(w, r, need, "invalid_token")
+		return "", ocierr.Unauthorized.Withf("%s %q was disabled, deleted or has expired since this token was issued; log in again", c.Kind, c.Subject)
+	}
 	actor := c.Subject
 	if c.Admin || need.Base || c.grants(need) {
 		return actor, nil
@@ -243,36 +247,78 @@ func (c *Claims) grants(need Need) bool {
 
 // Admin decides a management API request: a user's basic auth, or a token
 // issued to a user. UNAUTHORIZED without credentials, DENIED for a
-// repository-scoped token.
-func (s *Service) Admin(w http.ResponseWriter, r *http.Request) error {
+// repository-scoped token. It returns who the request authenticated as.
+func (s *Service) Admin(w http.ResponseWriter, r *http.Request) (string, error) {
 	if !s.cfg.Enabled {
-		return nil
+		return "", nil
 	}
 	ctx := r.Context()
 	if user, pass, ok := r.BasicAuth(); ok {
 		p, err := s.Authenticate(ctx, user, pass)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
-			return ocierr.Unauthorized.Withf("%v", err)
+			return "", ocierr.Unauthorized.Withf("%v", err)
 		}
 		if !p.Admin {
-			return ocierr.Denied.Withf("token %q is repository-scoped; the management API needs an admin user", p.Name)
+			return p.Name, ocierr.Denied.Withf("token %q is repository-scoped; the management API needs an admin user", p.Name)
 		}
-		return nil
+		return p.Name, nil
 	}
 	if raw, ok := bearer(r); ok {
 		c, err := s.Verify(ctx, raw)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
-			return ocierr.Unauthorized.Withf("%v", err)
+			return "", ocierr.Unauthorized.Withf("%v", err)
+		}
+		if c.Admin && s.alive(ctx, c) {
+			return c.Subject, nil
 		}
 		if c.Admin {
-			return nil
+			w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
+			return "", ocierr.Unauthorized.Withf("user %q was disabled or deleted since this token was issued; log in again", c.Subject)
 		}
-		return ocierr.Denied.Withf("%s %q is not an admin; the management API needs an admin user", c.Kind, c.Subject)
+		return c.Subject, ocierr.Denied.Withf("%s %q is not an admin; the management API needs an admin user", c.Kind, c.Subject)
 	}
 	w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
-	return ocierr.Unauthorized.Withf("the management API needs an admin user: georeg login, or basic auth")
+	return "", ocierr.Unauthorized.Withf("the management API needs an admin user: georeg login, or basic auth")
+}
+
+// Repository decides a management API request about one repository's
+// metadata (show-tags, show-manifests, locks, delete): an admin, or a
+// token whose scope map grants action (metadata_read, metadata_write or
+// delete) on repo, by basic auth with the token's password or by a
+// registry token granting it. UNAUTHORIZED without credentials, DENIED
+// when the credential may not.
+func (s *Service) Repository(w http.ResponseWriter, r *http.Request, repo, action string) (string, error) {
+	if !s.cfg.Enabled {
+		return "", nil
+	}
+	ctx := r.Context()
+	sc := Scope{Type: "repository", Name: repo, Actions: []string{action}}
+	if user, pass, ok := r.BasicAuth(); ok {
+		p, err := s.Authenticate(ctx, user, pass)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
+			return "", ocierr.Unauthorized.Withf("%v", err)
+		}
+		if len(p.Grant([]Scope{sc})) == 0 {
+			return p.Name, ocierr.Denied.Withf("%s %q may not %s repository %s; an admin can extend its scope map", p.Kind, p.Name, action, repo)
+		}
+		return p.Name, nil
+	}
+	if raw, ok := bearer(r); ok {
+		c, err := s.Verify(ctx, raw)
+		if err != nil || c.Refresh || !s.alive(ctx, c) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
+			return "", ocierr.Unauthorized.Withf("the token is not valid here; log in again (georeg login)")
+		}
+		if c.Admin || c.grants(Need{Repo: repo, Actions: []string{action}}) {
+			return c.Subject, nil
+		}
+		return c.Subject, ocierr.Denied.Withf("%s %q may not %s repository %s; an admin can extend its scope map", c.Kind, c.Subject, action, repo)
+	}
+	w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
+	return "", ocierr.Unauthorized.Withf("credentials required: georeg login with an admin user, or a token allowed %s on %s", action, repo)
 }
 
 func bearer(r *http.Request) (string, bool) {

@@ -123,7 +123,8 @@ type Service struct {
 	signer   string // kid of the key that signs: the oldest
 	loadedAt time.Time
 
-	verified  sync.Map // raw token -> *Claims, for tokens seen before (bounded by verifiedMax)
+	verified  sync.Map // raw token -> verifiedToken, for tokens seen before (bounded by verifiedMax)
+	live      sync.Map // kind\x00name -> liveness, rechecked every liveRefresh
 	nVerified int64
 	passwords sync.Map // sha256(kind, name, password, hash) -> struct{}: a bcrypt check that passed
 
@@ -269,6 +270,9 @@ func (s *Service) Authenticate(ctx context.Context, name, password string) (*Pri
 	}
 	st, err := s.settings.Setting(ctx, KindToken, name)
 	if err != nil {
+		// As long as a known name takes: the answer's time does not tell
+		// which names exist.
+		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
 		return nil, ErrCredentials
 	}
 	var t Token
@@ -277,6 +281,9 @@ func (s *Service) Authenticate(ctx context.Context, name, password string) (*Pri
 	}
 	return s.tokenPrincipal(ctx, name, t)
 }
+
+// dummyHash is compared against for a name that does not exist.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("georeg-no-such-login"), bcrypt.DefaultCost)
 
 // checkPassword runs bcrypt once per (name, password, hash): a client
 // that fetches a token per repository does not pay 50 ms each time.
@@ -398,6 +405,39 @@ func (s *Service) Issue(ctx context.Context, p *Principal, granted []Scope, refr
 	return raw, exp, err
 }
 
+// liveRefresh is how long a check that a token's user or token may still
+// log in is trusted: disabling, expiring or deleting one takes its access
+// tokens away within this, not at their expiry.
+const liveRefresh = time.Second
+
+type liveness struct {
+	ok bool
+	at time.Time
+}
+
+// alive reports whether the user or token c was issued to is still
+// usable (anonymous is).
+func (s *Service) alive(ctx context.Context, c *Claims) bool {
+	if c.Kind != KindUser && c.Kind != KindToken {
+		return true
+	}
+	key := c.Kind + "\x00" + c.Subject
+	if v, ok := s.live.Load(key); ok && time.Since(v.(liveness).at) < liveRefresh {
+		return v.(liveness).ok
+	}
+	p, err := s.current(ctx, c.Kind, c.Subject)
+	ok := err == nil && (p.Admin || !c.Admin)
+	s.live.Store(key, liveness{ok: ok, at: time.Now()})
+	return ok
+}
+
+// verifiedToken is a token whose signature checked out, and the key that
+// signed it.
+type verifiedToken struct {
+	claims *Claims
+	kid    string
+}
+
 // errToken is every reason a presented token is refused, said plainly.
 type errToken struct{ reason string }
 
@@ -407,19 +447,26 @@ func (e errToken) Error() string { return e.reason }
 // audience (this service) and times, and returns its claims.
 func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if c, ok := s.verified.Load(raw); ok {
-		claims := c.(*Claims)
-		if s.now().Before(claims.ExpiresAt.Time) {
-			return claims, nil
+		v := c.(verifiedToken)
+		if err := s.loadKeys(ctx, false); err != nil {
+			return nil, err
 		}
-		s.verified.Delete(raw)
-		return nil, errToken{"the token has expired; get a new one from the token endpoint"}
+		switch {
+		case s.key(v.kid) == nil:
+			// Its key was removed since (rotated out): verify afresh.
+		case s.now().Before(v.claims.ExpiresAt.Time):
+			return v.claims, nil
+		default:
+			return nil, errToken{"the token has expired; get a new one from the token endpoint"}
+		}
 	}
 	if err := s.loadKeys(ctx, false); err != nil {
 		return nil, err
 	}
 	var claims Claims
+	var kid string
 	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
-		kid, _ := t.Header["kid"].(string)
+		kid, _ = t.Header["kid"].(string)
 		key := s.key(kid)
 		if key == nil {
 			_ = s.loadKeys(ctx, true)
@@ -441,10 +488,12 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 		return nil, errToken{"the token is not valid here (" + strings.TrimPrefix(err.Error(), "token is unverifiable: error while executing keyfunc: ") + ")"}
 	}
 	s.mu.Lock()
-	if s.nVerified < verifiedMax {
-		s.verified.Store(raw, &claims)
-		s.nVerified++
+	if s.nVerified >= verifiedMax {
+		s.verified.Clear() // tokens live minutes: start over rather than grow
+		s.nVerified = 0
 	}
+	s.verified.Store(raw, verifiedToken{claims: &claims, kid: kid})
+	s.nVerified++
 	s.mu.Unlock()
 	return &claims, nil
 }

@@ -156,6 +156,10 @@ func (a *API) createUser(ctx context.Context, r *http.Request) (any, error) {
 	if err := a.exists(ctx, auth.KindUser, name); err != nil {
 		return nil, err
 	}
+	// One namespace for logins: a user named as a token would shadow it.
+	if err := a.exists(ctx, auth.KindToken, name); err != nil {
+		return nil, err
+	}
 	hash, err := auth.HashPassword(body.Password)
 	if err != nil {
 		return nil, ocierr.RequestInvalid.Withf("password: %v", err)

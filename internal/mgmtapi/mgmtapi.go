@@ -26,6 +26,7 @@ import (
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/transfer"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // RegionInfo names a region and where it serves.
@@ -139,14 +140,38 @@ func (a *API) ownStatus(ctx context.Context, _ *http.Request) (any, error) {
 	return a.status.Status(ctx)
 }
 
+// handle serves an admin-only endpoint.
 func (a *API) handle(h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
+	return a.serve(func(w http.ResponseWriter, r *http.Request) (string, error) { return a.auth.Admin(w, r) }, h)
+}
+
+// handleRepo serves an endpoint about the repository named by ?name=: an
+// admin, or a token allowed action on that repository (auth.Service.
+// Repository), may use it.
+func (a *API) handleRepo(action string, h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
+	return a.serve(func(w http.ResponseWriter, r *http.Request) (string, error) {
+		name := r.URL.Query().Get("name")
+		if err := oci.ValidateRepository(name); err != nil {
+			return "", ocierr.NameInvalid.Withf("name=%q: %v", name, err)
+		}
+		return a.auth.Repository(w, r, name, action)
+	}, h)
+}
+
+// serve runs h once allow (skipped with auth off, and for peers) lets the
+// request through, and writes h's answer as JSON or its error. Who allow
+// says the request is becomes the actor of what h changes (the audit log,
+// webhook events).
+func (a *API) serve(allow func(w http.ResponseWriter, r *http.Request) (string, error), h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a.auth != nil && (a.isPeer == nil || !a.isPeer(r)) {
-			if err := a.auth.Admin(w, r); err != nil {
+			actor, err := allow(w, r)
+			if err != nil {
 				oe, _ := ocierr.From(err)
 				ocierr.Write(w, r, oe)
 				return
 			}
+			webhook.SetActor(r.Context(), actor)
 		}
 		body, err := h(r.Context(), r)
 		if err != nil {

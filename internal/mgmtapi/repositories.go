@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -28,11 +29,13 @@ import (
 
 func (a *API) registerRepositories(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_georeg/v1/repositories", a.handle(a.listRepositories))
-	mux.HandleFunc("GET /_georeg/v1/repository", a.handle(a.showRepository))
-	mux.HandleFunc("GET /_georeg/v1/repository/tags", a.handle(a.repositoryTags))
-	mux.HandleFunc("GET /_georeg/v1/repository/manifests", a.handle(a.repositoryManifests))
-	mux.HandleFunc("PATCH /_georeg/v1/repository", a.handle(a.lockRepository))
-	mux.HandleFunc("DELETE /_georeg/v1/repository", a.handle(a.deleteRepository))
+	// A token's scope map reaches these for its repositories:
+	// metadata/read shows, metadata/write locks, content/delete deletes.
+	mux.HandleFunc("GET /_georeg/v1/repository", a.handleRepo(auth.ActionMetadataRead, a.showRepository))
+	mux.HandleFunc("GET /_georeg/v1/repository/tags", a.handleRepo(auth.ActionMetadataRead, a.repositoryTags))
+	mux.HandleFunc("GET /_georeg/v1/repository/manifests", a.handleRepo(auth.ActionMetadataRead, a.repositoryManifests))
+	mux.HandleFunc("PATCH /_georeg/v1/repository", a.handleRepo(auth.ActionMetadataWrite, a.lockRepository))
+	mux.HandleFunc("DELETE /_georeg/v1/repository", a.handleRepo(auth.ActionDelete, a.deleteRepository))
 	mux.HandleFunc("GET /_georeg/v1/locks", a.handle(a.listLocks))
 	mux.HandleFunc("GET /_georeg/v1/policies/retention", a.handle(a.showRetention))
 	mux.HandleFunc("PUT /_georeg/v1/policies/retention", a.handle(a.putRetention))
@@ -220,6 +223,12 @@ func (a *API) deleteRepository(ctx context.Context, r *http.Request) (any, error
 	}
 	ms, err := a.region.ManifestList(ctx, name)
 	if err != nil {
+		return nil, err
+	}
+	// All or nothing where locks are concerned: a lock on the repository
+	// or on any of its images refuses the whole delete before anything
+	// goes (each delete still checks, for a lock set meanwhile).
+	if err := a.region.CheckRepositoryDelete(ctx, name); err != nil {
 		return nil, err
 	}
 	out := RepositoryDeleted{Name: name, Manifests: []string{}, Tags: []string{}}

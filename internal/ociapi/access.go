@@ -94,7 +94,7 @@ func routeClass(p string) string {
 // peer.
 func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	if a.opts.Auth != nil && !a.isPeer(r) {
-		if err := a.opts.Auth.Admin(w, r); err != nil {
+		if _, err := a.opts.Auth.Admin(w, r); err != nil {
 			a.handle(func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
 			return
 		}

@@ -335,9 +335,11 @@ func (a *API) logged(next http.Handler) http.Handler {
 		}
 		r = r.WithContext(webhook.WithRequest(r.Context(), &webhook.Request{
 			ID: id, Host: r.Host, Method: r.Method, UserAgent: r.UserAgent(), Client: client}))
+		body := &countingBody{ReadCloser: r.Body}
+		r.Body = body // counts what was read, also of a chunked body (no Content-Length)
 		next.ServeHTTP(rec, r)
 		took := time.Since(start)
-		in := r.ContentLength
+		in := body.n
 		if rec.route == "" {
 			rec.route = routeClass(r.URL.Path)
 		}
@@ -348,8 +350,8 @@ func (a *API) logged(next http.Handler) http.Handler {
 			slog.Int("status", rec.status), slog.Int64("bytes_out", rec.bytes),
 			slog.Duration("duration", took), slog.String("remote", r.RemoteAddr),
 		}
-		if r.ContentLength > 0 {
-			attrs = append(attrs, slog.Int64("bytes_in", r.ContentLength))
+		if in > 0 {
+			attrs = append(attrs, slog.Int64("bytes_in", in))
 		}
 		if rec.code != "" {
 			attrs = append(attrs, slog.String("code", rec.code))
@@ -403,3 +405,15 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// countingBody counts the bytes a handler reads of a request body.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}

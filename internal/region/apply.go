@@ -303,6 +303,7 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 	if err == nil {
 		r.cache.invalidate(repo, "", tag)
 		r.wakeDeliverer()
+		r.feed.notify() // the ack it may have recorded: peers long-polling get it now
 	}
 	return err
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // The audit log is per region: each region records the repository
-// changes and logins it served, in the transaction of the change (a
+// changes, configuration changes and logins it served, in the transaction of the change (a
 // crash loses neither). It is not replicated; the management API gathers
 // every region's on read. Entries are kept for AuditRetention.
 
@@ -25,6 +25,7 @@ const (
 	AuditDeleteBlob = "delete_blob"
 	AuditDenied     = "denied" // a repository request refused (403)
 	AuditLogin      = "login"
+	AuditConfig     = "config" // a registry setting (lock, user, token, webhook, rule, replica) changed here
 )
 
 // audit appends an entry for the request in ctx, in tx.

@@ -143,6 +143,24 @@ func checkManifestDelete(ctx context.Context, tx *meta.Tx, repo string, d digest
 	return nil
 }
 
+// CheckRepositoryDelete refuses, with the lock's DENIED, a delete of every
+// manifest of repo that some lock forbids, so such a delete changes
+// nothing rather than stopping half way.
+func (r *Region) CheckRepositoryDelete(ctx context.Context, repo string) error {
+	ms, err := r.db.ManifestList(ctx, repo)
+	if err != nil {
+		return err
+	}
+	return r.db.Update(ctx, func(tx *meta.Tx) error { // reads only: commits nothing
+		for _, m := range ms {
+			if err := checkManifestDelete(ctx, tx, repo, m.Digest); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // pinnedBy returns the name of an image lock of repo that pins d (or
 // whose tag points at d), "" for none.
 func pinnedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (string, error) {

@@ -43,6 +43,15 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 		if pinnedRepo, pinnedTag, err = r.pinLock(ctx, tx, s); err != nil {
 			return err
 		}
+		// Who changed the registry's configuration (locks, users, tokens,
+		// webhooks, rules): the entry names the setting, never its value.
+		outcome := "set"
+		if s.Deleted {
+			outcome = "deleted"
+		}
+		if err := r.audit(ctx, tx, AuditConfig, "", s.Kind+"/"+s.Name, "", outcome, ""); err != nil {
+			return err
+		}
 		return r.record(ctx, tx, meta.KindSetting, "", "", s.Name, s.Kind, 0, s.Version)
 	})
 	if err != nil {

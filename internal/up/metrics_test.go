@@ -2,7 +2,9 @@ package up_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +21,24 @@ import (
 // when there is none yet.
 func metric(t *testing.T, base, name string, want map[string]string) float64 {
 	t.Helper()
+	v, _ := sample(t, base, name, want)
+	return v
+}
+
+// mustMetric is metric for a sample that must be there (a gauge read at
+// scrape time, say): its absence fails the test instead of reading 0.
+func mustMetric(t *testing.T, base, name string, want map[string]string) float64 {
+	t.Helper()
+	v, ok := sample(t, base, name, want)
+	if !ok {
+		t.Fatalf("%s/metrics has no %s with labels %v", base, name, want)
+	}
+	return v
+}
+
+// sample is metric, and whether any sample matched.
+func sample(t *testing.T, base, name string, want map[string]string) (float64, bool) {
+	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -31,13 +51,14 @@ func metric(t *testing.T, base, name string, want map[string]string) float64 {
 	}
 	f, ok := families[name]
 	if !ok {
-		return 0
+		return 0, false
 	}
-	sum := 0.0
+	sum, found := 0.0, false
 	for _, m := range f.GetMetric() {
 		if !hasLabels(m, want) {
 			continue
 		}
+		found = true
 		switch {
 		case m.Counter != nil:
 			sum += m.Counter.GetValue()
@@ -47,7 +68,7 @@ func metric(t *testing.T, base, name string, want map[string]string) float64 {
 			sum += float64(m.Histogram.GetSampleCount())
 		}
 	}
-	return sum
+	return sum, found
 }
 
 func hasLabels(m *dto.Metric, want map[string]string) bool {
@@ -102,8 +123,40 @@ func TestMetricsMoveWithPushesReplicationWebhooksAndFailover(t *testing.T) {
 	if metric(t, west, "georeg_region_ready", nil) != 1 {
 		t.Error("westeurope's ready gauge is not 1")
 	}
-	if metric(t, west, "georeg_replication_backlog_events", map[string]string{"peer": "eastus"}) != 0 {
+	if mustMetric(t, west, "georeg_replication_backlog_events", map[string]string{"peer": "eastus"}) != 0 {
 		t.Error("westeurope reports a backlog from eastus after catching up")
+	}
+	if mustMetric(t, west, "georeg_backfill_bytes", map[string]string{"state": "applied"}) < float64(4<<10) {
+		t.Error("westeurope's backfill gauge counts fewer bytes applied than the layer it replicated")
+	}
+
+	// A chunked PATCH (no Content-Length) counts its bytes received.
+	inBefore := metric(t, east, "georeg_http_received_bytes_total", map[string]string{"route": "upload"})
+	code, h, _ := do(t, http.MethodPost, east+"/v2/metrics/app/blobs/uploads/", "", nil)
+	if code != 202 {
+		t.Fatalf("start upload: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodPatch, east+h.Get("Location"), io.MultiReader(strings.NewReader(strings.Repeat("x", 70_000))))
+	req.ContentLength = -1 // sent chunked
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("chunked PATCH: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if got := metric(t, east, "georeg_http_received_bytes_total", map[string]string{"route": "upload"}) - inBefore; got != 70_000 {
+		t.Errorf("a chunked PATCH of 70000 bytes counted %v bytes received", got)
+	}
+
+	// A garbage collection counts its run.
+	gcBefore := metric(t, east, "georeg_gc_runs_total", map[string]string{"mode": "sweep", "outcome": "ok"})
+	if code, _, out := do(t, http.MethodPost, east+"/_georeg/v1/gc", "", nil); code != 200 {
+		t.Fatalf("gc: %d %s", code, out)
+	}
+	if got := metric(t, east, "georeg_gc_runs_total", map[string]string{"mode": "sweep", "outcome": "ok"}) - gcBefore; got != 1 {
+		t.Errorf("gc runs counted: %v, want 1", got)
+	}
+	if _, ok := sample(t, east, "georeg_gc_freed_bytes_total", nil); !ok {
+		t.Error("no georeg_gc_freed_bytes_total")
 	}
 
 	// Failover: eastus's routing off; a client of eastus (127.0.0.1) is
@@ -130,7 +183,7 @@ func TestMetricsMoveWithPushesReplicationWebhooksAndFailover(t *testing.T) {
 		return nil
 	})
 	failovers := metric(t, door, "georeg_frontdoor_failovers_total", map[string]string{"from": "eastus"})
-	code, h, _ := do(t, http.MethodGet, door+"/v2/", "", nil)
+	code, h, _ = do(t, http.MethodGet, door+"/v2/", "", nil)
 	if code != 200 || h.Get("X-Georeg-Region") == "eastus" {
 		t.Fatalf("after routing eastus off: %d from %s", code, h.Get("X-Georeg-Region"))
 	}
