@@ -259,12 +259,13 @@ func TestTokenEndpointGrantsBasicAndOAuth2(t *testing.T) {
 
 func TestNetworkRulesAllowListedAddressesOnly(t *testing.T) {
 	rules := auth.NetworkRules{DefaultAction: auth.Deny, IPRules: []auth.IPRule{
-		{Action: auth.Allow, Value: "10.1.0.0/16"}, {Action: auth.Allow, Value: "127.0.0.2"}, {Action: auth.Allow, Value: "2001:db8::/32"}}}
+		{Action: auth.Allow, Value: "10.1.0.0/16"}, {Action: auth.Allow, Value: "127.0.0.2"}, {Action: auth.Allow, Value: "2001:db8::/32"},
+		{Action: auth.Allow, Value: "::ffff:172.16.0.0/112"}}} // an IPv4-mapped range means its IPv4 range
 	if err := rules.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	for addr, want := range map[string]bool{"10.1.2.3": true, "10.2.0.1": false, "127.0.0.2": true, "127.0.0.3": false,
-		"2001:db8::5": true, "2001:db9::5": false, "::ffff:10.1.0.9": true} {
+		"2001:db8::5": true, "2001:db9::5": false, "::ffff:10.1.0.9": true, "172.16.0.9": true, "172.17.0.1": false} {
 		if got := rules.Allows(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("%s: %v, want %v", addr, got, want)
 		}

@@ -64,6 +64,14 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR range", s)
 		}
+		if a := p.Addr(); a.Is4In6() {
+			// Client addresses are compared unmapped, so an IPv4-mapped
+			// range (::ffff:10.0.0.0/104) means its IPv4 range.
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("%q: an IPv4-mapped range needs a prefix of at least /96", s)
+			}
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)

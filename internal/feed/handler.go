@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -82,9 +83,33 @@ func Handler(src Source, secret string) http.Handler {
 // Authorized reports whether r carries the replication secret. An empty
 // secret authorizes nobody: replication is off until one is configured.
 func Authorized(r *http.Request, secret string) bool {
+	name, ok := Peer(r, secret)
+	return ok && name != FrontDoor
+}
+
+// FrontDoor is the name in the credential the front door presents. It
+// probes regions (health, replication state, routing flags) with it and
+// may do nothing else: Authorized refuses it, Probe admits it.
+const FrontDoor = "frontdoor"
+
+// Probe reports whether r carries a region's or the front door's
+// credential: enough to read a region's health and replication state.
+func Probe(r *http.Request, secret string) bool {
 	_, ok := Peer(r, secret)
 	return ok
 }
+
+// Key derives a key for purpose from the replication secret, apart from
+// every credential (a credential is never a key, a key never a
+// credential).
+func Key(secret, purpose string) []byte {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("georeg-key:" + purpose))
+	return m.Sum(nil)
+}
+
+// regionName is the form of a region's name (and of FrontDoor).
+var regionName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 
 // peerPrefix starts every peer credential, so one is never taken for a
 // user's token (or the reverse).
@@ -113,6 +138,9 @@ func Peer(r *http.Request, secret string) (string, bool) {
 		return "", false
 	}
 	region := rest[:i]
+	if !regionName.MatchString(region) {
+		return "", false
+	}
 	if subtle.ConstantTimeCompare([]byte(token), []byte(Credential(secret, region))) != 1 {
 		return "", false
 	}

@@ -66,16 +66,18 @@ type API struct {
 
 	auth       *auth.Service              // nil: open
 	isPeer     func(r *http.Request) bool // a request from another region
+	isProbe    func(r *http.Request) bool // from a region or the front door (status and routing flags only)
 	credential string                     // this region's peer credential, for asking other regions
 	importer   *transfer.Importer
 	client     *http.Client
 }
 
 // SetAccess makes every endpoint need an admin (guard.Admin) or a peer
-// credential (isPeer), and has calls to other regions go through client
-// presenting credential.
-func (a *API) SetAccess(guard *auth.Service, isPeer func(*http.Request) bool, credential string, client *http.Client) {
-	a.auth, a.isPeer, a.credential, a.client = guard, isPeer, credential, client
+// credential (isPeer); the probe endpoints (status, the replications list)
+// also take the front door's (isProbe). Calls to other regions go through
+// client presenting credential.
+func (a *API) SetAccess(guard *auth.Service, isPeer, isProbe func(*http.Request) bool, credential string, client *http.Client) {
+	a.auth, a.isPeer, a.isProbe, a.credential, a.client = guard, isPeer, isProbe, credential, client
 }
 
 // peerGet GETs path from another region's management API as a peer
@@ -117,8 +119,8 @@ func New(r *region.Region, regions []RegionInfo, status StatusSource) *API {
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_georeg/v1/regions", a.handle(a.listRegions))
 	mux.HandleFunc("GET /_georeg/v1/images/status", a.handle(a.imageStatus))
-	mux.HandleFunc("GET /_georeg/v1/status", a.handle(a.ownStatus))
-	mux.HandleFunc("GET /_georeg/v1/replications", a.handle(a.listReplications))
+	mux.HandleFunc("GET /_georeg/v1/status", a.handleProbe(a.ownStatus))
+	mux.HandleFunc("GET /_georeg/v1/replications", a.handleProbe(a.listReplications))
 	mux.HandleFunc("GET /_georeg/v1/replications/{name}", a.handle(a.showReplication))
 	mux.HandleFunc("PUT /_georeg/v1/replications/{name}", a.handle(a.putReplication))
 	mux.HandleFunc("DELETE /_georeg/v1/replications/{name}", a.handle(a.deleteReplication))
@@ -143,6 +145,17 @@ func (a *API) ownStatus(ctx context.Context, _ *http.Request) (any, error) {
 // handle serves an admin-only endpoint.
 func (a *API) handle(h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
 	return a.serve(func(w http.ResponseWriter, r *http.Request) (string, error) { return a.auth.Admin(w, r) }, h)
+}
+
+// handleProbe serves an endpoint the front door reads to route: an admin,
+// a region or the front door may use it.
+func (a *API) handleProbe(h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
+	return a.serve(func(w http.ResponseWriter, r *http.Request) (string, error) {
+		if a.isProbe != nil && a.isProbe(r) {
+			return "", nil
+		}
+		return a.auth.Admin(w, r)
+	}, h)
 }
 
 // handleRepo serves an endpoint about the repository named by ?name=: an

@@ -81,11 +81,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	})
 	mux.Handle(auth.TokenPath, guard.TokenHandler())
 	var status mgmtapi.StatusSource
-	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard}
+	isProbe := func(req *http.Request) bool { return feed.Probe(req, cfg.Replication.Secret) }
+	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard, IsProbe: isProbe}
 	if cfg.Auth.Enabled {
 		// A key of this region's own, derived from the secret: only its
 		// API signs the URLs its data endpoint serves.
-		opts.DataKey = []byte(feed.Credential(cfg.Replication.Secret, "data."+cfg.Region.Name))
+		opts.DataKey = feed.Key(cfg.Replication.Secret, "data-endpoint:"+cfg.Region.Name)
 	}
 	if cfg.HTTP.DataEndpoints {
 		opts.DataURL = cfg.HTTP.DataURL
@@ -142,7 +143,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	})
 	mux.Handle(dashboard.Path, dashboard.Handler())
 	mgmt := mgmtapi.New(r, regions, status)
-	mgmt.SetAccess(guard, opts.IsPeer, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
+	mgmt.SetAccess(guard, opts.IsPeer, isProbe, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})
 	n.importer = transfer.New(r, &http.Transport{TLSClientConfig: peerTLS, Proxy: http.ProxyFromEnvironment},
 		log.With("region", cfg.Region.Name, "component", "import"))

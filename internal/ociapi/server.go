@@ -44,6 +44,10 @@ type Options struct {
 	// this region's own content, never read through, so regions never
 	// chase each other.
 	IsPeer func(*http.Request) bool
+	// IsProbe reports a request from another region or the front door:
+	// network rules do not apply to it (it is authenticated, and the door
+	// probes from its own address).
+	IsProbe func(*http.Request) bool
 	// DataURL, when set, is this region's data endpoint: blob GETs from
 	// clients answer 307 there (peers still get the bytes directly).
 	DataURL string
@@ -119,6 +123,11 @@ func (a *API) DataHandler() http.Handler {
 		if err != nil || route.Kind != KindBlob || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 			return ocierr.Unsupported.Withf("the data endpoint serves blob GET and HEAD only; use the registry endpoint")
 		}
+		if a.opts.Auth != nil && !a.isPeer(r) {
+			if err := a.opts.Auth.NetworkCheck(r); err != nil {
+				return err
+			}
+		}
 		if err := a.checkData(r); err != nil {
 			return err
 		}
@@ -144,7 +153,7 @@ func (a *API) Handler(internal http.Handler) http.Handler {
 			a.readyz(w, r)
 			return
 		}
-		if a.opts.Auth != nil && !a.isPeer(r) {
+		if a.opts.Auth != nil && (a.opts.IsProbe == nil || !a.opts.IsProbe(r)) {
 			if err := a.opts.Auth.NetworkCheck(r); err != nil {
 				a.handle(func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
 				return

@@ -59,7 +59,7 @@ func LocalCA(dir string) (Files, error) {
 	if err != nil {
 		return f, err
 	}
-	if certValid(f.Cert) {
+	if certValid(f.Cert, ca) {
 		return f, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -150,7 +150,10 @@ func readPair(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, e
 	return c, ek, nil
 }
 
-func certValid(file string) bool {
+// certValid reports whether the server certificate in file was signed by
+// ca and is good for more than 30 days: a CA made again (its files
+// deleted) gets a new server certificate too.
+func certValid(file string, ca *x509.Certificate) bool {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return false
@@ -160,7 +163,7 @@ func certValid(file string) bool {
 		return false
 	}
 	c, err := x509.ParseCertificate(block.Bytes)
-	return err == nil && time.Until(c.NotAfter) > 30*24*time.Hour
+	return err == nil && c.CheckSignatureFrom(ca) == nil && time.Until(c.NotAfter) > 30*24*time.Hour
 }
 
 func serial() *big.Int {

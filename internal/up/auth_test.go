@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/tlsconf"
@@ -173,16 +175,29 @@ func TestAuthMatrix(t *testing.T) {
 
 	type class struct {
 		name, method, path, scope string
+		body                      string // sent as an OCI manifest when set
 	}
+	md := digest.FromString(m).String()
+	session := "/v2/app/blobs/uploads/{region}." + strings.Repeat("0", 32) // not open: 404 once allowed
 	classes := []class{
-		{"base", http.MethodGet, "/v2/", ""},
-		{"catalog", http.MethodGet, "/v2/_catalog", "registry:catalog:*"},
-		{"pull", http.MethodGet, "/v2/app/manifests/v1", "repository:app:pull"},
-		{"tags", http.MethodGet, "/v2/app/tags/list", "repository:app:pull"},
-		{"push", http.MethodPost, "/v2/app/blobs/uploads/", "repository:app:pull,push"},
-		{"push-other", http.MethodPost, "/v2/other/blobs/uploads/", "repository:other:pull,push"},
-		{"delete", http.MethodDelete, "/v2/app/blobs/sha256:" + strings.Repeat("0", 64), "repository:app:delete"},
-		{"mgmt", http.MethodGet, "/_georeg/v1/webhooks", "repository:app:pull"},
+		{name: "base", method: http.MethodGet, path: "/v2/"},
+		{name: "catalog", method: http.MethodGet, path: "/v2/_catalog", scope: "registry:catalog:*"},
+		{name: "pull", method: http.MethodGet, path: "/v2/app/manifests/v1", scope: "repository:app:pull"},
+		{name: "pull-head", method: http.MethodHead, path: "/v2/app/manifests/v1", scope: "repository:app:pull"},
+		{name: "blob", method: http.MethodGet, path: "/v2/app/blobs/sha256:" + ld, scope: "repository:app:pull"},
+		{name: "blob-head", method: http.MethodHead, path: "/v2/app/blobs/sha256:" + ld, scope: "repository:app:pull"},
+		{name: "referrers", method: http.MethodGet, path: "/v2/app/referrers/" + md, scope: "repository:app:pull"},
+		{name: "tags", method: http.MethodGet, path: "/v2/app/tags/list", scope: "repository:app:pull"},
+		{name: "push", method: http.MethodPost, path: "/v2/app/blobs/uploads/", scope: "repository:app:pull,push"},
+		{name: "upload-patch", method: http.MethodPatch, path: session, scope: "repository:app:pull,push"},
+		{name: "upload-status", method: http.MethodGet, path: session, scope: "repository:app:pull,push"},
+		{name: "upload-put", method: http.MethodPut, path: session + "?digest=sha256:" + ld, scope: "repository:app:pull,push"},
+		{name: "manifest-put", method: http.MethodPut, path: "/v2/app/manifests/v2", scope: "repository:app:pull,push", body: m},
+		{name: "push-other", method: http.MethodPost, path: "/v2/other/blobs/uploads/", scope: "repository:other:pull,push"},
+		{name: "delete", method: http.MethodDelete, path: "/v2/app/blobs/sha256:" + strings.Repeat("0", 64), scope: "repository:app:delete"},
+		{name: "manifest-delete", method: http.MethodDelete, path: "/v2/app/manifests/sha256:" + strings.Repeat("0", 64), scope: "repository:app:delete"},
+		{name: "metrics", method: http.MethodGet, path: "/metrics"},
+		{name: "mgmt", method: http.MethodGet, path: "/_georeg/v1/webhooks", scope: "repository:app:pull"},
 	}
 	eastRegion := reg.ByName["eastus"].Node.Region
 	// Tokens no caller should get past: expired, signed by a key this
@@ -202,15 +217,22 @@ func TestAuthMatrix(t *testing.T) {
 	otherKey := issue(auth.New(auth.Config{Enabled: true}, otherRegion.Regions[0].Node.Region, quiet))
 
 	// Expected status per caller and class (the same in both regions).
+	none := func(code int) []int {
+		out := make([]int, len(classes))
+		for i := range out {
+			out[i] = code
+		}
+		return out
+	}
 	want := map[string][]int{
-		//                base catalog pull tags push push-other delete mgmt
-		"anonymous":     {401, 401, 401, 401, 401, 401, 401, 401},
-		"reader":        {200, 403, 200, 200, 403, 403, 403, 403},
-		"writer":        {200, 403, 200, 200, 202, 403, 403, 403},
-		"admin":         {200, 200, 200, 200, 202, 202, 404, 200},
-		"expired":       {401, 401, 401, 401, 401, 401, 401, 401},
-		"other-key":     {401, 401, 401, 401, 401, 401, 401, 401},
-		"other-service": {401, 401, 401, 401, 401, 401, 401, 401},
+		//            base catalog pull head blob bhead refs tags push patch status put mput other delete mdelete metrics mgmt
+		"anonymous":     none(401),
+		"reader":        {200, 403, 200, 200, 200, 200, 200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403},
+		"writer":        {200, 403, 200, 200, 200, 200, 200, 200, 202, 404, 404, 404, 201, 403, 403, 403, 403, 403},
+		"admin":         {200, 200, 200, 200, 200, 200, 200, 200, 202, 404, 404, 404, 201, 202, 404, 404, 200, 200},
+		"expired":       none(401),
+		"other-key":     none(401),
+		"other-service": none(401),
 	}
 	for _, caller := range []string{"anonymous", "reader", "writer", "admin", "expired", "other-key", "other-service"} {
 		for i, c := range classes {
@@ -230,12 +252,32 @@ func TestAuthMatrix(t *testing.T) {
 				}
 				authz = "Bearer " + tokenFor(t, east, caller, passwords[caller], scope)
 			}
-			for _, base := range []string{east, west} {
-				code, oci, body := call(t, http.DefaultClient, c.method, base+c.path, authz, nil)
-				if code != want[caller][i] {
-					t.Errorf("%s %s in %s: %d %s, want %d", caller, c.name, base, code, body, want[caller][i])
+			for _, r := range []*up.Region{reg.ByName["eastus"], reg.ByName["westeurope"]} {
+				u := r.URL + strings.ReplaceAll(c.path, "{region}", r.Name)
+				var code int
+				var oci string
+				var body []byte
+				if c.body != "" {
+					req, _ := http.NewRequest(c.method, u, strings.NewReader(c.body))
+					req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+					if authz != "" {
+						req.Header.Set("Authorization", authz)
+					}
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					code = resp.StatusCode
+					oci, _ = errorOf(body)
+				} else {
+					code, oci, body = call(t, http.DefaultClient, c.method, u, authz, nil)
 				}
-				if code == 401 && oci != "UNAUTHORIZED" || code == 403 && oci != "DENIED" {
+				if code != want[caller][i] {
+					t.Errorf("%s %s in %s: %d %s, want %d", caller, c.name, r.Name, code, body, want[caller][i])
+				}
+				if c.method != http.MethodHead && (code == 401 && oci != "UNAUTHORIZED" || code == 403 && oci != "DENIED") {
 					t.Errorf("%s %s: %d with code %s", caller, c.name, code, oci)
 				}
 			}
@@ -417,6 +459,98 @@ func TestUpWithTLSAndAuthServesEverythingOverHTTPS(t *testing.T) {
 		eventually(t, 15*time.Second, func() error {
 			if code, _, _ := call(t, client, http.MethodGet, r.URL+"/v2/tls/app/manifests/v1", "Bearer "+token, nil); code != 200 {
 				return fmt.Errorf("%s: %d", r.Name, code)
+			}
+			return nil
+		})
+	}
+}
+
+// TestATokenReachesItsRepositoriesMetadataAndLosesAccessWhenDisabled: a
+// token whose scope map has metadata/read and metadata/write on app shows
+// and locks app (not other) through the management API; a user may not
+// take its name; disabled, its registry tokens stop working within
+// seconds in every region, long before they expire.
+func TestATokenReachesItsRepositoriesMetadataAndLosesAccessWhenDisabled(t *testing.T) {
+	dir := t.TempDir()
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions()[:2], Auth: true})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	adminPass, err := up.LoadAdminPassword(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := basic("admin", adminPass)
+	must := func(method, u string, body any, want int) []byte {
+		t.Helper()
+		code, _, out := call(t, http.DefaultClient, method, u, admin, body)
+		if code != want {
+			t.Fatalf("%s %s: %d %s", method, u, code, out)
+		}
+		return out
+	}
+	must(http.MethodPut, east+"/_georeg/v1/scope-maps/curators", auth.ScopeMap{Actions: []string{
+		"repositories/app/content/read", "repositories/app/metadata/read", "repositories/app/metadata/write"}}, 200)
+	var created mgmtapi.TokenCreated
+	_ = json.Unmarshal(must(http.MethodPut, east+"/_georeg/v1/tokens/curator", mgmtapi.TokenBody{ScopeMap: ptr("curators")}, 200), &created)
+	curator := basic("curator", created.Password)
+	adminPush := "Bearer " + tokenFor(t, east, "admin", adminPass, "repository:app:pull,push repository:other:pull,push")
+	for _, repo := range []string{"app", "other"} {
+		layer := []byte("layer of " + repo)
+		req, _ := http.NewRequest(http.MethodPost, east+"/v2/"+repo+"/blobs/uploads/?digest="+digest.FromBytes(layer).String(), bytes.NewReader(layer))
+		req.Header.Set("Authorization", adminPush)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("push a blob to %s: %v %v", repo, resp, err)
+		}
+		resp.Body.Close()
+		m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`, digest.FromBytes(layer), len(layer))
+		req, _ = http.NewRequest(http.MethodPut, east+"/v2/"+repo+"/manifests/v1", strings.NewReader(m))
+		req.Header.Set("Authorization", adminPush)
+		req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
+			t.Fatalf("push a manifest to %s: %v %v", repo, resp, err)
+		}
+		resp.Body.Close()
+	}
+	for _, c := range []struct {
+		method, path string
+		body         any
+		want         int
+	}{
+		{http.MethodGet, "/_georeg/v1/repository/tags?name=app", nil, 200},
+		{http.MethodGet, "/_georeg/v1/repository/manifests?name=app", nil, 200},
+		{http.MethodPatch, "/_georeg/v1/repository?name=app&image=v1", mgmtapi.LockBody{WriteEnabled: ptr(false)}, 200},
+		{http.MethodGet, "/_georeg/v1/repository/tags?name=other", nil, 403},
+		{http.MethodPatch, "/_georeg/v1/repository?name=other", mgmtapi.LockBody{WriteEnabled: ptr(false)}, 403},
+		{http.MethodDelete, "/_georeg/v1/repository?name=app", nil, 403}, // no content/delete
+		{http.MethodGet, "/_georeg/v1/webhooks", nil, 403},                // not about a repository: admins only
+	} {
+		if code, oci, out := call(t, http.DefaultClient, c.method, east+c.path, curator, c.body); code != c.want {
+			t.Errorf("the curator token: %s %s: %d %s %s, want %d", c.method, c.path, code, oci, out, c.want)
+		}
+	}
+	if out := must(http.MethodGet, east+"/_georeg/v1/repository/tags?name=app", nil, 200); !strings.Contains(string(out), `"writeEnabled":false`) {
+		t.Errorf("the curator's lock does not show: %s", out)
+	}
+	if code, oci, _ := call(t, http.DefaultClient, http.MethodPut, east+"/_georeg/v1/users/curator", admin, mgmtapi.UserBody{Password: "a long password"}); code != 409 || oci != "ALREADY_EXISTS" {
+		t.Errorf("a user named as a token: %d %s, want 409 ALREADY_EXISTS", code, oci)
+	}
+
+	// A registry token of the curator works in both regions, then stops
+	// working once the token is disabled (it is valid for minutes more).
+	bearer := "Bearer " + tokenFor(t, east, "curator", created.Password, "repository:app:pull")
+	for _, base := range []string{east, west} {
+		eventually(t, 10*time.Second, func() error {
+			if code, _, _ := call(t, http.DefaultClient, http.MethodGet, base+"/v2/app/manifests/v1", bearer, nil); code != 200 {
+				return fmt.Errorf("the curator's pull in %s: %d", base, code)
+			}
+			return nil
+		})
+	}
+	must(http.MethodPatch, east+"/_georeg/v1/tokens/curator", mgmtapi.TokenBody{Status: ptr("disabled")}, 200)
+	for _, base := range []string{east, west} {
+		eventually(t, 10*time.Second, func() error {
+			if code, oci, _ := call(t, http.DefaultClient, http.MethodGet, base+"/v2/app/manifests/v1", bearer, nil); code != 401 || oci != "UNAUTHORIZED" {
+				return fmt.Errorf("a disabled token's registry token in %s: %d %s", base, code, oci)
 			}
 			return nil
 		})
