@@ -522,7 +522,7 @@ func TestATokenReachesItsRepositoriesMetadataAndLosesAccessWhenDisabled(t *testi
 		{http.MethodGet, "/_georeg/v1/repository/tags?name=other", nil, 403},
 		{http.MethodPatch, "/_georeg/v1/repository?name=other", mgmtapi.LockBody{WriteEnabled: ptr(false)}, 403},
 		{http.MethodDelete, "/_georeg/v1/repository?name=app", nil, 403}, // no content/delete
-		{http.MethodGet, "/_georeg/v1/webhooks", nil, 403},                // not about a repository: admins only
+		{http.MethodGet, "/_georeg/v1/webhooks", nil, 403},               // not about a repository: admins only
 	} {
 		if code, oci, out := call(t, http.DefaultClient, c.method, east+c.path, curator, c.body); code != c.want {
 			t.Errorf("the curator token: %s %s: %d %s %s, want %d", c.method, c.path, code, oci, out, c.want)
