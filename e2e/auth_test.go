@@ -143,6 +143,28 @@ func TestClientsLogInAndPushAndPullOverTLS(t *testing.T) {
 		t.Fatalf("the reader token's push was not refused for its rights: %v\n%s", err, out)
 	}
 
+	// containerd logs in with the token's password through the token
+	// endpoint's OAuth2 POST (password grant), over TLS. It takes a
+	// loopback registry for plain HTTP unless its hosts directory says
+	// otherwise.
+	sock := startContainerd(t)
+	hosts := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(hosts, reg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hosts, reg, "hosts.toml"), []byte(fmt.Sprintf("server = %q\n[host.%q]\n  ca = %q\n", base, base, ca)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runErr(t, "ctr", "--address", sock, "images", "pull", "--hosts-dir", hosts, "--user", "reader:"+tokens["reader"], reg+"/app/web:v1"); err != nil {
+		t.Fatalf("ctr pull with the reader token: %v\n%s", err, out)
+	}
+	if out, err := runErr(t, "ctr", "--address", sock, "images", "pull", "--hosts-dir", hosts, "--user", "reader:wrong-password", reg+"/app/copy:v1"); err == nil || !refused(out) {
+		t.Fatalf("ctr pull with a wrong password: %v\n%s", err, out)
+	}
+	if out := admin.must(t, georegBin, "audit", "list", "--since", "1h", "--registry", base, "--output", "json"); !strings.Contains(out, "password grant") {
+		t.Fatalf("no login by OAuth2 password grant in the audit log: containerd did not POST to the token endpoint\n%s", out)
+	}
+
 	// A disabled token stops working at once.
 	admin.must(t, georegBin, "token", "update", "reader", "--status", "disabled", "--registry", base)
 	if out, err := reader.run(t, "skopeo", "inspect", "--raw", "docker://"+reg+"/app/copy:v1"); err == nil || !refused(out) {

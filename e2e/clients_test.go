@@ -135,6 +135,17 @@ func TestContainerdPull(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	ref := s.addr + "/ctr/app:v1"
 	run(t, "crane", "append", "--insecure", "-f", randomLayer(t, 1<<20), "-t", ref)
+	sock := startContainerd(t)
+	run(t, "ctr", "--address", sock, "images", "pull", "--plain-http", ref)
+	if out := run(t, "ctr", "--address", sock, "images", "ls", "-q"); !strings.Contains(out, ref) {
+		t.Fatalf("ctr images ls: %s", out)
+	}
+}
+
+// startContainerd runs a private containerd (its own root, state and
+// socket, no CRI) until the test ends and returns its socket.
+func startContainerd(t *testing.T) string {
+	t.Helper()
 	ctrd, err := exec.LookPath("containerd")
 	if err != nil {
 		t.Fatal("containerd is not installed (make test installs it)")
@@ -161,15 +172,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := runErr(t, "ctr", "--address", sock, "version"); err == nil {
-			break
+			return sock
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("containerd did not start within 15s")
 		}
 		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
-	}
-	run(t, "ctr", "--address", sock, "images", "pull", "--plain-http", ref)
-	if out := run(t, "ctr", "--address", sock, "images", "ls", "-q"); !strings.Contains(out, ref) {
-		t.Fatalf("ctr images ls: %s", out)
 	}
 }
