@@ -78,11 +78,14 @@ func loginCmd() *cobra.Command {
 			if user == "" || password == "" {
 				return errors.New("give -u and -p (or --password-stdin)")
 			}
-			path, err := cli.Login(cmd.Context(), registry, user, password)
+			path, helper, err := cli.Login(cmd.Context(), registry, user, password)
 			if err != nil {
 				return err
 			}
 			fmt.Printf("Login Succeeded: credentials of %s stored in %s\n", user, path)
+			if helper != "" {
+				fmt.Fprintf(os.Stderr, "note: %s names the credential helper %q, which docker asks instead; georeg, crane and regctl read the stored entry, docker needs: docker login %s\n", path, helper, registry)
+			}
 			return nil
 		},
 	}

@@ -87,30 +87,32 @@ func StoredCredentials(base string) (string, string, error) {
 
 // Login checks user and password against the registry's token endpoint
 // and stores them for base's host in the docker config (mode 0600),
-// keeping every other entry and field of the file.
-func Login(ctx context.Context, base, user, password string) (string, error) {
+// keeping every other entry and field of the file. It returns the file's
+// path and, when the file names a credential helper that docker asks
+// instead of that entry, the helper's name.
+func Login(ctx context.Context, base, user, password string) (path, helper string, err error) {
 	c := &Client{Base: base, HTTP: &http.Client{Timeout: 30 * time.Second}, User: user, Password: password}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/oauth2/token", nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	req.SetBasicAuth(user, password)
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", ocierr.Read(resp)
+		return "", "", ocierr.Read(resp)
 	}
-	path, err := ConfigPath()
+	path, err = ConfigPath()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	doc := map[string]any{}
 	if b, err := os.ReadFile(path); err == nil {
 		if err := json.Unmarshal(b, &doc); err != nil {
-			return "", fmt.Errorf("%s: %w", path, err)
+			return "", "", fmt.Errorf("%s: %w", path, err)
 		}
 	}
 	auths, _ := doc["auths"].(map[string]any)
@@ -118,13 +120,20 @@ func Login(ctx context.Context, base, user, password string) (string, error) {
 		auths = map[string]any{}
 	}
 	auths[host(base)] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + password))}
+	// With a credential helper for the host (credHelpers) or for every
+	// host (credsStore), docker reads the helper, not auths: say so.
+	if helpers, _ := doc["credHelpers"].(map[string]any); helpers[host(base)] != nil {
+		helper = fmt.Sprint(helpers[host(base)])
+	} else if store, _ := doc["credsStore"].(string); store != "" {
+		helper = store
+	}
 	doc["auths"] = auths
 	b, err := json.MarshalIndent(doc, "", "\t")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return path, os.WriteFile(path, b, 0o600)
+	return path, helper, os.WriteFile(path, b, 0o600)
 }
