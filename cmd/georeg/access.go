@@ -84,7 +84,7 @@ func loginCmd() *cobra.Command {
 			}
 			fmt.Printf("Login Succeeded: credentials of %s stored in %s\n", user, path)
 			if helper != "" {
-				fmt.Fprintf(os.Stderr, "note: %s names the credential helper %q, which docker asks instead; georeg, crane and regctl read the stored entry, docker needs: docker login %s\n", path, helper, registry)
+				fmt.Fprintf(os.Stderr, "note: %s names the credential helper %q: docker, and clients that follow its config such as crane, ask the helper rather than the entry stored here; georeg's own commands read the entry. Log in with docker login %s too.\n", path, helper, registry)
 			}
 			return nil
 		},
