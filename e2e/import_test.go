@@ -112,9 +112,22 @@ func TestImportFromGeoregAndFromCraneRegistry(t *testing.T) {
 		"--image", "again/app", "--output", "json"))), &job); err != nil || job.State != transfer.Succeeded || job.Reused != job.Blobs {
 		t.Fatalf("second import: %v %+v", err, job)
 	}
-	// Without --force an existing tag is not overwritten.
-	if out, err := runErr(t, georegBin, "import", "--registry", reg, "--source", "http://"+source.addr+"/src/app:multi", "--image", "imported/app:v1"); err == nil || !strings.Contains(out, "ALREADY_EXISTS") {
+	// Importing what a tag holds again needs no --force: nothing changes.
+	if out, err := runErr(t, georegBin, "import", "--registry", reg, "--source", "http://"+source.addr+"/src/app:multi", "--image", "imported/app:v1"); err != nil {
+		t.Fatalf("import of the digest the tag already holds: %v\n%s", err, out)
+	}
+	// Without --force a tag holding another digest is not overwritten;
+	// with it, it is.
+	other := pushImage(t, source.addr, "src/app", "other", "another image")
+	if out, err := runErr(t, georegBin, "import", "--registry", reg, "--source", "http://"+source.addr+"/src/app:other", "--image", "imported/app:v1"); err == nil || !strings.Contains(out, "ALREADY_EXISTS") {
 		t.Fatalf("import over an existing tag: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(run(t, "crane", "digest", "--insecure", target.addr+"/imported/app:v1")); got != index.String() {
+		t.Fatalf("a refused import changed imported/app:v1 to %s", got)
+	}
+	georeg(t, "import", "--registry", reg, "--source", "http://"+source.addr+"/src/app:other", "--image", "imported/app:v1", "--force")
+	if got := strings.TrimSpace(run(t, "crane", "digest", "--insecure", target.addr+"/imported/app:v1")); got != other.String() {
+		t.Fatalf("import --force left imported/app:v1 at %s, want %s", got, other)
 	}
 
 	// From crane's registry.

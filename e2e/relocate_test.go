@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // blobGETs reads how many blob GETs answered 200 at addr (its metrics).
@@ -64,7 +66,7 @@ func TestRelocateARegistry(t *testing.T) {
 
 	before := blobGETs(t, old.addr)
 	out := g("copy", "--from", from, "--to", to, "--repos", "team/*")
-	if !strings.Contains(out, "copied 2 repositories, 3 tags (3 copied now, 0 already there); all 3 verified by digest") {
+	if !strings.Contains(out, "copied 2 repositories, 3 tags (3 copied now, 0 already there); all 3 verified by digest (3 manifests, 6 blobs)") {
 		t.Fatalf("copy:\n%s", out)
 	}
 	// team/a:v1 and team/b:v1 share both blobs; team/a:v2 has two of its
@@ -72,9 +74,28 @@ func TestRelocateARegistry(t *testing.T) {
 	if got := blobGETs(t, old.addr) - before; got != 4 {
 		t.Fatalf("the copy fetched %d blobs from the old registry, want 4 (each once)", got)
 	}
-	out = g("copy", "--from", from, "--to", to)
-	if !strings.Contains(out, "copied 3 repositories, 4 tags (1 copied now, 3 already there); all 4 verified by digest") {
-		t.Fatalf("second copy (resumes, adds other/c):\n%s", out)
+	if out, err := runErr(t, georegBin, "copy", "--from", from, "--to", to, "--repos", "nothing/*"); err == nil || !strings.Contains(out, "nothing to copy") {
+		t.Fatalf("a pattern that matches nothing: %v\n%s", err, out)
+	}
+	// An index of two platforms with a signature on it, copied with its
+	// referrers: the resumed copy adds other/c and multi/app.
+	index, all := pushIndex(t, old.addr, "multi/app")
+	out = g("copy", "--from", from, "--to", to, "--referrers")
+	if !strings.Contains(out, "copied 4 repositories, 5 tags (2 copied now, 3 already there); all 5 verified by digest (8 manifests, 14 blobs)") {
+		t.Fatalf("second copy (resumes, adds other/c and multi/app):\n%s", out)
+	}
+	// Checked here too, not only by the copy's own report: every manifest
+	// and blob pushed is at the target with the same bytes.
+	for _, d := range all {
+		if err := present(t, neu.addr, "multi/app", d); err != nil {
+			t.Errorf("after the copy: %v", err)
+		}
+	}
+	for _, img := range [][2]string{{"team/a", "v1"}, {"team/a", "v2"}, {"team/b", "v1"}, {"other/c", "v1"}, {"multi/app", "multi"}} {
+		src, dst := manifestDigest(t, old.addr, img[0], img[1]), manifestDigest(t, neu.addr, img[0], img[1])
+		if src != dst || (img[1] == "multi" && src != index) {
+			t.Errorf("%s:%s is %s at the target, %s at the source", img[0], img[1], dst, src)
+		}
 	}
 
 	env := newClientEnv(t, "")
@@ -99,4 +120,21 @@ func TestRelocateARegistry(t *testing.T) {
 			t.Fatalf("the new registry's export lacks %q:\n%s", want, again)
 		}
 	}
+}
+
+// manifestDigest GETs repo:tag at addr and returns the digest of its bytes.
+func manifestDigest(t *testing.T, addr, repo, tag string) digest.Digest {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/v2/"+repo+"/manifests/"+tag, nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s:%s at %s: %d", repo, tag, addr, resp.StatusCode)
+	}
+	return digest.FromBytes(b)
 }

@@ -2,194 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/cli"
 	"github.com/georeg/georeg/internal/mgmtapi"
-	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/region"
-	"github.com/georeg/georeg/internal/replicate"
-	"github.com/georeg/georeg/internal/transfer"
 	"github.com/georeg/georeg/internal/webhook"
 )
-
-// copyCmd copies every repository and tag of a registry into a georeg
-// registry: the target imports each tag server side (so each blob is
-// fetched once per region: an import links content already there),
-// tags whose digest already matches are skipped (a copy that stopped
-// resumes), and at the end every copied tag is compared digest by digest.
-func copyCmd() *cobra.Command {
-	var from, to, repos, fromUser, fromPass string
-	cmd := &cobra.Command{
-		Use:     "copy --from URL --to URL [--repos GLOB]",
-		Short:   "Copy every repository and tag of a registry into a georeg registry (resumable, verified)",
-		Example: `  georeg copy --from http://127.0.0.1:5001 --to https://newregistry.example.com --repos 'team/*'`,
-		Args:    cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if from == "" || to == "" {
-				return errors.New("--from and --to are required")
-			}
-			return copyRegistry(c.Context(), from, to, repos, fromUser, fromPass)
-		},
-	}
-	cmd.Flags().StringVar(&from, "from", "", "source registry URL (any OCI registry with the catalog API)")
-	cmd.Flags().StringVar(&to, "to", "", "target georeg registry URL (any of its regions)")
-	cmd.Flags().StringVar(&repos, "repos", "*", "repositories to copy: a pattern, * for any run of characters")
-	cmd.Flags().StringVar(&fromUser, "from-username", "", "source credentials, passed to the target's import (default: from the docker config)")
-	cmd.Flags().StringVar(&fromPass, "from-password", "", "source password")
-	return cmd
-}
-
-// sourceRef is the ggcr reference of base/repo:tag, http for http URLs.
-func sourceRef(base, ref string) (name.Reference, error) {
-	host := strings.TrimPrefix(strings.TrimPrefix(base, "https://"), "http://")
-	var opts []name.Option
-	if strings.HasPrefix(base, "http://") {
-		opts = append(opts, name.Insecure)
-	}
-	return name.ParseReference(strings.TrimSuffix(host, "/")+"/"+ref, opts...)
-}
-
-func copyRegistry(ctx context.Context, from, to, pattern, user, pass string) error {
-	var ropts []name.Option
-	if strings.HasPrefix(from, "http://") {
-		ropts = append(ropts, name.Insecure)
-	}
-	srcReg, err := name.NewRegistry(strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(from, "https://"), "http://"), "/"), ropts...)
-	if err != nil {
-		return fmt.Errorf("--from: %w", err)
-	}
-	if user == "" {
-		user, pass, _ = cli.StoredCredentials(from)
-	}
-	var srcAuth authn.Authenticator = authn.Anonymous
-	if user != "" {
-		srcAuth = &authn.Basic{Username: user, Password: pass}
-	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(srcAuth)}
-	all, err := remote.Catalog(ctx, srcReg, opts...)
-	if err != nil {
-		return fmt.Errorf("list %s: %w", from, err)
-	}
-	type item struct{ repo, tag, digest string }
-	var items []item
-	for _, repo := range all {
-		if !oci.MatchPattern(pattern, repo) {
-			continue
-		}
-		ref, err := sourceRef(from, repo)
-		if err != nil {
-			return err
-		}
-		tags, err := remote.List(ref.Context(), opts...)
-		if err != nil {
-			return fmt.Errorf("tags of %s: %w", repo, err)
-		}
-		sort.Strings(tags)
-		for _, tag := range tags {
-			r, _ := sourceRef(from, repo+":"+tag)
-			desc, err := remote.Head(r, opts...)
-			if err != nil {
-				return fmt.Errorf("%s:%s: %w", repo, tag, err)
-			}
-			items = append(items, item{repo, tag, desc.Digest.String()})
-		}
-	}
-	target := cli.New(to, 30*time.Second)
-	copied, skipped := 0, 0
-	for i, it := range items {
-		fmt.Fprintf(os.Stderr, "\rcopy: %s  %d/%d tags (%d already there)", progressLine(replicate.Progress{Objects: int64(i), ObjectsTotal: int64(len(items))}), i, len(items), skipped)
-		if d, _ := targetDigest(ctx, target, it.repo, it.tag); d == it.digest {
-			skipped++
-			continue
-		}
-		req := transfer.Request{Source: strings.TrimSuffix(from, "/") + "/" + it.repo + ":" + it.tag, Force: true, Username: user, Password: pass}
-		if strings.HasPrefix(from, "https://") {
-			req.Source = strings.TrimPrefix(req.Source, "https://")
-		}
-		var job transfer.Job
-		if err := target.Do(ctx, http.MethodPost, "/_georeg/v1/imports", req, &job); err != nil {
-			return fmt.Errorf("\nimport %s:%s: %w", it.repo, it.tag, err)
-		}
-		for job.State == transfer.Running {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-			if err := target.Do(ctx, http.MethodGet, "/_georeg/v1/imports/"+job.ID, nil, &job); err != nil {
-				return err
-			}
-		}
-		if job.State != transfer.Succeeded {
-			return fmt.Errorf("\nimport %s:%s failed: %s (run the copy again: it resumes)", it.repo, it.tag, job.Error)
-		}
-		copied++
-	}
-	fmt.Fprintf(os.Stderr, "\rcopy: %s  %d/%d tags (%d already there)\n", progressLine(replicate.Progress{Objects: int64(len(items)), ObjectsTotal: int64(len(items))}), len(items), len(items), skipped)
-	// Verify every tag, digest by digest.
-	repoSet := map[string]bool{}
-	var bad []string
-	for _, it := range items {
-		repoSet[it.repo] = true
-		if d, err := targetDigest(ctx, target, it.repo, it.tag); err != nil || d != it.digest {
-			bad = append(bad, fmt.Sprintf("%s:%s is %q at the target, %s at the source (%v)", it.repo, it.tag, d, it.digest, err))
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("verification failed for %d of %d tags:\n  %s", len(bad), len(items), strings.Join(bad, "\n  "))
-	}
-	fmt.Printf("copied %d repositories, %d tags (%d copied now, %d already there); all %d verified by digest\n",
-		len(repoSet), len(items), copied, skipped, len(items))
-	return nil
-}
-
-// targetDigest returns the digest repo:tag has at the target.
-func targetDigest(ctx context.Context, c *cli.Client, repo, tag string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, strings.TrimSuffix(c.Base, "/")+"/v2/"+repo+"/manifests/"+tag, nil)
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")
-	if c.User != "" {
-		// /v2 wants a registry token: get one with the stored credentials.
-		tok, err := registryToken(ctx, c, "repository:"+repo+":pull")
-		if err == nil && tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return "", err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("HEAD: %d", resp.StatusCode)
-	}
-	return resp.Header.Get("Docker-Content-Digest"), nil
-}
-
-// registryToken gets a /v2 token from a georeg token endpoint.
-func registryToken(ctx context.Context, c *cli.Client, scope string) (string, error) {
-	var ans struct{ Token string }
-	err := c.Do(ctx, http.MethodGet, "/oauth2/token?service=georeg&scope="+url.QueryEscape(scope), nil, &ans)
-	return ans.Token, err
-}
 
 // Exported configuration: what `georeg config export` prints and `config
 // apply` takes. Secrets are never in it: a webhook's secret and custom

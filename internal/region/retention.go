@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -77,6 +78,20 @@ func (r *Region) SweepRetention(ctx context.Context) (RetentionReport, error) {
 	}
 	cutoff := r.now().Add(-time.Duration(p.Days) * 24 * time.Hour)
 	ctx = webhook.WithRequest(ctx, &webhook.Request{Actor: "retention", Method: "RETENTION"})
+	// Each manifest is swept by one region, so one delete replicates: the
+	// region it was pushed in, or, for a manifest whose origin is no
+	// longer a region of the registry (deleted, retired), the first
+	// region by name of those that are.
+	members, err := r.memberNames(ctx)
+	if err != nil {
+		return rep, err
+	}
+	isMember := map[string]bool{}
+	for _, m := range members {
+		isMember[m] = true
+	}
+	adopts := slices.Min(members) == r.cfg.Name
+	sweeps := func(origin string) bool { return origin == r.cfg.Name || (adopts && !isMember[origin]) }
 	last := ""
 	for {
 		repos, err := r.db.Repositories(ctx, last, 1000)
@@ -84,7 +99,7 @@ func (r *Region) SweepRetention(ctx context.Context) (RetentionReport, error) {
 			return rep, err
 		}
 		for _, repo := range repos {
-			ds, err := r.untagged(ctx, repo, cutoff)
+			ds, err := r.untagged(ctx, repo, cutoff, sweeps)
 			if err != nil {
 				return rep, err
 			}
@@ -109,9 +124,9 @@ func (r *Region) SweepRetention(ctx context.Context) (RetentionReport, error) {
 	}
 }
 
-// untagged lists repo's manifests this region originated before cutoff
-// that nothing keeps.
-func (r *Region) untagged(ctx context.Context, repo string, cutoff time.Time) ([]digest.Digest, error) {
+// untagged lists repo's manifests created before cutoff, by an origin
+// this region sweeps for, that nothing keeps.
+func (r *Region) untagged(ctx context.Context, repo string, cutoff time.Time, sweeps func(origin string) bool) ([]digest.Digest, error) {
 	ms, err := r.db.ManifestList(ctx, repo)
 	if err != nil {
 		return nil, err
@@ -130,7 +145,7 @@ func (r *Region) untagged(ctx context.Context, repo string, cutoff time.Time) ([
 	}
 	var out []digest.Digest
 	for _, m := range ms {
-		if len(m.Tags) > 0 || children[m.Digest] || m.Origin != r.cfg.Name || !m.Created.Before(cutoff) ||
+		if len(m.Tags) > 0 || children[m.Digest] || !sweeps(m.Origin) || !m.Created.Before(cutoff) ||
 			(m.Subject != "" && live[digest.Digest(m.Subject)]) {
 			continue
 		}

@@ -76,10 +76,11 @@ type Importer struct {
 	http   http.RoundTripper
 	log    *slog.Logger
 
-	mu   sync.Mutex
-	jobs map[string]*Job
-	wg   sync.WaitGroup
-	ctx  context.Context // the node's: imports end with it
+	mu      sync.Mutex
+	jobs    map[string]*Job
+	wg      sync.WaitGroup
+	ctx     context.Context // the node's: imports end with it
+	running chan struct{}   // closed once Run has set ctx
 }
 
 // New returns an importer into r; rt reaches the source registries (nil:
@@ -88,7 +89,7 @@ func New(r *region.Region, rt http.RoundTripper, log *slog.Logger) *Importer {
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	return &Importer{region: r, http: rt, log: log, jobs: map[string]*Job{}}
+	return &Importer{region: r, http: rt, log: log, jobs: map[string]*Job{}, running: make(chan struct{})}
 }
 
 // Run lets imports run until ctx ends, then waits for them to stop.
@@ -96,6 +97,7 @@ func (im *Importer) Run(ctx context.Context) error {
 	im.mu.Lock()
 	im.ctx = ctx
 	im.mu.Unlock()
+	close(im.running)
 	<-ctx.Done()
 	im.wg.Wait()
 	return nil
@@ -110,15 +112,32 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A node serves requests from the moment it listens; Run may start a
+	// moment later.
+	select {
+	case <-im.running:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(10 * time.Second):
+	}
 	im.mu.Lock()
 	nodeCtx := im.ctx
 	im.mu.Unlock()
 	if nodeCtx == nil || nodeCtx.Err() != nil {
 		return nil, ocierr.Unknown.Withf("this region is not running imports now (starting or stopping); retry")
 	}
+	auth := authn.Anonymous
+	if req.Username != "" {
+		auth = &authn.Basic{Username: req.Username, Password: req.Password}
+	}
 	if tag != "" && !req.Force {
 		if d, err := im.region.ResolveTag(ctx, target, tag); err == nil {
-			return nil, ocierr.AlreadyExists.Withf("%s:%s exists here (%s); import with --force to overwrite it", target, tag, d)
+			// Importing what the tag already holds changes nothing: only a
+			// different digest needs --force.
+			desc, herr := remote.Head(src, remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(im.http))
+			if herr != nil || desc.Digest.String() != d.String() {
+				return nil, ocierr.AlreadyExists.Withf("%s:%s exists here (%s); import with --force to overwrite it", target, tag, d)
+			}
 		}
 	}
 	var b [8]byte
@@ -138,10 +157,6 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 	}
 	im.jobs[job.ID] = job
 	im.mu.Unlock()
-	auth := authn.Anonymous
-	if req.Username != "" {
-		auth = &authn.Basic{Username: req.Username, Password: req.Password}
-	}
 	request := webhook.RequestFrom(ctx)
 	request.Method = "IMPORT"
 	im.wg.Add(1)
@@ -266,17 +281,28 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 		return err
 	}
 	if referrers {
-		idx, err := remote.Referrers(repo.Digest(top.String()), opts...)
-		if err != nil {
-			return fmt.Errorf("referrers of %s: %w", top, err)
-		}
-		im2, err := idx.IndexManifest()
-		if err != nil {
-			return err
-		}
-		for _, r := range im2.Manifests {
-			if _, err := walk(repo.Digest(r.Digest.String())); err != nil {
+		// Of the top manifest and of each child (a signature may name one
+		// platform), and of the referrers themselves (a signature of an
+		// SBOM), each once.
+		asked := map[digest.Digest]bool{}
+		for i := 0; i < len(plan); i++ {
+			d := plan[i].digest
+			if asked[d] {
+				continue
+			}
+			asked[d] = true
+			idx, err := remote.Referrers(repo.Digest(d.String()), opts...)
+			if err != nil {
+				return fmt.Errorf("referrers of %s: %w", d, err)
+			}
+			list, err := idx.IndexManifest()
+			if err != nil {
 				return err
+			}
+			for _, r := range list.Manifests {
+				if _, err := walk(repo.Digest(r.Digest.String())); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -292,6 +318,12 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 			job.Bytes += size
 		}
 	})
+	// Every blob stays leased until the manifests that link it are stored:
+	// garbage collection's sweep must not take bytes copied a minute ago
+	// for unreferenced.
+	for d := range blobs {
+		defer im.region.Lease(d)()
+	}
 	for d, size := range blobs {
 		if err := im.copyBlob(ctx, job, repo, target, d, size, opts); err != nil {
 			return err
@@ -322,9 +354,12 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 			}
 		})
 	}
-	defer im.region.Lease(d)()
 	if ok, err := im.region.HasBlob(ctx, target, d); err != nil || ok {
 		if ok {
+			// An old link no manifest uses yet: garbage collection keeps
+			// it for a grace period from now, as for a push that checked
+			// it and skipped its upload.
+			im.region.TouchBlob(target, d)
 			done(true)
 		}
 		return err
