@@ -1,6 +1,7 @@
-# georeg: `make test` installs what the tests need (crane and regctl through
-# the Go module proxy into .tools/bin; skopeo, containerd and chromium from Debian),
-# then runs every test. `make bench` prints the benchmark table.
+# georeg: `make test` installs what the tests need (crane, regctl and the S3
+# server versitygw through the Go module proxy into .tools/bin; skopeo,
+# containerd, chromium and PostgreSQL from Debian), starts the servers,
+# runs every test and stops them. `make bench` prints the benchmark table.
 
 SHELL := /bin/bash
 TOOLS := $(CURDIR)/.tools/bin
@@ -11,7 +12,15 @@ export GEOREG_ARTIFACTS := $(CURDIR)/artifacts
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
 
-.PHONY: test tools lint fuzz bench build soak
+.PHONY: test tools lint fuzz bench build soak services-start services-stop
+
+# For running single tests by hand: make services-start, then
+# `. .tools/run/env && go test ./internal/meta/`, then make services-stop.
+services-start:
+	scripts/services start
+
+services-stop:
+	scripts/services stop
 
 build:
 	go build -o bin/georeg ./cmd/georeg
@@ -37,8 +46,12 @@ lint:
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	go vet ./...
 
+# The servers the tests need (PostgreSQL, an S3 server) run on 127.0.0.1
+# for the run only: scripts/services starts them and stops them after,
+# whatever the tests did.
 test: tools lint
-	go test -count=1 -timeout 12m ./...
+	@trap 'scripts/services stop' EXIT INT TERM; scripts/services start && \
+	. .tools/run/env && go test -count=1 -timeout 12m ./...
 
 # Short runs of every fuzz target; the corpus lives in testdata/fuzz.
 fuzz:

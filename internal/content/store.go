@@ -3,6 +3,8 @@ package content
 import (
 	"context"
 	_ "crypto/sha512" // registers sha512 with go-digest: uploads may close with a sha512 digest
+	"encoding"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -67,7 +69,7 @@ func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
 // as they stream. It is how monolithic uploads, replication and
 // read-through store a blob.
 func (s *Store) Put(ctx context.Context, id string, d digest.Digest, size int64, r io.Reader) (int64, error) {
-	u, err := s.Upload(ctx, id)
+	u, err := s.Upload(ctx, id, d)
 	if err != nil {
 		return 0, err
 	}
@@ -78,25 +80,57 @@ func (s *Store) Put(ctx context.Context, id string, d digest.Digest, size int64,
 	return u.Commit(ctx, d, size)
 }
 
-// Upload starts a new upload session id. The session's bytes live in the
-// backend, so a session outlives the process; its hash lives in the
-// returned Upload.
-func (s *Store) Upload(ctx context.Context, id string) (*Upload, error) {
-	w, err := s.backend.Writer(ctx, uploadKey(id), false)
+// Upload starts a new upload session id, empty. expect, when the caller
+// knows it, is the digest the bytes should have: the backend may write
+// where that blob goes (Commit still verifies).
+func (s *Store) Upload(ctx context.Context, id string, expect digest.Digest) (*Upload, error) {
+	u := &Upload{store: s, id: id, hash: digest.SHA256.Hash()}
+	if expect != "" && expect.Validate() == nil {
+		u.target = BlobKey(expect)
+	}
+	w, err := s.backend.Writer(ctx, uploadKey(id), WriterOptions{Target: u.target})
 	if err != nil {
 		return nil, fmt.Errorf("start upload %s: %w", id, err)
 	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("start upload %s: %w", id, err)
-	}
-	return &Upload{store: s, id: id, hash: digest.SHA256.Hash()}, nil
+	u.w = w
+	return u, nil
 }
 
-// ResumeUpload returns the open session id after a restart, rehashing the
-// bytes it already holds. This is the only place an upload is read back,
-// and only once per session per restart. ErrNotFound when the session has
-// no data.
-func (s *Store) ResumeUpload(ctx context.Context, id string) (*Upload, error) {
+// checkpoint is what Upload.Checkpoint returns, as JSON.
+type checkpoint struct {
+	Size   int64  `json:"size"`
+	SHA256 []byte `json:"sha256"` // the running hash's state
+	State  []byte `json:"state"`  // the backend's
+	Target string `json:"target,omitempty"`
+}
+
+// ResumeUpload continues session id from cp, what its last Checkpoint
+// returned, on this node or another. With cp nil, or when the backend
+// lost bytes cp counted (ErrCheckpointLost: a filesystem after a power
+// cut), the session continues from the bytes it holds, read back once to
+// rehash them (a backend that cannot read staging data answers
+// ErrNotReadable). ErrNotFound when the session has no data.
+func (s *Store) ResumeUpload(ctx context.Context, id string, cp []byte) (*Upload, error) {
+	if cp != nil {
+		var c checkpoint
+		if err := json.Unmarshal(cp, &c); err != nil {
+			return nil, fmt.Errorf("resume upload %s: checkpoint: %w", id, err)
+		}
+		h := digest.SHA256.Hash()
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(c.SHA256); err != nil {
+			return nil, fmt.Errorf("resume upload %s: hash state: %w", id, err)
+		}
+		w, err := s.backend.Writer(ctx, uploadKey(id), WriterOptions{Resume: c.State, Target: c.Target})
+		switch {
+		case err == nil && w.Size() == c.Size:
+			return &Upload{store: s, id: id, hash: h, size: c.Size, target: c.Target, w: w}, nil
+		case err == nil:
+			_, _ = w.Checkpoint(ctx)
+			return nil, fmt.Errorf("resume upload %s: staging holds %d bytes, the checkpoint %d", id, w.Size(), c.Size)
+		case !errors.Is(err, ErrCheckpointLost):
+			return nil, fmt.Errorf("resume upload %s: %w", id, err)
+		}
+	}
 	r, err := s.backend.Reader(ctx, uploadKey(id), 0)
 	if err != nil {
 		return nil, err
@@ -108,11 +142,24 @@ func (s *Store) ResumeUpload(ctx context.Context, id string) (*Upload, error) {
 		return nil, fmt.Errorf("resume upload %s: %w", id, err)
 	}
 	u.size = n
+	st, err := json.Marshal(fsState{Size: n}) // only a filesystem reads staging back
+	if err != nil {
+		return nil, err
+	}
+	if u.w, err = s.backend.Writer(ctx, uploadKey(id), WriterOptions{Resume: st}); err != nil {
+		return nil, fmt.Errorf("resume upload %s: %w", id, err)
+	}
 	return u, nil
 }
 
+// fsState is the staging state of a backend whose staging object is one
+// readable file: its size (content/fs writes the same).
+type fsState struct {
+	Size int64 `json:"size"`
+}
+
 // OpenUpload returns the bytes session id holds so far; the caller closes
-// the reader.
+// the reader. ErrNotReadable when the backend cannot read them back.
 func (s *Store) OpenUpload(ctx context.Context, id string) (io.ReadCloser, error) {
 	return s.backend.Reader(ctx, uploadKey(id), 0)
 }
@@ -125,10 +172,13 @@ func (s *Store) CancelUpload(ctx context.Context, id string) error {
 // Upload is an open upload session. Its methods must not be called
 // concurrently; the caller serializes requests on one session.
 type Upload struct {
-	store *Store
-	id    string
-	hash  hash.Hash // sha256 of every byte so far
-	size  int64
+	store  *Store
+	id     string
+	target string    // where the backend writes, when the digest was declared
+	hash   hash.Hash // sha256 of every byte so far
+	size   int64
+	w      Writer // open until Checkpoint, Commit or Cancel
+	state  []byte // the backend's state from the last Checkpoint
 }
 
 // ID returns the session id.
@@ -140,76 +190,117 @@ func (u *Upload) Size() int64 { return u.size }
 // Append streams r to the end of the session while hashing it. When r
 // fails midway (a client that disconnects), the bytes received before the
 // failure stay in the session and Size counts them, so the client can
-// resume from the Range the upload status reports. A session whose staging
-// data disagrees with Size (a failed disk write) refuses further appends.
+// resume from the Range the upload status reports.
 func (u *Upload) Append(ctx context.Context, r io.Reader) (int64, error) {
-	w, err := u.store.backend.Writer(ctx, uploadKey(u.id), true)
-	if err != nil {
-		return 0, fmt.Errorf("upload %s: %w", u.id, err)
+	if u.w == nil {
+		w, err := u.store.backend.Writer(ctx, uploadKey(u.id), WriterOptions{Resume: u.state, Target: u.target})
+		if err != nil {
+			return 0, fmt.Errorf("upload %s: %w", u.id, err)
+		}
+		u.w = w
 	}
-	if w.Size() != u.size {
-		w.Close()
-		return 0, fmt.Errorf("upload %s: staging holds %d bytes, session expects %d", u.id, w.Size(), u.size)
+	if u.w.Size() != u.size {
+		return 0, fmt.Errorf("upload %s: staging holds %d bytes, session expects %d", u.id, u.w.Size(), u.size)
 	}
-	n, err := copyBuffered(ctx, io.MultiWriter(w, u.hash), r)
+	n, err := copyBuffered(ctx, io.MultiWriter(u.w, u.hash), r)
 	u.size += n
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
 	return n, err
+}
+
+// Checkpoint keeps what the session holds so that ResumeUpload, here or
+// on another node, continues it, and returns the state to pass it: the
+// caller stores it with the session. The session stays usable.
+func (u *Upload) Checkpoint(ctx context.Context) ([]byte, error) {
+	if u.w != nil {
+		st, err := u.w.Checkpoint(ctx)
+		u.w = nil
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint upload %s: %w", u.id, err)
+		}
+		u.state = st
+	}
+	h, err := u.hash.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(checkpoint{Size: u.size, SHA256: h, State: u.state, Target: u.target})
 }
 
 // Commit checks the session against the declared digest and size (size <
 // 0: any) and stores it under d. On a mismatch the session is discarded
 // and ErrDigestMismatch or ErrSizeMismatch is returned.
 func (u *Upload) Commit(ctx context.Context, d digest.Digest, size int64) (int64, error) {
-	got, err := u.digest(ctx, d.Algorithm())
-	if err != nil {
+	if !d.Algorithm().Available() {
 		_ = u.Cancel(ctx)
-		return 0, err
+		return 0, fmt.Errorf("%w: %q (use sha256 or sha512)", ErrUnsupported, d.Algorithm())
 	}
 	if size >= 0 && size != u.size {
 		_ = u.Cancel(ctx)
 		return 0, fmt.Errorf("%w: declared %d bytes, received %d", ErrSizeMismatch, size, u.size)
 	}
-	if got != d {
+	if u.w == nil {
+		w, err := u.store.backend.Writer(ctx, uploadKey(u.id), WriterOptions{Resume: u.state, Target: u.target})
+		if err != nil {
+			return 0, fmt.Errorf("commit upload %s: %w", u.id, err)
+		}
+		u.w = w
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return u.commitOther(ctx, d)
+	}
+	if got := digest.NewDigest(digest.SHA256, u.hash); got != d {
 		_ = u.Cancel(ctx)
 		return 0, fmt.Errorf("%w: declared %s, received %s", ErrDigestMismatch, d, got)
 	}
-	w, err := u.store.backend.Writer(ctx, uploadKey(u.id), true)
-	if err != nil {
-		return 0, fmt.Errorf("commit upload %s: %w", u.id, err)
-	}
+	w := u.w
+	u.w = nil
 	if err := w.Commit(ctx, BlobKey(d)); err != nil {
 		return 0, fmt.Errorf("commit upload %s as %s: %w", u.id, d, err)
 	}
 	return u.size, nil
 }
 
-// digest returns the digest of the session's bytes in algorithm alg. The
-// running hash is sha256; another algorithm (sha512) is known only at the
-// closing PUT, so its digest is computed by reading the bytes back once.
-func (u *Upload) digest(ctx context.Context, alg digest.Algorithm) (digest.Digest, error) {
-	if alg == digest.SHA256 {
-		return digest.NewDigest(alg, u.hash), nil
+// commitOther commits a blob whose digest is not sha256 (sha512): its
+// digest is known only now, so the bytes are sealed at a staging key,
+// read back once and hashed, then moved into place.
+func (u *Upload) commitOther(ctx context.Context, d digest.Digest) (int64, error) {
+	sealed := "uploads/" + u.id + "/sealed"
+	w := u.w
+	u.w = nil
+	if err := w.Commit(ctx, sealed); err != nil {
+		return 0, fmt.Errorf("commit upload %s: %w", u.id, err)
 	}
-	if !alg.Available() {
-		return "", fmt.Errorf("%w: %q (use sha256 or sha512)", ErrUnsupported, alg)
-	}
-	r, err := u.store.backend.Reader(ctx, uploadKey(u.id), 0)
+	discard := func() { _ = u.store.backend.Delete(ctx, sealed) }
+	r, err := u.store.backend.Reader(ctx, sealed, 0)
 	if err != nil {
-		return "", err
+		discard()
+		return 0, err
 	}
-	defer r.Close()
-	h := alg.Hash()
-	if _, err := copyBuffered(ctx, h, r); err != nil {
-		return "", err
+	h := d.Algorithm().Hash()
+	_, err = copyBuffered(ctx, h, r)
+	r.Close()
+	if err != nil {
+		discard()
+		return 0, err
 	}
-	return digest.NewDigest(alg, h), nil
+	if got := digest.NewDigest(d.Algorithm(), h); got != d {
+		discard()
+		return 0, fmt.Errorf("%w: declared %s, received %s", ErrDigestMismatch, d, got)
+	}
+	if err := u.store.backend.Move(ctx, sealed, BlobKey(d)); err != nil {
+		discard()
+		return 0, fmt.Errorf("commit upload %s as %s: %w", u.id, d, err)
+	}
+	return u.size, nil
 }
 
 // Cancel discards the session's bytes.
 func (u *Upload) Cancel(ctx context.Context) error {
+	if u.w != nil {
+		w := u.w
+		u.w = nil
+		_ = w.Cancel(ctx)
+	}
 	return u.store.CancelUpload(ctx, u.id)
 }
 

@@ -87,6 +87,14 @@ func (c *Clock) Now() Version {
 	return Version{Time: c.last, Region: c.region}
 }
 
+// Last returns the Time of the newest version this clock issued or
+// observed.
+func (c *Clock) Last() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
 // Observe moves the clock past v, a version seen from another region or
 // read back from storage after a restart, so the next local write orders
 // after it.

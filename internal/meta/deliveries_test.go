@@ -12,7 +12,10 @@ import (
 // a due delivery to one sender; a sender that dies leaves it due again
 // when its lease ends; a recorded outcome decides what comes next.
 func TestAClaimedDeliveryIsNotClaimedAgainUntilItsLeaseEnds(t *testing.T) {
-	db := openDB(t)
+	eachDialect(t, testAClaimedDeliveryIsNotClaimedAgainUntilItsLeaseEnds)
+}
+
+func testAClaimedDeliveryIsNotClaimedAgainUntilItsLeaseEnds(t *testing.T, db *meta.DB) {
 	ctx := t.Context()
 	t0 := time.UnixMilli(1_000_000)
 	update := func(fn func(*meta.Tx) error) {

@@ -3,15 +3,28 @@
 //
 // One SQL schema serves SQLite (embedded, the default) and PostgreSQL:
 // placeholders are $n, upserts are ON CONFLICT, and the few type names that
-// differ are filled in per dialect. Writes go through a single connection
-// so SQLite never has two writers waiting on each other; reads use a pool.
-// SQLite runs in WAL mode with synchronous=FULL, so a committed transaction
-// survives kill -9 and power loss.
+// differ are filled in per dialect (text compares bytewise in both: COLLATE
+// "C" in PostgreSQL, so tag order and pagination are the same).
+//
+// Writers: SQLite writes go through a single connection, so it never has
+// two writers waiting on each other; reads use a pool. SQLite runs in WAL
+// mode with synchronous=FULL, so a committed transaction survives kill -9
+// and power loss. PostgreSQL serves every node of a region at once; each
+// write transaction first takes one transaction-level advisory lock, so
+// writes from all nodes are serialized exactly as SQLite's are. That keeps
+// one behaviour for both: a check and the write that depends on it (every
+// blob of a manifest present, a lock, a GC sweep) see no concurrent write,
+// and the feed's sequence numbers commit in order with no gaps. The cost
+// is write throughput bounded by one commit at a time per region
+// (docs/performance.md has the figure); reads are not serialized.
 //
 // Versions: every tag and manifest row carries the hlc.Version of its last
 // write (time and origin region). Tag writes are last-writer-wins by
 // version; a delete leaves a tombstone row (deleted = 1) with its version,
 // so a late, older write cannot bring the tag back (DESIGN invariant 4).
+// With several nodes (PostgreSQL), each write transaction moves the
+// writing node's clock past the newest version any node of the region
+// committed (SetClock), so a later write always has a later version.
 package meta
 
 import (
@@ -21,9 +34,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
+
+	"github.com/georeg/georeg/internal/hlc"
 )
 
 // ErrNotFound is returned for a row that does not exist (or is a tombstone).
@@ -31,9 +48,35 @@ var ErrNotFound = errors.New("not found")
 
 // DB is a region's metadata store. It is safe for concurrent use.
 type DB struct {
-	w *sql.DB // one connection: all writes
-	r *sql.DB // reads
+	w       *sql.DB // writes: one connection (SQLite), the pool (PostgreSQL)
+	r       *sql.DB // reads
+	dialect dialect
+	dsn     string // PostgreSQL: for the LISTEN connection
+	clock   Clock  // PostgreSQL: synchronized with the other nodes' (SetClock)
 }
+
+type dialect int
+
+const (
+	sqlite dialect = iota
+	postgres
+)
+
+// Clock is the clock a region's writes take versions from (hlc.Clock).
+type Clock interface {
+	Observe(v hlc.Version)
+	Last() int64
+}
+
+// SetClock has every write transaction (PostgreSQL) first move c past the
+// newest version the region's nodes committed, and record c's newest at
+// commit. Call it before the store is used.
+func (db *DB) SetClock(c Clock) { db.clock = c }
+
+// Shared reports whether several nodes may use this store at once
+// (PostgreSQL): caches and in-memory state of one node then do not see the
+// others' writes.
+func (db *DB) Shared() bool { return db.dialect == postgres }
 
 const schema = `
 CREATE TABLE IF NOT EXISTS repositories (
@@ -153,7 +196,27 @@ CREATE TABLE IF NOT EXISTS uploads (
 	created_at BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS region_state (
+	name  TEXT PRIMARY KEY,
+	value BIGINT NOT NULL
+);
 `
+
+// migrations bring a store made by an earlier version up to the schema,
+// in order; the region_state row "schema" counts those applied. Each runs
+// once, in the transaction that counts it.
+var migrations = []string{
+	// Upload sessions carry their checkpoint (hash state, size, the
+	// content store's staging state) and a generation, so any node of a
+	// region continues a session another started.
+	`ALTER TABLE uploads ADD COLUMN size BIGINT NOT NULL DEFAULT 0;
+	 ALTER TABLE uploads ADD COLUMN checkpoint {{bytes}};
+	 ALTER TABLE uploads ADD COLUMN gen BIGINT NOT NULL DEFAULT 0`,
+}
+
+// advisoryKey is the PostgreSQL advisory lock every write transaction of a
+// region takes ("georeg" in ASCII).
+const advisoryKey = 0x67656f726567
 
 // OpenSQLite opens (creating) the SQLite database at path.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
@@ -174,13 +237,75 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	db := &DB{w: w, r: r}
-	ddl := strings.NewReplacer("{{bytes}}", "BLOB", "{{serial}}", "INTEGER PRIMARY KEY AUTOINCREMENT").Replace(schema)
-	if _, err := w.ExecContext(ctx, ddl); err != nil {
+	db := &DB{w: w, r: r, dialect: sqlite}
+	if err := db.createSchema(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// OpenPostgres opens the PostgreSQL database at dsn (a URL or key=value
+// string, as pgx reads it), creating the schema when it is not there. The
+// database holds one region; every node of the region opens the same one.
+func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
+	pool, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	pool.SetMaxOpenConns(32)
+	pool.SetMaxIdleConns(16)
+	db := &DB{w: pool, r: pool, dialect: postgres, dsn: dsn}
+	if err := pool.PingContext(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := db.createSchema(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("create schema in postgres: %w", err)
+	}
+	return db, nil
+}
+
+var textType = regexp.MustCompile(`\bTEXT\b`)
+
+// ddl is stmt in the store's dialect.
+func (db *DB) ddl(stmt string) string {
+	if db.dialect == postgres {
+		stmt = textType.ReplaceAllString(stmt, `TEXT COLLATE "C"`)
+		return strings.NewReplacer("{{bytes}}", "BYTEA", "{{serial}}", "BIGSERIAL PRIMARY KEY").Replace(stmt)
+	}
+	return strings.NewReplacer("{{bytes}}", "BLOB", "{{serial}}", "INTEGER PRIMARY KEY AUTOINCREMENT").Replace(stmt)
+}
+
+// createSchema creates what is missing and runs the migrations a store
+// has not had, in one write transaction (nodes starting at once take turns).
+func (db *DB) createSchema(ctx context.Context) error {
+	return db.Update(ctx, func(tx *Tx) error {
+		for _, stmt := range strings.Split(db.ddl(schema), ";\n") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("%s: %w", strings.TrimSpace(stmt), err)
+			}
+		}
+		var applied int64 // a store without the row has had none
+		err := tx.tx.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = 'schema'`).Scan(&applied)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		for i := applied; i < int64(len(migrations)); i++ {
+			for _, stmt := range strings.Split(db.ddl(migrations[i]), ";") {
+				if _, err := tx.tx.ExecContext(ctx, strings.TrimSpace(stmt)); err != nil {
+					return fmt.Errorf("migration %d: %w", i+1, err)
+				}
+			}
+		}
+		_, err = tx.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ('schema', $1)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, len(migrations))
+		return err
+	})
 }
 
 // Close closes the database.
@@ -207,17 +332,28 @@ func newerWins(table string) string {
 
 // Tx is a write transaction. Its methods are the only writes to the store.
 type Tx struct {
-	tx *sql.Tx
+	tx      *sql.Tx
+	dialect dialect
 }
 
 // Update runs fn in one write transaction, committed when fn returns nil.
-// Everything fn writes becomes durable and visible together.
+// Everything fn writes becomes durable and visible together. Write
+// transactions run one at a time (per region, across its nodes).
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(&Tx{tx: tx}); err != nil {
+	t := &Tx{tx: tx, dialect: db.dialect}
+	if err := db.begin(ctx, t); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := fn(t); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := db.end(ctx, t); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -225,6 +361,37 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// begin serializes a PostgreSQL write transaction behind every other of
+// the region and moves the clock past the region's newest version.
+func (db *DB) begin(ctx context.Context, t *Tx) error {
+	if db.dialect != postgres {
+		return nil
+	}
+	if _, err := t.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(advisoryKey)); err != nil {
+		return fmt.Errorf("take the region's write lock: %w", err)
+	}
+	if db.clock == nil {
+		return nil
+	}
+	var last int64
+	err := t.tx.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = 'hlc'`).Scan(&last)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read the region's clock: %w", err)
+	}
+	db.clock.Observe(hlc.Version{Time: last})
+	return nil
+}
+
+// end records the clock's newest version for the next writer, on any node.
+func (db *DB) end(ctx context.Context, t *Tx) error {
+	if db.dialect != postgres || db.clock == nil {
+		return nil
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ('hlc', $1)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE region_state.value < excluded.value`, db.clock.Last())
+	return err
 }
 
 // Counts returns the number of rows in each table (tombstones included),

@@ -9,23 +9,47 @@ import (
 
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/storetest"
 )
 
-func openDB(t *testing.T) *meta.DB {
-	t.Helper()
-	db, err := meta.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "meta.db"))
-	if err != nil {
-		t.Fatal(err)
+// dialects opens a fresh store of each dialect: the suite runs on both.
+var dialects = []struct {
+	name string
+	open func(t *testing.T) *meta.DB
+}{
+	{"sqlite", func(t *testing.T) *meta.DB {
+		db, err := meta.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "meta.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}},
+	{"postgres", func(t *testing.T) *meta.DB {
+		db, err := meta.OpenPostgres(t.Context(), storetest.Postgres(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}},
+}
+
+// eachDialect runs fn once per dialect, on a fresh store.
+func eachDialect(t *testing.T, fn func(t *testing.T, db *meta.DB)) {
+	for _, d := range dialects {
+		t.Run(d.name, func(t *testing.T) {
+			db := d.open(t)
+			t.Cleanup(func() { db.Close() })
+			fn(t, db)
+		})
 	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
 
 // TestTagsAreLastWriterWins checks the SQL that invariant 4 rests on: a
 // tag write or delete wins only with a later version, ties broken by
 // region name, and a tombstone is never undone by an older write.
-func TestTagsAreLastWriterWins(t *testing.T) {
-	db := openDB(t)
+func TestTagsAreLastWriterWins(t *testing.T) { eachDialect(t, testTagsAreLastWriterWins) }
+
+func testTagsAreLastWriterWins(t *testing.T, db *meta.DB) {
 	ctx := t.Context()
 	a, b := digest.FromString("a"), digest.FromString("b")
 	now := time.Now()
@@ -74,7 +98,10 @@ func TestTagsAreLastWriterWins(t *testing.T) {
 // TestManifestTombstoneIsNotUndoneByAnOlderPut checks manifests keep the
 // same rule: a delete at v20 is not undone by a put at v15.
 func TestManifestTombstoneIsNotUndoneByAnOlderPut(t *testing.T) {
-	db := openDB(t)
+	eachDialect(t, testManifestTombstoneIsNotUndoneByAnOlderPut)
+}
+
+func testManifestTombstoneIsNotUndoneByAnOlderPut(t *testing.T, db *meta.DB) {
 	ctx := t.Context()
 	m := &meta.Manifest{Repo: "app", Digest: digest.FromString("m"), MediaType: "application/vnd.oci.image.manifest.v1+json",
 		Size: 1, Payload: []byte("m"), Created: time.Now(), Version: hlc.Version{Time: 10, Region: "eastus"}}

@@ -7,20 +7,31 @@ import (
 	"time"
 )
 
-// Upload is an open upload session. Its bytes live in the content store.
+// ErrConflict is returned when a row changed since it was read (an upload
+// session another request, on this node or another, moved on).
+var ErrConflict = errors.New("changed by another request since it was read")
+
+// Upload is an open upload session. Its bytes live in the content store;
+// Checkpoint is the content store's state to continue them from (any
+// node), of Size bytes. Gen counts the checkpoints saved: a save names the
+// generation it continues, so two requests racing on one session cannot
+// both move it on.
 type Upload struct {
-	ID      string
-	Repo    string
-	Created time.Time
-	Updated time.Time
+	ID         string
+	Repo       string
+	Size       int64
+	Checkpoint []byte
+	Gen        int64
+	Created    time.Time
+	Updated    time.Time
 }
 
 // CreateUpload records a new session.
 func (db *DB) CreateUpload(ctx context.Context, u Upload) error {
 	return db.Update(ctx, func(tx *Tx) error {
 		_, err := tx.tx.ExecContext(ctx,
-			`INSERT INTO uploads (id, repo, created_at, updated_at) VALUES ($1, $2, $3, $4)`,
-			u.ID, u.Repo, u.Created.UnixMilli(), u.Updated.UnixMilli())
+			`INSERT INTO uploads (id, repo, size, checkpoint, gen, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $6)`,
+			u.ID, u.Repo, u.Size, u.Checkpoint, u.Created.UnixMilli(), u.Updated.UnixMilli())
 		return err
 	})
 }
@@ -30,7 +41,8 @@ func (db *DB) GetUpload(ctx context.Context, id string) (*Upload, error) {
 	u := &Upload{ID: id}
 	var created, updated int64
 	err := db.r.QueryRowContext(ctx,
-		`SELECT repo, created_at, updated_at FROM uploads WHERE id = $1`, id).Scan(&u.Repo, &created, &updated)
+		`SELECT repo, size, checkpoint, gen, created_at, updated_at FROM uploads WHERE id = $1`, id).
+		Scan(&u.Repo, &u.Size, &u.Checkpoint, &u.Gen, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -41,11 +53,28 @@ func (db *DB) GetUpload(ctx context.Context, id string) (*Upload, error) {
 	return u, nil
 }
 
-// TouchUpload records activity on a session, postponing its expiry.
-func (db *DB) TouchUpload(ctx context.Context, id string, now time.Time) error {
+// SaveUpload records session id's new checkpoint of size bytes, moving it
+// from generation gen to gen+1, and postpones its expiry. ErrConflict when
+// the session is not at gen any more (another request saved first),
+// ErrNotFound when it is gone.
+func (db *DB) SaveUpload(ctx context.Context, id string, gen, size int64, checkpoint []byte, now time.Time) error {
 	return db.Update(ctx, func(tx *Tx) error {
-		_, err := tx.tx.ExecContext(ctx, `UPDATE uploads SET updated_at = $2 WHERE id = $1`, id, now.UnixMilli())
-		return err
+		res, err := tx.tx.ExecContext(ctx, `UPDATE uploads SET size = $3, checkpoint = $4, gen = gen + 1, updated_at = $5
+			WHERE id = $1 AND gen = $2`, id, gen, size, checkpoint, now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		var exists int64
+		if err := tx.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM uploads WHERE id = $1`, id).Scan(&exists); err != nil {
+			return err
+		}
+		if exists == 0 {
+			return ErrNotFound
+		}
+		return ErrConflict
 	})
 }
 

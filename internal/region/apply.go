@@ -143,34 +143,49 @@ func (r *Region) FetchBlob(ctx context.Context, id string, d digest.Digest, size
 }
 
 func (r *Region) fetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error), w io.Writer) (bool, error) {
+	kept := r.takePartial(id)
 	if _, ok, err := r.HasContent(ctx, d); ok || err != nil {
+		if kept != nil {
+			_ = kept.Cancel(ctx)
+		}
 		return false, err // a fetch that just finished under another id stored it
 	}
-	up, err := r.store.ResumeUpload(ctx, id)
-	if errors.Is(err, content.ErrNotFound) {
-		up, err = r.store.Upload(ctx, id)
-	}
-	if err != nil {
-		return false, err
+	up := kept
+	if up == nil {
+		var err error
+		if up, err = r.store.Upload(ctx, id, d); err != nil {
+			return false, err
+		}
 	}
 	var tee io.Writer
 	if w != nil {
 		tee = &bestEffort{w: w}
 		if up.Size() > 0 { // what an earlier, broken fetch kept
 			rc, err := r.store.OpenUpload(ctx, id)
-			if err != nil {
+			if errors.Is(err, content.ErrNotReadable) {
+				// The kept bytes cannot be read back (S3): start over, so
+				// the client gets every byte.
+				_ = up.Cancel(ctx)
+				if up, err = r.store.Upload(ctx, id, d); err != nil {
+					return false, err
+				}
+			} else if err != nil {
+				r.keepPartial(ctx, id, up)
 				return false, err
-			}
-			_, err = io.Copy(tee, io.LimitReader(rc, up.Size()))
-			rc.Close()
-			if err != nil {
-				return true, err
+			} else {
+				_, err = io.Copy(tee, io.LimitReader(rc, up.Size()))
+				rc.Close()
+				if err != nil {
+					r.keepPartial(ctx, id, up)
+					return true, err
+				}
 			}
 		}
 	}
 	if size < 0 || up.Size() < size {
 		rc, err := open(ctx, up.Size())
 		if err != nil {
+			r.keepPartial(ctx, id, up)
 			return tee != nil && up.Size() > 0, err
 		}
 		var src io.Reader = rc
@@ -180,11 +195,64 @@ func (r *Region) fetchBlob(ctx context.Context, id string, d digest.Digest, size
 		_, err = up.Append(ctx, src)
 		rc.Close()
 		if err != nil {
+			r.keepPartial(ctx, id, up)
 			return tee != nil, fmt.Errorf("fetch blob %s: %w (kept %d bytes to resume)", d, err, up.Size())
 		}
 	}
-	_, err = up.Commit(ctx, d, size)
+	_, err := up.Commit(ctx, d, size)
 	return tee != nil, err
+}
+
+// partial is a fetch that broke, kept (its staging data, its hash) so the
+// next fetch of the same staging id resumes with a Range. Partials live in
+// this process: after a restart the orphan sweep removes their data.
+type partial struct {
+	up    *content.Upload
+	since time.Time
+}
+
+// keepPartial checkpoints up (releasing its writer) and keeps it for the
+// next fetch of id; one that cannot be checkpointed is discarded.
+func (r *Region) keepPartial(ctx context.Context, id string, up *content.Upload) {
+	if _, err := up.Checkpoint(ctx); err != nil {
+		_ = up.Cancel(ctx)
+		return
+	}
+	r.mu.Lock()
+	r.partials[id] = &partial{up: up, since: r.now()}
+	r.mu.Unlock()
+}
+
+// takePartial returns the broken fetch kept for id, if any, and forgets it.
+func (r *Region) takePartial(id string) *content.Upload {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.partials[id]
+	if !ok {
+		return nil
+	}
+	delete(r.partials, id)
+	return p.up
+}
+
+// partialHeld reports whether a broken fetch of staging id is kept.
+func (r *Region) partialHeld(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.partials[id]
+	return ok
+}
+
+// expirePartials discards broken fetches kept since before cutoff (their
+// peer, say, was removed): the orphan sweep then removes their data.
+func (r *Region) expirePartials(cutoff time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, p := range r.partials {
+		if p.since.Before(cutoff) {
+			delete(r.partials, id)
+		}
+	}
 }
 
 // bestEffort writes to w until a write fails, then drops the rest: a

@@ -33,7 +33,8 @@ type Region struct {
 	now   func() time.Time
 
 	mu       sync.Mutex
-	sessions map[string]*session // upload sessions open in this process
+	sessions map[string]*session // upload sessions this process saw
+	partials map[string]*partial // broken fetches kept to resume, by staging id
 	fetches  singleflight.Group  // blob fetches from peers, by staging id
 
 	gc         gcState
@@ -74,7 +75,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	r := &Region{
 		cfg: cfg, log: log.With("region", cfg.Name), db: db, store: store,
 		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes), feed: newFeedNotifier(),
-		now: time.Now, sessions: map[string]*session{}, outboxWake: make(chan struct{}, 1),
+		now: time.Now, sessions: map[string]*session{}, partials: map[string]*partial{}, outboxWake: make(chan struct{}, 1),
 	}
 	// Start the clock past every version written before a restart, even if
 	// the wall clock went backwards meanwhile.
@@ -83,8 +84,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 		return nil, fmt.Errorf("read last version: %w", err)
 	}
 	r.clock.Observe(hlc.Version{Time: last})
-	if err := r.removeOrphanUploads(ctx); err != nil {
-		return nil, fmt.Errorf("clean staging data: %w", err)
+	if !db.Shared() {
+		// Nobody else writes this store: what has no session is an orphan.
+		if err := r.removeOrphanUploads(ctx, time.Now().Add(time.Minute)); err != nil {
+			return nil, fmt.Errorf("clean staging data: %w", err)
+		}
 	}
 	return r, nil
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -17,34 +16,46 @@ import (
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
-// session is an upload session open in this process. Its bytes and its
-// row in the metadata store outlive the process; after a restart the first
-// request on it reopens it (content.Store.ResumeUpload).
+// session is an upload session as this process last saw it. The session
+// itself lives in the stores: its bytes in the content store, its row (the
+// checkpoint to continue them from, and its generation) in the metadata
+// store, so any node of the region continues it. A request loads the row;
+// the Upload kept here is reused while the row's generation is the one it
+// continues, and resumed from the row's checkpoint otherwise (another node
+// moved the session on, or this process restarted).
 //
-// Requests on one session are serialized by mu; a second request arriving
-// while one writes gets BLOB_UPLOAD_INVALID instead of waiting, since a
-// client writing one session from two connections has lost track of it.
+// Requests on one session are serialized by mu in one process, and by the
+// generation across nodes: a checkpoint saves only over the generation it
+// continued (meta.SaveUpload), so of two requests racing on one session
+// one wins and the other gets BLOB_UPLOAD_INVALID. A second request
+// arriving here while one writes gets BLOB_UPLOAD_INVALID at once instead
+// of waiting, since a client writing one session from two connections has
+// lost track of it.
 type session struct {
 	mu   sync.Mutex
 	repo string
-	up   *content.Upload // nil until loaded, or after the session ended
-	size atomic.Int64    // bytes received, readable without mu
+	up   *content.Upload // nil until loaded, or when its state is unknown
+	gen  int64           // the generation up continues
 }
 
 // StartUpload opens a new upload session in repo and returns its id.
 func (r *Region) StartUpload(ctx context.Context, repo string) (string, error) {
 	id := r.newID()
 	now := r.now()
-	if err := r.db.CreateUpload(ctx, meta.Upload{ID: id, Repo: repo, Created: now, Updated: now}); err != nil {
-		return "", err
-	}
-	up, err := r.store.Upload(ctx, id)
+	up, err := r.store.Upload(ctx, id, "")
 	if err != nil {
 		return "", err
 	}
-	s := &session{repo: repo, up: up}
+	cp, err := up.Checkpoint(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := r.db.CreateUpload(ctx, meta.Upload{ID: id, Repo: repo, Checkpoint: cp, Created: now, Updated: now}); err != nil {
+		_ = up.Cancel(ctx)
+		return "", err
+	}
 	r.mu.Lock()
-	r.sessions[id] = s
+	r.sessions[id] = &session{repo: repo, up: up}
 	r.mu.Unlock()
 	return id, nil
 }
@@ -55,65 +66,103 @@ func uploadUnknown(id string) error {
 		map[string]string{"upload_id": id})
 }
 
-// acquire returns session id of repo locked for one request; release
-// unlocks it.
+func uploadRaced(id string) error {
+	return ocierr.BlobUploadInvalid.Withf("upload %s was moved on by another request meanwhile; GET the upload for its Range and continue from there, one request at a time", id)
+}
+
+// acquire returns session id of repo, locked for one request and loaded
+// at its current generation; release unlocks it (s.mu.Unlock).
 func (r *Region) acquire(ctx context.Context, repo, id string) (*session, error) {
 	r.mu.Lock()
 	s, ok := r.sessions[id]
-	if ok {
-		r.mu.Unlock()
-		if s.repo != repo {
-			return nil, uploadUnknown(id)
-		}
-		if !s.mu.TryLock() {
-			return nil, ocierr.BlobUploadInvalid.Withf("upload %s is busy with another request; send its requests one at a time", id)
-		}
-		if s.up == nil {
-			s.mu.Unlock()
-			return nil, uploadUnknown(id)
-		}
-		return s, nil
+	if !ok {
+		s = &session{repo: repo}
+		r.sessions[id] = s
 	}
-	// Not open in this process: reopen it from the stores, holding the
-	// session's lock so a concurrent request waits for the reload.
-	s = &session{repo: repo}
-	s.mu.Lock()
-	r.sessions[id] = s
 	r.mu.Unlock()
+	if s.repo != repo {
+		return nil, uploadUnknown(id)
+	}
+	if !s.mu.TryLock() {
+		return nil, ocierr.BlobUploadInvalid.Withf("upload %s is busy with another request; send its requests one at a time", id)
+	}
 	fail := func(err error) (*session, error) {
-		r.mu.Lock()
-		delete(r.sessions, id)
-		r.mu.Unlock()
+		r.forget(id, s)
 		s.mu.Unlock()
 		return nil, err
 	}
-	u, err := r.db.GetUpload(ctx, id)
-	if isNotFound(err) || (err == nil && u.Repo != repo) {
+	row, err := r.db.GetUpload(ctx, id)
+	if isNotFound(err) || (err == nil && row.Repo != repo) {
 		return fail(uploadUnknown(id))
 	}
 	if err != nil {
-		return fail(err)
+		s.mu.Unlock()
+		return nil, err
 	}
-	up, err := r.store.ResumeUpload(ctx, id)
+	if s.up != nil && s.gen == row.Gen {
+		return s, nil
+	}
+	up, err := r.store.ResumeUpload(ctx, id, row.Checkpoint)
 	if isNotFound(err) {
 		return fail(uploadUnknown(id))
 	}
 	if err != nil {
-		return fail(err)
+		s.mu.Unlock()
+		return nil, err
 	}
-	s.up = up
-	s.size.Store(up.Size())
-	r.log.InfoContext(ctx, "upload session reopened", "upload_id", id, "repo", repo, "size", up.Size())
+	s.up, s.gen = up, row.Gen
+	if up.Size() != row.Size {
+		// The content store kept fewer bytes than the checkpoint counted (a
+		// filesystem after a power cut): the row says so before anyone
+		// reads its Range.
+		r.log.WarnContext(ctx, "upload session lost bytes its checkpoint counted; it continues from what survived",
+			"upload_id", id, "checkpoint_size", row.Size, "size", up.Size())
+		if err := r.save(ctx, s, id); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
+	r.log.DebugContext(ctx, "upload session loaded", "upload_id", id, "repo", repo, "size", up.Size(), "gen", row.Gen)
 	return s, nil
+}
+
+// save checkpoints s and records the checkpoint over the generation s
+// continues. The session's Upload is dropped when its state is unknown
+// after a failure, to be resumed from the row next time.
+func (r *Region) save(ctx context.Context, s *session, id string) error {
+	cp, err := s.up.Checkpoint(ctx)
+	if err != nil {
+		s.up = nil
+		return err
+	}
+	if err := r.db.SaveUpload(ctx, id, s.gen, s.up.Size(), cp, r.now()); err != nil {
+		s.up = nil
+		switch {
+		case errors.Is(err, meta.ErrConflict):
+			return uploadRaced(id)
+		case isNotFound(err):
+			return uploadUnknown(id)
+		}
+		return err
+	}
+	s.gen++
+	return nil
+}
+
+// forget drops this process's view of session id.
+func (r *Region) forget(id string, s *session) {
+	r.mu.Lock()
+	if r.sessions[id] == s {
+		delete(r.sessions, id)
+	}
+	r.mu.Unlock()
 }
 
 // end forgets a finished or cancelled session; its lock stays held, so a
 // request that raced for it sees it gone.
 func (r *Region) end(id string, s *session) {
 	s.up = nil
-	r.mu.Lock()
-	delete(r.sessions, id)
-	r.mu.Unlock()
+	r.forget(id, s)
 	s.mu.Unlock()
 }
 
@@ -128,38 +177,41 @@ type Chunk struct {
 	Body   io.Reader
 }
 
-// UploadStatus returns the number of bytes session id of repo holds.
+// UploadStatus returns the number of bytes session id of repo holds, as
+// its last checkpoint recorded (what every node continues from).
 func (r *Region) UploadStatus(ctx context.Context, repo, id string) (int64, error) {
-	r.mu.Lock()
-	s, ok := r.sessions[id]
-	r.mu.Unlock()
-	if ok && s.repo == repo {
-		return s.size.Load(), nil
+	row, err := r.db.GetUpload(ctx, id)
+	if isNotFound(err) || (err == nil && row.Repo != repo) {
+		return 0, uploadUnknown(id)
 	}
-	s, err := r.acquire(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
-	defer s.mu.Unlock()
-	return s.up.Size(), nil
+	return row.Size, nil
 }
 
 // AppendUpload writes a chunk to session id and returns the session's size.
 // A chunk that does not start where the session ends is refused with
-// RANGE_INVALID (416) and changes nothing.
+// RANGE_INVALID (416) and changes nothing. The bytes a chunk cut short
+// delivered are kept (checkpointed), so the client resumes from there.
 func (r *Region) AppendUpload(ctx context.Context, repo, id string, c Chunk) (int64, error) {
 	s, err := r.acquire(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
-	if err := r.appendChunk(ctx, s, id, c); err != nil {
-		return s.up.Size(), err
+	before := s.up.Size()
+	aerr := r.appendChunk(ctx, s, id, c)
+	if s.up.Size() == before && aerr != nil {
+		if _, err := s.up.Checkpoint(ctx); err != nil { // releases the writer: nothing changed
+			s.up = nil
+		}
+		return before, aerr
 	}
-	if err := r.db.TouchUpload(ctx, id, r.now()); err != nil {
+	if err := r.save(ctx, s, id); err != nil {
 		return 0, err
 	}
-	return s.up.Size(), nil
+	return s.up.Size(), aerr
 }
 
 func (r *Region) appendChunk(ctx context.Context, s *session, id string, c Chunk) error {
@@ -174,7 +226,6 @@ func (r *Region) appendChunk(ctx context.Context, s *session, id string, c Chunk
 		body = io.LimitReader(c.Body, c.Length)
 	}
 	n, err := s.up.Append(ctx, body)
-	s.size.Store(s.up.Size())
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", id, err)
 	}
@@ -195,7 +246,15 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 	if err != nil {
 		return 0, err
 	}
+	before := s.up.Size()
 	if err := r.appendChunk(ctx, s, id, c); err != nil {
+		if s.up.Size() != before {
+			if serr := r.save(ctx, s, id); serr != nil {
+				err = serr
+			}
+		} else if _, cerr := s.up.Checkpoint(ctx); cerr != nil {
+			s.up = nil
+		}
 		s.mu.Unlock()
 		return 0, err
 	}
@@ -207,6 +266,7 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 			_ = r.db.Update(ctx, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
 			r.end(id, s)
 		} else {
+			s.up = nil // its state is unknown: resumed from the row next time
 			s.mu.Unlock()
 		}
 		return 0, blobError(err, d)
@@ -223,6 +283,7 @@ func (r *Region) CancelUpload(ctx context.Context, repo, id string) error {
 		return err
 	}
 	if err := s.up.Cancel(ctx); err != nil {
+		s.up = nil
 		s.mu.Unlock()
 		return err
 	}
@@ -232,12 +293,13 @@ func (r *Region) CancelUpload(ctx context.Context, repo, id string) error {
 }
 
 // ExpireUploads ends sessions idle for longer than the upload TTL, and
-// staging data no session owns (a monolithic upload cut off by a crash).
+// staging data no session owns (a monolithic upload or a fetch cut off by
+// a crash) once it is that old too.
 func (r *Region) ExpireUploads(ctx context.Context) error {
 	cutoff := r.now().Add(-r.cfg.UploadTTL)
 	for range 100 { // at most 100 batches per sweep; the next sweep goes on
 		ids, err := r.db.StaleUploads(ctx, cutoff, 100)
-		if err != nil || len(ids) == 0 {
+		if err != nil {
 			return err
 		}
 		for _, id := range ids {
@@ -265,31 +327,49 @@ func (r *Region) ExpireUploads(ctx context.Context) error {
 			}
 			r.log.InfoContext(ctx, "upload session expired", "upload_id", id)
 		}
+		if len(ids) < 100 {
+			break
+		}
 	}
-	return nil
+	r.expirePartials(cutoff)
+	return r.removeOrphanUploads(ctx, cutoff)
 }
 
-// removeOrphanUploads deletes staging data that has no session row: what
-// a monolithic upload left when the process died. Call it before serving.
-func (r *Region) removeOrphanUploads(ctx context.Context) error {
-	var orphans []string
-	err := r.store.Backend().Walk(ctx, "uploads/", func(key string, _ int64, _ time.Time) error {
+// removeOrphanUploads deletes staging data that has no session row and was
+// last written before cutoff: what a monolithic upload or a fetch left
+// when its process died. At start, with a store no other node uses, every
+// orphan goes at once (cutoff: now); with a shared store another node's
+// monolithic upload may be writing one, so only old ones go.
+func (r *Region) removeOrphanUploads(ctx context.Context, cutoff time.Time) error {
+	orphans := map[string]bool{}
+	err := r.store.Backend().Walk(ctx, "uploads/", func(key string, _ int64, modified time.Time) error {
+		if !modified.Before(cutoff) {
+			return nil
+		}
 		id, _, _ := strings.Cut(strings.TrimPrefix(key, "uploads/"), "/")
+		if r.partialHeld(id) {
+			return nil
+		}
 		if _, err := r.db.GetUpload(ctx, id); isNotFound(err) {
-			orphans = append(orphans, id)
+			orphans[id] = true
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	for _, id := range orphans {
+	for id := range orphans {
 		if err := r.store.CancelUpload(ctx, id); err != nil {
 			return err
 		}
 	}
 	if len(orphans) > 0 {
 		r.log.InfoContext(ctx, "removed staging data of interrupted uploads", "count", len(orphans))
+	}
+	if sw, ok := r.store.Backend().(content.Sweeper); ok {
+		if err := sw.Sweep(ctx, cutoff); err != nil {
+			return fmt.Errorf("sweep stale staging: %w", err)
+		}
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ package fs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,9 @@ func Open(dir string) (*Backend, error) {
 	}
 	return &Backend{root: abs}, nil
 }
+
+// Root returns the directory the backend keeps its files under.
+func (b *Backend) Root() string { return b.root }
 
 // path maps a key to a file, refusing keys that would leave the root.
 func (b *Backend) path(key string) (string, error) {
@@ -106,8 +110,17 @@ func (b *Backend) Reader(_ context.Context, key string, offset int64) (io.ReadCl
 	return f, nil
 }
 
-// Writer implements content.Backend.
-func (b *Backend) Writer(_ context.Context, key string, appendTo bool) (content.Writer, error) {
+// state is a staging file's checkpoint: its size.
+type state struct {
+	Size int64 `json:"size"`
+}
+
+// Writer implements content.Backend. A staging object is one file;
+// resuming truncates it to its checkpoint's size (bytes written after the
+// checkpoint were never acknowledged) and fails with ErrCheckpointLost
+// when it holds fewer (unsynced bytes lost in a power cut). Target is not
+// needed: Commit renames.
+func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
 	p, err := b.path(key)
 	if err != nil {
 		return nil, err
@@ -116,8 +129,15 @@ func (b *Backend) Writer(_ context.Context, key string, appendTo bool) (content.
 		return nil, err
 	}
 	flag := os.O_WRONLY | os.O_CREATE
-	if !appendTo {
+	var want int64
+	if opts.Resume == nil {
 		flag |= os.O_TRUNC
+	} else {
+		var st state
+		if err := json.Unmarshal(opts.Resume, &st); err != nil {
+			return nil, fmt.Errorf("staging state of %s: %w", key, err)
+		}
+		want = st.Size
 	}
 	f, err := os.OpenFile(p, flag, 0o644)
 	if err != nil {
@@ -128,7 +148,36 @@ func (b *Backend) Writer(_ context.Context, key string, appendTo bool) (content.
 		f.Close()
 		return nil, err
 	}
+	if opts.Resume != nil {
+		if size < want {
+			f.Close()
+			return nil, fmt.Errorf("%s holds %d bytes, its checkpoint %d: %w", key, size, want, content.ErrCheckpointLost)
+		}
+		if size > want {
+			if err := f.Truncate(want); err != nil {
+				f.Close()
+				return nil, err
+			}
+			if size, err = f.Seek(want, io.SeekStart); err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
+	}
 	return &writer{b: b, f: f, fd: int(f.Fd()), path: p, size: size, flushed: size}, nil
+}
+
+// Move implements content.Backend: a rename, made durable.
+func (b *Backend) Move(_ context.Context, from, to string) error {
+	src, err := b.path(from)
+	if err != nil {
+		return err
+	}
+	dst, err := b.path(to)
+	if err != nil {
+		return err
+	}
+	return b.rename(src, dst)
 }
 
 // Delete implements content.Backend. Deleting an upload's data removes its
@@ -137,6 +186,10 @@ func (b *Backend) Delete(_ context.Context, key string) error {
 	p, err := b.path(key)
 	if err != nil {
 		return err
+	}
+	if strings.HasPrefix(key, "uploads/") && filepath.Base(p) == "data" {
+		// A session's staging: its directory holds all of it.
+		return os.RemoveAll(filepath.Dir(p))
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -262,7 +315,15 @@ func (w *writer) setDirect(on bool) error {
 
 func (w *writer) Size() int64 { return w.size }
 
-func (w *writer) Close() error { return w.f.Close() }
+// Checkpoint implements content.Writer: the bytes are in the file (not
+// synced: a checkpoint survives the process, and a power cut is caught
+// when resuming).
+func (w *writer) Checkpoint(context.Context) ([]byte, error) {
+	if err := w.f.Close(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(state{Size: w.size})
+}
 
 func (w *writer) Commit(_ context.Context, key string) error {
 	dst, err := w.b.path(key)
@@ -277,26 +338,34 @@ func (w *writer) Commit(_ context.Context, key string) error {
 	if err := w.f.Close(); err != nil {
 		return err
 	}
+	return w.b.rename(w.path, dst)
+}
+
+// rename moves src to dst durably: the rename and, for a new fan-out
+// directory, its own entry are synced; an upload's emptied directory goes.
+func (b *Backend) rename(src, dst string) error {
 	dir := filepath.Dir(dst)
 	_, statErr := os.Stat(dir)
 	newDir := errors.Is(statErr, fs.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.Rename(w.path, dst); err != nil {
-		return err
+	if err := os.Rename(src, dst); err != nil {
+		return notFound(err)
 	}
-	_ = os.Remove(filepath.Dir(w.path)) // an upload's now-empty directory
+	if filepath.Dir(src) != b.root && strings.HasPrefix(src, filepath.Join(b.root, "uploads")+string(filepath.Separator)) {
+		_ = os.Remove(filepath.Dir(src)) // an upload's now-empty directory
+	}
 	if err := syncDir(dir); err != nil {
 		return err
 	}
 	if newDir {
 		// The new fan-out directory's own entry must be durable too.
-		for d := filepath.Dir(dir); len(d) >= len(w.b.root); d = filepath.Dir(d) {
+		for d := filepath.Dir(dir); len(d) >= len(b.root); d = filepath.Dir(d) {
 			if err := syncDir(d); err != nil {
 				return err
 			}
-			if d == w.b.root {
+			if d == b.root {
 				break
 			}
 		}
