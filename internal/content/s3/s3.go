@@ -1,0 +1,604 @@
+// Package s3 is a content.Backend on S3-compatible object storage
+// (AWS S3, MinIO, versitygw, Ceph RGW), through minio-go.
+//
+// Objects are the backend's keys under Config.Prefix in one bucket. Every
+// node of a region may use the same bucket at once: nothing about an
+// upload lives on the node that wrote it.
+//
+// Writes stream. A staging object is a multipart upload plus a tail:
+//
+//	bytes:   [ part 1 | part 2 | ... | part n | tail ]
+//	         each part PartSize bytes, uploaded  the rest (< PartSize),
+//	         as soon as it is full               in memory while writing
+//
+// so memory per writer is one part. Checkpoint stores the tail as an
+// object of its own (uploads/<id>/data.tail.<random>) and returns the
+// upload id, the parts with their ETags and the tail's key: the state
+// any node resumes from. Parts or tails written after the checkpoint a
+// writer resumes from are ignored (only the listed parts are completed),
+// and S3 refuses to complete a part whose ETag changed, so two writers
+// racing on one session cannot produce a blob of mixed bytes unnoticed.
+//
+// Commit completes the multipart upload (or PUTs a blob smaller than a
+// part in one request). A multipart upload completes at the key it was
+// started for: with WriterOptions.Target (the digest was declared: a
+// monolithic upload, replication, read-through) that is the blob's own key
+// and nothing moves; otherwise (a session whose digest comes with its
+// last request) it completes at the staging key and is copied server side
+// to the blob's key, then removed. Incomplete multipart uploads left by a
+// dead process are aborted by Sweep once older than the caller's cutoff.
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/georeg/georeg/internal/content"
+)
+
+// Config is where the blobs are.
+type Config struct {
+	// Endpoint is the S3 API's base URL, http(s)://host[:port].
+	Endpoint string `yaml:"endpoint"`
+	// Bucket holds the region's blobs; one bucket per region.
+	Bucket string `yaml:"bucket"`
+	// Region is the bucket's region (default us-east-1).
+	Region string `yaml:"region"`
+	// Prefix is put before every key, to share a bucket with other data.
+	Prefix string `yaml:"prefix"`
+	// AccessKey and SecretKey authenticate (AWS signature v4).
+	AccessKey string `yaml:"accessKey"`
+	SecretKey string `yaml:"secretKey"`
+	// PartSize is the size of each multipart upload part: the memory one
+	// upload holds (default 16 MiB; S3 needs at least 5 MiB, and a blob
+	// has at most 10,000 parts: 160 GiB at the default).
+	PartSize int64 `yaml:"partSize"`
+	// Redirect makes blob GETs answer 307 to a presigned URL of the
+	// object, so the bytes go from the object store to the client.
+	Redirect bool `yaml:"redirect"`
+	// RedirectExpiry is how long a presigned URL is good for (default 5m).
+	RedirectExpiry time.Duration `yaml:"redirectExpiry"`
+	// CreateBucket creates the bucket at start when it does not exist.
+	CreateBucket bool `yaml:"createBucket"`
+}
+
+// Defaults.
+const (
+	DefaultPartSize = 16 << 20
+	minPartSize     = 5 << 20
+)
+
+// WithDefaults returns c with zero fields set.
+func (c Config) WithDefaults() Config {
+	if c.Region == "" {
+		c.Region = "us-east-1"
+	}
+	if c.PartSize == 0 {
+		c.PartSize = DefaultPartSize
+	}
+	if c.RedirectExpiry == 0 {
+		c.RedirectExpiry = 5 * time.Minute
+	}
+	return c
+}
+
+// Validate reports every problem with its field.
+func (c Config) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		errs = append(errs, fmt.Errorf("endpoint: %q must be http(s)://host[:port]", c.Endpoint))
+	}
+	if c.Bucket == "" {
+		errs = append(errs, errors.New("bucket: give the bucket of this region's blobs"))
+	}
+	if (c.AccessKey == "") != (c.SecretKey == "") {
+		errs = append(errs, errors.New("accessKey and secretKey: give both or neither"))
+	}
+	if c.PartSize != 0 && c.PartSize < minPartSize {
+		errs = append(errs, fmt.Errorf("partSize: %d is below S3's minimum of 5 MiB", c.PartSize))
+	}
+	if c.RedirectExpiry < 0 || c.RedirectExpiry > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("redirectExpiry: %s must be between 0 and 7 days", c.RedirectExpiry))
+	}
+	if strings.HasPrefix(c.Prefix, "/") {
+		errs = append(errs, fmt.Errorf("prefix: %q must not start with /", c.Prefix))
+	}
+	return errors.Join(errs...)
+}
+
+// Backend keeps each key as an object.
+type Backend struct {
+	cfg    Config
+	core   minio.Core
+	client *minio.Client
+	bufs   sync.Pool // part buffers
+}
+
+// Open connects to the bucket (creating it with CreateBucket) and checks
+// it answers.
+func Open(ctx context.Context, cfg Config) (*Backend, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(cfg.Endpoint)
+	opts := &minio.Options{Secure: u.Scheme == "https", Region: cfg.Region, BucketLookup: minio.BucketLookupPath}
+	if cfg.AccessKey != "" {
+		opts.Creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
+	}
+	core, err := minio.NewCore(u.Host, opts)
+	if err != nil {
+		return nil, fmt.Errorf("s3 %s: %w", cfg.Endpoint, err)
+	}
+	b := &Backend{cfg: cfg, core: *core, client: core.Client}
+	b.bufs.New = func() any { p := make([]byte, 0, cfg.PartSize); return &p }
+	ok, err := b.client.BucketExists(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("s3 bucket %s at %s: %w", cfg.Bucket, cfg.Endpoint, err)
+	}
+	if !ok {
+		if !cfg.CreateBucket {
+			return nil, fmt.Errorf("s3 bucket %s does not exist at %s (create it, or set createBucket)", cfg.Bucket, cfg.Endpoint)
+		}
+		if err := b.client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+			return nil, fmt.Errorf("create s3 bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	return b, nil
+}
+
+// Config returns the backend's configuration, defaults applied.
+func (b *Backend) Config() Config { return b.cfg }
+
+func (b *Backend) object(key string) (string, error) {
+	if key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") {
+		return "", fmt.Errorf("bad content key %q", key)
+	}
+	return b.cfg.Prefix + key, nil
+}
+
+func notFound(err error) error {
+	r := minio.ToErrorResponse(err)
+	if r.Code == "NoSuchKey" || r.Code == "NoSuchUpload" || r.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%w: %v", content.ErrNotFound, err)
+	}
+	return err
+}
+
+// isStaging reports a session's staging key (uploads/<id>/data), which is
+// never an object of its own until it is committed.
+func isStaging(key string) bool {
+	return strings.HasPrefix(key, "uploads/") && strings.HasSuffix(key, "/data")
+}
+
+// Stat implements content.Backend.
+func (b *Backend) Stat(ctx context.Context, key string) (int64, error) {
+	obj, err := b.object(key)
+	if err != nil {
+		return 0, err
+	}
+	info, err := b.client.StatObject(ctx, b.cfg.Bucket, obj, minio.StatObjectOptions{})
+	if err != nil {
+		return 0, notFound(err)
+	}
+	return info.Size, nil
+}
+
+// Reader implements content.Backend: a GET with a Range from offset.
+func (b *Backend) Reader(ctx context.Context, key string, offset int64) (io.ReadCloser, error) {
+	obj, err := b.object(key)
+	if err != nil {
+		return nil, err
+	}
+	var opts minio.GetObjectOptions
+	if offset > 0 {
+		if err := opts.SetRange(offset, 0); err != nil {
+			return nil, err
+		}
+	}
+	rc, _, _, err := b.core.GetObject(ctx, b.cfg.Bucket, obj, opts)
+	if err == nil {
+		return rc, nil
+	}
+	if minio.ToErrorResponse(err).Code == "InvalidRange" {
+		if size, serr := b.Stat(ctx, key); serr == nil && offset >= size {
+			return io.NopCloser(bytes.NewReader(nil)), nil // nothing past the end
+		}
+	}
+	err = notFound(err)
+	if errors.Is(err, content.ErrNotFound) && isStaging(key) {
+		return nil, content.ErrNotReadable
+	}
+	return nil, err
+}
+
+// Move implements content.Backend: a server-side copy (multipart for a
+// large object), then a delete.
+func (b *Backend) Move(ctx context.Context, from, to string) error {
+	src, err := b.object(from)
+	if err != nil {
+		return err
+	}
+	dst, err := b.object(to)
+	if err != nil {
+		return err
+	}
+	if _, err := b.client.ComposeObject(ctx, minio.CopyDestOptions{Bucket: b.cfg.Bucket, Object: dst},
+		minio.CopySrcOptions{Bucket: b.cfg.Bucket, Object: src}); err != nil {
+		return notFound(err)
+	}
+	return b.client.RemoveObject(ctx, b.cfg.Bucket, src, minio.RemoveObjectOptions{})
+}
+
+// Delete implements content.Backend. A staging key takes every object of
+// its session (tails, a sealed copy) and its incomplete multipart uploads.
+func (b *Backend) Delete(ctx context.Context, key string) error {
+	obj, err := b.object(key)
+	if err != nil {
+		return err
+	}
+	if !isStaging(key) {
+		err := b.client.RemoveObject(ctx, b.cfg.Bucket, obj, minio.RemoveObjectOptions{})
+		if err != nil && !errors.Is(notFound(err), content.ErrNotFound) {
+			return err
+		}
+		return nil
+	}
+	dir := strings.TrimSuffix(obj, "data")
+	if err := b.removePrefix(ctx, dir); err != nil {
+		return err
+	}
+	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, obj, true) {
+		if up.Err != nil {
+			return up.Err
+		}
+		if up.Key != obj {
+			continue // another session's id that starts with this one's
+		}
+		if err := b.core.AbortMultipartUpload(ctx, b.cfg.Bucket, up.Key, up.UploadID); err != nil && !errors.Is(notFound(err), content.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// removePrefix removes every object under prefix (a bucket key).
+func (b *Backend) removePrefix(ctx context.Context, prefix string) error {
+	for o := range b.client.ListObjects(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			return o.Err
+		}
+		if err := b.client.RemoveObject(ctx, b.cfg.Bucket, o.Key, minio.RemoveObjectOptions{}); err != nil && !errors.Is(notFound(err), content.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Walk implements content.Backend. Under "uploads/" it lists sessions'
+// incomplete multipart uploads too (as their staging key, size 0, dated
+// when they began).
+func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, size int64, modified time.Time) error) error {
+	for o := range b.client.ListObjects(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: b.cfg.Prefix + prefix, Recursive: true}) {
+		if o.Err != nil {
+			return o.Err
+		}
+		if err := fn(strings.TrimPrefix(o.Key, b.cfg.Prefix), o.Size, o.LastModified); err != nil {
+			return err
+		}
+	}
+	if !strings.HasPrefix(prefix, "uploads") && !strings.HasPrefix("uploads/", prefix) {
+		return nil
+	}
+	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, b.cfg.Prefix+prefix, true) {
+		if up.Err != nil {
+			return up.Err
+		}
+		key := strings.TrimPrefix(up.Key, b.cfg.Prefix)
+		if !strings.HasPrefix(key, "uploads/") {
+			continue
+		}
+		if err := fn(key, 0, up.Initiated); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sweep implements content.Sweeper: incomplete multipart uploads begun
+// before cutoff at a blob's key (what a monolithic upload or a fetch left
+// when its process died) are aborted. Sessions' are the caller's: they
+// are listed by Walk and go with their session.
+func (b *Backend) Sweep(ctx context.Context, cutoff time.Time) error {
+	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, b.cfg.Prefix+"blobs/", true) {
+		if up.Err != nil {
+			return up.Err
+		}
+		if up.Initiated.Before(cutoff) {
+			if err := b.core.AbortMultipartUpload(ctx, b.cfg.Bucket, up.Key, up.UploadID); err != nil && !errors.Is(notFound(err), content.ErrNotFound) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Check implements content.Checker: the bucket answers.
+func (b *Backend) Check(ctx context.Context) error {
+	ok, err := b.client.BucketExists(ctx, b.cfg.Bucket)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("bucket %s is gone", b.cfg.Bucket)
+	}
+	return nil
+}
+
+// RedirectURL implements content.Redirector: a presigned GET of the
+// object, good for expiry.
+func (b *Backend) RedirectURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	obj, err := b.object(key)
+	if err != nil {
+		return "", err
+	}
+	u, err := b.client.PresignedGetObject(ctx, b.cfg.Bucket, obj, expiry, nil)
+	if err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
+// Redirects reports whether blob GETs should be redirected (Config.Redirect).
+func (b *Backend) Redirects() (bool, time.Duration) { return b.cfg.Redirect, b.cfg.RedirectExpiry }
+
+func randomSuffix() string {
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}
+
+// state is a staging object's checkpoint (see the package comment).
+type state struct {
+	UploadID string `json:"uploadId,omitempty"`
+	Object   string `json:"object,omitempty"` // the bucket key the multipart upload completes at
+	Parts    []part `json:"parts,omitempty"`
+	Tail     string `json:"tail,omitempty"` // bucket key of the bytes after the parts
+	TailSize int64  `json:"tailSize,omitempty"`
+}
+
+type part struct {
+	N    int    `json:"n"`
+	ETag string `json:"etag"`
+	Size int64  `json:"size"`
+}
+
+// Writer implements content.Backend.
+func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
+	obj, err := b.object(key)
+	if err != nil {
+		return nil, err
+	}
+	w := &writer{b: b, key: obj}
+	if opts.Target != "" {
+		if w.target, err = b.object(opts.Target); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Resume != nil {
+		if err := json.Unmarshal(opts.Resume, &w.st); err != nil {
+			return nil, fmt.Errorf("staging state of %s: %w", key, err)
+		}
+		w.resumed = true
+	}
+	for _, p := range w.st.Parts {
+		w.parts += p.Size
+	}
+	return w, nil
+}
+
+// writer is a staging object being written: its state, and the tail in
+// memory once loaded (the tail of a resumed state is read back on the
+// first write or commit, not before).
+type writer struct {
+	b       *Backend
+	key     string // the staging key, in the bucket
+	target  string // where a multipart upload begins, when known
+	st      state
+	parts   int64   // bytes in st.Parts
+	buf     *[]byte // the tail while writing; nil until loaded
+	dirty   bool    // written since the state it resumed from
+	resumed bool    // its session may have tails from earlier checkpoints
+}
+
+func (w *writer) Size() int64 {
+	if w.buf != nil {
+		return w.parts + int64(len(*w.buf))
+	}
+	return w.parts + w.st.TailSize
+}
+
+// load brings the tail into memory.
+func (w *writer) load(ctx context.Context) error {
+	if w.buf != nil {
+		return nil
+	}
+	w.buf = w.b.bufs.Get().(*[]byte)
+	*w.buf = (*w.buf)[:0]
+	if w.st.Tail == "" {
+		return nil
+	}
+	if int64(cap(*w.buf)) < w.st.TailSize { // written with a larger partSize
+		big := make([]byte, 0, w.st.TailSize)
+		w.buf = &big
+	}
+	rc, _, _, err := w.b.core.GetObject(ctx, w.b.cfg.Bucket, w.st.Tail, minio.GetObjectOptions{})
+	if err != nil {
+		return fmt.Errorf("read the tail of %s: %w", w.key, err)
+	}
+	defer rc.Close()
+	n, err := io.ReadFull(rc, (*w.buf)[:w.st.TailSize])
+	*w.buf = (*w.buf)[:n]
+	if err != nil {
+		return fmt.Errorf("read the tail of %s (%d of %d bytes): %w", w.key, n, w.st.TailSize, content.ErrCheckpointLost)
+	}
+	return nil
+}
+
+func (w *writer) release() {
+	if w.buf != nil {
+		w.b.bufs.Put(w.buf)
+		w.buf = nil
+	}
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	ctx := context.Background()
+	if err := w.load(ctx); err != nil {
+		return 0, err
+	}
+	w.dirty = true
+	total := 0
+	for len(p) > 0 {
+		if int64(len(*w.buf)) >= w.b.cfg.PartSize {
+			if err := w.flush(ctx); err != nil {
+				return total, err
+			}
+		}
+		buf := *w.buf
+		k := min(len(p), int(w.b.cfg.PartSize)-len(buf))
+		*w.buf = append(buf, p[:k]...)
+		p, total = p[k:], total+k
+	}
+	if int64(len(*w.buf)) >= w.b.cfg.PartSize {
+		if err := w.flush(ctx); err != nil {
+			// The bytes are in the buffer still: count them written, a
+			// checkpoint keeps them as the tail.
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// flush uploads the buffer as the next part, beginning the multipart
+// upload at the first.
+func (w *writer) flush(ctx context.Context) error {
+	if w.st.UploadID == "" {
+		obj := w.key
+		if w.target != "" {
+			obj = w.target
+		}
+		id, err := w.b.core.NewMultipartUpload(ctx, w.b.cfg.Bucket, obj, minio.PutObjectOptions{})
+		if err != nil {
+			return fmt.Errorf("begin multipart upload of %s: %w", obj, err)
+		}
+		w.st.UploadID, w.st.Object = id, obj
+	}
+	n := len(w.st.Parts) + 1
+	data := *w.buf
+	p, err := w.b.core.PutObjectPart(ctx, w.b.cfg.Bucket, w.st.Object, w.st.UploadID, n,
+		bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{DisableContentSha256: true})
+	if err != nil {
+		return fmt.Errorf("upload part %d of %s: %w", n, w.st.Object, err)
+	}
+	w.st.Parts = append(w.st.Parts, part{N: n, ETag: p.ETag, Size: int64(len(data))})
+	w.parts += int64(len(data))
+	*w.buf = data[:0]
+	return nil
+}
+
+// Checkpoint implements content.Writer: the tail goes to an object of
+// its own; nothing is written when nothing changed.
+func (w *writer) Checkpoint(ctx context.Context) ([]byte, error) {
+	defer w.release()
+	if w.dirty {
+		w.st.Tail, w.st.TailSize = "", 0
+		if w.buf != nil && len(*w.buf) > 0 {
+			tail := w.key + ".tail." + randomSuffix()
+			data := *w.buf
+			if _, err := w.b.core.PutObject(ctx, w.b.cfg.Bucket, tail, bytes.NewReader(data), int64(len(data)), "", "",
+				minio.PutObjectOptions{DisableContentSha256: true}); err != nil {
+				return nil, fmt.Errorf("keep the tail of %s: %w", w.key, err)
+			}
+			w.st.Tail, w.st.TailSize = tail, int64(len(data))
+			w.resumed = true // tails now exist to clean up
+		}
+		w.dirty = false
+	}
+	return json.Marshal(w.st)
+}
+
+// Commit implements content.Writer.
+func (w *writer) Commit(ctx context.Context, key string) error {
+	defer w.release()
+	dst, err := w.b.object(key)
+	if err != nil {
+		return err
+	}
+	if err := w.load(ctx); err != nil {
+		return err
+	}
+	if w.st.UploadID == "" {
+		data := *w.buf
+		if _, err := w.b.core.PutObject(ctx, w.b.cfg.Bucket, dst, bytes.NewReader(data), int64(len(data)), "", "",
+			minio.PutObjectOptions{DisableContentSha256: true}); err != nil {
+			return fmt.Errorf("put %s: %w", dst, err)
+		}
+		return w.cleanTails(ctx)
+	}
+	if len(*w.buf) > 0 {
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+	}
+	parts := make([]minio.CompletePart, len(w.st.Parts))
+	for i, p := range w.st.Parts {
+		parts[i] = minio.CompletePart{PartNumber: p.N, ETag: p.ETag}
+	}
+	if _, err := w.b.core.CompleteMultipartUpload(ctx, w.b.cfg.Bucket, w.st.Object, w.st.UploadID, parts, minio.PutObjectOptions{}); err != nil {
+		return fmt.Errorf("complete the multipart upload of %s: %w", w.st.Object, err)
+	}
+	if w.st.Object != dst {
+		if _, err := w.b.client.ComposeObject(ctx, minio.CopyDestOptions{Bucket: w.b.cfg.Bucket, Object: dst},
+			minio.CopySrcOptions{Bucket: w.b.cfg.Bucket, Object: w.st.Object}); err != nil {
+			return fmt.Errorf("copy %s to %s: %w", w.st.Object, dst, err)
+		}
+		if err := w.b.client.RemoveObject(ctx, w.b.cfg.Bucket, w.st.Object, minio.RemoveObjectOptions{}); err != nil {
+			return err
+		}
+	}
+	return w.cleanTails(ctx)
+}
+
+// Cancel implements content.Writer.
+func (w *writer) Cancel(ctx context.Context) error {
+	w.release()
+	if w.st.UploadID != "" {
+		if err := w.b.core.AbortMultipartUpload(ctx, w.b.cfg.Bucket, w.st.Object, w.st.UploadID); err != nil && !errors.Is(notFound(err), content.ErrNotFound) {
+			return err
+		}
+	}
+	return w.cleanTails(ctx)
+}
+
+// cleanTails removes the tails this staging object's checkpoints left.
+func (w *writer) cleanTails(ctx context.Context) error {
+	if !w.resumed {
+		return nil // never checkpointed a tail
+	}
+	return w.b.removePrefix(ctx, w.key+".tail.")
+}
