@@ -35,6 +35,25 @@ func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (boo
 	return n > 0, err
 }
 
+// BlobLinked returns when repo's link to d was made (or last dated anew),
+// or ErrNotFound.
+func (db *DB) BlobLinked(ctx context.Context, repo string, d digest.Digest) (time.Time, error) {
+	var at int64
+	err := db.r.QueryRowContext(ctx,
+		`SELECT created_at FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String()).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, ErrNotFound
+	}
+	return time.UnixMilli(at), err
+}
+
+// TouchBlob dates repo's link to d anew, when there is one.
+func (tx *Tx) TouchBlob(ctx context.Context, repo string, d digest.Digest, now time.Time) error {
+	_, err := tx.tx.ExecContext(ctx, `UPDATE blobs SET created_at = $3 WHERE repo = $1 AND digest = $2`,
+		repo, d.String(), now.UnixMilli())
+	return err
+}
+
 // BlobSize returns the size of blob d linked in repo, or ErrNotFound.
 func (db *DB) BlobSize(ctx context.Context, repo string, d digest.Digest) (int64, error) {
 	var size int64

@@ -46,7 +46,24 @@ type Record struct {
 
 // AppendFeed appends rec to the region's feed inside the transaction of the
 // change it records, so the change and its record commit together.
+//
+// Sequence numbers: SQLite's AUTOINCREMENT; with PostgreSQL, the next
+// after the feed's largest, under the region's write lock (Update), so
+// numbers commit in order with no gaps whichever node writes (a sequence
+// would leave gaps on rollback and commit out of order). Every node
+// listening is notified when the append commits.
 func (tx *Tx) AppendFeed(ctx context.Context, rec Record) error {
+	if tx.dialect == postgres {
+		_, err := tx.tx.ExecContext(ctx, `
+			INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at)
+			VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM feed), $1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Size,
+			rec.Version.Time, rec.Version.Region, rec.Created.UnixMilli())
+		if err != nil {
+			return err
+		}
+		return tx.notifyFeed(ctx)
+	}
 	_, err := tx.tx.ExecContext(ctx, `
 		INSERT INTO feed (kind, repo, digest, tag, media_type, size, version, origin, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
@@ -167,6 +184,6 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 func (db *DB) FeedBytes(ctx context.Context, since int64) (total, after int64, err error) {
 	var t, a sql.NullInt64
 	err = db.r.QueryRowContext(ctx, `
-		SELECT SUM(size), SUM(CASE WHEN seq > $1 THEN size ELSE 0 END) FROM feed WHERE kind = 'blob'`, since).Scan(&t, &a)
+		SELECT CAST(SUM(size) AS BIGINT), CAST(SUM(CASE WHEN seq > $1 THEN size ELSE 0 END) AS BIGINT) FROM feed WHERE kind = 'blob'`, since).Scan(&t, &a)
 	return t.Int64, a.Int64, err
 }

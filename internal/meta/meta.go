@@ -200,6 +200,23 @@ CREATE TABLE IF NOT EXISTS region_state (
 	name  TEXT PRIMARY KEY,
 	value BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+	name    TEXT PRIMARY KEY,
+	holder  TEXT NOT NULL,
+	expires BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS peer_status (
+	peer       TEXT PRIMARY KEY,
+	node       TEXT NOT NULL,
+	body       TEXT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS import_jobs (
+	id         TEXT PRIMARY KEY,
+	node       TEXT NOT NULL,
+	body       TEXT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
 `
 
 // migrations bring a store made by an earlier version up to the schema,
@@ -332,8 +349,9 @@ func newerWins(table string) string {
 
 // Tx is a write transaction. Its methods are the only writes to the store.
 type Tx struct {
-	tx      *sql.Tx
-	dialect dialect
+	tx       *sql.Tx
+	dialect  dialect
+	notified bool // the feed notification is sent (PostgreSQL)
 }
 
 // Update runs fn in one write transaction, committed when fn returns nil.
@@ -394,6 +412,24 @@ func (db *DB) end(ctx context.Context, t *Tx) error {
 	return err
 }
 
+// RegionState returns the value of the region-wide flag name (ok false
+// when it was never set).
+func (db *DB) RegionState(ctx context.Context, name string) (int64, bool, error) {
+	var v int64
+	err := db.r.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = $1`, name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return v, err == nil, err
+}
+
+// SetRegionState sets the region-wide flag name to v. Purge leaves these.
+func (tx *Tx) SetRegionState(ctx context.Context, name string, v int64) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, v)
+	return err
+}
+
 // Counts returns the number of rows in each table (tombstones included),
 // for status pages and for tests that check a request changed nothing.
 func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
@@ -412,7 +448,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // session, feed record, presence, cursor, setting and webhook delivery:
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
-	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit"} {
+	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

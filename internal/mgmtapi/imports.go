@@ -32,9 +32,9 @@ func (a *API) startImport(ctx context.Context, r *http.Request) (any, error) {
 	return a.importer.Start(ctx, req)
 }
 
-func (a *API) showImport(_ context.Context, r *http.Request) (any, error) {
+func (a *API) showImport(ctx context.Context, r *http.Request) (any, error) {
 	if a.importer == nil {
 		return nil, ocierr.Unsupported.Withf("this region does not run imports")
 	}
-	return a.importer.Get(r.PathValue("id"))
+	return a.importer.Get(ctx, r.PathValue("id"))
 }

@@ -210,10 +210,15 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 			return data.Shutdown(sctx)
 		})
 	}
-	g.Go(func() error { return n.Region.Run(gctx) })
+	// Jobs one node of the region runs at a time hold a lease (see
+	// region.RunLeased); deliveries and imports run on every node (each
+	// delivery is claimed in the store, each import runs where it was
+	// asked for).
+	g.Go(func() error { return n.Region.RunLeased(gctx, "housekeeping", n.Region.Run) })
+	g.Go(func() error { return n.Region.RunLeased(gctx, "gc", n.Region.RunGC) })
+	g.Go(func() error { return n.Region.RunLeased(gctx, "retention", n.Region.RunRetention) })
+	g.Go(func() error { return n.Region.ListenFeed(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })
-	g.Go(func() error { return n.Region.RunGC(gctx) })
-	g.Go(func() error { return n.Region.RunRetention(gctx) })
 	g.Go(func() error { return n.importer.Run(gctx) })
 	if n.replicator != nil {
 		g.Go(func() error { return n.replicator.Run(gctx) })

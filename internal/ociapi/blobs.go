@@ -52,7 +52,10 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 	ctx := r.Context()
 	size, err := a.region.StatBlob(ctx, route.Repo, d)
 	if err == nil && r.Method == http.MethodHead {
-		a.region.TouchBlob(route.Repo, d) // a push that checks, then skips the upload
+		// A push that checks, then skips the upload: its link is kept.
+		if terr := a.region.TouchBlob(ctx, route.Repo, d); terr != nil {
+			a.log.WarnContext(ctx, "date a checked blob's link anew", "repo", route.Repo, "digest", d, "error", terr)
+		}
 	}
 	if ocierr.BlobUnknown.Is(err) && a.opts.ReadThrough && a.askPeers(r) {
 		if r.Method == http.MethodGet && r.Header.Get("Range") == "" {

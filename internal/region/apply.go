@@ -278,7 +278,7 @@ func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo str
 		return fmt.Errorf("apply blob %s: %w", d, err)
 	}
 	return r.db.Update(ctx, func(tx *meta.Tx) error {
-		if err := tx.LinkBlob(ctx, repo, d, size, r.now()); err != nil {
+		if err := r.link(ctx, tx, repo, d, size); err != nil {
 			return err
 		}
 		return r.setCursor(ctx, tx, peer, seq)

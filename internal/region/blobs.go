@@ -89,7 +89,7 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 // transaction; uploadID, when set, is the session that ends with it.
 func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string) error {
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		if err := tx.LinkBlob(ctx, repo, d, size, r.now()); err != nil {
+		if err := r.link(ctx, tx, repo, d, size); err != nil {
 			return err
 		}
 		if uploadID != "" {
@@ -103,6 +103,22 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 		r.feed.notify()
 	}
 	return err
+}
+
+// link links blob d in repo in tx, after checking in tx that its bytes
+// are in the content store. Garbage collection deletes bytes only in a
+// transaction that finds no link, and transactions run one at a time
+// (across a region's nodes too), so a link is never made to bytes a
+// collection deleted since they were written or found: no link without
+// its bytes, whatever node wrote them and whatever node collects.
+func (r *Region) link(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64) error {
+	if _, err := r.store.Stat(ctx, d); err != nil {
+		if errors.Is(err, content.ErrNotFound) {
+			return fmt.Errorf("link blob %s in %s: its bytes are not in the content store (collected meanwhile); fetch or upload it again: %w", d, repo, err)
+		}
+		return fmt.Errorf("link blob %s in %s: %w", d, repo, err)
+	}
+	return tx.LinkBlob(ctx, repo, d, size, r.now())
 }
 
 // PutBlob stores a whole blob sent in one request (a monolithic upload) as

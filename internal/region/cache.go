@@ -3,6 +3,7 @@ package region
 import (
 	"container/list"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -16,6 +17,13 @@ import (
 // manifest, and bumps gen; a reader records gen before its database read
 // and stores what it read only if gen has not moved, so a value read
 // before a concurrent write is never cached after that write.
+//
+// With a metadata store other nodes write too (shared), this node does not
+// see their writes: tags, which move, are not cached at all (a tag GET
+// always reads the store, so a push through any node is seen by the next
+// pull through any other); a manifest by digest, which never changes but
+// may be deleted, is kept for sharedMaxAge at most, so a delete through
+// another node is seen within that.
 type cache struct {
 	mu       sync.Mutex
 	gen      uint64
@@ -25,19 +33,26 @@ type cache struct {
 	byKey    map[string]*list.Element
 	tags     map[string]digest.Digest
 	disabled bool
+	shared   bool
+	now      func() time.Time
 }
+
+// sharedMaxAge is how long a manifest stays cached when other nodes write
+// the store too.
+const sharedMaxAge = time.Second
 
 type cacheEntry struct {
 	key string
 	m   *meta.Manifest
+	at  time.Time // when it was read from the store
 }
 
 // maxCachedTags bounds the tag map; past it the map is cleared.
 const maxCachedTags = 100_000
 
-func newCache(budget int64) *cache {
+func newCache(budget int64, shared bool) *cache {
 	return &cache{budget: budget, lru: list.New(), byKey: map[string]*list.Element{},
-		tags: map[string]digest.Digest{}, disabled: budget < 0}
+		tags: map[string]digest.Digest{}, disabled: budget < 0, shared: shared, now: time.Now}
 }
 
 func manifestKey(repo string, d digest.Digest) string { return repo + "@" + d.String() }
@@ -54,10 +69,23 @@ func (c *cache) manifest(repo string, d digest.Digest) *meta.Manifest {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.byKey[manifestKey(repo, d)]; ok {
+		e := el.Value.(*cacheEntry)
+		if c.shared && c.now().Sub(e.at) > sharedMaxAge {
+			c.remove(el)
+			return nil
+		}
 		c.lru.MoveToFront(el)
-		return el.Value.(*cacheEntry).m
+		return e.m
 	}
 	return nil
+}
+
+// remove drops el; mu is held.
+func (c *cache) remove(el *list.Element) {
+	e := el.Value.(*cacheEntry)
+	c.lru.Remove(el)
+	delete(c.byKey, e.key)
+	c.used -= int64(len(e.m.Payload))
 }
 
 func (c *cache) tag(repo, tag string) (digest.Digest, bool) {
@@ -77,7 +105,7 @@ func (c *cache) putManifest(gen uint64, m *meta.Manifest) {
 	if _, ok := c.byKey[key]; ok {
 		return
 	}
-	c.byKey[key] = c.lru.PushFront(&cacheEntry{key: key, m: m})
+	c.byKey[key] = c.lru.PushFront(&cacheEntry{key: key, m: m, at: c.now()})
 	c.used += int64(len(m.Payload))
 	for c.used > c.budget {
 		el := c.lru.Back()
@@ -91,7 +119,7 @@ func (c *cache) putManifest(gen uint64, m *meta.Manifest) {
 func (c *cache) putTag(gen uint64, repo, tag string, d digest.Digest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.disabled || gen != c.gen {
+	if c.disabled || c.shared || gen != c.gen {
 		return
 	}
 	if len(c.tags) >= maxCachedTags {

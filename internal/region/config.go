@@ -3,8 +3,11 @@ package region
 import (
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"time"
+
+	contents3 "github.com/georeg/georeg/internal/content/s3"
 )
 
 // Config is what a region node needs to run.
@@ -12,8 +15,19 @@ type Config struct {
 	// Name is the region's name, e.g. eastus: lower case letters, digits
 	// and '-'. It stamps versions and names upload sessions.
 	Name string `yaml:"name"`
-	// DataDir holds blobs/, uploads/ and meta.db.
+	// DataDir holds content/ (blobs and uploads) and meta.db, unless the
+	// stores are elsewhere (Content, Metadata).
 	DataDir string `yaml:"dataDir"`
+	// Content is where blobs are: the filesystem under DataDir (one node
+	// per region), or an S3 bucket every node of the region shares.
+	Content ContentConfig `yaml:"content"`
+	// Metadata is where the region's metadata is: SQLite under DataDir
+	// (one node per region), or a PostgreSQL database every node shares.
+	Metadata MetadataConfig `yaml:"metadata"`
+	// Node names this node among its region's nodes (several nodes share
+	// the region's jobs by leases held in the metadata store). Unique per
+	// region; default the host name, unique per Kubernetes pod.
+	Node string `yaml:"node"`
 	// MaxManifestSize is the largest manifest accepted (default 4 MiB).
 	MaxManifestSize int64 `yaml:"maxManifestSize"`
 	// UploadTTL is how long an idle upload session lives (default 24h).
@@ -30,6 +44,20 @@ type Config struct {
 	// RetentionInterval is how often the retention policy is applied
 	// (default 1h).
 	RetentionInterval time.Duration `yaml:"retentionInterval"`
+}
+
+// ContentConfig picks the content store.
+type ContentConfig struct {
+	Driver string           `yaml:"driver"` // fs (default) or s3
+	S3     contents3.Config `yaml:"s3"`
+}
+
+// MetadataConfig picks the metadata store.
+type MetadataConfig struct {
+	Driver string `yaml:"driver"` // sqlite (default) or postgres
+	// DSN is the PostgreSQL database, as a URL
+	// (postgres://user:password@host:5432/georeg_eastus) or key=value pairs.
+	DSN string `yaml:"dsn"`
 }
 
 // Defaults.
@@ -61,6 +89,15 @@ func (c Config) WithDefaults() Config {
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = time.Hour
 	}
+	if c.Content.Driver == "" {
+		c.Content.Driver = "fs"
+	}
+	if c.Metadata.Driver == "" {
+		c.Metadata.Driver = "sqlite"
+	}
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+	}
 	return c
 }
 
@@ -82,5 +119,43 @@ func (c Config) Validate() error {
 	if c.UploadTTL < 0 {
 		errs = append(errs, fmt.Errorf("uploadTTL: %s is negative", c.UploadTTL))
 	}
+	switch c.Content.Driver {
+	case "fs":
+	case "s3":
+		if err := c.Content.S3.Validate(); err != nil {
+			errs = append(errs, prefixed("content.s3", err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("content.driver: %q must be fs or s3", c.Content.Driver))
+	}
+	switch c.Metadata.Driver {
+	case "sqlite":
+		if c.Content.Driver == "s3" {
+			errs = append(errs, errors.New("metadata.driver: sqlite keeps a region on one node; with content on s3 (shared by nodes) use postgres"))
+		}
+	case "postgres":
+		if c.Metadata.DSN == "" {
+			errs = append(errs, errors.New("metadata.dsn: give the PostgreSQL database (postgres://user:password@host:5432/db)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("metadata.driver: %q must be sqlite or postgres", c.Metadata.Driver))
+	}
+	if c.Node != "" && !nodeNameRegexp.MatchString(c.Node) {
+		errs = append(errs, fmt.Errorf("node: %q must be letters, digits, '.', '_' and '-', at most 253 characters", c.Node))
+	}
 	return errors.Join(errs...)
+}
+
+var nodeNameRegexp = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+
+// prefixed puts path before the field names of err's parts.
+func prefixed(path string, err error) error {
+	var out []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, fmt.Errorf("%s.%w", path, e))
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s.%w", path, err)
 }

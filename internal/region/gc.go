@@ -180,7 +180,7 @@ func (r *Region) unlinkUnreferenced(ctx context.Context, tx *meta.Tx, repo strin
 		}
 	}
 	for _, l := range links {
-		if referenced[l.Digest] || r.touchedSince(repo, l.Digest, cutoff) {
+		if referenced[l.Digest] {
 			continue
 		}
 		rep.LinksRemoved++

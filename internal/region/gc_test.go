@@ -148,7 +148,9 @@ func TestGCKeepsALinkAClientJustChecked(t *testing.T) {
 	}
 	checked, unchecked, repushed := put([]byte("checked")), put([]byte("unchecked")), put([]byte("pushed again"))
 	time.Sleep(150 * time.Millisecond) // every link is past the grace period
-	r.TouchBlob("app", checked)
+	if err := r.TouchBlob(ctx, "app", checked); err != nil {
+		t.Fatal(err)
+	}
 	put([]byte("pushed again"))
 	if _, err := r.GC(ctx, false); err != nil {
 		t.Fatal(err)

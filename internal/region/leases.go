@@ -1,10 +1,12 @@
 package region
 
 import (
+	"context"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/meta"
 )
 
 // Leases keep garbage collection's sweep off a blob whose bytes are on
@@ -15,9 +17,8 @@ import (
 // a lease does not (a node that died holding one holds none after a
 // restart).
 type leases struct {
-	mu      sync.Mutex
-	count   map[digest.Digest]int
-	touched map[string]time.Time // repo@digest -> last HEAD
+	mu    sync.Mutex
+	count map[digest.Digest]int
 }
 
 // Lease protects blob d from the sweep until the returned release is
@@ -42,40 +43,21 @@ func (r *Region) Lease(d digest.Digest) (release func()) {
 	}
 }
 
-// TouchBlob records that a client checked repo's blob d (a HEAD before
-// a push that then skips the upload): garbage collection keeps the link
-// for a grace period from now, as if it had been pushed again.
-func (r *Region) TouchBlob(repo string, d digest.Digest) {
-	l := &r.leases
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.touched == nil {
-		l.touched = map[string]time.Time{}
-	}
-	if len(l.touched) >= maxTouched {
-		cutoff := r.now().Add(-r.cfg.GCGrace)
-		for k, at := range l.touched {
-			if at.Before(cutoff) {
-				delete(l.touched, k)
-			}
+// TouchBlob records that a client checked repo's blob d (a HEAD before a
+// push that then skips the upload): its link is dated anew, so garbage
+// collection keeps it for a grace period from now, as if it had been
+// pushed again. The link is written only when it is older than half the
+// grace period, so a HEAD rarely writes; the date lives in the metadata
+// store, so a collection on any node of the region sees it.
+func (r *Region) TouchBlob(ctx context.Context, repo string, d digest.Digest) error {
+	linked, err := r.db.BlobLinked(ctx, repo, d)
+	if err != nil || r.now().Sub(linked) < r.cfg.GCGrace/2 {
+		if isNotFound(err) {
+			return nil
 		}
+		return err
 	}
-	if len(l.touched) < maxTouched {
-		l.touched[repo+"@"+d.String()] = r.now()
-	}
-}
-
-// maxTouched bounds the touches remembered; past it, a touch is dropped
-// (its link keeps the time of its last push).
-const maxTouched = 100_000
-
-// touchedSince reports whether repo's blob d was touched after t.
-func (r *Region) touchedSince(repo string, d digest.Digest, t time.Time) bool {
-	l := &r.leases
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	at, ok := l.touched[repo+"@"+d.String()]
-	return ok && at.After(t)
+	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.TouchBlob(ctx, repo, d, r.now()) })
 }
 
 // leased runs fn with the lease lock held and reports whether d is

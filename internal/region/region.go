@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 
 	"github.com/georeg/georeg/internal/content"
 	contentfs "github.com/georeg/georeg/internal/content/fs"
+	contents3 "github.com/georeg/georeg/internal/content/s3"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 )
@@ -37,24 +39,44 @@ type Region struct {
 	partials map[string]*partial // broken fetches kept to resume, by staging id
 	fetches  singleflight.Group  // blob fetches from peers, by staging id
 
+	retired    atomic.Bool // a true Retired, cached: a region never comes back from it
 	gc         gcState
 	leases     leases
 	members    MembersFunc   // the Ready regions, for replicated-everywhere
 	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
 }
 
-// Open opens the region's stores under cfg.DataDir: blobs on the
-// filesystem, metadata in SQLite.
+// Open opens the region's stores as cfg says: blobs on the filesystem
+// under DataDir or in an S3 bucket, metadata in SQLite under DataDir or in
+// PostgreSQL.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Region, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	backend, err := contentfs.Open(filepath.Join(cfg.DataDir, "content"))
-	if err != nil {
-		return nil, err
+	var backend content.Backend
+	switch cfg.Content.Driver {
+	case "s3":
+		b, err := contents3.Open(ctx, cfg.Content.S3)
+		if err != nil {
+			return nil, fmt.Errorf("content store: %w", err)
+		}
+		backend = b
+	default:
+		b, err := contentfs.Open(filepath.Join(cfg.DataDir, "content"))
+		if err != nil {
+			return nil, err
+		}
+		backend = b
 	}
-	db, err := meta.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "meta.db"))
+	var db *meta.DB
+	var err error
+	switch cfg.Metadata.Driver {
+	case "postgres":
+		db, err = meta.OpenPostgres(ctx, cfg.Metadata.DSN)
+	default:
+		db, err = meta.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "meta.db"))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +96,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	}
 	r := &Region{
 		cfg: cfg, log: log.With("region", cfg.Name), db: db, store: store,
-		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes), feed: newFeedNotifier(),
+		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes, db.Shared()), feed: newFeedNotifier(),
 		now: time.Now, sessions: map[string]*session{}, partials: map[string]*partial{}, outboxWake: make(chan struct{}, 1),
 	}
 	// Start the clock past every version written before a restart, even if
@@ -84,6 +106,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 		return nil, fmt.Errorf("read last version: %w", err)
 	}
 	r.clock.Observe(hlc.Version{Time: last})
+	db.SetClock(r.clock)
 	if !db.Shared() {
 		// Nobody else writes this store: what has no session is an orphan.
 		if err := r.removeOrphanUploads(ctx, time.Now().Add(time.Minute)); err != nil {
@@ -104,6 +127,12 @@ func (r *Region) Close() error { return r.db.Close() }
 func (r *Region) Ready(ctx context.Context) error {
 	if err := r.db.Ping(ctx); err != nil {
 		return fmt.Errorf("metadata store: %w", err)
+	}
+	if c, ok := r.store.Backend().(content.Checker); ok {
+		if err := c.Check(ctx); err != nil {
+			return fmt.Errorf("content store: %w", err)
+		}
+		return nil
 	}
 	probe := filepath.Join(r.cfg.DataDir, "content", ".ready")
 	if err := os.WriteFile(probe, []byte("ok"), 0o644); err != nil {

@@ -300,15 +300,26 @@ func (p *Replicator) announceReady(ctx context.Context) bool {
 	return true
 }
 
+// start follows peer s: its feed and anti-entropy, on whichever node of
+// the region holds the lease "follow/<peer>" (with one node, this one, at
+// once). With several nodes, the holder publishes its progress with the
+// peer every second, so every node reports the same status.
 func (p *Replicator) start(ctx context.Context, s *source) *follower {
 	ctx, cancel := context.WithCancel(ctx)
 	f := &follower{src: s, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
-		var g errgroup.Group
-		g.Go(func() error { p.follow(ctx, s); return nil })
-		g.Go(func() error { p.antiEntropy(ctx, s); return nil })
-		_ = g.Wait()
+		_ = p.region.RunLeased(ctx, "follow/"+s.name, func(ctx context.Context) error {
+			p.tracker.follow(s.name, true)
+			defer p.tracker.follow(s.name, false)
+			var g errgroup.Group
+			g.Go(func() error { p.follow(ctx, s); return nil })
+			g.Go(func() error { p.antiEntropy(ctx, s); return nil })
+			if p.region.Shared() {
+				g.Go(func() error { p.publish(ctx, s); return nil })
+			}
+			return g.Wait()
+		})
 	}()
 	return f
 }

@@ -2,6 +2,8 @@ package replicate
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -58,31 +60,45 @@ type Status struct {
 
 // tracker keeps the progress of each follower, safe for concurrent use.
 type tracker struct {
-	mu    sync.Mutex
-	peers map[string]*peerProgress
-	ready bool // sticky: once caught up with every peer, Ready stays
+	mu        sync.Mutex
+	peers     map[string]*peerProgress
+	following map[string]bool // peers this node follows now (holds the lease)
+	ready     bool            // sticky: once caught up with every peer, Ready stays
 	// Blob bytes applied since the first one after start, for the rate.
 	firstApply time.Time
 	bytes      int64
 }
 
 type peerProgress struct {
-	endpoint    string
-	head        int64
-	seen        bool // a feed answer arrived since start
-	lag         time.Duration
-	lastErr     string
-	lastSuccess time.Time
-	feedDown    bool      // the last feed request failed
-	progress    time.Time // last record applied, or when first tracked
+	Endpoint    string        `json:"endpoint"`
+	Head        int64         `json:"head"`
+	Seen        bool          `json:"seen"` // a feed answer arrived since the follower started
+	Lag         time.Duration `json:"lag"`
+	LastErr     string        `json:"lastError,omitempty"`
+	LastSuccess time.Time     `json:"lastSuccess"`
+	FeedDown    bool          `json:"feedDown,omitempty"` // the last feed request failed
+	Progress    time.Time     `json:"progress"`           // last record applied, or when first tracked
 }
 
-func newTracker() *tracker { return &tracker{peers: map[string]*peerProgress{}} }
+func newTracker() *tracker {
+	return &tracker{peers: map[string]*peerProgress{}, following: map[string]bool{}}
+}
+
+// follow records whether this node follows peer now.
+func (t *tracker) follow(peer string, on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if on {
+		t.following[peer] = true
+	} else {
+		delete(t.following, peer)
+	}
+}
 
 func (t *tracker) get(peer, endpoint string) *peerProgress {
 	pp, ok := t.peers[peer]
 	if !ok {
-		pp = &peerProgress{endpoint: endpoint, progress: time.Now()}
+		pp = &peerProgress{Endpoint: endpoint, Progress: time.Now()}
 		t.peers[peer] = pp
 	}
 	return pp
@@ -93,7 +109,7 @@ func (t *tracker) fetched(peer, endpoint string, head int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp := t.get(peer, endpoint)
-	pp.head, pp.seen, pp.lastErr, pp.lastSuccess, pp.feedDown = max(pp.head, head), true, "", time.Now(), false
+	pp.Head, pp.Seen, pp.LastErr, pp.LastSuccess, pp.FeedDown = max(pp.Head, head), true, "", time.Now(), false
 }
 
 // feedFailed records that a feed request to the peer failed: while it
@@ -102,7 +118,7 @@ func (t *tracker) feedFailed(peer, endpoint string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp := t.get(peer, endpoint)
-	pp.lastErr, pp.feedDown = err.Error(), true
+	pp.LastErr, pp.FeedDown = err.Error(), true
 }
 
 // applied records that a record the origin committed at created is now
@@ -115,14 +131,14 @@ func (t *tracker) applied(peer, endpoint string, created time.Time, blobBytes in
 	}
 	t.bytes += blobBytes
 	pp := t.get(peer, endpoint)
-	pp.lag, pp.lastErr, pp.lastSuccess, pp.progress = time.Since(created), "", time.Now(), time.Now()
+	pp.Lag, pp.LastErr, pp.LastSuccess, pp.Progress = time.Since(created), "", time.Now(), time.Now()
 }
 
 // failed records the last error with a peer.
 func (t *tracker) failed(peer, endpoint string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.get(peer, endpoint).lastErr = err.Error()
+	t.get(peer, endpoint).LastErr = err.Error()
 }
 
 func (t *tracker) forget(peer string) {
@@ -150,6 +166,7 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		}
 		cancel()
 	}
+	elsewhere := p.publishedProgress(ctx, peers)
 	t := p.tracker
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -158,26 +175,29 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	for _, src := range peers {
 		name := src.name
 		pp, ok := t.peers[name]
+		if e, found := elsewhere[name]; found && !t.following[name] {
+			pp, ok = e, true // another node of the region follows it
+		}
 		if !ok {
-			pp = &peerProgress{endpoint: src.base} // not heard from yet
+			pp = &peerProgress{Endpoint: src.base} // not heard from yet
 		}
 		applied, err := p.region.Cursor(ctx, name)
 		if err != nil {
 			return st, err
 		}
-		ps := PeerStatus{Peer: name, Endpoint: pp.endpoint, Head: pp.head, Applied: applied,
-			Behind: max(pp.head-applied, 0), LagSeconds: pp.lag.Seconds(), LastError: pp.lastErr, LastSuccess: pp.lastSuccess}
+		ps := PeerStatus{Peer: name, Endpoint: pp.Endpoint, Head: pp.Head, Applied: applied,
+			Behind: max(pp.Head-applied, 0), LagSeconds: pp.Lag.Seconds(), LastError: pp.LastErr, LastSuccess: pp.LastSuccess}
 		if fs, ok := stats[name]; ok {
 			ps.BytesTotal, ps.Bytes, ps.Backlog = fs.Bytes, fs.Bytes-fs.BytesAfter, fs.BytesAfter
 			ps.Head = max(ps.Head, fs.Head)
 			ps.Behind = max(ps.Head-applied, 0)
 		}
-		if !pp.seen || ps.Behind > 0 {
+		if !pp.Seen || ps.Behind > 0 {
 			all = false
 		}
 		// Wedged: the peer's feed answers (a long-poll outstanding counts:
 		// the last request did not fail) but nothing has applied for a while.
-		if ps.Behind > 0 && pp.seen && !pp.feedDown && time.Since(pp.progress) > p.wedgedAfter {
+		if ps.Behind > 0 && pp.Seen && !pp.FeedDown && time.Since(pp.Progress) > p.wedgedAfter {
 			ps.Wedged = true
 			st.Wedged = append(st.Wedged, name)
 		}
@@ -203,4 +223,72 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Peer < st.Peers[j].Peer })
 	return st, nil
+}
+
+// publishEvery is how often the node following a peer publishes its
+// progress; publishedStale is when other nodes stop trusting it.
+const (
+	publishEvery   = time.Second
+	publishedStale = 15 * time.Second
+)
+
+// publish writes this node's progress with peer s every publishEvery until
+// ctx ends (the lease is lost or the node stops).
+func (p *Replicator) publish(ctx context.Context, s *source) {
+	t := time.NewTicker(publishEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.tracker.mu.Lock()
+		pp, ok := p.tracker.peers[s.name]
+		var body []byte
+		if ok {
+			body, _ = json.Marshal(pp)
+		}
+		p.tracker.mu.Unlock()
+		if !ok {
+			continue
+		}
+		if err := p.region.Publish(ctx, "peer_status", s.name, string(body)); err != nil && ctx.Err() == nil {
+			p.log.WarnContext(ctx, "publish replication progress", "peer", s.name, "error", err)
+		}
+	}
+}
+
+// publishedProgress reads what other nodes published of the peers this
+// node does not follow (several nodes only). A peer whose publisher went
+// quiet shows no node following it.
+func (p *Replicator) publishedProgress(ctx context.Context, peers []*source) map[string]*peerProgress {
+	out := map[string]*peerProgress{}
+	if !p.region.Shared() {
+		return out
+	}
+	p.tracker.mu.Lock()
+	var others []*source
+	for _, src := range peers {
+		if !p.tracker.following[src.name] {
+			others = append(others, src)
+		}
+	}
+	p.tracker.mu.Unlock()
+	for _, src := range others {
+		body, node, at, err := p.region.Published(ctx, "peer_status", src.name)
+		if err != nil {
+			continue
+		}
+		var pp peerProgress
+		if json.Unmarshal([]byte(body), &pp) != nil {
+			continue
+		}
+		if time.Since(at) > publishedStale {
+			pp.Seen = false
+			pp.LastErr = fmt.Sprintf("no node of this region has followed %s for %s (node %s did last)", src.name, time.Since(at).Round(time.Second), node)
+		}
+		out[src.name] = &pp
+	}
+	return out
 }

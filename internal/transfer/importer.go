@@ -10,6 +10,7 @@
 package transfer
 
 import (
+	"encoding/json"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -159,32 +160,103 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 	im.mu.Unlock()
 	request := webhook.RequestFrom(ctx)
 	request.Method = "IMPORT"
+	im.publish(ctx, job.ID)
 	im.wg.Add(1)
 	go func() {
 		defer im.wg.Done()
 		jctx := webhook.WithRequest(nodeCtx, &request)
+		stop := im.publishing(jctx, job.ID)
 		err := im.run(jctx, job, src, target, tag, auth, req.Referrers)
+		stop()
 		im.mu.Lock()
-		defer im.mu.Unlock()
 		job.Finished = time.Now().UTC()
 		if err != nil {
 			job.State, job.Error = Failed, err.Error()
 			im.log.WarnContext(jctx, "import failed", "source", req.Source, "target", job.Target, "error", err)
-			return
+		} else {
+			job.State = Succeeded
+			im.log.InfoContext(jctx, "imported", "source", req.Source, "target", job.Target, "digest", job.Digest)
 		}
-		job.State = Succeeded
-		im.log.InfoContext(jctx, "imported", "source", req.Source, "target", job.Target, "digest", job.Digest)
+		im.mu.Unlock()
+		im.publish(context.WithoutCancel(jctx), job.ID)
 	}()
-	return im.Get(job.ID)
+	return im.Get(ctx, job.ID)
+}
+
+// publishEvery is how often a running job's progress is published for the
+// region's other nodes (several nodes only).
+const publishEvery = time.Second
+
+// publish records job id as it is now in the metadata store, where every
+// node of the region reads it (Get): a client asking a load balancer for
+// its job's progress may reach another node. With one node it is not
+// needed, and skipped.
+func (im *Importer) publish(ctx context.Context, id string) {
+	if !im.region.Shared() {
+		return
+	}
+	job, err := im.local(id)
+	if err != nil {
+		return
+	}
+	body, _ := json.Marshal(job)
+	if err := im.region.Publish(ctx, "import_jobs", id, string(body)); err != nil && ctx.Err() == nil {
+		im.log.WarnContext(ctx, "publish import progress", "job", id, "error", err)
+	}
+}
+
+// publishing publishes job id every publishEvery until the returned stop.
+func (im *Importer) publishing(ctx context.Context, id string) (stop func()) {
+	if !im.region.Shared() {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(publishEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				im.publish(ctx, id)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // Get returns a copy of a job.
-func (im *Importer) Get(id string) (*Job, error) {
+func (im *Importer) Get(ctx context.Context, id string) (*Job, error) {
+	if j, err := im.local(id); err == nil {
+		return j, nil
+	}
+	if im.region.Shared() {
+		body, node, at, err := im.region.Published(ctx, "import_jobs", id)
+		if err == nil {
+			var j Job
+			if err := json.Unmarshal([]byte(body), &j); err != nil {
+				return nil, err
+			}
+			if j.State == Running && time.Since(at) > 15*publishEvery {
+				j.State = Failed
+				j.Error = fmt.Sprintf("node %s, which ran the import, stopped reporting %s ago; start the import again", node, time.Since(at).Round(time.Second))
+			}
+			return &j, nil
+		}
+	}
+	return nil, ocierr.NameUnknown.Withf("no import %s in this region (a job is kept by its region until the node that ran it restarts)", id)
+}
+
+// local returns a copy of a job this node runs or ran.
+func (im *Importer) local(id string) (*Job, error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	j, ok := im.jobs[id]
 	if !ok {
-		return nil, ocierr.NameUnknown.Withf("no import %s in this region (jobs are kept by the region that runs them, until it restarts)", id)
+		return nil, errors.New("not here")
 	}
 	c := *j
 	return &c, nil
@@ -359,7 +431,9 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 			// An old link no manifest uses yet: garbage collection keeps
 			// it for a grace period from now, as for a push that checked
 			// it and skipped its upload.
-			im.region.TouchBlob(target, d)
+			if err := im.region.TouchBlob(ctx, target, d); err != nil {
+				return err
+			}
 			done(true)
 		}
 		return err

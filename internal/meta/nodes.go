@@ -1,0 +1,164 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The work a region's nodes share: leases that give one node at a time a
+// job (following one peer, garbage collection, ...), what each node
+// publishes of the jobs it holds (a peer's replication progress, an
+// import's), and, with PostgreSQL, notifications that wake other nodes
+// when the feed grows.
+
+// AcquireLease takes (or renews) lease name for holder until now+ttl. It
+// reports false when another holder has it and its time has not run out.
+// A holder that restarts under the same name takes its lease back at once.
+func (db *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, now time.Time) (bool, error) {
+	var got bool
+	err := db.Update(ctx, func(tx *Tx) error {
+		res, err := tx.tx.ExecContext(ctx, `
+			INSERT INTO leases (name, holder, expires) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+			WHERE leases.holder = excluded.holder OR leases.expires < $4`,
+			name, holder, now.Add(ttl).UnixMilli(), now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		got = n == 1
+		return err
+	})
+	return got, err
+}
+
+// ReleaseLease gives lease name up, if holder has it.
+func (db *DB) ReleaseLease(ctx context.Context, name, holder string) error {
+	return db.Update(ctx, func(tx *Tx) error {
+		_, err := tx.tx.ExecContext(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, holder)
+		return err
+	})
+}
+
+// Published is a row a node publishes about a job it holds: its body is
+// the job's state as JSON.
+type Published struct {
+	Key     string
+	Node    string
+	Body    string
+	Updated time.Time
+}
+
+// publishedTables are the tables Publish and Published read and write.
+var publishedTables = map[string]string{"peer_status": "peer", "import_jobs": "id"}
+
+// Publish records body as the state of key in table (peer_status or
+// import_jobs), as written by node.
+func (db *DB) Publish(ctx context.Context, table, key, node, body string, now time.Time) error {
+	col, ok := publishedTables[table]
+	if !ok {
+		return fmt.Errorf("publish: no table %q", table)
+	}
+	return db.Update(ctx, func(tx *Tx) error {
+		_, err := tx.tx.ExecContext(ctx, `INSERT INTO `+table+` (`+col+`, node, body, updated_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (`+col+`) DO UPDATE SET node = excluded.node, body = excluded.body, updated_at = excluded.updated_at`,
+			key, node, body, now.UnixMilli())
+		return err
+	})
+}
+
+// Published returns the row of key in table, or ErrNotFound.
+func (db *DB) Published(ctx context.Context, table, key string) (*Published, error) {
+	col, ok := publishedTables[table]
+	if !ok {
+		return nil, fmt.Errorf("published: no table %q", table)
+	}
+	p := &Published{Key: key}
+	var updated int64
+	err := db.r.QueryRowContext(ctx, `SELECT node, body, updated_at FROM `+table+` WHERE `+col+` = $1`, key).
+		Scan(&p.Node, &p.Body, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	p.Updated = time.UnixMilli(updated)
+	return p, err
+}
+
+// PruneImportJobs forgets import jobs last published before cutoff.
+func (db *DB) PruneImportJobs(ctx context.Context, cutoff time.Time) error {
+	return db.Update(ctx, func(tx *Tx) error {
+		_, err := tx.tx.ExecContext(ctx, `DELETE FROM import_jobs WHERE updated_at < $1`, cutoff.UnixMilli())
+		return err
+	})
+}
+
+// feedChannel is the PostgreSQL notification channel of feed appends.
+const feedChannel = "georeg_feed"
+
+// notifyFeed has PostgreSQL tell every listening node, when tx commits,
+// that the feed grew.
+func (tx *Tx) notifyFeed(ctx context.Context) error {
+	if tx.dialect != postgres || tx.notified {
+		return nil
+	}
+	tx.notified = true
+	_, err := tx.tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, feedChannel)
+	return err
+}
+
+// ListenFeed calls fn each time a feed append commits on any node, until
+// ctx ends; it returns at once, nil, for a store only one node uses
+// (SQLite: the writer wakes its own readers). When the connection breaks
+// it connects again, and calls fn once then (appends may have been
+// missed meanwhile).
+func (db *DB) ListenFeed(ctx context.Context, fn func()) error {
+	if db.dialect != postgres {
+		return nil
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := db.listen(ctx, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fn()
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		_ = err // the caller sees the effect: appends are found by polling until it is back
+	}
+	return nil
+}
+
+func (db *DB) listen(ctx context.Context, fn func()) error {
+	cfg, err := pgx.ParseConfig(db.dsn)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+feedChannel); err != nil {
+		return err
+	}
+	fn() // anything appended before LISTEN took effect
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		fn()
+	}
+}
+
