@@ -161,4 +161,3 @@ func (db *DB) listen(ctx context.Context, fn func()) error {
 		fn()
 	}
 }
-
