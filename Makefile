@@ -49,9 +49,12 @@ lint:
 # The servers the tests need (PostgreSQL, an S3 server) run on 127.0.0.1
 # for the run only: scripts/services starts them and stops them after,
 # whatever the tests did.
+# The region and registry suites run twice: on the filesystem and SQLite,
+# then on a PostgreSQL database and an S3 bucket per region.
 test: tools lint
 	@trap 'scripts/services stop' EXIT INT TERM; scripts/services start && \
-	. .tools/run/env && go test -count=1 -timeout 12m ./...
+	. .tools/run/env && go test -count=1 -timeout 12m ./... && \
+	GEOREG_TEST_REGION_STORES=shared go test -count=1 -timeout 10m ./internal/region/ ./internal/up/
 
 # Short runs of every fuzz target; the corpus lives in testdata/fuzz.
 fuzz:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 
@@ -71,11 +72,12 @@ func (f *failAfter) Read(p []byte) (int, error) {
 func (f *failAfter) Close() error { return nil }
 
 // TestAFetchResumesWhereItBrokeAndStreamsEveryByte: a transfer that breaks
-// keeps what arrived; the next fetch asks only for the rest (Range) and a
-// client streaming it still receives every byte, the kept ones first.
+// keeps what arrived; the next fetch asks only for the rest (Range). A
+// client streaming a fetch still receives every byte, the kept ones first
+// when the store can read them back (a filesystem), else by fetching
+// again from the start (S3 cannot read a multipart upload before it is
+// complete).
 func TestAFetchResumesWhereItBrokeAndStreamsEveryByte(t *testing.T) {
-	r := open(t, t.TempDir(), 0)
-	defer r.Close()
 	data := make([]byte, 2<<20)
 	_, _ = rand.Read(data)
 	d := digest.FromBytes(data)
@@ -85,24 +87,48 @@ func TestAFetchResumesWhereItBrokeAndStreamsEveryByte(t *testing.T) {
 		offsets = append(offsets, offset)
 		return &failAfter{r: bytes.NewReader(data[offset:]), n: 700_000}, nil
 	}
-	if _, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), broken, nil); err == nil {
-		t.Fatal("a broken transfer succeeded")
-	}
-	var client bytes.Buffer
 	whole := func(_ context.Context, offset int64) (io.ReadCloser, error) {
 		offsets = append(offsets, offset)
 		return io.NopCloser(bytes.NewReader(data[offset:])), nil
 	}
-	streamed, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), whole, &client)
-	if err != nil || !streamed {
-		t.Fatalf("resume: streamed=%v %v", streamed, err)
-	}
-	if offsets[0] != 0 || offsets[1] != 700_000 {
-		t.Fatalf("asked for offsets %v, want [0 700000]", offsets)
-	}
-	if !bytes.Equal(client.Bytes(), data) {
-		t.Fatalf("the client got %d bytes that differ from the blob", client.Len())
-	}
+	t.Run("without a client", func(t *testing.T) {
+		r := open(t, t.TempDir(), 0)
+		defer r.Close()
+		offsets = nil
+		if _, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), broken, nil); err == nil {
+			t.Fatal("a broken transfer succeeded")
+		}
+		if _, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), whole, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(offsets) != 2 || offsets[0] != 0 || offsets[1] != 700_000 {
+			t.Fatalf("asked for offsets %v, want [0 700000]", offsets)
+		}
+	})
+	t.Run("streamed to a client", func(t *testing.T) {
+		r := open(t, t.TempDir(), 0)
+		defer r.Close()
+		offsets = nil
+		if _, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), broken, nil); err == nil {
+			t.Fatal("a broken transfer succeeded")
+		}
+		var client bytes.Buffer
+		streamed, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), whole, &client)
+		if err != nil || !streamed {
+			t.Fatalf("resume: streamed=%v %v", streamed, err)
+		}
+		if want := []int64{0, 700_000}; r.Shared() {
+			want[1] = 0
+			if !slices.Equal(offsets, want) {
+				t.Fatalf("asked for offsets %v, want %v (S3 fetches again from the start)", offsets, want)
+			}
+		} else if !slices.Equal(offsets, want) {
+			t.Fatalf("asked for offsets %v, want %v", offsets, want)
+		}
+		if !bytes.Equal(client.Bytes(), data) {
+			t.Fatalf("the client got %d bytes that differ from the blob", client.Len())
+		}
+	})
 }
 
 // TestAManifestPushedWithATagIsAcknowledgedWhenItsTagApplies: a replica

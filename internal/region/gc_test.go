@@ -3,8 +3,6 @@ package region_test
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +20,7 @@ import (
 func TestGCFreesWhatNoLiveManifestNeedsAndNothingElse(t *testing.T) {
 	ctx := t.Context()
 	grace := 300 * time.Millisecond
-	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: grace, GCInterval: -1},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := openRegion(t, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: grace, GCInterval: -1})
 	defer r.Close()
 	blob := func(b []byte) digest.Digest {
 		d := digest.FromBytes(b)
@@ -102,11 +96,7 @@ func join(s []string) string { return strings.Join(s, ",") }
 // swept, unless a lease holds it (bytes on their way to a link).
 func TestGCSparesALeasedBlob(t *testing.T) {
 	ctx := t.Context()
-	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := openRegion(t, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1})
 	defer r.Close()
 	b := []byte("unlinked bytes")
 	d := digest.FromBytes(b)
@@ -133,11 +123,7 @@ func TestGCSparesALeasedBlob(t *testing.T) {
 // one is removed. Pushing a blob again dates its link anew.
 func TestGCKeepsALinkAClientJustChecked(t *testing.T) {
 	ctx := t.Context()
-	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := openRegion(t, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1})
 	defer r.Close()
 	put := func(b []byte) digest.Digest {
 		d := digest.FromBytes(b)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -17,16 +16,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
-}
-
-func open(t *testing.T, dir string, ttl time.Duration) *region.Region {
-	t.Helper()
-	r, err := region.Open(t.Context(), region.Config{Name: "eastus", DataDir: dir, UploadTTL: ttl},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 func chunk(b []byte) region.Chunk {

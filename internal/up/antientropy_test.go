@@ -4,24 +4,9 @@ import (
 	"database/sql"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
-
-	_ "modernc.org/sqlite"
 )
-
-// openStore opens a running region's metadata database directly, as an
-// operator (or a bug) could, to damage it behind the region's back.
-func openStore(t *testing.T, dataDir, region string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dataDir, region, "meta.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
 
 func exec(t *testing.T, db *sql.DB, q string, args ...any) {
 	t.Helper()

@@ -44,6 +44,7 @@ func (l *lockedBuffer) String() string {
 // runLogged is runRegistry with every log line (debug and up) kept.
 func runLogged(t *testing.T, cfg up.Config, logs io.Writer) *up.Registry {
 	t.Helper()
+	withStores(t, &cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	reg, err := up.Start(ctx, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {

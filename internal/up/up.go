@@ -73,6 +73,10 @@ type Config struct {
 	// GCInterval, GCGrace and RetentionInterval are region.Config's for
 	// every region.
 	GCInterval, GCGrace, RetentionInterval time.Duration
+	// Stores, when set, says where each region keeps its blobs and
+	// metadata (an S3 bucket and a PostgreSQL database, say); nil: the
+	// filesystem and SQLite under DataDir/<name>.
+	Stores func(region string) (region.ContentConfig, region.MetadataConfig)
 }
 
 // DefaultRegions are the three regions `georeg up` starts.
@@ -155,6 +159,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 	for _, r := range reg.Regions {
 		c := config.Default()
 		c.Region = region.Config{Name: r.Name, DataDir: filepath.Join(cfg.DataDir, r.Name), GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, RetentionInterval: cfg.RetentionInterval}
+		if cfg.Stores != nil {
+			c.Region.Content, c.Region.Metadata = cfg.Stores(r.Name)
+		}
 		c.HTTP.Listen = r.ls[0].Addr().String()
 		c.Replication.Secret = cfg.Secret
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
