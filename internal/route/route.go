@@ -14,7 +14,16 @@
 //
 // An upload session stays in the region that started it: its id names
 // the region (`<region>.<hex>`), and a request on it goes there whatever
-// the client's location.
+// the client's location (to any of its nodes: a session lives in the
+// region's shared stores).
+//
+// A region of several nodes (Region.Nodes) is probed node by node; it is
+// healthy while one node is, and requests go to its healthy nodes in
+// turn. A request a node does not take (its connection refused: it died
+// since the last probe), and a read that fails before any byte reached
+// the client, moves to the next node, then to the next region; a request
+// whose body the dead node had begun to read fails, and the client
+// retries it.
 //
 // Pinned regional endpoints: a request whose Host starts with a region's
 // name and a dot (westeurope.registry.example.com, given DNS for it) goes
@@ -36,6 +45,12 @@ import (
 type Region struct {
 	Name     string `yaml:"name"`
 	Endpoint string `yaml:"endpoint"` // base URL, e.g. http://127.0.0.1:5001
+	// Nodes are the base URLs of the region's nodes, when it runs several
+	// (zone redundancy) and the door balances them itself: it probes each,
+	// sends requests to the healthy ones in turn, and a request a node did
+	// not take (it died since the last probe) to the next. Empty: the
+	// region is Endpoint alone (one node, or a load balancer of its own).
+	Nodes []string `yaml:"nodes,omitempty"`
 	// Address is the IP the DNS mode answers for this region (default:
 	// the endpoint's host when it is an IP).
 	Address string `yaml:"address,omitempty"`
@@ -80,7 +95,10 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-var nameRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+var (
+	nameRegexp     = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+	endpointRegexp = regexp.MustCompile(`^https?://[^/\s]+/?$`)
+)
 
 // Validate reports every problem with its field path.
 func (c Config) Validate() error {
@@ -94,8 +112,13 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("regions[%d].name: %q is not a region name or is listed twice", i, r.Name))
 		}
 		known[r.Name] = true
-		if !regexp.MustCompile(`^https?://[^/\s]+/?$`).MatchString(r.Endpoint) {
+		if !endpointRegexp.MatchString(r.Endpoint) {
 			errs = append(errs, fmt.Errorf("regions[%d].endpoint: %q must be http(s)://host:port", i, r.Endpoint))
+		}
+		for j, n := range r.Nodes {
+			if !endpointRegexp.MatchString(n) {
+				errs = append(errs, fmt.Errorf("regions[%d].nodes[%d]: %q must be http(s)://host:port", i, j, n))
+			}
 		}
 		if r.Address != "" {
 			if _, err := netip.ParseAddr(r.Address); err != nil {

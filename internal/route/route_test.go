@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,4 +237,90 @@ func TestDNSModeAnswersEachClientWithItsRegion(t *testing.T) {
 	if r := ask("127.0.0.1", "other.test.", ""); r.Rcode != dns.RcodeRefused {
 		t.Fatalf("another name: rcode %d", r.Rcode)
 	}
+}
+
+// TestARequestADeadNodeDidNotTakeGoesToAnotherNode: a region of two nodes
+// gets requests on both in turn; when one dies between probes, reads and
+// writes whose bodies it never read go to the other, so every request of
+// a client succeeds.
+func TestARequestADeadNodeDidNotTakeGoesToAnotherNode(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs lockedLog
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	start := func() (*up.Registry, context.CancelFunc) {
+		c, stop := context.WithCancel(ctx)
+		reg, err := up.Start(c, up.Config{DataDir: t.TempDir(), Regions: []up.RegionSpec{{Name: "eastus", Listen: "127.0.0.1:0"}}}, log)
+		if err != nil {
+			stop()
+			t.Fatal(err)
+		}
+		return reg, stop
+	}
+	live, stopLive := start()
+	defer func() { stopLive(); _ = live.Wait() }()
+	doomed, stopDoomed := start()
+	router, err := route.New(route.Config{ProbeInterval: time.Hour, // probed once, at start: the dead node stays listed
+		Regions: []route.Region{{Name: "eastus", Endpoint: live.Regions[0].URL, Nodes: []string{live.Regions[0].URL, doomed.Regions[0].URL}}}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: router}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	done := make(chan struct{})
+	go func() { _ = router.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	door := "http://" + l.Addr().String()
+	deadline := time.Now().Add(10 * time.Second)
+	for name, _ := router.Choose(netip.MustParseAddr("127.0.0.1"), "/v2/"); name == ""; name, _ = router.Choose(netip.MustParseAddr("127.0.0.1"), "/v2/") { // the first probe round
+		if time.Now().After(deadline) {
+			t.Fatal("the region never became routable")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopDoomed()
+	if err := doomed.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := range 10 {
+		resp, err := client.Get(door + "/v2/")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("read %d: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+		blob := []byte(fmt.Sprintf("blob %d", i))
+		resp, err = client.Post(door+"/v2/app/blobs/uploads/?digest="+digest.FromBytes(blob).String(), "application/octet-stream", bytes.NewReader(blob))
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("write %d with a body: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+	}
+	// The dead node was tried, and its requests moved on.
+	if n := strings.Count(logs.String(), "node did not answer"); n == 0 {
+		t.Fatal("no request was sent to the dead node: the test proves nothing")
+	}
+}
+
+// lockedLog is a log sink several goroutines write.
+type lockedLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -8,12 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -43,22 +42,6 @@ type location struct {
 	region string
 }
 
-// regionState is what the front door knows of a region. Guarded by mu.
-type regionState struct {
-	Region
-	proxy   *httputil.ReverseProxy
-	mu      sync.Mutex
-	healthy bool // after RecoverAfter good probes in a row; false after FailAfter bad
-	good    int  // consecutive good probes
-	bad     int  // consecutive bad probes
-	ready   bool // its replication state is Ready
-	enabled bool // routing to it is on (replication setting regionEndpointEnabled)
-	lastErr string
-	// drainedOnce: the region has been drained at least once, so it must
-	// earn RecoverAfter good probes to come back.
-	drainedOnce bool
-}
-
 // New returns a front door for cfg.
 func New(cfg Config, log *slog.Logger) (*Router, error) {
 	cfg = cfg.WithDefaults()
@@ -73,29 +56,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
 	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig}
 	for _, reg := range cfg.Regions {
-		u, _ := url.Parse(strings.TrimSuffix(reg.Endpoint, "/"))
-		st := &regionState{Region: reg, enabled: true}
-		st.proxy = &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(u)
-				pr.SetXForwarded()
-				pr.Out.Host = pr.In.Host // regions answer relative Locations; keep the client's name
-			},
-			Transport: transport,
-			ModifyResponse: func(resp *http.Response) error {
-				resp.Header.Set("X-Georeg-Region", reg.Name)
-				return nil
-			},
-			ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-				r.log.WarnContext(req.Context(), "region did not answer", "region", reg.Name, "error", err)
-				if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok && a.retry {
-					a.failed = true // nothing written yet: ServeHTTP tries the next region
-					return
-				}
-				ocierr.Write(w, req, ocierr.Unknown.Withf("region %s did not answer (%v); retry: the front door routes around a failed region within seconds", reg.Name, err))
-			},
-		}
-		r.regions[reg.Name] = st
+		r.regions[reg.Name] = r.newRegionState(reg, transport)
 		r.order = append(r.order, reg.Name)
 	}
 	for _, l := range cfg.Locations {
@@ -128,35 +89,39 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 }
 
-// probeAll probes every region at once and reads the routing flags.
+// probeAll probes every node of every region at once and reads the
+// routing flags.
 func (r *Router) probeAll(ctx context.Context) {
 	var g errgroup.Group
 	for _, name := range r.order {
 		st := r.regions[name]
-		g.Go(func() error {
-			ready, err := r.probeRegion(ctx, st)
-			st.mu.Lock()
-			defer st.mu.Unlock()
-			if err != nil {
-				st.good, st.bad, st.lastErr = 0, st.bad+1, err.Error()
-				if st.bad >= r.cfg.FailAfter {
-					st.drainedOnce = true
+		for _, n := range st.nodes {
+			g.Go(func() error {
+				ready, err := r.probeNode(ctx, n.url)
+				n.mu.Lock()
+				defer n.mu.Unlock()
+				if err != nil {
+					n.good, n.bad, n.lastErr = 0, n.bad+1, err.Error()
+					if n.bad >= r.cfg.FailAfter {
+						n.drainedOnce = true
+					}
+					if n.healthy && n.bad >= r.cfg.FailAfter {
+						n.healthy = false
+						r.log.WarnContext(ctx, "node drained", "region", st.Name, "node", n.url, "error", err)
+					}
+					return nil
 				}
-				if st.healthy && st.bad >= r.cfg.FailAfter {
-					st.healthy = false
-					r.log.WarnContext(ctx, "region drained", "region", st.Name, "error", err)
+				n.bad, n.good, n.ready, n.lastErr = 0, n.good+1, ready, ""
+				// The first answer counts at once, so a fresh front door
+				// routes without waiting; after a failure it takes
+				// RecoverAfter.
+				if !n.healthy && (n.good >= r.cfg.RecoverAfter || !n.drainedOnce) {
+					n.healthy = true
+					r.log.InfoContext(ctx, "node in service", "region", st.Name, "node", n.url)
 				}
 				return nil
-			}
-			st.bad, st.good, st.ready, st.lastErr = 0, st.good+1, ready, ""
-			// The first answer counts at once, so a fresh front door routes
-			// without waiting; after a failure it takes RecoverAfter.
-			if !st.healthy && (st.good >= r.cfg.RecoverAfter || !st.drainedOnce) {
-				st.healthy = true
-				r.log.InfoContext(ctx, "region in service", "region", st.Name)
-			}
-			return nil
-		})
+			})
+		}
 	}
 	_ = g.Wait()
 	r.readFlags(ctx)
@@ -165,11 +130,11 @@ func (r *Router) probeAll(ctx context.Context) {
 	}
 }
 
-// probeRegion checks a region deeply: /readyz (metadata store answers and
+// probeNode checks a node deeply: /readyz (metadata store answers and
 // takes its write lock, content store writable) and its replication state.
-func (r *Router) probeRegion(ctx context.Context, st *regionState) (ready bool, err error) {
+func (r *Router) probeNode(ctx context.Context, base string) (ready bool, err error) {
 	get := func(path string) (*http.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(st.Endpoint, "/")+path, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -213,10 +178,17 @@ func (r *Router) probeRegion(ctx context.Context, st *regionState) (ready bool, 
 func (r *Router) readFlags(ctx context.Context) {
 	for _, name := range r.order {
 		st := r.regions[name]
-		if !st.isHealthy() {
+		var node *nodeState
+		for _, n := range st.nodes {
+			if n.isHealthy() {
+				node = n
+				break
+			}
+		}
+		if node == nil {
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(st.Endpoint, "/")+"/_georeg/v1/replications", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, node.url+"/_georeg/v1/replications", nil)
 		if err != nil {
 			return
 		}
@@ -259,19 +231,6 @@ func (st *regionState) address() netip.Addr {
 		}
 	}
 	return netip.Addr{}
-}
-
-func (st *regionState) isHealthy() bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.healthy
-}
-
-// usable reports whether clients may be sent to the region.
-func (st *regionState) usable() bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.healthy && st.ready && st.enabled
 }
 
 // home returns the region a client address belongs to.
@@ -343,20 +302,25 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.metrics.Handler().ServeHTTP(w, req) // the door's own; scrape regions directly
 		return
 	}
+	var b *body
+	if req.Body != nil && req.Body != http.NoBody {
+		b = &body{rc: req.Body}
+		req.Body = b
+	}
 	// Pinned regional endpoints: /region/<name>/... or host <name>.<...>.
 	if rest, ok := strings.CutPrefix(req.URL.Path, "/region/"); ok {
 		name, path, _ := strings.Cut(rest, "/")
 		if st, known := r.regions[name]; known {
 			req.URL.Path, req.URL.RawPath = "/"+path, ""
 			r.metrics.Routed(name, "pinned")
-			st.proxy.ServeHTTP(w, req)
+			r.forward(w, req, st, b, true)
 			return
 		}
 	}
 	if name, _, ok := strings.Cut(req.Host, "."); ok {
 		if st, known := r.regions[name]; known {
 			r.metrics.Routed(name, "pinned")
-			st.proxy.ServeHTTP(w, req)
+			r.forward(w, req, st, b, true)
 			return
 		}
 	}
@@ -380,36 +344,30 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.metrics.Routed(name, "fallback")
 		r.metrics.Failover(home, name)
 	}
-	if pinned || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
-		r.regions[name].proxy.ServeHTTP(w, req)
+	if pinned {
+		r.forward(w, req, r.regions[name], b, true) // a session lives in its region
 		return
 	}
-	// A read that cannot reach its region (it died since the last probe)
-	// is retried at once on the next candidate: nothing was written yet.
-	tried := map[string]bool{}
-	for _, next := range append([]string{name}, r.candidates(r.home(addr))...) {
-		if tried[next] || (next != name && !r.regions[next].isHealthy()) {
-			continue
+	// A request no node of its region took (it died since the last probe)
+	// moves at once to the next candidate region (forward's rules).
+	var next []string
+	for _, c := range append([]string{name}, r.candidates(home)...) {
+		if !slices.Contains(next, c) && (c == name || r.regions[c].isHealthy()) {
+			next = append(next, c)
 		}
-		tried[next] = true
-		if next != name {
-			r.metrics.Routed(next, "retry")
-			r.metrics.Failover(name, next)
+	}
+	for i, c := range next {
+		if i > 0 {
+			r.metrics.Routed(c, "retry")
+			r.metrics.Failover(next[i-1], c)
 		}
-		a := &attempt{retry: true}
-		r.regions[next].proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
-		if !a.failed {
+		if r.forward(w, req, r.regions[c], b, i == len(next)-1) {
 			return
 		}
 	}
-	ocierr.Write(w, req, ocierr.Unknown.Withf("no region answered; retry shortly"))
 }
 
-// attempt marks a proxied read that may move to another region if its
-// region does not answer.
-type attempt struct {
-	retry  bool
-	failed bool
+// answerUnreachable answers a request no node of region took.
+func (r *Router) answerUnreachable(w http.ResponseWriter, req *http.Request, region string, err error) {
+	ocierr.Write(w, req, ocierr.Unknown.Withf("region %s did not answer (%v); retry: the front door routes around a failed node or region within seconds", region, err))
 }
-
-type attemptKey struct{}

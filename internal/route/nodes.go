@@ -1,0 +1,196 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// regionState is what the front door knows of a region: its nodes and
+// whether clients may be sent to it.
+type regionState struct {
+	Region
+	nodes []*nodeState
+	next  atomic.Uint64 // round-robin start among healthy nodes
+
+	mu      sync.Mutex
+	enabled bool // routing to it is on (replication setting regionEndpointEnabled)
+}
+
+// nodeState is what the front door knows of one node of a region. Health
+// fields are guarded by mu.
+type nodeState struct {
+	url   string
+	proxy *httputil.ReverseProxy
+
+	mu      sync.Mutex
+	healthy bool // after RecoverAfter good probes in a row; false after FailAfter bad
+	good    int  // consecutive good probes
+	bad     int  // consecutive bad probes
+	ready   bool // its replication state is Ready
+	lastErr string
+	// drainedOnce: the node has been drained at least once, so it must
+	// earn RecoverAfter good probes to come back.
+	drainedOnce bool
+}
+
+// newRegionState makes the state of reg, one reverse proxy per node.
+func (r *Router) newRegionState(reg Region, transport http.RoundTripper) *regionState {
+	st := &regionState{Region: reg, enabled: true}
+	urls := reg.Nodes
+	if len(urls) == 0 {
+		urls = []string{reg.Endpoint}
+	}
+	for _, raw := range urls {
+		u, _ := url.Parse(strings.TrimSuffix(raw, "/"))
+		n := &nodeState{url: u.String()}
+		n.proxy = &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(u)
+				pr.SetXForwarded()
+				pr.Out.Host = pr.In.Host // regions answer relative Locations; keep the client's name
+			},
+			Transport: transport,
+			ModifyResponse: func(resp *http.Response) error {
+				resp.Header.Set("X-Georeg-Region", reg.Name)
+				return nil
+			},
+			// Nothing reached the client yet: forward decides whether the
+			// next node takes the request, or answers the error.
+			ErrorHandler: func(_ http.ResponseWriter, req *http.Request, err error) {
+				if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok {
+					a.err = err
+				}
+				r.log.WarnContext(req.Context(), "node did not answer", "region", reg.Name, "node", u.String(), "error", err)
+			},
+		}
+		st.nodes = append(st.nodes, n)
+	}
+	return st
+}
+
+func (n *nodeState) isHealthy() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.healthy
+}
+
+// isHealthy reports whether some node of the region is healthy.
+func (st *regionState) isHealthy() bool {
+	for _, n := range st.nodes {
+		if n.isHealthy() {
+			return true
+		}
+	}
+	return false
+}
+
+// usable reports whether clients may be sent to the region: routing is on
+// and a node is healthy and Ready.
+func (st *regionState) usable() bool {
+	st.mu.Lock()
+	enabled := st.enabled
+	st.mu.Unlock()
+	if !enabled {
+		return false
+	}
+	for _, n := range st.nodes {
+		n.mu.Lock()
+		ok := n.healthy && n.ready
+		n.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// rotation returns the region's healthy nodes, starting at the next in
+// turn; when none is healthy, all of them (a last try beats no answer).
+func (st *regionState) rotation() []*nodeState {
+	start := int(st.next.Add(1))
+	var healthy []*nodeState
+	for i := range st.nodes {
+		n := st.nodes[(start+i)%len(st.nodes)]
+		if n.isHealthy() {
+			healthy = append(healthy, n)
+		}
+	}
+	if len(healthy) == 0 {
+		for i := range st.nodes {
+			healthy = append(healthy, st.nodes[(start+i)%len(st.nodes)])
+		}
+	}
+	return healthy
+}
+
+// attempt is one node's try at a request: the error it failed with, if
+// it failed before anything reached the client.
+type attempt struct{ err error }
+
+type attemptKey struct{}
+
+// body counts what the nodes read of a request's body and keeps the body
+// open across attempts (the server closes it), so a node that refused the
+// connection before reading a byte leaves it whole for the next.
+type body struct {
+	rc io.ReadCloser
+	n  atomic.Int64
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *body) Close() error { return nil }
+
+// retryable reports whether a request whose attempt failed with err may
+// go to another node: none of its body was read, and it is a read (which
+// a node may have seen without harm) or the node never took the
+// connection (it cannot have acted on it).
+func retryable(req *http.Request, b *body, err error) bool {
+	if b != nil && b.n.Load() > 0 {
+		return false
+	}
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// forward sends req to the region's nodes in turn until one takes it. It
+// reports false when none did and the request may still go elsewhere
+// (nothing was written to w); otherwise the request is answered, by a
+// node or with the error.
+func (r *Router) forward(w http.ResponseWriter, req *http.Request, st *regionState, b *body, last bool) bool {
+	var err error
+	for _, n := range st.rotation() {
+		a := &attempt{}
+		n.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
+		if a.err == nil {
+			return true
+		}
+		if err = a.err; !retryable(req, b, err) {
+			last = true
+			break
+		}
+	}
+	if !last {
+		return false
+	}
+	if err == nil {
+		err = errors.New("no node")
+	}
+	r.answerUnreachable(w, req, st.Name, err)
+	return true
+}
