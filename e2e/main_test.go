@@ -61,6 +61,7 @@ type server struct {
 	sub  string   // the subcommand; default serve
 	// tlsCA, when set, makes the readiness check use HTTPS trusting it.
 	tlsCA string
+	env   []string // more environment variables for the process
 	cmd   *exec.Cmd
 	log   *os.File
 }
@@ -91,6 +92,7 @@ func (s *server) start() {
 		sub = "serve"
 	}
 	s.cmd = exec.Command(georegBin, append([]string{sub}, args...)...)
+	s.cmd.Env = append(os.Environ(), s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)

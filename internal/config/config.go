@@ -41,6 +41,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -113,17 +115,42 @@ func Default() Config {
 }
 
 // Load reads a YAML file over the defaults. Unknown fields are errors, so a
-// typo does not silently fall back to a default.
+// typo does not silently fall back to a default. ${NAME} anywhere in the
+// file is the environment variable NAME (a secret kept out of the file:
+// secretKey: ${S3_SECRET_KEY}); an unset one is an error.
 func Load(path string) (Config, error) {
 	c := Default()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return c, err
 	}
+	data, err = expandEnv(data)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
 	if err := Parse(data, &c); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces every ${NAME} in data with the variable's value.
+func expandEnv(data []byte) ([]byte, error) {
+	var missing []string
+	out := envRef.ReplaceAllFunc(data, func(m []byte) []byte {
+		name := string(envRef.FindSubmatch(m)[1])
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("the file names environment variables that are not set: %s", strings.Join(missing, ", "))
+	}
+	return out, nil
 }
 
 // Parse decodes YAML into c, refusing unknown fields.
