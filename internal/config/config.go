@@ -7,6 +7,13 @@
 //	  dataDir: ./data/eastus
 //	  maxManifestSize: 4194304
 //	  uploadTTL: 24h
+//	  node: eastus-a     # unique among the region's nodes (default: host name)
+//	  metadata:          # default: SQLite in dataDir
+//	    driver: postgres
+//	    dsn: postgres://georeg:${PG_PASSWORD}@db:5432/georeg_eastus
+//	  content:           # default: the filesystem under dataDir
+//	    driver: s3
+//	    s3: {endpoint: https://s3.example.com, bucket: georeg-eastus, accessKey: AK, secretKey: ${S3_SECRET}}
 //	http:
 //	  listen: 127.0.0.1:5001
 //	  blobCopy: auto   # auto, sendfile or buffered
