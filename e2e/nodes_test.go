@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -258,6 +259,69 @@ func TestARegionOfThreeNodesLosesNothingWhenANodeIsKilledDuringAPushStorm(t *tes
 		}
 		time.Sleep(200 * time.Millisecond) // poll interval of a bounded wait
 	}
+
+	// One eastus node follows westeurope, and every node says which. Kill
+	// it: another takes the job over (its lease runs out in 15 s) and a
+	// push to westeurope still arrives in eastus.
+	follower := func() (string, error) {
+		node := ""
+		for i, n := range east {
+			var st struct {
+				State string
+				Peers []struct{ Peer, Node, LastError string }
+			}
+			if err := getJSON("http://"+n.addr+"/_georeg/v1/status", &st); err != nil {
+				return "", fmt.Errorf("eastus-%d: %v", i+1, err)
+			}
+			if st.State != "Ready" || len(st.Peers) != 1 || st.Peers[0].Node == "" {
+				return "", fmt.Errorf("eastus-%d says %+v", i+1, st)
+			}
+			if node != "" && st.Peers[0].Node != node {
+				return "", fmt.Errorf("eastus nodes disagree on who follows westeurope: %s, %s", node, st.Peers[0].Node)
+			}
+			node = st.Peers[0].Node
+		}
+		return node, nil
+	}
+	var holder string
+	waitFor(t, 30*time.Second, func() (err error) { holder, err = follower(); return err })
+	var idx int
+	fmt.Sscanf(holder, "eastus-%d", &idx)
+	if idx < 1 || idx > 3 {
+		t.Fatalf("the follower is %q", holder)
+	}
+	east[idx-1].kill9()
+	t.Logf("killed %s, which followed westeurope", holder)
+	d := pushImage(t, westAddr, "after/failover", "v1", "moved job")
+	alive := east[idx%3]
+	waitFor(t, 60*time.Second, func() error {
+		got, err := tags(t, alive.addr, "after/failover")
+		if err != nil || got["v1"] != d.String() {
+			return fmt.Errorf("the push to westeurope has not reached eastus: %v %v", got, err)
+		}
+		return nil
+	})
+	east[idx-1].start()
+	waitFor(t, 30*time.Second, func() error {
+		now, err := follower()
+		if err == nil && now == holder {
+			return fmt.Errorf("%s follows westeurope again: the job did not move", now)
+		}
+		return err
+	})
+}
+
+// getJSON GETs u and decodes its JSON answer into out.
+func getJSON(u string, out any) error {
+	resp, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %d", u, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // freeAddrs returns n loopback addresses nobody listens on now.

@@ -20,10 +20,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/georeg/georeg/internal/config"
+	contents3 "github.com/georeg/georeg/internal/content/s3"
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -278,5 +281,57 @@ func TestWithAuthTheDataEndpointServesOnlySignedURLs(t *testing.T) {
 		if code := get(u); code != 403 {
 			t.Errorf("%s data URL: %d, want 403", name, code)
 		}
+	}
+}
+
+// TestAnS3RegionRedirectsBlobGETsToPresignedURLs: with content on S3 and
+// redirect on, a client's blob GET answers 307 to a presigned URL that
+// serves the blob; a peer's GET gets the bytes from the node.
+func TestAnS3RegionRedirectsBlobGETsToPresignedURLs(t *testing.T) {
+	bucket := storetest.S3Bucket(t)
+	cfg := config.Default()
+	cfg.Region.DataDir = t.TempDir()
+	cfg.Region.Metadata = region.MetadataConfig{Driver: "postgres", DSN: storetest.Postgres(t)}
+	cfg.Region.Content = region.ContentConfig{Driver: "s3", S3: contents3.Config{Endpoint: bucket.Endpoint, Bucket: bucket.Bucket,
+		AccessKey: bucket.AccessKey, SecretKey: bucket.SecretKey, Redirect: true}}
+	cfg.Replication.Secret = "s3cr3t"
+	n, err := node.Open(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(n.Handler())
+	t.Cleanup(func() { srv.Close(); n.Region.Close() })
+	blob := []byte("bytes from the object store")
+	d := digest.FromBytes(blob)
+	send(t, "POST", srv.URL+"/v2/app/blobs/uploads/?digest="+d.String(), "", blob)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(srv.URL + "/v2/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, bucket.Endpoint) || !strings.Contains(loc, "X-Amz-Signature=") {
+		t.Fatalf("client GET: %d, Location %q", resp.StatusCode, loc)
+	}
+	resp, err = http.Get(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, blob) {
+		t.Fatalf("the presigned URL: %d %q", resp.StatusCode, got)
+	}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v2/app/blobs/"+d.String(), nil)
+	req.Header.Set("Authorization", "Bearer "+feed.Credential("s3cr3t", "westeurope"))
+	resp, err = noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, blob) {
+		t.Fatalf("a peer's GET: %d (peers get the bytes from the node)", resp.StatusCode)
 	}
 }

@@ -26,12 +26,31 @@ func parseDigest(s string) (digest.Digest, error) {
 
 // getBlob serves GET and HEAD of a blob (end-2). With a data endpoint, a
 // client's GET of a blob held here is answered 307 to it, with the same
-// path: the bytes never pass through a front door.
+// path: the bytes never pass through a front door. With an S3 content
+// store set to redirect, it is answered 307 to a presigned URL of the
+// object.
 func (a *API) getBlob(w http.ResponseWriter, r *http.Request, route Route) error {
 	if a.opts.DataURL != "" && r.Method == http.MethodGet && !a.isPeer(r) {
 		if d, err := parseDigest(route.Ref); err == nil {
 			if _, err := a.region.StatBlob(r.Context(), route.Repo, d); err == nil {
 				w.Header().Set("Location", strings.TrimSuffix(a.opts.DataURL, "/")+a.signData(r.URL.Path, time.Now()))
+				w.Header().Set("Docker-Content-Digest", d.String())
+				w.WriteHeader(http.StatusTemporaryRedirect)
+				return nil
+			}
+		}
+	}
+	if r.Method == http.MethodGet && !a.isPeer(r) {
+		// An object store that serves clients itself: 307 to a presigned
+		// URL of the blob (peers get the bytes here, as with data
+		// endpoints).
+		if d, err := parseDigest(route.Ref); err == nil {
+			u, ok, err := a.region.BlobURL(r.Context(), route.Repo, d)
+			if err != nil {
+				return err
+			}
+			if ok {
+				w.Header().Set("Location", u)
 				w.Header().Set("Docker-Content-Digest", d.String())
 				w.WriteHeader(http.StatusTemporaryRedirect)
 				return nil

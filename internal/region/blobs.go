@@ -23,6 +23,23 @@ func (r *Region) StatBlob(ctx context.Context, repo string, d digest.Digest) (in
 	return size, err
 }
 
+// BlobURL returns a URL a client can GET blob d of repo from directly, a
+// presigned object-store URL good for content.s3.redirectExpiry, when the
+// region's content store serves clients itself (content.s3.redirect);
+// ok is false otherwise, and when repo does not link d (the caller serves
+// the request itself: BLOB_UNKNOWN, or read-through).
+func (r *Region) BlobURL(ctx context.Context, repo string, d digest.Digest) (u string, ok bool, err error) {
+	red, can := r.store.Backend().(content.Redirector)
+	if !can || r.cfg.Content.Driver != "s3" || !r.cfg.Content.S3.Redirect {
+		return "", false, nil
+	}
+	if _, err := r.StatBlob(ctx, repo, d); err != nil {
+		return "", false, nil
+	}
+	u, err = red.RedirectURL(ctx, content.BlobKey(d), r.cfg.Content.S3.WithDefaults().RedirectExpiry)
+	return u, err == nil, err
+}
+
 // OpenBlob returns blob d's bytes from offset and its full size. The
 // caller closes the reader.
 func (r *Region) OpenBlob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {

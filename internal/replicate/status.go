@@ -27,6 +27,9 @@ type PeerStatus struct {
 	// Wedged: this region is behind the peer, the peer answers, and
 	// nothing of it has applied for WedgedAfter.
 	Wedged bool `json:"wedged,omitempty"`
+	// Node is the node of this region that follows the peer now ("" when
+	// none does, or none has said yet).
+	Node string `json:"node,omitempty"`
 }
 
 // Progress sums every peer's: what this region has applied of all it
@@ -175,8 +178,12 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	for _, src := range peers {
 		name := src.name
 		pp, ok := t.peers[name]
+		node := ""
+		if t.following[name] {
+			node = p.region.Node()
+		}
 		if e, found := elsewhere[name]; found && !t.following[name] {
-			pp, ok = e, true // another node of the region follows it
+			pp, ok, node = e.progress, true, e.node // another node of the region follows it
 		}
 		if !ok {
 			pp = &peerProgress{Endpoint: src.base} // not heard from yet
@@ -185,7 +192,7 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		if err != nil {
 			return st, err
 		}
-		ps := PeerStatus{Peer: name, Endpoint: pp.Endpoint, Head: pp.Head, Applied: applied,
+		ps := PeerStatus{Peer: name, Node: node, Endpoint: pp.Endpoint, Head: pp.Head, Applied: applied,
 			Behind: max(pp.Head-applied, 0), LagSeconds: pp.Lag.Seconds(), LastError: pp.LastErr, LastSuccess: pp.LastSuccess}
 		if fs, ok := stats[name]; ok {
 			ps.BytesTotal, ps.Bytes, ps.Backlog = fs.Bytes, fs.Bytes-fs.BytesAfter, fs.BytesAfter
@@ -262,8 +269,8 @@ func (p *Replicator) publish(ctx context.Context, s *source) {
 // publishedProgress reads what other nodes published of the peers this
 // node does not follow (several nodes only). A peer whose publisher went
 // quiet shows no node following it.
-func (p *Replicator) publishedProgress(ctx context.Context, peers []*source) map[string]*peerProgress {
-	out := map[string]*peerProgress{}
+func (p *Replicator) publishedProgress(ctx context.Context, peers []*source) map[string]published {
+	out := map[string]published{}
 	if !p.region.Shared() {
 		return out
 	}
@@ -287,8 +294,15 @@ func (p *Replicator) publishedProgress(ctx context.Context, peers []*source) map
 		if time.Since(at) > publishedStale {
 			pp.Seen = false
 			pp.LastErr = fmt.Sprintf("no node of this region has followed %s for %s (node %s did last)", src.name, time.Since(at).Round(time.Second), node)
+			node = ""
 		}
-		out[src.name] = &pp
+		out[src.name] = published{progress: &pp, node: node}
 	}
 	return out
+}
+
+// published is another node's progress with a peer.
+type published struct {
+	progress *peerProgress
+	node     string
 }

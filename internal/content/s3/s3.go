@@ -363,9 +363,6 @@ func (b *Backend) RedirectURL(ctx context.Context, key string, expiry time.Durat
 	return u.String(), nil
 }
 
-// Redirects reports whether blob GETs should be redirected (Config.Redirect).
-func (b *Backend) Redirects() (bool, time.Duration) { return b.cfg.Redirect, b.cfg.RedirectExpiry }
-
 func randomSuffix() string {
 	var r [8]byte
 	_, _ = rand.Read(r[:])
