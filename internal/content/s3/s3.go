@@ -247,6 +247,9 @@ func (b *Backend) Move(ctx context.Context, from, to string) error {
 // Delete implements content.Backend. A staging key takes every object of
 // its session (tails, a sealed copy) and its incomplete multipart uploads.
 func (b *Backend) Delete(ctx context.Context, key string) error {
+	// A listing abandoned midway must stop its producer goroutine.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	obj, err := b.object(key)
 	if err != nil {
 		return err
@@ -278,6 +281,9 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 
 // removePrefix removes every object under prefix (a bucket key).
 func (b *Backend) removePrefix(ctx context.Context, prefix string) error {
+	// A listing abandoned midway must stop its producer goroutine.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for o := range b.client.ListObjects(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if o.Err != nil {
 			return o.Err
@@ -293,6 +299,9 @@ func (b *Backend) removePrefix(ctx context.Context, prefix string) error {
 // incomplete multipart uploads too (as their staging key, size 0, dated
 // when they began).
 func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, size int64, modified time.Time) error) error {
+	// A listing abandoned midway must stop its producer goroutine.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for o := range b.client.ListObjects(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: b.cfg.Prefix + prefix, Recursive: true}) {
 		if o.Err != nil {
 			return o.Err
@@ -324,6 +333,9 @@ func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, s
 // when its process died) are aborted. Sessions' are the caller's: they
 // are listed by Walk and go with their session.
 func (b *Backend) Sweep(ctx context.Context, cutoff time.Time) error {
+	// A listing abandoned midway must stop its producer goroutine.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, b.cfg.Prefix+"blobs/", true) {
 		if up.Err != nil {
 			return up.Err
