@@ -247,9 +247,7 @@ func (b *Backend) Move(ctx context.Context, from, to string) error {
 // Delete implements content.Backend. A staging key takes every object of
 // its session (tails, a sealed copy) and its incomplete multipart uploads.
 func (b *Backend) Delete(ctx context.Context, key string) error {
-	// A listing abandoned midway must stop its producer goroutine.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+
 	obj, err := b.object(key)
 	if err != nil {
 		return err
@@ -265,7 +263,7 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	if err := b.removePrefix(ctx, dir); err != nil {
 		return err
 	}
-	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, obj, true) {
+	for _, up := range b.incomplete(ctx, obj) {
 		if up.Err != nil {
 			return up.Err
 		}
@@ -279,12 +277,21 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// incomplete lists the incomplete multipart uploads under prefix (a
+// bucket key), the listing drained whole: minio-go's producer goroutine
+// blocks on a listing left midway.
+func (b *Backend) incomplete(ctx context.Context, prefix string) []minio.ObjectMultipartInfo {
+	var out []minio.ObjectMultipartInfo
+	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, prefix, true) {
+		out = append(out, up)
+	}
+	return out
+}
+
 // removePrefix removes every object under prefix (a bucket key).
 func (b *Backend) removePrefix(ctx context.Context, prefix string) error {
-	// A listing abandoned midway must stop its producer goroutine.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for o := range b.client.ListObjects(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+
+	for o := range b.client.ListObjectsIter(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if o.Err != nil {
 			return o.Err
 		}
@@ -299,10 +306,8 @@ func (b *Backend) removePrefix(ctx context.Context, prefix string) error {
 // incomplete multipart uploads too (as their staging key, size 0, dated
 // when they began).
 func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, size int64, modified time.Time) error) error {
-	// A listing abandoned midway must stop its producer goroutine.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for o := range b.client.ListObjects(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: b.cfg.Prefix + prefix, Recursive: true}) {
+
+	for o := range b.client.ListObjectsIter(ctx, b.cfg.Bucket, minio.ListObjectsOptions{Prefix: b.cfg.Prefix + prefix, Recursive: true}) {
 		if o.Err != nil {
 			return o.Err
 		}
@@ -313,7 +318,7 @@ func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, s
 	if !strings.HasPrefix(prefix, "uploads") && !strings.HasPrefix("uploads/", prefix) {
 		return nil
 	}
-	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, b.cfg.Prefix+prefix, true) {
+	for _, up := range b.incomplete(ctx, b.cfg.Prefix+prefix) {
 		if up.Err != nil {
 			return up.Err
 		}
@@ -333,10 +338,8 @@ func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, s
 // when its process died) are aborted. Sessions' are the caller's: they
 // are listed by Walk and go with their session.
 func (b *Backend) Sweep(ctx context.Context, cutoff time.Time) error {
-	// A listing abandoned midway must stop its producer goroutine.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for up := range b.client.ListIncompleteUploads(ctx, b.cfg.Bucket, b.cfg.Prefix+"blobs/", true) {
+
+	for _, up := range b.incomplete(ctx, b.cfg.Prefix+"blobs/") {
 		if up.Err != nil {
 			return up.Err
 		}
