@@ -146,27 +146,42 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 //
 // The fetch does not stop when the client goes away: it finishes for the
 // next pull (its context drops the request's cancellation).
+//
+// Time to first byte is one round trip to the peer: the GET that fetches
+// the blob also tells its size (no HEAD first), and a peer that lacks it
+// answers that GET 404 and the next is asked.
 func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Digest, start func(size int64) io.Writer) error {
 	ctx = context.WithoutCancel(ctx)
 	defer p.region.Lease(d)()
+	if _, ok, err := p.region.HasContent(ctx, d); err != nil {
+		return err
+	} else if ok {
+		return p.region.ApplyBlob(ctx, "", 0, repo, d)
+	}
 	for _, s := range p.peers() {
-		size, err := s.blobSize(ctx, repo, d)
+		first, size, err := s.blobFrom(ctx, repo, d)
 		if err != nil {
 			continue
 		}
-		if _, ok, err := p.region.HasContent(ctx, d); err != nil {
-			return err
-		} else if !ok {
-			open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return s.blob(ctx, repo, d, offset) }
-			lw := &lazyWriter{start: func() io.Writer { return start(size) }}
-			streamed, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, lw)
-			if err != nil {
-				p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
-				if streamed || lw.w != nil {
-					return err
-				}
-				continue
+		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+			if offset == 0 && first != nil {
+				rc := first
+				first = nil
+				return rc, nil
 			}
+			return s.blob(ctx, repo, d, offset)
+		}
+		lw := &lazyWriter{start: func() io.Writer { return start(size) }}
+		streamed, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, lw)
+		if first != nil {
+			first.Close() // not used: the blob arrived meanwhile, or another fetch had it
+		}
+		if err != nil {
+			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
+			if streamed || lw.w != nil {
+				return err
+			}
+			continue
 		}
 		return p.region.ApplyBlob(ctx, "", 0, repo, d)
 	}

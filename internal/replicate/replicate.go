@@ -588,6 +588,10 @@ func (p *Replicator) nearer(ctx context.Context, s *source, repo string, d diges
 // with 4, 92% with 16 (bench -only backfill).
 const prefetchers = 16
 
+// referenceFetchers bounds the blobs and children of one manifest fetched
+// at once.
+const referenceFetchers = 8
+
 // ensureManifest makes manifest d present in repo here, blobs and child
 // manifests first. With rec, the manifest record of s's feed being
 // applied, s's cursor moves to it in the apply, the record's inline bytes
@@ -619,15 +623,29 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 	if err != nil {
 		return fmt.Errorf("manifest %s from %s: %w", d, s.name, err)
 	}
+	// Children and blobs are fetched at once (several round trips to a far
+	// peer overlap); the manifest is applied only after all are here
+	// (invariant 3).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(referenceFetchers)
 	for _, c := range m.Manifests {
-		if err := p.ensureManifest(ctx, s, repo, c.Digest, v, nil); err != nil {
-			return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
-		}
+		g.Go(func() error {
+			if err := p.ensureManifest(gctx, s, repo, c.Digest, v, nil); err != nil {
+				return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
+			}
+			return nil
+		})
 	}
 	for _, b := range m.Blobs() {
-		if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil); err != nil {
-			return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
-		}
+		g.Go(func() error {
+			if err := p.ensureBlob(gctx, s, repo, b.Digest, b.Size, nil); err != nil {
+				return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, payload, v, pushedTag)
 }

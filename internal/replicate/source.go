@@ -97,3 +97,18 @@ func (s *source) blob(ctx context.Context, repo string, d digest.Digest, offset 
 	}
 	return resp.Body, nil
 }
+
+// blobFrom opens blob d of repo from its start and returns its size (the
+// answer's Content-Length): one round trip where a size and then the
+// bytes would take two.
+func (s *source) blobFrom(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error) {
+	resp, err := s.get(ctx, "/v2/"+repo+"/blobs/"+d.String(), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.ContentLength < 0 {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("blob %s from %s: no Content-Length", d, s.name)
+	}
+	return resp.Body, resp.ContentLength, nil
+}
