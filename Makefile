@@ -12,7 +12,7 @@ export GEOREG_ARTIFACTS := $(CURDIR)/artifacts
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
 
-.PHONY: test tools lint fuzz bench build soak services-start services-stop
+.PHONY: test tools lint fuzz bench bench-shared build soak services-start services-stop
 
 # For running single tests by hand: make services-start, then
 # `. .tools/run/env && go test ./internal/meta/`, then make services-stop.
@@ -72,6 +72,11 @@ fuzz:
 
 bench: build
 	go run ./bench -georeg bin/georeg
+
+# The same node figures on PostgreSQL and S3 (the servers run for the run).
+bench-shared: build
+	@trap 'scripts/services stop' EXIT INT TERM; scripts/services start && \
+	. .tools/run/env && go run ./bench -georeg bin/georeg -only shared
 
 # The garbage-collection soak for two minutes (make test runs it for 6 s).
 soak:

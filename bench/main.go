@@ -95,6 +95,14 @@ func run(ctx context.Context, bin, dir, logLevel, only string, quick bool) error
 		}
 		rows = append(rows, rs...)
 	}
+	if only == "shared" {
+		fmt.Fprintln(os.Stderr, "measuring a node on PostgreSQL and S3 ...")
+		rs, err := benchShared(ctx, bin, dir, logLevel, gib)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
 	fmt.Printf("georeg serve / georeg up, log level %s, data on %s\n", logLevel, dir)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tmeasured\ttarget\tnote")
