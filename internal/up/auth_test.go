@@ -87,6 +87,19 @@ func call(t *testing.T, client *http.Client, method, u, authz string, body any) 
 	return resp.StatusCode, code, out
 }
 
+// callAs returns a call with authz that must answer want, returning the
+// body.
+func callAs(t *testing.T, authz string) func(method, u string, body any, want int) []byte {
+	return func(method, u string, body any, want int) []byte {
+		t.Helper()
+		code, _, out := call(t, http.DefaultClient, method, u, authz, body)
+		if code != want {
+			t.Fatalf("%s %s: %d %s", method, u, code, out)
+		}
+		return out
+	}
+}
+
 func basic(user, pass string) string {
 	req, _ := http.NewRequest(http.MethodGet, "/", nil)
 	req.SetBasicAuth(user, pass)
@@ -122,14 +135,7 @@ func TestAuthMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := basic("admin", adminPass)
-	mustCall := func(method, u string, body any, want int) []byte {
-		t.Helper()
-		code, _, out := call(t, http.DefaultClient, method, u, admin, body)
-		if code != want {
-			t.Fatalf("%s %s: %d %s", method, u, code, out)
-		}
-		return out
-	}
+	mustCall := callAs(t, admin)
 	mustCall(http.MethodPut, east+"/_georeg/v1/scope-maps/readers", auth.ScopeMap{Actions: []string{"repositories/app/content/read"}}, 200)
 	mustCall(http.MethodPut, east+"/_georeg/v1/scope-maps/writers", auth.ScopeMap{Actions: []string{"repositories/app/content/read", "repositories/app/content/write"}}, 200)
 	passwords := map[string]string{"admin": adminPass}
@@ -480,14 +486,7 @@ func TestATokenReachesItsRepositoriesMetadataAndLosesAccessWhenDisabled(t *testi
 		t.Fatal(err)
 	}
 	admin := basic("admin", adminPass)
-	must := func(method, u string, body any, want int) []byte {
-		t.Helper()
-		code, _, out := call(t, http.DefaultClient, method, u, admin, body)
-		if code != want {
-			t.Fatalf("%s %s: %d %s", method, u, code, out)
-		}
-		return out
-	}
+	must := callAs(t, admin)
 	must(http.MethodPut, east+"/_georeg/v1/scope-maps/curators", auth.ScopeMap{Actions: []string{
 		"repositories/app/content/read", "repositories/app/metadata/read", "repositories/app/metadata/write"}}, 200)
 	var created mgmtapi.TokenCreated
