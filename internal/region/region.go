@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -119,8 +120,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 // Name returns the region's name.
 func (r *Region) Name() string { return r.cfg.Name }
 
-// Close closes the metadata store.
-func (r *Region) Close() error { return r.db.Close() }
+// Close closes the metadata store, and the content store's connections.
+func (r *Region) Close() error {
+	err := r.db.Close()
+	if c, ok := r.store.Backend().(io.Closer); ok {
+		err = errors.Join(err, c.Close())
+	}
+	return err
+}
 
 // Ready reports whether the region can serve: the metadata store answers
 // reads and takes its write lock, and the content store is writable.

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"net/http"
 	"net/url"
 	"os"
 	"testing"
@@ -77,11 +78,13 @@ func S3Bucket(t testing.TB) S3 {
 	if err != nil {
 		t.Fatalf("GEOREG_TEST_S3: %v", err)
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
 	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
-		Secure: u.Scheme == "https", BucketLookup: minio.BucketLookupPath})
+		Secure: u.Scheme == "https", BucketLookup: minio.BucketLookupPath, Transport: tr})
 	if err != nil {
 		t.Fatalf("GEOREG_TEST_S3: %v", err)
 	}
+	t.Cleanup(tr.CloseIdleConnections) // runs last: after the bucket is removed
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.MakeBucket(ctx, s.Bucket, minio.MakeBucketOptions{}); err != nil {

@@ -122,10 +122,17 @@ func (c Config) Validate() error {
 
 // Backend keeps each key as an object.
 type Backend struct {
-	cfg    Config
-	core   minio.Core
-	client *minio.Client
-	bufs   sync.Pool // part buffers
+	cfg       Config
+	core      minio.Core
+	client    *minio.Client
+	transport *http.Transport
+	bufs      sync.Pool // part buffers
+}
+
+// Close closes the backend's idle connections to the object store.
+func (b *Backend) Close() error {
+	b.transport.CloseIdleConnections()
+	return nil
 }
 
 // Open connects to the bucket (creating it with CreateBucket) and checks
@@ -136,7 +143,9 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	u, _ := url.Parse(cfg.Endpoint)
-	opts := &minio.Options{Secure: u.Scheme == "https", Region: cfg.Region, BucketLookup: minio.BucketLookupPath}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 32
+	opts := &minio.Options{Secure: u.Scheme == "https", Region: cfg.Region, BucketLookup: minio.BucketLookupPath, Transport: tr}
 	if cfg.AccessKey != "" {
 		opts.Creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
 	}
@@ -144,7 +153,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 %s: %w", cfg.Endpoint, err)
 	}
-	b := &Backend{cfg: cfg, core: *core, client: core.Client}
+	b := &Backend{cfg: cfg, core: *core, client: core.Client, transport: tr}
 	b.bufs.New = func() any { p := make([]byte, 0, cfg.PartSize); return &p }
 	ok, err := b.client.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
