@@ -82,6 +82,21 @@ func (n *nodeState) isHealthy() bool {
 	return n.healthy
 }
 
+// Nodes reports how many of region's nodes are healthy, of how many
+// (0, 0 for a region the door does not know).
+func (r *Router) Nodes(region string) (healthy, total int) {
+	st, ok := r.regions[region]
+	if !ok {
+		return 0, 0
+	}
+	for _, n := range st.nodes {
+		if n.isHealthy() {
+			healthy++
+		}
+	}
+	return healthy, len(st.nodes)
+}
+
 // isHealthy reports whether some node of the region is healthy.
 func (st *regionState) isHealthy() bool {
 	for _, n := range st.nodes {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -277,11 +276,11 @@ func TestARequestADeadNodeDidNotTakeGoesToAnotherNode(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	door := "http://" + l.Addr().String()
 	deadline := time.Now().Add(10 * time.Second)
-	for name, _ := router.Choose(netip.MustParseAddr("127.0.0.1"), "/v2/"); name == ""; name, _ = router.Choose(netip.MustParseAddr("127.0.0.1"), "/v2/") { // the first probe round
+	for healthy, _ := router.Nodes("eastus"); healthy < 2; healthy, _ = router.Nodes("eastus") { // the first probe round
 		if time.Now().After(deadline) {
-			t.Fatal("the region never became routable")
+			t.Fatal("the region's nodes never became healthy")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // poll interval of a bounded wait
 	}
 	stopDoomed()
 	if err := doomed.Wait(); err != nil {
