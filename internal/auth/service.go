@@ -252,6 +252,14 @@ func (s *Service) loadKeys(ctx context.Context, force bool) error {
 	if len(order) > 0 {
 		s.signer = order[0].kid
 	}
+	// A token signed by a key removed since (rotated out) is verified
+	// afresh next time, and refused.
+	s.verified.Range(func(raw, v any) bool {
+		if _, ok := keys[v.(verifiedToken).kid]; !ok {
+			s.verified.Delete(raw)
+		}
+		return true
+	})
 	return nil
 }
 
@@ -422,12 +430,13 @@ func (s *Service) alive(ctx context.Context, c *Claims) bool {
 		return true
 	}
 	key := c.Kind + "\x00" + c.Subject
-	if v, ok := s.live.Load(key); ok && time.Since(v.(liveness).at) < liveRefresh {
+	now := s.now()
+	if v, ok := s.live.Load(key); ok && now.Sub(v.(liveness).at) < liveRefresh && !now.Before(v.(liveness).at) {
 		return v.(liveness).ok
 	}
 	p, err := s.current(ctx, c.Kind, c.Subject)
 	ok := err == nil && (p.Admin || !c.Admin)
-	s.live.Store(key, liveness{ok: ok, at: time.Now()})
+	s.live.Store(key, liveness{ok: ok, at: now})
 	return ok
 }
 
@@ -447,18 +456,12 @@ func (e errToken) Error() string { return e.reason }
 // audience (this service) and times, and returns its claims.
 func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if c, ok := s.verified.Load(raw); ok {
+		// loadKeys drops the tokens of a key that was removed.
 		v := c.(verifiedToken)
-		if err := s.loadKeys(ctx, false); err != nil {
-			return nil, err
-		}
-		switch {
-		case s.key(v.kid) == nil:
-			// Its key was removed since (rotated out): verify afresh.
-		case s.now().Before(v.claims.ExpiresAt.Time):
+		if s.now().Before(v.claims.ExpiresAt.Time) {
 			return v.claims, nil
-		default:
-			return nil, errToken{"the token has expired; get a new one from the token endpoint"}
 		}
+		return nil, errToken{"the token has expired; get a new one from the token endpoint"}
 	}
 	if err := s.loadKeys(ctx, false); err != nil {
 		return nil, err

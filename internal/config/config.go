@@ -143,21 +143,44 @@ func Load(path string) (Config, error) {
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// expandEnv replaces every ${NAME} in data with the variable's value.
+// expandEnv replaces every ${NAME} in the file's values (not its keys or
+// comments) with the variable's value. It works on the parsed document and
+// writes it out again, so a value may hold anything YAML would otherwise
+// read as syntax (a password with '#' or ': ').
 func expandEnv(data []byte) ([]byte, error) {
+	if !envRef.Match(data) {
+		return data, nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
 	var missing []string
-	out := envRef.ReplaceAllFunc(data, func(m []byte) []byte {
-		name := string(envRef.FindSubmatch(m)[1])
-		v, ok := os.LookupEnv(name)
-		if !ok {
-			missing = append(missing, name)
+	var walk func(n *yaml.Node, key bool)
+	walk = func(n *yaml.Node, key bool) {
+		if n.Kind == yaml.ScalarNode && !key && envRef.MatchString(n.Value) {
+			n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+				name := envRef.FindStringSubmatch(m)[1]
+				v, ok := os.LookupEnv(name)
+				if !ok {
+					missing = append(missing, name)
+				}
+				return v
+			})
+			// Written out quoted: the value stays this string, whatever it
+			// holds. (A reference stands for a string: a number field is
+			// written as a number.)
+			n.Tag, n.Style = "!!str", yaml.DoubleQuotedStyle
 		}
-		return []byte(v)
-	})
+		for i, c := range n.Content {
+			walk(c, n.Kind == yaml.MappingNode && i%2 == 0)
+		}
+	}
+	walk(&doc, false)
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("the file names environment variables that are not set: %s", strings.Join(missing, ", "))
 	}
-	return out, nil
+	return yaml.Marshal(&doc)
 }
 
 // Parse decodes YAML into c, refusing unknown fields.

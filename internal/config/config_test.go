@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -46,4 +48,35 @@ func TestParseAndValidate(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestEnvironmentReferencesAreValuesNotSyntax: ${NAME} in a value is the
+// variable's value, kept whole whatever it holds (YAML syntax in a
+// password); a reference in a comment is ignored; an unset one is named.
+func TestEnvironmentReferencesAreValuesNotSyntax(t *testing.T) {
+	t.Setenv("GEOREG_TEST_DSN_PASSWORD", `p#ss: "word`)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "region.yaml")
+	yamlText := "# not a reference: ${GEOREG_TEST_UNSET_IN_A_COMMENT}\n" +
+		"region:\n  name: eastus\n  dataDir: " + dir + "\n  metadata:\n    driver: postgres\n" +
+		"    dsn: postgres://georeg:${GEOREG_TEST_DSN_PASSWORD}@db:5432/georeg\n  maxManifestSize: 1048576\n"
+	if err := os.WriteFile(file, []byte(yamlText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Region.MaxManifestSize != 1<<20 {
+		t.Fatalf("a number beside a reference: %d", c.Region.MaxManifestSize)
+	}
+	if want := `postgres://georeg:p#ss: "word@db:5432/georeg`; c.Region.Metadata.DSN != want {
+		t.Fatalf("dsn %q, want %q", c.Region.Metadata.DSN, want)
+	}
+	if err := os.WriteFile(file, []byte("region:\n  name: ${GEOREG_TEST_NOT_SET}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(file); err == nil || !strings.Contains(err.Error(), "GEOREG_TEST_NOT_SET") {
+		t.Fatalf("an unset variable: %v", err)
+	}
 }

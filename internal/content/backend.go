@@ -21,7 +21,9 @@ package content
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -62,11 +64,25 @@ type Backend interface {
 	Walk(ctx context.Context, prefix string, fn func(key string, size int64, modified time.Time) error) error
 }
 
+// CheckKey refuses a key that could leave a backend's root: empty,
+// absolute, or with a "..".
+func CheckKey(key string) error {
+	if key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") {
+		return fmt.Errorf("bad content key %q", key)
+	}
+	return nil
+}
+
 // WriterOptions say where a Writer starts.
 type WriterOptions struct {
 	// Resume is a state a Checkpoint returned: the writer continues that
-	// staging object. Nil starts an empty one, discarding what was there.
+	// staging object. Nil starts an empty one, discarding what was there,
+	// unless Existing.
 	Resume []byte
+	// Existing continues the staging object from all it holds, with no
+	// checkpoint: only a backend whose staging data is readable (a
+	// filesystem) supports it, after the caller rehashed what it holds.
+	Existing bool
 	// Target is the key Commit will most likely be called with, when the
 	// caller knows it up front (a blob whose digest the client declared):
 	// a backend that cannot rename cheaply (S3) writes there directly, and

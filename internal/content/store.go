@@ -142,20 +142,14 @@ func (s *Store) ResumeUpload(ctx context.Context, id string, cp []byte) (*Upload
 		return nil, fmt.Errorf("resume upload %s: %w", id, err)
 	}
 	u.size = n
-	st, err := json.Marshal(fsState{Size: n}) // only a filesystem reads staging back
-	if err != nil {
-		return nil, err
-	}
-	if u.w, err = s.backend.Writer(ctx, uploadKey(id), WriterOptions{Resume: st}); err != nil {
+	if u.w, err = s.backend.Writer(ctx, uploadKey(id), WriterOptions{Existing: true}); err != nil {
 		return nil, fmt.Errorf("resume upload %s: %w", id, err)
 	}
+	if got := u.w.Size(); got != n {
+		_, _ = u.w.Checkpoint(ctx)
+		return nil, fmt.Errorf("resume upload %s: its staging changed while it was read (%d bytes, then %d)", id, n, got)
+	}
 	return u, nil
-}
-
-// fsState is the staging state of a backend whose staging object is one
-// readable file: its size (content/fs writes the same).
-type fsState struct {
-	Size int64 `json:"size"`
 }
 
 // OpenUpload returns the bytes session id holds so far; the caller closes
@@ -192,12 +186,8 @@ func (u *Upload) Size() int64 { return u.size }
 // failure stay in the session and Size counts them, so the client can
 // resume from the Range the upload status reports.
 func (u *Upload) Append(ctx context.Context, r io.Reader) (int64, error) {
-	if u.w == nil {
-		w, err := u.store.backend.Writer(ctx, uploadKey(u.id), WriterOptions{Resume: u.state, Target: u.target})
-		if err != nil {
-			return 0, fmt.Errorf("upload %s: %w", u.id, err)
-		}
-		u.w = w
+	if _, err := u.writer(ctx); err != nil {
+		return 0, err
 	}
 	if u.w.Size() != u.size {
 		return 0, fmt.Errorf("upload %s: staging holds %d bytes, session expects %d", u.id, u.w.Size(), u.size)
@@ -238,12 +228,8 @@ func (u *Upload) Commit(ctx context.Context, d digest.Digest, size int64) (int64
 		_ = u.Cancel(ctx)
 		return 0, fmt.Errorf("%w: declared %d bytes, received %d", ErrSizeMismatch, size, u.size)
 	}
-	if u.w == nil {
-		w, err := u.store.backend.Writer(ctx, uploadKey(u.id), WriterOptions{Resume: u.state, Target: u.target})
-		if err != nil {
-			return 0, fmt.Errorf("commit upload %s: %w", u.id, err)
-		}
-		u.w = w
+	if _, err := u.writer(ctx); err != nil {
+		return 0, err
 	}
 	if d.Algorithm() != digest.SHA256 {
 		return u.commitOther(ctx, d)
@@ -295,13 +281,35 @@ func (u *Upload) commitOther(ctx context.Context, d digest.Digest) (int64, error
 }
 
 // Cancel discards the session's bytes.
+//
+// What the backend holds outside the session's staging key (an S3
+// multipart upload begun at a blob's key) is reached through the writer,
+// reopened from the last checkpoint when none is open.
 func (u *Upload) Cancel(ctx context.Context) error {
+	if u.w == nil && u.state != nil {
+		if w, err := u.store.backend.Writer(ctx, uploadKey(u.id), WriterOptions{Resume: u.state, Target: u.target}); err == nil {
+			u.w = w
+		}
+	}
 	if u.w != nil {
 		w := u.w
 		u.w = nil
 		_ = w.Cancel(ctx)
 	}
 	return u.store.CancelUpload(ctx, u.id)
+}
+
+// writer returns the session's open writer, opening it from the last
+// checkpoint when none is.
+func (u *Upload) writer(ctx context.Context) (Writer, error) {
+	if u.w == nil {
+		w, err := u.store.backend.Writer(ctx, uploadKey(u.id), WriterOptions{Resume: u.state, Target: u.target})
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", u.id, err)
+		}
+		u.w = w
+	}
+	return u.w, nil
 }
 
 // copyBuffered copies through one pooled buffer, filling it before each

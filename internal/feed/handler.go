@@ -89,7 +89,8 @@ func Authorized(r *http.Request, secret string) bool {
 
 // FrontDoor is the name in the credential the front door presents. It
 // probes regions (health, replication state, routing flags) with it and
-// may do nothing else: Authorized refuses it, Probe admits it.
+// may do nothing else: Authorized refuses it, Probe admits it. No region
+// may bear it (region.ReservedName).
 const FrontDoor = "frontdoor"
 
 // Probe reports whether r carries a region's or the front door's

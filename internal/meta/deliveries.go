@@ -34,17 +34,20 @@ type Delivery struct {
 	Latency    time.Duration `json:"latencyNs,omitempty"`
 	Error      string        `json:"error,omitempty"`
 	Updated    time.Time     `json:"updated"`
+	// WebhookCreated is the creation time of the webhook it was queued for
+	// (zero for deliveries queued before it was recorded).
+	WebhookCreated time.Time `json:"-"`
 }
 
-const deliveryColumns = `id, event_id, webhook, action, payload, created_at, next_at, attempts, state, status_code, latency_ms, error, updated_at`
+const deliveryColumns = `id, event_id, webhook, action, payload, created_at, next_at, attempts, state, status_code, latency_ms, error, updated_at, webhook_created`
 
 // EnqueueDelivery adds d to the outbox, pending and due at once, in the
 // transaction of the change that caused it.
 func (tx *Tx) EnqueueDelivery(ctx context.Context, d Delivery) error {
 	_, err := tx.tx.ExecContext(ctx, `
-		INSERT INTO webhook_deliveries (event_id, webhook, action, payload, created_at, next_at, state, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $5, $6, $5)`,
-		d.EventID, d.Webhook, d.Action, d.Payload, d.Created.UnixMilli(), DeliveryPending)
+		INSERT INTO webhook_deliveries (event_id, webhook, action, payload, created_at, next_at, state, updated_at, webhook_created)
+		VALUES ($1, $2, $3, $4, $5, $5, $6, $5, $7)`,
+		d.EventID, d.Webhook, d.Action, d.Payload, d.Created.UnixMilli(), DeliveryPending, d.WebhookCreated.UnixMilli())
 	return err
 }
 
@@ -148,12 +151,15 @@ func queryDeliveries(ctx context.Context, q queryer, query string, args ...any) 
 	var out []Delivery
 	for rows.Next() {
 		var d Delivery
-		var created, next, latency, updated int64
+		var created, next, latency, updated, hookCreated int64
 		if err := rows.Scan(&d.ID, &d.EventID, &d.Webhook, &d.Action, &d.Payload, &created, &next, &d.Attempts,
-			&d.State, &d.StatusCode, &latency, &d.Error, &updated); err != nil {
+			&d.State, &d.StatusCode, &latency, &d.Error, &updated, &hookCreated); err != nil {
 			return nil, err
 		}
 		d.Created, d.Updated = time.UnixMilli(created), time.UnixMilli(updated)
+		if hookCreated != 0 {
+			d.WebhookCreated = time.UnixMilli(hookCreated)
+		}
 		d.Latency = time.Duration(latency) * time.Millisecond
 		if d.State == DeliveryPending {
 			d.Next = time.UnixMilli(next)

@@ -229,6 +229,10 @@ var migrations = []string{
 	`ALTER TABLE uploads ADD COLUMN size BIGINT NOT NULL DEFAULT 0;
 	 ALTER TABLE uploads ADD COLUMN checkpoint {{bytes}};
 	 ALTER TABLE uploads ADD COLUMN gen BIGINT NOT NULL DEFAULT 0`,
+	// A delivery names the webhook it was queued for by its creation time
+	// too, so a webhook deleted and made again under its name gets none of
+	// its predecessor's.
+	`ALTER TABLE webhook_deliveries ADD COLUMN webhook_created BIGINT NOT NULL DEFAULT 0`,
 }
 
 // advisoryKey is the PostgreSQL advisory lock every write transaction of a

@@ -114,19 +114,25 @@ func (tx *Tx) notifyFeed(ctx context.Context) error {
 // ListenFeed calls fn each time a feed append commits on any node, until
 // ctx ends; it returns at once, nil, for a store only one node uses
 // (SQLite: the writer wakes its own readers). When the connection breaks
-// it connects again, and calls fn once then (appends may have been
-// missed meanwhile).
-func (db *DB) ListenFeed(ctx context.Context, fn func()) error {
+// it reports why to failed, connects again (backing off to 5 s), and calls
+// fn once then (appends may have been missed meanwhile; until it is back,
+// long-polls wake only at their own timeout).
+func (db *DB) ListenFeed(ctx context.Context, fn func(), failed func(error)) error {
 	if db.dialect != postgres {
 		return nil
 	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := db.listen(ctx, fn)
 		if ctx.Err() != nil {
 			return nil
 		}
+		failed(err)
 		fn()
+		if time.Since(began) > time.Minute {
+			backoff = 100 * time.Millisecond // it had been working: retry soon
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -135,7 +141,6 @@ func (db *DB) ListenFeed(ctx context.Context, fn func()) error {
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		_ = err // the caller sees the effect: appends are found by polling until it is back
 	}
 	return nil
 }

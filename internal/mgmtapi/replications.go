@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 )
 
@@ -133,6 +134,9 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	name := r.PathValue("name")
 	if !regionNameRegexp.MatchString(name) {
 		return nil, ocierr.NameInvalid.Withf("replication name %q: lower-case letters, digits and '-', starting with a letter", name)
+	}
+	if name == region.ReservedName {
+		return nil, ocierr.NameInvalid.Withf("replication name %q is reserved (the front door's credential bears it); choose another", name)
 	}
 	var body putBody
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {

@@ -218,6 +218,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.Region.RunLeased(gctx, "gc", n.Region.RunGC) })
 	g.Go(func() error { return n.Region.RunLeased(gctx, "retention", n.Region.RunRetention) })
 	g.Go(func() error { return n.Region.ListenFeed(gctx) })
+	g.Go(func() error { return n.Region.RunLocal(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })
 	g.Go(func() error { return n.importer.Run(gctx) })
 	if n.replicator != nil {

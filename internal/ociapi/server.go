@@ -88,6 +88,16 @@ type Peers interface {
 // isPeer reports a request from another region.
 func (a *API) isPeer(r *http.Request) bool { return a.opts.IsPeer != nil && a.opts.IsPeer(r) }
 
+// networkCheck applies the network rules to r: DENIED for a client address
+// they refuse. Regions and the front door (authenticated, probing from
+// their own addresses) are not clients.
+func (a *API) networkCheck(r *http.Request) error {
+	if a.opts.Auth == nil || (a.opts.IsProbe != nil && a.opts.IsProbe(r)) {
+		return nil
+	}
+	return a.opts.Auth.NetworkCheck(r)
+}
+
 // askPeers reports whether a miss on r may be looked up in other regions.
 func (a *API) askPeers(r *http.Request) bool {
 	return a.opts.Peers != nil && (a.opts.IsPeer == nil || !a.opts.IsPeer(r))
@@ -123,10 +133,8 @@ func (a *API) DataHandler() http.Handler {
 		if err != nil || route.Kind != KindBlob || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 			return ocierr.Unsupported.Withf("the data endpoint serves blob GET and HEAD only; use the registry endpoint")
 		}
-		if a.opts.Auth != nil && !a.isPeer(r) {
-			if err := a.opts.Auth.NetworkCheck(r); err != nil {
-				return err
-			}
+		if err := a.networkCheck(r); err != nil {
+			return err
 		}
 		if err := a.checkData(r); err != nil {
 			return err
@@ -153,11 +161,9 @@ func (a *API) Handler(internal http.Handler) http.Handler {
 			a.readyz(w, r)
 			return
 		}
-		if a.opts.Auth != nil && (a.opts.IsProbe == nil || !a.opts.IsProbe(r)) {
-			if err := a.opts.Auth.NetworkCheck(r); err != nil {
-				a.handle(func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
-				return
-			}
+		if err := a.networkCheck(r); err != nil {
+			a.handle(func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
+			return
 		}
 		switch {
 		case p == "/v2" || strings.HasPrefix(p, "/v2/"):

@@ -69,6 +69,10 @@ const (
 
 var regionNameRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 
+// ReservedName is no region's name: the front door presents a peer
+// credential under it (feed.FrontDoor), which may only probe.
+const ReservedName = "frontdoor"
+
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
 	if c.MaxManifestSize == 0 {
@@ -106,6 +110,8 @@ func (c Config) Validate() error {
 	var errs []error
 	if !regionNameRegexp.MatchString(c.Name) {
 		errs = append(errs, fmt.Errorf("name: %q must be lower-case letters, digits and '-', starting with a letter, at most 63 characters", c.Name))
+	} else if c.Name == ReservedName {
+		errs = append(errs, fmt.Errorf("name: %q is reserved (the front door's credential bears it); choose another", c.Name))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("dataDir: must be set"))

@@ -80,7 +80,8 @@ func (r *Region) emit(ctx context.Context, tx *meta.Tx, hooks []hook, ev webhook
 				return err
 			}
 		}
-		err := tx.EnqueueDelivery(ctx, meta.Delivery{EventID: ev.ID, Webhook: h.name, Action: ev.Action, Payload: payload, Created: r.now()})
+		err := tx.EnqueueDelivery(ctx, meta.Delivery{EventID: ev.ID, Webhook: h.name, Action: ev.Action, Payload: payload,
+			Created: r.now(), WebhookCreated: h.cfg.Created})
 		if err != nil {
 			return fmt.Errorf("webhook %s: enqueue %s: %w", h.name, ev.Action, err)
 		}
@@ -217,7 +218,8 @@ func (r *Region) ReplicationFailed(ctx context.Context, peer, repo string, d dig
 // Ping enqueues a ping event for webhook name alone (whatever its actions,
 // scope and status) and returns its delivery id.
 func (r *Region) Ping(ctx context.Context, name string) (int64, error) {
-	if _, err := r.Webhook(ctx, name); err != nil {
+	hook, err := r.Webhook(ctx, name)
+	if err != nil {
 		return 0, err
 	}
 	ev := webhook.Event{ID: webhook.NewID(), Timestamp: r.now().UTC(), Action: webhook.ActionPing,
@@ -228,7 +230,8 @@ func (r *Region) Ping(ctx context.Context, name string) (int64, error) {
 	}
 	var id int64
 	err = r.db.Update(ctx, func(tx *meta.Tx) error {
-		if err := tx.EnqueueDelivery(ctx, meta.Delivery{EventID: ev.ID, Webhook: name, Action: ev.Action, Payload: payload, Created: r.now()}); err != nil {
+		if err := tx.EnqueueDelivery(ctx, meta.Delivery{EventID: ev.ID, Webhook: name, Action: ev.Action, Payload: payload,
+			Created: r.now(), WebhookCreated: hook.Created}); err != nil {
 			return err
 		}
 		var err error

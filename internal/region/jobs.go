@@ -102,7 +102,9 @@ func (r *Region) holdWhile(ctx context.Context, name string, job func(context.Co
 // region appends to the feed (PostgreSQL notifications), until ctx ends.
 // With SQLite it returns at once: the one node wakes its own.
 func (r *Region) ListenFeed(ctx context.Context) error {
-	return r.db.ListenFeed(ctx, r.feed.notify)
+	return r.db.ListenFeed(ctx, r.feed.notify, func(err error) {
+		r.log.WarnContext(ctx, "listen for other nodes' feed appends; reconnecting", "error", err)
+	})
 }
 
 // Publish records body (JSON) as the state of key in table ("peer_status",

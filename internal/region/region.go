@@ -108,6 +108,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	}
 	r.clock.Observe(hlc.Version{Time: last})
 	db.SetClock(r.clock)
+	// A region retired by a version that marked it with a file in its data
+	// directory stays retired.
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, retiredFlag)); err == nil && !r.Retired() {
+		if err := db.Update(ctx, func(tx *meta.Tx) error { return tx.SetRegionState(ctx, retiredFlag, 1) }); err != nil {
+			return nil, fmt.Errorf("carry the retired marker over: %w", err)
+		}
+	}
 	if !db.Shared() {
 		// Nobody else writes this store: what has no session is an orphan.
 		if err := r.removeOrphanUploads(ctx, time.Now().Add(time.Minute)); err != nil {
@@ -173,6 +180,35 @@ func (r *Region) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// RunLocal keeps this node's own memory in bounds until ctx ends: upload
+// sessions it served that are idle longer than the upload TTL (finished
+// or expired through another node, say), and broken fetches kept as long.
+// Every node runs it; the leased housekeeping expires the sessions
+// themselves.
+func (r *Region) RunLocal(ctx context.Context) error {
+	t := time.NewTicker(max(min(r.cfg.UploadTTL/4, 10*time.Minute), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cutoff := r.now().Add(-r.cfg.UploadTTL)
+		r.expirePartials(cutoff)
+		r.mu.Lock()
+		for id, s := range r.sessions {
+			if s.mu.TryLock() { // busy: in use now
+				if s.used.Before(cutoff) {
+					delete(r.sessions, id)
+				}
+				s.mu.Unlock()
+			}
+		}
+		r.mu.Unlock()
 	}
 }
 

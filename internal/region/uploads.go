@@ -36,6 +36,7 @@ type session struct {
 	repo string
 	up   *content.Upload // nil until loaded, or when its state is unknown
 	gen  int64           // the generation up continues
+	used time.Time       // last request on it here (mu held), for RunLocal
 }
 
 // StartUpload opens a new upload session in repo and returns its id.
@@ -55,7 +56,7 @@ func (r *Region) StartUpload(ctx context.Context, repo string) (string, error) {
 		return "", err
 	}
 	r.mu.Lock()
-	r.sessions[id] = &session{repo: repo, up: up}
+	r.sessions[id] = &session{repo: repo, up: up, used: now}
 	r.mu.Unlock()
 	return id, nil
 }
@@ -86,6 +87,7 @@ func (r *Region) acquire(ctx context.Context, repo, id string) (*session, error)
 	if !s.mu.TryLock() {
 		return nil, ocierr.BlobUploadInvalid.Withf("upload %s is busy with another request; send its requests one at a time", id)
 	}
+	s.used = r.now()
 	fail := func(err error) (*session, error) {
 		r.forget(id, s)
 		s.mu.Unlock()
@@ -202,16 +204,25 @@ func (r *Region) AppendUpload(ctx context.Context, repo, id string, c Chunk) (in
 	defer s.mu.Unlock()
 	before := s.up.Size()
 	aerr := r.appendChunk(ctx, s, id, c)
-	if s.up.Size() == before && aerr != nil {
-		if _, err := s.up.Checkpoint(ctx); err != nil { // releases the writer: nothing changed
-			s.up = nil
-		}
-		return before, aerr
-	}
-	if err := r.save(ctx, s, id); err != nil {
+	if err := r.keep(ctx, s, id, before); err != nil {
 		return 0, err
 	}
+	if s.up == nil {
+		return before, aerr
+	}
 	return s.up.Size(), aerr
+}
+
+// keep ends a request that appended to s: the session is saved when its
+// size moved from before, else only its writer is released.
+func (r *Region) keep(ctx context.Context, s *session, id string, before int64) error {
+	if s.up.Size() != before {
+		return r.save(ctx, s, id)
+	}
+	if _, err := s.up.Checkpoint(ctx); err != nil { // nothing changed: releases the writer
+		s.up = nil
+	}
+	return nil
 }
 
 func (r *Region) appendChunk(ctx context.Context, s *session, id string, c Chunk) error {
@@ -248,12 +259,8 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 	}
 	before := s.up.Size()
 	if err := r.appendChunk(ctx, s, id, c); err != nil {
-		if s.up.Size() != before {
-			if serr := r.save(ctx, s, id); serr != nil {
-				err = serr
-			}
-		} else if _, cerr := s.up.Checkpoint(ctx); cerr != nil {
-			s.up = nil
+		if kerr := r.keep(ctx, s, id, before); kerr != nil {
+			err = kerr
 		}
 		s.mu.Unlock()
 		return 0, err
@@ -342,15 +349,18 @@ func (r *Region) ExpireUploads(ctx context.Context) error {
 // monolithic upload may be writing one, so only old ones go.
 func (r *Region) removeOrphanUploads(ctx context.Context, cutoff time.Time) error {
 	orphans := map[string]bool{}
+	checked := map[string]struct{}{} // one lookup per session, not per object of it
 	err := r.store.Backend().Walk(ctx, "uploads/", func(key string, _ int64, modified time.Time) error {
 		if !modified.Before(cutoff) {
 			return nil
 		}
 		id, _, _ := strings.Cut(strings.TrimPrefix(key, "uploads/"), "/")
-		if r.partialHeld(id) {
+		if _, seen := checked[id]; seen || r.partialHeld(id) {
 			return nil
 		}
-		if _, err := r.db.GetUpload(ctx, id); isNotFound(err) {
+		_, err := r.db.GetUpload(ctx, id)
+		checked[id] = struct{}{}
+		if isNotFound(err) {
 			orphans[id] = true
 		}
 		return nil

@@ -626,11 +626,13 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 	// Children and blobs are fetched at once (several round trips to a far
 	// peer overlap); the manifest is applied only after all are here
 	// (invariant 3).
-	g, gctx := errgroup.WithContext(ctx)
+	// No shared cancellation: one failed fetch must not cut another that a
+	// concurrent fetch of the same blob (the feed's, a read-through) waits on.
+	var g errgroup.Group
 	g.SetLimit(referenceFetchers)
 	for _, c := range m.Manifests {
 		g.Go(func() error {
-			if err := p.ensureManifest(gctx, s, repo, c.Digest, v, nil); err != nil {
+			if err := p.ensureManifest(ctx, s, repo, c.Digest, v, nil); err != nil {
 				return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
 			}
 			return nil
@@ -638,7 +640,7 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 	}
 	for _, b := range m.Blobs() {
 		g.Go(func() error {
-			if err := p.ensureBlob(gctx, s, repo, b.Digest, b.Size, nil); err != nil {
+			if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil); err != nil {
 				return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
 			}
 			return nil

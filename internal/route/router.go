@@ -71,7 +71,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 // auth on need it for their status).
 func (r *Router) authorize(req *http.Request) {
 	if r.cfg.Secret != "" {
-		req.Header.Set("Authorization", "Bearer "+feed.Credential(r.cfg.Secret, "frontdoor"))
+		req.Header.Set("Authorization", "Bearer "+feed.Credential(r.cfg.Secret, feed.FrontDoor))
 	}
 }
 

@@ -228,15 +228,21 @@ func (d *Deliverer) deliver(ctx context.Context, del meta.Delivery) {
 	}
 }
 
-// recreatedMargin is how much later than a delivery its webhook's creation
-// time must be for the webhook to count as deleted and created again since:
-// regions' clocks may disagree by this much.
+// recreatedMargin is, for a delivery queued before deliveries named their
+// webhook's creation time, how much later than it the webhook's creation
+// time must be for the webhook to count as made again: regions' clocks may
+// disagree by this much.
 const recreatedMargin = time.Minute
 
 // recreatedSince reports whether c was deleted and created again under
 // its name after del was queued: the new webhook (a new receiver, a new
-// secret) takes none of the old one's deliveries.
+// secret) takes none of the old one's deliveries. A delivery names the
+// webhook it was queued for by its creation time, which the webhook's
+// replicated setting carries unchanged to every region.
 func (c *Config) recreatedSince(del meta.Delivery) bool {
+	if !del.WebhookCreated.IsZero() {
+		return c.Created.UnixMilli() != del.WebhookCreated.UnixMilli() // stored to the millisecond
+	}
 	return c.Created.After(del.Created.Add(recreatedMargin))
 }
 

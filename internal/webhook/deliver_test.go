@@ -117,7 +117,12 @@ func TestADisabledWebhookHoldsItsDeliveriesAndARecreatedOneGetsNone(t *testing.T
 	fast := webhook.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 	t.Run("disabled, then enabled", func(t *testing.T) {
 		r := outboxRegion(t, "disabled", srv.URL)
-		hook := webhook.Config{URI: srv.URL, Actions: []string{webhook.ActionPush}, Status: webhook.StatusDisabled, Created: time.Now().UTC()}
+		current, err := r.Webhook(t.Context(), "disabled")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hook := *current // the same webhook, updated: its creation time stays
+		hook.Status = webhook.StatusDisabled
 		putWebhook(t, r, "disabled", hook)
 		ctx, cancel := context.WithCancel(t.Context())
 		d := webhook.NewDeliverer(r, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) }, fast, slog.New(slog.DiscardHandler))
@@ -156,7 +161,8 @@ func TestADisabledWebhookHoldsItsDeliveriesAndARecreatedOneGetsNone(t *testing.T
 	})
 	t.Run("deleted and created again", func(t *testing.T) {
 		r := outboxRegion(t, "recreated", srv.URL)
-		putWebhook(t, r, "recreated", webhook.Config{URI: srv.URL, Actions: []string{webhook.ActionPush}, Created: time.Now().Add(2 * time.Minute).UTC()})
+		// Made again a moment later: its creation time is its own.
+		putWebhook(t, r, "recreated", webhook.Config{URI: srv.URL, Actions: []string{webhook.ActionPush}, Created: time.Now().Add(time.Second).UTC()})
 		deliverUntil(t, r, webhook.Options{}, "recreated", meta.DeliveryCanceled)
 		if n := hits.Load(); n != 0 {
 			t.Fatalf("the new webhook got %d of the old one's deliveries", n)

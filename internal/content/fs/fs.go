@@ -64,8 +64,8 @@ func (b *Backend) Root() string { return b.root }
 
 // path maps a key to a file, refusing keys that would leave the root.
 func (b *Backend) path(key string) (string, error) {
-	if key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") {
-		return "", fmt.Errorf("bad content key %q", key)
+	if err := content.CheckKey(key); err != nil {
+		return "", err
 	}
 	return filepath.Join(b.root, filepath.FromSlash(key)), nil
 }
@@ -130,9 +130,11 @@ func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptio
 	}
 	flag := os.O_WRONLY | os.O_CREATE
 	var want int64
-	if opts.Resume == nil {
+	switch {
+	case opts.Existing:
+	case opts.Resume == nil:
 		flag |= os.O_TRUNC
-	} else {
+	default:
 		var st state
 		if err := json.Unmarshal(opts.Resume, &st); err != nil {
 			return nil, fmt.Errorf("staging state of %s: %w", key, err)

@@ -174,8 +174,8 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 func (b *Backend) Config() Config { return b.cfg }
 
 func (b *Backend) object(key string) (string, error) {
-	if key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") {
-		return "", fmt.Errorf("bad content key %q", key)
+	if err := content.CheckKey(key); err != nil {
+		return "", err
 	}
 	return b.cfg.Prefix + key, nil
 }
@@ -246,6 +246,11 @@ func (b *Backend) Move(ctx context.Context, from, to string) error {
 	if err != nil {
 		return err
 	}
+	return b.move(ctx, src, dst)
+}
+
+// move copies bucket key src to dst server side, then removes src.
+func (b *Backend) move(ctx context.Context, src, dst string) error {
 	if _, err := b.client.ComposeObject(ctx, minio.CopyDestOptions{Bucket: b.cfg.Bucket, Object: dst},
 		minio.CopySrcOptions{Bucket: b.cfg.Bucket, Object: src}); err != nil {
 		return notFound(err)
@@ -400,6 +405,11 @@ type state struct {
 	Parts    []part `json:"parts,omitempty"`
 	Tail     string `json:"tail,omitempty"` // bucket key of the bytes after the parts
 	TailSize int64  `json:"tailSize,omitempty"`
+	// Prev is the tail of the checkpoint this one followed: still named by
+	// the state the caller kept until it keeps this one. The checkpoint
+	// after this one deletes it (by then this one was kept: it is the
+	// one resumed from), so a session holds two tails at most.
+	Prev string `json:"prev,omitempty"`
 }
 
 type part struct {
@@ -409,12 +419,18 @@ type part struct {
 }
 
 // Writer implements content.Backend.
-func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
+//
+// The writer keeps ctx for the uploads its writes start (io.Writer has no
+// context): a writer lives for one request.
+func (b *Backend) Writer(ctx context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
 	obj, err := b.object(key)
 	if err != nil {
 		return nil, err
 	}
-	w := &writer{b: b, key: obj}
+	if opts.Existing {
+		return nil, content.ErrNotReadable // a multipart upload cannot be read back
+	}
+	w := &writer{b: b, key: obj, ctx: ctx}
 	if opts.Target != "" {
 		if w.target, err = b.object(opts.Target); err != nil {
 			return nil, err
@@ -437,7 +453,8 @@ func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptio
 // first write or commit, not before).
 type writer struct {
 	b       *Backend
-	key     string // the staging key, in the bucket
+	ctx     context.Context // the request's: cancels the part uploads writes start
+	key     string          // the staging key, in the bucket
 	target  string // where a multipart upload begins, when known
 	st      state
 	parts   int64   // bytes in st.Parts
@@ -488,7 +505,7 @@ func (w *writer) release() {
 }
 
 func (w *writer) Write(p []byte) (int, error) {
-	ctx := context.Background()
+	ctx := w.ctx
 	if err := w.load(ctx); err != nil {
 		return 0, err
 	}
@@ -547,6 +564,13 @@ func (w *writer) flush(ctx context.Context) error {
 func (w *writer) Checkpoint(ctx context.Context) ([]byte, error) {
 	defer w.release()
 	if w.dirty {
+		if w.st.Prev != "" {
+			// Named by no state the caller can still resume from.
+			if err := w.b.client.RemoveObject(ctx, w.b.cfg.Bucket, w.st.Prev, minio.RemoveObjectOptions{}); err != nil && !errors.Is(notFound(err), content.ErrNotFound) {
+				return nil, err
+			}
+		}
+		w.st.Prev = w.st.Tail
 		w.st.Tail, w.st.TailSize = "", 0
 		if w.buf != nil && len(*w.buf) > 0 {
 			tail := w.key + ".tail." + randomSuffix()
@@ -594,12 +618,8 @@ func (w *writer) Commit(ctx context.Context, key string) error {
 		return fmt.Errorf("complete the multipart upload of %s: %w", w.st.Object, err)
 	}
 	if w.st.Object != dst {
-		if _, err := w.b.client.ComposeObject(ctx, minio.CopyDestOptions{Bucket: w.b.cfg.Bucket, Object: dst},
-			minio.CopySrcOptions{Bucket: w.b.cfg.Bucket, Object: w.st.Object}); err != nil {
-			return fmt.Errorf("copy %s to %s: %w", w.st.Object, dst, err)
-		}
-		if err := w.b.client.RemoveObject(ctx, w.b.cfg.Bucket, w.st.Object, minio.RemoveObjectOptions{}); err != nil {
-			return err
+		if err := w.b.move(ctx, w.st.Object, dst); err != nil {
+			return fmt.Errorf("move %s to %s: %w", w.st.Object, dst, err)
 		}
 	}
 	return w.cleanTails(ctx)
