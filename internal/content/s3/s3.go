@@ -455,7 +455,7 @@ type writer struct {
 	b       *Backend
 	ctx     context.Context // the request's: cancels the part uploads writes start
 	key     string          // the staging key, in the bucket
-	target  string // where a multipart upload begins, when known
+	target  string          // where a multipart upload begins, when known
 	st      state
 	parts   int64   // bytes in st.Parts
 	buf     *[]byte // the tail while writing; nil until loaded
