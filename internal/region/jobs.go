@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -122,4 +123,37 @@ func (r *Region) Published(ctx context.Context, table, key string) (body, node s
 		return "", "", time.Time{}, err
 	}
 	return p.Body, p.Node, p.Updated, nil
+}
+
+// How often a job's state is published (PublishEvery), and after how long
+// without a new one other nodes take its publisher for gone.
+const (
+	PublishInterval = time.Second
+	PublishedStale  = 15 * time.Second
+)
+
+// PublishEvery publishes snapshot() (as JSON) as the state of key in table
+// every PublishInterval until ctx ends; a snapshot that reports false is
+// skipped. Failures are logged and the next round tries again.
+func (r *Region) PublishEvery(ctx context.Context, table, key string, snapshot func() (any, bool)) {
+	t := time.NewTicker(PublishInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v, ok := snapshot()
+		if !ok {
+			continue
+		}
+		body, err := json.Marshal(v)
+		if err == nil {
+			err = r.Publish(ctx, table, key, string(body))
+		}
+		if err != nil && ctx.Err() == nil {
+			r.log.WarnContext(ctx, "publish a job's state for the region's other nodes", "table", table, "key", key, "error", err)
+		}
+	}
 }

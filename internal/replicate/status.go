@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/region"
 )
 
 // PeerStatus is how far this region has come with one peer's feed.
@@ -232,38 +233,20 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
-// publishEvery is how often the node following a peer publishes its
-// progress; publishedStale is when other nodes stop trusting it.
-const (
-	publishEvery   = time.Second
-	publishedStale = 15 * time.Second
-)
-
-// publish writes this node's progress with peer s every publishEvery until
-// ctx ends (the lease is lost or the node stops).
+// publish writes this node's progress with peer s every
+// region.PublishInterval until ctx ends (the lease is lost or the node
+// stops).
 func (p *Replicator) publish(ctx context.Context, s *source) {
-	t := time.NewTicker(publishEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	p.region.PublishEvery(ctx, "peer_status", s.name, func() (any, bool) {
 		p.tracker.mu.Lock()
+		defer p.tracker.mu.Unlock()
 		pp, ok := p.tracker.peers[s.name]
-		var body []byte
-		if ok {
-			body, _ = json.Marshal(pp)
-		}
-		p.tracker.mu.Unlock()
 		if !ok {
-			continue
+			return nil, false
 		}
-		if err := p.region.Publish(ctx, "peer_status", s.name, string(body)); err != nil && ctx.Err() == nil {
-			p.log.WarnContext(ctx, "publish replication progress", "peer", s.name, "error", err)
-		}
-	}
+		c := *pp // a copy: the tracker changes it under its lock
+		return c, true
+	})
 }
 
 // publishedProgress reads what other nodes published of the peers this
@@ -291,7 +274,7 @@ func (p *Replicator) publishedProgress(ctx context.Context, peers []*source) map
 		if json.Unmarshal([]byte(body), &pp) != nil {
 			continue
 		}
-		if time.Since(at) > publishedStale {
+		if time.Since(at) > region.PublishedStale {
 			pp.Seen = false
 			pp.LastErr = fmt.Sprintf("no node of this region has followed %s for %s (node %s did last)", src.name, time.Since(at).Round(time.Second), node)
 			node = ""

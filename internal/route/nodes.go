@@ -97,15 +97,18 @@ func (r *Router) Nodes(region string) (healthy, total int) {
 	return healthy, len(st.nodes)
 }
 
-// isHealthy reports whether some node of the region is healthy.
-func (st *regionState) isHealthy() bool {
+// healthyNode returns the region's first healthy node, or nil.
+func (st *regionState) healthyNode() *nodeState {
 	for _, n := range st.nodes {
 		if n.isHealthy() {
-			return true
+			return n
 		}
 	}
-	return false
+	return nil
 }
+
+// isHealthy reports whether some node of the region is healthy.
+func (st *regionState) isHealthy() bool { return st.healthyNode() != nil }
 
 // usable reports whether clients may be sent to the region: routing is on
 // and a node is healthy and Ready.

@@ -177,14 +177,7 @@ func (r *Router) probeNode(ctx context.Context, base string) (ready bool, err er
 // healthy region (the setting replicates: any region knows).
 func (r *Router) readFlags(ctx context.Context) {
 	for _, name := range r.order {
-		st := r.regions[name]
-		var node *nodeState
-		for _, n := range st.nodes {
-			if n.isHealthy() {
-				node = n
-				break
-			}
-		}
+		node := r.regions[name].healthyNode()
 		if node == nil {
 			continue
 		}

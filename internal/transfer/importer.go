@@ -183,10 +183,6 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 	return im.Get(ctx, job.ID)
 }
 
-// publishEvery is how often a running job's progress is published for the
-// region's other nodes (several nodes only).
-const publishEvery = time.Second
-
 // publish records job id as it is now in the metadata store, where every
 // node of the region reads it (Get): a client asking a load balancer for
 // its job's progress may reach another node. With one node it is not
@@ -205,7 +201,8 @@ func (im *Importer) publish(ctx context.Context, id string) {
 	}
 }
 
-// publishing publishes job id every publishEvery until the returned stop.
+// publishing publishes job id every region.PublishInterval until the
+// returned stop.
 func (im *Importer) publishing(ctx context.Context, id string) (stop func()) {
 	if !im.region.Shared() {
 		return func() {}
@@ -214,16 +211,10 @@ func (im *Importer) publishing(ctx context.Context, id string) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(publishEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				im.publish(ctx, id)
-			}
-		}
+		im.region.PublishEvery(ctx, "import_jobs", id, func() (any, bool) {
+			job, err := im.local(id)
+			return job, err == nil
+		})
 	}()
 	return func() { cancel(); <-done }
 }
@@ -240,7 +231,7 @@ func (im *Importer) Get(ctx context.Context, id string) (*Job, error) {
 			if err := json.Unmarshal([]byte(body), &j); err != nil {
 				return nil, err
 			}
-			if j.State == Running && time.Since(at) > 15*publishEvery {
+			if j.State == Running && time.Since(at) > region.PublishedStale {
 				j.State = Failed
 				j.Error = fmt.Sprintf("node %s, which ran the import, stopped reporting %s ago; start the import again", node, time.Since(at).Round(time.Second))
 			}
