@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
@@ -62,8 +63,8 @@ func benchBackfill(ctx context.Context, dir string, quick bool) ([]row, error) {
 		}
 	}
 
-	link := up.Link{Latency: 40 * time.Millisecond, Bandwidth: 100_000_000}
-	proxy, err := up.StartProxy(ctx, strings.TrimPrefix(east.base, "http://"), link)
+	shape := link.Shape{Latency: 40 * time.Millisecond, Bandwidth: 100_000_000}
+	proxy, err := link.Start(ctx, strings.TrimPrefix(east.base, "http://"), shape)
 	if err != nil {
 		return nil, err
 	}
@@ -105,9 +106,9 @@ func benchBackfill(ctx context.Context, dir string, quick bool) ([]row, error) {
 	}
 	elapsed := time.Since(start)
 	rate := float64(st.Progress.BytesTotal) / elapsed.Seconds()
-	pct := 100 * rate / float64(link.Bandwidth)
+	pct := 100 * rate / float64(shape.Bandwidth)
 	return []row{{
-		name:   fmt.Sprintf("backfill %d images x %s into a new region, %s RTT %d MB/s link", n, sizeLabel(size), link.RTT(), link.Bandwidth/1_000_000),
+		name:   fmt.Sprintf("backfill %d images x %s into a new region, %s RTT %d MB/s link", n, sizeLabel(size), shape.RTT(), shape.Bandwidth/1_000_000),
 		value:  fmt.Sprintf("%.1f MB/s (%s in %s)", rate/1e6, mib64(st.Progress.BytesTotal), elapsed.Round(time.Millisecond)),
 		target: ">= 80% of the link",
 		note:   fmt.Sprintf("%.0f%% of the link: %s", pct, distance(pct, 80, true)),

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
@@ -42,8 +43,8 @@ func benchReadThrough(ctx context.Context, dir string, quick bool) ([]row, error
 	}
 	defer func() { cancel(); _ = src.Wait() }()
 	east := &server{base: src.ByName["eastus"].URL}
-	link := up.Link{Latency: 40 * time.Millisecond, Bandwidth: 100_000_000}
-	proxy, err := up.StartProxy(ctx, strings.TrimPrefix(east.base, "http://"), link)
+	shape := link.Shape{Latency: 40 * time.Millisecond, Bandwidth: 100_000_000}
+	proxy, err := link.Start(ctx, strings.TrimPrefix(east.base, "http://"), shape)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +97,7 @@ func benchReadThrough(ctx context.Context, dir string, quick bool) ([]row, error
 			}
 			*target.out = [2]time.Duration{first, whole}
 		}
-		rtt := link.RTT()
+		rtt := shape.RTT()
 		rows = append(rows, row{
 			name:   fmt.Sprintf("read-through blob GET %s, first byte (%s RTT)", sizeLabel(size), rtt),
 			value:  ms(rt[0]),

@@ -27,6 +27,14 @@ import (
 // Path is where a region serves its feed.
 const Path = "/_georeg/v1/feed"
 
+// VersionHeader is the response header in which a region tells a peer
+// (a request carrying a peer credential) the version of the manifest or
+// blob link it serves, so the peer stores what it fetches with its real
+// version and never lets a copy older than a delete it holds win over the
+// delete (invariant 9). Absent for content held without a version (a
+// manifest or blob borrowed by read-through).
+const VersionHeader = "Georeg-Version"
+
 // Record is one change on the wire.
 type Record struct {
 	Seq       int64         `json:"seq"`
@@ -99,7 +107,7 @@ func (r Record) Validate() error {
 	}
 	needDigest, needTag := false, false
 	switch r.Kind {
-	case meta.KindBlob, meta.KindManifest, meta.KindManifestDelete, meta.KindAck:
+	case meta.KindBlob, meta.KindManifest, meta.KindManifestDelete, meta.KindBlobDelete, meta.KindAck:
 		needDigest = true
 	case meta.KindTag:
 		needDigest, needTag = true, true

@@ -7,25 +7,34 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
 )
 
 // LinkBlob records that repo holds blob d of size bytes, idempotently,
 // and dates the link now (also when it existed: garbage collection
 // spares links younger than its grace period, and a blob pushed again is
-// on its way to a manifest). The bytes themselves live in the content
-// store and must be committed first.
-func (tx *Tx) LinkBlob(ctx context.Context, repo string, d digest.Digest, size int64, now time.Time) error {
+// on its way to a manifest). The link's version becomes v when v is newer
+// than the one it had (a zero v, for a blob linked because a manifest
+// needs it or a client read it through, keeps it). Whether a blob
+// tombstone allows the link is the caller's decision (region). The bytes
+// themselves live in the content store and must be committed first.
+func (tx *Tx) LinkBlob(ctx context.Context, repo string, d digest.Digest, size int64, v hlc.Version, now time.Time) error {
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return err
 	}
 	_, err := tx.tx.ExecContext(ctx,
-		`INSERT INTO blobs (repo, digest, size, created_at) VALUES ($1, $2, $3, $4)
-		 ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at`,
-		repo, d.String(), size, now.UnixMilli())
+		`INSERT INTO blobs (repo, digest, size, created_at, version, origin) VALUES ($1, $2, $3, $4, $5, $6)
+		 ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at,
+			version = CASE WHEN `+newerWins("blobs")+` THEN excluded.version ELSE blobs.version END,
+			origin = CASE WHEN `+newerWins("blobs")+` THEN excluded.origin ELSE blobs.origin END`,
+		repo, d.String(), size, now.UnixMilli(), v.Time, v.Region)
 	return err
 }
 
 // UnlinkBlob removes repo's link to d; it reports whether there was one.
+// It leaves no tombstone: garbage collection unlinks with it, and what
+// one region collects is not deleted registry-wide (TombstoneBlob is).
 func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (bool, error) {
 	res, err := tx.tx.ExecContext(ctx, `DELETE FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String())
 	if err != nil {
@@ -33,6 +42,72 @@ func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (boo
 	}
 	n, err := res.RowsAffected()
 	return n > 0, err
+}
+
+// BlobLinkVersion returns the version of repo's link to d (zero for a
+// link made for a manifest or a read-through), or ErrNotFound when repo
+// does not link d.
+func (tx *Tx) BlobLinkVersion(ctx context.Context, repo string, d digest.Digest) (hlc.Version, error) {
+	return blobLinkVersion(ctx, tx.tx, repo, d)
+}
+
+// BlobLinkVersion is Tx.BlobLinkVersion outside a transaction.
+func (db *DB) BlobLinkVersion(ctx context.Context, repo string, d digest.Digest) (hlc.Version, error) {
+	return blobLinkVersion(ctx, db.r, repo, d)
+}
+
+func blobLinkVersion(ctx context.Context, q queryer, repo string, d digest.Digest) (hlc.Version, error) {
+	var v hlc.Version
+	err := q.QueryRowContext(ctx, `SELECT version, origin FROM blobs WHERE repo = $1 AND digest = $2`,
+		repo, d.String()).Scan(&v.Time, &v.Region)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, ErrNotFound
+	}
+	return v, err
+}
+
+// TombstoneBlob records that blob d was deleted from repo at version v.
+// The row keeps the newest version of every delete of d from repo it was
+// given (so every region ends with the same tombstones, whatever order
+// deletes arrive in); it is not removed by a later link, which wins by
+// its own newer version. Whether the link goes too is the caller's
+// decision. It reports whether the row changed.
+func (tx *Tx) TombstoneBlob(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) (bool, error) {
+	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
+		return false, err
+	}
+	res, err := tx.tx.ExecContext(ctx, `
+		INSERT INTO blob_tombstones (repo, digest, version, origin, deleted_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (repo, digest) DO UPDATE SET version = excluded.version, origin = excluded.origin,
+			deleted_at = excluded.deleted_at
+		WHERE `+newerWins("blob_tombstones"),
+		repo, d.String(), v.Time, v.Region, now.UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// BlobTombstone returns the version of the newest delete of blob d from
+// repo, or ErrNotFound when it was never deleted.
+func (db *DB) BlobTombstone(ctx context.Context, repo string, d digest.Digest) (hlc.Version, error) {
+	return blobTombstone(ctx, db.r, repo, d)
+}
+
+// BlobTombstone is DB.BlobTombstone inside the transaction.
+func (tx *Tx) BlobTombstone(ctx context.Context, repo string, d digest.Digest) (hlc.Version, error) {
+	return blobTombstone(ctx, tx.tx, repo, d)
+}
+
+func blobTombstone(ctx context.Context, q queryer, repo string, d digest.Digest) (hlc.Version, error) {
+	var v hlc.Version
+	err := q.QueryRowContext(ctx, `SELECT version, origin FROM blob_tombstones WHERE repo = $1 AND digest = $2`,
+		repo, d.String()).Scan(&v.Time, &v.Region)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, ErrNotFound
+	}
+	return v, err
 }
 
 // BlobLinked returns when repo's link to d was made (or last dated anew),

@@ -19,6 +19,7 @@ const (
 	KindTag            = "tag"             // a tag was set
 	KindTagDelete      = "tag_delete"      // a tag was deleted (tombstone)
 	KindManifestDelete = "manifest_delete" // a manifest was deleted (tombstone)
+	KindBlobDelete     = "blob_delete"     // a blob was deleted from a repository (tombstone)
 	KindAck            = "ack"             // a manifest from a peer is complete and pullable here
 	KindSetting        = "setting"         // a registry setting (Tag: its name, MediaType: its kind) changed
 )

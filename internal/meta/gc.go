@@ -38,15 +38,16 @@ func (tx *Tx) Links(ctx context.Context, repo string, before time.Time) ([]Link,
 	return out, rows.Err()
 }
 
-// Payload is a live manifest's media type and bytes.
+// Payload is a live manifest's digest, media type and bytes.
 type Payload struct {
+	Digest    digest.Digest
 	MediaType string
 	Bytes     []byte
 }
 
 // LivePayloads returns the live manifests of repo, in the transaction.
 func (tx *Tx) LivePayloads(ctx context.Context, repo string) ([]Payload, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT media_type, payload FROM manifests WHERE repo = $1 AND deleted = 0`, repo)
+	rows, err := tx.tx.QueryContext(ctx, `SELECT digest, media_type, payload FROM manifests WHERE repo = $1 AND deleted = 0`, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -54,9 +55,11 @@ func (tx *Tx) LivePayloads(ctx context.Context, repo string) ([]Payload, error) 
 	var out []Payload
 	for rows.Next() {
 		var p Payload
-		if err := rows.Scan(&p.MediaType, &p.Bytes); err != nil {
+		var d string
+		if err := rows.Scan(&d, &p.MediaType, &p.Bytes); err != nil {
 			return nil, err
 		}
+		p.Digest = digest.Digest(d)
 		out = append(out, p)
 	}
 	return out, rows.Err()

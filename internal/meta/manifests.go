@@ -26,10 +26,22 @@ type Manifest struct {
 	Version      hlc.Version // of the last write: its time and origin region
 }
 
-// PutManifest stores m, idempotently: a manifest is immutable content, so
-// storing it again (or over a tombstone whose version is older) only
-// refreshes its version. It reports whether the row changed.
+// PutManifest stores m, idempotently and last-writer-wins by version: a
+// manifest is immutable content, so storing it again over a row (live or
+// tombstone) whose version is older only moves its version forward (and
+// revives a tombstone); over a newer row it changes nothing. A re-push of
+// a live manifest thus carries its new version, and a delete older than
+// the re-push does not win over it in any region. It reports whether the
+// manifest is newly live (there was no row, or a tombstone).
 func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
+	prev, prevDeleted, err := tx.ManifestVersion(ctx, m.Repo, m.Digest)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	if exists && !prev.Less(m.Version) {
+		return false, nil
+	}
 	if err := tx.EnsureRepository(ctx, m.Repo, m.Created); err != nil {
 		return false, err
 	}
@@ -38,21 +50,31 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 		b, _ := json.Marshal(m.Annotations)
 		ann = string(b)
 	}
-	res, err := tx.tx.ExecContext(ctx, `
+	_, err = tx.tx.ExecContext(ctx, `
 		INSERT INTO manifests (repo, digest, media_type, size, payload, subject, artifact_type, annotations, created_at, version, origin, deleted)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)
 		ON CONFLICT (repo, digest) DO UPDATE SET
 			media_type = excluded.media_type, size = excluded.size, payload = excluded.payload,
 			subject = excluded.subject, artifact_type = excluded.artifact_type, annotations = excluded.annotations,
-			version = excluded.version, origin = excluded.origin, deleted = 0
-		WHERE manifests.deleted = 1 AND (`+newerWins("manifests")+`)`,
+			version = excluded.version, origin = excluded.origin, deleted = 0`,
 		m.Repo, m.Digest.String(), m.MediaType, m.Size, m.Payload, m.Subject.String(), m.ArtifactType, ann,
 		m.Created.UnixMilli(), m.Version.Time, m.Version.Region)
 	if err != nil {
 		return false, err
 	}
-	n, err := res.RowsAffected()
-	return n > 0, err
+	return !exists || prevDeleted, nil
+}
+
+// RaiseManifestVersion moves a live manifest's version forward to v when
+// v is newer: a peer's record of a push of a manifest held here already
+// (a re-push there), so a delete older than that push does not win over
+// it here either.
+func (tx *Tx) RaiseManifestVersion(ctx context.Context, repo string, d digest.Digest, v hlc.Version) error {
+	_, err := tx.tx.ExecContext(ctx, `
+		UPDATE manifests SET version = $3, origin = $4
+		WHERE repo = $1 AND digest = $2 AND deleted = 0 AND (version < $3 OR (version = $3 AND origin < $4))`,
+		repo, d.String(), v.Time, v.Region)
+	return err
 }
 
 // GetManifest returns a live manifest, or ErrNotFound.
@@ -195,9 +217,18 @@ func (db *DB) Referrers(ctx context.Context, repo string, subject digest.Digest,
 // tombstone, and whether it is a tombstone; ErrNotFound when there is no
 // row.
 func (tx *Tx) ManifestVersion(ctx context.Context, repo string, d digest.Digest) (hlc.Version, bool, error) {
+	return manifestVersion(ctx, tx.tx, repo, d)
+}
+
+// ManifestVersion is Tx.ManifestVersion outside a transaction.
+func (db *DB) ManifestVersion(ctx context.Context, repo string, d digest.Digest) (hlc.Version, bool, error) {
+	return manifestVersion(ctx, db.r, repo, d)
+}
+
+func manifestVersion(ctx context.Context, q queryer, repo string, d digest.Digest) (hlc.Version, bool, error) {
 	var v hlc.Version
 	var del int
-	err := tx.tx.QueryRowContext(ctx, `SELECT version, origin, deleted FROM manifests WHERE repo = $1 AND digest = $2`,
+	err := q.QueryRowContext(ctx, `SELECT version, origin, deleted FROM manifests WHERE repo = $1 AND digest = $2`,
 		repo, d.String()).Scan(&v.Time, &v.Region, &del)
 	if errors.Is(err, sql.ErrNoRows) {
 		return v, false, ErrNotFound

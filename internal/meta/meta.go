@@ -196,6 +196,14 @@ CREATE TABLE IF NOT EXISTS uploads (
 	created_at BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blob_tombstones (
+	repo       TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	version    BIGINT NOT NULL,
+	origin     TEXT NOT NULL,
+	deleted_at BIGINT NOT NULL,
+	PRIMARY KEY (repo, digest)
+);
 CREATE TABLE IF NOT EXISTS region_state (
 	name  TEXT PRIMARY KEY,
 	value BIGINT NOT NULL
@@ -233,6 +241,13 @@ var migrations = []string{
 	// too, so a webhook deleted and made again under its name gets none of
 	// its predecessor's.
 	`ALTER TABLE webhook_deliveries ADD COLUMN webhook_created BIGINT NOT NULL DEFAULT 0`,
+	// A blob link carries the version of the newest link record applied
+	// (a push, a mount, a peer's blob record), so a blob delete
+	// (blob_tombstones) and a link resolve last-writer-wins in every
+	// region (DESIGN invariant 9). Links made before have version 0: older
+	// than any delete.
+	`ALTER TABLE blobs ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+	 ALTER TABLE blobs ADD COLUMN origin TEXT NOT NULL DEFAULT ''`,
 }
 
 // advisoryKey is the PostgreSQL advisory lock every write transaction of a
@@ -452,7 +467,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // session, feed record, presence, cursor, setting and webhook delivery:
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
-	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
+	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

@@ -29,6 +29,14 @@ type ManifestEntry struct {
 	Deleted bool          `json:"deleted,omitempty"`
 }
 
+// BlobTombstoneEntry is a blob deleted from a repository, as anti-entropy
+// compares it: live links are not compared (garbage collection and
+// read-through make them differ between regions by design), deletes are.
+type BlobTombstoneEntry struct {
+	Digest  digest.Digest `json:"digest"`
+	Version hlc.Version   `json:"-"`
+}
+
 // The summary of a repository hashes these lines, sorted: a tag with its
 // value and version (tombstones too), and a manifest by digest when live
 // (content is immutable; a live manifest's version differs between regions
@@ -46,35 +54,62 @@ func manifestLine(w io.Writer, m ManifestEntry) {
 	fmt.Fprintf(w, "m %s live\n", m.Digest)
 }
 
-// RepoEntries returns every tag and manifest row of repo, tombstones
-// included, sorted.
-func (db *DB) RepoEntries(ctx context.Context, repo string) ([]TagEntry, []ManifestEntry, error) {
-	var tags []TagEntry
-	var manifests []ManifestEntry
-	err := db.scan(ctx, repo, func(_ string, t *TagEntry, m *ManifestEntry) {
-		if t != nil {
-			tags = append(tags, *t)
-		} else {
-			manifests = append(manifests, *m)
+func blobLine(w io.Writer, b BlobTombstoneEntry) {
+	fmt.Fprintf(w, "b %s deleted %s\n", b.Digest, b.Version)
+}
+
+// entry is one row scan visits: exactly one field is set.
+type entry struct {
+	tag      *TagEntry
+	manifest *ManifestEntry
+	blob     *BlobTombstoneEntry
+}
+
+func (e entry) line(w io.Writer) {
+	switch {
+	case e.tag != nil:
+		tagLine(w, *e.tag)
+	case e.manifest != nil:
+		manifestLine(w, *e.manifest)
+	default:
+		blobLine(w, *e.blob)
+	}
+}
+
+// RepoState is every tag and manifest row of a repository, tombstones
+// included, and its blob tombstones, each sorted.
+type RepoState struct {
+	Tags      []TagEntry
+	Manifests []ManifestEntry
+	Blobs     []BlobTombstoneEntry
+}
+
+// RepoEntries returns repo's state for anti-entropy.
+func (db *DB) RepoEntries(ctx context.Context, repo string) (RepoState, error) {
+	var st RepoState
+	err := db.scan(ctx, repo, func(_ string, e entry) {
+		switch {
+		case e.tag != nil:
+			st.Tags = append(st.Tags, *e.tag)
+		case e.manifest != nil:
+			st.Manifests = append(st.Manifests, *e.manifest)
+		default:
+			st.Blobs = append(st.Blobs, *e.blob)
 		}
 	})
-	return tags, manifests, err
+	return st, err
 }
 
 // Summaries returns a hash of every repository's tags and manifests.
 func (db *DB) Summaries(ctx context.Context) (map[string]string, error) {
 	hashes := map[string]hash.Hash{}
-	err := db.scan(ctx, "", func(repo string, t *TagEntry, m *ManifestEntry) {
+	err := db.scan(ctx, "", func(repo string, e entry) {
 		h, ok := hashes[repo]
 		if !ok {
 			h = sha256.New()
 			hashes[repo] = h
 		}
-		if t != nil {
-			tagLine(h, *t)
-		} else {
-			manifestLine(h, *m)
-		}
+		e.line(h)
 	})
 	out := make(map[string]string, len(hashes))
 	for repo, h := range hashes {
@@ -83,21 +118,25 @@ func (db *DB) Summaries(ctx context.Context) (map[string]string, error) {
 	return out, err
 }
 
-// SummaryOf hashes entries as Summaries does.
-func SummaryOf(tags []TagEntry, manifests []ManifestEntry) string {
+// SummaryOf hashes a repository's state as Summaries does.
+func SummaryOf(st RepoState) string {
 	h := sha256.New()
-	for _, t := range tags {
+	for _, t := range st.Tags {
 		tagLine(h, t)
 	}
-	for _, m := range manifests {
+	for _, m := range st.Manifests {
 		manifestLine(h, m)
+	}
+	for _, b := range st.Blobs {
+		blobLine(h, b)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// scan visits the tags then the manifests of repo ("" : of every
-// repository), each sorted by repository then name or digest.
-func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, t *TagEntry, m *ManifestEntry)) error {
+// scan visits the tags, then the manifests, then the blob tombstones of
+// repo ("": of every repository), each sorted by repository then name or
+// digest.
+func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, e entry)) error {
 	rows, err := db.r.QueryContext(ctx, `
 		SELECT repo, name, digest, version, origin, deleted FROM tags
 		WHERE $1 = '' OR repo = $1 ORDER BY repo, name`, repo)
@@ -113,7 +152,7 @@ func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, t *Tag
 			return err
 		}
 		t.Digest, t.Deleted = digest.Digest(d), del != 0
-		fn(r, &t, nil)
+		fn(r, entry{tag: &t})
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -125,16 +164,36 @@ func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, t *Tag
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var r, d string
 		var m ManifestEntry
 		var del int
 		if err := rows.Scan(&r, &d, &m.Version.Time, &m.Version.Region, &del); err != nil {
+			rows.Close()
 			return err
 		}
 		m.Digest, m.Deleted = digest.Digest(d), del != 0
-		fn(r, nil, &m)
+		fn(r, entry{manifest: &m})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = db.r.QueryContext(ctx, `
+		SELECT repo, digest, version, origin FROM blob_tombstones
+		WHERE $1 = '' OR repo = $1 ORDER BY repo, digest`, repo)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r, d string
+		var b BlobTombstoneEntry
+		if err := rows.Scan(&r, &d, &b.Version.Time, &b.Version.Region); err != nil {
+			return err
+		}
+		b.Digest = digest.Digest(d)
+		fn(r, entry{blob: &b})
 	}
 	return rows.Err()
 }

@@ -160,6 +160,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 // Handler returns the node's HTTP surface.
 func (n *Node) Handler() http.Handler { return n.handler }
 
+// Replicator returns the node's replicator; nil in a region without a
+// replication secret (a registry of one region).
+func (n *Node) Replicator() *replicate.Replicator { return n.replicator }
+
 // SetDataListener gives the data endpoint its listener; Serve serves it.
 func (n *Node) SetDataListener(l net.Listener) { n.dataL = l }
 

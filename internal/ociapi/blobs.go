@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 )
@@ -115,6 +116,11 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 	}
 	setBlobHeaders(w, d)
 	h := w.Header()
+	if a.isPeer(r) {
+		if v, err := a.region.BlobVersion(ctx, route.Repo, d); err == nil && !v.IsZero() {
+			h.Set(feed.VersionHeader, v.String())
+		}
+	}
 	rng, partial, err := parseRange(r.Header.Get("Range"), size)
 	if err != nil {
 		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))

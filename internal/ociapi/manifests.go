@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 )
@@ -40,6 +41,9 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 	h.Set("Content-Length", strconv.Itoa(len(m.Payload)))
 	h.Set("Docker-Content-Digest", m.Digest.String())
 	h.Set("ETag", `"`+m.Digest.String()+`"`)
+	if a.isPeer(r) && !m.Version.IsZero() {
+		h.Set(feed.VersionHeader, m.Version.String())
+	}
 	if r.Method == http.MethodHead {
 		w.WriteHeader(http.StatusOK)
 		return nil

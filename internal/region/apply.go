@@ -54,7 +54,25 @@ func (r *Region) Skip(ctx context.Context, peer string, seq int64) error {
 // made here that is now in every Ready region fires
 // replicated-everywhere.
 func (r *Region) ApplyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest) error {
+	return r.applyPresence(ctx, peer, seq, repo, d, nil)
+}
+
+// ApplyManifestHeld applies a peer's manifest record, at version v, for a
+// manifest held here already: the peer holds it (ApplyPresence), and its
+// version moves forward to v, so a delete older than that push does not
+// win over it here either (the peer re-pushed it, say).
+func (r *Region) ApplyManifestHeld(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
+	r.clock.Observe(v)
+	return r.applyPresence(ctx, peer, seq, repo, d, &v)
+}
+
+func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, raise *hlc.Version) error {
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		if raise != nil {
+			if err := tx.RaiseManifestVersion(ctx, repo, d, *raise); err != nil {
+				return err
+			}
+		}
 		if err := tx.SetPresence(ctx, repo, d, peer, r.now()); err != nil {
 			return err
 		}
@@ -271,18 +289,99 @@ func (b *bestEffort) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ApplyBlob links blob d (already in the content store) in repo.
-func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo string, d digest.Digest) error {
+// ApplyBlob applies a peer's blob record: blob d (already in the content
+// store) is linked in repo at version v, unless a delete of it at least as
+// new is known here (last-writer-wins, invariant 9): a late copy of an
+// older push never undoes a later delete.
+func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
 	size, err := r.store.Stat(ctx, d)
 	if err != nil {
 		return fmt.Errorf("apply blob %s: %w", d, err)
 	}
+	r.clock.Observe(v)
 	return r.db.Update(ctx, func(tx *meta.Tx) error {
-		if err := r.link(ctx, tx, repo, d, size); err != nil {
+		tomb, err := tx.BlobTombstone(ctx, repo, d)
+		switch {
+		case err == nil && !tomb.Less(v):
+			// Deleted since (or concurrently, and the delete wins).
+		case err != nil && !isNotFound(err):
 			return err
+		default:
+			if err := r.link(ctx, tx, repo, d, size, v); err != nil {
+				return err
+			}
 		}
 		return r.setCursor(ctx, tx, peer, seq)
 	})
+}
+
+// BlobWanted reports whether a peer's blob record at version v could link
+// blob d in repo here: false when a delete at least as new is known, so
+// the follower need not fetch its bytes.
+func (r *Region) BlobWanted(ctx context.Context, repo string, d digest.Digest, v hlc.Version) (bool, error) {
+	tomb, err := r.db.BlobTombstone(ctx, repo, d)
+	if isNotFound(err) {
+		return true, nil
+	}
+	return err == nil && tomb.Less(v), err
+}
+
+// AdoptBlob links blob d (already in the content store) in repo because a
+// manifest stored here needs it, or a client read it through, or an import
+// brought it. A delete of the blob does not stop it: a manifest's
+// references win over a blob delete, so a manifest is never stored without
+// its blobs (invariant 2). The link keeps the version it has.
+func (r *Region) AdoptBlob(ctx context.Context, repo string, d digest.Digest) error {
+	size, err := r.store.Stat(ctx, d)
+	if err != nil {
+		return fmt.Errorf("link blob %s: %w", d, err)
+	}
+	return r.db.Update(ctx, func(tx *meta.Tx) error {
+		return r.link(ctx, tx, repo, d, size, hlc.Version{})
+	})
+}
+
+// ApplyBlobDelete applies a peer's delete of blob d from repo at version
+// v: the tombstone is kept (the newest of all deletes), and the link goes
+// unless it is newer (a later push or mount) or a live manifest of repo
+// uses the blob (a manifest pushed in another region before the delete
+// arrived there; the blob is then kept for it, and garbage collection
+// removes the link once no manifest uses it).
+func (r *Region) ApplyBlobDelete(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
+	r.clock.Observe(v)
+	return r.db.Update(ctx, func(tx *meta.Tx) error {
+		if _, err := tx.TombstoneBlob(ctx, repo, d, v, r.now()); err != nil {
+			return err
+		}
+		lv, err := tx.BlobLinkVersion(ctx, repo, d)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return err
+		case lv.Less(v):
+			m, err := usedBy(ctx, tx, repo, d)
+			if err != nil {
+				return err
+			}
+			if m == "" {
+				if _, err := tx.UnlinkBlob(ctx, repo, d); err != nil {
+					return err
+				}
+			}
+		}
+		return r.setCursor(ctx, tx, peer, seq)
+	})
+}
+
+// ManifestRow returns the version of repo's row for manifest d, live or
+// tombstone, and whether it is a tombstone; found false when there is no
+// row.
+func (r *Region) ManifestRow(ctx context.Context, repo string, d digest.Digest) (v hlc.Version, deleted, found bool, err error) {
+	v, deleted, err = r.db.ManifestVersion(ctx, repo, d)
+	if isNotFound(err) {
+		return v, false, false, nil
+	}
+	return v, deleted, err == nil, err
 }
 
 // HasManifest reports whether repo holds manifest d live here.
@@ -432,7 +531,7 @@ func (r *Region) Summaries(ctx context.Context) (map[string]string, error) {
 }
 
 // RepoEntries returns repo's tags and manifests with versions and
-// tombstones, for anti-entropy.
-func (r *Region) RepoEntries(ctx context.Context, repo string) ([]meta.TagEntry, []meta.ManifestEntry, error) {
+// tombstones, and its blob tombstones, for anti-entropy.
+func (r *Region) RepoEntries(ctx context.Context, repo string) (meta.RepoState, error) {
 	return r.db.RepoEntries(ctx, repo)
 }

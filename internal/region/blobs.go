@@ -9,7 +9,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
@@ -57,14 +59,36 @@ func (r *Region) OpenBlob(ctx context.Context, repo string, d digest.Digest, off
 	return rc, size, err
 }
 
-// DeleteBlob removes blob d from repo. Its bytes stay until garbage
-// collection finds no repository linking them.
+// DeleteBlob removes blob d from repo, registry-wide: the link goes and
+// a versioned tombstone replicates to every region like a push
+// (invariant 9). Its bytes stay until garbage collection finds no
+// repository linking them. A blob a live manifest of repo references is
+// not deleted (UNSUPPORTED, 405): the image would be left partial
+// (invariant 2); delete the manifest first.
 func (r *Region) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
 	var found bool
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		var err error
-		found, err = tx.UnlinkBlob(ctx, repo, d)
-		if err != nil || !found {
+		if _, err := tx.BlobLinkVersion(ctx, repo, d); isNotFound(err) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		found = true
+		if m, err := usedBy(ctx, tx, repo, d); err != nil {
+			return err
+		} else if m != "" {
+			return ocierr.Unsupported.WithDetail(
+				fmt.Sprintf("blob %s is used by manifest %s in repository %s: delete the manifest first (deleting a blob an image uses would leave the image partial)", d, m, repo),
+				map[string]string{"digest": d.String(), "manifest": m.String()})
+		}
+		v := r.clock.Now()
+		if _, err := tx.UnlinkBlob(ctx, repo, d); err != nil {
+			return err
+		}
+		if _, err := tx.TombstoneBlob(ctx, repo, d, v, r.now()); err != nil {
+			return err
+		}
+		if err := r.record(ctx, tx, meta.KindBlobDelete, repo, d, "", "", 0, v); err != nil {
 			return err
 		}
 		return r.audit(ctx, tx, AuditDeleteBlob, repo, d.String(), d, "ok", "")
@@ -76,7 +100,70 @@ func (r *Region) DeleteBlob(ctx context.Context, repo string, d digest.Digest) e
 		return ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not in repository %s", d, repo),
 			map[string]string{"digest": d.String()})
 	}
+	r.feed.notify()
 	return nil
+}
+
+// usedBy returns a live manifest of repo that references blob d, "" when
+// none does. It parses every live manifest of the repository: blob
+// deletes are rare, and no reference index has to be kept for them.
+func usedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (digest.Digest, error) {
+	payloads, err := tx.LivePayloads(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range payloads {
+		m, err := oci.ParseManifest(p.MediaType, p.Bytes)
+		if err != nil {
+			continue // stored manifests parse; one that does not references nothing we can tell
+		}
+		for _, b := range m.Blobs() {
+			if b.Digest == d {
+				return p.Digest, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// BlobGone returns BLOB_UNKNOWN when blob d was deleted from repo in this
+// region and is not linked again: the region answers from its tombstone at
+// once and asks no peer (a newer push elsewhere arrives by the feed), so
+// nothing deleted is read back through (invariant 9). nil otherwise.
+func (r *Region) BlobGone(ctx context.Context, repo string, d digest.Digest) error {
+	v, err := r.db.BlobTombstone(ctx, repo, d)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := r.db.BlobSize(ctx, repo, d); err == nil {
+		return nil // linked again since
+	}
+	return ocierr.BlobUnknown.WithDetail(
+		fmt.Sprintf("blob %s was deleted from repository %s (version %s)", d, repo, v),
+		map[string]string{"digest": d.String(), "state": "deleted", "version": v.String()})
+}
+
+// BlobTombstone returns the version of the newest delete of blob d from
+// repo known here; ok false when none is.
+func (r *Region) BlobTombstone(ctx context.Context, repo string, d digest.Digest) (hlc.Version, bool, error) {
+	v, err := r.db.BlobTombstone(ctx, repo, d)
+	if isNotFound(err) {
+		return v, false, nil
+	}
+	return v, err == nil, err
+}
+
+// BlobVersion returns the version of repo's link to blob d (zero for a
+// link made for a manifest or a read-through), or BLOB_UNKNOWN.
+func (r *Region) BlobVersion(ctx context.Context, repo string, d digest.Digest) (hlc.Version, error) {
+	v, err := r.db.BlobLinkVersion(ctx, repo, d)
+	if isNotFound(err) {
+		return v, ocierr.BlobUnknown.Withf("blob %s is not in repository %s", d, repo)
+	}
+	return v, err
 }
 
 // MountBlob links blob d from repository from into repo without copying.
@@ -103,10 +190,13 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 }
 
 // linkBlob links blob d in repo and records it in the feed, in one
-// transaction; uploadID, when set, is the session that ends with it.
+// transaction; uploadID, when set, is the session that ends with it. The
+// link's version is new, so it wins over every delete of the blob this
+// region has seen, here and in every region the record reaches.
 func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string) error {
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		if err := r.link(ctx, tx, repo, d, size); err != nil {
+		v := r.clock.Now()
+		if err := r.link(ctx, tx, repo, d, size, v); err != nil {
 			return err
 		}
 		if uploadID != "" {
@@ -114,7 +204,7 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 				return err
 			}
 		}
-		return r.record(ctx, tx, meta.KindBlob, repo, d, "", "", size, r.clock.Now())
+		return r.record(ctx, tx, meta.KindBlob, repo, d, "", "", size, v)
 	})
 	if err == nil {
 		r.feed.notify()
@@ -128,14 +218,17 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 // (across a region's nodes too), so a link is never made to bytes a
 // collection deleted since they were written or found: no link without
 // its bytes, whatever node wrote them and whatever node collects.
-func (r *Region) link(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64) error {
+//
+// v is the link's version (see meta.Tx.LinkBlob; zero keeps the one it
+// has).
+func (r *Region) link(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version) error {
 	if _, err := r.store.Stat(ctx, d); err != nil {
 		if errors.Is(err, content.ErrNotFound) {
 			return fmt.Errorf("link blob %s in %s: its bytes are not in the content store (collected meanwhile); fetch or upload it again: %w", d, repo, err)
 		}
 		return fmt.Errorf("link blob %s in %s: %w", d, repo, err)
 	}
-	return tx.LinkBlob(ctx, repo, d, size, r.now())
+	return tx.LinkBlob(ctx, repo, d, size, v, r.now())
 }
 
 // PutBlob stores a whole blob sent in one request (a monolithic upload) as

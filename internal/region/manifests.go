@@ -58,6 +58,44 @@ func (r *Region) GetManifest(ctx context.Context, repo, ref string) (*meta.Manif
 	return m, nil
 }
 
+// ManifestGone returns MANIFEST_UNKNOWN when this region knows ref of repo
+// is not to be served: a tag it has a row for (deleted, or pointing at a
+// manifest deleted here), or a digest it holds a tombstone for. The region
+// answers from that at once and asks no peer: a newer push elsewhere
+// arrives by the feed, and nothing deleted is read back through
+// (invariant 9). nil when the region has never heard of ref (read-through
+// may look for it) or ref is malformed.
+func (r *Region) ManifestGone(ctx context.Context, repo, ref string) error {
+	if oci.IsDigest(ref) {
+		d, err := oci.ParseDigest(ref)
+		if err != nil {
+			return nil
+		}
+		v, deleted, found, err := r.ManifestRow(ctx, repo, d)
+		if err != nil || !found || !deleted {
+			return err
+		}
+		return ocierr.ManifestUnknown.WithDetail(
+			fmt.Sprintf("manifest %s was deleted from repository %s (version %s)", d, repo, v),
+			map[string]string{"repository": repo, "digest": d.String(), "state": "deleted", "version": v.String()})
+	}
+	t, err := r.db.TagRecord(ctx, repo, ref)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if t.Deleted {
+		return ocierr.ManifestUnknown.WithDetail(
+			fmt.Sprintf("tag %q was deleted from repository %s (version %s)", ref, repo, t.Version),
+			map[string]string{"repository": repo, "tag": ref, "state": "deleted", "version": t.Version.String()})
+	}
+	return ocierr.ManifestUnknown.WithDetail(
+		fmt.Sprintf("tag %q of repository %s points at manifest %s, which is deleted or not held here", ref, repo, t.Digest),
+		map[string]string{"repository": repo, "tag": ref, "digest": t.Digest.String(), "state": "deleted"})
+}
+
 // parseRef resolves a manifest reference to a digest: a digest is parsed
 // and checked, a tag is looked up.
 func (r *Region) parseRef(ctx context.Context, repo, ref string) (digest.Digest, error) {
@@ -158,6 +196,17 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 		fresh, err := tx.PutManifest(ctx, rec)
 		if err != nil {
 			return err
+		}
+		if from != nil && !fresh {
+			// Not stored when a tombstone at least as new is here: the
+			// manifest was deleted (invariant 9). Nothing is present to
+			// acknowledge.
+			if _, deleted, err := tx.ManifestVersion(ctx, rec.Repo, rec.Digest); err != nil || deleted {
+				if err != nil {
+					return err
+				}
+				return r.setCursor(ctx, tx, from.peer, from.seq)
+			}
 		}
 		if tag != "" {
 			if _, err := tx.SetTag(ctx, rec.Repo, tag, rec.Digest, v, now); err != nil {

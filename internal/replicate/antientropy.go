@@ -84,6 +84,16 @@ type RepoState struct {
 	Repo      string          `json:"repo"`
 	Tags      []TagState      `json:"tags"`
 	Manifests []ManifestState `json:"manifests"`
+	// Blobs are the repository's blob deletes (live links are not
+	// compared: garbage collection and read-through make them differ
+	// between regions by design).
+	Blobs []BlobState `json:"blobs"`
+}
+
+// BlobState is a blob delete on the wire.
+type BlobState struct {
+	Digest  digest.Digest `json:"digest"`
+	Version string        `json:"version"`
 }
 
 // TagState is a tag's value or tombstone on the wire.
@@ -141,13 +151,16 @@ func Register(mux *http.ServeMux, r *region.Region, secret string) {
 		if err := oci.ValidateRepository(repo); err != nil {
 			return nil, ocierr.NameInvalid.Withf("repo: %v", err)
 		}
-		tags, manifests, err := r.RepoEntries(req.Context(), repo)
-		st := RepoState{Repo: repo, Tags: []TagState{}, Manifests: []ManifestState{}}
-		for _, t := range tags {
+		entries, err := r.RepoEntries(req.Context(), repo)
+		st := RepoState{Repo: repo, Tags: []TagState{}, Manifests: []ManifestState{}, Blobs: []BlobState{}}
+		for _, t := range entries.Tags {
 			st.Tags = append(st.Tags, TagState{Name: t.Name, Digest: t.Digest, Version: t.Version.String(), Deleted: t.Deleted})
 		}
-		for _, m := range manifests {
+		for _, m := range entries.Manifests {
 			st.Manifests = append(st.Manifests, ManifestState{Digest: m.Digest, Version: m.Version.String(), Deleted: m.Deleted})
+		}
+		for _, b := range entries.Blobs {
+			st.Blobs = append(st.Blobs, BlobState{Digest: b.Digest, Version: b.Version.String()})
 		}
 		return st, err
 	}))
@@ -274,12 +287,12 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		return err
 	}
 	r := p.region
-	_, mine, err := r.RepoEntries(ctx, repo)
+	mine, err := r.RepoEntries(ctx, repo)
 	if err != nil {
 		return err
 	}
 	local := map[digest.Digest]meta.ManifestEntry{}
-	for _, m := range mine {
+	for _, m := range mine.Manifests {
 		local[m.Digest] = m
 	}
 	var errs []error
@@ -295,7 +308,7 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		case !m.Deleted && (!have || (l.Deleted && l.Version.Less(v))):
 			err = p.ensureManifest(ctx, s, repo, m.Digest, v, nil)
 		}
-		if err != nil && !errors.Is(err, errGone) {
+		if err != nil && !errors.Is(err, errGone) && !errors.Is(err, errDeleted) {
 			errs = append(errs, err)
 		}
 	}
@@ -306,10 +319,26 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		}
 		if t.Deleted {
 			err = r.ApplyTagDelete(ctx, "", 0, repo, t.Name, v)
-		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, v, nil); err == nil || errors.Is(err, errGone) {
+		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, hlc.Version{}, nil); err == nil || errors.Is(err, errGone) || errors.Is(err, errDeleted) {
 			err = r.ApplyTag(ctx, "", 0, repo, t.Name, t.Digest, v, err == nil)
 		}
 		if err != nil && !errors.Is(err, errGone) {
+			errs = append(errs, err)
+		}
+	}
+	tombs := map[digest.Digest]hlc.Version{}
+	for _, b := range mine.Blobs {
+		tombs[b.Digest] = b.Version
+	}
+	for _, b := range st.Blobs {
+		v, err := hlc.ParseVersion(b.Version)
+		if err != nil || b.Digest.Validate() != nil {
+			continue
+		}
+		if l, have := tombs[b.Digest]; have && !l.Less(v) {
+			continue
+		}
+		if err := r.ApplyBlobDelete(ctx, "", 0, repo, b.Digest, v); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -50,8 +50,12 @@ func (p *Replicator) where(ctx context.Context, repo, ref string) (*source, dige
 // returns its digest. When no peer can provide it the error is
 // MANIFEST_UNKNOWN naming the regions that hold it and the state
 // (invariant 6); a tag fetched this way is not set here: the peer's feed
-// brings it with its version.
+// brings it with its version. A ref this region knows to be deleted is
+// MANIFEST_UNKNOWN at once, without asking a peer (invariant 9).
 func (p *Replicator) EnsureManifest(ctx context.Context, repo, ref string) (digest.Digest, error) {
+	if err := p.region.ManifestGone(ctx, repo, ref); err != nil {
+		return "", err
+	}
 	s, d, have, unreachable := p.where(ctx, repo, ref)
 	if s == nil {
 		return "", notHere(repo, ref, have, unreachable, nil)
@@ -59,9 +63,15 @@ func (p *Replicator) EnsureManifest(ctx context.Context, repo, ref string) (dige
 	if oci.IsDigest(ref) && d.String() != ref {
 		d = digest.Digest(ref)
 	}
-	// The zero version: a manifest borrowed ahead of the feed must lose to
-	// every real write and tombstone the feed brings later.
+	// The version the peer tells: every newer write and delete the feed
+	// brings later wins over it, and a delete held here that is newer
+	// stops it.
 	if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, nil); err != nil {
+		if errors.Is(err, errDeleted) {
+			return "", ocierr.ManifestUnknown.WithDetail(
+				fmt.Sprintf("%s:%s is deleted in this region; the copy in %s is older than the delete", repo, ref, s.name),
+				map[string]string{"repository": repo, "reference": ref, "state": "deleted"})
+		}
 		p.log.WarnContext(ctx, "read-through failed", "peer", s.name, "repo", repo, "reference", ref, "error", err)
 		return "", notHere(repo, ref, have, unreachable, err)
 	}
@@ -112,13 +122,20 @@ func notAnywhere(repo string, d digest.Digest) error {
 // Where returns MANIFEST_UNKNOWN naming the regions that hold repo's
 // manifest ref, for a region with read-through turned off.
 func (p *Replicator) Where(ctx context.Context, repo, ref string) error {
+	if err := p.region.ManifestGone(ctx, repo, ref); err != nil {
+		return err
+	}
 	_, _, have, unreachable := p.where(ctx, repo, ref)
 	return notHere(repo, ref, have, unreachable, nil)
 }
 
 // EnsureBlob makes blob d present and linked in repo here from the nearest
-// peer holding it; BLOB_UNKNOWN when none does.
+// peer holding it; BLOB_UNKNOWN when none does, or at once when it was
+// deleted here (invariant 9).
 func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Digest) error {
+	if err := p.region.BlobGone(ctx, repo, d); err != nil {
+		return err
+	}
 	defer p.region.Lease(d)()
 	for _, s := range p.peers() {
 		size, err := s.blobSize(ctx, repo, d)
@@ -151,12 +168,15 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 // the blob also tells its size (no HEAD first), and a peer that lacks it
 // answers that GET 404 and the next is asked.
 func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Digest, start func(size int64) io.Writer) error {
+	if err := p.region.BlobGone(ctx, repo, d); err != nil {
+		return err
+	}
 	ctx = context.WithoutCancel(ctx)
 	defer p.region.Lease(d)()
 	if _, ok, err := p.region.HasContent(ctx, d); err != nil {
 		return err
 	} else if ok {
-		return p.region.ApplyBlob(ctx, "", 0, repo, d)
+		return p.region.AdoptBlob(ctx, repo, d)
 	}
 	for _, s := range p.peers() {
 		first, size, err := s.blobFrom(ctx, repo, d)
@@ -183,7 +203,7 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 			}
 			continue
 		}
-		return p.region.ApplyBlob(ctx, "", 0, repo, d)
+		return p.region.AdoptBlob(ctx, repo, d)
 	}
 	return notAnywhere(repo, d)
 }
@@ -204,6 +224,9 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 // StatBlob returns the size of blob d of repo in the nearest peer holding
 // it, without fetching it, or BLOB_UNKNOWN.
 func (p *Replicator) StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	if err := p.region.BlobGone(ctx, repo, d); err != nil {
+		return 0, err
+	}
 	for _, s := range p.peers() {
 		if size, err := s.blobSize(ctx, repo, d); err == nil {
 			return size, nil
@@ -214,7 +237,9 @@ func (p *Replicator) StatBlob(ctx context.Context, repo string, d digest.Digest)
 
 // EnsureReferences fetches from peers every blob and child manifest a
 // manifest being pushed references that this region lacks: the repair of a
-// push split across regions (invariant 7).
+// push split across regions (invariant 7). What was deleted here is
+// fetched only from a peer whose copy is newer than the delete (a push
+// there since); a copy older than the delete is not revived (invariant 9).
 func (p *Replicator) EnsureReferences(ctx context.Context, repo, contentType string, payload []byte) error {
 	m, err := oci.ParseManifest(contentType, payload)
 	if err != nil {
@@ -224,19 +249,52 @@ func (p *Replicator) EnsureReferences(ctx context.Context, repo, contentType str
 		if ok, err := p.region.HasManifest(ctx, repo, c.Digest); err != nil || ok {
 			continue
 		}
-		if _, err := p.EnsureManifest(ctx, repo, c.Digest.String()); err != nil {
-			return err
+		s, d, have, unreachable := p.where(ctx, repo, c.Digest.String())
+		if s == nil {
+			return notHere(repo, c.Digest.String(), have, unreachable, nil)
+		}
+		if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, nil); err != nil {
+			return fmt.Errorf("child manifest %s: %w", c.Digest, err)
 		}
 	}
 	for _, b := range m.Blobs() {
 		if ok, err := p.region.HasBlob(ctx, repo, b.Digest); err != nil || ok {
 			continue
 		}
-		if err := p.EnsureBlob(ctx, repo, b.Digest); err != nil {
+		if err := p.repairBlob(ctx, repo, b.Digest); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// repairBlob makes blob d linked in repo here for a manifest being pushed:
+// from the nearest peer that links it, or, when it was deleted here, from
+// the nearest peer whose link is newer than the delete, linked with that
+// link's version.
+func (p *Replicator) repairBlob(ctx context.Context, repo string, d digest.Digest) error {
+	tomb, deleted, err := p.region.BlobTombstone(ctx, repo, d)
+	if err != nil {
+		return err
+	}
+	if !deleted {
+		return p.EnsureBlob(ctx, repo, d)
+	}
+	defer p.region.Lease(d)()
+	for _, s := range p.peers() {
+		size, v, err := s.blobStat(ctx, repo, d)
+		if err != nil || !tomb.Less(v) {
+			continue
+		}
+		if err := p.fetchContent(ctx, s, repo, d, size, nil); err != nil {
+			p.log.WarnContext(ctx, "repair of a deleted blob failed", "peer", s.name, "digest", d, "error", err)
+			continue
+		}
+		return p.region.ApplyBlob(ctx, "", 0, repo, d, v)
+	}
+	return ocierr.BlobUnknown.WithDetail(
+		fmt.Sprintf("blob %s was deleted from repository %s (version %s) and no region holds a newer copy; push it again", d, repo, tomb),
+		map[string]string{"digest": d.String(), "state": "deleted"})
 }
 
 // head sends HEAD path and returns the Docker-Content-Digest; errGone on
@@ -252,10 +310,18 @@ func (s *source) head(ctx context.Context, path, accept string) (digest.Digest, 
 
 // blobSize returns the size of blob d of repo at the peer.
 func (s *source) blobSize(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	size, _, err := s.blobStat(ctx, repo, d)
+	return size, err
+}
+
+// blobStat returns the size of blob d of repo at the peer and the version
+// of the peer's link (zero when it tells none).
+func (s *source) blobStat(ctx context.Context, repo string, d digest.Digest) (int64, hlc.Version, error) {
 	resp, err := s.request(ctx, http.MethodHead, "/v2/"+repo+"/blobs/"+d.String(), nil)
 	if err != nil {
-		return 0, err
+		return 0, hlc.Version{}, err
 	}
 	resp.Body.Close()
-	return strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
+	size, err := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
+	return size, peerVersion(resp.Header), err
 }

@@ -421,7 +421,10 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 			if rec.Kind == meta.KindBlob && rec.Digest.Validate() == nil {
 				// Failures are left to the ordered apply, which retries.
 				prefetches.Go(func() error {
-					_ = p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
+					v, _ := hlc.ParseVersion(rec.Version)
+					if ok, err := p.region.BlobWanted(ctx, rec.Repo, rec.Digest, v); err == nil && ok {
+						_ = p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
+					}
 					return nil
 				})
 			}
@@ -478,6 +481,11 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 	r := p.region
 	switch rec.Kind {
 	case meta.KindBlob:
+		if ok, err := r.BlobWanted(ctx, rec.Repo, rec.Digest, rec.Version); err != nil {
+			return err
+		} else if !ok {
+			return r.Skip(ctx, s.name, rec.Seq) // deleted here since: nothing to fetch
+		}
 		defer r.Lease(rec.Digest)() // from fetch to link: safe from the sweep
 		// Content first, then the link and the cursor in one transaction.
 		err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
@@ -487,19 +495,23 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 		if err != nil {
 			return err
 		}
-		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest)
+		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
+	case meta.KindBlobDelete:
+		return r.ApplyBlobDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
 	case meta.KindManifest:
 		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, &rec)
-		if errors.Is(err, errGone) {
+		if errors.Is(err, errGone) || errors.Is(err, errDeleted) {
 			return r.Skip(ctx, s.name, rec.Seq)
 		}
 		return err
 	case meta.KindTag:
-		// The manifest first; if the peer deleted it since, the tag still
-		// applies by its version (pointing at nothing servable), so tags
-		// converge whatever became of their manifests.
-		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, nil)
-		if err != nil && !errors.Is(err, errGone) {
+		// The manifest first (with the version its origin gave it, not the
+		// tag's: a retag must not revive a manifest deleted since); if it
+		// is deleted, here or at the peer, the tag still applies by its
+		// version (pointing at nothing servable), so tags converge
+		// whatever became of their manifests.
+		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, hlc.Version{}, nil)
+		if err != nil && !errors.Is(err, errGone) && !errors.Is(err, errDeleted) {
 			return err
 		}
 		return r.ApplyTag(ctx, s.name, rec.Seq, rec.Repo, rec.Tag, rec.Digest, rec.Version, err == nil)
@@ -516,7 +528,9 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 	return fmt.Errorf("record %d of %s: unknown kind %q", rec.Seq, s.name, rec.Kind)
 }
 
-// ensureBlob makes blob d present and linked in repo here.
+// ensureBlob makes blob d present and linked in repo here, for a manifest
+// that references it (or a client that reads it through): a delete of the
+// blob here does not stop it (region.AdoptBlob).
 func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
 	r := p.region
 	defer r.Lease(d)()
@@ -526,7 +540,7 @@ func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d d
 	if err := p.fetchContent(ctx, s, repo, d, size, inline); err != nil {
 		return err
 	}
-	return r.ApplyBlob(ctx, "", 0, repo, d)
+	return r.AdoptBlob(ctx, repo, d)
 }
 
 // stagingID names the staging upload a fetch of d from s writes to.
@@ -593,33 +607,54 @@ const prefetchers = 16
 const referenceFetchers = 8
 
 // ensureManifest makes manifest d present in repo here, blobs and child
-// manifests first. With rec, the manifest record of s's feed being
-// applied, s's cursor moves to it in the apply, the record's inline bytes
-// are used (verified like fetched ones), and its tag (the one the origin
-// pushed it with) is passed on for the replicated event.
+// manifests first. v is the manifest's version, when the caller knows it
+// (its feed record, anti-entropy); zero takes the version the peer tells
+// as it serves it (a borrowed copy without one stays at zero, so every
+// real write and delete wins over it). A tombstone here at least as new as
+// that version stops it: errDeleted, and nothing is stored (invariant 9).
+// With rec, the manifest record of s's feed being applied, s's cursor
+// moves to it in the apply, the record's inline bytes are used (verified
+// like fetched ones), and its tag (the one the origin pushed it with) is
+// passed on for the replicated event.
 func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string, d digest.Digest, v hlc.Version, rec *meta.Record) error {
 	r := p.region
-	peer, seq, mediaType, pushedTag := "", int64(0), "", ""
-	var inline []byte
+	peer, seq, pushedTag := "", int64(0), ""
+	fetched := fetchedManifest{}
 	if rec != nil {
-		peer, seq, mediaType, pushedTag, inline = s.name, rec.Seq, rec.MediaType, rec.Tag, rec.Data
+		peer, seq, pushedTag = s.name, rec.Seq, rec.Tag
+		fetched = fetchedManifest{mediaType: rec.MediaType, payload: rec.Data}
 	}
 	if ok, err := r.HasManifest(ctx, repo, d); err != nil {
 		return err
 	} else if ok {
 		if peer != "" {
-			return r.ApplyPresence(ctx, peer, seq, repo, d)
+			return r.ApplyManifestHeld(ctx, peer, seq, repo, d, v)
 		}
 		return nil
 	}
-	payload := inline
-	if payload == nil {
-		var err error
-		if mediaType, payload, err = s.manifest(ctx, repo, d, r.MaxManifestSize()); err != nil {
+	tomb, deleted, _, err := r.ManifestRow(ctx, repo, d)
+	if err != nil {
+		return err
+	}
+	if deleted && !v.IsZero() && !tomb.Less(v) {
+		return fmt.Errorf("manifest %s of %s (version %s; deleted here at %s): %w", d, repo, v, tomb, errDeleted)
+	}
+	if fetched.payload == nil {
+		mt := fetched.mediaType
+		if fetched, err = s.manifest(ctx, repo, d, r.MaxManifestSize()); err != nil {
 			return err
 		}
+		if mt != "" && fetched.mediaType == "" {
+			fetched.mediaType = mt
+		}
 	}
-	m, err := oci.ParseManifest(mediaType, payload)
+	if v.IsZero() {
+		v = fetched.version
+	}
+	if deleted && !tomb.Less(v) {
+		return fmt.Errorf("manifest %s of %s from %s (version %s; deleted here at %s): %w", d, repo, s.name, v, tomb, errDeleted)
+	}
+	m, err := oci.ParseManifest(fetched.mediaType, fetched.payload)
 	if err != nil {
 		return fmt.Errorf("manifest %s from %s: %w", d, s.name, err)
 	}
@@ -632,7 +667,7 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 	g.SetLimit(referenceFetchers)
 	for _, c := range m.Manifests {
 		g.Go(func() error {
-			if err := p.ensureManifest(ctx, s, repo, c.Digest, v, nil); err != nil {
+			if err := p.ensureManifest(ctx, s, repo, c.Digest, hlc.Version{}, nil); err != nil {
 				return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
 			}
 			return nil
@@ -649,5 +684,5 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	return r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, payload, v, pushedTag)
+	return r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, fetched.payload, v, pushedTag)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 )
@@ -18,6 +19,20 @@ import (
 // errGone means the peer no longer holds what a record named: it was
 // deleted after the record, and a later record says so.
 var errGone = errors.New("gone from the peer")
+
+// errDeleted means this region holds a delete of the object at least as
+// new as the copy a peer offers: it is not fetched or stored (invariant 9).
+var errDeleted = errors.New("deleted in this region")
+
+// peerVersion reads the version a peer tells for what it serves
+// (feed.VersionHeader); zero when it tells none.
+func peerVersion(h http.Header) hlc.Version {
+	v, err := hlc.ParseVersion(h.Get(feed.VersionHeader))
+	if err != nil {
+		return hlc.Version{}
+	}
+	return v
+}
 
 // source reads one peer: its feed and its content, over HTTP.
 type source struct {
@@ -63,22 +78,29 @@ func (s *source) request(ctx context.Context, method, path string, header map[st
 	}
 }
 
-// manifest fetches manifest d of repo: its media type and bytes.
-func (s *source) manifest(ctx context.Context, repo string, d digest.Digest, limit int64) (string, []byte, error) {
+// fetchedManifest is a manifest as a peer served it.
+type fetchedManifest struct {
+	mediaType string
+	payload   []byte
+	version   hlc.Version // the peer's (peerVersion)
+}
+
+// manifest fetches manifest d of repo: its media type, bytes and version.
+func (s *source) manifest(ctx context.Context, repo string, d digest.Digest, limit int64) (fetchedManifest, error) {
 	resp, err := s.get(ctx, "/v2/"+repo+"/manifests/"+d.String(),
 		map[string]string{"Accept": strings.Join(oci.ManifestMediaTypes, ", ")})
 	if err != nil {
-		return "", nil, err
+		return fetchedManifest{}, err
 	}
 	defer resp.Body.Close()
 	payload, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return "", nil, err
+		return fetchedManifest{}, err
 	}
 	if int64(len(payload)) > limit {
-		return "", nil, fmt.Errorf("manifest %s from %s is over %d bytes", d, s.name, limit)
+		return fetchedManifest{}, fmt.Errorf("manifest %s from %s is over %d bytes", d, s.name, limit)
 	}
-	return resp.Header.Get("Content-Type"), payload, nil
+	return fetchedManifest{resp.Header.Get("Content-Type"), payload, peerVersion(resp.Header)}, nil
 }
 
 // blob returns blob d of repo from offset on.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -298,22 +299,22 @@ func TestInvariant6ABlobIsStreamedWhileItIsStored(t *testing.T) {
 // downloads. An image pushed to eastus still reaches southeastasia: its
 // layer comes from westeurope once westeurope holds it.
 func TestContentComesFromTheNearestPeerHoldingIt(t *testing.T) {
-	link := &faultyLink{}
-	link.set(func(r *http.Request) bool {
+	fault := &faultyLink{}
+	fault.set(func(r *http.Request) bool {
 		return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
 	})
 	latency := map[string]time.Duration{"eastus-westeurope": time.Millisecond, "westeurope-southeastasia": time.Millisecond, "eastus-southeastasia": 3 * time.Millisecond}
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(),
-		Distance: func(a, b string) (up.Link, bool) {
+		Distance: func(a, b string) (link.Shape, bool) {
 			l, ok := latency[a+"-"+b]
 			if !ok {
 				l, ok = latency[b+"-"+a]
 			}
-			return up.Link{Latency: l}, ok
+			return link.Shape{Latency: l}, ok
 		},
 		Link: func(from, to, u string) (string, error) {
 			if from == "southeastasia" && to == "eastus" {
-				return link.start(t, u), nil
+				return fault.start(t, u), nil
 			}
 			return u, nil
 		}})
@@ -325,7 +326,7 @@ func TestContentComesFromTheNearestPeerHoldingIt(t *testing.T) {
 		}
 		return nil
 	})
-	link.set(func(*http.Request) bool { return true })
+	fault.set(func(*http.Request) bool { return true })
 	if err := pullable(t, asia, "near/app", "v1", img); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
@@ -47,9 +48,10 @@ type Config struct {
 	// simulated link when Distance is set).
 	Link func(from, to, url string) (string, error)
 	// Distance, when set, simulates the network between regions on
-	// replication traffic: region from reaches region to through a shaping
-	// proxy with the link it returns (ok false: direct).
-	Distance func(from, to string) (Link, bool)
+	// replication traffic: region from reaches region to through a proxy
+	// shaped as it returns (ok false: direct), which also takes faults
+	// (Registry.Link).
+	Distance func(from, to string) (link.Shape, bool)
 	// AntiEntropyInterval is how often regions compare and repair their
 	// repositories (0: the default, 5 minutes).
 	AntiEntropyInterval time.Duration
@@ -103,7 +105,7 @@ type Registry struct {
 	// FrontDoor is the front door's URL, when it runs.
 	FrontDoor string
 	done      chan error
-	proxies   []*Proxy
+	proxies   map[[2]string]*link.Proxy // from, to
 	// TLS is the local CA and certificate, when Config.TLS is set.
 	TLS tlsconf.Files
 }
@@ -118,7 +120,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		}
 		cfg.Secret = secret
 	}
-	reg := &Registry{ByName: map[string]*Region{}, done: make(chan error, 1)}
+	reg := &Registry{ByName: map[string]*Region{}, done: make(chan error, 1), proxies: map[[2]string]*link.Proxy{}}
 	scheme := "http://"
 	if cfg.TLS {
 		files, err := tlsconf.LocalCA(filepath.Join(cfg.DataDir, "tls"))
@@ -179,13 +181,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		}
 		for _, p := range byDistance(cfg, r, reg.Regions) {
 			endpoint := p.URL
-			if link, ok := distance(cfg, r.Name, p.Name); ok {
-				proxy, err := StartProxy(ctx, strings.TrimPrefix(strings.TrimPrefix(p.URL, "http://"), "https://"), link)
+			if shape, ok := distance(cfg, r.Name, p.Name); ok {
+				proxy, err := link.Start(ctx, strings.TrimPrefix(strings.TrimPrefix(p.URL, "http://"), "https://"), shape)
 				if err != nil {
 					closeAll()
 					return nil, err
 				}
-				reg.proxies = append(reg.proxies, proxy)
+				reg.proxies[[2]string{r.Name, p.Name}] = proxy
 				endpoint = scheme + proxy.Addr()
 			}
 			if cfg.Link != nil {
@@ -326,11 +328,25 @@ func LoadSecret(dataDir string) (string, error) {
 	return secret, nil
 }
 
-func distance(cfg Config, from, to string) (Link, bool) {
+func distance(cfg Config, from, to string) (link.Shape, bool) {
 	if cfg.Distance == nil {
-		return Link{}, false
+		return link.Shape{}, false
 	}
 	return cfg.Distance(from, to)
+}
+
+// Link returns the link region from reaches region to through (nil when
+// they talk directly: no Distance for them).
+func (r *Registry) Link(from, to string) *link.Proxy { return r.proxies[[2]string{from, to}] }
+
+// Cut puts fault f on every link to and from region name (Healthy heals
+// them): a partition of one region from all others, say.
+func (r *Registry) Cut(name string, f link.Fault) {
+	for pair, p := range r.proxies {
+		if pair[0] == name || pair[1] == name {
+			p.Set(f)
+		}
+	}
 }
 
 // Wait blocks until every region has stopped (after ctx of Start ended)

@@ -1,0 +1,186 @@
+package region_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
+)
+
+// storeBytes puts b in r's content store as a replication fetch does,
+// without linking it anywhere.
+func storeBytes(t *testing.T, r *region.Region, b []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(b)
+	open := func(context.Context, int64) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	if _, err := r.FetchBlob(t.Context(), "repl.test."+d.Encoded(), d, int64(len(b)), open, nil); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func v(tm int64, region string) hlc.Version { return hlc.Version{Time: tm, Region: region} }
+
+// blobState is what a test compares between regions: linked or not,
+// whether reads answer "deleted" at once, and the repository's summary
+// (which covers blob tombstones).
+func blobState(t *testing.T, r *region.Region, repo string, d digest.Digest) string {
+	t.Helper()
+	linked, err := r.HasBlob(t.Context(), repo, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := r.BlobGone(t.Context(), repo, d) != nil
+	sum, err := r.Summaries(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("linked=%t gone=%t summary=%s", linked, gone, sum[repo])
+}
+
+// TestInvariant9BlobLinksAndDeletesAreLastWriterWinsInEveryOrder applies
+// the blob records of four regions (pushes and deletes of one blob in one
+// repository) in all 24 orders, each twice: every order ends in the state
+// of the newest record, and the same tombstones.
+func TestInvariant9BlobLinksAndDeletesAreLastWriterWinsInEveryOrder(t *testing.T) {
+	const repo = "deletes/app"
+	type change struct {
+		v      hlc.Version
+		delete bool
+	}
+	push := func(tm int64, region string) change { return change{v(tm, region), false} }
+	del := func(tm int64, region string) change { return change{v(tm, region), true} }
+	for _, tc := range []struct {
+		name    string
+		changes []change
+		linked  bool
+	}{
+		{"a push after the deletes wins", []change{push(10, "eastus"), del(20, "westeurope"), del(25, "eastus"), push(30, "southeastasia")}, true},
+		{"a delete after the pushes wins", []change{push(10, "eastus"), push(30, "southeastasia"), del(35, "westeurope"), del(20, "eastus")}, false},
+		{"equal times break the tie by region name", []change{push(40, "eastus"), del(40, "westeurope"), push(10, "southeastasia"), del(5, "eastus")}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var steps []step
+			for _, c := range tc.changes {
+				sv := c.v
+				if c.delete {
+					steps = append(steps, step{"delete @" + sv.String(), func(ctx context.Context, r *region.Region) error {
+						return r.ApplyBlobDelete(ctx, "", 0, repo, digest.FromString("blob"), sv)
+					}})
+					continue
+				}
+				steps = append(steps, step{"link @" + sv.String(), func(ctx context.Context, r *region.Region) error {
+					return r.ApplyBlob(ctx, "", 0, repo, digest.FromString("blob"), sv)
+				}})
+			}
+			want := ""
+			for i, order := range permutations(steps) {
+				r := open(t, t.TempDir(), 0)
+				d := storeBytes(t, r, []byte("blob"))
+				for _, s := range append(order, order...) {
+					if err := s.apply(t.Context(), r); err != nil {
+						t.Fatalf("order %d, %s: %v", i, s.name, err)
+					}
+				}
+				got := blobState(t, r, repo, d)
+				r.Close()
+				if i == 0 {
+					want = got
+					if !strings.HasPrefix(got, fmt.Sprintf("linked=%t gone=%t ", tc.linked, !tc.linked)) {
+						t.Fatalf("order 0 ends in %s; want linked=%t", got, tc.linked)
+					}
+					continue
+				}
+				if got != want {
+					t.Fatalf("order %d ends in\n  %s\nwant\n  %s", i, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestInvariant2ABlobALiveManifestUsesIsNotDeleted: a client's delete of
+// a blob an image uses is refused and changes nothing; a replicated delete
+// (made where the image had not arrived) keeps the blob linked for the
+// image, and records the tombstone; once the image is gone the blob can
+// be deleted.
+func TestInvariant2ABlobALiveManifestUsesIsNotDeleted(t *testing.T) {
+	const repo = "deletes/used"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	m := manifestFor(t, r, repo, "used")
+	res, err := r.PutManifest(ctx, repo, "v1", "application/vnd.oci.image.manifest.v1+json", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := digest.FromBytes([]byte("layer used"))
+	before := blobState(t, r, repo, layer)
+	err = r.DeleteBlob(ctx, repo, layer)
+	if !ocierr.Unsupported.Is(err) || !strings.Contains(err.Error(), res.Digest.String()) {
+		t.Fatalf("deleting a blob a live manifest uses: %v; want UNSUPPORTED naming %s", err, res.Digest)
+	}
+	if got := blobState(t, r, repo, layer); got != before {
+		t.Fatalf("a refused delete changed %s into %s", before, got)
+	}
+	if err := r.ApplyBlobDelete(ctx, "", 0, repo, layer, r.Clock().Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := blobState(t, r, repo, layer); !strings.HasPrefix(got, "linked=true gone=false") || got == before {
+		t.Fatalf("a replicated delete of a used blob: %s; want it linked, its tombstone recorded", got)
+	}
+	if err := r.DeleteManifest(ctx, repo, res.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteBlob(ctx, repo, layer); err != nil {
+		t.Fatalf("deleting the blob once its manifest is gone: %v", err)
+	}
+	if got := blobState(t, r, repo, layer); !strings.HasPrefix(got, "linked=false gone=true") {
+		t.Fatalf("after the delete: %s", got)
+	}
+	if err := r.DeleteBlob(ctx, repo, layer); !ocierr.BlobUnknown.Is(err) {
+		t.Fatalf("deleting it again: %v; want BLOB_UNKNOWN", err)
+	}
+}
+
+// TestInvariant9AReplicatedManifestOlderThanADeleteIsNotStored: a peer's
+// copy of a manifest older than a delete held here is not stored, leaves
+// no presence for this region, and a newer push of it wins.
+func TestInvariant9AReplicatedManifestOlderThanADeleteIsNotStored(t *testing.T) {
+	const repo = "deletes/old"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	m := manifestFor(t, r, repo, "old")
+	d := digest.FromBytes(m)
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	if err := r.ApplyManifestDelete(ctx, "", 0, repo, d, v(20, "westeurope")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(10, "southeastasia"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := r.HasManifest(ctx, repo, d); ok {
+		t.Fatal("a manifest older than the delete held here was stored")
+	}
+	if st, err := r.ImageStatus(ctx, repo, d.String()); err == nil && len(st.Present) > 0 {
+		t.Fatalf("presence recorded for a manifest that was not stored: %v", st.Present)
+	}
+	if err := r.ManifestGone(ctx, repo, d.String()); !ocierr.ManifestUnknown.Is(err) {
+		t.Fatalf("ManifestGone: %v; want MANIFEST_UNKNOWN (deleted)", err)
+	}
+	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(30, "southeastasia"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := r.HasManifest(ctx, repo, d); !ok {
+		t.Fatal("a push newer than the delete was not stored")
+	}
+}
