@@ -11,6 +11,11 @@ export GOFLAGS := -mod=mod
 export GEOREG_ARTIFACTS := $(CURDIR)/artifacts
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
+# The OCI conformance suites, at versions the module proxy serves: the
+# main branch's (August 2026) and the ginkgo suite of the v1.1 series
+# (November 2023; the v1.1.1 tag's commit is not served).
+CONFORMANCE_MAIN   := v0.0.0-20260831232431-97274622c111
+CONFORMANCE_GINKGO := v0.0.0-20231101194043-f2182352d4cc
 
 .PHONY: test tools lint fuzz bench bench-shared build soak services-start services-stop
 
@@ -25,13 +30,22 @@ services-stop:
 build:
 	go build -o bin/georeg ./cmd/georeg
 
-tools: $(TOOLS)/crane $(TOOLS)/regctl /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium
+tools: $(TOOLS)/crane $(TOOLS)/regctl /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium \
+	$(TOOLS)/oci-conformance $(TOOLS)/oci-conformance-ginkgo.test
 
 $(TOOLS)/crane:
 	GOBIN=$(TOOLS) go install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 
 $(TOOLS)/regctl:
 	GOBIN=$(TOOLS) go install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
+
+# Built from the module at its pinned version (scripts/conformance copies
+# it out of the read-only module cache); never copied into the project.
+$(TOOLS)/oci-conformance:
+	scripts/conformance $(CONFORMANCE_MAIN) build $@
+
+$(TOOLS)/oci-conformance-ginkgo.test:
+	scripts/conformance $(CONFORMANCE_GINKGO) test $@
 
 /usr/bin/skopeo /usr/bin/ctr:
 	(apt-get install -y --no-install-recommends skopeo containerd || \

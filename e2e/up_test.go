@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// `georeg up` listens where the README says: the front door on
+// 127.0.0.1:5000, the regions on 5001-5003. Tests that run it run one at a
+// time (this package's tests are not parallel).
+const upDoor = "127.0.0.1:5000"
+
+var upRegions = map[string]string{"eastus": "127.0.0.1:5001", "westeurope": "127.0.0.1:5002", "southeastasia": "127.0.0.1:5003"}
+
+// startUp runs `georeg up` with args on a fresh data directory, waits
+// until the front door answers and every region is Ready, and kills it
+// when the test ends.
+func startUp(t *testing.T, args ...string) *server {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "georeg-data")
+	s := &server{t: t, addr: upDoor, data: data, sub: "up", args: append([]string{"--data", data, "--log-level", "warn"}, args...)}
+	s.start()
+	t.Cleanup(s.kill)
+	deadline := time.Now().Add(30 * time.Second)
+	for name, addr := range upRegions {
+		for {
+			err := regionReady(addr)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("georeg up: %s not Ready within 30s: %v", name, err)
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+		}
+	}
+	return s
+}
+
+// regionReady reports nil when the region at addr says it is Ready.
+func regionReady(addr string) error {
+	resp, err := http.Get("http://" + addr + "/_georeg/v1/status")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var st struct{ State string }
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return err
+	}
+	if st.State != "Ready" {
+		return fmt.Errorf("state %s", st.State)
+	}
+	return nil
+}
