@@ -196,15 +196,19 @@ func printReplications(reps []mgmtapi.Replication, output string) error {
 			if r.Status == nil || len(r.Status.Peers) == 0 {
 				continue
 			}
-			fmt.Printf("\n%s: %s\n%s replicates from:\n", r.Name, progressLine(r.Status.Progress), r.Name)
+			fmt.Printf("\n%s: %s\n", r.Name, progressLine(r.Status.Progress))
+			for _, w := range r.Status.Waiting {
+				fmt.Printf("  waiting for %s\n", w)
+			}
+			fmt.Printf("%s replicates from:\n", r.Name)
 			pw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(pw, "PEER\tAPPLIED\tHEAD\tBEHIND\tBACKLOG\tLAG\tLAST SUCCESS\tNODE\tLAST ERROR")
+			fmt.Fprintln(pw, "PEER\tSTATE\tREQUIRED\tAPPLIED\tHEAD\tBEHIND\tBACKLOG\tLAG\tLAST SUCCESS\tNODE\tLAST ERROR")
 			for _, p := range r.Status.Peers {
 				last := ""
 				if !p.LastSuccess.IsZero() {
 					last = p.LastSuccess.UTC().Format(time.RFC3339)
 				}
-				fmt.Fprintf(pw, "%s\t%d\t%d\t%d\t%s\t%.3fs\t%s\t%s\t%s\n", p.Peer, p.Applied, p.Head, p.Behind, mib(p.Backlog), p.LagSeconds, last, p.Node, p.LastError)
+				fmt.Fprintf(pw, "%s\t%s\t%t\t%d\t%d\t%d\t%s\t%.3fs\t%s\t%s\t%s\n", p.Peer, p.State, p.Required, p.Applied, p.Head, p.Behind, mib(p.Backlog), p.LagSeconds, last, p.Node, p.LastError)
 			}
 			_ = pw.Flush()
 		}

@@ -26,6 +26,8 @@ type Node struct {
 
 	replicationLag     *prometheus.HistogramVec // peer
 	replicationApplied *prometheus.CounterVec   // peer, kind
+	antiEntropyRounds  *prometheus.CounterVec   // peer, outcome
+	antiEntropyRepairs *prometheus.CounterVec   // peer
 
 	webhookDeliveries *prometheus.CounterVec   // action, outcome
 	webhookLatency    *prometheus.HistogramVec // outcome
@@ -56,6 +58,10 @@ func NewNode(region string) *Node {
 		ConstLabels: labels, Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}}, []string{"peer"})
 	m.replicationApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_replication_applied_total",
 		Help: "Feed records of a peer applied here, by kind.", ConstLabels: labels}, []string{"peer", "kind"})
+	m.antiEntropyRounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_antientropy_rounds_total",
+		Help: "Anti-entropy rounds against a peer, by outcome (ok, error).", ConstLabels: labels}, []string{"peer", "outcome"})
+	m.antiEntropyRepairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_antientropy_repaired_total",
+		Help: "Repositories (and the settings, counted as one) anti-entropy found different from a peer's and repaired.", ConstLabels: labels}, []string{"peer"})
 	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_webhook_deliveries_total",
 		Help: "Webhook delivery attempts by action and outcome (delivered, retry, failed, canceled).", ConstLabels: labels}, []string{"action", "outcome"})
 	m.webhookLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "georeg_webhook_delivery_duration_seconds",
@@ -67,6 +73,7 @@ func NewNode(region string) *Node {
 	m.gcBytesFreed = prometheus.NewCounter(prometheus.CounterOpts{Name: "georeg_gc_freed_bytes_total",
 		Help: "Bytes garbage collection freed.", ConstLabels: labels})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.bytesIn, m.bytesOut, m.replicationLag, m.replicationApplied,
+		m.antiEntropyRounds, m.antiEntropyRepairs,
 		m.webhookDeliveries, m.webhookLatency, m.gcRuns, m.gcBlobs, m.gcBytesFreed} {
 		f(c)
 	}
@@ -145,6 +152,22 @@ func (m *Node) Applied(peer, kind string, lag time.Duration) {
 	m.replicationApplied.WithLabelValues(peer, kind).Inc()
 	if kind == "manifest" {
 		m.replicationLag.WithLabelValues(peer).Observe(lag.Seconds())
+	}
+}
+
+// AntiEntropy records one anti-entropy round against peer: err nil for a
+// round that completed, and how many differences it repaired.
+func (m *Node) AntiEntropy(peer string, err error, repaired int) {
+	if m == nil {
+		return
+	}
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.antiEntropyRounds.WithLabelValues(peer, outcome).Inc()
+	if repaired > 0 {
+		m.antiEntropyRepairs.WithLabelValues(peer).Add(float64(repaired))
 	}
 }
 

@@ -110,7 +110,11 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 			ResponseHeaderTimeout: cfg.Replication.Wait + 2*time.Minute,
 			TLSClientConfig:       peerTLS,
 		}}
-		n.replicator = replicate.New(r, cfg.Replication.Config, secret, hc, log.With("region", cfg.Region.Name))
+		rc := cfg.Replication.Config
+		if rc.Endpoint == "" {
+			rc.Endpoint = scheme + cfg.HTTP.Listen
+		}
+		n.replicator = replicate.New(r, rc, secret, hc, log.With("region", cfg.Region.Name))
 		opts.Peers = n.replicator
 		opts.ReadThrough = !cfg.Replication.NoReadThrough
 		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }

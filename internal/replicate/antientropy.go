@@ -207,6 +207,9 @@ func (p *Replicator) antiEntropy(ctx context.Context, s *source) {
 		case <-t.C:
 		}
 		repaired, err := p.AntiEntropyRound(ctx, s.name)
+		if ctx.Err() == nil {
+			p.metrics.AntiEntropy(s.name, err, repaired)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			p.log.WarnContext(ctx, "anti-entropy round failed", "peer", s.name, "error", err)

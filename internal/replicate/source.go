@@ -39,11 +39,13 @@ type source struct {
 	name, base, secret string
 	http               *http.Client
 	feed               *feed.Client
+	applied            chan struct{} // signalled when records of the peer apply (refreshStats)
 }
 
 func newSource(p Peer, secret string, hc *http.Client) *source {
 	base := strings.TrimSuffix(p.Endpoint, "/")
-	return &source{name: p.Name, base: base, secret: secret, http: hc, feed: feed.NewClient(base, secret, hc)}
+	return &source{name: p.Name, base: base, secret: secret, http: hc, feed: feed.NewClient(base, secret, hc),
+		applied: make(chan struct{}, 1)}
 }
 
 func (s *source) get(ctx context.Context, path string, header map[string]string) (*http.Response, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,8 +15,15 @@ import (
 
 // PeerStatus is how far this region has come with one peer's feed.
 type PeerStatus struct {
-	Peer        string    `json:"peer"`
-	Endpoint    string    `json:"endpoint"`
+	Peer     string `json:"peer"`
+	Endpoint string `json:"endpoint"`
+	// Required: this region is Ready only once it has caught up with the
+	// peer (a configured region, or a registered one that has been Ready).
+	Required bool `json:"required"`
+	// State: "caught up" (applied all the peer had when first heard from
+	// since this region started), "catching up", "unreachable" or "not
+	// heard from yet".
+	State       string    `json:"state"`
 	Head        int64     `json:"head"`         // the peer's newest record, as last seen
 	Applied     int64     `json:"applied"`      // records of it applied here
 	Behind      int64     `json:"eventsBehind"` // Head - Applied
@@ -33,6 +41,14 @@ type PeerStatus struct {
 	Node string `json:"node,omitempty"`
 }
 
+// Peer states, as PeerStatus.State names them.
+const (
+	PeerCaughtUp    = "caught up"
+	PeerCatchingUp  = "catching up"
+	PeerUnreachable = "unreachable"
+	PeerNotHeard    = "not heard from yet"
+)
+
 // Progress sums every peer's: what this region has applied of all it
 // follows, how fast blob bytes arrive, and how long the rest should take.
 type Progress struct {
@@ -47,8 +63,8 @@ type Progress struct {
 // States of a region, as `replication show` reports them.
 const (
 	StateCreating = "Creating" // registered, has not answered yet
-	StateSyncing  = "Syncing"  // still catching up with some peer's feed since it started
-	StateReady    = "Ready"    // has caught up with every peer once
+	StateSyncing  = "Syncing"  // still catching up with some region since it started
+	StateReady    = "Ready"    // has caught up with every region once
 	StateDown     = "Down"     // was Ready, does not answer now
 )
 
@@ -57,6 +73,9 @@ type Status struct {
 	State    string       `json:"state"`
 	Progress Progress     `json:"progress"`
 	Peers    []PeerStatus `json:"peers"`
+	// Waiting names, while Syncing, each region this one has yet to catch
+	// up with, and why ("westeurope: unreachable: ...").
+	Waiting []string `json:"waiting,omitempty"`
 	// Wedged names the peers replication is stuck on; the front door's
 	// deep probe counts a region with any as failing.
 	Wedged []string `json:"wedged,omitempty"`
@@ -67,33 +86,46 @@ type tracker struct {
 	mu        sync.Mutex
 	peers     map[string]*peerProgress
 	following map[string]bool // peers this node follows now (holds the lease)
-	ready     bool            // sticky: once caught up with every peer, Ready stays
+	ready     bool            // sticky: once caught up with every region, Ready stays
+	everReady bool            // this region has been Ready before (region.EverReady), read once
+	readRead  bool            // everReady was read
 	// Blob bytes applied since the first one after start, for the rate.
 	firstApply time.Time
 	bytes      int64
 }
 
 type peerProgress struct {
-	Endpoint    string        `json:"endpoint"`
-	Head        int64         `json:"head"`
-	Seen        bool          `json:"seen"` // a feed answer arrived since the follower started
-	Lag         time.Duration `json:"lag"`
-	LastErr     string        `json:"lastError,omitempty"`
-	LastSuccess time.Time     `json:"lastSuccess"`
-	FeedDown    bool          `json:"feedDown,omitempty"` // the last feed request failed
-	Progress    time.Time     `json:"progress"`           // last record applied, or when first tracked
+	Endpoint string `json:"endpoint"`
+	Head     int64  `json:"head"`
+	// FirstHead is the peer's head at its first feed answer since the
+	// follower started: caught up means applied up to it.
+	FirstHead      int64         `json:"firstHead"`
+	Seen           bool          `json:"seen"`           // a feed answer arrived since the follower started
+	SettingsSynced bool          `json:"settingsSynced"` // its settings were read since the follower started
+	Lag            time.Duration `json:"lag"`
+	LastErr        string        `json:"lastError,omitempty"`
+	LastSuccess    time.Time     `json:"lastSuccess"`
+	FeedDown       bool          `json:"feedDown,omitempty"` // the last request to it failed
+	Progress       time.Time     `json:"progress"`           // last record applied, or when first tracked
+	// Stats are the peer's byte counts, refreshed by the follower
+	// (refreshStats): status never asks a peer itself.
+	Stats *feed.Stats `json:"stats,omitempty"`
 }
 
 func newTracker() *tracker {
 	return &tracker{peers: map[string]*peerProgress{}, following: map[string]bool{}}
 }
 
-// follow records whether this node follows peer now.
+// follow records whether this node follows peer now; a follower that
+// starts hears from the peer afresh.
 func (t *tracker) follow(peer string, on bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if on {
 		t.following[peer] = true
+		if pp, ok := t.peers[peer]; ok {
+			pp.Seen, pp.SettingsSynced = false, false
+		}
 	} else {
 		delete(t.following, peer)
 	}
@@ -113,11 +145,21 @@ func (t *tracker) fetched(peer, endpoint string, head int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp := t.get(peer, endpoint)
+	if !pp.Seen {
+		pp.FirstHead = head
+	}
 	pp.Head, pp.Seen, pp.LastErr, pp.LastSuccess, pp.FeedDown = max(pp.Head, head), true, "", time.Now(), false
 }
 
-// feedFailed records that a feed request to the peer failed: while it
-// fails, replication from it is down, not wedged.
+// settingsSynced records that the peer's settings were read and applied.
+func (t *tracker) settingsSynced(peer, endpoint string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.get(peer, endpoint).SettingsSynced = true
+}
+
+// feedFailed records that a request to the peer failed: while it fails,
+// replication from it is down, not wedged.
 func (t *tracker) feedFailed(peer, endpoint string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -145,39 +187,80 @@ func (t *tracker) failed(peer, endpoint string, err error) {
 	t.get(peer, endpoint).LastErr = err.Error()
 }
 
+// stats records the peer's byte counts.
+func (t *tracker) stats(peer, endpoint string, st *feed.Stats) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.get(peer, endpoint).Stats = st
+}
+
 func (t *tracker) forget(peer string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.peers, peer)
 }
 
-// Status reports every current peer's progress and this region's state:
-// Syncing until it has heard from every peer and applied all it heard of,
-// once; Ready from then on. Byte counts come from each peer (its feed's
-// blob sizes before and after what is applied here); a peer that does not
-// answer within 2 s counts no bytes.
+// statsEvery is how often a follower refreshes its peer's byte counts, and
+// how long one request for them may take.
+const statsEvery = 2 * time.Second
+
+// refreshStats asks peer s for its feed's byte counts every statsEvery,
+// and soon after records of it apply (s.applied), until ctx ends; Status
+// answers from what it recorded, from local state only: a peer that hangs
+// slows this loop, never a status request (invariant 10).
+func (p *Replicator) refreshStats(ctx context.Context, s *source) {
+	t := time.NewTicker(statsEvery)
+	defer t.Stop()
+	for {
+		if applied, err := p.region.Cursor(ctx, s.name); err == nil {
+			sctx, cancel := context.WithTimeout(ctx, statsEvery)
+			if st, err := s.feed.Stats(sctx, applied); err == nil {
+				p.tracker.stats(s.name, s.base, st)
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.applied:
+		}
+	}
+}
+
+// Status reports every peer's progress and this region's state, from local
+// state only (no request to a peer: invariant 10). A region is Syncing
+// until it has read the settings of every required peer (so it knows
+// every region) and applied each one's feed up to the head the peer had
+// when first heard from since start; Ready from then on. A region that
+// has been Ready before (a restart) does not wait for a peer that does
+// not answer: it is Ready once it caught up with the others.
 func (p *Replicator) Status(ctx context.Context) (Status, error) {
-	peers := p.peers()
-	stats := map[string]*feed.Stats{}
-	for _, src := range peers {
-		applied, err := p.region.Cursor(ctx, src.name)
-		if err != nil {
+	want, err := p.desired(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	if p.region.Retired() {
+		want = nil
+	}
+	required, err := p.required(ctx, want)
+	if err != nil {
+		return Status{}, err
+	}
+	cursors := map[string]int64{}
+	for _, w := range want {
+		if cursors[w.Name], err = p.region.Cursor(ctx, w.Name); err != nil {
 			return Status{}, err
 		}
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if st, err := src.feed.Stats(sctx, applied); err == nil {
-			stats[src.name] = st
-		}
-		cancel()
 	}
-	elsewhere := p.publishedProgress(ctx, peers)
+	everReady := p.everReady(ctx)
+	elsewhere := p.publishedProgress(ctx, want)
 	t := p.tracker
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	st := Status{State: StateSyncing, Peers: []PeerStatus{}}
 	all := true
-	for _, src := range peers {
-		name := src.name
+	for _, w := range want {
+		name := w.Name
 		pp, ok := t.peers[name]
 		node := ""
 		if t.following[name] {
@@ -187,21 +270,37 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 			pp, ok, node = e.progress, true, e.node // another node of the region follows it
 		}
 		if !ok {
-			pp = &peerProgress{Endpoint: src.base} // not heard from yet
+			pp = &peerProgress{Endpoint: strings.TrimSuffix(w.Endpoint, "/")} // not heard from yet
 		}
-		applied, err := p.region.Cursor(ctx, name)
-		if err != nil {
-			return st, err
-		}
-		ps := PeerStatus{Peer: name, Node: node, Endpoint: pp.Endpoint, Head: pp.Head, Applied: applied,
+		applied := cursors[name]
+		ps := PeerStatus{Peer: name, Node: node, Endpoint: pp.Endpoint, Required: required[name], Head: pp.Head, Applied: applied,
 			Behind: max(pp.Head-applied, 0), LagSeconds: pp.Lag.Seconds(), LastError: pp.LastErr, LastSuccess: pp.LastSuccess}
-		if fs, ok := stats[name]; ok {
+		if fs := pp.Stats; fs != nil {
 			ps.BytesTotal, ps.Bytes, ps.Backlog = fs.Bytes, fs.Bytes-fs.BytesAfter, fs.BytesAfter
 			ps.Head = max(ps.Head, fs.Head)
 			ps.Behind = max(ps.Head-applied, 0)
 		}
-		if !pp.Seen || ps.Behind > 0 {
+		caughtUp := pp.Seen && pp.SettingsSynced && applied >= pp.FirstHead
+		switch {
+		case caughtUp:
+			ps.State = PeerCaughtUp
+		case pp.FeedDown:
+			ps.State = PeerUnreachable
+		case pp.Seen:
+			ps.State = PeerCatchingUp
+		default:
+			ps.State = PeerNotHeard
+		}
+		if ps.Required && !caughtUp && !(everReady && pp.FeedDown) {
 			all = false
+			reason := ps.State
+			switch {
+			case ps.State == PeerCatchingUp:
+				reason = fmt.Sprintf("catching up: applied %d of %d records", applied, pp.FirstHead)
+			case pp.LastErr != "":
+				reason += ": " + pp.LastErr
+			}
+			st.Waiting = append(st.Waiting, name+": "+reason)
 		}
 		// Wedged: the peer's feed answers (a long-poll outstanding counts:
 		// the last request did not fail) but nothing has applied for a while.
@@ -223,14 +322,42 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 			st.Progress.ETASeconds = float64(left) / st.Progress.RateBytesPerSecond
 		}
 	}
+	becameReady := all && !t.ready
 	if all {
 		t.ready = true
 	}
 	if t.ready {
-		st.State = StateReady
+		st.State, st.Waiting = StateReady, nil
+	}
+	t.mu.Unlock()
+	if becameReady && !everReady {
+		if err := p.region.MarkReady(ctx); err != nil {
+			p.log.WarnContext(ctx, "record that this region is Ready", "error", err)
+		}
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Peer < st.Peers[j].Peer })
+	sort.Strings(st.Waiting)
 	return st, nil
+}
+
+// everReady reports whether this region was Ready before it started
+// (read once from the store).
+func (p *Replicator) everReady(ctx context.Context) bool {
+	t := p.tracker
+	t.mu.Lock()
+	done, v := t.readRead, t.everReady
+	t.mu.Unlock()
+	if done {
+		return v
+	}
+	v, err := p.region.EverReady(ctx)
+	if err != nil {
+		return false
+	}
+	t.mu.Lock()
+	t.everReady, t.readRead = v, true
+	t.mu.Unlock()
+	return v
 }
 
 // publish writes this node's progress with peer s every
@@ -252,21 +379,21 @@ func (p *Replicator) publish(ctx context.Context, s *source) {
 // publishedProgress reads what other nodes published of the peers this
 // node does not follow (several nodes only). A peer whose publisher went
 // quiet shows no node following it.
-func (p *Replicator) publishedProgress(ctx context.Context, peers []*source) map[string]published {
+func (p *Replicator) publishedProgress(ctx context.Context, peers []Peer) map[string]published {
 	out := map[string]published{}
 	if !p.region.Shared() {
 		return out
 	}
 	p.tracker.mu.Lock()
-	var others []*source
-	for _, src := range peers {
-		if !p.tracker.following[src.name] {
-			others = append(others, src)
+	var others []string
+	for _, w := range peers {
+		if !p.tracker.following[w.Name] {
+			others = append(others, w.Name)
 		}
 	}
 	p.tracker.mu.Unlock()
-	for _, src := range others {
-		body, node, at, err := p.region.Published(ctx, "peer_status", src.name)
+	for _, name := range others {
+		body, node, at, err := p.region.Published(ctx, "peer_status", name)
 		if err != nil {
 			continue
 		}
@@ -276,10 +403,10 @@ func (p *Replicator) publishedProgress(ctx context.Context, peers []*source) map
 		}
 		if time.Since(at) > region.PublishedStale {
 			pp.Seen = false
-			pp.LastErr = fmt.Sprintf("no node of this region has followed %s for %s (node %s did last)", src.name, time.Since(at).Round(time.Second), node)
+			pp.LastErr = fmt.Sprintf("no node of this region has followed %s for %s (node %s did last)", name, time.Since(at).Round(time.Second), node)
 			node = ""
 		}
-		out[src.name] = published{progress: &pp, node: node}
+		out[name] = published{progress: &pp, node: node}
 	}
 	return out
 }

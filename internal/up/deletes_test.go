@@ -25,8 +25,14 @@ const testSecret = "deletes-test-secret"
 // what the region holds.
 func asPeer(t *testing.T, method, url string) (int, []byte) {
 	t.Helper()
+	return asPeerWith(t, testSecret, method, url)
+}
+
+// asPeerWith is asPeer for a registry whose replication secret is secret.
+func asPeerWith(t *testing.T, secret, method, url string) (int, []byte) {
+	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
-	req.Header.Set("Authorization", "Bearer "+feed.Credential(testSecret, "eastus"))
+	req.Header.Set("Authorization", "Bearer "+feed.Credential(secret, "eastus"))
 	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -126,9 +126,14 @@ func TestMetricsMoveWithPushesReplicationWebhooksAndFailover(t *testing.T) {
 	if mustMetric(t, west, "georeg_replication_backlog_events", map[string]string{"peer": "eastus"}) != 0 {
 		t.Error("westeurope reports a backlog from eastus after catching up")
 	}
-	if mustMetric(t, west, "georeg_backfill_bytes", map[string]string{"state": "applied"}) < float64(4<<10) {
-		t.Error("westeurope's backfill gauge counts fewer bytes applied than the layer it replicated")
-	}
+	// Byte counts come from the peer, asked by the follower after it
+	// applies (status itself asks no peer).
+	eventually(t, 10*time.Second, func() error {
+		if mustMetric(t, west, "georeg_backfill_bytes", map[string]string{"state": "applied"}) < float64(4<<10) {
+			return fmt.Errorf("westeurope's backfill gauge counts fewer bytes applied than the layer it replicated")
+		}
+		return nil
+	})
 
 	// A chunked PATCH (no Content-Length) counts its bytes received.
 	inBefore := metric(t, east, "georeg_http_received_bytes_total", map[string]string{"route": "upload"})

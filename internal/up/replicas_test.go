@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
@@ -164,4 +166,142 @@ func TestAConfiguredRegionCannotBeDeletedThroughTheAPI(t *testing.T) {
 	if c, _ := errorOf(out); code != 403 || c != "DENIED" || !bytes.Contains(out, []byte("configuration file")) {
 		t.Fatalf("delete a configured region: %d %s", code, out)
 	}
+}
+
+// startNode runs one more region, name, on its own listener with cfg's
+// replication settings filled in by fill, until the test ends; it returns
+// its URL.
+func startNode(t *testing.T, name string, fill func(c *config.Config)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Region.Name, cfg.Region.DataDir = name, t.TempDir()
+	cfg.HTTP.Listen = l.Addr().String()
+	fill(&cfg)
+	n, err := node.Open(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- n.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return "http://" + l.Addr().String()
+}
+
+// regionStatus reads a region's replication status.
+func regionStatus(t *testing.T, base string) replicate.Status {
+	t.Helper()
+	_, _, out := do(t, "GET", base+"/_georeg/v1/status", "", nil)
+	var st replicate.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("status of %s: %v %s", base, err, out)
+	}
+	return st
+}
+
+// TestAFourthRegionConfiguredWithOnePeerLearnsEveryRegion: images are
+// pushed in each of three regions; a fourth region configured with only
+// eastus as its peer learns the two others from eastus (the replicated
+// replica settings every region writes for itself), follows all three,
+// stays Syncing naming westeurope while it cannot reach it, and turns
+// Ready holding every image of every region in its own storage.
+func TestAFourthRegionConfiguredWithOnePeerLearnsEveryRegion(t *testing.T) {
+	const secret = "membership-secret"
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: secret, Regions: threeRegions()})
+	east := reg.ByName["eastus"]
+	images := map[string]image{}
+	for _, r := range reg.Regions {
+		images[r.Name] = push(t, r.URL, "members/"+r.Name, "v1", r.Name, 100_000)
+	}
+	// Every region has registered itself, and eastus knows it.
+	eventually(t, 30*time.Second, func() error {
+		settings, err := east.Node.Region.Settings(t.Context(), replicate.ReplicaKind)
+		if err != nil || len(settings) < 3 {
+			return fmt.Errorf("eastus knows %d regions (%v)", len(settings), err)
+		}
+		return nil
+	})
+	// westeurope, as the new region will find it: behind a link that is
+	// down for now.
+	west := reg.ByName["westeurope"]
+	wlink, err := link.Start(t.Context(), strings.TrimPrefix(west.URL, "http://"), link.Shape{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wlink.Wait)
+	wlink.Set(link.Partition)
+	value, _ := json.Marshal(replicate.ReplicaSetting{Endpoint: "http://" + wlink.Addr(), RegionEndpointEnabled: true, Ready: true, Created: time.Now()})
+	if _, err := east.Node.Region.PutSetting(t.Context(), replicate.ReplicaKind, "westeurope", value); err != nil {
+		t.Fatal(err)
+	}
+
+	started := time.Now()
+	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
+		c.Replication.Secret = secret
+		c.Replication.Peers = []replicate.Peer{{Name: "eastus", Endpoint: east.URL}}
+	})
+	// It follows all three, and waits for westeurope, saying why.
+	eventually(t, 30*time.Second, func() error {
+		st := regionStatus(t, brazil)
+		if len(st.Peers) != 3 {
+			return fmt.Errorf("brazilsouth follows %d regions: %+v", len(st.Peers), st.Peers)
+		}
+		for _, p := range st.Peers {
+			if p.Peer != "westeurope" && p.State != replicate.PeerCaughtUp {
+				return fmt.Errorf("%s is %s", p.Peer, p.State)
+			}
+		}
+		if st.State != replicate.StateSyncing || len(st.Waiting) != 1 || !strings.HasPrefix(st.Waiting[0], "westeurope: unreachable") {
+			return fmt.Errorf("brazilsouth is %s waiting for %v", st.State, st.Waiting)
+		}
+		return nil
+	})
+	wlink.Set(link.Healthy)
+	eventually(t, 60*time.Second, func() error {
+		if st := regionStatus(t, brazil); st.State != replicate.StateReady {
+			return fmt.Errorf("brazilsouth is %s waiting for %v", st.State, st.Waiting)
+		}
+		return nil
+	})
+	t.Logf("brazilsouth Ready %s after it started (westeurope unreachable for part of it)", time.Since(started).Round(time.Millisecond))
+	// Ready means every image of every region is here, in its own storage.
+	for origin, img := range images {
+		repo := "members/" + origin
+		paths := []string{"/v2/" + repo + "/manifests/v1"}
+		for _, b := range img.blobs {
+			paths = append(paths, "/v2/"+repo+"/blobs/"+b.String())
+		}
+		for _, p := range paths {
+			if code, _ := asPeerWith(t, secret, "HEAD", brazil+p); code != 200 {
+				t.Errorf("brazilsouth is Ready without %s from %s: %d", p, origin, code)
+			}
+		}
+	}
+	// Registered through eastus (as `georeg replication create` does), it
+	// is followed by every region: it replicates both ways with all.
+	value, _ = json.Marshal(replicate.ReplicaSetting{Endpoint: brazil, RegionEndpointEnabled: true, Created: time.Now()})
+	if _, err := east.Node.Region.PutSetting(t.Context(), replicate.ReplicaKind, "brazilsouth", value); err != nil {
+		t.Fatal(err)
+	}
+	after := push(t, brazil, "members/brazil", "v1", "brazil", 10_000)
+	for _, r := range reg.Regions {
+		tagArrives(t, r.URL, "members/brazil", "v1", after.manifest)
+	}
+	// The registration through eastus did not carry its Ready mark; the
+	// region puts it back, so every region counts it a member.
+	eventually(t, 30*time.Second, func() error {
+		_, _, out := do(t, "GET", reg.ByName["southeastasia"].URL+"/_georeg/v1/replications", "", nil)
+		var all []struct{ Name, State string }
+		_ = json.Unmarshal(out, &all)
+		for _, r := range all {
+			if r.Name == "brazilsouth" && r.State == replicate.StateReady {
+				return nil
+			}
+		}
+		return fmt.Errorf("southeastasia lists %s", out)
+	})
 }

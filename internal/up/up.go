@@ -166,6 +166,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		}
 		c.HTTP.Listen = r.ls[0].Addr().String()
 		c.Replication.Secret = cfg.Secret
+		c.Replication.Endpoint = r.URL
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
 		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
 		c.Replication.WedgedAfter = cfg.WedgedAfter

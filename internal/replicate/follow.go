@@ -1,0 +1,174 @@
+package replicate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+)
+
+// Backoff bounds.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// backoff sleeps between retries: 100 ms doubling to 30 s, with jitter.
+type backoff struct{ d time.Duration }
+
+// wait logs the failure and sleeps; false when ctx ended meanwhile.
+func (b *backoff) wait(ctx context.Context, log *slog.Logger, what string, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	b.d = max(b.d, minBackoff)
+	log.WarnContext(ctx, what, "error", err, "retry_in", b.d)
+	t := time.NewTimer(b.d + rand.N(b.d/2))
+	defer t.Stop()
+	b.d = min(b.d*2, maxBackoff)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (b *backoff) reset() { b.d = minBackoff }
+
+// pagesAhead is how many fetched pages may wait to be applied.
+const pagesAhead = 4
+
+// follow applies peer s's feed, in order, until ctx ends. A fetcher keeps
+// one feed request outstanding while the applier works, and starts the
+// blob fetches of each page as it arrives, so a record waits for neither a
+// round trip to the feed nor the blobs before it. The durable cursor moves
+// only as records are applied.
+func (p *Replicator) follow(ctx context.Context, s *source) {
+	log := p.log.With("peer", s.name)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan *feed.Page, pagesAhead)
+	var prefetches errgroup.Group
+	prefetches.SetLimit(prefetchers)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(pages)
+		p.fetchPages(ctx, s, log, pages, &prefetches)
+	}()
+	p.applyPages(ctx, s, log, pages)
+	cancel()
+	for range pages { // let the fetcher see the cancel and stop
+	}
+	<-done
+	_ = prefetches.Wait()
+}
+
+// fetchPages long-polls s's feed from the applied cursor on and hands each
+// page to pages, after starting the fetches of its blobs.
+func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger, pages chan<- *feed.Page, prefetches *errgroup.Group) {
+	if !p.syncSettings(ctx, s, log) {
+		return
+	}
+	var b backoff
+	var since int64
+	for ctx.Err() == nil {
+		cursor, err := p.region.Cursor(ctx, s.name)
+		if err == nil {
+			since = cursor
+			break
+		}
+		if !b.wait(ctx, log, "read cursor", err) {
+			return
+		}
+	}
+	// The first request does not wait: it learns the peer's head at once,
+	// so this region's state is known without a long-poll's delay.
+	wait := time.Duration(0)
+	for ctx.Err() == nil {
+		page, err := s.feed.Fetch(ctx, since, feed.DefaultLimit, wait)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.tracker.feedFailed(s.name, s.base, err)
+			}
+			if !b.wait(ctx, log, "fetch feed", err) {
+				return
+			}
+			continue
+		}
+		b.reset()
+		wait = p.wait
+		p.tracker.fetched(s.name, s.base, page.Head)
+		if len(page.Records) == 0 {
+			continue
+		}
+		for _, rec := range page.Records {
+			if rec.Kind == meta.KindBlob && rec.Digest.Validate() == nil {
+				// Failures are left to the ordered apply, which retries.
+				prefetches.Go(func() error {
+					v, _ := hlc.ParseVersion(rec.Version)
+					if ok, err := p.region.BlobWanted(ctx, rec.Repo, rec.Digest, v); err == nil && ok {
+						_ = p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
+					}
+					return nil
+				})
+			}
+		}
+		since = page.Records[len(page.Records)-1].Seq
+		select {
+		case pages <- page:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// applyPages applies every record of every page in order, retrying a
+// record until it applies.
+func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger, pages <-chan *feed.Page) {
+	var b backoff
+	for page := range pages {
+		for _, rec := range page.Records {
+			failingSince, reported := time.Time{}, false
+			for {
+				err := p.apply(ctx, s, rec.Meta())
+				if err == nil {
+					var blobBytes int64
+					if rec.Kind == meta.KindBlob {
+						blobBytes = rec.Size
+					}
+					p.tracker.applied(s.name, s.base, rec.Created, blobBytes)
+					select {
+					case s.applied <- struct{}{}:
+					default:
+					}
+					p.metrics.Applied(s.name, rec.Kind, time.Since(rec.Created))
+					b.reset()
+					break
+				}
+				p.tracker.failed(s.name, s.base, fmt.Errorf("apply %s %s seq %d: %w", rec.Kind, rec.Repo, rec.Seq, err))
+				if failingSince.IsZero() {
+					failingSince = time.Now()
+				}
+				if !reported && time.Since(failingSince) >= p.wedgedAfter && ctx.Err() == nil {
+					// Stuck on this record while the peer answers: tell the
+					// webhooks once; the retries go on.
+					ferr := p.region.ReplicationFailed(ctx, s.name, rec.Repo, rec.Digest, rec.Tag,
+						fmt.Errorf("cannot apply %s record %d from %s for %s: %w", rec.Kind, rec.Seq, s.name, time.Since(failingSince).Round(time.Second), err))
+					reported = ferr == nil
+				}
+				if !b.wait(ctx, log, fmt.Sprintf("apply %s %s seq %d", rec.Kind, rec.Repo, rec.Seq), err) {
+					return
+				}
+			}
+		}
+	}
+}

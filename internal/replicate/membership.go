@@ -1,0 +1,174 @@
+package replicate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// ReplicaSetting is the value of a "replica" setting: a region of the
+// registry added at run time.
+type ReplicaSetting struct {
+	Endpoint              string    `json:"endpoint"`
+	RegionEndpointEnabled bool      `json:"regionEndpointEnabled"`
+	Created               time.Time `json:"created"`
+	// Ready is set by the region itself when it first caught up with
+	// every peer: a region that does not answer is Creating before, Down
+	// after.
+	Ready bool `json:"ready,omitempty"`
+}
+
+// Members returns the regions an image must be in to be everywhere: this
+// one, every configured peer, and every registered replica that has been
+// Ready once (one still backfilling is not routed to, so it is not
+// waited for).
+func (p *Replicator) Members(ctx context.Context) ([]string, error) {
+	out := []string{p.region.Name()}
+	seen := map[string]bool{p.region.Name(): true}
+	for _, s := range p.static {
+		out, seen[s.Name] = append(out, s.Name), true
+	}
+	settings, err := p.region.Settings(ctx, ReplicaKind)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range settings {
+		var v ReplicaSetting
+		if !seen[s.Name] && json.Unmarshal(s.Value, &v) == nil && v.Ready {
+			out, seen[s.Name] = append(out, s.Name), true
+		}
+	}
+	return out, nil
+}
+
+// ReplicaKind is the setting kind of registered replicas.
+const ReplicaKind = "replica"
+
+// desired returns the peers this region should follow now: the static
+// ones, then registered replicas by name (a replica named as a static peer
+// keeps the static entry).
+func (p *Replicator) desired(ctx context.Context) ([]Peer, error) {
+	out := append([]Peer(nil), p.static...)
+	seen := map[string]bool{p.region.Name(): true}
+	for _, s := range p.static {
+		seen[s.Name] = true
+	}
+	settings, err := p.region.Settings(ctx, ReplicaKind)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range settings {
+		var v ReplicaSetting
+		if seen[s.Name] || json.Unmarshal(s.Value, &v) != nil || !endpointRegexp.MatchString(v.Endpoint) {
+			continue
+		}
+		seen[s.Name] = true
+		out = append(out, Peer{Name: s.Name, Endpoint: v.Endpoint})
+	}
+	return out, nil
+}
+
+// register writes this region's own replica setting (its endpoint, routing
+// on) when this region has never heard of one: every region of a registry
+// is then in the replicated replica settings, so a region configured with
+// one peer learns every region from that peer and follows them all. A
+// region deleted from the registry (a tombstone) or retired does not
+// register again. It reports whether there is nothing more to do.
+func (p *Replicator) register(ctx context.Context) bool {
+	if p.endpoint == "" || p.region.Retired() {
+		return true
+	}
+	_, found, err := p.region.SettingRecord(ctx, ReplicaKind, p.region.Name())
+	if err != nil {
+		return false
+	}
+	if found {
+		return true
+	}
+	value, _ := json.Marshal(ReplicaSetting{Endpoint: p.endpoint, RegionEndpointEnabled: true, Created: time.Now().UTC()})
+	if _, err := p.region.PutSetting(ctx, ReplicaKind, p.region.Name(), value); err != nil {
+		p.log.WarnContext(ctx, "register this region in the registry's replica settings", "error", err)
+		return false
+	}
+	p.log.InfoContext(ctx, "registered this region", "endpoint", p.endpoint)
+	return true
+}
+
+// required returns the peers of want this region must have caught up with
+// to be Ready: the configured ones, and registered regions that have been
+// Ready (one still joining, as this one may be, is not waited for).
+func (p *Replicator) required(ctx context.Context, want []Peer) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, s := range p.static {
+		out[s.Name] = true
+	}
+	settings, err := p.region.Settings(ctx, ReplicaKind)
+	if err != nil {
+		return nil, err
+	}
+	ready := map[string]bool{}
+	for _, s := range settings {
+		var v ReplicaSetting
+		if json.Unmarshal(s.Value, &v) == nil && v.Ready {
+			ready[s.Name] = true
+		}
+	}
+	for _, w := range want {
+		if ready[w.Name] {
+			out[w.Name] = true
+		}
+	}
+	return out, nil
+}
+
+// syncSettings reads every setting of peer s and applies each last-writer-
+// wins, retrying with backoff until it succeeds or ctx ends: a follower
+// does it first, so the region knows every region (and webhook, user...)
+// the peer knows before it says it caught up with the peer. A peer's feed
+// holds only the settings it changed itself; this brings the others.
+func (p *Replicator) syncSettings(ctx context.Context, s *source, log *slog.Logger) bool {
+	var b backoff
+	for ctx.Err() == nil {
+		err := p.repairSettings(ctx, s)
+		if err == nil {
+			p.tracker.settingsSynced(s.name, s.base)
+			return true
+		}
+		p.tracker.feedFailed(s.name, s.base, fmt.Errorf("read settings: %w", err))
+		if !b.wait(ctx, log, "read the peer's settings", err) {
+			return false
+		}
+	}
+	return false
+}
+
+// announceReady marks this region's own replica setting ready once its
+// state is Ready (see ReplicaSetting.Ready), when it is not marked. It
+// reports whether the setting is marked.
+func (p *Replicator) announceReady(ctx context.Context) bool {
+	s, err := p.region.Setting(ctx, ReplicaKind, p.region.Name())
+	if err != nil {
+		return false // not registered (yet): a configured region needs no mark
+	}
+	var v ReplicaSetting
+	if json.Unmarshal(s.Value, &v) != nil {
+		return false
+	}
+	if v.Ready {
+		return true
+	}
+	st, err := p.Status(ctx)
+	if err != nil || st.State != StateReady {
+		return false
+	}
+	v.Ready = true
+	value, _ := json.Marshal(v)
+	if _, err := p.region.PutSetting(ctx, ReplicaKind, p.region.Name(), value); err != nil {
+		p.log.WarnContext(ctx, "announce ready", "error", err)
+		return false
+	}
+	p.log.InfoContext(ctx, "region is Ready: it has caught up with every region")
+	return true
+}
