@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -113,8 +114,107 @@ func benchReplication(ctx context.Context, bin, dir string, quick bool) ([]row, 
 			}
 			rows = append(rows, r)
 		}
+		if distance {
+			rs, err := deletePropagation(ctx, images)
+			if err != nil {
+				p.stop()
+				return nil, err
+			}
+			rows = append(rows, rs...)
+		}
 		p.stop()
 		os.RemoveAll(data)
+	}
+	return rows, nil
+}
+
+// deletedIn reports whether region (its base URL) holds the delete of
+// repo@d (its own state, asking no other region).
+func deletedIn(ctx context.Context, base, repo string, d digest.Digest) bool {
+	q := url.Values{"repository": {repo}, "reference": {d.String()}, "local": {"true"}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/_georeg/v1/images/status?"+q.Encode(), nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var st struct{ Deleted bool }
+	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&st) == nil && st.Deleted
+}
+
+// deletePropagation pushes n small images to eastus, waits until both
+// other regions hold them, then deletes them one after another in eastus
+// and measures, for each, the time from the delete's 202 until
+// westeurope, and southeastasia, hold the delete (polled every 2 ms).
+func deletePropagation(ctx context.Context, n int) ([]row, error) {
+	const east = "http://127.0.0.1:5001"
+	others := map[string]string{"westeurope": "http://127.0.0.1:5002", "southeastasia": "http://127.0.0.1:5003"}
+	s := &server{base: east}
+	repo := "bench/deletes"
+	var ds []digest.Digest
+	for i := range n {
+		cfg := []byte(fmt.Sprintf(`{"delete":%d}`, i))
+		if err := upload(ctx, s, repo, digest.FromBytes(cfg), int64(len(cfg)), strings.NewReader(string(cfg))); err != nil {
+			return nil, err
+		}
+		m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
+			digest.FromBytes(cfg), len(cfg))
+		req, _ := http.NewRequestWithContext(ctx, "PUT", east+"/v2/"+repo+"/manifests/d"+fmt.Sprint(i), strings.NewReader(m))
+		req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		if err := expectCreated(req); err != nil {
+			return nil, err
+		}
+		ds = append(ds, digest.FromString(m))
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for _, d := range ds {
+		for name, base := range others {
+			for !presentIn(ctx, base, repo, d, name) {
+				if time.Now().After(deadline) {
+					return nil, fmt.Errorf("%s never reached %s", d, name)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}
+	lags := map[string][]time.Duration{}
+	for _, d := range ds {
+		// Sparse deletes, as a registry sees them: each region's next feed
+		// long-poll is parked at eastus by then (back to back, a delete
+		// would also wait for the poll to cross the link: 2 x one way).
+		time.Sleep(500 * time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, "DELETE", east+"/v2/"+repo+"/manifests/"+d.String(), nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return nil, fmt.Errorf("delete %s: %d", d, resp.StatusCode)
+		}
+		t0 := time.Now()
+		left := maps.Clone(others)
+		for len(left) > 0 {
+			for name, base := range left {
+				if deletedIn(ctx, base, repo, d) {
+					lags[name] = append(lags[name], time.Since(t0))
+					delete(left, name)
+				}
+			}
+			if time.Since(t0) > time.Minute {
+				return nil, fmt.Errorf("the delete of %s did not reach %v", d, slices.Collect(maps.Keys(left)))
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	var rows []row
+	for _, name := range []string{"westeurope", "southeastasia"} {
+		link, _ := up.DefaultDistance("eastus", name)
+		p50, p99 := percentile(lags[name], 50), percentile(lags[name], 99)
+		rows = append(rows, row{name: fmt.Sprintf("delete propagation, eastus -> %s, simulated %s RTT", name, link.RTT()),
+			value:  fmt.Sprintf("p50 %s  p99 %s", ms(p50), ms(p99)),
+			target: fmt.Sprintf("p99 <= 1.3 x floor %s (one way)", ms(link.Latency)),
+			note:   fmt.Sprintf("p99 = %.2f x floor", float64(p99)/float64(link.Latency))})
 	}
 	return rows, nil
 }

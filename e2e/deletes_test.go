@@ -177,3 +177,64 @@ func TestARegionThatWasReadyIsReadyAfterARestartWhileAPeerIsDown(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWaitForADeleteAndItsStatus: `georeg wait --deleted` returns once a
+// tag, a manifest and a blob deleted in eastus are deleted in westeurope,
+// `georeg image status` shows them deleted in every region with the
+// delete's version, and a wait for a delete that never happened times out
+// saying where the object is.
+func TestWaitForADeleteAndItsStatus(t *testing.T) {
+	regions := startRegions(t, "eastus", "westeurope")
+	east := regions["eastus"].addr
+	pushImage(t, east, "waitdel/app", "v1", "waitdel-tagged")
+	byDigest := pushImage(t, east, "waitdel/app", "v2", "waitdel-by-digest")
+	blob := []byte("a blob to delete")
+	if code, _ := status(t, "POST", "http://"+east+"/v2/waitdel/app/blobs/uploads/?digest="+digest.FromBytes(blob).String(), nil, blob); code != 201 {
+		t.Fatalf("blob push: %d", code)
+	}
+	run(t, georegBin, "wait", east+"/waitdel/app:v2", "--region", "westeurope", "--timeout", "60s")
+	refs := map[string]string{
+		east + "/waitdel/app:v1":                                 "/v2/waitdel/app/manifests/v1",
+		east + "/waitdel/app@" + byDigest.String():               "/v2/waitdel/app/manifests/" + byDigest.String(),
+		east + "/waitdel/app@" + digest.FromBytes(blob).String(): "/v2/waitdel/app/blobs/" + digest.FromBytes(blob).String(),
+	}
+	for ref, path := range refs {
+		waitFor(t, 30*time.Second, func() error {
+			if !holds(t, regions["westeurope"].addr, path) {
+				return fmt.Errorf("westeurope does not hold %s yet", path)
+			}
+			return nil
+		})
+		if code, _ := status(t, "DELETE", "http://"+east+path, nil, nil); code != 202 {
+			t.Fatalf("DELETE %s: %d", path, code)
+		}
+		out := run(t, georegBin, "wait", ref, "--region", "westeurope", "--deleted", "--timeout", "60s")
+		if !strings.Contains(out, "is deleted in westeurope") {
+			t.Fatalf("wait --deleted %s: %s", ref, out)
+		}
+		if holds(t, regions["westeurope"].addr, path) {
+			t.Fatalf("wait --deleted returned while westeurope still holds %s", path)
+		}
+		var st struct {
+			Deleted        bool
+			DeletedVersion string
+			Complete       bool
+			Regions        []struct{ Name, State, Version string }
+		}
+		js := run(t, georegBin, "image", "status", ref, "--output", "json")
+		if err := json.Unmarshal([]byte(js), &st); err != nil || !st.Deleted || !st.Complete || len(st.Regions) != 2 {
+			t.Fatalf("status of %s: %v %s", ref, err, js)
+		}
+		for _, r := range st.Regions {
+			if r.State != "deleted" || r.Version != st.DeletedVersion {
+				t.Fatalf("status of %s in %s: %+v, want deleted at %s", ref, r.Name, r, st.DeletedVersion)
+			}
+		}
+	}
+	pushImage(t, east, "waitdel/app", "keep", "waitdel-kept")
+	run(t, georegBin, "wait", east+"/waitdel/app:keep", "--region", "westeurope", "--timeout", "60s")
+	out, err := runErr(t, georegBin, "wait", east+"/waitdel/app:keep", "--region", "westeurope", "--deleted", "--timeout", "1s")
+	if err == nil || !strings.Contains(out, "timed out after 1s") || !strings.Contains(out, "present in eastus, westeurope") {
+		t.Fatalf("wait --deleted for a tag never deleted: %v %s", err, out)
+	}
+}

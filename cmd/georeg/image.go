@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/georeg/georeg/internal/cli"
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/ocierr"
 )
@@ -65,19 +66,39 @@ func printStatus(st *mgmtapi.ImageStatus, output string) error {
 		return enc.Encode(st)
 	case "tsv":
 		for _, r := range st.Regions {
-			fmt.Printf("%s\t%s\t%s\n", r.Name, r.State, since(r))
+			fmt.Printf("%s\t%s\t%s\t%s\n", r.Name, r.State, since(r), detail(r))
 		}
 		return nil
 	case "table":
-		fmt.Printf("%s:%s  %s  (as %s knows it)\n", st.Repository, st.Reference, st.Digest, st.Region)
+		what := st.Digest
+		if st.Deleted {
+			what = "deleted at version " + st.DeletedVersion
+		}
+		fmt.Printf("%s%s  %s  (as %s knows it)\n", st.Repository, refSep(st.Reference), what, st.Region)
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "REGION\tSTATE\tSINCE")
+		fmt.Fprintln(tw, "REGION\tSTATE\tSINCE\tDETAIL")
 		for _, r := range st.Regions {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, r.State, since(r))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.State, since(r), detail(r))
 		}
 		return tw.Flush()
 	}
 	return fmt.Errorf("--output %q: use table, json or tsv", output)
+}
+
+// refSep writes a reference after its repository: :tag or @digest.
+func refSep(ref string) string {
+	if strings.Contains(ref, ":") {
+		return "@" + ref
+	}
+	return ":" + ref
+}
+
+// detail is a region's delete version, or why it could not be asked.
+func detail(r mgmtapi.RegionState) string {
+	if r.Version != "" {
+		return "version " + r.Version
+	}
+	return r.Error
 }
 
 func since(r mgmtapi.RegionState) string {
@@ -90,14 +111,20 @@ func since(r mgmtapi.RegionState) string {
 func waitCmd() *cobra.Command {
 	var registry, regionName string
 	var timeout time.Duration
+	var deleted bool
 	cmd := &cobra.Command{
-		Use:   "wait REF --region R",
-		Short: "Wait until an image is pullable, complete, in a region",
+		Use:   "wait REF --region R [--deleted]",
+		Short: "Wait until an image is pullable, complete, in a region (or, with --deleted, gone from it)",
 		Long: `wait resolves REF where the registry (or the region named in REF) knows it,
 then waits until region R holds that exact manifest complete, and its tag
-points at it. It exits 0 then, and 1 with a clear message on timeout.`,
-		Example: `  georeg wait demo/app:v1 --region westeurope --timeout 60s`,
-		Args:    cobra.ExactArgs(1),
+points at it. It exits 0 then, and 1 with a clear message on timeout.
+
+With --deleted it waits until the delete of REF (a tag, a manifest by
+digest, or a blob by digest) the registry knows has reached region R: R
+then answers 404 for it.`,
+		Example: `  georeg wait demo/app:v1 --region westeurope --timeout 60s
+  georeg wait demo/app:v1 --region southeastasia --deleted`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if regionName == "" {
 				return errors.New("--region is required")
@@ -108,13 +135,24 @@ points at it. It exits 0 then, and 1 with a clear message on timeout.`,
 			if err != nil {
 				return err
 			}
+			name := ref.Repository + refSep(ref.Reference)
+			if deleted {
+				err = waitDeleted(ctx, ref, c, regionName)
+				if errors.Is(err, context.DeadlineExceeded) {
+					return fmt.Errorf("timed out after %s: %s is not deleted in %s yet%s", timeout, name, regionName, lastState(cmd.Context(), ref, c))
+				}
+				if err == nil {
+					fmt.Printf("%s is deleted in %s\n", name, regionName)
+				}
+				return err
+			}
 			err = waitFor(ctx, ref, c, regionName)
 			if errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("timed out after %s: %s:%s is not pullable in %s yet%s",
-					timeout, ref.Repository, ref.Reference, regionName, lastState(cmd.Context(), ref, c))
+				return fmt.Errorf("timed out after %s: %s is not pullable in %s yet%s",
+					timeout, name, regionName, lastState(cmd.Context(), ref, c))
 			}
 			if err == nil {
-				fmt.Printf("%s:%s is pullable in %s\n", ref.Repository, ref.Reference, regionName)
+				fmt.Printf("%s is pullable in %s\n", name, regionName)
 			}
 			return err
 		},
@@ -122,7 +160,61 @@ points at it. It exits 0 then, and 1 with a clear message on timeout.`,
 	cmd.Flags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (or region) that knows REF")
 	cmd.Flags().StringVar(&regionName, "region", "", "region to wait for")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "wait until REF is deleted in the region")
 	return cmd
+}
+
+// regionClient returns a client for region name of the registry c reaches.
+func regionClient(ctx context.Context, c *cli.Client, name string) (*cli.Client, error) {
+	regions, err := c.Regions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, r := range regions.Regions {
+		names = append(names, r.Name)
+		if r.Name == name {
+			return &cli.Client{Base: r.Endpoint, HTTP: c.HTTP, User: c.User, Password: c.Password}, nil
+		}
+	}
+	return nil, fmt.Errorf("region %q is not in this registry; its regions are %s", name, strings.Join(names, ", "))
+}
+
+// waitDeleted polls until region holds the delete of ref that c knows
+// (that version, or a later one).
+func waitDeleted(ctx context.Context, ref cli.Ref, c *cli.Client, regionName string) error {
+	var rc *cli.Client
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if rc == nil {
+			var err error
+			if rc, err = regionClient(ctx, c, regionName); err != nil && strings.Contains(err.Error(), "is not in this registry") {
+				return err
+			}
+		}
+		if rc != nil {
+			want, err := c.ImageStatus(ctx, ref.Repository, ref.Reference)
+			if err == nil && want.Deleted {
+				got, err := rc.LocalImageStatus(ctx, ref.Repository, ref.Reference)
+				if err == nil && got.Deleted && !versionLess(got.DeletedVersion, want.DeletedVersion) {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// versionLess compares two versions as the registry orders them.
+func versionLess(a, b string) bool {
+	va, err1 := hlc.ParseVersion(a)
+	vb, err2 := hlc.ParseVersion(b)
+	return err1 != nil || err2 != nil || va.Less(vb)
 }
 
 // waitFor polls until region holds ref as c knows it.
@@ -182,15 +274,16 @@ func lastState(ctx context.Context, ref cli.Ref, c *cli.Client) string {
 	if err != nil {
 		return fmt.Sprintf(" (%s: %v)", c.Base, err)
 	}
-	var present, pending []string
+	by := map[string][]string{}
 	for _, r := range st.Regions {
-		if r.State == "present" {
-			present = append(present, r.Name)
-		} else {
-			pending = append(pending, r.Name)
-		}
+		by[r.State] = append(by[r.State], r.Name)
 	}
-	return fmt.Sprintf(" (%s: present in %s; pending in %s)", st.Digest, orNone(present), orNone(pending))
+	what := st.Digest
+	if st.Deleted {
+		what = "deleted at version " + st.DeletedVersion
+		return fmt.Sprintf(" (%s: deleted in %s; present in %s; pending in %s)", what, orNone(by["deleted"]), orNone(by["present"]), orNone(append(by["pending"], by["unknown"]...)))
+	}
+	return fmt.Sprintf(" (%s: present in %s; pending in %s)", what, orNone(by["present"]), orNone(by["pending"]))
 }
 
 func orNone(s []string) string {

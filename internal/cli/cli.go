@@ -85,6 +85,14 @@ func (c *Client) ImageStatus(ctx context.Context, repo, ref string) (*mgmtapi.Im
 	return &out, c.get(ctx, "/_georeg/v1/images/status?"+q.Encode(), &out)
 }
 
+// LocalImageStatus is ImageStatus of the region c reaches only: its own
+// state of ref, asking no other region.
+func (c *Client) LocalImageStatus(ctx context.Context, repo, ref string) (*mgmtapi.ImageStatus, error) {
+	var out mgmtapi.ImageStatus
+	q := url.Values{"repository": {repo}, "reference": {ref}, "local": {"true"}}
+	return &out, c.get(ctx, "/_georeg/v1/images/status?"+q.Encode(), &out)
+}
+
 func (c *Client) send(ctx context.Context, method, path string, body any, out any) error {
 	var rd io.Reader
 	if body != nil {

@@ -176,7 +176,10 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 		return false, err
 	}
 	n, err := res.RowsAffected()
-	return n > 0, err
+	if err != nil || n == 0 {
+		return false, err
+	}
+	return true, tx.forgetAck(ctx, repo, d)
 }
 
 // FeedBytes returns the total size of the blob records in the feed, and of

@@ -196,6 +196,12 @@ CREATE TABLE IF NOT EXISTS uploads (
 	created_at BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS acks (
+	repo       TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	at         BIGINT NOT NULL,
+	PRIMARY KEY (repo, digest)
+);
 CREATE TABLE IF NOT EXISTS blob_tombstones (
 	repo       TEXT NOT NULL,
 	digest     TEXT NOT NULL,
@@ -467,7 +473,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // session, feed record, presence, cursor, setting and webhook delivery:
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
-	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
+	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

@@ -44,3 +44,25 @@ func presence(ctx context.Context, q queryer, repo string, d digest.Digest) (map
 	}
 	return out, rows.Err()
 }
+
+// FirstAck reports whether this region has not yet acknowledged manifest
+// d of repo in its feed, and records that it now does: the caller appends
+// the ack record in the same transaction. A manifest is acknowledged once,
+// however many times its tag or its record is applied (anti-entropy
+// applies them again every round a repository differs).
+func (tx *Tx) FirstAck(ctx context.Context, repo string, d digest.Digest, at time.Time) (bool, error) {
+	res, err := tx.tx.ExecContext(ctx, `INSERT INTO acks (repo, digest, at) VALUES ($1, $2, $3)
+		ON CONFLICT (repo, digest) DO NOTHING`, repo, d.String(), at.UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// forgetAck forgets that this region acknowledged manifest d of repo: it
+// was deleted, and a later push of it is acknowledged anew.
+func (tx *Tx) forgetAck(ctx context.Context, repo string, d digest.Digest) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM acks WHERE repo = $1 AND digest = $2`, repo, d.String())
+	return err
+}

@@ -16,17 +16,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/transfer"
 	"github.com/georeg/georeg/internal/webhook"
+	"golang.org/x/sync/errgroup"
 )
 
 // RegionInfo names a region and where it serves.
@@ -44,8 +48,12 @@ type RegionsResponse struct {
 // RegionState is one region's state for an image.
 type RegionState struct {
 	Name  string     `json:"name"`
-	State string     `json:"state"` // present or pending
+	State string     `json:"state"` // present, pending, deleted, or unknown (could not be asked)
 	Since *time.Time `json:"since,omitempty"`
+	// Version is the delete's, for a region where the object is deleted.
+	Version string `json:"version,omitempty"`
+	// Error says why the region could not be asked (state unknown).
+	Error string `json:"error,omitempty"`
 }
 
 // ImageStatus answers GET /_georeg/v1/images/status.
@@ -54,8 +62,14 @@ type ImageStatus struct {
 	Reference  string        `json:"reference"`
 	Digest     string        `json:"digest"`
 	Region     string        `json:"region"`   // the region that answered
-	Complete   bool          `json:"complete"` // present in every region
+	Complete   bool          `json:"complete"` // present in every region; deleted in every region for a delete
 	Regions    []RegionState `json:"regions"`
+	// Deleted: the answering region holds a delete of the reference (a
+	// tag, a manifest, or a blob when the digest names no manifest), at
+	// DeletedVersion. Regions then says, asked of each region, where the
+	// delete has arrived.
+	Deleted        bool   `json:"deleted,omitempty"`
+	DeletedVersion string `json:"deletedVersion,omitempty"`
 }
 
 // API serves the endpoints for one region.
@@ -219,6 +233,12 @@ func (a *API) imageStatus(ctx context.Context, r *http.Request) (any, error) {
 	if ref == "" {
 		return nil, ocierr.ManifestInvalid.Withf("reference: give a tag or a digest")
 	}
+	local := q.Get("local") == "true"
+	if v, deleted, err := a.region.Tombstone(ctx, repo, ref); err != nil {
+		return nil, err
+	} else if deleted {
+		return a.deletedStatus(ctx, repo, ref, v, local)
+	}
 	st, err := a.region.ImageStatus(ctx, repo, ref)
 	if err != nil {
 		return nil, err
@@ -229,6 +249,9 @@ func (a *API) imageStatus(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	for _, info := range all {
+		if local && info.Name != a.region.Name() {
+			continue
+		}
 		rs := RegionState{Name: info.Name, State: "pending"}
 		if since, ok := st.Present[info.Name]; ok && (info.Name != a.region.Name() || st.Here) {
 			rs.State, rs.Since = "present", &since
@@ -237,6 +260,59 @@ func (a *API) imageStatus(ctx context.Context, r *http.Request) (any, error) {
 		}
 		out.Regions = append(out.Regions, rs)
 	}
+	sort.Slice(out.Regions, func(i, j int) bool { return out.Regions[i].Name < out.Regions[j].Name })
+	return out, nil
+}
+
+// deletedStatus answers the status of a reference deleted here at version
+// v: with local, this region's state only; otherwise every region is
+// asked for its own (at once, each bounded by peerGet's timeout), since a
+// region records no acknowledgement of a delete.
+func (a *API) deletedStatus(ctx context.Context, repo, ref string, v hlc.Version, local bool) (ImageStatus, error) {
+	at := v.Wall()
+	out := ImageStatus{Repository: repo, Reference: ref, Region: a.region.Name(), Deleted: true, DeletedVersion: v.String(), Complete: true,
+		Regions: []RegionState{{Name: a.region.Name(), State: "deleted", Version: v.String(), Since: &at}}}
+	if oci.IsDigest(ref) {
+		out.Digest = ref
+	}
+	if local {
+		return out, nil
+	}
+	all, err := a.replications(ctx)
+	if err != nil {
+		return out, err
+	}
+	var mu sync.Mutex
+	var g errgroup.Group
+	for _, info := range all {
+		if info.Name == a.region.Name() {
+			continue
+		}
+		g.Go(func() error {
+			rs := RegionState{Name: info.Name, State: "pending"}
+			var theirs ImageStatus
+			q := url.Values{"repository": {repo}, "reference": {ref}, "local": {"true"}}
+			err := a.peerGet(ctx, info.Endpoint, "/_georeg/v1/images/status?"+q.Encode(), 1<<20, &theirs)
+			tv, _ := hlc.ParseVersion(theirs.DeletedVersion)
+			switch {
+			case err == nil && theirs.Deleted && !tv.Less(v):
+				t := tv.Wall()
+				rs.State, rs.Version, rs.Since = "deleted", theirs.DeletedVersion, &t
+			case err == nil && len(theirs.Regions) == 1 && theirs.Regions[0].State == "present":
+				rs.State = "present"
+			case err != nil && !ocierr.ManifestUnknown.Is(err):
+				rs.State, rs.Error = "unknown", err.Error()
+			}
+			mu.Lock()
+			out.Regions = append(out.Regions, rs)
+			if rs.State != "deleted" {
+				out.Complete = false
+			}
+			mu.Unlock()
+			return nil
+		})
+	}
+	_ = g.Wait()
 	sort.Slice(out.Regions, func(i, j int) bool { return out.Regions[i].Name < out.Regions[j].Name })
 	return out, nil
 }

@@ -116,6 +116,36 @@ func (r *Region) ImageStatus(ctx context.Context, repo, ref string) (*Status, er
 	return &Status{Digest: d, Here: here, Present: present}, nil
 }
 
+// Tombstone reports whether ref (a tag, or a digest: a manifest, or a blob
+// when no manifest has that digest here) is deleted in this region, and
+// the version of the delete.
+func (r *Region) Tombstone(ctx context.Context, repo, ref string) (hlc.Version, bool, error) {
+	if !oci.IsDigest(ref) {
+		t, err := r.db.TagRecord(ctx, repo, ref)
+		if isNotFound(err) {
+			return hlc.Version{}, false, nil
+		}
+		if err != nil {
+			return hlc.Version{}, false, err
+		}
+		return t.Version, t.Deleted, nil
+	}
+	d, err := oci.ParseDigest(ref)
+	if err != nil {
+		return hlc.Version{}, false, ocierr.DigestInvalid.Withf("%v", err)
+	}
+	v, deleted, found, err := r.ManifestRow(ctx, repo, d)
+	if err != nil || found {
+		return v, deleted, err
+	}
+	tomb, deleted, err := r.BlobTombstone(ctx, repo, d)
+	if err != nil || !deleted {
+		return tomb, false, err
+	}
+	linked, err := r.HasBlob(ctx, repo, d)
+	return tomb, !linked, err
+}
+
 // HasBlob reports whether repo links blob d here.
 func (r *Region) HasBlob(ctx context.Context, repo string, d digest.Digest) (bool, error) {
 	_, err := r.db.BlobSize(ctx, repo, d)
@@ -461,7 +491,7 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 			// The ack a manifest pushed with a tag waits for
 			// (commitManifest): its tag record has applied, so a pull by
 			// that tag resolves here (or to a later write of it).
-			if err := r.record(ctx, tx, meta.KindAck, repo, d, "", m.MediaType, m.Size, r.clock.Now()); err != nil {
+			if err := r.ack(ctx, tx, repo, d, m.MediaType, m.Size); err != nil {
 				return err
 			}
 		}

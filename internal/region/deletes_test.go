@@ -184,3 +184,49 @@ func TestInvariant9AReplicatedManifestOlderThanADeleteIsNotStored(t *testing.T) 
 		t.Fatal("a push newer than the delete was not stored")
 	}
 }
+
+// TestAManifestIsAcknowledgedOnce: applying a tag again (anti-entropy
+// does, every round a repository differs) adds no acknowledgement to the
+// feed; a manifest deleted and stored again is acknowledged again.
+func TestAManifestIsAcknowledgedOnce(t *testing.T) {
+	const repo = "acks/app"
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	m := manifestFor(t, r, repo, "acked")
+	d := digest.FromBytes(m)
+	acks := func() int {
+		recs, err := r.Feed(ctx, 0, 1000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, rec := range recs {
+			if rec.Kind == "ack" && rec.Digest == d {
+				n++
+			}
+		}
+		return n
+	}
+	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(10, "westeurope"), "v1"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := r.ApplyTag(ctx, "", 0, repo, "v1", d, v(10, "westeurope"), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := acks(); n != 1 {
+		t.Fatalf("%d acknowledgements after applying the tag three times; want 1", n)
+	}
+	if err := r.ApplyManifestDelete(ctx, "", 0, repo, d, v(20, "westeurope")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(30, "southeastasia"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := acks(); n != 2 {
+		t.Fatalf("%d acknowledgements after the manifest was deleted and stored again; want 2", n)
+	}
+}

@@ -223,7 +223,7 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			// (ApplyTag): until then a pull by the pushed tag would miss,
 			// and replicated-everywhere would fire before it is pullable.
 			if from.tag == "" {
-				if err := r.record(ctx, tx, meta.KindAck, rec.Repo, rec.Digest, "", rec.MediaType, rec.Size, r.clock.Now()); err != nil {
+				if err := r.ack(ctx, tx, rec.Repo, rec.Digest, rec.MediaType, rec.Size); err != nil {
 					return err
 				}
 			}
