@@ -177,14 +177,22 @@ func printReplications(reps []mgmtapi.Replication, output string) error {
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 		sep := "\t"
 		if output == "table" {
-			fmt.Fprintln(tw, "NAME\tENDPOINT\tROUTING\tSOURCE\tSTATE")
+			fmt.Fprintln(tw, "NAME\tENDPOINT\tROUTING\tSOURCE\tSTATE\tPUSHES")
 		}
 		for _, r := range reps {
 			state := r.State
 			if r.Status == nil && r.StatusError != "" {
 				state += " (" + r.StatusError + ")"
 			}
-			fmt.Fprintln(tw, r.Name+sep+r.Endpoint+sep+strconv.FormatBool(r.RegionEndpointEnabled)+sep+r.Source+sep+state)
+			pushes := "?"
+			switch {
+			case r.Writable == nil:
+			case *r.Writable:
+				pushes = "yes"
+			default:
+				pushes = "no, pulls only: " + r.NotWritable
+			}
+			fmt.Fprintln(tw, r.Name+sep+r.Endpoint+sep+strconv.FormatBool(r.RegionEndpointEnabled)+sep+r.Source+sep+state+sep+pushes)
 		}
 		if output == "tsv" {
 			return tw.Flush()

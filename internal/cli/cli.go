@@ -127,7 +127,7 @@ func (c *Client) send(ctx context.Context, method, path string, body any, out an
 // Replications lists the registry's regions.
 func (c *Client) Replications(ctx context.Context) ([]mgmtapi.Replication, error) {
 	var out []mgmtapi.Replication
-	return out, c.get(ctx, "/_georeg/v1/replications", &out)
+	return out, c.get(ctx, "/_georeg/v1/replications?status=true", &out)
 }
 
 // Replication shows one region with its status.

@@ -19,6 +19,9 @@ var (
 	ErrDigestMismatch = errors.New("digest does not match content")
 	ErrSizeMismatch   = errors.New("size does not match content")
 	ErrUnsupported    = errors.New("unsupported digest algorithm")
+	// ErrWrite wraps a failure to write to the backend (no space left, an
+	// I/O error), as opposed to one of the source being read.
+	ErrWrite = errors.New("writing to the content store")
 )
 
 // BufferSize is the one buffer an upload copies through: the whole of an
@@ -192,9 +195,32 @@ func (u *Upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 	if u.w.Size() != u.size {
 		return 0, fmt.Errorf("upload %s: staging holds %d bytes, session expects %d", u.id, u.w.Size(), u.size)
 	}
-	n, err := copyBuffered(ctx, io.MultiWriter(u.w, u.hash), r)
-	u.size += n
-	return n, err
+	hw := &hashingWriter{w: u.w, h: u.hash}
+	_, err := copyBuffered(ctx, hw, r)
+	u.size += hw.n
+	return hw.n, err
+}
+
+// hashingWriter writes to w and hashes exactly the bytes w took, also when
+// a write fails part way (a disk that fills mid-buffer): the session then
+// holds, counts and has hashed the same bytes, and can go on from them.
+type hashingWriter struct {
+	w Writer
+	h hash.Hash
+	n int64
+}
+
+func (hw *hashingWriter) Write(p []byte) (int, error) {
+	n, err := hw.w.Write(p)
+	hw.h.Write(p[:n])
+	hw.n += int64(n)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return n, fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+	return n, nil
 }
 
 // Checkpoint keeps what the session holds so that ResumeUpload, here or

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/georeg/georeg/internal/bounded"
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
@@ -18,23 +19,26 @@ type Client struct {
 	base       string // the peer's endpoint, e.g. http://127.0.0.1:5002
 	credential string
 	http       *http.Client
+	idle       time.Duration // bounds every wait on the peer (bounded.Limits)
 }
 
 // NewClient returns a client for the peer at base, presenting credential
-// (this region's Credential) as its bearer token.
-func NewClient(base, credential string, hc *http.Client) *Client {
-	return &Client{base: base, credential: credential, http: hc}
+// (this region's Credential) as its bearer token. idle bounds how long
+// any answer may keep it waiting without a byte (a long-poll waits its
+// wait, plus idle).
+func NewClient(base, credential string, hc *http.Client, idle time.Duration) *Client {
+	return &Client{base: base, credential: credential, http: hc, idle: idle}
 }
 
-// get sends an authorized GET of path to the peer and returns its 200
-// response, or the peer's error.
-func (c *Client) get(ctx context.Context, path string) (*http.Response, error) {
+// get sends an authorized GET of path to the peer, whose headers may take
+// header, and returns its 200 response, or the peer's error.
+func (c *Client) get(ctx context.Context, path string, header time.Duration) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.credential)
-	resp, err := c.http.Do(req)
+	resp, err := bounded.Do(c.http, req, bounded.Limits{Header: header, Idle: c.idle})
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +51,7 @@ func (c *Client) get(ctx context.Context, path string) (*http.Response, error) {
 
 // Stats asks how much of the peer's feed follows since.
 func (c *Client) Stats(ctx context.Context, since int64) (*Stats, error) {
-	resp, err := c.get(ctx, StatsPath+"?since="+strconv.FormatInt(since, 10))
+	resp, err := c.get(ctx, StatsPath+"?since="+strconv.FormatInt(since, 10), c.idle)
 	if err != nil {
 		return nil, err
 	}
@@ -56,13 +60,12 @@ func (c *Client) Stats(ctx context.Context, since int64) (*Stats, error) {
 	return &st, json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st)
 }
 
-// Fetch returns the records after since, waiting up to wait for one. The
-// request has no fixed timeout beyond wait plus a margin: ctx bounds it.
+// Fetch returns the records after since, waiting up to wait for one: the
+// answer may take wait plus the client's idle bound, and its body may not
+// stall for longer than that bound.
 func (c *Client) Fetch(ctx context.Context, since int64, limit int, wait time.Duration) (*Page, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
-	defer cancel()
 	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}, "wait": {wait.String()}}
-	resp, err := c.get(ctx, Path+"?"+q.Encode())
+	resp, err := c.get(ctx, Path+"?"+q.Encode(), wait+c.idle)
 	if err != nil {
 		return nil, err
 	}

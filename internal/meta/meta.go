@@ -196,6 +196,17 @@ CREATE TABLE IF NOT EXISTS uploads (
 	created_at BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS parked (
+	peer       TEXT NOT NULL,
+	seq        BIGINT NOT NULL,
+	record     TEXT NOT NULL,
+	parked_at  BIGINT NOT NULL,
+	attempts   INTEGER NOT NULL DEFAULT 0,
+	next_at    BIGINT NOT NULL,
+	last_error TEXT NOT NULL DEFAULT '',
+	reported   INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (peer, seq)
+);
 CREATE TABLE IF NOT EXISTS acks (
 	repo       TEXT NOT NULL,
 	digest     TEXT NOT NULL,
@@ -357,11 +368,16 @@ func (db *DB) Close() error {
 
 // Ping checks the database answers a read and a write lock.
 func (db *DB) Ping(ctx context.Context) error {
-	var one int
-	if err := db.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := db.PingRead(ctx); err != nil {
 		return err
 	}
 	return db.Update(ctx, func(*Tx) error { return nil })
+}
+
+// PingRead checks the database answers a read.
+func (db *DB) PingRead(ctx context.Context) error {
+	var one int
+	return db.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
 // newerWins is the last-writer-wins rule of DESIGN invariant 4, as the
@@ -473,7 +489,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // session, feed record, presence, cursor, setting and webhook delivery:
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
-	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
+	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

@@ -31,7 +31,10 @@ type DashboardRegion struct {
 	Endpoint string `json:"endpoint"`
 	State    string `json:"state"` // Creating, Syncing, Ready or Down
 	Routing  bool   `json:"routing"`
-	Error    string `json:"error,omitempty"`
+	// Pushes: "yes", or "pulls only" while the region is out of storage
+	// space ("" when it did not answer).
+	Pushes string `json:"pushes,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // DashboardImage is a tag and, per region, present or pending.
@@ -79,7 +82,10 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 	for i, rep := range all {
 		dr := DashboardRegion{Name: rep.Name, Endpoint: rep.Endpoint, Routing: rep.RegionEndpointEnabled, State: replicate.StateDown}
 		if st := statuses[i]; st != nil {
-			dr.State = st.State
+			dr.State, dr.Pushes = st.State, "yes"
+			if !st.Writable {
+				dr.Pushes, dr.Error = "pulls only", st.NotWritable
+			}
 			lag := map[string]float64{}
 			for _, p := range st.Peers {
 				lag[p.Peer] = p.LagSeconds

@@ -151,7 +151,8 @@ func (a *API) Register(mux *http.ServeMux) {
 // ownStatus reports this region's replication status.
 func (a *API) ownStatus(ctx context.Context, _ *http.Request) (any, error) {
 	if a.status == nil {
-		return replicate.Status{State: replicate.StateReady, Peers: []replicate.PeerStatus{}}, nil
+		w, why := a.region.Writable()
+		return replicate.Status{State: replicate.StateReady, Peers: []replicate.PeerStatus{}, Writable: w, NotWritable: why}, nil
 	}
 	return a.status.Status(ctx)
 }

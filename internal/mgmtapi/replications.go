@@ -12,6 +12,7 @@ import (
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
+	"golang.org/x/sync/errgroup"
 )
 
 // Replication is one region of the registry, as `georeg replication`
@@ -25,6 +26,10 @@ type Replication struct {
 	State                 string            `json:"state"`            // show: Creating, Syncing, Ready or Down
 	Status                *replicate.Status `json:"status,omitempty"` // show only: asked of the region itself
 	StatusError           string            `json:"statusError,omitempty"`
+	// Writable (list?status=true and show): the region takes pushes; false
+	// while it is out of storage space and serves pulls only.
+	Writable    *bool  `json:"writable,omitempty"`
+	NotWritable string `json:"notWritable,omitempty"`
 }
 
 // StatusSource reports this region's replication status and retires
@@ -77,8 +82,58 @@ func (a *API) replications(ctx context.Context) ([]Replication, error) {
 	return out, nil
 }
 
-func (a *API) listReplications(ctx context.Context, _ *http.Request) (any, error) {
-	return a.replications(ctx)
+// listReplications lists every region; with ?status=true each region is
+// asked for its state (at once, each bounded by peerGet's deadline) and
+// whether it takes pushes. The front door reads the plain list, which
+// asks no region.
+func (a *API) listReplications(ctx context.Context, r *http.Request) (any, error) {
+	all, err := a.replications(ctx)
+	if err != nil || r.URL.Query().Get("status") != "true" {
+		return all, err
+	}
+	var g errgroup.Group
+	for i := range all {
+		g.Go(func() error {
+			a.fillStatus(ctx, &all[i])
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return all, nil
+}
+
+// fillStatus asks rep's region for its status and sets State and
+// Writable from it (Down, or Creating for a region never Ready, when it
+// does not answer).
+func (a *API) fillStatus(ctx context.Context, rep *Replication) {
+	if rep.Source == "self" && a.status != nil {
+		st, err := a.status.Status(ctx)
+		if err != nil {
+			rep.StatusError = err.Error()
+		} else {
+			rep.Status = &st
+		}
+	} else if rep.Source == "self" {
+		w, why := a.region.Writable()
+		rep.Status = &replicate.Status{State: replicate.StateReady, Writable: w, NotWritable: why}
+	} else {
+		st, err := a.remoteStatus(ctx, rep.Endpoint)
+		if err != nil {
+			rep.StatusError = err.Error()
+		} else {
+			rep.Status = st
+		}
+	}
+	switch {
+	case rep.Status != nil:
+		rep.State = rep.Status.State
+		w := rep.Status.Writable
+		rep.Writable, rep.NotWritable = &w, rep.Status.NotWritable
+	case rep.State == replicate.StateCreating:
+		// registered, never Ready: still coming up
+	default:
+		rep.State = replicate.StateDown
+	}
 }
 
 func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error) {
@@ -91,28 +146,7 @@ func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error)
 		if rep.Name != name {
 			continue
 		}
-		if rep.Source == "self" && a.status != nil {
-			st, err := a.status.Status(ctx)
-			if err != nil {
-				return nil, err
-			}
-			rep.Status = &st
-		} else {
-			st, err := a.remoteStatus(ctx, rep.Endpoint)
-			if err != nil {
-				rep.StatusError = err.Error()
-			} else {
-				rep.Status = st
-			}
-		}
-		switch {
-		case rep.Status != nil:
-			rep.State = rep.Status.State
-		case rep.State == replicate.StateCreating:
-			// registered, never Ready: still coming up
-		default:
-			rep.State = replicate.StateDown
-		}
+		a.fillStatus(ctx, &rep)
 		return rep, nil
 	}
 	return nil, ocierr.NameUnknown.Withf("there is no replication named %q; list them with GET /_georeg/v1/replications", name)

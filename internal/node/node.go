@@ -103,12 +103,15 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		mux.Handle(feed.Path, feed.Handler(r, secret))
 		mux.Handle(feed.StatsPath, feed.StatsHandler(r, secret))
 		replicate.Register(mux, r, secret)
-		// No overall timeout: a 20 GiB layer takes as long as it takes;
-		// each request is bounded by its context.
+		// No overall timeout: a 20 GiB layer takes as long as it takes.
+		// Each request is bounded by its headers' deadline and its body's
+		// idle deadline (internal/bounded), connecting by these.
+		dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
 		hc := &http.Client{Transport: &http.Transport{
+			DialContext:         dialer.DialContext,
+			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
-			ResponseHeaderTimeout: cfg.Replication.Wait + 2*time.Minute,
-			TLSClientConfig:       peerTLS,
+			TLSClientConfig: peerTLS,
 		}}
 		rc := cfg.Replication.Config
 		if rc.Endpoint == "" {
@@ -227,6 +230,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.Region.RunLeased(gctx, "retention", n.Region.RunRetention) })
 	g.Go(func() error { return n.Region.ListenFeed(gctx) })
 	g.Go(func() error { return n.Region.RunLocal(gctx) })
+	g.Go(func() error { return n.Region.RunSpace(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })
 	g.Go(func() error { return n.importer.Run(gctx) })
 	if n.replicator != nil {

@@ -78,7 +78,7 @@ func push(t *testing.T, base, repo, tag string) digest.Digest {
 
 func TestFeedRecordsEveryOriginatedChangeInOrder(t *testing.T) {
 	base := startNode(t, "s3cr3t")
-	c := feed.NewClient(base, feed.Credential("s3cr3t", "westeurope"), http.DefaultClient)
+	c := feed.NewClient(base, feed.Credential("s3cr3t", "westeurope"), http.DefaultClient, 10*time.Second)
 	md := push(t, base, "app", "v1")
 
 	page, err := c.Fetch(t.Context(), 0, 100, 0)
@@ -113,7 +113,7 @@ func TestFeedRecordsEveryOriginatedChangeInOrder(t *testing.T) {
 	})
 	t.Run("the feed refuses a missing or wrong secret", func(t *testing.T) {
 		for _, secret := range []string{"", "wrong", "s3cr3t", feed.Credential("wrong", "westeurope")} {
-			_, err := feed.NewClient(base, secret, http.DefaultClient).Fetch(t.Context(), 0, 1, 0)
+			_, err := feed.NewClient(base, secret, http.DefaultClient, 10*time.Second).Fetch(t.Context(), 0, 1, 0)
 			if !ocierr.Unauthorized.Is(err) {
 				t.Fatalf("secret %q: %v", secret, err)
 			}

@@ -201,6 +201,7 @@ func (a *API) handle(h handlerFunc) http.Handler {
 		if err == nil {
 			return
 		}
+		err = a.region.NoteWrite(err) // a full disk is STORAGE_FULL, and marks the region full
 		oe, coded := ocierr.From(err)
 		if rec, ok := w.(*recorder); ok {
 			rec.code = oe.Code.Name
@@ -231,6 +232,14 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := a.authorize(w, r, route); err != nil {
 		return err
+	}
+	if writes(route.Kind, m) {
+		if _, elsewhere := a.sessionElsewhere(route.Ref); route.Kind != KindUpload || !elsewhere {
+			// Out of space: refused at once, before a byte is read.
+			if err := a.region.CheckWritable(); err != nil {
+				return err
+			}
+		}
 	}
 	switch route.Kind {
 	case KindBase:
@@ -285,6 +294,21 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return ocierr.Unsupported.Withf("%s is not supported on %s endpoints", m, route.Kind)
+}
+
+// writes reports whether method on a route of kind stores content (an
+// upload, a manifest): what a region out of space refuses. Deletes free
+// space rather than take it, and are taken.
+func writes(kind Kind, method string) bool {
+	switch kind {
+	case KindUploads:
+		return method == http.MethodPost
+	case KindUpload:
+		return method == http.MethodPatch || method == http.MethodPut
+	case KindManifest:
+		return method == http.MethodPut
+	}
+	return false
 }
 
 // sessionElsewhere returns the endpoint of the region an upload session

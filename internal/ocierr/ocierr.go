@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Code is one registered error code: its name, HTTP status and the default
@@ -65,7 +67,10 @@ var (
 	PaginationNumberInvalid = register("PAGINATION_NUMBER_INVALID", http.StatusBadRequest, "invalid number of results requested")
 	ManifestTooLarge        = register("MANIFEST_TOO_LARGE", http.StatusRequestEntityTooLarge, "manifest exceeds the registry's size limit")
 	RangeInvalid            = register("RANGE_INVALID", http.StatusRequestedRangeNotSatisfiable, "invalid content range")
-	Unknown                 = register("UNKNOWN", http.StatusInternalServerError, "unknown error")
+	// StorageFull is a region out of storage space: it serves pulls, and
+	// takes pushes again once space is back (Retry-After).
+	StorageFull = register("STORAGE_FULL", http.StatusInsufficientStorage, "the region is out of storage space")
+	Unknown     = register("UNKNOWN", http.StatusInternalServerError, "unknown error")
 )
 
 // Codes of georeg's management API (/_georeg/v1/), which configures the
@@ -84,6 +89,9 @@ type Error struct {
 	Code    *Code
 	Message string
 	Detail  any
+	// RetryAfter, when set, is sent as the Retry-After header: when the
+	// request may succeed if sent again.
+	RetryAfter time.Duration
 }
 
 // Error implements error.
@@ -152,6 +160,9 @@ func Write(w http.ResponseWriter, r *http.Request, err *Error) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", fmt.Sprint(len(body)))
 	h.Del("Docker-Content-Digest")
+	if err.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((err.RetryAfter+time.Second-1)/time.Second)))
+	}
 	w.WriteHeader(err.Code.Status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)

@@ -44,6 +44,11 @@ type Config struct {
 	// RetentionInterval is how often the retention policy is applied
 	// (default 1h).
 	RetentionInterval time.Duration `yaml:"retentionInterval"`
+	// MinFreeSpace is the free space (bytes) below which a region on a
+	// filesystem refuses pushes (STORAGE_FULL) while it keeps serving
+	// pulls (default 64 MiB; negative: only a write that fails for space
+	// makes the region full).
+	MinFreeSpace int64 `yaml:"minFreeSpace"`
 }
 
 // ContentConfig picks the content store.
@@ -65,6 +70,7 @@ const (
 	DefaultMaxManifestSize = 4 << 20
 	DefaultUploadTTL       = 24 * time.Hour
 	DefaultCacheBytes      = 16 << 20
+	DefaultMinFreeSpace    = 64 << 20
 )
 
 var regionNameRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
@@ -89,6 +95,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.GCGrace == 0 {
 		c.GCGrace = 24 * time.Hour
+	}
+	if c.MinFreeSpace == 0 {
+		c.MinFreeSpace = DefaultMinFreeSpace
 	}
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = time.Hour

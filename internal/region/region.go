@@ -45,6 +45,7 @@ type Region struct {
 	leases     leases
 	members    MembersFunc   // the Ready regions, for replicated-everywhere
 	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
+	space      *space        // out of storage or not (space.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem
@@ -99,6 +100,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 		cfg: cfg, log: log.With("region", cfg.Name), db: db, store: store,
 		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes, db.Shared()), feed: newFeedNotifier(),
 		now: time.Now, sessions: map[string]*session{}, partials: map[string]*partial{}, outboxWake: make(chan struct{}, 1),
+		space: newSpace(),
 	}
 	// Start the clock past every version written before a restart, even if
 	// the wall clock went backwards meanwhile.
@@ -136,10 +138,12 @@ func (r *Region) Close() error {
 	return err
 }
 
-// Ready reports whether the region can serve: the metadata store answers
-// reads and takes its write lock, and the content store is writable.
+// Ready reports whether the region can serve pulls: the metadata store
+// answers reads and the content store answers. Whether it also takes
+// pushes is Writable: a region out of space is still ready, for pulls
+// (invariant 10).
 func (r *Region) Ready(ctx context.Context) error {
-	if err := r.db.Ping(ctx); err != nil {
+	if err := r.db.PingRead(ctx); err != nil {
 		return fmt.Errorf("metadata store: %w", err)
 	}
 	if c, ok := r.store.Backend().(content.Checker); ok {
@@ -148,9 +152,8 @@ func (r *Region) Ready(ctx context.Context) error {
 		}
 		return nil
 	}
-	probe := filepath.Join(r.cfg.DataDir, "content", ".ready")
-	if err := os.WriteFile(probe, []byte("ok"), 0o644); err != nil {
-		return fmt.Errorf("content store not writable: %w", err)
+	if _, err := os.Stat(filepath.Join(r.cfg.DataDir, "content")); err != nil {
+		return fmt.Errorf("content store: %w", err)
 	}
 	return nil
 }
@@ -198,7 +201,7 @@ func (r *Region) RunLocal(ctx context.Context) error {
 		case <-t.C:
 		}
 		cutoff := r.now().Add(-r.cfg.UploadTTL)
-		r.expirePartials(cutoff)
+		r.expirePartials(ctx, cutoff)
 		r.mu.Lock()
 		for id, s := range r.sessions {
 			if s.mu.TryLock() { // busy: in use now

@@ -201,9 +201,12 @@ func (r *Region) AppendUpload(ctx context.Context, repo, id string, c Chunk) (in
 	if err != nil {
 		return 0, err
 	}
-	defer s.mu.Unlock()
 	before := s.up.Size()
 	aerr := r.appendChunk(ctx, s, id, c)
+	if IsNoSpace(aerr) {
+		return 0, r.discardFull(ctx, s, id, aerr)
+	}
+	defer s.mu.Unlock()
 	if err := r.keep(ctx, s, id, before); err != nil {
 		return 0, err
 	}
@@ -259,6 +262,9 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 	}
 	before := s.up.Size()
 	if err := r.appendChunk(ctx, s, id, c); err != nil {
+		if IsNoSpace(err) {
+			return 0, r.discardFull(ctx, s, id, err)
+		}
 		if kerr := r.keep(ctx, s, id, before); kerr != nil {
 			err = kerr
 		}
@@ -267,6 +273,9 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 	}
 	defer r.Lease(d)()
 	size, err := s.up.Commit(ctx, d, -1)
+	if IsNoSpace(err) {
+		return 0, r.discardFull(ctx, s, id, err)
+	}
 	if err != nil {
 		// Commit discarded the bytes on a mismatch: the session is over.
 		if errors.Is(err, content.ErrDigestMismatch) || errors.Is(err, content.ErrUnsupported) {
@@ -281,6 +290,22 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 	err = r.linkBlob(ctx, repo, d, size, id)
 	r.end(id, s)
 	return size, err
+}
+
+// discardFull ends session s, locked, whose write found the storage full:
+// its bytes are released (a disk that is full needs every byte back, and
+// the client starts its push again anyway), and the region is marked
+// full. It returns STORAGE_FULL.
+func (r *Region) discardFull(ctx context.Context, s *session, id string, cause error) error {
+	if s.up != nil {
+		_ = s.up.Cancel(ctx)
+	} else {
+		_ = r.store.CancelUpload(ctx, id)
+	}
+	_ = r.db.Update(ctx, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
+	r.end(id, s)
+	r.log.WarnContext(ctx, "upload discarded: the storage is full", "upload_id", id, "error", cause)
+	return r.NoteWrite(cause)
 }
 
 // CancelUpload ends session id and discards its bytes.
@@ -338,7 +363,7 @@ func (r *Region) ExpireUploads(ctx context.Context) error {
 			break
 		}
 	}
-	r.expirePartials(cutoff)
+	r.expirePartials(ctx, cutoff)
 	return r.removeOrphanUploads(ctx, cutoff)
 }
 

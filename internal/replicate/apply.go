@@ -13,6 +13,7 @@ import (
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/region"
 )
 
 // apply applies one record of s's feed, idempotently.
@@ -82,57 +83,68 @@ func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d d
 	return r.AdoptBlob(ctx, repo, d)
 }
 
-// stagingID names the staging upload a fetch of d from s writes to.
-func stagingID(s *source, d digest.Digest) string { return "repl." + s.name + "." + d.Encoded() }
-
 // fetchContent makes blob d's bytes present in the content store: from the
-// record's inline data when it has some, else from the nearest peer that
-// holds it (see nearer), else from s, the peer whose record named it.
-// Either way they are verified against d before they are stored.
+// record's inline data when it has some, else from the peers, as a
+// fetchPlan chooses: the nearest that holds it, else s (the peer whose
+// record named it); a transfer that stalls or breaks resumes, with a
+// Range, from another region that holds it, or from the same one. Every
+// byte is verified against d before the blob is stored. It gives up after
+// a bounded number of attempts (the caller retries the record later);
+// errGone when every peer tried answered 404.
 func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
 	if _, ok, err := p.region.HasContent(ctx, d); ok || err != nil {
 		return err
 	}
+	id := region.FetchStagingID(d)
 	if inline != nil {
 		open := func(context.Context, int64) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(inline)), nil
 		}
-		_, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, nil)
+		_, err := p.region.FetchBlob(ctx, id, d, size, open, nil)
 		return err
 	}
-	if n := p.nearer(ctx, s, repo, d, size); n != nil {
-		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return n.blob(ctx, repo, d, offset) }
-		_, err := p.region.FetchBlob(ctx, stagingID(n, d), d, size, open, nil)
+	peers := p.peers()
+	byName := map[string]*source{s.name: s}
+	var order []string
+	for _, src := range peers {
+		order, byName[src.name] = append(order, src.name), src
+	}
+	plan := newFetchPlan(s.name, order, size)
+	for ctx.Err() == nil {
+		st := plan.next()
+		for _, name := range st.ask {
+			got, err := byName[name].blobSize(ctx, repo, d)
+			plan.asked(name, err == nil && (size < 0 || got == size))
+		}
+		if len(st.ask) > 0 {
+			continue
+		}
+		if st.from == "" {
+			if plan.allGone() {
+				return fmt.Errorf("blob %s of %s: %w", d, repo, errGone)
+			}
+			return fmt.Errorf("blob %s of %s: no region could provide it now: %w", d, repo, plan.lastErr())
+		}
+		src := byName[st.from]
+		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return src.blob(ctx, repo, d, offset) }
+		_, err := p.region.FetchBlob(ctx, id, d, size, open, nil)
 		if err == nil {
 			return nil
 		}
-		p.log.InfoContext(ctx, "fetch from a nearer peer failed; asking the origin", "peer", n.name, "digest", d, "error", err)
+		if classify(err) != errPeerSide {
+			return err // this region's side (a full disk): retrying elsewhere would not help
+		}
+		plan.failedFrom(src.name, err)
+		if !errors.Is(err, errGone) {
+			p.log.InfoContext(ctx, "blob fetch failed; resuming from the next region that holds it", "peer", src.name, "digest", d, "error", err)
+		}
 	}
-	open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return s.blob(ctx, repo, d, offset) }
-	_, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, nil)
-	return err
+	return ctx.Err()
 }
 
 // nearMin is the smallest blob worth asking nearer peers about: below it,
 // the extra round trip of asking costs more than fetching from afar.
 const nearMin = 1 << 20
-
-// nearer returns a peer listed before s (peers are listed nearest first)
-// that already holds blob d of repo, or nil.
-func (p *Replicator) nearer(ctx context.Context, s *source, repo string, d digest.Digest, size int64) *source {
-	if size < nearMin {
-		return nil
-	}
-	for _, n := range p.peers() {
-		if n == s {
-			return nil
-		}
-		if got, err := n.blobSize(ctx, repo, d); err == nil && got == size {
-			return n
-		}
-	}
-	return nil
-}
 
 // prefetchers bounds the blob fetches a follower runs ahead of its apply
 // (each holds one 1 MiB buffer). A far link needs its bandwidth-delay

@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -21,7 +22,12 @@ const (
 )
 
 // backoff sleeps between retries: 100 ms doubling to 30 s, with jitter.
-type backoff struct{ d time.Duration }
+// wake, when set, ends a sleep at once (the region's storage has space
+// again, say: what failed for that may go on now).
+type backoff struct {
+	d    time.Duration
+	wake func() <-chan struct{}
+}
 
 // wait logs the failure and sleeps; false when ctx ended meanwhile.
 func (b *backoff) wait(ctx context.Context, log *slog.Logger, what string, err error) bool {
@@ -33,10 +39,17 @@ func (b *backoff) wait(ctx context.Context, log *slog.Logger, what string, err e
 	t := time.NewTimer(b.d + rand.N(b.d/2))
 	defer t.Stop()
 	b.d = min(b.d*2, maxBackoff)
+	var wake <-chan struct{}
+	if b.wake != nil {
+		wake = b.wake()
+	}
 	select {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
+		return true
+	case <-wake:
+		b.reset()
 		return true
 	}
 }
@@ -132,25 +145,18 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 }
 
 // applyPages applies every record of every page in order, retrying a
-// record until it applies.
+// record until it applies, or, when it keeps failing for reasons on the
+// peer's side (its content cannot be fetched), parking it (plan.go:
+// parkable) so the records after it apply meanwhile; runParked retries it.
 func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger, pages <-chan *feed.Page) {
-	var b backoff
+	b := backoff{wake: p.region.SpaceBack}
 	for page := range pages {
 		for _, rec := range page.Records {
 			failingSince, reported := time.Time{}, false
 			for {
 				err := p.apply(ctx, s, rec.Meta())
 				if err == nil {
-					var blobBytes int64
-					if rec.Kind == meta.KindBlob {
-						blobBytes = rec.Size
-					}
-					p.tracker.applied(s.name, s.base, rec.Created, blobBytes)
-					select {
-					case s.applied <- struct{}{}:
-					default:
-					}
-					p.metrics.Applied(s.name, rec.Kind, time.Since(rec.Created))
+					p.appliedRecord(s, rec)
 					b.reset()
 					break
 				}
@@ -158,9 +164,17 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 				if failingSince.IsZero() {
 					failingSince = time.Now()
 				}
+				if ctx.Err() == nil && parkable(rec.Kind, err, time.Since(failingSince), p.parkAfter) {
+					data, _ := json.Marshal(rec)
+					if perr := p.region.Park(ctx, s.name, rec.Seq, data, err.Error()); perr == nil {
+						log.WarnContext(ctx, "record parked: retried apart, the records after it go on", "seq", rec.Seq, "kind", rec.Kind, "repo", rec.Repo, "error", err)
+						p.tracker.parked(s.name, s.base)
+						break
+					}
+				}
 				if !reported && time.Since(failingSince) >= p.wedgedAfter && ctx.Err() == nil {
-					// Stuck on this record while the peer answers: tell the
-					// webhooks once; the retries go on.
+					// Stuck on this record (not parkable: the cause is on
+					// this side): tell the webhooks once; the retries go on.
 					ferr := p.region.ReplicationFailed(ctx, s.name, rec.Repo, rec.Digest, rec.Tag,
 						fmt.Errorf("cannot apply %s record %d from %s for %s: %w", rec.Kind, rec.Seq, s.name, time.Since(failingSince).Round(time.Second), err))
 					reported = ferr == nil
@@ -169,6 +183,71 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 					return
 				}
 			}
+		}
+	}
+}
+
+// appliedRecord counts a record of s applied.
+func (p *Replicator) appliedRecord(s *source, rec feed.Record) {
+	var blobBytes int64
+	if rec.Kind == meta.KindBlob {
+		blobBytes = rec.Size
+	}
+	p.tracker.applied(s.name, s.base, rec.Created, blobBytes)
+	select {
+	case s.applied <- struct{}{}:
+	default:
+	}
+	p.metrics.Applied(s.name, rec.Kind, time.Since(rec.Created))
+}
+
+// parkedEvery is how often the parked records of a peer are looked at.
+const parkedEvery = time.Second
+
+// runParked retries the parked records of peer s until ctx ends, each
+// with its own backoff (plan.go: retryIn). A record parked for
+// WedgedAfter is reported once (the replication-failed webhook); its
+// retries go on.
+func (p *Replicator) runParked(ctx context.Context, s *source) {
+	log := p.log.With("peer", s.name)
+	t := time.NewTicker(parkedEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		due, err := p.region.DueParked(ctx, s.name, 16)
+		if err != nil {
+			continue
+		}
+		for _, pk := range due {
+			var rec feed.Record
+			if err := json.Unmarshal(pk.Record, &rec); err != nil || rec.Validate() != nil {
+				_ = p.region.Unpark(ctx, s.name, pk.Seq) // unreadable: nothing can apply it
+				continue
+			}
+			err := p.apply(ctx, s, rec.Meta())
+			if err == nil {
+				if uerr := p.region.Unpark(ctx, s.name, pk.Seq); uerr == nil {
+					log.InfoContext(ctx, "parked record applied", "seq", pk.Seq, "kind", rec.Kind, "repo", rec.Repo, "attempts", pk.Attempts+1)
+					p.appliedRecord(s, rec)
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			reported := pk.Reported
+			if !reported && time.Since(pk.ParkedAt) >= p.wedgedAfter {
+				ferr := p.region.ReplicationFailed(ctx, s.name, rec.Repo, rec.Digest, rec.Tag,
+					fmt.Errorf("cannot apply %s record %d from %s for %s: %w", rec.Kind, rec.Seq, s.name, time.Since(pk.ParkedAt).Round(time.Second), err))
+				reported = ferr == nil
+			}
+			wait := retryIn(pk.Attempts + 1)
+			next := time.Now().Add(wait + rand.N(wait/2+1))
+			_ = p.region.ParkedFailed(ctx, s.name, pk.Seq, next, err.Error(), reported)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
 )
 
 // Read-through and split-push repair: when a client asks this region for
@@ -192,7 +193,7 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 			return s.blob(ctx, repo, d, offset)
 		}
 		lw := &lazyWriter{start: func() io.Writer { return start(size) }}
-		streamed, err := p.region.FetchBlob(ctx, stagingID(s, d), d, size, open, lw)
+		streamed, err := p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, lw)
 		if first != nil {
 			first.Close() // not used: the blob arrived meanwhile, or another fetch had it
 		}

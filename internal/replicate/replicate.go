@@ -41,6 +41,15 @@ type Config struct {
 	// make no progress while behind before the region reports it wedged
 	// (default 2 minutes).
 	WedgedAfter time.Duration `yaml:"wedgedAfter"`
+	// IdleTimeout bounds every wait on a peer (default 15 s): its answer's
+	// headers (a feed long-poll: Wait plus this), and each stretch of a
+	// body without a byte. A transfer that stalls longer is cut and
+	// resumed, from another region that holds the blob when one does.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// ParkAfter is how long a feed record may fail for reasons on the
+	// peer's side (content that cannot be fetched) before it is parked:
+	// retried apart, so the records after it apply meanwhile (default 30 s).
+	ParkAfter time.Duration `yaml:"parkAfter"`
 	// Endpoint is the base URL other regions reach this region at
 	// (default: http(s)://<http.listen>). The region registers itself in
 	// the registry's replica settings under it, so a region configured
@@ -77,6 +86,12 @@ func (c Config) Validate(self string) error {
 	if c.WedgedAfter < 0 {
 		errs = append(errs, fmt.Errorf("wedgedAfter: %s is negative", c.WedgedAfter))
 	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idleTimeout: %s is negative", c.IdleTimeout))
+	}
+	if c.ParkAfter < 0 {
+		errs = append(errs, fmt.Errorf("parkAfter: %s is negative", c.ParkAfter))
+	}
 	if c.AntiEntropyInterval < 0 {
 		errs = append(errs, fmt.Errorf("antiEntropyInterval: %s is negative", c.AntiEntropyInterval))
 	}
@@ -96,6 +111,8 @@ type Replicator struct {
 	wait                time.Duration
 	antiEntropyInterval time.Duration
 	wedgedAfter         time.Duration
+	idle                time.Duration // Config.IdleTimeout
+	parkAfter           time.Duration // Config.ParkAfter
 	log                 *slog.Logger
 
 	mu      sync.RWMutex
@@ -123,8 +140,15 @@ func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog
 	if p.wedgedAfter == 0 {
 		p.wedgedAfter = 2 * time.Minute
 	}
+	p.idle, p.parkAfter = cfg.IdleTimeout, cfg.ParkAfter
+	if p.idle == 0 {
+		p.idle = 15 * time.Second
+	}
+	if p.parkAfter == 0 {
+		p.parkAfter = 30 * time.Second
+	}
 	for _, peer := range cfg.Peers {
-		p.sources = append(p.sources, newSource(peer, secret, hc))
+		p.sources = append(p.sources, newSource(peer, secret, hc, p.idle))
 	}
 	return p
 }
@@ -187,7 +211,7 @@ func (p *Replicator) Run(ctx context.Context) error {
 					ok = false
 				}
 				if !ok {
-					f = p.start(ctx, newSource(peer, p.secret, p.http))
+					f = p.start(ctx, newSource(peer, p.secret, p.http, p.idle))
 					running[peer.Name] = f
 					p.log.InfoContext(ctx, "following peer", "peer", peer.Name, "endpoint", peer.Endpoint)
 				}
@@ -229,6 +253,7 @@ func (p *Replicator) start(ctx context.Context, s *source) *follower {
 			g.Go(func() error { p.follow(ctx, s); return nil })
 			g.Go(func() error { p.antiEntropy(ctx, s); return nil })
 			g.Go(func() error { p.refreshStats(ctx, s); return nil })
+			g.Go(func() error { p.runParked(ctx, s); return nil })
 			if p.region.Shared() {
 				g.Go(func() error { p.publish(ctx, s); return nil })
 			}

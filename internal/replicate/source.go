@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/bounded"
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
@@ -19,6 +21,22 @@ import (
 // errGone means the peer no longer holds what a record named: it was
 // deleted after the record, and a later record says so.
 var errGone = errors.New("gone from the peer")
+
+// errPeer marks an error that arose on the peer's side of a request: it
+// could not be reached, refused, answered an error, or its body broke
+// off or stalled (plan.go: classify).
+var errPeer = errors.New("from the peer")
+
+// peerBody is a response body whose read errors are marked errPeer.
+type peerBody struct{ io.ReadCloser }
+
+func (b peerBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", errPeer, err)
+	}
+	return n, err
+}
 
 // errDeleted means this region holds a delete of the object at least as
 // new as the copy a peer offers: it is not fetched or stored (invariant 9).
@@ -38,14 +56,15 @@ func peerVersion(h http.Header) hlc.Version {
 type source struct {
 	name, base, secret string
 	http               *http.Client
+	idle               time.Duration // bounds every wait on the peer (bounded.Limits)
 	feed               *feed.Client
 	applied            chan struct{} // signalled when records of the peer apply (refreshStats)
 }
 
-func newSource(p Peer, secret string, hc *http.Client) *source {
+func newSource(p Peer, secret string, hc *http.Client, idle time.Duration) *source {
 	base := strings.TrimSuffix(p.Endpoint, "/")
-	return &source{name: p.Name, base: base, secret: secret, http: hc, feed: feed.NewClient(base, secret, hc),
-		applied: make(chan struct{}, 1)}
+	return &source{name: p.Name, base: base, secret: secret, http: hc, idle: idle,
+		feed: feed.NewClient(base, secret, hc, idle), applied: make(chan struct{}, 1)}
 }
 
 func (s *source) get(ctx context.Context, path string, header map[string]string) (*http.Response, error) {
@@ -54,7 +73,9 @@ func (s *source) get(ctx context.Context, path string, header map[string]string)
 
 // request sends a request to the peer as a peer (with the replication
 // secret, so the peer answers from what it holds and never reads through
-// itself) and returns a 200 or 206 response; errGone on 404.
+// itself) and returns a 200 or 206 response; errGone on 404. Its headers
+// must arrive within the source's idle bound and its body keep moving
+// (bounded.ErrStalled otherwise).
 func (s *source) request(ctx context.Context, method, path string, header map[string]string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, s.base+path, nil)
 	if err != nil {
@@ -64,19 +85,20 @@ func (s *source) request(ctx context.Context, method, path string, header map[st
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := s.http.Do(req)
+	resp, err := bounded.Do(s.http, req, bounded.Limits{Header: s.idle, Idle: s.idle})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %s %s: %w", errPeer, s.name, path, err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+		resp.Body = peerBody{resp.Body}
 		return resp, nil
 	case resp.StatusCode == http.StatusNotFound:
 		resp.Body.Close()
 		return nil, fmt.Errorf("%s%s: %w", s.name, path, errGone)
 	default:
 		defer resp.Body.Close()
-		return nil, fmt.Errorf("%s%s: %w", s.name, path, ocierr.Read(resp))
+		return nil, fmt.Errorf("%w: %s%s: %w", errPeer, s.name, path, ocierr.Read(resp))
 	}
 }
 

@@ -30,6 +30,11 @@ type PeerStatus struct {
 	LagSeconds  float64   `json:"lagSeconds"`   // from the origin's commit to applied here, of the last record applied
 	LastError   string    `json:"lastError,omitempty"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	// Parked is how many of its records failed for reasons on its side
+	// (content that could not be fetched) and are retried apart, the
+	// records after them applied meanwhile; ParkedSince, the oldest.
+	Parked      int64     `json:"parked,omitempty"`
+	ParkedSince time.Time `json:"parkedSince,omitzero"`
 	Bytes       int64     `json:"bytes"`        // blob bytes of its feed applied here
 	BytesTotal  int64     `json:"bytesTotal"`   // blob bytes of its whole feed
 	Backlog     int64     `json:"backlogBytes"` // blob bytes of it not yet applied here
@@ -79,6 +84,11 @@ type Status struct {
 	// Wedged names the peers replication is stuck on; the front door's
 	// deep probe counts a region with any as failing.
 	Wedged []string `json:"wedged,omitempty"`
+	// Writable: the region takes pushes. False while it is out of storage
+	// space (NotWritable says why): it serves pulls only, and the front
+	// door sends pushes elsewhere.
+	Writable    bool   `json:"writable"`
+	NotWritable string `json:"notWritable,omitempty"`
 }
 
 // tracker keeps the progress of each follower, safe for concurrent use.
@@ -180,6 +190,14 @@ func (t *tracker) applied(peer, endpoint string, created time.Time, blobBytes in
 	pp.Lag, pp.LastErr, pp.LastSuccess, pp.Progress = time.Since(created), "", time.Now(), time.Now()
 }
 
+// parked records that a record of the peer was parked: the follower moved
+// past it.
+func (t *tracker) parked(peer, endpoint string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.get(peer, endpoint).Progress = time.Now()
+}
+
 // failed records the last error with a peer.
 func (t *tracker) failed(peer, endpoint string, err error) {
 	t.mu.Lock()
@@ -248,8 +266,13 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		return Status{}, err
 	}
 	cursors := map[string]int64{}
+	parked := map[string]int64{}
+	parkedSince := map[string]time.Time{}
 	for _, w := range want {
 		if cursors[w.Name], err = p.region.Cursor(ctx, w.Name); err != nil {
+			return Status{}, err
+		}
+		if parked[w.Name], parkedSince[w.Name], err = p.region.ParkedCount(ctx, w.Name); err != nil {
 			return Status{}, err
 		}
 	}
@@ -258,6 +281,7 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	t := p.tracker
 	t.mu.Lock()
 	st := Status{State: StateSyncing, Peers: []PeerStatus{}}
+	st.Writable, st.NotWritable = p.region.Writable()
 	all := true
 	for _, w := range want {
 		name := w.Name
@@ -272,15 +296,17 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		if !ok {
 			pp = &peerProgress{Endpoint: strings.TrimSuffix(w.Endpoint, "/")} // not heard from yet
 		}
-		applied := cursors[name]
+		// A parked record is not applied: the cursor moved past it.
+		applied := cursors[name] - parked[name]
 		ps := PeerStatus{Peer: name, Node: node, Endpoint: pp.Endpoint, Required: required[name], Head: pp.Head, Applied: applied,
-			Behind: max(pp.Head-applied, 0), LagSeconds: pp.Lag.Seconds(), LastError: pp.LastErr, LastSuccess: pp.LastSuccess}
+			Behind: max(pp.Head-applied, 0), LagSeconds: pp.Lag.Seconds(), LastError: pp.LastErr, LastSuccess: pp.LastSuccess,
+			Parked: parked[name], ParkedSince: parkedSince[name]}
 		if fs := pp.Stats; fs != nil {
 			ps.BytesTotal, ps.Bytes, ps.Backlog = fs.Bytes, fs.Bytes-fs.BytesAfter, fs.BytesAfter
 			ps.Head = max(ps.Head, fs.Head)
 			ps.Behind = max(ps.Head-applied, 0)
 		}
-		caughtUp := pp.Seen && pp.SettingsSynced && applied >= pp.FirstHead
+		caughtUp := pp.Seen && pp.SettingsSynced && cursors[name] >= pp.FirstHead && parked[name] == 0
 		switch {
 		case caughtUp:
 			ps.State = PeerCaughtUp
@@ -295,6 +321,8 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 			all = false
 			reason := ps.State
 			switch {
+			case ps.State == PeerCatchingUp && parked[name] > 0 && cursors[name] >= pp.FirstHead:
+				reason = fmt.Sprintf("catching up: %d records parked (content it could not give yet): %s", parked[name], pp.LastErr)
 			case ps.State == PeerCatchingUp:
 				reason = fmt.Sprintf("catching up: applied %d of %d records", applied, pp.FirstHead)
 			case pp.LastErr != "":
@@ -304,7 +332,8 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		}
 		// Wedged: the peer's feed answers (a long-poll outstanding counts:
 		// the last request did not fail) but nothing has applied for a while.
-		if ps.Behind > 0 && pp.Seen && !pp.FeedDown && time.Since(pp.Progress) > p.wedgedAfter {
+		oldParked := parked[name] > 0 && time.Since(parkedSince[name]) > p.wedgedAfter
+		if (ps.Behind > 0 && pp.Seen && !pp.FeedDown && time.Since(pp.Progress) > p.wedgedAfter) || oldParked {
 			ps.Wedged = true
 			st.Wedged = append(st.Wedged, name)
 		}

@@ -67,7 +67,7 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	client := clientAddr(w, req)
-	region, _ := d.router.Choose(client, "")
+	region, _ := d.router.Choose(client, "", false)
 	if region == "" {
 		m.Rcode = dns.RcodeServerFailure // no region can serve
 		_ = w.WriteMsg(m)

@@ -35,7 +35,9 @@ type nodeState struct {
 	good    int  // consecutive good probes
 	bad     int  // consecutive bad probes
 	ready   bool // its replication state is Ready
-	lastErr string
+	// writable: it takes pushes (not out of storage space; probed)
+	writable bool
+	lastErr  string
 	// drainedOnce: the node has been drained at least once, so it must
 	// earn RecoverAfter good probes to come back.
 	drainedOnce bool
@@ -111,8 +113,9 @@ func (st *regionState) healthyNode() *nodeState {
 func (st *regionState) isHealthy() bool { return st.healthyNode() != nil }
 
 // usable reports whether clients may be sent to the region: routing is on
-// and a node is healthy and Ready.
-func (st *regionState) usable() bool {
+// and a node is healthy and Ready, and, for a request that stores content
+// (write), takes pushes.
+func (st *regionState) usable(write bool) bool {
 	st.mu.Lock()
 	enabled := st.enabled
 	st.mu.Unlock()
@@ -121,7 +124,7 @@ func (st *regionState) usable() bool {
 	}
 	for _, n := range st.nodes {
 		n.mu.Lock()
-		ok := n.healthy && n.ready
+		ok := n.healthy && n.ready && (!write || n.writable)
 		n.mu.Unlock()
 		if ok {
 			return true

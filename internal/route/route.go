@@ -5,9 +5,12 @@
 // do) with a fallback order per region by distance.
 //
 // Health comes from deep probes: every ProbeInterval each region's /readyz
-// (metadata store answers and takes its write lock, content store
-// writable) and /_georeg/v1/status (replication state, and not wedged: a
-// region stuck behind a peer that answers fails the probe). A region is
+// (its stores answer) and /_georeg/v1/status (replication state, and
+// whether it takes pushes). Both answer from the region's own state, so a
+// hung or stuck peer never makes a healthy region fail its probe; a
+// region out of storage space stays in rotation for pulls, and requests
+// that store content (POST, PUT, PATCH under /v2/) go to a region that
+// takes pushes when one is usable. A region is
 // drained after FailAfter failed probes in a row and taken back after
 // RecoverAfter good ones, so a flapping region does not flap the routing.
 // With the defaults (1 s, 2, 3) a failed region is drained within 3 s.

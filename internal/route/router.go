@@ -97,7 +97,7 @@ func (r *Router) probeAll(ctx context.Context) {
 		st := r.regions[name]
 		for _, n := range st.nodes {
 			g.Go(func() error {
-				ready, err := r.probeNode(ctx, n.url)
+				p, err := r.probeNode(ctx, n.url)
 				n.mu.Lock()
 				defer n.mu.Unlock()
 				if err != nil {
@@ -111,7 +111,7 @@ func (r *Router) probeAll(ctx context.Context) {
 					}
 					return nil
 				}
-				n.bad, n.good, n.ready, n.lastErr = 0, n.good+1, ready, ""
+				n.bad, n.good, n.ready, n.writable, n.lastErr = 0, n.good+1, p.ready, p.writable, ""
 				// The first answer counts at once, so a fresh front door
 				// routes without waiting; after a failure it takes
 				// RecoverAfter.
@@ -126,13 +126,19 @@ func (r *Router) probeAll(ctx context.Context) {
 	_ = g.Wait()
 	r.readFlags(ctx)
 	for _, name := range r.order {
-		r.metrics.Routable(name, r.regions[name].usable())
+		r.metrics.Routable(name, r.regions[name].usable(false))
 	}
 }
 
-// probeNode checks a node deeply: /readyz (metadata store answers and
-// takes its write lock, content store writable) and its replication state.
-func (r *Router) probeNode(ctx context.Context, base string) (ready bool, err error) {
+// probe is what one probe of a node found.
+type probe struct {
+	ready    bool // its replication state is Ready
+	writable bool // it takes pushes (not out of storage space)
+}
+
+// probeNode checks a node deeply: /readyz (it can serve: its stores
+// answer) and its replication state, including whether it takes pushes.
+func (r *Router) probeNode(ctx context.Context, base string) (probe, error) {
 	get := func(path string) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
 		if err != nil {
@@ -152,25 +158,25 @@ func (r *Router) probeNode(ctx context.Context, base string) (ready bool, err er
 	}
 	resp, err := get("/readyz")
 	if err != nil {
-		return false, err
+		return probe{}, err
 	}
 	resp.Body.Close()
 	resp, err = get("/_georeg/v1/status")
 	if err != nil {
-		return false, err
+		return probe{}, err
 	}
 	defer resp.Body.Close()
+	// Replication stuck on a peer (status.wedged) is not counted: a
+	// region's health is its own, never its peers' (invariant 10); what it
+	// lacks, it reads through.
 	var status struct {
-		State  string
-		Wedged []string
+		State    string
+		Writable *bool // absent from a node that predates it: writable
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&status); err != nil {
-		return false, fmt.Errorf("status: %w", err)
+		return probe{}, fmt.Errorf("status: %w", err)
 	}
-	if len(status.Wedged) > 0 {
-		return false, fmt.Errorf("replication wedged on %s", strings.Join(status.Wedged, ", "))
-	}
-	return status.State == "Ready", nil
+	return probe{ready: status.State == "Ready", writable: status.Writable == nil || *status.Writable}, nil
 }
 
 // readFlags reads which regions have routing turned off, from the first
@@ -255,13 +261,23 @@ func (r *Router) candidates(home string) []string {
 }
 
 // Choose returns the region for a request from client addr to path, and
-// whether it was pinned (an upload session or a pinned endpoint).
-func (r *Router) Choose(addr netip.Addr, path string) (string, bool) {
+// whether it was pinned (an upload session or a pinned endpoint). A
+// request that stores content (write) goes to a region that takes pushes
+// when one is usable: a region out of storage space keeps serving pulls.
+func (r *Router) Choose(addr netip.Addr, path string, write bool) (string, bool) {
 	if name, ok := r.sessionRegion(path); ok {
 		return name, true
 	}
-	for _, name := range r.candidates(r.home(addr)) {
-		if r.regions[name].usable() {
+	cands := r.candidates(r.home(addr))
+	if write {
+		for _, name := range cands {
+			if r.regions[name].usable(true) {
+				return name, false
+			}
+		}
+	}
+	for _, name := range cands {
+		if r.regions[name].usable(false) {
 			return name, false
 		}
 	}
@@ -271,6 +287,20 @@ func (r *Router) Choose(addr netip.Addr, path string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// stores reports whether req stores content in a region: an upload or a
+// manifest push. Such a request is sent to a region out of storage space
+// only when no other can take it (it then answers STORAGE_FULL).
+func stores(req *http.Request) bool {
+	if !strings.HasPrefix(req.URL.Path, "/v2/") {
+		return false
+	}
+	switch req.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		return true
+	}
+	return false
 }
 
 // sessionRegion finds the region an upload session path names
@@ -322,7 +352,8 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if err != nil || perr != nil {
 		addr = netip.Addr{}
 	}
-	name, pinned := r.Choose(addr, req.URL.Path)
+	write := stores(req)
+	name, pinned := r.Choose(addr, req.URL.Path, write)
 	if name == "" {
 		ocierr.Write(w, req, ocierr.Unknown.Withf("no region can serve now: every region failed its health checks; retry shortly"))
 		return
@@ -345,7 +376,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// moves at once to the next candidate region (forward's rules).
 	var next []string
 	for _, c := range append([]string{name}, r.candidates(home)...) {
-		if !slices.Contains(next, c) && (c == name || r.regions[c].isHealthy()) {
+		if !slices.Contains(next, c) && (c == name || r.regions[c].isHealthy()) && (!write || r.regions[c].usable(true) || c == name) {
 			next = append(next, c)
 		}
 	}

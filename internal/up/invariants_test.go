@@ -390,17 +390,18 @@ func TestABlobGETThatWaitsForAnotherFetchIsServedWhole(t *testing.T) {
 	}
 }
 
-// TestReplicationThatMakesNoProgressIsReportedWedged: westeurope's link to
-// eastus refuses blob downloads but passes the feed: westeurope is behind
-// a peer that answers and applies nothing, and reports it wedged (the
-// front door's probe then drains it); once the link heals it is not.
+// TestReplicationThatMakesNoProgressIsReportedWedged: the links to
+// eastus refuse blob downloads but pass the feed (so no other region has
+// the blob to offer either): westeurope is behind a peer that answers and
+// applies nothing, and reports it wedged (status, and the front door shows
+// it; a region's health stays its own); once the link heals it is not.
 func TestReplicationThatMakesNoProgressIsReportedWedged(t *testing.T) {
 	link := &faultyLink{}
 	link.set(func(r *http.Request) bool {
 		return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
 	})
 	reg := runLinked(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), WedgedAfter: 200 * time.Millisecond},
-		link, []string{"westeurope"})
+		link, []string{"westeurope", "southeastasia"})
 	push(t, reg.ByName["eastus"].URL, "wedge/app", "v1", "wedged", 200_000) // above the inline size
 	status := func() replicate.Status {
 		_, _, out := do(t, "GET", reg.ByName["westeurope"].URL+"/_georeg/v1/status", "", nil)

@@ -55,8 +55,9 @@ type Config struct {
 	// AntiEntropyInterval is how often regions compare and repair their
 	// repositories (0: the default, 5 minutes).
 	AntiEntropyInterval time.Duration
-	// WedgedAfter is replicate.Config.WedgedAfter for every region.
-	WedgedAfter time.Duration
+	// WedgedAfter, IdleTimeout and ParkAfter are replicate.Config's for
+	// every region.
+	WedgedAfter, IdleTimeout, ParkAfter time.Duration
 	// FrontDoor, when set, is where the front door listens (127.0.0.1:5000
 	// for `georeg up`): clients from 127.0.0.<i+1> belong to the i-th
 	// region, with the others as fallbacks, nearest first.
@@ -170,6 +171,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
 		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
 		c.Replication.WedgedAfter = cfg.WedgedAfter
+		c.Replication.IdleTimeout, c.Replication.ParkAfter = cfg.IdleTimeout, cfg.ParkAfter
 		c.Webhooks = cfg.Webhooks
 		if cfg.TLS {
 			c.HTTP.TLSCert, c.HTTP.TLSKey, c.Replication.CAFile = reg.TLS.Cert, reg.TLS.Key, reg.TLS.CA

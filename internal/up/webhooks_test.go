@@ -370,15 +370,16 @@ func TestWebhookEventsSurviveAReceiverOutage(t *testing.T) {
 	}
 }
 
-// TestReplicationFailedFiresWhenAPeerCannotBeReplicated: westeurope's
-// link to eastus refuses blob downloads (the feed still answers), so the
-// image cannot be applied: after wedgedAfter, westeurope fires
+// TestReplicationFailedFiresWhenAPeerCannotBeReplicated: the links to
+// eastus refuse blob downloads (the feed still answers; no other region
+// gets the blob to offer), so the image cannot be applied: after
+// wedgedAfter, westeurope fires
 // replication-failed once; when the link heals, replicated follows.
 func TestReplicationFailedFiresWhenAPeerCannotBeReplicated(t *testing.T) {
 	link := &faultyLink{}
 	link.set(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/blobs/") })
 	reg := runLinked(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), Webhooks: fastWebhooks,
-		WedgedAfter: 300 * time.Millisecond}, link, []string{"westeurope"})
+		WedgedAfter: 300 * time.Millisecond}, link, []string{"westeurope", "southeastasia"})
 	rc := startReceiver(t, reg, nil)
 	east := reg.ByName["eastus"].URL
 	createWebhook(t, reg, east, "westfailures", mgmtapi.WebhookBody{URI: ptr(receiverURL(rc)),

@@ -6,10 +6,13 @@ package contenttest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +39,43 @@ func Run(t *testing.T, newBackend func(t *testing.T) content.Backend, reopen fun
 			got := readAll(t, s, d, off)
 			if !bytes.Equal(got, data[off:]) {
 				t.Fatalf("offset %d: %d bytes differ", off, len(got))
+			}
+		}
+	})
+	t.Run("a session that runs out of space holds what it took and goes on once space returns", func(t *testing.T) {
+		data := make([]byte, 3<<20+17)
+		_, _ = rand.Read(data)
+		d := digest.FromBytes(data)
+		for _, resume := range []bool{false, true} {
+			f := NewFilling(newBackend(t))
+			s := content.New(f)
+			u, err := s.Upload(t.Context(), fmt.Sprintf("full-%t", resume), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.FillAfter(1_500_123)
+			n, err := u.Append(t.Context(), bytes.NewReader(data))
+			if !errors.Is(err, content.ErrWrite) || !errors.Is(err, syscall.ENOSPC) || n != 1_500_123 || u.Size() != n {
+				t.Fatalf("append to a full disk: %d bytes, size %d, %v; want 1500123 and ENOSPC", n, u.Size(), err)
+			}
+			f.Free()
+			if resume { // on another node, from a checkpoint
+				cp, err := u.Checkpoint(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if u, err = content.New(reopen(t, f.Backend)).ResumeUpload(t.Context(), u.ID(), cp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := u.Append(t.Context(), bytes.NewReader(data[n:])); err != nil {
+				t.Fatalf("append once space is back: %v", err)
+			}
+			if _, err := u.Commit(t.Context(), d, int64(len(data))); err != nil {
+				t.Fatalf("commit: %v", err)
+			}
+			if got := readAll(t, s, d, 0); !bytes.Equal(got, data) {
+				t.Fatal("the blob committed after the disk filled has other bytes")
 			}
 		}
 	})

@@ -34,6 +34,7 @@ function draw(d) {
       el("td", {}, r.name),
       el("td", {}, el("span", { class: "state " + r.state }, r.state)),
       el("td", {}, r.routing ? "on" : "off"),
+      el("td", { "data-pushes": r.pushes || "", title: r.error || "" }, r.pushes || "?"),
       el("td", { class: "digest", title: r.error || "" }, r.endpoint))));
 
   $("#lag thead").replaceChildren(el("tr", {}, el("th", {}, "to \\ from"), ...names.map((n) => el("th", {}, n))));

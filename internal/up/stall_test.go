@@ -1,0 +1,79 @@
+package up_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/georeg/georeg/internal/link"
+	"github.com/georeg/georeg/internal/up"
+)
+
+// TestAStalledLinkNeitherWedgesReplicationNorHangsAClient: the link from
+// westeurope to eastus stops forwarding in the middle of a 20 MiB blob and
+// stays open. Meanwhile a client's pull in westeurope of an image it
+// lacks ends within its bound (served from southeastasia, which holds it),
+// and southeastasia, on its own link, is not held up at all. Once the
+// link forwards again westeurope holds both images within a bound: the
+// stalled transfer was cut, and resumed.
+func TestAStalledLinkNeitherWedgesReplicationNorHangsAClient(t *testing.T) {
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: testSecret, Regions: threeRegions(),
+		Distance: up.Links(link.Shape{}), IdleTimeout: time.Second, ParkAfter: 2 * time.Second, AntiEntropyInterval: time.Hour})
+	east, west, asia := reg.ByName["eastus"], reg.ByName["westeurope"], reg.ByName["southeastasia"]
+	westLink := reg.Link("westeurope", "eastus")
+	westLink.Throttle(2_000_000) // 20 MiB take 10 s: time to stall it midway
+	big := push(t, east.URL, "stall/big", "v1", "big", 20<<20)
+	eventually(t, 30*time.Second, func() error {
+		if _, toWest := westLink.Delivered(); toWest < 2<<20 {
+			return fmt.Errorf("%d bytes of the blob reached westeurope so far", toWest)
+		}
+		return nil
+	})
+	westLink.Set(link.Stall)
+	westLink.Throttle(0)
+	small := push(t, east.URL, "stall/small", "v1", "small", 200_000)
+	// southeastasia's own link is fine: it gets both.
+	for _, img := range []struct {
+		repo string
+		img  image
+	}{{"stall/big", big}, {"stall/small", small}} {
+		eventually(t, 30*time.Second, func() error {
+			if !held(t, asia.URL, "/v2/"+img.repo+"/manifests/v1") {
+				return fmt.Errorf("southeastasia lacks %s", img.repo)
+			}
+			return nil
+		})
+	}
+	// A client in westeurope gets the small image, read through from
+	// southeastasia, within its bound (eastus is asked first and stalls).
+	client := &http.Client{Timeout: 20 * time.Second}
+	start := time.Now()
+	req, _ := http.NewRequest("GET", west.URL+"/v2/stall/small/manifests/"+small.manifest.String(), nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("a pull in westeurope while its link to eastus stalls: %v after %s", err, time.Since(start))
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("a pull in westeurope while its link to eastus stalls: %d after %s", resp.StatusCode, time.Since(start))
+	}
+	t.Logf("pull read through during the stall answered in %s", time.Since(start).Round(time.Millisecond))
+
+	westLink.Set(link.Healthy)
+	healed := time.Now()
+	for _, img := range []struct {
+		repo string
+		img  image
+	}{{"stall/big", big}, {"stall/small", small}} {
+		eventually(t, 60*time.Second, func() error {
+			code, _ := asPeer(t, "HEAD", west.URL+"/v2/"+img.repo+"/manifests/v1")
+			if code != 200 {
+				return fmt.Errorf("westeurope lacks %s:v1 (its tag)", img.repo)
+			}
+			return pullable(t, west.URL, img.repo, "v1", img.img)
+		})
+	}
+	t.Logf("westeurope converged %s after the link healed", time.Since(healed).Round(time.Millisecond))
+}
