@@ -1,10 +1,13 @@
 package bounded
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +76,98 @@ func TestABodyThatKeepsMovingIsNotCut(t *testing.T) {
 	got, err := get(t, srv.URL+"/trickle", Limits{Header: time.Minute, Idle: 300 * time.Millisecond})
 	if err != nil || len(got) != 40 {
 		t.Fatalf("got %d bytes, %v; want 40 and no error", len(got), err)
+	}
+}
+
+// slowBody yields one byte per pause, n times: a client uploading slowly.
+type slowBody struct {
+	n     int
+	pause time.Duration
+}
+
+func (s *slowBody) Read(p []byte) (int, error) {
+	if s.n == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(s.pause) // the client's own pace
+	s.n--
+	p[0] = 'x'
+	return 1, nil
+}
+
+func (s *slowBody) Close() error { return nil }
+
+// doorServer answers /hang after reading the body never, /stop-reading
+// stops reading the body after 1 KiB, /echo answers the body's length.
+func doorServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hang":
+			_, _ = io.Copy(io.Discard, r.Body)
+			<-release
+		case "/stop-reading":
+			_, _ = io.CopyN(io.Discard, r.Body, 1024)
+			<-release
+		case "/echo":
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = io.WriteString(w, strconv.FormatInt(n, 10))
+		}
+	}))
+	t.Cleanup(func() { close(release); srv.Close() })
+	return srv
+}
+
+func roundTrip(t *testing.T, method, url string, body io.ReadCloser, lim Limits) (string, error) {
+	t.Helper()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, body)
+	resp, err := (&Transport{Base: tr, Limits: func(*http.Request) Limits { return lim }}).RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func TestTransportCutsARegionThatTakesTheBodyAndNeverAnswers(t *testing.T) {
+	srv := doorServer(t)
+	_, err := roundTrip(t, "PUT", srv.URL+"/hang", io.NopCloser(strings.NewReader("abc")), Limits{Header: 100 * time.Millisecond, Idle: time.Minute})
+	if !errors.Is(err, ErrStalled) {
+		t.Fatalf("got %v, want ErrStalled", err)
+	}
+}
+
+func TestTransportCutsARegionThatStopsTakingTheBody(t *testing.T) {
+	srv := doorServer(t)
+	big := io.NopCloser(bytes.NewReader(make([]byte, 64<<20))) // more than socket buffers hold
+	_, err := roundTrip(t, "PUT", srv.URL+"/stop-reading", big, Limits{Header: time.Minute, Idle: 200 * time.Millisecond})
+	if !errors.Is(err, ErrStalled) {
+		t.Fatalf("got %v, want ErrStalled", err)
+	}
+}
+
+// TestTransportWaitsForASlowClient: the client's body takes 10 × 50 ms,
+// longer than both bounds; the time is spent in the client, so nothing is cut.
+func TestTransportWaitsForASlowClient(t *testing.T) {
+	srv := doorServer(t)
+	got, err := roundTrip(t, "PUT", srv.URL+"/echo", &slowBody{n: 10, pause: 50 * time.Millisecond}, Limits{Header: 100 * time.Millisecond, Idle: 100 * time.Millisecond})
+	if err != nil || got != "10" {
+		t.Fatalf("got %q, %v; want 10 and no error", got, err)
+	}
+}
+
+func TestTransportCutsAGETWithoutHeaders(t *testing.T) {
+	srv, _ := server(t)
+	_, err := roundTrip(t, "GET", srv.URL+"/stall-headers", nil, Limits{Header: 100 * time.Millisecond, Idle: time.Minute})
+	if !errors.Is(err, ErrStalled) {
+		t.Fatalf("got %v, want ErrStalled", err)
+	}
+	got, err := roundTrip(t, "GET", srv.URL+"/stall-body", nil, Limits{Header: time.Minute, Idle: 100 * time.Millisecond})
+	if !errors.Is(err, ErrStalled) || got != "abc" {
+		t.Fatalf("got %q, %v; want abc then ErrStalled", got, err)
 	}
 }

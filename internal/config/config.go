@@ -41,6 +41,8 @@
 package config
 
 import (
+	"time"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -100,6 +102,11 @@ type HTTP struct {
 	DataEndpoints bool   `yaml:"dataEndpoints"`
 	DataListen    string `yaml:"dataListen"`
 	DataURL       string `yaml:"dataURL"`
+	// BodyIdleTimeout cuts a request body from which no byte arrives for
+	// that long (408): a client that stalls mid-upload does not hold a
+	// session and a handler for ever (default 30s; a slow client that
+	// keeps sending is never cut).
+	BodyIdleTimeout time.Duration `yaml:"bodyIdleTimeout"`
 	// TLSCert and TLSKey (PEM files) serve HTTPS (HTTP/2 included) on
 	// every listener instead of HTTP.
 	TLSCert string `yaml:"tlsCert"`

@@ -82,7 +82,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	mux.Handle(auth.TokenPath, guard.TokenHandler())
 	var status mgmtapi.StatusSource
 	isProbe := func(req *http.Request) bool { return feed.Probe(req, cfg.Replication.Secret) }
-	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard, IsProbe: isProbe}
+	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard, IsProbe: isProbe, BodyIdle: cfg.HTTP.BodyIdleTimeout}
 	if cfg.Auth.Enabled {
 		// A key of this region's own, derived from the secret: only its
 		// API signs the URLs its data endpoint serves.

@@ -57,6 +57,9 @@ type Options struct {
 	// Metrics, when set, counts every request and is served on /metrics
 	// (an admin's or a peer's, with auth on).
 	Metrics *metrics.Node
+	// BodyIdle cuts a request body from which no byte arrives for that
+	// long (0: 30 s).
+	BodyIdle time.Duration
 	// DataKey, when set (auth on), signs the data endpoint URLs blob GETs
 	// redirect to; the data endpoint serves only signed ones (datasign.go).
 	DataKey []byte
@@ -121,6 +124,9 @@ const (
 func New(r *region.Region, log *slog.Logger, opts Options) *API {
 	if opts.BlobCopy == "" {
 		opts.BlobCopy = CopyAuto
+	}
+	if opts.BodyIdle <= 0 {
+		opts.BodyIdle = 30 * time.Second
 	}
 	return &API{region: r, log: log, opts: opts}
 }
@@ -203,10 +209,22 @@ func (a *API) handle(h handlerFunc) http.Handler {
 		}
 		err = a.region.NoteWrite(err) // a full disk is STORAGE_FULL, and marks the region full
 		oe, coded := ocierr.From(err)
+		gone := false
+		if !coded {
+			oe, gone = clientFailure(r, err)
+			coded = oe != nil
+			if !coded {
+				oe, _ = ocierr.From(err)
+			}
+		}
 		if rec, ok := w.(*recorder); ok {
 			rec.code = oe.Code.Name
 			if !coded {
 				rec.err = err
+			}
+			if gone {
+				rec.status, rec.wroteHeader, rec.gone = statusClientGone, true, err
+				return // nobody is there to answer
 			}
 			if rec.wroteHeader {
 				return // the body was under way; the client sees a short body
@@ -374,8 +392,9 @@ func (a *API) logged(next http.Handler) http.Handler {
 		}
 		r = r.WithContext(webhook.WithRequest(r.Context(), &webhook.Request{
 			ID: id, Host: r.Host, Method: r.Method, UserAgent: r.UserAgent(), Client: client}))
-		body := &countingBody{ReadCloser: r.Body}
+		body := &countingBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: a.opts.BodyIdle}
 		r.Body = body // counts what was read, also of a chunked body (no Content-Length)
+		r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, body))
 		next.ServeHTTP(rec, r)
 		took := time.Since(start)
 		in := body.n
@@ -399,6 +418,10 @@ func (a *API) logged(next http.Handler) http.Handler {
 			level = slog.LevelError
 			attrs = append(attrs, slog.String("error", rec.err.Error()))
 		}
+		if rec.gone != nil { // the client's doing, not the server's
+			level = slog.LevelInfo
+			attrs = append(attrs, slog.String("client_gone", rec.gone.Error()))
+		}
 		a.log.LogAttrs(r.Context(), level, "request", attrs...)
 	})
 }
@@ -419,6 +442,7 @@ type recorder struct {
 	code        string
 	err         error
 	route       string // the route class, for metrics
+	gone        error  // the client went away mid-request (status 499)
 }
 
 func (r *recorder) WriteHeader(status int) {
@@ -445,14 +469,53 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 // Unwrap lets http.ResponseController reach the connection.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// countingBody counts the bytes a handler reads of a request body.
+// countingBody counts the bytes a handler reads of a request body, cuts
+// it when no byte arrives for idle (a read deadline on the connection,
+// moved at every read), and remembers the first error reading it: the
+// client's failure, not the server's.
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	n       int64
+	rc      *http.ResponseController
+	idle    time.Duration
+	err     error
+	timeout bool
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.rc != nil && b.idle > 0 {
+		if b.rc.SetReadDeadline(time.Now().Add(b.idle)) != nil {
+			b.rc = nil // not supported by this connection: no idle bound
+		}
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+		var ne net.Error
+		b.timeout = errors.As(err, &ne) && ne.Timeout()
+	}
 	return n, err
+}
+
+type bodyKey struct{}
+
+// statusClientGone is what the log and metrics record for a request whose
+// client went away before it was answered (nginx's 499): not a server
+// error, and nothing is written back.
+const statusClientGone = 499
+
+// clientFailure tells a request that failed because of its client: the
+// client went away (its connection closed mid-body, or the request was
+// cancelled: gone, nothing can be answered), or its body stalled past
+// the idle bound (REQUEST_TIMEOUT). nil when the failure is the server's.
+func clientFailure(r *http.Request, err error) (*ocierr.Error, bool) {
+	body, _ := r.Context().Value(bodyKey{}).(*countingBody)
+	switch {
+	case body != nil && body.timeout:
+		return ocierr.RequestTimeout.Withf("no byte of the request body arrived for %s; the upload session is as before this request: send the chunk again", body.idle), false
+	case r.Context().Err() != nil, body != nil && body.err != nil:
+		return ocierr.Unknown.Withf("client went away"), true
+	}
+	return nil, false
 }

@@ -70,7 +70,10 @@ var (
 	// StorageFull is a region out of storage space: it serves pulls, and
 	// takes pushes again once space is back (Retry-After).
 	StorageFull = register("STORAGE_FULL", http.StatusInsufficientStorage, "the region is out of storage space")
-	Unknown     = register("UNKNOWN", http.StatusInternalServerError, "unknown error")
+	// RequestTimeout is a request body that stopped arriving (the idle
+	// bound on uploads): the client's failure; it may resume the session.
+	RequestTimeout = register("REQUEST_TIMEOUT", http.StatusRequestTimeout, "the request body stopped arriving")
+	Unknown        = register("UNKNOWN", http.StatusInternalServerError, "unknown error")
 )
 
 // Codes of georeg's management API (/_georeg/v1/), which configures the

@@ -289,9 +289,7 @@ func checkReferences(ctx context.Context, tx *meta.Tx, repo string, m *oci.Manif
 			}
 		}
 		if len(missing) > 0 {
-			return ocierr.ManifestBlobUnknown.WithDetail(
-				fmt.Sprintf("the index references %d manifest(s) not in repository %s: %s; push them first", len(missing), repo, strings.Join(missing, ", ")),
-				map[string]any{"missing": missing})
+			return missingError("the index references %d manifest(s) not in repository %s: %s; push them first", repo, missing)
 		}
 		return nil
 	}
@@ -318,11 +316,28 @@ func checkReferences(ctx context.Context, tx *meta.Tx, repo string, m *oci.Manif
 		}
 	}
 	if len(missing) > 0 {
-		return ocierr.ManifestBlobUnknown.WithDetail(
-			fmt.Sprintf("the manifest references %d blob(s) not in repository %s: %s; push them first", len(missing), repo, strings.Join(missing, ", ")),
-			map[string]any{"missing": missing})
+		return missingError("the manifest references %d blob(s) not in repository %s: %s; push them first", repo, missing)
 	}
 	return nil
+}
+
+// Bounds of a MANIFEST_BLOB_UNKNOWN answer: a manifest may reference
+// thousands of digests, and the answer stays small whatever it holds.
+const (
+	missingInMessage = 5   // digests named in the message
+	missingInDetail  = 100 // digests listed in the detail
+)
+
+// missingError is MANIFEST_BLOB_UNKNOWN for the missing digests: the
+// count, the first few in the message, the first missingInDetail in the
+// detail (detail.missing; detail.count is how many in all).
+func missingError(format, repo string, missing []string) error {
+	named := strings.Join(missing[:min(len(missing), missingInMessage)], ", ")
+	if len(missing) > missingInMessage {
+		named += fmt.Sprintf(" and %d more", len(missing)-missingInMessage)
+	}
+	return ocierr.ManifestBlobUnknown.WithDetail(fmt.Sprintf(format, len(missing), repo, named),
+		map[string]any{"missing": missing[:min(len(missing), missingInDetail)], "count": len(missing)})
 }
 
 // DeleteManifest deletes by digest (the manifest and every tag pointing at

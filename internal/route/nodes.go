@@ -109,6 +109,21 @@ func (st *regionState) healthyNode() *nodeState {
 	return nil
 }
 
+// answeringNode returns the region's first healthy node whose last probe
+// succeeded, or nil: one that has begun to fail (hung, and not drained
+// yet) is not asked for more.
+func (st *regionState) answeringNode() *nodeState {
+	for _, n := range st.nodes {
+		n.mu.Lock()
+		ok := n.healthy && n.bad == 0
+		n.mu.Unlock()
+		if ok {
+			return n
+		}
+	}
+	return nil
+}
+
 // isHealthy reports whether some node of the region is healthy.
 func (st *regionState) isHealthy() bool { return st.healthyNode() != nil }
 

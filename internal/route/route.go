@@ -26,7 +26,9 @@
 // since the last probe), and a read that fails before any byte reached
 // the client, moves to the next node, then to the next region; a request
 // whose body the dead node had begun to read fails, and the client
-// retries it.
+// retries it. No request waits on a region without a bound (ReadTimeout,
+// WriteTimeout, IdleTimeout): a read a hung region does not answer in
+// time goes to the next region like one it refused.
 //
 // Pinned regional endpoints: a request whose Host starts with a region's
 // name and a dot (westeurope.registry.example.com, given DNS for it) goes
@@ -79,6 +81,17 @@ type Config struct {
 	// Secret is the registry's replication secret: with auth on, the door
 	// reads the regions' status with a peer credential derived from it.
 	Secret string `yaml:"secret"`
+	// ReadTimeout bounds how long a GET or HEAD waits for a region's
+	// response headers; a read cut by it goes to the next node or region
+	// (default 10s). WriteTimeout bounds the same for every other request,
+	// counted from when its body has been sent (default 60s). IdleTimeout
+	// cuts a request body a region stops taking, and a response body from
+	// which no byte arrives, after that long (default 30s). Together they
+	// keep a hung region (stopped, or its disk hanging) from holding a
+	// client beyond them; the probes drain it meanwhile.
+	ReadTimeout  time.Duration `yaml:"readTimeout"`
+	WriteTimeout time.Duration `yaml:"writeTimeout"`
+	IdleTimeout  time.Duration `yaml:"idleTimeout"`
 	// CAFile, when set, is a PEM bundle the door trusts for regions served
 	// over TLS (besides the system's roots).
 	CAFile string `yaml:"caFile"`
@@ -94,6 +107,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RecoverAfter == 0 {
 		c.RecoverAfter = 3
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = time.Minute
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 30 * time.Second
 	}
 	return c
 }
@@ -147,8 +169,8 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if c.ProbeInterval < 0 || c.FailAfter < 0 || c.RecoverAfter < 0 {
-		errs = append(errs, errors.New("probeInterval, failAfter, recoverAfter: must not be negative"))
+	if c.ProbeInterval < 0 || c.FailAfter < 0 || c.RecoverAfter < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 {
+		errs = append(errs, errors.New("probeInterval, failAfter, recoverAfter, readTimeout, writeTimeout, idleTimeout: must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
 
+	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/route"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -322,4 +323,61 @@ func (l *lockedLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestAReadAHungRegionHoldsGoesToTheNextRegion: westeurope's endpoint is
+// a link that stops answering (a hung process: connections are taken,
+// nothing comes back). Until the probes drain it, its clients' reads are
+// sent there; each is cut at ReadTimeout and answered by the next region,
+// and none fails. After the drain they go elsewhere at once.
+func TestAReadAHungRegionHoldsGoesToTheNextRegion(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := up.Start(ctx, up.Config{DataDir: t.TempDir(), Regions: []up.RegionSpec{
+		{Name: "eastus", Listen: "127.0.0.1:0"}, {Name: "westeurope", Listen: "127.0.0.1:0"}}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = reg.Wait() }()
+	west, err := link.Start(ctx, strings.TrimPrefix(reg.Regions[1].URL, "http://"), link.Shape{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer west.Wait()
+	router, err := route.New(route.Config{ProbeInterval: 100 * time.Millisecond, ReadTimeout: 300 * time.Millisecond,
+		Regions:   []route.Region{{Name: "westeurope", Endpoint: "http://" + west.Addr()}, {Name: "eastus", Endpoint: reg.Regions[0].URL}},
+		Locations: []route.Location{{CIDR: "127.0.0.1/32", Region: "eastus"}, {CIDR: "127.0.0.2/32", Region: "westeurope"}}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: router}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	done := make(chan struct{})
+	go func() { _ = router.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	door := "http://" + l.Addr().String()
+	// Both Ready and in rotation: each region's own clients reach it.
+	regionOf(t, door, "127.0.0.1", "eastus")
+	regionOf(t, door, "127.0.0.2", "westeurope")
+	west.Set(link.BlackHole)
+	client := from("127.0.0.2")
+	client.Timeout = 30 * time.Second // a hang fails the test instead of holding it
+	hits := map[string]int{}
+	for i := range 20 {
+		resp, err := client.Get(door + "/v2/")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("read %d while westeurope hangs: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+		hits[resp.Header.Get("X-Georeg-Region")]++
+	}
+	if hits["eastus"] != 20 {
+		t.Fatalf("reads answered by %v, want all by eastus", hits)
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/georeg/georeg/internal/bounded"
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -54,7 +55,15 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	}
 	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(),
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
-	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig}
+	transport := &bounded.Transport{
+		Base: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig},
+		Limits: func(req *http.Request) bounded.Limits {
+			if req.Method == http.MethodGet || req.Method == http.MethodHead {
+				return bounded.Limits{Header: cfg.ReadTimeout, Idle: cfg.IdleTimeout}
+			}
+			return bounded.Limits{Header: cfg.WriteTimeout, Idle: cfg.IdleTimeout}
+		},
+	}
 	for _, reg := range cfg.Regions {
 		r.regions[reg.Name] = r.newRegionState(reg, transport)
 		r.order = append(r.order, reg.Name)
@@ -180,10 +189,11 @@ func (r *Router) probeNode(ctx context.Context, base string) (probe, error) {
 }
 
 // readFlags reads which regions have routing turned off, from the first
-// healthy region (the setting replicates: any region knows).
+// region that answered its probe just now (the setting replicates: any
+// region knows).
 func (r *Router) readFlags(ctx context.Context) {
 	for _, name := range r.order {
-		node := r.regions[name].healthyNode()
+		node := r.regions[name].answeringNode()
 		if node == nil {
 			continue
 		}
