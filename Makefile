@@ -17,7 +17,7 @@ REGCTL_VERSION := v0.11.7
 CONFORMANCE_MAIN   := v0.0.0-20260831232431-97274622c111
 CONFORMANCE_GINKGO := v0.0.0-20231101194043-f2182352d4cc
 
-.PHONY: test tools lint fuzz bench bench-shared build soak services-start services-stop
+.PHONY: test tools lint fuzz bench bench-shared build soak chaos services-start services-stop
 
 # For running single tests by hand: make services-start, then
 # `. .tools/run/env && go test ./internal/meta/`, then make services-stop.
@@ -91,6 +91,12 @@ bench: build
 bench-shared: build
 	@trap 'scripts/services stop' EXIT INT TERM; scripts/services start && \
 	. .tools/run/env && go run ./bench -georeg bin/georeg -only shared
+
+# The fault-injection suite (e2e/faults_test.go) with each fault repeated
+# for GEOREG_CHAOS (fault, kill -9, heal cycles); make test runs each for 4 s.
+GEOREG_CHAOS ?= 2m
+chaos: tools
+	GEOREG_CHAOS=$(GEOREG_CHAOS) go test ./e2e -run '^TestFaultInjection$$' -count=1 -v -timeout 90m
 
 # The garbage-collection soak for two minutes (make test runs it for 6 s).
 soak:

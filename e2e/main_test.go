@@ -62,6 +62,9 @@ type server struct {
 	// tlsCA, when set, makes the readiness check use HTTPS trusting it.
 	tlsCA string
 	env   []string // more environment variables for the process
+	// wrap, when set, runs georeg under this command (e.g. nsenter into a
+	// mount namespace holding a small filesystem): wrap..., georeg, sub, args.
+	wrap []string
 	cmd   *exec.Cmd
 	log   *os.File
 }
@@ -92,6 +95,9 @@ func (s *server) start() {
 		sub = "serve"
 	}
 	s.cmd = exec.Command(georegBin, append([]string{sub}, args...)...)
+	if len(s.wrap) > 0 {
+		s.cmd = exec.Command(s.wrap[0], append(append(s.wrap[1:len(s.wrap):len(s.wrap)], georegBin, sub), args...)...)
+	}
 	s.cmd.Env = append(os.Environ(), s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {

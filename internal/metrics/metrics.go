@@ -28,6 +28,7 @@ type Node struct {
 	replicationApplied *prometheus.CounterVec   // peer, kind
 	antiEntropyRounds  *prometheus.CounterVec   // peer, outcome
 	antiEntropyRepairs *prometheus.CounterVec   // peer
+	fetchFailures      *prometheus.CounterVec   // peer, reason
 
 	webhookDeliveries *prometheus.CounterVec   // action, outcome
 	webhookLatency    *prometheus.HistogramVec // outcome
@@ -62,6 +63,8 @@ func NewNode(region string) *Node {
 		Help: "Anti-entropy rounds against a peer, by outcome (ok, error).", ConstLabels: labels}, []string{"peer", "outcome"})
 	m.antiEntropyRepairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_antientropy_repaired_total",
 		Help: "Repositories (and the settings, counted as one) anti-entropy found different from a peer's and repaired.", ConstLabels: labels}, []string{"peer"})
+	m.fetchFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_replication_fetch_failures_total",
+		Help: "Blob fetches from a peer that failed on the peer's side and moved to the next region holding the blob (resuming by Range), by reason (stalled: no byte within replication.idleTimeout; error).", ConstLabels: labels}, []string{"peer", "reason"})
 	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_webhook_deliveries_total",
 		Help: "Webhook delivery attempts by action and outcome (delivered, retry, failed, canceled).", ConstLabels: labels}, []string{"action", "outcome"})
 	m.webhookLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "georeg_webhook_delivery_duration_seconds",
@@ -73,7 +76,7 @@ func NewNode(region string) *Node {
 	m.gcBytesFreed = prometheus.NewCounter(prometheus.CounterOpts{Name: "georeg_gc_freed_bytes_total",
 		Help: "Bytes garbage collection freed.", ConstLabels: labels})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.bytesIn, m.bytesOut, m.replicationLag, m.replicationApplied,
-		m.antiEntropyRounds, m.antiEntropyRepairs,
+		m.antiEntropyRounds, m.antiEntropyRepairs, m.fetchFailures,
 		m.webhookDeliveries, m.webhookLatency, m.gcRuns, m.gcBlobs, m.gcBytesFreed} {
 		f(c)
 	}
@@ -169,6 +172,19 @@ func (m *Node) AntiEntropy(peer string, err error, repaired int) {
 	if repaired > 0 {
 		m.antiEntropyRepairs.WithLabelValues(peer).Add(float64(repaired))
 	}
+}
+
+// FetchFailed records a blob fetch from peer that failed on the peer's
+// side (stalled: cut by the idle bound) and moves to the next region.
+func (m *Node) FetchFailed(peer string, stalled bool) {
+	if m == nil {
+		return
+	}
+	reason := "error"
+	if stalled {
+		reason = "stalled"
+	}
+	m.fetchFailures.WithLabelValues(peer, reason).Inc()
 }
 
 // Delivery records one webhook attempt.

@@ -123,6 +123,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 			return nil, fmt.Errorf("clean staging data: %w", err)
 		}
 	}
+	// Know the free space before serving: a region restarted on a full
+	// disk refuses pushes from its first request, not from its first
+	// failed write.
+	r.checkSpace(ctx)
 	return r, nil
 }
 

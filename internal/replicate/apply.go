@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/georeg/georeg/internal/bounded"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
@@ -135,6 +136,7 @@ func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d
 			return err // this region's side (a full disk): retrying elsewhere would not help
 		}
 		plan.failedFrom(src.name, err)
+		p.metrics.FetchFailed(src.name, errors.Is(err, bounded.ErrStalled))
 		if !errors.Is(err, errGone) {
 			p.log.InfoContext(ctx, "blob fetch failed; resuming from the next region that holds it", "peer", src.name, "digest", d, "error", err)
 		}
