@@ -47,8 +47,8 @@ const clientTimeout = 30 * time.Second
 
 // load drives and counts the clients of one scenario.
 type load struct {
-	r    *rig
-	repo string
+	r         *rig
+	repo      string
 	mu        sync.Mutex
 	acked     []image
 	pushes    int // acknowledged

@@ -65,8 +65,8 @@ type server struct {
 	// wrap, when set, runs georeg under this command (e.g. nsenter into a
 	// mount namespace holding a small filesystem): wrap..., georeg, sub, args.
 	wrap []string
-	cmd   *exec.Cmd
-	log   *os.File
+	cmd  *exec.Cmd
+	log  *os.File
 }
 
 // startServer runs georeg serve on a fresh port over data and waits until
