@@ -1,4 +1,4 @@
-# georeg: `make test` installs what the tests need (crane, regctl and the S3
+# georeg: `make test` installs what the tests need (crane, regctl, oras, helm and the S3
 # server versitygw through the Go module proxy into .tools/bin; skopeo,
 # containerd, chromium and PostgreSQL from Debian), starts the servers,
 # runs every test and stops them. `make bench` prints the benchmark table.
@@ -11,13 +11,15 @@ export GOFLAGS := -mod=mod
 export GEOREG_ARTIFACTS := $(CURDIR)/artifacts
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
+ORAS_VERSION   := v1.3.6
+HELM_VERSION   := v3.22.0
 # The OCI conformance suites, at versions the module proxy serves: the
 # main branch's (August 2026) and the ginkgo suite of the v1.1 series
 # (November 2023; the v1.1.1 tag's commit is not served).
 CONFORMANCE_MAIN   := v0.0.0-20260831232431-97274622c111
 CONFORMANCE_GINKGO := v0.0.0-20231101194043-f2182352d4cc
 
-.PHONY: test tools lint fuzz bench bench-shared build soak chaos services-start services-stop
+.PHONY: test tools lint fuzz bench bench-shared build soak chaos mutate services-start services-stop
 
 # For running single tests by hand: make services-start, then
 # `. .tools/run/env && go test ./internal/meta/`, then make services-stop.
@@ -30,7 +32,7 @@ services-stop:
 build:
 	go build -o bin/georeg ./cmd/georeg
 
-tools: $(TOOLS)/crane $(TOOLS)/regctl /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium \
+tools: $(TOOLS)/crane $(TOOLS)/regctl $(TOOLS)/oras $(TOOLS)/helm /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium \
 	$(TOOLS)/oci-conformance $(TOOLS)/oci-conformance-ginkgo.test
 
 $(TOOLS)/crane:
@@ -38,6 +40,12 @@ $(TOOLS)/crane:
 
 $(TOOLS)/regctl:
 	GOBIN=$(TOOLS) go install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
+
+$(TOOLS)/oras:
+	GOBIN=$(TOOLS) go install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+
+$(TOOLS)/helm:
+	GOBIN=$(TOOLS) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 # Built from the module at its pinned version (scripts/conformance copies
 # it out of the read-only module cache); never copied into the project.
@@ -97,6 +105,11 @@ bench-shared: build
 GEOREG_CHAOS ?= 2m
 chaos: tools
 	GEOREG_CHAOS=$(GEOREG_CHAOS) go test ./e2e -run '^TestFaultInjection$$' -count=1 -v -timeout 90m
+
+# Deliberate breaks of each invariant (mutate/*.patch): each must make the
+# tests it names fail (scripts/mutate).
+mutate:
+	@trap 'scripts/services stop' EXIT INT TERM; scripts/services start && scripts/mutate
 
 # The garbage-collection soak for two minutes (make test runs it for 6 s).
 soak:

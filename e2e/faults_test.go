@@ -53,7 +53,7 @@ func chaosLength(t *testing.T) time.Duration {
 type scenario struct {
 	name   string
 	victim string
-	disks  map[string]int64 // regions on a small filesystem, by size
+	disks  map[string]int64 // regions on a small filesystem, by size for a 4 s fault
 	setup  func(r *rig)
 	inject func(r *rig, l *load) (heal func())
 	// check, when set, runs while the fault holds, before the kill: the
@@ -215,8 +215,18 @@ func TestFaultInjection(t *testing.T) {
 	t.Logf("fault-injection figures (faults for %s each):\n%s", length, strings.Join(lines, "\n"))
 }
 
+// loadRate bounds the bytes the load pushes per second (about 20 pushes a
+// second of 0.9 MiB on average): a disk sized for a brief fault grows by
+// this much per second of a longer one, so that what is acknowledged fits
+// once space is back.
+const loadRate = 24 << 20
+
 func runScenario(t *testing.T, sc scenario, length time.Duration) string {
-	r := startRig(t, sc.disks)
+	disks := map[string]int64{}
+	for name, size := range sc.disks {
+		disks[name] = size + int64(max(0, length-4*time.Second)/time.Second)*loadRate
+	}
+	r := startRig(t, disks)
 	if sc.setup != nil {
 		sc.setup(r)
 	}

@@ -2,6 +2,7 @@ package bounded
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -44,7 +45,9 @@ func server(t *testing.T) (*httptest.Server, chan struct{}) {
 
 func get(t *testing.T, url string, lim Limits) ([]byte, error) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // a hang fails the test, not the run
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := Do(http.DefaultClient, req, lim)
 	if err != nil {
 		return nil, err
@@ -123,7 +126,9 @@ func roundTrip(t *testing.T, method, url string, body io.ReadCloser, lim Limits)
 	t.Helper()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(t.Context(), method, url, body)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // a hang fails the test, not the run
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, method, url, body)
 	resp, err := (&Transport{Base: tr, Limits: func(*http.Request) Limits { return lim }}).RoundTrip(req)
 	if err != nil {
 		return "", err

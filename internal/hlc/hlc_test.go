@@ -41,3 +41,44 @@ func TestClock(t *testing.T) {
 		}
 	})
 }
+
+func TestVersionOrderAndForm(t *testing.T) {
+	a := Version{Time: 10, Region: "eastus"}
+	for _, c := range []struct {
+		name string
+		v, w Version
+		less bool
+	}{
+		{"earlier time first", a, Version{Time: 11, Region: "aaa"}, true},
+		{"later time after", Version{Time: 11, Region: "aaa"}, a, false},
+		{"same time: region name breaks the tie", a, Version{Time: 10, Region: "westeurope"}, true},
+		{"same time, later region name after", Version{Time: 10, Region: "westeurope"}, a, false},
+		{"a version is not before itself", a, a, false},
+	} {
+		if got := c.v.Less(c.w); got != c.less {
+			t.Errorf("%s: %v.Less(%v) = %v", c.name, c.v, c.w, got)
+		}
+	}
+	if !(Version{}).IsZero() || a.IsZero() || (Version{Region: "eastus"}).IsZero() || (Version{Time: 1}).IsZero() {
+		t.Error("IsZero: only the zero version is zero")
+	}
+	for s, ok := range map[string]bool{"0@eastus": true, "12@westeurope": true, "-1@eastus": false, "12": false, "12@": false, "x@eastus": false} {
+		v, err := ParseVersion(s)
+		if (err == nil) != ok || (ok && v.String() != s) {
+			t.Errorf("ParseVersion(%q) = %v, %v; want ok %v", s, v, err, ok)
+		}
+	}
+}
+
+// TestTheClockReadsTheWallClockItIsGiven: versions carry the injected
+// wall time, not the machine's.
+func TestTheClockReadsTheWallClockItIsGiven(t *testing.T) {
+	at := time.UnixMilli(1_000_000_000_000) // 2001
+	v := New("eastus", func() time.Time { return at }).Now()
+	if !v.Wall().Equal(at) || v.Region != "eastus" {
+		t.Fatalf("version %v has wall time %v, want %v", v, v.Wall(), at)
+	}
+	if New("eastus", nil).Now().Wall().Before(at) {
+		t.Fatal("a clock without a wall clock of its own reads time.Now")
+	}
+}

@@ -208,14 +208,12 @@ func (a *API) handle(h handlerFunc) http.Handler {
 			return
 		}
 		err = a.region.NoteWrite(err) // a full disk is STORAGE_FULL, and marks the region full
-		oe, coded := ocierr.From(err)
-		gone := false
+		// A failure the client caused (it went away, its body stalled) is
+		// answered as such whatever error it surfaced as.
+		oe, gone := clientFailure(r, err)
+		coded := oe != nil
 		if !coded {
-			oe, gone = clientFailure(r, err)
-			coded = oe != nil
-			if !coded {
-				oe, _ = ocierr.From(err)
-			}
+			oe, coded = ocierr.From(err)
 		}
 		if rec, ok := w.(*recorder); ok {
 			rec.code = oe.Code.Name

@@ -22,6 +22,7 @@ func TestGCFreesWhatNoLiveManifestNeedsAndNothingElse(t *testing.T) {
 	grace := 300 * time.Millisecond
 	r := openRegion(t, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: grace, GCInterval: -1})
 	defer r.Close()
+	clock := region.UseTestClock(r)
 	blob := func(b []byte) digest.Digest {
 		d := digest.FromBytes(b)
 		if _, err := r.PutBlob(ctx, "app", d, int64(len(b)), bytes.NewReader(b)); err != nil {
@@ -53,7 +54,7 @@ func TestGCFreesWhatNoLiveManifestNeedsAndNothingElse(t *testing.T) {
 	if err := r.DeleteManifest(ctx, "app", digest.FromBytes([]byte(oldM)).String()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(grace + 50*time.Millisecond) // let every link and file age past the grace period
+	clock.Advance(grace + time.Minute) // every link and file ages past the grace period (files by their wall-clock mtime)
 	fresh := blob([]byte("a push on its way"))
 
 	dry, err := r.GC(ctx, true)
@@ -98,6 +99,7 @@ func TestGCSparesALeasedBlob(t *testing.T) {
 	ctx := t.Context()
 	r := openRegion(t, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1})
 	defer r.Close()
+	clock := region.UseTestClock(r)
 	b := []byte("unlinked bytes")
 	d := digest.FromBytes(b)
 	if _, err := r.PutBlob(ctx, "app", d, int64(len(b)), bytes.NewReader(b)); err != nil {
@@ -106,7 +108,7 @@ func TestGCSparesALeasedBlob(t *testing.T) {
 	if err := r.DeleteBlob(ctx, "app", d); err != nil { // unlinked, bytes kept
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // past the grace period
+	clock.Advance(150 * time.Millisecond) // past the grace period
 	release := r.Lease(d)
 	if rep, err := r.GC(ctx, false); err != nil || rep.BlobsDeleted != 0 {
 		t.Fatalf("a leased blob was swept: %+v %v", rep, err)
@@ -125,6 +127,7 @@ func TestGCKeepsALinkAClientJustChecked(t *testing.T) {
 	ctx := t.Context()
 	r := openRegion(t, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1})
 	defer r.Close()
+	clock := region.UseTestClock(r)
 	put := func(b []byte) digest.Digest {
 		d := digest.FromBytes(b)
 		if _, err := r.PutBlob(ctx, "app", d, int64(len(b)), bytes.NewReader(b)); err != nil {
@@ -133,7 +136,7 @@ func TestGCKeepsALinkAClientJustChecked(t *testing.T) {
 		return d
 	}
 	checked, unchecked, repushed := put([]byte("checked")), put([]byte("unchecked")), put([]byte("pushed again"))
-	time.Sleep(150 * time.Millisecond) // every link is past the grace period
+	clock.Advance(150 * time.Millisecond) // every link is past the grace period
 	if err := r.TouchBlob(ctx, "app", checked); err != nil {
 		t.Fatal(err)
 	}

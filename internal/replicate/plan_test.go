@@ -126,6 +126,45 @@ func TestAFetchPlanResumesElsewhereAndEnds(t *testing.T) {
 	}
 }
 
+// TestAFetchPlanAtItsBoundaries: the sizes, counts and peers where the
+// plan's choices change.
+func TestAFetchPlanAtItsBoundaries(t *testing.T) {
+	four := []string{"westeurope", "eastus", "southeastasia", "brazilsouth"}
+	allStall := map[string][]string{"eastus": {"stall", "stall"}, "westeurope": {"stall", "stall"},
+		"southeastasia": {"stall", "stall"}, "brazilsouth": {"stall", "stall"}}
+	for _, tc := range []struct {
+		name     string
+		origin   string
+		order    []string
+		size     int64
+		holds    map[string]bool
+		outcomes map[string][]string
+		want     string
+		ok       bool
+	}{
+		{"a blob of exactly 1 MiB is asked of nearer regions", "eastus", []string{"westeurope", "eastus"}, 1 << 20,
+			map[string]bool{"westeurope": true}, nil, "ask westeurope; westeurope:ok", true},
+		{"one byte less comes from its origin at once", "eastus", []string{"westeurope", "eastus"}, 1<<20 - 1,
+			map[string]bool{"westeurope": true}, nil, "eastus:ok", true},
+		{"six attempts in all, though four regions could take two each", "eastus", four, 1000,
+			map[string]bool{"westeurope": true, "southeastasia": true, "brazilsouth": true}, allStall,
+			"eastus:stall; ask westeurope,southeastasia,brazilsouth; westeurope:stall; southeastasia:stall; brazilsouth:stall; westeurope:stall; eastus:stall; give up", false},
+		{"an origin no longer among the peers is still asked, twice at most", "centralus", []string{"westeurope"}, 1000,
+			map[string]bool{}, map[string][]string{"centralus": {"stall", "stall"}},
+			"centralus:stall; ask westeurope; centralus:stall; give up", false},
+		{"an origin no longer among the peers that deleted the blob is not asked again", "centralus", []string{"westeurope"}, 1000,
+			map[string]bool{}, map[string][]string{"centralus": {"gone"}},
+			"centralus:gone; give up", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			steps, ok := fetchScript(tc.origin, tc.order, tc.size, tc.holds, tc.outcomes)
+			if got := strings.Join(steps, "; "); got != tc.want || ok != tc.ok {
+				t.Fatalf("steps:\n  %s (ok %t)\nwant:\n  %s (ok %t)", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
 func TestFailuresAreParkedOnlyWhenThePeerIsTheCause(t *testing.T) {
 	stalled := fmt.Errorf("%w: %w", errPeer, bounded.ErrStalled)
 	full := fmt.Errorf("fetch: %w", fmt.Errorf("%w: %w", content.ErrWrite, syscall.ENOSPC))
@@ -138,6 +177,7 @@ func TestFailuresAreParkedOnlyWhenThePeerIsTheCause(t *testing.T) {
 	}{
 		{"a blob the peer stalls on for long enough", meta.KindBlob, stalled, time.Minute, true},
 		{"not before parkAfter", meta.KindBlob, stalled, time.Second, false},
+		{"at parkAfter exactly", meta.KindBlob, stalled, 30 * time.Second, true},
 		{"a manifest whose bytes do not verify", meta.KindManifest, fmt.Errorf("x: %w", content.ErrDigestMismatch), time.Minute, true},
 		{"a tag whose manifest the peer refuses", meta.KindTag, fmt.Errorf("%w: 503", errPeer), time.Minute, true},
 		{"never a full disk here: everything would fail the same", meta.KindBlob, full, time.Hour, false},

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,8 +46,11 @@ func TestALockWinsTheRaceWithATagUpdateFromAnotherRegion(t *testing.T) {
 	if racer.manifest == locked.manifest {
 		t.Fatal("the two images are the same")
 	}
-	// eastus refuses westeurope's update when it arrives (the lock is there).
-	time.Sleep(300 * time.Millisecond) // time for eastus to apply westeurope's feed; a bounded pause, then the check
+	// eastus refuses westeurope's update when it arrives (the lock is
+	// there): once a later push of westeurope's has applied in eastus, so
+	// has the update (a feed applies in order).
+	after := push(t, west, "app", "after-racer", "pushed after the racing update", 1<<10)
+	tagArrives(t, east, "app", "after-racer", after.manifest)
 	if got := tagState(t, east, "app")["v1"]; got != locked.manifest.String() {
 		t.Fatalf("eastus moved its locked tag to %s", got)
 	}
@@ -69,8 +74,20 @@ func TestALockWinsTheRaceWithATagUpdateFromAnotherRegion(t *testing.T) {
 			t.Errorf("delete of the locked manifest in %s: %d %s", base, code, body)
 		}
 	}
-	// Anti-entropy (every 300 ms) compares and finds nothing to undo.
-	time.Sleep(time.Second) // three anti-entropy rounds; a bounded pause, then the check
+	// Anti-entropy (every 300 ms) compares and finds nothing to undo: two
+	// more completed rounds in every region, then the check.
+	marks := map[string]int{}
+	for _, base := range []string{east, west, asia} {
+		marks[base] = antiEntropyRounds(t, base)
+	}
+	for _, base := range []string{east, west, asia} {
+		eventually(t, 10*time.Second, func() error {
+			if n := antiEntropyRounds(t, base); n < marks[base]+2 {
+				return fmt.Errorf("%s completed %d anti-entropy rounds since the mark, want 2", base, n-marks[base])
+			}
+			return nil
+		})
+	}
 	for _, base := range []string{east, west, asia} {
 		if got := tagState(t, base, "app")["v1"]; got != locked.manifest.String() {
 			t.Fatalf("after anti-entropy %s has app:v1 at %s", base, got)
@@ -106,4 +123,23 @@ func manifestOf(t *testing.T, base, repo, d string) []byte {
 		t.Fatalf("manifest %s in %s: %d", d, base, code)
 	}
 	return body
+}
+
+// antiEntropyRounds sums the anti-entropy rounds the region at base has
+// completed, from its /metrics.
+func antiEntropyRounds(t *testing.T, base string) int {
+	t.Helper()
+	code, _, body := do(t, http.MethodGet, base+"/metrics", "", nil)
+	if code != 200 {
+		t.Fatalf("metrics of %s: %d", base, code)
+	}
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "georeg_antientropy_rounds_total{") && strings.Contains(line, `outcome="ok"`) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			n += int(v)
+		}
+	}
+	return n
 }

@@ -78,7 +78,7 @@ func deliverUntil(t *testing.T, r *region.Region, opts webhook.Options, name, st
 		if time.Now().After(deadline) {
 			t.Fatalf("delivery still %s after 20 s (attempts %d, error %q), want %s", dels[0].State, dels[0].Attempts, dels[0].Error, state)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
 	}
 }
 
@@ -144,7 +144,7 @@ func TestADisabledWebhookHoldsItsDeliveriesAndARecreatedOneGetsNone(t *testing.T
 			if time.Now().After(deadline) {
 				t.Fatal("the deliverer never looked at the held delivery")
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
 		}
 		cancel()
 		<-done
