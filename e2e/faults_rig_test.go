@@ -103,12 +103,23 @@ func (f *tmpfs) fill(t *testing.T, keep int64) {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	st, _ := file.Stat()
-	if n := f.free(t) - keep; n > 0 {
-		if err := syscall.Fallocate(int(file.Fd()), 0, st.Size(), n); err != nil {
+	// The region writes meanwhile: a take larger than what is left by the
+	// time it lands is refused whole, so take less until it fits.
+	for i := 0; i < 64; i++ {
+		st, _ := file.Stat()
+		n := f.free(t) - keep - int64(i)*(1<<20)
+		if n <= 0 {
+			return
+		}
+		err := syscall.Fallocate(int(file.Fd()), 0, st.Size(), n)
+		if err == nil {
+			return
+		}
+		if err != syscall.ENOSPC {
 			t.Fatalf("fill the disk: %v", err)
 		}
 	}
+	t.Fatal("fill the disk: every take was refused")
 }
 
 // release frees what fill took.

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/storetest"
 )
 
@@ -120,13 +121,17 @@ type pushed struct {
 	layers []v1.Hash
 }
 
-// verifyAt checks every image is served by the node at addr, manifest by
-// tag and every layer, each verified by digest.
+// verifyAt checks every image is held by the node at addr, manifest by
+// tag and every layer, each verified by digest. It asks as a peer, so the
+// node answers from its own region's storage and never reads through: a
+// region that only borrowed an image would fail.
 func verifyAt(addr string, imgs []pushed) error {
+	peer := "Bearer " + feed.Credential("e2e-secret", "eastus")
 	for _, img := range imgs {
 		repo, tag, _ := strings.Cut(img.ref, ":")
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/"+repo+"/manifests/"+tag, nil)
 		req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+		req.Header.Set("Authorization", peer)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err
@@ -137,7 +142,9 @@ func verifyAt(addr string, imgs []pushed) error {
 			return fmt.Errorf("%s at %s: %d, digest %s, want %s", img.ref, addr, resp.StatusCode, digest.FromBytes(m), img.digest)
 		}
 		for _, l := range img.layers {
-			resp, err := http.Get("http://" + addr + "/v2/" + repo + "/blobs/" + l.String())
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/"+repo+"/blobs/"+l.String(), nil)
+			req.Header.Set("Authorization", peer)
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				return err
 			}

@@ -109,6 +109,9 @@ type Registry struct {
 	proxies   map[[2]string]*link.Proxy // from, to
 	// TLS is the local CA and certificate, when Config.TLS is set.
 	TLS tlsconf.Files
+	// Secret is the registry's replication secret (peers' credentials
+	// derive from it).
+	Secret string
 }
 
 // Start binds every listener, opens every region and serves them until ctx
@@ -121,7 +124,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		}
 		cfg.Secret = secret
 	}
-	reg := &Registry{ByName: map[string]*Region{}, done: make(chan error, 1), proxies: map[[2]string]*link.Proxy{}}
+	reg := &Registry{ByName: map[string]*Region{}, done: make(chan error, 1), proxies: map[[2]string]*link.Proxy{}, Secret: cfg.Secret}
 	scheme := "http://"
 	if cfg.TLS {
 		files, err := tlsconf.LocalCA(filepath.Join(cfg.DataDir, "tls"))

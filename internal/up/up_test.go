@@ -127,12 +127,31 @@ func pullable(t *testing.T, base, repo, tag string, img image) error {
 	return nil
 }
 
+// holdsImage checks that region base holds repo:tag as img in its own
+// storage, every blob verified: asked as a peer, a region never reads
+// through, so an image it would only borrow fails.
+func holdsImage(t *testing.T, reg *up.Registry, base, repo, tag string, img image) error {
+	t.Helper()
+	if code, body := asPeerWith(t, reg.Secret, "GET", base+"/v2/"+repo+"/manifests/"+tag); code != 200 || digest.FromBytes(body) != img.manifest {
+		return fmt.Errorf("%s holds %s:%s? %d %s", base, repo, tag, code, digest.FromBytes(body))
+	}
+	for _, b := range img.blobs {
+		if code, body := asPeerWith(t, reg.Secret, "GET", base+"/v2/"+repo+"/blobs/"+b.String()); code != 200 || digest.FromBytes(body) != b {
+			return fmt.Errorf("%s holds %s:%s but not blob %s (%d)", base, repo, tag, b, code)
+		}
+	}
+	return nil
+}
+
 func TestAnImagePushedInOneRegionArrivesCompleteInEveryRegion(t *testing.T) {
 	reg := startRegistry(t)
 	east, west, asia := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL, reg.ByName["southeastasia"].URL
 	img := push(t, east, "team/app", "v1", "one", 300_000)
 	for _, base := range []string{west, asia} {
-		eventually(t, 30*time.Second, func() error { return pullable(t, base, "team/app", "v1", img) })
+		eventually(t, 30*time.Second, func() error { return holdsImage(t, reg, base, "team/app", "v1", img) })
+		if err := pullable(t, base, "team/app", "v1", img); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Run("a tag deleted in another region is deleted everywhere", func(t *testing.T) {
 		// Read-through answers GETs at once; the tag itself arrives by the
