@@ -59,8 +59,8 @@ func (r *Region) GetManifest(ctx context.Context, repo, ref string) (*meta.Manif
 }
 
 // ManifestGone returns MANIFEST_UNKNOWN when this region knows ref of repo
-// is not to be served: a tag it has a row for (deleted, or pointing at a
-// manifest deleted here), or a digest it holds a tombstone for. The region
+// is not to be served: a tag deleted here, a live tag pointing at a
+// manifest deleted here, or a digest it holds a tombstone for. The region
 // answers from that at once and asks no peer: a newer push elsewhere
 // arrives by the feed, and nothing deleted is read back through
 // (invariant 9). nil when the region has never heard of ref (read-through
@@ -91,9 +91,16 @@ func (r *Region) ManifestGone(ctx context.Context, repo, ref string) error {
 			fmt.Sprintf("tag %q was deleted from repository %s (version %s)", ref, repo, t.Version),
 			map[string]string{"repository": repo, "tag": ref, "state": "deleted", "version": t.Version.String()})
 	}
+	// A live tag: gone only when the manifest it points at is deleted
+	// here. One this region has no row of (not arrived yet: a tag and its
+	// manifest may be applied by different paths) may be read through.
+	v, deleted, found, err := r.ManifestRow(ctx, repo, t.Digest)
+	if err != nil || !found || !deleted {
+		return err
+	}
 	return ocierr.ManifestUnknown.WithDetail(
-		fmt.Sprintf("tag %q of repository %s points at manifest %s, which is deleted or not held here", ref, repo, t.Digest),
-		map[string]string{"repository": repo, "tag": ref, "digest": t.Digest.String(), "state": "deleted"})
+		fmt.Sprintf("tag %q of repository %s points at manifest %s, which was deleted (version %s)", ref, repo, t.Digest, v),
+		map[string]string{"repository": repo, "tag": ref, "digest": t.Digest.String(), "state": "deleted", "version": v.String()})
 }
 
 // parseRef resolves a manifest reference to a digest: a digest is parsed
