@@ -30,7 +30,9 @@ func lock(t *testing.T, base, repo, tag string, writeEnabled bool) {
 // tag moves again.
 func TestALockWinsTheRaceWithATagUpdateFromAnotherRegion(t *testing.T) {
 	link := &faultyLink{}
-	reg := runLinked(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), AntiEntropyInterval: 300 * time.Millisecond}, link, []string{"westeurope"})
+	// Anti-entropy every 2 s: westeurope may also learn the lock from
+	// southeastasia that way, so the race below must end well within it.
+	reg := runLinked(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), AntiEntropyInterval: 2 * time.Second}, link, []string{"westeurope"})
 	east, west, asia := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL, reg.ByName["southeastasia"].URL
 	locked := push(t, east, "app", "v1", "locked image", 1<<10)
 	for _, base := range []string{west, asia} {
@@ -41,10 +43,15 @@ func TestALockWinsTheRaceWithATagUpdateFromAnotherRegion(t *testing.T) {
 	// change it then receives.
 	spent := push(t, east, "app", "spent", "spends the outstanding poll", 1<<10)
 	tagArrives(t, west, "app", "spent", spent.manifest)
-	lock(t, east, "app", "v1", false)
-	racer := push(t, west, "app", "v1", "racing update", 1<<10) // accepted: westeurope does not know the lock
+	// The racing image is stored in westeurope first, so the race itself
+	// is one manifest PUT right after the lock.
+	racer := push(t, west, "app", "racer-staged", "racing update", 1<<10)
 	if racer.manifest == locked.manifest {
 		t.Fatal("the two images are the same")
+	}
+	lock(t, east, "app", "v1", false)
+	if code, _, body := do(t, http.MethodPut, west+"/v2/app/manifests/v1", "application/vnd.oci.image.manifest.v1+json", manifestOf(t, west, "app", racer.manifest.String())); code != 201 {
+		t.Fatalf("westeurope refused the racing update (%d %s): it heard of the lock before it; the race did not happen", code, body)
 	}
 	// eastus refuses westeurope's update when it arrives (the lock is
 	// there): once a later push of westeurope's has applied in eastus, so
@@ -74,7 +81,7 @@ func TestALockWinsTheRaceWithATagUpdateFromAnotherRegion(t *testing.T) {
 			t.Errorf("delete of the locked manifest in %s: %d %s", base, code, body)
 		}
 	}
-	// Anti-entropy (every 300 ms) compares and finds nothing to undo: two
+	// Anti-entropy (every 2 s) compares and finds nothing to undo: two
 	// more completed rounds in every region, then the check.
 	marks := map[string]int{}
 	for _, base := range []string{east, west, asia} {
