@@ -225,10 +225,21 @@ func TestDNSModeAnswersEachClientWithItsRegion(t *testing.T) {
 		t.Fatalf("no DNS answer for %s from %s", name, src)
 		return nil
 	}
+	// Each client gets its region's address. On a loaded machine a probe
+	// may drain a region for a round (its clients then get the fallback,
+	// as they should): the answer is asked again until the region is back,
+	// within a bound.
 	for src, want := range map[string]string{"127.0.0.1": "127.0.1.1", "127.0.0.2": "127.0.1.2", "127.0.0.3": "127.0.1.3"} {
-		r := ask(src, "registry.test.", "")
-		if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != want || r.Answer[0].Header().Ttl != route.DNSTTL || !r.Authoritative {
-			t.Fatalf("from %s: %v, want %s", src, r.Answer, want)
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			r := ask(src, "registry.test.", "")
+			if len(r.Answer) == 1 && r.Answer[0].(*dns.A).A.String() == want && r.Answer[0].Header().Ttl == route.DNSTTL && r.Authoritative {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("from %s: %v, want %s", src, r.Answer, want)
+			}
+			time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
 		}
 	}
 	if r := ask("127.0.0.1", "registry.test.", "127.0.0.2"); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.1.2" {
