@@ -63,8 +63,12 @@ type scenario struct {
 
 const faulted = "westeurope"
 
-// stalled is the image the stall scenario pushed to eastus.
-var stalled *image
+// stalled is the image the stall scenario pushed to eastus in its cycle;
+// stallSeq numbers the cycles.
+var (
+	stalled  *image
+	stallSeq int
+)
 
 var scenarios = []scenario{
 	{
@@ -77,7 +81,8 @@ var scenarios = []scenario{
 		inject: func(r *rig, l *load) func() {
 			lk := r.links[faulted]["eastus"]
 			_, before := lk.Delivered()
-			stalled = l.pushTo(l.loadClient("127.0.0.1"), "http://"+r.regions["eastus"].addr, -1, 8<<20)
+			stallSeq++ // a tag of its own each cycle (p-1, p-2, ...)
+			stalled = l.pushTo(l.loadClient("127.0.0.1"), "http://"+r.regions["eastus"].addr, -stallSeq, 8<<20)
 			if stalled == nil {
 				r.t.Fatal("the 8 MiB push to eastus failed")
 			}
