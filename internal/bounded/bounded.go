@@ -44,6 +44,13 @@ func Do(hc *http.Client, req *http.Request, lim Limits) (*http.Response, error) 
 	})
 	resp, err := hc.Do(req.WithContext(ctx))
 	headers.Stop()
+	return answer(req, resp, err, &cut, cancel, lim.Idle)
+}
+
+// answer ends a bounded request's wait for headers: an error says which
+// bound cut it (ErrStalled), a response gets a body with the idle-read
+// deadline. cut holds why the request was cut, if it was.
+func answer(req *http.Request, resp *http.Response, err error, cut *atomic.Value, cancel context.CancelFunc, idle time.Duration) (*http.Response, error) {
 	if err != nil {
 		cancel()
 		if why, ok := cut.Load().(string); ok {
@@ -51,8 +58,8 @@ func Do(hc *http.Client, req *http.Request, lim Limits) (*http.Response, error) 
 		}
 		return nil, err
 	}
-	b := &body{rc: resp.Body, cancel: cancel, idle: lim.Idle, host: req.URL.Host}
-	b.timer = time.AfterFunc(lim.Idle, b.expire)
+	b := &body{rc: resp.Body, cancel: cancel, idle: idle, host: req.URL.Host}
+	b.timer = time.AfterFunc(idle, b.expire)
 	resp.Body = b
 	return resp, nil
 }

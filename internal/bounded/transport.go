@@ -53,17 +53,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.Base.RoundTrip(out)
 	answered.Store(true)
 	headers.Stop()
-	if err != nil {
-		cancel()
-		if why, ok := cut.Load().(string); ok {
-			return nil, fmt.Errorf("%s %s: %w: %s", req.Method, req.URL.Path, ErrStalled, why)
-		}
-		return nil, err
-	}
-	b := &body{rc: resp.Body, cancel: cancel, idle: lim.Idle, host: req.URL.Host}
-	b.timer = time.AfterFunc(lim.Idle, b.expire)
-	resp.Body = b
-	return resp, nil
+	return answer(req, resp, err, &cut, cancel, lim.Idle)
 }
 
 // sending is a request body on its way to the server: between two reads
