@@ -209,28 +209,8 @@ replication:
 // .2 to westeurope, .3 to southeastasia.
 func (r *rig) startDoor() *server {
 	t := r.t
-	cfg := fmt.Sprintf(`regions:
-  - {name: eastus, endpoint: "http://%s"}
-  - {name: westeurope, endpoint: "http://%s"}
-  - {name: southeastasia, endpoint: "http://%s"}
-locations:
-  - {cidr: 127.0.0.1/32, region: eastus}
-  - {cidr: 127.0.0.2/32, region: westeurope}
-  - {cidr: 127.0.0.3/32, region: southeastasia}
-secret: e2e-secret
-readTimeout: %s
-writeTimeout: %s
-idleTimeout: %s
-`, r.regions["eastus"].addr, r.regions["westeurope"].addr, r.regions["southeastasia"].addr, rigDoorRead, rigDoorWrite, rigDoorIdle)
-	file := filepath.Join(r.dir, "route.yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	s := &server{t: t, addr: addr, data: filepath.Join(r.dir, "route"), sub: "route",
-		args: []string{"--config", file, "--listen", addr, "--log-level", "warn"}}
-	s.start()
-	t.Cleanup(s.kill)
+	s := startRoute(t, r.regions, fmt.Sprintf("secret: e2e-secret\nreadTimeout: %s\nwriteTimeout: %s\nidleTimeout: %s\n", rigDoorRead, rigDoorWrite, rigDoorIdle))
+	addr := s.addr
 	// Every region Ready and in rotation: each region's clients reach it.
 	for i, name := range rigRegions {
 		c := clientFrom(fmt.Sprintf("127.0.0.%d", i+1))

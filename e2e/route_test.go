@@ -17,8 +17,9 @@ import (
 )
 
 // startRoute runs `georeg route` before regions: clients from 127.0.0.1
-// belong to eastus, .2 to westeurope, .3 to southeastasia.
-func startRoute(t *testing.T, regions map[string]*server) *server {
+// belong to eastus, .2 to westeurope, .3 to southeastasia. extra is more
+// of the door's YAML configuration (top-level keys).
+func startRoute(t *testing.T, regions map[string]*server, extra ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`regions:
@@ -31,7 +32,7 @@ locations:
   - {cidr: 127.0.0.3/32, region: southeastasia}
 fallback:
   westeurope: [eastus, southeastasia]
-`, regions["eastus"].addr, regions["westeurope"].addr, regions["southeastasia"].addr)
+`, regions["eastus"].addr, regions["westeurope"].addr, regions["southeastasia"].addr) + strings.Join(extra, "")
 	file := filepath.Join(dir, "route.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

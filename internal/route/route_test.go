@@ -276,17 +276,8 @@ func TestARequestADeadNodeDidNotTakeGoesToAnotherNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: router}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
-	done := make(chan struct{})
-	go func() { _ = router.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	door := "http://" + l.Addr().String()
+	door, stop := serveDoor(t, ctx, cancel, router)
+	defer stop()
 	deadline := time.Now().Add(10 * time.Second)
 	for healthy, _ := router.Nodes("eastus"); healthy < 2; healthy, _ = router.Nodes("eastus") { // the first probe round
 		if time.Now().After(deadline) {
@@ -316,6 +307,21 @@ func TestARequestADeadNodeDidNotTakeGoesToAnotherNode(t *testing.T) {
 	if n := strings.Count(logs.String(), "node did not answer"); n == 0 {
 		t.Fatal("no request was sent to the dead node: the test proves nothing")
 	}
+}
+
+// serveDoor serves router on a loopback port and runs its probes until
+// ctx ends; stop cancels ctx, waits for the prober and closes the server.
+func serveDoor(t *testing.T, ctx context.Context, cancel context.CancelFunc, router *route.Router) (door string, stop func()) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: router}
+	go func() { _ = srv.Serve(l) }()
+	done := make(chan struct{})
+	go func() { _ = router.Run(ctx); close(done) }()
+	return "http://" + l.Addr().String(), func() { cancel(); <-done; srv.Close() }
 }
 
 // lockedLog is a log sink several goroutines write.
@@ -362,17 +368,8 @@ func TestAReadAHungRegionHoldsGoesToTheNextRegion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: router}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
-	done := make(chan struct{})
-	go func() { _ = router.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	door := "http://" + l.Addr().String()
+	door, stop := serveDoor(t, ctx, cancel, router)
+	defer stop()
 	// Both Ready and in rotation: each region's own clients reach it.
 	regionOf(t, door, "127.0.0.1", "eastus")
 	regionOf(t, door, "127.0.0.2", "westeurope")

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +26,12 @@ func lock(t *testing.T, base, repo, tag string, writeEnabled bool) {
 // Once the link heals, app:v1 is the locked image in every region, the
 // lock holds everywhere, and anti-entropy does not undo it. Unlocked, the
 // tag moves again.
+// antiEntropyRounds is how many anti-entropy rounds the region at base
+// has completed.
+func antiEntropyRounds(t *testing.T, base string) float64 {
+	return metric(t, base, "georeg_antientropy_rounds_total", map[string]string{"outcome": "ok"})
+}
+
 func TestALockWinsTheRaceWithATagUpdateFromAnotherRegion(t *testing.T) {
 	link := &faultyLink{}
 	// Anti-entropy every 2 s: westeurope may also learn the lock from
@@ -83,14 +87,14 @@ func TestALockWinsTheRaceWithATagUpdateFromAnotherRegion(t *testing.T) {
 	}
 	// Anti-entropy (every 2 s) compares and finds nothing to undo: two
 	// more completed rounds in every region, then the check.
-	marks := map[string]int{}
+	marks := map[string]float64{}
 	for _, base := range []string{east, west, asia} {
 		marks[base] = antiEntropyRounds(t, base)
 	}
 	for _, base := range []string{east, west, asia} {
 		eventually(t, 10*time.Second, func() error {
 			if n := antiEntropyRounds(t, base); n < marks[base]+2 {
-				return fmt.Errorf("%s completed %d anti-entropy rounds since the mark, want 2", base, n-marks[base])
+				return fmt.Errorf("%s completed %v anti-entropy rounds since the mark, want 2", base, n-marks[base])
 			}
 			return nil
 		})
@@ -130,23 +134,4 @@ func manifestOf(t *testing.T, base, repo, d string) []byte {
 		t.Fatalf("manifest %s in %s: %d", d, base, code)
 	}
 	return body
-}
-
-// antiEntropyRounds sums the anti-entropy rounds the region at base has
-// completed, from its /metrics.
-func antiEntropyRounds(t *testing.T, base string) int {
-	t.Helper()
-	code, _, body := do(t, http.MethodGet, base+"/metrics", "", nil)
-	if code != 200 {
-		t.Fatalf("metrics of %s: %d", base, code)
-	}
-	n := 0
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, "georeg_antientropy_rounds_total{") && strings.Contains(line, `outcome="ok"`) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			n += int(v)
-		}
-	}
-	return n
 }
