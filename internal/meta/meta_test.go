@@ -231,3 +231,20 @@ func TestTheFeedStaysOrderedWithoutGapsWithWritersOnSeveralNodes(t *testing.T) {
 		})
 	}
 }
+
+// TestSQLiteCommitsAreSyncedBeforeTheyReturn: invariant 8's crash test
+// (region.TestInvariant8...) takes SQLite's committed state as what
+// survives a power cut; that holds only with the write-ahead log synced
+// at every commit (journal_mode=WAL, synchronous=FULL).
+func TestSQLiteCommitsAreSyncedBeforeTheyReturn(t *testing.T) {
+	db, err := meta.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for name, want := range map[string]string{"journal_mode": "wal", "synchronous": "2"} {
+		if got, err := meta.WriterPragma(t.Context(), db, name); err != nil || got != want {
+			t.Errorf("PRAGMA %s = %q (%v), want %q", name, got, err, want)
+		}
+	}
+}

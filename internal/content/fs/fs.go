@@ -12,6 +12,10 @@
 // in copying into the page cache; O_DIRECT skips that copy. The cost: a
 // blob just uploaded is read from disk, not from memory, the first time.
 // A filesystem that refuses O_DIRECT (tmpfs) gets buffered writes.
+//
+// Every file operation goes through an FS: the operating system's in
+// production, and in crash tests a file layer that forgets what was not
+// synced (crashfs), which is how the order of syncs above is tested.
 package fs
 
 import (
@@ -44,19 +48,42 @@ const directAlign = 4096
 // Backend keeps each key as a file under a root directory.
 type Backend struct {
 	root     string
+	fsys     FS
 	noDirect atomic.Bool // set once the filesystem refused O_DIRECT
 }
 
-// Open returns a backend rooted at dir, creating it.
+// Open returns a backend rooted at dir of the operating system's
+// filesystem, creating it.
 func Open(dir string) (*Backend, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("content root: %w", err)
-	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{root: abs}, nil
+	return OpenFS(abs, OS)
+}
+
+// OpenFS returns a backend rooted at dir (an absolute path) of fsys,
+// creating it.
+func OpenFS(dir string, fsys FS) (*Backend, error) {
+	b := &Backend{root: dir, fsys: fsys}
+	// The directories made here are durable before anything is stored in
+	// them: each one's entry is synced in its parent.
+	var made []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := fsys.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		made = append(made, d)
+	}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("content root: %w", err)
+	}
+	for _, d := range made {
+		if err := b.syncDir(filepath.Dir(d)); err != nil {
+			return nil, fmt.Errorf("content root: %w", err)
+		}
+	}
+	return b, nil
 }
 
 // Root returns the directory the backend keeps its files under.
@@ -83,21 +110,22 @@ func (b *Backend) Stat(_ context.Context, key string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	fi, err := os.Stat(p)
+	fi, err := b.fsys.Stat(p)
 	if err != nil {
 		return 0, notFound(err)
 	}
 	return fi.Size(), nil
 }
 
-// Reader implements content.Backend. It returns the *os.File itself, so
-// io.Copy to a TCP connection uses sendfile.
+// Reader implements content.Backend. On the operating system's
+// filesystem it returns the *os.File itself, so io.Copy to a TCP
+// connection uses sendfile.
 func (b *Backend) Reader(_ context.Context, key string, offset int64) (io.ReadCloser, error) {
 	p, err := b.path(key)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := b.fsys.OpenFile(p, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, notFound(err)
 	}
@@ -125,7 +153,7 @@ func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptio
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := b.fsys.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return nil, err
 	}
 	flag := os.O_WRONLY | os.O_CREATE
@@ -141,7 +169,7 @@ func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptio
 		}
 		want = st.Size
 	}
-	f, err := os.OpenFile(p, flag, 0o644)
+	f, err := b.fsys.OpenFile(p, flag, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +194,11 @@ func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptio
 			}
 		}
 	}
-	return &writer{b: b, f: f, fd: int(f.Fd()), path: p, size: size, flushed: size}, nil
+	w := &writer{b: b, f: f, path: p, size: size, flushed: size}
+	if osf, ok := f.(*os.File); ok {
+		w.osf, w.fd = osf, int(osf.Fd())
+	}
+	return w, nil
 }
 
 // Move implements content.Backend: a rename, made durable.
@@ -191,13 +223,13 @@ func (b *Backend) Delete(_ context.Context, key string) error {
 	}
 	if strings.HasPrefix(key, "uploads/") && filepath.Base(p) == "data" {
 		// A session's staging: its directory holds all of it.
-		return os.RemoveAll(filepath.Dir(p))
+		return b.fsys.RemoveAll(filepath.Dir(p))
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := b.fsys.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	if strings.HasPrefix(key, "uploads/") {
-		_ = os.Remove(filepath.Dir(p)) // only succeeds when empty
+		_ = b.fsys.Remove(filepath.Dir(p)) // only succeeds when empty
 	}
 	return nil
 }
@@ -208,32 +240,58 @@ func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, s
 	if err != nil {
 		return err
 	}
-	err = filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return ctxErr
-		}
-		if d.IsDir() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil // removed while walking
-		}
+	visit := func(p string, fi fs.FileInfo) error {
 		rel, _ := filepath.Rel(b.root, p)
 		return fn(filepath.ToSlash(rel), fi.Size(), fi.ModTime())
-	})
-	return err
+	}
+	fi, err := b.fsys.Stat(start)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return visit(start, fi)
+	}
+	return b.walk(ctx, start, visit)
+}
+
+// walk calls visit for each file under dir, in lexical order, depth
+// first; what is removed while walking is skipped.
+func (b *Backend) walk(ctx context.Context, dir string, visit func(p string, fi fs.FileInfo) error) error {
+	entries, err := b.fsys.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			if err := b.walk(ctx, p, visit); err != nil {
+				return err
+			}
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed while walking
+		}
+		if err := visit(p, fi); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type writer struct {
 	b       *Backend
-	f       *os.File
+	f       File
+	osf     *os.File // f on the operating system's filesystem: O_DIRECT and early writeback
 	fd      int
 	path    string
 	size    int64
@@ -244,7 +302,7 @@ type writer struct {
 
 func (w *writer) Write(p []byte) (int, error) {
 	total := 0
-	if w.size%directAlign == 0 && len(p) >= directAlign && !w.b.noDirect.Load() &&
+	if w.osf != nil && w.size%directAlign == 0 && len(p) >= directAlign && !w.b.noDirect.Load() &&
 		uintptr(unsafe.Pointer(&p[0]))%directAlign == 0 {
 		n := len(p) &^ (directAlign - 1)
 		k, err := w.writeDirect(p[:n])
@@ -289,7 +347,7 @@ func (w *writer) writeBuffered(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.size += int64(n)
 	w.dirty += int64(n)
-	if w.dirty >= flushEvery {
+	if w.dirty >= flushEvery && w.osf != nil {
 		// Start writeback now; Commit's fsync then waits for little. An
 		// error here is only advisory: fsync reports real failures.
 		_ = unix.SyncFileRange(w.fd, w.flushed, w.size-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
@@ -347,24 +405,24 @@ func (w *writer) Commit(_ context.Context, key string) error {
 // directory, its own entry are synced; an upload's emptied directory goes.
 func (b *Backend) rename(src, dst string) error {
 	dir := filepath.Dir(dst)
-	_, statErr := os.Stat(dir)
+	_, statErr := b.fsys.Stat(dir)
 	newDir := errors.Is(statErr, fs.ErrNotExist)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := b.fsys.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.Rename(src, dst); err != nil {
+	if err := b.fsys.Rename(src, dst); err != nil {
 		return notFound(err)
 	}
 	if filepath.Dir(src) != b.root && strings.HasPrefix(src, filepath.Join(b.root, "uploads")+string(filepath.Separator)) {
-		_ = os.Remove(filepath.Dir(src)) // an upload's now-empty directory
+		_ = b.fsys.Remove(filepath.Dir(src)) // an upload's now-empty directory
 	}
-	if err := syncDir(dir); err != nil {
+	if err := b.syncDir(dir); err != nil {
 		return err
 	}
 	if newDir {
 		// The new fan-out directory's own entry must be durable too.
 		for d := filepath.Dir(dir); len(d) >= len(b.root); d = filepath.Dir(d) {
-			if err := syncDir(d); err != nil {
+			if err := b.syncDir(d); err != nil {
 				return err
 			}
 			if d == b.root {
@@ -377,8 +435,8 @@ func (b *Backend) rename(src, dst string) error {
 
 func (w *writer) Cancel(_ context.Context) error {
 	w.f.Close()
-	err := os.Remove(w.path)
-	_ = os.Remove(filepath.Dir(w.path))
+	err := w.b.fsys.Remove(w.path)
+	_ = w.b.fsys.Remove(filepath.Dir(w.path))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -386,8 +444,8 @@ func (w *writer) Cancel(_ context.Context) error {
 }
 
 // syncDir makes a rename into dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func (b *Backend) syncDir(dir string) error {
+	d, err := b.fsys.OpenFile(dir, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,10 @@
+package meta
+
+import "context"
+
+// WriterPragma reads a pragma on the connection SQLite commits through.
+func WriterPragma(ctx context.Context, db *DB, name string) (string, error) {
+	var v string
+	err := db.w.QueryRowContext(ctx, "PRAGMA "+name).Scan(&v)
+	return v, err
+}
