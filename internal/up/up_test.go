@@ -78,7 +78,11 @@ func push(t *testing.T, base, repo, tag, seed string, layerSize int) image {
 	}
 	m := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}`,
 		digest.FromBytes(cfg), len(cfg), digest.FromBytes(layer), len(layer)))
-	if code, _, body := do(t, "PUT", base+"/v2/"+repo+"/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m); code != 201 {
+	ref := tag
+	if ref == "" { // by digest, untagged
+		ref = digest.FromBytes(m).String()
+	}
+	if code, _, body := do(t, "PUT", base+"/v2/"+repo+"/manifests/"+ref, "application/vnd.oci.image.manifest.v1+json", m); code != 201 {
 		t.Fatalf("manifest: %d %s", code, body)
 	}
 	return image{manifest: digest.FromBytes(m), blobs: []digest.Digest{digest.FromBytes(cfg), digest.FromBytes(layer)}}
