@@ -193,7 +193,12 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 			return s.blob(ctx, repo, d, offset)
 		}
 		lw := &lazyWriter{start: func() io.Writer { return start(size) }}
-		streamed, err := p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, lw)
+		hw := &holdLast{w: lw}
+		streamed, err := p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, hw)
+		if err == nil {
+			// Verified and stored: the client gets its last byte.
+			_ = hw.release()
+		}
 		if first != nil {
 			first.Close() // not used: the blob arrived meanwhile, or another fetch had it
 		}
@@ -207,6 +212,43 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		return p.region.AdoptBlob(ctx, repo, d)
 	}
 	return notAnywhere(repo, d)
+}
+
+// holdLast passes every byte written to w on but the last, which it
+// holds until release: a client streamed a blob that then fails its
+// digest check never gets a whole body (the handler breaks the
+// connection one byte short of the length it announced), so wrong bytes
+// from a peer never reach it as a complete response (invariant 1).
+type holdLast struct {
+	w    io.Writer
+	last byte
+	held bool
+}
+
+func (h *holdLast) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if h.held {
+		if _, err := h.w.Write([]byte{h.last}); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := h.w.Write(p[:len(p)-1]); err != nil {
+		return 0, err
+	}
+	h.last, h.held = p[len(p)-1], true
+	return len(p), nil
+}
+
+// release writes the byte held back, if any.
+func (h *holdLast) release() error {
+	if !h.held {
+		return nil
+	}
+	h.held = false
+	_, err := h.w.Write([]byte{h.last})
+	return err
 }
 
 // lazyWriter calls start on the first write.
