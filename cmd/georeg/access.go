@@ -322,6 +322,7 @@ func registryRows(v mgmtapi.RegistryView) [][]string {
 func networkRuleCmd() *cobra.Command {
 	cmd, registry, output := group("network-rule", "Network rules: add, remove, list (the default action is set with georeg update --default-action)")
 	var ip string
+	var force bool
 	change := func(add bool) func(c *cobra.Command, _ []string) error {
 		return func(c *cobra.Command, _ []string) error {
 			p, err := auth.ParsePrefix(ip)
@@ -346,7 +347,7 @@ func networkRuleCmd() *cobra.Command {
 				return fmt.Errorf("there is no rule for %s", p)
 			}
 			rules.IPRules = kept
-			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", mgmtapi.RegistryBody{NetworkRuleSet: &rules}, &v); err != nil {
+			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", mgmtapi.RegistryBody{NetworkRuleSet: &rules, Force: force}, &v); err != nil {
 				return err
 			}
 			return show(*output, v, "SETTING\tVALUE", registryRows(v))
@@ -357,6 +358,7 @@ func networkRuleCmd() *cobra.Command {
 	for _, c := range []*cobra.Command{add, remove} {
 		c.Flags().StringVar(&ip, "ip-address", "", "IPv4 or IPv6 address or CIDR range")
 		_ = c.MarkFlagRequired("ip-address")
+		c.Flags().BoolVar(&force, "force", false, "apply rules that deny your own address")
 	}
 	list := &cobra.Command{
 		Use: "list", Short: "Show the network rules", Args: cobra.NoArgs,
@@ -374,11 +376,18 @@ func networkRuleCmd() *cobra.Command {
 
 func updateCmd() *cobra.Command {
 	var registry, output, defaultAction, anonymous string
+	var force bool
 	cmd := &cobra.Command{
-		Use:     "update [--anonymous-pull-enabled true|false] [--default-action Allow|Deny]",
-		Short:   "Change the registry's switches: anonymous pull, the network rules' default action",
-		Example: `  georeg update --default-action Deny   # then only georeg network-rule add addresses get in`,
-		Args:    cobra.NoArgs,
+		Use:   "update [--anonymous-pull-enabled true|false] [--default-action Allow|Deny] [--force]",
+		Short: "Change the registry's switches: anonymous pull, the network rules' default action",
+		Long: `Change the registry's switches. A default action of Deny that would deny
+your own address is refused unless --force: allow your address first with
+georeg network-rule add. From this machine's loopback the management API is
+never denied, and georeg serve --reset-network-rules opens the rules again.`,
+		Example: `  georeg network-rule add --ip-address 10.1.0.0/16
+  georeg network-rule add --ip-address 127.0.0.1
+  georeg update --default-action Deny   # only the addresses added get in`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			client := cli.New(registry, 30*time.Second)
 			var body mgmtapi.RegistryBody
@@ -396,6 +405,7 @@ func updateCmd() *cobra.Command {
 				}
 				v.NetworkRuleSet.DefaultAction = defaultAction
 				body.NetworkRuleSet = &v.NetworkRuleSet
+				body.Force = force
 			}
 			var v mgmtapi.RegistryView
 			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", body, &v); err != nil {
@@ -408,5 +418,6 @@ func updateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&output, "output", "table", "table or json")
 	cmd.Flags().StringVar(&anonymous, "anonymous-pull-enabled", "", "true or false")
 	cmd.Flags().StringVar(&defaultAction, "default-action", "", "Allow or Deny")
+	cmd.Flags().BoolVar(&force, "force", false, "apply a default action that denies your own address")
 	return cmd
 }

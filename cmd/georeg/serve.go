@@ -19,6 +19,7 @@ func serveCmd() *cobra.Command {
 		pprofListen      string
 		blobCopy         string
 		tlsCert, tlsKey  string
+		resetRules       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -65,6 +66,13 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if resetRules {
+				if err := n.ResetNetworkRules(ctx); err != nil {
+					n.Region.Close()
+					return fmt.Errorf("--reset-network-rules: %w", err)
+				}
+				log.WarnContext(ctx, "network rules reset: default action Allow, no rules, in every region of the registry")
+			}
 			l, err := net.Listen("tcp", cfg.HTTP.Listen)
 			if err != nil {
 				n.Region.Close()
@@ -101,5 +109,6 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
 	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; off when empty")
+	f.BoolVar(&resetRules, "reset-network-rules", false, "break-glass: open the registry's network rules (default action Allow, no rules) in every region, then serve")
 	return cmd
 }

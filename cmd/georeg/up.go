@@ -14,7 +14,7 @@ import (
 // replicate with each other, and the front door on 127.0.0.1:5000.
 func upCmd() *cobra.Command {
 	var data, logLevel string
-	var noDistance, tls, withAuth bool
+	var noDistance, tls, withAuth, resetRules bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a whole registry on this machine: three regions that replicate with each other",
@@ -32,6 +32,12 @@ func upCmd() *cobra.Command {
 			reg, err := up.Start(ctx, cfg, lc.Logger(os.Stderr))
 			if err != nil {
 				return err
+			}
+			if resetRules {
+				if err := reg.Regions[0].Node.ResetNetworkRules(ctx); err != nil {
+					return fmt.Errorf("--reset-network-rules: %w", err)
+				}
+				fmt.Println("Network rules reset: default action Allow, no rules, in every region.")
 			}
 			fmt.Printf("georeg is up: one registry, three regions (data in %s)\n", data)
 			fmt.Printf("  %-14s %s   (clients from 127.0.0.1 go to eastus, .2 westeurope, .3 southeastasia)\n", "front door", reg.FrontDoor)
@@ -76,5 +82,6 @@ Ctrl-C stops it.
 	cmd.Flags().BoolVar(&noDistance, "no-distance", false, "replicate over plain loopback, without simulated latency and bandwidth")
 	cmd.Flags().BoolVar(&tls, "tls", false, "serve HTTPS everywhere with a certificate from a local CA (made under --data/tls)")
 	cmd.Flags().BoolVar(&withAuth, "auth", false, "turn auth on and print the admin credentials")
+	cmd.Flags().BoolVar(&resetRules, "reset-network-rules", false, "break-glass: open the registry's network rules (default action Allow, no rules)")
 	return cmd
 }

@@ -3,6 +3,7 @@ package mgmtapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -91,6 +92,8 @@ type RegistryView struct {
 type RegistryBody struct {
 	AnonymousPullEnabled *bool              `json:"anonymousPullEnabled,omitempty"`
 	NetworkRuleSet       *auth.NetworkRules `json:"networkRuleSet,omitempty"`
+	// Force applies network rules that deny the caller's own address.
+	Force bool `json:"force,omitempty"`
 }
 
 func decode(r *http.Request, out any, hint string) error {
@@ -394,6 +397,25 @@ func (a *API) showRegistry(ctx context.Context, _ *http.Request) (any, error) {
 	return a.registry(ctx)
 }
 
+// selfLockout refuses, unless force, network rules that would deny the
+// caller's own address: the usual way an operator locks themself out
+// (set Deny first, then try to add their range). From loopback the
+// management API stays reachable whatever the rules say, but the caller's
+// pushes and pulls would not.
+func (a *API) selfLockout(r *http.Request, rules auth.NetworkRules, force bool) error {
+	if a.auth == nil || force || (a.isPeer != nil && a.isPeer(r)) {
+		return nil
+	}
+	addr, err := a.auth.ClientAddr(r)
+	if err != nil || rules.Allows(addr) {
+		return nil
+	}
+	return ocierr.Denied.WithDetail(fmt.Sprintf("these network rules would deny your own address %s (default action %s, and no rule allows it): "+
+		"allow it first with: georeg network-rule add --ip-address %s — or repeat with --force to apply them anyway "+
+		"(management from this machine's loopback is never denied)", addr, rules.DefaultAction, addr),
+		map[string]string{"clientAddress": addr.String()})
+}
+
 func (a *API) updateRegistry(ctx context.Context, r *http.Request) (any, error) {
 	var body RegistryBody
 	if err := decode(r, &body, `{"anonymousPullEnabled": true, "networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "10.0.0.0/8"}]}}`); err != nil {
@@ -405,6 +427,9 @@ func (a *API) updateRegistry(ctx context.Context, r *http.Request) (any, error) 
 		}
 		if err := body.NetworkRuleSet.Validate(); err != nil {
 			return nil, ocierr.RequestInvalid.Withf("networkRuleSet: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+		if err := a.selfLockout(r, *body.NetworkRuleSet, body.Force); err != nil {
+			return nil, err
 		}
 	}
 	if body.AnonymousPullEnabled != nil {
