@@ -126,3 +126,50 @@ func TestOnlyARequestNoNodeCanHaveActedOnGoesToAnotherNode(t *testing.T) {
 		}
 	}
 }
+
+func TestAReadWaitsForItsAnswerWithinTheReadBoundAnyOtherWithinTheWriteBound(t *testing.T) {
+	c := Config{ReadTimeout: 1, WriteTimeout: 2, IdleTimeout: 3}
+	for method, want := range map[string]time.Duration{
+		http.MethodGet: 1, http.MethodHead: 1, http.MethodPut: 2, http.MethodPost: 2, http.MethodPatch: 2, http.MethodDelete: 2,
+	} {
+		req, _ := http.NewRequest(method, "http://x/v2/", nil)
+		if l := c.limits(req); l.Header != want || l.Idle != 3 {
+			t.Errorf("%s: %+v, want header %d, idle 3", method, l, want)
+		}
+	}
+}
+
+// TestAnsweringAndUsableNodes: a read goes to a healthy node whose last
+// probe answered (one that began to fail is not asked for more); a region
+// is usable when routing is on and a node is healthy and Ready — for a
+// push, one that also takes pushes.
+func TestAnsweringAndUsableNodes(t *testing.T) {
+	st := &regionState{enabled: true, nodes: []*nodeState{
+		{url: "failing", healthy: true, bad: 1, ready: true, writable: true},
+		{url: "drained", healthy: false, ready: true, writable: true},
+		{url: "full", healthy: true, ready: true, writable: false},
+	}}
+	if n := st.answeringNode(); n == nil || n.url != "full" {
+		t.Fatalf("answering node: %+v, want full", n)
+	}
+	if !st.usable(false) || !st.usable(true) { // "failing" is healthy, Ready and writable until drained
+		t.Fatalf("usable for reads %v, writes %v", st.usable(false), st.usable(true))
+	}
+	st.nodes[0].writable = false
+	if !st.usable(false) || st.usable(true) {
+		t.Fatalf("no writable node: usable for reads %v (want true), writes %v (want false)", st.usable(false), st.usable(true))
+	}
+	st.nodes[0].ready, st.nodes[2].ready = false, false
+	if st.usable(false) {
+		t.Fatal("no Ready healthy node, yet usable")
+	}
+	st.nodes[0].ready = true
+	st.enabled = false
+	if st.usable(false) {
+		t.Fatal("routing off, yet usable")
+	}
+	none := &regionState{nodes: []*nodeState{{url: "a", healthy: true, bad: 2}, {url: "b"}}}
+	if n := none.answeringNode(); n != nil {
+		t.Fatalf("answering node %s among a failing and a drained one", n.url)
+	}
+}

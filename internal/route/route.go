@@ -41,9 +41,12 @@ package route
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"regexp"
 	"time"
+
+	"github.com/georeg/georeg/internal/bounded"
 )
 
 // Region is one region the front door routes to.
@@ -95,6 +98,16 @@ type Config struct {
 	// CAFile, when set, is a PEM bundle the door trusts for regions served
 	// over TLS (besides the system's roots).
 	CAFile string `yaml:"caFile"`
+}
+
+// limits are the bounds of a request to a region: a read's answer
+// within ReadTimeout, any other's within WriteTimeout of its body being
+// sent; no gap in either body longer than IdleTimeout.
+func (c Config) limits(req *http.Request) bounded.Limits {
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		return bounded.Limits{Header: c.ReadTimeout, Idle: c.IdleTimeout}
+	}
+	return bounded.Limits{Header: c.WriteTimeout, Idle: c.IdleTimeout}
 }
 
 // WithDefaults fills zero fields.

@@ -57,12 +57,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
 	transport := &bounded.Transport{
 		Base: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig},
-		Limits: func(req *http.Request) bounded.Limits {
-			if req.Method == http.MethodGet || req.Method == http.MethodHead {
-				return bounded.Limits{Header: cfg.ReadTimeout, Idle: cfg.IdleTimeout}
-			}
-			return bounded.Limits{Header: cfg.WriteTimeout, Idle: cfg.IdleTimeout}
-		},
+		Limits: cfg.limits,
 	}
 	for _, reg := range cfg.Regions {
 		r.regions[reg.Name] = r.newRegionState(reg, transport)
