@@ -56,7 +56,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(),
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
 	transport := &bounded.Transport{
-		Base: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig},
+		Base:   &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig},
 		Limits: cfg.limits,
 	}
 	for _, reg := range cfg.Regions {
