@@ -5,9 +5,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,6 +35,25 @@ type Client struct {
 // DefaultRegistry is the local `georeg up` front door.
 const DefaultRegistry = "http://127.0.0.1:5000"
 
+// NormalizeRegistry reads a --registry value: a base URL, or host[:port]
+// alone, which means http on loopback (as `georeg up` serves) and https
+// elsewhere. A trailing slash goes.
+func NormalizeRegistry(s string) string {
+	s = strings.TrimSuffix(strings.TrimSpace(s), "/")
+	if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") || s == "" {
+		return s
+	}
+	if loopbackHost(s) {
+		return "http://" + s
+	}
+	return "https://" + s
+}
+
+// loopbackHost reports a host[:port] on this machine.
+func loopbackHost(hostport string) bool {
+	return strings.HasPrefix(hostport, "127.") || strings.HasPrefix(hostport, "localhost") || strings.HasPrefix(hostport, "[::1]")
+}
+
 // Ref is an image reference split into where, what and which.
 type Ref struct {
 	Registry   string // base URL; empty when the reference named none
@@ -50,11 +72,7 @@ func ParseRef(s string) (Ref, error) {
 	var r Ref
 	domain := reference.Domain(named)
 	if domain != "docker.io" || strings.HasPrefix(s, "docker.io/") {
-		scheme := "https://"
-		if strings.HasPrefix(domain, "127.") || strings.HasPrefix(domain, "localhost") || strings.HasPrefix(domain, "[::1]") {
-			scheme = "http://"
-		}
-		r.Registry = scheme + domain
+		r.Registry = NormalizeRegistry(domain)
 	}
 	r.Repository = reference.Path(named)
 	switch v := named.(type) {
@@ -112,16 +130,43 @@ func (c *Client) send(ctx context.Context, method, path string, body any, out an
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return err
+		return explain(c.Base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusBadRequest && resp.Header.Get("Content-Type") != "application/json" {
+			// Go's HTTPS server answers a plain HTTP request so.
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			if strings.Contains(string(b), "HTTPS server") {
+				return fmt.Errorf("%s serves HTTPS: use --registry %s", c.Base, strings.Replace(c.Base, "http://", "https://", 1))
+			}
+			return ocierr.Read(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: io.NopCloser(bytes.NewReader(b))})
+		}
 		return ocierr.Read(resp)
 	}
 	if out == nil {
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// explain turns a failure to reach the registry at base into words that
+// say what to do.
+func explain(base string, err error) error {
+	var op *net.OpError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	switch {
+	case errors.As(err, &unknownCA):
+		return fmt.Errorf("the certificate of %s is signed by a CA this machine does not trust: point SSL_CERT_FILE at the CA (for georeg up --tls: georeg-data/tls/ca.pem) or use georeg login --ca-file (%v)", base, err)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("the certificate of %s is not for that name: %v", base, err)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("%s serves plain HTTP: use --registry %s", base, strings.Replace(base, "https://", "http://", 1))
+	case errors.As(err, &op) && op.Op == "dial":
+		return fmt.Errorf("no registry answers at %s (%v) — is georeg up, or the region, running?", base, op.Err)
+	}
+	return err
 }
 
 // Replications lists the registry's regions.

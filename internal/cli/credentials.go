@@ -19,6 +19,7 @@ import (
 // New returns a client of the registry at base that sends the credentials
 // `georeg login` (or `docker login`) stored for its host, if any.
 func New(base string, timeout time.Duration) *Client {
+	base = NormalizeRegistry(base)
 	c := &Client{Base: base, HTTP: &http.Client{Timeout: timeout}}
 	c.User, c.Password, _ = StoredCredentials(base)
 	return c
@@ -91,6 +92,7 @@ func StoredCredentials(base string) (string, string, error) {
 // path and, when the file names a credential helper that docker asks
 // instead of that entry, the helper's name.
 func Login(ctx context.Context, base, user, password string) (path, helper string, err error) {
+	base = NormalizeRegistry(base)
 	c := &Client{Base: base, HTTP: &http.Client{Timeout: 30 * time.Second}, User: user, Password: password}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/oauth2/token", nil)
 	if err != nil {
@@ -99,7 +101,7 @@ func Login(ctx context.Context, base, user, password string) (path, helper strin
 	req.SetBasicAuth(user, password)
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return "", "", err
+		return "", "", explain(base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
