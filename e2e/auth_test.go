@@ -61,7 +61,7 @@ type clientEnv []string
 
 func newClientEnv(t *testing.T, ca string) clientEnv {
 	home := t.TempDir()
-	return clientEnv{"HOME=" + home, "DOCKER_CONFIG=" + filepath.Join(home, ".docker"), "SSL_CERT_FILE=" + ca,
+	return clientEnv{"HOME=" + home, "DOCKER_CONFIG=" + filepath.Join(home, ".docker"), "SSL_CERT_FILE=" + ca, "GEOREG_CONFIG_DIR=" + filepath.Join(home, "georeg"),
 		"REGISTRY_AUTH_FILE=" + filepath.Join(home, "auth.json"), "XDG_RUNTIME_DIR=" + home}
 }
 

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	georegBin = filepath.Join(dir, "georeg")
+	// What `georeg login` remembers stays in this run: no test reads the
+	// machine's profile or leaves one behind.
+	os.Setenv("GEOREG_CONFIG_DIR", filepath.Join(dir, "config"))
 	build := exec.Command("go", "build", "-o", georegBin, "../cmd/georeg")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

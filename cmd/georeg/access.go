@@ -30,7 +30,7 @@ func accessCmds() []*cobra.Command {
 func group(use, short string) (*cobra.Command, *string, *string) {
 	var registry, output string
 	cmd := &cobra.Command{Use: use, Short: short}
-	cmd.PersistentFlags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")
+	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
 	cmd.PersistentFlags().StringVar(&output, "output", "table", "table or json")
 	return cmd, &registry, &output
 }
@@ -52,21 +52,23 @@ func show(output string, v any, header string, rows [][]string) error {
 }
 
 func loginCmd() *cobra.Command {
-	var user, password string
+	var user, password, caFile string
 	var stdin bool
 	cmd := &cobra.Command{
-		Use:   "login [REGISTRY] -u USER (-p PASSWORD | --password-stdin)",
+		Use:   "login [REGISTRY] -u USER (-p PASSWORD | --password-stdin) [--ca-file CA]",
 		Short: "Check credentials and store them in the docker config, for georeg, docker, crane and regctl",
-		Example: `  georeg login http://127.0.0.1:5000 -u admin --password-stdin < georeg-data/admin-password
-  georeg login https://registry.example.com -u ci-token -p "$TOKEN_PASSWORD"`,
+		Long: `Check credentials and store them in the docker config for the registry and,
+when the registry lists them (to an admin), each region's own endpoint. The
+registry (with its scheme) and its CA are remembered: later georeg commands
+ask it without --registry. A loopback HTTPS registry without --ca-file is
+trusted through georeg up's CA in ./georeg-data/tls/ca.pem when it is there.`,
+		Example: `  georeg login https://127.0.0.1:5000 -u admin --password-stdin < georeg-data/admin-password
+  georeg login https://registry.example.com --ca-file corp-ca.pem -u ci-bot -p "$TOKEN_PASSWORD"`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			registry := cli.DefaultRegistry
+			registry := cli.Registry()
 			if len(args) == 1 {
-				registry = args[0]
-				if !strings.Contains(registry, "://") {
-					registry = "https://" + registry
-				}
+				registry = cli.NormalizeRegistry(args[0])
 			}
 			if stdin {
 				line, err := bufio.NewReader(os.Stdin).ReadString('\n')
@@ -78,11 +80,11 @@ func loginCmd() *cobra.Command {
 			if user == "" || password == "" {
 				return errors.New("give -u and -p (or --password-stdin)")
 			}
-			path, helper, err := cli.Login(cmd.Context(), registry, user, password)
+			path, helper, hosts, err := cli.Login(cmd.Context(), registry, user, password, caFile)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("Login Succeeded: credentials of %s stored in %s\n", user, path)
+			fmt.Printf("Login Succeeded: credentials of %s for %s stored in %s; georeg commands now ask %s\n", user, strings.Join(hosts, ", "), path, registry)
 			if helper != "" {
 				fmt.Fprintf(os.Stderr, "note: %s names the credential helper %q: docker, and clients that follow its config such as crane, ask the helper rather than the entry stored here; georeg's own commands read the entry. Log in with docker login %s too.\n", path, helper, registry)
 			}
@@ -92,6 +94,7 @@ func loginCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&user, "username", "u", "", "user or token name")
 	cmd.Flags().StringVarP(&password, "password", "p", "", "password (prefer --password-stdin)")
 	cmd.Flags().BoolVar(&stdin, "password-stdin", false, "read the password from stdin")
+	cmd.Flags().StringVar(&caFile, "ca-file", "", "PEM CA that signs the registry's certificate (remembered for later commands)")
 	return cmd
 }
 
@@ -414,7 +417,7 @@ never denied, and georeg serve --reset-network-rules opens the rules again.`,
 			return show(output, v, "SETTING\tVALUE", registryRows(v))
 		},
 	}
-	cmd.Flags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")
+	cmd.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
 	cmd.Flags().StringVar(&output, "output", "table", "table or json")
 	cmd.Flags().StringVar(&anonymous, "anonymous-pull-enabled", "", "true or false")
 	cmd.Flags().StringVar(&defaultAction, "default-action", "", "Allow or Deny")

@@ -25,7 +25,7 @@ func target(ref, registry string) (cli.Ref, *cli.Client, error) {
 		return r, nil, err
 	}
 	base := registry
-	if r.Registry != "" && registry == cli.DefaultRegistry {
+	if r.Registry != "" && registry == cli.Registry() {
 		base = r.Registry
 	}
 	return r, cli.New(base, 30*time.Second), nil
@@ -52,7 +52,7 @@ func imageCmd() *cobra.Command {
 			return printStatus(st, output)
 		},
 	}
-	status.Flags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (or region) to ask")
+	status.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (or region) to ask")
 	status.Flags().StringVar(&output, "output", "table", "table, json or tsv")
 	cmd.AddCommand(status)
 	return cmd
@@ -157,7 +157,7 @@ then answers 404 for it.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (or region) that knows REF")
+	cmd.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (or region) that knows REF")
 	cmd.Flags().StringVar(&regionName, "region", "", "region to wait for")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
 	cmd.Flags().BoolVar(&deleted, "deleted", false, "wait until REF is deleted in the region")

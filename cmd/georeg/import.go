@@ -61,7 +61,7 @@ func importCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&registry, "registry", cli.DefaultRegistry, "registry (the region that imports)")
+	f.StringVar(&registry, "registry", cli.Registry(), "registry (the region that imports)")
 	f.StringVar(&output, "output", "table", "table or json")
 	f.StringVar(&req.Source, "source", "", "source image: [http://]registry/repository:tag or @digest")
 	f.StringVar(&req.Image, "image", "", "target repository[:tag] (default: the source's)")

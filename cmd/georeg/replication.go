@@ -26,7 +26,7 @@ func replicationCmd() *cobra.Command {
 		return cli.New(registry, 30*time.Second)
 	}
 	cmd := &cobra.Command{Use: "replication", Short: "Regions of the registry: create, list, show, update, delete"}
-	cmd.PersistentFlags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")
+	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
 	cmd.PersistentFlags().StringVar(&output, "output", "table", "table, json or tsv")
 
 	var name, endpoint string

@@ -24,7 +24,7 @@ func webhookCmd() *cobra.Command {
 		return cli.New(registry, timeout)
 	}
 	cmd := &cobra.Command{Use: "webhook", Short: "Webhooks: create, list, show, update, delete, get-config, list-events, ping"}
-	cmd.PersistentFlags().StringVar(&registry, "registry", cli.DefaultRegistry, "registry (any region) to ask")
+	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
 	cmd.PersistentFlags().StringVar(&output, "output", "table", "table, json or tsv")
 
 	var f webhookFlags

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,11 @@ import (
 func New(base string, timeout time.Duration) *Client {
 	base = NormalizeRegistry(base)
 	c := &Client{Base: base, HTTP: &http.Client{Timeout: timeout}}
+	if p, err := LoadProfile(); err == nil && p.CAFile != "" && p.covers(base) {
+		if rt, err := transport(p.CAFile); err == nil {
+			c.HTTP.Transport = rt
+		}
+	}
 	c.User, c.Password, _ = StoredCredentials(base)
 	return c
 }
@@ -91,22 +97,63 @@ func StoredCredentials(base string) (string, string, error) {
 // keeping every other entry and field of the file. It returns the file's
 // path and, when the file names a credential helper that docker asks
 // instead of that entry, the helper's name.
-func Login(ctx context.Context, base, user, password string) (path, helper string, err error) {
+//
+// caFile is the CA that signs the registry's certificate ("": the
+// system's roots; for HTTPS on loopback, georeg up's CA under
+// ./georeg-data when there is one). The registry, the CA and every
+// region endpoint of the registry (asked of it; an admin may see them)
+// are remembered (Profile): later commands ask that registry by default,
+// and one login covers the front door and each region's own endpoint.
+func Login(ctx context.Context, base, user, password, caFile string) (path, helper string, hosts []string, err error) {
 	base = NormalizeRegistry(base)
-	c := &Client{Base: base, HTTP: &http.Client{Timeout: 30 * time.Second}, User: user, Password: password}
+	if caFile == "" && strings.HasPrefix(base, "https://") && loopbackHost(host(base)) {
+		if _, err := os.Stat(localCA); err == nil {
+			caFile = localCA
+		}
+	}
+	if caFile != "" {
+		if caFile, err = filepath.Abs(caFile); err != nil {
+			return "", "", nil, err
+		}
+	}
+	rt, err := transport(caFile)
+	if err != nil {
+		return "", "", nil, err
+	}
+	c := &Client{Base: base, HTTP: &http.Client{Timeout: 30 * time.Second, Transport: rt}, User: user, Password: password}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/oauth2/token", nil)
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	req.SetBasicAuth(user, password)
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return "", "", explain(base, err)
+		return "", "", nil, explain(base, err)
 	}
-	defer resp.Body.Close()
+	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", "", ocierr.Read(resp)
+		return "", "", nil, ocierr.Read(resp)
 	}
+	// Every endpoint of the registry: the one logged in to, and each
+	// region's, when the registry tells (it does to an admin).
+	hosts = []string{host(base)}
+	if regions, err := c.Regions(ctx); err == nil {
+		for _, r := range regions.Regions {
+			if h := host(r.Endpoint); h != "" && !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	if path, helper, err = storeCredentials(hosts, user, password); err != nil {
+		return "", "", nil, err
+	}
+	return path, helper, hosts, SaveProfile(Profile{Registry: base, CAFile: caFile, Hosts: hosts})
+}
+
+// storeCredentials writes user's credentials for each host into the
+// docker config, and names the credential helper docker would ask
+// instead, if the config names one.
+func storeCredentials(hosts []string, user, password string) (path, helper string, err error) {
 	path, err = ConfigPath()
 	if err != nil {
 		return "", "", err
@@ -121,11 +168,13 @@ func Login(ctx context.Context, base, user, password string) (path, helper strin
 	if auths == nil {
 		auths = map[string]any{}
 	}
-	auths[host(base)] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + password))}
+	for _, h := range hosts {
+		auths[h] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + password))}
+	}
 	// With a credential helper for the host (credHelpers) or for every
 	// host (credsStore), docker reads the helper, not auths: say so.
-	if helpers, _ := doc["credHelpers"].(map[string]any); helpers[host(base)] != nil {
-		helper = fmt.Sprint(helpers[host(base)])
+	if helpers, _ := doc["credHelpers"].(map[string]any); helpers[hosts[0]] != nil {
+		helper = fmt.Sprint(helpers[hosts[0]])
 	} else if store, _ := doc["credsStore"].(string); store != "" {
 		helper = store
 	}
