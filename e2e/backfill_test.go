@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -302,4 +303,23 @@ func TestDeleteWithPurgeRetiresTheRegion(t *testing.T) {
 			time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
 		}
 	}
+}
+
+// TestCreateWaitFailsFastOnAWrongSecret: a region started with another
+// replication secret is registered with --wait: the command exits
+// non-zero within seconds naming UNAUTHORIZED and the secret, instead of
+// showing progress until its timeout.
+func TestCreateWaitFailsFastOnAWrongSecret(t *testing.T) {
+	regions := startRegions(t, "eastus", "westeurope")
+	east := regions["eastus"].addr
+	addr := freeAddr(t)
+	startRegionWithSecret(t, t.TempDir(), "brazilsouth", addr, []peer{{"eastus", east}}, "not-the-registry-secret")
+	start := time.Now()
+	out, err := runErr(t, georegBin, "replication", "create", "--registry", east, "--name", "brazilsouth",
+		"--endpoint", "http://"+addr, "--wait", "--timeout", "2m")
+	took := time.Since(start)
+	if err == nil || !strings.Contains(out, "UNAUTHORIZED") || !strings.Contains(out, "replication secret") {
+		t.Fatalf("create --wait with a wrong secret: %v\n%s", err, out)
+	}
+	t.Logf("failed after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
 }

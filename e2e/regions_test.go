@@ -45,13 +45,19 @@ type peer struct{ name, addr string }
 // (YAML, under dir) to follow peers; it is killed at cleanup.
 func startRegion(t *testing.T, dir, name, addr string, peers []peer) *server {
 	t.Helper()
+	return startRegionWithSecret(t, dir, name, addr, peers, "e2e-secret")
+}
+
+// startRegionWithSecret is startRegion with another replication secret.
+func startRegionWithSecret(t *testing.T, dir, name, addr string, peers []peer, secret string) *server {
+	t.Helper()
 	var list strings.Builder
 	for _, p := range peers {
 		fmt.Fprintf(&list, "    - name: %s\n      endpoint: http://%s\n", p.name, p.addr)
 	}
 	data := filepath.Join(dir, name)
-	cfg := fmt.Sprintf("region:\n  name: %s\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: e2e-secret\n  wait: 5s\n  antiEntropyInterval: 1s\n  peers:\n%slog:\n  level: warn\n",
-		name, data, addr, list.String())
+	cfg := fmt.Sprintf("region:\n  name: %s\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: %s\n  wait: 5s\n  antiEntropyInterval: 1s\n  peers:\n%slog:\n  level: warn\n",
+		name, data, addr, secret, list.String())
 	file := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

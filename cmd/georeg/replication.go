@@ -117,28 +117,93 @@ func replicationCmd() *cobra.Command {
 	return cmd
 }
 
+// unreachableFor is how long --wait lets a region not answer before it
+// gives up: a region just started answers within seconds.
+const unreachableFor = 30 * time.Second
+
 // waitReady polls a region until it reports Ready, printing how far its
-// backfill has come (events applied of its peers' feeds).
+// backfill has come (events applied of its peers' feeds): on a terminal
+// one line redrawn, otherwise a line every few seconds. It fails at once
+// when waiting cannot help — the region and the registry refuse each
+// other's credentials (their replication secrets differ) — and when the
+// region has not answered for unreachableFor.
 func waitReady(ctx context.Context, c *cli.Client, name string) (*mgmtapi.Replication, error) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	start := time.Now()
+	terminal := isTerminal(os.Stderr)
+	var lastPrint, answered time.Time
+	answered = start
 	for {
 		rep, err := c.Replication(ctx, name)
-		if err == nil && rep.Status != nil {
-			fmt.Fprintf(os.Stderr, "\r%s: %s %s %s", name, rep.Status.State, progressLine(rep.Status.Progress), time.Since(start).Round(time.Second))
-			if rep.Status.State == replicate.StateReady {
-				fmt.Fprintln(os.Stderr)
-				return rep, nil
+		if err == nil {
+			if cause := refusal(rep); cause != "" {
+				endLine(terminal, lastPrint)
+				return nil, fmt.Errorf("replication %s cannot become Ready: %s — the region and this registry must share one replication secret (replication.secret)", name, cause)
+			}
+			if rep.Status != nil {
+				answered = time.Now()
+				line := fmt.Sprintf("%s: %s %s %s", name, rep.Status.State, progressLine(rep.Status.Progress), time.Since(start).Round(time.Second))
+				switch {
+				case terminal:
+					fmt.Fprintf(os.Stderr, "\r%s\033[K", line)
+					lastPrint = time.Now()
+				case time.Since(lastPrint) >= 5*time.Second || rep.Status.State == replicate.StateReady:
+					fmt.Fprintln(os.Stderr, line)
+					lastPrint = time.Now()
+				}
+				if rep.Status.State == replicate.StateReady {
+					endLine(terminal, lastPrint)
+					return rep, nil
+				}
+			} else if time.Since(answered) > unreachableFor {
+				endLine(terminal, lastPrint)
+				return nil, fmt.Errorf("replication %s has not answered at %s for %s: %s", name, rep.Endpoint, unreachableFor, rep.StatusError)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(os.Stderr)
+			endLine(terminal, lastPrint)
 			return nil, fmt.Errorf("replication %s is not Ready after %s (last: %v)", name, time.Since(start).Round(time.Second), err)
 		case <-tick.C:
 		}
 	}
+}
+
+// refusal returns why a region and the registry refuse each other, if
+// they do: what either said when asked (UNAUTHORIZED, DENIED).
+func refusal(rep *mgmtapi.Replication) string {
+	refused := func(s string) bool { return strings.Contains(s, "UNAUTHORIZED") || strings.Contains(s, "DENIED") }
+	if refused(rep.StatusError) {
+		return "asked for its status, it answered " + rep.StatusError
+	}
+	if rep.Status == nil {
+		return ""
+	}
+	for _, w := range rep.Status.Waiting {
+		if refused(w) {
+			return "it waits for " + w
+		}
+	}
+	for _, p := range rep.Status.Peers {
+		if refused(p.LastError) {
+			return p.Peer + " answered it " + p.LastError
+		}
+	}
+	return ""
+}
+
+// endLine ends a progress line redrawn on a terminal.
+func endLine(terminal bool, lastPrint time.Time) {
+	if terminal && !lastPrint.IsZero() {
+		fmt.Fprintln(os.Stderr)
+	}
+}
+
+// isTerminal reports whether f is a terminal (a character device).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // progressLine renders a backfill's progress as a bar with counts, rate
