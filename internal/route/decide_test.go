@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +173,132 @@ func TestAnsweringAndUsableNodes(t *testing.T) {
 	none := &regionState{nodes: []*nodeState{{url: "a", healthy: true, bad: 2}, {url: "b"}}}
 	if n := none.answeringNode(); n != nil {
 		t.Fatalf("answering node %s among a failing and a drained one", n.url)
+	}
+}
+
+// TestProbesDrainAfterFailAfterAndRestoreAfterRecoverAfter: with
+// failAfter 2 and recoverAfter 3, a new node is in service at its first
+// answer; two failures in a row drain it (one does not); after that it
+// takes three answers in a row, and a failure among them starts over.
+func TestProbesDrainAfterFailAfterAndRestoreAfterRecoverAfter(t *testing.T) {
+	fail := errors.New("probe failed")
+	ok := probe{ready: true, writable: true}
+	n := &nodeState{}
+	steps := []struct {
+		err     error
+		want    int
+		healthy bool
+	}{
+		{nil, inService, true},   // the first answer counts at once
+		{fail, unchanged, true},  // one failure is not enough
+		{nil, unchanged, true},   // and an answer resets the count
+		{fail, unchanged, true},  //
+		{fail, drained, false},   // two in a row drain it
+		{fail, unchanged, false}, // still drained
+		{nil, unchanged, false},  // 1 of 3
+		{nil, unchanged, false},  // 2 of 3
+		{fail, unchanged, false}, // starts over
+		{nil, unchanged, false},  // 1
+		{nil, unchanged, false},  // 2
+		{nil, inService, true},   // 3: back
+		{nil, unchanged, true},
+	}
+	for i, s := range steps {
+		p := ok
+		if s.err != nil {
+			p = probe{}
+		}
+		if got := n.record(p, s.err, 2, 3); got != s.want || n.healthy != s.healthy {
+			t.Fatalf("step %d (%v): change %d healthy %v, want %d %v", i, s.err, got, n.healthy, s.want, s.healthy)
+		}
+	}
+	if n.lastErr != "" || !n.ready || !n.writable {
+		t.Fatalf("after an answer: lastErr %q ready %v writable %v", n.lastErr, n.ready, n.writable)
+	}
+	n.record(probe{}, fail, 2, 3)
+	if n.lastErr != "probe failed" || n.good != 0 || n.bad != 1 {
+		t.Fatalf("after a failure: %+v", n)
+	}
+	n.record(probe{ready: false, writable: false}, nil, 2, 3)
+	if n.ready || n.writable {
+		t.Fatal("an answer's readiness and writability are not recorded")
+	}
+}
+
+func testRouter(t *testing.T) *Router {
+	t.Helper()
+	r, err := New(Config{
+		Regions: []Region{{Name: "eastus", Endpoint: "http://127.0.0.1:5001"}, {Name: "westeurope", Endpoint: "http://127.0.0.1:5002"},
+			{Name: "southeastasia", Endpoint: "http://127.0.0.1:5003"}},
+		// Listed shortest first: the longest prefix must still win.
+		Locations: []Location{{CIDR: "10.0.0.0/8", Region: "eastus"}, {CIDR: "10.1.0.0/16", Region: "westeurope"}, {CIDR: "10.1.2.0/24", Region: "southeastasia"}},
+		Fallback:  map[string][]string{"westeurope": {"southeastasia", "eastus"}},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range r.regions {
+		st.enabled = true
+		for _, n := range st.nodes {
+			n.healthy, n.ready, n.writable = true, true, true
+		}
+	}
+	return r
+}
+
+// TestAClientGoesToTheRegionOfItsLongestPrefixThenItsFallbacks: the
+// longest matching location wins whatever the configuration's order;
+// a region that cannot serve passes its clients down its fallback list;
+// a push skips a region that takes no pushes; an upload session stays in
+// the region its id names.
+func TestAClientGoesToTheRegionOfItsLongestPrefixThenItsFallbacks(t *testing.T) {
+	r := testRouter(t)
+	for ip, want := range map[string]string{"10.1.2.3": "southeastasia", "10.1.9.9": "westeurope", "10.7.0.1": "eastus", "192.0.2.1": "eastus", "::ffff:10.1.9.9": "westeurope"} {
+		if got, _ := r.Choose(netip.MustParseAddr(ip), "/v2/app/manifests/v1", false); got != want {
+			t.Errorf("client %s goes to %s, want %s", ip, got, want)
+		}
+	}
+	west := netip.MustParseAddr("10.1.9.9")
+	r.regions["westeurope"].enabled = false
+	if got, _ := r.Choose(west, "/v2/", false); got != "southeastasia" {
+		t.Errorf("westeurope off: its client goes to %s, want its first fallback southeastasia", got)
+	}
+	r.regions["westeurope"].enabled = true
+	r.regions["westeurope"].nodes[0].writable = false
+	if got, _ := r.Choose(west, "/v2/", true); got != "southeastasia" {
+		t.Errorf("westeurope full: a push goes to %s, want southeastasia", got)
+	}
+	if got, _ := r.Choose(west, "/v2/", false); got != "westeurope" {
+		t.Errorf("westeurope full: a pull goes to %s, want westeurope (it serves pulls)", got)
+	}
+	for _, st := range r.regions {
+		st.nodes[0].writable = false
+	}
+	if got, _ := r.Choose(west, "/v2/", true); got != "westeurope" {
+		t.Errorf("every region full: a push goes to %s, want home westeurope (to be told STORAGE_FULL)", got)
+	}
+	for _, st := range r.regions {
+		st.enabled = false
+	}
+	r.regions["southeastasia"].nodes[0].healthy = false
+	if got, _ := r.Choose(west, "/v2/", false); got != "eastus" {
+		t.Errorf("routing off everywhere: %s, want the first healthy region eastus", got)
+	}
+	for _, st := range r.regions {
+		st.nodes[0].healthy = false
+	}
+	if got, _ := r.Choose(west, "/v2/", false); got != "" {
+		t.Errorf("nothing healthy: %q, want none", got)
+	}
+	for path, want := range map[string]string{
+		"/v2/app/blobs/uploads/southeastasia.0a1b": "southeastasia",
+		"/v2/app/blobs/uploads/nowhere.0a1b":       "",
+		"/v2/app/blobs/uploads/southeastasia":      "",
+		"/v2/app/manifests/v1":                     "",
+	} {
+		got, pinned := r.Choose(west, path, true)
+		if (want != "") != pinned || (pinned && got != want) {
+			t.Errorf("%s: %q pinned %v, want %q", path, got, pinned, want)
+		}
 	}
 }

@@ -124,6 +124,39 @@ func (st *regionState) answeringNode() *nodeState {
 	return nil
 }
 
+// A probe's effect on a node's health.
+const (
+	unchanged = iota
+	drained   // healthy before, drained now
+	inService // drained (or new) before, in service now
+)
+
+// record counts a probe's outcome (p, or err when it failed) against the
+// node, whose mu the caller holds: failAfter failures in a row drain it,
+// recoverAfter answers in a row put it back — except that a node never
+// drained counts its first answer at once, so a fresh front door routes
+// without waiting. It returns what changed.
+func (n *nodeState) record(p probe, err error, failAfter, recoverAfter int) int {
+	if err != nil {
+		n.good, n.bad, n.lastErr = 0, n.bad+1, err.Error()
+		if n.bad < failAfter {
+			return unchanged
+		}
+		n.drainedOnce = true
+		if !n.healthy {
+			return unchanged
+		}
+		n.healthy = false
+		return drained
+	}
+	n.bad, n.good, n.ready, n.writable, n.lastErr = 0, n.good+1, p.ready, p.writable, ""
+	if n.healthy || (n.good < recoverAfter && n.drainedOnce) {
+		return unchanged
+	}
+	n.healthy = true
+	return inService
+}
+
 // isHealthy reports whether some node of the region is healthy.
 func (st *regionState) isHealthy() bool { return st.healthyNode() != nil }
 

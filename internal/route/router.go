@@ -104,23 +104,10 @@ func (r *Router) probeAll(ctx context.Context) {
 				p, err := r.probeNode(ctx, n.url)
 				n.mu.Lock()
 				defer n.mu.Unlock()
-				if err != nil {
-					n.good, n.bad, n.lastErr = 0, n.bad+1, err.Error()
-					if n.bad >= r.cfg.FailAfter {
-						n.drainedOnce = true
-					}
-					if n.healthy && n.bad >= r.cfg.FailAfter {
-						n.healthy = false
-						r.log.WarnContext(ctx, "node drained", "region", st.Name, "node", n.url, "error", err)
-					}
-					return nil
-				}
-				n.bad, n.good, n.ready, n.writable, n.lastErr = 0, n.good+1, p.ready, p.writable, ""
-				// The first answer counts at once, so a fresh front door
-				// routes without waiting; after a failure it takes
-				// RecoverAfter.
-				if !n.healthy && (n.good >= r.cfg.RecoverAfter || !n.drainedOnce) {
-					n.healthy = true
+				switch n.record(p, err, r.cfg.FailAfter, r.cfg.RecoverAfter) {
+				case drained:
+					r.log.WarnContext(ctx, "node drained", "region", st.Name, "node", n.url, "error", err)
+				case inService:
 					r.log.InfoContext(ctx, "node in service", "region", st.Name, "node", n.url)
 				}
 				return nil
