@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,24 +30,20 @@ func group(use, short string) (*cobra.Command, *string, *string) {
 	var registry, output string
 	cmd := &cobra.Command{Use: use, Short: short}
 	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
-	cmd.PersistentFlags().StringVar(&output, "output", "table", "table or json")
+	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	return cmd, &registry, &output
 }
 
-// show prints v as JSON, or as a table of rows with header.
+// show prints v in the --output format (a table: header and rows),
+// after the global --query.
 func show(output string, v any, header string, rows [][]string) error {
-	if output == "json" {
-		return printJSON(v)
-	}
-	if output != "table" {
-		return fmt.Errorf("--output %q: use table or json", output)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, header)
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
-	}
-	return tw.Flush()
+	return cli.Render(os.Stdout, output, query, v, header, rows)
+}
+
+// custom reports whether a printer's own table or tsv applies: the
+// format is one of them and no --query reshapes the answer.
+func custom(output string) bool {
+	return query == "" && (output == "table" || output == "tsv")
 }
 
 func loginCmd() *cobra.Command {
@@ -205,8 +200,8 @@ func tokenCmd() *cobra.Command {
 			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodPut, "/_georeg/v1/tokens/"+url.PathEscape(args[0]), body(c), &t); err != nil {
 				return err
 			}
-			if *output == "json" {
-				return printJSON(t)
+			if !custom(*output) { // the password is in the answer
+				return show(*output, t, "", nil)
 			}
 			if err := show(*output, t, tokenHeader, tokenRows(t.TokenView)); err != nil {
 				return err
@@ -418,7 +413,7 @@ never denied, and georeg serve --reset-network-rules opens the rules again.`,
 		},
 	}
 	cmd.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
-	cmd.Flags().StringVar(&output, "output", "table", "table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	cmd.Flags().StringVar(&anonymous, "anonymous-pull-enabled", "", "true or false")
 	cmd.Flags().StringVar(&defaultAction, "default-action", "", "Allow or Deny")
 	cmd.Flags().BoolVar(&force, "force", false, "apply a default action that denies your own address")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -53,17 +52,16 @@ func imageCmd() *cobra.Command {
 		},
 	}
 	status.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (or region) to ask")
-	status.Flags().StringVar(&output, "output", "table", "table, json or tsv")
+	status.Flags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	cmd.AddCommand(status)
 	return cmd
 }
 
 func printStatus(st *mgmtapi.ImageStatus, output string) error {
+	if !custom(output) {
+		return show(output, st, "", nil)
+	}
 	switch output {
-	case "json":
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
 	case "tsv":
 		for _, r := range st.Regions {
 			fmt.Printf("%s\t%s\t%s\t%s\n", r.Name, r.State, since(r), detail(r))
@@ -82,7 +80,7 @@ func printStatus(st *mgmtapi.ImageStatus, output string) error {
 		}
 		return tw.Flush()
 	}
-	return fmt.Errorf("--output %q: use table, json or tsv", output)
+	return nil
 }
 
 // refSep writes a reference after its repository: :tag or @digest.

@@ -49,8 +49,14 @@ func importCmd() *cobra.Command {
 					return err
 				}
 			}
-			if output == "json" {
-				return printJSON(job)
+			if !custom(output) {
+				if err := show(output, job, "", nil); err != nil {
+					return err
+				}
+				if job.State == transfer.Failed {
+					return errors.New(job.Error)
+				}
+				return nil
 			}
 			fmt.Printf("%s %s -> %s %s: %d manifests, %d blobs (%d already here), %s\n", job.State, job.Source, job.Target,
 				job.Digest, job.Manifests, job.Blobs, job.Reused, mib(job.Bytes))
@@ -62,7 +68,7 @@ func importCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&registry, "registry", cli.Registry(), "registry (the region that imports)")
-	f.StringVar(&output, "output", "table", "table or json")
+	f.StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	f.StringVar(&req.Source, "source", "", "source image: [http://]registry/repository:tag or @digest")
 	f.StringVar(&req.Image, "image", "", "target repository[:tag] (default: the source's)")
 	f.StringVar(&req.Username, "username", "", "the source registry's user")

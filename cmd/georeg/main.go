@@ -12,6 +12,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// query is the global --query: a JMESPath expression over what a command
+// prints.
+var query string
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -21,6 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.PersistentFlags().StringVar(&query, "query", "", "JMESPath query applied to the answer before it is printed (see jmespath.org), e.g. \"[?state=='Ready'].name\"")
 	root.AddCommand(serveCmd(), upCmd(), routeCmd(), imageCmd(), waitCmd(), replicationCmd(), webhookCmd())
 	root.AddCommand(accessCmds()...)
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -27,7 +26,7 @@ func replicationCmd() *cobra.Command {
 	}
 	cmd := &cobra.Command{Use: "replication", Short: "Regions of the registry: create, list, show, update, delete"}
 	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
-	cmd.PersistentFlags().StringVar(&output, "output", "table", "table, json or tsv")
+	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 
 	var name, endpoint string
 	var wait bool
@@ -53,7 +52,7 @@ func replicationCmd() *cobra.Command {
 					return err
 				}
 			}
-			return printReplications([]mgmtapi.Replication{*rep}, output)
+			return printReplication(*rep, output)
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "region name")
@@ -71,14 +70,14 @@ func replicationCmd() *cobra.Command {
 			return printReplications(reps, output)
 		},
 	}
-	show := &cobra.Command{
+	showCmd := &cobra.Command{
 		Use: "show NAME", Short: "Show a region with its replication status", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rep, err := client().Replication(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return printReplications([]mgmtapi.Replication{*rep}, output)
+			return printReplication(*rep, output)
 		},
 	}
 	var enabled string
@@ -96,7 +95,7 @@ func replicationCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printReplications([]mgmtapi.Replication{*rep}, output)
+			return printReplication(*rep, output)
 		},
 	}
 	update.Flags().StringVar(&enabled, "region-endpoint-enabled", "", "true or false")
@@ -113,7 +112,7 @@ func replicationCmd() *cobra.Command {
 		},
 	}
 	del.Flags().BoolVar(&purge, "purge", false, "also delete the region's data; it then replicates with nobody")
-	cmd.AddCommand(create, list, show, update, del)
+	cmd.AddCommand(create, list, showCmd, update, del)
 	return cmd
 }
 
@@ -229,15 +228,21 @@ func progressLine(p replicate.Progress) string {
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
+// printReplication prints one region (create, show, update): an object
+// in json and yaml, a row in a table.
+func printReplication(rep mgmtapi.Replication, output string) error {
+	if !custom(output) {
+		return show(output, rep, "", nil)
+	}
+	return printReplications([]mgmtapi.Replication{rep}, output)
+}
+
+// printReplications prints a list of regions: an array in json and yaml.
 func printReplications(reps []mgmtapi.Replication, output string) error {
+	if !custom(output) {
+		return show(output, reps, "", nil)
+	}
 	switch output {
-	case "json":
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if len(reps) == 1 {
-			return enc.Encode(reps[0])
-		}
-		return enc.Encode(reps)
 	case "tsv", "table":
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 		sep := "\t"

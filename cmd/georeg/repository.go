@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,7 +123,11 @@ func repositoryCmd() *cobra.Command {
 			if err := client().Do(c.Context(), http.MethodPatch, path, body, &out); err != nil {
 				return err
 			}
-			return printJSON(out)
+			var rows [][]string
+			for _, k := range slices.Sorted(maps.Keys(out)) {
+				rows = append(rows, []string{k, fmt.Sprint(out[k])})
+			}
+			return show(*output, out, "FIELD\tVALUE", rows)
 		},
 	}
 	update.Flags().StringVar(&image, "image", "", "a tag of the repository: lock that image only")

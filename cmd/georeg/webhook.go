@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,7 +27,7 @@ func webhookCmd() *cobra.Command {
 	}
 	cmd := &cobra.Command{Use: "webhook", Short: "Webhooks: create, list, show, update, delete, get-config, list-events, ping"}
 	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
-	cmd.PersistentFlags().StringVar(&output, "output", "table", "table, json or tsv")
+	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 
 	var f webhookFlags
 	var name string
@@ -49,8 +51,8 @@ func webhookCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(created)
+			if !custom(output) { // the secret is in the answer
+				return show(output, created, "", nil)
 			}
 			if err := printWebhooks([]webhook.View{created.View}, output); err != nil {
 				return err
@@ -74,7 +76,7 @@ func webhookCmd() *cobra.Command {
 			return printWebhooks(hooks, output)
 		},
 	}
-	show := &cobra.Command{
+	showCmd := &cobra.Command{
 		Use: "show NAME", Short: "Show a webhook (without its secret and header values)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := client(30*time.Second).Webhook(cmd.Context(), args[0])
@@ -120,7 +122,11 @@ func webhookCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(c)
+			rows := [][]string{{"service URI", c.URI}}
+			for _, k := range slices.Sorted(maps.Keys(c.Headers)) {
+				rows = append(rows, []string{"header " + k, c.Headers[k]})
+			}
+			return show(output, c, "FIELD\tVALUE", rows)
 		},
 	}
 	var n int
@@ -142,8 +148,8 @@ func webhookCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(res)
+			if !custom(output) {
+				return show(output, res, "", nil)
 			}
 			fmt.Printf("event %s from %s: %s, status %d, %d ms", res.EventID, res.Region, res.State, res.StatusCode, res.LatencyMs)
 			if res.Error != "" {
@@ -156,7 +162,7 @@ func webhookCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, show, update, del, getConfig, listEvents, ping)
+	cmd.AddCommand(create, list, showCmd, update, del, getConfig, listEvents, ping)
 	return cmd
 }
 
@@ -205,16 +211,11 @@ func (f *webhookFlags) body(cmd *cobra.Command) (mgmtapi.WebhookBody, error) {
 	return b, nil
 }
 
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func printWebhooks(hooks []webhook.View, output string) error {
+	if !custom(output) {
+		return show(output, hooks, "", nil)
+	}
 	switch output {
-	case "json":
-		return printJSON(hooks)
 	case "tsv", "table":
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 		if output == "table" {
@@ -233,9 +234,10 @@ func printWebhooks(hooks []webhook.View, output string) error {
 }
 
 func printEvents(evs *mgmtapi.WebhookEvents, output string) error {
+	if !custom(output) {
+		return show(output, evs, "", nil)
+	}
 	switch output {
-	case "json":
-		return printJSON(evs)
 	case "tsv", "table":
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 		if output == "table" {
