@@ -1,0 +1,121 @@
+package region
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/meta"
+)
+
+func cached(repo, body string) *meta.Manifest {
+	return &meta.Manifest{Repo: repo, Digest: digest.FromString(body), Payload: []byte(body)}
+}
+
+// TestTheCacheKeepsItsBudgetAndForgetsWhatChanged: manifests are kept
+// least recently used first out within the budget (one above a quarter
+// of it is not kept at all); a value read before an invalidation is not
+// stored after it (invariant 5); an invalidation forgets exactly what it
+// names; a shared store's cache keeps no tags and manifests for
+// sharedMaxAge only; a negative budget disables it.
+func TestTheCacheKeepsItsBudgetAndForgetsWhatChanged(t *testing.T) {
+	c := newCache(400, false)
+	a, b, d := cached("app", strings.Repeat("a", 100)), cached("app", strings.Repeat("b", 100)), cached("app", strings.Repeat("d", 100))
+	for _, m := range []*meta.Manifest{a, b, d} {
+		c.putManifest(c.generation(), m)
+	}
+	if c.used != 300 {
+		t.Fatalf("used %d, want 300", c.used)
+	}
+	if c.manifest("app", a.Digest) != a { // a is now the most recent
+		t.Fatal("a manifest within the budget is not kept")
+	}
+	c.putManifest(c.generation(), a) // again: counted once
+	if c.used != 300 {
+		t.Fatalf("a manifest put twice counts twice: used %d", c.used)
+	}
+	big := cached("app", strings.Repeat("x", 101)) // above budget/4
+	c.putManifest(c.generation(), big)
+	if c.manifest("app", big.Digest) != nil || c.used != 300 {
+		t.Fatalf("a manifest above a quarter of the budget was kept (used %d)", c.used)
+	}
+	exact := cached("app", strings.Repeat("e", 100)) // exactly a quarter: kept, and the budget is exactly full
+	c.putManifest(c.generation(), exact)
+	if c.manifest("app", exact.Digest) == nil || c.used != 400 || c.manifest("app", b.Digest) == nil {
+		t.Fatalf("a manifest of exactly a quarter, filling the budget exactly: used %d", c.used)
+	}
+	e2 := cached("app", strings.Repeat("f", 100))
+	c.putManifest(c.generation(), e2) // over: the least recently used (d) goes
+	if c.manifest("app", d.Digest) != nil || c.manifest("app", a.Digest) == nil || c.used != 400 {
+		t.Fatalf("eviction: d kept %v, a kept %v, used %d", c.manifest("app", d.Digest) != nil, c.manifest("app", a.Digest) != nil, c.used)
+	}
+
+	// Read before a write, stored after it: refused.
+	gen := c.generation()
+	c.invalidate("app", a.Digest, "v1")
+	c.putTag(gen, "app", "v1", a.Digest)
+	c.putManifest(gen, a)
+	if _, ok := c.tag("app", "v1"); ok || c.manifest("app", a.Digest) != nil {
+		t.Fatal("a value read before an invalidation was cached after it")
+	}
+	if c.used != 300 {
+		t.Fatalf("invalidation left used at %d, want 300", c.used)
+	}
+	c.putTag(c.generation(), "app", "v1", b.Digest)
+	c.putTag(c.generation(), "app", "v2", b.Digest)
+	c.invalidate("app", "", "v1")
+	if _, ok := c.tag("app", "v1"); ok {
+		t.Fatal("an invalidated tag is still cached")
+	}
+	if got, ok := c.tag("app", "v2"); !ok || got != b.Digest || c.manifest("app", b.Digest) == nil {
+		t.Fatal("an invalidation forgot what it did not name")
+	}
+	c.invalidateAll()
+	if _, ok := c.tag("app", "v2"); ok || c.manifest("app", b.Digest) != nil || c.used != 0 {
+		t.Fatalf("invalidateAll kept something (used %d)", c.used)
+	}
+
+	// Shared store: no tags; manifests for sharedMaxAge.
+	s := newCache(400, true)
+	now := time.Unix(1000, 0)
+	s.now = func() time.Time { return now }
+	s.putTag(s.generation(), "app", "v1", a.Digest)
+	if _, ok := s.tag("app", "v1"); ok {
+		t.Fatal("a shared store's cache keeps tags")
+	}
+	s.putManifest(s.generation(), a)
+	now = now.Add(sharedMaxAge)
+	if s.manifest("app", a.Digest) == nil {
+		t.Fatal("a manifest is dropped at sharedMaxAge, not after it")
+	}
+	now = now.Add(time.Millisecond)
+	if s.manifest("app", a.Digest) != nil || s.used != 0 {
+		t.Fatalf("a manifest older than sharedMaxAge is served (used %d)", s.used)
+	}
+
+	off := newCache(-1, false)
+	off.putManifest(off.generation(), a)
+	off.putTag(off.generation(), "app", "v1", a.Digest)
+	if _, ok := off.tag("app", "v1"); ok || off.manifest("app", a.Digest) != nil {
+		t.Fatal("a disabled cache keeps things")
+	}
+	zero := newCache(0, false) // no budget: nothing fits, nothing breaks
+	zero.putManifest(zero.generation(), a)
+	if zero.manifest("app", a.Digest) != nil {
+		t.Fatal("a zero budget keeps a manifest")
+	}
+}
+
+func TestTheTagMapIsClearedWhenFull(t *testing.T) {
+	c := newCache(1<<20, false)
+	for i := range maxCachedTags {
+		c.tags[tagKey("app", strconv.Itoa(i))] = ""
+	}
+	c.putTag(c.generation(), "app", "new", digest.FromString("n"))
+	if len(c.tags) != 1 {
+		t.Fatalf("at the bound the map holds %d after a put, want 1", len(c.tags))
+	}
+}
