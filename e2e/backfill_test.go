@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -322,4 +324,75 @@ func TestCreateWaitFailsFastOnAWrongSecret(t *testing.T) {
 		t.Fatalf("create --wait with a wrong secret: %v\n%s", err, out)
 	}
 	t.Logf("failed after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+}
+
+// TestOneCommandAddsARegion: `georeg serve --region brazilsouth --join
+// URL --replication-secret-file F`, with no configuration file, makes a
+// new region of a running registry: it backfills every image, reports
+// Ready, every region lists it, and a push there reaches them. With the
+// wrong secret the command exits at once naming UNAUTHORIZED.
+func TestOneCommandAddsARegion(t *testing.T) {
+	regions := startRegions(t, "eastus", "westeurope")
+	want := map[string]string{}
+	for i := range 10 {
+		tag := fmt.Sprintf("v%d", i)
+		want[tag] = pushImage(t, regions["westeurope"].addr, "join/app", tag, "join-"+tag).String()
+	}
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("e2e-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(dir, "wrong")
+	if err := os.WriteFile(wrong, []byte("not-it\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	east := "http://" + regions["eastus"].addr
+	addr := freeAddr(t)
+	start := time.Now()
+	if out, err := runErr(t, georegBin, "serve", "--region", "brazilsouth", "--listen", addr, "--data", filepath.Join(dir, "bad"),
+		"--join", east, "--replication-secret-file", wrong); err == nil || !strings.Contains(out, "UNAUTHORIZED") || time.Since(start) > 30*time.Second {
+		t.Fatalf("--join with a wrong secret (after %s): %v\n%s", time.Since(start), err, out)
+	}
+	if got, err := list(t, regions["eastus"].addr); err != nil || got["brazilsouth"].Name != "" {
+		t.Fatalf("a join refused for its secret registered the region: %v %v", got, err)
+	}
+
+	brazil := &server{t: t, addr: addr, data: filepath.Join(dir, "brazilsouth"), args: []string{"--region", "brazilsouth", "--listen", addr,
+		"--data", filepath.Join(dir, "brazilsouth"), "--join", east, "--replication-secret-file", secret, "--log-level", "warn"}}
+	start = time.Now()
+	brazil.start()
+	t.Cleanup(brazil.kill)
+	t.Logf("brazilsouth serving %s after its start", time.Since(start).Round(time.Millisecond))
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := show(t, addr, "brazilsouth")
+		if err == nil && st.Status.State == "Ready" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("brazilsouth not Ready 60 s after joining: %+v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+	}
+	t.Logf("brazilsouth Ready %s after its start", time.Since(start).Round(time.Millisecond))
+	if got, err := tags(t, addr, "join/app"); err != nil || fmt.Sprint(sortedMap(got)) != fmt.Sprint(sortedMap(want)) {
+		t.Fatalf("brazilsouth Ready with %v (%v), want %v", got, err, want)
+	}
+	for name, s := range regions {
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			got, err := list(t, s.addr)
+			if err == nil && got["brazilsouth"].Name == "brazilsouth" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not list brazilsouth: %v %v", name, got, err)
+			}
+			time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
+		}
+	}
+	t.Logf("every region lists brazilsouth %s after its start", time.Since(start).Round(time.Millisecond))
+	want["from-brazil"] = pushImage(t, addr, "join/app", "from-brazil", "from-brazil").String()
+	converged(t, regions, "join/app", want, 60*time.Second)
+	t.Logf("its push everywhere %s after its start", time.Since(start).Round(time.Millisecond))
 }

@@ -20,12 +20,15 @@ func serveCmd() *cobra.Command {
 		blobCopy         string
 		tlsCert, tlsKey  string
 		resetRules       bool
+		repl             replicationFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run one region node: the OCI Distribution API over local storage",
 		Example: `  georeg serve --listen 127.0.0.1:5001 --data ./data --region eastus
-  georeg serve --config region.yaml`,
+  georeg serve --config region.yaml
+  georeg serve --region brazilsouth --listen 10.0.4.1:5001 --data ./data \
+    --join http://10.0.1.1:5001 --replication-secret-file secret.txt   # add a region to a registry`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := config.Default()
@@ -57,11 +60,17 @@ func serveCmd() *cobra.Command {
 			if flags.Changed("tls-key") {
 				cfg.HTTP.TLSKey = tlsKey
 			}
+			if err := repl.apply(&cfg); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("configuration:\n%w", err)
 			}
 			log := cfg.Log.Logger(os.Stderr)
 			ctx := cmd.Context()
+			if err := repl.joinRegistry(ctx, &cfg); err != nil {
+				return err
+			}
 			n, err := node.Open(ctx, cfg, log)
 			if err != nil {
 				return err
@@ -109,6 +118,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
 	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; off when empty")
+	repl.register(f)
 	f.BoolVar(&resetRules, "reset-network-rules", false, "break-glass: open the registry's network rules (default action Allow, no rules) in every region, then serve")
 	return cmd
 }
