@@ -3,6 +3,7 @@ package region_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -117,5 +118,56 @@ func TestEveryChangeLeavesItsTombstoneRecordCursorAndCache(t *testing.T) {
 		if k != meta.KindAck { // this region's acknowledgement of d2 is its own record
 			t.Fatalf("a replicated change was recorded in this region's feed: %s", k)
 		}
+	}
+}
+
+// TestFeedRecordsCarrySmallContentInline: a blob of exactly InlineMax
+// bytes and a manifest ride inside their feed records; a blob one byte
+// larger does not; a long poll with nothing new ends empty at its wait.
+func TestFeedRecordsCarrySmallContentInline(t *testing.T) {
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	small, large := bytes.Repeat([]byte("s"), region.InlineMax), bytes.Repeat([]byte("l"), region.InlineMax+1)
+	for _, b := range [][]byte{small, large} {
+		if _, err := r.PutBlob(ctx, "inline/app", digest.FromBytes(b), int64(len(b)), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := manifestFor(t, r, "inline/app", "inline")
+	if _, err := r.PutManifest(ctx, "inline/app", "v1", "application/vnd.oci.image.manifest.v1+json", m); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := r.Feed(ctx, 0, 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawSmall, sawLarge, sawManifest bool
+	for _, rec := range recs {
+		switch {
+		case rec.Digest == digest.FromBytes(small):
+			sawSmall = bytes.Equal(rec.Data, small)
+		case rec.Digest == digest.FromBytes(large):
+			sawLarge = true
+			if rec.Data != nil {
+				t.Fatalf("a blob of InlineMax+1 bytes rode inline")
+			}
+		case rec.Kind == meta.KindManifest:
+			sawManifest = bytes.Equal(rec.Data, m)
+		}
+	}
+	if !sawSmall || !sawLarge || !sawManifest {
+		t.Fatalf("records: small inline %v, large seen %v, manifest inline %v", sawSmall, sawLarge, sawManifest)
+	}
+	head, err := r.FeedHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if recs, err := r.Feed(ctx, head, 100, 50*time.Millisecond); err != nil || len(recs) != 0 {
+		t.Fatalf("a poll past the head: %d records, %v", len(recs), err)
+	}
+	if time.Since(start) < 50*time.Millisecond {
+		t.Fatal("a poll with nothing new returned before its wait")
 	}
 }
