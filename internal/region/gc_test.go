@@ -61,7 +61,7 @@ func TestGCFreesWhatNoLiveManifestNeedsAndNothingElse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dry.LinksRemoved != 2 || dry.BlobsDeleted != 2 || dry.BytesFreed != int64(2000+len(oldCfg)) {
+	if dry.LinksRemoved != 2 || dry.BlobsDeleted != 2 || dry.BytesFreed != int64(2000+len(oldCfg)) || dry.Repositories != 1 || dry.BlobsKept != 3 || !dry.DryRun {
 		t.Fatalf("dry run: %+v", dry)
 	}
 	for _, d := range []digest.Digest{digest.FromBytes(oldOnly), digest.FromBytes(oldCfg)} {
@@ -73,7 +73,7 @@ func TestGCFreesWhatNoLiveManifestNeedsAndNothingElse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.LinksRemoved != 2 || rep.BlobsDeleted != 2 || rep.BytesFreed != dry.BytesFreed {
+	if rep.LinksRemoved != 2 || rep.BlobsDeleted != 2 || rep.BytesFreed != dry.BytesFreed || rep.Repositories != 1 || rep.BlobsKept != 3 || rep.DryRun {
 		t.Fatalf("collection: %+v (dry run said %+v)", rep, dry)
 	}
 	for d, want := range map[digest.Digest]bool{digest.FromBytes(oldOnly): false, digest.FromBytes(oldCfg): false,
