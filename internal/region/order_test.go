@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -103,7 +104,17 @@ func TestInvariant3ApplyIsIdempotentAndOrderFree(t *testing.T) {
 		return fmt.Sprintf("tags=%v latest=%s one=%t two=%t summary=%s", tags, resolved, one, two, sum[repo])
 	}
 	_, d1, d2 := setup(t)
+	// On the shared stores each order costs a fresh PostgreSQL database
+	// and S3 bucket: every sixth of the 120 orders (20, order 0 among
+	// them) covers that dialect; the default stores run them all.
+	every := 1
+	if os.Getenv("GEOREG_TEST_REGION_STORES") == "shared" {
+		every = 6
+	}
 	for i, order := range permutations(steps(d1, d2)) {
+		if i%every != 0 {
+			continue
+		}
 		r, _, _ := setup(t)
 		for _, s := range append(order, order...) { // each change twice
 			if err := s.apply(t.Context(), r); err != nil {
