@@ -116,3 +116,56 @@ func TestAManifestOfTheLimitIsTakenAndOneByteMoreIsNot(t *testing.T) {
 		t.Fatal("a refused manifest's tag was set")
 	}
 }
+
+// TestAnUploadSessionRefusesWhatDoesNotFitItAndKeepsWhatArrived: a session
+// is unknown in another repository and after it ends; a chunk that does
+// not start where the session ends is RANGE_INVALID and changes nothing;
+// one that starts there (Start = size, including 0) is taken; a chunk cut
+// short keeps what arrived and says SIZE_INVALID; status reports the size
+// every node continues from.
+func TestAnUploadSessionRefusesWhatDoesNotFitItAndKeepsWhatArrived(t *testing.T) {
+	ctx := t.Context()
+	r := open(t, t.TempDir(), time.Hour)
+	defer r.Close()
+	id, err := r.StartUpload(ctx, "up/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.AppendUpload(ctx, "other/app", id, chunk([]byte("x"))); !ocierr.BlobUploadUnknown.Is(err) {
+		t.Fatalf("the session in another repository: %v", err)
+	}
+	if _, err := r.UploadStatus(ctx, "other/app", id); !ocierr.BlobUploadUnknown.Is(err) {
+		t.Fatalf("status in another repository: %v", err)
+	}
+	at := func(start int64, b []byte) region.Chunk {
+		return region.Chunk{Start: start, Length: int64(len(b)), Body: bytes.NewReader(b)}
+	}
+	if n, err := r.AppendUpload(ctx, "up/app", id, at(0, []byte("01234"))); err != nil || n != 5 {
+		t.Fatalf("a chunk at 0: %d %v", n, err)
+	}
+	for _, start := range []int64{4, 6} {
+		if n, err := r.AppendUpload(ctx, "up/app", id, at(start, []byte("zz"))); !ocierr.RangeInvalid.Is(err) || n != 5 {
+			t.Fatalf("a chunk at %d of a 5-byte session: %d %v, want 5 RANGE_INVALID", start, n, err)
+		}
+	}
+	if n, err := r.AppendUpload(ctx, "up/app", id, at(5, []byte("56789"))); err != nil || n != 10 {
+		t.Fatalf("a chunk at 5: %d %v", n, err)
+	}
+	short := region.Chunk{Start: 10, Length: 5, Body: bytes.NewReader([]byte("ab"))}
+	if n, err := r.AppendUpload(ctx, "up/app", id, short); !ocierr.SizeInvalid.Is(err) || n != 12 {
+		t.Fatalf("a chunk cut short: %d %v, want 12 SIZE_INVALID", n, err)
+	}
+	if size, err := r.UploadStatus(ctx, "up/app", id); err != nil || size != 12 {
+		t.Fatalf("status: %d %v, want 12", size, err)
+	}
+	whole := []byte("0123456789ab")
+	if n, err := r.FinishUpload(ctx, "up/app", id, digest.FromBytes(whole), chunk(nil)); err != nil || n != 12 {
+		t.Fatalf("finish: %d %v", n, err)
+	}
+	if err := wholeBlob(ctx, r, "up/app", digest.FromBytes(whole), 12); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.UploadStatus(ctx, "up/app", id); !ocierr.BlobUploadUnknown.Is(err) {
+		t.Fatalf("a finished session: %v", err)
+	}
+}
