@@ -70,6 +70,10 @@ func TestEveryPrintingCommandTakesEveryOutputFormatAndAQuery(t *testing.T) {
 			t.Errorf("%s --query type(@): %q", name, out)
 		}
 	}
+	// -n/--name names the object, as the argument does.
+	if byFlag, byArg := georeg("replication", "show", "-n", "eastus", "--query", "name", "-o", "tsv"), georeg("replication", "show", "eastus", "--query", "name", "-o", "tsv"); byFlag != "eastus\n" || byArg != byFlag {
+		t.Errorf("replication show -n eastus: %q; by argument: %q", byFlag, byArg)
+	}
 	// A query that picks: the names of the Ready regions.
 	if out := strings.TrimSpace(georeg("replication", "list", "--query", "[?state=='Ready'].name", "-o", "tsv")); out != "eastus" {
 		t.Errorf("replication list --query \"[?state=='Ready'].name\": %q", out)

@@ -28,6 +28,7 @@ func main() {
 	root.PersistentFlags().StringVar(&query, "query", "", "JMESPath query applied to the answer before it is printed (see jmespath.org), e.g. \"[?state=='Ready'].name\"")
 	root.AddCommand(serveCmd(), upCmd(), routeCmd(), imageCmd(), waitCmd(), replicationCmd(), webhookCmd())
 	root.AddCommand(accessCmds()...)
+	nameFlags(root)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "georeg:", err)
 		os.Exit(1)
