@@ -208,6 +208,9 @@ func isTerminal(f *os.File) bool {
 // progressLine renders a backfill's progress as a bar with counts, rate
 // and ETA.
 func progressLine(p replicate.Progress) string {
+	if p.BytesTotal == 0 && p.ObjectsTotal == 0 {
+		return "no objects counted (yet)"
+	}
 	frac := 1.0
 	switch {
 	case p.BytesTotal > 0:
