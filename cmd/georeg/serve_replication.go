@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,7 +64,8 @@ func (f *replicationFlags) apply(cfg *config.Config) error {
 }
 
 // joinRegistry registers this region with the registry at --join and
-// adds the region that answered as its first peer.
+// adds the registry's members as its peers (the region that answered
+// first), unless configured already.
 func (f *replicationFlags) joinRegistry(ctx context.Context, cfg *config.Config) error {
 	if f.join == "" {
 		return nil
@@ -81,15 +83,16 @@ func (f *replicationFlags) joinRegistry(ctx context.Context, cfg *config.Config)
 		endpoint = scheme + cfg.HTTP.Listen
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
-	peer, err := replicate.Join(ctx, client, f.join, cfg.Replication.Secret, cfg.Region.Name, endpoint, 30*time.Second)
+	members, err := replicate.Join(ctx, client, f.join, cfg.Replication.Secret, cfg.Region.Name, endpoint, 30*time.Second)
 	if err != nil {
 		return err
 	}
-	for _, p := range cfg.Replication.Peers {
-		if p.Name == peer.Name {
-			return nil
+	var peers []replicate.Peer
+	for _, m := range members {
+		if !slices.ContainsFunc(cfg.Replication.Peers, func(p replicate.Peer) bool { return p.Name == m.Name }) {
+			peers = append(peers, m)
 		}
 	}
-	cfg.Replication.Peers = append([]replicate.Peer{peer}, cfg.Replication.Peers...)
+	cfg.Replication.Peers = append(peers, cfg.Replication.Peers...)
 	return nil
 }

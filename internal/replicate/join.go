@@ -16,13 +16,14 @@ import (
 
 // Join makes region self, reached at endpoint, a region of the registry
 // that serves at url (any region of it), as `georeg serve --join` does:
-// it asks that region its name, registers self there as a replica (a
-// setting that replicates, so every region follows self) and returns that
-// region as the peer self starts from; from it self learns every other
-// region and backfills. It presents self's peer credential, so the
+// it asks that region for the registry's members, registers self there
+// as a replica (a setting that replicates, so every region follows self)
+// and returns the members as self's peers, the joined region first: self
+// backfills from all of them and is Ready only once it caught up with
+// each. It presents self's peer credential, so the
 // registry refuses it (UNAUTHORIZED) unless both share one replication
 // secret. Every call is bounded by timeout.
-func Join(ctx context.Context, client *http.Client, url, secret, self, endpoint string, timeout time.Duration) (Peer, error) {
+func Join(ctx context.Context, client *http.Client, url, secret, self, endpoint string, timeout time.Duration) ([]Peer, error) {
 	url = strings.TrimSuffix(url, "/")
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -55,23 +56,43 @@ func Join(ctx context.Context, client *http.Client, url, secret, self, endpoint 
 	// is registered (the management API may be open, with auth off).
 	var page any
 	if err := call(http.MethodGet, "/_georeg/v1/feed?since=0&limit=1", nil, &page); err != nil {
-		return Peer{}, err
+		return nil, err
 	}
-	var regions struct {
-		Self string `json:"self"`
+	// The registry's members as that region knows them: itself, its
+	// configured peers, and registered regions that have been Ready. All
+	// become this region's peers, so it waits for each before it says it
+	// is Ready — not only for the one it joined through, whose feed holds
+	// only what that region originated.
+	var regions []struct {
+		Name     string `json:"name"`
+		Endpoint string `json:"endpoint"`
+		Source   string `json:"source"`
+		State    string `json:"state"`
 	}
-	if err := call(http.MethodGet, "/_georeg/v1/regions", nil, &regions); err != nil {
-		return Peer{}, err
+	if err := call(http.MethodGet, "/_georeg/v1/replications", nil, &regions); err != nil {
+		return nil, err
 	}
-	if regions.Self == "" {
-		return Peer{}, fmt.Errorf("join %s: it does not say which region it is", url)
+	for _, r := range regions {
+		if r.Source == "self" && r.Name == self {
+			return nil, fmt.Errorf("join %s: that is region %s, this region's own name; give this region another name", url, self)
+		}
 	}
-	if regions.Self == self {
-		return Peer{}, fmt.Errorf("join %s: that is region %s, this region's own name; give this region another name", url, self)
+	var peers []Peer
+	for _, r := range regions {
+		switch {
+		case r.Name == self:
+		case r.Source == "self":
+			peers = append([]Peer{{Name: r.Name, Endpoint: url}}, peers...)
+		case r.Source == "config" || r.State == StateReady:
+			peers = append(peers, Peer{Name: r.Name, Endpoint: r.Endpoint})
+		}
+	}
+	if len(peers) == 0 || peers[0].Endpoint != url {
+		return nil, fmt.Errorf("join %s: it does not say which region it is", url)
 	}
 	var out any
 	if err := call(http.MethodPut, "/_georeg/v1/replications/"+self, map[string]any{"endpoint": endpoint}, &out); err != nil {
-		return Peer{}, err
+		return nil, err
 	}
-	return Peer{Name: regions.Self, Endpoint: url}, nil
+	return peers, nil
 }
