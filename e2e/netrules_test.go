@@ -1,10 +1,6 @@
 package e2e
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -45,18 +41,11 @@ func TestNetworkRulesNeverLockTheOperatorOut(t *testing.T) {
 		}
 	}
 	v2 := func() int {
-		pool := x509.NewCertPool()
-		pem, err := os.ReadFile(ca)
-		if err != nil || !pool.AppendCertsFromPEM(pem) {
-			t.Fatalf("CA %s: %v", ca, err)
-		}
-		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-		resp, err := c.Get(base + "/v2/")
+		code, err := httpsStatus(ca, base+"/v2/")
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return code
 	}
 	if code := v2(); code != 401 {
 		t.Fatalf("/v2/ from an allowed 127.0.0.1: %d, want 401 (sign in)", code)

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/georeg/georeg/internal/tlsconf"
 )
 
 // Profile is what `georeg login` remembers for the commands after it, as
@@ -91,22 +91,15 @@ func (p Profile) covers(base string) bool {
 // transport trusts, besides the system's roots, the CA in caFile ("":
 // the system's only).
 func transport(caFile string) (http.RoundTripper, error) {
-	if caFile == "" {
-		return http.DefaultTransport, nil
-	}
-	pem, err := os.ReadFile(caFile)
+	tc, err := tlsconf.Client(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("CA file: %w", err)
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+	if tc == nil {
+		return http.DefaultTransport, nil
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	t.TLSClientConfig = tc
 	return t, nil
 }
 
