@@ -86,33 +86,24 @@ func importCmd() *cobra.Command {
 func followImport(ctx context.Context, client *cli.Client, job *transfer.Job) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	terminal := isTerminal(os.Stderr)
-	var lastPrint time.Time
+	out := newProgress()
 	for job.State == transfer.Running {
 		select {
 		case <-ctx.Done():
-			endLine(terminal, lastPrint)
+			out.end()
 			return fmt.Errorf("import %s still running after the timeout: follow it with GET /_georeg/v1/imports/%s", job.ID, job.ID)
 		case <-tick.C:
 		}
 		if err := client.Do(ctx, http.MethodGet, "/_georeg/v1/imports/"+job.ID, nil, job); err != nil {
-			endLine(terminal, lastPrint)
+			out.end()
 			return err
 		}
 		if job.State != transfer.Running {
 			break // the outcome is printed once, by the caller
 		}
-		line := fmt.Sprintf("import %s: %s", job.Target, progressLine(replicate.Progress{
-			Objects: int64(job.BlobsDone), ObjectsTotal: int64(job.Blobs), Bytes: job.BytesDone, BytesTotal: job.Bytes}))
-		switch {
-		case terminal:
-			fmt.Fprintf(os.Stderr, "\r%s\033[K", line)
-			lastPrint = time.Now()
-		case time.Since(lastPrint) >= 5*time.Second:
-			fmt.Fprintln(os.Stderr, line)
-			lastPrint = time.Now()
-		}
+		out.show(fmt.Sprintf("import %s: %s", job.Target, progressLine(replicate.Progress{
+			Objects: int64(job.BlobsDone), ObjectsTotal: int64(job.Blobs), Bytes: job.BytesDone, BytesTotal: job.Bytes})), false)
 	}
-	endLine(terminal, lastPrint)
+	out.end()
 	return nil
 }

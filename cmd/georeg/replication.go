@@ -130,39 +130,31 @@ func waitReady(ctx context.Context, c *cli.Client, name string) (*mgmtapi.Replic
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	start := time.Now()
-	terminal := isTerminal(os.Stderr)
-	var lastPrint, answered time.Time
-	answered = start
+	out := newProgress()
+	answered := start
 	for {
 		rep, err := c.Replication(ctx, name)
 		if err == nil {
 			if cause := refusal(rep); cause != "" {
-				endLine(terminal, lastPrint)
+				out.end()
 				return nil, fmt.Errorf("replication %s cannot become Ready: %s — the region and this registry must share one replication secret (replication.secret)", name, cause)
 			}
 			if rep.Status != nil {
 				answered = time.Now()
-				line := fmt.Sprintf("%s: %s %s %s", name, rep.Status.State, progressLine(rep.Status.Progress), time.Since(start).Round(time.Second))
-				switch {
-				case terminal:
-					fmt.Fprintf(os.Stderr, "\r%s\033[K", line)
-					lastPrint = time.Now()
-				case time.Since(lastPrint) >= 5*time.Second || rep.Status.State == replicate.StateReady:
-					fmt.Fprintln(os.Stderr, line)
-					lastPrint = time.Now()
-				}
+				out.show(fmt.Sprintf("%s: %s %s %s", name, rep.Status.State, progressLine(rep.Status.Progress), time.Since(start).Round(time.Second)),
+					rep.Status.State == replicate.StateReady)
 				if rep.Status.State == replicate.StateReady {
-					endLine(terminal, lastPrint)
+					out.end()
 					return rep, nil
 				}
 			} else if time.Since(answered) > unreachableFor {
-				endLine(terminal, lastPrint)
+				out.end()
 				return nil, fmt.Errorf("replication %s has not answered at %s for %s: %s", name, rep.Endpoint, unreachableFor, rep.StatusError)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			endLine(terminal, lastPrint)
+			out.end()
 			return nil, fmt.Errorf("replication %s is not Ready after %s (last: %v)", name, time.Since(start).Round(time.Second), err)
 		case <-tick.C:
 		}
@@ -192,9 +184,32 @@ func refusal(rep *mgmtapi.Replication) string {
 	return ""
 }
 
-// endLine ends a progress line redrawn on a terminal.
-func endLine(terminal bool, lastPrint time.Time) {
-	if terminal && !lastPrint.IsZero() {
+// progress prints a progress line on stderr: redrawn in place on a
+// terminal, otherwise a line every 5 s (and the last one asked for).
+type progress struct {
+	terminal bool
+	last     time.Time // when a line was last printed
+}
+
+func newProgress() *progress { return &progress{terminal: isTerminal(os.Stderr)} }
+
+// show prints line (off a terminal, only 5 s after the last, or when
+// final).
+func (p *progress) show(line string, final bool) {
+	switch {
+	case p.terminal:
+		fmt.Fprintf(os.Stderr, "\r%s\033[K", line)
+	case final || time.Since(p.last) >= 5*time.Second:
+		fmt.Fprintln(os.Stderr, line)
+	default:
+		return
+	}
+	p.last = time.Now()
+}
+
+// end ends a line redrawn on a terminal.
+func (p *progress) end() {
+	if p.terminal && !p.last.IsZero() {
 		fmt.Fprintln(os.Stderr)
 	}
 }
