@@ -17,29 +17,39 @@ import (
 	"github.com/georeg/georeg/internal/region"
 )
 
-// apply applies one record of s's feed, idempotently.
+// apply applies one record of s's feed, idempotently: it reads what the
+// region holds of the object the record names, asks planRecord what that
+// takes, and carries it out.
 func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) error {
 	r := p.region
+	l, err := p.holding(ctx, rec)
+	if err != nil {
+		return err
+	}
+	act := planRecord(rec, l)
+	if act == actSkip {
+		return r.Skip(ctx, s.name, rec.Seq) // deleted here since: nothing to fetch
+	}
 	switch rec.Kind {
 	case meta.KindBlob:
-		if ok, err := r.BlobWanted(ctx, rec.Repo, rec.Digest, rec.Version); err != nil {
-			return err
-		} else if !ok {
-			return r.Skip(ctx, s.name, rec.Seq) // deleted here since: nothing to fetch
-		}
 		defer r.Lease(rec.Digest)() // from fetch to link: safe from the sweep
 		// Content first, then the link and the cursor in one transaction.
-		err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
-		if errors.Is(err, errGone) {
-			return r.Skip(ctx, s.name, rec.Seq)
-		}
-		if err != nil {
-			return err
+		if act == actFetch {
+			err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
+			if errors.Is(err, errGone) {
+				return r.Skip(ctx, s.name, rec.Seq)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
 	case meta.KindBlobDelete:
 		return r.ApplyBlobDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
 	case meta.KindManifest:
+		if act == actHeld {
+			return r.ApplyManifestHeld(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
+		}
 		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, &rec)
 		if errors.Is(err, errGone) || errors.Is(err, errDeleted) {
 			return r.Skip(ctx, s.name, rec.Seq)
@@ -67,6 +77,37 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 			Kind: rec.MediaType, Name: rec.Tag, Value: rec.Data, Version: rec.Version, Deleted: rec.Deleted})
 	}
 	return fmt.Errorf("record %d of %s: unknown kind %q", rec.Seq, s.name, rec.Kind)
+}
+
+// holding reads what this region holds of the object rec names: the facts
+// planRecord decides on.
+func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error) {
+	r := p.region
+	var l local
+	switch rec.Kind {
+	case meta.KindBlob:
+		v, deleted, err := r.BlobTombstone(ctx, rec.Repo, rec.Digest)
+		if err != nil {
+			return l, err
+		}
+		if deleted {
+			l.Tombstone = &v
+		}
+		_, l.ContentHeld, err = r.HasContent(ctx, rec.Digest)
+		return l, err
+	case meta.KindManifest:
+		live, err := r.HasManifest(ctx, rec.Repo, rec.Digest)
+		if err != nil || live {
+			l.ManifestLive = live
+			return l, err
+		}
+		v, deleted, _, err := r.ManifestRow(ctx, rec.Repo, rec.Digest)
+		if deleted {
+			l.Tombstone = &v
+		}
+		return l, err
+	}
+	return l, nil
 }
 
 // ensureBlob makes blob d present and linked in repo here, for a manifest
