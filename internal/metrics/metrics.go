@@ -228,6 +228,7 @@ type Progress struct {
 	Objects, ObjectsTotal int64
 	Bytes, BytesTotal     int64
 	Peers                 []PeerBacklog
+	StagedBytes           int64 // of broken fetches, kept to resume
 }
 
 // WatchReplication adds gauges read from status at each scrape (bounded
@@ -246,6 +247,11 @@ func (c *replicationCollector) desc(name, help string, vars ...string) *promethe
 	return prometheus.NewDesc(name, help, vars, c.labels)
 }
 
+const (
+	stagedName = "georeg_replication_staged_bytes"
+	stagedHelp = "Bytes of broken replication fetches kept to resume by Range."
+)
+
 var (
 	backlogEventsName = "georeg_replication_backlog_events"
 	backlogBytesName  = "georeg_replication_backlog_bytes"
@@ -256,6 +262,7 @@ func (c *replicationCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.desc(backlogBytesName, "Blob bytes of a peer's feed not applied here yet.", "peer")
 	ch <- c.desc("georeg_backfill_objects", "Feed records applied of all peers' feeds (state applied or total).", "state")
 	ch <- c.desc("georeg_backfill_bytes", "Blob bytes applied of all peers' feeds (state applied or total).", "state")
+	ch <- c.desc(stagedName, stagedHelp)
 	ch <- c.desc("georeg_region_ready", "1 once the region has caught up with every peer (Ready), else 0 (Syncing).")
 }
 
@@ -281,6 +288,7 @@ func (c *replicationCollector) Collect(ch chan<- prometheus.Metric) {
 	b := c.desc("georeg_backfill_bytes", "Blob bytes applied of all peers' feeds (state applied or total).", "state")
 	g(b, p.Bytes, "applied")
 	g(b, p.BytesTotal, "total")
+	g(c.desc(stagedName, stagedHelp), p.StagedBytes)
 	ready := int64(0)
 	if p.Ready {
 		ready = 1

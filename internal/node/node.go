@@ -131,7 +131,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 				return metrics.Progress{}, err
 			}
 			p := metrics.Progress{Ready: st.State == replicate.StateReady, Objects: st.Progress.Objects,
-				ObjectsTotal: st.Progress.ObjectsTotal, Bytes: st.Progress.Bytes, BytesTotal: st.Progress.BytesTotal}
+				ObjectsTotal: st.Progress.ObjectsTotal, Bytes: st.Progress.Bytes, BytesTotal: st.Progress.BytesTotal,
+				StagedBytes: st.StagedBytes}
 			for _, ps := range st.Peers {
 				p.Peers = append(p.Peers, metrics.PeerBacklog{Peer: ps.Peer, Events: ps.Behind, Bytes: ps.Backlog})
 			}

@@ -1,11 +1,10 @@
 package region
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -135,8 +134,10 @@ func (r *Region) freeBytes() (int64, bool) {
 	return int64(st.Bavail) * st.Bsize, true
 }
 
-// probeWrite writes and removes a small file next to the content, and
-// takes the metadata store's write lock: what a push needs first.
+// probeWrite writes and removes a small staging upload through the
+// content store, and takes the metadata store's write lock: what a push
+// needs first. (An S3 bucket's upload buffers a part before it writes:
+// there the next real write tells.)
 func (r *Region) probeWrite(ctx context.Context) error {
 	if err := r.db.Ping(ctx); err != nil {
 		return err
@@ -144,12 +145,19 @@ func (r *Region) probeWrite(ctx context.Context) error {
 	if r.cfg.Content.Driver == "s3" {
 		return nil
 	}
-	probe := filepath.Join(r.cfg.DataDir, "content", ".space-probe")
-	if err := os.WriteFile(probe, make([]byte, 64<<10), 0o644); err != nil {
+	up, err := r.store.Upload(ctx, spaceProbe, "")
+	if err != nil {
 		return err
 	}
-	return os.Remove(probe)
+	_, err = up.Append(ctx, bytes.NewReader(make([]byte, 64<<10)))
+	if cerr := up.Cancel(ctx); err == nil {
+		err = cerr
+	}
+	return err
 }
+
+// spaceProbe is the staging id of the monitor's probe write.
+const spaceProbe = "space-probe"
 
 // checkSpace is one look of the monitor.
 func (r *Region) checkSpace(ctx context.Context) {

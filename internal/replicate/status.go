@@ -89,6 +89,9 @@ type Status struct {
 	// door sends pushes elsewhere.
 	Writable    bool   `json:"writable"`
 	NotWritable string `json:"notWritable,omitempty"`
+	// StagedBytes counts the bytes of broken fetches kept to resume (a
+	// fetch that found the storage full keeps none).
+	StagedBytes int64 `json:"stagedBytes"`
 }
 
 // tracker keeps the progress of each follower, safe for concurrent use.
@@ -282,6 +285,7 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	t.mu.Lock()
 	st := Status{State: StateSyncing, Peers: []PeerStatus{}}
 	st.Writable, st.NotWritable = p.region.Writable()
+	st.StagedBytes = p.region.PartialBytes()
 	all := true
 	for _, w := range want {
 		name := w.Name
