@@ -82,6 +82,22 @@ func TestABodyThatKeepsMovingIsNotCut(t *testing.T) {
 	}
 }
 
+// TestABodyThatTricklesBelowTheLeastProgressIsCut: a byte every 20 ms
+// never trips the idle bound, but 40 bytes in 800 ms is below a least
+// progress of 20 bytes per 200 ms window; the same body meets a rule of
+// 2 bytes per window and is read whole.
+func TestABodyThatTricklesBelowTheLeastProgressIsCut(t *testing.T) {
+	srv, _ := server(t)
+	got, err := get(t, srv.URL+"/trickle", Limits{Header: time.Minute, Idle: 300 * time.Millisecond, MinProgress: 20, Window: 200 * time.Millisecond})
+	if !errors.Is(err, ErrStalled) || len(got) >= 40 || !strings.Contains(err.Error(), "fewer than the 20") {
+		t.Fatalf("got %d bytes, %v; want it cut for too little progress", len(got), err)
+	}
+	got, err = get(t, srv.URL+"/trickle", Limits{Header: time.Minute, Idle: 300 * time.Millisecond, MinProgress: 2, Window: 200 * time.Millisecond})
+	if err != nil || len(got) != 40 {
+		t.Fatalf("got %d bytes, %v; want 40 and no error", len(got), err)
+	}
+}
+
 // slowBody yields one byte per pause, n times: a client uploading slowly.
 type slowBody struct {
 	n     int

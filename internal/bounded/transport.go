@@ -53,7 +53,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.Base.RoundTrip(out)
 	answered.Store(true)
 	headers.Stop()
-	return answer(req, resp, err, &cut, cancel, lim.Idle)
+	return answer(req, resp, err, &cut, cancel, lim)
 }
 
 // sending is a request body on its way to the server: between two reads

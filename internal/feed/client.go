@@ -38,7 +38,7 @@ func (c *Client) get(ctx context.Context, path string, header time.Duration) (*h
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.credential)
-	resp, err := bounded.Do(c.http, req, bounded.Limits{Header: header, Idle: c.idle})
+	resp, err := bounded.Do(c.http, req, bounded.Limits{Header: header, Idle: c.idle, MinProgress: bounded.PeerMinProgress})
 	if err != nil {
 		return nil, err
 	}

@@ -85,7 +85,7 @@ func (s *source) request(ctx context.Context, method, path string, header map[st
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := bounded.Do(s.http, req, bounded.Limits{Header: s.idle, Idle: s.idle})
+	resp, err := bounded.Do(s.http, req, bounded.Limits{Header: s.idle, Idle: s.idle, MinProgress: bounded.PeerMinProgress})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s %s: %w", errPeer, s.name, path, err)
 	}

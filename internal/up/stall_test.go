@@ -1,6 +1,7 @@
 package up_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -60,6 +61,27 @@ func TestAStalledLinkNeitherWedgesReplicationNorHangsAClient(t *testing.T) {
 		t.Fatalf("a pull in westeurope while its link to eastus stalls: %d after %s", resp.StatusCode, time.Since(start))
 	}
 	t.Logf("pull read through during the stall answered in %s", time.Since(start).Round(time.Millisecond))
+
+	// Anti-entropy is not held up by the stuck transfer either: a round
+	// against eastus (over the stalled link) ends within its bounds, and
+	// one against southeastasia brings westeurope the small image whole
+	// while the link still stalls.
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second) // a hang fails the test, not the run
+	defer cancel()
+	_, err = west.Node.Replicator().AntiEntropyRound(ctx, "eastus")
+	if ctx.Err() != nil {
+		t.Fatalf("anti-entropy against eastus over the stalled link did not end: %v", err)
+	}
+	t.Logf("anti-entropy against eastus over the stalled link ended: %v", err)
+	if _, err := west.Node.Replicator().AntiEntropyRound(ctx, "southeastasia"); err != nil {
+		t.Fatalf("anti-entropy against southeastasia while the link to eastus stalls: %v", err)
+	}
+	if code, _ := asPeer(t, "HEAD", west.URL+"/v2/stall/small/manifests/v1"); code != 200 {
+		t.Fatalf("westeurope lacks stall/small:v1 after anti-entropy with southeastasia: %d", code)
+	}
+	if err := pullable(t, west.URL, "stall/small", "v1", small); err != nil {
+		t.Fatalf("after anti-entropy with southeastasia: %v", err)
+	}
 
 	westLink.Set(link.Healthy)
 	healed := time.Now()
