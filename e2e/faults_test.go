@@ -167,6 +167,7 @@ var scenarios = []scenario{
 			r.disks[faulted].fill(r.t, 24<<20)
 			return func() { r.disks[faulted].release(r.t); stop() }
 		},
+		check: func(t *testing.T, r *rig) { pullsOnly(t, r, faulted) },
 	},
 	{
 		// eastus's disk is full: pushes of its clients go elsewhere.
@@ -178,7 +179,46 @@ var scenarios = []scenario{
 			r.disks["eastus"].fill(r.t, 8<<20)
 			return func() { r.disks["eastus"].release(r.t); stop() }
 		},
+		check: func(t *testing.T, r *rig) { pullsOnly(t, r, "eastus") },
 	},
+}
+
+// pullsOnly waits until `georeg replication list` and the dashboard,
+// both through the door, show region name as taking pulls only, with the
+// reason, and the others as taking pushes.
+func pullsOnly(t *testing.T, r *rig, name string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, func() error {
+		out := georeg(t, "replication", "list", "--registry", "http://"+r.door.addr, "-o", "tsv")
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Split(line, "\t")
+			if len(f) < 6 {
+				return fmt.Errorf("replication list: %q", line)
+			}
+			want := "yes"
+			if f[0] == name {
+				want = "no, pulls only: " // and the reason
+			}
+			if !strings.HasPrefix(f[5], want) || (f[0] == name && len(f[5]) == len(want)) {
+				return fmt.Errorf("replication list shows %s pushes %q", f[0], f[5])
+			}
+		}
+		resp, err := http.Get("http://" + r.door.addr + "/_georeg/v1/dashboard")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var d struct{ Regions []struct{ Name, Pushes, Error string } }
+		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+			return err
+		}
+		for _, reg := range d.Regions {
+			if want := reg.Name == name; (reg.Pushes == "pulls only") != want || (want && reg.Error == "") {
+				return fmt.Errorf("the dashboard shows %s pushes %q (%q)", reg.Name, reg.Pushes, reg.Error)
+			}
+		}
+		return nil
+	})
 }
 
 // watchFull notes a disruption when region name reports itself not

@@ -155,7 +155,10 @@ func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error)
 // remoteStatus asks a region for its own status.
 func (a *API) remoteStatus(ctx context.Context, endpoint string) (*replicate.Status, error) {
 	var st replicate.Status
-	return &st, a.peerGet(ctx, endpoint, "/_georeg/v1/status", 1<<20, &st)
+	if err := a.peerGet(ctx, endpoint, "/_georeg/v1/status", 1<<20, &st); err != nil {
+		return nil, err // no state: the caller says Down
+	}
+	return &st, nil
 }
 
 // putBody is what PUT /_georeg/v1/replications/{name} takes.
