@@ -50,7 +50,12 @@ func TestEveryPrintingCommandTakesEveryOutputFormatAndAQuery(t *testing.T) {
 		if strings.TrimSpace(table) == "" {
 			t.Errorf("%s -o table printed nothing", name)
 		}
-		georeg(append(command, "-o", "tsv")...)
+		// tsv: fields one tab apart, never padded (cut -f and awk -F'\t').
+		for _, line := range strings.Split(strings.TrimRight(georeg(append(command, "-o", "tsv")...), "\n"), "\n") {
+			if strings.Contains(line, "  ") {
+				t.Errorf("%s -o tsv: a line padded with spaces, not tab-separated: %q", name, line)
+			}
+		}
 		var v any
 		if out := georeg(append(command, "-o", "json")...); json.Unmarshal([]byte(out), &v) != nil {
 			t.Errorf("%s -o json is not JSON:\n%s", name, out)

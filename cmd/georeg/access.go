@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,6 +46,17 @@ func show(output string, v any, header string, rows [][]string) error {
 // format is one of them and no --query reshapes the answer.
 func custom(output string) bool {
 	return query == "" && (output == "table" || output == "tsv")
+}
+
+// rows returns where a printer's own table or tsv goes: a tabwriter that
+// aligns columns for a table, standard output itself for tsv (one tab
+// between fields, nothing padded, for cut and awk). Call flush at the end.
+func rows(output string) (w io.Writer, flush func() error) {
+	if output == "tsv" {
+		return os.Stdout, func() error { return nil }
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	return tw, tw.Flush
 }
 
 func loginCmd() *cobra.Command {

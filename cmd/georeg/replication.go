@@ -262,7 +262,7 @@ func printReplications(reps []mgmtapi.Replication, output string) error {
 	}
 	switch output {
 	case "tsv", "table":
-		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		tw, flush := rows(output)
 		sep := "\t"
 		if output == "table" {
 			fmt.Fprintln(tw, "NAME\tENDPOINT\tROUTING\tSOURCE\tSTATE\tPUSHES")
@@ -282,10 +282,7 @@ func printReplications(reps []mgmtapi.Replication, output string) error {
 			}
 			fmt.Fprintln(tw, r.Name+sep+r.Endpoint+sep+strconv.FormatBool(r.RegionEndpointEnabled)+sep+r.Source+sep+state+sep+pushes)
 		}
-		if output == "tsv" {
-			return tw.Flush()
-		}
-		if err := tw.Flush(); err != nil {
+		if err := flush(); err != nil || output == "tsv" {
 			return err
 		}
 		for _, r := range reps {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -217,7 +216,7 @@ func printWebhooks(hooks []webhook.View, output string) error {
 	}
 	switch output {
 	case "tsv", "table":
-		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		tw, flush := rows(output)
 		if output == "table" {
 			fmt.Fprintln(tw, "NAME\tSTATUS\tLOCATION\tACTIONS\tSCOPE\tFORMAT\tSERVICE URI")
 		}
@@ -228,7 +227,7 @@ func printWebhooks(hooks []webhook.View, output string) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Status, loc, strings.Join(h.Actions, ","), h.Scope, h.Format, h.URI)
 		}
-		return tw.Flush()
+		return flush()
 	}
 	return fmt.Errorf("--output %q: use table, json or tsv", output)
 }
@@ -239,7 +238,7 @@ func printEvents(evs *mgmtapi.WebhookEvents, output string) error {
 	}
 	switch output {
 	case "tsv", "table":
-		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		tw, flush := rows(output)
 		if output == "table" {
 			fmt.Fprintln(tw, "CREATED\tREGION\tACTION\tTARGET\tSTATE\tATTEMPTS\tSTATUS\tLATENCY\tEVENT ID\tERROR")
 		}
@@ -256,7 +255,7 @@ func printEvents(evs *mgmtapi.WebhookEvents, output string) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", e.Created.UTC().Format(time.RFC3339), e.Region, e.Action,
 				target, e.State, e.Attempts, e.StatusCode, e.Latency.Round(time.Millisecond), e.EventID, e.Error)
 		}
-		if err := tw.Flush(); err != nil {
+		if err := flush(); err != nil {
 			return err
 		}
 		if len(evs.Unreachable) > 0 {
