@@ -59,6 +59,11 @@ type Page struct {
 	Region  string   `json:"region"`
 	Head    int64    `json:"head"` // seq of the region's newest record
 	Records []Record `json:"records"`
+	// Ready: the serving region has been Ready (it holds every region's
+	// content once). A region that joins waits for every such peer
+	// before it says Ready itself, even before the peer's Ready mark
+	// reached it through the replicated settings.
+	Ready bool `json:"ready,omitempty"`
 }
 
 // FromMeta converts a stored record to its wire form.

@@ -23,6 +23,7 @@ type Source interface {
 	Feed(ctx context.Context, since int64, n int, wait time.Duration) ([]meta.Record, error)
 	FeedHead(ctx context.Context) (int64, error)
 	FeedBytes(ctx context.Context, since int64) (total, after int64, err error)
+	EverReady(ctx context.Context) (bool, error)
 }
 
 // StatsPath answers how much of the feed follows a seq, for progress.
@@ -181,7 +182,11 @@ func serve(w http.ResponseWriter, r *http.Request, src Source, secret string) er
 	if err != nil {
 		return err
 	}
-	page := Page{Region: src.Name(), Head: head, Records: make([]Record, 0, len(recs))}
+	ready, err := src.EverReady(r.Context())
+	if err != nil {
+		return err
+	}
+	page := Page{Region: src.Name(), Head: head, Records: make([]Record, 0, len(recs)), Ready: ready}
 	for _, rec := range recs {
 		page.Records = append(page.Records, FromMeta(rec))
 	}

@@ -119,7 +119,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 		}
 		b.reset()
 		wait = p.wait
-		p.tracker.fetched(s.name, s.base, page.Head)
+		p.tracker.fetched(s.name, s.base, page.Head, page.Ready)
 		if len(page.Records) == 0 {
 			continue
 		}

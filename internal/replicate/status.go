@@ -114,6 +114,7 @@ type peerProgress struct {
 	// follower started: caught up means applied up to it.
 	FirstHead      int64         `json:"firstHead"`
 	Seen           bool          `json:"seen"`           // a feed answer arrived since the follower started
+	PeerReady      bool          `json:"peerReady"`      // a feed answer said the peer has been Ready
 	SettingsSynced bool          `json:"settingsSynced"` // its settings were read since the follower started
 	Lag            time.Duration `json:"lag"`
 	LastErr        string        `json:"lastError,omitempty"`
@@ -153,11 +154,13 @@ func (t *tracker) get(peer, endpoint string) *peerProgress {
 	return pp
 }
 
-// fetched records a feed answer and the peer's head.
-func (t *tracker) fetched(peer, endpoint string, head int64) {
+// fetched records a feed answer, the peer's head and whether the peer
+// says it has been Ready.
+func (t *tracker) fetched(peer, endpoint string, head int64, ready bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp := t.get(peer, endpoint)
+	pp.PeerReady = pp.PeerReady || ready
 	if !pp.Seen {
 		pp.FirstHead = head
 	}

@@ -305,3 +305,72 @@ func TestAFourthRegionConfiguredWithOnePeerLearnsEveryRegion(t *testing.T) {
 		return fmt.Errorf("southeastasia lists %s", out)
 	})
 }
+
+// TestAJoiningRegionWaitsForAReadyRegionWhoseMarkHasNotArrived: the new
+// region learns westeurope from eastus without westeurope's Ready mark
+// (eastus's copy of the setting lacks it, and westeurope, cut off from
+// eastus, cannot put it back), and westeurope's image reaches it slowly.
+// It must not say Ready before it holds that image: westeurope's own feed
+// says it has been Ready, so the new region waits for it.
+func TestAJoiningRegionWaitsForAReadyRegionWhoseMarkHasNotArrived(t *testing.T) {
+	const secret = "membership-secret"
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: secret, Regions: threeRegions(), Distance: up.Links(link.Shape{})})
+	east, west := reg.ByName["eastus"], reg.ByName["westeurope"]
+	images := map[string]image{}
+	for _, r := range reg.Regions {
+		images[r.Name] = push(t, r.URL, "joining/"+r.Name, "v1", r.Name, 100_000)
+	}
+	images["westeurope-big"] = push(t, west.URL, "joining/westeurope-big", "v1", "big", 3<<20)
+	eventually(t, 30*time.Second, func() error {
+		settings, err := east.Node.Region.Settings(t.Context(), replicate.ReplicaKind)
+		if err != nil || len(settings) < 3 {
+			return fmt.Errorf("eastus knows %d regions (%v)", len(settings), err)
+		}
+		for _, r := range reg.Regions {
+			if st := regionStatus(t, r.URL); st.State != replicate.StateReady {
+				return fmt.Errorf("%s is %s", r.Name, st.State)
+			}
+		}
+		return nil
+	})
+	reg.Link("westeurope", "eastus").Set(link.Partition) // westeurope no longer hears eastus
+	wlink, err := link.Start(t.Context(), strings.TrimPrefix(west.URL, "http://"), link.Shape{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(wlink.Wait)
+	wlink.Throttle(400_000) // the big image takes about 8 s to the new region
+	value, _ := json.Marshal(replicate.ReplicaSetting{Endpoint: "http://" + wlink.Addr(), RegionEndpointEnabled: true, Created: time.Now()})
+	if _, err := east.Node.Region.PutSetting(t.Context(), replicate.ReplicaKind, "westeurope", value); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
+		c.Replication.Secret = secret
+		c.Replication.Peers = []replicate.Peer{{Name: "eastus", Endpoint: east.URL}}
+	})
+	eventually(t, 60*time.Second, func() error {
+		if st := regionStatus(t, brazil); st.State != replicate.StateReady {
+			return fmt.Errorf("brazilsouth is %s waiting for %v", st.State, st.Waiting)
+		}
+		return nil
+	})
+	t.Logf("brazilsouth Ready %s after it started", time.Since(started).Round(time.Millisecond))
+	for name, img := range images {
+		repo := "joining/" + name
+		for _, p := range append([]string{"/v2/" + repo + "/manifests/v1"}, blobPaths(repo, img)...) {
+			if code, _ := asPeerWith(t, secret, "HEAD", brazil+p); code != 200 {
+				t.Errorf("brazilsouth is Ready without %s: %d", p, code)
+			}
+		}
+	}
+}
+
+// blobPaths are the blob paths of img in repo.
+func blobPaths(repo string, img image) []string {
+	var out []string
+	for _, b := range img.blobs {
+		out = append(out, "/v2/"+repo+"/blobs/"+b.String())
+	}
+	return out
+}
