@@ -98,7 +98,11 @@ func (p *Replicator) register(ctx context.Context) bool {
 
 // required returns the peers of want this region must have caught up with
 // to be Ready: the configured ones, and registered regions that have been
-// Ready (one still joining, as this one may be, is not waited for).
+// Ready, known by their Ready mark (replicated settings) or by their own
+// word (a feed answer says so: the mark may not have arrived yet). A
+// registered region without a mark is waited for until its feed first
+// answered or failed: it may be Ready with its mark still on the way. One
+// still joining, as this one may be, is not waited for after that.
 func (p *Replicator) required(ctx context.Context, want []Peer) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, s := range p.static {
@@ -115,12 +119,26 @@ func (p *Replicator) required(ctx context.Context, want []Peer) (map[string]bool
 			ready[s.Name] = true
 		}
 	}
+	t := p.tracker
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, w := range want {
-		if ready[w.Name] {
+		if ready[w.Name] || requiredPeer(t.peers[w.Name]) {
 			out[w.Name] = true
 		}
 	}
 	return out, nil
+}
+
+// requiredPeer decides, for a registered region without a Ready mark here,
+// from what its follower heard (pp; nil: nothing yet), whether this region
+// waits for it: until its feed first answered or failed, and then if it
+// said it has been Ready.
+func requiredPeer(pp *peerProgress) bool {
+	if pp == nil || (!pp.Seen && !pp.FeedDown) {
+		return true
+	}
+	return pp.PeerReady
 }
 
 // syncSettings reads every setting of peer s and applies each last-writer-
