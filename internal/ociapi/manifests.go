@@ -109,6 +109,12 @@ func (a *API) putManifest(w http.ResponseWriter, r *http.Request, route Route) e
 		// (invariant 7). Fetch them, then accept.
 		if rerr := a.opts.Peers.EnsureReferences(r.Context(), route.Repo, ct, payload); rerr == nil {
 			res, err = a.region.PutManifest(r.Context(), route.Repo, route.Ref, ct, payload)
+		} else if oe, ok := ocierr.From(err); ok {
+			// Say why no region could give what is missing (deleted
+			// here, say, with no newer copy anywhere).
+			why := *oe
+			why.Message = oe.Message + "; from other regions: " + rerr.Error()
+			err = &why
 		}
 	}
 	if err != nil {

@@ -312,3 +312,56 @@ func TestInvariant9ADeleteMadeDuringAPartitionIsNotRevived(t *testing.T) {
 		t.Fatalf("after anti-entropy: %v", err)
 	}
 }
+
+// TestInvariant9ARepairDoesNotReviveADeletedBlob: westeurope deletes a
+// blob that eastus and southeastasia, which have not heard of the delete
+// (they cannot read westeurope's feed), still hold. A manifest pushed to
+// westeurope that uses the blob is refused: the repair of a split push
+// does not fetch a copy older than the delete, and the blob stays deleted
+// there. Once eastus holds a newer copy (pushed again after the delete),
+// the same manifest PUT repairs from it and succeeds.
+func TestInvariant9ARepairDoesNotReviveADeletedBlob(t *testing.T) {
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: testSecret, Regions: threeRegions(),
+		Distance: up.Links(link.Shape{}), AntiEntropyInterval: time.Hour})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	const repo = "revive/app"
+	layer := []byte("a layer that leaked a secret")
+	config := []byte("{}")
+	l, c := pushBlob(t, east, repo, layer), pushBlob(t, east, repo, config)
+	for _, r := range reg.Regions {
+		for _, d := range []digest.Digest{l, c} {
+			eventually(t, 30*time.Second, func() error {
+				if !held(t, r.URL, "/v2/"+repo+"/blobs/"+d.String()) {
+					return fmt.Errorf("%s lacks %s", r.Name, d)
+				}
+				return nil
+			})
+		}
+	}
+	for _, from := range []string{"eastus", "southeastasia"} {
+		reg.Link(from, "westeurope").Set(link.Partition) // they do not hear westeurope's delete
+	}
+	if code, _, body := do(t, "DELETE", west+"/v2/"+repo+"/blobs/"+l.String(), "", nil); code != 202 {
+		t.Fatalf("delete in westeurope: %d %s", code, body)
+	}
+	manifest := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}]}`, c, len(config), l, len(layer))
+	code, _, body := do(t, "PUT", west+"/v2/"+repo+"/manifests/v1", "application/vnd.oci.image.manifest.v1+json", manifest)
+	if code == 201 || !strings.Contains(string(body), "deleted") {
+		t.Fatalf("a manifest using a blob deleted here, held elsewhere only in older copies: %d %s; want it refused, saying the blob was deleted", code, body)
+	}
+	if held(t, west, "/v2/"+repo+"/blobs/"+l.String()) {
+		t.Fatal("the refused manifest's repair revived the deleted blob in westeurope")
+	}
+	// Pushed again in eastus after the delete: a newer copy, which the
+	// repair takes.
+	pushBlob(t, east, repo, layer)
+	code, _, body = do(t, "PUT", west+"/v2/"+repo+"/manifests/v1", "application/vnd.oci.image.manifest.v1+json", manifest)
+	if code != 201 {
+		t.Fatalf("the manifest once eastus holds a newer copy: %d %s", code, body)
+	}
+	if !held(t, west, "/v2/"+repo+"/blobs/"+l.String()) {
+		t.Fatal("westeurope does not hold the blob the repair brought")
+	}
+}
