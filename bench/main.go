@@ -28,7 +28,7 @@ func main() {
 	dir := flag.String("dir", "", "data directory (default: a temp dir on the disk holding the working directory)")
 	quick := flag.Bool("quick", false, "smaller sizes, for checking the harness")
 	logLevel := flag.String("log-level", "info", "the node's log level; info writes the production one line per request (to a file)")
-	only := flag.String("only", "", "run only this part: node, replication, backfill, readthrough, frontdoor or shared")
+	only := flag.String("only", "", "run only this part: node, replication, backfill, join, readthrough, frontdoor or shared")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -74,6 +74,14 @@ func run(ctx context.Context, bin, dir, logLevel, only string, quick bool) error
 	if only == "" || only == "backfill" {
 		fmt.Fprintln(os.Stderr, "measuring backfill of a new region ...")
 		rs, err := benchBackfill(ctx, dir, quick)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
+	if only == "" || only == "join" {
+		fmt.Fprintln(os.Stderr, "measuring a fourth region joining ...")
+		rs, err := benchJoin(ctx, dir, quick)
 		if err != nil {
 			return err
 		}
