@@ -208,7 +208,9 @@ func pullsOnly(t *testing.T, r *rig, name string) {
 			return err
 		}
 		defer resp.Body.Close()
-		var d struct{ Regions []struct{ Name, Pushes, Error string } }
+		var d struct {
+			Regions []struct{ Name, Pushes, Error string }
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
 			return err
 		}
