@@ -70,6 +70,10 @@ var (
 	// StorageFull is a region out of storage space: it serves pulls, and
 	// takes pushes again once space is back (Retry-After).
 	StorageFull = register("STORAGE_FULL", http.StatusInsufficientStorage, "the region is out of storage space")
+	// ReadOnly is a region whose metadata store refuses writes (a
+	// read-only database): it serves pulls, and takes pushes again once
+	// its store does (Retry-After).
+	ReadOnly = register("READ_ONLY", http.StatusServiceUnavailable, "the region takes no writes now")
 	// RequestTimeout is a request body that stopped arriving (the idle
 	// bound on uploads): the client's failure; it may resume the session.
 	RequestTimeout = register("REQUEST_TIMEOUT", http.StatusRequestTimeout, "the request body stopped arriving")

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
@@ -33,11 +34,12 @@ const spaceEvery = time.Second
 
 // space is the region's storage state; safe for concurrent use.
 type space struct {
-	mu     sync.Mutex
-	full   bool
-	reason string
-	since  time.Time
-	back   chan struct{} // closed and replaced when space comes back
+	mu       sync.Mutex
+	full     bool
+	readOnly bool // the metadata store refuses writes (not a lack of space)
+	reason   string
+	since    time.Time
+	back     chan struct{} // closed and replaced when space comes back
 }
 
 func newSpace() *space { return &space{back: make(chan struct{})} }
@@ -61,25 +63,47 @@ func IsNoSpace(err error) bool {
 	return false
 }
 
-// markFull records that the region is out of space, for reason.
-func (r *Region) markFull(reason string) {
+// refusesWrites reports whether err says the metadata store takes no
+// writes though it has space: SQLite's read-only database, PostgreSQL's
+// read-only transaction (a standby, default_transaction_read_only).
+func refusesWrites(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	for _, s := range []string{"attempt to write a readonly database", "SQLSTATE 25006", "read-only transaction"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// markFull records that the region takes no writes, for reason: out of
+// space, or (readOnly) its metadata store refuses writes.
+func (r *Region) markFull(reason string, readOnly bool) {
 	sp := r.space
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if !sp.full {
 		sp.full, sp.since = true, r.now()
-		r.log.Error("region out of storage space: pushes are refused until space is back; pulls are served", "reason", reason)
+		r.log.Error("region takes no writes: pushes are refused until it does again; pulls are served", "reason", reason)
 	}
-	sp.reason = reason
+	sp.reason, sp.readOnly = reason, readOnly
 }
 
-// NoteWrite marks the region full when err says storage is full, and
-// returns err as STORAGE_FULL then; other errors pass unchanged.
+// NoteWrite marks the region not writable when err says storage is full
+// (and returns STORAGE_FULL) or the metadata store refuses writes (and
+// returns READ_ONLY); other errors pass unchanged.
 func (r *Region) NoteWrite(err error) error {
-	if !IsNoSpace(err) {
+	switch {
+	case IsNoSpace(err):
+		r.markFull(err.Error(), false)
+	case refusesWrites(err):
+		r.markFull("its metadata store refuses writes: "+err.Error(), true)
+	default:
 		return err
 	}
-	r.markFull(err.Error())
 	return r.storageFull()
 }
 
@@ -87,8 +111,13 @@ func (r *Region) NoteWrite(err error) error {
 func (r *Region) storageFull() error {
 	sp := r.space
 	sp.mu.Lock()
-	reason, since := sp.reason, sp.since
+	reason, since, readOnly := sp.reason, sp.since, sp.readOnly
 	sp.mu.Unlock()
+	if readOnly {
+		return &ocierr.Error{Code: ocierr.ReadOnly, RetryAfter: 30 * time.Second,
+			Message: fmt.Sprintf("region %s takes no writes now (%s); nothing was stored: push through another region, or retry later", r.cfg.Name, reason),
+			Detail:  map[string]any{"region": r.cfg.Name, "reason": reason, "since": since}}
+	}
 	return &ocierr.Error{Code: ocierr.StorageFull, RetryAfter: 30 * time.Second,
 		Message: fmt.Sprintf("region %s is out of storage space (%s); nothing was stored: push through another region, or retry once space is freed", r.cfg.Name, reason),
 		Detail:  map[string]any{"region": r.cfg.Name, "reason": reason, "since": since}}
@@ -134,12 +163,12 @@ func (r *Region) freeBytes() (int64, bool) {
 	return int64(st.Bavail) * st.Bsize, true
 }
 
-// probeWrite writes and removes a small staging upload through the
-// content store, and takes the metadata store's write lock: what a push
-// needs first. (An S3 bucket's upload buffers a part before it writes:
+// probeWrite writes a row of the metadata store, and writes and removes a
+// small staging upload through the content store: what a push needs
+// first. (An S3 bucket's upload buffers a part before it writes:
 // there the next real write tells.)
 func (r *Region) probeWrite(ctx context.Context) error {
-	if err := r.db.Ping(ctx); err != nil {
+	if err := r.db.Update(ctx, func(tx *meta.Tx) error { return tx.SetRegionState(ctx, spaceProbe, r.now().Unix()) }); err != nil {
 		return err
 	}
 	if r.cfg.Content.Driver == "s3" {
@@ -164,7 +193,7 @@ func (r *Region) checkSpace(ctx context.Context) {
 	free, known := r.freeBytes()
 	low := known && r.cfg.MinFreeSpace > 0 && free < r.cfg.MinFreeSpace
 	if low {
-		r.markFull(fmt.Sprintf("%d MiB free on its data disk, below region.minFreeSpace %d MiB", free>>20, r.cfg.MinFreeSpace>>20))
+		r.markFull(fmt.Sprintf("%d MiB free on its data disk, below region.minFreeSpace %d MiB", free>>20, r.cfg.MinFreeSpace>>20), false)
 		return
 	}
 	sp := r.space
@@ -178,13 +207,11 @@ func (r *Region) checkSpace(ctx context.Context) {
 	err := r.probeWrite(pctx)
 	cancel()
 	if err != nil {
-		if IsNoSpace(err) {
-			r.markFull(err.Error())
-		}
+		_ = r.NoteWrite(err) // the reason as it is now
 		return
 	}
 	sp.mu.Lock()
-	sp.full, sp.reason = false, ""
+	sp.full, sp.readOnly, sp.reason = false, false, ""
 	close(sp.back)
 	sp.back = make(chan struct{})
 	sp.mu.Unlock()

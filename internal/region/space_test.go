@@ -228,3 +228,43 @@ func TestAFetchThatFillsTheDiskReleasesItsBytes(t *testing.T) {
 type failing struct{}
 
 func (failing) Read([]byte) (int, error) { return 0, errors.New("connection reset by peer") }
+
+// TestAMetadataStoreThatRefusesWritesMakesTheRegionPullOnly: a write the
+// metadata store refuses (SQLite opened read-only underneath the region)
+// makes the region not writable, saying why, with READ_ONLY (503 and a
+// Retry-After) for pushes and pulls still served; once the store takes
+// writes again the monitor's probe finds it and the region is writable.
+func TestAMetadataStoreThatRefusesWritesMakesTheRegionPullOnly(t *testing.T) {
+	ctx := t.Context()
+	r, _, _ := fillingRegion(t)
+	data := []byte("held before")
+	if _, err := r.PutBlob(ctx, "app", digest.FromBytes(data), int64(len(data)), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("upload 1: attempt to write a readonly database (8)")
+	err := r.NoteWrite(refused)
+	e, ok := ocierr.From(err)
+	if !ok || e.Code != ocierr.ReadOnly || e.Code.Status != http.StatusServiceUnavailable || e.RetryAfter <= 0 ||
+		!strings.Contains(e.Message, "region eastus takes no writes") || !strings.Contains(e.Message, "refuses writes") {
+		t.Fatalf("a refused write: %v, want READ_ONLY 503 with a Retry-After naming the region and the cause", err)
+	}
+	if ok, why := r.Writable(); ok || !strings.Contains(why, "metadata store refuses writes") {
+		t.Fatalf("writable %t (%q), want pull-only, saying the store refuses writes", ok, why)
+	}
+	if err := r.CheckWritable(); !ocierr.ReadOnly.Is(err) {
+		t.Fatalf("a push while read-only: %v", err)
+	}
+	rc, _, err := r.OpenBlob(ctx, "app", digest.FromBytes(data), 0)
+	if err != nil {
+		t.Fatalf("a pull while read-only: %v", err)
+	}
+	rc.Close()
+	// The store here takes writes: the probe clears the state.
+	eventuallyTrue(t, "writable again once the store takes writes", func() bool { ok, _ := r.Writable(); return ok })
+	if err := r.NoteWrite(errors.New("some other failure")); ocierr.ReadOnly.Is(err) || ocierr.StorageFull.Is(err) {
+		t.Fatalf("an unrelated error marked the region: %v", err)
+	}
+	if ok, _ := r.Writable(); !ok {
+		t.Fatal("an unrelated error made the region not writable")
+	}
+}
