@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 )
@@ -165,7 +167,7 @@ func TestInvariant9AReplicatedManifestOlderThanADeleteIsNotStored(t *testing.T) 
 	if err := r.ApplyManifestDelete(ctx, "", 0, repo, d, v(20, "westeurope")); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(10, "southeastasia"), ""); err != nil {
+	if err := r.ApplyManifest(ctx, "southeastasia", 7, repo, d, mt, m, v(10, "southeastasia"), ""); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := r.HasManifest(ctx, repo, d); ok {
@@ -173,6 +175,15 @@ func TestInvariant9AReplicatedManifestOlderThanADeleteIsNotStored(t *testing.T) 
 	}
 	if st, err := r.ImageStatus(ctx, repo, d.String()); err == nil && len(st.Present) > 0 {
 		t.Fatalf("presence recorded for a manifest that was not stored: %v", st.Present)
+	}
+	if p, err := r.Presence(ctx, repo, d); err != nil || len(p) > 0 {
+		t.Fatalf("presence rows of a manifest that was not stored: %v %v", p, err)
+	}
+	if kinds := feedKinds(t, r, d, ""); slices.Contains(kinds, meta.KindAck) {
+		t.Fatalf("a manifest that was not stored was acknowledged: %v", kinds)
+	}
+	if c, err := r.Cursor(ctx, "southeastasia"); err != nil || c != 7 {
+		t.Fatalf("southeastasia's cursor %d (%v) after its record was skipped; want 7", c, err)
 	}
 	if err := r.ManifestGone(ctx, repo, d.String()); !ocierr.ManifestUnknown.Is(err) {
 		t.Fatalf("ManifestGone: %v; want MANIFEST_UNKNOWN (deleted)", err)
