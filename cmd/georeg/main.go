@@ -26,7 +26,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&query, "query", "", "JMESPath query applied to the answer before it is printed (see jmespath.org), e.g. \"[?state=='Ready'].name\"")
-	root.AddCommand(serveCmd(), upCmd(), routeCmd(), imageCmd(), waitCmd(), replicationCmd(), webhookCmd())
+	root.AddCommand(serveCmd(), upCmd(), linkCmd(), routeCmd(), imageCmd(), waitCmd(), replicationCmd(), webhookCmd())
 	root.AddCommand(accessCmds()...)
 	nameFlags(root)
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +16,7 @@ import (
 // upCmd starts a whole registry on this machine: three regions that
 // replicate with each other, and the front door on 127.0.0.1:5000.
 func upCmd() *cobra.Command {
-	var data, logLevel string
+	var data, logLevel, linksControl string
 	var noDistance, tls, withAuth, resetRules bool
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -69,6 +72,14 @@ func upCmd() *cobra.Command {
 					}
 				}
 			}
+			if !noDistance && linksControl != "" {
+				stop, err := serveLinks(reg, linksControl)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				fmt.Printf("Inject faults on them: georeg link set westeurope partition (then: healthy); links control on %s\n", linksControl)
+			}
 			fmt.Print(`Push through the front door, pull from a region (crane: go install github.com/google/go-containerregistry/cmd/crane@latest):
   tar -cf layer.tar README.md && crane append --insecure -f layer.tar -t 127.0.0.1:5000/demo/app:v1
   crane manifest --insecure 127.0.0.1:5002/demo/app:v1
@@ -83,5 +94,25 @@ Ctrl-C stops it.
 	cmd.Flags().BoolVar(&tls, "tls", false, "serve HTTPS everywhere with a certificate from a local CA (made under --data/tls)")
 	cmd.Flags().BoolVar(&withAuth, "auth", false, "turn auth on and print the admin credentials")
 	cmd.Flags().BoolVar(&resetRules, "reset-network-rules", false, "break-glass: open the registry's network rules (default action Allow, no rules)")
+	cmd.Flags().StringVar(&linksControl, "links-control", defaultLinksControl, "where georeg link reaches the simulated links (loopback; empty: off)")
 	return cmd
+}
+
+// serveLinks serves the links control (georeg link) on addr, a loopback
+// address, until stop.
+func serveLinks(reg *up.Registry, addr string) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--links-control %s: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("--links-control %s: the links control listens on a loopback address only", addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("links control: listen on %s (is another georeg running?): %w", addr, err)
+	}
+	srv := &http.Server{Handler: reg.LinksHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return func() { _ = srv.Close() }, nil
 }
