@@ -107,6 +107,30 @@ func TestTheCacheKeepsItsBudgetAndForgetsWhatChanged(t *testing.T) {
 	if zero.manifest("app", a.Digest) != nil {
 		t.Fatal("a zero budget keeps a manifest")
 	}
+	zero.putTag(zero.generation(), "app", "v1", a.Digest) // tags are bounded by count, not by the budget
+	if d, ok := zero.tag("app", "v1"); !ok || d != a.Digest {
+		t.Fatal("a zero budget disables the tag map")
+	}
+}
+
+// TestAReadFromBeforeAnyInvalidationIsNeverStored: a reader's value, read
+// before invalidations of both kinds, is not stored whatever their order.
+func TestAReadFromBeforeAnyInvalidationIsNeverStored(t *testing.T) {
+	d := digest.FromString("stale")
+	for name, invalidations := range map[string][]func(c *cache){
+		"one, then all": {func(c *cache) { c.invalidate("app", d, "v1") }, func(c *cache) { c.invalidateAll() }},
+		"all, then one": {func(c *cache) { c.invalidateAll() }, func(c *cache) { c.invalidate("app", d, "v1") }},
+	} {
+		c := newCache(1<<20, false)
+		gen := c.generation()
+		for _, inv := range invalidations {
+			inv(c)
+		}
+		c.putTag(gen, "app", "v1", d)
+		if _, ok := c.tag("app", "v1"); ok {
+			t.Errorf("%s: a tag read before them was stored", name)
+		}
+	}
 }
 
 func TestTheTagMapIsClearedWhenFull(t *testing.T) {

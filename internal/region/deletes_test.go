@@ -139,6 +139,18 @@ func TestInvariant2ABlobALiveManifestUsesIsNotDeleted(t *testing.T) {
 	if got := blobState(t, r, repo, layer); !strings.HasPrefix(got, "linked=true gone=false") || got == before {
 		t.Fatalf("a replicated delete of a used blob: %s; want it linked, its tombstone recorded", got)
 	}
+	// A blob of the repository no live manifest uses is deleted while the
+	// image lives, and the delete is audited.
+	spare := storeBytes(t, r, []byte("spare blob"))
+	if err := r.ApplyBlob(ctx, "", 0, repo, spare, r.Clock().Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteBlob(ctx, repo, spare); err != nil {
+		t.Fatalf("deleting a blob no manifest uses, beside a live image: %v", err)
+	}
+	if !auditHas(t, r, region.AuditDeleteBlob, repo, spare.String()) {
+		t.Fatal("the blob delete left no audit entry")
+	}
 	if err := r.DeleteManifest(ctx, repo, res.Digest.String()); err != nil {
 		t.Fatal(err)
 	}
@@ -239,5 +251,40 @@ func TestAManifestIsAcknowledgedOnce(t *testing.T) {
 	}
 	if n := acks(); n != 2 {
 		t.Fatalf("%d acknowledgements after the manifest was deleted and stored again; want 2", n)
+	}
+}
+
+// TestAReplicatedBlobDeleteUnlinksAndMovesThePeersCursor: a peer's delete
+// newer than the link here unlinks the blob and moves the peer's cursor
+// in the same transaction; an older one only moves the cursor.
+func TestAReplicatedBlobDeleteUnlinksAndMovesThePeersCursor(t *testing.T) {
+	const repo = "deletes/cursor"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	d := storeBytes(t, r, []byte("cursor blob"))
+	cursor := func(want int64) {
+		t.Helper()
+		if c, err := r.Cursor(ctx, "eastus"); err != nil || c != want {
+			t.Fatalf("eastus's cursor %d (%v), want %d", c, err, want)
+		}
+	}
+	if err := r.ApplyBlob(ctx, "eastus", 1, repo, d, v(10, "eastus")); err != nil {
+		t.Fatal(err)
+	}
+	cursor(1)
+	if err := r.ApplyBlobDelete(ctx, "eastus", 2, repo, d, v(5, "eastus")); err != nil {
+		t.Fatal(err)
+	}
+	cursor(2)
+	if got := blobState(t, r, repo, d); !strings.HasPrefix(got, "linked=true gone=false") {
+		t.Fatalf("after an older delete: %s, want still linked", got)
+	}
+	if err := r.ApplyBlobDelete(ctx, "eastus", 3, repo, d, v(20, "eastus")); err != nil {
+		t.Fatal(err)
+	}
+	cursor(3)
+	if got := blobState(t, r, repo, d); !strings.HasPrefix(got, "linked=false gone=true") {
+		t.Fatalf("after a newer delete: %s, want unlinked and gone", got)
 	}
 }

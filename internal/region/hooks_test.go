@@ -150,3 +150,45 @@ func TestEveryImageChangeReachesTheWebhooksAuditAndFeed(t *testing.T) {
 		t.Fatalf("a manifest not deleted: %v", err)
 	}
 }
+
+// TestARegionAloneIsEverywhereAtOnce: in a registry of one region, a push
+// queues push and, at once, replicated-everywhere for a webhook that
+// wants both.
+func TestARegionAloneIsEverywhereAtOnce(t *testing.T) {
+	const repo = "hooks/alone"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	cfg := webhook.Config{URI: "http://127.0.0.1:9/hook", Status: webhook.StatusEnabled, Format: "acr",
+		Actions: []string{webhook.ActionPush, webhook.ActionReplicatedEverywhere}, Created: time.Now()}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutSetting(ctx, webhook.Kind, "everywhere", b); err != nil {
+		t.Fatal(err)
+	}
+	m := manifestFor(t, r, repo, "alone")
+	if _, err := r.PutManifest(ctx, repo, "v1", "application/vnd.oci.image.manifest.v1+json", m); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := r.Deliveries(ctx, "everywhere", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, d := range ds {
+		var ev webhook.Event
+		if err := json.Unmarshal(d.Payload, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Target.Digest != digest.FromBytes(m).String() {
+			t.Fatalf("an event of %s, want %s", ev.Target.Digest, digest.FromBytes(m))
+		}
+		actions = append(actions, ev.Action)
+	}
+	slices.Sort(actions)
+	if want := []string{webhook.ActionPush, webhook.ActionReplicatedEverywhere}; !slices.Equal(actions, want) {
+		t.Fatalf("events queued: %q, want %q", actions, want)
+	}
+}

@@ -2,11 +2,13 @@ package region_test
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 )
@@ -107,5 +109,18 @@ func TestAChunkIsTakenForWhatItDeclares(t *testing.T) {
 	want := []byte("streamedtail")
 	if _, err := r.FinishUpload(ctx, "chunks/app", id, digest.FromBytes(want), chunk(nil)); err != nil {
 		t.Fatalf("finishing the session with what it was given: %v", err)
+	}
+	// The session ends with the blob, and the blob's feed record is written.
+	if _, err := r.UploadStatus(ctx, "chunks/app", id); !ocierr.BlobUploadUnknown.Is(err) {
+		t.Fatalf("the finished session's status: %v; want BLOB_UPLOAD_UNKNOWN", err)
+	}
+	recs, err := r.Feed(ctx, 0, 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(recs, func(rec meta.Record) bool {
+		return rec.Kind == meta.KindBlob && rec.Repo == "chunks/app" && rec.Digest == digest.FromBytes(want) && rec.Size == 12
+	}) {
+		t.Fatalf("no feed record of the uploaded blob in %+v", recs)
 	}
 }

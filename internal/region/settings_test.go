@@ -119,6 +119,15 @@ func TestALockFromAPeerPinsItsTagHere(t *testing.T) {
 	if _, err := r.PutManifest(ctx, repo, "v1", mt, one); !ocierr.Denied.Is(err) {
 		t.Fatalf("moving the pinned tag: %v, want DENIED", err)
 	}
+	// A peer's newer move of the pinned tag is refused here too, and its
+	// record is done with: the peer's cursor moves past it.
+	if err := r.ApplyTag(ctx, "eastus", 5, repo, "v1", d1, v(now+10, "eastus"), true); err != nil {
+		t.Fatal(err)
+	}
+	resolves("v1", d2)
+	if c, err := r.Cursor(ctx, "eastus"); err != nil || c != 5 {
+		t.Fatalf("eastus's cursor %d (%v) after its move of a pinned tag, want 5", c, err)
+	}
 
 	// A lock's tombstone pins nothing; nor does a repository lock.
 	resolves("v2", d2)
