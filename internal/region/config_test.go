@@ -58,7 +58,7 @@ func TestRegionConfigRefusesEachBadFieldByName(t *testing.T) {
 			c.Content.S3.Bucket = "b"
 			c.Content.S3.Endpoint = "http://s3"
 		},
-		"node:": func(c *region.Config) { c.Node = "bad node" },
+		"node:":      func(c *region.Config) { c.Node = "bad node" },
 		"content.s3": func(c *region.Config) { c.Content.Driver = "s3" }, // no bucket
 	} {
 		c := good
