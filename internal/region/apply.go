@@ -382,7 +382,7 @@ func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, rep
 func (r *Region) ApplyManifestDelete(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
 	r.clock.Observe(v)
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		if name, err := pinnedBy(ctx, tx, repo, d); err != nil || name != "" {
+		if name, _, err := pinnedBy(ctx, tx, repo, d); err != nil || name != "" {
 			if err != nil {
 				return err
 			}

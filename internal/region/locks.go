@@ -75,6 +75,17 @@ func locks(ctx context.Context, tx *meta.Tx, repo, tag string) (repoLock, tagLoc
 // frozen reports whether an image lock keeps its tag where it is.
 func (l *Lock) frozen() bool { return l != nil && (!l.WriteEnabled || !l.DeleteEnabled) }
 
+// deleteFlag is the flag that keeps a frozen image lock's image from
+// being deleted: write-enabled false locks it whole (as in ACR, a
+// write-disabled image is neither updated nor deleted), else
+// delete-enabled false.
+func (l *Lock) deleteFlag() string {
+	if !l.WriteEnabled {
+		return "write-enabled"
+	}
+	return "delete-enabled"
+}
+
 func lockedError(name, what, flag string) error {
 	return ocierr.Denied.WithDetail(fmt.Sprintf("%s is locked (%s false): it cannot be %s in any region; unlock it with: georeg repository update --name %s --%s true",
 		name, flag, what, lockTarget(name), flag), map[string]string{"lock": name})
@@ -119,7 +130,7 @@ func checkTagDelete(ctx context.Context, tx *meta.Tx, repo, tag string) error {
 		return lockedError(repo, "deleted from", "delete-enabled")
 	}
 	if tagLock.frozen() {
-		return lockedError(LockName(repo, tag), "deleted", "delete-enabled")
+		return lockedError(LockName(repo, tag), "deleted", tagLock.deleteFlag())
 	}
 	return nil
 }
@@ -134,11 +145,11 @@ func checkManifestDelete(ctx context.Context, tx *meta.Tx, repo string, d digest
 	if repoLock != nil && !repoLock.DeleteEnabled {
 		return lockedError(repo, "deleted from", "delete-enabled")
 	}
-	if name, err := pinnedBy(ctx, tx, repo, d); err != nil || name != "" {
+	if name, l, err := pinnedBy(ctx, tx, repo, d); err != nil || name != "" {
 		if err != nil {
 			return err
 		}
-		return lockedError(name, "deleted", "delete-enabled")
+		return lockedError(name, "deleted", l.deleteFlag())
 	}
 	return nil
 }
@@ -161,29 +172,29 @@ func (r *Region) CheckRepositoryDelete(ctx context.Context, repo string) error {
 	})
 }
 
-// pinnedBy returns the name of an image lock of repo that pins d (or
-// whose tag points at d), "" for none.
-func pinnedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (string, error) {
+// pinnedBy returns the name and value of an image lock of repo that pins
+// d (or whose tag points at d), "" for none.
+func pinnedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (string, *Lock, error) {
 	tags, err := tx.LiveTags(ctx, repo, d)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	for _, tag := range tags {
 		if _, l, err := locks(ctx, tx, repo, tag); err != nil || l.frozen() {
-			return LockName(repo, tag), err
+			return LockName(repo, tag), l, err
 		}
 	}
 	settings, err := tx.Settings(ctx, LockKind)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	for _, s := range settings {
 		var l Lock
 		if json.Unmarshal(s.Value, &l) == nil && l.Digest == d && l.frozen() && len(s.Name) > len(repo) && s.Name[:len(repo)+1] == repo+":" {
-			return s.Name, nil
+			return s.Name, &l, nil
 		}
 	}
-	return "", nil
+	return "", nil, nil
 }
 
 // tagFrozen reports whether a replicated change to repo:tag is refused.

@@ -52,8 +52,15 @@ func TestLocksRefuseWhatTheyForbidAndNothingElse(t *testing.T) {
 				if want && err != nil {
 					t.Errorf("%s: refused (%v), want allowed", what, err)
 				}
-				if !want && (!ocierr.Denied.Is(err) || !strings.Contains(err.Error(), "georeg repository update --name lock/app")) {
-					t.Errorf("%s: %v, want DENIED naming the lock", what, err)
+				// The refusal names the flag that lifts it: write-enabled
+				// for a write-disabled lock (which also keeps its image
+				// from being deleted, as in ACR), else delete-enabled.
+				flag := "--delete-enabled true"
+				if !tc.write {
+					flag = "--write-enabled true"
+				}
+				if !want && (!ocierr.Denied.Is(err) || !strings.Contains(err.Error(), "georeg repository update --name lock/app") || !strings.Contains(err.Error(), flag)) {
+					t.Errorf("%s: %v, want DENIED naming the lock and %s", what, err, flag)
 				}
 			}
 			_, err := r.PutManifest(ctx, "lock/app", "v1", "application/vnd.oci.image.manifest.v1+json", two)
