@@ -105,6 +105,29 @@ func TestAFetchResumesWhereItBrokeAndStreamsEveryByte(t *testing.T) {
 			t.Fatalf("asked for offsets %v, want [0 700000]", offsets)
 		}
 	})
+	t.Run("broken after the last byte", func(t *testing.T) {
+		// Every byte arrived, then the connection broke: the next call
+		// commits what it kept without asking the peer again.
+		r := open(t, t.TempDir(), 0)
+		defer r.Close()
+		offsets = nil
+		whole := func(_ context.Context, offset int64) (io.ReadCloser, error) {
+			offsets = append(offsets, offset)
+			return &failAfter{r: bytes.NewReader(data[offset:]), n: len(data)}, nil
+		}
+		if streamed, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), whole, nil); err == nil || streamed {
+			t.Fatalf("a transfer that broke after its last byte: streamed %v, %v; want an error, nothing streamed", streamed, err)
+		}
+		if _, err := r.FetchBlob(t.Context(), id, d, int64(len(data)), whole, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(offsets, []int64{0}) {
+			t.Fatalf("asked for offsets %v, want [0]: the kept bytes were the whole blob", offsets)
+		}
+		if _, ok, err := r.HasContent(t.Context(), d); !ok || err != nil {
+			t.Fatalf("blob not stored: %t %v", ok, err)
+		}
+	})
 	t.Run("streamed to a client", func(t *testing.T) {
 		r := open(t, t.TempDir(), 0)
 		defer r.Close()

@@ -28,9 +28,9 @@ func (c *TestClock) Advance(d time.Duration) {
 }
 
 // UseTestClock makes r read its time from a TestClock starting at the
-// wall clock's now, and returns it. Call it before r serves anything.
+// wall clock's now (whole milliseconds), and returns it. Call it before r serves anything.
 func UseTestClock(r *Region) *TestClock {
-	c := &TestClock{now: time.Now()}
+	c := &TestClock{now: time.Now().Truncate(time.Millisecond)} // as dates are stored: a test can land on a bound exactly
 	r.now = c.Now
 	return c
 }

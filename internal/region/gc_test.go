@@ -110,8 +110,8 @@ func TestGCSparesALeasedBlob(t *testing.T) {
 	}
 	clock.Advance(150 * time.Millisecond) // past the grace period
 	release := r.Lease(d)
-	if rep, err := r.GC(ctx, false); err != nil || rep.BlobsDeleted != 0 {
-		t.Fatalf("a leased blob was swept: %+v %v", rep, err)
+	if rep, err := r.GC(ctx, false); err != nil || rep.BlobsDeleted != 0 || rep.BlobsKept != 1 {
+		t.Fatalf("a leased blob was swept, or not counted as kept: %+v %v", rep, err)
 	}
 	release()
 	if rep, err := r.GC(ctx, false); err != nil || rep.BlobsDeleted != 1 {
@@ -147,6 +147,41 @@ func TestGCKeepsALinkAClientJustChecked(t *testing.T) {
 	for d, want := range map[digest.Digest]bool{checked: true, repushed: true, unchecked: false} {
 		if ok, _ := r.HasBlob(ctx, "app", d); ok != want {
 			t.Errorf("blob %s linked: %v, want %v", d, ok, want)
+		}
+	}
+}
+
+// TestACheckRedatesALinkOnlyPastHalfTheGracePeriod: a client's check
+// (TouchBlob) writes the link's date only when the link is at least half
+// the grace period old, so a HEAD rarely writes: a check at 40 % leaves
+// the date (the link then ages out at its first date), a check at exactly
+// 50 % moves it (the link is kept a grace period from the check).
+func TestACheckRedatesALinkOnlyPastHalfTheGracePeriod(t *testing.T) {
+	ctx := t.Context()
+	r := openRegion(t, region.Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: 100 * time.Millisecond, GCInterval: -1})
+	defer r.Close()
+	clock := region.UseTestClock(r)
+	early, half := []byte("checked early"), []byte("checked at half")
+	for _, b := range [][]byte{early, half} {
+		if _, err := r.PutBlob(ctx, "app", digest.FromBytes(b), int64(len(b)), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(40 * time.Millisecond)
+	if err := r.TouchBlob(ctx, "app", digest.FromBytes(early)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Millisecond)
+	if err := r.TouchBlob(ctx, "app", digest.FromBytes(half)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(60 * time.Millisecond) // 110 ms after the push, 60 after the second check
+	if _, err := r.GC(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	for b, want := range map[string]bool{string(early): false, string(half): true} {
+		if ok, _ := r.HasBlob(ctx, "app", digest.FromBytes([]byte(b))); ok != want {
+			t.Errorf("%q linked after the sweep: %v, want %v", b, ok, want)
 		}
 	}
 }

@@ -159,3 +159,37 @@ func TestALockFromAPeerPinsItsTagHere(t *testing.T) {
 		t.Fatalf("deleting a manifest locked only in other repositories: %v", err)
 	}
 }
+
+// TestALockWinsOverATagDeleteMadeBeforeItArrived: a peer's image lock
+// made before this region deleted the tag (its version is older) still
+// wins when it arrives: the tag is back at the pinned digest, as it is in
+// the region that set the lock (where the delete, arriving, is refused),
+// and the image cannot be deleted here.
+func TestALockWinsOverATagDeleteMadeBeforeItArrived(t *testing.T) {
+	const repo = "pin/old"
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	m := manifestFor(t, r, repo, "one")
+	d := digest.FromBytes(m)
+	if _, err := r.PutManifest(ctx, repo, "v1", mt, m); err != nil {
+		t.Fatal(err)
+	}
+	before := r.Clock().Now()
+	if err := r.DeleteManifest(ctx, repo, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(region.Lock{WriteEnabled: true, DeleteEnabled: false, Digest: d})
+	if err := r.ApplySetting(ctx, "westeurope", 1, meta.Setting{Kind: region.LockKind, Name: region.LockName(repo, "v1"),
+		Value: b, Version: before}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.ResolveTag(ctx, repo, "v1"); err != nil || got != d {
+		t.Fatalf("v1 after the lock arrived: %s %v, want %s", got, err, d)
+	}
+	err := r.DeleteManifest(ctx, repo, d.String())
+	if !ocierr.Denied.Is(err) || !strings.Contains(err.Error(), "--delete-enabled true") {
+		t.Fatalf("deleting the image the lock pins: %v, want DENIED naming --delete-enabled true", err)
+	}
+}

@@ -186,8 +186,8 @@ func TestAFetchThatFillsTheDiskReleasesItsBytes(t *testing.T) {
 		return io.NopCloser(rd), nil
 	}
 	// The peer breaks off: what arrived is kept, counted exactly.
-	if _, err := r.FetchBlob(ctx, id, d, int64(len(data)), open, nil); err == nil {
-		t.Fatal("a fetch the peer broke off succeeded")
+	if streamed, err := r.FetchBlob(ctx, id, d, int64(len(data)), open, nil); err == nil || streamed {
+		t.Fatalf("a fetch the peer broke off: streamed %v, %v; want an error, nothing streamed (no client)", streamed, err)
 	}
 	if got := r.PartialBytes(); got != breakAt {
 		t.Fatalf("kept %d bytes of the broken fetch, want %d", got, breakAt)
@@ -198,9 +198,9 @@ func TestAFetchThatFillsTheDiskReleasesItsBytes(t *testing.T) {
 	// The disk fills during the next attempt: everything is released.
 	disk.FillAfter(50_000)
 	breakAt = 0
-	_, err := r.FetchBlob(ctx, id, d, int64(len(data)), open, nil)
-	if !region.IsNoSpace(err) {
-		t.Fatalf("a fetch on a full disk: %v, want storage full", err)
+	streamed, err := r.FetchBlob(ctx, id, d, int64(len(data)), open, nil)
+	if !region.IsNoSpace(err) || streamed {
+		t.Fatalf("a fetch on a full disk: streamed %v, %v; want storage full, nothing streamed (no client)", streamed, err)
 	}
 	if got, n := r.PartialBytes(), stagedBytes(t, uploads); got != 0 || n != 0 {
 		t.Fatalf("after ENOSPC: %d bytes counted, %d staged; want both released", got, n)
