@@ -288,3 +288,32 @@ func TestAReplicatedBlobDeleteUnlinksAndMovesThePeersCursor(t *testing.T) {
 		t.Fatalf("after a newer delete: %s, want unlinked and gone", got)
 	}
 }
+
+// TestAManifestHeldHereAndArrivingFromAPeerRecordsThePeer: a replicated
+// copy of a manifest this region already holds stores nothing new, but
+// records that the peer holds it, and moves the peer's cursor.
+func TestAManifestHeldHereAndArrivingFromAPeerRecordsThePeer(t *testing.T) {
+	const repo = "deletes/held"
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	m := manifestFor(t, r, repo, "held")
+	d := digest.FromBytes(m)
+	if _, err := r.PutManifest(ctx, repo, d.String(), mt, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ApplyManifest(ctx, "westeurope", 4, repo, d, mt, m, v(10, "westeurope"), ""); err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.Presence(ctx, repo, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p["westeurope"]; !ok {
+		t.Fatalf("presence %v: the peer that sent a manifest held here is not recorded", p)
+	}
+	if c, err := r.Cursor(ctx, "westeurope"); err != nil || c != 4 {
+		t.Fatalf("westeurope's cursor %d (%v), want 4", c, err)
+	}
+}
