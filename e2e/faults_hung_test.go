@@ -84,15 +84,17 @@ func TestAHungRegionDoesNotTakeTheDoorDown(t *testing.T) {
 			}
 			if drained && path == "/_georeg/v1/dashboard" && code == 200 {
 				var d struct {
-					Regions []struct{ Name, State string }
+					Regions []struct{ Name, State, Routed string }
 				}
 				if err := json.Unmarshal(body, &d); err != nil {
 					t.Fatal(err)
 				}
 				for _, reg := range d.Regions {
 					switch {
-					case reg.Name == faulted && reg.State == "Down":
+					case reg.Name == faulted && reg.State == "Down" && reg.Routed == "off: down":
 						sawDown = true
+					case reg.Name == faulted && reg.State == "Down":
+						problems = append(problems, fmt.Sprintf("the dashboard shows westeurope Down but the door sending it %q", reg.Routed))
 					case reg.Name != faulted && reg.State != "Ready":
 						problems = append(problems, fmt.Sprintf("the dashboard shows %s %s while only westeurope hangs", reg.Name, reg.State))
 					}
@@ -131,7 +133,7 @@ func TestAHungRegionDoesNotTakeTheDoorDown(t *testing.T) {
 		t.Errorf("%d health, management or dashboard answers failed: %s", len(problems), firstFew(problems))
 	}
 	if !sawDown {
-		t.Error("the dashboard never showed westeurope Down while it hung")
+		t.Error("the dashboard never showed westeurope Down, routed nothing, while it hung")
 	}
 	if len(missing) > 0 {
 		t.Errorf("%d acknowledged pushes not in every region after the hang: %s", len(missing), firstFew(missing))

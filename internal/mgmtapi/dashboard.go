@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,20 +18,36 @@ import (
 type Dashboard struct {
 	Region  string            `json:"region"` // the region that answered
 	Regions []DashboardRegion `json:"regions"`
-	// Lag[to][from] is the lag, in seconds, of the last change region to
-	// applied from region from.
-	Lag          map[string]map[string]float64 `json:"lag"`
+	// Lag[to][from] is how far region to is behind region from.
+	Lag          map[string]map[string]DashboardLag `json:"lag"`
 	Images       []DashboardImage              `json:"images"`
 	Repositories []meta.RepoCount              `json:"repositories"`
 	At           time.Time                     `json:"at"`
+}
+
+// DashboardLag is how far one region is behind another now, as the
+// behind region reports it.
+type DashboardLag struct {
+	State        string `json:"state"`        // caught up, catching up, unreachable, not heard from yet
+	EventsBehind int64  `json:"eventsBehind"` // records of the other not applied yet
+	BacklogBytes int64  `json:"backlogBytes"` // blob bytes of them
+	// OldestUnappliedSeconds is the age of the oldest record fetched and
+	// not applied (0: none waiting).
+	OldestUnappliedSeconds float64 `json:"oldestUnappliedSeconds"`
+	// LastLagSeconds is the lag of the last record applied: from its
+	// commit in the other region to its apply here.
+	LastLagSeconds float64 `json:"lastLagSeconds"`
+	Wedged         bool    `json:"wedged"`
 }
 
 // DashboardRegion is one region on the dashboard.
 type DashboardRegion struct {
 	Name     string `json:"name"`
 	Endpoint string `json:"endpoint"`
-	State    string `json:"state"` // Creating, Syncing, Ready or Down
-	Routing  bool   `json:"routing"`
+	State    string `json:"state"` // Creating, Syncing, Ready or Down (did not answer)
+	Routing  bool   `json:"routing"` // routing to it is turned on
+	// Routed is what the front door does with it now (effectiveRouting).
+	Routed string `json:"routed"`
 	// Pushes: "yes", or "pulls only" while the region is out of storage
 	// space ("" when it did not answer).
 	Pushes string `json:"pushes,omitempty"`
@@ -56,7 +73,7 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 	}
 	// By name: the page looks the same whichever region answers.
 	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
-	out := Dashboard{Region: a.region.Name(), Lag: map[string]map[string]float64{}, At: time.Now().UTC()}
+	out := Dashboard{Region: a.region.Name(), Lag: map[string]map[string]DashboardLag{}, At: time.Now().UTC()}
 	statuses := make([]*replicate.Status, len(all))
 	errs := make([]error, len(all))
 	var wg sync.WaitGroup
@@ -86,9 +103,10 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 			if !st.Writable {
 				dr.Pushes, dr.Error = "pulls only", st.NotWritable
 			}
-			lag := map[string]float64{}
+			lag := map[string]DashboardLag{}
 			for _, p := range st.Peers {
-				lag[p.Peer] = p.LagSeconds
+				lag[p.Peer] = DashboardLag{State: p.State, EventsBehind: p.Behind, BacklogBytes: p.Backlog,
+					OldestUnappliedSeconds: p.OldestUnappliedSeconds, LastLagSeconds: p.LagSeconds, Wedged: p.Wedged}
 			}
 			out.Lag[rep.Name] = lag
 		} else {
@@ -99,6 +117,7 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 				dr.Error = errs[i].Error()
 			}
 		}
+		dr.Routed = effectiveRouting(dr.Routing, statuses[i] != nil, dr.State, dr.Pushes != "pulls only")
 		out.Regions = append(out.Regions, dr)
 	}
 	tags, err := a.region.RecentTags(ctx, dashboardImages)
@@ -127,4 +146,21 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 		out.Repositories = []meta.RepoCount{}
 	}
 	return out, nil
+}
+
+// effectiveRouting says what the front door does with a region, as it
+// decides (route: routing on, healthy, Ready; pushes only where writable):
+// "on", "pulls only", or "off" with why.
+func effectiveRouting(enabled, answered bool, state string, writable bool) string {
+	switch {
+	case !enabled:
+		return "off: turned off"
+	case !answered:
+		return "off: down"
+	case state != replicate.StateReady:
+		return "off: " + strings.ToLower(state)
+	case !writable:
+		return "pulls only"
+	}
+	return "on"
 }

@@ -119,7 +119,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 		}
 		b.reset()
 		wait = p.wait
-		p.tracker.fetched(s.name, s.base, page.Head, page.Ready)
+		p.tracker.fetched(s.name, s.base, page.Head, page.Ready, page.Records)
 		if len(page.Records) == 0 {
 			continue
 		}
@@ -168,7 +168,7 @@ func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger
 					data, _ := json.Marshal(rec)
 					if perr := p.region.Park(ctx, s.name, rec.Seq, data, err.Error()); perr == nil {
 						log.WarnContext(ctx, "record parked: retried apart, the records after it go on", "seq", rec.Seq, "kind", rec.Kind, "repo", rec.Repo, "error", err)
-						p.tracker.parked(s.name, s.base)
+						p.tracker.parked(s.name, s.base, rec.Seq)
 						break
 					}
 				}
@@ -193,7 +193,7 @@ func (p *Replicator) appliedRecord(s *source, rec feed.Record) {
 	if rec.Kind == meta.KindBlob {
 		blobBytes = rec.Size
 	}
-	p.tracker.applied(s.name, s.base, rec.Created, blobBytes)
+	p.tracker.applied(s.name, s.base, rec.Seq, rec.Created, blobBytes)
 	select {
 	case s.applied <- struct{}{}:
 	default:

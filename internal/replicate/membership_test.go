@@ -33,12 +33,12 @@ func TestRequiredPeerWaitsForARegisteredRegionUntilItsFeedSaysWhatItIs(t *testin
 // enough; a later one that omits it does not undo it.
 func TestTrackerKeepsThatAPeerSaidReady(t *testing.T) {
 	tr := newTracker()
-	tr.fetched("westeurope", "http://w", 5, false)
+	tr.fetched("westeurope", "http://w", 5, false, nil)
 	if tr.peers["westeurope"].PeerReady {
 		t.Fatal("Ready before the peer said so")
 	}
-	tr.fetched("westeurope", "http://w", 6, true)
-	tr.fetched("westeurope", "http://w", 7, false)
+	tr.fetched("westeurope", "http://w", 6, true, nil)
+	tr.fetched("westeurope", "http://w", 7, false, nil)
 	if !tr.peers["westeurope"].PeerReady {
 		t.Fatal("forgot that the peer said it has been Ready")
 	}

@@ -28,6 +28,11 @@ type PeerStatus struct {
 	Applied     int64     `json:"applied"`      // records of it applied here
 	Behind      int64     `json:"eventsBehind"` // Head - Applied
 	LagSeconds  float64   `json:"lagSeconds"`   // from the origin's commit to applied here, of the last record applied
+	// OldestUnappliedSeconds is how far behind this region is now: the
+	// age (since the origin committed it) of the oldest record of the
+	// peer this region has fetched and not applied yet; 0 when it has
+	// applied all it fetched.
+	OldestUnappliedSeconds float64 `json:"oldestUnappliedSeconds,omitempty"`
 	LastError   string    `json:"lastError,omitempty"`
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
 	// Parked is how many of its records failed for reasons on its side
@@ -124,6 +129,30 @@ type peerProgress struct {
 	// Stats are the peer's byte counts, refreshed by the follower
 	// (refreshStats): status never asks a peer itself.
 	Stats *feed.Stats `json:"stats,omitempty"`
+	// OldestUnapplied is when the origin committed the oldest record
+	// fetched and not applied yet (zero: none), the front of pending.
+	OldestUnapplied time.Time `json:"oldestUnapplied,omitzero"`
+	pending         []stamp   // fetched, not applied yet, in feed order
+}
+
+// stamp is a fetched record: its sequence number and when its origin
+// committed it.
+type stamp struct {
+	seq     int64
+	created time.Time
+}
+
+// done drops what is applied (or parked) up to seq from pending.
+func (pp *peerProgress) done(seq int64) {
+	i := 0
+	for i < len(pp.pending) && pp.pending[i].seq <= seq {
+		i++
+	}
+	pp.pending = pp.pending[i:]
+	pp.OldestUnapplied = time.Time{}
+	if len(pp.pending) > 0 {
+		pp.OldestUnapplied = pp.pending[0].created
+	}
 }
 
 func newTracker() *tracker {
@@ -139,6 +168,7 @@ func (t *tracker) follow(peer string, on bool) {
 		t.following[peer] = true
 		if pp, ok := t.peers[peer]; ok {
 			pp.Seen, pp.SettingsSynced = false, false
+			pp.pending, pp.OldestUnapplied = nil, time.Time{}
 		}
 	} else {
 		delete(t.following, peer)
@@ -154,12 +184,20 @@ func (t *tracker) get(peer, endpoint string) *peerProgress {
 	return pp
 }
 
-// fetched records a feed answer, the peer's head and whether the peer
-// says it has been Ready.
-func (t *tracker) fetched(peer, endpoint string, head int64, ready bool) {
+// fetched records a feed answer, the peer's head, whether the peer says it
+// has been Ready, and its records, now waiting to be applied.
+func (t *tracker) fetched(peer, endpoint string, head int64, ready bool, recs []feed.Record) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp := t.get(peer, endpoint)
+	for _, r := range recs {
+		if n := len(pp.pending); n == 0 || r.Seq > pp.pending[n-1].seq {
+			pp.pending = append(pp.pending, stamp{seq: r.Seq, created: r.Created})
+		}
+	}
+	if len(pp.pending) > 0 {
+		pp.OldestUnapplied = pp.pending[0].created
+	}
 	pp.PeerReady = pp.PeerReady || ready
 	if !pp.Seen {
 		pp.FirstHead = head
@@ -183,9 +221,9 @@ func (t *tracker) feedFailed(peer, endpoint string, err error) {
 	pp.LastErr, pp.FeedDown = err.Error(), true
 }
 
-// applied records that a record the origin committed at created is now
-// applied here.
-func (t *tracker) applied(peer, endpoint string, created time.Time, blobBytes int64) {
+// applied records that record seq, which the origin committed at
+// created, is now applied here.
+func (t *tracker) applied(peer, endpoint string, seq int64, created time.Time, blobBytes int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.firstApply.IsZero() {
@@ -194,14 +232,17 @@ func (t *tracker) applied(peer, endpoint string, created time.Time, blobBytes in
 	t.bytes += blobBytes
 	pp := t.get(peer, endpoint)
 	pp.Lag, pp.LastErr, pp.LastSuccess, pp.Progress = time.Since(created), "", time.Now(), time.Now()
+	pp.done(seq)
 }
 
-// parked records that a record of the peer was parked: the follower moved
-// past it.
-func (t *tracker) parked(peer, endpoint string) {
+// parked records that record seq of the peer was parked: the follower
+// moved past it.
+func (t *tracker) parked(peer, endpoint string, seq int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.get(peer, endpoint).Progress = time.Now()
+	pp := t.get(peer, endpoint)
+	pp.Progress = time.Now()
+	pp.done(seq)
 }
 
 // failed records the last error with a peer.
@@ -308,6 +349,9 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 		ps := PeerStatus{Peer: name, Node: node, Endpoint: pp.Endpoint, Required: required[name], Head: pp.Head, Applied: applied,
 			Behind: max(pp.Head-applied, 0), LagSeconds: pp.Lag.Seconds(), LastError: pp.LastErr, LastSuccess: pp.LastSuccess,
 			Parked: parked[name], ParkedSince: parkedSince[name]}
+		if !pp.OldestUnapplied.IsZero() {
+			ps.OldestUnappliedSeconds = max(time.Since(pp.OldestUnapplied).Seconds(), 0.001)
+		}
 		if fs := pp.Stats; fs != nil {
 			ps.BytesTotal, ps.Bytes, ps.Backlog = fs.Bytes, fs.Bytes-fs.BytesAfter, fs.BytesAfter
 			ps.Head = max(ps.Head, fs.Head)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -100,11 +101,36 @@ func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		t.Fatalf("the row did not show eastus and westeurope present, southeastasia pending: %v", err)
 	}
+	// While its downloads are held, southeastasia says it is behind
+	// eastus (changes waiting, the oldest one's age), not "caught up".
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](
+		`(() => { const c = document.querySelector('#lag tr[data-region="southeastasia"] td:nth-child(2)'); return c && c.dataset.lag === "behind" && /behind/.test(c.textContent) && /oldest/.test(c.textContent); })()`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		cell, _ := chromedp.Run(step(5*time.Second), chromedp.Evaluate[string](`(() => { const c = document.querySelector('#lag tr[data-region="southeastasia"] td:nth-child(2)'); return c ? c.dataset.lag + ": " + c.textContent : "no cell"; })()`))
+		t.Fatalf("southeastasia's row did not show it behind eastus (it shows %q): %v", cell, err)
+	}
 	close(release)
 	released = true
 	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](fmt.Sprintf(`document.querySelectorAll('%s td.present').length === 3`, row),
 		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		t.Fatalf("the image row did not fill in: %v", err)
+	}
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](
+		`document.querySelectorAll('#lag td[data-lag="caught up"]').length === 6`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the regions did not show caught up with each other: %v", err)
+	}
+	// Routing as the door does it: turned off for westeurope.
+	if code, _, body := do(t, "PUT", reg.FrontDoor+"/_georeg/v1/replications/westeurope", "application/json", []byte(`{"regionEndpointEnabled":false}`)); code != 200 {
+		t.Fatalf("turn westeurope's routing off: %d %s", code, body)
+	}
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](
+		`document.querySelector('#regions tr[data-region="westeurope"] td.routed').dataset.routed === "off: turned off" && document.querySelector('#regions tr[data-region="eastus"] td.routed').dataset.routed === "on"`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the dashboard did not show westeurope's routing off: %v", err)
+	}
+	stamp, err := chromedp.Run(step(10*time.Second), chromedp.Evaluate[string](`document.querySelector('#updated').textContent`))
+	if err != nil || !regexp.MustCompile(`^updated \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC$`).MatchString(stamp) {
+		t.Fatalf("the page's time %q (%v), want a full date and time", stamp, err)
 	}
 	png, err := chromedp.Run(step(30*time.Second), chromedp.FullScreenshot(100))
 	if err != nil {

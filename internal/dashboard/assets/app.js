@@ -24,24 +24,53 @@ function seconds(s) {
   return s.toFixed(1) + " s";
 }
 
+function bytes(n) {
+  if (n < 1 << 20) return (n / 1024).toFixed(0) + " KiB";
+  if (n < 1 << 30) return (n / (1 << 20)).toFixed(1) + " MiB";
+  return (n / (1 << 30)).toFixed(2) + " GiB";
+}
+
+// lagCell says how far region "to" is behind region "from" now: caught
+// up (with the lag of the last change applied), or how many changes and
+// bytes wait and how old the oldest one is; unreachable, wedged and not
+// heard from yet say so. (The peer state "caught up" means the region
+// caught up once since it started; whether it is behind now is in the
+// counts.)
+function lagCell(l) {
+  if (!l) return el("td", { class: "num", "data-lag": "unknown" }, "–");
+  const title = "last change applied " + seconds(l.lastLagSeconds) + " after its commit";
+  const behind = l.eventsBehind > 0 || l.oldestUnappliedSeconds > 0;
+  let state = behind ? "behind" : "caught up";
+  if (l.wedged) state = "wedged";
+  else if (l.state === "unreachable" || l.state === "not heard from yet") state = l.state;
+  if (state === "caught up") {
+    return el("td", { class: "num caught-up", "data-lag": state, title }, "caught up (" + seconds(l.lastLagSeconds) + ")");
+  }
+  const parts = [];
+  if (state !== "behind") parts.push(state);
+  if (l.eventsBehind > 0) parts.push(l.eventsBehind + " behind");
+  if (l.backlogBytes > 0) parts.push(bytes(l.backlogBytes));
+  if (l.oldestUnappliedSeconds) parts.push("oldest " + seconds(l.oldestUnappliedSeconds));
+  return el("td", { class: "num behind", "data-lag": state, title }, parts.join(" · "));
+}
+
 function draw(d) {
   $("#answered").textContent = "answered by " + d.region;
-  $("#updated").textContent = "updated " + new Date(d.at).toLocaleTimeString();
+  $("#updated").textContent = "updated " + new Date(d.at).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
   const names = d.regions.map((r) => r.name);
 
   fill($("#regions tbody"), d.regions.map((r) =>
     el("tr", { "data-region": r.name, "data-state": r.state },
       el("td", {}, r.name),
       el("td", {}, el("span", { class: "state " + r.state }, r.state)),
-      el("td", {}, r.routing ? "on" : "off"),
+      el("td", { class: "routed", "data-routed": r.routed }, r.routed),
       el("td", { "data-pushes": r.pushes || "", title: r.error || "" }, r.pushes || "?"),
       el("td", { class: "digest", title: r.error || "" }, r.endpoint))));
 
   $("#lag thead").replaceChildren(el("tr", {}, el("th", {}, "to \\ from"), ...names.map((n) => el("th", {}, n))));
   fill($("#lag tbody"), names.map((to) =>
     el("tr", { "data-region": to }, el("th", {}, to),
-      ...names.map((from) => el("td", { class: "num" },
-        from === to ? "" : seconds((d.lag[to] || {})[from]))))));
+      ...names.map((from) => from === to ? el("td", {}, "") : lagCell((d.lag[to] || {})[from])))));
 
   $("#images thead").replaceChildren(el("tr", {}, el("th", {}, "Image"), el("th", {}, "Digest"),
     ...names.map((n) => el("th", {}, n))));
