@@ -20,9 +20,9 @@ type Dashboard struct {
 	Regions []DashboardRegion `json:"regions"`
 	// Lag[to][from] is how far region to is behind region from.
 	Lag          map[string]map[string]DashboardLag `json:"lag"`
-	Images       []DashboardImage              `json:"images"`
-	Repositories []meta.RepoCount              `json:"repositories"`
-	At           time.Time                     `json:"at"`
+	Images       []DashboardImage                   `json:"images"`
+	Repositories []meta.RepoCount                   `json:"repositories"`
+	At           time.Time                          `json:"at"`
 }
 
 // DashboardLag is how far one region is behind another now, as the
@@ -44,7 +44,7 @@ type DashboardLag struct {
 type DashboardRegion struct {
 	Name     string `json:"name"`
 	Endpoint string `json:"endpoint"`
-	State    string `json:"state"` // Creating, Syncing, Ready or Down (did not answer)
+	State    string `json:"state"`   // Creating, Syncing, Ready or Down (did not answer)
 	Routing  bool   `json:"routing"` // routing to it is turned on
 	// Routed is what the front door does with it now (effectiveRouting).
 	Routed string `json:"routed"`

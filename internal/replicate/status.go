@@ -23,18 +23,18 @@ type PeerStatus struct {
 	// State: "caught up" (applied all the peer had when first heard from
 	// since this region started), "catching up", "unreachable" or "not
 	// heard from yet".
-	State       string    `json:"state"`
-	Head        int64     `json:"head"`         // the peer's newest record, as last seen
-	Applied     int64     `json:"applied"`      // records of it applied here
-	Behind      int64     `json:"eventsBehind"` // Head - Applied
-	LagSeconds  float64   `json:"lagSeconds"`   // from the origin's commit to applied here, of the last record applied
+	State      string  `json:"state"`
+	Head       int64   `json:"head"`         // the peer's newest record, as last seen
+	Applied    int64   `json:"applied"`      // records of it applied here
+	Behind     int64   `json:"eventsBehind"` // Head - Applied
+	LagSeconds float64 `json:"lagSeconds"`   // from the origin's commit to applied here, of the last record applied
 	// OldestUnappliedSeconds is how far behind this region is now: the
 	// age (since the origin committed it) of the oldest record of the
 	// peer this region has fetched and not applied yet; 0 when it has
 	// applied all it fetched.
-	OldestUnappliedSeconds float64 `json:"oldestUnappliedSeconds,omitempty"`
-	LastError   string    `json:"lastError,omitempty"`
-	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	OldestUnappliedSeconds float64   `json:"oldestUnappliedSeconds,omitempty"`
+	LastError              string    `json:"lastError,omitempty"`
+	LastSuccess            time.Time `json:"lastSuccess,omitzero"`
 	// Parked is how many of its records failed for reasons on its side
 	// (content that could not be fetched) and are retried apart, the
 	// records after them applied meanwhile; ParkedSince, the oldest.
