@@ -32,6 +32,7 @@ func upCmd() *cobra.Command {
 			if !noDistance {
 				cfg.Distance = up.DefaultDistance
 			}
+			started := time.Now()
 			reg, err := up.Start(ctx, cfg, lc.Logger(os.Stderr))
 			if err != nil {
 				return err
@@ -85,6 +86,9 @@ func upCmd() *cobra.Command {
   crane manifest --insecure 127.0.0.1:5002/demo/app:v1
 Ctrl-C stops it.
 `)
+			go reg.AwaitReady(ctx, func(name string) {
+				fmt.Printf("  %s is Ready (%.1f s after start)\n", name, time.Since(started).Seconds())
+			})
 			return reg.Wait()
 		},
 	}

@@ -367,3 +367,37 @@ func (r *Registry) Wait() error {
 	}
 	return err
 }
+
+// AwaitReady calls ready once for each region as it turns Ready (its
+// replication state, as `/_georeg/v1/status` reports it), checking every
+// 100 ms, and returns when every region has been reported or ctx ends.
+func (r *Registry) AwaitReady(ctx context.Context, ready func(name string)) {
+	reported := map[string]bool{}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for len(reported) < len(r.Regions) {
+		for _, reg := range r.Regions {
+			if reported[reg.Name] {
+				continue
+			}
+			repl := reg.Node.Replicator()
+			if repl == nil {
+				reported[reg.Name] = true
+				ready(reg.Name)
+				continue
+			}
+			if st, err := repl.Status(ctx); err == nil && st.State == replicate.StateReady {
+				reported[reg.Name] = true
+				ready(reg.Name)
+			}
+		}
+		if len(reported) == len(r.Regions) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

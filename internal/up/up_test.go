@@ -2,10 +2,12 @@ package up_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -366,5 +368,19 @@ func TestAnUploadSessionIsForwardedToItsRegion(t *testing.T) {
 	resp.Body.Close()
 	if code, _, body := do(t, "GET", east+"/v2/fwd/app/blobs/"+d.String(), "", nil); code != 200 || !bytes.Equal(body, data) {
 		t.Fatalf("blob in eastus: %d", code)
+	}
+}
+
+// TestAwaitReadyReportsEveryRegionOnce: a fresh registry's three regions
+// are each reported Ready once.
+func TestAwaitReadyReportsEveryRegionOnce(t *testing.T) {
+	reg := startRegistry(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var got []string
+	reg.AwaitReady(ctx, func(name string) { got = append(got, name) })
+	slices.Sort(got)
+	if want := []string{"eastus", "southeastasia", "westeurope"}; !slices.Equal(got, want) {
+		t.Fatalf("reported %v, want %v each once", got, want)
 	}
 }
