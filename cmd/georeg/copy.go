@@ -93,14 +93,14 @@ func copyRegistry(ctx context.Context, o copyOptions) error {
 	target := cli.New(o.to, 30*time.Second)
 	copied, skipped := 0, 0
 	var bytesDone int64
+	out := newProgress()
 	for i, it := range items {
 		line := func(job *transfer.Job) {
-			done, cur := bytesDone, ""
+			s := step{what: fmt.Sprintf("copy: %d/%d tags (%d already there), %s:%s", i, len(items), skipped, it.repo, it.tag), done: bytesDone}
 			if job != nil {
-				done += job.BytesDone
-				cur = fmt.Sprintf("  %s:%s %s/%s", it.repo, it.tag, mib(job.BytesDone), mib(job.Bytes))
+				s.done, s.total = job.BytesDone, job.Bytes
 			}
-			fmt.Fprintf(os.Stderr, "\r\033[Kcopy: %d/%d tags, %s copied (%d already there)%s", i, len(items), mib(done), skipped, cur)
+			out.show(s, false)
 		}
 		line(nil)
 		if d, _ := targetDigest(ctx, target, it.repo, it.tag); d == it.digest {
@@ -109,12 +109,14 @@ func copyRegistry(ctx context.Context, o copyOptions) error {
 		}
 		job, err := importTag(ctx, target, o, it, line)
 		if err != nil {
+			out.end()
 			return err
 		}
 		bytesDone += job.BytesDone
 		copied++
 	}
-	fmt.Fprintf(os.Stderr, "\r\033[Kcopy: %d/%d tags, %s copied (%d already there)\n", len(items), len(items), mib(bytesDone), skipped)
+	out.end()
+	fmt.Fprintf(os.Stderr, "copy: %d/%d tags, %s copied (%d already there)\n", len(items), len(items), mib(bytesDone), skipped)
 	sum, err := verifyCopy(ctx, o, src, target, items)
 	if err != nil {
 		return err
@@ -178,7 +180,7 @@ func importTag(ctx context.Context, target *cli.Client, o copyOptions, it copyIt
 	}
 	var job transfer.Job
 	if err := target.Do(ctx, http.MethodPost, "/_georeg/v1/imports", req, &job); err != nil {
-		return nil, fmt.Errorf("\nimport %s:%s: %w", it.repo, it.tag, err)
+		return nil, fmt.Errorf("import %s:%s: %w", it.repo, it.tag, err)
 	}
 	for job.State == transfer.Running {
 		select {
@@ -192,7 +194,7 @@ func importTag(ctx context.Context, target *cli.Client, o copyOptions, it copyIt
 		line(&job)
 	}
 	if job.State != transfer.Succeeded {
-		return nil, fmt.Errorf("\nimport %s:%s failed: %s (run the copy again: it resumes)", it.repo, it.tag, job.Error)
+		return nil, fmt.Errorf("import %s:%s failed: %s (run the copy again: it resumes)", it.repo, it.tag, job.Error)
 	}
 	return &job, nil
 }

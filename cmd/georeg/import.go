@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/georeg/georeg/internal/cli"
-	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/transfer"
 )
 
@@ -101,8 +100,7 @@ func followImport(ctx context.Context, client *cli.Client, job *transfer.Job) er
 		if job.State != transfer.Running {
 			break // the outcome is printed once, by the caller
 		}
-		out.show(fmt.Sprintf("import %s: %s", job.Target, progressLine(replicate.Progress{
-			Objects: int64(job.BlobsDone), ObjectsTotal: int64(job.Blobs), Bytes: job.BytesDone, BytesTotal: job.Bytes})), false)
+		out.show(step{what: fmt.Sprintf("import %s: %d/%d blobs", job.Target, job.BlobsDone, job.Blobs), done: job.BytesDone, total: job.Bytes}, false)
 	}
 	out.end()
 	return nil

@@ -141,7 +141,7 @@ func waitReady(ctx context.Context, c *cli.Client, name string) (*mgmtapi.Replic
 			}
 			if rep.Status != nil {
 				answered = time.Now()
-				out.show(fmt.Sprintf("%s: %s %s %s", name, rep.Status.State, progressLine(rep.Status.Progress), time.Since(start).Round(time.Second)),
+				out.show(backfillStep(fmt.Sprintf("%s: %s %s,", name, rep.Status.State, time.Since(start).Round(time.Second)), rep.Status.Progress),
 					rep.Status.State == replicate.StateReady)
 				if rep.Status.State == replicate.StateReady {
 					out.end()
@@ -184,64 +184,18 @@ func refusal(rep *mgmtapi.Replication) string {
 	return ""
 }
 
-// progress prints a progress line on stderr: redrawn in place on a
-// terminal, otherwise a line every 5 s (and the last one asked for).
-type progress struct {
-	terminal bool
-	last     time.Time // when a line was last printed
-}
-
-func newProgress() *progress { return &progress{terminal: isTerminal(os.Stderr)} }
-
-// show prints line (off a terminal, only 5 s after the last, or when
-// final).
-func (p *progress) show(line string, final bool) {
-	switch {
-	case p.terminal:
-		fmt.Fprintf(os.Stderr, "\r%s\033[K", line)
-	case final || time.Since(p.last) >= 5*time.Second:
-		fmt.Fprintln(os.Stderr, line)
-	default:
-		return
-	}
-	p.last = time.Now()
-}
-
-// end ends a line redrawn on a terminal.
-func (p *progress) end() {
-	if p.terminal && !p.last.IsZero() {
-		fmt.Fprintln(os.Stderr)
-	}
-}
-
-// isTerminal reports whether f is a terminal (a character device).
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// progressLine renders a backfill's progress as a bar with counts, rate
-// and ETA.
-func progressLine(p replicate.Progress) string {
+// backfillStep renders a region's backfill progress: objects applied of
+// its peers' feeds and blob bytes, rate and ETA.
+func backfillStep(what string, p replicate.Progress) step {
 	if p.BytesTotal == 0 && p.ObjectsTotal == 0 {
-		return "no objects counted (yet)"
+		return step{what: what + " (nothing counted yet)"}
 	}
-	frac := 1.0
-	switch {
-	case p.BytesTotal > 0:
-		frac = float64(p.Bytes) / float64(p.BytesTotal)
-	case p.ObjectsTotal > 0:
-		frac = float64(p.Objects) / float64(p.ObjectsTotal)
-	}
-	const width = 30
-	filled := min(int(frac*width), width)
-	bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
-	eta := "-"
+	eta := ""
 	if p.ETASeconds > 0 {
-		eta = (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
+		eta = ", ETA " + (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
 	}
-	return fmt.Sprintf("[%s] %5.1f%%  %d/%d objects  %s/%s  %s/s  ETA %s", bar, 100*frac,
-		p.Objects, p.ObjectsTotal, mib(p.Bytes), mib(p.BytesTotal), mib(int64(p.RateBytesPerSecond)), eta)
+	return step{what: fmt.Sprintf("%s %d/%d objects, %s/s%s", what, p.Objects, p.ObjectsTotal, mib(int64(p.RateBytesPerSecond)), eta),
+		done: p.Bytes, total: p.BytesTotal}
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
@@ -289,19 +243,23 @@ func printReplications(reps []mgmtapi.Replication, output string) error {
 			if r.Status == nil || len(r.Status.Peers) == 0 {
 				continue
 			}
-			fmt.Printf("\n%s: %s\n", r.Name, progressLine(r.Status.Progress))
+			fmt.Printf("\n%s\n", plainLine(backfillStep(r.Name+":", r.Status.Progress)))
 			for _, w := range r.Status.Waiting {
 				fmt.Printf("  waiting for %s\n", w)
 			}
 			fmt.Printf("%s replicates from:\n", r.Name)
 			pw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(pw, "PEER\tSTATE\tREQUIRED\tAPPLIED\tHEAD\tBEHIND\tBACKLOG\tLAG\tLAST SUCCESS\tNODE\tLAST ERROR")
+			fmt.Fprintln(pw, "PEER\tSTATE\tREQUIRED\tAPPLIED\tHEAD\tBEHIND\tBACKLOG\tOLDEST WAITING\tLAST LAG\tLAST SUCCESS\tNODE\tLAST ERROR")
 			for _, p := range r.Status.Peers {
 				last := ""
 				if !p.LastSuccess.IsZero() {
 					last = p.LastSuccess.UTC().Format(time.RFC3339)
 				}
-				fmt.Fprintf(pw, "%s\t%s\t%t\t%d\t%d\t%d\t%s\t%.3fs\t%s\t%s\t%s\n", p.Peer, p.State, p.Required, p.Applied, p.Head, p.Behind, mib(p.Backlog), p.LagSeconds, last, p.Node, p.LastError)
+				oldest := "-"
+				if p.OldestUnappliedSeconds > 0 {
+					oldest = fmt.Sprintf("%.3fs", p.OldestUnappliedSeconds)
+				}
+				fmt.Fprintf(pw, "%s\t%s\t%t\t%d\t%d\t%d\t%s\t%s\t%.3fs\t%s\t%s\t%s\n", p.Peer, p.State, p.Required, p.Applied, p.Head, p.Behind, mib(p.Backlog), oldest, p.LagSeconds, last, p.Node, p.LastError)
 			}
 			_ = pw.Flush()
 		}
