@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -117,6 +118,25 @@ func TestFailoverWhenARegionIsKilled(t *testing.T) {
 	}
 	if v := m[`georeg_frontdoor_failovers_total{from="westeurope",to="eastus"}`]; v < float64(servedBy["eastus"]) {
 		t.Errorf("failovers from westeurope to eastus counted %v, for %d pulls eastus served", v, servedBy["eastus"])
+	}
+	// The dashboard, through the door, says so too: the killed region
+	// Down and routed nothing, the others Ready and routed.
+	resp, err := c.Get("http://" + door.addr + "/_georeg/v1/dashboard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var dash struct {
+		Regions []struct{ Name, State, Routed string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&dash); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the dashboard through the door after the kill: %d %v", resp.StatusCode, err)
+	}
+	want := map[string]string{"eastus": "Ready on", "southeastasia": "Ready on", "westeurope": "Down off: down"}
+	for _, r := range dash.Regions {
+		if got := r.State + " " + r.Routed; got != want[r.Name] {
+			t.Errorf("the dashboard shows %s %q after westeurope was killed, want %q", r.Name, got, want[r.Name])
+		}
 	}
 }
 
