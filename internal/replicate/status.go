@@ -172,6 +172,9 @@ func (t *tracker) follow(peer string, on bool) {
 		}
 	} else {
 		delete(t.following, peer)
+		if pp, ok := t.peers[peer]; ok { // what it fetched is no longer waiting here
+			pp.pending, pp.OldestUnapplied = nil, time.Time{}
+		}
 	}
 }
 

@@ -46,6 +46,9 @@ func TestHowFarBehindIsTheOldestRecordFetchedAndNotApplied(t *testing.T) {
 	oldest(time.Time{})
 
 	tr.fetched("westeurope", "http://w", 7, false, recs(6, 7))
+	tr.follow("westeurope", false) // this node stops following it
+	oldest(time.Time{})
+	tr.fetched("westeurope", "http://w", 7, false, recs(6, 7))
 	tr.follow("westeurope", true) // a new follower starts from the cursor
 	oldest(time.Time{})
 	if n := len(tr.peers["westeurope"].pending); n != 0 {
