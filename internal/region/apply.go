@@ -60,14 +60,31 @@ func (r *Region) ApplyPresence(ctx context.Context, peer string, seq int64, repo
 // manifest held here already: the peer holds it (ApplyPresence), and its
 // version moves forward to v, so a delete older than that push does not
 // win over it here either (the peer re-pushed it, say).
+//
+// The caller saw the manifest live before this transaction; a delete
+// older than v applied since (another peer's follower runs at the same
+// time) fails it with ErrHeldNoLonger and changes nothing: the record
+// must be planned again, and then stores the manifest, whose push is the
+// later one (invariant 9).
 func (r *Region) ApplyManifestHeld(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
 	r.clock.Observe(v)
 	return r.applyPresence(ctx, peer, seq, repo, d, &v)
 }
 
+// ErrHeldNoLonger: a manifest seen held was deleted, by a delete older
+// than the record being applied, before the record applied.
+var ErrHeldNoLonger = errors.New("the manifest was deleted here, by an older delete, since it was seen held: plan the record again")
+
 func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, raise *hlc.Version) error {
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		if raise != nil {
+			tomb, deleted, err := tx.ManifestVersion(ctx, repo, d)
+			if err != nil && !isNotFound(err) {
+				return err
+			}
+			if err == nil && deleted && tomb.Less(*raise) {
+				return fmt.Errorf("manifest %s of %s at %s (deleted here at %s): %w", d, repo, *raise, tomb, ErrHeldNoLonger)
+			}
 			if err := tx.RaiseManifestVersion(ctx, repo, d, *raise); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package region_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -315,5 +316,55 @@ func TestAManifestHeldHereAndArrivingFromAPeerRecordsThePeer(t *testing.T) {
 	}
 	if c, err := r.Cursor(ctx, "westeurope"); err != nil || c != 4 {
 		t.Fatalf("westeurope's cursor %d (%v), want 4", c, err)
+	}
+}
+
+// TestAManifestSeenHeldAndDeletedSinceIsPlannedAgain: a peer's record of a
+// manifest this region held when the follower looked, applied after an
+// older delete landed here (another peer's follower), changes nothing and
+// says so (ErrHeldNoLonger), so the record is planned again and the later
+// push wins; a delete newer than the record leaves it applied as held.
+func TestAManifestSeenHeldAndDeletedSinceIsPlannedAgain(t *testing.T) {
+	const repo = "deletes/raced"
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	m := manifestFor(t, r, repo, "raced")
+	d := digest.FromBytes(m)
+	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(10, "eastus"), ""); err != nil {
+		t.Fatal(err)
+	}
+	// Seen held; then westeurope's delete (20) applies; then the record of
+	// southeastasia's re-push (30).
+	if err := r.ApplyManifestDelete(ctx, "westeurope", 1, repo, d, v(20, "westeurope")); err != nil {
+		t.Fatal(err)
+	}
+	err := r.ApplyManifestHeld(ctx, "southeastasia", 5, repo, d, v(30, "southeastasia"))
+	if !errors.Is(err, region.ErrHeldNoLonger) {
+		t.Fatalf("a held record applied after an older delete: %v, want ErrHeldNoLonger", err)
+	}
+	if c, _ := r.Cursor(ctx, "southeastasia"); c != 0 {
+		t.Fatalf("southeastasia's cursor moved to %d past a record that did not apply", c)
+	}
+	if err := r.ApplyManifest(ctx, "southeastasia", 5, repo, d, mt, m, v(30, "southeastasia"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := r.HasManifest(ctx, repo, d); !ok {
+		t.Fatal("the later push lost to the older delete")
+	}
+	// A delete newer than a held record: the record applies as held, the
+	// delete stands.
+	if err := r.ApplyManifestDelete(ctx, "westeurope", 2, repo, d, v(40, "westeurope")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ApplyManifestHeld(ctx, "southeastasia", 6, repo, d, v(35, "southeastasia")); err != nil {
+		t.Fatalf("a held record older than the delete: %v", err)
+	}
+	if ok, _ := r.HasManifest(ctx, repo, d); ok {
+		t.Fatal("an older record revived a deleted manifest")
+	}
+	if c, _ := r.Cursor(ctx, "southeastasia"); c != 6 {
+		t.Fatalf("southeastasia's cursor %d, want 6", c)
 	}
 }

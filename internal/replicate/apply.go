@@ -19,8 +19,18 @@ import (
 
 // apply applies one record of s's feed, idempotently: it reads what the
 // region holds of the object the record names, asks planRecord what that
-// takes, and carries it out.
+// takes, and carries it out. A manifest seen held and deleted, by an
+// older delete another follower applied, before the record applied is
+// planned again at once (region.ErrHeldNoLonger).
 func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) error {
+	err := p.applyOnce(ctx, s, rec)
+	for i := 0; i < 3 && errors.Is(err, region.ErrHeldNoLonger); i++ {
+		err = p.applyOnce(ctx, s, rec)
+	}
+	return err
+}
+
+func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) error {
 	r := p.region
 	l, err := p.holding(ctx, rec)
 	if err != nil {
