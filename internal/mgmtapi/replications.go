@@ -214,11 +214,13 @@ func (a *API) deleteReplication(ctx context.Context, r *http.Request) (any, erro
 	if name == a.region.Name() {
 		return nil, ocierr.Denied.Withf("a region cannot delete itself; ask another region")
 	}
-	if _, err := a.region.Setting(ctx, replicate.ReplicaKind, name); err != nil {
-		for _, info := range a.regions {
-			if info.Name == name {
-				return nil, ocierr.Denied.Withf("%s is a peer in this region's configuration file (replication.peers), not a registered replica; remove it there", name)
-			}
+	// A peer in this region's configuration stays its peer whatever the
+	// registry's settings say (a configured region also registers itself,
+	// so it has a setting too): deleting it here would change nothing
+	// here and stop it everywhere else.
+	for _, info := range a.regions { // itself is refused above
+		if info.Name == name {
+			return nil, ocierr.Denied.Withf("%s is a peer in this region's configuration file (replication.peers); remove it there, or ask a region that does not configure it", name)
 		}
 	}
 	if r.URL.Query().Get("purge") == "true" {

@@ -159,9 +159,14 @@ func TestARegionIsSyncingUntilItHasHeardFromEveryPeer(t *testing.T) {
 
 // TestAConfiguredRegionCannotBeDeletedThroughTheAPI: a region from the
 // configuration file is refused with a message that says where it is
-// defined.
+// defined, also once its own registration (every region registers
+// itself) has reached the region asked.
 func TestAConfiguredRegionCannotBeDeletedThroughTheAPI(t *testing.T) {
 	reg := startRegistry(t)
+	eventually(t, 30*time.Second, func() error {
+		_, err := reg.ByName["eastus"].Node.Region.Setting(t.Context(), replicate.ReplicaKind, "westeurope")
+		return err
+	})
 	code, _, out := do(t, "DELETE", reg.ByName["eastus"].URL+"/_georeg/v1/replications/westeurope", "", nil)
 	if c, _ := errorOf(out); code != 403 || c != "DENIED" || !bytes.Contains(out, []byte("configuration file")) {
 		t.Fatalf("delete a configured region: %d %s", code, out)
