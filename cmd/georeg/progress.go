@@ -36,6 +36,12 @@ type step struct {
 // final).
 func (p *progress) show(s step, final bool) {
 	if p.terminal {
+		if s.total <= 0 { // nothing to measure yet: keep the bar as it stands
+			if p.bar != nil {
+				p.bar.Describe(s.what)
+			}
+			return
+		}
 		if p.bar == nil || p.barMax != max(s.total, 1) {
 			if p.bar == nil {
 				p.bar = progressbar.NewOptions64(max(s.total, 1), progressbar.OptionSetWriter(p.w),

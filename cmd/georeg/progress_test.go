@@ -47,3 +47,15 @@ func TestProgressOnATerminalIsABarEndedWhereItStands(t *testing.T) {
 		t.Fatalf("terminal progress %q: want the second tag's description, 12%% and a final newline", s)
 	}
 }
+
+// TestProgressOnATerminalDrawsNothingWithoutATotal: a step with nothing
+// to measure yet draws no bar (not a full one).
+func TestProgressOnATerminalDrawsNothingWithoutATotal(t *testing.T) {
+	var out bytes.Buffer
+	p := &progress{w: &out, terminal: true}
+	p.show(step{what: "copy: 0/2 tags", done: 7 << 20}, false)
+	p.end()
+	if out.Len() != 0 {
+		t.Fatalf("drew %q for a step without a total", out.String())
+	}
+}
