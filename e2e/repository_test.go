@@ -53,6 +53,15 @@ func TestRepositoryCommands(t *testing.T) {
 	if out := g("repository", "delete", "--name", "team/app"); !strings.Contains(out, "2 manifests") {
 		t.Fatalf("delete:\n%s", out)
 	}
+	// A repository with an index: its children go after it (a child of a
+	// live index is not deleted), so the whole repository goes.
+	index, _ := pushIndex(t, s.addr, "team/multi")
+	if out := g("repository", "delete", "--name", "team/multi"); !strings.Contains(out, "4 manifests") {
+		t.Fatalf("delete of a repository holding an index, its two children and a referrer:\n%s", out)
+	}
+	if code, _ := status(t, "HEAD", reg+"/v2/team/multi/manifests/"+index.String(), nil, nil); code != 404 {
+		t.Fatalf("the index after its repository was deleted: HEAD %d", code)
+	}
 	var p region.Retention
 	if err := json.Unmarshal([]byte(g("config", "retention", "update", "--status", "enabled", "--days", "3", "--output", "json")), &p); err != nil || p.Days != 3 || p.Status != "enabled" {
 		t.Fatalf("retention update: %v %+v", err, p)

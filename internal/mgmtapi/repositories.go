@@ -232,12 +232,29 @@ func (a *API) deleteRepository(ctx context.Context, r *http.Request) (any, error
 		return nil, err
 	}
 	out := RepositoryDeleted{Name: name, Manifests: []string{}, Tags: []string{}}
-	for _, m := range ms {
-		if err := a.region.DeleteManifest(ctx, name, m.Digest.String()); err != nil && !ocierr.ManifestUnknown.Is(err) {
-			return out, err
+	// Indexes before their children (a child of a live index is not
+	// deleted): each pass deletes what nothing left lists, at most one
+	// pass per manifest.
+	pending := ms
+	for pass := 0; len(pending) > 0 && pass <= len(ms); pass++ {
+		var later = pending[:0:0]
+		var refused error
+		for _, m := range pending {
+			err := a.region.DeleteManifest(ctx, name, m.Digest.String())
+			if ocierr.Unsupported.Is(err) { // listed by an index this pass has not reached yet
+				later, refused = append(later, m), err
+				continue
+			}
+			if err != nil && !ocierr.ManifestUnknown.Is(err) {
+				return out, err
+			}
+			out.Manifests = append(out.Manifests, m.Digest.String())
+			out.Tags = append(out.Tags, m.Tags...)
 		}
-		out.Manifests = append(out.Manifests, m.Digest.String())
-		out.Tags = append(out.Tags, m.Tags...)
+		if len(later) == len(pending) {
+			return out, refused
+		}
+		pending = later
 	}
 	return out, nil
 }

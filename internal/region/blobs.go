@@ -264,3 +264,27 @@ func blobError(err error, d digest.Digest) error {
 func unsupportedDigest(d digest.Digest) error {
 	return ocierr.DigestInvalid.Withf("digest algorithm %q is not supported; use sha256 or sha512", d.Algorithm())
 }
+
+// listedBy returns a live index of repo that lists manifest d as a
+// child, "" when none does (as usedBy, by parsing the live manifests).
+func listedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (digest.Digest, error) {
+	payloads, err := tx.LivePayloads(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range payloads {
+		if p.Digest == d {
+			continue
+		}
+		m, err := oci.ParseManifest(p.MediaType, p.Bytes)
+		if err != nil {
+			continue // stored manifests parse; one that does not lists nothing we can tell
+		}
+		for _, c := range m.Manifests {
+			if c.Digest == d {
+				return p.Digest, nil
+			}
+		}
+	}
+	return "", nil
+}

@@ -368,3 +368,36 @@ func TestAManifestSeenHeldAndDeletedSinceIsPlannedAgain(t *testing.T) {
 		t.Fatalf("southeastasia's cursor %d, want 6", c)
 	}
 }
+
+// TestInvariant2AChildOfALiveIndexIsNotDeleted: a client's delete of a
+// manifest a live index lists is refused (UNSUPPORTED naming the index)
+// and changes nothing; once the index is gone the child can be deleted.
+func TestInvariant2AChildOfALiveIndexIsNotDeleted(t *testing.T) {
+	const repo = "deletes/index"
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	child := manifestFor(t, r, repo, "child")
+	cd := digest.FromBytes(child)
+	if _, err := r.PutManifest(ctx, repo, cd.String(), ociManifest, child); err != nil {
+		t.Fatal(err)
+	}
+	index := crashIndex(child)
+	res, err := r.PutManifest(ctx, repo, "multi", ociIndex, index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.DeleteManifest(ctx, repo, cd.String())
+	if !ocierr.Unsupported.Is(err) || !strings.Contains(err.Error(), res.Digest.String()) {
+		t.Fatalf("deleting a child of a live index: %v; want UNSUPPORTED naming %s", err, res.Digest)
+	}
+	if ok, _ := r.HasManifest(ctx, repo, cd); !ok {
+		t.Fatal("a refused delete removed the child")
+	}
+	if err := r.DeleteManifest(ctx, repo, res.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteManifest(ctx, repo, cd.String()); err != nil {
+		t.Fatalf("deleting the child once its index is gone: %v", err)
+	}
+}

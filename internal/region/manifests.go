@@ -402,6 +402,15 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 		if err := checkManifestDelete(ctx, tx, repo, d); err != nil {
 			return err
 		}
+		// A child of a live index stays while the index does: deleting
+		// it would leave the index partial in every region (invariant 2).
+		if index, err := listedBy(ctx, tx, repo, d); err != nil {
+			return err
+		} else if index != "" {
+			return ocierr.Unsupported.WithDetail(
+				fmt.Sprintf("manifest %s is listed by index %s in repository %s: delete the index first (deleting a child of a live index would leave it partial)", d, index, repo),
+				map[string]string{"digest": d.String(), "index": index.String()})
+		}
 		if tags, err = tx.DeleteManifest(ctx, repo, d, v, now); err != nil {
 			return err
 		}

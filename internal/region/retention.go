@@ -108,7 +108,7 @@ func (r *Region) SweepRetention(ctx context.Context) (RetentionReport, error) {
 				switch {
 				case err == nil:
 					rep.Deleted = append(rep.Deleted, repo+"@"+d.String())
-				case isDenied(err):
+				case isDenied(err), ocierr.Unsupported.Is(err): // locked, or listed by an index live meanwhile
 					rep.Kept++
 				case isUnknown(err):
 					// deleted meanwhile
