@@ -27,18 +27,26 @@ const (
 type backoff struct {
 	d    time.Duration
 	wake func() <-chan struct{}
+	// limit, when set, bounds the wait below maxBackoff: a peer's feed is
+	// asked again at least this often, so replication resumes within it
+	// once a link heals (one small request per limit to a peer that is
+	// down is nothing).
+	limit time.Duration
 }
+
+// peerRetryMax bounds the wait between requests to a peer's feed or
+// settings that fail.
+const peerRetryMax = 4 * time.Second
 
 // wait logs the failure and sleeps; false when ctx ended meanwhile.
 func (b *backoff) wait(ctx context.Context, log *slog.Logger, what string, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	b.d = max(b.d, minBackoff)
-	log.WarnContext(ctx, what, "error", err, "retry_in", b.d)
-	t := time.NewTimer(b.d + rand.N(b.d/2))
+	d := b.step()
+	log.WarnContext(ctx, what, "error", err, "retry_in", d)
+	t := time.NewTimer(d + rand.N(d/2))
 	defer t.Stop()
-	b.d = min(b.d*2, maxBackoff)
 	var wake <-chan struct{}
 	if b.wake != nil {
 		wake = b.wake()
@@ -55,6 +63,18 @@ func (b *backoff) wait(ctx context.Context, log *slog.Logger, what string, err e
 }
 
 func (b *backoff) reset() { b.d = minBackoff }
+
+// step returns the next wait (before jitter, which adds up to half) and
+// doubles the one after, from minBackoff up to maxBackoff or limit.
+func (b *backoff) step() time.Duration {
+	ceiling := maxBackoff
+	if b.limit > 0 {
+		ceiling = min(b.limit, maxBackoff)
+	}
+	d := min(max(b.d, minBackoff), ceiling)
+	b.d = min(d*2, ceiling)
+	return d
+}
 
 // pagesAhead is how many fetched pages may wait to be applied.
 const pagesAhead = 4
@@ -91,7 +111,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 	if !p.syncSettings(ctx, s, log) {
 		return
 	}
-	var b backoff
+	b := backoff{limit: peerRetryMax}
 	var since int64
 	for ctx.Err() == nil {
 		cursor, err := p.region.Cursor(ctx, s.name)

@@ -147,7 +147,7 @@ func requiredPeer(pp *peerProgress) bool {
 // the peer knows before it says it caught up with the peer. A peer's feed
 // holds only the settings it changed itself; this brings the others.
 func (p *Replicator) syncSettings(ctx context.Context, s *source, log *slog.Logger) bool {
-	var b backoff
+	b := backoff{limit: peerRetryMax}
 	for ctx.Err() == nil {
 		err := p.repairSettings(ctx, s)
 		if err == nil {

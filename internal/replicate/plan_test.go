@@ -205,3 +205,28 @@ func TestRetriesBackOffToABound(t *testing.T) {
 		t.Fatalf("retry 100 in %s, want the bound %s", got, maxBackoff)
 	}
 }
+
+// TestAPeersFeedIsAskedAgainWithinTheLimit: waits double from 100 ms; a
+// follower's requests to a peer stop doubling at peerRetryMax (a healed
+// link is used within it), other retries at maxBackoff.
+func TestAPeersFeedIsAskedAgainWithinTheLimit(t *testing.T) {
+	feed, other := backoff{limit: peerRetryMax}, backoff{}
+	var lastFeed, lastOther time.Duration
+	for i := range 20 {
+		f, o := feed.step(), other.step()
+		if i == 0 && (f != minBackoff || o != minBackoff) {
+			t.Fatalf("first waits %s and %s, want %s", f, o, minBackoff)
+		}
+		if f > peerRetryMax || o > maxBackoff || f < lastFeed || o < lastOther {
+			t.Fatalf("step %d: waits %s and %s (before %s and %s)", i, f, o, lastFeed, lastOther)
+		}
+		lastFeed, lastOther = f, o
+	}
+	if lastFeed != peerRetryMax || lastOther != maxBackoff {
+		t.Fatalf("waits end at %s and %s, want %s and %s", lastFeed, lastOther, peerRetryMax, maxBackoff)
+	}
+	feed.reset()
+	if d := feed.step(); d != minBackoff {
+		t.Fatalf("after a success the wait is %s, want %s", d, minBackoff)
+	}
+}
