@@ -169,7 +169,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 // peer's side (its content cannot be fetched), parking it (plan.go:
 // parkable) so the records after it apply meanwhile; runParked retries it.
 func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger, pages <-chan *feed.Page) {
-	b := backoff{wake: p.region.SpaceBack}
+	b := backoff{wake: p.region.SpaceBack, limit: peerRetryMax}
 	for page := range pages {
 		for _, rec := range page.Records {
 			failingSince, reported := time.Time{}, false
