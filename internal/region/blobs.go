@@ -273,7 +273,7 @@ func listedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (d
 		return "", err
 	}
 	for _, p := range payloads {
-		if p.Digest == d {
+		if p.Digest == d || !oci.IsIndex(p.MediaType) { // only an index lists manifests: image manifests are not parsed
 			continue
 		}
 		m, err := oci.ParseManifest(p.MediaType, p.Bytes)
