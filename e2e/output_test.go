@@ -19,7 +19,7 @@ import (
 func TestEveryPrintingCommandTakesEveryOutputFormatAndAQuery(t *testing.T) {
 	s := startServer(t, t.TempDir()+"/eastus")
 	pushImage(t, s.addr, "out/app", "v1", "output-formats")
-	reg := []string{"--registry", s.addr}
+	reg := []string{"-r", s.addr} // the short flag, host:port alone
 	georeg := func(args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)

@@ -31,7 +31,7 @@ func accessCmds() []*cobra.Command {
 func group(use, short string) (*cobra.Command, *string, *string) {
 	var registry, output string
 	cmd := &cobra.Command{Use: use, Short: short}
-	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
+	cmd.PersistentFlags().StringVarP(&registry, "registry", "r", cli.Registry(), "registry (any region) to ask")
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	return cmd, &registry, &output
 }
@@ -60,10 +60,10 @@ func rows(output string) (w io.Writer, flush func() error) {
 }
 
 func loginCmd() *cobra.Command {
-	var user, password, caFile string
+	var user, password, caFile, saveAs string
 	var stdin bool
 	cmd := &cobra.Command{
-		Use:   "login [REGISTRY] -u USER (-p PASSWORD | --password-stdin) [--ca-file CA]",
+		Use:   "login [REGISTRY] -u USER (-p PASSWORD | --password-stdin) [--ca-file CA] [--save-as NAME]",
 		Short: "Check credentials and store them in the docker config, for georeg, docker, crane and regctl",
 		Long: `Check credentials and store them in the docker config for the registry and,
 when the registry lists them (to an admin), each region's own endpoint. The
@@ -71,7 +71,8 @@ registry (with its scheme) and its CA are remembered: later georeg commands
 ask it without --registry. A loopback HTTPS registry without --ca-file is
 trusted through georeg up's CA in ./georeg-data/tls/ca.pem when it is there.`,
 		Example: `  georeg login https://127.0.0.1:5000 -u admin --password-stdin < georeg-data/admin-password
-  georeg login https://registry.example.com --ca-file corp-ca.pem -u ci-bot -p "$TOKEN_PASSWORD"`,
+  georeg login https://registry.example.com --ca-file corp-ca.pem -u ci-bot -p "$TOKEN_PASSWORD" --save-as prod
+  georeg replication list -r prod`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			registry := cli.Registry()
@@ -93,6 +94,12 @@ trusted through georeg up's CA in ./georeg-data/tls/ca.pem when it is there.`,
 				return err
 			}
 			fmt.Printf("Login Succeeded: credentials of %s for %s stored in %s; georeg commands now ask %s\n", user, strings.Join(hosts, ", "), path, registry)
+			if saveAs != "" {
+				if err := cli.SaveName(saveAs, registry); err != nil {
+					return err
+				}
+				fmt.Printf("Saved as %s: --registry %s (or -r %s) asks %s\n", saveAs, saveAs, saveAs, registry)
+			}
 			if helper != "" {
 				fmt.Fprintf(os.Stderr, "note: %s names the credential helper %q: docker, and clients that follow its config such as crane, ask the helper rather than the entry stored here; georeg's own commands read the entry. Log in with docker login %s too.\n", path, helper, registry)
 			}
@@ -103,6 +110,7 @@ trusted through georeg up's CA in ./georeg-data/tls/ca.pem when it is there.`,
 	cmd.Flags().StringVarP(&password, "password", "p", "", "password (prefer --password-stdin)")
 	cmd.Flags().BoolVar(&stdin, "password-stdin", false, "read the password from stdin")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "PEM CA that signs the registry's certificate (remembered for later commands)")
+	cmd.Flags().StringVar(&saveAs, "save-as", "", "also remember the registry under this name, for --registry NAME")
 	return cmd
 }
 
@@ -425,7 +433,7 @@ never denied, and georeg serve --reset-network-rules opens the rules again.`,
 			return show(output, v, "SETTING\tVALUE", registryRows(v))
 		},
 	}
-	cmd.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
+	cmd.Flags().StringVarP(&registry, "registry", "r", cli.Registry(), "registry (any region) to ask")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	cmd.Flags().StringVar(&anonymous, "anonymous-pull-enabled", "", "true or false")
 	cmd.Flags().StringVar(&defaultAction, "default-action", "", "Allow or Deny")

@@ -51,7 +51,7 @@ func imageCmd() *cobra.Command {
 			return printStatus(st, output)
 		},
 	}
-	status.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (or region) to ask")
+	status.Flags().StringVarP(&registry, "registry", "r", cli.Registry(), "registry (or region) to ask")
 	status.Flags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	cmd.AddCommand(status)
 	return cmd
@@ -155,7 +155,7 @@ then answers 404 for it.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&registry, "registry", cli.Registry(), "registry (or region) that knows REF")
+	cmd.Flags().StringVarP(&registry, "registry", "r", cli.Registry(), "registry (or region) that knows REF")
 	cmd.Flags().StringVar(&regionName, "region", "", "region to wait for")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
 	cmd.Flags().BoolVar(&deleted, "deleted", false, "wait until REF is deleted in the region")

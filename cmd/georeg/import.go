@@ -66,7 +66,7 @@ func importCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&registry, "registry", cli.Registry(), "registry (the region that imports)")
+	f.StringVarP(&registry, "registry", "r", cli.Registry(), "registry (the region that imports)")
 	f.StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	f.StringVar(&req.Source, "source", "", "source image: [http://]registry/repository:tag or @digest")
 	f.StringVar(&req.Image, "image", "", "target repository[:tag] (default: the source's)")

@@ -25,7 +25,7 @@ func replicationCmd() *cobra.Command {
 		return cli.New(registry, 30*time.Second)
 	}
 	cmd := &cobra.Command{Use: "replication", Short: "Regions of the registry: create, list, show, update, delete"}
-	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
+	cmd.PersistentFlags().StringVarP(&registry, "registry", "r", cli.Registry(), "registry (any region) to ask")
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 
 	var name, endpoint string

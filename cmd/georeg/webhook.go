@@ -25,7 +25,7 @@ func webhookCmd() *cobra.Command {
 		return cli.New(registry, timeout)
 	}
 	cmd := &cobra.Command{Use: "webhook", Short: "Webhooks: create, list, show, update, delete, get-config, list-events, ping"}
-	cmd.PersistentFlags().StringVar(&registry, "registry", cli.Registry(), "registry (any region) to ask")
+	cmd.PersistentFlags().StringVarP(&registry, "registry", "r", cli.Registry(), "registry (any region) to ask")
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 
 	var f webhookFlags

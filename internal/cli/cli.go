@@ -35,11 +35,15 @@ type Client struct {
 // DefaultRegistry is the local `georeg up` front door.
 const DefaultRegistry = "http://127.0.0.1:5000"
 
-// NormalizeRegistry reads a --registry value: a base URL, or host[:port]
-// alone, which means http on loopback (as `georeg up` serves) and https
-// elsewhere. A trailing slash goes.
+// NormalizeRegistry reads a --registry value: a base URL, a name saved
+// by `georeg login --save-as`, or host[:port] alone, which means http on
+// loopback (as `georeg up` serves) and https elsewhere. A trailing slash
+// goes.
 func NormalizeRegistry(s string) string {
 	s = strings.TrimSuffix(strings.TrimSpace(s), "/")
+	if base, ok := lookupName(s); ok {
+		return base
+	}
 	if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") || s == "" {
 		return s
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 
 	"github.com/georeg/georeg/internal/tlsconf"
@@ -21,6 +22,9 @@ type Profile struct {
 	Registry string   `json:"registry"`
 	CAFile   string   `json:"caFile,omitempty"`
 	Hosts    []string `json:"hosts,omitempty"` // host:port of each endpoint
+	// Names are registries saved under a name (`georeg login URL
+	// --save-as NAME`): --registry NAME asks NAME's URL.
+	Names map[string]string `json:"names,omitempty"`
 }
 
 // ProfilePath is $GEOREG_CONFIG_DIR/profile.json, else georeg/profile.json
@@ -107,3 +111,36 @@ func transport(caFile string) (http.RoundTripper, error) {
 // default data directory: a login to a loopback HTTPS registry without
 // --ca-file trusts it.
 const localCA = "georeg-data/tls/ca.pem"
+
+// SaveName remembers registry base under name, for --registry NAME.
+func SaveName(name, base string) error {
+	if !savedName.MatchString(name) {
+		return fmt.Errorf("--save-as %q: a name is lower-case letters, digits and '-', starting with a letter (a host with a dot or a port is a host)", name)
+	}
+	p, err := LoadProfile()
+	if err != nil {
+		return err
+	}
+	if p.Names == nil {
+		p.Names = map[string]string{}
+	}
+	p.Names[name] = NormalizeRegistry(base)
+	return SaveProfile(p)
+}
+
+// savedName is what a saved registry name looks like: one label, no dot,
+// no port, so it never reads as a host.
+var savedName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+// lookupName returns the registry saved under name, if any.
+func lookupName(name string) (string, bool) {
+	if !savedName.MatchString(name) || name == "localhost" {
+		return "", false
+	}
+	p, err := LoadProfile()
+	if err != nil {
+		return "", false
+	}
+	base, ok := p.Names[name]
+	return base, ok
+}
