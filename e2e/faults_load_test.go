@@ -27,6 +27,8 @@ type image struct {
 	repo, tag string
 	manifest  digest.Digest
 	blobs     []digest.Digest
+	origin    string    // the region that acknowledged the push
+	acked     time.Time // when
 }
 
 // paths are what a region must hold for the image: the manifest by tag
@@ -144,12 +146,20 @@ func (l *load) do(c *http.Client, method, url string, header map[string]string, 
 type failure struct {
 	at  time.Time
 	msg string
+	img *image // the image a failed pull asked for
 }
 
 func (l *load) fail(at time.Time, format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.failures = append(l.failures, failure{at, fmt.Sprintf(format, args...)})
+	l.failures = append(l.failures, failure{at: at, msg: fmt.Sprintf(format, args...)})
+}
+
+// failPull records a failed pull of img.
+func (l *load) failPull(at time.Time, img image, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.failures = append(l.failures, failure{at: at, msg: fmt.Sprintf(format, args...), img: &img})
 }
 
 // unexcused returns the failures outside every disruption's window, and
@@ -197,7 +207,8 @@ func (l *load) pushTo(c *http.Client, url string, n, size int) *image {
 		l.fail(at, "manifest push %d: %d %v %.200s (%s)", n, code, err, body, h.Get("X-Georeg-Region"))
 		return nil
 	}
-	img := image{repo: l.repo, tag: tag, manifest: digest.FromBytes(m), blobs: []digest.Digest{digest.FromBytes(cfg), digest.FromBytes(layer)}}
+	img := image{repo: l.repo, tag: tag, manifest: digest.FromBytes(m), blobs: []digest.Digest{digest.FromBytes(cfg), digest.FromBytes(layer)},
+		origin: h.Get("X-Georeg-Region"), acked: time.Now()}
 	l.mu.Lock()
 	l.acked = append(l.acked, img)
 	l.pushes++
@@ -214,7 +225,7 @@ func (l *load) pull(c *http.Client, base string, img image) {
 	code, h, body, err := l.do(c, "GET", url+"/manifests/"+img.tag, map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}, nil)
 	switch {
 	case err != nil || code >= 500:
-		l.fail(at, "pull %s:%s from %s: %d %v %.200s", img.repo, img.tag, base, code, err, body)
+		l.failPull(at, img, "pull %s:%s from %s: %d %v %.200s", img.repo, img.tag, base, code, err, body)
 		return
 	case code == 404:
 		l.mu.Lock()
