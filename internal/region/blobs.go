@@ -108,17 +108,35 @@ func (r *Region) DeleteBlob(ctx context.Context, repo string, d digest.Digest) e
 // none does. It parses every live manifest of the repository: blob
 // deletes are rare, and no reference index has to be kept for them.
 func usedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (digest.Digest, error) {
+	return liveReferrer(ctx, tx, repo, func(meta.Payload) bool { return true },
+		func(m *oci.Manifest) []oci.Descriptor { return m.Blobs() }, d)
+}
+
+// listedBy returns a live index of repo that lists manifest d as a
+// child, "" when none does; only indexes are parsed.
+func listedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (digest.Digest, error) {
+	return liveReferrer(ctx, tx, repo, func(p meta.Payload) bool { return p.Digest != d && oci.IsIndex(p.MediaType) },
+		func(m *oci.Manifest) []oci.Descriptor { return m.Manifests }, d)
+}
+
+// liveReferrer returns the first live manifest of repo, among those
+// consider accepts, whose refs (parsed from it) name d; "" when none
+// does.
+func liveReferrer(ctx context.Context, tx *meta.Tx, repo string, consider func(meta.Payload) bool, refs func(*oci.Manifest) []oci.Descriptor, d digest.Digest) (digest.Digest, error) {
 	payloads, err := tx.LivePayloads(ctx, repo)
 	if err != nil {
 		return "", err
 	}
 	for _, p := range payloads {
+		if !consider(p) {
+			continue
+		}
 		m, err := oci.ParseManifest(p.MediaType, p.Bytes)
 		if err != nil {
 			continue // stored manifests parse; one that does not references nothing we can tell
 		}
-		for _, b := range m.Blobs() {
-			if b.Digest == d {
+		for _, ref := range refs(m) {
+			if ref.Digest == d {
 				return p.Digest, nil
 			}
 		}
@@ -263,28 +281,4 @@ func blobError(err error, d digest.Digest) error {
 
 func unsupportedDigest(d digest.Digest) error {
 	return ocierr.DigestInvalid.Withf("digest algorithm %q is not supported; use sha256 or sha512", d.Algorithm())
-}
-
-// listedBy returns a live index of repo that lists manifest d as a
-// child, "" when none does (as usedBy, by parsing the live manifests).
-func listedBy(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest) (digest.Digest, error) {
-	payloads, err := tx.LivePayloads(ctx, repo)
-	if err != nil {
-		return "", err
-	}
-	for _, p := range payloads {
-		if p.Digest == d || !oci.IsIndex(p.MediaType) { // only an index lists manifests: image manifests are not parsed
-			continue
-		}
-		m, err := oci.ParseManifest(p.MediaType, p.Bytes)
-		if err != nil {
-			continue // stored manifests parse; one that does not lists nothing we can tell
-		}
-		for _, c := range m.Manifests {
-			if c.Digest == d {
-				return p.Digest, nil
-			}
-		}
-	}
-	return "", nil
 }
