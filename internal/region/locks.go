@@ -75,11 +75,10 @@ func locks(ctx context.Context, tx *meta.Tx, repo, tag string) (repoLock, tagLoc
 // frozen reports whether an image lock keeps its tag where it is.
 func (l *Lock) frozen() bool { return l != nil && (!l.WriteEnabled || !l.DeleteEnabled) }
 
-// deleteFlag is the flag that keeps a frozen image lock's image from
-// being deleted: write-enabled false locks it whole (as in ACR, a
-// write-disabled image is neither updated nor deleted), else
-// delete-enabled false.
-func (l *Lock) deleteFlag() string {
+// liftFlag is the flag whose true lifts a frozen image lock: write-enabled
+// when it is write-disabled (as in ACR, that locks the image whole: it is
+// neither updated nor deleted), else delete-enabled.
+func (l *Lock) liftFlag() string {
 	if !l.WriteEnabled {
 		return "write-enabled"
 	}
@@ -111,11 +110,7 @@ func checkPush(ctx context.Context, tx *meta.Tx, repo, tag string, d digest.Dige
 		return lockedError(repo, "written", "write-enabled")
 	}
 	if tagLock.frozen() && tagLock.Digest != d {
-		flag := "write-enabled"
-		if tagLock.WriteEnabled {
-			flag = "delete-enabled"
-		}
-		return lockedError(LockName(repo, tag), "overwritten", flag)
+		return lockedError(LockName(repo, tag), "overwritten", tagLock.liftFlag())
 	}
 	return nil
 }
@@ -130,7 +125,7 @@ func checkTagDelete(ctx context.Context, tx *meta.Tx, repo, tag string) error {
 		return lockedError(repo, "deleted from", "delete-enabled")
 	}
 	if tagLock.frozen() {
-		return lockedError(LockName(repo, tag), "deleted", tagLock.deleteFlag())
+		return lockedError(LockName(repo, tag), "deleted", tagLock.liftFlag())
 	}
 	return nil
 }
@@ -149,7 +144,7 @@ func checkManifestDelete(ctx context.Context, tx *meta.Tx, repo string, d digest
 		if err != nil {
 			return err
 		}
-		return lockedError(name, "deleted", l.deleteFlag())
+		return lockedError(name, "deleted", l.liftFlag())
 	}
 	return nil
 }
