@@ -1,10 +1,12 @@
 package up
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/georeg/georeg/internal/link"
@@ -40,8 +42,8 @@ type LinksChanged struct {
 	Changed []LinkState `json:"changed"`
 }
 
-// chosenLinks returns the pairs (from, to) a change applies to, in a
-// stable order: every pair with region at one end and, when to is set,
+// chosenLinks returns the pairs (from, to) a change applies to, ordered
+// by from, then to: every pair with region at one end and, when to is set,
 // to at the other. An unknown region or a change that matches no link is
 // an error that names what exists.
 func chosenLinks(pairs [][2]string, region, to string) ([][2]string, error) {
@@ -51,7 +53,7 @@ func chosenLinks(pairs [][2]string, region, to string) ([][2]string, error) {
 	}
 	for _, name := range []string{region, to} {
 		if name != "" && !known[name] {
-			return nil, fmt.Errorf("no simulated link touches region %q (regions with links: %v)", name, sortedKeys(known))
+			return nil, fmt.Errorf("no simulated link touches region %q (regions with links: %v)", name, slices.Sorted(maps.Keys(known)))
 		}
 	}
 	if region == "" {
@@ -66,38 +68,25 @@ func chosenLinks(pairs [][2]string, region, to string) ([][2]string, error) {
 			out = append(out, p)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i][0] != out[j][0] {
-			return out[i][0] < out[j][0]
-		}
-		return out[i][1] < out[j][1]
-	})
+	slices.SortFunc(out, comparePairs)
 	return out, nil
 }
 
-func sortedKeys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+// comparePairs orders links by from, then to.
+func comparePairs(a, b [2]string) int {
+	return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+}
+
+// pairs returns the (from, to) of every simulated link, ordered by from,
+// then to.
+func (r *Registry) pairs() [][2]string {
+	return slices.SortedFunc(maps.Keys(r.proxies), comparePairs)
 }
 
 // Links returns the state of every simulated link, ordered by from, to.
 func (r *Registry) Links() []LinkState {
-	var pairs [][2]string
-	for p := range r.proxies {
-		pairs = append(pairs, p)
-	}
-	sort.Slice(pairs, func(i, j int) bool {
-		if pairs[i][0] != pairs[j][0] {
-			return pairs[i][0] < pairs[j][0]
-		}
-		return pairs[i][1] < pairs[j][1]
-	})
-	out := make([]LinkState, 0, len(pairs))
-	for _, p := range pairs {
+	out := make([]LinkState, 0, len(r.proxies))
+	for _, p := range r.pairs() {
 		out = append(out, r.linkState(p))
 	}
 	return out
@@ -120,11 +109,7 @@ func (r *Registry) ChangeLinks(c LinkChange) ([]LinkState, error) {
 	if c.Bandwidth < 0 {
 		return nil, fmt.Errorf("bandwidth %d: want 0 (unchanged) or more", c.Bandwidth)
 	}
-	var pairs [][2]string
-	for p := range r.proxies {
-		pairs = append(pairs, p)
-	}
-	chosen, err := chosenLinks(pairs, c.Region, c.To)
+	chosen, err := chosenLinks(r.pairs(), c.Region, c.To)
 	if err != nil {
 		return nil, err
 	}
