@@ -117,7 +117,8 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 				dr.Error = errs[i].Error()
 			}
 		}
-		dr.Routed = effectiveRouting(dr.Routing, statuses[i] != nil, dr.State, dr.Pushes != "pulls only")
+		st := statuses[i]
+		dr.Routed = effectiveRouting(dr.Routing, st != nil, dr.State, st == nil || st.Writable)
 		out.Regions = append(out.Regions, dr)
 	}
 	tags, err := a.region.RecentTags(ctx, dashboardImages)
