@@ -149,6 +149,11 @@ func (pp *peerProgress) done(seq int64) {
 		i++
 	}
 	pp.pending = pp.pending[i:]
+	pp.refreshOldest()
+}
+
+// refreshOldest sets OldestUnapplied from the front of pending.
+func (pp *peerProgress) refreshOldest() {
 	pp.OldestUnapplied = time.Time{}
 	if len(pp.pending) > 0 {
 		pp.OldestUnapplied = pp.pending[0].created
@@ -168,12 +173,14 @@ func (t *tracker) follow(peer string, on bool) {
 		t.following[peer] = true
 		if pp, ok := t.peers[peer]; ok {
 			pp.Seen, pp.SettingsSynced = false, false
-			pp.pending, pp.OldestUnapplied = nil, time.Time{}
+			pp.pending = nil
+			pp.refreshOldest()
 		}
 	} else {
 		delete(t.following, peer)
 		if pp, ok := t.peers[peer]; ok { // what it fetched is no longer waiting here
-			pp.pending, pp.OldestUnapplied = nil, time.Time{}
+			pp.pending = nil
+			pp.refreshOldest()
 		}
 	}
 }
@@ -198,9 +205,7 @@ func (t *tracker) fetched(peer, endpoint string, head int64, ready bool, recs []
 			pp.pending = append(pp.pending, stamp{seq: r.Seq, created: r.Created})
 		}
 	}
-	if len(pp.pending) > 0 {
-		pp.OldestUnapplied = pp.pending[0].created
-	}
+	pp.refreshOldest()
 	pp.PeerReady = pp.PeerReady || ready
 	if !pp.Seen {
 		pp.FirstHead = head
