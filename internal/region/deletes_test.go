@@ -295,16 +295,15 @@ func TestAReplicatedBlobDeleteUnlinksAndMovesThePeersCursor(t *testing.T) {
 // records that the peer holds it, and moves the peer's cursor.
 func TestAManifestHeldHereAndArrivingFromAPeerRecordsThePeer(t *testing.T) {
 	const repo = "deletes/held"
-	const mt = "application/vnd.oci.image.manifest.v1+json"
 	ctx := t.Context()
 	r := open(t, t.TempDir(), 0)
 	defer r.Close()
 	m := manifestFor(t, r, repo, "held")
 	d := digest.FromBytes(m)
-	if _, err := r.PutManifest(ctx, repo, d.String(), mt, m); err != nil {
+	if _, err := r.PutManifest(ctx, repo, d.String(), ociManifest, m); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.ApplyManifest(ctx, "westeurope", 4, repo, d, mt, m, v(10, "westeurope"), ""); err != nil {
+	if err := r.ApplyManifest(ctx, "westeurope", 4, repo, d, ociManifest, m, v(10, "westeurope"), ""); err != nil {
 		t.Fatal(err)
 	}
 	p, err := r.Presence(ctx, repo, d)
@@ -326,13 +325,12 @@ func TestAManifestHeldHereAndArrivingFromAPeerRecordsThePeer(t *testing.T) {
 // push wins; a delete newer than the record leaves it applied as held.
 func TestAManifestSeenHeldAndDeletedSinceIsPlannedAgain(t *testing.T) {
 	const repo = "deletes/raced"
-	const mt = "application/vnd.oci.image.manifest.v1+json"
 	ctx := t.Context()
 	r := open(t, t.TempDir(), 0)
 	defer r.Close()
 	m := manifestFor(t, r, repo, "raced")
 	d := digest.FromBytes(m)
-	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(10, "eastus"), ""); err != nil {
+	if err := r.ApplyManifest(ctx, "", 0, repo, d, ociManifest, m, v(10, "eastus"), ""); err != nil {
 		t.Fatal(err)
 	}
 	// Seen held; then westeurope's delete (20) applies; then the record of
@@ -347,7 +345,7 @@ func TestAManifestSeenHeldAndDeletedSinceIsPlannedAgain(t *testing.T) {
 	if c, _ := r.Cursor(ctx, "southeastasia"); c != 0 {
 		t.Fatalf("southeastasia's cursor moved to %d past a record that did not apply", c)
 	}
-	if err := r.ApplyManifest(ctx, "southeastasia", 5, repo, d, mt, m, v(30, "southeastasia"), ""); err != nil {
+	if err := r.ApplyManifest(ctx, "southeastasia", 5, repo, d, ociManifest, m, v(30, "southeastasia"), ""); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := r.HasManifest(ctx, repo, d); !ok {

@@ -67,7 +67,6 @@ func auditHas(t *testing.T, r *region.Region, action, repo, ref string) bool {
 // served.
 func TestEveryImageChangeReachesTheWebhooksAuditAndFeed(t *testing.T) {
 	const repo = "hooks/app"
-	const mt = "application/vnd.oci.image.manifest.v1+json"
 	ctx := t.Context()
 	r := open(t, t.TempDir(), 0)
 	defer r.Close()
@@ -80,13 +79,13 @@ func TestEveryImageChangeReachesTheWebhooksAuditAndFeed(t *testing.T) {
 		tag string
 		m   []byte
 	}{{"v1", m1}, {"v2", m1}, {"v3", m2}} {
-		if _, err := r.PutManifest(ctx, repo, p.tag, mt, p.m); err != nil {
+		if _, err := r.PutManifest(ctx, repo, p.tag, ociManifest, p.m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	m3 := manifestFor(t, r, repo, "three")
 	d3 := digest.FromBytes(m3)
-	if err := r.ApplyManifest(ctx, "westeurope", 1, repo, d3, mt, m3, v(time.Now().UnixMilli()<<16, "westeurope"), ""); err != nil {
+	if err := r.ApplyManifest(ctx, "westeurope", 1, repo, d3, ociManifest, m3, v(time.Now().UnixMilli()<<16, "westeurope"), ""); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"push v1 " + d1.String(), "push v2 " + d1.String(), "push v3 " + d2.String(), "replicated  " + d3.String()}
@@ -169,7 +168,7 @@ func TestARegionAloneIsEverywhereAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := manifestFor(t, r, repo, "alone")
-	if _, err := r.PutManifest(ctx, repo, "v1", "application/vnd.oci.image.manifest.v1+json", m); err != nil {
+	if _, err := r.PutManifest(ctx, repo, "v1", ociManifest, m); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := r.Deliveries(ctx, "everywhere", 100)

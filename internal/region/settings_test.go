@@ -79,7 +79,6 @@ func TestASettingWriteIsVersionedRecordedAndAudited(t *testing.T) {
 // that lock's name.
 func TestALockFromAPeerPinsItsTagHere(t *testing.T) {
 	const repo = "pin/app"
-	const mt = "application/vnd.oci.image.manifest.v1+json"
 	ctx := t.Context()
 	r := open(t, t.TempDir(), 0)
 	defer r.Close()
@@ -90,7 +89,7 @@ func TestALockFromAPeerPinsItsTagHere(t *testing.T) {
 		tag string
 		m   []byte
 	}{{"v2", two}, {"v1", one}} {
-		if _, err := r.PutManifest(ctx, repo, p.tag, mt, p.m); err != nil {
+		if _, err := r.PutManifest(ctx, repo, p.tag, ociManifest, p.m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -116,7 +115,7 @@ func TestALockFromAPeerPinsItsTagHere(t *testing.T) {
 	if c, err := r.Cursor(ctx, "westeurope"); err != nil || c != 1 {
 		t.Fatalf("westeurope's cursor %d (%v), want 1", c, err)
 	}
-	if _, err := r.PutManifest(ctx, repo, "v1", mt, one); !ocierr.Denied.Is(err) {
+	if _, err := r.PutManifest(ctx, repo, "v1", ociManifest, one); !ocierr.Denied.Is(err) {
 		t.Fatalf("moving the pinned tag: %v, want DENIED", err)
 	}
 	// A peer's newer move of the pinned tag is refused here too, and its
@@ -148,7 +147,7 @@ func TestALockFromAPeerPinsItsTagHere(t *testing.T) {
 	// of this repository holds any more, is deleted here.
 	for _, other := range []string{"pin/b", "pin/app-two"} { // "pin/b:v" is as long as "pin/app"
 		tag := map[string]string{"pin/b": "v", "pin/app-two": "v1"}[other]
-		if _, err := r.PutManifest(ctx, other, tag, mt, manifestFor(t, r, other, "one")); err != nil {
+		if _, err := r.PutManifest(ctx, other, tag, ociManifest, manifestFor(t, r, other, "one")); err != nil {
 			t.Fatal(err)
 		}
 		if l, err := r.SetLock(ctx, other, tag, false, false); err != nil || l.Digest != d1 {
@@ -167,13 +166,12 @@ func TestALockFromAPeerPinsItsTagHere(t *testing.T) {
 // and the image cannot be deleted here.
 func TestALockWinsOverATagDeleteMadeBeforeItArrived(t *testing.T) {
 	const repo = "pin/old"
-	const mt = "application/vnd.oci.image.manifest.v1+json"
 	ctx := t.Context()
 	r := open(t, t.TempDir(), 0)
 	defer r.Close()
 	m := manifestFor(t, r, repo, "one")
 	d := digest.FromBytes(m)
-	if _, err := r.PutManifest(ctx, repo, "v1", mt, m); err != nil {
+	if _, err := r.PutManifest(ctx, repo, "v1", ociManifest, m); err != nil {
 		t.Fatal(err)
 	}
 	before := r.Clock().Now()
