@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/config"
-	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/node"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -103,7 +103,7 @@ func benchJoin(ctx context.Context, dir string, quick bool) ([]row, error) {
 	missing := 0
 	for _, p := range paths {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, base+p, nil)
-		req.Header.Set("Authorization", "Bearer "+feed.Credential("bench", "eastus")) // as a peer: never read through
+		req.Header.Set("Authorization", "Bearer "+peerauth.FromSecret("bench").Token("eastus", "brazilsouth", time.Now())) // as a peer: never read through
 		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

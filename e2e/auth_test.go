@@ -38,7 +38,7 @@ http:
   tlsCert: %s
   tlsKey: %s
 replication:
-  secret: e2e-secret
+  secret: e2e-secret-0123456789abcdef0123456789
 auth:
   enabled: true
   adminPasswordFile: %s

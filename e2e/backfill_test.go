@@ -309,8 +309,8 @@ func TestDeleteWithPurgeRetiresTheRegion(t *testing.T) {
 
 // TestCreateWaitFailsFastOnAWrongSecret: a region started with another
 // replication secret is registered with --wait: the command exits
-// non-zero within seconds naming UNAUTHORIZED and the secret, instead of
-// showing progress until its timeout.
+// non-zero within seconds saying the region did not prove its identity
+// and naming the secret, instead of showing progress until its timeout.
 func TestCreateWaitFailsFastOnAWrongSecret(t *testing.T) {
 	regions := startRegions(t, "eastus", "westeurope")
 	east := regions["eastus"].addr
@@ -320,7 +320,7 @@ func TestCreateWaitFailsFastOnAWrongSecret(t *testing.T) {
 	out, err := runErr(t, georegBin, "replication", "create", "--registry", east, "--name", "brazilsouth",
 		"--endpoint", "http://"+addr, "--wait", "--timeout", "2m")
 	took := time.Since(start)
-	if err == nil || !strings.Contains(out, "UNAUTHORIZED") || !strings.Contains(out, "replication secret") {
+	if err == nil || !strings.Contains(out, "did not prove its identity") || !strings.Contains(out, "replication secret") {
 		t.Fatalf("create --wait with a wrong secret: %v\n%s", err, out)
 	}
 	t.Logf("failed after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
@@ -351,7 +351,7 @@ func TestOneCommandAddsARegion(t *testing.T) {
 	addr := freeAddr(t)
 	start := time.Now()
 	if out, err := runErr(t, georegBin, "serve", "--region", "brazilsouth", "--listen", addr, "--data", filepath.Join(dir, "bad"),
-		"--join", east, "--replication-secret-file", wrong); err == nil || !strings.Contains(out, "UNAUTHORIZED") || time.Since(start) > 30*time.Second {
+		"--join", east, "--replication-secret-file", wrong); err == nil || !strings.Contains(out, "did not prove its identity") || time.Since(start) > 30*time.Second {
 		t.Fatalf("--join with a wrong secret (after %s): %v\n%s", time.Since(start), err, out)
 	}
 	if got, err := list(t, regions["eastus"].addr); err != nil || got["brazilsouth"].Name != "" {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/peerauth"
 )
 
 // holds reports whether the region at addr holds path in its own storage:
@@ -21,7 +21,7 @@ import (
 func holds(t *testing.T, addr, path string) bool {
 	t.Helper()
 	code, _ := status(t, "HEAD", "http://"+addr+path, map[string]string{
-		"Authorization": "Bearer " + feed.Credential("e2e-secret", "eastus"),
+		"Authorization": "Bearer " + peerToken(t, "e2e-secret", "http://"+addr),
 		"Accept":        "application/vnd.oci.image.manifest.v1+json"}, nil)
 	return code == 200
 }
@@ -237,4 +237,16 @@ func TestWaitForADeleteAndItsStatus(t *testing.T) {
 	if err == nil || !strings.Contains(out, "timed out after 1s") || !strings.Contains(out, "present in eastus, westeurope") {
 		t.Fatalf("wait --deleted for a tag never deleted: %v %s", err, out)
 	}
+}
+
+// peerToken is eastus's token for the region at base (which it asks to
+// prove its name), under the replication secret.
+func peerToken(t *testing.T, secret, base string) string {
+	t.Helper()
+	s := peerauth.NewSigner(peerauth.FromSecret(secret), "eastus", http.DefaultClient)
+	name, err := s.Identify(t.Context(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Token(name)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/link"
+	"github.com/georeg/georeg/internal/peerauth"
 )
 
 // The fault-injection rig: three `georeg serve` processes (eastus,
@@ -209,7 +210,7 @@ replication:
 // .2 to westeurope, .3 to southeastasia.
 func (r *rig) startDoor() *server {
 	t := r.t
-	s := startRoute(t, r.regions, fmt.Sprintf("secret: e2e-secret\nreadTimeout: %s\nwriteTimeout: %s\nidleTimeout: %s\n", rigDoorRead, rigDoorWrite, rigDoorIdle))
+	s := startRoute(t, r.regions, fmt.Sprintf("probeKey: %s\nreadTimeout: %s\nwriteTimeout: %s\nidleTimeout: %s\n", peerauth.ProbeKey("e2e-secret"), rigDoorRead, rigDoorWrite, rigDoorIdle))
 	addr := s.addr
 	// Every region Ready and in rotation: each region's clients reach it.
 	for i, name := range rigRegions {

@@ -22,7 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/storetest"
 )
 
@@ -126,7 +126,12 @@ type pushed struct {
 // node answers from its own region's storage and never reads through: a
 // region that only borrowed an image would fail.
 func verifyAt(addr string, imgs []pushed) error {
-	peer := "Bearer " + feed.Credential("e2e-secret", "eastus")
+	s := peerauth.NewSigner(peerauth.FromSecret("e2e-secret"), "eastus", http.DefaultClient)
+	name, err := s.Identify(context.Background(), "http://"+addr)
+	if err != nil {
+		return err
+	}
+	peer := "Bearer " + s.Token(name)
 	for _, img := range imgs {
 		repo, tag, _ := strings.Cut(img.ref, ":")
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/"+repo+"/manifests/"+tag, nil)

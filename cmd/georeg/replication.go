@@ -14,6 +14,7 @@ import (
 
 	"github.com/georeg/georeg/internal/cli"
 	"github.com/georeg/georeg/internal/mgmtapi"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/replicate"
 )
 
@@ -112,7 +113,30 @@ func replicationCmd() *cobra.Command {
 		},
 	}
 	del.Flags().BoolVar(&purge, "purge", false, "also delete the region's data; it then replicates with nobody")
-	cmd.AddCommand(create, list, showCmd, update, del)
+	var secretFile string
+	probeKey := &cobra.Command{
+		Use:   "probe-key --replication-secret-file F",
+		Short: "Print the probe key the front door is configured with (route.yaml probeKey)",
+		Long: `The front door reads regions' health and replication state with tokens
+signed by a probe key derived from the replication secret. It is given
+only that key, never the secret, so it cannot act as a region.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(secretFile)
+			if err != nil {
+				return fmt.Errorf("--replication-secret-file: %w", err)
+			}
+			secret := strings.TrimSpace(string(b))
+			if secret == "" {
+				return fmt.Errorf("--replication-secret-file: %s is empty", secretFile)
+			}
+			fmt.Println(peerauth.ProbeKey(secret))
+			return nil
+		},
+	}
+	probeKey.Flags().StringVar(&secretFile, "replication-secret-file", "", "file holding the registry's replication secret")
+	_ = probeKey.MarkFlagRequired("replication-secret-file")
+	cmd.AddCommand(create, list, showCmd, update, del, probeKey)
 	return cmd
 }
 
@@ -162,9 +186,12 @@ func waitReady(ctx context.Context, c *cli.Client, name string) (*mgmtapi.Replic
 }
 
 // refusal returns why a region and the registry refuse each other, if
-// they do: what either said when asked (UNAUTHORIZED, DENIED).
+// they do: what either said when asked (UNAUTHORIZED, DENIED), or that
+// either could not prove its name to the other (peerauth.ErrUnproven).
 func refusal(rep *mgmtapi.Replication) string {
-	refused := func(s string) bool { return strings.Contains(s, "UNAUTHORIZED") || strings.Contains(s, "DENIED") }
+	refused := func(s string) bool {
+		return strings.Contains(s, "UNAUTHORIZED") || strings.Contains(s, "DENIED") || strings.Contains(s, peerauth.ErrUnproven.Error())
+	}
 	if refused(rep.StatusError) {
 		return "asked for its status, it answered " + rep.StatusError
 	}

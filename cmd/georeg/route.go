@@ -36,7 +36,7 @@ fallbacks (see internal/route):
   fallback:
     westeurope: [eastus]
   probeInterval: 1s
-  secret: s3cr3t        # the replication secret: needed when regions have auth on
+  probeKey: 5c1e…       # when regions have auth on: georeg replication probe-key prints it
   caFile: ca.pem        # trust for regions served over TLS`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

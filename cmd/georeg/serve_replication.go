@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/tlsconf"
 )
@@ -83,7 +84,8 @@ func (f *replicationFlags) joinRegistry(ctx context.Context, cfg *config.Config)
 		endpoint = scheme + cfg.HTTP.Listen
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
-	members, err := replicate.Join(ctx, client, f.join, cfg.Replication.Secret, cfg.Region.Name, endpoint, 30*time.Second)
+	signer := peerauth.NewSigner(peerauth.FromSecret(cfg.Replication.Secret), cfg.Region.Name, client)
+	members, err := replicate.Join(ctx, client, f.join, signer, cfg.Region.Name, endpoint, 30*time.Second)
 	if err != nil {
 		return err
 	}

@@ -56,6 +56,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/webhook"
@@ -233,6 +234,8 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.Enabled && c.Replication.Secret == "" {
 		errs = append(errs, errors.New("auth.enabled: needs replication.secret (regions and the front door authenticate with it)"))
+	} else if c.Auth.Enabled && len(c.Replication.Secret) < peerauth.MinSecretLength {
+		errs = append(errs, fmt.Errorf("replication.secret: with auth on, at least %d characters (openssl rand -hex 16 prints one); whoever holds it can join the registry", peerauth.MinSecretLength))
 	}
 	if err := c.Webhooks.Validate(); err != nil {
 		errs = append(errs, prefix("webhooks", err))

@@ -50,6 +50,25 @@ func TestParseAndValidate(t *testing.T) {
 	})
 }
 
+// TestWithAuthTheReplicationSecretIsStrong: with auth on, whoever holds
+// the replication secret can join the registry, so a short one is
+// refused; without auth any is accepted.
+func TestWithAuthTheReplicationSecretIsStrong(t *testing.T) {
+	c := Default()
+	c.Replication.Secret = strings.Repeat("x", 31)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("without auth: %v", err)
+	}
+	c.Auth.Enabled = true
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "at least 32 characters") {
+		t.Fatalf("a 31-character secret with auth: %v", err)
+	}
+	c.Replication.Secret += "x"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a 32-character secret with auth: %v", err)
+	}
+}
+
 // TestEnvironmentReferencesAreValuesNotSyntax: ${NAME} in a value is the
 // variable's value, kept whole whatever it holds (YAML syntax in a
 // password); a reference in a comment is ignored; an unset one is named.

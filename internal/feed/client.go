@@ -14,20 +14,26 @@ import (
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
-// Client reads one peer's feed.
-type Client struct {
-	base       string // the peer's endpoint, e.g. http://127.0.0.1:5002
-	credential string
-	http       *http.Client
-	idle       time.Duration // bounds every wait on the peer (bounded.Limits)
+// Authorizer sets a request's credential for region to
+// (peerauth.Signer), or says why it sends none.
+type Authorizer interface {
+	Authorize(ctx context.Context, req *http.Request, to string) error
 }
 
-// NewClient returns a client for the peer at base, presenting credential
-// (this region's Credential) as its bearer token. idle bounds how long
-// any answer may keep it waiting without a byte (a long-poll waits its
-// wait, plus idle).
-func NewClient(base, credential string, hc *http.Client, idle time.Duration) *Client {
-	return &Client{base: base, credential: credential, http: hc, idle: idle}
+// Client reads one peer's feed.
+type Client struct {
+	base string // the peer's endpoint, e.g. http://127.0.0.1:5002
+	name string // the peer's region name
+	auth Authorizer
+	http *http.Client
+	idle time.Duration // bounds every wait on the peer (bounded.Limits)
+}
+
+// NewClient returns a client for region name at base, authorized by auth.
+// idle bounds how long any answer may keep it waiting without a byte (a
+// long-poll waits its wait, plus idle).
+func NewClient(base, name string, auth Authorizer, hc *http.Client, idle time.Duration) *Client {
+	return &Client{base: base, name: name, auth: auth, http: hc, idle: idle}
 }
 
 // get sends an authorized GET of path to the peer, whose headers may take
@@ -37,7 +43,9 @@ func (c *Client) get(ctx context.Context, path string, header time.Duration) (*h
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.credential)
+	if err := c.auth.Authorize(ctx, req, c.name); err != nil {
+		return nil, err
+	}
 	resp, err := bounded.Do(c.http, req, bounded.Limits{Header: header, Idle: c.idle, MinProgress: bounded.PeerMinProgress})
 	if err != nil {
 		return nil, err

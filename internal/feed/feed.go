@@ -5,8 +5,8 @@
 // stored, tag set, tag deleted, manifest deleted) in commit order, with
 // sequence numbers without gaps. Peers pull it: GET
 // /_georeg/v1/feed?since=N&limit=L&wait=D returns the records after N, or
-// waits up to D (long-poll) for the first one to commit. Requests carry the
-// registry's replication secret as a bearer token.
+// waits up to D (long-poll) for the first one to commit. Requests carry a
+// region token of a member region (internal/peerauth).
 package feed
 
 import (

@@ -59,7 +59,7 @@ func (a *API) audit(ctx context.Context, r *http.Request) (any, error) {
 		if rep.Name == a.region.Name() {
 			got, err = a.localAudit(ctx, from, n)
 		} else {
-			got, err = a.remoteAudit(ctx, rep.Endpoint, q.Get("since"), n)
+			got, err = a.remoteAudit(ctx, rep.Name, rep.Endpoint, q.Get("since"), n)
 		}
 		if err != nil {
 			out.Unreachable = append(out.Unreachable, rep.Name)
@@ -86,10 +86,10 @@ func (a *API) localAudit(ctx context.Context, since time.Time, n int) (*AuditLog
 	return out, nil
 }
 
-func (a *API) remoteAudit(ctx context.Context, endpoint, since string, n int) (*AuditLog, error) {
+func (a *API) remoteAudit(ctx context.Context, name, endpoint, since string, n int) (*AuditLog, error) {
 	if since == "" {
 		since = "24h"
 	}
 	var out AuditLog
-	return &out, a.peerGet(ctx, endpoint, fmt.Sprintf("/_georeg/v1/audit?local=true&since=%s&n=%d", url.QueryEscape(since), n), 32<<20, &out)
+	return &out, a.peerGet(ctx, name, endpoint, fmt.Sprintf("/_georeg/v1/audit?local=true&since=%s&n=%d", url.QueryEscape(since), n), 32<<20, &out)
 }

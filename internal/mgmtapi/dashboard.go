@@ -92,7 +92,7 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 				errs[i] = err
 				return
 			}
-			statuses[i], errs[i] = a.remoteStatus(sctx, rep.Endpoint)
+			statuses[i], errs[i] = a.remoteStatus(sctx, rep.Name, rep.Endpoint)
 		}()
 	}
 	wg.Wait()

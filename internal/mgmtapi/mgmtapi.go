@@ -22,15 +22,17 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/transfer"
 	"github.com/georeg/georeg/internal/webhook"
-	"golang.org/x/sync/errgroup"
 )
 
 // RegionInfo names a region and where it serves.
@@ -78,33 +80,33 @@ type API struct {
 	regions []RegionInfo // this region first, then its configured peers
 	status  StatusSource // nil in a registry of one region
 
-	auth       *auth.Service              // nil: open
-	isPeer     func(r *http.Request) bool // a request from another region
-	isProbe    func(r *http.Request) bool // from a region or the front door (status and routing flags only)
-	credential string                     // this region's peer credential, for asking other regions
-	importer   *transfer.Importer
-	client     *http.Client
+	auth     *auth.Service              // nil: open
+	isPeer   func(r *http.Request) bool // a request from another region
+	isProbe  func(r *http.Request) bool // from a region or the front door (status and routing flags only)
+	signer   *peerauth.Signer           // this region's tokens, for asking other regions (nil: none)
+	importer *transfer.Importer
+	client   *http.Client
 }
 
 // SetAccess makes every endpoint need an admin (guard.Admin) or a peer
 // credential (isPeer); the probe endpoints (status, the replications list)
 // also take the front door's (isProbe). Calls to other regions go through
-// client presenting credential.
-func (a *API) SetAccess(guard *auth.Service, isPeer, isProbe func(*http.Request) bool, credential string, client *http.Client) {
-	a.auth, a.isPeer, a.isProbe, a.credential, a.client = guard, isPeer, isProbe, credential, client
+// client with signer's tokens.
+func (a *API) SetAccess(guard *auth.Service, isPeer, isProbe func(*http.Request) bool, signer *peerauth.Signer, client *http.Client) {
+	a.auth, a.isPeer, a.isProbe, a.signer, a.client = guard, isPeer, isProbe, signer, client
 }
 
 // peerGet GETs path from another region's management API as a peer
 // (within 5 s) and decodes its JSON answer, read up to limit bytes, into
 // out.
-func (a *API) peerGet(ctx context.Context, endpoint, path string, limit int64, out any) error {
+func (a *API) peerGet(ctx context.Context, name, endpoint, path string, limit int64, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(endpoint, "/")+path, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := a.peerDo(req)
+	resp, err := a.peerDo(ctx, req, name)
 	if err != nil {
 		return fmt.Errorf("unreachable: %w", err)
 	}
@@ -115,10 +117,12 @@ func (a *API) peerGet(ctx context.Context, endpoint, path string, limit int64, o
 	return json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(out)
 }
 
-// peerDo sends a request to another region's management API as a peer.
-func (a *API) peerDo(req *http.Request) (*http.Response, error) {
-	if a.credential != "" {
-		req.Header.Set("Authorization", "Bearer "+a.credential)
+// peerDo sends a request to region name's management API as a peer
+// (with no credential when that endpoint does not prove it is region
+// name).
+func (a *API) peerDo(ctx context.Context, req *http.Request, name string) (*http.Response, error) {
+	if err := a.signer.Authorize(ctx, req, name); err != nil {
+		return nil, err
 	}
 	return a.client.Do(req)
 }
@@ -293,7 +297,7 @@ func (a *API) deletedStatus(ctx context.Context, repo, ref string, v hlc.Version
 			rs := RegionState{Name: info.Name, State: "pending"}
 			var theirs ImageStatus
 			q := url.Values{"repository": {repo}, "reference": {ref}, "local": {"true"}}
-			err := a.peerGet(ctx, info.Endpoint, "/_georeg/v1/images/status?"+q.Encode(), 1<<20, &theirs)
+			err := a.peerGet(ctx, info.Name, info.Endpoint, "/_georeg/v1/images/status?"+q.Encode(), 1<<20, &theirs)
 			tv, _ := hlc.ParseVersion(theirs.DeletedVersion)
 			switch {
 			case err == nil && theirs.Deleted && !tv.Less(v):

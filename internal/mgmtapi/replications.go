@@ -9,10 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
-	"golang.org/x/sync/errgroup"
 )
 
 // Replication is one region of the registry, as `georeg replication`
@@ -36,7 +37,7 @@ type Replication struct {
 // regions deleted with --purge (replicate.Replicator).
 type StatusSource interface {
 	Status(ctx context.Context) (replicate.Status, error)
-	RetireRegion(ctx context.Context, endpoint string) error
+	RetireRegion(ctx context.Context, name, endpoint string) error
 }
 
 var regionNameRegexp = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
@@ -117,7 +118,7 @@ func (a *API) fillStatus(ctx context.Context, rep *Replication) {
 		w, why := a.region.Writable()
 		rep.Status = &replicate.Status{State: replicate.StateReady, Writable: w, NotWritable: why}
 	} else {
-		st, err := a.remoteStatus(ctx, rep.Endpoint)
+		st, err := a.remoteStatus(ctx, rep.Name, rep.Endpoint)
 		if err != nil {
 			rep.StatusError = err.Error()
 		} else {
@@ -153,9 +154,9 @@ func (a *API) showReplication(ctx context.Context, r *http.Request) (any, error)
 }
 
 // remoteStatus asks a region for its own status.
-func (a *API) remoteStatus(ctx context.Context, endpoint string) (*replicate.Status, error) {
+func (a *API) remoteStatus(ctx context.Context, name, endpoint string) (*replicate.Status, error) {
 	var st replicate.Status
-	if err := a.peerGet(ctx, endpoint, "/_georeg/v1/status", 1<<20, &st); err != nil {
+	if err := a.peerGet(ctx, name, endpoint, "/_georeg/v1/status", 1<<20, &st); err != nil {
 		return nil, err // no state: the caller says Down
 	}
 	return &st, nil
@@ -178,6 +179,18 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	var body putBody
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {
 		return nil, ocierr.ManifestInvalid.Withf("body: %v; send {\"endpoint\": \"http://host:port\", \"regionEndpointEnabled\": true}", err)
+	}
+	if a.isPeer != nil && a.isPeer(r) {
+		// A region registering itself (peerauth.JoinPath): never one that
+		// was deleted from the registry, whose tokens that deletion
+		// revoked.
+		s, found, err := a.region.SettingRecord(ctx, replicate.ReplicaKind, name)
+		if err != nil {
+			return nil, err
+		}
+		if found && s.Deleted {
+			return nil, ocierr.Denied.Withf("region %s was deleted from the registry and cannot register itself again; an admin can create it again (georeg replication create)", name)
+		}
 	}
 	all, err := a.replications(ctx)
 	if err != nil {
@@ -234,7 +247,7 @@ func (a *API) deleteReplication(ctx context.Context, r *http.Request) (any, erro
 		if err := json.Unmarshal(s.Value, &v); err != nil || a.status == nil {
 			return nil, ocierr.Unsupported.Withf("replication %s cannot be purged from here", name)
 		}
-		if err := a.status.RetireRegion(ctx, v.Endpoint); err != nil {
+		if err := a.status.RetireRegion(ctx, name, v.Endpoint); err != nil {
 			return nil, ocierr.Unknown.Withf("replication %s was not deleted: purging its data at %s failed (%v); retry when it is reachable, or delete it without --purge", name, v.Endpoint, err)
 		}
 	}

@@ -279,7 +279,7 @@ func (a *API) webhookEvents(ctx context.Context, r *http.Request) (any, error) {
 		if rep.Name == a.region.Name() {
 			got, err = a.localEvents(ctx, name, n)
 		} else {
-			got, err = a.remoteEvents(ctx, rep.Endpoint, name, n)
+			got, err = a.remoteEvents(ctx, rep.Name, rep.Endpoint, name, n)
 		}
 		if err != nil {
 			out.Unreachable = append(out.Unreachable, rep.Name)
@@ -307,9 +307,9 @@ func (a *API) localEvents(ctx context.Context, name string, n int) (*WebhookEven
 }
 
 // remoteEvents reads another region's own delivery log of a webhook.
-func (a *API) remoteEvents(ctx context.Context, endpoint, name string, n int) (*WebhookEvents, error) {
+func (a *API) remoteEvents(ctx context.Context, region, endpoint, name string, n int) (*WebhookEvents, error) {
 	var out WebhookEvents
-	return &out, a.peerGet(ctx, endpoint, fmt.Sprintf("/_georeg/v1/webhooks/%s/events?local=true&n=%d", url.PathEscape(name), n), 16<<20, &out)
+	return &out, a.peerGet(ctx, region, endpoint, fmt.Sprintf("/_georeg/v1/webhooks/%s/events?local=true&n=%d", url.PathEscape(name), n), 16<<20, &out)
 }
 
 // pingWait bounds how long a ping waits for its attempt.

@@ -22,6 +22,7 @@ import (
 	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/ociapi"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/tlsconf"
@@ -81,12 +82,17 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	})
 	mux.Handle(auth.TokenPath, guard.TokenHandler())
 	var status mgmtapi.StatusSource
-	isProbe := func(req *http.Request) bool { return feed.Probe(req, cfg.Replication.Secret) }
+	var signer *peerauth.Signer // nil without replication: calls to other regions carry no token
+	// Regions and the front door authenticate with tokens derived from
+	// the replication secret (internal/peerauth).
+	keys := peerauth.FromSecret(cfg.Replication.Secret)
+	verifier := peerauth.NewVerifier(keys, cfg.Region.Name, log.With("region", cfg.Region.Name, "component", "peerauth"))
+	isProbe := verifier.Probe
 	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard, IsProbe: isProbe, BodyIdle: cfg.HTTP.BodyIdleTimeout}
 	if cfg.Auth.Enabled {
 		// A key of this region's own, derived from the secret: only its
 		// API signs the URLs its data endpoint serves.
-		opts.DataKey = feed.Key(cfg.Replication.Secret, "data-endpoint:"+cfg.Region.Name)
+		opts.DataKey = peerauth.Derive(cfg.Replication.Secret, "data-endpoint:"+cfg.Region.Name)
 	}
 	if cfg.HTTP.DataEndpoints {
 		opts.DataURL = cfg.HTTP.DataURL
@@ -100,9 +106,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	if secret := cfg.Replication.Secret; secret != "" {
 		// A region with a secret replicates: with its configured peers and
 		// with every replica registered at run time.
-		mux.Handle(feed.Path, feed.Handler(r, secret))
-		mux.Handle(feed.StatsPath, feed.StatsHandler(r, secret))
-		replicate.Register(mux, r, secret)
+		mux.Handle(peerauth.IdentityPath, verifier.IdentityHandler())
+		mux.Handle(feed.Path, feed.Handler(r, verifier.Authorized))
+		mux.Handle(feed.StatsPath, feed.StatsHandler(r, verifier.Authorized))
+		replicate.Register(mux, r, verifier.Authorized)
 		// No overall timeout: a 20 GiB layer takes as long as it takes.
 		// Each request is bounded by its headers' deadline and its body's
 		// idle deadline (internal/bounded), connecting by these.
@@ -117,10 +124,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		if rc.Endpoint == "" {
 			rc.Endpoint = scheme + cfg.HTTP.Listen
 		}
-		n.replicator = replicate.New(r, rc, secret, hc, log.With("region", cfg.Region.Name))
+		signer = peerauth.NewSigner(keys, cfg.Region.Name, hc)
+		n.replicator = replicate.New(r, rc, signer, hc, log.With("region", cfg.Region.Name))
+		verifier.SetMembership(n.replicator.IsMember)
 		opts.Peers = n.replicator
 		opts.ReadThrough = !cfg.Replication.NoReadThrough
-		opts.IsPeer = func(req *http.Request) bool { return feed.Authorized(req, secret) }
+		opts.IsPeer = verifier.Authorized
 		status = n.replicator
 		r.SetMembers(n.replicator.Members)
 		n.replicator.SetMetrics(m)
@@ -151,7 +160,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	})
 	mux.Handle(dashboard.Path, dashboard.Handler())
 	mgmt := mgmtapi.New(r, regions, status)
-	mgmt.SetAccess(guard, opts.IsPeer, isProbe, feed.Credential(cfg.Replication.Secret, cfg.Region.Name),
+	mgmt.SetAccess(guard, opts.IsPeer, isProbe, signer,
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})
 	n.importer = transfer.New(r, &http.Transport{TLSClientConfig: peerTLS, Proxy: http.ProxyFromEnvironment},
 		log.With("region", cfg.Region.Name, "component", "import"))

@@ -24,7 +24,7 @@ import (
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/node"
-	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/storetest"
 )
@@ -78,7 +78,9 @@ func push(t *testing.T, base, repo, tag string) digest.Digest {
 
 func TestFeedRecordsEveryOriginatedChangeInOrder(t *testing.T) {
 	base := startNode(t, "s3cr3t")
-	c := feed.NewClient(base, feed.Credential("s3cr3t", "westeurope"), http.DefaultClient, 10*time.Second)
+	// As another node of eastus: the node has no peers, so no other
+	// region is a member.
+	c := feed.NewClient(base, "eastus", peerauth.NewSigner(peerauth.FromSecret("s3cr3t"), "eastus", http.DefaultClient), http.DefaultClient, 10*time.Second)
 	md := push(t, base, "app", "v1")
 
 	page, err := c.Fetch(t.Context(), 0, 100, 0)
@@ -111,11 +113,25 @@ func TestFeedRecordsEveryOriginatedChangeInOrder(t *testing.T) {
 			t.Fatalf("long-poll got %+v", p)
 		}
 	})
-	t.Run("the feed refuses a missing or wrong secret", func(t *testing.T) {
-		for _, secret := range []string{"", "wrong", "s3cr3t", feed.Credential("wrong", "westeurope")} {
-			_, err := feed.NewClient(base, secret, http.DefaultClient, 10*time.Second).Fetch(t.Context(), 0, 1, 0)
-			if !ocierr.Unauthorized.Is(err) {
-				t.Fatalf("secret %q: %v", secret, err)
+	t.Run("the feed refuses a missing, wrong or foreign token", func(t *testing.T) {
+		now := time.Now()
+		for name, token := range map[string]string{"none": "", "the secret": "s3cr3t",
+			"another secret's": peerauth.FromSecret("wrong").Token("eastus", "eastus", now),
+			"a non-member's":   peerauth.FromSecret("s3cr3t").Token("westeurope", "eastus", now),
+			"another region's": peerauth.FromSecret("s3cr3t").Token("eastus", "westeurope", now),
+			"the front door's": peerauth.FromSecret("s3cr3t").ProbeToken(now),
+			"an expired":       peerauth.FromSecret("s3cr3t").Token("eastus", "eastus", now.Add(-peerauth.TokenTTL-time.Second)),
+			"a far-future":     peerauth.FromSecret("s3cr3t").Token("eastus", "eastus", now.Add(time.Hour)),
+		} {
+			req, _ := http.NewRequest(http.MethodGet, base+feed.Path, nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s token: %d, want 401", name, resp.StatusCode)
 			}
 		}
 	})
@@ -185,7 +201,7 @@ func TestDataEndpointRedirectsBlobGets(t *testing.T) {
 		t.Fatalf("followed: %d, %d bytes", resp.StatusCode, len(body))
 	}
 	req, _ := http.NewRequest("GET", base+"/v2/data/app/blobs/"+d.String(), nil)
-	req.Header.Set("Authorization", "Bearer "+feed.Credential("s3cr3t", "westeurope"))
+	req.Header.Set("Authorization", "Bearer "+peerauth.FromSecret("s3cr3t").Token("eastus", "eastus", time.Now())) // another node of eastus
 	if resp, err = noFollow.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("peer GET: %v %v", resp, err)
 	}
@@ -324,7 +340,7 @@ func TestAnS3RegionRedirectsBlobGETsToPresignedURLs(t *testing.T) {
 		t.Fatalf("the presigned URL: %d %q", resp.StatusCode, got)
 	}
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v2/app/blobs/"+d.String(), nil)
-	req.Header.Set("Authorization", "Bearer "+feed.Credential("s3cr3t", "westeurope"))
+	req.Header.Set("Authorization", "Bearer "+peerauth.FromSecret("s3cr3t").Token("eastus", "eastus", time.Now())) // another node of eastus
 	resp, err = noFollow.Do(req)
 	if err != nil {
 		t.Fatal(err)

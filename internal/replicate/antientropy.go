@@ -15,7 +15,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
@@ -111,12 +110,13 @@ type ManifestState struct {
 	Deleted bool          `json:"deleted,omitempty"`
 }
 
-// Register adds the anti-entropy endpoints, for peers holding secret.
-func Register(mux *http.ServeMux, r *region.Region, secret string) {
+// Register adds the anti-entropy endpoints, for requests authorized
+// admits (a member region's token: peerauth.Verifier.Authorized).
+func Register(mux *http.ServeMux, r *region.Region, authorized func(*http.Request) bool) {
 	auth := func(h func(*http.Request) (any, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, req *http.Request) {
-			if !feed.Authorized(req, secret) {
-				ocierr.Write(w, req, ocierr.Unauthorized.Withf("anti-entropy is for peer regions: send the replication secret"))
+			if !authorized(req) {
+				ocierr.Write(w, req, ocierr.Unauthorized.Withf("anti-entropy is for member regions: send a region token (peerauth)"))
 				return
 			}
 			body, err := h(req)
@@ -166,16 +166,18 @@ func Register(mux *http.ServeMux, r *region.Region, secret string) {
 	}))
 }
 
-// RetireRegion asks the region at endpoint to delete its data and stop
+// RetireRegion asks region name at endpoint to delete its data and stop
 // replicating (replication delete --purge).
-func (p *Replicator) RetireRegion(ctx context.Context, endpoint string) error {
+func (p *Replicator) RetireRegion(ctx context.Context, name, endpoint string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(endpoint, "/")+RetirePath, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+p.secret)
+	if err := p.signer.Authorize(ctx, req, name); err != nil {
+		return err
+	}
 	resp, err := p.http.Do(req)
 	if err != nil {
 		return err

@@ -10,23 +10,29 @@ import (
 	"strings"
 	"time"
 
-	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/peerauth"
 )
 
 // Join makes region self, reached at endpoint, a region of the registry
 // that serves at url (any region of it), as `georeg serve --join` does:
-// it asks that region for the registry's members, registers self there
-// as a replica (a setting that replicates, so every region follows self)
-// and returns the members as self's peers, the joined region first: self
-// backfills from all of them and is Ready only once it caught up with
-// each. It presents self's peer credential, so the
-// registry refuses it (UNAUTHORIZED) unless both share one replication
-// secret. Every call is bounded by timeout.
-func Join(ctx context.Context, client *http.Client, url, secret, self, endpoint string, timeout time.Duration) ([]Peer, error) {
+// it has that region prove its name (peerauth: it must hold the same
+// replication secret), asks it for the registry's members, registers self
+// there as a replica (a setting that replicates, so every region follows
+// self) and returns the members as self's peers, the joined region first:
+// self backfills from all of them and is Ready only once it caught up
+// with each. The registry refuses self's token (UNAUTHORIZED) unless both
+// share one replication secret. Every call is bounded by timeout.
+func Join(ctx context.Context, client *http.Client, url string, signer *peerauth.Signer, self, endpoint string, timeout time.Duration) ([]Peer, error) {
 	url = strings.TrimSuffix(url, "/")
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// The joined region proves it holds the registry's secret before it
+	// is sent anything (the management API may be open, with auth off).
+	joined, err := signer.Identify(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w (the joining region and the registry must share one replication secret)", url, err)
+	}
 	call := func(method, path string, body, out any) error {
 		var rd io.Reader
 		if body != nil {
@@ -40,7 +46,9 @@ func Join(ctx context.Context, client *http.Client, url, secret, self, endpoint 
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+feed.Credential(secret, self))
+		if err := signer.Authorize(ctx, req, joined); err != nil {
+			return err
+		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
@@ -51,12 +59,6 @@ func Join(ctx context.Context, client *http.Client, url, secret, self, endpoint 
 			return fmt.Errorf("join %s: %s %s: %w (the joining region and the registry must share one replication secret)", url, method, path, ocierr.Read(resp))
 		}
 		return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
-	}
-	// The feed answers peers only: the secret is checked before anything
-	// is registered (the management API may be open, with auth off).
-	var page any
-	if err := call(http.MethodGet, "/_georeg/v1/feed?since=0&limit=1", nil, &page); err != nil {
-		return nil, err
 	}
 	// The registry's members as that region knows them: itself, its
 	// configured peers, and registered regions that have been Ready. All

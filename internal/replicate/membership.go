@@ -1,11 +1,17 @@
 package replicate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
+
+	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/peerauth"
 )
 
 // ReplicaSetting is the value of a "replica" setting: a region of the
@@ -41,6 +47,21 @@ func (p *Replicator) Members(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// IsMember reports whether name is a region of the registry as this
+// region knows it: a configured peer, or a registered replica (Ready or
+// still backfilling) that has not been deleted. Only members' tokens are
+// accepted (peerauth.Verifier): deleting a region revokes its tokens at
+// once.
+func (p *Replicator) IsMember(ctx context.Context, name string) bool {
+	for _, s := range p.static {
+		if s.Name == name {
+			return true
+		}
+	}
+	_, err := p.region.Setting(ctx, ReplicaKind, name)
+	return err == nil
 }
 
 // ReplicaKind is the setting kind of registered replicas.
@@ -94,6 +115,40 @@ func (p *Replicator) register(ctx context.Context) bool {
 	}
 	p.log.InfoContext(ctx, "registered this region", "endpoint", p.endpoint)
 	return true
+}
+
+// announce makes this region a member as peer knows the registry, when
+// it is not yet one (the peer refuses its token): it registers itself
+// there as `georeg serve --join` does. A region configured with one peer,
+// or that learned a region the registration has not reached yet, is so
+// accepted by each region it follows. A region deleted from the registry
+// cannot register itself again (the peer refuses: an admin must create
+// it).
+func (p *Replicator) announce(ctx context.Context, s *source) error {
+	if p.endpoint == "" {
+		return errors.New("this region has no replication endpoint to register")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	body, _ := json.Marshal(map[string]string{"endpoint": p.endpoint})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, s.base+peerauth.JoinPath+p.region.Name(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if err := p.signer.Authorize(ctx, req, s.name); err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("register this region at %s: %w", s.name, ocierr.Read(resp))
+	}
+	p.log.InfoContext(ctx, "registered this region at a peer that did not know it", "peer", s.name)
+	return nil
 }
 
 // required returns the peers of want this region must have caught up with
@@ -153,6 +208,12 @@ func (p *Replicator) syncSettings(ctx context.Context, s *source, log *slog.Logg
 		if err == nil {
 			p.tracker.settingsSynced(s.name, s.base)
 			return true
+		}
+		if ocierr.Unauthorized.Is(err) {
+			// Not a member there yet: register, then read again.
+			if aerr := p.announce(ctx, s); aerr != nil {
+				err = fmt.Errorf("%w (and registering this region there failed: %w)", err, aerr)
+			}
 		}
 		p.tracker.feedFailed(s.name, s.base, fmt.Errorf("read settings: %w", err))
 		if !b.wait(ctx, log, "read the peer's settings", err) {

@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/metrics"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 )
 
@@ -105,8 +105,8 @@ func (c Config) Validate(self string) error {
 type Replicator struct {
 	region              *region.Region
 	static              []Peer
-	endpoint            string // where peers reach this region (Config.Endpoint)
-	secret              string // this region's peer credential (feed.Credential)
+	endpoint            string           // where peers reach this region (Config.Endpoint)
+	signer              *peerauth.Signer // this region's tokens for its peers
 	http                *http.Client
 	wait                time.Duration
 	antiEntropyInterval time.Duration
@@ -125,10 +125,9 @@ type Replicator struct {
 func (p *Replicator) SetMetrics(m *metrics.Node) { p.metrics = m }
 
 // New returns a replicator into r from cfg's peers, authenticating with
-// secret over hc (which must have no overall timeout).
-func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog.Logger) *Replicator {
-	secret = feed.Credential(secret, r.Name()) // what this region presents to its peers
-	p := &Replicator{region: r, static: cfg.Peers, endpoint: strings.TrimSuffix(cfg.Endpoint, "/"), secret: secret, http: hc,
+// signer's tokens over hc (which must have no overall timeout).
+func New(r *region.Region, cfg Config, signer *peerauth.Signer, hc *http.Client, log *slog.Logger) *Replicator {
+	p := &Replicator{region: r, static: cfg.Peers, endpoint: strings.TrimSuffix(cfg.Endpoint, "/"), signer: signer, http: hc,
 		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log, tracker: newTracker()}
 	if p.wait == 0 {
 		p.wait = 30 * time.Second
@@ -148,7 +147,7 @@ func New(r *region.Region, cfg Config, secret string, hc *http.Client, log *slog
 		p.parkAfter = 30 * time.Second
 	}
 	for _, peer := range cfg.Peers {
-		p.sources = append(p.sources, newSource(peer, secret, hc, p.idle))
+		p.sources = append(p.sources, newSource(peer, signer, hc, p.idle))
 	}
 	return p
 }
@@ -211,7 +210,7 @@ func (p *Replicator) Run(ctx context.Context) error {
 					ok = false
 				}
 				if !ok {
-					f = p.start(ctx, newSource(peer, p.secret, p.http, p.idle))
+					f = p.start(ctx, newSource(peer, p.signer, p.http, p.idle))
 					running[peer.Name] = f
 					p.log.InfoContext(ctx, "following peer", "peer", peer.Name, "endpoint", peer.Endpoint)
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/peerauth"
 )
 
 // errGone means the peer no longer holds what a record named: it was
@@ -54,25 +55,26 @@ func peerVersion(h http.Header) hlc.Version {
 
 // source reads one peer: its feed and its content, over HTTP.
 type source struct {
-	name, base, secret string
-	http               *http.Client
-	idle               time.Duration // bounds every wait on the peer (bounded.Limits)
-	feed               *feed.Client
-	applied            chan struct{} // signalled when records of the peer apply (refreshStats)
+	name, base string
+	signer     *peerauth.Signer
+	http       *http.Client
+	idle       time.Duration // bounds every wait on the peer (bounded.Limits)
+	feed       *feed.Client
+	applied    chan struct{} // signalled when records of the peer apply (refreshStats)
 }
 
-func newSource(p Peer, secret string, hc *http.Client, idle time.Duration) *source {
+func newSource(p Peer, signer *peerauth.Signer, hc *http.Client, idle time.Duration) *source {
 	base := strings.TrimSuffix(p.Endpoint, "/")
-	return &source{name: p.Name, base: base, secret: secret, http: hc, idle: idle,
-		feed: feed.NewClient(base, secret, hc, idle), applied: make(chan struct{}, 1)}
+	return &source{name: p.Name, base: base, signer: signer, http: hc, idle: idle,
+		feed: feed.NewClient(base, p.Name, signer, hc, idle), applied: make(chan struct{}, 1)}
 }
 
 func (s *source) get(ctx context.Context, path string, header map[string]string) (*http.Response, error) {
 	return s.request(ctx, http.MethodGet, path, header)
 }
 
-// request sends a request to the peer as a peer (with the replication
-// secret, so the peer answers from what it holds and never reads through
+// request sends a request to the peer as a peer (with this region's
+// token for it, so the peer answers from what it holds and never reads through
 // itself) and returns a 200 or 206 response; errGone on 404. Its headers
 // must arrive within the source's idle bound and its body keep moving
 // (bounded.ErrStalled otherwise).
@@ -81,7 +83,9 @@ func (s *source) request(ctx context.Context, method, path string, header map[st
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+s.secret)
+	if err := s.signer.Authorize(ctx, req, s.name); err != nil {
+		return nil, fmt.Errorf("%w: %s %s: %w", errPeer, s.name, path, err)
+	}
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}

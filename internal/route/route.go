@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/bounded"
+	"github.com/georeg/georeg/internal/peerauth"
 )
 
 // Region is one region the front door routes to.
@@ -81,8 +82,13 @@ type Config struct {
 	ProbeInterval time.Duration       `yaml:"probeInterval"`
 	FailAfter     int                 `yaml:"failAfter"`
 	RecoverAfter  int                 `yaml:"recoverAfter"`
-	// Secret is the registry's replication secret: with auth on, the door
-	// reads the regions' status with a peer credential derived from it.
+	// ProbeKey is the registry's probe key (64 hex digits; `georeg
+	// replication probe-key` prints it): with auth on, the door reads the
+	// regions' status with tokens it signs. It can do nothing else: the
+	// door never holds the replication secret (internal/peerauth).
+	ProbeKey string `yaml:"probeKey"`
+	// Secret is refused: the door took the replication secret before
+	// probeKey existed.
 	Secret string `yaml:"secret"`
 	// ReadTimeout bounds how long a GET or HEAD waits for a region's
 	// response headers; a read cut by it goes to the next node or region
@@ -142,6 +148,14 @@ var (
 func (c Config) Validate() error {
 	var errs []error
 	known := map[string]bool{}
+	if c.Secret != "" {
+		errs = append(errs, errors.New("secret: the front door no longer takes the replication secret; set probeKey to what `georeg replication probe-key --replication-secret-file F` prints"))
+	}
+	if c.ProbeKey != "" {
+		if _, err := peerauth.ProbeOnly(c.ProbeKey); err != nil {
+			errs = append(errs, fmt.Errorf("probeKey: %w", err))
+		}
+	}
 	if len(c.Regions) == 0 {
 		errs = append(errs, errors.New("regions: at least one"))
 	}

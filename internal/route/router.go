@@ -18,9 +18,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/bounded"
-	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/tlsconf"
 )
 
@@ -29,7 +29,8 @@ type Router struct {
 	cfg       Config
 	log       *slog.Logger
 	probe     *http.Client
-	locations []location // longest prefix first
+	probeKeys peerauth.Keys // the door's only key (Config.ProbeKey)
+	locations []location    // longest prefix first
 	regions   map[string]*regionState
 	order     []string
 	metrics   *metrics.Door
@@ -55,6 +56,9 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	}
 	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(),
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
+	if cfg.ProbeKey != "" {
+		r.probeKeys, _ = peerauth.ProbeOnly(cfg.ProbeKey) // checked by Validate
+	}
 	transport := &bounded.Transport{
 		Base:   &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tlsConfig},
 		Limits: cfg.limits,
@@ -71,11 +75,11 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	return r, nil
 }
 
-// authorize adds the door's peer credential to a probe (regions with
-// auth on need it for their status).
+// authorize adds the door's probe token to a probe (regions with auth on
+// need it for their status).
 func (r *Router) authorize(req *http.Request) {
-	if r.cfg.Secret != "" {
-		req.Header.Set("Authorization", "Bearer "+feed.Credential(r.cfg.Secret, feed.FrontDoor))
+	if r.cfg.ProbeKey != "" {
+		req.Header.Set("Authorization", "Bearer "+r.probeKeys.ProbeToken(time.Now()))
 	}
 }
 

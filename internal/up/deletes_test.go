@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/link"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -32,7 +34,7 @@ func asPeer(t *testing.T, method, url string) (int, []byte) {
 func asPeerWith(t *testing.T, secret, method, url string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
-	req.Header.Set("Authorization", "Bearer "+feed.Credential(secret, "eastus"))
+	req.Header.Set("Authorization", "Bearer "+peerToken(t, secret, url))
 	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -364,4 +366,20 @@ func TestInvariant9ARepairDoesNotReviveADeletedBlob(t *testing.T) {
 	if !held(t, west, "/v2/"+repo+"/blobs/"+l.String()) {
 		t.Fatal("westeurope does not hold the blob the repair brought")
 	}
+}
+
+// peerToken is eastus's token for the region at url (which it asks to
+// prove its name), under the replication secret.
+func peerToken(t *testing.T, secret, url string) string {
+	t.Helper()
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := peerauth.NewSigner(peerauth.FromSecret(secret), "eastus", http.DefaultClient)
+	name, err := s.Identify(t.Context(), u.Scheme+"://"+u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Token(name)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/link"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -67,7 +68,9 @@ func (f *faultyLink) start(t *testing.T, target string) string {
 	return srv.URL
 }
 
-func isFeed(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/_georeg/") }
+func isFeed(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, "/_georeg/") && r.URL.Path != peerauth.IdentityPath
+}
 
 // startLinked runs three regions where the regions in via reach eastus
 // through link; every other pair talks directly.

@@ -24,6 +24,7 @@ import (
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/node"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/route"
@@ -248,7 +249,7 @@ func byDistance(cfg Config, r *Region, all []*Region) []*Region {
 
 // startFrontDoor runs the front door before the regions.
 func (reg *Registry) startFrontDoor(ctx context.Context, g *errgroup.Group, cfg Config, log *slog.Logger) error {
-	rc := route.Config{Fallback: map[string][]string{}, Secret: cfg.Secret, CAFile: reg.TLS.CA}
+	rc := route.Config{Fallback: map[string][]string{}, ProbeKey: peerauth.ProbeKey(cfg.Secret), CAFile: reg.TLS.CA}
 	for i, r := range reg.Regions {
 		rc.Regions = append(rc.Regions, route.Region{Name: r.Name, Endpoint: r.URL})
 		rc.Locations = append(rc.Locations, route.Location{CIDR: fmt.Sprintf("127.0.0.%d/32", i+1), Region: r.Name})
