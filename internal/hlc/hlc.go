@@ -10,6 +10,7 @@
 package hlc
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -18,6 +19,18 @@ import (
 )
 
 const logicalBits = 16
+
+// maxTime is the largest Time a version may have (wall milliseconds
+// around the year 4200): far from where a clock that moves past it would
+// overflow int64.
+const maxTime = 1 << 62
+
+// DefaultMaxDrift is how far ahead of this region's clock a version from
+// another region may be (Clock.Admit).
+const DefaultMaxDrift = 5 * time.Minute
+
+// ErrFuture is a version further ahead than the clock admits.
+var ErrFuture = errors.New("a version too far in the future")
 
 // Version is a point in hybrid logical time, stamped by one region.
 type Version struct {
@@ -50,18 +63,19 @@ func ParseVersion(s string) (Version, error) {
 		return Version{}, fmt.Errorf("version %q: want TIME@REGION", s)
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
-		return Version{}, fmt.Errorf("version %q: time is not a non-negative integer", s)
+	if err != nil || n < 0 || n > maxTime {
+		return Version{}, fmt.Errorf("version %q: time is not an integer from 0 to 2^62", s)
 	}
 	return Version{Time: n, Region: region}, nil
 }
 
 // Clock issues versions for one region. It is safe for concurrent use.
 type Clock struct {
-	region string
-	now    func() time.Time
-	mu     sync.Mutex
-	last   int64
+	region   string
+	now      func() time.Time
+	maxDrift time.Duration
+	mu       sync.Mutex
+	last     int64
 }
 
 // New returns a clock for region that reads wall time from now (time.Now
@@ -70,7 +84,39 @@ func New(region string, now func() time.Time) *Clock {
 	if now == nil {
 		now = time.Now
 	}
-	return &Clock{region: region, now: now}
+	return &Clock{region: region, now: now, maxDrift: DefaultMaxDrift}
+}
+
+// SetMaxDrift sets how far ahead of this clock Admit lets a version be
+// (DefaultMaxDrift when d is zero).
+func (c *Clock) SetMaxDrift(d time.Duration) {
+	if d == 0 {
+		d = DefaultMaxDrift
+	}
+	c.mu.Lock()
+	c.maxDrift = d
+	c.mu.Unlock()
+}
+
+// Admit observes v, a version from another region, unless its wall time is
+// more than the clock's max drift ahead of this clock's: a peer whose
+// clock runs far ahead, or that sends a forged version, would otherwise
+// push every later write of this region past it (and a version near 2^63
+// would leave no room after it). Such a version is refused with ErrFuture;
+// once real time has come within the drift, the same version is admitted.
+func (c *Clock) Admit(v Version) error {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	limit := now.Add(c.maxDrift)
+	if v.Time > maxTime || v.Wall().After(limit) {
+		return fmt.Errorf("%w: %s is %s ahead of region %s's clock, more than the %s allowed (replication.maxClockDrift): check region %s's clock (NTP)",
+			ErrFuture, v, v.Wall().Sub(now).Round(time.Second), c.region, c.maxDrift, v.Region)
+	}
+	if v.Time > c.last {
+		c.last = v.Time
+	}
+	return nil
 }
 
 // Now returns a version later than every version this clock has issued or

@@ -1,6 +1,7 @@
 package hlc
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -80,5 +81,44 @@ func TestTheClockReadsTheWallClockItIsGiven(t *testing.T) {
 	}
 	if New("eastus", nil).Now().Wall().Before(at) {
 		t.Fatal("a clock without a wall clock of its own reads time.Now")
+	}
+}
+
+// TestAVersionFarAheadIsRefusedUntilTimeCatchesUp: a peer's version more
+// than the max drift ahead is refused and does not move the clock; the
+// same version is admitted once real time is within the drift; a time
+// beyond 2^62 is not a version at all, so no clock can overflow.
+func TestAVersionFarAheadIsRefusedUntilTimeCatchesUp(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	c := New("eastus", func() time.Time { return now })
+	ahead := Version{Time: now.Add(DefaultMaxDrift+time.Second).UnixMilli() << logicalBits, Region: "westeurope"}
+	if err := c.Admit(ahead); !errors.Is(err, ErrFuture) {
+		t.Fatalf("a version 5m1s ahead: %v", err)
+	}
+	if c.Last() != 0 {
+		t.Fatalf("a refused version moved the clock to %d", c.Last())
+	}
+	within := Version{Time: now.Add(DefaultMaxDrift).UnixMilli() << logicalBits, Region: "westeurope"}
+	if err := c.Admit(within); err != nil || c.Last() != within.Time {
+		t.Fatalf("a version 5m ahead: %v, clock %d", err, c.Last())
+	}
+	now = now.Add(time.Second)
+	if err := c.Admit(ahead); err != nil || c.Last() != ahead.Time {
+		t.Fatalf("the refused version a second later: %v", err)
+	}
+	if v := c.Now(); !ahead.Less(v) {
+		t.Fatalf("the next version %s is not after the admitted %s", v, ahead)
+	}
+	c.SetMaxDrift(time.Minute)
+	if err := c.Admit(Version{Time: now.Add(2*time.Minute).UnixMilli() << logicalBits, Region: "w"}); !errors.Is(err, ErrFuture) {
+		t.Fatalf("a version 2m ahead with a 1m drift: %v", err)
+	}
+	for _, s := range []string{"9223372036854775807@mallory", "4611686018427387905@mallory"} {
+		if _, err := ParseVersion(s); err == nil {
+			t.Errorf("%s parses", s)
+		}
+	}
+	if _, err := ParseVersion("4611686018427387904@w"); err != nil {
+		t.Errorf("2^62 does not parse: %v", err)
 	}
 }

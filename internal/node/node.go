@@ -50,6 +50,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	if err != nil {
 		return nil, fmt.Errorf("open region %s: %w", cfg.Region.Name, err)
 	}
+	r.Clock().SetMaxDrift(cfg.Replication.MaxClockDrift)
 	mux := http.NewServeMux()
 	scheme := "http://"
 	if cfg.HTTP.TLSCert != "" {

@@ -67,7 +67,9 @@ func (r *Region) ApplyPresence(ctx context.Context, peer string, seq int64, repo
 // must be planned again, and then stores the manifest, whose push is the
 // later one (invariant 9).
 func (r *Region) ApplyManifestHeld(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
-	r.clock.Observe(v)
+	if err := r.clock.Admit(v); err != nil {
+		return err
+	}
 	return r.applyPresence(ctx, peer, seq, repo, d, &v)
 }
 
@@ -190,7 +192,9 @@ func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo str
 	if err != nil {
 		return fmt.Errorf("apply blob %s: %w", d, err)
 	}
-	r.clock.Observe(v)
+	if err := r.clock.Admit(v); err != nil {
+		return err
+	}
 	return r.db.Update(ctx, func(tx *meta.Tx) error {
 		tomb, err := tx.BlobTombstone(ctx, repo, d)
 		switch {
@@ -240,7 +244,9 @@ func (r *Region) AdoptBlob(ctx context.Context, repo string, d digest.Digest) er
 // arrived there; the blob is then kept for it, and garbage collection
 // removes the link once no manifest uses it).
 func (r *Region) ApplyBlobDelete(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
-	r.clock.Observe(v)
+	if err := r.clock.Admit(v); err != nil {
+		return err
+	}
 	return r.db.Update(ctx, func(tx *meta.Tx) error {
 		if _, err := tx.TombstoneBlob(ctx, repo, d, v, r.now()); err != nil {
 			return err
@@ -300,7 +306,9 @@ func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo
 	if err != nil {
 		return ocierr.ManifestInvalid.Withf("manifest %s from %s: %v", d, peer, err)
 	}
-	r.clock.Observe(v)
+	if err := r.clock.Admit(v); err != nil {
+		return err
+	}
 	rec := manifestRecord(repo, d, m, payload, r.now())
 	rec.Version = v
 	return r.commitManifest(ctx, rec, m, "", &peerCursor{peer, seq, tag})
@@ -316,7 +324,9 @@ func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo
 // listed, until a later tag write or delete arrives. A tag that wins and
 // points at a live manifest fires replicated.
 func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag string, d digest.Digest, v hlc.Version, required bool) error {
-	r.clock.Observe(v)
+	if err := r.clock.Admit(v); err != nil {
+		return err
+	}
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		_, _, err := tx.ManifestVersion(ctx, repo, d)
 		switch {
@@ -370,7 +380,9 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 // ApplyTagDelete tombstones tag at version v unless a later write is
 // stored.
 func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, repo, tag string, v hlc.Version) error {
-	r.clock.Observe(v)
+	if err := r.clock.Admit(v); err != nil {
+		return err
+	}
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		if err := tx.EnsureRepository(ctx, repo, r.now()); err != nil {
 			return err
@@ -397,7 +409,9 @@ func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, rep
 // their own records (the origin records one delete per tag it removed), so
 // the result does not depend on the order records arrive in.
 func (r *Region) ApplyManifestDelete(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
-	r.clock.Observe(v)
+	if err := r.clock.Admit(v); err != nil {
+		return err
+	}
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		if name, _, err := pinnedBy(ctx, tx, repo, d); err != nil || name != "" {
 			if err != nil {

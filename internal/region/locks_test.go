@@ -72,7 +72,7 @@ func TestLocksRefuseWhatTheyForbidAndNothingElse(t *testing.T) {
 			}
 			_, err = r.PutManifest(ctx, "lock/app", "v1", "application/vnd.oci.image.manifest.v1+json", one)
 			allowed("pushing v1's own digest again", err, tc.want.pushSame)
-			err = r.ApplyTag(ctx, "westeurope", 2, "lock/app", "v1", d2, v(time.Now().Add(time.Hour).UnixMilli()<<16, "westeurope"), true)
+			err = r.ApplyTag(ctx, "westeurope", 2, "lock/app", "v1", d2, v(time.Now().Add(time.Minute).UnixMilli()<<16, "westeurope"), true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,7 +81,7 @@ func TestLocksRefuseWhatTheyForbidAndNothingElse(t *testing.T) {
 				t.Errorf("a replicated move of v1: moved %v, want %v", moved, tc.want.replicatedMove)
 			}
 			if got == d2 { // back, for the delete checks
-				if err := r.ApplyTag(ctx, "westeurope", 3, "lock/app", "v1", d1, v(time.Now().Add(2*time.Hour).UnixMilli()<<16, "westeurope"), true); err != nil {
+				if err := r.ApplyTag(ctx, "westeurope", 3, "lock/app", "v1", d1, v(time.Now().Add(2*time.Minute).UnixMilli()<<16, "westeurope"), true); err != nil {
 					t.Fatal(err)
 				}
 			}

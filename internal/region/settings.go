@@ -91,7 +91,9 @@ func (r *Region) AllSettings(ctx context.Context) ([]meta.Setting, error) {
 // ApplySetting applies a setting (or tombstone) from peer's feed,
 // last-writer-wins, and moves the peer's cursor.
 func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s meta.Setting) error {
-	r.clock.Observe(s.Version)
+	if err := r.clock.Admit(s.Version); err != nil {
+		return err
+	}
 	var pinnedRepo, pinnedTag string
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		s.Updated = r.now()

@@ -229,7 +229,7 @@ func classify(err error) errClass {
 	case region.IsNoSpace(err), errors.Is(err, content.ErrWrite):
 		return errOther
 	case errors.Is(err, errPeer), errors.Is(err, bounded.ErrStalled), errors.Is(err, errGone),
-		errors.Is(err, content.ErrDigestMismatch), errors.Is(err, content.ErrSizeMismatch):
+		errors.Is(err, content.ErrDigestMismatch), errors.Is(err, content.ErrSizeMismatch), errors.Is(err, hlc.ErrFuture):
 		return errPeerSide
 	}
 	var ne net.Error

@@ -50,6 +50,12 @@ type Config struct {
 	// peer's side (content that cannot be fetched) before it is parked:
 	// retried apart, so the records after it apply meanwhile (default 30 s).
 	ParkAfter time.Duration `yaml:"parkAfter"`
+	// MaxClockDrift is how far ahead of this region's clock a version
+	// from a peer may be (default 5 minutes, hlc.DefaultMaxDrift): a record
+	// further ahead is refused (retried until real time has caught up), so
+	// a peer with a runaway clock or a forged version cannot push this
+	// region's versions past it.
+	MaxClockDrift time.Duration `yaml:"maxClockDrift"`
 	// Endpoint is the base URL other regions reach this region at
 	// (default: http(s)://<http.listen>). The region registers itself in
 	// the registry's replica settings under it, so a region configured
@@ -91,6 +97,9 @@ func (c Config) Validate(self string) error {
 	}
 	if c.ParkAfter < 0 {
 		errs = append(errs, fmt.Errorf("parkAfter: %s is negative", c.ParkAfter))
+	}
+	if c.MaxClockDrift < 0 {
+		errs = append(errs, fmt.Errorf("maxClockDrift: %s is negative", c.MaxClockDrift))
 	}
 	if c.AntiEntropyInterval < 0 {
 		errs = append(errs, fmt.Errorf("antiEntropyInterval: %s is negative", c.AntiEntropyInterval))

@@ -1,0 +1,65 @@
+package region_test
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+)
+
+// TestAPeersVersionFarInTheFutureChangesNothing: a tag delete, a tag move
+// or a setting from a peer stamped more than the max drift ahead (a
+// runaway clock, or a forged 2^63-1) is refused with hlc.ErrFuture and
+// changes nothing: the tag keeps its digest, the setting is not stored,
+// and this region's next version is still close to real time.
+func TestAPeersVersionFarInTheFutureChangesNothing(t *testing.T) {
+	ctx := t.Context()
+	r := open(t, t.TempDir(), time.Hour)
+	const repo = "drift/app"
+	m := manifestFor(t, r, repo, "one")
+	one, err := r.PutManifest(ctx, repo, "v1", "application/vnd.oci.image.manifest.v1+json", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := one.Digest
+	other := manifestFor(t, r, repo, "two")
+	two, err := r.PutManifest(ctx, repo, "v2", "application/vnd.oci.image.manifest.v1+json", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2 := two.Digest
+	future := func(ahead time.Duration) hlc.Version {
+		return v(time.Now().Add(ahead).UnixMilli()<<16, "mallory")
+	}
+	for name, ver := range map[string]hlc.Version{"an hour ahead": future(time.Hour), "2^63-1": v(math.MaxInt64, "mallory")} {
+		if err := r.ApplyTagDelete(ctx, "mallory", 1, repo, "v1", ver); !errors.Is(err, hlc.ErrFuture) {
+			t.Errorf("tag delete %s: %v", name, err)
+		}
+		if err := r.ApplyTag(ctx, "mallory", 1, repo, "v1", d2, ver, true); !errors.Is(err, hlc.ErrFuture) {
+			t.Errorf("tag move %s: %v", name, err)
+		}
+		err := r.ApplySetting(ctx, "mallory", 1, meta.Setting{Kind: "replica", Name: "ghost", Value: []byte(`{"endpoint":"http://127.0.0.1:9"}`), Version: ver})
+		if !errors.Is(err, hlc.ErrFuture) {
+			t.Errorf("setting %s: %v", name, err)
+		}
+	}
+	if got, err := r.ResolveTag(ctx, repo, "v1"); err != nil || got != d {
+		t.Fatalf("v1 is %s (%v), want %s", got, err, d)
+	}
+	if _, err := r.Setting(ctx, "replica", "ghost"); err == nil {
+		t.Fatal("the far-future setting was stored")
+	}
+	if next := r.Clock().Now(); next.Wall().After(time.Now().Add(time.Minute)) {
+		t.Fatalf("the clock moved to %s", next.Wall())
+	}
+	// Within the drift, a peer's later write wins as usual.
+	if err := r.ApplyTag(ctx, "mallory", 1, repo, "v1", d2, future(time.Minute), true); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.ResolveTag(ctx, repo, "v1"); got != d2 {
+		t.Fatalf("v1 is %s after a move a minute ahead, want %s", got, d2)
+	}
+}
