@@ -84,11 +84,15 @@ func (s *Store) Put(ctx context.Context, id string, d digest.Digest, size int64,
 }
 
 // Upload starts a new upload session id, empty. expect, when the caller
-// knows it, is the digest the bytes should have: the backend may write
-// where that blob goes (Commit still verifies).
+// knows it, is the digest the bytes should have. For sha256, whose hash
+// runs as the bytes arrive and is checked before the backend commits, the
+// backend may stage where that blob goes (an S3 multipart upload completes
+// there, saving a copy). Never for another algorithm: its hash is known
+// only after the bytes are sealed somewhere, and that must not be over the
+// blob other repositories use (a lying upload would destroy it).
 func (s *Store) Upload(ctx context.Context, id string, expect digest.Digest) (*Upload, error) {
 	u := &Upload{store: s, id: id, hash: digest.SHA256.Hash()}
-	if expect != "" && expect.Validate() == nil {
+	if expect != "" && expect.Validate() == nil && expect.Algorithm() == digest.SHA256 {
 		u.target = BlobKey(expect)
 	}
 	w, err := s.backend.Writer(ctx, uploadKey(id), WriterOptions{Target: u.target})

@@ -233,6 +233,25 @@ func Run(t *testing.T, newBackend func(t *testing.T) content.Backend, reopen fun
 			t.Fatalf("a wrong sha512: %v", err)
 		}
 	})
+	t.Run("a lying upload leaves the blob it names whole, for every digest algorithm", func(t *testing.T) {
+		// A pusher who names a blob other repositories use and sends other
+		// bytes (large enough to span several parts) must not touch it.
+		s := content.New(newBackend(t))
+		blob := bytes.Repeat([]byte("victim "), 2<<20)
+		junk := bytes.Repeat([]byte("junk!! "), 3<<20)
+		for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA384, digest.SHA512} {
+			d := alg.FromBytes(blob)
+			if _, err := s.Put(t.Context(), "victim-"+alg.String(), d, -1, bytes.NewReader(blob)); err != nil {
+				t.Fatalf("%s: %v", alg, err)
+			}
+			if _, err := s.Put(t.Context(), "liar-"+alg.String(), d, -1, bytes.NewReader(junk)); !errors.Is(err, content.ErrDigestMismatch) {
+				t.Fatalf("%s: a lying upload: %v, want ErrDigestMismatch", alg, err)
+			}
+			if got := readAll(t, s, d, 0); !bytes.Equal(got, blob) {
+				t.Fatalf("%s: the blob the lying upload named now reads %d bytes, not its own %d", alg, len(got), len(blob))
+			}
+		}
+	})
 	t.Run("cancel and delete remove what they name, walk lists what is left", func(t *testing.T) {
 		b := newBackend(t)
 		s := content.New(b)

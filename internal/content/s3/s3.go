@@ -610,6 +610,12 @@ func (w *writer) Commit(ctx context.Context, key string) error {
 			return err
 		}
 	}
+	if w.st.Object != dst && w.st.Object != w.key {
+		// Completing would put these bytes at another final key than the
+		// one they were verified for: never overwrite a blob that way.
+		_ = w.Cancel(ctx)
+		return fmt.Errorf("commit %s: the upload was staged at %s, another blob's key; refusing to complete it there", dst, w.st.Object)
+	}
 	parts := make([]minio.CompletePart, len(w.st.Parts))
 	for i, p := range w.st.Parts {
 		parts[i] = minio.CompletePart{PartNumber: p.N, ETag: p.ETag}
