@@ -112,6 +112,11 @@ type HTTP struct {
 	// every listener instead of HTTP.
 	TLSCert string `yaml:"tlsCert"`
 	TLSKey  string `yaml:"tlsKey"`
+	// AllowedHosts are the names clients reach this region by, besides IP
+	// addresses, localhost and the hosts of replication.endpoint and
+	// dataURL. With auth off, the management API answers only these (a
+	// guard against DNS rebinding).
+	AllowedHosts []string `yaml:"allowedHosts"`
 }
 
 // Log sets the node's log output.

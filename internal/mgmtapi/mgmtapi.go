@@ -84,6 +84,7 @@ type API struct {
 	isPeer   func(r *http.Request) bool // a request from another region
 	isProbe  func(r *http.Request) bool // from a region or the front door (status and routing flags only)
 	signer   *peerauth.Signer           // this region's tokens, for asking other regions (nil: none)
+	browser  BrowserGuard               // CSRF and DNS-rebinding checks (SetBrowserGuard)
 	importer *transfer.Importer
 	client   *http.Client
 }
@@ -126,6 +127,10 @@ func (a *API) peerDo(ctx context.Context, req *http.Request, name string) (*http
 	}
 	return a.client.Do(req)
 }
+
+// SetBrowserGuard sets the checks every request other than a region's or
+// the front door's passes first.
+func (a *API) SetBrowserGuard(g BrowserGuard) { a.browser = g }
 
 // New returns the API of r; regions are r itself and its configured
 // peers (registered replicas are read from the settings).
@@ -196,6 +201,13 @@ func (a *API) handleRepo(action string, h func(ctx context.Context, r *http.Requ
 // webhook events).
 func (a *API) serve(allow func(w http.ResponseWriter, r *http.Request) (string, error), h func(ctx context.Context, r *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if a.isProbe == nil || !a.isProbe(r) { // regions and the door are no browsers
+			if err := a.browser.Check(r); err != nil {
+				oe, _ := ocierr.From(err)
+				ocierr.Write(w, r, oe)
+				return
+			}
+		}
 		if a.auth != nil && (a.isPeer == nil || !a.isPeer(r)) {
 			actor, err := allow(w, r)
 			if err != nil {

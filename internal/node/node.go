@@ -161,6 +161,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	})
 	mux.Handle(dashboard.Path, dashboard.Handler())
 	mgmt := mgmtapi.New(r, regions, status)
+	mgmt.SetBrowserGuard(mgmtapi.NewBrowserGuard(!cfg.Auth.Enabled, cfg.HTTP.AllowedHosts, cfg.Replication.Endpoint, cfg.HTTP.DataURL))
 	mgmt.SetAccess(guard, opts.IsPeer, isProbe, signer,
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})
 	n.importer = transfer.New(r, &http.Transport{TLSClientConfig: peerTLS, Proxy: http.ProxyFromEnvironment},

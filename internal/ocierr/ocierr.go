@@ -78,6 +78,8 @@ var (
 	// bound on uploads): the client's failure; it may resume the session.
 	RequestTimeout = register("REQUEST_TIMEOUT", http.StatusRequestTimeout, "the request body stopped arriving")
 	Unknown        = register("UNKNOWN", http.StatusInternalServerError, "unknown error")
+	// MediaTypeUnsupported is a management API body that is not JSON.
+	MediaTypeUnsupported = register("UNSUPPORTED_MEDIA_TYPE", http.StatusUnsupportedMediaType, "the request body's media type is not accepted")
 )
 
 // Codes of georeg's management API (/_georeg/v1/), which configures the
