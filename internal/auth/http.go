@@ -60,9 +60,8 @@ func (s *Service) token(r *http.Request) (*tokenAnswer, error) {
 		service, scopes, offline = q.Get("service"), q["scope"], q.Get("offline_token") == "true"
 		if user, pass, ok := r.BasicAuth(); ok {
 			var err error
-			if p, err = s.Authenticate(ctx, user, pass); err != nil {
-				s.recordLogin(ctx, user, "denied", "basic auth")
-				return nil, ocierr.Unauthorized.Withf("%v", err)
+			if p, err = s.login(r, user, pass, "basic auth"); err != nil {
+				return nil, err
 			}
 			s.recordLogin(ctx, user, "ok", "basic auth; scope "+strings.Join(scopes, " "))
 		}
@@ -75,9 +74,8 @@ func (s *Service) token(r *http.Request) (*tokenAnswer, error) {
 		case "password":
 			var err error
 			user := r.PostForm.Get("username")
-			if p, err = s.Authenticate(ctx, user, r.PostForm.Get("password")); err != nil {
-				s.recordLogin(ctx, user, "denied", "password grant")
-				return nil, ocierr.Unauthorized.Withf("%v", err)
+			if p, err = s.login(r, user, r.PostForm.Get("password"), "password grant"); err != nil {
+				return nil, err
 			}
 			s.recordLogin(ctx, user, "ok", "password grant")
 			offline = true
@@ -254,10 +252,10 @@ func (s *Service) Admin(w http.ResponseWriter, r *http.Request) (string, error) 
 	}
 	ctx := r.Context()
 	if user, pass, ok := r.BasicAuth(); ok {
-		p, err := s.Authenticate(ctx, user, pass)
+		p, err := s.login(r, user, pass, "management API")
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
-			return "", ocierr.Unauthorized.Withf("%v", err)
+			return "", err
 		}
 		if !p.Admin {
 			return p.Name, ocierr.Denied.Withf("token %q is repository-scoped; the management API needs an admin user", p.Name)
@@ -296,10 +294,10 @@ func (s *Service) Repository(w http.ResponseWriter, r *http.Request, repo, actio
 	ctx := r.Context()
 	sc := Scope{Type: "repository", Name: repo, Actions: []string{action}}
 	if user, pass, ok := r.BasicAuth(); ok {
-		p, err := s.Authenticate(ctx, user, pass)
+		p, err := s.login(r, user, pass, "management API")
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
-			return "", ocierr.Unauthorized.Withf("%v", err)
+			return "", err
 		}
 		if len(p.Grant([]Scope{sc})) == 0 {
 			return p.Name, ocierr.Denied.Withf("%s %q may not %s repository %s; an admin can extend its scope map", p.Kind, p.Name, action, repo)

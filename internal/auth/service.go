@@ -134,10 +134,12 @@ type Service struct {
 	audit func(ctx context.Context, actor, outcome, detail string) // logins, for the audit log
 
 	trusted []netip.Prefix // cfg.TrustedProxies, parsed once
+	guard   *loginGuard    // failed-login budgets and their audit (limit.go)
 }
 
-// SetAudit has every login at the token endpoint (granted or refused)
-// reported to record.
+// SetAudit has logins reported to record: those granted at the token
+// endpoint, and failed ones anywhere (the first of a name's minute at
+// once, the rest aggregated by Run).
 func (s *Service) SetAudit(record func(ctx context.Context, actor, outcome, detail string)) {
 	s.audit = record
 }
@@ -156,7 +158,7 @@ const (
 
 // New returns the auth service over settings.
 func New(cfg Config, settings Settings, log *slog.Logger) *Service {
-	s := &Service{cfg: cfg.WithDefaults(), settings: settings, log: log, now: time.Now}
+	s := &Service{cfg: cfg.WithDefaults(), settings: settings, log: log, now: time.Now, guard: newLoginGuard()}
 	for _, p := range cfg.TrustedProxies {
 		if pr, err := parsePrefix(p); err == nil { // Validate reported the others
 			s.trusted = append(s.trusted, pr)
@@ -168,7 +170,7 @@ func New(cfg Config, settings Settings, log *slog.Logger) *Service {
 // WithClock returns a copy of s that reads the time from now: tools and
 // tests issue tokens as of another time with it.
 func (s *Service) WithClock(now func() time.Time) *Service {
-	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now, audit: s.audit, trusted: s.trusted}
+	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now, audit: s.audit, trusted: s.trusted, guard: newLoginGuard()}
 }
 
 // Enabled reports whether auth is on.

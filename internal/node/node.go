@@ -40,6 +40,7 @@ type Node struct {
 	replicator  *replicate.Replicator // nil without a replication secret
 	deliverer   *webhook.Deliverer
 	importer    *transfer.Importer
+	auth        *auth.Service
 	tlsCert     string // with tlsKey: serve HTTPS
 	tlsKey      string
 }
@@ -149,6 +150,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 			return p, nil
 		})
 	}
+	n.auth = guard
 	n.deliverer = webhook.NewDeliverer(r, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) },
 		cfg.Webhooks, log.With("region", cfg.Region.Name, "component", "webhook"))
 	n.deliverer.SetMetrics(m)
@@ -244,6 +246,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.Region.RunLocal(gctx) })
 	g.Go(func() error { return n.Region.RunSpace(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })
+	g.Go(func() error { return n.auth.Run(gctx) })
 	g.Go(func() error { return n.importer.Run(gctx) })
 	if n.replicator != nil {
 		g.Go(func() error { return n.replicator.Run(gctx) })
