@@ -42,6 +42,8 @@ replication:
 auth:
   enabled: true
   adminPasswordFile: %s
+outbound:
+  allow: [127.0.0.0/8]
 log:
   level: warn
 `, data, addr, files.Cert, files.Key, pwFile)

@@ -190,7 +190,9 @@ replication:
   parkAfter: 5s
   endpoint: http://%s
   peers:
-%slog:
+%soutbound:
+  allow: [127.0.0.0/8]
+log:
   level: warn
 `, name, data, rigMinFreeSpace, addrs[name], rigPeerIdle, addrs[name], peers.String())
 		file := filepath.Join(r.dir, name+".yaml")

@@ -91,7 +91,7 @@ func (s *server) start() {
 	s.log = log
 	args := s.args
 	if args == nil {
-		args = []string{"--listen", s.addr, "--data", s.data, "--region", "eastus", "--log-level", "warn"}
+		args = []string{"--listen", s.addr, "--data", s.data, "--region", "eastus", "--log-level", "warn", "--outbound-allow", "127.0.0.0/8"}
 	}
 	sub := s.sub
 	if sub == "" {

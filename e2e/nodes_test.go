@@ -63,7 +63,9 @@ replication:
   secret: e2e-secret
   wait: 5s
   peers:
-%slog:
+%soutbound:
+  allow: [127.0.0.0/8]
+log:
   level: warn
 `, name, node, data, dsn, bucket.Endpoint, bucket.Bucket, bucket.AccessKey, addr, list.String())
 		if len(peers) == 0 {

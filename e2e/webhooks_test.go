@@ -23,7 +23,7 @@ func startWebhookRegion(t *testing.T) *server {
 	t.Helper()
 	dir := t.TempDir()
 	addr, data := freeAddr(t), filepath.Join(dir, "eastus")
-	cfg := fmt.Sprintf("region:\n  name: eastus\n  dataDir: %s\nhttp:\n  listen: %s\nwebhooks:\n  timeout: 2s\n  minBackoff: 50ms\n  maxBackoff: 300ms\nlog:\n  level: warn\n", data, addr)
+	cfg := fmt.Sprintf("region:\n  name: eastus\n  dataDir: %s\nhttp:\n  listen: %s\nwebhooks:\n  timeout: 2s\n  minBackoff: 50ms\n  maxBackoff: 300ms\noutbound:\n  allow: [127.0.0.0/8]\nlog:\n  level: warn\n", data, addr)
 	file := filepath.Join(dir, "eastus.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ import (
 // `az acr login`, `az acr token`, `az acr scope-map`, `az acr
 // network-rule` and `az acr update`.
 func accessCmds() []*cobra.Command {
-	return []*cobra.Command{loginCmd(), userCmd(), tokenCmd(), scopeMapCmd(), networkRuleCmd(), updateCmd(), auditCmd(), gcCmd(), repositoryCmd(), manifestCmd(), configCmd(), importCmd(), copyCmd()}
+	return []*cobra.Command{loginCmd(), userCmd(), tokenCmd(), scopeMapCmd(), networkRuleCmd(), outboundRuleCmd(), updateCmd(), auditCmd(), gcCmd(), repositoryCmd(), manifestCmd(), configCmd(), importCmd(), copyCmd()}
 }
 
 // group makes a command group with the --registry and --output flags.
@@ -334,6 +334,68 @@ func registryRows(v mgmtapi.RegistryView) [][]string {
 	rows := [][]string{{"anonymous pull", fmt.Sprint(v.AnonymousPullEnabled)}, {"network default action", v.NetworkRuleSet.DefaultAction}}
 	for _, r := range v.NetworkRuleSet.IPRules {
 		rows = append(rows, []string{"network rule", r.Action + " " + r.Value})
+	}
+	return rows
+}
+
+// outboundRuleCmd manages the loopback and private ranges imports,
+// webhooks and replica endpoints may reach (internal/outbound).
+func outboundRuleCmd() *cobra.Command {
+	cmd, registry, output := group("outbound-rule", "Outbound rules: the loopback and private ranges imports, webhooks and replica endpoints may reach")
+	var ip string
+	change := func(add bool) func(c *cobra.Command, _ []string) error {
+		return func(c *cobra.Command, _ []string) error {
+			p, err := auth.ParsePrefix(ip)
+			if err != nil {
+				return fmt.Errorf("--ip-address: %w", err)
+			}
+			client := cli.New(*registry, 30*time.Second)
+			var v mgmtapi.RegistryView
+			if err := client.Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
+				return err
+			}
+			kept := []string{}
+			for _, r := range v.OutboundRules {
+				if q, err := auth.ParsePrefix(r); err != nil || q != p {
+					kept = append(kept, r)
+				}
+			}
+			if add {
+				kept = append(kept, p.String())
+			} else if len(kept) == len(v.OutboundRules) {
+				return fmt.Errorf("there is no outbound rule for %s", p)
+			}
+			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", mgmtapi.RegistryBody{OutboundRules: &kept}, &v); err != nil {
+				return err
+			}
+			return show(*output, v.OutboundRules, "ALLOWED", outboundRows(v))
+		}
+	}
+	add := &cobra.Command{Use: "add --ip-address ADDR|CIDR", Short: "Let regions reach a loopback or private address or range", Args: cobra.NoArgs, RunE: change(true),
+		Example: `  georeg outbound-rule add --ip-address 10.20.0.0/16   # an internal registry to import from`}
+	remove := &cobra.Command{Use: "remove --ip-address ADDR|CIDR", Short: "Remove an allowed address or range", Args: cobra.NoArgs, RunE: change(false)}
+	for _, c := range []*cobra.Command{add, remove} {
+		c.Flags().StringVar(&ip, "ip-address", "", "IPv4 or IPv6 address or CIDR range")
+		_ = c.MarkFlagRequired("ip-address")
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "Show the outbound rules", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var v mgmtapi.RegistryView
+			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
+				return err
+			}
+			return show(*output, v.OutboundRules, "ALLOWED", outboundRows(v))
+		},
+	}
+	cmd.AddCommand(add, remove, list)
+	return cmd
+}
+
+func outboundRows(v mgmtapi.RegistryView) [][]string {
+	rows := [][]string{}
+	for _, r := range v.OutboundRules {
+		rows = append(rows, []string{r})
 	}
 	return rows
 }

@@ -17,6 +17,7 @@ func serveCmd() *cobra.Command {
 		listen, data, rg string
 		logLevel         string
 		pprofListen      string
+		outboundAllow    []string
 		blobCopy         string
 		tlsCert, tlsKey  string
 		resetRules       bool
@@ -59,6 +60,9 @@ func serveCmd() *cobra.Command {
 			}
 			if flags.Changed("tls-key") {
 				cfg.HTTP.TLSKey = tlsKey
+			}
+			if flags.Changed("outbound-allow") {
+				cfg.Outbound.Allow = append(cfg.Outbound.Allow, outboundAllow...)
 			}
 			if err := repl.apply(&cfg); err != nil {
 				return err
@@ -117,6 +121,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&blobCopy, "blob-copy", "auto", "how blob GETs copy: auto (sendfile except to loopback clients), sendfile or buffered")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
 	f.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
+	f.StringSliceVar(&outboundAllow, "outbound-allow", nil, "loopback or private addresses or ranges imports, webhooks and replica endpoints may reach (outbound.allow; repeatable)")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; off when empty")
 	repl.register(f)
 	f.BoolVar(&resetRules, "reset-network-rules", false, "break-glass: open the registry's network rules (default action Allow, no rules) in every region, then serve")

@@ -36,6 +36,9 @@ const (
 const (
 	SettingAnonymousPull = "anonymous-pull"
 	SettingNetworkRules  = "network-rules"
+	// SettingOutboundRules lists the loopback and private ranges regions
+	// may connect to on a user's word (internal/outbound): OutboundRules.
+	SettingOutboundRules = "outbound-rules"
 )
 
 // Settings is what auth reads and writes of the registry's configuration
@@ -88,6 +91,11 @@ func (m ScopeMap) Rules() ([]Rule, error) {
 type signingKey struct {
 	PrivateKey string    `json:"privateKey"` // PKCS#8 PEM
 	Created    time.Time `json:"created"`
+}
+
+// OutboundRules is the value of the outbound-rules setting.
+type OutboundRules struct {
+	Allow []string `json:"allow"`
 }
 
 // AnonymousPull is the value of the anonymous-pull setting.

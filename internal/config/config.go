@@ -41,6 +41,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 
 	"bytes"
@@ -69,7 +70,29 @@ type Config struct {
 	Replication Replication     `yaml:"replication"`
 	Webhooks    webhook.Options `yaml:"webhooks"`
 	Auth        auth.Config     `yaml:"auth"`
+	Outbound    Outbound        `yaml:"outbound"`
 	Log         Log             `yaml:"log"`
+}
+
+// Outbound is what this node may connect to on a user's word (imports,
+// webhooks, registered replica endpoints; internal/outbound).
+type Outbound struct {
+	// Allow lists loopback or private addresses and ranges this node may
+	// reach, besides the registry's replicated outbound rules (`georeg
+	// outbound-rule add`). Link-local and metadata addresses are never
+	// reached.
+	Allow []string `yaml:"allow"`
+}
+
+// AllowedPrefixes parses Allow (Validate reports what does not parse).
+func (o Outbound) AllowedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range o.Allow {
+		if p, err := auth.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Replication is how this region talks to its peers.
@@ -241,6 +264,11 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("auth.enabled: needs replication.secret (regions and the front door authenticate with it)"))
 	} else if c.Auth.Enabled && len(c.Replication.Secret) < peerauth.MinSecretLength {
 		errs = append(errs, fmt.Errorf("replication.secret: with auth on, at least %d characters (openssl rand -hex 16 prints one); whoever holds it can join the registry", peerauth.MinSecretLength))
+	}
+	for i, s := range c.Outbound.Allow {
+		if _, err := auth.ParsePrefix(s); err != nil {
+			errs = append(errs, fmt.Errorf("outbound.allow[%d]: %v", i, err))
+		}
 	}
 	if err := c.Webhooks.Validate(); err != nil {
 		errs = append(errs, prefix("webhooks", err))

@@ -86,12 +86,16 @@ type TokenCreated struct {
 type RegistryView struct {
 	AnonymousPullEnabled bool              `json:"anonymousPullEnabled"`
 	NetworkRuleSet       auth.NetworkRules `json:"networkRuleSet"`
+	// OutboundRules are the loopback and private ranges imports, webhooks
+	// and replica endpoints may reach (internal/outbound).
+	OutboundRules []string `json:"outboundRules"`
 }
 
 // RegistryBody changes the fields given.
 type RegistryBody struct {
 	AnonymousPullEnabled *bool              `json:"anonymousPullEnabled,omitempty"`
 	NetworkRuleSet       *auth.NetworkRules `json:"networkRuleSet,omitempty"`
+	OutboundRules        *[]string          `json:"outboundRules,omitempty"`
 	// Force applies network rules that deny the caller's own address.
 	Force bool `json:"force,omitempty"`
 }
@@ -380,7 +384,7 @@ func (a *API) updateToken(ctx context.Context, r *http.Request) (any, error) {
 }
 
 func (a *API) registry(ctx context.Context) (RegistryView, error) {
-	v := RegistryView{NetworkRuleSet: auth.NetworkRules{DefaultAction: auth.Allow, IPRules: []auth.IPRule{}}}
+	v := RegistryView{NetworkRuleSet: auth.NetworkRules{DefaultAction: auth.Allow, IPRules: []auth.IPRule{}}, OutboundRules: []string{}}
 	if s, err := a.region.Setting(ctx, auth.KindRegistry, auth.SettingAnonymousPull); err == nil {
 		var ap auth.AnonymousPull
 		if json.Unmarshal(s.Value, &ap) == nil {
@@ -389,6 +393,12 @@ func (a *API) registry(ctx context.Context) (RegistryView, error) {
 	}
 	if s, err := a.region.Setting(ctx, auth.KindRegistry, auth.SettingNetworkRules); err == nil {
 		_ = json.Unmarshal(s.Value, &v.NetworkRuleSet)
+	}
+	if s, err := a.region.Setting(ctx, auth.KindRegistry, auth.SettingOutboundRules); err == nil {
+		var o auth.OutboundRules
+		if json.Unmarshal(s.Value, &o) == nil && o.Allow != nil {
+			v.OutboundRules = o.Allow
+		}
 	}
 	return v, nil
 }
@@ -432,6 +442,20 @@ func (a *API) updateRegistry(ctx context.Context, r *http.Request) (any, error) 
 			return nil, err
 		}
 	}
+	var outbound []string
+	if body.OutboundRules != nil {
+		outbound = []string{}
+		for _, s := range *body.OutboundRules {
+			p, err := auth.ParsePrefix(s)
+			if err != nil {
+				return nil, ocierr.RequestInvalid.Withf("outboundRules: %v", err)
+			}
+			outbound = append(outbound, p.String())
+		}
+		if len(outbound) > 200 {
+			return nil, ocierr.RequestInvalid.Withf("outboundRules: at most 200 ranges")
+		}
+	}
 	if body.AnonymousPullEnabled != nil {
 		if err := a.put(ctx, auth.KindRegistry, auth.SettingAnonymousPull, auth.AnonymousPull{Enabled: *body.AnonymousPullEnabled}); err != nil {
 			return nil, err
@@ -439,6 +463,11 @@ func (a *API) updateRegistry(ctx context.Context, r *http.Request) (any, error) 
 	}
 	if body.NetworkRuleSet != nil {
 		if err := a.put(ctx, auth.KindRegistry, auth.SettingNetworkRules, body.NetworkRuleSet); err != nil {
+			return nil, err
+		}
+	}
+	if outbound != nil {
+		if err := a.put(ctx, auth.KindRegistry, auth.SettingOutboundRules, auth.OutboundRules{Allow: outbound}); err != nil {
 			return nil, err
 		}
 	}

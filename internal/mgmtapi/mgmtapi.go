@@ -28,6 +28,7 @@ import (
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/outbound"
 	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
@@ -85,6 +86,7 @@ type API struct {
 	isProbe  func(r *http.Request) bool // from a region or the front door (status and routing flags only)
 	signer   *peerauth.Signer           // this region's tokens, for asking other regions (nil: none)
 	browser  BrowserGuard               // CSRF and DNS-rebinding checks (SetBrowserGuard)
+	outbound *outbound.Policy           // what a registered replica endpoint may be (nil: anything)
 	importer *transfer.Importer
 	client   *http.Client
 }
@@ -127,6 +129,10 @@ func (a *API) peerDo(ctx context.Context, req *http.Request, name string) (*http
 	}
 	return a.client.Do(req)
 }
+
+// SetOutbound has replica endpoints registered by admins checked against
+// the registry's outbound policy.
+func (a *API) SetOutbound(p *outbound.Policy) { a.outbound = p }
 
 // SetBrowserGuard sets the checks every request other than a region's or
 // the front door's passes first.

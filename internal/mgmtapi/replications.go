@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/outbound"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 )
@@ -215,11 +218,45 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	if !strings.HasPrefix(v.Endpoint, "http://") && !strings.HasPrefix(v.Endpoint, "https://") {
 		return nil, ocierr.ManifestInvalid.Withf("endpoint %q: give the region's base URL, http(s)://host:port", v.Endpoint)
 	}
+	if body.Endpoint != "" && (a.isPeer == nil || !a.isPeer(r)) {
+		// An admin's word (a region registering itself holds the secret,
+		// like the configuration): the endpoint must be one the outbound
+		// policy lets this registry reach.
+		if err := a.checkEndpoint(ctx, v.Endpoint); err != nil {
+			return nil, err
+		}
+	}
 	value, _ := json.Marshal(v)
 	if _, err := a.region.PutSetting(ctx, replicate.ReplicaKind, name, value); err != nil {
 		return nil, err
 	}
 	return a.showReplication(ctx, r)
+}
+
+// checkEndpoint refuses an endpoint whose host resolves to an address the
+// outbound policy refuses (a region's requests to it would reach a
+// metadata service or an internal host).
+func (a *API) checkEndpoint(ctx context.Context, endpoint string) error {
+	if a.outbound == nil {
+		return nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Hostname() == "" {
+		return ocierr.ManifestInvalid.Withf("endpoint %q: give the region's base URL, http(s)://host:port", endpoint)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
+	if err != nil {
+		return ocierr.ManifestInvalid.Withf("endpoint %q: its host does not resolve: %v", endpoint, err)
+	}
+	allow := a.outbound.Allowed(ctx)
+	for _, ip := range addrs {
+		if err := outbound.Check(ip, allow); err != nil {
+			return ocierr.Denied.Withf("endpoint %s: %v", endpoint, err)
+		}
+	}
+	return nil
 }
 
 func (a *API) deleteReplication(ctx context.Context, r *http.Request) (any, error) {

@@ -5,11 +5,13 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/ociapi"
+	"github.com/georeg/georeg/internal/outbound"
 	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
@@ -166,7 +169,32 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	mgmt.SetBrowserGuard(mgmtapi.NewBrowserGuard(!cfg.Auth.Enabled, cfg.HTTP.AllowedHosts, cfg.Replication.Endpoint, cfg.HTTP.DataURL))
 	mgmt.SetAccess(guard, opts.IsPeer, isProbe, signer,
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})
-	n.importer = transfer.New(r, &http.Transport{TLSClientConfig: peerTLS, Proxy: http.ProxyFromEnvironment},
+	// Imports, webhooks and registered replica endpoints reach only what
+	// the outbound policy allows (internal/outbound).
+	configured := cfg.Outbound.AllowedPrefixes()
+	policy := outbound.New(func(ctx context.Context) ([]netip.Prefix, error) {
+		out := append([]netip.Prefix(nil), configured...)
+		s, err := r.Setting(ctx, auth.KindRegistry, auth.SettingOutboundRules)
+		if err != nil {
+			return out, nil // none set
+		}
+		var rules auth.OutboundRules
+		if err := json.Unmarshal(s.Value, &rules); err != nil {
+			return out, err
+		}
+		for _, a := range rules.Allow {
+			if p, err := auth.ParsePrefix(a); err == nil {
+				out = append(out, p)
+			}
+		}
+		return out, nil
+	})
+	outDialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	n.deliverer.SetTransport(&http.Transport{DialContext: policy.DialContext(outDialer), Proxy: http.ProxyFromEnvironment,
+		TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second})
+	mgmt.SetOutbound(policy)
+	n.importer = transfer.New(r, outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
+		Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}),
 		log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
 	mgmt.Register(mux)

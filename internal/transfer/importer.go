@@ -30,6 +30,7 @@ import (
 
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/outbound"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/webhook"
 )
@@ -171,7 +172,7 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 		im.mu.Lock()
 		job.Finished = time.Now().UTC()
 		if err != nil {
-			job.State, job.Error = Failed, err.Error()
+			job.State, job.Error = Failed, outbound.Trim(err.Error())
 			im.log.WarnContext(jctx, "import failed", "source", req.Source, "target", job.Target, "error", err)
 		} else {
 			job.State = Succeeded

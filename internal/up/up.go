@@ -177,6 +177,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Replication.WedgedAfter = cfg.WedgedAfter
 		c.Replication.IdleTimeout, c.Replication.ParkAfter = cfg.IdleTimeout, cfg.ParkAfter
 		c.Webhooks = cfg.Webhooks
+		// Everything of a local registry is on loopback: its imports,
+		// webhooks and replicas too (internal/outbound).
+		c.Outbound.Allow = []string{"127.0.0.0/8", "::1"}
 		if cfg.TLS {
 			c.HTTP.TLSCert, c.HTTP.TLSKey, c.Replication.CAFile = reg.TLS.Cert, reg.TLS.Key, reg.TLS.CA
 		}

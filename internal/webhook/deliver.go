@@ -121,6 +121,10 @@ func NewDeliverer(outbox Outbox, gone func(error) bool, opts Options, log *slog.
 	}}
 }
 
+// SetTransport makes deliveries (and pings) go through rt: the region's
+// outbound policy (internal/outbound).
+func (d *Deliverer) SetTransport(rt http.RoundTripper) { d.http.Transport = rt }
+
 // Run sends due deliveries until ctx ends, and every idleWait checks the
 // pushes waiting to be everywhere and prunes the log. An attempt cut by the
 // end of ctx is not recorded: its lease runs out and it is sent again.
