@@ -163,11 +163,14 @@ func (s *Service) login(r *http.Request, name, password, how string) (*Principal
 	return p, nil
 }
 
-// Run writes the aggregated failed-login records until ctx ends, then
-// the rest.
+// Run writes the aggregated failed-login records and keeps this region's
+// signing keys (a rotation asked elsewhere, keys to retire: keys.go) until
+// ctx ends, then writes the rest of the records.
 func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(failureAuditFlushEvery)
 	defer t.Stop()
+	k := time.NewTicker(keysRefresh)
+	defer k.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -175,6 +178,13 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.flushFailures(ctx, false)
+		case <-k.C:
+			if !s.cfg.Enabled {
+				continue
+			}
+			if err := s.maintainKeys(ctx); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "keep the token-signing keys", "error", err)
+			}
 		}
 	}
 }

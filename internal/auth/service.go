@@ -3,11 +3,11 @@
 // repository-scoped tokens with scope maps, anonymous pull, network rules,
 // and the admin check of the management API.
 //
-// Everything it decides from (users, tokens, scope maps, signing keys,
-// switches) is registry configuration: settings that replicate, so a token
-// issued in one region is accepted in every region. Secrets are stored
-// hashed (bcrypt) or, for signing keys, only in the settings, and never
-// appear in a log line, an error or an API answer.
+// Everything it decides from (users, tokens, scope maps, public signing
+// keys, switches) is registry configuration: settings that replicate, so
+// a token issued in one region is accepted in every region. Passwords are
+// stored hashed (bcrypt); a region's private signing key stays in the
+// region (keys.go). None appears in a log line, an error or an API answer.
 package auth
 
 import (
@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -119,8 +118,9 @@ type Service struct {
 	now      func() time.Time
 
 	mu       sync.Mutex
-	keys     map[string]*ecdsa.PrivateKey
-	signer   string // kid of the key that signs: the oldest
+	keys     map[string]*ecdsa.PublicKey // every region's, by kid: they verify
+	signer   string                      // kid of the key this region signs with: its newest
+	signKey  *ecdsa.PrivateKey
 	loadedAt time.Time
 
 	verified  sync.Map // raw token -> verifiedToken, for tokens seen before (bounded by verifiedMax)
@@ -176,23 +176,12 @@ func (s *Service) WithClock(now func() time.Time) *Service {
 // Enabled reports whether auth is on.
 func (s *Service) Enabled() bool { return s.cfg.Enabled }
 
-// Bootstrap makes sure the registry has a signing key and, when
-// AdminPasswordFile is set and the registry has no user, the user admin.
-// Two regions bootstrapping at once each write one: every key verifies
-// everywhere once replicated, and the oldest signs.
+// Bootstrap makes sure this region has a signing key of its own (keys.go)
+// and, when AdminPasswordFile is set and the registry has no user, the
+// user admin.
 func (s *Service) Bootstrap(ctx context.Context) error {
-	keys, err := s.settings.Settings(ctx, KindSigningKey)
-	if err != nil {
+	if err := s.maintainKeys(ctx); err != nil {
 		return err
-	}
-	if len(keys) == 0 {
-		kid, value, err := newSigningKey(s.now())
-		if err != nil {
-			return err
-		}
-		if _, err := s.settings.PutSetting(ctx, KindSigningKey, kid, value); err != nil {
-			return fmt.Errorf("store a signing key: %w", err)
-		}
 	}
 	if s.cfg.AdminPasswordFile == "" {
 		return nil
@@ -229,30 +218,26 @@ func (s *Service) loadKeys(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	keys := map[string]*ecdsa.PrivateKey{}
-	type dated struct {
-		kid     string
-		created time.Time
-	}
-	var order []dated
+	keys := map[string]*ecdsa.PublicKey{}
 	for _, st := range settings {
-		k, created, err := parseSigningKey(st.Value)
+		k, _, err := parsePublic(st.Value)
 		if err != nil {
 			s.log.WarnContext(ctx, "skip a signing key that does not parse", "kid", st.Name, "error", err)
 			continue
 		}
 		keys[st.Name] = k
-		order = append(order, dated{st.Name, created})
 	}
-	sort.Slice(order, func(i, j int) bool {
-		if !order[i].created.Equal(order[j].created) {
-			return order[i].created.Before(order[j].created)
+	locals, err := s.settings.LocalKeys(ctx)
+	if err != nil {
+		return err
+	}
+	s.keys, s.loadedAt, s.signer, s.signKey = keys, time.Now(), "", nil
+	for i := len(locals) - 1; i >= 0; i-- { // the newest that parses signs
+		if k, err := parsePrivate(locals[i].PEM); err == nil {
+			s.signer, s.signKey = locals[i].Kid, k
+			keys[locals[i].Kid] = &k.PublicKey // its setting may be on its way
+			break
 		}
-		return order[i].kid < order[j].kid
-	})
-	s.keys, s.loadedAt, s.signer = keys, time.Now(), ""
-	if len(order) > 0 {
-		s.signer = order[0].kid
 	}
 	// A token signed by a key removed since (rotated out) is verified
 	// afresh next time, and refused.
@@ -393,7 +378,7 @@ func (s *Service) Issue(ctx context.Context, p *Principal, granted []Scope, refr
 		return "", time.Time{}, err
 	}
 	s.mu.Lock()
-	kid, key := s.signer, s.keys[s.signer]
+	kid, key := s.signer, s.signKey
 	s.mu.Unlock()
 	if key == nil {
 		return "", time.Time{}, errors.New("no signing key yet: the region is starting; retry")
@@ -454,9 +439,13 @@ type errToken struct{ reason string }
 
 func (e errToken) Error() string { return e.reason }
 
-// Verify checks a token's signature (any of the registry's keys), issuer,
+// Verify checks a token's signature (any region's key), issuer,
 // audience (this service) and times, and returns its claims.
 func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
+	// Keys first: a reload drops the cached tokens of a key retired since.
+	if err := s.loadKeys(ctx, false); err != nil {
+		return nil, err
+	}
 	if c, ok := s.verified.Load(raw); ok {
 		// loadKeys drops the tokens of a key that was removed.
 		v := c.(verifiedToken)
@@ -464,9 +453,6 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 			return v.claims, nil
 		}
 		return nil, errToken{"the token has expired; get a new one from the token endpoint"}
-	}
-	if err := s.loadKeys(ctx, false); err != nil {
-		return nil, err
 	}
 	var claims Claims
 	var kid string
@@ -480,7 +466,7 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 		if key == nil {
 			return nil, errors.New("signed by a key this registry does not have")
 		}
-		return &key.PublicKey, nil
+		return key, nil
 	}, jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}), jwt.WithIssuer(Issuer),
 		jwt.WithAudience(s.cfg.Service), jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
 	if err != nil {
@@ -503,7 +489,7 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 	return &claims, nil
 }
 
-func (s *Service) key(kid string) *ecdsa.PrivateKey {
+func (s *Service) key(kid string) *ecdsa.PublicKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.keys[kid]

@@ -2,13 +2,9 @@ package auth
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"regexp"
@@ -28,7 +24,7 @@ const (
 	KindUser       = "user"        // an admin: name and bcrypt hash
 	KindToken      = "token"       // a repository-scoped credential bound to a scope map
 	KindScopeMap   = "scope-map"   // repository patterns x actions
-	KindSigningKey = "signing-key" // an ECDSA P-256 key that signs registry tokens; its name is the kid
+	KindSigningKey = "signing-key" // the public half of a region's ECDSA P-256 token-signing key; its name is the kid (keys.go)
 	KindRegistry   = "registry"    // registry-wide switches: anonymous-pull, network-rules
 )
 
@@ -47,6 +43,13 @@ type Settings interface {
 	Settings(ctx context.Context, kind string) ([]meta.Setting, error)
 	Setting(ctx context.Context, kind, name string) (*meta.Setting, error)
 	PutSetting(ctx context.Context, kind, name string, value json.RawMessage) (hlc.Version, error)
+	DeleteSetting(ctx context.Context, kind, name string) (hlc.Version, error)
+	// Name is the region's; LocalKeys and the others its own private
+	// signing keys (keys.go), which never replicate.
+	Name() string
+	LocalKeys(ctx context.Context) ([]meta.LocalKey, error)
+	PutLocalKey(ctx context.Context, k meta.LocalKey) error
+	DeleteLocalKey(ctx context.Context, kid string) error
 }
 
 // User is an administrator of the registry.
@@ -87,12 +90,6 @@ func (m ScopeMap) Rules() ([]Rule, error) {
 	return out, nil
 }
 
-// signingKey is the value of a KindSigningKey setting.
-type signingKey struct {
-	PrivateKey string    `json:"privateKey"` // PKCS#8 PEM
-	Created    time.Time `json:"created"`
-}
-
 // OutboundRules is the value of the outbound-rules setting.
 type OutboundRules struct {
 	Allow []string `json:"allow"`
@@ -130,44 +127,8 @@ func NewPassword() string {
 	return hex.EncodeToString(b[:])
 }
 
-// newSigningKey makes a key and its setting value.
-func newSigningKey(now time.Time) (string, []byte, error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return "", nil, err
-	}
-	var kid [8]byte
-	_, _ = rand.Read(kid[:])
-	value, err := json.Marshal(signingKey{PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), Created: now.UTC()})
-	return hex.EncodeToString(kid[:]), value, err
-}
-
-func parseSigningKey(value []byte) (*ecdsa.PrivateKey, time.Time, error) {
-	var sk signingKey
-	if err := json.Unmarshal(value, &sk); err != nil {
-		return nil, time.Time{}, err
-	}
-	block, _ := pem.Decode([]byte(sk.PrivateKey))
-	if block == nil {
-		return nil, time.Time{}, errors.New("signing key: no PEM block")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok || ek.Curve != elliptic.P256() {
-		return nil, time.Time{}, errors.New("signing key: not ECDSA P-256")
-	}
-	return ek, sk.Created, nil
-}
-
 // IsSecretKind reports whether settings of kind hold secrets (password
-// hashes, private keys): they are never printed or exported.
+// hashes) or keys: they are never printed or exported.
 func IsSecretKind(kind string) bool {
 	return kind == KindUser || kind == KindToken || kind == KindSigningKey
 }

@@ -265,6 +265,13 @@ var migrations = []string{
 	// than any delete.
 	`ALTER TABLE blobs ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 	 ALTER TABLE blobs ADD COLUMN origin TEXT NOT NULL DEFAULT ''`,
+	// A region's own token-signing keys: private, never replicated (their
+	// public halves are signing-key settings).
+	`CREATE TABLE IF NOT EXISTS local_keys (
+		kid     TEXT PRIMARY KEY,
+		pem     TEXT NOT NULL,
+		created BIGINT NOT NULL
+	)`,
 }
 
 // advisoryKey is the PostgreSQL advisory lock every write transaction of a
@@ -489,7 +496,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // session, feed record, presence, cursor, setting and webhook delivery:
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
-	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs"} {
+	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

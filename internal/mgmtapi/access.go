@@ -19,7 +19,8 @@ import (
 //	GET /_georeg/v1/users                PUT|DELETE /_georeg/v1/users/{name}
 //	GET /_georeg/v1/scope-maps           GET|PUT|DELETE /_georeg/v1/scope-maps/{name}
 //	GET /_georeg/v1/tokens               GET|PUT|PATCH|DELETE /_georeg/v1/tokens/{name}
-//	GET|PATCH /_georeg/v1/registry       anonymousPullEnabled, networkRuleSet
+//	GET|PATCH /_georeg/v1/registry       anonymousPullEnabled, networkRuleSet, outboundRules
+//	GET /_georeg/v1/keys                 POST /_georeg/v1/keys/rotate
 //
 // Answers never carry a password hash or key; a created token's or
 // user's password is in the create answer only.
@@ -39,6 +40,32 @@ func (a *API) registerAccess(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /_georeg/v1/tokens/{name}", a.handle(a.deleteSetting(auth.KindToken)))
 	mux.HandleFunc("GET /_georeg/v1/registry", a.handle(a.showRegistry))
 	mux.HandleFunc("PATCH /_georeg/v1/registry", a.handle(a.updateRegistry))
+	mux.HandleFunc("GET /_georeg/v1/keys", a.handle(a.listKeys))
+	mux.HandleFunc("POST /_georeg/v1/keys/rotate", a.handle(a.rotateKeys))
+}
+
+// listKeys lists the token-signing keys of every region.
+func (a *API) listKeys(ctx context.Context, _ *http.Request) (any, error) {
+	if a.auth == nil || !a.auth.Enabled() {
+		return nil, ocierr.Unsupported.Withf("auth is off in this registry: no token is signed")
+	}
+	keys, err := a.auth.Keys(ctx)
+	if keys == nil {
+		keys = []auth.KeyInfo{}
+	}
+	return keys, err
+}
+
+// rotateKeys makes this region a new signing key at once and asks every
+// region for one.
+func (a *API) rotateKeys(ctx context.Context, r *http.Request) (any, error) {
+	if a.auth == nil || !a.auth.Enabled() {
+		return nil, ocierr.Unsupported.Withf("auth is off in this registry: no token is signed")
+	}
+	if err := a.auth.Rotate(ctx); err != nil {
+		return nil, err
+	}
+	return a.listKeys(ctx, r)
 }
 
 // UserView is an admin user as listed.
