@@ -12,7 +12,9 @@ import (
 func (r *Region) LocalKeys(ctx context.Context) ([]meta.LocalKey, error) { return r.db.LocalKeys(ctx) }
 
 // PutLocalKey stores a new private signing key of the region.
-func (r *Region) PutLocalKey(ctx context.Context, k meta.LocalKey) error { return r.db.PutLocalKey(ctx, k) }
+func (r *Region) PutLocalKey(ctx context.Context, k meta.LocalKey) error {
+	return r.db.PutLocalKey(ctx, k)
+}
 
 // DeleteLocalKey forgets a retired private signing key.
 func (r *Region) DeleteLocalKey(ctx context.Context, kid string) error {
