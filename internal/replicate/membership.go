@@ -203,17 +203,23 @@ func requiredPeer(pp *peerProgress) bool {
 // holds only the settings it changed itself; this brings the others.
 func (p *Replicator) syncSettings(ctx context.Context, s *source, log *slog.Logger) bool {
 	b := backoff{limit: peerRetryMax}
+	announced := false
 	for ctx.Err() == nil {
 		err := p.repairSettings(ctx, s)
 		if err == nil {
 			p.tracker.settingsSynced(s.name, s.base)
 			return true
 		}
-		if ocierr.Unauthorized.Is(err) {
-			// Not a member there yet: register, then read again.
-			if aerr := p.announce(ctx, s); aerr != nil {
-				err = fmt.Errorf("%w (and registering this region there failed: %w)", err, aerr)
+		if ocierr.Unauthorized.Is(err) && !announced {
+			// Not a member there yet: register, then read again at once.
+			// The peer answered: this is no failure of its feed (a region
+			// waits for a peer until its feed first answered or failed).
+			aerr := p.announce(ctx, s)
+			if aerr == nil {
+				announced = true
+				continue
 			}
+			err = fmt.Errorf("%w (and registering this region there failed: %w)", err, aerr)
 		}
 		p.tracker.feedFailed(s.name, s.base, fmt.Errorf("read settings: %w", err))
 		if !b.wait(ctx, log, "read the peer's settings", err) {
