@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -74,6 +75,28 @@ func envName(parts ...string) string {
 	return regexp.MustCompile(`[^A-Z0-9_]`).ReplaceAllString(s, "_")
 }
 
+// exportedURI is a webhook's service URI as exported: each query value
+// (receivers take tokens there: ?token=...) becomes an ${ENV} reference,
+// as header values and secrets do.
+func exportedURI(hook, uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || u.RawQuery == "" {
+		return uri
+	}
+	q := u.Query()
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, url.QueryEscape(k)+"=${"+envName("GEOREG_WEBHOOK", hook, "URI", k)+"}")
+	}
+	u.RawQuery = ""
+	return u.String() + "?" + strings.Join(parts, "&")
+}
+
 func exportConfig(ctx context.Context, c *cli.Client) (*exported, error) {
 	out := &exported{APIVersion: "georeg/v1"}
 	var reps []mgmtapi.Replication
@@ -94,7 +117,7 @@ func exportConfig(ctx context.Context, c *cli.Client) (*exported, error) {
 		if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/webhooks/"+h.Name+"/config", nil, &cfg); err != nil {
 			return nil, err
 		}
-		w := exportedWebhook{Name: h.Name, URI: cfg.URI, Actions: h.Actions, Scope: h.Scope, Status: h.Status, Location: h.Location, Format: h.Format}
+		w := exportedWebhook{Name: h.Name, URI: exportedURI(h.Name, cfg.URI), Actions: h.Actions, Scope: h.Scope, Status: h.Status, Location: h.Location, Format: h.Format}
 		for k := range cfg.Headers {
 			if w.CustomHeaders == nil {
 				w.CustomHeaders = map[string]string{}
@@ -202,7 +225,11 @@ func applyConfig(ctx context.Context, c *cli.Client, cfg *exported) error {
 		}
 	}
 	for _, w := range cfg.Webhooks {
-		body := mgmtapi.WebhookBody{URI: &w.URI, Actions: w.Actions, Scope: &w.Scope, Status: &w.Status, Location: &w.Location, Format: &w.Format}
+		uri, err := expand(w.URI)
+		if err != nil {
+			return fmt.Errorf("webhook %s uri: %w", w.Name, err)
+		}
+		body := mgmtapi.WebhookBody{URI: &uri, Actions: w.Actions, Scope: &w.Scope, Status: &w.Status, Location: &w.Location, Format: &w.Format}
 		if len(w.CustomHeaders) > 0 {
 			body.Headers = map[string]string{}
 			for k, v := range w.CustomHeaders {

@@ -293,3 +293,40 @@ func TestClientAddressTrustsOnlyConfiguredProxies(t *testing.T) {
 		t.Fatalf("a client claiming a forwarded address: %s", a)
 	}
 }
+
+// TestAnAnonymousTokenEndsWithAnonymousPull: a token issued for anonymous
+// pull stops working once anonymous pull is turned off (within the
+// switches' refresh, here at once), not at its expiry.
+func TestAnAnonymousTokenEndsWithAnonymousPull(t *testing.T) {
+	s, r := openAuth(t)
+	set := func(on bool) {
+		b, _ := json.Marshal(auth.AnonymousPull{Enabled: on})
+		if _, err := r.PutSetting(t.Context(), auth.KindRegistry, auth.SettingAnonymousPull, b); err != nil {
+			t.Fatal(err)
+		}
+		s.Forget()
+	}
+	set(true)
+	srv := httptest.NewServer(s.TokenHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "?service=georeg&scope=repository:app/web:pull")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans struct{ Token string }
+	_ = json.NewDecoder(resp.Body).Decode(&ans)
+	resp.Body.Close()
+	pull := func() error {
+		req := httptest.NewRequest(http.MethodGet, "/v2/app/web/manifests/v1", nil)
+		req.Header.Set("Authorization", "Bearer "+ans.Token)
+		_, err := s.Check(httptest.NewRecorder(), req, auth.Need{Repo: "app/web", Actions: []string{auth.ActionPull}})
+		return err
+	}
+	if err := pull(); err != nil {
+		t.Fatalf("an anonymous token with anonymous pull on: %v", err)
+	}
+	set(false)
+	if err := pull(); !ocierr.Unauthorized.Is(err) || !strings.Contains(err.Error(), "anonymous pull was turned off") {
+		t.Fatalf("the anonymous token after anonymous pull was turned off: %v", err)
+	}
+}

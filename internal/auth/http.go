@@ -187,6 +187,9 @@ func (s *Service) Check(w http.ResponseWriter, r *http.Request, need Need) (stri
 	}
 	if !s.alive(ctx, c) {
 		s.challenge(w, r, need, "invalid_token")
+		if c.Kind == "anonymous" {
+			return "", ocierr.Unauthorized.Withf("anonymous pull was turned off since this token was issued; log in")
+		}
 		return "", ocierr.Unauthorized.Withf("%s %q was disabled, deleted or has expired since this token was issued; log in again", c.Kind, c.Subject)
 	}
 	actor := c.Subject

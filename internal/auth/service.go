@@ -413,6 +413,11 @@ type liveness struct {
 // alive reports whether the user or token c was issued to is still
 // usable (anonymous is).
 func (s *Service) alive(ctx context.Context, c *Claims) bool {
+	if c.Kind == "anonymous" {
+		// Its grants come from anonymous pull: turned off, they end
+		// within the switches' refresh, not at the token's expiry.
+		return len(c.Access) == 0 || s.switches(ctx).anonymousPull
+	}
 	if c.Kind != KindUser && c.Kind != KindToken {
 		return true
 	}

@@ -206,7 +206,13 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := a.region.Ready(ctx); err != nil {
 		a.log.WarnContext(ctx, "not ready", "error", err)
-		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		// Why is for the operator (the log, or the door and peers with
+		// their tokens): a store's error can name hosts and paths.
+		why := "see the region's log"
+		if a.opts.Auth == nil || !a.opts.Auth.Enabled() || (a.opts.IsProbe != nil && a.opts.IsProbe(r)) {
+			why = err.Error()
+		}
+		http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = io.WriteString(w, "ready\n")

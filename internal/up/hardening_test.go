@@ -3,12 +3,16 @@ package up_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/peerauth"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -87,5 +91,44 @@ func TestKeyRotationAcrossRegions(t *testing.T) {
 				t.Fatalf("%s holds setting %s/%s with a private key", r.Name, st.Kind, st.Name)
 			}
 		}
+	}
+}
+
+// TestReadyzSaysWhyOnlyToOperators: with auth on, a region that is not
+// ready answers 503 to anyone, and says why (which can name its paths)
+// only to the front door's and regions' tokens.
+func TestReadyzSaysWhyOnlyToOperators(t *testing.T) {
+	dir := t.TempDir()
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions()[:1], Auth: true})
+	east := reg.ByName["eastus"].URL
+	content := filepath.Join(dir, "eastus", "content")
+	if err := os.Rename(content, content+".away"); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(content+".away", content)
+	get := func(authz string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, east+"/readyz", nil)
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("")
+	if code != http.StatusServiceUnavailable || strings.Contains(body, dir) || strings.Contains(body, "content store") {
+		t.Fatalf("anonymous /readyz: %d %q", code, body)
+	}
+	keys, err := peerauth.ProbeOnly(peerauth.ProbeKey(reg.Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body = get("Bearer " + keys.ProbeToken(time.Now()))
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "content store") {
+		t.Fatalf("the front door's /readyz: %d %q", code, body)
 	}
 }
