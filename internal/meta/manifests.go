@@ -191,29 +191,37 @@ type Referrer struct {
 
 // Referrers lists the live manifests in repo whose subject is subject,
 // filtered by artifactType when it is not empty, ordered by digest.
-func (db *DB) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]Referrer, error) {
+//
+// One page: the referrers after digest after (all when empty), in digest
+// order, at most limit of them, and no more once their annotations
+// passed maxBytes (at least one). more reports that others follow.
+func (db *DB) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string, after digest.Digest, limit, maxBytes int) (out []Referrer, more bool, err error) {
 	rows, err := db.r.QueryContext(ctx, `
 		SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-		WHERE repo = $1 AND subject = $2 AND deleted = 0 AND ($3 = '' OR artifact_type = $3)
-		ORDER BY digest`, repo, subject.String(), artifactType)
+		WHERE repo = $1 AND subject = $2 AND deleted = 0 AND ($3 = '' OR artifact_type = $3) AND digest > $4
+		ORDER BY digest LIMIT $5`, repo, subject.String(), artifactType, after.String(), limit+1)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer rows.Close()
-	var out []Referrer
+	bytes := 0
 	for rows.Next() {
+		if len(out) == limit || (len(out) > 0 && bytes >= maxBytes) {
+			return out, true, nil
+		}
 		var r Referrer
 		var d, ann string
 		if err := rows.Scan(&d, &r.MediaType, &r.Size, &r.ArtifactType, &ann); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		r.Digest = digest.Digest(d)
 		if ann != "" {
 			_ = json.Unmarshal([]byte(ann), &r.Annotations)
 		}
+		bytes += len(d) + len(r.MediaType) + len(r.ArtifactType) + len(ann) + 64
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	return out, false, rows.Err()
 }
 
 // ManifestVersion returns the version of manifest d's row in repo, live or

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/georeg/georeg/internal/oci"
@@ -95,18 +96,42 @@ func (a *API) catalog(w http.ResponseWriter, r *http.Request) error {
 	return writeList(w, "/v2/_catalog", repos, n, body)
 }
 
+// maxReferrersBytes bounds the descriptors (mostly annotations) of one
+// referrers page: past it the page ends, with a Link to the rest.
+const maxReferrersBytes = 4 << 20
+
 // referrers serves the referrers API (end-12a, end-12b): an image index of
 // the manifests whose subject is the digest, filtered by artifactType. A
-// subject nobody refers to has an empty list, never 404.
+// subject nobody refers to has an empty list, never 404. Pages hold up to
+// n (default and at most maxPage) descriptors and maxReferrersBytes, with
+// a Link (rel="next") to the rest, as the spec allows.
 func (a *API) referrers(w http.ResponseWriter, r *http.Request, route Route) error {
 	d, err := oci.ParseDigest(route.Ref)
 	if err != nil {
 		return ocierr.DigestInvalid.Withf("%v", err)
 	}
-	artifactType := r.URL.Query().Get("artifactType")
-	refs, err := a.region.Referrers(r.Context(), route.Repo, d, artifactType)
+	q := r.URL.Query()
+	artifactType := q.Get("artifactType")
+	n, last, err := page(r)
 	if err != nil {
 		return err
+	}
+	var after digest.Digest
+	if last != "" {
+		if after, err = oci.ParseDigest(last); err != nil {
+			return ocierr.PaginationNumberInvalid.Withf("last=%q must be a digest (follow the Link header)", last)
+		}
+	}
+	refs, more, err := a.region.Referrers(r.Context(), route.Repo, d, artifactType, after, max(n, 1), maxReferrersBytes)
+	if err != nil {
+		return err
+	}
+	if more {
+		next := url.Values{"n": {strconv.Itoa(n)}, "last": {refs[len(refs)-1].Digest.String()}}
+		if artifactType != "" {
+			next.Set("artifactType", artifactType)
+		}
+		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/referrers/%s?%s>; rel="next"`, route.Repo, d, next.Encode()))
 	}
 	index := v1.Index{MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{}}
 	index.SchemaVersion = 2

@@ -468,6 +468,6 @@ func (r *Region) Repositories(ctx context.Context, last string, n int) ([]string
 
 // Referrers lists the manifests in repo whose subject is d, filtered by
 // artifactType when set. An unknown subject has no referrers.
-func (r *Region) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Referrer, error) {
-	return r.db.Referrers(ctx, repo, d, artifactType)
+func (r *Region) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string, after digest.Digest, limit, maxBytes int) ([]meta.Referrer, bool, error) {
+	return r.db.Referrers(ctx, repo, d, artifactType, after, limit, maxBytes)
 }

@@ -73,7 +73,7 @@ func TestAPushLeavesEveryEffect(t *testing.T) {
 		t.Fatalf("referrer push: %+v %v", ares, err)
 	}
 	for filter, want := range map[string]int{"": 1, "application/vnd.example.sig": 1, "application/vnd.example.sbom": 0} {
-		refs, err := r.Referrers(ctx, "push/app", d, filter)
+		refs, _, err := r.Referrers(ctx, "push/app", d, filter, "", 1000, 4<<20)
 		if err != nil || len(refs) != want || (want == 1 && (refs[0].Digest != ares.Digest || refs[0].ArtifactType != "application/vnd.example.sig")) {
 			t.Fatalf("referrers filtered by %q: %+v %v, want %d", filter, refs, err, want)
 		}
