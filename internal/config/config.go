@@ -140,6 +140,11 @@ type HTTP struct {
 	// dataURL. With auth off, the management API answers only these (a
 	// guard against DNS rebinding).
 	AllowedHosts []string `yaml:"allowedHosts"`
+	// MaxUploads and MaxUploadsPerClient bound the uploads streaming into
+	// this node at once, in all and per user (or address), each holding a
+	// buffer (default 256 and 32; beyond, 429 with Retry-After).
+	MaxUploads          int `yaml:"maxUploads"`
+	MaxUploadsPerClient int `yaml:"maxUploadsPerClient"`
 }
 
 // Log sets the node's log output.
@@ -243,6 +248,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.Replication.Peers) > 0 && c.Replication.Secret == "" {
 		errs = append(errs, errors.New("replication.secret: must be set when there are peers"))
+	}
+	if c.HTTP.MaxUploads < 0 || c.HTTP.MaxUploadsPerClient < 0 {
+		errs = append(errs, errors.New("http.maxUploads, http.maxUploadsPerClient: must not be negative"))
 	}
 	if c.HTTP.DataEndpoints {
 		if _, _, err := net.SplitHostPort(c.HTTP.DataListen); err != nil {

@@ -93,7 +93,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	keys := peerauth.FromSecret(cfg.Replication.Secret)
 	verifier := peerauth.NewVerifier(keys, cfg.Region.Name, log.With("region", cfg.Region.Name, "component", "peerauth"))
 	isProbe := verifier.Probe
-	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard, IsProbe: isProbe, BodyIdle: cfg.HTTP.BodyIdleTimeout}
+	opts := ociapi.Options{BlobCopy: cfg.HTTP.BlobCopy, Auth: guard, IsProbe: isProbe, BodyIdle: cfg.HTTP.BodyIdleTimeout,
+		MaxUploads: cfg.HTTP.MaxUploads, MaxUploadsPerClient: cfg.HTTP.MaxUploadsPerClient}
 	if cfg.Auth.Enabled {
 		// A key of this region's own, derived from the secret: only its
 		// API signs the URLs its data endpoint serves.

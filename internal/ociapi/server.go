@@ -25,15 +25,20 @@ import (
 
 // API serves one region's /v2 endpoints.
 type API struct {
-	region *region.Region
-	log    *slog.Logger
-	opts   Options
+	region  *region.Region
+	log     *slog.Logger
+	opts    Options
+	uploads *uploadSlots // uploads in flight (uploadlimit.go)
 }
 
 // Options are the API's settings and its link to other regions.
 type Options struct {
 	// BlobCopy is one of the Copy modes ("" is CopyAuto).
 	BlobCopy string
+	// MaxUploads and MaxUploadsPerClient bound the uploads in flight on
+	// the node, in all and per client (0: DefaultMaxUploads,
+	// DefaultMaxUploadsPerClient).
+	MaxUploads, MaxUploadsPerClient int
 	// Peers finds what this region lacks in other regions; nil in a
 	// registry of one region.
 	Peers Peers
@@ -143,7 +148,7 @@ func New(r *region.Region, log *slog.Logger, opts Options) *API {
 	if opts.BodyIdle <= 0 {
 		opts.BodyIdle = 30 * time.Second
 	}
-	return &API{region: r, log: log, opts: opts}
+	return &API{region: r, log: log, opts: opts, uploads: newUploadSlots(opts.MaxUploads, opts.MaxUploadsPerClient)}
 }
 
 // DataHandler serves the data endpoint: blob GET and HEAD only, each
@@ -275,6 +280,13 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 			// Out of space: refused at once, before a byte is read.
 			if err := a.region.CheckWritable(); err != nil {
 				return err
+			}
+			if carriesBlob(route.Kind, r) && !a.isPeer(r) {
+				release, err := a.uploads.take(uploadClient(r))
+				if err != nil {
+					return err
+				}
+				defer release()
 			}
 		}
 	}
