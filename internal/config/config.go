@@ -141,7 +141,7 @@ type HTTP struct {
 	// guard against DNS rebinding).
 	AllowedHosts []string `yaml:"allowedHosts"`
 	// MaxUploads and MaxUploadsPerClient bound the uploads streaming into
-	// this node at once, in all and per user (or address), each holding a
+	// this node at once, in all and per authenticated user, each holding a
 	// buffer (default 256 and 32; beyond, 429 with Retry-After).
 	MaxUploads          int `yaml:"maxUploads"`
 	MaxUploadsPerClient int `yaml:"maxUploadsPerClient"`

@@ -1,7 +1,6 @@
 package ociapi
 
 import (
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -13,9 +12,11 @@ import (
 // Uploads in flight (requests carrying blob bytes: monolithic POSTs,
 // PATCHes, closing PUTs) hold a buffer each (an S3 part, 16 MiB by
 // default), so a node takes at most MaxUploads of them at once, and one
-// client (its user, or its address when anonymous) at most
-// MaxUploadsPerClient; beyond, TOOMANYREQUESTS with Retry-After, before a
-// byte is read. Idle sessions cost nothing and are not counted.
+// authenticated user or token at most MaxUploadsPerClient; beyond,
+// TOOMANYREQUESTS with Retry-After, before a byte is read. Anonymous
+// uploads (auth off) count against the node's limit only: behind a front
+// door every client has the door's address. Idle sessions cost nothing
+// and are not counted.
 const (
 	DefaultMaxUploads          = 256
 	DefaultMaxUploadsPerClient = 32
@@ -41,7 +42,8 @@ func newUploadSlots(max, perClient int) *uploadSlots {
 	return &uploadSlots{max: max, perClient: perClient, perHolder: map[string]int{}}
 }
 
-// take gives client a slot, or says why not; release gives it back.
+// take gives client ("" for anonymous) a slot, or says why not; release
+// gives it back.
 func (u *uploadSlots) take(client string) (release func(), err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -50,7 +52,7 @@ func (u *uploadSlots) take(client string) (release func(), err error) {
 		e := ocierr.TooManyRequests.Withf("this node is taking %d uploads at once, its limit; retry shortly", u.total)
 		e.RetryAfter = uploadRetryAfter
 		return nil, e
-	case u.perHolder[client] >= u.perClient:
+	case client != "" && u.perHolder[client] >= u.perClient:
 		e := ocierr.TooManyRequests.Withf("%s has %d uploads in flight on this node, the limit per client; retry when one ends", client, u.perHolder[client])
 		e.RetryAfter = uploadRetryAfter
 		return nil, e
@@ -71,16 +73,12 @@ func (u *uploadSlots) take(client string) (release func(), err error) {
 }
 
 // uploadClient names who an upload counts against: the authenticated
-// user or token, else the client's address.
+// user or token ("" when anonymous).
 func uploadClient(r *http.Request) string {
 	if actor := webhook.RequestFrom(r.Context()).Actor; actor != "" {
-		return "user " + actor
+		return actor
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return "client " + host
+	return ""
 }
 
 // carriesBlob reports a request that streams blob bytes into the region.

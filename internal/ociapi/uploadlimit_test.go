@@ -13,15 +13,15 @@ import (
 	"github.com/georeg/georeg/internal/region"
 )
 
-// TestUploadsInFlightAreCappedPerClient: with two uploads of one client
-// streaming, a third is refused 429 with Retry-After before a byte is
-// read and leaves no session; once one ends, the next is taken.
-func TestUploadsInFlightAreCappedPerClient(t *testing.T) {
+// TestUploadsInFlightAreCappedPerNode: with two uploads streaming into a
+// node that takes two, a third is refused 429 with Retry-After before a
+// byte is read; once one ends, the next is taken.
+func TestUploadsInFlightAreCappedPerNode(t *testing.T) {
 	r, err := region.Open(t.Context(), region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ociapi.New(r, slog.New(slog.DiscardHandler), ociapi.Options{MaxUploadsPerClient: 2}).Handler(nil))
+	srv := httptest.NewServer(ociapi.New(r, slog.New(slog.DiscardHandler), ociapi.Options{MaxUploads: 2}).Handler(nil))
 	t.Cleanup(func() { srv.Close(); r.Close() })
 	start := func() string {
 		resp, err := http.Post(srv.URL+"/v2/app/blobs/uploads/", "", nil)
