@@ -177,8 +177,8 @@ func (s *Service) WithClock(now func() time.Time) *Service {
 func (s *Service) Enabled() bool { return s.cfg.Enabled }
 
 // Bootstrap makes sure this region has a signing key of its own (keys.go)
-// and, when AdminPasswordFile is set and the registry has no user, the
-// user admin.
+// and, when AdminPasswordFile is set and this region knows no user, the
+// user admin as a default setting (older than any other write of it).
 func (s *Service) Bootstrap(ctx context.Context) error {
 	if err := s.maintainKeys(ctx); err != nil {
 		return err
@@ -199,8 +199,10 @@ func (s *Service) Bootstrap(ctx context.Context) error {
 		return fmt.Errorf("auth.adminPasswordFile: %w", err)
 	}
 	value, _ := json.Marshal(User{PasswordHash: hash, Created: s.now().UTC()})
-	_, err = s.settings.PutSetting(ctx, KindUser, "admin", value)
-	return err
+	// A default: any admin the registry has (made or changed anywhere)
+	// wins over it, so a region started later with another password
+	// file resets nothing (region.PutDefaultSetting).
+	return s.settings.PutDefaultSetting(ctx, KindUser, "admin", value)
 }
 
 // loadKeys refreshes the key cache when it is older than keysRefresh, or

@@ -44,6 +44,7 @@ type Settings interface {
 	Setting(ctx context.Context, kind, name string) (*meta.Setting, error)
 	PutSetting(ctx context.Context, kind, name string, value json.RawMessage) (hlc.Version, error)
 	DeleteSetting(ctx context.Context, kind, name string) (hlc.Version, error)
+	PutDefaultSetting(ctx context.Context, kind, name string, value json.RawMessage) error
 	// Name is the region's; LocalKeys and the others its own private
 	// signing keys (keys.go), which never replicate.
 	Name() string

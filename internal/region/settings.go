@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
@@ -21,6 +22,41 @@ func (r *Region) PutSetting(ctx context.Context, kind, name string, value json.R
 		return hlc.Version{}, fmt.Errorf("setting %s/%s: value is not JSON", kind, name)
 	}
 	return r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value})
+}
+
+// DefaultVersion is the version of a default setting proposed at now
+// (PutDefaultSetting): below every version a write gets (those start
+// around 2^57), and the earlier proposed, the later it orders, so the
+// first region's default wins over those of regions started after it.
+func DefaultVersion(region string, now time.Time) hlc.Version {
+	return hlc.Version{Time: 1<<40 - now.Unix(), Region: region}
+}
+
+// PutDefaultSetting sets kind/name to value at DefaultVersion, unless
+// this region holds a newer one: a value a region proposes when it starts
+// (the first admin user). Every write of kind/name in any region wins
+// over it, and so does the default of every region started before: a
+// region joining a registry later, with another admin password file,
+// resets nothing. It replicates like any setting.
+func (r *Region) PutDefaultSetting(ctx context.Context, kind, name string, value json.RawMessage) error {
+	if !json.Valid(value) {
+		return fmt.Errorf("setting %s/%s: value is not JSON", kind, name)
+	}
+	v := DefaultVersion(r.Name(), r.now())
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		won, err := tx.PutSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value, Version: v, Updated: r.now()})
+		if err != nil || !won {
+			return err
+		}
+		if err := r.audit(ctx, tx, AuditConfig, "", kind+"/"+name, "", "set", "default"); err != nil {
+			return err
+		}
+		return r.record(ctx, tx, meta.KindSetting, "", "", name, kind, 0, v)
+	})
+	if err == nil {
+		r.feed.notify()
+	}
+	return err
 }
 
 // DeleteSetting deletes kind/name (a tombstone); NAME_UNKNOWN when there is

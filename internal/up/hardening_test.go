@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/peerauth"
+	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -130,5 +132,48 @@ func TestReadyzSaysWhyOnlyToOperators(t *testing.T) {
 	code, body = get("Bearer " + keys.ProbeToken(time.Now()))
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "content store") {
 		t.Fatalf("the front door's /readyz: %d %q", code, body)
+	}
+}
+
+// TestALaterRegionsPasswordFileResetsNothing: a region started later
+// with another admin password file (a default setting, older than the
+// registry's admin) takes the registry's admin password, in its region as
+// everywhere; its own file's password works nowhere.
+func TestALaterRegionsPasswordFileResetsNothing(t *testing.T) {
+	dir := t.TempDir()
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions()[:2], Auth: true})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	first, err := up.LoadAdminPassword(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // defaults order by the second they were proposed in
+	other := filepath.Join(t.TempDir(), "admin-password")
+	if err := os.WriteFile(other, []byte("another-password-0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
+		c.Auth.Enabled, c.Auth.AdminPasswordFile = true, other
+		c.Replication.Secret = reg.Secret
+		c.Replication.Peers = []replicate.Peer{{Name: "eastus", Endpoint: east}}
+	})
+	login := func(base, pass string) int {
+		code, _, _ := call(t, http.DefaultClient, http.MethodGet, base+"/_georeg/v1/users", basic("admin", pass), nil)
+		return code
+	}
+	eventually(t, 30*time.Second, func() error {
+		if code := login(brazil, first); code != 200 {
+			return fmt.Errorf("the registry's admin password at brazilsouth: %d", code)
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // brazilsouth's own default has had time to reach the others
+	for _, base := range []string{east, west, brazil} {
+		if code := login(base, first); code != 200 {
+			t.Fatalf("the registry's admin password at %s: %d", base, code)
+		}
+		if code := login(base, "another-password-0123"); code != 401 {
+			t.Fatalf("the later region's password file at %s: %d", base, code)
+		}
 	}
 }
