@@ -330,3 +330,26 @@ func TestAnAnonymousTokenEndsWithAnonymousPull(t *testing.T) {
 		t.Fatalf("the anonymous token after anonymous pull was turned off: %v", err)
 	}
 }
+
+// TestTheRealmIsOneOfTheRegistrysNames: a challenge names the token
+// endpoint at the request's Host only when that is one of the registry's
+// names; another Host gets the region's own.
+func TestTheRealmIsOneOfTheRegistrysNames(t *testing.T) {
+	s, _ := openAuth(t)
+	s.SetHosts(func(h string) bool { return strings.HasPrefix(h, "registry.example.com") }, "eastus.example.com:5001")
+	realm := func(host string) string {
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		if _, err := s.Check(w, r, auth.Need{Base: true}); err == nil {
+			t.Fatal("no challenge without a token")
+		}
+		return w.Header().Get("WWW-Authenticate")
+	}
+	if got := realm("registry.example.com"); !strings.Contains(got, `realm="http://registry.example.com/oauth2/token"`) {
+		t.Fatalf("the registry's name: %s", got)
+	}
+	if got := realm("evil.example.net"); !strings.Contains(got, `realm="http://eastus.example.com:5001/oauth2/token"`) {
+		t.Fatalf("another Host: %s", got)
+	}
+}

@@ -342,7 +342,20 @@ func (s *Service) realm(r *http.Request) string {
 	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
 		scheme = p
 	}
-	return scheme + "://" + r.Host + TokenPath
+	host := r.Host
+	if s.hostOK != nil && !s.hostOK(host) && s.ownHost != "" {
+		// A Host that is none of the registry's names does not choose
+		// where clients send their passwords.
+		host = s.ownHost
+	}
+	return scheme + "://" + host + TokenPath
+}
+
+// SetHosts has challenges name the token endpoint at the request's Host
+// only when ok says it is one of the registry's names, else at own
+// (host:port of the region's endpoint). auth.realm overrides both.
+func (s *Service) SetHosts(ok func(hostport string) bool, own string) {
+	s.hostOK, s.ownHost = ok, own
 }
 
 func (s *Service) challenge(w http.ResponseWriter, r *http.Request, need Need, errCode string) {

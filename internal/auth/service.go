@@ -135,6 +135,9 @@ type Service struct {
 
 	trusted []netip.Prefix // cfg.TrustedProxies, parsed once
 	guard   *loginGuard    // failed-login budgets and their audit (limit.go)
+
+	hostOK  func(hostport string) bool // SetHosts: the registry's names
+	ownHost string                     // SetHosts: this region's host:port
 }
 
 // SetAudit has logins reported to record: those granted at the token
@@ -170,7 +173,8 @@ func New(cfg Config, settings Settings, log *slog.Logger) *Service {
 // WithClock returns a copy of s that reads the time from now: tools and
 // tests issue tokens as of another time with it.
 func (s *Service) WithClock(now func() time.Time) *Service {
-	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now, audit: s.audit, trusted: s.trusted, guard: newLoginGuard()}
+	return &Service{cfg: s.cfg, settings: s.settings, log: s.log, now: now, audit: s.audit, trusted: s.trusted, guard: newLoginGuard(),
+		hostOK: s.hostOK, ownHost: s.ownHost}
 }
 
 // Enabled reports whether auth is on.

@@ -46,7 +46,7 @@ func NewBrowserGuard(authOff bool, hosts []string, urls ...string) BrowserGuard 
 // cross-site form or text/plain post is the CSRF vector: a page cannot
 // send JSON to another site without a preflight this API never allows).
 func (g BrowserGuard) Check(r *http.Request) error {
-	if g.AuthOff && !g.hostAllowed(r.Host) {
+	if g.AuthOff && !g.AllowsHost(r.Host) {
 		return ocierr.Denied.Withf("Host %q is not one of this registry's names: add it to http.allowedHosts (with auth off, only listed names, IP addresses and localhost are answered, against DNS rebinding)", hostOnly(r.Host))
 	}
 	switch r.Method {
@@ -72,7 +72,9 @@ func (g BrowserGuard) Check(r *http.Request) error {
 	return nil
 }
 
-func (g BrowserGuard) hostAllowed(hostport string) bool {
+// AllowsHost reports whether hostport (a Host header) names this region:
+// an IP address, localhost, or one of Hosts.
+func (g BrowserGuard) AllowsHost(hostport string) bool {
 	h := strings.ToLower(hostOnly(hostport))
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") || g.Hosts[h] {
 		return true

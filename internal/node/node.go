@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sync"
 	"time"
 
@@ -167,7 +168,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	})
 	mux.Handle(dashboard.Path, dashboard.Handler())
 	mgmt := mgmtapi.New(r, regions, status)
-	mgmt.SetBrowserGuard(mgmtapi.NewBrowserGuard(!cfg.Auth.Enabled, cfg.HTTP.AllowedHosts, cfg.Replication.Endpoint, cfg.HTTP.DataURL))
+	browser := mgmtapi.NewBrowserGuard(!cfg.Auth.Enabled, cfg.HTTP.AllowedHosts, cfg.Replication.Endpoint, cfg.HTTP.DataURL)
+	mgmt.SetBrowserGuard(browser)
+	own := cfg.HTTP.Listen
+	if u, err := url.Parse(cfg.Replication.Endpoint); err == nil && u.Host != "" {
+		own = u.Host
+	}
+	guard.SetHosts(browser.AllowsHost, own)
 	mgmt.SetAccess(guard, opts.IsPeer, isProbe, signer,
 		&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: peerTLS}})
 	// Imports, webhooks and registered replica endpoints reach only what
