@@ -78,6 +78,9 @@ var (
 	// bound on uploads): the client's failure; it may resume the session.
 	RequestTimeout = register("REQUEST_TIMEOUT", http.StatusRequestTimeout, "the request body stopped arriving")
 	Unknown        = register("UNKNOWN", http.StatusInternalServerError, "unknown error")
+	// Unavailable is a region that cannot take the request now (its
+	// routing is off, or it failed its health checks): another may.
+	Unavailable = register("UNAVAILABLE", http.StatusServiceUnavailable, "the region cannot serve this request now")
 	// MediaTypeUnsupported is a management API body that is not JSON.
 	MediaTypeUnsupported = register("UNSUPPORTED_MEDIA_TYPE", http.StatusUnsupportedMediaType, "the request body's media type is not accepted")
 )

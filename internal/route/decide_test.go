@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/georeg/georeg/internal/ocierr"
 )
 
 // Tests of the front door's small decisions, in the package: defaults,
@@ -173,6 +175,25 @@ func TestAnsweringAndUsableNodes(t *testing.T) {
 	none := &regionState{nodes: []*nodeState{{url: "a", healthy: true, bad: 2}, {url: "b"}}}
 	if n := none.answeringNode(); n != nil {
 		t.Fatalf("answering node %s among a failing and a drained one", n.url)
+	}
+}
+
+// TestARequestPinnedToARegionGoesThereOnlyWhenItCanServe: a pinned
+// request is refused (503 UNAVAILABLE, naming the cause) when the
+// region's routing is off or every node is drained; a region not Ready
+// or full is still reached (its own answer says so).
+func TestARequestPinnedToARegionGoesThereOnlyWhenItCanServe(t *testing.T) {
+	st := &regionState{Region: Region{Name: "westeurope"}, enabled: true, nodes: []*nodeState{{url: "a", healthy: true}}}
+	if err := st.pinnedRefusal(); err != nil {
+		t.Fatalf("a healthy region, not Ready and full: %v", err)
+	}
+	st.nodes[0].healthy = false
+	if err := st.pinnedRefusal(); !ocierr.Unavailable.Is(err) || !strings.Contains(err.Error(), "drained") || err.RetryAfter == 0 {
+		t.Fatalf("a drained region: %v", err)
+	}
+	st.nodes[0].healthy, st.enabled = true, false
+	if err := st.pinnedRefusal(); !ocierr.Unavailable.Is(err) || !strings.Contains(err.Error(), "routing turned off") {
+		t.Fatalf("a region with routing off: %v", err)
 	}
 }
 

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/georeg/georeg/internal/ocierr"
 )
 
 // regionState is what the front door knows of a region: its nodes and
@@ -179,6 +182,24 @@ func (st *regionState) usable(write bool) bool {
 		}
 	}
 	return false
+}
+
+// pinnedRefusal says why a request pinned to the region (its own host
+// name, /region/<name>/) is not sent to it: its routing is turned off, or
+// no node of it is healthy (drained). nil sends it.
+func (st *regionState) pinnedRefusal() *ocierr.Error {
+	st.mu.Lock()
+	enabled := st.enabled
+	st.mu.Unlock()
+	switch {
+	case !enabled:
+		return ocierr.Unavailable.Withf("region %s has its routing turned off (georeg replication update %s --region-endpoint-enabled true turns it on); use the registry's name to reach another region", st.Name, st.Name)
+	case !st.isHealthy():
+		e := ocierr.Unavailable.Withf("region %s failed its health checks and is drained; use the registry's name to reach another region, or retry later", st.Name)
+		e.RetryAfter = 5 * time.Second
+		return e
+	}
+	return nil
 }
 
 // rotation returns the region's healthy nodes, starting at the next in

@@ -36,6 +36,9 @@
 // region this way, or by using the region's own endpoint. For curl and
 // debugging, /region/<name>/<path> goes to <path> in that region
 // (registry clients cannot use it: they always request /v2/<repository>).
+// A region whose routing is turned off, or whose every node is drained,
+// is not reached this way either: the door answers 503 UNAVAILABLE naming
+// why (an upload session still goes to the region that holds it).
 package route
 
 import (

@@ -167,6 +167,25 @@ func TestARegionWithRoutingOffGetsNoClients(t *testing.T) {
 		t.Fatalf("routing off: %d", r.StatusCode)
 	}
 	regionOf(t, door, "127.0.0.2", "eastus")
+	// Pinned to it, by path or by host: refused, naming why, not sent.
+	for _, pin := range []func() *http.Request{
+		func() *http.Request { r, _ := http.NewRequest("GET", door+"/region/westeurope/v2/", nil); return r },
+		func() *http.Request {
+			r, _ := http.NewRequest("GET", door+"/v2/", nil)
+			r.Host = "westeurope.registry.test"
+			return r
+		},
+	} {
+		resp, err := from("127.0.0.1").Do(pin())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Georeg-Region") != "" || !strings.Contains(string(body), "routing turned off") {
+			t.Fatalf("pinned to westeurope with its routing off: %d %q %s", resp.StatusCode, resp.Header.Get("X-Georeg-Region"), body)
+		}
+	}
 }
 
 // TestPinnedEndpoints: a Host naming a region, and the /region/<name>/

@@ -330,6 +330,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if rest, ok := strings.CutPrefix(req.URL.Path, "/region/"); ok {
 		name, path, _ := strings.Cut(rest, "/")
 		if st, known := r.regions[name]; known {
+			if refused := st.pinnedRefusal(); refused != nil {
+				ocierr.Write(w, req, refused)
+				return
+			}
 			req.URL.Path, req.URL.RawPath = "/"+path, ""
 			r.metrics.Routed(name, "pinned")
 			r.forward(w, req, st, b, true)
@@ -338,6 +342,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	if name, _, ok := strings.Cut(req.Host, "."); ok {
 		if st, known := r.regions[name]; known {
+			if refused := st.pinnedRefusal(); refused != nil {
+				ocierr.Write(w, req, refused)
+				return
+			}
 			r.metrics.Routed(name, "pinned")
 			r.forward(w, req, st, b, true)
 			return
