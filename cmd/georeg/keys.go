@@ -37,10 +37,11 @@ func keysCmd() *cobra.Command {
 	}
 	rotate := &cobra.Command{
 		Use:   "rotate",
-		Short: "Give every region a new signing key: it signs at once, the old one verifies until its tokens expire",
-		Long: `The region asked makes a new key at once; every other region makes one
-within seconds. Tokens signed before keep working until they expire; the
-old keys are retired once the longer of auth.tokenTTL and auth.refreshTTL
+		Short: "Give every region a new signing key: it signs within seconds, the old one verifies until its tokens expire",
+		Long: `The region asked makes a new key at once, every other region within
+seconds; each signs 5 s after it is made, once the other regions have its
+public half. Tokens signed before keep working until they expire; the old
+keys are retired once the longer of auth.tokenTTL and auth.refreshTTL
 (plus a minute) has passed.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {

@@ -28,6 +28,9 @@ func upCmd() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			ctx := cmd.Context()
+			// With auth, regions talk over TLS (docs/security.md): --auth
+			// implies --tls.
+			tls = tls || withAuth
 			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions(), FrontDoor: "127.0.0.1:5000", TLS: tls, Auth: withAuth}
 			if !noDistance {
 				cfg.Distance = up.DefaultDistance
@@ -96,7 +99,7 @@ Ctrl-C stops it.
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	cmd.Flags().BoolVar(&noDistance, "no-distance", false, "replicate over plain loopback, without simulated latency and bandwidth")
 	cmd.Flags().BoolVar(&tls, "tls", false, "serve HTTPS everywhere with a certificate from a local CA (made under --data/tls)")
-	cmd.Flags().BoolVar(&withAuth, "auth", false, "turn auth on and print the admin credentials")
+	cmd.Flags().BoolVar(&withAuth, "auth", false, "turn auth on and print the admin credentials (implies --tls: regions talk over TLS)")
 	cmd.Flags().BoolVar(&resetRules, "reset-network-rules", false, "break-glass: open the registry's network rules (default action Allow, no rules)")
 	cmd.Flags().StringVar(&linksControl, "links-control", defaultLinksControl, "where georeg link reaches the simulated links (loopback; empty: off)")
 	return cmd

@@ -23,7 +23,8 @@ import (
 // shared by its nodes: meta.LocalKey); the public half is a signing-key
 // setting, replicated, so every region verifies every region's tokens.
 // `georeg keys rotate` asks every region for a new key (a replicated
-// key-rotation setting): the new key signs at once, the old one verifies
+// key-rotation setting): the new key signs within seconds (keyPublished),
+// the old one verifies
 // until every token it signed has expired (the longer of the access and
 // refresh TTLs, plus a minute), then is retired: its private half deleted,
 // its public half tombstoned.
@@ -38,6 +39,11 @@ type signingKey struct {
 	// it at the next start of any region.
 	PrivateKey string `json:"privateKey,omitempty"`
 }
+
+// keyPublished is how old a region's new key is before it signs: by then
+// its public half has reached the other regions, which then verify what
+// it signs (the key before it signs meanwhile).
+const keyPublished = 5 * time.Second
 
 // SettingKeyRotation is the KindRegistry setting asking every region for
 // a new signing key: KeyRotation.
@@ -146,8 +152,9 @@ func (s *Service) newLocalKey(ctx context.Context) error {
 	return nil
 }
 
-// Rotate makes this region a new signing key at once and asks every other
-// region for one (they follow within seconds).
+// Rotate makes this region a new signing key at once (it signs once
+// published, keyPublished later) and asks every other region for one
+// (they follow within seconds).
 func (s *Service) Rotate(ctx context.Context) error {
 	value, _ := json.Marshal(KeyRotation{Requested: s.now().UTC().Truncate(time.Millisecond)})
 	if _, err := s.settings.PutSetting(ctx, KindRegistry, SettingKeyRotation, value); err != nil {
@@ -234,9 +241,11 @@ type KeyInfo struct {
 	Kid     string    `json:"kid"`
 	Region  string    `json:"region"`
 	Created time.Time `json:"created"`
-	// State is signing (the newest key of its region), verifying (a newer
-	// one signs; tokens it signed are still valid) or legacy (written by
-	// an earlier version, for the whole registry).
+	// State is signing (the region's newest key, or the one before a key
+	// made less than keyPublished ago), next (that new key: it signs once
+	// the other regions have it), verifying (a newer one signs; tokens it
+	// signed are still valid) or legacy (written by an earlier version,
+	// for the whole registry).
 	State string `json:"state"`
 	// Retires is when a verifying key is retired.
 	Retires *time.Time `json:"retires,omitempty"`
@@ -262,11 +271,16 @@ func (s *Service) Keys(ctx context.Context) ([]KeyInfo, error) {
 		}
 		return out[i].Created.After(out[j].Created)
 	})
+	now := s.now()
 	for i := range out {
+		newest := i == 0 || out[i-1].Region != out[i].Region
+		older := i+1 < len(out) && out[i+1].Region == out[i].Region
 		switch {
 		case out[i].Region == "":
 			out[i].State = "legacy"
-		case i == 0 || out[i-1].Region != out[i].Region:
+		case newest && older && now.Sub(out[i].Created) < keyPublished:
+			out[i].State = "next" // signs once published (keyPublished)
+		case newest, out[i-1].State == "next":
 			out[i].State = "signing"
 		default:
 			out[i].State = "verifying"

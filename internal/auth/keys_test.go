@@ -59,6 +59,11 @@ func TestKeysRotateAndRetire(t *testing.T) {
 		t.Fatal(err)
 	}
 	noPrivateKeys()
+	if early, _, err := s.Issue(ctx, admin, nil, false); err != nil || kidOf(early) != kidOf(old) {
+		t.Fatalf("a token right after rotation is signed by %s (%v), want the old key until the new one is published", kidOf(early), err)
+	}
+	now = now.Add(keyPublished + time.Second)
+	s.forgetKeys()
 	fresh, _, err := s.Issue(ctx, admin, nil, false)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/georeg/georeg/internal/meta"
 )
 
 // Config is a node's auth configuration (the `auth:` block). Users,
@@ -238,12 +240,24 @@ func (s *Service) loadKeys(ctx context.Context, force bool) error {
 		return err
 	}
 	s.keys, s.loadedAt, s.signer, s.signKey = keys, time.Now(), "", nil
-	for i := len(locals) - 1; i >= 0; i-- { // the newest that parses signs
-		if k, err := parsePrivate(locals[i].PEM); err == nil {
-			s.signer, s.signKey = locals[i].Kid, k
-			keys[locals[i].Kid] = &k.PublicKey // its setting may be on its way
-			break
+	// The newest key signs once it is keyPublished old (its public half
+	// has reached the other regions, so they verify what it signs); until
+	// then the one before it still does. A region's first key signs at
+	// once: there is no other.
+	var usable []meta.LocalKey
+	var parsed []*ecdsa.PrivateKey
+	for _, l := range locals {
+		if k, err := parsePrivate(l.PEM); err == nil {
+			usable, parsed = append(usable, l), append(parsed, k)
+			keys[l.Kid] = &k.PublicKey // its setting may be on its way
 		}
+	}
+	if n := len(usable); n > 0 {
+		i := n - 1
+		if n > 1 && s.now().Sub(usable[i].Created) < keyPublished {
+			i--
+		}
+		s.signer, s.signKey = usable[i].Kid, parsed[i]
 	}
 	// A token signed by a key removed since (rotated out) is verified
 	// afresh next time, and refused.

@@ -108,6 +108,10 @@ type Replication struct {
 	// CAFile, when set, is a PEM bundle trusted (besides the system's
 	// roots) for peers served over TLS.
 	CAFile string `yaml:"caFile"`
+	// InsecurePeers lets a region with auth on talk to its peers over
+	// plain HTTP: for test rigs on one machine only. Without it, auth on
+	// means TLS between regions (region tokens and settings cross there).
+	InsecurePeers bool `yaml:"insecurePeers"`
 	// Peers and the feed long-poll wait.
 	replicate.Config `yaml:",inline"`
 }
@@ -272,6 +276,20 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("auth.enabled: needs replication.secret (regions and the front door authenticate with it)"))
 	} else if c.Auth.Enabled && len(c.Replication.Secret) < peerauth.MinSecretLength {
 		errs = append(errs, fmt.Errorf("replication.secret: with auth on, at least %d characters (openssl rand -hex 16 prints one); whoever holds it can join the registry", peerauth.MinSecretLength))
+	}
+	if c.Auth.Enabled && c.Replication.Secret != "" && !c.Replication.InsecurePeers {
+		const why = "with auth on, regions talk over TLS (serve HTTPS with http.tlsCert and http.tlsKey; replication.insecurePeers: true is for test rigs)"
+		for i, p := range c.Replication.Peers {
+			if !strings.HasPrefix(p.Endpoint, "https://") {
+				errs = append(errs, fmt.Errorf("replication.peers[%d].endpoint: %q is not https: %s", i, p.Endpoint, why))
+			}
+		}
+		switch {
+		case c.Replication.Endpoint != "" && !strings.HasPrefix(c.Replication.Endpoint, "https://"):
+			errs = append(errs, fmt.Errorf("replication.endpoint: %q is not https: %s", c.Replication.Endpoint, why))
+		case c.Replication.Endpoint == "" && c.HTTP.TLSCert == "":
+			errs = append(errs, fmt.Errorf("http.tlsCert: not set: %s", why))
+		}
 	}
 	for i, s := range c.Outbound.Allow {
 		if _, err := auth.ParsePrefix(s); err != nil {

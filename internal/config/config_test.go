@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/georeg/georeg/internal/replicate"
 )
 
 func TestParseAndValidate(t *testing.T) {
@@ -63,9 +65,36 @@ func TestWithAuthTheReplicationSecretIsStrong(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "at least 32 characters") {
 		t.Fatalf("a 31-character secret with auth: %v", err)
 	}
+	c.HTTP.TLSCert, c.HTTP.TLSKey = "tls.crt", "tls.key"
 	c.Replication.Secret += "x"
 	if err := c.Validate(); err != nil {
 		t.Fatalf("a 32-character secret with auth: %v", err)
+	}
+}
+
+// TestWithAuthRegionsTalkOverTLS: with auth on, a peer or this region's
+// endpoint over plain HTTP is refused, unless the configuration says it
+// is a test rig (replication.insecurePeers).
+func TestWithAuthRegionsTalkOverTLS(t *testing.T) {
+	c := Default()
+	c.Auth.Enabled = true
+	c.Replication.Secret = strings.Repeat("s", 32)
+	c.Replication.Peers = []replicate.Peer{{Name: "westeurope", Endpoint: "http://10.0.0.2:5001"}}
+	err := c.Validate()
+	for _, field := range []string{"replication.peers[0].endpoint", "http.tlsCert"} {
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("no error for %s in: %v", field, err)
+		}
+	}
+	c.Replication.Peers[0].Endpoint = "https://10.0.0.2:5001"
+	c.Replication.Endpoint = "https://10.0.0.1:5001"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("https everywhere: %v", err)
+	}
+	c.Replication.Endpoint, c.Replication.Peers[0].Endpoint = "http://10.0.0.1:5001", "http://10.0.0.2:5001"
+	c.Replication.InsecurePeers = true
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a test rig: %v", err)
 	}
 }
 

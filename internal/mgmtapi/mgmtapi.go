@@ -87,6 +87,7 @@ type API struct {
 	signer   *peerauth.Signer           // this region's tokens, for asking other regions (nil: none)
 	browser  BrowserGuard               // CSRF and DNS-rebinding checks (SetBrowserGuard)
 	outbound *outbound.Policy           // what a registered replica endpoint may be (nil: anything)
+	peersTLS bool                       // registered replica endpoints must be https (auth on)
 	importer *transfer.Importer
 	client   *http.Client
 }
@@ -129,6 +130,10 @@ func (a *API) peerDo(ctx context.Context, req *http.Request, name string) (*http
 	}
 	return a.client.Do(req)
 }
+
+// SetPeersTLS has replica endpoints registered with plain http refused:
+// with auth on, regions talk over TLS.
+func (a *API) SetPeersTLS(on bool) { a.peersTLS = on }
 
 // SetOutbound has replica endpoints registered by admins checked against
 // the registry's outbound policy.

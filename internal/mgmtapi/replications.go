@@ -218,6 +218,9 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	if !strings.HasPrefix(v.Endpoint, "http://") && !strings.HasPrefix(v.Endpoint, "https://") {
 		return nil, ocierr.ManifestInvalid.Withf("endpoint %q: give the region's base URL, http(s)://host:port", v.Endpoint)
 	}
+	if a.peersTLS && !strings.HasPrefix(v.Endpoint, "https://") {
+		return nil, ocierr.ManifestInvalid.Withf("endpoint %q: with auth on, regions talk over TLS: give its https:// URL", v.Endpoint)
+	}
 	if body.Endpoint != "" && (a.isPeer == nil || !a.isPeer(r)) {
 		// An admin's word (a region registering itself holds the secret,
 		// like the configuration): the endpoint must be one the outbound

@@ -184,6 +184,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 			c.HTTP.TLSCert, c.HTTP.TLSKey, c.Replication.CAFile = reg.TLS.Cert, reg.TLS.Key, reg.TLS.CA
 		}
 		if cfg.Auth {
+			// Without TLS (test rigs): regions talk plain HTTP on
+			// loopback. `georeg up --auth` always serves TLS.
+			c.Replication.InsecurePeers = !cfg.TLS
 			c.Auth.Enabled, c.Auth.AdminPasswordFile = true, AdminPasswordFile(cfg.DataDir)
 			// The front door connects from 127.0.0.1: network rules judge
 			// the client address it forwards.
