@@ -50,18 +50,35 @@ type junit struct {
 	Errors   int `xml:"errors,attr"`
 	Suites   []struct {
 		Cases []struct {
-			Name    string    `xml:"name,attr"`
-			Failure *struct{} `xml:"failure"`
+			Name    string       `xml:"name,attr"`
+			Failure *junitReason `xml:"failure"`
+			Error   *junitReason `xml:"error"`
 		} `xml:"testcase"`
 	} `xml:"testsuite"`
+}
+
+// junitReason is why a test case failed.
+type junitReason struct {
+	Message string `xml:"message,attr"`
+	Text    string `xml:",chardata"`
+}
+
+func (r *junitReason) String() string {
+	s := strings.TrimSpace(r.Message + " " + r.Text)
+	if len(s) > 400 {
+		s = s[:400] + "..."
+	}
+	return s
 }
 
 func (j junit) failed() []string {
 	var out []string
 	for _, s := range j.Suites {
 		for _, c := range s.Cases {
-			if c.Failure != nil {
-				out = append(out, c.Name)
+			for _, r := range []*junitReason{c.Failure, c.Error} {
+				if r != nil {
+					out = append(out, c.Name+": "+r.String())
+				}
 			}
 		}
 	}

@@ -210,3 +210,25 @@ func TestImageStatusSaysWhereAnImageIs(t *testing.T) {
 		t.Fatalf("after a delete, westeurope down: %+v", st)
 	}
 }
+
+// TestWithAuthAReplicaEndpointIsHTTPS: a region whose peers must talk
+// over TLS refuses to register a replica at a plain http endpoint, and
+// takes an https one.
+func TestWithAuthAReplicaEndpointIsHTTPS(t *testing.T) {
+	r, err := region.Open(t.Context(), region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	api := mgmtapi.New(r, nil, nil)
+	api.SetPeersTLS(true)
+	api.Register(mux)
+	t.Cleanup(func() { srv.Close(); r.Close() })
+	if code, body := call(t, "PUT", srv.URL+"/_georeg/v1/replications/brazilsouth", `{"endpoint":"http://10.0.0.9:5001"}`); code != 400 || codeOf(body) != "MANIFEST_INVALID" || !strings.Contains(string(body), "TLS") {
+		t.Fatalf("an http replica: %d %s", code, body)
+	}
+	if code, body := call(t, "PUT", srv.URL+"/_georeg/v1/replications/brazilsouth", `{"endpoint":"https://10.0.0.9:5001"}`); code != 200 {
+		t.Fatalf("an https replica: %d %s", code, body)
+	}
+}
