@@ -90,6 +90,28 @@ func (a *API) repoName(ctx context.Context, r *http.Request) (string, error) {
 	return name, nil
 }
 
+// lockTable reads every lock once, for a listing that shows the
+// attributes of many tags (one query, not one per tag).
+func (a *API) lockTable(ctx context.Context) (func(repo, tag string) Attributes, error) {
+	settings, err := a.region.Settings(ctx, region.LockKind)
+	if err != nil {
+		return nil, err
+	}
+	locks := make(map[string]Attributes, len(settings))
+	for _, s := range settings {
+		var l region.Lock
+		if json.Unmarshal(s.Value, &l) == nil {
+			locks[s.Name] = Attributes{l.WriteEnabled, l.DeleteEnabled}
+		}
+	}
+	return func(repo, tag string) Attributes {
+		if at, ok := locks[region.LockName(repo, tag)]; ok {
+			return at
+		}
+		return Attributes{true, true}
+	}, nil
+}
+
 func (a *API) attributes(ctx context.Context, repo, tag string) (Attributes, error) {
 	l, err := a.region.LockOf(ctx, repo, tag)
 	if err != nil || l == nil {
@@ -144,13 +166,13 @@ func (a *API) repositoryTags(ctx context.Context, r *http.Request) (any, error) 
 	default:
 		return nil, ocierr.RequestInvalid.Withf("orderby=%q: time_desc, time_asc or name", order)
 	}
+	attrsOf, err := a.lockTable(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := []TagView{}
 	for _, t := range tags {
-		attrs, err := a.attributes(ctx, name, t.Name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, TagView{TagInfo: t, Attributes: attrs})
+		out = append(out, TagView{TagInfo: t, Attributes: attrsOf(name, t.Name)})
 	}
 	return out, nil
 }
@@ -164,14 +186,17 @@ func (a *API) repositoryManifests(ctx context.Context, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
+	attrsOf, err := a.lockTable(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := []ManifestView{}
 	for _, m := range ms {
 		attrs := Attributes{true, true}
 		for _, tag := range m.Tags {
-			if t, err := a.attributes(ctx, name, tag); err == nil {
-				attrs.WriteEnabled = attrs.WriteEnabled && t.WriteEnabled
-				attrs.DeleteEnabled = attrs.DeleteEnabled && t.DeleteEnabled
-			}
+			t := attrsOf(name, tag)
+			attrs.WriteEnabled = attrs.WriteEnabled && t.WriteEnabled
+			attrs.DeleteEnabled = attrs.DeleteEnabled && t.DeleteEnabled
 		}
 		out = append(out, ManifestView{ManifestInfo: m, Attributes: attrs})
 	}
