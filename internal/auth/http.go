@@ -33,7 +33,9 @@ func (s *Service) TokenHandler() http.Handler {
 		ans, err := s.token(r)
 		if err != nil {
 			oe, _ := ocierr.From(err)
-			if oe.Code == ocierr.Unauthorized {
+			if oe.Code == ocierr.Unauthorized && r.Method == http.MethodGet {
+				// Docker's basic-auth GET; an OAuth2 form POST (containerd,
+				// the dashboard) gets no browser prompt.
 				w.Header().Set("WWW-Authenticate", `Basic realm="georeg"`)
 			}
 			ocierr.Write(w, r, oe)

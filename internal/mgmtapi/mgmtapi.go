@@ -131,6 +131,10 @@ func (a *API) peerDo(ctx context.Context, req *http.Request, name string) (*http
 	return a.client.Do(req)
 }
 
+// DashboardHeader is the header the dashboard's requests carry (value
+// "dashboard"): their 401s carry no basic-auth challenge.
+const DashboardHeader = "X-Georeg-Client"
+
 // SetPeersTLS has replica endpoints registered with plain http refused:
 // with auth on, regions talk over TLS.
 func (a *API) SetPeersTLS(on bool) { a.peersTLS = on }
@@ -221,6 +225,11 @@ func (a *API) serve(allow func(w http.ResponseWriter, r *http.Request) (string, 
 		}
 		if a.auth != nil && (a.isPeer == nil || !a.isPeer(r)) {
 			actor, err := allow(w, r)
+			if err != nil && r.Header.Get(DashboardHeader) == "dashboard" {
+				// The dashboard signs in with tokens: no basic-auth prompt
+				// (a browser would cache the credentials for every page).
+				w.Header().Del("WWW-Authenticate")
+			}
 			if err != nil {
 				oe, _ := ocierr.From(err)
 				ocierr.Write(w, r, oe)

@@ -146,3 +146,60 @@ func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 		t.Fatalf("repositories list: %d %v", repos, err)
 	}
 }
+
+// TestWithAuthTheDashboardSignsInWithTokens: with auth on, the dashboard
+// shows its sign-in form (its data request gets no basic-auth challenge,
+// so the browser neither prompts nor caches a password), a wrong password
+// says so, and the admin's shows the regions, with the tokens kept in the
+// tab's sessionStorage, never a cookie.
+func TestWithAuthTheDashboardSignsInWithTokens(t *testing.T) {
+	dir := t.TempDir()
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions()[:2], Auth: true, FrontDoor: "127.0.0.1:0"})
+	pass, err := up.LoadAdminPassword(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error { // the door routes once its probes found the regions
+		req, _ := http.NewRequest(http.MethodGet, reg.FrontDoor+"/_georeg/v1/dashboard", nil)
+		req.Header.Set("X-Georeg-Client", "dashboard")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != "" {
+			return fmt.Errorf("the dashboard's data without a token: %d, challenge %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		return nil
+	})
+	ctx := browser(t)
+	step := func(d time.Duration) context.Context {
+		c, cancel := context.WithTimeout(ctx, d)
+		t.Cleanup(cancel)
+		return c
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(reg.FrontDoor+"/ui/")); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	if err := chromedp.Do(step(30*time.Second), chromedp.WaitVisible("#login")); err != nil {
+		t.Fatalf("no sign-in form: %v", err)
+	}
+	if err := chromedp.Do(step(10*time.Second), chromedp.SendKeys("#login-user", "admin"), chromedp.SendKeys("#login-password", "wrong-password"),
+		chromedp.Click("#login-submit"), chromedp.WaitVisible("#login-error")); err != nil {
+		t.Fatalf("a wrong password: %v", err)
+	}
+	if _, err := chromedp.Run(step(10*time.Second), chromedp.Evaluate[string](`document.querySelector('#login-password').value = ""`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(step(10*time.Second), chromedp.SendKeys("#login-password", pass), chromedp.Click("#login-submit")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](`document.querySelectorAll('#regions tbody tr[data-state="Ready"]').length === 2 && document.querySelector('#login').hidden`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("signed in, the dashboard did not show two Ready regions: %v", err)
+	}
+	kept, err := chromedp.Run(step(10*time.Second), chromedp.Evaluate[string](`(sessionStorage.getItem("georeg-access") ? "token" : "none") + "," + (document.cookie || "no cookie")`))
+	if err != nil || kept != "token,no cookie" {
+		t.Fatalf("what the tab keeps: %q %v", kept, err)
+	}
+}

@@ -90,9 +90,70 @@ function draw(d) {
     el("tr", { "data-repository": r.name }, el("td", {}, r.name), el("td", { class: "num" }, r.tags))));
 }
 
+// Auth: the dashboard signs in with the token endpoint (the OAuth2
+// password grant, as containerd does) and sends the access token as a
+// bearer; it never uses basic auth, so the browser caches no credential
+// a page on another site could ride on. The tokens live in this tab's
+// sessionStorage; an expired access token is renewed with the refresh
+// token, and when that fails the sign-in form comes back.
+const store = window.sessionStorage;
+
+async function tokenGrant(form) {
+  const resp = await fetch("/oauth2/token", {
+    method: "POST", cache: "no-store", credentials: "omit",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(Object.assign({ client_id: "georeg-dashboard" }, form)),
+  });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok || !body.access_token) {
+    const msg = (body.errors && body.errors[0] && body.errors[0].message) || resp.statusText;
+    throw new Error(resp.status + " " + msg);
+  }
+  store.setItem("georeg-access", body.access_token);
+  if (body.refresh_token) store.setItem("georeg-refresh", body.refresh_token);
+}
+
+async function dashboard() {
+  const get = () => {
+    const headers = { "X-Georeg-Client": "dashboard" };
+    const token = store.getItem("georeg-access");
+    if (token) headers.Authorization = "Bearer " + token;
+    return fetch("/_georeg/v1/dashboard", { cache: "no-store", credentials: "omit", headers });
+  };
+  let resp = await get();
+  if (resp.status === 401 && store.getItem("georeg-refresh")) {
+    try {
+      await tokenGrant({ grant_type: "refresh_token", refresh_token: store.getItem("georeg-refresh") });
+      resp = await get();
+    } catch (e) {
+      store.removeItem("georeg-refresh");
+    }
+  }
+  if (resp.status === 401) {
+    store.removeItem("georeg-access");
+    $("#login").hidden = false;
+    throw new Error("sign in to see the registry");
+  }
+  return resp;
+}
+
+$("#login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    await tokenGrant({ grant_type: "password", username: $("#login-user").value, password: $("#login-password").value });
+    $("#login-password").value = "";
+    $("#login").hidden = true;
+    $("#login-error").hidden = true;
+    poll();
+  } catch (e) {
+    $("#login-error").textContent = "cannot sign in: " + e.message;
+    $("#login-error").hidden = false;
+  }
+});
+
 async function poll() {
   try {
-    const resp = await fetch("/_georeg/v1/dashboard", { cache: "no-store", credentials: "same-origin" });
+    const resp = await dashboard();
     if (!resp.ok) {
       const body = await resp.json().catch(() => ({}));
       const msg = (body.errors && body.errors[0] && body.errors[0].message) || resp.statusText;
