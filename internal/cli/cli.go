@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -115,18 +117,50 @@ func (c *Client) LocalImageStatus(ctx context.Context, repo, ref string) (*mgmta
 	return &out, c.get(ctx, "/_georeg/v1/images/status?"+q.Encode(), &out)
 }
 
+// maxPages bounds how many pages of one listing the client follows.
+const maxPages = 10_000
+
+var nextLink = regexp.MustCompile(`<([^>]+)>;\s*rel="next"`)
+
+// send sends one request and decodes its answer into out. A listing
+// answered in pages (a Link header, rel="next") is followed to its end
+// when out points to a slice: the pages are appended in order.
 func (c *Client) send(ctx context.Context, method, path string, body any, out any) error {
+	next, err := c.sendOne(ctx, method, path, body, out)
+	if err != nil || next == "" || method != http.MethodGet {
+		return err
+	}
+	dst := reflect.ValueOf(out)
+	if dst.Kind() != reflect.Pointer || dst.Elem().Kind() != reflect.Slice {
+		return nil
+	}
+	for range maxPages {
+		page := reflect.New(dst.Elem().Type())
+		if next, err = c.sendOne(ctx, http.MethodGet, next, nil, page.Interface()); err != nil {
+			return err
+		}
+		dst.Elem().Set(reflect.AppendSlice(dst.Elem(), page.Elem()))
+		if next == "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: more than %d pages", path, maxPages)
+}
+
+// sendOne sends one request, decodes its answer into out and returns the
+// path of the next page, if the answer has one.
+func (c *Client) sendOne(ctx context.Context, method, path string, body any, out any) (string, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return "", err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.Base, "/")+path, rd)
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if c.User != "" {
@@ -134,7 +168,7 @@ func (c *Client) send(ctx context.Context, method, path string, body any, out an
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return explain(c.Base, err)
+		return "", explain(c.Base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -142,16 +176,20 @@ func (c *Client) send(ctx context.Context, method, path string, body any, out an
 			// Go's HTTPS server answers a plain HTTP request so.
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			if strings.Contains(string(b), "HTTPS server") {
-				return fmt.Errorf("%s serves HTTPS: use --registry %s", c.Base, strings.Replace(c.Base, "http://", "https://", 1))
+				return "", fmt.Errorf("%s serves HTTPS: use --registry %s", c.Base, strings.Replace(c.Base, "http://", "https://", 1))
 			}
-			return ocierr.Read(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: io.NopCloser(bytes.NewReader(b))})
+			return "", ocierr.Read(&http.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: io.NopCloser(bytes.NewReader(b))})
 		}
-		return ocierr.Read(resp)
+		return "", ocierr.Read(resp)
+	}
+	var next string
+	if m := nextLink.FindStringSubmatch(resp.Header.Get("Link")); m != nil && strings.HasPrefix(m[1], "/") {
+		next = m[1] // a path on the same registry, never another host
 	}
 	if out == nil {
-		return nil
+		return next, nil
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return next, json.NewDecoder(resp.Body).Decode(out)
 }
 
 // explain turns a failure to reach the registry at base into words that

@@ -299,7 +299,7 @@ func tokenView(name string, t auth.Token) TokenView {
 	return TokenView{Name: name, ScopeMap: t.ScopeMap, Status: t.Status, Expiry: t.Expiry, Created: t.Created}
 }
 
-func (a *API) listTokens(ctx context.Context, _ *http.Request) (any, error) {
+func (a *API) listTokens(ctx context.Context, r *http.Request) (any, error) {
 	settings, err := a.region.Settings(ctx, auth.KindToken)
 	if err != nil {
 		return nil, err
@@ -311,7 +311,7 @@ func (a *API) listTokens(ctx context.Context, _ *http.Request) (any, error) {
 			out = append(out, tokenView(s.Name, t))
 		}
 	}
-	return out, nil
+	return pageOf(r, out)
 }
 
 func (a *API) token(ctx context.Context, r *http.Request) (string, *auth.Token, error) {

@@ -243,6 +243,10 @@ func (a *API) serve(allow func(w http.ResponseWriter, r *http.Request) (string, 
 			ocierr.Write(w, r, oe)
 			return
 		}
+		if p, ok := body.(paged); ok {
+			w.Header().Set("Link", linkNext(p.next))
+			body = p.items
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = json.NewEncoder(w).Encode(body)

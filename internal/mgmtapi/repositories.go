@@ -120,7 +120,7 @@ func (a *API) attributes(ctx context.Context, repo, tag string) (Attributes, err
 	return Attributes{l.WriteEnabled, l.DeleteEnabled}, nil
 }
 
-func (a *API) listRepositories(ctx context.Context, _ *http.Request) (any, error) {
+func (a *API) listRepositories(ctx context.Context, r *http.Request) (any, error) {
 	counts, err := a.region.TagCounts(ctx, 100_000)
 	if err != nil {
 		return nil, err
@@ -128,7 +128,7 @@ func (a *API) listRepositories(ctx context.Context, _ *http.Request) (any, error
 	if counts == nil {
 		counts = []meta.RepoCount{}
 	}
-	return counts, nil
+	return pageOf(r, counts)
 }
 
 func (a *API) showRepository(ctx context.Context, r *http.Request) (any, error) {
@@ -174,7 +174,7 @@ func (a *API) repositoryTags(ctx context.Context, r *http.Request) (any, error) 
 	for _, t := range tags {
 		out = append(out, TagView{TagInfo: t, Attributes: attrsOf(name, t.Name)})
 	}
-	return out, nil
+	return pageOf(r, out)
 }
 
 func (a *API) repositoryManifests(ctx context.Context, r *http.Request) (any, error) {
@@ -200,7 +200,7 @@ func (a *API) repositoryManifests(ctx context.Context, r *http.Request) (any, er
 		}
 		out = append(out, ManifestView{ManifestInfo: m, Attributes: attrs})
 	}
-	return out, nil
+	return pageOf(r, out)
 }
 
 func (a *API) lockRepository(ctx context.Context, r *http.Request) (any, error) {
