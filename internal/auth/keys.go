@@ -127,9 +127,9 @@ func (s *Service) retireAfter() time.Duration {
 	return max(s.cfg.TokenTTL, s.cfg.RefreshTTL) + time.Minute
 }
 
-// newLocalKey makes this region a new signing key: private here, public
-// half published.
-func (s *Service) newLocalKey(ctx context.Context) error {
+// newLocalKey makes this region a new signing key, private here, public
+// half published, unless another node of the region made one after since.
+func (s *Service) newLocalKey(ctx context.Context, since time.Time) error {
 	at := s.now().Truncate(time.Millisecond) // as stored
 	locals, err := s.settings.LocalKeys(ctx)
 	if err != nil {
@@ -142,8 +142,12 @@ func (s *Service) newLocalKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.settings.PutLocalKey(ctx, local); err != nil {
+	stored, err := s.settings.PutLocalKey(ctx, local, since)
+	if err != nil {
 		return fmt.Errorf("store a signing key: %w", err)
+	}
+	if !stored {
+		return nil // another node of this region made it
 	}
 	if _, err := s.settings.PutSetting(ctx, KindSigningKey, local.Kid, value); err != nil {
 		return fmt.Errorf("publish a signing key: %w", err)
@@ -156,11 +160,12 @@ func (s *Service) newLocalKey(ctx context.Context) error {
 // published, keyPublished later) and asks every other region for one
 // (they follow within seconds).
 func (s *Service) Rotate(ctx context.Context) error {
-	value, _ := json.Marshal(KeyRotation{Requested: s.now().UTC().Truncate(time.Millisecond)})
+	requested := s.now().UTC().Truncate(time.Millisecond)
+	value, _ := json.Marshal(KeyRotation{Requested: requested})
 	if _, err := s.settings.PutSetting(ctx, KindRegistry, SettingKeyRotation, value); err != nil {
 		return err
 	}
-	if err := s.newLocalKey(ctx); err != nil {
+	if err := s.newLocalKey(ctx, requested); err != nil {
 		return err
 	}
 	s.forgetKeys() // the new key signs at once
@@ -188,7 +193,7 @@ func (s *Service) maintainKeys(ctx context.Context) error {
 		_ = json.Unmarshal(st.Value, &rotation)
 	}
 	if len(locals) == 0 || locals[len(locals)-1].Created.Before(rotation.Requested.Truncate(time.Millisecond)) {
-		if err := s.newLocalKey(ctx); err != nil {
+		if err := s.newLocalKey(ctx, rotation.Requested.Truncate(time.Millisecond)); err != nil {
 			return err
 		}
 		s.forgetKeys()

@@ -130,3 +130,41 @@ func TestARotationAskedElsewhereIsFollowed(t *testing.T) {
 		t.Fatalf("%d local keys after one rotation, want 2", len(locals))
 	}
 }
+
+// TestNodesOfARegionMakeOneKey: two nodes of one region (two services
+// over one store) starting at once make one signing key between them,
+// and both sign with it.
+func TestNodesOfARegionMakeOneKey(t *testing.T) {
+	ctx := context.Background()
+	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	nodes := []*Service{New(Config{Enabled: true}, r, slog.New(slog.DiscardHandler)), New(Config{Enabled: true}, r, slog.New(slog.DiscardHandler))}
+	errs := make(chan error, 2)
+	for _, s := range nodes {
+		go func() { errs <- s.Bootstrap(ctx) }()
+	}
+	for range nodes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if locals, _ := r.LocalKeys(ctx); len(locals) != 1 {
+		t.Fatalf("%d keys made by two nodes starting at once", len(locals))
+	}
+	admin := &Principal{Name: "admin", Kind: KindUser, Admin: true}
+	var kids []string
+	for _, s := range nodes {
+		raw, _, err := s.Issue(ctx, admin, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, _, _ := jwt.NewParser().ParseUnverified(raw, &Claims{})
+		kids = append(kids, tok.Header["kid"].(string))
+	}
+	if kids[0] != kids[1] {
+		t.Fatalf("the nodes sign with %v", kids)
+	}
+}

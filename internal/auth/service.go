@@ -158,6 +158,7 @@ func (s *Service) recordLogin(ctx context.Context, actor, outcome, detail string
 // Cache bounds.
 const (
 	keysRefresh = 2 * time.Second
+	forcedRead  = 100 * time.Millisecond // see loadKeys
 	verifiedMax = 10_000
 )
 
@@ -214,13 +215,29 @@ func (s *Service) Bootstrap(ctx context.Context) error {
 // loadKeys refreshes the key cache when it is older than keysRefresh, or
 // when force is set (a token names a kid not seen yet).
 func (s *Service) loadKeys(ctx context.Context, force bool) error {
+	if force {
+		// A token names a kid not seen yet (a key just made in another
+		// region): read the store once it was last read forcedRead ago, so
+		// a burst of such tokens reads it once and none is judged on a
+		// read older than that.
+		s.mu.Lock()
+		wait := forcedRead - time.Since(s.loadedAt)
+		s.mu.Unlock()
+		if wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.keys != nil && time.Since(s.loadedAt) < keysRefresh && !force {
 		return nil
 	}
-	if force && time.Since(s.loadedAt) < 100*time.Millisecond {
-		return nil // a burst of unknown kids reads the store once
+	if force && s.keys != nil && time.Since(s.loadedAt) < forcedRead {
+		return nil // read since by another caller
 	}
 	settings, err := s.settings.Settings(ctx, KindSigningKey)
 	if err != nil {

@@ -49,7 +49,7 @@ type Settings interface {
 	// signing keys (keys.go), which never replicate.
 	Name() string
 	LocalKeys(ctx context.Context) ([]meta.LocalKey, error)
-	PutLocalKey(ctx context.Context, k meta.LocalKey) error
+	PutLocalKey(ctx context.Context, k meta.LocalKey, since time.Time) (bool, error)
 	DeleteLocalKey(ctx context.Context, kid string) error
 }
 

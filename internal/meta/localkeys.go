@@ -32,12 +32,22 @@ func (db *DB) LocalKeys(ctx context.Context) ([]LocalKey, error) {
 	return out, rows.Err()
 }
 
-// PutLocalKey stores one of the region's own signing keys.
-func (db *DB) PutLocalKey(ctx context.Context, k LocalKey) error {
-	return db.Update(ctx, func(tx *Tx) error {
+// PutLocalKey stores one of the region's own signing keys, unless the
+// region has one made after since: of nodes of a region making a
+// key at once (each found none), one does. It reports whether it stored
+// k.
+func (db *DB) PutLocalKey(ctx context.Context, k LocalKey, since time.Time) (bool, error) {
+	stored := false
+	err := db.Update(ctx, func(tx *Tx) error {
+		var n int
+		if err := tx.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM local_keys WHERE created > $1`, since.UnixMilli()).Scan(&n); err != nil || n > 0 {
+			return err
+		}
 		_, err := tx.tx.ExecContext(ctx, `INSERT INTO local_keys (kid, pem, created) VALUES ($1, $2, $3)`, k.Kid, k.PEM, k.Created.UnixMilli())
+		stored = err == nil
 		return err
 	})
+	return stored, err
 }
 
 // DeleteLocalKey forgets a retired signing key.

@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"time"
 
 	"github.com/georeg/georeg/internal/meta"
 )
@@ -11,9 +12,11 @@ import (
 // get only their public halves, as signing-key settings.
 func (r *Region) LocalKeys(ctx context.Context) ([]meta.LocalKey, error) { return r.db.LocalKeys(ctx) }
 
-// PutLocalKey stores a new private signing key of the region.
-func (r *Region) PutLocalKey(ctx context.Context, k meta.LocalKey) error {
-	return r.db.PutLocalKey(ctx, k)
+// PutLocalKey stores a new private signing key of the region, unless it
+// has one made after since (another node made it): it reports
+// whether it stored k.
+func (r *Region) PutLocalKey(ctx context.Context, k meta.LocalKey, since time.Time) (bool, error) {
+	return r.db.PutLocalKey(ctx, k, since)
 }
 
 // DeleteLocalKey forgets a retired private signing key.

@@ -14,6 +14,7 @@ import (
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/peerauth"
+	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -101,7 +102,12 @@ func TestKeyRotationAcrossRegions(t *testing.T) {
 // only to the front door's and regions' tokens.
 func TestReadyzSaysWhyOnlyToOperators(t *testing.T) {
 	dir := t.TempDir()
-	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions()[:1], Auth: true})
+	// The filesystem stores, whatever GEOREG_TEST_REGION_STORES says: the
+	// fault this test makes is a missing content directory.
+	fs := func(string) (region.ContentConfig, region.MetadataConfig) {
+		return region.ContentConfig{Driver: "fs"}, region.MetadataConfig{Driver: "sqlite"}
+	}
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions()[:1], Auth: true, Stores: fs})
 	east := reg.ByName["eastus"].URL
 	content := filepath.Join(dir, "eastus", "content")
 	if err := os.Rename(content, content+".away"); err != nil {
