@@ -114,7 +114,9 @@ func TestADisabledWebhookHoldsItsDeliveriesAndARecreatedOneGetsNone(t *testing.T
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	fast := webhook.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	// A 2 s attempt timeout: a claim the first deliverer held when it was
+	// stopped runs out (Timeout + 5 s) well within deliverUntil's 20 s.
+	fast := webhook.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Timeout: 2 * time.Second}
 	t.Run("disabled, then enabled", func(t *testing.T) {
 		r := outboxRegion(t, "disabled", srv.URL)
 		current, err := r.Webhook(t.Context(), "disabled")
