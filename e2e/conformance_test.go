@@ -71,18 +71,47 @@ func (r *junitReason) String() string {
 	return s
 }
 
-func (j junit) failed() []string {
+// failedCases names every test case of a JUnit report that failed, and
+// why: the conformance suite marks one with status="failure" and says why
+// in its system-out; other reports use failure or error elements.
+func failedCases(data []byte) []string {
 	var out []string
-	for _, s := range j.Suites {
-		for _, c := range s.Cases {
-			for _, r := range []*junitReason{c.Failure, c.Error} {
-				if r != nil {
-					out = append(out, c.Name+": "+r.String())
+	dec := xml.NewDecoder(strings.NewReader(string(data)))
+	var name, why string
+	failed := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return out
+		}
+		switch el := tok.(type) {
+		case xml.StartElement:
+			switch el.Name.Local {
+			case "testcase":
+				name, why, failed = "", "", false
+				for _, a := range el.Attr {
+					switch {
+					case a.Name.Local == "name":
+						name = a.Value
+					case a.Name.Local == "status" && (a.Value == "failure" || a.Value == "error"):
+						failed = true
+					}
 				}
+			case "failure", "error", "system-out":
+				var r junitReason
+				if dec.DecodeElement(&r, &el) == nil && why == "" {
+					why = r.String()
+				}
+				if el.Name.Local != "system-out" {
+					failed = true
+				}
+			}
+		case xml.EndElement:
+			if el.Name.Local == "testcase" && failed {
+				out = append(out, name+": "+why)
 			}
 		}
 	}
-	return out
 }
 
 // conformance is one run's count.
@@ -115,7 +144,14 @@ func runMainSuite(t *testing.T, target, repo string) conformance {
 	}
 	c := conformance{target: target, tests: j.Tests, failures: j.Failures + j.Errors}
 	if c.failures > 0 || runErr != nil || c.tests < 800 {
-		failed := j.failed()
+		failed := failedCases(data)
+		if len(failed) == 0 { // the suite's own words, then
+			tail := string(out)
+			if len(tail) > 3000 {
+				tail = tail[len(tail)-3000:]
+			}
+			failed = []string{tail}
+		}
 		if len(failed) > 20 {
 			failed = append(failed[:20], fmt.Sprintf("... %d more", len(failed)-20))
 		}
