@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -338,38 +339,60 @@ func registryRows(v mgmtapi.RegistryView) [][]string {
 	return rows
 }
 
+// changeRule is the RunE of `network-rule` and `outbound-rule` add and
+// remove: it reads the registry's switches (of *registry, read when it
+// runs), has edit make the change of them for the prefix *ip, sends it,
+// and has done print the answer.
+func changeRule(registry, ip *string, edit func(mgmtapi.RegistryView, netip.Prefix) (mgmtapi.RegistryBody, error),
+	done func(mgmtapi.RegistryView) error) func(*cobra.Command, []string) error {
+	return func(c *cobra.Command, _ []string) error {
+		p, err := auth.ParsePrefix(*ip)
+		if err != nil {
+			return fmt.Errorf("--ip-address: %w", err)
+		}
+		client := cli.New(*registry, 30*time.Second)
+		var v mgmtapi.RegistryView
+		if err := client.Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
+			return err
+		}
+		body, err := edit(v, p)
+		if err != nil {
+			return err
+		}
+		if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", body, &v); err != nil {
+			return err
+		}
+		return done(v)
+	}
+}
+
+// withoutPrefix returns the rules of list whose value (value(r)) is not
+// the prefix p (or does not parse), in order.
+func withoutPrefix[T any](list []T, p netip.Prefix, value func(T) string) []T {
+	kept := []T{}
+	for _, r := range list {
+		if q, err := auth.ParsePrefix(value(r)); err != nil || q != p {
+			kept = append(kept, r)
+		}
+	}
+	return kept
+}
+
 // outboundRuleCmd manages the loopback and private ranges imports,
 // webhooks and replica endpoints may reach (internal/outbound).
 func outboundRuleCmd() *cobra.Command {
 	cmd, registry, output := group("outbound-rule", "Outbound rules: the loopback and private ranges imports, webhooks and replica endpoints may reach")
 	var ip string
 	change := func(add bool) func(c *cobra.Command, _ []string) error {
-		return func(c *cobra.Command, _ []string) error {
-			p, err := auth.ParsePrefix(ip)
-			if err != nil {
-				return fmt.Errorf("--ip-address: %w", err)
-			}
-			client := cli.New(*registry, 30*time.Second)
-			var v mgmtapi.RegistryView
-			if err := client.Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
-				return err
-			}
-			kept := []string{}
-			for _, r := range v.OutboundRules {
-				if q, err := auth.ParsePrefix(r); err != nil || q != p {
-					kept = append(kept, r)
-				}
-			}
+		return changeRule(registry, &ip, func(v mgmtapi.RegistryView, p netip.Prefix) (mgmtapi.RegistryBody, error) {
+			kept := withoutPrefix(v.OutboundRules, p, func(r string) string { return r })
 			if add {
 				kept = append(kept, p.String())
 			} else if len(kept) == len(v.OutboundRules) {
-				return fmt.Errorf("there is no outbound rule for %s", p)
+				return mgmtapi.RegistryBody{}, fmt.Errorf("there is no outbound rule for %s", p)
 			}
-			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", mgmtapi.RegistryBody{OutboundRules: &kept}, &v); err != nil {
-				return err
-			}
-			return show(*output, v.OutboundRules, "ALLOWED", outboundRows(v))
-		}
+			return mgmtapi.RegistryBody{OutboundRules: &kept}, nil
+		}, func(v mgmtapi.RegistryView) error { return show(*output, v.OutboundRules, "ALLOWED", outboundRows(v)) })
 	}
 	add := &cobra.Command{Use: "add --ip-address ADDR|CIDR", Short: "Let regions reach a loopback or private address or range", Args: cobra.NoArgs, RunE: change(true),
 		Example: `  georeg outbound-rule add --ip-address 10.20.0.0/16   # an internal registry to import from`}
@@ -405,34 +428,17 @@ func networkRuleCmd() *cobra.Command {
 	var ip string
 	var force bool
 	change := func(add bool) func(c *cobra.Command, _ []string) error {
-		return func(c *cobra.Command, _ []string) error {
-			p, err := auth.ParsePrefix(ip)
-			if err != nil {
-				return fmt.Errorf("--ip-address: %w", err)
-			}
-			client := cli.New(*registry, 30*time.Second)
-			var v mgmtapi.RegistryView
-			if err := client.Do(c.Context(), http.MethodGet, "/_georeg/v1/registry", nil, &v); err != nil {
-				return err
-			}
+		return changeRule(registry, &ip, func(v mgmtapi.RegistryView, p netip.Prefix) (mgmtapi.RegistryBody, error) {
 			rules := v.NetworkRuleSet
-			kept := []auth.IPRule{}
-			for _, r := range rules.IPRules {
-				if q, err := auth.ParsePrefix(r.Value); err != nil || q != p {
-					kept = append(kept, r)
-				}
-			}
+			kept := withoutPrefix(rules.IPRules, p, func(r auth.IPRule) string { return r.Value })
 			if add {
 				kept = append(kept, auth.IPRule{Action: auth.Allow, Value: p.String()})
 			} else if len(kept) == len(rules.IPRules) {
-				return fmt.Errorf("there is no rule for %s", p)
+				return mgmtapi.RegistryBody{}, fmt.Errorf("there is no rule for %s", p)
 			}
 			rules.IPRules = kept
-			if err := client.Do(c.Context(), http.MethodPatch, "/_georeg/v1/registry", mgmtapi.RegistryBody{NetworkRuleSet: &rules, Force: force}, &v); err != nil {
-				return err
-			}
-			return show(*output, v, "SETTING\tVALUE", registryRows(v))
-		}
+			return mgmtapi.RegistryBody{NetworkRuleSet: &rules, Force: force}, nil
+		}, func(v mgmtapi.RegistryView) error { return show(*output, v, "SETTING\tVALUE", registryRows(v)) })
 	}
 	add := &cobra.Command{Use: "add --ip-address ADDR|CIDR", Short: "Allow an address or range", Args: cobra.NoArgs, RunE: change(true)}
 	remove := &cobra.Command{Use: "remove --ip-address ADDR|CIDR", Short: "Remove an allowed address or range", Args: cobra.NoArgs, RunE: change(false)}
