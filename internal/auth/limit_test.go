@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/georeg/georeg/internal/auth"
 )
 
 // TestALoginFloodIsRefusedCheaply: 100 failed logins from one address
@@ -21,13 +23,7 @@ import (
 // The right password still works from another address.
 func TestALoginFloodIsRefusedCheaply(t *testing.T) {
 	s, _ := openAuth(t)
-	var mu sync.Mutex
-	var audited []string
-	s.SetAudit(func(_ context.Context, actor, outcome, detail string) {
-		mu.Lock()
-		audited = append(audited, actor+" "+outcome+" "+detail)
-		mu.Unlock()
-	})
+	audit := recordAudit(s)
 	h := s.TokenHandler()
 	try := func(addr, user, pass string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodGet, "/oauth2/token?service=georeg", nil)
@@ -70,8 +66,7 @@ func TestALoginFloodIsRefusedCheaply(t *testing.T) {
 	if w := try("203.0.113.11", "reader", "reader-pass"); w.Code != http.StatusOK {
 		t.Fatalf("the right password from another address: %d %s", w.Code, w.Body)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	audited := audit()
 	denials := 0
 	for _, a := range audited {
 		if strings.Contains(a, strings.Repeat("x", 51)) {
@@ -91,13 +86,7 @@ func TestALoginFloodIsRefusedCheaply(t *testing.T) {
 // addresses, when the service stops.
 func TestFailedLoginsAreAuditedTogether(t *testing.T) {
 	s, _ := openAuth(t)
-	var mu sync.Mutex
-	var audited []string
-	s.SetAudit(func(_ context.Context, actor, outcome, detail string) {
-		mu.Lock()
-		audited = append(audited, actor+" "+outcome+" "+detail)
-		mu.Unlock()
-	})
+	audit := recordAudit(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -111,9 +100,25 @@ func TestFailedLoginsAreAuditedTogether(t *testing.T) {
 	}
 	cancel()
 	<-done
-	mu.Lock()
-	defer mu.Unlock()
+	audited := audit()
 	if len(audited) != 2 || !strings.Contains(audited[1], "3 more failed logins") || !strings.Contains(audited[1], "192.0.2.2, 192.0.2.3") {
 		t.Fatalf("audit records:\n%s", strings.Join(audited, "\n"))
+	}
+}
+
+// recordAudit has s's login audit records kept ("actor outcome detail")
+// and returns what has been recorded so far.
+func recordAudit(s *auth.Service) func() []string {
+	var mu sync.Mutex
+	var audited []string
+	s.SetAudit(func(_ context.Context, actor, outcome, detail string) {
+		mu.Lock()
+		audited = append(audited, actor+" "+outcome+" "+detail)
+		mu.Unlock()
+	})
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), audited...)
 	}
 }
