@@ -157,7 +157,7 @@ type limitedBody struct {
 }
 
 // Trim shortens text from a remote (an error it answered) to what a job's
-// or a delivery's error shows.
+// or a webhook delivery's error shows: 300 bytes, cut between characters.
 func Trim(s string) string {
 	const max = 300
 	if len(s) <= max {

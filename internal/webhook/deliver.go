@@ -16,6 +16,7 @@ import (
 
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/metrics"
+	"github.com/georeg/georeg/internal/outbound"
 )
 
 // Options tune delivery; zero fields take the defaults.
@@ -102,11 +103,10 @@ func (d *Deliverer) SetMetrics(m *metrics.Node) { d.metrics = m }
 
 // Deliverer limits.
 const (
-	batch       = 16               // deliveries claimed at once
-	parallel    = 4                // attempts in flight
-	idleWait    = 30 * time.Second // longest sleep with nothing due
-	bodyLimit   = 4 << 10          // what is read of a receiver's answer
-	errorLength = 300              // what is kept of an error
+	batch     = 16               // deliveries claimed at once
+	parallel  = 4                // attempts in flight
+	idleWait  = 30 * time.Second // longest sleep with nothing due
+	bodyLimit = 4 << 10          // what is read of a receiver's answer
 )
 
 // NewDeliverer returns a deliverer of outbox; gone tells a deleted
@@ -304,20 +304,13 @@ func (d *Deliverer) Send(ctx context.Context, cfg *Config, payload []byte) Resul
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return Result{Latency: time.Since(start), Error: trim(err.Error())}
+		return Result{Latency: time.Since(start), Error: outbound.Trim(err.Error())}
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, bodyLimit))
 	res := Result{StatusCode: resp.StatusCode, Latency: time.Since(start)}
 	if !res.OK() {
-		res.Error = trim(fmt.Sprintf("the receiver answered %s: %s", resp.Status, bytes.TrimSpace(answer)))
+		res.Error = outbound.Trim(fmt.Sprintf("the receiver answered %s: %s", resp.Status, bytes.TrimSpace(answer)))
 	}
 	return res
-}
-
-func trim(s string) string {
-	if len(s) > errorLength {
-		return s[:errorLength] + "..."
-	}
-	return s
 }
