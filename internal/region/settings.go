@@ -42,20 +42,7 @@ func (r *Region) PutDefaultSetting(ctx context.Context, kind, name string, value
 	if !json.Valid(value) {
 		return fmt.Errorf("setting %s/%s: value is not JSON", kind, name)
 	}
-	v := DefaultVersion(r.Name(), r.now())
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		won, err := tx.PutSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value, Version: v, Updated: r.now()})
-		if err != nil || !won {
-			return err
-		}
-		if err := r.audit(ctx, tx, AuditConfig, "", kind+"/"+name, "", "set", "default"); err != nil {
-			return err
-		}
-		return r.record(ctx, tx, meta.KindSetting, "", "", name, kind, 0, v)
-	})
-	if err == nil {
-		r.feed.notify()
-	}
+	_, err := r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value, Version: DefaultVersion(r.Name(), r.now())})
 	return err
 }
 
@@ -68,14 +55,25 @@ func (r *Region) DeleteSetting(ctx context.Context, kind, name string) (hlc.Vers
 	return r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Deleted: true})
 }
 
+// writeSetting stores s, its audit entry and its feed record in one
+// transaction, at a new version of the clock; or, a default
+// (PutDefaultSetting: s.Version set), at that version and only if nothing
+// newer is held.
 func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version, error) {
 	var pinnedRepo, pinnedTag string
+	isDefault, detail := !s.Version.IsZero(), ""
+	if isDefault {
+		detail = "default"
+	}
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		s.Version, s.Updated = r.clock.Now(), r.now()
-		if _, err := tx.PutSetting(ctx, s); err != nil {
+		if !isDefault {
+			s.Version = r.clock.Now()
+		}
+		s.Updated = r.now()
+		won, err := tx.PutSetting(ctx, s)
+		if err != nil || (isDefault && !won) {
 			return err
 		}
-		var err error
 		if pinnedRepo, pinnedTag, err = r.pinLock(ctx, tx, s); err != nil {
 			return err
 		}
@@ -85,7 +83,7 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 		if s.Deleted {
 			outcome = "deleted"
 		}
-		if err := r.audit(ctx, tx, AuditConfig, "", s.Kind+"/"+s.Name, "", outcome, ""); err != nil {
+		if err := r.audit(ctx, tx, AuditConfig, "", s.Kind+"/"+s.Name, "", outcome, detail); err != nil {
 			return err
 		}
 		return r.record(ctx, tx, meta.KindSetting, "", "", s.Name, s.Kind, 0, s.Version)
