@@ -51,6 +51,10 @@ func TestImportsWebhooksAndReplicasReachOnlyWhatTheOutboundPolicyAllows(t *testi
 	if !strings.Contains(out, "outbound policy") || hits.Load() != 0 {
 		t.Fatalf("a ping to 127.0.0.1 without a rule (%d requests arrived):\n%s", hits.Load(), out)
 	}
+	georeg(t, "webhook", "create", "--registry", reg, "--name", "metadata", "--uri", "http://169.254.169.254/latest/meta-data", "--actions", "push")
+	if out, _ = runErr(t, georegBin, "webhook", "ping", "metadata", "--registry", reg); !strings.Contains(out, "never reached") {
+		t.Fatalf("a ping to the metadata address:\n%s", out)
+	}
 	out, err = runErr(t, georegBin, "replication", "create", "--registry", reg, "--name", "inside", "--endpoint", "http://"+source.addr)
 	if err == nil || !strings.Contains(out, "DENIED") || !strings.Contains(out, "outbound-rule add") {
 		t.Fatalf("a replica on 127.0.0.1 without a rule: %v\n%s", err, out)

@@ -232,3 +232,32 @@ func TestWithAuthAReplicaEndpointIsHTTPS(t *testing.T) {
 		t.Fatalf("an https replica: %d %s", code, body)
 	}
 }
+
+// TestTheAPIRefusesWhatABrowserSendsFromAnotherSite: through the API's
+// own handlers, a text/plain body is 415 and a change from another
+// Origin is 403, and neither changes anything.
+func TestTheAPIRefusesWhatABrowserSendsFromAnotherSite(t *testing.T) {
+	r, base := serveAPI(t)
+	send := func(contentType, origin string) int {
+		req, _ := http.NewRequest(http.MethodPut, base+"/_georeg/v1/replications/brazilsouth", strings.NewReader(`{"endpoint":"`+unreachable+`"}`))
+		req.Header.Set("Content-Type", contentType)
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := send("text/plain", ""); code != http.StatusUnsupportedMediaType {
+		t.Fatalf("a text/plain body: %d", code)
+	}
+	if code := send("application/json", "https://evil.example"); code != http.StatusForbidden {
+		t.Fatalf("a change from another origin: %d", code)
+	}
+	if _, err := r.Setting(t.Context(), "replica", "brazilsouth"); err == nil {
+		t.Fatal("a refused request registered the replica")
+	}
+}
