@@ -9,10 +9,11 @@ export PATH := $(TOOLS):$(PATH)
 export GOFLAGS := -mod=mod
 # Files tests leave to look at (the dashboard's screenshot).
 export GEOREG_ARTIFACTS := $(CURDIR)/artifacts
-CRANE_VERSION  := v0.22.1
-REGCTL_VERSION := v0.11.7
-ORAS_VERSION   := v1.3.6
-HELM_VERSION   := v3.22.0
+CRANE_VERSION        := v0.22.1
+REGCTL_VERSION       := v0.11.7
+ORAS_VERSION         := v1.3.6
+HELM_VERSION         := v3.22.0
+DISTRIBUTION_VERSION := v3.1.2
 # The OCI conformance suites, at versions the module proxy serves: the
 # main branch's (August 2026) and the ginkgo suite of the v1.1 series
 # (November 2023; the v1.1.1 tag's commit is not served).
@@ -92,8 +93,18 @@ fuzz:
 	go test ./internal/auth -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime 20s
 	go test ./internal/auth -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 20s
 
-bench: build
-	go run ./bench -georeg bin/georeg
+# The node figures are measured beside two peer registries in the same run.
+bench: build $(TOOLS)/registry /usr/bin/docker-registry
+	go run ./bench -georeg bin/georeg -distribution3 $(TOOLS)/registry
+
+# Peers for make bench: distribution v3 from its module, Debian's
+# distribution 2.8 (its service is not started: policy-rc.d or no systemd).
+$(TOOLS)/registry:
+	GOBIN=$(TOOLS) go install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
+
+/usr/bin/docker-registry:
+	(apt-get install -y --no-install-recommends docker-registry || \
+	 (apt-get update -qq && apt-get install -y --no-install-recommends docker-registry)) >/dev/null
 
 # The same node figures on PostgreSQL and S3 (the servers run for the run).
 bench-shared: build

@@ -39,7 +39,7 @@ func limits(dir string, size int64) []row {
 		f.Close()
 	}
 
-	var directRate float64
+	var directRate, coldRate, hotRate float64
 	if f, err := os.OpenFile(dir+"/direct", os.O_CREATE|os.O_WRONLY|syscall.O_DIRECT, 0o644); err == nil {
 		start = time.Now()
 		for range n {
@@ -50,6 +50,10 @@ func limits(dir string, size int64) []row {
 		_ = f.Sync()
 		directRate = mibps(size, time.Since(start))
 		f.Close()
+		// Written with O_DIRECT, so not in the page cache: the first read
+		// comes from the disk (at the kernel's readahead), the second from
+		// memory.
+		coldRate, hotRate = readRate(dir+"/direct", block), readRate(dir+"/direct", block)
 	}
 
 	var loopRate float64
@@ -77,8 +81,22 @@ func limits(dir string, size int64) []row {
 		{"limit: SHA-256, one core", fmt.Sprintf("%.0f MiB/s", shaRate), "", "an upload hashes every byte once"},
 		{"limit: disk write + fsync", fmt.Sprintf("%.0f MiB/s", diskRate), "", "buffered writes, one fsync at the end"},
 		{"limit: disk write, O_DIRECT + fsync", fmt.Sprintf("%.0f MiB/s", directRate), "", "1 MiB writes, as uploads write"},
+		{"limit: disk read, not cached", fmt.Sprintf("%.0f MiB/s", coldRate), "", "1 MiB reads of the file just written with O_DIRECT"},
+		{"limit: read from the page cache", fmt.Sprintf("%.0f MiB/s", hotRate), "", "the same reads again"},
 		{"limit: TCP loopback", fmt.Sprintf("%.0f MiB/s", loopRate), "", "one connection, sender and receiver on this machine"},
 	}
+}
+
+// readRate reads the file at path with buf-sized reads and returns the rate.
+func readRate(path string, buf []byte) float64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	start := time.Now()
+	n, _ := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
+	return mibps(n, time.Since(start))
 }
 
 func mibps(bytes int64, d time.Duration) float64 {

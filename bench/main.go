@@ -29,16 +29,23 @@ func main() {
 	quick := flag.Bool("quick", false, "smaller sizes, for checking the harness")
 	logLevel := flag.String("log-level", "info", "the node's log level; info writes the production one line per request (to a file)")
 	only := flag.String("only", "", "run only this part: node, replication, backfill, join, readthrough, frontdoor or shared")
+	dist2 := flag.String("distribution2", "/usr/bin/docker-registry", "peer registry: distribution 2.8 (Debian's docker-registry)")
+	dist3 := flag.String("distribution3", ".tools/bin/registry", "peer registry: distribution v3 (its cmd/registry)")
+	withPeers := flag.Bool("peers", true, "measure the peer registries beside georeg in the node part")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *bin, *dir, *logLevel, *only, *quick); err != nil {
+	var peers []contender
+	if *withPeers {
+		peers = peerRegistries(*dist2, *dist3, *logLevel)
+	}
+	if err := run(ctx, *bin, *dir, *logLevel, *only, *quick, peers); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, bin, dir, logLevel, only string, quick bool) error {
+func run(ctx context.Context, bin, dir, logLevel, only string, quick bool, peers []contender) error {
 	if dir == "" {
 		wd, _ := os.Getwd()
 		d, err := os.MkdirTemp(wd, ".bench-")
@@ -56,8 +63,8 @@ func run(ctx context.Context, bin, dir, logLevel, only string, quick bool) error
 	if only == "" || only == "node" {
 		fmt.Fprintln(os.Stderr, "measuring this machine's limits ...")
 		rows = append(rows, limits(filepath.Join(dir, "limits"), gib)...)
-		fmt.Fprintln(os.Stderr, "measuring a region node ...")
-		rs, err := benchNode(ctx, bin, dir, logLevel, gib)
+		fmt.Fprintln(os.Stderr, "measuring a region node beside peer registries ...")
+		rs, err := benchNodes(ctx, bin, dir, logLevel, peers, gib)
 		if err != nil {
 			return err
 		}
@@ -118,25 +125,4 @@ func run(ctx context.Context, bin, dir, logLevel, only string, quick bool) error
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.name, r.value, r.target, r.note)
 	}
 	return tw.Flush()
-}
-
-// benchNode measures one `georeg serve` process.
-func benchNode(ctx context.Context, bin, dir, logLevel string, gib int64) ([]row, error) {
-	srv, err := startServer(ctx, bin, filepath.Join(dir, "node"), logLevel)
-	if err != nil {
-		return nil, err
-	}
-	defer srv.stop()
-	var rows []row
-	steps := []func(context.Context, *server, int64) ([]row, error){
-		benchUpload, benchDownload, benchParallelUploads, benchManifestGets, benchSmallPushes,
-	}
-	for _, step := range steps {
-		rs, err := step(ctx, srv, gib)
-		if err != nil {
-			return nil, err
-		}
-		rows = append(rows, rs...)
-	}
-	return rows, nil
 }

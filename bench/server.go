@@ -12,11 +12,15 @@ import (
 	"time"
 )
 
-// server is the georeg serve process under measurement.
+// server is a registry process under measurement: georeg serve, or a
+// peer registry.
 type server struct {
 	cmd  *exec.Cmd
 	addr string
 	base string
+	// twoStep uploads each blob with POST then PUT (the monolithic upload
+	// every registry takes) instead of one POST with ?digest= (georeg's).
+	twoStep bool
 }
 
 func startServer(ctx context.Context, bin, data, logLevel string) (*server, error) {
@@ -40,9 +44,14 @@ func startServer(ctx context.Context, bin, data, logLevel string) (*server, erro
 
 // waitReady polls base's /readyz until it answers 200, for at most within.
 func waitReady(base string, within time.Duration) error {
+	return waitReadyAt(base+"/readyz", within)
+}
+
+// waitReadyAt polls url until it answers 200, for at most within.
+func waitReadyAt(url string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -51,7 +60,7 @@ func waitReady(base string, within time.Duration) error {
 			err = fmt.Errorf("/readyz: %d", resp.StatusCode)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s: %v", base, within, err)
+			return fmt.Errorf("%s not ready after %s: %v", url, within, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -20,28 +20,80 @@ import (
 
 // benchShared measures one node of a region on the stores several nodes
 // share: PostgreSQL and an S3 bucket on the servers scripts/services runs
-// on this machine (make bench starts them). The same figures as the
-// default node's, so the cost of sharing shows: every write transaction
-// takes the region's advisory lock and commits in PostgreSQL, every blob
-// goes to the S3 server (which writes it to this machine's disk again),
-// and a node caches no tags.
+// on this machine (make bench-shared starts them), beside a node on the
+// local filesystem and SQLite in the same run, with the same steps, so the
+// cost of sharing shows as a ratio.
 func benchShared(ctx context.Context, bin, dir, logLevel string, gib int64) ([]row, error) {
-	dsn, err := newDatabase(ctx)
+	stores, err := newSharedStores(ctx)
 	if err != nil {
 		return nil, err
+	}
+	shared := contender{"PostgreSQL + S3", func(ctx context.Context, data string) (*server, error) {
+		return startSharedNode(ctx, bin, data, logLevel, stores, "bench-1")
+	}}
+	fs := contender{"fs node", func(ctx context.Context, data string) (*server, error) {
+		return startServer(ctx, bin, data, logLevel)
+	}}
+	steps := []func(context.Context, *server, int64) ([]figure, error){benchUpload, benchDownload, benchManifestGets, benchSmallPushes}
+	all := []contender{shared, fs}
+	results := make([][]figure, len(all))
+	for i, c := range all {
+		figs, err := measure(ctx, c, filepath.Join(dir, fmt.Sprintf("shared-%d", i)), gib, steps)
+		if err != nil {
+			return nil, err
+		}
+		results[i] = figs
+	}
+	var at16, at64 float64
+	for i := range results[0] {
+		f := &results[0][i]
+		f.target, f.ratioTarget = 0, 0
+		switch f.name {
+		case "manifest GET by tag, 16 clients":
+			f.ratioTarget, at16 = 0.8, f.value
+		case "manifest GET by tag, 64 clients":
+			f.ratioTarget, at64 = 0.8, f.value
+		case "100 concurrent small pushes (median of 3)":
+			f.ratioTarget = 1.5
+		}
+	}
+	rows := compare(all, results, "the fs node")
+	for i := range rows {
+		rows[i].name = "PostgreSQL + S3: " + rows[i].name
+	}
+	rows = append(rows, row{"PostgreSQL + S3: manifest GETs, 64 clients / 16 clients", fmt.Sprintf("%.2fx", at64/at16), ">= 1.0x", distance(at64/at16, 1, true)})
+	return rows, nil
+}
+
+// sharedStores are a database and a bucket every node of a benchmarked
+// region shares.
+type sharedStores struct {
+	dsn                              string
+	endpoint, bucket, access, secret string
+}
+
+func newSharedStores(ctx context.Context) (sharedStores, error) {
+	dsn, err := newDatabase(ctx)
+	if err != nil {
+		return sharedStores{}, err
 	}
 	endpoint, bucket, access, secret, err := newBucket(ctx)
 	if err != nil {
-		return nil, err
+		return sharedStores{}, err
 	}
-	data := filepath.Join(dir, "shared")
+	return sharedStores{dsn, endpoint, bucket, access, secret}, nil
+}
+
+// startSharedNode runs `georeg serve` as node of region bench on stores,
+// with its own data directory (for what a node keeps locally).
+func startSharedNode(ctx context.Context, bin, data, logLevel string, stores sharedStores, node string) (*server, error) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
 	addr := freeAddr()
 	cfg := fmt.Sprintf(`region:
   name: bench
-  node: bench-1
+  node: %s
   dataDir: %s
   metadata: {driver: postgres, dsn: %q}
   content:
@@ -51,8 +103,8 @@ http:
   listen: %s
 log:
   level: %s
-`, data, dsn, endpoint, bucket, access, secret, addr, logLevel)
-	file := filepath.Join(dir, "shared.yaml")
+`, node, data, stores.dsn, stores.endpoint, stores.bucket, stores.access, stores.secret, addr, logLevel)
+	file := data + ".yaml"
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -66,24 +118,11 @@ log:
 		return nil, err
 	}
 	s := &server{cmd: cmd, addr: addr, base: "http://" + addr}
-	defer s.stop()
 	if err := waitReady(s.base, 30*time.Second); err != nil {
+		s.stop()
 		return nil, fmt.Errorf("georeg serve on PostgreSQL and S3: %w", err)
 	}
-	var rows []row
-	for _, step := range []func(context.Context, *server, int64) ([]row, error){benchUpload, benchDownload, benchManifestGets, benchSmallPushes} {
-		rs, err := step(ctx, s, gib)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range rs {
-			r.name = "PostgreSQL + S3: " + r.name
-			r.note = "no target for shared stores; the default node's is " + r.target
-			r.target = ""
-			rows = append(rows, r)
-		}
-	}
-	return rows, nil
+	return s, nil
 }
 
 func randomName() string {

@@ -5,8 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/georeg/georeg/internal/content"
 	"github.com/georeg/georeg/internal/content/contenttest"
@@ -84,4 +87,50 @@ func TestAResumeAfterLostBytesContinuesFromWhatSurvived(t *testing.T) {
 	if _, err := u.Commit(t.Context(), digest.FromBytes(data), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestABlobJustUploadedIsInThePageCache: the bytes an upload writes with
+// O_DIRECT skip the page cache; the writer has the kernel read them back
+// (readBack), so the blob's first reader (a peer region's replication
+// fetch, the first pull of a rollout) reads memory, not the disk. Pages
+// resident are counted with mincore; the kernel's read-back is
+// asynchronous, so the test waits for it, at most 10 s.
+func TestABlobJustUploadedIsInThePageCache(t *testing.T) {
+	dir := t.TempDir()
+	b, err := contentfs.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := content.New(b)
+	data := bytes.Repeat([]byte("resident"), 4<<20) // 32 MiB
+	d := digest.FromBytes(data)
+	if _, err := s.Put(t.Context(), "warm", d, int64(len(data)), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, filepath.FromSlash(content.BlobKey(d)))
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, len(data), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	pages := make([]byte, (len(data)+os.Getpagesize()-1)/os.Getpagesize())
+	resident := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&pages[0]))); errno != 0 {
+			t.Fatal(errno)
+		}
+		resident = 0
+		for _, p := range pages {
+			resident += int(p & 1)
+		}
+		if resident == len(pages) {
+			return
+		}
+	}
+	t.Fatalf("%d of the blob's %d pages in the page cache 10 s after its upload", resident, len(pages))
 }
