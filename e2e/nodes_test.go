@@ -406,3 +406,42 @@ func TestAChunkedUploadStartedOnOneNodeIsFinishedOnAnother(t *testing.T) {
 		}
 	}
 }
+
+// TestInvariant5NoNodeServesWhatAnotherChangedBeforeTheRead: three nodes
+// of a region on PostgreSQL cache tags and manifests. Each round moves a
+// tag on one node (every node has the old value cached: it was just read
+// on each) and at once reads it on the two others, and deletes the old
+// manifest on one node and reads it by digest on the others: every read
+// sees the write the other node acknowledged before it, never the value
+// its own cache held.
+func TestInvariant5NoNodeServesWhatAnotherChangedBeforeTheRead(t *testing.T) {
+	nodes := startNodes(t, t.TempDir(), "eastus", freeAddrs(t, 3), storetest.Postgres(t), storetest.S3Bucket(t), nil)
+	prev := pushImage(t, nodes[0].addr, "app", "live", "seed-start")
+	for round := range 30 {
+		for _, n := range nodes { // every node caches the current value
+			if got := manifestDigest(t, n.addr, "app", "live"); got != prev {
+				t.Fatalf("round %d: node %s serves app:live = %s before the move, want %s", round, n.addr, got, prev)
+			}
+			if code, _ := status(t, "GET", "http://"+n.addr+"/v2/app/manifests/"+prev.String(), map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}, nil); code != 200 {
+				t.Fatalf("round %d: node %s GET by digest before the delete: %d", round, n.addr, code)
+			}
+		}
+		writer := nodes[round%3]
+		next := pushImage(t, writer.addr, "app", "live", fmt.Sprintf("seed-%d", round))
+		for _, n := range nodes {
+			if got := manifestDigest(t, n.addr, "app", "live"); got != next {
+				t.Fatalf("round %d: node %s serves app:live = %s just after node %s moved it to %s (a stale cache)", round, n.addr, got, writer.addr, next)
+			}
+		}
+		deleter := nodes[(round+1)%3]
+		if code, _ := status(t, "DELETE", "http://"+deleter.addr+"/v2/app/manifests/"+prev.String(), nil, nil); code != 202 {
+			t.Fatalf("round %d: DELETE of %s on %s: %d", round, prev, deleter.addr, code)
+		}
+		for _, n := range nodes {
+			if code, _ := status(t, "GET", "http://"+n.addr+"/v2/app/manifests/"+prev.String(), map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}, nil); code != 404 {
+				t.Fatalf("round %d: node %s serves %s (%d) just after node %s deleted it", round, n.addr, prev, code, deleter.addr)
+			}
+		}
+		prev = next
+	}
+}

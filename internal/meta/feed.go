@@ -162,6 +162,7 @@ func (db *DB) Cursor(ctx context.Context, peer string) (int64, error) {
 // are left alone: the origin of the delete records its tag deletes one by
 // one. It reports whether the row changed.
 func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) (bool, error) {
+	tx.changed(repo)
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err
 	}

@@ -45,6 +45,7 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 	if err := tx.EnsureRepository(ctx, m.Repo, m.Created); err != nil {
 		return false, err
 	}
+	tx.changed(m.Repo)
 	ann := ""
 	if len(m.Annotations) > 0 {
 		b, _ := json.Marshal(m.Annotations)
@@ -70,6 +71,7 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 // (a re-push there), so a delete older than that push does not win over
 // it here either.
 func (tx *Tx) RaiseManifestVersion(ctx context.Context, repo string, d digest.Digest, v hlc.Version) error {
+	tx.changed(repo)
 	_, err := tx.tx.ExecContext(ctx, `
 		UPDATE manifests SET version = $3, origin = $4
 		WHERE repo = $1 AND digest = $2 AND deleted = 0 AND (version < $3 OR (version = $3 AND origin < $4))`,
@@ -136,6 +138,7 @@ func (tx *Tx) ManifestsExist(ctx context.Context, repo string, ds []digest.Diges
 // or ErrNotFound when the manifest is not live. A tombstone is kept so a
 // late, older write cannot bring the manifest back.
 func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) ([]string, error) {
+	tx.changed(repo)
 	res, err := tx.tx.ExecContext(ctx, `
 		UPDATE manifests SET deleted = 1, payload = $3, version = $4, origin = $5
 		WHERE repo = $1 AND digest = $2 AND deleted = 0`,

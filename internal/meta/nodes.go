@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 )
 
 // The work a region's nodes share: leases that give one node at a time a
@@ -111,58 +110,3 @@ func (tx *Tx) notifyFeed(ctx context.Context) error {
 	return err
 }
 
-// ListenFeed calls fn each time a feed append commits on any node, until
-// ctx ends; it returns at once, nil, for a store only one node uses
-// (SQLite: the writer wakes its own readers). When the connection breaks
-// it reports why to failed, connects again (backing off to 5 s), and calls
-// fn once then (appends may have been missed meanwhile; until it is back,
-// long-polls wake only at their own timeout).
-func (db *DB) ListenFeed(ctx context.Context, fn func(), failed func(error)) error {
-	if db.dialect != postgres {
-		return nil
-	}
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		began := time.Now()
-		err := db.listen(ctx, fn)
-		if ctx.Err() != nil {
-			return nil
-		}
-		failed(err)
-		fn()
-		if time.Since(began) > time.Minute {
-			backoff = 100 * time.Millisecond // it had been working: retry soon
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-	return nil
-}
-
-func (db *DB) listen(ctx context.Context, fn func()) error {
-	cfg, err := pgx.ParseConfig(db.dsn)
-	if err != nil {
-		return err
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+feedChannel); err != nil {
-		return err
-	}
-	fn() // anything appended before LISTEN took effect
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		fn()
-	}
-}

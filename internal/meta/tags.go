@@ -35,6 +35,7 @@ func (tx *Tx) DeleteTag(ctx context.Context, repo, name string, v hlc.Version, n
 }
 
 func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version, now time.Time, deleted bool) (bool, error) {
+	tx.changed(repo)
 	del := 0
 	if deleted {
 		del = 1

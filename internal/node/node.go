@@ -279,7 +279,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.Region.RunLeased(gctx, "housekeeping", n.Region.Run) })
 	g.Go(func() error { return n.Region.RunLeased(gctx, "gc", n.Region.RunGC) })
 	g.Go(func() error { return n.Region.RunLeased(gctx, "retention", n.Region.RunRetention) })
-	g.Go(func() error { return n.Region.ListenFeed(gctx) })
+	g.Go(func() error { return n.Region.Listen(gctx) })
 	g.Go(func() error { return n.Region.RunLocal(gctx) })
 	g.Go(func() error { return n.Region.RunSpace(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })

@@ -3,7 +3,6 @@ package region
 import (
 	"container/list"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -18,12 +17,13 @@ import (
 // and stores what it read only if gen has not moved, so a value read
 // before a concurrent write is never cached after that write.
 //
-// With a metadata store other nodes write too (shared), this node does not
-// see their writes: tags, which move, are not cached at all (a tag GET
-// always reads the store, so a push through any node is seen by the next
-// pull through any other); a manifest by digest, which never changes but
-// may be deleted, is kept for sharedMaxAge at most, so a delete through
-// another node is seen within that.
+// With a metadata store other nodes write too (PostgreSQL), their writes
+// reach this cache as notifications: each transaction that changes tags or
+// manifests names its repositories, and invalidateRepo forgets them here
+// (meta.Listen). A notification arrives after the write was acknowledged,
+// so a reader first syncs (meta.DB.Sync: it has heard of every commit
+// before the read began) and reads the store, not the cache, when it
+// cannot (region.cached).
 type cache struct {
 	mu       sync.Mutex
 	gen      uint64
@@ -31,28 +31,33 @@ type cache struct {
 	used     int64
 	lru      *list.List // of *cacheEntry, most recent first
 	byKey    map[string]*list.Element
-	tags     map[string]digest.Digest
+	tags     map[string]cachedTag
 	disabled bool
-	shared   bool
-	now      func() time.Time
+	// repoGen counts each repository's invalidations by other nodes; an
+	// entry read at another count is stale.
+	repoGen map[string]uint64
 }
-
-// sharedMaxAge is how long a manifest stays cached when other nodes write
-// the store too.
-const sharedMaxAge = time.Second
 
 type cacheEntry struct {
-	key string
-	m   *meta.Manifest
-	at  time.Time // when it was read from the store
+	key  string
+	m    *meta.Manifest
+	rgen uint64 // the repository's count when it was read
 }
+
+type cachedTag struct {
+	d    digest.Digest
+	rgen uint64
+}
+
+// maxInvalidatedRepos bounds repoGen; past it everything is forgotten.
+const maxInvalidatedRepos = 100_000
 
 // maxCachedTags bounds the tag map; past it the map is cleared.
 const maxCachedTags = 100_000
 
-func newCache(budget int64, shared bool) *cache {
+func newCache(budget int64) *cache {
 	return &cache{budget: budget, lru: list.New(), byKey: map[string]*list.Element{},
-		tags: map[string]digest.Digest{}, disabled: budget < 0, shared: shared, now: time.Now}
+		tags: map[string]cachedTag{}, disabled: budget < 0, repoGen: map[string]uint64{}}
 }
 
 func manifestKey(repo string, d digest.Digest) string { return repo + "@" + d.String() }
@@ -70,7 +75,7 @@ func (c *cache) manifest(repo string, d digest.Digest) *meta.Manifest {
 	defer c.mu.Unlock()
 	if el, ok := c.byKey[manifestKey(repo, d)]; ok {
 		e := el.Value.(*cacheEntry)
-		if c.shared && c.now().Sub(e.at) > sharedMaxAge {
+		if e.rgen != c.repoGen[repo] {
 			c.remove(el)
 			return nil
 		}
@@ -91,8 +96,11 @@ func (c *cache) remove(el *list.Element) {
 func (c *cache) tag(repo, tag string) (digest.Digest, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d, ok := c.tags[tagKey(repo, tag)]
-	return d, ok
+	t, ok := c.tags[tagKey(repo, tag)]
+	if !ok || t.rgen != c.repoGen[repo] {
+		return "", false
+	}
+	return t.d, true
 }
 
 func (c *cache) putManifest(gen uint64, m *meta.Manifest) {
@@ -105,7 +113,7 @@ func (c *cache) putManifest(gen uint64, m *meta.Manifest) {
 	if _, ok := c.byKey[key]; ok {
 		return
 	}
-	c.byKey[key] = c.lru.PushFront(&cacheEntry{key: key, m: m, at: c.now()})
+	c.byKey[key] = c.lru.PushFront(&cacheEntry{key: key, m: m, rgen: c.repoGen[m.Repo]})
 	c.used += int64(len(m.Payload))
 	for c.used > c.budget {
 		el := c.lru.Back()
@@ -119,13 +127,13 @@ func (c *cache) putManifest(gen uint64, m *meta.Manifest) {
 func (c *cache) putTag(gen uint64, repo, tag string, d digest.Digest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.disabled || c.shared || gen != c.gen {
+	if c.disabled || gen != c.gen {
 		return
 	}
 	if len(c.tags) >= maxCachedTags {
 		clear(c.tags)
 	}
-	c.tags[tagKey(repo, tag)] = d
+	c.tags[tagKey(repo, tag)] = cachedTag{d, c.repoGen[repo]}
 }
 
 // invalidateAll forgets everything.
@@ -136,7 +144,30 @@ func (c *cache) invalidateAll() {
 	c.lru.Init()
 	clear(c.byKey)
 	clear(c.tags)
+	clear(c.repoGen)
 	c.used = 0
+}
+
+// invalidateRepo forgets every tag and manifest of repo ("": of every
+// repository): another node changed some of them.
+func (c *cache) invalidateRepo(repo string) {
+	if repo == "" {
+		c.invalidateAll()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	if len(c.repoGen) >= maxInvalidatedRepos {
+		// Forget all: entries read at a count this drops could match
+		// again when it restarts from zero.
+		c.lru.Init()
+		clear(c.byKey)
+		clear(c.tags)
+		clear(c.repoGen)
+		c.used = 0
+	}
+	c.repoGen[repo]++
 }
 
 // invalidate forgets a manifest and tags of repo. An empty digest or no

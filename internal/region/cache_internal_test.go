@@ -4,7 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -19,10 +18,11 @@ func cached(repo, body string) *meta.Manifest {
 // least recently used first out within the budget (one above a quarter
 // of it is not kept at all); a value read before an invalidation is not
 // stored after it (invariant 5); an invalidation forgets exactly what it
-// names; a shared store's cache keeps no tags and manifests for
-// sharedMaxAge only; a negative budget disables it.
+// names; another node's change of a repository (invalidateRepo) forgets
+// that repository's tags and manifests, and a value read before it is not
+// stored after it; a negative budget disables it.
 func TestTheCacheKeepsItsBudgetAndForgetsWhatChanged(t *testing.T) {
-	c := newCache(400, false)
+	c := newCache(400)
 	a, b, d := cached("app", strings.Repeat("a", 100)), cached("app", strings.Repeat("b", 100)), cached("app", strings.Repeat("d", 100))
 	for _, m := range []*meta.Manifest{a, b, d} {
 		c.putManifest(c.generation(), m)
@@ -78,31 +78,43 @@ func TestTheCacheKeepsItsBudgetAndForgetsWhatChanged(t *testing.T) {
 		t.Fatalf("invalidateAll kept something (used %d)", c.used)
 	}
 
-	// Shared store: no tags; manifests for sharedMaxAge.
-	s := newCache(400, true)
-	now := time.Unix(1000, 0)
-	s.now = func() time.Time { return now }
+	// Another node changed repository app: its tags and manifests go,
+	// other repositories' stay, and a read begun before is not kept.
+	s := newCache(400)
+	other := cached("lib", strings.Repeat("o", 100))
 	s.putTag(s.generation(), "app", "v1", a.Digest)
-	if _, ok := s.tag("app", "v1"); ok {
-		t.Fatal("a shared store's cache keeps tags")
-	}
+	s.putTag(s.generation(), "lib", "v1", other.Digest)
 	s.putManifest(s.generation(), a)
-	now = now.Add(sharedMaxAge)
-	if s.manifest("app", a.Digest) == nil {
-		t.Fatal("a manifest is dropped at sharedMaxAge, not after it")
+	s.putManifest(s.generation(), other)
+	before := s.generation()
+	s.invalidateRepo("app")
+	if _, ok := s.tag("app", "v1"); ok || s.manifest("app", a.Digest) != nil {
+		t.Fatal("another node's change of app left app's tag or manifest cached")
 	}
-	now = now.Add(time.Millisecond)
-	if s.manifest("app", a.Digest) != nil || s.used != 0 {
-		t.Fatalf("a manifest older than sharedMaxAge is served (used %d)", s.used)
+	if _, ok := s.tag("lib", "v1"); !ok || s.manifest("lib", other.Digest) == nil {
+		t.Fatal("another node's change of app forgot lib's tag or manifest")
+	}
+	s.putTag(before, "app", "v1", a.Digest)
+	s.putManifest(before, a)
+	if _, ok := s.tag("app", "v1"); ok || s.manifest("app", a.Digest) != nil {
+		t.Fatal("a value read before another node's change was kept after it")
+	}
+	s.putTag(s.generation(), "app", "v1", b.Digest)
+	if d, ok := s.tag("app", "v1"); !ok || d != b.Digest {
+		t.Fatal("a value read after another node's change is not cached")
+	}
+	s.invalidateRepo("")
+	if _, ok := s.tag("lib", "v1"); ok || s.used != 0 {
+		t.Fatal(`invalidateRepo("") kept something`)
 	}
 
-	off := newCache(-1, false)
+	off := newCache(-1)
 	off.putManifest(off.generation(), a)
 	off.putTag(off.generation(), "app", "v1", a.Digest)
 	if _, ok := off.tag("app", "v1"); ok || off.manifest("app", a.Digest) != nil {
 		t.Fatal("a disabled cache keeps things")
 	}
-	zero := newCache(0, false) // no budget: nothing fits, nothing breaks
+	zero := newCache(0) // no budget: nothing fits, nothing breaks
 	zero.putManifest(zero.generation(), a)
 	if zero.manifest("app", a.Digest) != nil {
 		t.Fatal("a zero budget keeps a manifest")
@@ -121,7 +133,7 @@ func TestAReadFromBeforeAnyInvalidationIsNeverStored(t *testing.T) {
 		"one, then all": {func(c *cache) { c.invalidate("app", d, "v1") }, func(c *cache) { c.invalidateAll() }},
 		"all, then one": {func(c *cache) { c.invalidateAll() }, func(c *cache) { c.invalidate("app", d, "v1") }},
 	} {
-		c := newCache(1<<20, false)
+		c := newCache(1<<20)
 		gen := c.generation()
 		for _, inv := range invalidations {
 			inv(c)
@@ -134,9 +146,9 @@ func TestAReadFromBeforeAnyInvalidationIsNeverStored(t *testing.T) {
 }
 
 func TestTheTagMapIsClearedWhenFull(t *testing.T) {
-	c := newCache(1<<20, false)
+	c := newCache(1<<20)
 	for i := range maxCachedTags {
-		c.tags[tagKey("app", strconv.Itoa(i))] = ""
+		c.tags[tagKey("app", strconv.Itoa(i))] = cachedTag{}
 	}
 	c.putTag(c.generation(), "app", "new", digest.FromString("n"))
 	if len(c.tags) != 1 {

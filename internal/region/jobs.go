@@ -6,6 +6,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
+
+	"github.com/georeg/georeg/internal/meta"
 )
 
 // A region's nodes share its jobs (following each peer, garbage
@@ -99,12 +101,17 @@ func (r *Region) holdWhile(ctx context.Context, name string, job func(context.Co
 	}
 }
 
-// ListenFeed wakes this node's feed long-polls when any node of the
-// region appends to the feed (PostgreSQL notifications), until ctx ends.
-// With SQLite it returns at once: the one node wakes its own.
-func (r *Region) ListenFeed(ctx context.Context) error {
-	return r.db.ListenFeed(ctx, r.feed.notify, func(err error) {
-		r.log.WarnContext(ctx, "listen for other nodes' feed appends; reconnecting", "error", err)
+// Listen hears the other nodes of the region (PostgreSQL notifications),
+// until ctx ends: a feed append wakes this node's feed long-polls, a change
+// of tags or manifests invalidates them in its cache (invariant 5). With
+// SQLite it returns at once: the one node wakes and invalidates its own.
+func (r *Region) Listen(ctx context.Context) error {
+	return r.db.Listen(ctx, meta.Listeners{
+		Feed:    r.feed.notify,
+		Changed: r.cache.invalidateRepo,
+		Failed: func(err error) {
+			r.log.WarnContext(ctx, "listen for other nodes' changes; reconnecting (the cache is not used meanwhile)", "error", err)
+		},
 	})
 }
 

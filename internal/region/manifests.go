@@ -17,15 +17,44 @@ import (
 
 // ResolveTag returns the digest tag points at in repo, or MANIFEST_UNKNOWN.
 func (r *Region) ResolveTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
+	return r.resolveTag(ctx, repo, tag, r.cached(ctx))
+}
+
+// cached reports whether this read may use the cache: always with a store
+// only this node writes; with a shared one, once this node has heard of
+// every change other nodes committed before now (invariant 5: a write
+// acknowledged by any node is seen by the next read on every node).
+func (r *Region) cached(ctx context.Context) bool {
+	if !r.db.Shared() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, syncWait)
+	defer cancel()
+	return r.db.Sync(ctx) == nil
+}
+
+// syncWait bounds a read's wait to hear other nodes' changes; past it the
+// read goes to the store.
+const syncWait = 100 * time.Millisecond
+
+func (r *Region) resolveTag(ctx context.Context, repo, tag string, useCache bool) (digest.Digest, error) {
+	if !useCache {
+		t, err := r.db.GetTag(ctx, repo, tag)
+		if isNotFound(err) {
+			return "", tagUnknown(repo, tag)
+		}
+		if err != nil {
+			return "", err
+		}
+		return t.Digest, nil
+	}
 	if d, ok := r.cache.tag(repo, tag); ok {
 		return d, nil
 	}
 	gen := r.cache.generation()
 	t, err := r.db.GetTag(ctx, repo, tag)
 	if isNotFound(err) {
-		return "", ocierr.ManifestUnknown.WithDetail(
-			fmt.Sprintf("tag %q is not in repository %s; list tags with GET /v2/%s/tags/list", tag, repo, repo),
-			map[string]string{"repository": repo, "tag": tag})
+		return "", tagUnknown(repo, tag)
 	}
 	if err != nil {
 		return "", err
@@ -34,15 +63,24 @@ func (r *Region) ResolveTag(ctx context.Context, repo, tag string) (digest.Diges
 	return t.Digest, nil
 }
 
+func tagUnknown(repo, tag string) error {
+	return ocierr.ManifestUnknown.WithDetail(
+		fmt.Sprintf("tag %q is not in repository %s; list tags with GET /v2/%s/tags/list", tag, repo, repo),
+		map[string]string{"repository": repo, "tag": tag})
+}
+
 // GetManifest returns the manifest reference ref (a tag or a digest) names
 // in repo, or MANIFEST_UNKNOWN. Most calls are answered from the cache.
 func (r *Region) GetManifest(ctx context.Context, repo, ref string) (*meta.Manifest, error) {
-	d, err := r.parseRef(ctx, repo, ref)
+	useCache := r.cached(ctx)
+	d, err := r.parseRefCached(ctx, repo, ref, useCache)
 	if err != nil {
 		return nil, err
 	}
-	if m := r.cache.manifest(repo, d); m != nil {
-		return m, nil
+	if useCache {
+		if m := r.cache.manifest(repo, d); m != nil {
+			return m, nil
+		}
 	}
 	gen := r.cache.generation()
 	m, err := r.db.GetManifest(ctx, repo, d)
@@ -54,7 +92,9 @@ func (r *Region) GetManifest(ctx context.Context, repo, ref string) (*meta.Manif
 	if err != nil {
 		return nil, err
 	}
-	r.cache.putManifest(gen, m)
+	if useCache {
+		r.cache.putManifest(gen, m)
+	}
 	return m, nil
 }
 
@@ -107,6 +147,13 @@ func (r *Region) ManifestGone(ctx context.Context, repo, ref string) error {
 // and checked, a tag is looked up.
 func (r *Region) parseRef(ctx context.Context, repo, ref string) (digest.Digest, error) {
 	if oci.IsDigest(ref) {
+		return r.parseRefCached(ctx, repo, ref, false)
+	}
+	return r.parseRefCached(ctx, repo, ref, r.cached(ctx))
+}
+
+func (r *Region) parseRefCached(ctx context.Context, repo, ref string, useCache bool) (digest.Digest, error) {
+	if oci.IsDigest(ref) {
 		d, err := oci.ParseDigest(ref)
 		if err != nil {
 			return "", ocierr.DigestInvalid.Withf("%v", err)
@@ -118,7 +165,7 @@ func (r *Region) parseRef(ctx context.Context, repo, ref string) (digest.Digest,
 		// conformance suite expects for a GET of a malformed reference.
 		return "", ocierr.ManifestUnknown.WithDetail(err.Error(), map[string]string{"reference": ref})
 	}
-	return r.ResolveTag(ctx, repo, ref)
+	return r.resolveTag(ctx, repo, ref, useCache)
 }
 
 // PutResult is what a manifest PUT reports back.

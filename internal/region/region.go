@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	}
 	r := &Region{
 		cfg: cfg, log: log.With("region", cfg.Name), db: db, store: store,
-		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes, db.Shared()), feed: newFeedNotifier(),
+		clock: hlc.New(cfg.Name, nil), cache: newCache(cfg.CacheBytes), feed: newFeedNotifier(),
 		now: time.Now, sessions: map[string]*session{}, partials: map[string]*partial{}, outboxWake: make(chan struct{}, 1),
 		space: newSpace(),
 	}
