@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
 )
 
 // The work a region's nodes share: leases that give one node at a time a
@@ -109,4 +108,3 @@ func (tx *Tx) notifyFeed(ctx context.Context) error {
 	_, err := tx.tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, feedChannel)
 	return err
 }
-

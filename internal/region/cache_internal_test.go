@@ -133,7 +133,7 @@ func TestAReadFromBeforeAnyInvalidationIsNeverStored(t *testing.T) {
 		"one, then all": {func(c *cache) { c.invalidate("app", d, "v1") }, func(c *cache) { c.invalidateAll() }},
 		"all, then one": {func(c *cache) { c.invalidateAll() }, func(c *cache) { c.invalidate("app", d, "v1") }},
 	} {
-		c := newCache(1<<20)
+		c := newCache(1 << 20)
 		gen := c.generation()
 		for _, inv := range invalidations {
 			inv(c)
@@ -146,7 +146,7 @@ func TestAReadFromBeforeAnyInvalidationIsNeverStored(t *testing.T) {
 }
 
 func TestTheTagMapIsClearedWhenFull(t *testing.T) {
-	c := newCache(1<<20)
+	c := newCache(1 << 20)
 	for i := range maxCachedTags {
 		c.tags[tagKey("app", strconv.Itoa(i))] = cachedTag{}
 	}
