@@ -117,6 +117,12 @@ func run(ctx context.Context, bin, dir, logLevel, only string, quick bool, peers
 			return err
 		}
 		rows = append(rows, rs...)
+		fmt.Fprintln(os.Stderr, "measuring one, two and three nodes on PostgreSQL and S3 behind the front door ...")
+		rs, err = benchScaling(ctx, bin, dir, logLevel)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
 	}
 	fmt.Printf("georeg serve / georeg up, log level %s, data on %s\n", logLevel, dir)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)

@@ -36,6 +36,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
@@ -54,6 +56,17 @@ type DB struct {
 	dsn     string // PostgreSQL: for the LISTEN connection
 	clock   Clock  // PostgreSQL: synchronized with the other nodes' (SetClock)
 	lst     *listener
+	// Write transactions begun, and the time they waited for their turn
+	// (PostgreSQL: the region's advisory lock; SQLite: the one writing
+	// connection), in nanoseconds: WriteStats.
+	writes, writeWaitNs atomic.Int64
+}
+
+// WriteStats returns how many write transactions began, and how long they
+// waited in all for the write lock: what bounds a region's write capacity
+// (docs/performance.md).
+func (db *DB) WriteStats() (transactions int64, waited time.Duration) {
+	return db.writes.Load(), time.Duration(db.writeWaitNs.Load())
 }
 
 type dialect int
@@ -407,21 +420,25 @@ type Tx struct {
 	// changedRepos are the repositories whose tags or manifests this
 	// transaction changes (PostgreSQL: other nodes are told at commit).
 	changedRepos map[string]struct{}
+	locked       time.Time // when the transaction's turn to write came
 }
 
 // Update runs fn in one write transaction, committed when fn returns nil.
 // Everything fn writes becomes durable and visible together. Write
 // transactions run one at a time (per region, across its nodes).
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	asked := time.Now()
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &Tx{tx: tx, dialect: db.dialect}
+	t := &Tx{tx: tx, dialect: db.dialect, locked: time.Now()}
 	if err := db.begin(ctx, t); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
+	db.writes.Add(1)
+	db.writeWaitNs.Add(int64(t.locked.Sub(asked)))
 	if err := fn(t); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -445,6 +462,7 @@ func (db *DB) begin(ctx context.Context, t *Tx) error {
 	if _, err := t.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(advisoryKey)); err != nil {
 		return fmt.Errorf("take the region's write lock: %w", err)
 	}
+	t.locked = time.Now()
 	if db.clock == nil {
 		return nil
 	}

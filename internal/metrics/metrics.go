@@ -17,7 +17,8 @@ import (
 
 // Node is one region node's metrics.
 type Node struct {
-	reg *prometheus.Registry
+	reg    *prometheus.Registry
+	labels prometheus.Labels
 
 	requests *prometheus.CounterVec   // route, method, code
 	duration *prometheus.HistogramVec // route, method
@@ -38,13 +39,25 @@ type Node struct {
 	gcBytesFreed prometheus.Counter
 }
 
+// WatchWrites exports the metadata store's write transactions and their
+// wait for the write lock (meta.DB.WriteStats), read at each scrape.
+func (m *Node) WatchWrites(stats func() (int64, time.Duration)) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "georeg_metadata_write_transactions_total",
+			Help: "Write transactions of this node in the metadata store.", ConstLabels: m.labels},
+			func() float64 { n, _ := stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "georeg_metadata_write_lock_wait_seconds_total",
+			Help: "Time this node's write transactions waited for their turn (the region's write lock on PostgreSQL, the writing connection on SQLite).", ConstLabels: m.labels},
+			func() float64 { _, w := stats(); return w.Seconds() }))
+}
+
 // NewNode returns the metrics of region, with Go runtime and process
 // metrics.
 func NewNode(region string) *Node {
 	reg := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	labels := prometheus.Labels{"region": region}
-	m := &Node{reg: reg}
+	m := &Node{reg: reg, labels: labels}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_http_requests_total",
 		Help: "HTTP requests served, by route class, method and status code.", ConstLabels: labels}, []string{"route", "method", "code"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "georeg_http_request_duration_seconds",

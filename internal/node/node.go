@@ -109,6 +109,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	}
 	n := &Node{Region: r, log: log, tlsCert: cfg.HTTP.TLSCert, tlsKey: cfg.HTTP.TLSKey}
 	m := metrics.NewNode(cfg.Region.Name).WithRuntime()
+	m.WatchWrites(r.WriteStats)
 	opts.Metrics = m
 	if secret := cfg.Replication.Secret; secret != "" {
 		// A region with a secret replicates: with its configured peers and

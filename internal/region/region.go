@@ -240,3 +240,7 @@ func (r *Region) Counts(ctx context.Context) (map[string]int64, error) { return 
 
 // Clock returns the region's clock.
 func (r *Region) Clock() *hlc.Clock { return r.clock }
+
+// WriteStats returns the metadata store's write transactions of this node
+// and their wait for the write lock (metrics).
+func (r *Region) WriteStats() (int64, time.Duration) { return r.db.WriteStats() }

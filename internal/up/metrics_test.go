@@ -169,6 +169,14 @@ func TestMetricsMoveWithPushesReplicationWebhooksAndFailover(t *testing.T) {
 	if _, ok := sample(t, east, "georeg_gc_freed_bytes_total", nil); !ok {
 		t.Error("no georeg_gc_freed_bytes_total")
 	}
+	// Write transactions are counted (the collection wrote some), and
+	// their wait for the write lock.
+	if n := metric(t, east, "georeg_metadata_write_transactions_total", nil); n < 1 {
+		t.Errorf("write transactions counted: %v", n)
+	}
+	if _, ok := sample(t, east, "georeg_metadata_write_lock_wait_seconds_total", nil); !ok {
+		t.Error("no georeg_metadata_write_lock_wait_seconds_total")
+	}
 
 	// Failover: eastus's routing off; a client of eastus (127.0.0.1) is
 	// sent to westeurope, its nearest fallback.

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// benchScaling runs a region of one, two and three nodes on the same
+// stores (PostgreSQL and S3, fresh for each count) behind the front door,
+// and measures through the door what users get: small pushes per second
+// and manifest GETs per second, with the write lock's wait per commit
+// (georeg_metadata_write_lock_wait_seconds_total over
+// georeg_metadata_write_transactions_total, summed over the nodes).
+// Everything, clients and door included, shares this machine's cores.
+func benchScaling(ctx context.Context, bin, dir, logLevel string) ([]row, error) {
+	var rows []row
+	var one float64
+	for n := 1; n <= 3; n++ {
+		fmt.Fprintf(os.Stderr, "  %d node(s) behind the front door ...\n", n)
+		pushes, gets, wait, err := measureNodes(ctx, bin, filepath.Join(dir, fmt.Sprintf("scale-%d", n)), logLevel, n)
+		if err != nil {
+			return nil, err
+		}
+		r := row{fmt.Sprintf("shared stores, %d node(s) via the door: small pushes", n), fmt.Sprintf("%.0f /s", pushes), "", fmt.Sprintf("write lock wait %.2f ms per commit", wait*1000)}
+		if n == 1 {
+			one = pushes
+		} else {
+			r.note += fmt.Sprintf("; %.2fx one node", pushes/one)
+			if n == 2 {
+				r.target, r.note = ">= 1.5x one node", r.note+"; "+distance(pushes/one, 1.5, true)
+			}
+		}
+		rows = append(rows, r, row{fmt.Sprintf("shared stores, %d node(s) via the door: manifest GET, 16 clients", n), fmt.Sprintf("%.0f /s", gets), "", ""})
+	}
+	return rows, nil
+}
+
+// measureNodes starts n nodes and a door, and returns pushes/s (100
+// concurrent small pushes, median of 3 rounds), manifest GETs/s at 16
+// clients, and the lock wait per write transaction in seconds.
+func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (float64, float64, float64, error) {
+	stores, err := newSharedStores(ctx)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	var nodes []*server
+	defer func() {
+		for _, s := range nodes {
+			s.stop()
+		}
+	}()
+	for i := range n {
+		s, err := startSharedNode(ctx, bin, filepath.Join(dir, fmt.Sprintf("node-%d", i+1)), logLevel, stores, fmt.Sprintf("bench-%d", i+1))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		nodes = append(nodes, s)
+	}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "regions:\n  - name: bench\n    endpoint: %s\n    nodes:\n", nodes[0].base)
+	for _, s := range nodes {
+		fmt.Fprintf(&cfg, "      - %s\n", s.base)
+	}
+	cfg.WriteString("locations:\n  - {cidr: 127.0.0.1/32, region: bench}\nprobeInterval: 500ms\n")
+	file := filepath.Join(dir, "route.yaml")
+	if err := os.WriteFile(file, []byte(cfg.String()), 0o644); err != nil {
+		return 0, 0, 0, err
+	}
+	addr := freeAddr()
+	door, err := startProc(ctx, bin, filepath.Join(dir, "route.log"), addr, "route", "--config", file, "--listen", addr, "--log-level", "warn")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer stopProcess(door.cmd, syscall.SIGTERM)
+	via := &server{cmd: door.cmd, addr: addr, base: "http://" + addr}
+
+	tx0, wait0 := writeStats(nodes)
+	var walls []float64
+	for round := range 3 {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		errs := make([]error, 100)
+		for i := range 100 {
+			wg.Go(func() {
+				errs[i] = pushImage(ctx, via, fmt.Sprintf("bench/scale%d", i), fmt.Sprintf("r%d", round), 50_000+round*1000+i)
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return 0, 0, 0, err
+			}
+		}
+		walls = append(walls, time.Since(t0).Seconds())
+	}
+	tx1, wait1 := writeStats(nodes)
+	slices.Sort(walls)
+	perCommit := 0.0
+	if tx1 > tx0 {
+		perCommit = (wait1 - wait0) / (tx1 - tx0)
+	}
+	if err := pushImage(ctx, via, "bench/small", "v1", 0); err != nil {
+		return 0, 0, 0, err
+	}
+	gets, err := manifestGets(ctx, via, 16, 5*time.Second)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return 100 / walls[1], gets, perCommit, nil
+}
+
+// writeStats sums the nodes' write transactions and lock wait (seconds)
+// from their /metrics.
+func writeStats(nodes []*server) (tx, wait float64) {
+	for _, s := range nodes {
+		resp, err := http.Get(s.base + "/metrics")
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			name, rest, _ := strings.Cut(line, "{")
+			if name == line {
+				name, rest, _ = strings.Cut(line, " ")
+			}
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				continue
+			}
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			switch name {
+			case "georeg_metadata_write_transactions_total":
+				tx += v
+			case "georeg_metadata_write_lock_wait_seconds_total":
+				wait += v
+			}
+		}
+		resp.Body.Close()
+	}
+	return tx, wait
+}
