@@ -151,16 +151,24 @@ func (db *DB) listen(ctx context.Context, ls Listeners) error {
 	// Anything committed before LISTEN took effect.
 	ls.Feed()
 	ls.Changed("")
-	sctx, stop := context.WithCancel(ctx)
+	// A marker that cannot be sent ends the listening too, so it starts
+	// again (Sync fails meanwhile) rather than leave Sync calls waiting.
+	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	sent := make(chan error, 1)
-	go func() { sent <- db.lst.sendMarkers(sctx, marker) }()
+	go func() {
+		err := db.lst.sendMarkers(lctx, marker)
+		stop()
+		sent <- err
+	}()
 	db.lst.setUp()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		n, err := conn.WaitForNotification(lctx)
 		if err != nil {
 			stop()
-			<-sent
+			if serr := <-sent; serr != nil && ctx.Err() == nil {
+				return fmt.Errorf("send a sync marker: %w", serr)
+			}
 			return err
 		}
 		switch n.Channel {
@@ -269,6 +277,9 @@ func (l *listener) sendMarkers(ctx context.Context, conn *pgx.Conn) error {
 			continue
 		}
 		if _, err := conn.Exec(ctx, `SELECT pg_notify($1, $2)`, syncChannel, l.self+strconv.FormatUint(n, 10)); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 	}
