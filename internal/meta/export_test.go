@@ -8,3 +8,10 @@ func WriterPragma(ctx context.Context, db *DB, name string) (string, error) {
 	err := db.w.QueryRowContext(ctx, "PRAGMA "+name).Scan(&v)
 	return v, err
 }
+
+// QueuedWrites is how many writes wait for the batch running now.
+func QueuedWrites(db *DB) int {
+	db.batch.mu.Lock()
+	defer db.batch.mu.Unlock()
+	return len(db.batch.queue)
+}

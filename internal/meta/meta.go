@@ -60,6 +60,7 @@ type DB struct {
 	// (PostgreSQL: the region's advisory lock; SQLite: the one writing
 	// connection), in nanoseconds: WriteStats.
 	writes, writeWaitNs atomic.Int64
+	batch               batcher // PostgreSQL: writes waiting for their turn
 }
 
 // WriteStats returns how many write transactions began, and how long they
@@ -425,8 +426,13 @@ type Tx struct {
 
 // Update runs fn in one write transaction, committed when fn returns nil.
 // Everything fn writes becomes durable and visible together. Write
-// transactions run one at a time (per region, across its nodes).
+// transactions run one at a time (per region, across its nodes). On
+// PostgreSQL writes waiting for their turn share a transaction, each in a
+// savepoint of its own (batch.go).
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	if db.dialect == postgres {
+		return db.updateBatched(ctx, fn)
+	}
 	asked := time.Now()
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
