@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 )
@@ -102,6 +103,7 @@ func (db *DB) runBatch(reqs []*writeReq) []error {
 	}
 	single := len(reqs) == 1
 	ran := 0
+	open := false // a savepoint is set and not released (commit releases it)
 	for i, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			errs[i] = err // its caller gave up before its turn: not run
@@ -117,23 +119,28 @@ func (db *DB) runBatch(reqs []*writeReq) []error {
 			ran++
 			continue
 		}
-		notified := t.notified
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT write"); err != nil {
+		// One round trip between two writes: the savepoint of the one
+		// before is released (it is kept) as the next one's is set.
+		mark := "SAVEPOINT write"
+		if open {
+			mark = "RELEASE SAVEPOINT write; SAVEPOINT write"
+		}
+		if _, err := tx.ExecContext(ctx, mark); err != nil {
 			_ = tx.Rollback()
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
+		open = true
+		notified, ensured := t.notified, maps.Clone(t.ensured)
 		if errs[i] = r.fn(t); errs[i] != nil {
-			// Its notification, if any, is rolled back with it.
-			t.notified = notified
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write"); err != nil {
+			// What it wrote is undone, its notification with it, and
+			// the repositories it recorded are no longer recorded.
+			t.notified, t.ensured = notified, ensured
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write"); err != nil {
 				_ = tx.Rollback()
 				return fail(fmt.Errorf("rollback to savepoint: %w", err))
 			}
+			open = false
 			continue
-		}
-		if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT write"); err != nil {
-			_ = tx.Rollback()
-			return fail(fmt.Errorf("release savepoint: %w", err))
 		}
 		ran++
 	}

@@ -421,7 +421,8 @@ type Tx struct {
 	// changedRepos are the repositories whose tags or manifests this
 	// transaction changes (PostgreSQL: other nodes are told at commit).
 	changedRepos map[string]struct{}
-	locked       time.Time // when the transaction's turn to write came
+	locked       time.Time           // when the transaction's turn to write came
+	ensured      map[string]struct{} // repositories recorded (EnsureRepository)
 }
 
 // Update runs fn in one write transaction, committed when fn returns nil.
@@ -534,6 +535,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
 	tx.changed(allRepositories)
+	tx.ensured = nil
 	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)

@@ -5,11 +5,22 @@ import (
 	"time"
 )
 
-// EnsureRepository records a repository, idempotently.
+// EnsureRepository records a repository, idempotently: once per
+// transaction (a write calls it for each row it adds; every statement
+// under the region's write lock counts, docs/performance.md).
 func (tx *Tx) EnsureRepository(ctx context.Context, name string, now time.Time) error {
+	if _, ok := tx.ensured[name]; ok {
+		return nil
+	}
 	_, err := tx.tx.ExecContext(ctx,
 		`INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
 		name, now.UnixMilli())
+	if err == nil {
+		if tx.ensured == nil {
+			tx.ensured = map[string]struct{}{}
+		}
+		tx.ensured[name] = struct{}{}
+	}
 	return err
 }
 
