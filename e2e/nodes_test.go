@@ -146,7 +146,7 @@ func verifyAt(addr string, imgs []pushed) error {
 		m, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || digest.FromBytes(m).String() != img.digest.String() {
-			return fmt.Errorf("%s at %s: %d, digest %s, want %s", img.ref, addr, resp.StatusCode, digest.FromBytes(m), img.digest)
+			return fmt.Errorf("%s at %s: %d, digest %s, want %s; %.300s", img.ref, addr, resp.StatusCode, digest.FromBytes(m), img.digest, m)
 		}
 		for _, l := range img.layers {
 			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/"+repo+"/blobs/"+l.String(), nil)

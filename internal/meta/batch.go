@@ -72,23 +72,39 @@ func (db *DB) lead() {
 		reqs := b.queue[:n:n]
 		b.queue = b.queue[n:]
 		b.mu.Unlock()
-		errs := db.runBatch(reqs)
-		for i, r := range reqs {
-			r.done <- errs[i]
+		errs, change, committed := db.runBatch(reqs)
+		deliver := func() {
+			for i, r := range reqs {
+				r.done <- errs[i]
+			}
 		}
+		if change == 0 {
+			deliver()
+			continue
+		}
+		// The writers answer once the other nodes have heard the change
+		// (lease.go); the next batch need not wait for that.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), leaseFor+leaseMargin)
+			defer cancel()
+			db.lst.await(ctx, change, committed)
+			deliver()
+		}()
 	}
 }
 
-// runBatch runs reqs in one transaction and returns each one's result.
-func (db *DB) runBatch(reqs []*writeReq) []error {
+// runBatch runs reqs in one transaction and returns each one's result,
+// and, when it committed a change of tags or manifests, the change's
+// number and when it committed (lease.go).
+func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	errs := make([]error, len(reqs))
-	fail := func(err error) []error {
+	fail := func(err error) ([]error, uint64, time.Duration) {
 		for i := range errs {
 			if errs[i] == nil {
 				errs[i] = err
 			}
 		}
-		return errs
+		return errs, 0, 0
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -114,7 +130,7 @@ func (db *DB) runBatch(reqs []*writeReq) []error {
 		if single {
 			if errs[i] = r.fn(t); errs[i] != nil {
 				_ = tx.Rollback()
-				return errs
+				return errs, 0, 0
 			}
 			ran++
 			continue
@@ -146,7 +162,7 @@ func (db *DB) runBatch(reqs []*writeReq) []error {
 	}
 	if ran == 0 {
 		_ = tx.Rollback()
-		return errs
+		return errs, 0, 0
 	}
 	if err := db.end(ctx, t); err != nil {
 		_ = tx.Rollback()
@@ -155,5 +171,5 @@ func (db *DB) runBatch(reqs []*writeReq) []error {
 	if err := tx.Commit(); err != nil {
 		return fail(fmt.Errorf("commit: %w", err))
 	}
-	return errs
+	return errs, t.change, db.lst.now()
 }

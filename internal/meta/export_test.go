@@ -15,3 +15,6 @@ func QueuedWrites(db *DB) int {
 	defer db.batch.mu.Unlock()
 	return len(db.batch.queue)
 }
+
+// KnownNodes is how many other nodes db knows (cache leases).
+func KnownNodes(db *DB) int { return db.lst.memberCount() }

@@ -2,7 +2,6 @@ package meta_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -15,16 +14,22 @@ import (
 	"github.com/georeg/georeg/internal/storetest"
 )
 
-// heard records the repositories a node was told changed.
+// heard records the repositories a node was told changed; while hang is
+// set, its listener stops in Changed (a hung node).
 type heard struct {
 	mu    sync.Mutex
 	repos map[string]int
+	hang  chan struct{}
 }
 
 func (h *heard) changed(repo string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	hang := h.hang
 	h.repos[repo]++
+	h.mu.Unlock()
+	if hang != nil && repo != "" {
+		<-hang
+	}
 }
 
 func (h *heard) count(repo string) int {
@@ -33,15 +38,19 @@ func (h *heard) count(repo string) int {
 	return h.repos[repo]
 }
 
-// TestSyncReturnsOnlyAfterEveryEarlierChangeIsHeard (invariant 5 across
-// the nodes of a region): node B listens; node A changes a tag, then B's
-// Sync returns, and B's Changed listener has run for that repository by
-// then, every time, though notifications arrive after the write commits.
-// This is what lets a node serve tags and manifests from its cache with
-// no read of the store, yet never serve one another node changed before
-// the read began. Before B listens, and after it stops, Sync fails
-// (ErrNotListening), so no cache is trusted then.
-func TestSyncReturnsOnlyAfterEveryEarlierChangeIsHeard(t *testing.T) {
+// TestAWriteIsHeardByEveryNodeBeforeItReturnsOrTheirLeasesRunOut
+// (invariant 5 across the nodes of a region): nodes serve tags and
+// manifests from their caches with no query per read, so a write must not
+// return before every other node has forgotten what it changed, or before
+// a node that cannot hear has stopped trusting its cache.
+//
+// Node A moves a tag 100 times; each time, when A's Update returns, node
+// B's listener has already run for the tag's repository. (A new tag is
+// in no cache: it is not notified.) Then B hangs in its listener: A's next write still returns,
+// within a bound, and by then B no longer holds its lease (Fresh is
+// false), so B reads the store. When B recovers it holds a lease again;
+// when it stops listening, it holds none.
+func TestAWriteIsHeardByEveryNodeBeforeItReturnsOrTheirLeasesRunOut(t *testing.T) {
 	dsn := storetest.Postgres(t)
 	open := func() *meta.DB {
 		db, err := meta.OpenPostgres(t.Context(), dsn)
@@ -52,53 +61,68 @@ func TestSyncReturnsOnlyAfterEveryEarlierChangeIsHeard(t *testing.T) {
 		return db
 	}
 	a, b := open(), open()
-	if err := b.Sync(t.Context()); !errors.Is(err, meta.ErrNotListening) {
-		t.Fatalf("Sync before listening: %v, want ErrNotListening", err)
+	if b.Fresh() {
+		t.Fatal("a node that does not listen trusts its cache")
 	}
-	h := &heard{repos: map[string]int{}}
 	ctx, stop := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- b.Listen(ctx, meta.Listeners{Feed: func() {}, Changed: h.changed, Failed: func(err error) { t.Log("listen:", err) }})
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Sync(t.Context()) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("node B not listening after 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
+	defer stop()
+	listen := func(db *meta.DB, h *heard) chan error {
+		done := make(chan error, 1)
+		go func() {
+			done <- db.Listen(ctx, meta.Listeners{Feed: func() {}, Changed: h.changed, Failed: func(err error) { t.Log("listen:", err) }})
+		}()
+		return done
 	}
-	for i := range 100 {
-		repo := fmt.Sprintf("app%d", i)
+	hb := &heard{repos: map[string]int{}}
+	listen(a, &heard{repos: map[string]int{}})
+	bDone := listen(b, hb)
+	waitFor(t, "both nodes to hold a lease", func() bool { return a.Fresh() && b.Fresh() })
+	waitFor(t, "node A to know node B", func() bool { return meta.KnownNodes(a) == 1 })
+
+	write := func(i int) time.Duration {
+		t0 := time.Now()
 		err := a.Update(t.Context(), func(tx *meta.Tx) error {
-			_, err := tx.SetTag(t.Context(), repo, "latest", digest.FromString(repo), hlc.Version{Time: int64(i + 1), Region: "eastus"}, time.Now())
+			_, err := tx.SetTag(t.Context(), "app", "latest", digest.FromString(fmt.Sprint(i)), hlc.Version{Time: int64(i + 1), Region: "eastus"}, time.Now())
 			return err
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Sync(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		if h.count(repo) == 0 {
-			t.Fatalf("round %d: Sync returned before node B heard of node A's change of %s", i, repo)
+		return time.Since(t0)
+	}
+	write(0)
+	for i := 1; i <= 100; i++ {
+		before := hb.count("app")
+		write(i)
+		if hb.count("app") == before {
+			t.Fatalf("round %d: node A's move of app:latest returned before node B heard of it", i)
 		}
 	}
-	// Concurrent Syncs share markers and all return.
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			if err := b.Sync(t.Context()); err != nil {
-				t.Error(err)
-			}
-		})
+
+	// B hangs: A's write returns within the lease's bound, and B has
+	// stopped trusting its cache by then.
+	hang := make(chan struct{})
+	hb.mu.Lock()
+	hb.hang = hang
+	hb.mu.Unlock()
+	took := write(101)
+	if took > 2*time.Second {
+		t.Fatalf("a write waited %s for a hung node", took)
 	}
-	wg.Wait()
+	if b.Fresh() {
+		t.Fatal("node B trusts its cache after node A's write returned, though B has not heard the write")
+	}
+	hb.mu.Lock()
+	hb.hang = nil
+	hb.mu.Unlock()
+	close(hang)
+	waitFor(t, "node B to hold a lease again", b.Fresh)
+
 	stop()
-	if err := <-done; err != nil {
+	if err := <-bDone; err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Sync(t.Context()); !errors.Is(err, meta.ErrNotListening) {
-		t.Fatalf("Sync after listening stopped: %v, want ErrNotListening", err)
+	if b.Fresh() {
+		t.Fatal("node B trusts its cache after it stopped listening")
 	}
 }

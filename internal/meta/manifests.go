@@ -45,7 +45,11 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 	if err := tx.EnsureRepository(ctx, m.Repo, m.Created); err != nil {
 		return false, err
 	}
-	tx.changed(m.Repo)
+	if exists && !prevDeleted {
+		// A live manifest's version moves: caches hold its old one. A
+		// new or revived manifest is in no cache.
+		tx.changed(m.Repo)
+	}
 	ann := ""
 	if len(m.Annotations) > 0 {
 		b, _ := json.Marshal(m.Annotations)

@@ -423,6 +423,7 @@ type Tx struct {
 	changedRepos map[string]struct{}
 	locked       time.Time           // when the transaction's turn to write came
 	ensured      map[string]struct{} // repositories recorded (EnsureRepository)
+	change       uint64              // this node's number of the change notified at commit (lease.go)
 }
 
 // Update runs fn in one write transaction, committed when fn returns nil.
@@ -487,7 +488,7 @@ func (db *DB) end(ctx context.Context, t *Tx) error {
 	if db.dialect != postgres {
 		return nil
 	}
-	if err := t.notifyChanges(ctx); err != nil {
+	if err := t.notifyChanges(ctx, db.lst); err != nil {
 		return err
 	}
 	if db.clock == nil {

@@ -35,19 +35,36 @@ func (tx *Tx) DeleteTag(ctx context.Context, repo, name string, v hlc.Version, n
 }
 
 func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version, now time.Time, deleted bool) (bool, error) {
-	tx.changed(repo)
 	del := 0
 	if deleted {
 		del = 1
 	}
-	res, err := tx.tx.ExecContext(ctx, `
+	query := `
 		INSERT INTO tags (repo, name, digest, version, origin, updated_at, deleted)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (repo, name) DO UPDATE SET
 			digest = excluded.digest, version = excluded.version, origin = excluded.origin,
 			updated_at = excluded.updated_at, deleted = excluded.deleted
-		WHERE `+newerWins("tags"),
-		repo, name, d, v.Time, v.Region, now.UnixMilli(), del)
+		WHERE ` + newerWins("tags")
+	args := []any{repo, name, d, v.Time, v.Region, now.UnixMilli(), del}
+	if tx.dialect == postgres {
+		// Other nodes are told only when a row they may cache changed: a
+		// new tag is in no cache (misses are not cached), so a push of a
+		// new tag costs no notification and no wait (lease.go).
+		var inserted bool
+		err := tx.tx.QueryRowContext(ctx, query+` RETURNING (xmax = 0)`, args...).Scan(&inserted)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil // a later version is stored
+		}
+		if err != nil {
+			return false, err
+		}
+		if !inserted {
+			tx.changed(repo)
+		}
+		return true, nil
+	}
+	res, err := tx.tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return false, err
 	}

@@ -21,21 +21,13 @@ func (r *Region) ResolveTag(ctx context.Context, repo, tag string) (digest.Diges
 }
 
 // cached reports whether this read may use the cache: always with a store
-// only this node writes; with a shared one, once this node has heard of
-// every change other nodes committed before now (invariant 5: a write
-// acknowledged by any node is seen by the next read on every node).
-func (r *Region) cached(ctx context.Context) bool {
-	if !r.db.Shared() {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(ctx, syncWait)
-	defer cancel()
-	return r.db.Sync(ctx) == nil
+// only this node writes; with a shared one, while this node holds its
+// cache lease (meta/lease.go: invariant 5, a write acknowledged by any node
+// is seen by the next read on every node). Without it the read goes to
+// the store.
+func (r *Region) cached(context.Context) bool {
+	return r.db.Fresh()
 }
-
-// syncWait bounds a read's wait to hear other nodes' changes; past it the
-// read goes to the store.
-const syncWait = 100 * time.Millisecond
 
 func (r *Region) resolveTag(ctx context.Context, repo, tag string, useCache bool) (digest.Digest, error) {
 	if !useCache {
