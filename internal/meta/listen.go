@@ -165,15 +165,24 @@ func (db *DB) listen(ctx context.Context, ls Listeners) error {
 		case feedChannel:
 			ls.Feed()
 		case changesChannel:
+			// The first line names the writer and numbers the change ("NODE:N",
+			// never a repository name: those hold no colon); a node of an
+			// older version sends repositories only.
 			first, rest, _ := strings.Cut(n.Payload, "\n")
+			numbered := strings.Contains(first, ":")
+			if !numbered {
+				rest = n.Payload
+			}
 			for repo := range strings.SplitSeq(rest, "\n") {
 				if repo == allRepositories {
 					repo = ""
 				}
 				ls.Changed(repo)
 			}
-			// Acknowledged only once the cache has forgotten them.
-			db.lst.heardChange(first)
+			if numbered {
+				// Acknowledged only once the cache has forgotten them.
+				db.lst.heardChange(first)
+			}
 		case nodesChannel:
 			db.lst.heardNode(n.Payload)
 		}

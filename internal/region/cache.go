@@ -19,11 +19,11 @@ import (
 //
 // With a metadata store other nodes write too (PostgreSQL), their writes
 // reach this cache as notifications: each transaction that changes tags or
-// manifests names its repositories, and invalidateRepo forgets them here
-// (meta.Listen). A notification arrives after the write was acknowledged,
-// so a reader first syncs (meta.DB.Sync: it has heard of every commit
-// before the read began) and reads the store, not the cache, when it
-// cannot (region.cached).
+// manifests a cache may hold names their repositories, and invalidateRepo
+// forgets them here (meta.Listen). The writer answers only once every
+// node has heard it, and a node uses its cache only while it holds its
+// lease (meta.DB.Fresh, meta/lease.go); without one, reads go to the
+// store (region.cached).
 type cache struct {
 	mu       sync.Mutex
 	gen      uint64
