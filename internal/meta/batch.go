@@ -35,8 +35,9 @@ type writeReq struct {
 	done  chan error
 }
 
-// batcher queues a node's writes; the caller that finds no batch running
-// runs them (it leads), the others wait for their result.
+// batcher queues a node's writes; a write that finds no batch running
+// starts the goroutine that runs batches until the queue is empty (so no
+// caller waits for others' writes after its own is done).
 type batcher struct {
 	mu      sync.Mutex
 	queue   []*writeReq
@@ -53,7 +54,7 @@ func (db *DB) updateBatched(ctx context.Context, fn func(*Tx) error) error {
 	b.leading = true
 	b.mu.Unlock()
 	if lead {
-		db.lead()
+		go db.lead()
 	}
 	return <-req.done
 }
