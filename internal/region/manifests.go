@@ -17,7 +17,7 @@ import (
 
 // ResolveTag returns the digest tag points at in repo, or MANIFEST_UNKNOWN.
 func (r *Region) ResolveTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
-	return r.resolveTag(ctx, repo, tag, r.cached(ctx))
+	return r.resolveTag(ctx, repo, tag, r.cached())
 }
 
 // cached reports whether this read may use the cache: always with a store
@@ -25,7 +25,7 @@ func (r *Region) ResolveTag(ctx context.Context, repo, tag string) (digest.Diges
 // cache lease (meta/lease.go: invariant 5, a write acknowledged by any node
 // is seen by the next read on every node). Without it the read goes to
 // the store.
-func (r *Region) cached(context.Context) bool {
+func (r *Region) cached() bool {
 	return r.db.Fresh()
 }
 
@@ -64,7 +64,7 @@ func tagUnknown(repo, tag string) error {
 // GetManifest returns the manifest reference ref (a tag or a digest) names
 // in repo, or MANIFEST_UNKNOWN. Most calls are answered from the cache.
 func (r *Region) GetManifest(ctx context.Context, repo, ref string) (*meta.Manifest, error) {
-	useCache := r.cached(ctx)
+	useCache := r.cached()
 	d, err := r.parseRefCached(ctx, repo, ref, useCache)
 	if err != nil {
 		return nil, err
@@ -138,10 +138,7 @@ func (r *Region) ManifestGone(ctx context.Context, repo, ref string) error {
 // parseRef resolves a manifest reference to a digest: a digest is parsed
 // and checked, a tag is looked up.
 func (r *Region) parseRef(ctx context.Context, repo, ref string) (digest.Digest, error) {
-	if oci.IsDigest(ref) {
-		return r.parseRefCached(ctx, repo, ref, false)
-	}
-	return r.parseRefCached(ctx, repo, ref, r.cached(ctx))
+	return r.parseRefCached(ctx, repo, ref, r.cached())
 }
 
 func (r *Region) parseRefCached(ctx context.Context, repo, ref string, useCache bool) (digest.Digest, error) {
