@@ -208,17 +208,3 @@ func formatValue(v float64, unit string) string {
 		return fmt.Sprintf("%.0f %s", v, unit)
 	}
 }
-
-// rowsOf turns one contender's figures into rows with its own targets.
-func rowsOf(figs []figure, prefix string) []row {
-	rows := make([]row, 0, len(figs))
-	for _, f := range figs {
-		r := row{name: prefix + f.name, value: f.format(), note: f.note}
-		if f.target > 0 {
-			r.target = fmt.Sprintf("%s %s", cmp(f.higher), formatValue(f.target, f.unit))
-			r.note = strings.TrimPrefix(r.note+"; "+distance(f.value, f.target, f.higher), "; ")
-		}
-		rows = append(rows, r)
-	}
-	return rows
-}
