@@ -18,9 +18,9 @@ import (
 // benchScaling runs a region of one, two and three nodes on the same
 // stores (PostgreSQL and S3, fresh for each count) behind the front door,
 // and measures through the door what users get: small pushes per second
-// and manifest GETs per second, with the write lock's wait per commit
-// (georeg_metadata_write_lock_wait_seconds_total over
-// georeg_metadata_write_transactions_total, summed over the nodes).
+// and manifest GETs per second, with each write's wait for its turn at
+// the region's write lock (georeg_metadata_write_lock_wait_seconds_total
+// over georeg_metadata_write_transactions_total, summed over the nodes).
 // Everything, clients and door included, shares this machine's cores.
 func benchScaling(ctx context.Context, bin, dir, logLevel string) ([]row, error) {
 	var rows []row
@@ -31,7 +31,7 @@ func benchScaling(ctx context.Context, bin, dir, logLevel string) ([]row, error)
 		if err != nil {
 			return nil, err
 		}
-		r := row{fmt.Sprintf("shared stores, %d node(s) via the door: small pushes", n), fmt.Sprintf("%.0f /s", pushes), "", fmt.Sprintf("write lock wait %.2f ms per commit", wait*1000)}
+		r := row{fmt.Sprintf("shared stores, %d node(s) via the door: small pushes", n), fmt.Sprintf("%.0f /s", pushes), "", fmt.Sprintf("wait for its turn %.2f ms per write", wait*1000)}
 		if n == 1 {
 			one = pushes
 		} else {
@@ -47,7 +47,7 @@ func benchScaling(ctx context.Context, bin, dir, logLevel string) ([]row, error)
 
 // measureNodes starts n nodes and a door, and returns pushes/s (100
 // concurrent small pushes, median of 3 rounds), manifest GETs/s at 16
-// clients, and the lock wait per write transaction in seconds.
+// clients, and the wait per write for its turn in seconds.
 func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (float64, float64, float64, error) {
 	stores, err := newSharedStores(ctx)
 	if err != nil {

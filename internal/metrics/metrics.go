@@ -44,10 +44,10 @@ type Node struct {
 func (m *Node) WatchWrites(stats func() (int64, time.Duration)) {
 	m.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "georeg_metadata_write_transactions_total",
-			Help: "Write transactions of this node in the metadata store.", ConstLabels: m.labels},
+			Help: "Writes of this node to the metadata store (on PostgreSQL several share a transaction: group commit).", ConstLabels: m.labels},
 			func() float64 { n, _ := stats(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "georeg_metadata_write_lock_wait_seconds_total",
-			Help: "Time this node's write transactions waited for their turn (the region's write lock on PostgreSQL, the writing connection on SQLite).", ConstLabels: m.labels},
+			Help: "Time this node's writes waited for their turn (the region's write lock on PostgreSQL, the writing connection on SQLite).", ConstLabels: m.labels},
 			func() float64 { _, w := stats(); return w.Seconds() }))
 }
 
