@@ -116,11 +116,7 @@ func (c *cache) putManifest(gen uint64, m *meta.Manifest) {
 	c.byKey[key] = c.lru.PushFront(&cacheEntry{key: key, m: m, rgen: c.repoGen[m.Repo]})
 	c.used += int64(len(m.Payload))
 	for c.used > c.budget {
-		el := c.lru.Back()
-		e := el.Value.(*cacheEntry)
-		c.lru.Remove(el)
-		delete(c.byKey, e.key)
-		c.used -= int64(len(e.m.Payload))
+		c.remove(c.lru.Back())
 	}
 }
 
@@ -141,6 +137,11 @@ func (c *cache) invalidateAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.clear()
+}
+
+// clear forgets every entry; mu is held.
+func (c *cache) clear() {
 	c.lru.Init()
 	clear(c.byKey)
 	clear(c.tags)
@@ -161,11 +162,7 @@ func (c *cache) invalidateRepo(repo string) {
 	if len(c.repoGen) >= maxInvalidatedRepos {
 		// Forget all: entries read at a count this drops could match
 		// again when it restarts from zero.
-		c.lru.Init()
-		clear(c.byKey)
-		clear(c.tags)
-		clear(c.repoGen)
-		c.used = 0
+		c.clear()
 	}
 	c.repoGen[repo]++
 }
@@ -178,9 +175,7 @@ func (c *cache) invalidate(repo string, d digest.Digest, tags ...string) {
 	c.gen++
 	if d != "" {
 		if el, ok := c.byKey[manifestKey(repo, d)]; ok {
-			c.lru.Remove(el)
-			delete(c.byKey, manifestKey(repo, d))
-			c.used -= int64(len(el.Value.(*cacheEntry).m.Payload))
+			c.remove(el)
 		}
 	}
 	for _, t := range tags {

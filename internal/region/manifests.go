@@ -30,35 +30,25 @@ func (r *Region) cached() bool {
 }
 
 func (r *Region) resolveTag(ctx context.Context, repo, tag string, useCache bool) (digest.Digest, error) {
-	if !useCache {
-		t, err := r.db.GetTag(ctx, repo, tag)
-		if isNotFound(err) {
-			return "", tagUnknown(repo, tag)
+	if useCache {
+		if d, ok := r.cache.tag(repo, tag); ok {
+			return d, nil
 		}
-		if err != nil {
-			return "", err
-		}
-		return t.Digest, nil
-	}
-	if d, ok := r.cache.tag(repo, tag); ok {
-		return d, nil
 	}
 	gen := r.cache.generation()
 	t, err := r.db.GetTag(ctx, repo, tag)
 	if isNotFound(err) {
-		return "", tagUnknown(repo, tag)
+		return "", ocierr.ManifestUnknown.WithDetail(
+			fmt.Sprintf("tag %q is not in repository %s; list tags with GET /v2/%s/tags/list", tag, repo, repo),
+			map[string]string{"repository": repo, "tag": tag})
 	}
 	if err != nil {
 		return "", err
 	}
-	r.cache.putTag(gen, repo, tag, t.Digest)
+	if useCache {
+		r.cache.putTag(gen, repo, tag, t.Digest)
+	}
 	return t.Digest, nil
-}
-
-func tagUnknown(repo, tag string) error {
-	return ocierr.ManifestUnknown.WithDetail(
-		fmt.Sprintf("tag %q is not in repository %s; list tags with GET /v2/%s/tags/list", tag, repo, repo),
-		map[string]string{"repository": repo, "tag": tag})
 }
 
 // GetManifest returns the manifest reference ref (a tag or a digest) names
