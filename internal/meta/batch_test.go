@@ -25,15 +25,7 @@ import (
 // though the write that first notified was undone.
 func TestWritesThatShareATransactionRunAsIfOneAfterTheOther(t *testing.T) {
 	dsn := storetest.Postgres(t)
-	open := func() *meta.DB {
-		db, err := meta.OpenPostgres(t.Context(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	db, other := open(), open()
+	db, other := openPostgres(t, dsn), openPostgres(t, dsn)
 	var feedWakes atomic.Int64
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()

@@ -53,15 +53,7 @@ func (h *heard) count(repo string) int {
 // when it stops listening, it holds none.
 func TestAWriteIsHeardByEveryNodeBeforeItReturnsOrTheirLeasesRunOut(t *testing.T) {
 	dsn := storetest.Postgres(t)
-	open := func() *meta.DB {
-		db, err := meta.OpenPostgres(t.Context(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	a, b := open(), open()
+	a, b := openPostgres(t, dsn), openPostgres(t, dsn)
 	if b.Fresh() {
 		t.Fatal("a node that does not listen trusts its cache")
 	}

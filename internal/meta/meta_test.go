@@ -26,13 +26,19 @@ var dialects = []struct {
 		}
 		return db
 	}},
-	{"postgres", func(t *testing.T) *meta.DB {
-		db, err := meta.OpenPostgres(t.Context(), storetest.Postgres(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return db
-	}},
+	{"postgres", func(t *testing.T) *meta.DB { return openPostgres(t, storetest.Postgres(t)) }},
+}
+
+// openPostgres opens a handle on the PostgreSQL database at dsn (another
+// node of the region, when dsn is shared), closed when t ends.
+func openPostgres(t *testing.T, dsn string) *meta.DB {
+	t.Helper()
+	db, err := meta.OpenPostgres(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // eachDialect runs fn once per dialect, on a fresh store.
@@ -161,13 +167,7 @@ func TestTheFeedStaysOrderedWithoutGapsWithWritersOnSeveralNodes(t *testing.T) {
 		}},
 		{"postgres", func(t *testing.T) func() *meta.DB {
 			dsn := storetest.Postgres(t)
-			return func() *meta.DB {
-				db, err := meta.OpenPostgres(t.Context(), dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return db
-			}
+			return func() *meta.DB { return openPostgres(t, dsn) }
 		}},
 	} {
 		t.Run(d.name, func(t *testing.T) {
