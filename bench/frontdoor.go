@@ -20,24 +20,38 @@ type proc struct {
 	addr string
 }
 
+// startProc runs `bin args...` (a georeg subcommand listening on addr),
+// its output to logFile, and waits for its /readyz.
 func startProc(ctx context.Context, bin, logFile, addr string, args ...string) (*proc, error) {
-	logf, err := os.Create(logFile)
-	if err != nil {
-		return nil, err
-	}
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	if err := waitReady("http://"+addr, 30*time.Second); err != nil {
-		stopProcess(cmd, syscall.SIGKILL)
+	if err := launch(cmd, logFile, "http://"+addr+"/readyz", 30*time.Second); err != nil {
 		return nil, fmt.Errorf("georeg %s: %w", args[0], err)
 	}
 	return &proc{cmd: cmd, addr: addr}, nil
 }
 
-func (p *proc) cpu() float64 { return (&server{cmd: p.cmd}).cpuSeconds() }
+// launch starts cmd with its output to logFile and waits, at most within,
+// for readyURL to answer 200; a process that does not get there is killed.
+func launch(cmd *exec.Cmd, logFile, readyURL string, within time.Duration) error {
+	logf, err := os.Create(logFile)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if err := waitReadyAt(readyURL, within); err != nil {
+		stopProcess(cmd, syscall.SIGKILL)
+		return err
+	}
+	return nil
+}
+
+// server is p as a server to measure.
+func (p *proc) server() *server { return &server{cmd: p.cmd, addr: p.addr, base: "http://" + p.addr} }
+
+func (p *proc) cpu() float64 { return p.server().cpuSeconds() }
 
 func freeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

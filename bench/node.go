@@ -63,22 +63,12 @@ http:
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(data + ".log")
-	if err != nil {
-		return nil, err
-	}
 	cmd := exec.CommandContext(ctx, bin, "serve", file)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{cmd: cmd, addr: addr, base: "http://" + addr, twoStep: true}
-	if err := waitReadyAt(s.base+"/v2/", 20*time.Second); err != nil {
-		s.stop()
+	if err := launch(cmd, data+".log", "http://"+addr+"/v2/", 20*time.Second); err != nil {
 		return nil, fmt.Errorf("%s: %w", bin, err)
 	}
-	return s, nil
+	return &server{cmd: cmd, addr: addr, base: "http://" + addr, twoStep: true}, nil
 }
 
 // nodeSteps are the node part's measurements, in order (the downloads

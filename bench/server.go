@@ -25,21 +25,11 @@ type server struct {
 
 func startServer(ctx context.Context, bin, data, logLevel string) (*server, error) {
 	addr := freeAddr()
-	logf, err := os.Create(data + ".log")
-	if err != nil {
-		return nil, err
-	}
 	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", addr, "--data", data, "--region", "bench", "--log-level", logLevel)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{cmd: cmd, addr: addr, base: "http://" + addr}
-	if err := waitReady(s.base, 20*time.Second); err != nil {
-		s.stop()
+	if err := launch(cmd, data+".log", "http://"+addr+"/readyz", 20*time.Second); err != nil {
 		return nil, fmt.Errorf("georeg serve: %w", err)
 	}
-	return s, nil
+	return &server{cmd: cmd, addr: addr, base: "http://" + addr}, nil
 }
 
 // waitReady polls base's /readyz until it answers 200, for at most within.

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"github.com/minio/minio-go/v7"
@@ -108,21 +106,11 @@ log:
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(data + ".log")
+	p, err := startProc(ctx, bin, data+".log", addr, "serve", "--config", file)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("on PostgreSQL and S3: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, bin, "serve", "--config", file)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{cmd: cmd, addr: addr, base: "http://" + addr}
-	if err := waitReady(s.base, 30*time.Second); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("georeg serve on PostgreSQL and S3: %w", err)
-	}
-	return s, nil
+	return p.server(), nil
 }
 
 func randomName() string {
