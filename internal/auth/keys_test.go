@@ -20,11 +20,7 @@ import (
 // are refused.
 func TestKeysRotateAndRetire(t *testing.T) {
 	ctx := context.Background()
-	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openRegion(t, "eastus")
 	now := time.Now()
 	s := New(Config{Enabled: true}, r, slog.New(slog.DiscardHandler))
 	s.now = func() time.Time { return now }
@@ -108,11 +104,7 @@ func TestKeysRotateAndRetire(t *testing.T) {
 // new key at its next maintenance, once.
 func TestARotationAskedElsewhereIsFollowed(t *testing.T) {
 	ctx := context.Background()
-	r, err := region.Open(ctx, region.Config{Name: "westeurope", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openRegion(t, "westeurope")
 	s := New(Config{Enabled: true}, r, slog.New(slog.DiscardHandler))
 	if err := s.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
@@ -136,11 +128,7 @@ func TestARotationAskedElsewhereIsFollowed(t *testing.T) {
 // and both sign with it.
 func TestNodesOfARegionMakeOneKey(t *testing.T) {
 	ctx := context.Background()
-	r, err := region.Open(ctx, region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openRegion(t, "eastus")
 	nodes := []*Service{New(Config{Enabled: true}, r, slog.New(slog.DiscardHandler)), New(Config{Enabled: true}, r, slog.New(slog.DiscardHandler))}
 	errs := make(chan error, 2)
 	for _, s := range nodes {
@@ -167,4 +155,16 @@ func TestNodesOfARegionMakeOneKey(t *testing.T) {
 	if kids[0] != kids[1] {
 		t.Fatalf("the nodes sign with %v", kids)
 	}
+}
+
+// openRegion opens a region of one node on a fresh data directory, closed
+// when t ends.
+func openRegion(t *testing.T, name string) *region.Region {
+	t.Helper()
+	r, err := region.Open(t.Context(), region.Config{Name: name, DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
 }
