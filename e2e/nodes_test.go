@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -451,5 +452,98 @@ func TestInvariant5NoNodeServesWhatAnotherChangedBeforeTheRead(t *testing.T) {
 			}
 		}
 		prev = next
+	}
+}
+
+// TestAHungNodeDelaysMovesBoundedlyAndServesNothingStaleAfter: three
+// nodes on PostgreSQL, every node caching app:live; node 2 hangs
+// (SIGSTOP) while clients keep reading on nodes 1 and 3. Each move of
+// the tag on node 1 still answers (the writer stops waiting for the hung
+// node's acknowledgement once its lease has run out: within a bound, not
+// for ever), and node 3 serves each move at once. When node 2 resumes it
+// has missed every move, and serves the latest at once: its lease ran out
+// while it hung, so it reads the store until it has heard them all.
+func TestAHungNodeDelaysMovesBoundedlyAndServesNothingStaleAfter(t *testing.T) {
+	nodes := startNodes(t, t.TempDir(), "eastus", freeAddrs(t, 3), storetest.Postgres(t), storetest.S3Bucket(t), nil)
+	live := pushImage(t, nodes[0].addr, "app", "live", "seed-start")
+	for _, n := range nodes {
+		if got := manifestDigest(t, n.addr, "app", "live"); got != live {
+			t.Fatalf("node %s serves app:live = %s, want %s", n.addr, got, live)
+		}
+	}
+	hung := nodes[1]
+	if err := hung.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = hung.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+
+	// Load: readers on the two live nodes, each GET bounded.
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var reads, failed atomic.Int64
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, n := range []*server{nodes[0], nodes[2]} {
+		for range 4 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.addr+"/v2/app/manifests/live", nil)
+					req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+					resp, err := client.Do(req)
+					if ctx.Err() != nil {
+						return
+					}
+					if err != nil || resp.StatusCode != 200 {
+						failed.Add(1)
+					}
+					if resp != nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					reads.Add(1)
+				}
+			})
+		}
+	}
+	var slowest time.Duration
+	for round := range 10 {
+		t0 := time.Now()
+		live = pushImage(t, nodes[0].addr, "app", "live", fmt.Sprintf("seed-hung-%d", round))
+		if took := time.Since(t0); took > slowest {
+			slowest = took
+		}
+		if got := manifestDigest(t, nodes[2].addr, "app", "live"); got != live {
+			t.Fatalf("round %d: node 3 serves app:live = %s just after node 1 moved it to %s", round, got, live)
+		}
+	}
+	stop()
+	wg.Wait()
+	t.Logf("10 moves with node 2 hung: slowest %s; %d reads on the live nodes, %d failed", slowest, reads.Load(), failed.Load())
+	if slowest > 10*time.Second {
+		t.Fatalf("a move waited %s for the hung node", slowest)
+	}
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d reads on the live nodes failed while node 2 hung", failed.Load(), reads.Load())
+	}
+
+	if err := hung.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	for i := range 20 {
+		if got := manifestDigest(t, hung.addr, "app", "live"); got != live {
+			t.Fatalf("read %d after node 2 resumed: app:live = %s, want the latest %s (a stale cache)", i, got, live)
+		}
+	}
+	// And it writes again: a move on node 2 is served by the others.
+	live = pushImage(t, hung.addr, "app", "live", "seed-after")
+	for _, n := range []*server{nodes[0], nodes[2]} {
+		if got := manifestDigest(t, n.addr, "app", "live"); got != live {
+			t.Fatalf("node %s serves app:live = %s after node 2 moved it to %s", n.addr, got, live)
+		}
 	}
 }
