@@ -55,6 +55,9 @@ func (db *DB) Audit(ctx context.Context, since time.Time, n int) ([]AuditEntry, 
 
 // PruneAudit removes entries older than before.
 func (tx *Tx) PruneAudit(ctx context.Context, before time.Time) error {
+	if err := tx.writesRegion("PruneAudit"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM audit WHERE at < $1`, before.UnixMilli())
 	return err
 }

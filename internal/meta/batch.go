@@ -2,24 +2,27 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
 	"time"
 )
 
-// Group commit. On PostgreSQL every write transaction of a region takes
-// the region's one lock and holds it through its commit, WAL flush
-// included, so commits never share a flush and a region wrote at most
-// one transaction per flush (about 330/s on the bench machine, whatever
-// its number of nodes: docs/performance.md). So a node runs the writes
-// that wait for their turn together: one transaction, one lock, one flush
-// for all of them, each in a savepoint of its own, one after the other in
-// the order they came. Each sees what the ones before it wrote, exactly as
-// if they had run one after the other; one that fails is rolled back to
-// its savepoint alone and gets its own error; a failed commit fails them
-// all (none of them is acknowledged). The feed stays gap-free and in
-// order: its numbers are taken under the region's lock as before.
+// Group commit. On PostgreSQL every write transaction holds its locks
+// through its commit, WAL flush included, so a region wrote at most one
+// transaction per flush of what one lock covers (about 330/s on the bench
+// machine: docs/performance.md). So a node runs the writes that wait for
+// their turn together: one transaction, one flush for all of them, each
+// in a savepoint of its own, one after the other in the order they came.
+// Each sees what the ones before it wrote, exactly as if they had run one
+// after the other; one that fails is rolled back to its savepoint alone
+// and gets its own error; a failed commit fails them all (none of them is
+// acknowledged). The first write waits for the locks of its scope; a
+// later one whose locks another transaction holds is not run in this
+// batch but first in the next (scope.go: no deadlock). The feed stays
+// gap-free and in order: its numbers are taken under the sequencer's lock
+// at the end.
 
 // maxBatch bounds the writes one transaction runs.
 const maxBatch = 64
@@ -30,6 +33,7 @@ const batchTimeout = time.Minute
 
 type writeReq struct {
 	ctx   context.Context
+	scope string
 	fn    func(*Tx) error
 	asked time.Time
 	done  chan error
@@ -45,8 +49,8 @@ type batcher struct {
 }
 
 // updateBatched is Update on PostgreSQL.
-func (db *DB) updateBatched(ctx context.Context, fn func(*Tx) error) error {
-	req := &writeReq{ctx: ctx, fn: fn, asked: time.Now(), done: make(chan error, 1)}
+func (db *DB) updateBatched(ctx context.Context, scope string, fn func(*Tx) error) error {
+	req := &writeReq{ctx: ctx, scope: scope, fn: fn, asked: time.Now(), done: make(chan error, 1)}
 	b := &db.batch
 	b.mu.Lock()
 	b.queue = append(b.queue, req)
@@ -74,9 +78,22 @@ func (db *DB) lead() {
 		b.queue = b.queue[n:]
 		b.mu.Unlock()
 		errs, change, committed := db.runBatch(reqs)
+		var later []*writeReq
+		for i, r := range reqs {
+			if errors.Is(errs[i], errLocked) {
+				later = append(later, r)
+			}
+		}
+		if len(later) > 0 {
+			b.mu.Lock()
+			b.queue = append(later, b.queue...)
+			b.mu.Unlock()
+		}
 		deliver := func() {
 			for i, r := range reqs {
-				r.done <- errs[i]
+				if !errors.Is(errs[i], errLocked) {
+					r.done <- errs[i]
+				}
 			}
 		}
 		if change == 0 {
@@ -94,6 +111,10 @@ func (db *DB) lead() {
 	}
 }
 
+// errLocked is runBatch's result for a write it did not run because
+// another transaction holds a lock of its scope: it runs in the next.
+var errLocked = errors.New("locked by another transaction")
+
 // runBatch runs reqs in one transaction and returns each one's result,
 // and, when it committed a change of tags or manifests, the change's
 // number and when it committed (lease.go).
@@ -101,7 +122,7 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	errs := make([]error, len(reqs))
 	fail := func(err error) ([]error, uint64, time.Duration) {
 		for i := range errs {
-			if errs[i] == nil {
+			if errs[i] == nil || errors.Is(errs[i], errLocked) {
 				errs[i] = err
 			}
 		}
@@ -113,8 +134,8 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	if err != nil {
 		return fail(fmt.Errorf("begin: %w", err))
 	}
-	t := &Tx{tx: tx, dialect: db.dialect, locked: time.Now()}
-	if err := db.begin(ctx, t); err != nil {
+	t := &Tx{tx: tx, dialect: db.dialect}
+	if err := db.begin(ctx, t, reqs[0].scope); err != nil {
 		_ = tx.Rollback()
 		return fail(err)
 	}
@@ -126,8 +147,16 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			errs[i] = err // its caller gave up before its turn: not run
 			continue
 		}
-		db.writes.Add(1)
-		db.writeWaitNs.Add(int64(time.Since(r.asked)))
+		// Taken before the savepoint: a lock outlives the write's undo.
+		if ok, err := db.lock(ctx, t, r.scope, false); err != nil {
+			_ = tx.Rollback()
+			return fail(err)
+		} else if !ok {
+			errs[i] = errLocked
+			continue
+		}
+		t.scope = r.scope
+		db.waited(r.asked, time.Now())
 		if single {
 			if errs[i] = r.fn(t); errs[i] != nil {
 				_ = tx.Rollback()
@@ -147,11 +176,12 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
 		open = true
-		notified, ensured := t.notified, maps.Clone(t.ensured)
+		notified, ensured, appended := t.notified, maps.Clone(t.ensured), len(t.feed)
 		if errs[i] = r.fn(t); errs[i] != nil {
-			// What it wrote is undone, its notification with it, and
-			// the repositories it recorded are no longer recorded.
-			t.notified, t.ensured = notified, ensured
+			// What it wrote is undone, its notification and feed
+			// records with it, and the repositories it recorded are no
+			// longer recorded.
+			t.notified, t.ensured, t.feed = notified, ensured, t.feed[:appended]
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write"); err != nil {
 				_ = tx.Rollback()
 				return fail(fmt.Errorf("rollback to savepoint: %w", err))
@@ -165,6 +195,7 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 		_ = tx.Rollback()
 		return errs, 0, 0
 	}
+	t.scope = ""
 	if err := db.end(ctx, t); err != nil {
 		_ = tx.Rollback()
 		return fail(err)

@@ -20,6 +20,9 @@ import (
 // tombstone allows the link is the caller's decision (region). The bytes
 // themselves live in the content store and must be committed first.
 func (tx *Tx) LinkBlob(ctx context.Context, repo string, d digest.Digest, size int64, v hlc.Version, now time.Time) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return err
 	}
@@ -36,6 +39,9 @@ func (tx *Tx) LinkBlob(ctx context.Context, repo string, d digest.Digest, size i
 // It leaves no tombstone: garbage collection unlinks with it, and what
 // one region collects is not deleted registry-wide (TombstoneBlob is).
 func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	if err := tx.writes(repo); err != nil {
+		return false, err
+	}
 	res, err := tx.tx.ExecContext(ctx, `DELETE FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String())
 	if err != nil {
 		return false, err
@@ -73,6 +79,9 @@ func blobLinkVersion(ctx context.Context, q queryer, repo string, d digest.Diges
 // its own newer version. Whether the link goes too is the caller's
 // decision. It reports whether the row changed.
 func (tx *Tx) TombstoneBlob(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) (bool, error) {
+	if err := tx.writes(repo); err != nil {
+		return false, err
+	}
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err
 	}
@@ -124,6 +133,9 @@ func (db *DB) BlobLinked(ctx context.Context, repo string, d digest.Digest) (tim
 
 // TouchBlob dates repo's link to d anew, when there is one.
 func (tx *Tx) TouchBlob(ctx context.Context, repo string, d digest.Digest, now time.Time) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `UPDATE blobs SET created_at = $3 WHERE repo = $1 AND digest = $2`,
 		repo, d.String(), now.UnixMilli())
 	return err

@@ -56,6 +56,9 @@ func (tx *Tx) EnqueueDelivery(ctx context.Context, d Delivery) error {
 // up while they are being sent, and a sender that died leaves them due
 // again when the lease ends.
 func (tx *Tx) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, n int) ([]Delivery, error) {
+	if err := tx.writesRegion("ClaimDeliveries"); err != nil {
+		return nil, err
+	}
 	out, err := queryDeliveries(ctx, tx.tx, `SELECT `+deliveryColumns+` FROM webhook_deliveries
 		WHERE state = $1 AND next_at <= $2 ORDER BY next_at, id LIMIT $3`, DeliveryPending, now.UnixMilli(), n)
 	if err != nil {
@@ -75,6 +78,9 @@ func (tx *Tx) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Dur
 // d.StatusCode, d.Latency, d.Error), the attempt count and, when still
 // pending, d.Next.
 func (tx *Tx) FinishDelivery(ctx context.Context, d Delivery) error {
+	if err := tx.writesRegion("FinishDelivery"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `
 		UPDATE webhook_deliveries SET state = $1, next_at = $2, attempts = attempts + 1, status_code = $3,
 			latency_ms = $4, error = $5, updated_at = $6 WHERE id = $7`,
@@ -85,6 +91,9 @@ func (tx *Tx) FinishDelivery(ctx context.Context, d Delivery) error {
 // HoldDelivery puts d back with its state, next attempt and error, without
 // counting an attempt (its webhook is disabled).
 func (tx *Tx) HoldDelivery(ctx context.Context, d Delivery) error {
+	if err := tx.writesRegion("HoldDelivery"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `
 		UPDATE webhook_deliveries SET state = $1, next_at = $2, error = $3, updated_at = $4 WHERE id = $5`,
 		d.State, d.Next.UnixMilli(), d.Error, d.Updated.UnixMilli(), d.ID)
@@ -93,6 +102,9 @@ func (tx *Tx) HoldDelivery(ctx context.Context, d Delivery) error {
 
 // CancelDelivery marks d canceled (its webhook is gone).
 func (tx *Tx) CancelDelivery(ctx context.Context, id int64, now time.Time) error {
+	if err := tx.writesRegion("CancelDelivery"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `UPDATE webhook_deliveries SET state = $1, updated_at = $2 WHERE id = $3`,
 		DeliveryCanceled, now.UnixMilli(), id)
 	return err
@@ -100,6 +112,9 @@ func (tx *Tx) CancelDelivery(ctx context.Context, id int64, now time.Time) error
 
 // PruneDeliveries removes finished deliveries last updated before t.
 func (tx *Tx) PruneDeliveries(ctx context.Context, before time.Time) error {
+	if err := tx.writesRegion("PruneDeliveries"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE state <> $1 AND updated_at < $2`,
 		DeliveryPending, before.UnixMilli())
 	return err
@@ -172,6 +187,9 @@ func queryDeliveries(ctx context.Context, q queryer, query string, args ...any) 
 // AddPendingEverywhere keeps event (a push's, JSON) until manifest d of
 // repo is present in every region; a pending one for d is kept as it is.
 func (tx *Tx) AddPendingEverywhere(ctx context.Context, repo string, d digest.Digest, event []byte, now time.Time) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `
 		INSERT INTO everywhere_pending (repo, digest, event, created_at) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (repo, digest) DO NOTHING`, repo, d.String(), event, now.UnixMilli())
@@ -192,6 +210,9 @@ func (tx *Tx) PendingEverywhere(ctx context.Context, repo string, d digest.Diges
 
 // DeletePendingEverywhere drops the pending event of repo's manifest d.
 func (tx *Tx) DeletePendingEverywhere(ctx context.Context, repo string, d digest.Digest) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM everywhere_pending WHERE repo = $1 AND digest = $2`, repo, d.String())
 	return err
 }

@@ -48,22 +48,19 @@ type Record struct {
 // AppendFeed appends rec to the region's feed inside the transaction of the
 // change it records, so the change and its record commit together.
 //
-// Sequence numbers: SQLite's AUTOINCREMENT; with PostgreSQL, the next
-// after the feed's largest, under the region's write lock (Update), so
-// numbers commit in order with no gaps whichever node writes (a sequence
-// would leave gaps on rollback and commit out of order). Every node
-// listening is notified when the append commits.
+// Sequence numbers: SQLite's AUTOINCREMENT; with PostgreSQL the record is
+// numbered at the transaction's end, after the feed's largest, under the
+// feed sequencer's lock held through the commit (scope.go), so numbers
+// commit in order with no gaps whichever node writes (a sequence would
+// leave gaps on rollback and commit out of order). Every node listening
+// is notified when the append commits.
 func (tx *Tx) AppendFeed(ctx context.Context, rec Record) error {
+	if err := tx.writes(rec.Repo); err != nil {
+		return err
+	}
 	if tx.dialect == postgres {
-		_, err := tx.tx.ExecContext(ctx, `
-			INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at)
-			VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM feed), $1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Size,
-			rec.Version.Time, rec.Version.Region, rec.Created.UnixMilli())
-		if err != nil {
-			return err
-		}
-		return tx.notifyFeed(ctx)
+		tx.feed = append(tx.feed, rec)
+		return nil
 	}
 	_, err := tx.tx.ExecContext(ctx, `
 		INSERT INTO feed (kind, repo, digest, tag, media_type, size, version, origin, created_at)
@@ -140,6 +137,9 @@ func settingRecord(ctx context.Context, q queryer, kind, name string) (*Setting,
 // crash never leaves a record applied but not counted, or counted but not
 // applied. The cursor only moves forward.
 func (tx *Tx) SetCursor(ctx context.Context, peer string, seq int64, now time.Time) error {
+	if err := tx.writesRegion("SetCursor"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `
 		INSERT INTO peer_cursors (peer, seq, updated_at) VALUES ($1, $2, $3)
 		ON CONFLICT (peer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
@@ -162,6 +162,9 @@ func (db *DB) Cursor(ctx context.Context, peer string) (int64, error) {
 // are left alone: the origin of the delete records its tag deletes one by
 // one. It reports whether the row changed.
 func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) (bool, error) {
+	if err := tx.writes(repo); err != nil {
+		return false, err
+	}
 	tx.changed(repo)
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err

@@ -13,6 +13,9 @@ import (
 // tag, and every region writes the same row (the lock's digest and
 // version), so they agree without last-writer-wins.
 func (tx *Tx) PinTag(ctx context.Context, repo, name string, d digest.Digest, v hlc.Version, now time.Time) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	tx.changed(repo)
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return err

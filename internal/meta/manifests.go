@@ -34,6 +34,9 @@ type Manifest struct {
 // the re-push does not win over it in any region. It reports whether the
 // manifest is newly live (there was no row, or a tombstone).
 func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
+	if err := tx.writes(m.Repo); err != nil {
+		return false, err
+	}
 	prev, prevDeleted, err := tx.ManifestVersion(ctx, m.Repo, m.Digest)
 	exists := err == nil
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -75,6 +78,9 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 // (a re-push there), so a delete older than that push does not win over
 // it here either.
 func (tx *Tx) RaiseManifestVersion(ctx context.Context, repo string, d digest.Digest, v hlc.Version) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	tx.changed(repo)
 	_, err := tx.tx.ExecContext(ctx, `
 		UPDATE manifests SET version = $3, origin = $4
@@ -142,6 +148,9 @@ func (tx *Tx) ManifestsExist(ctx context.Context, repo string, ds []digest.Diges
 // or ErrNotFound when the manifest is not live. A tombstone is kept so a
 // late, older write cannot bring the manifest back.
 func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, v hlc.Version, now time.Time) ([]string, error) {
+	if err := tx.writes(repo); err != nil {
+		return nil, err
+	}
 	tx.changed(repo)
 	res, err := tx.tx.ExecContext(ctx, `
 		UPDATE manifests SET deleted = 1, payload = $3, version = $4, origin = $5

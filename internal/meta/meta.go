@@ -10,13 +10,14 @@
 // two writers waiting on each other; reads use a pool. SQLite runs in WAL
 // mode with synchronous=FULL, so a committed transaction survives kill -9
 // and power loss. PostgreSQL serves every node of a region at once; each
-// write transaction first takes one transaction-level advisory lock, so
-// writes from all nodes are serialized exactly as SQLite's are. That keeps
-// one behaviour for both: a check and the write that depends on it (every
-// blob of a manifest present, a lock, a GC sweep) see no concurrent write,
-// and the feed's sequence numbers commit in order with no gaps. The cost
-// is write throughput bounded by one commit at a time per region
-// (docs/performance.md has the figure); reads are not serialized.
+// write declares its scope and takes its locks (scope.go): a write of one
+// repository runs beside writes of other repositories and after the
+// writes of its own, a region-wide write runs alone. That keeps one
+// behaviour for both: a check and the write that depends on it (every
+// blob of a manifest present, a lock, a GC sweep) see no concurrent write
+// of what they check, and the feed's sequence numbers commit in order
+// with no gaps (numbered at commit by the feed sequencer). Reads are not
+// serialized.
 //
 // Versions: every tag and manifest row carries the hlc.Version of its last
 // write (time and origin region). Tag writes are last-writer-wins by
@@ -24,7 +25,8 @@
 // so a late, older write cannot bring the tag back (DESIGN invariant 4).
 // With several nodes (PostgreSQL), each write transaction moves the
 // writing node's clock past the newest version any node of the region
-// committed (SetClock), so a later write always has a later version.
+// committed (SetClock), once it holds the locks of what it writes, so a
+// later write of the same row always has a later version.
 package meta
 
 import (
@@ -57,8 +59,8 @@ type DB struct {
 	clock   Clock  // PostgreSQL: synchronized with the other nodes' (SetClock)
 	lst     *listener
 	// Write transactions begun, and the time they waited for their turn
-	// (PostgreSQL: the region's advisory lock; SQLite: the one writing
-	// connection), in nanoseconds: WriteStats.
+	// (PostgreSQL: their place in the node's queue and their locks;
+	// SQLite: the one writing connection), in nanoseconds: WriteStats.
 	writes, writeWaitNs atomic.Int64
 	batch               batcher // PostgreSQL: writes waiting for their turn
 }
@@ -289,10 +291,6 @@ var migrations = []string{
 	)`,
 }
 
-// advisoryKey is the PostgreSQL advisory lock every write transaction of a
-// region takes ("georeg" in ASCII).
-const advisoryKey = 0x67656f726567
-
 // OpenSQLite opens (creating) the SQLite database at path.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -424,34 +422,39 @@ type Tx struct {
 	locked       time.Time           // when the transaction's turn to write came
 	ensured      map[string]struct{} // repositories recorded (EnsureRepository)
 	change       uint64              // this node's number of the change notified at commit (lease.go)
+	// scope is the repository the running write may write ("": any;
+	// scope.go); exclusive is set once the transaction holds the
+	// region's lock exclusive, held names the repositories whose locks
+	// it holds (PostgreSQL).
+	scope     string
+	exclusive bool
+	held      map[string]bool
+	feed      []Record // PostgreSQL: appended, numbered at the end (sequence)
 }
 
 // Update runs fn in one write transaction, committed when fn returns nil.
-// Everything fn writes becomes durable and visible together. Write
-// transactions run one at a time (per region, across its nodes). On
-// PostgreSQL writes waiting for their turn share a transaction, each in a
-// savepoint of its own (batch.go).
+// Everything fn writes becomes durable and visible together. A region-wide
+// write runs alone (per region, across its nodes); UpdateRepo runs writes
+// of different repositories at once (scope.go). On PostgreSQL writes
+// waiting for their turn share a transaction, each in a savepoint of its
+// own (batch.go).
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	return db.update(ctx, "", fn)
+}
+
+// update runs fn in a write transaction of scope.
+func (db *DB) update(ctx context.Context, scope string, fn func(*Tx) error) error {
 	if db.dialect == postgres {
-		return db.updateBatched(ctx, fn)
+		return db.updateBatched(ctx, scope, fn)
 	}
 	asked := time.Now()
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &Tx{tx: tx, dialect: db.dialect, locked: time.Now()}
-	if err := db.begin(ctx, t); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	db.writes.Add(1)
-	db.writeWaitNs.Add(int64(t.locked.Sub(asked)))
+	t := &Tx{tx: tx, dialect: db.dialect, locked: time.Now(), scope: scope}
+	db.waited(asked, t.locked)
 	if err := fn(t); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := db.end(ctx, t); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -461,42 +464,24 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	return nil
 }
 
-// begin serializes a PostgreSQL write transaction behind every other of
-// the region and moves the clock past the region's newest version.
-func (db *DB) begin(ctx context.Context, t *Tx) error {
-	if db.dialect != postgres {
-		return nil
-	}
-	if _, err := t.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(advisoryKey)); err != nil {
-		return fmt.Errorf("take the region's write lock: %w", err)
+// begin takes the locks of the transaction's first write, waiting for
+// them, and moves the clock past the region's newest version (PostgreSQL).
+func (db *DB) begin(ctx context.Context, t *Tx, scope string) error {
+	if _, err := db.lock(ctx, t, scope, true); err != nil {
+		return err
 	}
 	t.locked = time.Now()
-	if db.clock == nil {
-		return nil
-	}
-	var last int64
-	err := t.tx.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = 'hlc'`).Scan(&last)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("read the region's clock: %w", err)
-	}
-	db.clock.Observe(hlc.Version{Time: last})
 	return nil
 }
 
-// end records the clock's newest version for the next writer, on any node.
+// end tells the other nodes what changed, and numbers and inserts the
+// feed records and records the clock's newest version for the next
+// writer, on any node (PostgreSQL).
 func (db *DB) end(ctx context.Context, t *Tx) error {
-	if db.dialect != postgres {
-		return nil
-	}
 	if err := t.notifyChanges(ctx, db.lst); err != nil {
 		return err
 	}
-	if db.clock == nil {
-		return nil
-	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ('hlc', $1)
-		ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE region_state.value < excluded.value`, db.clock.Last())
-	return err
+	return db.sequence(ctx, t)
 }
 
 // RegionState returns the value of the region-wide flag name (ok false
@@ -512,6 +497,9 @@ func (db *DB) RegionState(ctx context.Context, name string) (int64, bool, error)
 
 // SetRegionState sets the region-wide flag name to v. Purge leaves these.
 func (tx *Tx) SetRegionState(ctx context.Context, name string, v int64) error {
+	if err := tx.writesRegion("SetRegionState"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ($1, $2)
 		ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, v)
 	return err
@@ -535,6 +523,9 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 // session, feed record, presence, cursor, setting and webhook delivery:
 // the region is retired and keeps no data.
 func (tx *Tx) Purge(ctx context.Context) error {
+	if err := tx.writesRegion("Purge"); err != nil {
+		return err
+	}
 	tx.changed(allRepositories)
 	tx.ensured = nil
 	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys"} {

@@ -147,9 +147,11 @@ func testManifestTombstoneIsNotUndoneByAnOlderPut(t *testing.T, db *meta.DB) {
 // two handles of one store (two nodes of a region) append at once while a
 // reader on a third follows the feed as a peer does (since its last seq):
 // it sees every record exactly once, seq 1, 2, 3... with no gap, though
-// the writers' transactions interleave. A feed numbered by a sequence
-// outside the write lock would commit out of order and the reader would
-// step past records that commit later.
+// the writers' transactions interleave: writes of different repositories
+// run at once (meta's write scopes) and each numbers its records at its
+// end under the feed sequencer. A feed numbered by a sequence, or outside
+// the sequencer, would commit out of order and the reader would step past
+// records that commit later.
 func TestTheFeedStaysOrderedWithoutGapsWithWritersOnSeveralNodes(t *testing.T) {
 	for _, d := range []struct {
 		name string
@@ -186,10 +188,24 @@ func TestTheFeedStaysOrderedWithoutGapsWithWritersOnSeveralNodes(t *testing.T) {
 				wg.Go(func() {
 					db := nodes[w%len(nodes)]
 					for i := range each {
-						err := db.Update(ctx, func(tx *meta.Tx) error {
-							return tx.AppendFeed(ctx, meta.Record{Kind: meta.KindTag, Repo: "app", Tag: fmt.Sprintf("w%d-%d", w, i),
-								Version: hlc.Version{Time: int64(i + 1), Region: "eastus"}, Created: time.Now()})
-						})
+						// Writes of three repositories, which run at
+						// once on the two nodes, and one in five
+						// region-wide, which runs alone.
+						repo := fmt.Sprintf("app%d", (w+i)%3)
+						write := func(tx *meta.Tx) error {
+							v := hlc.Version{Time: int64(i + 1), Region: "eastus"}
+							tag := fmt.Sprintf("w%d-%d", w, i)
+							if _, err := tx.SetTag(ctx, repo, tag, digest.FromString(tag), v, time.Now()); err != nil {
+								return err
+							}
+							return tx.AppendFeed(ctx, meta.Record{Kind: meta.KindTag, Repo: repo, Tag: tag, Version: v, Created: time.Now()})
+						}
+						var err error
+						if i%5 == 4 {
+							err = db.Update(ctx, write)
+						} else {
+							err = db.UpdateRepo(ctx, repo, write)
+						}
 						if err != nil {
 							t.Error(err)
 							return

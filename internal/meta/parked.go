@@ -25,6 +25,9 @@ type Parked struct {
 // Park records p, once (a record parked already keeps its row), in the
 // transaction that moves the peer's cursor past it.
 func (tx *Tx) Park(ctx context.Context, p Parked) error {
+	if err := tx.writesRegion("Park"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `
 		INSERT INTO parked (peer, seq, record, parked_at, attempts, next_at, last_error, reported)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT (peer, seq) DO NOTHING`,
@@ -71,12 +74,18 @@ func (db *DB) ParkedCount(ctx context.Context, peer string) (int64, time.Time, e
 
 // Unpark removes a parked record that has applied.
 func (tx *Tx) Unpark(ctx context.Context, peer string, seq int64) error {
+	if err := tx.writesRegion("Unpark"); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM parked WHERE peer = $1 AND seq = $2`, peer, seq)
 	return err
 }
 
 // ParkedFailed records another failed attempt of a parked record.
 func (tx *Tx) ParkedFailed(ctx context.Context, peer string, seq int64, next time.Time, lastErr string, reported bool) error {
+	if err := tx.writesRegion("ParkedFailed"); err != nil {
+		return err
+	}
 	rep := 0
 	if reported {
 		rep = 1

@@ -10,6 +10,9 @@ import (
 // SetPresence records that region holds manifest d of repo complete since
 // at, idempotently (the first time is kept).
 func (tx *Tx) SetPresence(ctx context.Context, repo string, d digest.Digest, region string, at time.Time) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `
 		INSERT INTO presence (repo, digest, region, since) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (repo, digest, region) DO NOTHING`, repo, d.String(), region, at.UnixMilli())
@@ -51,6 +54,9 @@ func presence(ctx context.Context, q queryer, repo string, d digest.Digest) (map
 // however many times its tag or its record is applied (anti-entropy
 // applies them again every round a repository differs).
 func (tx *Tx) FirstAck(ctx context.Context, repo string, d digest.Digest, at time.Time) (bool, error) {
+	if err := tx.writes(repo); err != nil {
+		return false, err
+	}
 	res, err := tx.tx.ExecContext(ctx, `INSERT INTO acks (repo, digest, at) VALUES ($1, $2, $3)
 		ON CONFLICT (repo, digest) DO NOTHING`, repo, d.String(), at.UnixMilli())
 	if err != nil {
@@ -63,6 +69,9 @@ func (tx *Tx) FirstAck(ctx context.Context, repo string, d digest.Digest, at tim
 // forgetAck forgets that this region acknowledged manifest d of repo: it
 // was deleted, and a later push of it is acknowledged anew.
 func (tx *Tx) forgetAck(ctx context.Context, repo string, d digest.Digest) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM acks WHERE repo = $1 AND digest = $2`, repo, d.String())
 	return err
 }

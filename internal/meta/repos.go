@@ -9,6 +9,9 @@ import (
 // transaction (a write calls it for each row it adds; every statement
 // under the region's write lock counts, docs/performance.md).
 func (tx *Tx) EnsureRepository(ctx context.Context, name string, now time.Time) error {
+	if err := tx.writes(name); err != nil {
+		return err
+	}
 	if _, ok := tx.ensured[name]; ok {
 		return nil
 	}

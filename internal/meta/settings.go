@@ -24,6 +24,9 @@ type Setting struct {
 // PutSetting writes s unless a later write of its key is stored; it
 // reports whether the write won.
 func (tx *Tx) PutSetting(ctx context.Context, s Setting) (bool, error) {
+	if err := tx.writesRegion("PutSetting"); err != nil {
+		return false, err
+	}
 	del, value := 0, string(s.Value)
 	if s.Deleted {
 		del, value = 1, ""

@@ -35,6 +35,9 @@ func (tx *Tx) DeleteTag(ctx context.Context, repo, name string, v hlc.Version, n
 }
 
 func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version, now time.Time, deleted bool) (bool, error) {
+	if err := tx.writes(repo); err != nil {
+		return false, err
+	}
 	del := 0
 	if deleted {
 		del = 1

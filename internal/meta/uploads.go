@@ -26,9 +26,9 @@ type Upload struct {
 	Updated    time.Time
 }
 
-// CreateUpload records a new session.
+// CreateUpload records a new session (a write of its repository).
 func (db *DB) CreateUpload(ctx context.Context, u Upload) error {
-	return db.Update(ctx, func(tx *Tx) error {
+	return db.UpdateRepo(ctx, u.Repo, func(tx *Tx) error {
 		_, err := tx.tx.ExecContext(ctx,
 			`INSERT INTO uploads (id, repo, size, checkpoint, gen, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $6)`,
 			u.ID, u.Repo, u.Size, u.Checkpoint, u.Created.UnixMilli(), u.Updated.UnixMilli())
@@ -56,9 +56,9 @@ func (db *DB) GetUpload(ctx context.Context, id string) (*Upload, error) {
 // SaveUpload records session id's new checkpoint of size bytes, moving it
 // from generation gen to gen+1, and postpones its expiry. ErrConflict when
 // the session is not at gen any more (another request saved first),
-// ErrNotFound when it is gone.
-func (db *DB) SaveUpload(ctx context.Context, id string, gen, size int64, checkpoint []byte, now time.Time) error {
-	return db.Update(ctx, func(tx *Tx) error {
+// ErrNotFound when it is gone. A write of repo, the session's repository.
+func (db *DB) SaveUpload(ctx context.Context, repo, id string, gen, size int64, checkpoint []byte, now time.Time) error {
+	return db.UpdateRepo(ctx, repo, func(tx *Tx) error {
 		res, err := tx.tx.ExecContext(ctx, `UPDATE uploads SET size = $3, checkpoint = $4, gen = gen + 1, updated_at = $5
 			WHERE id = $1 AND gen = $2`, id, gen, size, checkpoint, now.UnixMilli())
 		if err != nil {
@@ -79,7 +79,8 @@ func (db *DB) SaveUpload(ctx context.Context, id string, gen, size int64, checkp
 }
 
 // DeleteUpload forgets a session inside a transaction (completing a blob
-// and forgetting its session commit together).
+// and forgetting its session commit together). Its row is the session's
+// own, so a write of any scope may delete it.
 func (tx *Tx) DeleteUpload(ctx context.Context, id string) error {
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = $1`, id)
 	return err

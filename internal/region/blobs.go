@@ -67,7 +67,7 @@ func (r *Region) OpenBlob(ctx context.Context, repo string, d digest.Digest, off
 // (invariant 2); delete the manifest first.
 func (r *Region) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
 	var found bool
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		if _, err := tx.BlobLinkVersion(ctx, repo, d); isNotFound(err) {
 			return nil
 		} else if err != nil {
@@ -212,7 +212,7 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 // link's version is new, so it wins over every delete of the blob this
 // region has seen, here and in every region the record reaches.
 func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string) error {
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		v := r.clock.Now()
 		if err := r.link(ctx, tx, repo, d, size, v); err != nil {
 			return err
@@ -232,10 +232,11 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 
 // link links blob d in repo in tx, after checking in tx that its bytes
 // are in the content store. Garbage collection deletes bytes only in a
-// transaction that finds no link, and transactions run one at a time
-// (across a region's nodes too), so a link is never made to bytes a
-// collection deleted since they were written or found: no link without
-// its bytes, whatever node wrote them and whatever node collects.
+// region-wide transaction that finds no link, and a region-wide
+// transaction runs alone (across a region's nodes too: meta's write
+// scopes), so a link is never made to bytes a collection deleted since
+// they were written or found: no link without its bytes, whatever node
+// wrote them and whatever node collects.
 //
 // v is the link's version (see meta.Tx.LinkBlob; zero keeps the one it
 // has).

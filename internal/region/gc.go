@@ -100,7 +100,7 @@ func (r *Region) collect(ctx context.Context, rep *GCReport, dryRun bool) error 
 		}
 		for _, repo := range repos {
 			rep.Repositories++
-			err := r.db.Update(ctx, func(tx *meta.Tx) error {
+			err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 				return r.unlinkUnreferenced(ctx, tx, repo, cutoff, dryRun, rep, unlinked)
 			})
 			if err != nil {

@@ -213,7 +213,11 @@ func manifestRecord(repo string, d digest.Digest, m *oci.Manifest, payload []byt
 // cache the same way (invariant 5).
 func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.Manifest, tag string, from *peerCursor) error {
 	now := r.now()
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	update := r.db.Update // a replicated one moves the peer's cursor: region-wide
+	if from == nil {
+		update = func(ctx context.Context, fn func(*meta.Tx) error) error { return r.db.UpdateRepo(ctx, rec.Repo, fn) }
+	}
+	err := update(ctx, func(tx *meta.Tx) error {
 		if from == nil {
 			if err := checkPush(ctx, tx, rec.Repo, tag, rec.Digest); err != nil {
 				return err
@@ -382,7 +386,7 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 			return ocierr.ManifestUnknown.WithDetail(err.Error(), map[string]string{"reference": ref})
 		}
 		var won bool
-		err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 			if _, err := r.db.GetTag(ctx, repo, ref); err != nil {
 				return err
 			}
@@ -419,7 +423,7 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 		return ocierr.DigestInvalid.Withf("%v", err)
 	}
 	var tags []string
-	err = r.db.Update(ctx, func(tx *meta.Tx) error {
+	err = r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		v := r.clock.Now()
 		m, err := tx.GetManifest(ctx, repo, d)
 		if err != nil {

@@ -137,7 +137,7 @@ func (r *Region) save(ctx context.Context, s *session, id string) error {
 		s.up = nil
 		return err
 	}
-	if err := r.db.SaveUpload(ctx, id, s.gen, s.up.Size(), cp, r.now()); err != nil {
+	if err := r.db.SaveUpload(ctx, s.repo, id, s.gen, s.up.Size(), cp, r.now()); err != nil {
 		s.up = nil
 		switch {
 		case errors.Is(err, meta.ErrConflict):
@@ -279,7 +279,7 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 	if err != nil {
 		// Commit discarded the bytes on a mismatch: the session is over.
 		if errors.Is(err, content.ErrDigestMismatch) || errors.Is(err, content.ErrUnsupported) {
-			_ = r.db.Update(ctx, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
+			_ = r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
 			r.end(id, s)
 		} else {
 			s.up = nil // its state is unknown: resumed from the row next time
@@ -302,7 +302,7 @@ func (r *Region) discardFull(ctx context.Context, s *session, id string, cause e
 	} else {
 		_ = r.store.CancelUpload(ctx, id)
 	}
-	_ = r.db.Update(ctx, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
+	_ = r.db.UpdateRepo(ctx, s.repo, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
 	r.end(id, s)
 	r.log.WarnContext(ctx, "upload discarded: the storage is full", "upload_id", id, "error", cause)
 	return r.NoteWrite(cause)
@@ -319,7 +319,7 @@ func (r *Region) CancelUpload(ctx context.Context, repo, id string) error {
 		s.mu.Unlock()
 		return err
 	}
-	err = r.db.Update(ctx, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
+	err = r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error { return tx.DeleteUpload(ctx, id) })
 	r.end(id, s)
 	return err
 }
