@@ -176,12 +176,11 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
 		open = true
-		notified, ensured, appended := t.notified, maps.Clone(t.ensured), len(t.feed)
+		ensured, appended := maps.Clone(t.ensured), len(t.feed)
 		if errs[i] = r.fn(t); errs[i] != nil {
-			// What it wrote is undone, its notification and feed
-			// records with it, and the repositories it recorded are no
-			// longer recorded.
-			t.notified, t.ensured, t.feed = notified, ensured, t.feed[:appended]
+			// What it wrote is undone, its feed records with it, and
+			// the repositories it recorded are no longer recorded.
+			t.ensured, t.feed = ensured, t.feed[:appended]
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write"); err != nil {
 				_ = tx.Rollback()
 				return fail(fmt.Errorf("rollback to savepoint: %w", err))

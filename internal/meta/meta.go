@@ -355,33 +355,59 @@ func (db *DB) ddl(stmt string) string {
 }
 
 // createSchema creates what is missing and runs the migrations a store
-// has not had, in one write transaction (nodes starting at once take turns).
+// has not had, in one write transaction (nodes starting at once take
+// turns). On PostgreSQL that transaction takes the region's lock itself
+// and creates (or replaces) pgFunctions, which every write transaction
+// calls.
 func (db *DB) createSchema(ctx context.Context) error {
-	return db.Update(ctx, func(tx *Tx) error {
-		for _, stmt := range strings.Split(db.ddl(schema), ";\n") {
-			if strings.TrimSpace(stmt) == "" {
-				continue
-			}
-			if _, err := tx.tx.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("%s: %w", strings.TrimSpace(stmt), err)
-			}
-		}
-		var applied int64 // a store without the row has had none
-		err := tx.tx.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = 'schema'`).Scan(&applied)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		for i := applied; i < int64(len(migrations)); i++ {
-			for _, stmt := range strings.Split(db.ddl(migrations[i]), ";") {
-				if _, err := tx.tx.ExecContext(ctx, strings.TrimSpace(stmt)); err != nil {
-					return fmt.Errorf("migration %d: %w", i+1, err)
-				}
-			}
-		}
-		_, err = tx.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ('schema', $1)
-			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, len(migrations))
+	if db.dialect != postgres {
+		return db.Update(ctx, func(tx *Tx) error { return db.applySchema(ctx, tx.tx) })
+	}
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
 		return err
-	})
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(regionLockKey)); err != nil {
+		return err
+	}
+	if err := db.applySchema(ctx, tx); err != nil {
+		return err
+	}
+	for _, fn := range pgFunctions {
+		if _, err := tx.ExecContext(ctx, fn); err != nil {
+			return fmt.Errorf("create function: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// applySchema creates the tables and indexes that are missing and runs
+// the migrations the store has not had, in tx.
+func (db *DB) applySchema(ctx context.Context, tx *sql.Tx) error {
+	for _, stmt := range strings.Split(db.ddl(schema), ";\n") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", strings.TrimSpace(stmt), err)
+		}
+	}
+	var applied int64 // a store without the row has had none
+	err := tx.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = 'schema'`).Scan(&applied)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	for i := applied; i < int64(len(migrations)); i++ {
+		for _, stmt := range strings.Split(db.ddl(migrations[i]), ";") {
+			if _, err := tx.ExecContext(ctx, strings.TrimSpace(stmt)); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
+		}
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ('schema', $1)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value`, len(migrations))
+	return err
 }
 
 // Close closes the database.
@@ -413,9 +439,8 @@ func newerWins(table string) string {
 
 // Tx is a write transaction. Its methods are the only writes to the store.
 type Tx struct {
-	tx       *sql.Tx
-	dialect  dialect
-	notified bool // the feed notification is sent (PostgreSQL)
+	tx      *sql.Tx
+	dialect dialect
 	// changedRepos are the repositories whose tags or manifests this
 	// transaction changes (PostgreSQL: other nodes are told at commit).
 	changedRepos map[string]struct{}

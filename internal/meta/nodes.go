@@ -97,14 +97,3 @@ func (db *DB) PruneImportJobs(ctx context.Context, cutoff time.Time) error {
 
 // feedChannel is the PostgreSQL notification channel of feed appends.
 const feedChannel = "georeg_feed"
-
-// notifyFeed has PostgreSQL tell every listening node, when tx commits,
-// that the feed grew.
-func (tx *Tx) notifyFeed(ctx context.Context) error {
-	if tx.dialect != postgres || tx.notified {
-		return nil
-	}
-	tx.notified = true
-	_, err := tx.tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, feedChannel)
-	return err
-}

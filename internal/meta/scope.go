@@ -90,37 +90,77 @@ func (tx *Tx) writesRegion(what string) error {
 	return nil
 }
 
+// pgFunctions are created (or replaced) with the schema, on PostgreSQL.
+// Each takes locks and then reads or writes what the locks guard in one
+// round trip: a VOLATILE function takes a fresh snapshot for each query
+// it runs, so what it reads after a lock is what the lock's previous
+// holder committed (one SQL statement would read from a snapshot taken
+// before it waited).
+//
+// georeg_lock takes the region's lock exclusive (repo NULL) or shared
+// with repository repo's lock exclusive, waiting for them or only trying
+// (then NULL when a lock is taken by another transaction), and returns
+// the region's newest version.
+//
+// georeg_sequence takes the feed sequencer (when take), records the
+// node's newest version hlc, notifies the feed's listeners (when notify)
+// and returns the feed's largest number.
+var pgFunctions = []string{`
+CREATE OR REPLACE FUNCTION georeg_lock(region bigint, class integer, repo integer, wait boolean) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF repo IS NULL THEN
+		IF wait THEN
+			PERFORM pg_advisory_xact_lock(region);
+		ELSIF NOT pg_try_advisory_xact_lock(region) THEN
+			RETURN NULL;
+		END IF;
+	ELSIF wait THEN
+		PERFORM pg_advisory_xact_lock_shared(region);
+		PERFORM pg_advisory_xact_lock(class, repo);
+	ELSIF NOT pg_try_advisory_xact_lock(class, repo) THEN
+		RETURN NULL;
+	END IF;
+	RETURN COALESCE((SELECT value FROM region_state WHERE name = 'hlc'), 0);
+END $$`, `
+CREATE OR REPLACE FUNCTION georeg_sequence(sequencer bigint, take boolean, hlc bigint, channel text, notify boolean) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF take THEN
+		PERFORM pg_advisory_xact_lock(sequencer);
+	END IF;
+	IF hlc IS NOT NULL THEN
+		INSERT INTO region_state (name, value) VALUES ('hlc', hlc)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE region_state.value < excluded.value;
+	END IF;
+	IF notify THEN
+		PERFORM pg_notify(channel, '');
+	END IF;
+	RETURN COALESCE((SELECT MAX(seq) FROM feed), 0);
+END $$`}
+
 // lock takes the locks scope needs in t (PostgreSQL), waiting for them
 // when wait is set (the transaction's first write, which holds nothing
 // yet) and otherwise only trying: it reports false when another
 // transaction holds one. Locks t already holds are not taken again. A
-// write of a repository newly locked first moves the clock past the
-// region's newest version.
+// write of a repository newly locked moves the clock past the region's
+// newest version, read once the lock is held.
 func (db *DB) lock(ctx context.Context, t *Tx, scope string, wait bool) (bool, error) {
 	if db.dialect != postgres || t.exclusive || (scope != "" && t.held[scope]) {
 		return true, nil
 	}
-	var got bool
-	var err error
-	switch {
-	case scope == "" && wait:
-		_, err = t.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(regionLockKey))
-		got = err == nil
-	case scope == "":
-		// Held shared by this transaction already: only others' holds
-		// conflict.
-		err = t.tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, int64(regionLockKey)).Scan(&got)
-	case wait:
-		_, err = t.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2, $3)`,
-			int64(regionLockKey), int32(repoLockClass), repoLockKey(scope))
-		got = err == nil
-	default:
-		err = t.tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1, $2)`, int32(repoLockClass), repoLockKey(scope)).Scan(&got)
+	var repo *int32
+	if scope != "" {
+		k := repoLockKey(scope)
+		repo = &k
 	}
+	var last sql.NullInt64
+	err := t.tx.QueryRowContext(ctx, `SELECT georeg_lock($1, $2, $3, $4)`,
+		int64(regionLockKey), int32(repoLockClass), repo, wait).Scan(&last)
 	if err != nil {
 		return false, fmt.Errorf("take the write lock: %w", err)
 	}
-	if !got {
+	if !last.Valid {
 		return false, nil
 	}
 	if scope == "" {
@@ -131,55 +171,49 @@ func (db *DB) lock(ctx context.Context, t *Tx, scope string, wait bool) (bool, e
 		}
 		t.held[scope] = true
 	}
-	return true, db.observeClock(ctx, t)
-}
-
-// observeClock moves the clock past the newest version the region's
-// nodes committed.
-func (db *DB) observeClock(ctx context.Context, t *Tx) error {
-	if db.clock == nil {
-		return nil
+	if db.clock != nil {
+		db.clock.Observe(hlc.Version{Time: last.Int64})
 	}
-	var last int64
-	err := t.tx.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = 'hlc'`).Scan(&last)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("read the region's clock: %w", err)
-	}
-	db.clock.Observe(hlc.Version{Time: last})
-	return nil
+	return true, nil
 }
 
 // sequence numbers and inserts the feed records t holds, after the
-// feed's largest committed number, and records the clock's newest
-// version, under the sequencer's lock (PostgreSQL; held through the
-// commit). A region-wide transaction runs alone and needs no sequencer.
+// feed's largest committed number, records the clock's newest version
+// and notifies the feed's listeners, under the feed sequencer's lock
+// (PostgreSQL; held through the commit). A region-wide transaction runs
+// alone and needs no sequencer.
 func (db *DB) sequence(ctx context.Context, t *Tx) error {
-	if !t.exclusive {
-		if _, err := t.tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(sequencerLockKey)); err != nil {
-			return fmt.Errorf("take the feed sequencer: %w", err)
-		}
+	var clock *int64
+	if db.clock != nil {
+		last := db.clock.Last()
+		clock = &last
 	}
-	for _, rec := range t.feed {
-		_, err := t.tx.ExecContext(ctx, `
-			INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at)
-			VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM feed), $1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Size,
-			rec.Version.Time, rec.Version.Region, rec.Created.UnixMilli())
-		if err != nil {
-			return fmt.Errorf("append to the feed: %w", err)
-		}
+	var seq int64
+	err := t.tx.QueryRowContext(ctx, `SELECT georeg_sequence($1, $2, $3, $4, $5)`,
+		int64(sequencerLockKey), !t.exclusive, clock, feedChannel, len(t.feed) > 0).Scan(&seq)
+	if err != nil {
+		return fmt.Errorf("take the feed sequencer: %w", err)
 	}
-	if len(t.feed) > 0 {
-		if err := t.notifyFeed(ctx); err != nil {
-			return err
-		}
-	}
-	if db.clock == nil {
+	if len(t.feed) == 0 {
 		return nil
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ('hlc', $1)
-		ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE region_state.value < excluded.value`, db.clock.Last())
-	return err
+	n := len(t.feed)
+	kind, repo, dgst, tag, mediaType, origin := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	size, version, created := make([]int64, n), make([]int64, n), make([]int64, n)
+	for i, rec := range t.feed {
+		kind[i], repo[i], dgst[i], tag[i], mediaType[i], origin[i] = rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Version.Region
+		size[i], version[i], created[i] = rec.Size, rec.Version.Time, rec.Created.UnixMilli()
+	}
+	_, err = t.tx.ExecContext(ctx, `
+		INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at)
+		SELECT $1 + r.n, r.kind, r.repo, r.digest, r.tag, r.media_type, r.size, r.version, r.origin, r.created_at
+		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[])
+			WITH ORDINALITY AS r(kind, repo, digest, tag, media_type, size, version, origin, created_at, n)`,
+		seq, kind, repo, dgst, tag, mediaType, size, version, origin, created)
+	if err != nil {
+		return fmt.Errorf("append to the feed: %w", err)
+	}
+	return nil
 }
 
 // waited records a write's wait for its turn (WriteStats).
