@@ -25,11 +25,13 @@ func benchScaling(ctx context.Context, bin, dir, logLevel string) ([]row, error)
 	var one float64
 	for n := 1; n <= 3; n++ {
 		fmt.Fprintf(os.Stderr, "  %d node(s) behind the front door ...\n", n)
-		pushes, gets, wait, err := measureNodes(ctx, bin, filepath.Join(dir, fmt.Sprintf("scale-%d", n)), logLevel, n)
+		m, err := measureNodes(ctx, bin, filepath.Join(dir, fmt.Sprintf("scale-%d", n)), logLevel, n)
 		if err != nil {
 			return nil, err
 		}
-		r := row{fmt.Sprintf("shared stores, %d node(s) via the door: small pushes", n), fmt.Sprintf("%.0f /s", pushes), "", fmt.Sprintf("wait for its turn %.2f ms per write", wait*1000)}
+		pushes := m.pushes
+		r := row{fmt.Sprintf("shared stores, %d node(s) via the door: small pushes", n), fmt.Sprintf("%.0f /s", pushes), "",
+			fmt.Sprintf("wait for its turn %.2f ms per write; machine CPU %.0f %% busy, the nodes' %.1f ms per push", m.wait*1000, m.busy*100, m.nodeCPU*1000)}
 		if n == 1 {
 			one = pushes
 		} else {
@@ -38,18 +40,25 @@ func benchScaling(ctx context.Context, bin, dir, logLevel string) ([]row, error)
 				r.target, r.note = ">= 1.5x one node", r.note+"; "+distance(pushes/one, 1.5, true)
 			}
 		}
-		rows = append(rows, r, row{fmt.Sprintf("shared stores, %d node(s) via the door: manifest GET, 16 clients", n), fmt.Sprintf("%.0f /s", gets), "", ""})
+		rows = append(rows, r, row{fmt.Sprintf("shared stores, %d node(s) via the door: manifest GET, 16 clients", n), fmt.Sprintf("%.0f /s", m.gets), "", ""})
 	}
 	return rows, nil
 }
 
-// measureNodes starts n nodes and a door, and returns pushes/s (100
-// concurrent small pushes, median of 3 rounds), manifest GETs/s at 16
-// clients, and the wait per write for its turn in seconds.
-func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (float64, float64, float64, error) {
+// nodesFigures are what measureNodes measures of n nodes behind a door.
+type nodesFigures struct {
+	pushes  float64 // small pushes per second (100 concurrent, median of 3 rounds)
+	gets    float64 // manifest GETs per second at 16 clients
+	wait    float64 // each write's wait for its turn, seconds
+	busy    float64 // the machine's CPU busy during the pushes, of its cores
+	nodeCPU float64 // the nodes' CPU seconds per push
+}
+
+// measureNodes starts n nodes and a door, and measures them.
+func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (m nodesFigures, err error) {
 	stores, err := newSharedStores(ctx)
 	if err != nil {
-		return 0, 0, 0, err
+		return m, err
 	}
 	defer os.RemoveAll(dir)
 	var nodes []*server
@@ -61,7 +70,7 @@ func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (float6
 	for i := range n {
 		s, err := startSharedNode(ctx, bin, filepath.Join(dir, fmt.Sprintf("node-%d", i+1)), logLevel, stores, fmt.Sprintf("bench-%d", i+1))
 		if err != nil {
-			return 0, 0, 0, err
+			return m, err
 		}
 		nodes = append(nodes, s)
 	}
@@ -73,34 +82,47 @@ func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (float6
 	cfg.WriteString("locations:\n  - {cidr: 127.0.0.1/32, region: bench}\nprobeInterval: 500ms\n")
 	file := filepath.Join(dir, "route.yaml")
 	if err := os.WriteFile(file, []byte(cfg.String()), 0o644); err != nil {
-		return 0, 0, 0, err
+		return m, err
 	}
 	addr := freeAddr()
 	door, err := startProc(ctx, bin, filepath.Join(dir, "route.log"), addr, "route", "--config", file, "--listen", addr, "--log-level", "warn")
 	if err != nil {
-		return 0, 0, 0, err
+		return m, err
 	}
 	defer stopProcess(door.cmd, syscall.SIGTERM)
 	via := door.server()
 
 	tx0, wait0 := writeStats(nodes)
+	busy0, total0 := machineCPU()
+	cpu0 := nodesCPU(nodes)
 	wall, err := smallPushes(ctx, via, "bench/scale", 50_000)
 	if err != nil {
-		return 0, 0, 0, err
+		return m, err
+	}
+	busy1, total1 := machineCPU()
+	m.nodeCPU = (nodesCPU(nodes) - cpu0) / 300 // three rounds of 100
+	if total1 > total0 {
+		m.busy = (busy1 - busy0) / (total1 - total0)
 	}
 	tx1, wait1 := writeStats(nodes)
-	perWrite := 0.0
 	if tx1 > tx0 {
-		perWrite = (wait1 - wait0) / (tx1 - tx0)
+		m.wait = (wait1 - wait0) / (tx1 - tx0)
 	}
+	m.pushes = 100 / wall
 	if err := pushImage(ctx, via, "bench/small", "v1", 0); err != nil {
-		return 0, 0, 0, err
+		return m, err
 	}
-	gets, err := manifestGets(ctx, via, 16, 5*time.Second)
-	if err != nil {
-		return 0, 0, 0, err
+	m.gets, err = manifestGets(ctx, via, 16, 5*time.Second)
+	return m, err
+}
+
+// nodesCPU sums the nodes' CPU seconds so far.
+func nodesCPU(nodes []*server) float64 {
+	var s float64
+	for _, n := range nodes {
+		s += n.cpuSeconds()
 	}
-	return 100 / wall, gets, perWrite, nil
+	return s
 }
 
 // writeStats sums the nodes' write transactions and lock wait (seconds)

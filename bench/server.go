@@ -85,6 +85,24 @@ func (s *server) cpuSeconds() float64 {
 	return (utime + stime) / 100 // USER_HZ is 100 on Linux
 }
 
+// machineCPU is the machine's busy and total CPU time so far, in
+// seconds summed over its cores (/proc/stat).
+func machineCPU() (busy, total float64) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		total += v / 100
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v / 100
+		}
+	}
+	return busy, total
+}
+
 // resetPeakRSS starts a new peak-RSS measurement (clear_refs 5).
 func (s *server) resetPeakRSS() {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.cmd.Process.Pid), []byte("5"), 0)
