@@ -31,7 +31,7 @@ func benchScaling(ctx context.Context, bin, dir, logLevel string) ([]row, error)
 		}
 		pushes := m.pushes
 		r := row{fmt.Sprintf("shared stores, %d node(s) via the door: small pushes", n), fmt.Sprintf("%.0f /s", pushes), "",
-			fmt.Sprintf("wait for its turn %.2f ms per write; machine CPU %.0f %% busy, the nodes' %.1f ms per push", m.wait*1000, m.busy*100, m.nodeCPU*1000)}
+			fmt.Sprintf("wait for its turn %.2f ms per write; machine CPU %.0f %% busy, the nodes' %.1f ms per push, PostgreSQL's %.2f ms per write", m.wait*1000, m.busy*100, m.nodeCPU*1000, m.pgCPU*1000)}
 		if n == 1 {
 			one = pushes
 		} else {
@@ -52,6 +52,7 @@ type nodesFigures struct {
 	wait    float64 // each write's wait for its turn, seconds
 	busy    float64 // the machine's CPU busy during the pushes, of its cores
 	nodeCPU float64 // the nodes' CPU seconds per push
+	pgCPU   float64 // PostgreSQL's CPU seconds per write
 }
 
 // measureNodes starts n nodes and a door, and measures them.
@@ -94,7 +95,7 @@ func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (m node
 
 	tx0, wait0 := writeStats(nodes)
 	busy0, total0 := machineCPU()
-	cpu0 := nodesCPU(nodes)
+	cpu0, pg0 := nodesCPU(nodes), commandCPU("postgres")
 	wall, err := smallPushes(ctx, via, "bench/scale", 50_000)
 	if err != nil {
 		return m, err
@@ -104,9 +105,11 @@ func measureNodes(ctx context.Context, bin, dir, logLevel string, n int) (m node
 	if total1 > total0 {
 		m.busy = (busy1 - busy0) / (total1 - total0)
 	}
+	pg1 := commandCPU("postgres")
 	tx1, wait1 := writeStats(nodes)
 	if tx1 > tx0 {
 		m.wait = (wait1 - wait0) / (tx1 - tx0)
+		m.pgCPU = (pg1 - pg0) / (tx1 - tx0)
 	}
 	m.pushes = 100 / wall
 	if err := pushImage(ctx, via, "bench/small", "v1", 0); err != nil {

@@ -103,6 +103,32 @@ func machineCPU() (busy, total float64) {
 	return busy, total
 }
 
+// commandCPU sums the CPU seconds so far of every process whose command
+// name is comm (e.g. "postgres": the server and its backends; a process
+// that ended since is not counted).
+func commandCPU(comm string) float64 {
+	entries, _ := os.ReadDir("/proc")
+	var sum float64
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		open, end := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
+		if open < 0 || end < open || string(data[open+1:end]) != comm {
+			continue
+		}
+		f := strings.Fields(string(data[end+2:]))
+		utime, _ := strconv.ParseFloat(f[11], 64)
+		stime, _ := strconv.ParseFloat(f[12], 64)
+		sum += (utime + stime) / 100
+	}
+	return sum
+}
+
 // resetPeakRSS starts a new peak-RSS measurement (clear_refs 5).
 func (s *server) resetPeakRSS() {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.cmd.Process.Pid), []byte("5"), 0)

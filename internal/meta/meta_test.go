@@ -222,6 +222,9 @@ func TestTheFeedStaysOrderedWithoutGapsWithWritersOnSeveralNodes(t *testing.T) {
 				select {
 				case <-done:
 					finished = true
+					if t.Failed() {
+						t.FailNow() // a writer failed: its records will not come
+					}
 				default:
 				}
 				recs, err := reader.Feed(ctx, since, 7)
