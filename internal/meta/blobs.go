@@ -82,6 +82,7 @@ func (tx *Tx) TombstoneBlob(ctx context.Context, repo string, d digest.Digest, v
 	if err := tx.writes(repo); err != nil {
 		return false, err
 	}
+	tx.summaryChanged(repo)
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err
 	}

@@ -18,3 +18,10 @@ func QueuedWrites(db *DB) int {
 
 // KnownNodes is how many other nodes db knows (cache leases).
 func KnownNodes(db *DB) int { return db.lst.memberCount() }
+
+// Exec runs a statement on db's store directly, as an operator (or a bug)
+// could, behind georeg's back.
+func Exec(db *DB, q string, args ...any) error {
+	_, err := db.w.Exec(q, args...)
+	return err
+}

@@ -165,6 +165,7 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 	if err := tx.writes(repo); err != nil {
 		return false, err
 	}
+	tx.summaryChanged(repo)
 	tx.changed(repo)
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err

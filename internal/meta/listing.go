@@ -16,6 +16,7 @@ func (tx *Tx) PinTag(ctx context.Context, repo, name string, d digest.Digest, v 
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
+	tx.summaryChanged(repo)
 	tx.changed(repo)
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return err

@@ -37,6 +37,7 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 	if err := tx.writes(m.Repo); err != nil {
 		return false, err
 	}
+	tx.summaryChanged(m.Repo)
 	prev, prevDeleted, err := tx.ManifestVersion(ctx, m.Repo, m.Digest)
 	exists := err == nil
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -81,6 +82,7 @@ func (tx *Tx) RaiseManifestVersion(ctx context.Context, repo string, d digest.Di
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
+	tx.summaryChanged(repo)
 	tx.changed(repo)
 	_, err := tx.tx.ExecContext(ctx, `
 		UPDATE manifests SET version = $3, origin = $4
@@ -151,6 +153,7 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 	if err := tx.writes(repo); err != nil {
 		return nil, err
 	}
+	tx.summaryChanged(repo)
 	tx.changed(repo)
 	res, err := tx.tx.ExecContext(ctx, `
 		UPDATE manifests SET deleted = 1, payload = $3, version = $4, origin = $5

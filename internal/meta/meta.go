@@ -63,6 +63,7 @@ type DB struct {
 	// SQLite: the one writing connection), in nanoseconds: WriteStats.
 	writes, writeWaitNs atomic.Int64
 	batch               batcher // PostgreSQL: writes waiting for their turn
+	summaries           summaryCache
 }
 
 // WriteStats returns how many write transactions began, and how long they
@@ -289,6 +290,16 @@ var migrations = []string{
 		pem     TEXT NOT NULL,
 		created BIGINT NOT NULL
 	)`,
+	// Each repository's summary generation, moved by every write of its
+	// tags, manifests or blob tombstones (summarytree.go), seeded for the
+	// repositories a store already holds.
+	`CREATE TABLE IF NOT EXISTS repo_gens (
+		repo TEXT PRIMARY KEY,
+		gen  BIGINT NOT NULL
+	);
+	INSERT INTO repo_gens (repo, gen)
+		SELECT repo, 1 FROM (SELECT repo FROM tags UNION SELECT repo FROM manifests UNION SELECT repo FROM blob_tombstones) AS r
+		WHERE true ON CONFLICT (repo) DO NOTHING`,
 }
 
 // OpenSQLite opens (creating) the SQLite database at path.
@@ -455,6 +466,9 @@ type Tx struct {
 	exclusive bool
 	held      map[string]bool
 	feed      []Record // PostgreSQL: appended, numbered at the end (sequence)
+	// summaries are the repositories whose summary this transaction
+	// changes: their generations move at its end (summarytree.go).
+	summaries map[string]struct{}
 }
 
 // Update runs fn in one write transaction, committed when fn returns nil.
@@ -483,6 +497,10 @@ func (db *DB) update(ctx context.Context, scope string, fn func(*Tx) error) erro
 		_ = tx.Rollback()
 		return err
 	}
+	if err := t.moveGenerations(ctx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -504,6 +522,9 @@ func (db *DB) begin(ctx context.Context, t *Tx, scope string) error {
 // writer, on any node (PostgreSQL).
 func (db *DB) end(ctx context.Context, t *Tx) error {
 	if err := t.notifyChanges(ctx, db.lst); err != nil {
+		return err
+	}
+	if err := t.moveGenerations(ctx); err != nil {
 		return err
 	}
 	return db.sequence(ctx, t)
@@ -553,7 +574,7 @@ func (tx *Tx) Purge(ctx context.Context) error {
 	}
 	tx.changed(allRepositories)
 	tx.ensured = nil
-	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys"} {
+	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys", "repo_gens"} {
 		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

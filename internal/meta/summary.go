@@ -100,9 +100,17 @@ func (db *DB) RepoEntries(ctx context.Context, repo string) (RepoState, error) {
 	return st, err
 }
 
-// Summaries returns a hash of every repository's tags and manifests.
+// Summaries returns a hash of every repository's tags and manifests, from
+// the node's summaries (summarytree.go).
 func (db *DB) Summaries(ctx context.Context) (map[string]string, error) {
+	return db.BucketSummaries(ctx, -1)
+}
+
+// summariesByScan hashes every repository's tags and manifests in one
+// scan of the store, and counts each one's rows.
+func (db *DB) summariesByScan(ctx context.Context) (map[string]cachedSummary, error) {
 	hashes := map[string]hash.Hash{}
+	rows := map[string]int{}
 	err := db.scan(ctx, "", func(repo string, e entry) {
 		h, ok := hashes[repo]
 		if !ok {
@@ -110,10 +118,11 @@ func (db *DB) Summaries(ctx context.Context) (map[string]string, error) {
 			hashes[repo] = h
 		}
 		e.line(h)
+		rows[repo]++
 	})
-	out := make(map[string]string, len(hashes))
+	out := make(map[string]cachedSummary, len(hashes))
 	for repo, h := range hashes {
-		out[repo] = hex.EncodeToString(h.Sum(nil))
+		out[repo] = cachedSummary{hash: hex.EncodeToString(h.Sum(nil)), rows: rows[repo]}
 	}
 	return out, err
 }

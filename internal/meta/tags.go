@@ -38,6 +38,7 @@ func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version,
 	if err := tx.writes(repo); err != nil {
 		return false, err
 	}
+	tx.summaryChanged(repo)
 	del := 0
 	if deleted {
 		del = 1

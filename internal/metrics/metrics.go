@@ -73,7 +73,7 @@ func NewNode(region string) *Node {
 	m.replicationApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_replication_applied_total",
 		Help: "Feed records of a peer applied here, by kind.", ConstLabels: labels}, []string{"peer", "kind"})
 	m.antiEntropyRounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_antientropy_rounds_total",
-		Help: "Anti-entropy rounds against a peer, by outcome (ok, error).", ConstLabels: labels}, []string{"peer", "outcome"})
+		Help: "Anti-entropy rounds against a peer, by outcome (ok, error, skipped: the peer's feed had records not fetched yet).", ConstLabels: labels}, []string{"peer", "outcome"})
 	m.antiEntropyRepairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_antientropy_repaired_total",
 		Help: "Repositories (and the settings, counted as one) anti-entropy found different from a peer's and repaired.", ConstLabels: labels}, []string{"peer"})
 	m.fetchFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_replication_fetch_failures_total",
@@ -185,6 +185,15 @@ func (m *Node) AntiEntropy(peer string, err error, repaired int) {
 	if repaired > 0 {
 		m.antiEntropyRepairs.WithLabelValues(peer).Add(float64(repaired))
 	}
+}
+
+// AntiEntropySkipped records an anti-entropy round against peer skipped
+// because peer's feed had records not fetched yet (the feed brings them).
+func (m *Node) AntiEntropySkipped(peer string) {
+	if m == nil {
+		return
+	}
+	m.antiEntropyRounds.WithLabelValues(peer, "skipped").Inc()
 }
 
 // FetchFailed records a blob fetch from peer that failed on the peer's

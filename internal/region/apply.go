@@ -436,6 +436,22 @@ func (r *Region) Summaries(ctx context.Context) (map[string]string, error) {
 	return r.db.Summaries(ctx)
 }
 
+// SummaryTree returns the root and buckets of the region's summary tree
+// (meta/summarytree.go), for anti-entropy.
+func (r *Region) SummaryTree(ctx context.Context) (meta.Tree, error) {
+	return r.db.SummaryTree(ctx)
+}
+
+// BucketSummaries returns the summaries of the repositories of bucket b
+// of the summary tree.
+func (r *Region) BucketSummaries(ctx context.Context, b int) (map[string]string, error) {
+	return r.db.BucketSummaries(ctx, b)
+}
+
+// SummaryScans is how many repositories the node scanned to keep its
+// summaries, and how many it found changed behind georeg's back.
+func (r *Region) SummaryScans() (scans, drifted int64) { return r.db.SummaryScans() }
+
 // RepoEntries returns repo's tags and manifests with versions and
 // tombstones, and its blob tombstones, for anti-entropy.
 func (r *Region) RepoEntries(ctx context.Context, repo string) (meta.RepoState, error) {

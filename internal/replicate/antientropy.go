@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,14 +27,24 @@ import (
 
 // Anti-entropy heals what the feeds missed (a feed truncated while a region
 // was away, a record removed by hand, a restored backup, a bug). Every
-// interval, each region asks each peer for a hash per repository of its
-// tags and manifests, and for every repository whose hash differs, for its
-// whole state; then it applies what the peer has that is newer, by the same
-// last-writer-wins rules as the feed. Both sides do this, so both converge.
+// interval (jittered), each region compares its summary tree with each
+// peer's (meta/summarytree.go): the root and its buckets first, then the
+// repositories of the buckets that differ, then the state of the
+// repositories that differ, and applies what the peer has that is newer,
+// by the same last-writer-wins rules as the feed. Both sides do this, so
+// both converge. A round costs O(differences): one request when the
+// regions agree.
 //
-//	GET /_georeg/v1/summaries          {"region", "repos": {"<repo>": "<hash>"}, "settings": "<hash>"}
-//	GET /_georeg/v1/repos/state?repo=R {"repo", "tags": [...], "manifests": [...]}
-//	GET /_georeg/v1/settings/state     {"settings": [...]}, tombstones included
+// It does not repair what the feed is applying: a round is skipped while
+// the peer's feed has records this region has not fetched yet (a backlog:
+// the feed will bring them), and a repository with a fetched record not
+// yet applied is left for the next round.
+//
+//	GET /_georeg/v1/summaries?tree=1     {"region", "root", "buckets": [256 hashes], "settings": "<hash>"}
+//	GET /_georeg/v1/summaries?bucket=B   {"region", "repos": {"<repo>": "<hash>"}} (bucket B's)
+//	GET /_georeg/v1/summaries            {"region", "repos": {...every repository}, "settings"} (regions before the tree)
+//	GET /_georeg/v1/repos/state?repo=R   {"repo", "tags": [...], "manifests": [...]}
+//	GET /_georeg/v1/settings/state       {"settings": [...]}, tombstones included
 
 // Paths of the anti-entropy endpoints.
 const (
@@ -46,8 +59,12 @@ const (
 // Summaries is the answer of SummariesPath.
 type Summaries struct {
 	Region   string            `json:"region"`
-	Repos    map[string]string `json:"repos"`
-	Settings string            `json:"settings"` // hash of every setting, tombstones included
+	Repos    map[string]string `json:"repos,omitempty"`
+	Settings string            `json:"settings,omitempty"` // hash of every setting, tombstones included
+	// Root and Buckets: the summary tree (?tree=1); a region that answers
+	// without them predates it, and is compared repository by repository.
+	Root    string   `json:"root,omitempty"`
+	Buckets []string `json:"buckets,omitempty"`
 }
 
 // SettingState is a setting or tombstone on the wire.
@@ -130,11 +147,24 @@ func Register(mux *http.ServeMux, r *region.Region, authorized func(*http.Reques
 		}
 	}
 	mux.HandleFunc("GET "+SummariesPath, auth(func(req *http.Request) (any, error) {
-		repos, err := r.Summaries(req.Context())
+		ctx, q := req.Context(), req.URL.Query()
+		if b := q.Get("bucket"); b != "" {
+			n, err := strconv.Atoi(b)
+			if err != nil || n < 0 || n >= meta.NumBuckets {
+				return nil, ocierr.Unsupported.Withf("bucket: %q is not a bucket of the summary tree (0 to %d)", b, meta.NumBuckets-1)
+			}
+			repos, err := r.BucketSummaries(ctx, n)
+			return Summaries{Region: r.Name(), Repos: repos}, err
+		}
+		_, settings, err := settingsState(ctx, r)
 		if err != nil {
 			return nil, err
 		}
-		_, settings, err := settingsState(req.Context(), r)
+		if q.Get("tree") != "" {
+			t, err := r.SummaryTree(ctx)
+			return Summaries{Region: r.Name(), Root: t.Root, Buckets: t.Buckets, Settings: settings}, err
+		}
+		repos, err := r.Summaries(ctx)
 		return Summaries{Region: r.Name(), Repos: repos, Settings: settings}, err
 	}))
 	mux.HandleFunc("POST "+RetirePath, auth(func(req *http.Request) (any, error) {
@@ -198,9 +228,11 @@ func (s *source) getJSON(ctx context.Context, path string, out any) error {
 	return json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(out)
 }
 
-// antiEntropy runs a round against s every interval until ctx ends.
+// antiEntropy runs a round against s every interval, jittered by up to a
+// quarter either way (the regions' rounds do not fire together), until
+// ctx ends.
 func (p *Replicator) antiEntropy(ctx context.Context, s *source) {
-	t := time.NewTicker(p.antiEntropyInterval)
+	t := time.NewTimer(jittered(p.antiEntropyInterval))
 	defer t.Stop()
 	for {
 		select {
@@ -208,59 +240,139 @@ func (p *Replicator) antiEntropy(ctx context.Context, s *source) {
 			return
 		case <-t.C:
 		}
-		repaired, err := p.AntiEntropyRound(ctx, s.name)
-		if ctx.Err() == nil {
-			p.metrics.AntiEntropy(s.name, err, repaired)
+		t.Reset(jittered(p.antiEntropyInterval))
+		round, err := p.AntiEntropyRound(ctx, s.name)
+		if ctx.Err() == nil && !round.Skipped {
+			p.metrics.AntiEntropy(s.name, err, round.Differed)
 		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			p.log.WarnContext(ctx, "anti-entropy round failed", "peer", s.name, "error", err)
-		case repaired > 0:
-			p.log.InfoContext(ctx, "anti-entropy repaired repositories", "peer", s.name, "repos", repaired)
+		case round.Differed > 0:
+			p.log.InfoContext(ctx, "anti-entropy repaired repositories", "peer", s.name, "repos", round.Differed, "applied", round.Applied)
 		}
 	}
 }
 
-// AntiEntropyRound compares every repository with peer and applies what
-// the peer has that is newer. It returns how many repositories differed.
-func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (int, error) {
+// jittered is d moved by up to a quarter of it either way.
+func jittered(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d*3/4 + rand.N(d/2+1)
+}
+
+// Round is what an anti-entropy round did.
+type Round struct {
+	Skipped  bool // the peer's feed had records not fetched yet: nothing compared
+	Differed int  // repositories (and the settings, as one) that differed
+	Applied  int  // tags, manifests and tombstones of the peer's applied here
+	// Settings: the settings differed; Repos: the repositories that did.
+	Settings bool
+	Repos    []string
+}
+
+// AntiEntropyRound compares this region's summary tree with peer's and
+// applies what the peer has that is newer, in the repositories that
+// differ. A round while the peer's feed has records not fetched yet does
+// nothing (the feed brings them); a repository with a fetched record not
+// applied yet is left for a later round.
+func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (Round, error) {
 	var s *source
 	for _, src := range p.peers() {
 		if src.name == peer {
 			s = src
 		}
 	}
+	var round Round
 	if s == nil {
-		return 0, fmt.Errorf("no peer %q", peer)
+		return round, fmt.Errorf("no peer %q", peer)
+	}
+	busy, backlog := p.tracker.applying(peer)
+	if backlog {
+		p.metrics.AntiEntropySkipped(peer)
+		round.Skipped = true
+		return round, nil
 	}
 	var theirs Summaries
-	if err := s.getJSON(ctx, SummariesPath, &theirs); err != nil {
-		return 0, err
+	if err := s.getJSON(ctx, SummariesPath+"?tree=1", &theirs); err != nil {
+		return round, err
 	}
-	ours, err := p.region.Summaries(ctx)
-	if err != nil {
-		return 0, err
-	}
-	differ := 0
 	var errs []error
 	if _, mine, err := settingsState(ctx, p.region); err != nil {
 		errs = append(errs, err)
 	} else if theirs.Settings != "" && theirs.Settings != mine {
-		differ++
+		round.Settings = true
+		round.Differed++
 		if err := p.repairSettings(ctx, s); err != nil {
 			errs = append(errs, fmt.Errorf("settings: %w", err))
 		}
 	}
-	for repo, h := range theirs.Repos {
-		if ours[repo] == h || oci.ValidateRepository(repo) != nil {
-			continue
+	repos, err := p.differingRepos(ctx, s, theirs)
+	if err != nil {
+		return round, errors.Join(append(errs, err)...)
+	}
+	for _, repo := range repos {
+		if busy[repo] {
+			continue // the feed is applying it
 		}
-		differ++
-		if err := p.repairRepo(ctx, s, repo); err != nil {
+		round.Differed++
+		round.Repos = append(round.Repos, repo)
+		applied, err := p.repairRepo(ctx, s, repo)
+		round.Applied += applied
+		if err != nil {
 			errs = append(errs, fmt.Errorf("repo %s: %w", repo, err))
 		}
 	}
-	return differ, errors.Join(errs...)
+	return round, errors.Join(errs...)
+}
+
+// differingRepos walks the summary trees down from theirs (the peer's
+// root and buckets) to the repositories whose summaries differ from this
+// region's, those the peer holds and this region does not among them,
+// sorted.
+func (p *Replicator) differingRepos(ctx context.Context, s *source, theirs Summaries) ([]string, error) {
+	var buckets []int
+	if theirs.Buckets == nil {
+		// A peer from before the tree: every repository of it at once.
+		if err := s.getJSON(ctx, SummariesPath, &theirs); err != nil {
+			return nil, err
+		}
+		buckets = []int{-1}
+	} else {
+		ours, err := p.region.SummaryTree(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ours.Root == theirs.Root || len(theirs.Buckets) != meta.NumBuckets {
+			return nil, nil
+		}
+		for b := range meta.NumBuckets {
+			if theirs.Buckets[b] != ours.Buckets[b] && theirs.Buckets[b] != "" {
+				buckets = append(buckets, b)
+			}
+		}
+	}
+	var out []string
+	for _, b := range buckets {
+		if b >= 0 {
+			theirs.Repos = nil
+			if err := s.getJSON(ctx, SummariesPath+"?bucket="+strconv.Itoa(b), &theirs); err != nil {
+				return nil, err
+			}
+		}
+		ours, err := p.region.BucketSummaries(ctx, b)
+		if err != nil {
+			return nil, err
+		}
+		for repo, h := range theirs.Repos {
+			if ours[repo] != h && oci.ValidateRepository(repo) == nil && (b < 0 || meta.BucketOf(repo) == b) {
+				out = append(out, repo)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // repairSettings applies the peer's settings, each last-writer-wins.
@@ -285,17 +397,19 @@ func (p *Replicator) repairSettings(ctx context.Context, s *source) error {
 	return errors.Join(errs...)
 }
 
-// repairRepo applies the peer's newer tags and manifests of repo.
-func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) error {
+// repairRepo applies the peer's newer tags, manifests and blob deletes of
+// repo, and returns how many it applied.
+func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) (int, error) {
 	var st RepoState
 	if err := s.getJSON(ctx, StatePath+"?"+url.Values{"repo": {repo}}.Encode(), &st); err != nil {
-		return err
+		return 0, err
 	}
 	r := p.region
 	mine, err := r.RepoEntries(ctx, repo)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	applied := 0
 	local := map[digest.Digest]meta.ManifestEntry{}
 	for _, m := range mine.Manifests {
 		local[m.Digest] = m
@@ -310,18 +424,30 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		switch {
 		case m.Deleted && (!have || !l.Deleted || l.Version.Less(v)):
 			err = r.ApplyManifestDelete(ctx, "", 0, repo, m.Digest, v)
+			applied++
 		case !m.Deleted && (!have || (l.Deleted && l.Version.Less(v))):
 			err = p.ensureManifest(ctx, s, repo, m.Digest, v, nil)
+			applied++
 		}
 		if err != nil && !errors.Is(err, errGone) && !errors.Is(err, errDeleted) {
 			errs = append(errs, err)
 		}
+	}
+	tags := map[string]hlc.Version{}
+	for _, t := range mine.Tags {
+		tags[t.Name] = t.Version
 	}
 	for _, t := range st.Tags {
 		v, err := hlc.ParseVersion(t.Version)
 		if err != nil || oci.ValidateTag(t.Name) != nil {
 			continue
 		}
+		if l, have := tags[t.Name]; have && !l.Less(v) {
+			if m, ok := local[t.Digest]; t.Deleted || (ok && !m.Deleted) {
+				continue // the same write here, or a later one, and its manifest: nothing to apply
+			}
+		}
+		applied++
 		if t.Deleted {
 			err = r.ApplyTagDelete(ctx, "", 0, repo, t.Name, v)
 		} else if err = p.ensureManifest(ctx, s, repo, t.Digest, hlc.Version{}, nil); err == nil || errors.Is(err, errGone) || errors.Is(err, errDeleted) {
@@ -343,9 +469,10 @@ func (p *Replicator) repairRepo(ctx context.Context, s *source, repo string) err
 		if l, have := tombs[b.Digest]; have && !l.Less(v) {
 			continue
 		}
+		applied++
 		if err := r.ApplyBlobDelete(ctx, "", 0, repo, b.Digest, v); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return applied, errors.Join(errs...)
 }

@@ -133,12 +133,15 @@ type peerProgress struct {
 	// fetched and not applied yet (zero: none), the front of pending.
 	OldestUnapplied time.Time `json:"oldestUnapplied,omitzero"`
 	pending         []stamp   // fetched, not applied yet, in feed order
+	fetched         int64     // the newest record fetched
+	skips           int       // anti-entropy rounds skipped in a row (applying)
 }
 
-// stamp is a fetched record: its sequence number and when its origin
-// committed it.
+// stamp is a fetched record: its sequence number, its repository and
+// when its origin committed it.
 type stamp struct {
 	seq     int64
+	repo    string
 	created time.Time
 }
 
@@ -202,8 +205,9 @@ func (t *tracker) fetched(peer, endpoint string, head int64, ready bool, recs []
 	pp := t.get(peer, endpoint)
 	for _, r := range recs {
 		if n := len(pp.pending); n == 0 || r.Seq > pp.pending[n-1].seq {
-			pp.pending = append(pp.pending, stamp{seq: r.Seq, created: r.Created})
+			pp.pending = append(pp.pending, stamp{seq: r.Seq, repo: r.Repo, created: r.Created})
 		}
+		pp.fetched = max(pp.fetched, r.Seq)
 	}
 	pp.refreshOldest()
 	pp.PeerReady = pp.PeerReady || ready
@@ -265,6 +269,35 @@ func (t *tracker) stats(peer, endpoint string, st *feed.Stats) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.get(peer, endpoint).Stats = st
+}
+
+// maxSkips bounds the anti-entropy rounds against a peer skipped in a
+// row for a backlog: a feed that never drains does not stop anti-entropy.
+const maxSkips = 10
+
+// applying tells anti-entropy what the follower of peer is applying: the
+// repositories of records fetched and not applied yet, and whether the
+// peer's feed has records not even fetched yet (a backlog, whose
+// repositories are not known: the round is skipped, at most maxSkips
+// times in a row).
+func (t *tracker) applying(peer string) (repos map[string]bool, backlog bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pp, ok := t.peers[peer]
+	if !ok || !t.following[peer] {
+		return nil, false
+	}
+	repos = map[string]bool{}
+	for _, s := range pp.pending {
+		repos[s.repo] = true
+	}
+	backlog = pp.Seen && !pp.FeedDown && pp.Head > pp.fetched && pp.skips < maxSkips
+	if backlog {
+		pp.skips++
+	} else {
+		pp.skips = 0
+	}
+	return repos, backlog
 }
 
 func (t *tracker) forget(peer string) {

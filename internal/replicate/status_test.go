@@ -55,3 +55,44 @@ func TestHowFarBehindIsTheOldestRecordFetchedAndNotApplied(t *testing.T) {
 		t.Fatalf("%d records pending after a restart, want 0", n)
 	}
 }
+
+// TestAntiEntropyLeavesWhatTheFeedIsApplying: a repository with a record
+// fetched and not applied yet is the feed's to repair; while the peer's
+// feed has records not even fetched yet (a backlog), rounds are skipped,
+// at most maxSkips in a row, so a feed that never drains does not stop
+// anti-entropy.
+func TestAntiEntropyLeavesWhatTheFeedIsApplying(t *testing.T) {
+	tr := newTracker()
+	tr.follow("eastus", true)
+	rec := func(seq int64, repo string) feed.Record {
+		return feed.Record{Seq: seq, Repo: repo, Created: time.Now()}
+	}
+	if busy, backlog := tr.applying("eastus"); len(busy) != 0 || backlog {
+		t.Fatalf("a peer not heard from yet: busy %v, backlog %v", busy, backlog)
+	}
+	tr.fetched("eastus", "http://e", 2, false, []feed.Record{rec(1, "app/a"), rec(2, "app/b")})
+	busy, backlog := tr.applying("eastus")
+	if !busy["app/a"] || !busy["app/b"] || len(busy) != 2 || backlog {
+		t.Fatalf("two records fetched, none applied: busy %v, backlog %v", busy, backlog)
+	}
+	tr.applied("eastus", "http://e", 1, time.Now(), 0)
+	if busy, _ := tr.applying("eastus"); busy["app/a"] || !busy["app/b"] {
+		t.Fatalf("app/a applied: busy %v", busy)
+	}
+	tr.fetched("eastus", "http://e", 500, false, []feed.Record{rec(3, "app/c")}) // 497 not fetched yet
+	for i := range maxSkips {
+		if _, backlog := tr.applying("eastus"); !backlog {
+			t.Fatalf("round %d with a backlog was not skipped", i+1)
+		}
+	}
+	if _, backlog := tr.applying("eastus"); backlog {
+		t.Fatalf("round %d with a backlog was skipped: anti-entropy would starve", maxSkips+1)
+	}
+	if _, backlog := tr.applying("eastus"); !backlog {
+		t.Fatal("the round after a forced one was not skipped")
+	}
+	tr.follow("eastus", false)
+	if busy, backlog := tr.applying("eastus"); len(busy) != 0 || backlog {
+		t.Fatalf("a peer this node does not follow: busy %v, backlog %v", busy, backlog)
+	}
+}
