@@ -146,9 +146,15 @@ func SummaryOf(st RepoState) string {
 // repo ("": of every repository), each sorted by repository then name or
 // digest.
 func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, e entry)) error {
+	// One repository's rows by its index (a "$1 = '' OR repo = $1" would
+	// read the whole table for each).
+	where, args := "", []any{}
+	if repo != "" {
+		where, args = "WHERE repo = $1", []any{repo}
+	}
 	rows, err := db.r.QueryContext(ctx, `
 		SELECT repo, name, digest, version, origin, deleted FROM tags
-		WHERE $1 = '' OR repo = $1 ORDER BY repo, name`, repo)
+		`+where+` ORDER BY repo, name`, args...)
 	if err != nil {
 		return err
 	}
@@ -169,7 +175,7 @@ func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, e entr
 	}
 	rows, err = db.r.QueryContext(ctx, `
 		SELECT repo, digest, version, origin, deleted FROM manifests
-		WHERE $1 = '' OR repo = $1 ORDER BY repo, digest`, repo)
+		`+where+` ORDER BY repo, digest`, args...)
 	if err != nil {
 		return err
 	}
@@ -190,7 +196,7 @@ func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, e entr
 	}
 	rows, err = db.r.QueryContext(ctx, `
 		SELECT repo, digest, version, origin FROM blob_tombstones
-		WHERE $1 = '' OR repo = $1 ORDER BY repo, digest`, repo)
+		`+where+` ORDER BY repo, digest`, args...)
 	if err != nil {
 		return err
 	}
