@@ -25,3 +25,25 @@ func Exec(db *DB, q string, args ...any) error {
 	_, err := db.w.Exec(q, args...)
 	return err
 }
+
+// QueryPlan is SQLite's plan for q (EXPLAIN QUERY PLAN), one line per step.
+func QueryPlan(db *DB, q string, args ...any) (string, error) {
+	rows, err := db.r.Query("EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var out string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			return "", err
+		}
+		out += detail + "\n"
+	}
+	return out, rows.Err()
+}
+
+// FeedBytesQueries are the queries FeedBytes runs.
+var FeedBytesQueries = []string{feedTotalQuery, feedBeforeQuery}

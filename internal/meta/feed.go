@@ -63,8 +63,9 @@ func (tx *Tx) AppendFeed(ctx context.Context, rec Record) error {
 		return nil
 	}
 	_, err := tx.tx.ExecContext(ctx, `
-		INSERT INTO feed (kind, repo, digest, tag, media_type, size, version, origin, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		INSERT INTO feed (kind, repo, digest, tag, media_type, size, version, origin, created_at, blob_bytes)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+			COALESCE((SELECT blob_bytes FROM feed WHERE seq = (SELECT MAX(seq) FROM feed)), 0) + CASE WHEN $1 = 'blob' THEN $6 ELSE 0 END)`,
 		rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Size,
 		rec.Version.Time, rec.Version.Region, rec.Created.UnixMilli())
 	return err
@@ -187,12 +188,29 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 	return true, tx.forgetAck(ctx, repo, d)
 }
 
+// The queries of FeedBytes: the running total at the newest record, and
+// at the newest record up to a sequence number.
+const (
+	feedTotalQuery  = `SELECT blob_bytes FROM feed WHERE seq = (SELECT MAX(seq) FROM feed)`
+	feedBeforeQuery = `SELECT blob_bytes FROM feed WHERE seq <= $1 ORDER BY seq DESC LIMIT 1`
+)
+
 // FeedBytes returns the total size of the blob records in the feed, and of
 // those after since: how many bytes a peer that applied up to since has
-// done and has left.
+// done and has left. Each record carries the running total (blob_bytes),
+// so this is two lookups by sequence number whatever the feed's length.
 func (db *DB) FeedBytes(ctx context.Context, since int64) (total, after int64, err error) {
-	var t, a sql.NullInt64
-	err = db.r.QueryRowContext(ctx, `
-		SELECT CAST(SUM(size) AS BIGINT), CAST(SUM(CASE WHEN seq > $1 THEN size ELSE 0 END) AS BIGINT) FROM feed WHERE kind = 'blob'`, since).Scan(&t, &a)
-	return t.Int64, a.Int64, err
+	err = db.r.QueryRowContext(ctx, feedTotalQuery).Scan(&total)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	var before int64
+	err = db.r.QueryRowContext(ctx, feedBeforeQuery, since).Scan(&before)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, err
+	}
+	return total, total - before, nil
 }

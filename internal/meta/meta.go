@@ -300,6 +300,12 @@ var migrations = []string{
 	INSERT INTO repo_gens (repo, gen)
 		SELECT repo, 1 FROM (SELECT repo FROM tags UNION SELECT repo FROM manifests UNION SELECT repo FROM blob_tombstones) AS r
 		WHERE true ON CONFLICT (repo) DO NOTHING`,
+	// Each feed record carries the feed's blob bytes up to and including
+	// it, so a peer's byte counts (FeedBytes) are two lookups, not a scan.
+	`ALTER TABLE feed ADD COLUMN blob_bytes BIGINT NOT NULL DEFAULT 0;
+	UPDATE feed SET blob_bytes = w.c
+		FROM (SELECT seq, SUM(CASE WHEN kind = 'blob' THEN size ELSE 0 END) OVER (ORDER BY seq) AS c FROM feed) AS w
+		WHERE feed.seq = w.seq`,
 }
 
 // OpenSQLite opens (creating) the SQLite database at path.

@@ -204,11 +204,15 @@ func (db *DB) sequence(ctx context.Context, t *Tx) error {
 		kind[i], repo[i], dgst[i], tag[i], mediaType[i], origin[i] = rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Version.Region
 		size[i], version[i], created[i] = rec.Size, rec.Version.Time, rec.Created.UnixMilli()
 	}
+	// blob_bytes: the running total of blob sizes, from the newest
+	// committed record's (this statement runs under the sequencer).
 	_, err = t.tx.ExecContext(ctx, `
-		INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at)
-		SELECT $1 + r.n, r.kind, r.repo, r.digest, r.tag, r.media_type, r.size, r.version, r.origin, r.created_at
+		INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at, blob_bytes)
+		SELECT $1 + r.n, r.kind, r.repo, r.digest, r.tag, r.media_type, r.size, r.version, r.origin, r.created_at,
+			b.total + SUM(CASE WHEN r.kind = 'blob' THEN r.size ELSE 0 END) OVER (ORDER BY r.n)
 		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[])
-			WITH ORDINALITY AS r(kind, repo, digest, tag, media_type, size, version, origin, created_at, n)`,
+			WITH ORDINALITY AS r(kind, repo, digest, tag, media_type, size, version, origin, created_at, n),
+			(SELECT COALESCE((SELECT blob_bytes FROM feed WHERE seq = (SELECT MAX(seq) FROM feed)), 0) AS total) AS b`,
 		seq, kind, repo, dgst, tag, mediaType, size, version, origin, created)
 	if err != nil {
 		return fmt.Errorf("append to the feed: %w", err)
