@@ -20,7 +20,7 @@ DISTRIBUTION_VERSION := v3.1.2
 CONFORMANCE_MAIN   := v0.0.0-20260831232431-97274622c111
 CONFORMANCE_GINKGO := v0.0.0-20231101194043-f2182352d4cc
 
-.PHONY: test tools lint fuzz bench bench-shared build soak chaos mutate services-start services-stop
+.PHONY: test tools lint fuzz bench bench-shared bench-scale build soak chaos mutate services-start services-stop
 
 # For running single tests by hand: make services-start, then
 # `. .tools/run/env && go test ./internal/meta/`, then make services-stop.
@@ -105,6 +105,13 @@ $(TOOLS)/registry:
 /usr/bin/docker-registry:
 	(apt-get install -y --no-install-recommends docker-registry || \
 	 (apt-get update -qq && apt-get install -y --no-install-recommends docker-registry)) >/dev/null
+
+# Replication's cost against the number of regions (3 and 6 regions as
+# processes, a seventh joining), and anti-entropy rounds at 20k and 1M
+# generated manifests.
+bench-scale: build
+	go run ./bench -georeg bin/georeg -only scale
+	go run ./bench -georeg bin/georeg -only antientropy
 
 # The same node figures on PostgreSQL and S3 (the servers run for the run).
 bench-shared: build
