@@ -29,8 +29,10 @@ type Peer struct {
 
 // Config says whom to replicate with.
 type Config struct {
-	// Peers, nearest first: content is fetched from the nearest peer that
-	// holds it, and read-through asks peers in this order.
+	// Peers, nearest first as far as known: content is fetched from the
+	// nearest peer that holds it, and read-through asks peers in that
+	// order. Once a peer's round trip is measured (its small requests,
+	// every 2 s), the measured order replaces this one.
 	Peers []Peer `yaml:"peers"`
 	// Wait is how long one feed request long-polls (default 30 s).
 	Wait time.Duration `yaml:"wait"`
@@ -125,7 +127,7 @@ type Replicator struct {
 	log                 *slog.Logger
 
 	mu      sync.RWMutex
-	sources []*source // current peers, nearest first; replaced, never mutated
+	sources []*source // current peers, nearest first (nearestFirst); replaced, never mutated
 	tracker *tracker
 	metrics *metrics.Node // nil: none
 }
@@ -159,6 +161,15 @@ func New(r *region.Region, cfg Config, signer *peerauth.Signer, hc *http.Client,
 		p.sources = append(p.sources, newSource(peer, signer, hc, p.idle))
 	}
 	return p
+}
+
+// PeerOrder returns the current peers' names, nearest first.
+func (p *Replicator) PeerOrder() []string {
+	var out []string
+	for _, s := range p.peers() {
+		out = append(out, s.name)
+	}
+	return out
 }
 
 // peers returns the current peers, nearest first. The slice is not
@@ -234,7 +245,7 @@ func (p *Replicator) Run(ctx context.Context) error {
 				}
 			}
 			p.mu.Lock()
-			p.sources = sources
+			p.sources = nearestFirst(sources)
 			p.mu.Unlock()
 		}
 		select {

@@ -1,12 +1,15 @@
 package replicate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -61,6 +64,44 @@ type source struct {
 	idle       time.Duration // bounds every wait on the peer (bounded.Limits)
 	feed       *feed.Client
 	applied    chan struct{} // signalled when records of the peer apply (refreshStats)
+	// rtt is the peer's measured round trip (an average of its small
+	// requests' times to answer, in nanoseconds; 0: not measured yet).
+	rtt atomic.Int64
+}
+
+// observeRTT adds one small request's time to answer to the peer's
+// average (each new one weighs a quarter).
+func (s *source) observeRTT(d time.Duration) {
+	for {
+		old := s.rtt.Load()
+		next := int64(d)
+		if old != 0 {
+			next = old - old/4 + int64(d)/4
+		}
+		if s.rtt.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// nearestFirst orders peers by their measured round trips, nearest
+// first; peers not measured yet follow, in the order given (the
+// configuration's). The slice given is not changed.
+func nearestFirst(peers []*source) []*source {
+	out := slices.Clone(peers)
+	slices.SortStableFunc(out, func(a, b *source) int {
+		ra, rb := a.rtt.Load(), b.rtt.Load()
+		switch {
+		case ra == 0 && rb == 0:
+			return 0
+		case ra == 0:
+			return 1
+		case rb == 0:
+			return -1
+		}
+		return cmp.Compare(ra, rb)
+	})
+	return out
 }
 
 func newSource(p Peer, signer *peerauth.Signer, hc *http.Client, idle time.Duration) *source {

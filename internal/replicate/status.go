@@ -320,7 +320,9 @@ func (p *Replicator) refreshStats(ctx context.Context, s *source) {
 	for {
 		if applied, err := p.region.Cursor(ctx, s.name); err == nil {
 			sctx, cancel := context.WithTimeout(ctx, statsEvery)
+			asked := time.Now()
 			if st, err := s.feed.Stats(sctx, applied); err == nil {
+				s.observeRTT(time.Since(asked)) // a small request: about one round trip
 				p.tracker.stats(s.name, s.base, st)
 			}
 			cancel()

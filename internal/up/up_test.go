@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
 
+	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -264,6 +265,35 @@ func TestReplicationOverSimulatedDistance(t *testing.T) {
 	if err := pullable(t, asia, "far/app", "v1", img); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestARegionAsksItsMeasuredNearestPeerFirst: southeastasia is configured
+// with eastus before westeurope, but its link to eastus is slow (50 ms
+// each way, unknown to the configuration) and its link to westeurope is
+// loopback: once the round trips are measured, southeastasia's peers are
+// in that order, the order its fetches and read-through ask in.
+func TestARegionAsksItsMeasuredNearestPeerFirst(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := up.Config{DataDir: t.TempDir(), Regions: threeRegions()}
+	cfg.Link = func(from, to, u string) (string, error) {
+		if from != "southeastasia" || to != "eastus" {
+			return u, nil
+		}
+		p, err := link.Start(ctx, strings.TrimPrefix(u, "http://"), link.Shape{Latency: 50 * time.Millisecond, Bandwidth: 100_000_000})
+		if err != nil {
+			return "", err
+		}
+		return "http://" + p.Addr(), nil
+	}
+	reg := runRegistry(t, cfg)
+	t.Cleanup(cancel) // after the registry stops (cleanups run last first)
+	rep := reg.ByName["southeastasia"].Node.Replicator()
+	eventually(t, 30*time.Second, func() error {
+		if got := rep.PeerOrder(); !slices.Equal(got, []string{"westeurope", "eastus"}) {
+			return fmt.Errorf("southeastasia's peers, nearest first: %v", got)
+		}
+		return nil
+	})
 }
 
 // TestReferrersReplicateWithTheirSubject: an artifact pushed with a subject
