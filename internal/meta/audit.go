@@ -24,7 +24,7 @@ type AuditEntry struct {
 // AppendAudit adds e to the audit log, in the transaction of the change
 // it records.
 func (tx *Tx) AppendAudit(ctx context.Context, e AuditEntry) error {
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO audit (at, actor, action, repo, reference, digest, client, request_id, outcome, detail)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		e.At.UnixMilli(), e.Actor, e.Action, e.Repo, e.Reference, e.Digest, e.Client, e.RequestID, e.Outcome, e.Detail)
@@ -33,7 +33,7 @@ func (tx *Tx) AppendAudit(ctx context.Context, e AuditEntry) error {
 
 // Audit returns up to n entries at or after since, newest first.
 func (db *DB) Audit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT id, at, actor, action, repo, reference, digest, client, request_id, outcome, detail
 		FROM audit WHERE at >= $1 ORDER BY id DESC LIMIT $2`, since.UnixMilli(), n)
 	if err != nil {
@@ -58,6 +58,6 @@ func (tx *Tx) PruneAudit(ctx context.Context, before time.Time) error {
 	if err := tx.writesRegion("PruneAudit"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM audit WHERE at < $1`, before.UnixMilli())
+	_, err := tx.exec(ctx, `DELETE FROM audit WHERE at < $1`, before.UnixMilli())
 	return err
 }

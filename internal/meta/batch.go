@@ -134,7 +134,7 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	if err != nil {
 		return fail(fmt.Errorf("begin: %w", err))
 	}
-	t := &Tx{tx: tx, dialect: db.dialect}
+	t := &Tx{tx: tx, db: db, dialect: db.dialect}
 	if err := db.begin(ctx, t, reqs[0].scope); err != nil {
 		_ = tx.Rollback()
 		return fail(err)

@@ -26,7 +26,7 @@ func (tx *Tx) LinkBlob(ctx context.Context, repo string, d digest.Digest, size i
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx,
+	_, err := tx.exec(ctx,
 		`INSERT INTO blobs (repo, digest, size, created_at, version, origin) VALUES ($1, $2, $3, $4, $5, $6)
 		 ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at,
 			version = CASE WHEN `+newerWins("blobs")+` THEN excluded.version ELSE blobs.version END,
@@ -42,7 +42,7 @@ func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (boo
 	if err := tx.writes(repo); err != nil {
 		return false, err
 	}
-	res, err := tx.tx.ExecContext(ctx, `DELETE FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String())
+	res, err := tx.exec(ctx, `DELETE FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String())
 	if err != nil {
 		return false, err
 	}
@@ -86,7 +86,7 @@ func (tx *Tx) TombstoneBlob(ctx context.Context, repo string, d digest.Digest, v
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err
 	}
-	res, err := tx.tx.ExecContext(ctx, `
+	res, err := tx.exec(ctx, `
 		INSERT INTO blob_tombstones (repo, digest, version, origin, deleted_at) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (repo, digest) DO UPDATE SET version = excluded.version, origin = excluded.origin,
 			deleted_at = excluded.deleted_at
@@ -124,7 +124,7 @@ func blobTombstone(ctx context.Context, q queryer, repo string, d digest.Digest)
 // or ErrNotFound.
 func (db *DB) BlobLinked(ctx context.Context, repo string, d digest.Digest) (time.Time, error) {
 	var at int64
-	err := db.r.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT created_at FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String()).Scan(&at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, ErrNotFound
@@ -137,7 +137,7 @@ func (tx *Tx) TouchBlob(ctx context.Context, repo string, d digest.Digest, now t
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `UPDATE blobs SET created_at = $3 WHERE repo = $1 AND digest = $2`,
+	_, err := tx.exec(ctx, `UPDATE blobs SET created_at = $3 WHERE repo = $1 AND digest = $2`,
 		repo, d.String(), now.UnixMilli())
 	return err
 }
@@ -145,7 +145,7 @@ func (tx *Tx) TouchBlob(ctx context.Context, repo string, d digest.Digest, now t
 // BlobSize returns the size of blob d linked in repo, or ErrNotFound.
 func (db *DB) BlobSize(ctx context.Context, repo string, d digest.Digest) (int64, error) {
 	var size int64
-	err := db.r.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT size FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String()).Scan(&size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, ErrNotFound
@@ -159,7 +159,7 @@ func (tx *Tx) BlobSizes(ctx context.Context, repo string, ds []digest.Digest) (m
 	out := make(map[digest.Digest]int64, len(ds))
 	for _, d := range ds {
 		var size int64
-		err := tx.tx.QueryRowContext(ctx,
+		err := tx.queryRow(ctx,
 			`SELECT size FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String()).Scan(&size)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -177,7 +177,7 @@ func (tx *Tx) BlobSizes(ctx context.Context, repo string, ds []digest.Digest) (m
 func (db *DB) RepositoryWithBlob(ctx context.Context, d digest.Digest, prefer string) (string, int64, error) {
 	var repo string
 	var size int64
-	err := db.r.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT repo, size FROM blobs WHERE digest = $1 ORDER BY CASE WHEN repo = $2 THEN 0 ELSE 1 END LIMIT 1`,
 		d.String(), prefer).Scan(&repo, &size)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -44,7 +44,7 @@ const deliveryColumns = `id, event_id, webhook, action, payload, created_at, nex
 // EnqueueDelivery adds d to the outbox, pending and due at once, in the
 // transaction of the change that caused it.
 func (tx *Tx) EnqueueDelivery(ctx context.Context, d Delivery) error {
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO webhook_deliveries (event_id, webhook, action, payload, created_at, next_at, state, updated_at, webhook_created)
 		VALUES ($1, $2, $3, $4, $5, $5, $6, $5, $7)`,
 		d.EventID, d.Webhook, d.Action, d.Payload, d.Created.UnixMilli(), DeliveryPending, d.WebhookCreated.UnixMilli())
@@ -66,7 +66,7 @@ func (tx *Tx) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Dur
 	}
 	for i := range out {
 		out[i].Next = now.Add(lease)
-		if _, err := tx.tx.ExecContext(ctx, `UPDATE webhook_deliveries SET next_at = $1 WHERE id = $2`,
+		if _, err := tx.exec(ctx, `UPDATE webhook_deliveries SET next_at = $1 WHERE id = $2`,
 			out[i].Next.UnixMilli(), out[i].ID); err != nil {
 			return nil, err
 		}
@@ -81,7 +81,7 @@ func (tx *Tx) FinishDelivery(ctx context.Context, d Delivery) error {
 	if err := tx.writesRegion("FinishDelivery"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		UPDATE webhook_deliveries SET state = $1, next_at = $2, attempts = attempts + 1, status_code = $3,
 			latency_ms = $4, error = $5, updated_at = $6 WHERE id = $7`,
 		d.State, d.Next.UnixMilli(), d.StatusCode, d.Latency.Milliseconds(), d.Error, d.Updated.UnixMilli(), d.ID)
@@ -94,7 +94,7 @@ func (tx *Tx) HoldDelivery(ctx context.Context, d Delivery) error {
 	if err := tx.writesRegion("HoldDelivery"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		UPDATE webhook_deliveries SET state = $1, next_at = $2, error = $3, updated_at = $4 WHERE id = $5`,
 		d.State, d.Next.UnixMilli(), d.Error, d.Updated.UnixMilli(), d.ID)
 	return err
@@ -105,7 +105,7 @@ func (tx *Tx) CancelDelivery(ctx context.Context, id int64, now time.Time) error
 	if err := tx.writesRegion("CancelDelivery"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `UPDATE webhook_deliveries SET state = $1, updated_at = $2 WHERE id = $3`,
+	_, err := tx.exec(ctx, `UPDATE webhook_deliveries SET state = $1, updated_at = $2 WHERE id = $3`,
 		DeliveryCanceled, now.UnixMilli(), id)
 	return err
 }
@@ -115,7 +115,7 @@ func (tx *Tx) PruneDeliveries(ctx context.Context, before time.Time) error {
 	if err := tx.writesRegion("PruneDeliveries"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE state <> $1 AND updated_at < $2`,
+	_, err := tx.exec(ctx, `DELETE FROM webhook_deliveries WHERE state <> $1 AND updated_at < $2`,
 		DeliveryPending, before.UnixMilli())
 	return err
 }
@@ -124,7 +124,7 @@ func (tx *Tx) PruneDeliveries(ctx context.Context, before time.Time) error {
 // when none is pending.
 func (db *DB) NextDelivery(ctx context.Context) (time.Time, bool, error) {
 	var next sql.NullInt64
-	err := db.r.QueryRowContext(ctx, `SELECT MIN(next_at) FROM webhook_deliveries WHERE state = $1`, DeliveryPending).Scan(&next)
+	err := db.queryRow(ctx, `SELECT MIN(next_at) FROM webhook_deliveries WHERE state = $1`, DeliveryPending).Scan(&next)
 	if err != nil || !next.Valid {
 		return time.Time{}, false, err
 	}
@@ -153,7 +153,7 @@ func (db *DB) GetDelivery(ctx context.Context, id int64) (*Delivery, error) {
 // the transaction that enqueued it.
 func (tx *Tx) LastDeliveryID(ctx context.Context) (int64, error) {
 	var id sql.NullInt64
-	err := tx.tx.QueryRowContext(ctx, `SELECT MAX(id) FROM webhook_deliveries`).Scan(&id)
+	err := tx.queryRow(ctx, `SELECT MAX(id) FROM webhook_deliveries`).Scan(&id)
 	return id.Int64, err
 }
 
@@ -190,7 +190,7 @@ func (tx *Tx) AddPendingEverywhere(ctx context.Context, repo string, d digest.Di
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO everywhere_pending (repo, digest, event, created_at) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (repo, digest) DO NOTHING`, repo, d.String(), event, now.UnixMilli())
 	return err
@@ -200,7 +200,7 @@ func (tx *Tx) AddPendingEverywhere(ctx context.Context, repo string, d digest.Di
 // ErrNotFound when there is none.
 func (tx *Tx) PendingEverywhere(ctx context.Context, repo string, d digest.Digest) ([]byte, error) {
 	var event []byte
-	err := tx.tx.QueryRowContext(ctx, `SELECT event FROM everywhere_pending WHERE repo = $1 AND digest = $2`,
+	err := tx.queryRow(ctx, `SELECT event FROM everywhere_pending WHERE repo = $1 AND digest = $2`,
 		repo, d.String()).Scan(&event)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -213,14 +213,14 @@ func (tx *Tx) DeletePendingEverywhere(ctx context.Context, repo string, d digest
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM everywhere_pending WHERE repo = $1 AND digest = $2`, repo, d.String())
+	_, err := tx.exec(ctx, `DELETE FROM everywhere_pending WHERE repo = $1 AND digest = $2`, repo, d.String())
 	return err
 }
 
 // PendingEverywhereList returns up to n (repo, digest) pairs still waiting
 // to be everywhere, oldest first.
 func (db *DB) PendingEverywhereList(ctx context.Context, n int) ([][2]string, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT repo, digest FROM everywhere_pending ORDER BY created_at LIMIT $1`, n)
+	rows, err := db.query(ctx, `SELECT repo, digest FROM everywhere_pending ORDER BY created_at LIMIT $1`, n)
 	if err != nil {
 		return nil, err
 	}

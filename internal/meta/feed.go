@@ -62,7 +62,7 @@ func (tx *Tx) AppendFeed(ctx context.Context, rec Record) error {
 		tx.feed = append(tx.feed, rec)
 		return nil
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO feed (kind, repo, digest, tag, media_type, size, version, origin, created_at, blob_bytes)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
 			COALESCE((SELECT blob_bytes FROM feed WHERE seq = (SELECT MAX(seq) FROM feed)), 0) + CASE WHEN $1 = 'blob' THEN $6 ELSE 0 END)`,
@@ -73,7 +73,7 @@ func (tx *Tx) AppendFeed(ctx context.Context, rec Record) error {
 
 // Feed returns up to n records with seq > since, in order.
 func (db *DB) Feed(ctx context.Context, since int64, n int) ([]Record, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT seq, kind, repo, digest, tag, media_type, size, version, origin, created_at
 		FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2`, since, n)
 	if err != nil {
@@ -99,7 +99,7 @@ func (db *DB) Feed(ctx context.Context, since int64, n int) ([]Record, error) {
 // FeedHead returns the seq of the newest record, 0 when the feed is empty.
 func (db *DB) FeedHead(ctx context.Context) (int64, error) {
 	var seq *int64
-	if err := db.r.QueryRowContext(ctx, `SELECT MAX(seq) FROM feed`).Scan(&seq); err != nil || seq == nil {
+	if err := db.queryRow(ctx, `SELECT MAX(seq) FROM feed`).Scan(&seq); err != nil || seq == nil {
 		return 0, err
 	}
 	return *seq, nil
@@ -141,7 +141,7 @@ func (tx *Tx) SetCursor(ctx context.Context, peer string, seq int64, now time.Ti
 	if err := tx.writesRegion("SetCursor"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO peer_cursors (peer, seq, updated_at) VALUES ($1, $2, $3)
 		ON CONFLICT (peer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
 		WHERE excluded.seq > peer_cursors.seq`, peer, seq, now.UnixMilli())
@@ -151,7 +151,7 @@ func (tx *Tx) SetCursor(ctx context.Context, peer string, seq int64, now time.Ti
 // Cursor returns how far peer's feed has been applied here (0: nothing).
 func (db *DB) Cursor(ctx context.Context, peer string) (int64, error) {
 	var seq int64
-	err := db.r.QueryRowContext(ctx, `SELECT seq FROM peer_cursors WHERE peer = $1`, peer).Scan(&seq)
+	err := db.queryRow(ctx, `SELECT seq FROM peer_cursors WHERE peer = $1`, peer).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -171,7 +171,7 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err
 	}
-	res, err := tx.tx.ExecContext(ctx, `
+	res, err := tx.exec(ctx, `
 		INSERT INTO manifests (repo, digest, media_type, size, payload, created_at, version, origin, deleted)
 		VALUES ($1, $2, '', 0, $3, $4, $5, $6, 1)
 		ON CONFLICT (repo, digest) DO UPDATE SET deleted = 1, payload = excluded.payload,
@@ -200,7 +200,7 @@ const (
 // done and has left. Each record carries the running total (blob_bytes),
 // so this is two lookups by sequence number whatever the feed's length.
 func (db *DB) FeedBytes(ctx context.Context, since int64) (total, after int64, err error) {
-	err = db.r.QueryRowContext(ctx, feedTotalQuery).Scan(&total)
+	err = db.queryRow(ctx, feedTotalQuery).Scan(&total)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, 0, nil
 	}
@@ -208,7 +208,7 @@ func (db *DB) FeedBytes(ctx context.Context, since int64) (total, after int64, e
 		return 0, 0, err
 	}
 	var before int64
-	err = db.r.QueryRowContext(ctx, feedBeforeQuery, since).Scan(&before)
+	err = db.queryRow(ctx, feedBeforeQuery, since).Scan(&before)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, 0, err
 	}

@@ -18,7 +18,7 @@ type Link struct {
 // (garbage collection decides and unlinks in one transaction per
 // repository, so no manifest commits in between).
 func (tx *Tx) Links(ctx context.Context, repo string, before time.Time) ([]Link, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT digest, size, created_at FROM blobs WHERE repo = $1 AND created_at < $2`,
+	rows, err := tx.query(ctx, `SELECT digest, size, created_at FROM blobs WHERE repo = $1 AND created_at < $2`,
 		repo, before.UnixMilli())
 	if err != nil {
 		return nil, err
@@ -47,7 +47,7 @@ type Payload struct {
 
 // LivePayloads returns the live manifests of repo, in the transaction.
 func (tx *Tx) LivePayloads(ctx context.Context, repo string) ([]Payload, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT digest, media_type, payload FROM manifests WHERE repo = $1 AND deleted = 0`, repo)
+	rows, err := tx.query(ctx, `SELECT digest, media_type, payload FROM manifests WHERE repo = $1 AND deleted = 0`, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -68,13 +68,13 @@ func (tx *Tx) LivePayloads(ctx context.Context, repo string) ([]Payload, error) 
 // Linked reports whether any repository links blob d, in the transaction.
 func (tx *Tx) Linked(ctx context.Context, d digest.Digest) (bool, error) {
 	var n int
-	err := tx.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM blobs WHERE digest = $1`, d.String()).Scan(&n)
+	err := tx.queryRow(ctx, `SELECT COUNT(*) FROM blobs WHERE digest = $1`, d.String()).Scan(&n)
 	return n > 0, err
 }
 
 // LinkCount returns how many repositories link blob d.
 func (db *DB) LinkCount(ctx context.Context, d digest.Digest) (int, error) {
 	var n int
-	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM blobs WHERE digest = $1`, d.String()).Scan(&n)
+	err := db.queryRow(ctx, `SELECT COUNT(*) FROM blobs WHERE digest = $1`, d.String()).Scan(&n)
 	return n, err
 }

@@ -61,7 +61,7 @@ func (tx *Tx) notifyChanges(ctx context.Context, l *listener) error {
 	}
 	tx.change = l.nextChange()
 	payload := l.self + ":" + strconv.FormatUint(tx.change, 10) + "\n" + strings.Join(repos, "\n")
-	_, err := tx.tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, changesChannel, payload)
+	_, err := tx.exec(ctx, `SELECT pg_notify($1, $2)`, changesChannel, payload)
 	return err
 }
 

@@ -21,7 +21,7 @@ func (tx *Tx) PinTag(ctx context.Context, repo, name string, d digest.Digest, v 
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO tags (repo, name, digest, version, origin, updated_at, deleted)
 		VALUES ($1, $2, $3, $4, $5, $6, 0)
 		ON CONFLICT (repo, name) DO UPDATE SET
@@ -51,7 +51,7 @@ type TagInfo struct {
 
 // TagList returns repo's live tags (of live manifests).
 func (db *DB) TagList(ctx context.Context, repo string) ([]TagInfo, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT t.name, t.digest, t.updated_at, t.origin FROM tags t
 		JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
 		WHERE t.repo = $1 AND t.deleted = 0 AND m.deleted = 0 ORDER BY t.name`, repo)
@@ -88,7 +88,7 @@ type ManifestInfo struct {
 
 // ManifestList returns repo's live manifests with their live tags.
 func (db *DB) ManifestList(ctx context.Context, repo string) ([]ManifestInfo, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT digest, media_type, artifact_type, size, created_at, subject, origin, payload FROM manifests
 		WHERE repo = $1 AND deleted = 0 ORDER BY created_at, digest`, repo)
 	if err != nil {

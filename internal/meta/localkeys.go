@@ -14,7 +14,7 @@ type LocalKey struct {
 
 // LocalKeys returns the region's own signing keys, oldest first.
 func (db *DB) LocalKeys(ctx context.Context) ([]LocalKey, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT kid, pem, created FROM local_keys ORDER BY created, kid`)
+	rows, err := db.query(ctx, `SELECT kid, pem, created FROM local_keys ORDER BY created, kid`)
 	if err != nil {
 		return nil, err
 	}
@@ -40,10 +40,10 @@ func (db *DB) PutLocalKey(ctx context.Context, k LocalKey, since time.Time) (boo
 	stored := false
 	err := db.Update(ctx, func(tx *Tx) error {
 		var n int
-		if err := tx.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM local_keys WHERE created > $1`, since.UnixMilli()).Scan(&n); err != nil || n > 0 {
+		if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM local_keys WHERE created > $1`, since.UnixMilli()).Scan(&n); err != nil || n > 0 {
 			return err
 		}
-		_, err := tx.tx.ExecContext(ctx, `INSERT INTO local_keys (kid, pem, created) VALUES ($1, $2, $3)`, k.Kid, k.PEM, k.Created.UnixMilli())
+		_, err := tx.exec(ctx, `INSERT INTO local_keys (kid, pem, created) VALUES ($1, $2, $3)`, k.Kid, k.PEM, k.Created.UnixMilli())
 		stored = err == nil
 		return err
 	})
@@ -53,7 +53,7 @@ func (db *DB) PutLocalKey(ctx context.Context, k LocalKey, since time.Time) (boo
 // DeleteLocalKey forgets a retired signing key.
 func (db *DB) DeleteLocalKey(ctx context.Context, kid string) error {
 	return db.Update(ctx, func(tx *Tx) error {
-		_, err := tx.tx.ExecContext(ctx, `DELETE FROM local_keys WHERE kid = $1`, kid)
+		_, err := tx.exec(ctx, `DELETE FROM local_keys WHERE kid = $1`, kid)
 		return err
 	})
 }

@@ -59,7 +59,7 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 		b, _ := json.Marshal(m.Annotations)
 		ann = string(b)
 	}
-	_, err = tx.tx.ExecContext(ctx, `
+	_, err = tx.exec(ctx, `
 		INSERT INTO manifests (repo, digest, media_type, size, payload, subject, artifact_type, annotations, created_at, version, origin, deleted)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)
 		ON CONFLICT (repo, digest) DO UPDATE SET
@@ -84,7 +84,7 @@ func (tx *Tx) RaiseManifestVersion(ctx context.Context, repo string, d digest.Di
 	}
 	tx.summaryChanged(repo)
 	tx.changed(repo)
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		UPDATE manifests SET version = $3, origin = $4
 		WHERE repo = $1 AND digest = $2 AND deleted = 0 AND (version < $3 OR (version = $3 AND origin < $4))`,
 		repo, d.String(), v.Time, v.Region)
@@ -133,7 +133,7 @@ func (tx *Tx) ManifestsExist(ctx context.Context, repo string, ds []digest.Diges
 	out := make(map[digest.Digest]bool, len(ds))
 	for _, d := range ds {
 		var n int
-		if err := tx.tx.QueryRowContext(ctx,
+		if err := tx.queryRow(ctx,
 			`SELECT COUNT(*) FROM manifests WHERE repo = $1 AND digest = $2 AND deleted = 0`,
 			repo, d.String()).Scan(&n); err != nil {
 			return nil, err
@@ -155,7 +155,7 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 	}
 	tx.summaryChanged(repo)
 	tx.changed(repo)
-	res, err := tx.tx.ExecContext(ctx, `
+	res, err := tx.exec(ctx, `
 		UPDATE manifests SET deleted = 1, payload = $3, version = $4, origin = $5
 		WHERE repo = $1 AND digest = $2 AND deleted = 0`,
 		repo, d.String(), []byte{}, v.Time, v.Region)
@@ -182,7 +182,7 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 
 // liveTags returns the live tags of repo pointing at d.
 func (tx *Tx) liveTags(ctx context.Context, repo string, d digest.Digest) ([]string, error) {
-	rows, err := tx.tx.QueryContext(ctx,
+	rows, err := tx.query(ctx,
 		`SELECT name FROM tags WHERE repo = $1 AND digest = $2 AND deleted = 0 ORDER BY name`, repo, d.String())
 	if err != nil {
 		return nil, err
@@ -215,7 +215,7 @@ type Referrer struct {
 // order, at most limit of them, and no more once their annotations
 // passed maxBytes (at least one). more reports that others follow.
 func (db *DB) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string, after digest.Digest, limit, maxBytes int) (out []Referrer, more bool, err error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT digest, media_type, size, artifact_type, annotations FROM manifests
 		WHERE repo = $1 AND subject = $2 AND deleted = 0 AND ($3 = '' OR artifact_type = $3) AND digest > $4
 		ORDER BY digest LIMIT $5`, repo, subject.String(), artifactType, after.String(), limit+1)

@@ -64,6 +64,9 @@ type DB struct {
 	writes, writeWaitNs atomic.Int64
 	batch               batcher // PostgreSQL: writes waiting for their turn
 	summaries           summaryCache
+	// SQLite: statements prepared on the writing and reading pools
+	// (stmts.go).
+	writeStmts, readStmts statements
 }
 
 // WriteStats returns how many write transactions began, and how long they
@@ -429,6 +432,8 @@ func (db *DB) applySchema(ctx context.Context, tx *sql.Tx) error {
 
 // Close closes the database.
 func (db *DB) Close() error {
+	db.writeStmts.close()
+	db.readStmts.close()
 	return errors.Join(db.r.Close(), db.w.Close())
 }
 
@@ -443,7 +448,7 @@ func (db *DB) Ping(ctx context.Context) error {
 // PingRead checks the database answers a read.
 func (db *DB) PingRead(ctx context.Context) error {
 	var one int
-	return db.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	return db.queryRow(ctx, "SELECT 1").Scan(&one)
 }
 
 // newerWins is the last-writer-wins rule of DESIGN invariant 4, as the
@@ -457,6 +462,7 @@ func newerWins(table string) string {
 // Tx is a write transaction. Its methods are the only writes to the store.
 type Tx struct {
 	tx      *sql.Tx
+	db      *DB
 	dialect dialect
 	// changedRepos are the repositories whose tags or manifests this
 	// transaction changes (PostgreSQL: other nodes are told at commit).
@@ -497,7 +503,7 @@ func (db *DB) update(ctx context.Context, scope string, fn func(*Tx) error) erro
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &Tx{tx: tx, dialect: db.dialect, locked: time.Now(), scope: scope}
+	t := &Tx{tx: tx, db: db, dialect: db.dialect, locked: time.Now(), scope: scope}
 	db.waited(asked, t.locked)
 	if err := fn(t); err != nil {
 		_ = tx.Rollback()
@@ -510,6 +516,7 @@ func (db *DB) update(ctx context.Context, scope string, fn func(*Tx) error) erro
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	db.writeStmts.prepareWanted(context.WithoutCancel(ctx), db.w)
 	return nil
 }
 
@@ -540,7 +547,7 @@ func (db *DB) end(ctx context.Context, t *Tx) error {
 // when it was never set).
 func (db *DB) RegionState(ctx context.Context, name string) (int64, bool, error) {
 	var v int64
-	err := db.r.QueryRowContext(ctx, `SELECT value FROM region_state WHERE name = $1`, name).Scan(&v)
+	err := db.queryRow(ctx, `SELECT value FROM region_state WHERE name = $1`, name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -552,7 +559,7 @@ func (tx *Tx) SetRegionState(ctx context.Context, name string, v int64) error {
 	if err := tx.writesRegion("SetRegionState"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO region_state (name, value) VALUES ($1, $2)
+	_, err := tx.exec(ctx, `INSERT INTO region_state (name, value) VALUES ($1, $2)
 		ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, v)
 	return err
 }
@@ -563,7 +570,7 @@ func (db *DB) Counts(ctx context.Context) (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, table := range []string{"repositories", "blobs", "manifests", "tags", "uploads"} {
 		var n int64
-		if err := db.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table).Scan(&n); err != nil {
+		if err := db.queryRow(ctx, "SELECT COUNT(*) FROM "+table).Scan(&n); err != nil {
 			return nil, err
 		}
 		out[table] = n
@@ -581,7 +588,7 @@ func (tx *Tx) Purge(ctx context.Context) error {
 	tx.changed(allRepositories)
 	tx.ensured = nil
 	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys", "repo_gens"} {
-		if _, err := tx.tx.ExecContext(ctx, "DELETE FROM "+table); err != nil {
+		if _, err := tx.exec(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}
 	}

@@ -20,7 +20,7 @@ import (
 func (db *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, now time.Time) (bool, error) {
 	var got bool
 	err := db.Update(ctx, func(tx *Tx) error {
-		res, err := tx.tx.ExecContext(ctx, `
+		res, err := tx.exec(ctx, `
 			INSERT INTO leases (name, holder, expires) VALUES ($1, $2, $3)
 			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
 			WHERE leases.holder = excluded.holder OR leases.expires < $4`,
@@ -38,7 +38,7 @@ func (db *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Du
 // ReleaseLease gives lease name up, if holder has it.
 func (db *DB) ReleaseLease(ctx context.Context, name, holder string) error {
 	return db.Update(ctx, func(tx *Tx) error {
-		_, err := tx.tx.ExecContext(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, holder)
+		_, err := tx.exec(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, holder)
 		return err
 	})
 }
@@ -63,7 +63,7 @@ func (db *DB) Publish(ctx context.Context, table, key, node, body string, now ti
 		return fmt.Errorf("publish: no table %q", table)
 	}
 	return db.Update(ctx, func(tx *Tx) error {
-		_, err := tx.tx.ExecContext(ctx, `INSERT INTO `+table+` (`+col+`, node, body, updated_at) VALUES ($1, $2, $3, $4)
+		_, err := tx.exec(ctx, `INSERT INTO `+table+` (`+col+`, node, body, updated_at) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (`+col+`) DO UPDATE SET node = excluded.node, body = excluded.body, updated_at = excluded.updated_at`,
 			key, node, body, now.UnixMilli())
 		return err
@@ -78,7 +78,7 @@ func (db *DB) Published(ctx context.Context, table, key string) (*Published, err
 	}
 	p := &Published{Key: key}
 	var updated int64
-	err := db.r.QueryRowContext(ctx, `SELECT node, body, updated_at FROM `+table+` WHERE `+col+` = $1`, key).
+	err := db.queryRow(ctx, `SELECT node, body, updated_at FROM `+table+` WHERE `+col+` = $1`, key).
 		Scan(&p.Node, &p.Body, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -90,7 +90,7 @@ func (db *DB) Published(ctx context.Context, table, key string) (*Published, err
 // PruneImportJobs forgets import jobs last published before cutoff.
 func (db *DB) PruneImportJobs(ctx context.Context, cutoff time.Time) error {
 	return db.Update(ctx, func(tx *Tx) error {
-		_, err := tx.tx.ExecContext(ctx, `DELETE FROM import_jobs WHERE updated_at < $1`, cutoff.UnixMilli())
+		_, err := tx.exec(ctx, `DELETE FROM import_jobs WHERE updated_at < $1`, cutoff.UnixMilli())
 		return err
 	})
 }

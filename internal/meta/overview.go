@@ -18,7 +18,7 @@ type TagRow struct {
 // RecentTags returns the n live tags (of live manifests) that changed
 // last, newest first.
 func (db *DB) RecentTags(ctx context.Context, n int) ([]TagRow, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT t.repo, t.name, t.digest, t.updated_at FROM tags t
 		JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
 		WHERE t.deleted = 0 AND m.deleted = 0 ORDER BY t.updated_at DESC, t.repo, t.name LIMIT $1`, n)
@@ -48,7 +48,7 @@ type RepoCount struct {
 
 // TagCounts returns up to n repositories by name with their live tags.
 func (db *DB) TagCounts(ctx context.Context, n int) ([]RepoCount, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT r.name, COUNT(t.name) FROM repositories r
 		LEFT JOIN tags t ON t.repo = r.name AND t.deleted = 0
 		GROUP BY r.name ORDER BY r.name LIMIT $1`, n)

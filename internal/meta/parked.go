@@ -28,7 +28,7 @@ func (tx *Tx) Park(ctx context.Context, p Parked) error {
 	if err := tx.writesRegion("Park"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO parked (peer, seq, record, parked_at, attempts, next_at, last_error, reported)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT (peer, seq) DO NOTHING`,
 		p.Peer, p.Seq, string(p.Record), p.ParkedAt.UnixMilli(), p.Attempts, p.NextAt.UnixMilli(), p.LastErr)
@@ -38,7 +38,7 @@ func (tx *Tx) Park(ctx context.Context, p Parked) error {
 // DueParked returns up to n records of peer parked whose next attempt is
 // due at now, oldest first.
 func (db *DB) DueParked(ctx context.Context, peer string, now time.Time, n int) ([]Parked, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT seq, record, parked_at, attempts, next_at, last_error, reported FROM parked
 		WHERE peer = $1 AND next_at <= $2 ORDER BY seq LIMIT $3`, peer, now.UnixMilli(), n)
 	if err != nil {
@@ -65,7 +65,7 @@ func (db *DB) DueParked(ctx context.Context, peer string, now time.Time, n int) 
 func (db *DB) ParkedCount(ctx context.Context, peer string) (int64, time.Time, error) {
 	var n int64
 	var oldest *int64
-	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*), MIN(parked_at) FROM parked WHERE peer = $1`, peer).Scan(&n, &oldest)
+	err := db.queryRow(ctx, `SELECT COUNT(*), MIN(parked_at) FROM parked WHERE peer = $1`, peer).Scan(&n, &oldest)
 	if err != nil || oldest == nil {
 		return n, time.Time{}, err
 	}
@@ -77,7 +77,7 @@ func (tx *Tx) Unpark(ctx context.Context, peer string, seq int64) error {
 	if err := tx.writesRegion("Unpark"); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM parked WHERE peer = $1 AND seq = $2`, peer, seq)
+	_, err := tx.exec(ctx, `DELETE FROM parked WHERE peer = $1 AND seq = $2`, peer, seq)
 	return err
 }
 
@@ -90,7 +90,7 @@ func (tx *Tx) ParkedFailed(ctx context.Context, peer string, seq int64, next tim
 	if reported {
 		rep = 1
 	}
-	_, err := tx.tx.ExecContext(ctx, `UPDATE parked SET attempts = attempts + 1, next_at = $3, last_error = $4, reported = $5
+	_, err := tx.exec(ctx, `UPDATE parked SET attempts = attempts + 1, next_at = $3, last_error = $4, reported = $5
 		WHERE peer = $1 AND seq = $2`, peer, seq, next.UnixMilli(), lastErr, rep)
 	return err
 }

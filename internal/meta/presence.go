@@ -13,7 +13,7 @@ func (tx *Tx) SetPresence(ctx context.Context, repo string, d digest.Digest, reg
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `
+	_, err := tx.exec(ctx, `
 		INSERT INTO presence (repo, digest, region, since) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (repo, digest, region) DO NOTHING`, repo, d.String(), region, at.UnixMilli())
 	return err
@@ -57,7 +57,7 @@ func (tx *Tx) FirstAck(ctx context.Context, repo string, d digest.Digest, at tim
 	if err := tx.writes(repo); err != nil {
 		return false, err
 	}
-	res, err := tx.tx.ExecContext(ctx, `INSERT INTO acks (repo, digest, at) VALUES ($1, $2, $3)
+	res, err := tx.exec(ctx, `INSERT INTO acks (repo, digest, at) VALUES ($1, $2, $3)
 		ON CONFLICT (repo, digest) DO NOTHING`, repo, d.String(), at.UnixMilli())
 	if err != nil {
 		return false, err
@@ -72,6 +72,6 @@ func (tx *Tx) forgetAck(ctx context.Context, repo string, d digest.Digest) error
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM acks WHERE repo = $1 AND digest = $2`, repo, d.String())
+	_, err := tx.exec(ctx, `DELETE FROM acks WHERE repo = $1 AND digest = $2`, repo, d.String())
 	return err
 }

@@ -15,7 +15,7 @@ func (tx *Tx) EnsureRepository(ctx context.Context, name string, now time.Time) 
 	if _, ok := tx.ensured[name]; ok {
 		return nil
 	}
-	_, err := tx.tx.ExecContext(ctx,
+	_, err := tx.exec(ctx,
 		`INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
 		name, now.UnixMilli())
 	if err == nil {
@@ -30,13 +30,13 @@ func (tx *Tx) EnsureRepository(ctx context.Context, name string, now time.Time) 
 // RepositoryExists reports whether name was ever pushed to.
 func (db *DB) RepositoryExists(ctx context.Context, name string) (bool, error) {
 	var n int
-	err := db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM repositories WHERE name = $1`, name).Scan(&n)
+	err := db.queryRow(ctx, `SELECT COUNT(*) FROM repositories WHERE name = $1`, name).Scan(&n)
 	return n > 0, err
 }
 
 // Repositories lists up to n repository names after last, in lexical order.
 func (db *DB) Repositories(ctx context.Context, last string, n int) ([]string, error) {
-	rows, err := db.r.QueryContext(ctx,
+	rows, err := db.query(ctx,
 		`SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2`, last, n)
 	if err != nil {
 		return nil, err

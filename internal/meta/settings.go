@@ -31,7 +31,7 @@ func (tx *Tx) PutSetting(ctx context.Context, s Setting) (bool, error) {
 	if s.Deleted {
 		del, value = 1, ""
 	}
-	res, err := tx.tx.ExecContext(ctx, `
+	res, err := tx.exec(ctx, `
 		INSERT INTO settings (kind, name, value, version, origin, updated_at, deleted)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (kind, name) DO UPDATE SET

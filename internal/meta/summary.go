@@ -152,7 +152,7 @@ func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, e entr
 	if repo != "" {
 		where, args = "WHERE repo = $1", []any{repo}
 	}
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT repo, name, digest, version, origin, deleted FROM tags
 		`+where+` ORDER BY repo, name`, args...)
 	if err != nil {
@@ -173,7 +173,7 @@ func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, e entr
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = db.r.QueryContext(ctx, `
+	rows, err = db.query(ctx, `
 		SELECT repo, digest, version, origin, deleted FROM manifests
 		`+where+` ORDER BY repo, digest`, args...)
 	if err != nil {
@@ -194,7 +194,7 @@ func (db *DB) scan(ctx context.Context, repo string, fn func(repo string, e entr
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = db.r.QueryContext(ctx, `
+	rows, err = db.query(ctx, `
 		SELECT repo, digest, version, origin FROM blob_tombstones
 		`+where+` ORDER BY repo, digest`, args...)
 	if err != nil {

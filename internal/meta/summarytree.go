@@ -133,7 +133,7 @@ func (db *DB) refreshSummaries(ctx context.Context) error {
 		c.repos = map[string]cachedSummary{}
 	}
 	gens := map[string]int64{}
-	rows, err := db.r.QueryContext(ctx, `SELECT repo, gen FROM repo_gens`)
+	rows, err := db.query(ctx, `SELECT repo, gen FROM repo_gens`)
 	if err != nil {
 		return err
 	}
@@ -296,7 +296,7 @@ func (tx *Tx) summaryChanged(repo string) {
 // the transaction changed (at its end, once per repository).
 func (tx *Tx) moveGenerations(ctx context.Context) error {
 	for repo := range tx.summaries {
-		if _, err := tx.tx.ExecContext(ctx, `INSERT INTO repo_gens (repo, gen) VALUES ($1, 1)
+		if _, err := tx.exec(ctx, `INSERT INTO repo_gens (repo, gen) VALUES ($1, 1)
 			ON CONFLICT (repo) DO UPDATE SET gen = repo_gens.gen + 1`, repo); err != nil {
 			return err
 		}

@@ -56,7 +56,7 @@ func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version,
 		// new tag is in no cache (misses are not cached), so a push of a
 		// new tag costs no notification and no wait (lease.go).
 		var inserted bool
-		err := tx.tx.QueryRowContext(ctx, query+` RETURNING (xmax = 0)`, args...).Scan(&inserted)
+		err := tx.queryRow(ctx, query+` RETURNING (xmax = 0)`, args...).Scan(&inserted)
 		if errors.Is(err, sql.ErrNoRows) {
 			return false, nil // a later version is stored
 		}
@@ -68,7 +68,7 @@ func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version,
 		}
 		return true, nil
 	}
-	res, err := tx.tx.ExecContext(ctx, query, args...)
+	res, err := tx.exec(ctx, query, args...)
 	if err != nil {
 		return false, err
 	}
@@ -116,7 +116,7 @@ func tagRecord(ctx context.Context, q queryer, repo, name string) (*Tag, error) 
 // A tag whose manifest was deleted (possible briefly between regions) is
 // not listed: it cannot be pulled.
 func (db *DB) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
-	rows, err := db.r.QueryContext(ctx, `
+	rows, err := db.query(ctx, `
 		SELECT t.name FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
 		WHERE t.repo = $1 AND t.deleted = 0 AND m.deleted = 0 AND t.name > $2
 		ORDER BY t.name LIMIT $3`,
@@ -140,7 +140,7 @@ func (db *DB) Tags(ctx context.Context, repo, last string, n int) ([]string, err
 // a restarted region's clock starts past everything it wrote before.
 func (db *DB) MaxVersion(ctx context.Context) (int64, error) {
 	var t sql.NullInt64
-	err := db.r.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT MAX(v) FROM (SELECT MAX(version) AS v FROM tags UNION ALL SELECT MAX(version) FROM manifests) AS both_tables`).Scan(&t)
 	return t.Int64, err
 }

@@ -29,7 +29,7 @@ type Upload struct {
 // CreateUpload records a new session (a write of its repository).
 func (db *DB) CreateUpload(ctx context.Context, u Upload) error {
 	return db.UpdateRepo(ctx, u.Repo, func(tx *Tx) error {
-		_, err := tx.tx.ExecContext(ctx,
+		_, err := tx.exec(ctx,
 			`INSERT INTO uploads (id, repo, size, checkpoint, gen, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $6)`,
 			u.ID, u.Repo, u.Size, u.Checkpoint, u.Created.UnixMilli(), u.Updated.UnixMilli())
 		return err
@@ -40,7 +40,7 @@ func (db *DB) CreateUpload(ctx context.Context, u Upload) error {
 func (db *DB) GetUpload(ctx context.Context, id string) (*Upload, error) {
 	u := &Upload{ID: id}
 	var created, updated int64
-	err := db.r.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT repo, size, checkpoint, gen, created_at, updated_at FROM uploads WHERE id = $1`, id).
 		Scan(&u.Repo, &u.Size, &u.Checkpoint, &u.Gen, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -59,7 +59,7 @@ func (db *DB) GetUpload(ctx context.Context, id string) (*Upload, error) {
 // ErrNotFound when it is gone. A write of repo, the session's repository.
 func (db *DB) SaveUpload(ctx context.Context, repo, id string, gen, size int64, checkpoint []byte, now time.Time) error {
 	return db.UpdateRepo(ctx, repo, func(tx *Tx) error {
-		res, err := tx.tx.ExecContext(ctx, `UPDATE uploads SET size = $3, checkpoint = $4, gen = gen + 1, updated_at = $5
+		res, err := tx.exec(ctx, `UPDATE uploads SET size = $3, checkpoint = $4, gen = gen + 1, updated_at = $5
 			WHERE id = $1 AND gen = $2`, id, gen, size, checkpoint, now.UnixMilli())
 		if err != nil {
 			return err
@@ -68,7 +68,7 @@ func (db *DB) SaveUpload(ctx context.Context, repo, id string, gen, size int64, 
 			return err
 		}
 		var exists int64
-		if err := tx.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM uploads WHERE id = $1`, id).Scan(&exists); err != nil {
+		if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM uploads WHERE id = $1`, id).Scan(&exists); err != nil {
 			return err
 		}
 		if exists == 0 {
@@ -82,13 +82,13 @@ func (db *DB) SaveUpload(ctx context.Context, repo, id string, gen, size int64, 
 // and forgetting its session commit together). Its row is the session's
 // own, so a write of any scope may delete it.
 func (tx *Tx) DeleteUpload(ctx context.Context, id string) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = $1`, id)
+	_, err := tx.exec(ctx, `DELETE FROM uploads WHERE id = $1`, id)
 	return err
 }
 
 // StaleUploads returns up to n sessions idle since before cutoff.
 func (db *DB) StaleUploads(ctx context.Context, cutoff time.Time, n int) ([]string, error) {
-	rows, err := db.r.QueryContext(ctx,
+	rows, err := db.query(ctx,
 		`SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2`, cutoff.UnixMilli(), n)
 	if err != nil {
 		return nil, err
