@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"sync"
 )
 
@@ -32,6 +33,9 @@ type statements struct {
 // for) q is only noted, to be prepared by prepareWanted after the
 // transaction. No lock is held while a statement is prepared.
 func (s *statements) get(ctx context.Context, pool *sql.DB, q string, prepare bool) *sql.Stmt {
+	if strings.Contains(q, ";") {
+		return nil // several statements: a prepared statement would run the first alone
+	}
 	s.mu.Lock()
 	st, ok := s.m[q]
 	full := len(s.m) >= maxStatements
