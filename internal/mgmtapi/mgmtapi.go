@@ -167,6 +167,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerRepositories(mux)
 	a.registerImports(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
+	mux.HandleFunc("GET /_georeg/v1/usage", a.handle(a.usage))
 	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))
 	mux.HandleFunc("POST /_georeg/v1/gc", a.handle(a.runGC))
 	mux.HandleFunc("GET /_georeg/v1/gc", a.handle(a.lastGC))

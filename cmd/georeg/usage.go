@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/georeg/georeg/internal/cli"
+	"github.com/georeg/georeg/internal/mgmtapi"
+)
+
+// usageCmd shows what each region stores.
+func usageCmd() *cobra.Command {
+	var registry, output, repository string
+	var top int
+	cmd := &cobra.Command{
+		Use:   "usage [--repository R] [--top N]",
+		Short: "What each region stores: unique and logical bytes, blobs, manifests, repositories",
+		Long: `Every region's usage, by its own metadata: stored bytes count each blob
+once however many repositories link it; logical bytes count every link.
+Manifests are counted apart (the metadata store holds them).`,
+		Example: `  georeg usage
+  georeg usage --repository demo/app
+  georeg usage --top 10 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			v := url.Values{}
+			if repository != "" {
+				v.Set("repository", repository)
+			}
+			if top > 0 {
+				v.Set("top", strconv.Itoa(top))
+			}
+			var rep mgmtapi.UsageReport
+			if err := cli.New(registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/usage?"+v.Encode(), nil, &rep); err != nil {
+				return err
+			}
+			if err := printUsage(rep, output); err != nil {
+				return err
+			}
+			if len(rep.Unreachable) > 0 {
+				fmt.Fprintf(os.Stderr, "not listed: %s did not answer\n", strings.Join(rep.Unreachable, ", "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&registry, "registry", "r", cli.Registry(), "registry (any region) to ask")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
+	cmd.Flags().StringVar(&repository, "repository", "", "also what this repository holds in each region")
+	cmd.Flags().IntVar(&top, "top", 0, "also each region's N largest repositories (1 to 1000)")
+	return cmd
+}
+
+func printUsage(rep mgmtapi.UsageReport, output string) error {
+	var rows [][]string
+	for _, r := range rep.Regions {
+		rows = append(rows, []string{r.Region, size(r.StoredBytes), size(r.LogicalBytes), fmt.Sprint(r.Blobs),
+			fmt.Sprint(r.Manifests), size(r.ManifestBytes), fmt.Sprint(r.Repositories)})
+	}
+	if err := show(output, rep, "REGION\tSTORED\tLOGICAL\tBLOBS\tMANIFESTS\tMANIFEST BYTES\tREPOSITORIES", rows); err != nil || !custom(output) {
+		return err
+	}
+	var repoRows, topRows [][]string
+	for _, r := range rep.Regions {
+		if u := r.Repository; u != nil {
+			repoRows = append(repoRows, []string{r.Region, u.Repository, size(u.LogicalBytes), fmt.Sprint(u.Blobs), fmt.Sprint(u.Manifests), fmt.Sprint(u.Tags)})
+		}
+		for i, u := range r.Top {
+			topRows = append(topRows, []string{r.Region, fmt.Sprint(i + 1), u.Repository, size(u.LogicalBytes), fmt.Sprint(u.Blobs), fmt.Sprint(u.Manifests), fmt.Sprint(u.Tags)})
+		}
+	}
+	for _, t := range []struct {
+		header string
+		rows   [][]string
+	}{
+		{"REGION\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", repoRows},
+		{"REGION\tRANK\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", topRows},
+	} {
+		if len(t.rows) == 0 {
+			continue
+		}
+		fmt.Println()
+		if err := show(output, nil, t.header, t.rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// size is n bytes for a person: 1.2 MiB.
+func size(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

@@ -1,0 +1,117 @@
+package mgmtapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// UsageReport is the answer of GET /_georeg/v1/usage: what each region
+// stores, by its own metadata.
+type UsageReport struct {
+	Regions []RegionUsage `json:"regions"`
+	// Unreachable lists the regions that did not answer within 5 s.
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// RegionUsage is one region's usage; Repository and Top when asked for.
+type RegionUsage struct {
+	Region string `json:"region"`
+	meta.Usage
+	Repository *meta.RepoUsage  `json:"repository,omitempty"`
+	Top        []meta.RepoUsage `json:"top,omitempty"`
+}
+
+// maxTop bounds --top.
+const maxTop = 1000
+
+// usage serves GET /_georeg/v1/usage[?repository=R][&top=N][&local=true]:
+// every region's usage, each asked at once (5 s each), or this region's
+// with local=true.
+func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
+	q := r.URL.Query()
+	repo := q.Get("repository")
+	if repo != "" {
+		if err := oci.ValidateRepository(repo); err != nil {
+			return nil, ocierr.NameInvalid.Withf("repository=%q: %v", repo, err)
+		}
+	}
+	top := 0
+	if s := q.Get("top"); s != "" {
+		var err error
+		if top, err = strconv.Atoi(s); err != nil || top < 1 || top > maxTop {
+			return nil, ocierr.PaginationNumberInvalid.Withf("top=%q: give 1 to %d", s, maxTop)
+		}
+	}
+	if q.Get("local") == "true" {
+		u, err := a.localUsage(ctx, repo, top)
+		if err != nil {
+			return nil, err
+		}
+		return UsageReport{Regions: []RegionUsage{*u}}, nil
+	}
+	all, err := a.replications(ctx)
+	if err != nil {
+		return nil, err
+	}
+	got := make([]*RegionUsage, len(all))
+	var wg sync.WaitGroup
+	for i, rep := range all {
+		wg.Go(func() {
+			if rep.Name == a.region.Name() {
+				got[i], _ = a.localUsage(ctx, repo, top)
+				return
+			}
+			v := url.Values{"local": {"true"}}
+			if repo != "" {
+				v.Set("repository", repo)
+			}
+			if top > 0 {
+				v.Set("top", strconv.Itoa(top))
+			}
+			var one UsageReport
+			if err := a.peerGet(ctx, rep.Name, rep.Endpoint, "/_georeg/v1/usage?"+v.Encode(), 16<<20, &one); err == nil && len(one.Regions) == 1 {
+				got[i] = &one.Regions[0]
+			}
+		})
+	}
+	wg.Wait()
+	out := UsageReport{Regions: []RegionUsage{}}
+	for i, g := range got {
+		if g == nil {
+			out.Unreachable = append(out.Unreachable, all[i].Name)
+			continue
+		}
+		out.Regions = append(out.Regions, *g)
+	}
+	return out, nil
+}
+
+// localUsage is this region's usage, as a report of one region.
+func (a *API) localUsage(ctx context.Context, repo string, top int) (*RegionUsage, error) {
+	u, err := a.region.Usage(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	out := &RegionUsage{Region: a.region.Name(), Usage: u}
+	if repo != "" {
+		ru, err := a.region.RepoUsage(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		out.Repository = &ru
+	}
+	if top > 0 {
+		if out.Top, err = a.region.TopRepositories(ctx, top); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,65 @@
+package up_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/georeg/georeg/internal/mgmtapi"
+)
+
+// TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce: the same
+// image pushed to two repositories of eastus replicates everywhere; asked
+// of westeurope, usage lists all three regions, each storing the image's
+// blobs once (16 + 5,000 bytes) and linking them twice, with two
+// manifests in two repositories; --repository and --top answer per
+// region too.
+func TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce(t *testing.T) {
+	reg := startRegistry(t)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	var img image
+	for _, repo := range []string{"usage/a", "usage/b"} {
+		img = push(t, east, repo, "v1", "usage", 5000)
+	}
+	for _, r := range reg.Regions {
+		for _, repo := range []string{"usage/a", "usage/b"} {
+			tagArrives(t, r.URL, repo, "v1", img.manifest)
+		}
+	}
+	_, _, m := do(t, "GET", east+"/v2/usage/a/manifests/v1", "", nil)
+	get := func(query string) mgmtapi.UsageReport {
+		t.Helper()
+		code, _, body := do(t, "GET", west+"/_georeg/v1/usage"+query, "", nil)
+		var rep mgmtapi.UsageReport
+		if code != 200 || json.Unmarshal(body, &rep) != nil {
+			t.Fatalf("usage%s: %d %s", query, code, body)
+		}
+		return rep
+	}
+	eventually(t, 30*time.Second, func() error {
+		rep := get("")
+		if len(rep.Regions) != 3 || len(rep.Unreachable) != 0 {
+			return fmt.Errorf("regions %d, unreachable %v", len(rep.Regions), rep.Unreachable)
+		}
+		for _, r := range rep.Regions {
+			if r.StoredBytes != 5016 || r.LogicalBytes != 10032 || r.Blobs != 2 || r.Manifests != 2 ||
+				r.ManifestBytes != int64(2*len(m)) || r.Repositories != 2 {
+				return fmt.Errorf("%s: %+v", r.Region, r.Usage)
+			}
+		}
+		return nil
+	})
+	rep := get("?repository=usage/a&top=1")
+	for _, r := range rep.Regions {
+		if u := r.Repository; u == nil || u.LogicalBytes != 5016 || u.Manifests != 1 || u.Tags != 1 {
+			t.Fatalf("%s: usage/a %+v", r.Region, u)
+		}
+		if len(r.Top) != 1 || r.Top[0].LogicalBytes != 5016 {
+			t.Fatalf("%s: top %+v", r.Region, r.Top)
+		}
+	}
+	if code, _, body := do(t, "GET", west+"/_georeg/v1/usage?top=0", "", nil); code != 400 {
+		t.Fatalf("top=0: %d %s, want 400", code, body)
+	}
+}
