@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,18 +22,22 @@ import (
 func usageCmd() *cobra.Command {
 	var registry, output, repository string
 	var top int
+	var since time.Duration
 	cmd := &cobra.Command{
 		Use:   "usage [--repository R] [--top N]",
 		Short: "What each region stores: unique and logical bytes, blobs, manifests, repositories",
 		Long: `Every region's usage, by its own metadata: stored bytes count each blob
 once however many repositories link it; logical bytes count every link.
-Manifests are counted apart (the metadata store holds them).`,
+Manifests are counted apart (the metadata store holds them). Then the
+blob bytes each region served to clients (from its own store, or read
+through from a peer) and received from each peer, in the window --since
+(whole hours).`,
 		Example: `  georeg usage
   georeg usage --repository demo/app
   georeg usage --top 10 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			v := url.Values{}
+			v := url.Values{"since": {since.String()}}
 			if repository != "" {
 				v.Set("repository", repository)
 			}
@@ -55,6 +61,7 @@ Manifests are counted apart (the metadata store holds them).`,
 	cmd.Flags().StringVarP(&output, "output", "o", "table", cli.OutputHelp)
 	cmd.Flags().StringVar(&repository, "repository", "", "also what this repository holds in each region")
 	cmd.Flags().IntVar(&top, "top", 0, "also each region's N largest repositories (1 to 1000)")
+	cmd.Flags().DurationVar(&since, "since", 24*time.Hour, "the window of the traffic figures (whole hours)")
 	return cmd
 }
 
@@ -62,12 +69,23 @@ func printUsage(rep mgmtapi.UsageReport, output string) error {
 	var rows [][]string
 	for _, r := range rep.Regions {
 		rows = append(rows, []string{r.Region, size(r.StoredBytes), size(r.LogicalBytes), fmt.Sprint(r.Blobs),
-			fmt.Sprint(r.Manifests), size(r.ManifestBytes), fmt.Sprint(r.Repositories)})
+			fmt.Sprint(r.Manifests), size(r.ManifestBytes), fmt.Sprint(r.Repositories),
+			size(r.ServedBytes), size(r.ServedReadThroughBytes)})
 	}
-	if err := show(output, rep, "REGION\tSTORED\tLOGICAL\tBLOBS\tMANIFESTS\tMANIFEST BYTES\tREPOSITORIES", rows); err != nil || !custom(output) {
+	if err := show(output, rep, "REGION\tSTORED\tLOGICAL\tBLOBS\tMANIFESTS\tMANIFEST BYTES\tREPOSITORIES\tSERVED\tSERVED READ-THROUGH", rows); err != nil || !custom(output) {
 		return err
 	}
-	var repoRows, topRows [][]string
+	var pairRows, repoRows, topRows [][]string
+	for _, r := range rep.Regions {
+		for _, peer := range slices.Sorted(maps.Keys(r.ReceivedBytes)) {
+			pairRows = append(pairRows, []string{peer, r.Region, size(r.ReceivedBytes[peer]), size(r.ReceivedReadThroughBytes[peer])})
+		}
+		for _, peer := range slices.Sorted(maps.Keys(r.ReceivedReadThroughBytes)) {
+			if _, ok := r.ReceivedBytes[peer]; !ok {
+				pairRows = append(pairRows, []string{peer, r.Region, size(0), size(r.ReceivedReadThroughBytes[peer])})
+			}
+		}
+	}
 	for _, r := range rep.Regions {
 		if u := r.Repository; u != nil {
 			repoRows = append(repoRows, []string{r.Region, u.Repository, size(u.LogicalBytes), fmt.Sprint(u.Blobs), fmt.Sprint(u.Manifests), fmt.Sprint(u.Tags)})
@@ -80,6 +98,7 @@ func printUsage(rep mgmtapi.UsageReport, output string) error {
 		header string
 		rows   [][]string
 	}{
+		{"FROM\tTO\tREPLICATED\tREAD-THROUGH", pairRows},
 		{"REGION\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", repoRows},
 		{"REGION\tRANK\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", topRows},
 	} {

@@ -309,6 +309,16 @@ var migrations = []string{
 	UPDATE feed SET blob_bytes = w.c
 		FROM (SELECT seq, SUM(CASE WHEN kind = 'blob' THEN size ELSE 0 END) OVER (ORDER BY seq) AS c FROM feed) AS w
 		WHERE feed.seq = w.seq`,
+	// Bytes served and received, per hour, node, kind and peer
+	// (traffic.go).
+	`CREATE TABLE IF NOT EXISTS traffic (
+		hour  BIGINT NOT NULL,
+		node  TEXT NOT NULL,
+		kind  TEXT NOT NULL,
+		peer  TEXT NOT NULL,
+		bytes BIGINT NOT NULL,
+		PRIMARY KEY (hour, node, kind, peer)
+	)`,
 }
 
 // OpenSQLite opens (creating) the SQLite database at path.
@@ -587,7 +597,7 @@ func (tx *Tx) Purge(ctx context.Context) error {
 	}
 	tx.changed(allRepositories)
 	tx.ensured = nil
-	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys", "repo_gens"} {
+	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys", "repo_gens", "traffic"} {
 		if _, err := tx.exec(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

@@ -47,8 +47,36 @@ func (m *Node) WatchWrites(stats func() (int64, time.Duration)) {
 			Help: "Writes of this node to the metadata store (on PostgreSQL several share a transaction: group commit).", ConstLabels: m.labels},
 			func() float64 { n, _ := stats(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "georeg_metadata_write_lock_wait_seconds_total",
-			Help: "Time this node's writes waited for their turn (the region's write lock on PostgreSQL, the writing connection on SQLite).", ConstLabels: m.labels},
+			Help: "Time this node's writes waited for their turn (on PostgreSQL their place in the node's queue and the locks of what they write; on SQLite the writing connection).", ConstLabels: m.labels},
 			func() float64 { _, w := stats(); return w.Seconds() }))
+}
+
+// TrafficCount is the bytes of one kind of traffic with one peer ("" for
+// clients) since the process started (region.CountTraffic).
+type TrafficCount struct {
+	Kind, Peer string
+	Bytes      int64
+}
+
+// WatchTraffic exports totals, read at each scrape, as
+// georeg_traffic_bytes_total{kind, peer}.
+func (m *Node) WatchTraffic(totals func() []TrafficCount) {
+	m.reg.MustRegister(&trafficCollector{totals: totals, desc: prometheus.NewDesc("georeg_traffic_bytes_total",
+		"Blob bytes this node served to clients (kind served, served_readthrough) and received from peers (kind received, received_readthrough), per peer.",
+		[]string{"kind", "peer"}, m.labels)})
+}
+
+type trafficCollector struct {
+	totals func() []TrafficCount
+	desc   *prometheus.Desc
+}
+
+func (c *trafficCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *trafficCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, t := range c.totals() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(t.Bytes), t.Kind, t.Peer)
+	}
 }
 
 // NewNode returns the metrics of region, with Go runtime and process

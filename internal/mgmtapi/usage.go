@@ -7,10 +7,12 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/region"
 )
 
 // UsageReport is the answer of GET /_georeg/v1/usage: what each region
@@ -25,16 +27,28 @@ type UsageReport struct {
 type RegionUsage struct {
 	Region string `json:"region"`
 	meta.Usage
-	Repository *meta.RepoUsage  `json:"repository,omitempty"`
-	Top        []meta.RepoUsage `json:"top,omitempty"`
+	// Traffic of the window asked for (every node's; region.CountTraffic).
+	Since time.Time `json:"since"`
+	// ServedBytes: blob bytes sent to clients from this region's store;
+	// ServedReadThroughBytes: sent to clients as read through from peers.
+	ServedBytes            int64 `json:"servedBytes"`
+	ServedReadThroughBytes int64 `json:"servedReadThroughBytes"`
+	// ReceivedBytes: blob bytes received from each peer to replicate
+	// (feed, backfill, repairs); ReceivedReadThroughBytes: for clients'
+	// read-through.
+	ReceivedBytes            map[string]int64 `json:"receivedBytes"`
+	ReceivedReadThroughBytes map[string]int64 `json:"receivedReadThroughBytes"`
+	Repository               *meta.RepoUsage  `json:"repository,omitempty"`
+	Top                      []meta.RepoUsage `json:"top,omitempty"`
 }
 
 // maxTop bounds --top.
 const maxTop = 1000
 
-// usage serves GET /_georeg/v1/usage[?repository=R][&top=N][&local=true]:
-// every region's usage, each asked at once (5 s each), or this region's
-// with local=true.
+// usage serves GET /_georeg/v1/usage[?since=24h][&repository=R][&top=N][&local=true]:
+// every region's usage, and its traffic of the hours since (whole hours:
+// counts are kept per hour), each region asked at once (5 s each), or
+// this region's with local=true.
 func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 	q := r.URL.Query()
 	repo := q.Get("repository")
@@ -50,8 +64,17 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 			return nil, ocierr.PaginationNumberInvalid.Withf("top=%q: give 1 to %d", s, maxTop)
 		}
 	}
+	window := 24 * time.Hour
+	if s := q.Get("since"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, ocierr.RequestInvalid.Withf("since=%q: give a duration such as 1h, 24h or 720h", s)
+		}
+		window = d
+	}
+	since := time.Now().Add(-window)
 	if q.Get("local") == "true" {
-		u, err := a.localUsage(ctx, repo, top)
+		u, err := a.localUsage(ctx, repo, top, since)
 		if err != nil {
 			return nil, err
 		}
@@ -66,10 +89,10 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 	for i, rep := range all {
 		wg.Go(func() {
 			if rep.Name == a.region.Name() {
-				got[i], _ = a.localUsage(ctx, repo, top)
+				got[i], _ = a.localUsage(ctx, repo, top, since)
 				return
 			}
-			v := url.Values{"local": {"true"}}
+			v := url.Values{"local": {"true"}, "since": {window.String()}}
 			if repo != "" {
 				v.Set("repository", repo)
 			}
@@ -95,12 +118,29 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 }
 
 // localUsage is this region's usage, as a report of one region.
-func (a *API) localUsage(ctx context.Context, repo string, top int) (*RegionUsage, error) {
+func (a *API) localUsage(ctx context.Context, repo string, top int, since time.Time) (*RegionUsage, error) {
 	u, err := a.region.Usage(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}
-	out := &RegionUsage{Region: a.region.Name(), Usage: u}
+	out := &RegionUsage{Region: a.region.Name(), Usage: u, Since: since.Truncate(time.Hour).UTC(),
+		ReceivedBytes: map[string]int64{}, ReceivedReadThroughBytes: map[string]int64{}}
+	traffic, err := a.region.TrafficSince(ctx, since)
+	if err != nil {
+		return nil, fmt.Errorf("traffic: %w", err)
+	}
+	for _, t := range traffic {
+		switch t.Kind {
+		case region.TrafficServed:
+			out.ServedBytes += t.Bytes
+		case region.TrafficServedReadThrough:
+			out.ServedReadThroughBytes += t.Bytes
+		case region.TrafficReceived:
+			out.ReceivedBytes[t.Peer] += t.Bytes
+		case region.TrafficReceivedReadThrough:
+			out.ReceivedReadThroughBytes[t.Peer] += t.Bytes
+		}
+	}
 	if repo != "" {
 		ru, err := a.region.RepoUsage(ctx, repo)
 		if err != nil {

@@ -110,6 +110,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	n := &Node{Region: r, log: log, tlsCert: cfg.HTTP.TLSCert, tlsKey: cfg.HTTP.TLSKey}
 	m := metrics.NewNode(cfg.Region.Name).WithRuntime()
 	m.WatchWrites(r.WriteStats)
+	m.WatchTraffic(func() []metrics.TrafficCount {
+		var out []metrics.TrafficCount
+		for _, t := range r.TrafficTotals() {
+			out = append(out, metrics.TrafficCount{Kind: t.Kind, Peer: t.Peer, Bytes: t.Bytes})
+		}
+		return out
+	})
 	opts.Metrics = m
 	if secret := cfg.Replication.Secret; secret != "" {
 		// A region with a secret replicates: with its configured peers and
@@ -282,6 +289,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.Region.RunLeased(gctx, "retention", n.Region.RunRetention) })
 	g.Go(func() error { return n.Region.Listen(gctx) })
 	g.Go(func() error { return n.Region.RunLocal(gctx) })
+	g.Go(func() error { return n.Region.RunTraffic(gctx) })
 	g.Go(func() error { return n.Region.RunSpace(gctx) })
 	g.Go(func() error { return n.deliverer.Run(gctx) })
 	g.Go(func() error { return n.auth.Run(gctx) })

@@ -78,6 +78,7 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 		}
 	}
 	if ocierr.BlobUnknown.Is(err) && a.opts.ReadThrough && a.askPeers(r) {
+		servedReadThrough(ctx)
 		if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
 			// Stream it from the peer while it is stored and verified here.
 			streamed := false

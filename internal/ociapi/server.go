@@ -404,6 +404,31 @@ func (a *API) base(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// servedFrom says where a blob response's bytes came from.
+type servedFrom struct{ readThrough bool }
+
+type servedKey struct{}
+
+// servedReadThrough marks the request's blob as read through from a peer.
+func servedReadThrough(ctx context.Context) {
+	if f, ok := ctx.Value(servedKey{}).(*servedFrom); ok {
+		f.readThrough = true
+	}
+}
+
+// countServed counts the blob bytes a client (not a peer) got, as served
+// from this region or read through (region.CountTraffic).
+func (a *API) countServed(r *http.Request, rec *recorder, served *servedFrom) {
+	if rec.route != "blob" || r.Method != http.MethodGet || (rec.status != http.StatusOK && rec.status != http.StatusPartialContent) || rec.bytes <= 0 || a.isPeer(r) {
+		return
+	}
+	kind := region.TrafficServed
+	if served.readThrough {
+		kind = region.TrafficServedReadThrough
+	}
+	a.region.CountTraffic(kind, "", rec.bytes)
+}
+
 // logged writes one line per finished request with its status, OCI code,
 // bytes and duration, and tags it with a request id (X-Request-Id).
 func (a *API) logged(next http.Handler) http.Handler {
@@ -426,6 +451,8 @@ func (a *API) logged(next http.Handler) http.Handler {
 		body := &countingBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: a.opts.BodyIdle}
 		r.Body = body // counts what was read, also of a chunked body (no Content-Length)
 		r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, body))
+		served := &servedFrom{}
+		r = r.WithContext(context.WithValue(r.Context(), servedKey{}, served))
 		next.ServeHTTP(rec, r)
 		took := time.Since(start)
 		in := body.n
@@ -433,6 +460,7 @@ func (a *API) logged(next http.Handler) http.Handler {
 			rec.route = routeClass(r.URL.Path)
 		}
 		a.opts.Metrics.Request(rec.route, r.Method, rec.status, in, rec.bytes, took)
+		a.countServed(r, rec, served)
 		level := slog.LevelInfo
 		attrs := []slog.Attr{
 			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),

@@ -46,6 +46,7 @@ type Region struct {
 	members    MembersFunc   // the Ready regions, for replicated-everywhere
 	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
 	space      *space        // out of storage or not (space.go)
+	traffic    traffic       // bytes served and received, not yet recorded (traffic.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -153,7 +154,7 @@ func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d
 			return io.NopCloser(bytes.NewReader(inline)), nil
 		}
 		_, err := p.region.FetchBlob(ctx, id, d, size, open, nil)
-		return err
+		return err // its bytes were counted as the feed page arrived (fetchPages)
 	}
 	peers := p.peers()
 	byName := map[string]*source{s.name: s}
@@ -178,7 +179,13 @@ func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d
 			return fmt.Errorf("blob %s of %s: no region could provide it now: %w", d, repo, plan.lastErr())
 		}
 		src := byName[st.from]
-		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return src.blob(ctx, repo, d, offset) }
+		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+			rc, err := src.blob(ctx, repo, d, offset)
+			if err != nil {
+				return nil, err
+			}
+			return p.counted(rc, region.TrafficReceived, src.name), nil
+		}
 		_, err := p.region.FetchBlob(ctx, id, d, size, open, nil)
 		if err == nil {
 			return nil
@@ -193,6 +200,30 @@ func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d
 		}
 	}
 	return ctx.Err()
+}
+
+// counted counts what is read from rc as traffic of kind with peer (once,
+// when it is closed).
+func (p *Replicator) counted(rc io.ReadCloser, kind, peer string) io.ReadCloser {
+	return &countingReader{ReadCloser: rc, done: func(n int64) { p.region.CountTraffic(kind, peer, n) }}
+}
+
+type countingReader struct {
+	io.ReadCloser
+	n    int64
+	done func(int64)
+	once sync.Once
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error {
+	c.once.Do(func() { c.done(c.n) })
+	return c.ReadCloser.Close()
 }
 
 // nearMin is the smallest blob worth asking nearer peers about: below it,

@@ -13,6 +13,7 @@ import (
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/region"
 )
 
 // Backoff bounds.
@@ -144,6 +145,10 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 			continue
 		}
 		for _, rec := range page.Records {
+			if rec.Kind == meta.KindBlob && len(rec.Data) > 0 {
+				// A small blob's bytes cross in the feed page itself.
+				p.region.CountTraffic(region.TrafficReceived, s.name, int64(len(rec.Data)))
+			}
 			if rec.Kind == meta.KindBlob && rec.Digest.Validate() == nil {
 				// Failures are left to the ordered apply, which retries.
 				prefetches.Go(func() error {

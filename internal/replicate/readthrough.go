@@ -188,9 +188,13 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 			if offset == 0 && first != nil {
 				rc := first
 				first = nil
-				return rc, nil
+				return p.counted(rc, region.TrafficReceivedReadThrough, s.name), nil
 			}
-			return s.blob(ctx, repo, d, offset)
+			rc, err := s.blob(ctx, repo, d, offset)
+			if err != nil {
+				return nil, err
+			}
+			return p.counted(rc, region.TrafficReceivedReadThrough, s.name), nil
 		}
 		lw := &lazyWriter{start: func() io.Writer { return start(size) }}
 		hw := &holdLast{w: lw}

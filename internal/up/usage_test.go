@@ -12,15 +12,18 @@ import (
 // TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce: the same
 // image pushed to two repositories of eastus replicates everywhere; asked
 // of westeurope, usage lists all three regions, each storing the image's
-// blobs once (16 + 5,000 bytes) and linking them twice, with two
+// blobs once (16 + 100,000 bytes) and linking them twice, with two
 // manifests in two repositories; --repository and --top answer per
-// region too.
+// region too. Traffic: each replica received the layer from eastus once
+// (the second repository's needed no transfer) and the small config
+// inline in each push's feed record, and westeurope served the layer
+// once to a client that pulled it there.
 func TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce(t *testing.T) {
 	reg := startRegistry(t)
 	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
 	var img image
 	for _, repo := range []string{"usage/a", "usage/b"} {
-		img = push(t, east, repo, "v1", "usage", 5000)
+		img = push(t, east, repo, "v1", "usage", 100_000)
 	}
 	for _, r := range reg.Regions {
 		for _, repo := range []string{"usage/a", "usage/b"} {
@@ -28,6 +31,9 @@ func TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce(t *testing.T) {
 		}
 	}
 	_, _, m := do(t, "GET", east+"/v2/usage/a/manifests/v1", "", nil)
+	if code, _, body := do(t, "GET", west+"/v2/usage/a/blobs/"+img.blobs[1].String(), "", nil); code != 200 || len(body) != 100_000 {
+		t.Fatalf("pull the layer from westeurope: %d, %d bytes", code, len(body))
+	}
 	get := func(query string) mgmtapi.UsageReport {
 		t.Helper()
 		code, _, body := do(t, "GET", west+"/_georeg/v1/usage"+query, "", nil)
@@ -43,19 +49,37 @@ func TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce(t *testing.T) {
 			return fmt.Errorf("regions %d, unreachable %v", len(rep.Regions), rep.Unreachable)
 		}
 		for _, r := range rep.Regions {
-			if r.StoredBytes != 5016 || r.LogicalBytes != 10032 || r.Blobs != 2 || r.Manifests != 2 ||
+			if r.StoredBytes != 100_016 || r.LogicalBytes != 200_032 || r.Blobs != 2 || r.Manifests != 2 ||
 				r.ManifestBytes != int64(2*len(m)) || r.Repositories != 2 {
 				return fmt.Errorf("%s: %+v", r.Region, r.Usage)
+			}
+			// The layer (over the feed's 64 KiB inline limit) is fetched
+			// once; the 16-byte config crosses inline in each push's
+			// blob record.
+			received, served := int64(100_000+2*16), int64(0)
+			switch r.Region {
+			case "eastus":
+				received = 0
+			case "westeurope":
+				served = 100_000
+			}
+			var got int64
+			for _, n := range r.ReceivedBytes {
+				got += n
+			}
+			if got != received || r.ReceivedBytes["eastus"] != received || r.ServedBytes != served || r.ServedReadThroughBytes != 0 {
+				return fmt.Errorf("%s: received %v, served %d (read through %d); want %d from eastus, %d served",
+					r.Region, r.ReceivedBytes, r.ServedBytes, r.ServedReadThroughBytes, received, served)
 			}
 		}
 		return nil
 	})
 	rep := get("?repository=usage/a&top=1")
 	for _, r := range rep.Regions {
-		if u := r.Repository; u == nil || u.LogicalBytes != 5016 || u.Manifests != 1 || u.Tags != 1 {
+		if u := r.Repository; u == nil || u.LogicalBytes != 100_016 || u.Manifests != 1 || u.Tags != 1 {
 			t.Fatalf("%s: usage/a %+v", r.Region, u)
 		}
-		if len(r.Top) != 1 || r.Top[0].LogicalBytes != 5016 {
+		if len(r.Top) != 1 || r.Top[0].LogicalBytes != 100_016 {
 			t.Fatalf("%s: top %+v", r.Region, r.Top)
 		}
 	}
