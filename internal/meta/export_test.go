@@ -1,6 +1,9 @@
 package meta
 
-import "context"
+import (
+	"context"
+	"strings"
+)
 
 // WriterPragma reads a pragma on the connection SQLite commits through.
 func WriterPragma(ctx context.Context, db *DB, name string) (string, error) {
@@ -47,3 +50,14 @@ func QueryPlan(db *DB, q string, args ...any) (string, error) {
 
 // FeedBytesQueries are the queries FeedBytes runs.
 var FeedBytesQueries = []string{feedTotalQuery, feedBeforeQuery}
+
+// MigrationNamed is the number of the migration whose text holds s
+// (migrations before it: what region_state "schema" counts), -1 for none.
+func MigrationNamed(s string) int {
+	for i, m := range migrations {
+		if strings.Contains(m, s) {
+			return i
+		}
+	}
+	return -1
+}
