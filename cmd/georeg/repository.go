@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,7 +47,7 @@ func repositoryCmd() *cobra.Command {
 		},
 	}
 	showCmd := &cobra.Command{
-		Use: "show --name R", Short: "Show a repository with its lock flags", Args: cobra.NoArgs,
+		Use: "show --name R", Short: "Show a repository with its lock flags and its size in each region", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := need(); err != nil {
 				return err
@@ -55,8 +56,23 @@ func repositoryCmd() *cobra.Command {
 			if err := client().Do(c.Context(), http.MethodGet, "/_georeg/v1/repository"+q(), nil, &v); err != nil {
 				return err
 			}
-			return show(*output, v, "REPOSITORY\tTAGS\tMANIFESTS\tWRITE ENABLED\tDELETE ENABLED",
+			err := show(*output, v, "REPOSITORY\tTAGS\tMANIFESTS\tWRITE ENABLED\tDELETE ENABLED",
 				[][]string{{v.Name, strconv.Itoa(v.Tags), strconv.Itoa(v.Manifests), strconv.FormatBool(v.Attributes.WriteEnabled), strconv.FormatBool(v.Attributes.DeleteEnabled)}})
+			if err != nil || !custom(*output) {
+				return err
+			}
+			var rows [][]string
+			for _, s := range v.Sizes {
+				rows = append(rows, []string{s.Region, size(s.Bytes)})
+			}
+			fmt.Println()
+			if err := show(*output, nil, "REGION\tSIZE", rows); err != nil {
+				return err
+			}
+			if len(v.Unreachable) > 0 {
+				fmt.Fprintf(os.Stderr, "size not known in %s: did not answer\n", strings.Join(v.Unreachable, ", "))
+			}
+			return nil
 		},
 	}
 	showTags := &cobra.Command{

@@ -54,6 +54,17 @@ type RepositoryView struct {
 	Tags       int        `json:"tagCount"`
 	Manifests  int        `json:"manifestCount"`
 	Attributes Attributes `json:"changeableAttributes"`
+	// Sizes: the repository's blob bytes (each blob once) in each region,
+	// asked of each (5 s); Unreachable names the regions that did not
+	// answer.
+	Sizes       []RegionSize `json:"sizes"`
+	Unreachable []string     `json:"unreachable,omitempty"`
+}
+
+// RegionSize is a repository's blob bytes in one region.
+type RegionSize struct {
+	Region string `json:"region"`
+	Bytes  int64  `json:"bytes"`
 }
 
 // TagView is a tag with its lock flags.
@@ -145,7 +156,21 @@ func (a *API) showRepository(ctx context.Context, r *http.Request) (any, error) 
 		tags += len(m.Tags)
 	}
 	attrs, err := a.attributes(ctx, name, "")
-	return RepositoryView{Name: name, Tags: tags, Manifests: len(ms), Attributes: attrs}, err
+	if err != nil {
+		return nil, err
+	}
+	v := RepositoryView{Name: name, Tags: tags, Manifests: len(ms), Attributes: attrs, Sizes: []RegionSize{}}
+	rep, err := a.everyRegionsUsage(ctx, name, 0, time.Time{}, true)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range rep.Regions {
+		if u.Repository != nil {
+			v.Sizes = append(v.Sizes, RegionSize{Region: u.Region, Bytes: u.Repository.LogicalBytes})
+		}
+	}
+	v.Unreachable = rep.Unreachable
+	return v, nil
 }
 
 func (a *API) repositoryTags(ctx context.Context, r *http.Request) (any, error) {

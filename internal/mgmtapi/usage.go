@@ -73,31 +73,47 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 		window = d
 	}
 	since := time.Now().Add(-window)
+	repoOnly := q.Get("only") == "repository"
+	if repoOnly && repo == "" {
+		return nil, ocierr.RequestInvalid.Withf("only=repository needs repository=")
+	}
 	if q.Get("local") == "true" {
-		u, err := a.localUsage(ctx, repo, top, since)
+		u, err := a.localUsage(ctx, repo, top, since, repoOnly)
 		if err != nil {
 			return nil, err
 		}
 		return UsageReport{Regions: []RegionUsage{*u}}, nil
 	}
+	return a.everyRegionsUsage(ctx, repo, top, since, repoOnly)
+}
+
+// everyRegionsUsage asks every region at once (5 s each) for its usage;
+// with repoOnly, for repository repo's alone.
+func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, since time.Time, repoOnly bool) (UsageReport, error) {
 	all, err := a.replications(ctx)
 	if err != nil {
-		return nil, err
+		return UsageReport{}, err
 	}
 	got := make([]*RegionUsage, len(all))
 	var wg sync.WaitGroup
 	for i, rep := range all {
 		wg.Go(func() {
 			if rep.Name == a.region.Name() {
-				got[i], _ = a.localUsage(ctx, repo, top, since)
+				got[i], _ = a.localUsage(ctx, repo, top, since, repoOnly)
 				return
 			}
-			v := url.Values{"local": {"true"}, "since": {window.String()}}
+			v := url.Values{"local": {"true"}}
+			if !since.IsZero() {
+				v.Set("since", time.Since(since).Round(time.Second).String())
+			}
 			if repo != "" {
 				v.Set("repository", repo)
 			}
 			if top > 0 {
 				v.Set("top", strconv.Itoa(top))
+			}
+			if repoOnly {
+				v.Set("only", "repository")
 			}
 			var one UsageReport
 			if err := a.peerGet(ctx, rep.Name, rep.Endpoint, "/_georeg/v1/usage?"+v.Encode(), 16<<20, &one); err == nil && len(one.Regions) == 1 {
@@ -118,13 +134,19 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 }
 
 // localUsage is this region's usage, as a report of one region.
-func (a *API) localUsage(ctx context.Context, repo string, top int, since time.Time) (*RegionUsage, error) {
+// With repoOnly, only repository repo's is read.
+func (a *API) localUsage(ctx context.Context, repo string, top int, since time.Time, repoOnly bool) (*RegionUsage, error) {
+	out := &RegionUsage{Region: a.region.Name(), ReceivedBytes: map[string]int64{}, ReceivedReadThroughBytes: map[string]int64{}}
+	if repoOnly {
+		ru, err := a.region.RepoUsage(ctx, repo)
+		out.Repository = &ru
+		return out, err
+	}
 	u, err := a.region.Usage(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}
-	out := &RegionUsage{Region: a.region.Name(), Usage: u, Since: since.Truncate(time.Hour).UTC(),
-		ReceivedBytes: map[string]int64{}, ReceivedReadThroughBytes: map[string]int64{}}
+	out.Usage, out.Since = u, since.Truncate(time.Hour).UTC()
 	traffic, err := a.region.TrafficSince(ctx, since)
 	if err != nil {
 		return nil, fmt.Errorf("traffic: %w", err)

@@ -17,7 +17,8 @@ import (
 // region too. Traffic: each replica received the layer from eastus once
 // (the second repository's needed no transfer) and the small config
 // inline in each push's feed record, and westeurope served the layer
-// once to a client that pulled it there.
+// once to a client that pulled it there. repository show gives the
+// repository's size in each region.
 func TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce(t *testing.T) {
 	reg := startRegistry(t)
 	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
@@ -81,6 +82,20 @@ func TestUsageReportsEveryRegionsBytesWithSharedBlobsCountedOnce(t *testing.T) {
 		}
 		if len(r.Top) != 1 || r.Top[0].LogicalBytes != 100_016 {
 			t.Fatalf("%s: top %+v", r.Region, r.Top)
+		}
+	}
+	// repository show: the repository's size in each region.
+	code, _, body := do(t, "GET", west+"/_georeg/v1/repository?name=usage/a", "", nil)
+	var view mgmtapi.RepositoryView
+	if code != 200 || json.Unmarshal(body, &view) != nil {
+		t.Fatalf("repository show: %d %s", code, body)
+	}
+	if len(view.Sizes) != 3 || len(view.Unreachable) != 0 {
+		t.Fatalf("repository show sizes: %+v, unreachable %v", view.Sizes, view.Unreachable)
+	}
+	for _, s := range view.Sizes {
+		if s.Bytes != 100_016 {
+			t.Fatalf("repository show: %s holds %d bytes of usage/a, want 100,016", s.Region, s.Bytes)
 		}
 	}
 	if code, _, body := do(t, "GET", west+"/_georeg/v1/usage?top=0", "", nil); code != 400 {
