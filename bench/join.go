@@ -84,20 +84,8 @@ func benchJoin(ctx context.Context, dir string, quick bool) ([]row, error) {
 	defer func() { cancel(); <-served }()
 	base := "http://" + l.Addr().String()
 	fmt.Fprintln(os.Stderr, "a fourth region joins through eastus ...")
-	for deadline := start.Add(10 * time.Minute); ; {
-		var st replicate.Status
-		resp, err := http.Get(base + "/_georeg/v1/status")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-		}
-		if err == nil && st.State == replicate.StateReady {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the fourth region is not Ready after 10 min: %+v %v", st.Waiting, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := waitStateReady(base, start.Add(10*time.Minute)); err != nil {
+		return nil, fmt.Errorf("the fourth region: %w", err)
 	}
 	elapsed := time.Since(start)
 	missing := 0
@@ -124,4 +112,24 @@ func benchJoin(ctx context.Context, dir string, quick bool) ([]row, error) {
 		target: "Ready only with every image",
 		note:   note,
 	}}, nil
+}
+
+// waitStateReady polls the region at base every 10 ms until its
+// replication status says Ready, or deadline passes.
+func waitStateReady(base string, deadline time.Time) error {
+	for {
+		var st replicate.Status
+		resp, err := http.Get(base + "/_georeg/v1/status")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		if err == nil && st.State == replicate.StateReady {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not Ready by %s: waiting for %v (%v)", deadline.Format(time.TimeOnly), st.Waiting, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

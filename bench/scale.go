@@ -207,19 +207,8 @@ func scaleAt(ctx context.Context, bin, dir string, n, images int, layer int64) (
 		return nil, err
 	}
 	newcomer := joined[0]
-	for deadline := start.Add(10 * time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		var st replicate.Status
-		resp, err := http.Get(newcomer.base() + "/_georeg/v1/status")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-		}
-		if err == nil && st.State == replicate.StateReady {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("r%d not Ready after 10 min", n+1)
-		}
+	if err := waitStateReady(newcomer.base(), start.Add(10*time.Minute)); err != nil {
+		return nil, fmt.Errorf("r%d: %w", n+1, err)
 	}
 	ready := time.Since(start)
 	var old float64

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -132,31 +129,8 @@ func nodesCPU(nodes []*server) float64 {
 // from their /metrics.
 func writeStats(nodes []*server) (tx, wait float64) {
 	for _, s := range nodes {
-		resp, err := http.Get(s.base + "/metrics")
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			name, rest, _ := strings.Cut(line, "{")
-			if name == line {
-				name, rest, _ = strings.Cut(line, " ")
-			}
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				continue
-			}
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			switch name {
-			case "georeg_metadata_write_transactions_total":
-				tx += v
-			case "georeg_metadata_write_lock_wait_seconds_total":
-				wait += v
-			}
-		}
-		resp.Body.Close()
+		tx += metricSum(s.base, "georeg_metadata_write_transactions_total", "")
+		wait += metricSum(s.base, "georeg_metadata_write_lock_wait_seconds_total", "")
 	}
 	return tx, wait
 }

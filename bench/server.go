@@ -74,15 +74,26 @@ func stopProcess(cmd *exec.Cmd, sig os.Signal) {
 
 // cpuSeconds is the server process's user + system CPU time so far.
 func (s *server) cpuSeconds() float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	_, cpu, _ := procStat(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	return cpu
+}
+
+// procStat reads a process's command name and user + system CPU seconds
+// from its /proc stat file; ok false when it is gone.
+func procStat(path string) (comm string, cpu float64, ok bool) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return "", 0, false
 	}
-	// Fields after the command name, which is in parentheses.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	// The command name is in parentheses; the fields follow it.
+	open, end := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
+	if open < 0 || end < open {
+		return "", 0, false
+	}
+	f := strings.Fields(string(data[end+2:]))
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+	return string(data[open+1 : end]), (utime + stime) / 100, true // USER_HZ is 100 on Linux
 }
 
 // machineCPU is the machine's busy and total CPU time so far, in
@@ -113,18 +124,9 @@ func commandCPU(comm string) float64 {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
+		if name, cpu, ok := procStat("/proc/" + e.Name() + "/stat"); ok && name == comm {
+			sum += cpu
 		}
-		open, end := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
-		if open < 0 || end < open || string(data[open+1:end]) != comm {
-			continue
-		}
-		f := strings.Fields(string(data[end+2:]))
-		utime, _ := strconv.ParseFloat(f[11], 64)
-		stime, _ := strconv.ParseFloat(f[12], 64)
-		sum += (utime + stime) / 100
 	}
 	return sum
 }
