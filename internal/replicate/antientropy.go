@@ -334,10 +334,8 @@ func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (Round, 
 func (p *Replicator) differingRepos(ctx context.Context, s *source, theirs Summaries) ([]string, error) {
 	var buckets []int
 	if theirs.Buckets == nil {
-		// A peer from before the tree: every repository of it at once.
-		if err := s.getJSON(ctx, SummariesPath, &theirs); err != nil {
-			return nil, err
-		}
+		// A peer from before the tree ignores ?tree=1 and answered
+		// every repository's summary at once: compare them all.
 		buckets = []int{-1}
 	} else {
 		ours, err := p.region.SummaryTree(ctx)
