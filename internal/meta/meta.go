@@ -477,7 +477,6 @@ type Tx struct {
 	// changedRepos are the repositories whose tags or manifests this
 	// transaction changes (PostgreSQL: other nodes are told at commit).
 	changedRepos map[string]struct{}
-	locked       time.Time           // when the transaction's turn to write came
 	ensured      map[string]struct{} // repositories recorded (EnsureRepository)
 	change       uint64              // this node's number of the change notified at commit (lease.go)
 	// scope is the repository the running write may write ("": any;
@@ -513,8 +512,8 @@ func (db *DB) update(ctx context.Context, scope string, fn func(*Tx) error) erro
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &Tx{tx: tx, db: db, dialect: db.dialect, locked: time.Now(), scope: scope}
-	db.waited(asked, t.locked)
+	db.waited(asked, time.Now())
+	t := &Tx{tx: tx, db: db, dialect: db.dialect, scope: scope}
 	if err := fn(t); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -533,11 +532,8 @@ func (db *DB) update(ctx context.Context, scope string, fn func(*Tx) error) erro
 // begin takes the locks of the transaction's first write, waiting for
 // them, and moves the clock past the region's newest version (PostgreSQL).
 func (db *DB) begin(ctx context.Context, t *Tx, scope string) error {
-	if _, err := db.lock(ctx, t, scope, true); err != nil {
-		return err
-	}
-	t.locked = time.Now()
-	return nil
+	_, err := db.lock(ctx, t, scope, true)
+	return err
 }
 
 // end tells the other nodes what changed, and numbers and inserts the
