@@ -72,24 +72,24 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 		}
 		window = d
 	}
-	since := time.Now().Add(-window)
 	repoOnly := q.Get("only") == "repository"
 	if repoOnly && repo == "" {
 		return nil, ocierr.RequestInvalid.Withf("only=repository needs repository=")
 	}
 	if q.Get("local") == "true" {
-		u, err := a.localUsage(ctx, repo, top, since, repoOnly)
+		u, err := a.localUsage(ctx, repo, top, window, repoOnly)
 		if err != nil {
 			return nil, err
 		}
 		return UsageReport{Regions: []RegionUsage{*u}}, nil
 	}
-	return a.everyRegionsUsage(ctx, repo, top, since, repoOnly)
+	return a.everyRegionsUsage(ctx, repo, top, window, repoOnly)
 }
 
-// everyRegionsUsage asks every region at once (5 s each) for its usage;
-// with repoOnly, for repository repo's alone.
-func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, since time.Time, repoOnly bool) (UsageReport, error) {
+// everyRegionsUsage asks every region at once (5 s each) for its usage,
+// with its traffic of the window; with repoOnly, for repository repo's
+// alone.
+func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, window time.Duration, repoOnly bool) (UsageReport, error) {
 	all, err := a.replications(ctx)
 	if err != nil {
 		return UsageReport{}, err
@@ -99,12 +99,12 @@ func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, since
 	for i, rep := range all {
 		wg.Go(func() {
 			if rep.Name == a.region.Name() {
-				got[i], _ = a.localUsage(ctx, repo, top, since, repoOnly)
+				got[i], _ = a.localUsage(ctx, repo, top, window, repoOnly)
 				return
 			}
 			v := url.Values{"local": {"true"}}
-			if !since.IsZero() {
-				v.Set("since", time.Since(since).Round(time.Second).String())
+			if window > 0 { // 0 with repoOnly: no traffic asked
+				v.Set("since", window.String())
 			}
 			if repo != "" {
 				v.Set("repository", repo)
@@ -135,7 +135,7 @@ func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, since
 
 // localUsage is this region's usage, as a report of one region.
 // With repoOnly, only repository repo's is read.
-func (a *API) localUsage(ctx context.Context, repo string, top int, since time.Time, repoOnly bool) (*RegionUsage, error) {
+func (a *API) localUsage(ctx context.Context, repo string, top int, window time.Duration, repoOnly bool) (*RegionUsage, error) {
 	out := &RegionUsage{Region: a.region.Name(), ReceivedBytes: map[string]int64{}, ReceivedReadThroughBytes: map[string]int64{}}
 	if repoOnly {
 		ru, err := a.region.RepoUsage(ctx, repo)
@@ -146,6 +146,7 @@ func (a *API) localUsage(ctx context.Context, repo string, top int, since time.T
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}
+	since := time.Now().Add(-window)
 	out.Usage, out.Since = u, since.Truncate(time.Hour).UTC()
 	traffic, err := a.region.TrafficSince(ctx, since)
 	if err != nil {
