@@ -16,6 +16,7 @@ import (
 
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/cli"
+	"github.com/georeg/georeg/internal/cost"
 	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/webhook"
@@ -37,6 +38,14 @@ type exported struct {
 	Tokens        []mgmtapi.TokenView `yaml:"tokens,omitempty"`
 	Users         []string            `yaml:"users,omitempty"`
 	Locks         []exportedLock      `yaml:"locks,omitempty"`
+	Quotas        []exportedQuota     `yaml:"quotas,omitempty"`
+	Prices        *cost.Prices        `yaml:"prices,omitempty"`
+}
+
+// exportedQuota is a storage quota: scope a repository or * (the registry).
+type exportedQuota struct {
+	Scope      string `yaml:"scope"`
+	LimitBytes int64  `yaml:"limitBytes"`
 }
 
 type exportedReplica struct {
@@ -134,6 +143,18 @@ func exportConfig(ctx context.Context, c *cli.Client) (*exported, error) {
 		return nil, err
 	}
 	out.Retention = &ret
+	var quotas []region.QuotaView
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/policies/quotas", nil, &quotas); err != nil {
+		return nil, err
+	}
+	for _, q := range quotas {
+		out.Quotas = append(out.Quotas, exportedQuota{q.Scope, q.LimitBytes})
+	}
+	var prices cost.Prices
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/policies/prices", nil, &prices); err != nil {
+		return nil, err
+	}
+	out.Prices = &prices
 	var rv mgmtapi.RegistryView
 	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/registry", nil, &rv); err != nil {
 		return nil, err
@@ -258,6 +279,16 @@ func applyConfig(ctx context.Context, c *cli.Client, cfg *exported) error {
 	if cfg.Retention != nil {
 		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/policies/retention", cfg.Retention, nil); err != nil {
 			return fmt.Errorf("retention: %w", err)
+		}
+	}
+	for _, q := range cfg.Quotas {
+		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/policies/quotas?scope="+url.QueryEscape(q.Scope), region.Quota{LimitBytes: q.LimitBytes}, nil); err != nil {
+			return fmt.Errorf("quota of %s: %w", q.Scope, err)
+		}
+	}
+	if cfg.Prices != nil {
+		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/policies/prices", cfg.Prices, nil); err != nil {
+			return fmt.Errorf("prices: %w", err)
 		}
 	}
 	rb := mgmtapi.RegistryBody{AnonymousPullEnabled: &cfg.AnonymousPull, NetworkRuleSet: cfg.NetworkRules}

@@ -201,7 +201,7 @@ func manifestCmd() *cobra.Command {
 }
 
 func configCmd() *cobra.Command {
-	cmd, registry, output := group("config", "Registry configuration: retention, export, apply")
+	cmd, registry, output := group("config", "Registry configuration: retention, quotas, prices, export, apply")
 	retention := &cobra.Command{Use: "retention", Short: "Retention of untagged manifests"}
 	var status, typ string
 	var days int
@@ -248,7 +248,7 @@ func configCmd() *cobra.Command {
 		},
 	}
 	retention.AddCommand(update, showCmd)
-	cmd.AddCommand(retention)
+	cmd.AddCommand(retention, quotaCmd(registry, output), pricesCmd(registry, output))
 	configExportApply(cmd, registry)
 	return cmd
 }

@@ -20,7 +20,7 @@ import (
 
 // usageCmd shows what each region stores.
 func usageCmd() *cobra.Command {
-	var registry, output, repository string
+	var registry, output, repository, home string
 	var top int
 	var since time.Duration
 	cmd := &cobra.Command{
@@ -31,7 +31,10 @@ once however many repositories link it; logical bytes count every link.
 Manifests are counted apart (the metadata store holds them). Then the
 blob bytes each region served to clients (from its own store, or read
 through from a peer) and received from each peer, in the window --since
-(whole hours).`,
+(whole hours). Last, an estimate of what that traffic cost at the
+registry's prices (georeg config prices; 0 until set) against serving
+every pull from one region (--home, or the region that served the most);
+docs/observability.md gives the formula.`,
 		Example: `  georeg usage
   georeg usage --repository demo/app
   georeg usage --top 10 -o json`,
@@ -43,6 +46,9 @@ through from a peer) and received from each peer, in the window --since
 			}
 			if top > 0 {
 				v.Set("top", strconv.Itoa(top))
+			}
+			if home != "" {
+				v.Set("home", home)
 			}
 			var rep mgmtapi.UsageReport
 			if err := cli.New(registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/usage?"+v.Encode(), nil, &rep); err != nil {
@@ -62,6 +68,7 @@ through from a peer) and received from each peer, in the window --since
 	cmd.Flags().StringVar(&repository, "repository", "", "also what this repository holds in each region")
 	cmd.Flags().IntVar(&top, "top", 0, "also each region's N largest repositories (1 to 1000)")
 	cmd.Flags().DurationVar(&since, "since", 24*time.Hour, "the window of the traffic figures (whole hours)")
+	cmd.Flags().StringVar(&home, "home", "", "the region a single-region registry would have had, for the estimate (default: the one that served the most)")
 	return cmd
 }
 
@@ -94,6 +101,16 @@ func printUsage(rep mgmtapi.UsageReport, output string) error {
 			topRows = append(topRows, []string{r.Region, fmt.Sprint(i + 1), u.Repository, size(u.LogicalBytes), fmt.Sprint(u.Blobs), fmt.Sprint(u.Manifests), fmt.Sprint(u.Tags)})
 		}
 	}
+	var estimateRows [][]string
+	if e := rep.Estimate; e != nil {
+		money := func(v float64) string { return fmt.Sprintf("%.2f %s", v, e.Currency) }
+		estimateRows = [][]string{
+			{"replication between regions", size(e.ReplicationBytes), money(e.ReplicationCost)},
+			{"pulls served outside " + e.Home + ", from " + e.Home + " alone", size(e.RemotePullBytes), money(e.SingleRegionCost)},
+			{"saved by pulling in-region (estimate)", "", money(e.Saved)},
+			{"served to clients, if all on the internet", size(e.ServedBytes), money(e.InternetCost)},
+		}
+	}
 	for _, t := range []struct {
 		header string
 		rows   [][]string
@@ -101,6 +118,7 @@ func printUsage(rep mgmtapi.UsageReport, output string) error {
 		{"FROM\tTO\tREPLICATED\tREAD-THROUGH", pairRows},
 		{"REGION\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", repoRows},
 		{"REGION\tRANK\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", topRows},
+		{"ESTIMATE\tBYTES\tCOST", estimateRows},
 	} {
 		if len(t.rows) == 0 {
 			continue

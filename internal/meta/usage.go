@@ -90,3 +90,27 @@ func (db *DB) TopRepositories(ctx context.Context, n int) ([]RepoUsage, error) {
 	}
 	return out, nil
 }
+
+// RepoBytes is what counts against repository repo's quota here: its
+// blobs' bytes, each once, and its live manifests' bytes. It reads repo's
+// links in tx (under repo's lock: no push of repo moves it meanwhile).
+func (tx *Tx) RepoBytes(ctx context.Context, repo string) (int64, error) {
+	var blobs, manifests int64
+	err := tx.queryRow(ctx, `SELECT COALESCE(SUM(size), 0) FROM blobs WHERE repo = $1`, repo).Scan(&blobs)
+	if err == nil {
+		err = tx.queryRow(ctx, `SELECT COALESCE(SUM(size), 0) FROM manifests WHERE repo = $1 AND deleted = 0`, repo).Scan(&manifests)
+	}
+	return blobs + manifests, err
+}
+
+// StoredBytes is what counts against the registry's quota in this
+// region: its blobs' bytes, each once however many repositories link
+// it, and its live manifests' bytes. It reads every link.
+func (db *DB) StoredBytes(ctx context.Context) (int64, error) {
+	var blobs, manifests int64
+	err := db.queryRow(ctx, `SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM blobs GROUP BY digest) AS b`).Scan(&blobs)
+	if err == nil {
+		err = db.queryRow(ctx, `SELECT COALESCE(SUM(size), 0) FROM manifests WHERE deleted = 0`).Scan(&manifests)
+	}
+	return blobs + manifests, err
+}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/georeg/georeg/internal/cost"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -21,6 +23,9 @@ type UsageReport struct {
 	Regions []RegionUsage `json:"regions"`
 	// Unreachable lists the regions that did not answer within 5 s.
 	Unreachable []string `json:"unreachable,omitempty"`
+	// Estimate prices the window's traffic of the regions listed with
+	// the registry's price table (internal/cost; not with local=true).
+	Estimate *cost.Estimate `json:"estimate,omitempty"`
 }
 
 // RegionUsage is one region's usage; Repository and Top when asked for.
@@ -45,7 +50,7 @@ type RegionUsage struct {
 // maxTop bounds --top.
 const maxTop = 1000
 
-// usage serves GET /_georeg/v1/usage[?since=24h][&repository=R][&top=N][&local=true]:
+// usage serves GET /_georeg/v1/usage[?since=24h][&repository=R][&top=N][&home=H][&local=true]:
 // every region's usage, and its traffic of the hours since (whole hours:
 // counts are kept per hour), each region asked at once (5 s each), or
 // this region's with local=true.
@@ -76,6 +81,7 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 	if repoOnly && repo == "" {
 		return nil, ocierr.RequestInvalid.Withf("only=repository needs repository=")
 	}
+	home := q.Get("home")
 	if q.Get("local") == "true" {
 		u, err := a.localUsage(ctx, repo, top, window, repoOnly)
 		if err != nil {
@@ -83,7 +89,31 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 		}
 		return UsageReport{Regions: []RegionUsage{*u}}, nil
 	}
-	return a.everyRegionsUsage(ctx, repo, top, window, repoOnly)
+	rep, err := a.everyRegionsUsage(ctx, repo, top, window, repoOnly)
+	if err != nil || repoOnly {
+		return rep, err
+	}
+	prices, err := a.region.Prices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var traffic []cost.Traffic
+	for _, g := range rep.Regions {
+		t := cost.Traffic{Region: g.Region, Served: g.ServedBytes + g.ServedReadThroughBytes, Received: map[string]int64{}}
+		for peer, n := range g.ReceivedBytes {
+			t.Received[peer] += n
+		}
+		for peer, n := range g.ReceivedReadThroughBytes {
+			t.Received[peer] += n
+		}
+		traffic = append(traffic, t)
+	}
+	if home != "" && !slices.ContainsFunc(traffic, func(t cost.Traffic) bool { return t.Region == home }) {
+		return nil, ocierr.RequestInvalid.Withf("home=%q is not among the regions that answered", home)
+	}
+	e := cost.Estimated(prices, traffic, home)
+	rep.Estimate = &e
+	return rep, nil
 }
 
 // everyRegionsUsage asks every region at once (5 s each) for its usage,

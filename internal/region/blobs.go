@@ -212,7 +212,12 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 // link's version is new, so it wins over every delete of the blob this
 // region has seen, here and in every region the record reaches.
 func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string) error {
+	var added int64
 	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
+		var err error
+		if added, err = r.checkQuota(ctx, tx, repo, blobAdds(ctx, tx, repo, d, size)); err != nil {
+			return err
+		}
 		v := r.clock.Now()
 		if err := r.link(ctx, tx, repo, d, size, v); err != nil {
 			return err
@@ -225,6 +230,7 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 		return r.record(ctx, tx, meta.KindBlob, repo, d, "", "", size, v)
 	})
 	if err == nil {
+		r.pushedBytes(added)
 		r.feed.notify()
 	}
 	return err

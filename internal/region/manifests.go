@@ -217,9 +217,14 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 	if from == nil {
 		update = func(ctx context.Context, fn func(*meta.Tx) error) error { return r.db.UpdateRepo(ctx, rec.Repo, fn) }
 	}
+	var added int64
 	err := update(ctx, func(tx *meta.Tx) error {
 		if from == nil {
 			if err := checkPush(ctx, tx, rec.Repo, tag, rec.Digest); err != nil {
+				return err
+			}
+			var err error
+			if added, err = r.checkQuota(ctx, tx, rec.Repo, manifestAdds(ctx, tx, rec.Repo, rec.Digest, rec.Size)); err != nil {
 				return err
 			}
 		}
@@ -300,6 +305,7 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 	if err != nil {
 		return err
 	}
+	r.pushedBytes(added)
 	r.feed.notify()
 	r.wakeDeliverer()
 	r.cache.invalidate(rec.Repo, rec.Digest, tag)

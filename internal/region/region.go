@@ -47,6 +47,7 @@ type Region struct {
 	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
 	space      *space        // out of storage or not (space.go)
 	traffic    traffic       // bytes served and received, not yet recorded (traffic.go)
+	quotas     quotas        // the quota settings and stored bytes this node saw (quota.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem

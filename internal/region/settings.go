@@ -95,6 +95,9 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 	if pinnedTag != "" {
 		r.cache.invalidate(pinnedRepo, "", pinnedTag)
 	}
+	if s.Kind == QuotaKind {
+		r.invalidateQuotas()
+	}
 	return s.Version, nil
 }
 
@@ -144,6 +147,9 @@ func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s met
 	})
 	if err == nil && pinnedTag != "" {
 		r.cache.invalidate(pinnedRepo, "", pinnedTag)
+	}
+	if err == nil && s.Kind == QuotaKind {
+		r.invalidateQuotas()
 	}
 	return err
 }
