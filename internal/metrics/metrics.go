@@ -79,6 +79,37 @@ func (c *trafficCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// Storage is what a region stores, as georeg usage counts it.
+type Storage struct {
+	Stored, Logical, Manifests int64
+}
+
+// WatchStorage exports read (a figure at most a minute old:
+// region.RecentUsage), read at each scrape, as
+// georeg_storage_bytes{kind}; nothing when read fails.
+func (m *Node) WatchStorage(read func() (Storage, bool)) {
+	m.reg.MustRegister(&storageCollector{read: read, desc: prometheus.NewDesc("georeg_storage_bytes",
+		"What the region stores, read at most a minute ago: blob bytes each once (kind stored), each per repository linking it (logical), and live manifests' bytes (manifests).",
+		[]string{"kind"}, m.labels)})
+}
+
+type storageCollector struct {
+	read func() (Storage, bool)
+	desc *prometheus.Desc
+}
+
+func (c *storageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
+	s, ok := c.read()
+	if !ok {
+		return
+	}
+	for kind, v := range map[string]int64{"stored": s.Stored, "logical": s.Logical, "manifests": s.Manifests} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), kind)
+	}
+}
+
 // NewNode returns the metrics of region, with Go runtime and process
 // metrics.
 func NewNode(region string) *Node {

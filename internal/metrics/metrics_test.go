@@ -16,6 +16,8 @@ import (
 func TestGrafanaDashboardQueriesOnlyMetricsThatExist(t *testing.T) {
 	node := NewNode("eastus")
 	node.WatchReplication("eastus", func(context.Context) (Progress, error) { return Progress{}, nil })
+	node.WatchTraffic(func() []TrafficCount { return nil })
+	node.WatchStorage(func() (Storage, bool) { return Storage{}, true })
 	door := NewDoor()
 	known := map[string]bool{}
 	for _, reg := range []*prometheus.Registry{node.reg, door.reg} {

@@ -160,7 +160,7 @@ func (a *API) showRepository(ctx context.Context, r *http.Request) (any, error) 
 		return nil, err
 	}
 	v := RepositoryView{Name: name, Tags: tags, Manifests: len(ms), Attributes: attrs, Sizes: []RegionSize{}}
-	rep, err := a.everyRegionsUsage(ctx, name, 0, 0, true)
+	rep, err := a.everyRegionsUsage(ctx, name, 0, 0, true, false)
 	if err != nil {
 		return nil, err
 	}

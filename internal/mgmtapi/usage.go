@@ -50,10 +50,13 @@ type RegionUsage struct {
 // maxTop bounds --top.
 const maxTop = 1000
 
-// usage serves GET /_georeg/v1/usage[?since=24h][&repository=R][&top=N][&home=H][&local=true]:
+// usage serves GET /_georeg/v1/usage[?since=24h][&repository=R][&top=N][&home=H][&recent=true][&local=true]:
 // every region's usage, and its traffic of the hours since (whole hours:
 // counts are kept per hour), each region asked at once (5 s each), or
-// this region's with local=true.
+// this region's with local=true; then the estimate of what that traffic
+// cost (internal/cost). With recent=true, stored bytes and counts are
+// each region's figure of a little while ago (region.RecentUsage: the
+// dashboard's), not read now.
 func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 	q := r.URL.Query()
 	repo := q.Get("repository")
@@ -78,18 +81,19 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 		window = d
 	}
 	repoOnly := q.Get("only") == "repository"
+	recent := q.Get("recent") == "true"
 	if repoOnly && repo == "" {
 		return nil, ocierr.RequestInvalid.Withf("only=repository needs repository=")
 	}
 	home := q.Get("home")
 	if q.Get("local") == "true" {
-		u, err := a.localUsage(ctx, repo, top, window, repoOnly)
+		u, err := a.localUsage(ctx, repo, top, window, repoOnly, recent)
 		if err != nil {
 			return nil, err
 		}
 		return UsageReport{Regions: []RegionUsage{*u}}, nil
 	}
-	rep, err := a.everyRegionsUsage(ctx, repo, top, window, repoOnly)
+	rep, err := a.everyRegionsUsage(ctx, repo, top, window, repoOnly, recent)
 	if err != nil || repoOnly {
 		return rep, err
 	}
@@ -119,7 +123,7 @@ func (a *API) usage(ctx context.Context, r *http.Request) (any, error) {
 // everyRegionsUsage asks every region at once (5 s each) for its usage,
 // with its traffic of the window; with repoOnly, for repository repo's
 // alone.
-func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, window time.Duration, repoOnly bool) (UsageReport, error) {
+func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, window time.Duration, repoOnly, recent bool) (UsageReport, error) {
 	all, err := a.replications(ctx)
 	if err != nil {
 		return UsageReport{}, err
@@ -129,7 +133,7 @@ func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, windo
 	for i, rep := range all {
 		wg.Go(func() {
 			if rep.Name == a.region.Name() {
-				got[i], _ = a.localUsage(ctx, repo, top, window, repoOnly)
+				got[i], _ = a.localUsage(ctx, repo, top, window, repoOnly, recent)
 				return
 			}
 			v := url.Values{"local": {"true"}}
@@ -144,6 +148,9 @@ func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, windo
 			}
 			if repoOnly {
 				v.Set("only", "repository")
+			}
+			if recent {
+				v.Set("recent", "true")
 			}
 			var one UsageReport
 			if err := a.peerGet(ctx, rep.Name, rep.Endpoint, "/_georeg/v1/usage?"+v.Encode(), 16<<20, &one); err == nil && len(one.Regions) == 1 {
@@ -165,14 +172,20 @@ func (a *API) everyRegionsUsage(ctx context.Context, repo string, top int, windo
 
 // localUsage is this region's usage, as a report of one region.
 // With repoOnly, only repository repo's is read.
-func (a *API) localUsage(ctx context.Context, repo string, top int, window time.Duration, repoOnly bool) (*RegionUsage, error) {
+func (a *API) localUsage(ctx context.Context, repo string, top int, window time.Duration, repoOnly, recent bool) (*RegionUsage, error) {
 	out := &RegionUsage{Region: a.region.Name(), ReceivedBytes: map[string]int64{}, ReceivedReadThroughBytes: map[string]int64{}}
 	if repoOnly {
 		ru, err := a.region.RepoUsage(ctx, repo)
 		out.Repository = &ru
 		return out, err
 	}
-	u, err := a.region.Usage(ctx)
+	var u meta.Usage
+	var err error
+	if recent {
+		u, _, err = a.region.RecentUsage(ctx)
+	} else {
+		u, err = a.region.Usage(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}

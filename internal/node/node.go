@@ -110,6 +110,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	n := &Node{Region: r, log: log, tlsCert: cfg.HTTP.TLSCert, tlsKey: cfg.HTTP.TLSKey}
 	m := metrics.NewNode(cfg.Region.Name).WithRuntime()
 	m.WatchWrites(r.WriteStats)
+	m.WatchStorage(func() (metrics.Storage, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		u, _, err := r.RecentUsage(ctx)
+		return metrics.Storage{Stored: u.StoredBytes, Logical: u.LogicalBytes, Manifests: u.ManifestBytes}, err == nil
+	})
 	m.WatchTraffic(func() []metrics.TrafficCount {
 		var out []metrics.TrafficCount
 		for _, t := range r.TrafficTotals() {

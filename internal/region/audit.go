@@ -87,15 +87,3 @@ func (r *Region) RepositoryExists(ctx context.Context, repo string) (bool, error
 	return r.db.RepositoryExists(ctx, repo)
 }
 
-// Usage adds up what the region stores (meta.DB.Usage).
-func (r *Region) Usage(ctx context.Context) (meta.Usage, error) { return r.db.Usage(ctx) }
-
-// RepoUsage returns what repository repo holds in the region.
-func (r *Region) RepoUsage(ctx context.Context, repo string) (meta.RepoUsage, error) {
-	return r.db.RepoUsage(ctx, repo)
-}
-
-// TopRepositories returns the n repositories that hold the most here.
-func (r *Region) TopRepositories(ctx context.Context, n int) ([]meta.RepoUsage, error) {
-	return r.db.TopRepositories(ctx, n)
-}

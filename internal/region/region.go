@@ -40,14 +40,15 @@ type Region struct {
 	partials map[string]*partial // broken fetches kept to resume, by staging id
 	fetches  singleflight.Group  // blob fetches from peers, by staging id
 
-	retired    atomic.Bool // a true Retired, cached: a region never comes back from it
-	gc         gcState
-	leases     leases
-	members    MembersFunc   // the Ready regions, for replicated-everywhere
-	outboxWake chan struct{} // signalled when webhook deliveries were enqueued
-	space      *space        // out of storage or not (space.go)
-	traffic    traffic       // bytes served and received, not yet recorded (traffic.go)
-	quotas     quotas        // the quota settings and stored bytes this node saw (quota.go)
+	retired     atomic.Bool // a true Retired, cached: a region never comes back from it
+	gc          gcState
+	leases      leases
+	members     MembersFunc   // the Ready regions, for replicated-everywhere
+	outboxWake  chan struct{} // signalled when webhook deliveries were enqueued
+	space       *space        // out of storage or not (space.go)
+	traffic     traffic       // bytes served and received, not yet recorded (traffic.go)
+	quotas      quotas        // the quota settings and stored bytes this node saw (quota.go)
+	recentUsage recentUsage   // the last usage figure, for metrics and the dashboard (usage.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem

@@ -58,8 +58,9 @@ func artifacts(t *testing.T) string {
 // TestDashboardShowsRegionsAndAnImageArrivingEverywhere drives the
 // dashboard in headless Chromium through the front door: three Ready
 // regions, then a push to eastus whose row shows southeastasia pending
-// (its downloads are held) and then, released, present in all three. A
-// screenshot is kept.
+// (its downloads are held) and then, released, present in all three, and
+// the usage panel with the image's bytes stored in each. A screenshot is
+// kept.
 func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 	// southeastasia's blob downloads from eastus wait until the test has
 	// seen the row with southeastasia pending.
@@ -118,6 +119,16 @@ func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](
 		`document.querySelectorAll('#lag td[data-lag="caught up"]').length === 6`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		t.Fatalf("the regions did not show caught up with each other: %v", err)
+	}
+	// The usage panel: every region stores the image's blobs (a 20-byte
+	// config and the layer), and the estimate is drawn. Figures are at
+	// most 10 s old and the panel polls every 10 s.
+	const stored = 20 + 2<<20
+	if _, err := chromedp.Run(step(45*time.Second), chromedp.Poll[bool](fmt.Sprintf(
+		`document.querySelectorAll('#usage tbody tr[data-stored="%d"]').length === 3 && /^Estimate/.test(document.querySelector('#estimate').textContent)`, stored),
+		chromedp.WithPollingTimeout(45*time.Second))); err != nil {
+		shown, _ := chromedp.Run(step(5*time.Second), chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#usage tbody tr')).map(r => r.dataset.region + "=" + r.dataset.stored)`))
+		t.Fatalf("the usage panel did not show %d bytes stored in each region (it shows %v): %v", stored, shown, err)
 	}
 	// Routing as the door does it: turned off for westeurope.
 	if code, _, body := do(t, "PUT", reg.FrontDoor+"/_georeg/v1/replications/westeurope", "application/json", []byte(`{"regionEndpointEnabled":false}`)); code != 200 {

@@ -1,5 +1,5 @@
 // The georeg dashboard: polls /_georeg/v1/dashboard every second and
-// redraws. No framework, no build step.
+// /_georeg/v1/usage every 10 s, and redraws. No framework, no build step.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -25,6 +25,7 @@ function seconds(s) {
 }
 
 function bytes(n) {
+  if (n < 1024) return n + " B";
   if (n < 1 << 20) return (n / 1024).toFixed(0) + " KiB";
   if (n < 1 << 30) return (n / (1 << 20)).toFixed(1) + " MiB";
   return (n / (1 << 30)).toFixed(2) + " GiB";
@@ -90,6 +91,30 @@ function draw(d) {
     el("tr", { "data-repository": r.name }, el("td", {}, r.name), el("td", { class: "num" }, r.tags))));
 }
 
+// drawUsage fills the usage panel from /_georeg/v1/usage (every region's
+// figures of a little while ago, recent=true, and the estimate).
+function drawUsage(u) {
+  const sum = (m) => Object.values(m || {}).reduce((a, b) => a + b, 0);
+  const rows = [...u.regions].sort((a, b) => a.region.localeCompare(b.region));
+  fill($("#usage tbody"), rows.map((r) =>
+    el("tr", { "data-region": r.region, "data-stored": r.storedBytes, "data-served": r.servedBytes },
+      el("td", {}, r.region),
+      el("td", { class: "num" }, bytes(r.storedBytes)),
+      el("td", { class: "num" }, bytes(r.logicalBytes)),
+      el("td", { class: "num" }, r.manifests + " (" + bytes(r.manifestBytes) + ")"),
+      el("td", { class: "num" }, r.repositories),
+      el("td", { class: "num" }, bytes(r.servedBytes)),
+      el("td", { class: "num" }, bytes(r.servedReadThroughBytes)),
+      el("td", { class: "num", title: JSON.stringify(r.receivedBytes) }, bytes(sum(r.receivedBytes) + sum(r.receivedReadThroughBytes))))));
+  const e = u.estimate;
+  const money = (v) => v.toFixed(2) + " " + e.currency;
+  $("#estimate").textContent = !e ? "" :
+    "Estimate (georeg config prices): replication " + bytes(e.replicationBytes) + " = " + money(e.replicationCost) +
+    "; from " + e.home + " alone, pulls in other regions " + bytes(e.remotePullBytes) + " = " + money(e.singleRegionCost) +
+    "; saved " + money(e.saved) + "." +
+    (u.unreachable && u.unreachable.length ? " Not counted: " + u.unreachable.join(", ") + " did not answer." : "");
+}
+
 // Auth: the dashboard signs in with the token endpoint (the OAuth2
 // password grant, as containerd does) and sends the access token as a
 // bearer; it never uses basic auth, so the browser caches no credential
@@ -113,12 +138,12 @@ async function tokenGrant(form) {
   if (body.refresh_token) store.setItem("georeg-refresh", body.refresh_token);
 }
 
-async function dashboard() {
+async function dashboard(path) {
   const get = () => {
     const headers = { "X-Georeg-Client": "dashboard" };
     const token = store.getItem("georeg-access");
     if (token) headers.Authorization = "Bearer " + token;
-    return fetch("/_georeg/v1/dashboard", { cache: "no-store", credentials: "omit", headers });
+    return fetch(path, { cache: "no-store", credentials: "omit", headers });
   };
   let resp = await get();
   if (resp.status === 401 && store.getItem("georeg-refresh")) {
@@ -145,6 +170,7 @@ $("#login").addEventListener("submit", async (ev) => {
     $("#login").hidden = true;
     $("#login-error").hidden = true;
     poll();
+    pollUsage();
   } catch (e) {
     $("#login-error").textContent = "cannot sign in: " + e.message;
     $("#login-error").hidden = false;
@@ -153,7 +179,7 @@ $("#login").addEventListener("submit", async (ev) => {
 
 async function poll() {
   try {
-    const resp = await dashboard();
+    const resp = await dashboard("/_georeg/v1/dashboard");
     if (!resp.ok) {
       const body = await resp.json().catch(() => ({}));
       const msg = (body.errors && body.errors[0] && body.errors[0].message) || resp.statusText;
@@ -167,5 +193,18 @@ async function poll() {
   }
 }
 
+// The usage panel: every 10 s (each region reads its figure again at
+// most every 10 s: region.RecentUsage).
+async function pollUsage() {
+  try {
+    const resp = await dashboard("/_georeg/v1/usage?since=24h&recent=true");
+    if (resp.ok) drawUsage(await resp.json());
+  } catch (e) {
+    // The main poll reports what is wrong.
+  }
+}
+
 poll();
 setInterval(poll, 1000);
+pollUsage();
+setInterval(pollUsage, 10000);
