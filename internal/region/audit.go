@@ -86,4 +86,3 @@ func (r *Region) ManifestList(ctx context.Context, repo string) ([]meta.Manifest
 func (r *Region) RepositoryExists(ctx context.Context, repo string) (bool, error) {
 	return r.db.RepositoryExists(ctx, repo)
 }
-
