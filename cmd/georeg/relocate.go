@@ -32,6 +32,7 @@ type exported struct {
 	Replications  []exportedReplica   `yaml:"replications,omitempty"`
 	Webhooks      []exportedWebhook   `yaml:"webhooks,omitempty"`
 	Retention     *region.Retention   `yaml:"retention,omitempty"`
+	SoftDelete    *region.SoftDelete  `yaml:"softDelete,omitempty"`
 	AnonymousPull bool                `yaml:"anonymousPull"`
 	NetworkRules  *auth.NetworkRules  `yaml:"networkRules,omitempty"`
 	ScopeMaps     []exportedScopeMap  `yaml:"scopeMaps,omitempty"`
@@ -143,6 +144,11 @@ func exportConfig(ctx context.Context, c *cli.Client) (*exported, error) {
 		return nil, err
 	}
 	out.Retention = &ret
+	var sd region.SoftDelete
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/policies/soft-delete", nil, &sd); err != nil {
+		return nil, err
+	}
+	out.SoftDelete = &sd
 	var quotas []region.QuotaView
 	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/policies/quotas", nil, &quotas); err != nil {
 		return nil, err
@@ -279,6 +285,11 @@ func applyConfig(ctx context.Context, c *cli.Client, cfg *exported) error {
 	if cfg.Retention != nil {
 		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/policies/retention", cfg.Retention, nil); err != nil {
 			return fmt.Errorf("retention: %w", err)
+		}
+	}
+	if cfg.SoftDelete != nil {
+		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/policies/soft-delete", cfg.SoftDelete, nil); err != nil {
+			return fmt.Errorf("soft delete: %w", err)
 		}
 	}
 	for _, q := range cfg.Quotas {

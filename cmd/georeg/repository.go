@@ -184,7 +184,7 @@ func printManifests(c *cobra.Command, client *cli.Client, q, output string) erro
 }
 
 func manifestCmd() *cobra.Command {
-	cmd, registry, output := group("manifest", "Manifests: list-metadata")
+	cmd, registry, output := group("manifest", "Manifests: list-metadata, list-deleted, restore")
 	var name string
 	list := &cobra.Command{
 		Use: "list-metadata --name R", Short: "List a repository's manifests with tags, sizes and lock flags", Args: cobra.NoArgs,
@@ -197,11 +197,12 @@ func manifestCmd() *cobra.Command {
 	}
 	list.Flags().StringVarP(&name, "name", "n", "", "repository")
 	cmd.AddCommand(list)
+	cmd.AddCommand(deletedCmds(registry, output)...)
 	return cmd
 }
 
 func configCmd() *cobra.Command {
-	cmd, registry, output := group("config", "Registry configuration: retention, quotas, prices, export, apply")
+	cmd, registry, output := group("config", "Registry configuration: retention, soft delete, quotas, prices, export, apply")
 	retention := &cobra.Command{Use: "retention", Short: "Retention of untagged manifests"}
 	var status, typ string
 	var days int
@@ -248,7 +249,7 @@ func configCmd() *cobra.Command {
 		},
 	}
 	retention.AddCommand(update, showCmd)
-	cmd.AddCommand(retention, quotaCmd(registry, output), pricesCmd(registry, output))
+	cmd.AddCommand(retention, softDeleteCmd(registry, output), quotaCmd(registry, output), pricesCmd(registry, output))
 	configExportApply(cmd, registry)
 	return cmd
 }

@@ -53,6 +53,10 @@ func (v Version) IsZero() bool { return v.Time == 0 && v.Region == "" }
 // Wall returns the wall-clock part of v.
 func (v Version) Wall() time.Time { return time.UnixMilli(v.Time >> logicalBits) }
 
+// TimeAt returns the smallest version time at wall time t: every version
+// stamped at t or later has a Time at least this.
+func TimeAt(t time.Time) int64 { return t.UnixMilli() << logicalBits }
+
 // String renders v as TIME@REGION, the form ParseVersion reads.
 func (v Version) String() string { return strconv.FormatInt(v.Time, 10) + "@" + v.Region }
 

@@ -171,6 +171,9 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 	if err := tx.EnsureRepository(ctx, repo, now); err != nil {
 		return false, err
 	}
+	if err := tx.keepDeleted(ctx, repo, d, v, now); err != nil {
+		return false, err
+	}
 	res, err := tx.exec(ctx, `
 		INSERT INTO manifests (repo, digest, media_type, size, payload, created_at, version, origin, deleted)
 		VALUES ($1, $2, '', 0, $3, $4, $5, $6, 1)

@@ -71,6 +71,12 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if exists && prevDeleted {
+		// Live again (a restore is a push): nothing kept to restore.
+		if err := tx.forgetDeleted(ctx, m.Repo, m.Digest); err != nil {
+			return false, err
+		}
+	}
 	return !exists || prevDeleted, nil
 }
 
@@ -155,6 +161,9 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 	}
 	tx.summaryChanged(repo)
 	tx.changed(repo)
+	if err := tx.keepDeleted(ctx, repo, d, v, now); err != nil {
+		return nil, err
+	}
 	res, err := tx.exec(ctx, `
 		UPDATE manifests SET deleted = 1, payload = $3, version = $4, origin = $5
 		WHERE repo = $1 AND digest = $2 AND deleted = 0`,

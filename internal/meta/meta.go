@@ -67,6 +67,9 @@ type DB struct {
 	// SQLite: statements prepared on the writing and reading pools
 	// (stmts.go).
 	writeStmts, readStmts statements
+	// keepDeleted says whether a manifest deleted now is kept restorable
+	// (softdelete.go); nil: never.
+	keepDeleted func() bool
 }
 
 // WriteStats returns how many write transactions began, and how long they
@@ -318,6 +321,20 @@ var migrations = []string{
 		peer  TEXT NOT NULL,
 		bytes BIGINT NOT NULL,
 		PRIMARY KEY (hour, node, kind, peer)
+	)`,
+	// Manifests kept restorable by the soft-delete policy
+	// (softdelete.go): a region's own, not replicated.
+	`CREATE TABLE IF NOT EXISTS deleted_manifests (
+		repo            TEXT NOT NULL,
+		digest          TEXT NOT NULL,
+		media_type      TEXT NOT NULL,
+		size            BIGINT NOT NULL,
+		payload         {{bytes}} NOT NULL,
+		tags            TEXT NOT NULL,
+		deleted_version BIGINT NOT NULL,
+		deleted_origin  TEXT NOT NULL,
+		kept_at         BIGINT NOT NULL,
+		PRIMARY KEY (repo, digest)
 	)`,
 }
 

@@ -167,6 +167,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerRepositories(mux)
 	a.registerImports(mux)
 	a.registerPolicies(mux)
+	a.registerSoftDelete(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
 	mux.HandleFunc("GET /_georeg/v1/usage", a.handle(a.usage))
 	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))

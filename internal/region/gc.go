@@ -48,7 +48,10 @@ type GCReport struct {
 	BlobsDeleted int           `json:"blobsDeleted"`
 	BytesFreed   int64         `json:"bytesFreed"`
 	BlobsKept    int           `json:"blobsKept"`
-	Error        string        `json:"error,omitempty"`
+	// ManifestsPurged: manifests kept by soft delete past its period,
+	// dropped (blobs they alone needed go with the links).
+	ManifestsPurged int    `json:"manifestsPurged"`
+	Error           string `json:"error,omitempty"`
 }
 
 // gcState serializes collections and keeps the last report.
@@ -159,8 +162,18 @@ func (r *Region) collect(ctx context.Context, rep *GCReport, dryRun bool) error 
 }
 
 // unlinkUnreferenced removes repo's links older than cutoff that no live
-// manifest of repo references, in tx.
+// or restorable (soft delete) manifest of repo references, in tx.
 func (r *Region) unlinkUnreferenced(ctx context.Context, tx *meta.Tx, repo string, cutoff time.Time, dryRun bool, rep *GCReport, unlinked map[digest.Digest]int) error {
+	// What soft delete kept past its period goes first, so its blobs go
+	// with this collection; what is restorable keeps its blobs.
+	restorableSince := r.now().Add(-r.softDeleteNow().Period())
+	if !dryRun {
+		n, err := tx.PurgeDeleted(ctx, repo, restorableSince, "")
+		if err != nil {
+			return err
+		}
+		rep.ManifestsPurged += int(n)
+	}
 	links, err := tx.Links(ctx, repo, cutoff)
 	if err != nil || len(links) == 0 {
 		return err
@@ -169,6 +182,11 @@ func (r *Region) unlinkUnreferenced(ctx context.Context, tx *meta.Tx, repo strin
 	if err != nil {
 		return err
 	}
+	restorable, err := tx.RestorablePayloads(ctx, repo, restorableSince)
+	if err != nil {
+		return err
+	}
+	payloads = append(payloads, restorable...)
 	referenced := map[digest.Digest]bool{}
 	for _, p := range payloads {
 		m, err := oci.ParseManifest(p.MediaType, p.Bytes)

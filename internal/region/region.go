@@ -49,6 +49,7 @@ type Region struct {
 	traffic     traffic       // bytes served and received, not yet recorded (traffic.go)
 	quotas      quotas        // the quota settings and stored bytes this node saw (quota.go)
 	recentUsage recentUsage   // the last usage figure, for metrics and the dashboard (usage.go)
+	softDelete  softDeleteView // the soft-delete policy this node saw (softdelete.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem
@@ -113,6 +114,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	}
 	r.clock.Observe(hlc.Version{Time: last})
 	db.SetClock(r.clock)
+	db.SetKeepDeleted(r.keepDeleted)
 	// A region retired by a version that marked it with a file in its data
 	// directory stays retired.
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, retiredFlag)); err == nil && !r.Retired() {

@@ -95,10 +95,19 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 	if pinnedTag != "" {
 		r.cache.invalidate(pinnedRepo, "", pinnedTag)
 	}
-	if s.Kind == QuotaKind {
-		r.invalidateQuotas()
-	}
+	r.settingChanged(s)
 	return s.Version, nil
+}
+
+// settingChanged drops what this node keeps of a setting it just wrote
+// or applied.
+func (r *Region) settingChanged(s meta.Setting) {
+	switch {
+	case s.Kind == QuotaKind:
+		r.invalidateQuotas()
+	case s.Kind == PolicyKind && s.Name == SoftDeleteName:
+		r.forgetSoftDelete()
+	}
 }
 
 // Setting returns a live setting, or NAME_UNKNOWN.
@@ -148,8 +157,8 @@ func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s met
 	if err == nil && pinnedTag != "" {
 		r.cache.invalidate(pinnedRepo, "", pinnedTag)
 	}
-	if err == nil && s.Kind == QuotaKind {
-		r.invalidateQuotas()
+	if err == nil {
+		r.settingChanged(s)
 	}
 	return err
 }

@@ -1,0 +1,220 @@
+package region
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Soft delete, as ACR's: while the policy (kind PolicyKind, name
+// SoftDeleteName, any region changes it) is enabled, a manifest deleted
+// by a client, a repository delete or retention stays restorable for
+// Days in every region: each region keeps its payload and the tags it had
+// as the delete reaches it (meta/softdelete.go), garbage collection keeps
+// its blobs, and a restore pushes it again at a new version, which wins
+// over the delete in every region as any push does. Pulls answer 404 as
+// for any delete. The period counts from the delete's version time, the
+// same in every region; once it has passed, garbage collection drops
+// what was kept and then the blobs.
+
+// SoftDeleteName is the soft-delete policy's setting name.
+const SoftDeleteName = "soft-delete"
+
+// softDeleteAge bounds how old a node's view of the policy is.
+const softDeleteAge = time.Second
+
+// SoftDelete is the soft-delete policy.
+type SoftDelete struct {
+	Status string `json:"status"` // enabled or disabled
+	Days   int    `json:"days"`   // 1 to 90
+}
+
+// Enabled reports whether deletes are kept restorable.
+func (p SoftDelete) Enabled() bool { return p.Status == "enabled" }
+
+// Validate checks the policy.
+func (p SoftDelete) Validate() error {
+	if p.Status != "enabled" && p.Status != "disabled" {
+		return fmt.Errorf("status %q: give enabled or disabled", p.Status)
+	}
+	if p.Days < 1 || p.Days > 90 {
+		return fmt.Errorf("days %d: give 1 to 90", p.Days)
+	}
+	return nil
+}
+
+// Period is how long a delete stays restorable (0 when disabled).
+func (p SoftDelete) Period() time.Duration {
+	if !p.Enabled() {
+		return 0
+	}
+	return time.Duration(p.Days) * 24 * time.Hour
+}
+
+// softDeleteView is a node's view of the policy, read at most
+// softDeleteAge ago.
+type softDeleteView struct {
+	mu   sync.Mutex
+	p    SoftDelete
+	read time.Time
+}
+
+// SoftDeletePolicy returns the policy (disabled, 7 days, when never set).
+func (r *Region) SoftDeletePolicy(ctx context.Context) (SoftDelete, error) {
+	p := SoftDelete{Status: "disabled", Days: 7}
+	s, err := r.db.Setting(ctx, PolicyKind, SoftDeleteName)
+	if isNotFound(err) {
+		return p, nil
+	}
+	if err != nil {
+		return p, err
+	}
+	if err := json.Unmarshal(s.Value, &p); err != nil {
+		return p, fmt.Errorf("soft-delete policy: %w", err)
+	}
+	return p, nil
+}
+
+// SetSoftDeletePolicy sets the policy, for every region.
+func (r *Region) SetSoftDeletePolicy(ctx context.Context, p SoftDelete) error {
+	if err := p.Validate(); err != nil {
+		return ocierr.RequestInvalid.Withf("soft-delete: %v", err)
+	}
+	value, _ := json.Marshal(p)
+	_, err := r.PutSetting(ctx, PolicyKind, SoftDeleteName, value)
+	return err
+}
+
+// softDeleteNow is the policy as this node saw it at most softDeleteAge
+// ago (disabled when it cannot be read: nothing is kept that no policy
+// asked for).
+func (r *Region) softDeleteNow() SoftDelete {
+	v := &r.softDelete
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.read.IsZero() || time.Since(v.read) > softDeleteAge {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p, err := r.SoftDeletePolicy(ctx)
+		if err != nil {
+			r.log.Warn("soft-delete policy unreadable; deletes are not kept restorable until it is", "error", err)
+			return SoftDelete{Status: "disabled", Days: 7}
+		}
+		v.p, v.read = p, time.Now()
+	}
+	return v.p
+}
+
+// forgetSoftDelete makes the next delete read the policy again.
+func (r *Region) forgetSoftDelete() {
+	r.softDelete.mu.Lock()
+	r.softDelete.read = time.Time{}
+	r.softDelete.mu.Unlock()
+}
+
+// keepDeleted is what the metadata store asks at each manifest delete.
+func (r *Region) keepDeleted() bool { return r.softDeleteNow().Enabled() }
+
+// DeletedManifest is a manifest kept restorable, as listed.
+type DeletedManifest struct {
+	meta.DeletedManifest
+	DeletedAt       time.Time `json:"deletedAt"`
+	DeletedIn       string    `json:"deletedIn"` // the region that deleted it
+	RestorableUntil time.Time `json:"restorableUntil"`
+	Region          string    `json:"region"` // the region that answered
+}
+
+// maxDeletedListed bounds a listing of deleted manifests.
+const maxDeletedListed = 1000
+
+// DeletedManifests lists repo's manifests restorable now, newest delete
+// first: none while the policy is disabled.
+func (r *Region) DeletedManifests(ctx context.Context, repo string) ([]DeletedManifest, error) {
+	p, err := r.SoftDeletePolicy(ctx)
+	if err != nil || !p.Enabled() {
+		return []DeletedManifest{}, err
+	}
+	ms, err := r.db.DeletedManifests(ctx, repo, r.now().Add(-p.Period()), maxDeletedListed)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DeletedManifest, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, r.deletedView(m, p))
+	}
+	return out, nil
+}
+
+func (r *Region) deletedView(m meta.DeletedManifest, p SoftDelete) DeletedManifest {
+	at := m.Deleted.Wall().UTC()
+	return DeletedManifest{DeletedManifest: m, DeletedAt: at, DeletedIn: m.Deleted.Region, RestorableUntil: at.Add(p.Period()), Region: r.cfg.Name}
+}
+
+// RestoreResult is what a restore did.
+type RestoreResult struct {
+	Repository string        `json:"repository"`
+	Digest     digest.Digest `json:"digest"`
+	Tags       []string      `json:"tags"`
+	Region     string        `json:"region"`
+}
+
+// RestoreManifest makes manifest d of repo, kept restorable here, live
+// again with tag (or, without, the tags it had) as a push at a new
+// version: it replicates as a push and wins over the delete everywhere.
+// A tag that points at another manifest now is moved back only with
+// force. Locks and quotas apply as to any push.
+func (r *Region) RestoreManifest(ctx context.Context, repo string, d digest.Digest, tag string, force bool) (RestoreResult, error) {
+	p, err := r.SoftDeletePolicy(ctx)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	if !p.Enabled() {
+		return RestoreResult{}, ocierr.Unsupported.Withf("soft delete is disabled: nothing is kept to restore (georeg config soft-delete update --status enabled)")
+	}
+	m, err := r.db.DeletedManifest(ctx, repo, d)
+	if isNotFound(err) || (err == nil && r.now().After(m.Deleted.Wall().Add(p.Period()))) {
+		return RestoreResult{}, ocierr.ManifestUnknown.WithDetail(
+			fmt.Sprintf("manifest %s of repository %s is not restorable in region %s: not deleted, deleted before soft delete was enabled or over %d days ago, or purged", d, repo, r.cfg.Name, p.Days),
+			map[string]string{"repository": repo, "digest": d.String()})
+	}
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	tags := m.Tags
+	if tag != "" {
+		tags = []string{tag}
+	}
+	var moved []string
+	for _, t := range tags {
+		cur, err := r.db.GetTag(ctx, repo, t)
+		if err != nil && !errors.Is(err, meta.ErrNotFound) {
+			return RestoreResult{}, err
+		}
+		if err == nil && cur.Digest != d {
+			moved = append(moved, t+" (now "+cur.Digest.String()+")")
+		}
+	}
+	if len(moved) > 0 && !force {
+		return RestoreResult{}, ocierr.AlreadyExists.WithDetail(
+			fmt.Sprintf("tags %v point at other manifests since the delete; restore with --force to move them back, or --tag to choose another", moved),
+			map[string]string{"repository": repo, "digest": d.String()})
+	}
+	refs := tags
+	if len(refs) == 0 {
+		refs = []string{d.String()}
+	}
+	for _, ref := range refs {
+		if _, err := r.PutManifest(ctx, repo, ref, m.MediaType, m.Payload); err != nil {
+			return RestoreResult{}, fmt.Errorf("restore %s as %s: %w", d, ref, err)
+		}
+	}
+	return RestoreResult{Repository: repo, Digest: d, Tags: tags, Region: r.cfg.Name}, nil
+}

@@ -1,0 +1,197 @@
+package up_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/region"
+	"github.com/georeg/georeg/internal/up"
+)
+
+// deletedIn lists what region base keeps restorable of repo.
+func deletedIn(t *testing.T, base, repo string) []region.DeletedManifest {
+	t.Helper()
+	code, _, body := do(t, http.MethodGet, base+"/_georeg/v1/repository/deleted?name="+repo, "", nil)
+	var ms []region.DeletedManifest
+	if code != 200 || json.Unmarshal(body, &ms) != nil {
+		t.Fatalf("list-deleted in %s: %d %s", base, code, body)
+	}
+	return ms
+}
+
+// collect runs garbage collection in region base now.
+func collect(t *testing.T, base string) region.GCReport {
+	t.Helper()
+	code, _, body := do(t, http.MethodPost, base+"/_georeg/v1/gc", "", nil)
+	var rep region.GCReport
+	if code != 200 || json.Unmarshal(body, &rep) != nil {
+		t.Fatalf("gc in %s: %d %s", base, code, body)
+	}
+	return rep
+}
+
+// TestADeleteIsRestorableFromAnotherRegionWhileSoftDeleteIsOn: soft
+// delete enabled in eastus; an image pushed there and deleted by digest in
+// westeurope is gone (404) everywhere, listed as restorable in
+// southeastasia with the tag it had, the region that deleted it and its
+// purge date, and keeps its blobs through garbage collection in every
+// region (a grace of 1 ms: without soft delete they would go). Restored in
+// southeastasia, it is pullable everywhere, every byte verified, and no
+// longer listed. A restore onto a tag moved since is refused without
+// --force and moves it back with it. Disabled, the policy keeps nothing
+// and the next collection drops what was kept, blobs included.
+func TestADeleteIsRestorableFromAnotherRegionWhileSoftDeleteIsOn(t *testing.T) {
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), GCGrace: time.Millisecond})
+	east, west, asia := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL, reg.ByName["southeastasia"].URL
+	all := []string{east, west, asia}
+	setPolicy := func(body string) {
+		t.Helper()
+		if code, _, out := do(t, http.MethodPut, east+"/_georeg/v1/policies/soft-delete", "application/json", []byte(body)); code != 200 {
+			t.Fatalf("soft-delete policy %s: %d %s", body, code, out)
+		}
+		var want region.SoftDelete
+		_ = json.Unmarshal([]byte(body), &want)
+		for _, base := range all {
+			eventually(t, 30*time.Second, func() error {
+				_, _, out := do(t, http.MethodGet, base+"/_georeg/v1/policies/soft-delete", "", nil)
+				var got region.SoftDelete
+				if json.Unmarshal(out, &got) != nil || got != want {
+					return fmt.Errorf("%s has policy %s", base, out)
+				}
+				return nil
+			})
+		}
+	}
+	setPolicy(`{"status":"enabled","days":7}`)
+
+	img := push(t, east, "soft/app", "v1", "soft", 50_000)
+	for _, base := range all {
+		tagArrives(t, base, "soft/app", "v1", img.manifest)
+	}
+	if code, _, out := do(t, http.MethodDelete, west+"/v2/soft/app/manifests/"+img.manifest.String(), "", nil); code != 202 {
+		t.Fatalf("delete in westeurope: %d %s", code, out)
+	}
+	for _, base := range all {
+		eventually(t, 30*time.Second, func() error {
+			if code, _, _ := do(t, http.MethodGet, base+"/v2/soft/app/manifests/"+img.manifest.String(), "", nil); code != 404 {
+				return fmt.Errorf("%s serves the deleted manifest: %d", base, code)
+			}
+			if len(deletedIn(t, base, "soft/app")) != 1 {
+				return fmt.Errorf("%s does not list it restorable yet", base)
+			}
+			return nil
+		})
+	}
+	got := deletedIn(t, asia, "soft/app")[0]
+	if got.Digest != img.manifest || strings.Join(got.Tags, ",") != "v1" || got.DeletedIn != "westeurope" || got.Region != "southeastasia" ||
+		!got.RestorableUntil.Equal(got.DeletedAt.Add(7*24*time.Hour)) || time.Since(got.DeletedAt) > time.Minute {
+		t.Fatalf("listed in southeastasia: %+v", got)
+	}
+	// Collected everywhere, a grace of 1 ms: the restorable manifest keeps
+	// its blobs.
+	for _, base := range all {
+		collect(t, base)
+		for _, b := range img.blobs {
+			if code, _ := asPeerWith(t, reg.Secret, http.MethodGet, base+"/v2/soft/app/blobs/"+b.String()); code != 200 {
+				t.Fatalf("%s collected blob %s of a restorable manifest: %d", base, b, code)
+			}
+		}
+	}
+
+	// Restored in southeastasia: pullable everywhere, no longer listed.
+	restore := func(base, body string) (int, []byte) {
+		code, _, out := do(t, http.MethodPost, base+"/_georeg/v1/repository/restore?name=soft/app", "application/json", []byte(body))
+		return code, out
+	}
+	if code, out := restore(asia, fmt.Sprintf(`{"digest":%q}`, img.manifest)); code != 200 {
+		t.Fatalf("restore in southeastasia: %d %s", code, out)
+	}
+	for _, base := range all {
+		tagArrives(t, base, "soft/app", "v1", img.manifest)
+		eventually(t, 30*time.Second, func() error { return holdsImage(t, reg, base, "soft/app", "v1", img) })
+		if err := pullable(t, base, "soft/app", "v1", img); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, func() error {
+			if n := len(deletedIn(t, base, "soft/app")); n != 0 {
+				return fmt.Errorf("%s still lists %d restorable", base, n)
+			}
+			return nil
+		})
+	}
+
+	// Deleted again, and v1 pushed anew in eastus: a restore in westeurope
+	// onto the moved tag needs force.
+	if code, _, out := do(t, http.MethodDelete, east+"/v2/soft/app/manifests/"+img.manifest.String(), "", nil); code != 202 {
+		t.Fatalf("delete again: %d %s", code, out)
+	}
+	img2 := push(t, east, "soft/app", "v1", "soft-two", 20_000)
+	eventually(t, 30*time.Second, func() error {
+		if len(deletedIn(t, west, "soft/app")) != 1 {
+			return fmt.Errorf("westeurope does not list the delete")
+		}
+		return nil
+	})
+	tagArrives(t, west, "soft/app", "v1", img2.manifest)
+	if code, out := restore(west, fmt.Sprintf(`{"digest":%q}`, img.manifest)); code != http.StatusConflict || !strings.Contains(string(out), "--force") {
+		t.Fatalf("restore onto a moved tag without force: %d %s, want 409 naming --force", code, out)
+	}
+	if code, out := restore(west, fmt.Sprintf(`{"digest":%q,"force":true}`, img.manifest)); code != 200 {
+		t.Fatalf("restore with force: %d %s", code, out)
+	}
+	for _, base := range all {
+		tagArrives(t, base, "soft/app", "v1", img.manifest)
+	}
+	// Bad input changes nothing.
+	never := digest.FromString("never pushed")
+	for _, bad := range []struct {
+		body string
+		code int
+	}{
+		{fmt.Sprintf(`{"digest":%q}`, never), 404}, {`{"digest":"sha256:short"}`, 400}, {`{"digets":"x"}`, 400},
+		{fmt.Sprintf(`{"digest":%q,"tag":"no tag!"}`, img.manifest), 400},
+	} {
+		if code, out := restore(west, bad.body); code != bad.code {
+			t.Fatalf("restore %s: %d %s, want %d", bad.body, code, out, bad.code)
+		}
+	}
+	for _, bad := range []string{`{"status":"on","days":7}`, `{"status":"enabled","days":0}`, `{"status":"enabled","days":91}`} {
+		if code, _, out := do(t, http.MethodPut, east+"/_georeg/v1/policies/soft-delete", "application/json", []byte(bad)); code != 400 {
+			t.Fatalf("policy %s: %d %s, want 400", bad, code, out)
+		}
+	}
+
+	// Disabled: what was kept goes at the next collection, blobs with it,
+	// and a delete now keeps nothing.
+	if code, _, out := do(t, http.MethodDelete, east+"/v2/soft/app/manifests/"+img2.manifest.String(), "", nil); code != 202 {
+		t.Fatalf("delete img2: %d %s", code, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if n := len(deletedIn(t, asia, "soft/app")); n != 1 {
+			return fmt.Errorf("southeastasia lists %d restorable, want img2", n)
+		}
+		return nil
+	})
+	setPolicy(`{"status":"disabled","days":7}`)
+	if ms := deletedIn(t, asia, "soft/app"); len(ms) != 0 {
+		t.Fatalf("listed with the policy disabled: %+v", ms)
+	}
+	if code, out := restore(asia, fmt.Sprintf(`{"digest":%q}`, img2.manifest)); code != http.StatusMethodNotAllowed {
+		t.Fatalf("restore with the policy disabled: %d %s, want 405", code, out)
+	}
+	if rep := collect(t, asia); rep.ManifestsPurged != 1 {
+		t.Fatalf("collection with the policy disabled purged %d, want 1: %+v", rep.ManifestsPurged, rep)
+	}
+	if code, _ := asPeerWith(t, reg.Secret, http.MethodGet, asia+"/v2/soft/app/blobs/"+img2.blobs[1].String()); code != 404 {
+		t.Fatalf("southeastasia keeps the purged manifest's layer: %d", code)
+	}
+	if err := pullable(t, asia, "soft/app", "v1", img); err != nil {
+		t.Fatalf("the restored image after the purge: %v", err)
+	}
+}
