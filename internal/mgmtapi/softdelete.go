@@ -66,4 +66,3 @@ func (a *API) restore(ctx context.Context, r *http.Request) (any, error) {
 	}
 	return a.region.RestoreManifest(ctx, r.URL.Query().Get("name"), d, b.Tag, b.Force)
 }
-

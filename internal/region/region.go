@@ -43,12 +43,12 @@ type Region struct {
 	retired     atomic.Bool // a true Retired, cached: a region never comes back from it
 	gc          gcState
 	leases      leases
-	members     MembersFunc   // the Ready regions, for replicated-everywhere
-	outboxWake  chan struct{} // signalled when webhook deliveries were enqueued
-	space       *space        // out of storage or not (space.go)
-	traffic     traffic       // bytes served and received, not yet recorded (traffic.go)
-	quotas      quotas        // the quota settings and stored bytes this node saw (quota.go)
-	recentUsage recentUsage   // the last usage figure, for metrics and the dashboard (usage.go)
+	members     MembersFunc    // the Ready regions, for replicated-everywhere
+	outboxWake  chan struct{}  // signalled when webhook deliveries were enqueued
+	space       *space         // out of storage or not (space.go)
+	traffic     traffic        // bytes served and received, not yet recorded (traffic.go)
+	quotas      quotas         // the quota settings and stored bytes this node saw (quota.go)
+	recentUsage recentUsage    // the last usage figure, for metrics and the dashboard (usage.go)
 	softDelete  softDeleteView // the soft-delete policy this node saw (softdelete.go)
 }
 
