@@ -22,7 +22,7 @@ import (
 // repositoryCmd mirrors `az acr repository`; manifestCmd `az acr
 // manifest`; configCmd `az acr config` (retention).
 func repositoryCmd() *cobra.Command {
-	cmd, registry, output := group("repository", "Repositories: list, show, show-tags, show-manifests, update (locks), delete")
+	cmd, registry, output := group("repository", "Repositories: list, show, show-tags, show-manifests, update (locks), delete, show-tag-history, restore")
 	var name, image, orderby, write, del string
 	q := func() string { return "?name=" + url.QueryEscape(name) }
 	need := func() error {
@@ -167,6 +167,7 @@ func repositoryCmd() *cobra.Command {
 		sub.Flags().StringVarP(&name, "name", "n", "", "repository")
 	}
 	cmd.AddCommand(list, showCmd, showTags, showManifests, update, deleteCmd)
+	cmd.AddCommand(historyCmds(registry, output)...)
 	return cmd
 }
 

@@ -70,6 +70,9 @@ type DB struct {
 	// keepDeleted says whether a manifest deleted now is kept restorable
 	// (softdelete.go); nil: never.
 	keepDeleted func() bool
+	// actorOf names who asks for the write ctx carries ("" when not a
+	// client's: tag history, softdelete.go).
+	actorOf func(context.Context) string
 }
 
 // WriteStats returns how many write transactions began, and how long they
@@ -335,6 +338,19 @@ var migrations = []string{
 		deleted_origin  TEXT NOT NULL,
 		kept_at         BIGINT NOT NULL,
 		PRIMARY KEY (repo, digest)
+	)`,
+	// Every tag write this region applied while soft delete was on
+	// (tag_history.go): a region's own, not replicated.
+	`CREATE TABLE IF NOT EXISTS tag_history (
+		repo        TEXT NOT NULL,
+		tag         TEXT NOT NULL,
+		version     BIGINT NOT NULL,
+		origin      TEXT NOT NULL,
+		digest      TEXT NOT NULL,
+		deleted     INTEGER NOT NULL,
+		actor       TEXT NOT NULL,
+		recorded_at BIGINT NOT NULL,
+		PRIMARY KEY (repo, tag, version, origin)
 	)`,
 }
 

@@ -43,6 +43,9 @@ func (tx *Tx) writeTag(ctx context.Context, repo, name, d string, v hlc.Version,
 	if deleted {
 		del = 1
 	}
+	if err := tx.recordTagMove(ctx, repo, name, d, v, now, deleted); err != nil {
+		return false, err
+	}
 	query := `
 		INSERT INTO tags (repo, name, digest, version, origin, updated_at, deleted)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)

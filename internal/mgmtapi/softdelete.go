@@ -3,6 +3,7 @@ package mgmtapi
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/oci"
@@ -14,7 +15,11 @@ import (
 //	GET|PUT /_georeg/v1/policies/soft-delete            {"status": "enabled", "days": 7}
 //	GET     /_georeg/v1/repository/deleted?name=R       R's restorable manifests, as the region asked holds them
 //	POST    /_georeg/v1/repository/restore?name=R       {"digest", "tag", "force"}: restore one
+//	GET     /_georeg/v1/repository/tag-history?name=R[&tag=T]   the moves of R's tags this region recorded
+//	POST    /_georeg/v1/repository/restore-time?name=R  {"time", "dryRun", "keepNewer"}: every tag as it was then
 func (a *API) registerSoftDelete(mux *http.ServeMux) {
+	mux.HandleFunc("GET /_georeg/v1/repository/tag-history", a.handleRepo(auth.ActionPull, a.tagHistory))
+	mux.HandleFunc("POST /_georeg/v1/repository/restore-time", a.handleRepo(auth.ActionPush, a.restoreTime))
 	mux.HandleFunc("GET /_georeg/v1/policies/soft-delete", a.handle(a.showSoftDelete))
 	mux.HandleFunc("PUT /_georeg/v1/policies/soft-delete", a.handle(a.putSoftDelete))
 	mux.HandleFunc("GET /_georeg/v1/repository/deleted", a.handleRepo(auth.ActionPull, a.listDeleted))
@@ -65,4 +70,32 @@ func (a *API) restore(ctx context.Context, r *http.Request) (any, error) {
 		}
 	}
 	return a.region.RestoreManifest(ctx, r.URL.Query().Get("name"), d, b.Tag, b.Force)
+}
+
+func (a *API) tagHistory(ctx context.Context, r *http.Request) (any, error) {
+	tag := r.URL.Query().Get("tag")
+	if tag != "" {
+		if err := oci.ValidateTag(tag); err != nil {
+			return nil, ocierr.RequestInvalid.Withf("tag %q: %v", tag, err)
+		}
+	}
+	return a.region.TagHistory(ctx, r.URL.Query().Get("name"), tag)
+}
+
+// RestoreTimeBody asks for every tag of a repository as it was at Time.
+type RestoreTimeBody struct {
+	Time      time.Time `json:"time"`
+	DryRun    bool      `json:"dryRun,omitempty"`
+	KeepNewer bool      `json:"keepNewer,omitempty"`
+}
+
+func (a *API) restoreTime(ctx context.Context, r *http.Request) (any, error) {
+	var b RestoreTimeBody
+	if err := decode(r, &b, `{"time": "2026-12-01T10:00:00Z", "dryRun": true, "keepNewer": false}`); err != nil {
+		return nil, err
+	}
+	if b.Time.IsZero() {
+		return nil, ocierr.RequestInvalid.Withf("time is required: an RFC 3339 time such as 2026-12-01T10:00:00Z")
+	}
+	return a.region.RestoreToTime(ctx, r.URL.Query().Get("name"), b.Time, b.DryRun, b.KeepNewer)
 }

@@ -173,6 +173,10 @@ func (r *Region) unlinkUnreferenced(ctx context.Context, tx *meta.Tx, repo strin
 			return err
 		}
 		rep.ManifestsPurged += int(n)
+		p := r.softDeleteNow()
+		if _, err := tx.PurgeTagHistory(ctx, repo, r.now().Add(-p.HistoryPeriod()), !p.Enabled()); err != nil {
+			return err
+		}
 	}
 	links, err := tx.Links(ctx, repo, cutoff)
 	if err != nil || len(links) == 0 {

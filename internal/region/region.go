@@ -115,6 +115,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	r.clock.Observe(hlc.Version{Time: last})
 	db.SetClock(r.clock)
 	db.SetKeepDeleted(r.keepDeleted)
+	db.SetActorOf(actorOf)
 	// A region retired by a version that marked it with a file in its data
 	// directory stays retired.
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, retiredFlag)); err == nil && !r.Retired() {

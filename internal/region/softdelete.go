@@ -35,6 +35,8 @@ const softDeleteAge = time.Second
 type SoftDelete struct {
 	Status string `json:"status"` // enabled or disabled
 	Days   int    `json:"days"`   // 1 to 90
+	// HistoryDays is how long tag history is kept (0: Days).
+	HistoryDays int `json:"historyDays,omitempty" yaml:"historyDays,omitempty"`
 }
 
 // Enabled reports whether deletes are kept restorable.
@@ -48,7 +50,18 @@ func (p SoftDelete) Validate() error {
 	if p.Days < 1 || p.Days > 90 {
 		return fmt.Errorf("days %d: give 1 to 90", p.Days)
 	}
+	if p.HistoryDays < 0 || p.HistoryDays > 365 {
+		return fmt.Errorf("historyDays %d: give 0 (as days) to 365", p.HistoryDays)
+	}
 	return nil
+}
+
+// HistoryPeriod is how long tag history is kept (0 when disabled).
+func (p SoftDelete) HistoryPeriod() time.Duration {
+	if p.HistoryDays > 0 && p.Enabled() {
+		return time.Duration(p.HistoryDays) * 24 * time.Hour
+	}
+	return p.Period()
 }
 
 // Period is how long a delete stays restorable (0 when disabled).

@@ -195,3 +195,158 @@ func TestADeleteIsRestorableFromAnotherRegionWhileSoftDeleteIsOn(t *testing.T) {
 		t.Fatalf("the restored image after the purge: %v", err)
 	}
 }
+
+// TestARepositoryRestoredToATimeConvergesInEveryRegion: with soft delete
+// on, 50 moves of five tags, made in turn in the three regions, then a
+// tag made and another deleted. Every region records the same history,
+// and what it says the tags were at a time T is what they were. A dry
+// run changes nothing; the restore, asked of westeurope, sets every tag
+// back to T (the later tag deleted, the deleted one back) in every
+// region.
+func TestARepositoryRestoredToATimeConvergesInEveryRegion(t *testing.T) {
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	east, west, asia := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL, reg.ByName["southeastasia"].URL
+	all := []string{east, west, asia}
+	if code, _, out := do(t, http.MethodPut, east+"/_georeg/v1/policies/soft-delete", "application/json", []byte(`{"status":"enabled","days":7}`)); code != 200 {
+		t.Fatalf("policy: %d %s", code, out)
+	}
+	for _, base := range all {
+		eventually(t, 30*time.Second, func() error {
+			_, _, out := do(t, http.MethodGet, base+"/_georeg/v1/policies/soft-delete", "", nil)
+			if !strings.Contains(string(out), `"enabled"`) {
+				return fmt.Errorf("%s: %s", base, out)
+			}
+			return nil
+		})
+	}
+	var manifests [][]byte
+	for i := range 5 {
+		img := push(t, east, "pit/app", "", fmt.Sprintf("pit-%d", i), 1000+i)
+		_, _, m := do(t, http.MethodGet, east+"/v2/pit/app/manifests/"+img.manifest.String(), "", nil)
+		manifests = append(manifests, m)
+		for _, base := range all {
+			eventually(t, 30*time.Second, func() error {
+				if code, _, _ := do(t, http.MethodHead, base+"/v2/pit/app/manifests/"+img.manifest.String(), "", nil); code != 200 {
+					return fmt.Errorf("%s lacks image %d", base, i)
+				}
+				return nil
+			})
+		}
+	}
+	move := func(i int) {
+		base, tag, m := all[i%3], fmt.Sprintf("t%d", i%5), manifests[(i*7+i/5)%5]
+		if code, _, out := do(t, http.MethodPut, base+"/v2/pit/app/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m); code != 201 {
+			t.Fatalf("move %d: %d %s", i, code, out)
+		}
+	}
+	converged := func() map[string]string {
+		t.Helper()
+		var state map[string]string
+		eventually(t, 30*time.Second, func() error {
+			state = tagState(t, east, "pit/app")
+			for _, base := range all[1:] {
+				if got := tagState(t, base, "pit/app"); fmt.Sprint(got) != fmt.Sprint(state) {
+					return fmt.Errorf("%s has %v, eastus %v", base, got, state)
+				}
+			}
+			return nil
+		})
+		return state
+	}
+	for i := range 25 {
+		move(i)
+	}
+	atT := converged()
+	time.Sleep(5 * time.Millisecond) // T is after every move so far, by the wall clock
+	at := time.Now().UTC()
+	time.Sleep(5 * time.Millisecond)
+	for i := 25; i < 50; i++ {
+		move(i)
+	}
+	if code, _, out := do(t, http.MethodPut, asia+"/v2/pit/app/manifests/late", "application/vnd.oci.image.manifest.v1+json", manifests[0]); code != 201 {
+		t.Fatalf("late tag: %d %s", code, out)
+	}
+	if code, _, out := do(t, http.MethodDelete, west+"/v2/pit/app/manifests/t0", "", nil); code != 202 {
+		t.Fatalf("delete t0: %d %s", code, out)
+	}
+	after := converged()
+	if fmt.Sprint(after) == fmt.Sprint(atT) {
+		t.Fatal("the moves after T changed nothing: the test checks nothing")
+	}
+
+	// Every region recorded the same moves: the 50, the late tag, the
+	// delete.
+	history := func(base string) []region.TagHistoryEntry {
+		_, _, out := do(t, http.MethodGet, base+"/_georeg/v1/repository/tag-history?name=pit/app", "", nil)
+		var h []region.TagHistoryEntry
+		if err := json.Unmarshal(out, &h); err != nil {
+			t.Fatalf("history of %s: %v %s", base, err, out)
+		}
+		return h
+	}
+	key := func(h []region.TagHistoryEntry) string {
+		var parts []string
+		for _, m := range h {
+			parts = append(parts, fmt.Sprintf("%s=%s/%v@%s", m.Tag, m.Digest, m.Deleted, m.Version))
+		}
+		return strings.Join(parts, " ")
+	}
+	var want string
+	eventually(t, 30*time.Second, func() error {
+		h := history(east)
+		if len(h) < 52 {
+			return fmt.Errorf("eastus recorded %d moves, want at least 52", len(h))
+		}
+		want = key(h)
+		for _, base := range all[1:] {
+			if got := key(history(base)); got != want {
+				return fmt.Errorf("%s recorded another history", base)
+			}
+		}
+		return nil
+	})
+	// What the history says the tags were at T is what they were.
+	fromHistory := map[string]string{}
+	for _, m := range history(west) {
+		if !m.At.After(at) {
+			if m.Deleted {
+				delete(fromHistory, m.Tag)
+			} else {
+				fromHistory[m.Tag] = m.Digest.String()
+			}
+		}
+	}
+	if fmt.Sprint(fromHistory) != fmt.Sprint(atT) {
+		t.Fatalf("the history says the tags were %v at T, they were %v", fromHistory, atT)
+	}
+
+	body := func(dry bool) []byte {
+		return []byte(fmt.Sprintf(`{"time":%q,"dryRun":%v}`, at.Format(time.RFC3339Nano), dry))
+	}
+	code, _, out := do(t, http.MethodPost, west+"/_georeg/v1/repository/restore-time?name=pit/app", "application/json", body(true))
+	var plan region.TimeRestore
+	if code != 200 || json.Unmarshal(out, &plan) != nil || !plan.DryRun {
+		t.Fatalf("dry run: %d %s", code, out)
+	}
+	actions := map[string]string{}
+	for _, s := range plan.Plan {
+		actions[s.Tag] = s.Action
+	}
+	if actions["late"] != "delete" || actions["t0"] != "set" {
+		t.Fatalf("plan %+v: want late deleted, t0 set", plan.Plan)
+	}
+	if got := tagState(t, west, "pit/app"); fmt.Sprint(got) != fmt.Sprint(after) {
+		t.Fatalf("the dry run changed the tags: %v", got)
+	}
+	if code, _, out := do(t, http.MethodPost, west+"/_georeg/v1/repository/restore-time?name=pit/app", "application/json", body(false)); code != 200 {
+		t.Fatalf("restore: %d %s", code, out)
+	}
+	if got := converged(); fmt.Sprint(got) != fmt.Sprint(atT) {
+		t.Fatalf("restored to %v, want %v", got, atT)
+	}
+	for _, bad := range []string{`{"time":"yesterday"}`, `{}`, fmt.Sprintf(`{"time":%q}`, time.Now().Add(-30*24*time.Hour).Format(time.RFC3339))} {
+		if code, _, out := do(t, http.MethodPost, west+"/_georeg/v1/repository/restore-time?name=pit/app", "application/json", []byte(bad)); code != 400 {
+			t.Fatalf("restore %s: %d %s, want 400", bad, code, out)
+		}
+	}
+}
