@@ -185,7 +185,7 @@ func printManifests(c *cobra.Command, client *cli.Client, q, output string) erro
 }
 
 func manifestCmd() *cobra.Command {
-	cmd, registry, output := group("manifest", "Manifests: list-metadata, list-deleted, restore")
+	cmd, registry, output := group("manifest", "Manifests: list-metadata, list-deleted, restore, purge")
 	var name string
 	list := &cobra.Command{
 		Use: "list-metadata --name R", Short: "List a repository's manifests with tags, sizes and lock flags", Args: cobra.NoArgs,

@@ -121,11 +121,32 @@ func deletedCmds(registry, output *string) []*cobra.Command {
 			return show(*output, res, "REPOSITORY\tDIGEST\tTAGS\tREGION", [][]string{{res.Repository, res.Digest.String(), strings.Join(res.Tags, ","), res.Region}})
 		},
 	}
+	purge := &cobra.Command{
+		Use:   "purge --name R --digest D",
+		Short: "Drop what soft delete keeps of a deleted manifest now, in every region, rather than at the end of the period",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := need(); err != nil {
+				return err
+			}
+			if dgst == "" {
+				return fmt.Errorf("--digest is required")
+			}
+			var p region.Purge
+			path := "/_georeg/v1/repository/deleted?name=" + url.QueryEscape(name) + "&digest=" + url.QueryEscape(dgst)
+			if err := cli.New(*registry, time.Minute).Do(c.Context(), http.MethodDelete, path, nil, &p); err != nil {
+				return err
+			}
+			return show(*output, p, "REPOSITORY\tDIGEST\tDELETE PURGED", [][]string{{p.Repository, p.Digest, p.Deleted}})
+		},
+	}
+	purge.Flags().StringVarP(&name, "name", "n", "", "repository")
+	purge.Flags().StringVar(&dgst, "digest", "", "the deleted manifest's digest")
 	restore.Flags().StringVarP(&name, "name", "n", "", "repository")
 	restore.Flags().StringVar(&dgst, "digest", "", "the deleted manifest's digest")
 	restore.Flags().StringVar(&tag, "tag", "", "restore with this tag only (default: the tags it had)")
 	restore.Flags().BoolVar(&force, "force", false, "move tags that point at other manifests since the delete back")
-	return []*cobra.Command{list, restore}
+	return []*cobra.Command{list, restore, purge}
 }
 
 // historyCmds are `georeg repository show-tag-history` and `restore`.

@@ -187,21 +187,32 @@ func (tx *Tx) RestorablePayloads(ctx context.Context, repo string, since time.Ti
 }
 
 // PurgeDeleted drops, in tx, what was kept of repo's manifests deleted
-// before (or, with digest set, of that one manifest whatever its delete's
-// time); it returns how many it dropped.
-func (tx *Tx) PurgeDeleted(ctx context.Context, repo string, before time.Time, d digest.Digest) (int64, error) {
+// before (or, with d set, of that manifest if its delete is not after
+// deletedBy); it returns the digests dropped.
+func (tx *Tx) PurgeDeleted(ctx context.Context, repo string, before time.Time, d digest.Digest, deletedBy hlc.Version) ([]digest.Digest, error) {
 	if err := tx.writes(repo); err != nil {
-		return 0, err
+		return nil, err
 	}
-	var res sql.Result
+	var rows *sql.Rows
 	var err error
 	if d != "" {
-		res, err = tx.exec(ctx, `DELETE FROM deleted_manifests WHERE repo = $1 AND digest = $2`, repo, d.String())
+		rows, err = tx.query(ctx, `DELETE FROM deleted_manifests WHERE repo = $1 AND digest = $2
+			AND (deleted_version < $3 OR (deleted_version = $3 AND deleted_origin <= $4)) RETURNING digest`,
+			repo, d.String(), deletedBy.Time, deletedBy.Region)
 	} else {
-		res, err = tx.exec(ctx, `DELETE FROM deleted_manifests WHERE repo = $1 AND deleted_version < $2`, repo, hlc.TimeAt(before))
+		rows, err = tx.query(ctx, `DELETE FROM deleted_manifests WHERE repo = $1 AND deleted_version < $2 RETURNING digest`, repo, hlc.TimeAt(before))
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return res.RowsAffected()
+	defer rows.Close()
+	var out []digest.Digest
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, digest.Digest(s))
+	}
+	return out, rows.Err()
 }

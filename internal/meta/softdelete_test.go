@@ -97,9 +97,14 @@ func TestADeleteKeepsTheManifestRestorableOnlyWhileThePolicySaysSo(t *testing.T)
 			if err != nil || len(ps) != 1 || ps[0].Digest != peer {
 				t.Errorf("restorable since 25 min ago: %v %v, want the peer's", ps, err)
 			}
-			n, err := tx.PurgeDeleted(ctx, "r", now.Add(-25*time.Minute), "")
-			if err != nil || n != 1 {
-				t.Errorf("purged %d (%v), want 1", n, err)
+			purged, err := tx.PurgeDeleted(ctx, "r", now.Add(-25*time.Minute), "", hlc.Version{})
+			if err != nil || len(purged) != 1 || purged[0] != local {
+				t.Errorf("purged %v (%v), want the local delete", purged, err)
+			}
+			// One manifest, up to a delete older than its own: nothing.
+			purged, err = tx.PurgeDeleted(ctx, "r", time.Time{}, peer, at(21))
+			if err != nil || len(purged) != 0 {
+				t.Errorf("purged %v (%v) by an older delete, want none", purged, err)
 			}
 			return nil
 		}); err != nil {

@@ -15,6 +15,7 @@ import (
 //	GET|PUT /_georeg/v1/policies/soft-delete            {"status": "enabled", "days": 7}
 //	GET     /_georeg/v1/repository/deleted?name=R       R's restorable manifests, as the region asked holds them
 //	POST    /_georeg/v1/repository/restore?name=R       {"digest", "tag", "force"}: restore one
+//	DELETE  /_georeg/v1/repository/deleted?name=R&digest=D  purge it now, in every region
 //	GET     /_georeg/v1/repository/tag-history?name=R[&tag=T]   the moves of R's tags this region recorded
 //	POST    /_georeg/v1/repository/restore-time?name=R  {"time", "dryRun", "keepNewer"}: every tag as it was then
 func (a *API) registerSoftDelete(mux *http.ServeMux) {
@@ -24,6 +25,7 @@ func (a *API) registerSoftDelete(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /_georeg/v1/policies/soft-delete", a.handle(a.putSoftDelete))
 	mux.HandleFunc("GET /_georeg/v1/repository/deleted", a.handleRepo(auth.ActionPull, a.listDeleted))
 	mux.HandleFunc("POST /_georeg/v1/repository/restore", a.handleRepo(auth.ActionPush, a.restore))
+	mux.HandleFunc("DELETE /_georeg/v1/repository/deleted", a.handleRepo(auth.ActionDelete, a.purge))
 }
 
 func (a *API) showSoftDelete(ctx context.Context, _ *http.Request) (any, error) {
@@ -98,4 +100,12 @@ func (a *API) restoreTime(ctx context.Context, r *http.Request) (any, error) {
 		return nil, ocierr.RequestInvalid.Withf("time is required: an RFC 3339 time such as 2026-12-01T10:00:00Z")
 	}
 	return a.region.RestoreToTime(ctx, r.URL.Query().Get("name"), b.Time, b.DryRun, b.KeepNewer)
+}
+
+func (a *API) purge(ctx context.Context, r *http.Request) (any, error) {
+	d, err := oci.ParseDigest(r.URL.Query().Get("digest"))
+	if err != nil {
+		return nil, ocierr.DigestInvalid.Withf("digest=%q: %v", r.URL.Query().Get("digest"), err)
+	}
+	return a.region.PurgeManifest(ctx, r.URL.Query().Get("name"), d)
 }

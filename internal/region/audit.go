@@ -23,6 +23,8 @@ const (
 	AuditPush       = "push"
 	AuditDelete     = "delete"
 	AuditDeleteBlob = "delete_blob"
+	AuditRestore    = "restore" // a soft-deleted manifest restored here
+	AuditPurge      = "purge"   // what soft delete kept of a manifest dropped here
 	AuditDenied     = "denied" // a repository request refused (403)
 	AuditLogin      = "login"
 	AuditConfig     = "config" // a registry setting (lock, user, token, webhook, rule, replica) changed here

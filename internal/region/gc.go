@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
 )
@@ -168,11 +169,16 @@ func (r *Region) unlinkUnreferenced(ctx context.Context, tx *meta.Tx, repo strin
 	// with this collection; what is restorable keeps its blobs.
 	restorableSince := r.now().Add(-r.softDeleteNow().Period())
 	if !dryRun {
-		n, err := tx.PurgeDeleted(ctx, repo, restorableSince, "")
+		purged, err := tx.PurgeDeleted(ctx, repo, restorableSince, "", hlc.Version{})
 		if err != nil {
 			return err
 		}
-		rep.ManifestsPurged += int(n)
+		rep.ManifestsPurged += len(purged)
+		for _, d := range purged {
+			if err := r.purged(ctx, tx, repo, d, "the soft-delete period ended"); err != nil {
+				return err
+			}
+		}
 		p := r.softDeleteNow()
 		if _, err := tx.PurgeTagHistory(ctx, repo, r.now().Add(-p.HistoryPeriod()), !p.Enabled()); err != nil {
 			return err

@@ -107,6 +107,10 @@ func (r *Region) settingChanged(s meta.Setting) {
 		r.invalidateQuotas()
 	case s.Kind == PolicyKind && s.Name == SoftDeleteName:
 		r.forgetSoftDelete()
+	case s.Kind == PurgeKind:
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r.applyPurge(ctx, s)
 	}
 }
 

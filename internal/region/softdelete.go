@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/ocierr"
+	"github.com/georeg/georeg/internal/webhook"
 )
 
 // Soft delete, as ACR's: while the policy (kind PolicyKind, name
@@ -229,5 +232,98 @@ func (r *Region) RestoreManifest(ctx context.Context, repo string, d digest.Dige
 			return RestoreResult{}, fmt.Errorf("restore %s as %s: %w", d, ref, err)
 		}
 	}
+	// Audited and announced as a restore, beside the push it was.
+	err = r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
+		detail := "deleted at version " + m.Deleted.String()
+		if err := r.audit(ctx, tx, AuditRestore, repo, strings.Join(refs, ","), d, "ok", detail); err != nil {
+			return err
+		}
+		return r.emitNow(ctx, tx, r.softDeleteEvent(ctx, webhook.ActionRestore, repo, d, m.MediaType, m.Size, strings.Join(tags, ",")))
+	})
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restored %s, but its audit entry and event failed: %w", d, err)
+	}
+	r.wakeDeliverer()
 	return RestoreResult{Repository: repo, Digest: d, Tags: tags, Region: r.cfg.Name}, nil
+}
+
+// softDeleteEvent is a restore or purge event of the request in ctx.
+func (r *Region) softDeleteEvent(ctx context.Context, action, repo string, d digest.Digest, mediaType string, size int64, tag string) webhook.Event {
+	ev := imageEvent(action, repo, d, mediaType, size, tag)
+	ev.Request = webhook.RequestFrom(ctx)
+	return ev
+}
+
+// purged audits and announces that what was kept of manifest d of repo
+// was dropped here, in tx.
+func (r *Region) purged(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, why string) error {
+	if err := r.audit(ctx, tx, AuditPurge, repo, d.String(), d, "ok", why); err != nil {
+		return err
+	}
+	return r.emitNow(ctx, tx, r.softDeleteEvent(ctx, webhook.ActionPurge, repo, d, "", 0, ""))
+}
+
+// PurgeKind is the setting kind of purges: one per manifest purged
+// (named REPOSITORY@DIGEST), whose value is the delete it purges. A
+// purge asked of any region so reaches every region, which drops what it
+// kept of that delete (or an older one) as the setting arrives.
+const PurgeKind = "purge"
+
+// Purge is a purge's setting value.
+type Purge struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	// Deleted is the version of the delete purged (hlc.Version.String).
+	Deleted string `json:"deleted"`
+}
+
+// PurgeManifest drops what soft delete kept of manifest d of repo now,
+// in every region (a setting that replicates), rather than at the end of
+// the period; NAME_UNKNOWN-style MANIFEST_UNKNOWN when this region keeps
+// nothing of it.
+func (r *Region) PurgeManifest(ctx context.Context, repo string, d digest.Digest) (Purge, error) {
+	m, err := r.db.DeletedManifest(ctx, repo, d)
+	if isNotFound(err) {
+		return Purge{}, ocierr.ManifestUnknown.WithDetail(
+			fmt.Sprintf("region %s keeps nothing of manifest %s of repository %s to purge (not deleted, never kept, or purged)", r.cfg.Name, d, repo),
+			map[string]string{"repository": repo, "digest": d.String()})
+	}
+	if err != nil {
+		return Purge{}, err
+	}
+	p := Purge{Repository: repo, Digest: d.String(), Deleted: m.Deleted.String()}
+	value, _ := json.Marshal(p)
+	if _, err := r.PutSetting(ctx, PurgeKind, repo+"@"+d.String(), value); err != nil {
+		return Purge{}, err
+	}
+	return p, nil // dropped here by settingChanged, as everywhere
+}
+
+// applyPurge drops what this region kept of the delete a purge setting
+// names (or an older delete of that manifest).
+func (r *Region) applyPurge(ctx context.Context, s meta.Setting) {
+	var p Purge
+	if s.Deleted || json.Unmarshal(s.Value, &p) != nil {
+		return
+	}
+	v, err := hlc.ParseVersion(p.Deleted)
+	d, derr := digest.Parse(p.Digest)
+	if err != nil || derr != nil {
+		r.log.WarnContext(ctx, "a purge names no delete; ignored", "setting", s.Name)
+		return
+	}
+	err = r.db.UpdateRepo(ctx, p.Repository, func(tx *meta.Tx) error {
+		purged, err := tx.PurgeDeleted(ctx, p.Repository, time.Time{}, d, v)
+		for _, pd := range purged {
+			if err := r.purged(ctx, tx, p.Repository, pd, "purged at once"); err != nil {
+				return err
+			}
+		}
+		return err
+	})
+	if err != nil {
+		r.log.WarnContext(ctx, "purge", "repository", p.Repository, "digest", d, "error", err)
+		return
+	}
+	r.wakeDeliverer()
 }

@@ -10,6 +10,7 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -347,6 +348,111 @@ func TestARepositoryRestoredToATimeConvergesInEveryRegion(t *testing.T) {
 	for _, bad := range []string{`{"time":"yesterday"}`, `{}`, fmt.Sprintf(`{"time":%q}`, time.Now().Add(-30*24*time.Hour).Format(time.RFC3339))} {
 		if code, _, out := do(t, http.MethodPost, west+"/_georeg/v1/repository/restore-time?name=pit/app", "application/json", []byte(bad)); code != 400 {
 			t.Fatalf("restore %s: %d %s, want 400", bad, code, out)
+		}
+	}
+}
+
+// TestAPurgeAskedOfOneRegionDropsWhatEveryRegionKept: soft delete on, an
+// image deleted in eastus is listed in every region; purged in
+// westeurope, it is listed nowhere and not restorable anywhere, and the
+// next collection in southeastasia frees its layer. The restore before it
+// and the purge are in the audit log of the region that did them and
+// reach a webhook subscribed to restore and purge: the restore from the
+// region it was asked of, a purge from every region that dropped it.
+func TestAPurgeAskedOfOneRegionDropsWhatEveryRegionKept(t *testing.T) {
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), GCGrace: time.Millisecond, Webhooks: fastWebhooks})
+	east, west, asia := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL, reg.ByName["southeastasia"].URL
+	all := []string{east, west, asia}
+	rc := startReceiver(t, reg, nil)
+	createWebhook(t, reg, east, "softhook", mgmtapi.WebhookBody{URI: ptr(receiverURL(rc)), Actions: []string{"restore", "purge"}}, rc)
+	if code, _, out := do(t, http.MethodPut, east+"/_georeg/v1/policies/soft-delete", "application/json", []byte(`{"status":"enabled","days":7}`)); code != 200 {
+		t.Fatalf("policy: %d %s", code, out)
+	}
+	img := push(t, east, "purge/app", "v1", "purge", 30_000)
+	for _, base := range all {
+		tagArrives(t, base, "purge/app", "v1", img.manifest)
+		eventually(t, 30*time.Second, func() error {
+			_, _, out := do(t, http.MethodGet, base+"/_georeg/v1/policies/soft-delete", "", nil)
+			if !strings.Contains(string(out), `"enabled"`) {
+				return fmt.Errorf("%s: %s", base, out)
+			}
+			return nil
+		})
+	}
+	deleteAndWait := func() {
+		t.Helper()
+		if code, _, out := do(t, http.MethodDelete, east+"/v2/purge/app/manifests/"+img.manifest.String(), "", nil); code != 202 {
+			t.Fatalf("delete: %d %s", code, out)
+		}
+		for _, base := range all {
+			eventually(t, 30*time.Second, func() error {
+				if n := len(deletedIn(t, base, "purge/app")); n != 1 {
+					return fmt.Errorf("%s lists %d restorable", base, n)
+				}
+				return nil
+			})
+		}
+	}
+	deleteAndWait()
+	if code, _, out := do(t, http.MethodPost, asia+"/_georeg/v1/repository/restore?name=purge/app", "application/json", []byte(fmt.Sprintf(`{"digest":%q}`, img.manifest))); code != 200 {
+		t.Fatalf("restore: %d %s", code, out)
+	}
+	for _, base := range all {
+		tagArrives(t, base, "purge/app", "v1", img.manifest)
+	}
+	deleteAndWait()
+	code, _, out := do(t, http.MethodDelete, west+"/_georeg/v1/repository/deleted?name=purge/app&digest="+img.manifest.String(), "", nil)
+	var p region.Purge
+	if code != 200 || json.Unmarshal(out, &p) != nil || p.Digest != img.manifest.String() {
+		t.Fatalf("purge in westeurope: %d %s", code, out)
+	}
+	for _, base := range all {
+		eventually(t, 30*time.Second, func() error {
+			if n := len(deletedIn(t, base, "purge/app")); n != 0 {
+				return fmt.Errorf("%s still lists %d restorable", base, n)
+			}
+			return nil
+		})
+		if code, _, out := do(t, http.MethodPost, base+"/_georeg/v1/repository/restore?name=purge/app", "application/json", []byte(fmt.Sprintf(`{"digest":%q}`, img.manifest))); code != 404 {
+			t.Fatalf("restore after the purge in %s: %d %s, want 404", base, code, out)
+		}
+	}
+	collect(t, asia)
+	if code, _ := asPeerWith(t, reg.Secret, http.MethodGet, asia+"/v2/purge/app/blobs/"+img.blobs[1].String()); code != 404 {
+		t.Fatalf("southeastasia keeps the purged manifest's layer: %d", code)
+	}
+	if code, _, out := do(t, http.MethodDelete, west+"/_georeg/v1/repository/deleted?name=purge/app&digest="+img.manifest.String(), "", nil); code != 404 {
+		t.Fatalf("a purge again: %d %s, want 404", code, out)
+	}
+
+	eventually(t, 30*time.Second, func() error {
+		if n := rc.count("restore", "southeastasia"); n != 1 {
+			return fmt.Errorf("restore events from southeastasia: %d, want 1", n)
+		}
+		for _, r := range []string{"eastus", "westeurope", "southeastasia"} {
+			if n := rc.count("purge", r); n != 1 {
+				return fmt.Errorf("purge events from %s: %d, want 1", r, n)
+			}
+		}
+		return nil
+	})
+	for _, ev := range rc.events() {
+		if !ev.signed || ev.event.Target.Digest != img.manifest.String() || ev.event.Target.Repository != "purge/app" {
+			t.Fatalf("event %+v (signed %v)", ev.event, ev.signed)
+		}
+	}
+	for region, action := range map[string]string{asia: "restore", west: "purge"} {
+		_, _, out := do(t, http.MethodGet, region+"/_georeg/v1/audit?since=1h&n=1000&local=true", "", nil)
+		var log mgmtapi.AuditLog
+		if err := json.Unmarshal(out, &log); err != nil {
+			t.Fatalf("audit: %v %s", err, out)
+		}
+		found := false
+		for _, e := range log.Entries {
+			found = found || (e.Action == action && e.Repo == "purge/app" && e.Digest == img.manifest.String())
+		}
+		if !found {
+			t.Fatalf("no %s entry in the audit log of %s: %s", action, region, out)
 		}
 	}
 }

@@ -44,12 +44,16 @@ const (
 	ActionReplicated           = "replicated"
 	ActionReplicatedEverywhere = "replicated-everywhere"
 	ActionReplicationFailed    = "replication-failed"
+	// ActionRestore and ActionPurge are soft delete's: a deleted manifest
+	// restored, or what was kept of it dropped.
+	ActionRestore = "restore"
+	ActionPurge   = "purge"
 	// ActionPing is sent by `georeg webhook ping` to that webhook only.
 	ActionPing = "ping"
 )
 
 // Actions lists the actions a webhook can subscribe to.
-var Actions = []string{ActionPush, ActionDelete, ActionReplicated, ActionReplicatedEverywhere, ActionReplicationFailed}
+var Actions = []string{ActionPush, ActionDelete, ActionReplicated, ActionReplicatedEverywhere, ActionReplicationFailed, ActionRestore, ActionPurge}
 
 // Payload formats.
 const (
