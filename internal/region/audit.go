@@ -25,7 +25,7 @@ const (
 	AuditDeleteBlob = "delete_blob"
 	AuditRestore    = "restore" // a soft-deleted manifest restored here
 	AuditPurge      = "purge"   // what soft delete kept of a manifest dropped here
-	AuditDenied     = "denied" // a repository request refused (403)
+	AuditDenied     = "denied"  // a repository request refused (403)
 	AuditLogin      = "login"
 	AuditConfig     = "config" // a registry setting (lock, user, token, webhook, rule, replica) changed here
 )
