@@ -71,6 +71,9 @@ func printStatus(st *mgmtapi.ImageStatus, output string) error {
 		what := st.Digest
 		if st.Deleted {
 			what = "deleted at version " + st.DeletedVersion
+			if st.RestorableUntil != nil {
+				what += " (restorable until " + st.RestorableUntil.UTC().Format(time.RFC3339) + ")"
+			}
 		}
 		fmt.Printf("%s%s  %s  (as %s knows it)\n", st.Repository, refSep(st.Reference), what, st.Region)
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)

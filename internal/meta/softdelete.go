@@ -109,11 +109,17 @@ const deletedColumns = `d.repo, d.digest, d.media_type, d.size, d.payload, d.tag
 
 // DeletedManifests lists the manifests of repo kept restorable here whose
 // delete is at or after since, newest delete first (at most n).
+// With repo "", of every repository.
 func (db *DB) DeletedManifests(ctx context.Context, repo string, since time.Time, n int) ([]DeletedManifest, error) {
-	rows, err := db.query(ctx, `SELECT `+deletedColumns+` FROM deleted_manifests d
+	q, args := `SELECT `+deletedColumns+` FROM deleted_manifests d
 		JOIN manifests m ON m.repo = d.repo AND m.digest = d.digest AND m.deleted = 1
-		WHERE d.repo = $1 AND d.deleted_version >= $2 ORDER BY d.deleted_version DESC, d.digest LIMIT $3`,
-		repo, hlc.TimeAt(since), n)
+		WHERE d.repo = $1 AND d.deleted_version >= $2 ORDER BY d.deleted_version DESC, d.digest LIMIT $3`, []any{repo, hlc.TimeAt(since), n}
+	if repo == "" {
+		q, args = `SELECT `+deletedColumns+` FROM deleted_manifests d
+		JOIN manifests m ON m.repo = d.repo AND m.digest = d.digest AND m.deleted = 1
+		WHERE d.deleted_version >= $1 ORDER BY d.deleted_version DESC, d.repo, d.digest LIMIT $2`, []any{hlc.TimeAt(since), n}
+	}
+	rows, err := db.query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

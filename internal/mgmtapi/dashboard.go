@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/replicate"
 )
 
@@ -22,6 +23,9 @@ type Dashboard struct {
 	Lag          map[string]map[string]DashboardLag `json:"lag"`
 	Images       []DashboardImage                   `json:"images"`
 	Repositories []meta.RepoCount                   `json:"repositories"`
+	// Deleted are the newest deletes soft delete keeps restorable in the
+	// answering region.
+	Deleted []region.DeletedManifest `json:"deleted"`
 	At           time.Time                          `json:"at"`
 }
 
@@ -145,6 +149,9 @@ func (a *API) dashboard(ctx context.Context, _ *http.Request) (any, error) {
 	}
 	if out.Repositories == nil {
 		out.Repositories = []meta.RepoCount{}
+	}
+	if out.Deleted, err = a.region.RecentlyDeleted(ctx, dashboardImages); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -73,6 +73,10 @@ type ImageStatus struct {
 	// delete has arrived.
 	Deleted        bool   `json:"deleted,omitempty"`
 	DeletedVersion string `json:"deletedVersion,omitempty"`
+	// RestorableUntil: the deleted manifest (or the manifest the deleted
+	// tag pointed at) is kept restorable by soft delete in the answering
+	// region until then.
+	RestorableUntil *time.Time `json:"restorableUntil,omitempty"`
 }
 
 // API serves the endpoints for one region.
@@ -318,6 +322,11 @@ func (a *API) deletedStatus(ctx context.Context, repo, ref string, v hlc.Version
 		Regions: []RegionState{{Name: a.region.Name(), State: "deleted", Version: v.String(), Since: &at}}}
 	if oci.IsDigest(ref) {
 		out.Digest = ref
+	}
+	if until, ok, err := a.region.RestorableUntil(ctx, repo, ref); err != nil {
+		return out, err
+	} else if ok {
+		out.RestorableUntil = &until
 	}
 	if local {
 		return out, nil

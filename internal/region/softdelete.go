@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -151,14 +152,25 @@ type DeletedManifest struct {
 // maxDeletedListed bounds a listing of deleted manifests.
 const maxDeletedListed = 1000
 
-// DeletedManifests lists repo's manifests restorable now, newest delete
-// first: none while the policy is disabled.
+// DeletedManifests lists repo's manifests restorable now (of every
+// repository with repo ""), newest delete first: none while the policy
+// is disabled.
 func (r *Region) DeletedManifests(ctx context.Context, repo string) ([]DeletedManifest, error) {
+	return r.deletedManifests(ctx, repo, maxDeletedListed)
+}
+
+// RecentlyDeleted lists the n newest deletes restorable now, of every
+// repository.
+func (r *Region) RecentlyDeleted(ctx context.Context, n int) ([]DeletedManifest, error) {
+	return r.deletedManifests(ctx, "", n)
+}
+
+func (r *Region) deletedManifests(ctx context.Context, repo string, n int) ([]DeletedManifest, error) {
 	p, err := r.SoftDeletePolicy(ctx)
 	if err != nil || !p.Enabled() {
 		return []DeletedManifest{}, err
 	}
-	ms, err := r.db.DeletedManifests(ctx, repo, r.now().Add(-p.Period()), maxDeletedListed)
+	ms, err := r.db.DeletedManifests(ctx, repo, r.now().Add(-p.Period()), n)
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +179,22 @@ func (r *Region) DeletedManifests(ctx context.Context, repo string) ([]DeletedMa
 		out = append(out, r.deletedView(m, p))
 	}
 	return out, nil
+}
+
+// RestorableUntil says until when the manifest ref names (a digest, or a
+// deleted tag: the newest kept manifest that had it) is restorable here;
+// ok false when it is not.
+func (r *Region) RestorableUntil(ctx context.Context, repo, ref string) (time.Time, bool, error) {
+	ms, err := r.DeletedManifests(ctx, repo)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	for _, m := range ms { // newest delete first
+		if m.Digest.String() == ref || slices.Contains(m.Tags, ref) {
+			return m.RestorableUntil, true, nil
+		}
+	}
+	return time.Time{}, false, nil
 }
 
 func (r *Region) deletedView(m meta.DeletedManifest, p SoftDelete) DeletedManifest {

@@ -59,8 +59,8 @@ func artifacts(t *testing.T) string {
 // dashboard in headless Chromium through the front door: three Ready
 // regions, then a push to eastus whose row shows southeastasia pending
 // (its downloads are held) and then, released, present in all three, and
-// the usage panel with the image's bytes stored in each. A screenshot is
-// kept.
+// the usage panel with the image's bytes stored in each, and with soft
+// delete on a deleted image shown restorable. A screenshot is kept.
 func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 	// southeastasia's blob downloads from eastus wait until the test has
 	// seen the row with southeastasia pending.
@@ -138,6 +138,20 @@ func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 		`document.querySelector('#regions tr[data-region="westeurope"] td.routed').dataset.routed === "off: turned off" && document.querySelector('#regions tr[data-region="eastus"] td.routed').dataset.routed === "on"`,
 		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		t.Fatalf("the dashboard did not show westeurope's routing off: %v", err)
+	}
+	// Soft delete on: a deleted image is shown restorable.
+	east := reg.ByName["eastus"].URL
+	if code, _, body := do(t, "PUT", east+"/_georeg/v1/policies/soft-delete", "application/json", []byte(`{"status":"enabled","days":7}`)); code != 200 {
+		t.Fatalf("soft delete on: %d %s", code, body)
+	}
+	old := push(t, east, "demo/old", "v1", "old", 1000)
+	if code, _, body := do(t, "DELETE", east+"/v2/demo/old/manifests/"+old.manifest.String(), "", nil); code != 202 {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](fmt.Sprintf(
+		`(() => { const c = document.querySelector('#deleted tr[data-deleted="demo/old@%s"] td.restorable'); return !!c && /^deleted \(restorable until \d{4}-/.test(c.textContent); })()`, old.manifest),
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the dashboard did not show the deleted image restorable: %v", err)
 	}
 	stamp, err := chromedp.Run(step(10*time.Second), chromedp.Evaluate[string](`document.querySelector('#updated').textContent`))
 	if err != nil || !regexp.MustCompile(`^updated \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC$`).MatchString(stamp) {

@@ -94,6 +94,14 @@ func TestADeleteIsRestorableFromAnotherRegionWhileSoftDeleteIsOn(t *testing.T) {
 		!got.RestorableUntil.Equal(got.DeletedAt.Add(7*24*time.Hour)) || time.Since(got.DeletedAt) > time.Minute {
 		t.Fatalf("listed in southeastasia: %+v", got)
 	}
+	// image status says so, by digest and by the tag it had.
+	for _, ref := range []string{img.manifest.String(), "v1"} {
+		_, _, out := do(t, http.MethodGet, asia+"/_georeg/v1/images/status?repository=soft/app&reference="+ref+"&local=true", "", nil)
+		var st mgmtapi.ImageStatus
+		if err := json.Unmarshal(out, &st); err != nil || !st.Deleted || st.RestorableUntil == nil || !st.RestorableUntil.Equal(got.RestorableUntil) {
+			t.Fatalf("status of %s in southeastasia: %v %s, want deleted, restorable until %s", ref, err, out, got.RestorableUntil)
+		}
+	}
 	// Collected everywhere, a grace of 1 ms: the restorable manifest keeps
 	// its blobs.
 	for _, base := range all {

@@ -87,6 +87,18 @@ function draw(d) {
   }));
   $("#no-images").hidden = d.images.length > 0;
 
+  const utc = (t) => new Date(t).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  const deleted = d.deleted || [];
+  $("#deleted-section").hidden = deleted.length === 0;
+  fill($("#deleted tbody"), deleted.map((m) =>
+    el("tr", { "data-deleted": m.repository + "@" + m.digest },
+      el("td", {}, m.repository),
+      el("td", { class: "digest", title: m.digest }, m.digest.slice(7, 19)),
+      el("td", {}, (m.tags || []).join(", ")),
+      el("td", {}, utc(m.deletedAt)),
+      el("td", {}, m.deletedIn),
+      el("td", { class: "restorable" }, "deleted (restorable until " + utc(m.restorableUntil) + ")"))));
+
   fill($("#repositories tbody"), d.repositories.map((r) =>
     el("tr", { "data-repository": r.name }, el("td", {}, r.name), el("td", { class: "num" }, r.tags))));
 }
