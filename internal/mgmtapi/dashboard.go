@@ -26,7 +26,7 @@ type Dashboard struct {
 	// Deleted are the newest deletes soft delete keeps restorable in the
 	// answering region.
 	Deleted []region.DeletedManifest `json:"deleted"`
-	At           time.Time                          `json:"at"`
+	At      time.Time                `json:"at"`
 }
 
 // DashboardLag is how far one region is behind another now, as the
