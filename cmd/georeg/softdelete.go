@@ -94,9 +94,9 @@ func deletedCmds(registry, output *string) []*cobra.Command {
 			var rows [][]string
 			for _, m := range ms {
 				rows = append(rows, []string{m.Digest.String(), strings.Join(m.Tags, ","), m.DeletedAt.Format(time.RFC3339), m.DeletedIn,
-					m.RestorableUntil.Format(time.RFC3339), size(m.Size)})
+					orDash(m.DeletedBy), m.RestorableUntil.Format(time.RFC3339), size(m.Size)})
 			}
-			return show(*output, ms, "DIGEST\tTAGS\tDELETED\tDELETED IN\tRESTORABLE UNTIL\tSIZE", rows)
+			return show(*output, ms, "DIGEST\tTAGS\tDELETED\tDELETED IN\tDELETED BY\tRESTORABLE UNTIL\tSIZE", rows)
 		},
 	}
 	list.Flags().StringVarP(&name, "name", "n", "", "repository")

@@ -336,6 +336,7 @@ var migrations = []string{
 		tags            TEXT NOT NULL,
 		deleted_version BIGINT NOT NULL,
 		deleted_origin  TEXT NOT NULL,
+		deleted_by      TEXT NOT NULL,
 		kept_at         BIGINT NOT NULL,
 		PRIMARY KEY (repo, digest)
 	)`,

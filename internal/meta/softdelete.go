@@ -35,6 +35,9 @@ type DeletedManifest struct {
 	// Deleted is the delete's version: its time and the region that
 	// deleted it (the same in every region).
 	Deleted hlc.Version `json:"-"`
+	// DeletedBy names who deleted it, when the delete was made here ("":
+	// a peer's delete, whose actor is in that region's audit log).
+	DeletedBy string `json:"deletedBy,omitempty"`
 	// Kept is when this region kept it.
 	Kept time.Time `json:"kept"`
 }
@@ -88,13 +91,17 @@ func (tx *Tx) keepDeleted(ctx context.Context, repo string, d digest.Digest, v h
 	}
 	slices.Sort(tags)
 	tags = slices.Compact(tags)
+	actor := ""
+	if tx.db.actorOf != nil {
+		actor = tx.db.actorOf(ctx)
+	}
 	_, err = tx.exec(ctx, `
-		INSERT INTO deleted_manifests (repo, digest, media_type, size, payload, tags, deleted_version, deleted_origin, kept_at)
-		SELECT repo, digest, media_type, size, payload, $3, $4, $5, $6 FROM manifests WHERE repo = $1 AND digest = $2
+		INSERT INTO deleted_manifests (repo, digest, media_type, size, payload, tags, deleted_version, deleted_origin, deleted_by, kept_at)
+		SELECT repo, digest, media_type, size, payload, $3, $4, $5, $6, $7 FROM manifests WHERE repo = $1 AND digest = $2
 		ON CONFLICT (repo, digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size,
 			payload = excluded.payload, tags = excluded.tags, deleted_version = excluded.deleted_version,
-			deleted_origin = excluded.deleted_origin, kept_at = excluded.kept_at`,
-		repo, d.String(), strings.Join(tags, "\n"), v.Time, v.Region, now.UnixMilli())
+			deleted_origin = excluded.deleted_origin, deleted_by = excluded.deleted_by, kept_at = excluded.kept_at`,
+		repo, d.String(), strings.Join(tags, "\n"), v.Time, v.Region, actor, now.UnixMilli())
 	return err
 }
 
@@ -105,7 +112,7 @@ func (tx *Tx) forgetDeleted(ctx context.Context, repo string, d digest.Digest) e
 	return err
 }
 
-const deletedColumns = `d.repo, d.digest, d.media_type, d.size, d.payload, d.tags, d.deleted_version, d.deleted_origin, d.kept_at`
+const deletedColumns = `d.repo, d.digest, d.media_type, d.size, d.payload, d.tags, d.deleted_version, d.deleted_origin, d.deleted_by, d.kept_at`
 
 // DeletedManifests lists the manifests of repo kept restorable here whose
 // delete is at or after since, newest delete first (at most n).
@@ -159,7 +166,7 @@ func scanDeleted(rows *sql.Rows) (DeletedManifest, error) {
 	var m DeletedManifest
 	var d, tags string
 	var kept int64
-	if err := rows.Scan(&m.Repo, &d, &m.MediaType, &m.Size, &m.Payload, &tags, &m.Deleted.Time, &m.Deleted.Region, &kept); err != nil {
+	if err := rows.Scan(&m.Repo, &d, &m.MediaType, &m.Size, &m.Payload, &tags, &m.Deleted.Time, &m.Deleted.Region, &m.DeletedBy, &kept); err != nil {
 		return m, err
 	}
 	m.Digest, m.Kept, m.Tags = digest.Digest(d), time.UnixMilli(kept), []string{}

@@ -94,6 +94,10 @@ func TestADeleteIsRestorableFromAnotherRegionWhileSoftDeleteIsOn(t *testing.T) {
 		!got.RestorableUntil.Equal(got.DeletedAt.Add(7*24*time.Hour)) || time.Since(got.DeletedAt) > time.Minute {
 		t.Fatalf("listed in southeastasia: %+v", got)
 	}
+	// Who deleted it is known where the delete was made.
+	if by := deletedIn(t, west, "soft/app")[0].DeletedBy; by != "anonymous" || got.DeletedBy != "" {
+		t.Fatalf("deleted by %q in westeurope (want anonymous: auth is off), %q in southeastasia (want none)", by, got.DeletedBy)
+	}
 	// image status says so, by digest and by the tag it had.
 	for _, ref := range []string{img.manifest.String(), "v1"} {
 		_, _, out := do(t, http.MethodGet, asia+"/_georeg/v1/images/status?repository=soft/app&reference="+ref+"&local=true", "", nil)
