@@ -77,9 +77,10 @@ func printUsage(rep mgmtapi.UsageReport, output string) error {
 	for _, r := range rep.Regions {
 		rows = append(rows, []string{r.Region, size(r.StoredBytes), size(r.LogicalBytes), fmt.Sprint(r.Blobs),
 			fmt.Sprint(r.Manifests), size(r.ManifestBytes), fmt.Sprint(r.Repositories),
+			fmt.Sprintf("%d (%s)", r.RestorableManifests, size(r.HeldBytes)),
 			size(r.ServedBytes), size(r.ServedReadThroughBytes)})
 	}
-	if err := show(output, rep, "REGION\tSTORED\tLOGICAL\tBLOBS\tMANIFESTS\tMANIFEST BYTES\tREPOSITORIES\tSERVED\tSERVED READ-THROUGH", rows); err != nil || !custom(output) {
+	if err := show(output, rep, "REGION\tSTORED\tLOGICAL\tBLOBS\tMANIFESTS\tMANIFEST BYTES\tREPOSITORIES\tSOFT-DELETED (HELD)\tSERVED\tSERVED READ-THROUGH", rows); err != nil || !custom(output) {
 		return err
 	}
 	var pairRows, repoRows, topRows [][]string

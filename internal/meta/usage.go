@@ -15,6 +15,12 @@ type Usage struct {
 	Manifests     int64 `json:"manifests"`
 	ManifestBytes int64 `json:"manifestBytes"`
 	Repositories  int64 `json:"repositories"`
+	// RestorableManifests are kept by soft delete; HeldBytes are the
+	// bytes of the blobs they reference (each once): at most what
+	// purging them would free, since live manifests may share blobs.
+	// Filled by region.Region.Usage.
+	RestorableManifests int64 `json:"restorableManifests"`
+	HeldBytes           int64 `json:"heldBytes"`
 }
 
 // RepoUsage is what one repository holds in a region.

@@ -5,7 +5,10 @@ import (
 	"sync"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
+
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
 )
 
 // The usage figure metrics and the dashboard show (RecentUsage) is read
@@ -25,8 +28,36 @@ type recentUsage struct {
 	took time.Duration
 }
 
-// Usage adds up what the region stores (meta.DB.Usage).
-func (r *Region) Usage(ctx context.Context) (meta.Usage, error) { return r.db.Usage(ctx) }
+// Usage adds up what the region stores (meta.DB.Usage), with what soft
+// delete holds.
+func (r *Region) Usage(ctx context.Context) (meta.Usage, error) {
+	u, err := r.db.Usage(ctx)
+	if err != nil {
+		return u, err
+	}
+	kept, err := r.deletedManifests(ctx, "", maxHeldCounted)
+	if err != nil {
+		return u, err
+	}
+	blobs := map[digest.Digest]int64{}
+	for _, m := range kept {
+		parsed, err := oci.ParseManifest(m.MediaType, m.Payload)
+		if err != nil {
+			continue // kept as stored; not this figure's to judge
+		}
+		for _, b := range parsed.Blobs() {
+			blobs[b.Digest] = b.Size
+		}
+	}
+	u.RestorableManifests = int64(len(kept))
+	for _, n := range blobs {
+		u.HeldBytes += n
+	}
+	return u, nil
+}
+
+// maxHeldCounted bounds the restorable manifests Usage reads.
+const maxHeldCounted = 100_000
 
 // RecentUsage is Usage as read a little while ago (above), with when it
 // was read: for figures polled often (metrics, the dashboard). Callers
@@ -37,7 +68,7 @@ func (r *Region) RecentUsage(ctx context.Context) (meta.Usage, time.Time, error)
 	defer c.mu.Unlock()
 	if c.read.IsZero() || time.Since(c.read) > max(usageFigureAge, usageReadFactor*c.took) {
 		start := time.Now()
-		u, err := r.db.Usage(ctx)
+		u, err := r.Usage(ctx)
 		if err != nil {
 			return u, c.read, err
 		}

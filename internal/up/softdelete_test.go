@@ -94,6 +94,12 @@ func TestADeleteIsRestorableFromAnotherRegionWhileSoftDeleteIsOn(t *testing.T) {
 		!got.RestorableUntil.Equal(got.DeletedAt.Add(7*24*time.Hour)) || time.Since(got.DeletedAt) > time.Minute {
 		t.Fatalf("listed in southeastasia: %+v", got)
 	}
+	// usage counts it held: its blobs, each once.
+	_, _, uout := do(t, http.MethodGet, asia+"/_georeg/v1/usage?local=true", "", nil)
+	var u mgmtapi.UsageReport
+	if err := json.Unmarshal(uout, &u); err != nil || len(u.Regions) != 1 || u.Regions[0].RestorableManifests != 1 || u.Regions[0].HeldBytes != int64(len(`{"seed":"soft"}`))+50_000 {
+		t.Fatalf("usage of southeastasia: %v %s, want 1 restorable manifest holding 50,015 bytes", err, uout)
+	}
 	// Who deleted it is known where the delete was made.
 	if by := deletedIn(t, west, "soft/app")[0].DeletedBy; by != "anonymous" || got.DeletedBy != "" {
 		t.Fatalf("deleted by %q in westeurope (want anonymous: auth is off), %q in southeastasia (want none)", by, got.DeletedBy)
