@@ -38,6 +38,9 @@ type TagHistoryEntry struct {
 	meta.TagMove
 	At     time.Time `json:"at"`     // the move's version time
 	Region string    `json:"region"` // the region that made it
+	// Of is the move's version (hlc.Version.String): moves of one tag
+	// win in its order.
+	Of string `json:"version"`
 }
 
 // maxHistoryListed bounds a history listing.
@@ -55,7 +58,7 @@ func (r *Region) TagHistory(ctx context.Context, repo, tag string) ([]TagHistory
 		if m.Version.IsZero() {
 			continue // "no such tag before": a marker, not a move
 		}
-		out = append(out, TagHistoryEntry{TagMove: m, At: m.Version.Wall().UTC(), Region: m.Version.Region})
+		out = append(out, TagHistoryEntry{TagMove: m, At: m.Version.Wall().UTC(), Region: m.Version.Region, Of: m.Version.String()})
 	}
 	return out, nil
 }

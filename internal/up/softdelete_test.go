@@ -306,7 +306,7 @@ func TestARepositoryRestoredToATimeConvergesInEveryRegion(t *testing.T) {
 	key := func(h []region.TagHistoryEntry) string {
 		var parts []string
 		for _, m := range h {
-			parts = append(parts, fmt.Sprintf("%s=%s/%v@%s", m.Tag, m.Digest, m.Deleted, m.Version))
+			parts = append(parts, fmt.Sprintf("%s=%s/%v@%s", m.Tag, m.Digest, m.Deleted, m.Of))
 		}
 		return strings.Join(parts, " ")
 	}
