@@ -129,6 +129,7 @@ chaos: tools
 mutate:
 	@trap 'scripts/services stop' EXIT INT TERM; scripts/services start && scripts/mutate
 
-# The garbage-collection soak for two minutes (make test runs it for 6 s).
+# The garbage-collection soaks (plain, and with soft delete and retention)
+# for two minutes each (make test runs them for 6 s).
 soak:
-	GEOREG_SOAK=2m go test ./internal/up -run '^TestGCSoak$$' -count=1 -v -timeout 10m
+	GEOREG_SOAK=2m go test ./internal/up -run '^(TestGCSoak|TestSoftDeleteSoak)$$' -count=1 -v -timeout 10m
