@@ -120,3 +120,37 @@ func TestADeleteKeepsTheManifestRestorableOnlyWhileThePolicySaysSo(t *testing.T)
 		}
 	})
 }
+
+// TestTagHistoryStorageFor1000Moves records 1,000 moves of 100 tags with
+// the history on, on both stores, and reports what tag_history takes
+// (docs/performance.md); it fails only if nothing was recorded.
+func TestTagHistoryStorageFor1000Moves(t *testing.T) {
+	eachDialect(t, func(t *testing.T, db *meta.DB) {
+		ctx := t.Context()
+		db.SetKeepDeleted(func() bool { return true })
+		before, err := db.TableBytes(ctx, "tag_history")
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		for i := range 1000 {
+			v := hlc.Version{Time: hlc.TimeAt(now) + int64(i), Region: "southeastasia"}
+			d := digest.FromString(string(rune(i)))
+			if err := db.UpdateRepo(ctx, "team/app", func(tx *meta.Tx) error {
+				_, err := tx.SetTag(ctx, "team/app", "release-"+string(rune('a'+i%26))+string(rune('a'+i/26%4)), d, v, now)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		moves, err := db.TagHistory(ctx, "team/app", "", 10_000)
+		if err != nil || len(moves) < 1000 {
+			t.Fatalf("recorded %d moves (%v), want 1,000 and a marker per tag", len(moves), err)
+		}
+		after, err := db.TableBytes(ctx, "tag_history")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("tag history: %d bytes for %d rows (1,000 moves of 104 tags and their markers): %.0f bytes per move", after-before, len(moves), float64(after-before)/1000)
+	})
+}

@@ -1,6 +1,9 @@
 package meta
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // Usage is what a region's metadata says it stores.
 type Usage struct {
@@ -119,4 +122,22 @@ func (db *DB) StoredBytes(ctx context.Context) (int64, error) {
 		err = db.queryRow(ctx, `SELECT COALESCE(SUM(size), 0) FROM manifests WHERE deleted = 0`).Scan(&manifests)
 	}
 	return blobs + manifests, err
+}
+
+// TableBytes is the storage a table of this store takes, its indexes
+// included (SQLite: its pages, by dbstat; PostgreSQL:
+// pg_total_relation_size): for figures such as tag history's cost.
+func (db *DB) TableBytes(ctx context.Context, table string) (int64, error) {
+	switch table {
+	case "tag_history", "deleted_manifests", "feed", "tags", "manifests", "blobs":
+	default:
+		return 0, fmt.Errorf("table %q: not one whose size is reported", table)
+	}
+	var n int64
+	if db.dialect == postgres {
+		err := db.queryRow(ctx, `SELECT pg_total_relation_size($1::regclass)`, table).Scan(&n)
+		return n, err
+	}
+	err := db.queryRow(ctx, `SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name = $1 OR name IN (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1)`, table).Scan(&n)
+	return n, err
 }
