@@ -20,7 +20,7 @@ DISTRIBUTION_VERSION := v3.1.2
 CONFORMANCE_MAIN   := v0.0.0-20260831232431-97274622c111
 CONFORMANCE_GINKGO := v0.0.0-20231101194043-f2182352d4cc
 
-.PHONY: test tools lint fuzz bench bench-shared bench-scale build soak chaos mutate services-start services-stop
+.PHONY: test tools lint fuzz bench bench-shared bench-scale bench-softdelete build soak chaos mutate services-start services-stop
 
 # For running single tests by hand: make services-start, then
 # `. .tools/run/env && go test ./internal/meta/`, then make services-stop.
@@ -128,6 +128,11 @@ chaos: tools
 # tests it names fail (scripts/mutate).
 mutate:
 	@trap 'scripts/services stop' EXIT INT TERM; scripts/services start && scripts/mutate
+
+# Soft delete's figures: 100 restores at the default simulated distance,
+# how long until each is pullable in every region (p50, p99).
+bench-softdelete:
+	GEOREG_RESTORES=100 go test ./internal/up -run '^TestRestoreVisibleEverywhereFigures$$' -count=1 -v -timeout 20m
 
 # The garbage-collection soaks (plain, and with soft delete and retention)
 # for two minutes each (make test runs them for 6 s).

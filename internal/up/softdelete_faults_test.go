@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -226,4 +229,73 @@ func TestADeleteAndARestoreInAPartitionResolveByVersionAfterTheHeal(t *testing.T
 	restore(east)
 	partition(false)
 	everywhere(true)
+}
+
+// TestRestoreVisibleEverywhereFigures restores images at the default
+// simulated distance and reports how long after the restore's answer
+// each was pullable (its tag, every blob) in every region: p50 and p99
+// over $GEOREG_RESTORES restores (10 by default; make bench-softdelete:
+// 100). A figure, not a pass/fail timing: it fails only if a restore
+// never arrives.
+func TestRestoreVisibleEverywhereFigures(t *testing.T) {
+	n := 10
+	if s := os.Getenv("GEOREG_RESTORES"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			t.Fatalf("GEOREG_RESTORES=%q: give a count", s)
+		}
+	}
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), Distance: up.DefaultDistance})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	softDeleteOn(t, reg, east)
+	var took []time.Duration
+	for i := range n {
+		tag := fmt.Sprintf("v%d", i)
+		img := push(t, east, "figures/app", tag, fmt.Sprintf("figures-%d", i), 100_000)
+		for _, r := range reg.Regions {
+			tagArrives(t, r.URL, "figures/app", tag, img.manifest)
+		}
+		if code, _, out := do(t, http.MethodDelete, east+"/v2/figures/app/manifests/"+img.manifest.String(), "", nil); code != 202 {
+			t.Fatalf("delete: %d %s", code, out)
+		}
+		// The delete has reached every region (its tag answers 404), and
+		// westeurope keeps it.
+		eventually(t, 60*time.Second, func() error {
+			for _, r := range reg.Regions {
+				if code, _, _ := do(t, http.MethodGet, r.URL+"/v2/figures/app/manifests/"+tag, "", nil); code != 404 {
+					return fmt.Errorf("%s still serves %s: %d", r.Name, tag, code)
+				}
+			}
+			for _, m := range deletedIn(t, west, "figures/app") {
+				if m.Digest == img.manifest {
+					return nil
+				}
+			}
+			return fmt.Errorf("westeurope does not keep %s yet", tag)
+		})
+		if code, _, out := do(t, http.MethodPost, west+"/_georeg/v1/repository/restore?name=figures/app", "application/json", []byte(fmt.Sprintf(`{"digest":%q}`, img.manifest))); code != 200 {
+			t.Fatalf("restore: %d %s", code, out)
+		}
+		start := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		slowest := time.Duration(0)
+		for _, r := range reg.Regions {
+			wg.Go(func() {
+				eventually(t, 60*time.Second, func() error { return pullable(t, r.URL, "figures/app", tag, img) })
+				if os.Getenv("GEOREG_DEBUG_RESTORE") != "" {
+					t.Logf("%s %s after %s", tag, r.Name, time.Since(start))
+				}
+				mu.Lock()
+				slowest = max(slowest, time.Since(start))
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		took = append(took, slowest)
+	}
+	slices.Sort(took)
+	pct := func(p float64) time.Duration { return took[min(len(took)-1, int(p*float64(len(took))))] }
+	t.Logf("restore visible in every region, %d restores at the default simulated distance: p50 %s, p99 %s, max %s",
+		n, pct(0.50).Round(time.Millisecond), pct(0.99).Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
 }
