@@ -311,7 +311,7 @@ func (r *Region) ApplyManifest(ctx context.Context, peer string, seq int64, repo
 	}
 	rec := manifestRecord(repo, d, m, payload, r.now())
 	rec.Version = v
-	return r.commitManifest(ctx, rec, m, "", &peerCursor{peer, seq, tag})
+	return r.commitManifest(ctx, rec, m, nil, &peerCursor{peer, seq, tag})
 }
 
 // ApplyTag points tag at d with version v unless a later write is stored

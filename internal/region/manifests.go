@@ -188,7 +188,11 @@ func (r *Region) PutManifest(ctx context.Context, repo, ref, contentType string,
 		return PutResult{}, ocierr.ManifestInvalid.Withf("%v", err)
 	}
 	rec := manifestRecord(repo, d, m, payload, r.now())
-	if err := r.commitManifest(ctx, rec, m, tag, nil); err != nil {
+	var tags []string
+	if tag != "" {
+		tags = []string{tag}
+	}
+	if err := r.commitManifest(ctx, rec, m, tags, nil); err != nil {
 		return PutResult{}, err
 	}
 	return PutResult{Digest: d, Subject: rec.Subject}, nil
@@ -211,8 +215,12 @@ func manifestRecord(repo string, d digest.Digest, m *oci.Manifest, payload []byt
 // records; a replicated one keeps rec.Version from its origin and moves
 // the peer's cursor instead (when from names one). Both invalidate the
 // cache the same way (invariant 5).
-func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.Manifest, tag string, from *peerCursor) error {
+func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.Manifest, tags []string, from *peerCursor) error {
 	now := r.now()
+	tag := "" // the tag the manifest record names: the first
+	if len(tags) > 0 {
+		tag = tags[0]
+	}
 	update := r.db.Update // a replicated one moves the peer's cursor: region-wide
 	if from == nil {
 		update = func(ctx context.Context, fn func(*meta.Tx) error) error { return r.db.UpdateRepo(ctx, rec.Repo, fn) }
@@ -220,8 +228,14 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 	var added int64
 	err := update(ctx, func(tx *meta.Tx) error {
 		if from == nil {
-			if err := checkPush(ctx, tx, rec.Repo, tag, rec.Digest); err != nil {
-				return err
+			checks := tags
+			if len(checks) == 0 {
+				checks = []string{""} // the repository's lock alone
+			}
+			for _, t := range checks {
+				if err := checkPush(ctx, tx, rec.Repo, t, rec.Digest); err != nil {
+					return err
+				}
 			}
 			var err error
 			if added, err = r.checkQuota(ctx, tx, rec.Repo, manifestAdds(ctx, tx, rec.Repo, rec.Digest, rec.Size)); err != nil {
@@ -250,8 +264,8 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 				return r.setCursor(ctx, tx, from.peer, from.seq)
 			}
 		}
-		if tag != "" {
-			if _, err := tx.SetTag(ctx, rec.Repo, tag, rec.Digest, v, now); err != nil {
+		for _, t := range tags {
+			if _, err := tx.SetTag(ctx, rec.Repo, t, rec.Digest, v, now); err != nil {
 				return err
 			}
 		}
@@ -288,19 +302,26 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 		if err := r.record(ctx, tx, meta.KindManifest, rec.Repo, rec.Digest, tag, rec.MediaType, rec.Size, v); err != nil {
 			return err
 		}
-		if tag != "" {
-			if err := r.record(ctx, tx, meta.KindTag, rec.Repo, rec.Digest, tag, rec.MediaType, rec.Size, v); err != nil {
+		for _, t := range tags {
+			if err := r.record(ctx, tx, meta.KindTag, rec.Repo, rec.Digest, t, rec.MediaType, rec.Size, v); err != nil {
 				return err
 			}
 		}
-		ref := tag
-		if ref == "" {
-			ref = rec.Digest.String()
+		if len(tags) == 0 {
+			if err := r.audit(ctx, tx, AuditPush, rec.Repo, rec.Digest.String(), rec.Digest, "ok", ""); err != nil {
+				return err
+			}
+			return r.pushed(ctx, tx, rec, "")
 		}
-		if err := r.audit(ctx, tx, AuditPush, rec.Repo, ref, rec.Digest, "ok", ""); err != nil {
-			return err
+		for _, t := range tags {
+			if err := r.audit(ctx, tx, AuditPush, rec.Repo, t, rec.Digest, "ok", ""); err != nil {
+				return err
+			}
+			if err := r.pushed(ctx, tx, rec, t); err != nil {
+				return err
+			}
 		}
-		return r.pushed(ctx, tx, rec, tag)
+		return nil
 	})
 	if err != nil {
 		return err
@@ -308,7 +329,7 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 	r.pushedBytes(added)
 	r.feed.notify()
 	r.wakeDeliverer()
-	r.cache.invalidate(rec.Repo, rec.Digest, tag)
+	r.cache.invalidate(rec.Repo, rec.Digest, tags...)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/webhook"
 )
@@ -251,14 +252,18 @@ func (r *Region) RestoreManifest(ctx context.Context, repo string, d digest.Dige
 			fmt.Sprintf("tags %v point at other manifests since the delete; restore with --force to move them back, or --tag to choose another", moved),
 			map[string]string{"repository": repo, "digest": d.String()})
 	}
+	// One push with every tag, in one transaction: a crash leaves the
+	// manifest restorable or live with all its tags.
+	parsed, err := oci.ParseManifest(m.MediaType, m.Payload)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("the kept manifest %s does not parse: %w", d, err)
+	}
+	if err := r.commitManifest(ctx, manifestRecord(repo, d, parsed, m.Payload, r.now()), parsed, tags, nil); err != nil {
+		return RestoreResult{}, fmt.Errorf("restore %s: %w", d, err)
+	}
 	refs := tags
 	if len(refs) == 0 {
 		refs = []string{d.String()}
-	}
-	for _, ref := range refs {
-		if _, err := r.PutManifest(ctx, repo, ref, m.MediaType, m.Payload); err != nil {
-			return RestoreResult{}, fmt.Errorf("restore %s as %s: %w", d, ref, err)
-		}
 	}
 	// Audited and announced as a restore, beside the push it was.
 	err = r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
