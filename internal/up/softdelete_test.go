@@ -474,3 +474,67 @@ func TestAPurgeAskedOfOneRegionDropsWhatEveryRegionKept(t *testing.T) {
 		}
 	}
 }
+
+// TestARepositoryDeleteIsRestorableAndRestoresHonourLocks: with soft
+// delete on, `repository delete` keeps each of its manifests restorable
+// (with its tags) in every region; a write-disabled repository refuses a
+// restore (DENIED naming the lock) and changes nothing; unlocked, the
+// restore goes through.
+func TestARepositoryDeleteIsRestorableAndRestoresHonourLocks(t *testing.T) {
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	softDeleteOn(t, reg, east)
+	a := push(t, east, "whole/app", "a", "whole-a", 3000)
+	b := push(t, east, "whole/app", "b", "whole-b", 3000)
+	for _, r := range reg.Regions {
+		tagArrives(t, r.URL, "whole/app", "b", b.manifest)
+		tagArrives(t, r.URL, "whole/app", "a", a.manifest)
+	}
+	if code, _, out := do(t, http.MethodDelete, east+"/_georeg/v1/repository?name=whole/app", "", nil); code != 200 && code != 202 {
+		t.Fatalf("repository delete: %d %s", code, out)
+	}
+	for _, r := range reg.Regions {
+		eventually(t, 30*time.Second, func() error {
+			got := map[string]string{}
+			for _, m := range deletedIn(t, r.URL, "whole/app") {
+				got[m.Digest.String()] = strings.Join(m.Tags, ",")
+			}
+			if got[a.manifest.String()] != "a" || got[b.manifest.String()] != "b" {
+				return fmt.Errorf("%s keeps %v", r.Name, got)
+			}
+			return nil
+		})
+	}
+	lock := func(write bool) {
+		t.Helper()
+		body := fmt.Sprintf(`{"writeEnabled":%v}`, write)
+		if code, _, out := do(t, http.MethodPatch, east+"/_georeg/v1/repository?name=whole/app", "application/json", []byte(body)); code != 200 {
+			t.Fatalf("lock %s: %d %s", body, code, out)
+		}
+		eventually(t, 30*time.Second, func() error {
+			_, _, out := do(t, http.MethodGet, west+"/_georeg/v1/repository?name=whole/app", "", nil)
+			var v mgmtapi.RepositoryView
+			if err := json.Unmarshal(out, &v); err != nil || v.Attributes.WriteEnabled != write {
+				return fmt.Errorf("westeurope: %v %s", err, out)
+			}
+			return nil
+		})
+	}
+	lock(false)
+	restore := fmt.Sprintf(`{"digest":%q}`, a.manifest)
+	code, _, out := do(t, http.MethodPost, west+"/_georeg/v1/repository/restore?name=whole/app", "application/json", []byte(restore))
+	if code != 403 || !strings.Contains(string(out), "DENIED") || !strings.Contains(string(out), "write-enabled") {
+		t.Fatalf("restore into a write-disabled repository: %d %s, want 403 DENIED naming the lock", code, out)
+	}
+	if len(deletedIn(t, west, "whole/app")) != 2 {
+		t.Fatal("the refused restore changed what westeurope keeps")
+	}
+	lock(true)
+	if code, _, out := do(t, http.MethodPost, west+"/_georeg/v1/repository/restore?name=whole/app", "application/json", []byte(restore)); code != 200 {
+		t.Fatalf("restore once unlocked: %d %s", code, out)
+	}
+	for _, r := range reg.Regions {
+		tagArrives(t, r.URL, "whole/app", "a", a.manifest)
+		eventually(t, 30*time.Second, func() error { return pullable(t, r.URL, "whole/app", "a", a) })
+	}
+}
