@@ -105,6 +105,7 @@ func docBlocks(t *testing.T) []docBlock {
 // reach.
 var docHosts = []struct{ real, standIn string }{
 	{"docker.io/library/alpine:3.20", docUpstream + "/library/alpine:3.20"}, // Docker Hub: a crane registry
+	{"'docker.io/library/*'", "'http://" + docUpstream + "/library/*'"},     // Docker Hub as a cache rule's source
 	{"https://old.example.com", "http://" + docOldRegistry},                 // a registry being moved from: a georeg region
 	{"https://ci.example.com/hook", "http://" + docHookReceiver + "/hook"},  // webhook receivers: an HTTP server
 	{"https://eu-cluster.example.com/hook", "http://" + docHookReceiver + "/hook"},
@@ -160,6 +161,19 @@ var docSetup = map[string]func(t *testing.T, dir string, env []string){
 			"georeg config retention update --registry http://" + docOldRegistry + " --status enabled --days 30 --type UntaggedManifests",
 		})
 	},
+}
+
+// The cache rule's "Docker Hub": a crane registry holding
+// library/alpine:3.20.
+func init() {
+	docSetup["docs/cache.md#Artifact cache[1]"] = func(t *testing.T, dir string, env []string) {
+		docBackground(t, dir, env, "crane", "registry", "serve", "--address", docUpstream)
+		waitFor(t, 10*time.Second, func() error { return answers("http://" + docUpstream + "/v2/") })
+		docScript(t, "stand-ins", dir, env, []string{
+			"tar -cf layer.tar README.md",
+			"crane append --insecure -f layer.tar -t " + docUpstream + "/library/alpine:3.20",
+		})
+	}
 }
 
 // docCheck checks, after a block ran, what its lines' exit statuses do not

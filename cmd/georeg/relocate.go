@@ -40,7 +40,28 @@ type exported struct {
 	Users         []string            `yaml:"users,omitempty"`
 	Locks         []exportedLock      `yaml:"locks,omitempty"`
 	Quotas        []exportedQuota     `yaml:"quotas,omitempty"`
-	Prices        *cost.Prices        `yaml:"prices,omitempty"`
+	// Credential sets before the rules that name them; a set's password
+	// is an ${ENV} reference apply reads from its environment.
+	CredentialSets []exportedCredentialSet `yaml:"credentialSets,omitempty"`
+	CacheRules     []exportedCacheRule     `yaml:"cacheRules,omitempty"`
+	Prices         *cost.Prices            `yaml:"prices,omitempty"`
+}
+
+// exportedCredentialSet is a credential set: its password an ${ENV}
+// reference.
+type exportedCredentialSet struct {
+	Name        string `yaml:"name"`
+	LoginServer string `yaml:"loginServer"`
+	Username    string `yaml:"username"`
+	Password    string `yaml:"password"`
+}
+
+// exportedCacheRule is a cache rule.
+type exportedCacheRule struct {
+	Name          string `yaml:"name"`
+	Source        string `yaml:"source"`
+	Target        string `yaml:"target"`
+	CredentialSet string `yaml:"credentialSet,omitempty"`
 }
 
 // exportedQuota is a storage quota: scope a repository or * (the registry).
@@ -155,6 +176,21 @@ func exportConfig(ctx context.Context, c *cli.Client) (*exported, error) {
 	}
 	for _, q := range quotas {
 		out.Quotas = append(out.Quotas, exportedQuota{q.Scope, q.LimitBytes})
+	}
+	var sets []mgmtapi.CredentialSetView
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/credential-sets", nil, &sets); err != nil {
+		return nil, err
+	}
+	for _, cs := range sets {
+		out.CredentialSets = append(out.CredentialSets, exportedCredentialSet{cs.Name, cs.LoginServer, cs.Username,
+			"${" + envName("GEOREG_CREDENTIAL_SET", cs.Name, "PASSWORD") + "}"})
+	}
+	var rules []mgmtapi.CacheRuleView
+	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/cache-rules", nil, &rules); err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		out.CacheRules = append(out.CacheRules, exportedCacheRule{r.Name, r.Source, r.Target, r.CredentialSet})
 	}
 	var prices cost.Prices
 	if err := c.Do(ctx, http.MethodGet, "/_georeg/v1/policies/prices", nil, &prices); err != nil {
@@ -295,6 +331,28 @@ func applyConfig(ctx context.Context, c *cli.Client, cfg *exported) error {
 	for _, q := range cfg.Quotas {
 		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/policies/quotas?scope="+url.QueryEscape(q.Scope), region.Quota{LimitBytes: q.LimitBytes}, nil); err != nil {
 			return fmt.Errorf("quota of %s: %w", q.Scope, err)
+		}
+	}
+	skipped := map[string]bool{}
+	for _, cs := range cfg.CredentialSets {
+		pw, err := expand(cs.Password)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("credential set %s: not applied (%v), nor the cache rules that use it", cs.Name, err))
+			skipped[cs.Name] = true
+			continue
+		}
+		body := map[string]string{"loginServer": cs.LoginServer, "username": cs.Username, "password": pw}
+		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/credential-sets/"+url.PathEscape(cs.Name), body, nil); err != nil {
+			return fmt.Errorf("credential set %s: %w", cs.Name, err)
+		}
+	}
+	for _, r := range cfg.CacheRules {
+		if skipped[r.CredentialSet] {
+			continue
+		}
+		body := map[string]string{"source": r.Source, "target": r.Target, "credentialSet": r.CredentialSet}
+		if err := c.Do(ctx, http.MethodPut, "/_georeg/v1/cache-rules/"+url.PathEscape(r.Name), body, nil); err != nil {
+			return fmt.Errorf("cache rule %s: %w", r.Name, err)
 		}
 	}
 	if cfg.Prices != nil {

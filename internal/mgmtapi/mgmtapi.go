@@ -172,6 +172,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerImports(mux)
 	a.registerPolicies(mux)
 	a.registerSoftDelete(mux)
+	a.registerCache(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
 	mux.HandleFunc("GET /_georeg/v1/usage", a.handle(a.usage))
 	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))

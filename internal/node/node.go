@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/cache"
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/dashboard"
 	"github.com/georeg/georeg/internal/feed"
@@ -220,6 +221,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}),
 		log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
+	opts.Upstream = cache.New(r, n.importer, log.With("region", cfg.Region.Name, "component", "cache"))
 	mgmt.Register(mux)
 	api := ociapi.New(r, log.With("region", cfg.Region.Name), opts)
 	n.handler = api.Handler(mux)

@@ -25,6 +25,16 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 			m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
 		}
 	}
+	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.opts.Upstream != nil && !a.isPeer(r) {
+		// No region holds it: the artifact cache's upstream, when a rule
+		// covers the repository.
+		if d, ok, uerr := a.opts.Upstream.Ensure(r.Context(), route.Repo, route.Ref); ok {
+			err = uerr
+			if uerr == nil {
+				m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
+			}
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,10 @@ type Options struct {
 	// Peers finds what this region lacks in other regions; nil in a
 	// registry of one region.
 	Peers Peers
+	// Upstream fetches a manifest a client asks for, that neither this
+	// region nor a peer holds, from the upstream registry of the cache
+	// rule its repository falls under (internal/cache); nil: none.
+	Upstream Upstream
 	// ReadThrough fetches a manifest or blob a client asks for from a
 	// peer when this region lacks it (on by default in a registry).
 	ReadThrough bool
@@ -68,6 +72,13 @@ type Options struct {
 	// DataKey, when set (auth on), signs the data endpoint URLs blob GETs
 	// redirect to; the data endpoint serves only signed ones (datasign.go).
 	DataKey []byte
+}
+
+// Upstream is the artifact cache (cache.Puller): Ensure makes repo's ref
+// present from an upstream registry and returns its digest, ok false
+// when no cache rule covers repo.
+type Upstream interface {
+	Ensure(ctx context.Context, repo, ref string) (d digest.Digest, ok bool, err error)
 }
 
 // Peers is what the API asks of other regions. replicate.Replicator

@@ -184,6 +184,21 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 	return im.Get(ctx, job.ID)
 }
 
+// Fetch imports src into target now, in the caller's request and
+// context, and returns the digest stored (the artifact cache's
+// pull-through): tag "" stores it by digest, untagged. Like an import,
+// every manifest and blob is verified by digest and the image is stored
+// only whole.
+func (im *Importer) Fetch(ctx context.Context, src name.Reference, target, tag string, auth authn.Authenticator) (digest.Digest, error) {
+	job := &Job{Source: src.String(), Target: target, State: Running, Started: time.Now().UTC()}
+	if err := im.run(ctx, job, src, target, tag, auth, false); err != nil {
+		return "", err
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return digest.Digest(job.Digest), nil
+}
+
 // publish records job id as it is now in the metadata store, where every
 // node of the region reads it (Get): a client asking a load balancer for
 // its job's progress may reach another node. With one node it is not

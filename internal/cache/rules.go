@@ -1,0 +1,135 @@
+// Package cache is the artifact cache: cache rules map repositories of
+// this registry to repositories of upstream registries (Docker Hub,
+// ghcr.io, quay.io, any OCI registry), and a pull of an image a cached
+// repository lacks fetches it from the upstream, stores it (verified by
+// digest, complete, as an import would) and serves it. Rules and
+// credential sets are registry settings: any region changes them, every
+// region applies them. What one region fetched is stored as a push there,
+// so it replicates to the others: N regions cost one download.
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/georeg/georeg/internal/oci"
+)
+
+// Setting kinds.
+const (
+	RuleKind          = "cache-rule"
+	CredentialSetKind = "credential-set"
+)
+
+// Rule maps Target (a repository, or a prefix ending in /*) to Source (an
+// upstream repository, or a prefix ending in /* when Target has one).
+type Rule struct {
+	Source        string    `json:"source"`                  // registry/repo or registry/prefix/*
+	Target        string    `json:"target"`                  // repo or prefix/*
+	CredentialSet string    `json:"credentialSet,omitempty"` // "" for anonymous pulls
+	Created       time.Time `json:"created"`
+}
+
+// CredentialSet is how to log in to an upstream. Password is a secret:
+// listings and exports leave it out.
+type CredentialSet struct {
+	LoginServer string    `json:"loginServer"`
+	Username    string    `json:"username"`
+	Password    string    `json:"password,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+var nameRegexp = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{2,49}$`)
+
+// ValidateName checks a rule's or credential set's name.
+func ValidateName(kind, n string) error {
+	if !nameRegexp.MatchString(n) {
+		return fmt.Errorf("%s name %q: use 3 to 50 letters, digits, '-' and '_', starting with a letter or digit", kind, n)
+	}
+	return nil
+}
+
+// Validate checks a rule: a source of the form registry/repository with a
+// host, a target that is a valid repository name, both wildcards or
+// neither.
+func (r Rule) Validate() error {
+	srcWild, dstWild := strings.HasSuffix(r.Source, "/*"), strings.HasSuffix(r.Target, "/*")
+	if srcWild != dstWild {
+		return fmt.Errorf("source %q and target %q: both end in /* or neither does", r.Source, r.Target)
+	}
+	// http:// marks an upstream served without TLS (a registry inside
+	// the network); otherwise HTTPS.
+	src := strings.TrimSuffix(strings.TrimPrefix(r.Source, "http://"), "/*")
+	if srcWild {
+		src += "/x" // a repository under the prefix
+	}
+	host, _, _ := strings.Cut(src, "/")
+	explicit := strings.ContainsAny(host, ".:") || host == "localhost"
+	if _, err := name.NewRepository(src, name.StrictValidation); err != nil || !explicit || !strings.Contains(src, "/") {
+		return fmt.Errorf("source %q: give registry/repository, such as docker.io/library/nginx or ghcr.io/org/*", r.Source)
+	}
+	dst := strings.TrimSuffix(r.Target, "/*")
+	if dstWild {
+		dst += "/x"
+	}
+	if err := oci.ValidateRepository(dst); err != nil {
+		return fmt.Errorf("target %q: %v", r.Target, err)
+	}
+	return nil
+}
+
+// Validate checks a credential set.
+func (c CredentialSet) Validate() error {
+	if c.LoginServer == "" || strings.ContainsAny(c.LoginServer, "/ ") {
+		return fmt.Errorf("login server %q: give a host name such as docker.io or ghcr.io", c.LoginServer)
+	}
+	if c.Username == "" || c.Password == "" {
+		return errors.New("a credential set needs a username and a password")
+	}
+	return nil
+}
+
+// Match is the rule a repository falls under, and the upstream
+// repository it maps to.
+type Match struct {
+	Rule     string
+	Upstream string // registry/repository
+	Cred     string
+}
+
+// Matched returns the rule repo falls under: an exact target first, then
+// the wildcard rule with the longest prefix (ties by rule name); ok false
+// when none. Pure.
+func Matched(rules map[string]Rule, repo string) (Match, bool) {
+	var best Match
+	bestLen, found := -1, false
+	for n, r := range rules {
+		var up string
+		switch {
+		case r.Target == repo:
+			up = r.Source
+			if bestLen == 1<<30 && n > best.Rule {
+				continue
+			}
+			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet}, 1<<30, true
+			continue
+		case strings.HasSuffix(r.Target, "/*"):
+			prefix := strings.TrimSuffix(r.Target, "*")
+			rest, ok := strings.CutPrefix(repo, prefix)
+			if !ok || rest == "" {
+				continue
+			}
+			up = strings.TrimSuffix(r.Source, "*") + rest
+			if len(prefix) < bestLen || (len(prefix) == bestLen && n > best.Rule) {
+				continue
+			}
+			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet}, len(prefix), true
+		}
+	}
+	return best, found
+}

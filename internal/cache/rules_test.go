@@ -1,0 +1,57 @@
+package cache
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMatched(t *testing.T) {
+	rules := map[string]Rule{
+		"hub-nginx":   {Source: "docker.io/library/nginx", Target: "hub/nginx"},
+		"hub-library": {Source: "docker.io/library/*", Target: "hub/*", CredentialSet: "hub"},
+		"hub-bitnami": {Source: "docker.io/bitnami/*", Target: "hub/bitnami/*"},
+		"ghcr":        {Source: "ghcr.io/*", Target: "ghcr/*"},
+		"aa-ghcr":     {Source: "ghcr.io/other/*", Target: "ghcr/*"},
+	}
+	for _, tc := range []struct {
+		repo, rule, upstream string
+	}{
+		{"hub/nginx", "hub-nginx", "docker.io/library/nginx"},           // exact wins over the wildcard
+		{"hub/alpine", "hub-library", "docker.io/library/alpine"},       // wildcard
+		{"hub/bitnami/redis", "hub-bitnami", "docker.io/bitnami/redis"}, // the longest prefix
+		{"hub/a/b/c", "hub-library", "docker.io/library/a/b/c"},         // deeper names keep their path
+		{"ghcr/org/app", "aa-ghcr", "ghcr.io/other/org/app"},            // a tie: by rule name
+		{"hub", "", ""},        // the prefix alone is no repository
+		{"other/app", "", ""},  // no rule
+		{"hubx/nginx", "", ""}, // a prefix is a path, not a string prefix
+	} {
+		m, ok := Matched(rules, tc.repo)
+		if got := map[bool]string{true: m.Rule + " " + m.Upstream}[ok]; got != strings.TrimSpace(tc.rule+" "+tc.upstream) {
+			t.Errorf("%s: got %q, want %q", tc.repo, got, tc.rule+" "+tc.upstream)
+		}
+	}
+	if m, _ := Matched(rules, "hub/alpine"); m.Cred != "hub" {
+		t.Errorf("the rule's credential set: %q", m.Cred)
+	}
+}
+
+func TestRuleValidate(t *testing.T) {
+	for _, tc := range []struct {
+		r    Rule
+		want string // "" valid
+	}{
+		{Rule{Source: "docker.io/library/nginx", Target: "hub/nginx"}, ""},
+		{Rule{Source: "ghcr.io/org/*", Target: "ghcr/*"}, ""},
+		{Rule{Source: "127.0.0.1:5000/up/*", Target: "local/*"}, ""},
+		{Rule{Source: "library/nginx", Target: "hub/nginx"}, "give registry/repository"},
+		{Rule{Source: "docker.io", Target: "hub/nginx"}, "give registry/repository"},
+		{Rule{Source: "docker.io/library/*", Target: "hub/nginx"}, "both end in /*"},
+		{Rule{Source: "docker.io/library/nginx", Target: "Hub/Nginx"}, "target"},
+		{Rule{Source: "docker.io/Library/nginx", Target: "hub/nginx"}, "give registry/repository"},
+	} {
+		err := tc.r.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: got %v, want %q", tc.r, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package mgmtapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/georeg/georeg/internal/cache"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// The artifact cache's rules and credential sets (internal/cache):
+// replicated settings, any region answers.
+//
+//	GET         /_georeg/v1/cache-rules                 every rule
+//	GET|PUT|DELETE /_georeg/v1/cache-rules/{name}       one rule: {"source", "target", "credentialSet"}
+//	GET         /_georeg/v1/credential-sets             every set (no password)
+//	GET|PUT|DELETE /_georeg/v1/credential-sets/{name}   one set: {"loginServer", "username", "password"}
+func (a *API) registerCache(mux *http.ServeMux) {
+	mux.HandleFunc("GET /_georeg/v1/cache-rules", a.handle(a.listCacheRules))
+	mux.HandleFunc("GET /_georeg/v1/cache-rules/{name}", a.handle(a.showCacheRule))
+	mux.HandleFunc("PUT /_georeg/v1/cache-rules/{name}", a.handle(a.putCacheRule))
+	mux.HandleFunc("DELETE /_georeg/v1/cache-rules/{name}", a.handle(a.deleteCacheSetting(cache.RuleKind)))
+	mux.HandleFunc("GET /_georeg/v1/credential-sets", a.handle(a.listCredentialSets))
+	mux.HandleFunc("GET /_georeg/v1/credential-sets/{name}", a.handle(a.showCredentialSet))
+	mux.HandleFunc("PUT /_georeg/v1/credential-sets/{name}", a.handle(a.putCredentialSet))
+	mux.HandleFunc("DELETE /_georeg/v1/credential-sets/{name}", a.handle(a.deleteCacheSetting(cache.CredentialSetKind)))
+}
+
+// CacheRuleView is a rule as listed.
+type CacheRuleView struct {
+	Name string `json:"name"`
+	cache.Rule
+}
+
+// CredentialSetView is a credential set as listed: never its password.
+type CredentialSetView struct {
+	Name        string    `json:"name"`
+	LoginServer string    `json:"loginServer"`
+	Username    string    `json:"username"`
+	PasswordSet bool      `json:"passwordSet"`
+	Created     time.Time `json:"created"`
+}
+
+func cacheName(r *http.Request, kind string) (string, error) {
+	n := r.PathValue("name")
+	if err := cache.ValidateName(kind, n); err != nil {
+		return "", ocierr.RequestInvalid.Withf("%v", err)
+	}
+	return n, nil
+}
+
+func (a *API) listCacheRules(ctx context.Context, _ *http.Request) (any, error) {
+	ss, err := a.region.Settings(ctx, cache.RuleKind)
+	if err != nil {
+		return nil, err
+	}
+	out := []CacheRuleView{}
+	for _, s := range ss {
+		var r cache.Rule
+		if json.Unmarshal(s.Value, &r) == nil {
+			out = append(out, CacheRuleView{Name: s.Name, Rule: r})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (a *API) showCacheRule(ctx context.Context, r *http.Request) (any, error) {
+	n, err := cacheName(r, cache.RuleKind)
+	if err != nil {
+		return nil, err
+	}
+	s, err := a.region.Setting(ctx, cache.RuleKind, n)
+	if err != nil {
+		return nil, err
+	}
+	var rule cache.Rule
+	if err := json.Unmarshal(s.Value, &rule); err != nil {
+		return nil, err
+	}
+	return CacheRuleView{Name: n, Rule: rule}, nil
+}
+
+func (a *API) putCacheRule(ctx context.Context, r *http.Request) (any, error) {
+	n, err := cacheName(r, cache.RuleKind)
+	if err != nil {
+		return nil, err
+	}
+	var rule cache.Rule
+	if s, err := a.region.Setting(ctx, cache.RuleKind, n); err == nil {
+		_ = json.Unmarshal(s.Value, &rule) // an update changes what the body names
+	}
+	created := rule.Created
+	if err := decode(r, &rule, `{"source": "docker.io/library/*", "target": "hub/*", "credentialSet": "hub"}`); err != nil {
+		return nil, err
+	}
+	if err := rule.Validate(); err != nil {
+		return nil, ocierr.RequestInvalid.Withf("cache rule %s: %v", n, err)
+	}
+	if rule.CredentialSet != "" {
+		if _, err := a.region.Setting(ctx, cache.CredentialSetKind, rule.CredentialSet); err != nil {
+			return nil, ocierr.RequestInvalid.Withf("cache rule %s: credential set %q: %v", n, rule.CredentialSet, err)
+		}
+	}
+	rule.Created = created
+	if rule.Created.IsZero() {
+		rule.Created = time.Now().UTC()
+	}
+	if err := a.put(ctx, cache.RuleKind, n, rule); err != nil {
+		return nil, err
+	}
+	return CacheRuleView{Name: n, Rule: rule}, nil
+}
+
+func (a *API) listCredentialSets(ctx context.Context, _ *http.Request) (any, error) {
+	ss, err := a.region.Settings(ctx, cache.CredentialSetKind)
+	if err != nil {
+		return nil, err
+	}
+	out := []CredentialSetView{}
+	for _, s := range ss {
+		var c cache.CredentialSet
+		if json.Unmarshal(s.Value, &c) == nil {
+			out = append(out, credentialView(s.Name, c))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func credentialView(n string, c cache.CredentialSet) CredentialSetView {
+	return CredentialSetView{Name: n, LoginServer: c.LoginServer, Username: c.Username, PasswordSet: c.Password != "", Created: c.Created}
+}
+
+func (a *API) showCredentialSet(ctx context.Context, r *http.Request) (any, error) {
+	n, err := cacheName(r, cache.CredentialSetKind)
+	if err != nil {
+		return nil, err
+	}
+	s, err := a.region.Setting(ctx, cache.CredentialSetKind, n)
+	if err != nil {
+		return nil, err
+	}
+	var c cache.CredentialSet
+	if err := json.Unmarshal(s.Value, &c); err != nil {
+		return nil, err
+	}
+	return credentialView(n, c), nil
+}
+
+func (a *API) putCredentialSet(ctx context.Context, r *http.Request) (any, error) {
+	n, err := cacheName(r, cache.CredentialSetKind)
+	if err != nil {
+		return nil, err
+	}
+	var c cache.CredentialSet
+	if s, err := a.region.Setting(ctx, cache.CredentialSetKind, n); err == nil {
+		_ = json.Unmarshal(s.Value, &c)
+	}
+	created := c.Created
+	if err := decode(r, &c, `{"loginServer": "docker.io", "username": "me", "password": "..."}`); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, ocierr.RequestInvalid.Withf("credential set %s: %v", n, err)
+	}
+	c.Created = created
+	if c.Created.IsZero() {
+		c.Created = time.Now().UTC()
+	}
+	if err := a.put(ctx, cache.CredentialSetKind, n, c); err != nil {
+		return nil, err
+	}
+	return credentialView(n, c), nil
+}
+
+func (a *API) deleteCacheSetting(kind string) func(ctx context.Context, r *http.Request) (any, error) {
+	return func(ctx context.Context, r *http.Request) (any, error) {
+		n, err := cacheName(r, kind)
+		if err != nil {
+			return nil, err
+		}
+		v, err := a.region.DeleteSetting(ctx, kind, n)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"name": n, "version": v.String()}, nil
+	}
+}

@@ -1,0 +1,200 @@
+package up_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/up"
+)
+
+// upstream is a registry the tests start (go-containerregistry's, the one
+// `crane registry serve` runs) behind basic auth, counting blob GETs.
+type upstream struct {
+	addr      string
+	blobGets  atomic.Int64
+	user, pwd string
+}
+
+func startUpstream(t *testing.T, user, pwd string) *upstream {
+	t.Helper()
+	u := &upstream{user: user, pwd: pwd}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.addr = l.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if gu, gp, ok := r.BasicAuth(); u.user != "" && (!ok || gu != u.user || gp != u.pwd) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="upstream"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"wrong credentials"}]}`, http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			u.blobGets.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return u
+}
+
+// put writes a random image of layers to repo:tag in the upstream and
+// returns its digest.
+func (u *upstream) put(t *testing.T, repo, tag string, layers int) digest.Digest {
+	t.Helper()
+	img, err := random.Image(20_000, int64(layers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(u.addr+"/"+repo+":"+tag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{}
+	if u.user != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: u.user, Password: u.pwd}))
+	}
+	if err := remote.Write(ref, img, opts...); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return digest.Digest(d.String())
+}
+
+// TestAPullThroughTheCacheFetchesOnceAndReplicates: an upstream registry
+// behind basic auth holds library/alpine:3.20 (3 layers) and
+// library/busybox. A credential set and a wildcard rule (library/* to
+// hub/*) made in eastus apply everywhere. Ten clients of southeastasia
+// pull hub/alpine:3.20 through the front door at once: each gets the
+// upstream's digest and every blob, the upstream served each blob once,
+// and the image replicates to every region. busybox pulls by digest. A
+// rule with a wrong password answers DENIED naming the rule and the
+// upstream's answer; a repository no rule covers stays MANIFEST_UNKNOWN.
+func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
+	upstream := startUpstream(t, "puller", "right-password")
+	alpine := upstream.put(t, "library/alpine", "3.20", 3)
+	busybox := upstream.put(t, "library/busybox", "1.36", 1)
+	blobsBefore := upstream.blobGets.Load()
+
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0"})
+	east := newClientAt(t, reg.FrontDoor, "127.0.0.1")
+	asia := newClientAt(t, reg.FrontDoor, "127.0.0.3")
+	east.routedTo("eastus")
+	asia.routedTo("southeastasia")
+	put := func(path, body string) {
+		t.Helper()
+		if code, _, out := east.do("PUT", path, "application/json", []byte(body)); code != 200 {
+			t.Fatalf("PUT %s: %d %s", path, code, out)
+		}
+	}
+	put("/_georeg/v1/credential-sets/upstream", `{"loginServer":"`+upstream.addr+`","username":"puller","password":"right-password"}`)
+	put("/_georeg/v1/cache-rules/library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*","credentialSet":"upstream"}`)
+	eventually(t, 30*time.Second, func() error {
+		if code, at, _ := asia.do("GET", "/_georeg/v1/cache-rules/library", "", nil); code != 200 {
+			return fmt.Errorf("%s does not have the rule: %d", at, code)
+		}
+		return nil
+	})
+
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			code, at, body := asia.do("GET", "/v2/hub/alpine/manifests/3.20", "", nil)
+			if code != 200 || digest.FromBytes(body) != alpine || at != "southeastasia" {
+				t.Errorf("cold pull from %s: %d %s", at, code, body[:min(len(body), 300)])
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	img := image{manifest: alpine}
+	_, _, m := asia.do("GET", "/v2/hub/alpine/manifests/3.20", "", nil)
+	var parsed struct {
+		Config struct{ Digest digest.Digest }
+		Layers []struct{ Digest digest.Digest }
+	}
+	if err := json.Unmarshal(m, &parsed); err != nil || len(parsed.Layers) != 3 {
+		t.Fatalf("the manifest: %v %s", err, m)
+	}
+	img.blobs = append(img.blobs, parsed.Config.Digest)
+	for _, l := range parsed.Layers {
+		img.blobs = append(img.blobs, l.Digest)
+	}
+	if got := upstream.blobGets.Load() - blobsBefore; got != int64(len(img.blobs)) {
+		t.Fatalf("the upstream served %d blob GETs for ten pulls of an image of %d blobs, want one each", got, len(img.blobs))
+	}
+	for _, r := range reg.Regions {
+		// Held by every region (asked as a peer: never read through), and
+		// tagged there (a Docker manifest: asked with no Accept).
+		eventually(t, 30*time.Second, func() error {
+			if err := holdsImage(t, reg, r.URL, "hub/alpine", alpine.String(), img); err != nil {
+				return err
+			}
+			resp, err := http.Head(r.URL + "/v2/hub/alpine/manifests/3.20")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Docker-Content-Digest"); got != alpine.String() {
+				return fmt.Errorf("%s has hub/alpine:3.20 at %q (%d)", r.Name, got, resp.StatusCode)
+			}
+			return nil
+		})
+	}
+	// By digest.
+	if code, _, body := asia.do("GET", "/v2/hub/busybox/manifests/"+busybox.String(), "", nil); code != 200 || digest.FromBytes(body) != busybox {
+		t.Fatalf("pull by digest: %d %s", code, body)
+	}
+	// Not in the upstream; not covered by a rule.
+	if code, _, body := asia.do("GET", "/v2/hub/nothere/manifests/1", "", nil); code != 404 || !strings.Contains(string(body), "MANIFEST_UNKNOWN") || !strings.Contains(string(body), "cache rule library") {
+		t.Fatalf("a pull of what the upstream lacks: %d %s", code, body)
+	}
+	if code, _, body := asia.do("GET", "/v2/elsewhere/app/manifests/1", "", nil); code != 404 || strings.Contains(string(body), "cache rule") {
+		t.Fatalf("a repository no rule covers: %d %s", code, body)
+	}
+	// A wrong password: DENIED naming the rule and the upstream's answer.
+	put("/_georeg/v1/credential-sets/wrong", `{"loginServer":"`+upstream.addr+`","username":"puller","password":"wrong-password"}`)
+	put("/_georeg/v1/cache-rules/wrong", `{"source":"http://`+upstream.addr+`/library/busybox","target":"wrong/busybox","credentialSet":"wrong"}`)
+	code, _, body := east.do("GET", "/v2/wrong/busybox/manifests/1.36", "", nil)
+	if code != 403 || !strings.Contains(string(body), "DENIED") || !strings.Contains(string(body), "cache rule wrong") || !strings.Contains(string(body), "wrong credentials") {
+		t.Fatalf("a pull with a wrong password: %d %s", code, body)
+	}
+	// Bad input changes nothing.
+	for _, bad := range []struct{ path, body string }{
+		{"/_georeg/v1/cache-rules/bad", `{"source":"library/nginx","target":"hub/nginx"}`},
+		{"/_georeg/v1/cache-rules/bad", `{"source":"docker.io/library/*","target":"hub/nginx"}`},
+		{"/_georeg/v1/cache-rules/bad", `{"source":"docker.io/library/nginx","target":"hub/nginx","credentialSet":"nosuch"}`},
+		{"/_georeg/v1/cache-rules/x", `{"source":"docker.io/library/nginx","target":"hub/nginx"}`},
+		{"/_georeg/v1/credential-sets/bad", `{"loginServer":"docker.io","username":"u"}`},
+	} {
+		if code, _, out := east.do("PUT", bad.path, "application/json", []byte(bad.body)); code != 400 {
+			t.Fatalf("PUT %s %s: %d %s, want 400", bad.path, bad.body, code, out)
+		}
+	}
+	if code, _, out := east.do("GET", "/_georeg/v1/credential-sets/upstream", "", nil); code != 200 || strings.Contains(string(out), "right-password") {
+		t.Fatalf("a credential set shown: %d %s (never its password)", code, out)
+	}
+}
