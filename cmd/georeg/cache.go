@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,12 +17,12 @@ import (
 // cacheRuleCmd is `georeg cache-rule`, as ACR's `az acr cache`.
 func cacheRuleCmd() *cobra.Command {
 	cmd, registry, output := group("cache-rule", "Artifact cache rules: pull-through of upstream registries (create, update, list, show, delete)")
-	var name, source, target, credSet string
-	header := "NAME\tSOURCE\tTARGET\tCREDENTIAL SET\tCREATED"
+	var name, source, target, credSet, revalidate string
+	header := "NAME\tSOURCE\tTARGET\tCREDENTIAL SET\tREVALIDATE\tCREATED"
 	rows := func(vs ...mgmtapi.CacheRuleView) [][]string {
 		var out [][]string
 		for _, v := range vs {
-			out = append(out, []string{v.Name, v.Source, v.Target, orDash(v.CredentialSet), v.Created.Format(time.RFC3339)})
+			out = append(out, []string{v.Name, v.Source, v.Target, orDash(v.CredentialSet), v.Interval().String(), v.Created.Format(time.RFC3339)})
 		}
 		return out
 	}
@@ -44,6 +45,9 @@ func cacheRuleCmd() *cobra.Command {
 		}
 		if create || c.Flags().Changed("cred-set") {
 			body["credentialSet"] = credSet
+		}
+		if create || c.Flags().Changed("revalidate") {
+			body["revalidate"] = revalidate
 		}
 		client := cli.New(*registry, 30*time.Second)
 		path := "/_georeg/v1/cache-rules/" + url.PathEscape(name)
@@ -82,6 +86,7 @@ An http:// source is an upstream without TLS.`,
 		c.Flags().StringVar(&source, "source", "", "the upstream repository: registry/repository, or registry/prefix/*")
 		c.Flags().StringVar(&target, "target", "", "this registry's repository, or prefix/*")
 		c.Flags().StringVar(&credSet, "cred-set", "", "the credential set to log in to the upstream with")
+		c.Flags().StringVar(&revalidate, "revalidate", "", "how often a cached tag is checked upstream when pulled (default 1h)")
 	}
 	list := &cobra.Command{
 		Use: "list", Short: "List the cache rules", Args: cobra.NoArgs,
@@ -231,5 +236,32 @@ func credentialSetCmd() *cobra.Command {
 		c.Flags().StringVarP(&name, "name", "n", "", "the set's name")
 	}
 	cmd.AddCommand(create, update, list, showCmd, del)
+	return cmd
+}
+
+// cacheCmd is `georeg cache refresh`.
+func cacheCmd() *cobra.Command {
+	cmd, registry, output := group("cache", "The artifact cache: refresh a cached tag now")
+	var image string
+	refresh := &cobra.Command{
+		Use:     "refresh --image REPO:TAG",
+		Short:   "Check a cached tag against its upstream now; a moved tag is fetched and moved in every region",
+		Example: `  georeg cache refresh --image hub/nginx:latest`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			repo, tag, ok := strings.Cut(image, ":")
+			if !ok || repo == "" || tag == "" {
+				return fmt.Errorf("--image %q: give repository:tag", image)
+			}
+			var r mgmtapi.Refreshed
+			path := "/_georeg/v1/cache/refresh?repository=" + url.QueryEscape(repo) + "&tag=" + url.QueryEscape(tag)
+			if err := cli.New(*registry, 10*time.Minute).Do(c.Context(), http.MethodPost, path, nil, &r); err != nil {
+				return err
+			}
+			return show(*output, r, "REPOSITORY\tTAG\tDIGEST\tCHANGED\tREGION", [][]string{{r.Repository, r.Tag, r.Digest, fmt.Sprint(r.Changed), r.Region}})
+		},
+	}
+	refresh.Flags().StringVar(&image, "image", "", "the cached tag: repository:tag")
+	cmd.AddCommand(refresh)
 	return cmd
 }

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
@@ -23,57 +26,83 @@ import (
 	"github.com/georeg/georeg/internal/webhook"
 )
 
-// Puller fetches what a cached repository lacks from its upstream.
+// rulesAge bounds how old a node's view of the rules is: a manifest GET
+// of a tag consults them, so they are not read per request.
+const rulesAge = time.Second
+
+// headTimeout bounds a revalidation's question to the upstream: past it
+// the cached copy is served.
+const headTimeout = 5 * time.Second
+
+// Puller fetches what a cached repository lacks from its upstream, and
+// keeps cached tags fresh.
 type Puller struct {
 	region   *region.Region
 	importer *transfer.Importer
+	http     http.RoundTripper
 	log      *slog.Logger
 	flights  singleflight.Group // one upstream fetch per image at a time on this node
+
+	mu       sync.Mutex
+	rules    map[string]Rule
+	rulesAt  time.Time
+	checked  map[string]time.Time // repo:tag -> when it may be asked upstream again
+	failures map[string]int       // repo:tag -> revalidations failed in a row
 }
 
-// New returns the puller of r, fetching with im.
-func New(r *region.Region, im *transfer.Importer, log *slog.Logger) *Puller {
-	return &Puller{region: r, importer: im, log: log}
+// New returns the puller of r, fetching with im, asking upstreams through
+// rt (nil: the default transport).
+func New(r *region.Region, im *transfer.Importer, rt http.RoundTripper, log *slog.Logger) *Puller {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return &Puller{region: r, importer: im, http: rt, log: log, checked: map[string]time.Time{}, failures: map[string]int{}}
 }
 
-// Rules returns the cache rules, by name.
-func (p *Puller) Rules(ctx context.Context) (map[string]Rule, error) {
+// Rules returns the cache rules, by name: as read at most rulesAge ago,
+// or read now with fresh (a miss, which is rare and may follow a rule
+// just made).
+func (p *Puller) Rules(ctx context.Context, fresh bool) (map[string]Rule, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !fresh && p.rules != nil && time.Since(p.rulesAt) < rulesAge {
+		return p.rules, nil
+	}
 	ss, err := p.region.Settings(ctx, RuleKind)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]Rule{}
+	rules := map[string]Rule{}
 	for _, s := range ss {
 		var r Rule
 		if json.Unmarshal(s.Value, &r) == nil {
-			out[s.Name] = r
+			rules[s.Name] = r
 		}
 	}
-	return out, nil
+	p.rules, p.rulesAt = rules, time.Now()
+	return rules, nil
 }
 
-// Ensure makes repo's manifest ref (a tag or digest) present here from
-// the upstream of the rule repo falls under, and returns its digest; ok
-// false when repo falls under no rule (nothing was asked). Concurrent
-// pulls of one image on this node cause one upstream fetch.
-func (p *Puller) Ensure(ctx context.Context, repo, ref string) (digest.Digest, bool, error) {
-	rules, err := p.Rules(ctx)
+// upstreamOf resolves repo's ref to its rule's upstream reference and
+// credentials; ok false when no rule covers repo.
+func (p *Puller) upstreamOf(ctx context.Context, repo, ref string, fresh bool) (Match, name.Reference, authn.Authenticator, bool, error) {
+	rules, err := p.Rules(ctx, fresh)
 	if err != nil || len(rules) == 0 {
-		return "", false, err
+		return Match{}, nil, nil, false, err
 	}
 	m, ok := Matched(rules, repo)
 	if !ok {
-		return "", false, nil
+		return m, nil, nil, false, nil
 	}
 	auth := authn.Anonymous
 	if m.Cred != "" {
 		s, err := p.region.Setting(ctx, CredentialSetKind, m.Cred)
 		if err != nil {
-			return "", true, ocierr.Unavailable.Withf("cache rule %s names credential set %s, which this region does not have: %v", m.Rule, m.Cred, err)
+			return m, nil, nil, true, ocierr.Unavailable.Withf("cache rule %s names credential set %s, which this region does not have: %v", m.Rule, m.Cred, err)
 		}
 		var c CredentialSet
 		if err := json.Unmarshal(s.Value, &c); err != nil {
-			return "", true, fmt.Errorf("credential set %s: %w", m.Cred, err)
+			return m, nil, nil, true, fmt.Errorf("credential set %s: %w", m.Cred, err)
 		}
 		auth = &authn.Basic{Username: c.Username, Password: c.Password}
 	}
@@ -81,13 +110,40 @@ func (p *Puller) Ensure(ctx context.Context, repo, ref string) (digest.Digest, b
 	if u, insecure := strings.CutPrefix(upstream, "http://"); insecure {
 		upstream, opts = u, append(opts, name.Insecure)
 	}
-	sep, tag := ":", ref
+	sep := ":"
 	if oci.IsDigest(ref) {
-		sep, tag = "@", ""
+		sep = "@"
 	}
 	src, err := name.ParseReference(upstream+sep+ref, opts...)
 	if err != nil {
-		return "", true, ocierr.ManifestUnknown.Withf("cache rule %s maps %s:%s to %s%s%s, which is not a valid reference: %v", m.Rule, repo, ref, upstream, sep, ref, err)
+		return m, nil, nil, true, ocierr.ManifestUnknown.Withf("cache rule %s maps %s:%s to %s%s%s, which is not a valid reference: %v", m.Rule, repo, ref, upstream, sep, ref, err)
+	}
+	return m, src, auth, true, nil
+}
+
+// Ensure makes repo's manifest ref (a tag or digest) present here from
+// the upstream of the rule repo falls under, and returns its digest; ok
+// false when repo falls under no rule (nothing was asked). Concurrent
+// pulls of one image on this node cause one upstream fetch.
+func (p *Puller) Ensure(ctx context.Context, repo, ref string) (digest.Digest, bool, error) {
+	m, src, auth, ok, err := p.upstreamOf(ctx, repo, ref, true)
+	if !ok || err != nil {
+		return "", ok, err
+	}
+	d, err := p.fetch(ctx, m, src, repo, ref, auth)
+	if err != nil {
+		return "", true, err
+	}
+	p.mark(repo, ref, m.Interval, true)
+	return d, true, nil
+}
+
+// fetch stores src as repo:ref (by digest when ref is one), once at a
+// time per image on this node.
+func (p *Puller) fetch(ctx context.Context, m Match, src name.Reference, repo, ref string, auth authn.Authenticator) (digest.Digest, error) {
+	tag := ref
+	if oci.IsDigest(ref) {
+		tag = ""
 	}
 	v, err, _ := p.flights.Do(repo+"|"+ref, func() (any, error) {
 		// The fetch outlives a client that goes away: others may wait on it.
@@ -95,11 +151,78 @@ func (p *Puller) Ensure(ctx context.Context, repo, ref string) (digest.Digest, b
 		return p.importer.Fetch(fctx, src, repo, tag, auth)
 	})
 	if err != nil {
-		return "", true, upstreamError(m, src, err)
+		return "", upstreamError(m, src, err)
 	}
 	d := v.(digest.Digest)
 	p.log.InfoContext(ctx, "pulled through", "rule", m.Rule, "repository", repo, "reference", ref, "upstream", src.String(), "digest", d)
-	return d, true, nil
+	return d, nil
+}
+
+// mark records a revalidation of repo:tag: the next one is due after the
+// rule's interval, or, after a failure, after a backoff that doubles from
+// 5 s up to the interval.
+func (p *Puller) mark(repo, tag string, interval time.Duration, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := repo + ":" + tag
+	if ok {
+		delete(p.failures, key)
+		p.checked[key] = time.Now().Add(interval)
+		return
+	}
+	p.failures[key]++
+	backoff := min(interval, 5*time.Second<<min(p.failures[key]-1, 20))
+	p.checked[key] = time.Now().Add(backoff)
+}
+
+// due reports whether repo:tag is to be asked upstream now.
+func (p *Puller) due(repo, tag string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next, ok := p.checked[repo+":"+tag]
+	return !ok || !time.Now().Before(next)
+}
+
+// Revalidate checks cached tag repo:tag, held here at digest have, against
+// its upstream once its rule's interval has passed since the last check
+// (or at once with force): a tag moved upstream is fetched and moved here
+// as a push, which replicates. When the upstream cannot answer (429, 5xx,
+// unreachable, slower than 5 s) the cached copy stays: stale is true, and
+// the check is tried again after a backoff. ok false when no rule covers
+// repo.
+func (p *Puller) Revalidate(ctx context.Context, repo, tag string, have digest.Digest, force bool) (d digest.Digest, stale, ok bool, err error) {
+	if !force && !p.due(repo, tag) {
+		return have, false, true, nil
+	}
+	m, src, auth, ok, err := p.upstreamOf(ctx, repo, tag, force)
+	if !ok || err != nil {
+		return have, false, ok, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, headTimeout)
+	desc, herr := remote.Head(src, remote.WithContext(hctx), remote.WithAuth(auth), remote.WithTransport(p.http))
+	cancel()
+	if herr != nil {
+		p.mark(repo, tag, m.Interval, false)
+		p.log.WarnContext(ctx, "cached tag not revalidated: serving the cached copy", "rule", m.Rule, "repository", repo, "tag", tag, "error", herr)
+		if force {
+			return have, true, true, upstreamError(m, src, herr)
+		}
+		return have, true, true, nil
+	}
+	if desc.Digest.String() == have.String() {
+		p.mark(repo, tag, m.Interval, true)
+		return have, false, true, nil
+	}
+	d, err = p.fetch(ctx, m, src, repo, tag, auth)
+	if err != nil {
+		p.mark(repo, tag, m.Interval, false)
+		if force {
+			return have, true, true, err
+		}
+		return have, true, true, nil
+	}
+	p.mark(repo, tag, m.Interval, true)
+	return d, false, true, nil
 }
 
 // upstreamError says what the upstream answered, naming the rule.
@@ -117,5 +240,5 @@ func upstreamError(m Match, src name.Reference, err error) error {
 	if errors.As(err, &oe) {
 		return err // the region's own answer (a lock, a quota, space)
 	}
-	return ocierr.Unavailable.Withf("cache rule %s: fetching %s from the upstream failed: %s", m.Rule, src, outbound.Trim(err.Error()))
+	return ocierr.Unavailable.Withf("cache rule %s: asking the upstream for %s failed: %s", m.Rule, src, outbound.Trim(err.Error()))
 }

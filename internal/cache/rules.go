@@ -29,10 +29,25 @@ const (
 // Rule maps Target (a repository, or a prefix ending in /*) to Source (an
 // upstream repository, or a prefix ending in /* when Target has one).
 type Rule struct {
-	Source        string    `json:"source"`                  // registry/repo or registry/prefix/*
-	Target        string    `json:"target"`                  // repo or prefix/*
-	CredentialSet string    `json:"credentialSet,omitempty"` // "" for anonymous pulls
-	Created       time.Time `json:"created"`
+	Source        string `json:"source"`                  // registry/repo or registry/prefix/*
+	Target        string `json:"target"`                  // repo or prefix/*
+	CredentialSet string `json:"credentialSet,omitempty"` // "" for anonymous pulls
+	// Revalidate is how often a cached tag is checked against the
+	// upstream when pulled (a Go duration; "" for DefaultRevalidate).
+	Revalidate string    `json:"revalidate,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// DefaultRevalidate is a rule's revalidation interval unless it sets one.
+const DefaultRevalidate = time.Hour
+
+// Interval is how often a cached tag of r is checked upstream.
+func (r Rule) Interval() time.Duration {
+	d, err := time.ParseDuration(r.Revalidate)
+	if err != nil || d <= 0 {
+		return DefaultRevalidate
+	}
+	return d
 }
 
 // CredentialSet is how to log in to an upstream. Password is a secret:
@@ -73,6 +88,12 @@ func (r Rule) Validate() error {
 	if _, err := name.NewRepository(src, name.StrictValidation); err != nil || !explicit || !strings.Contains(src, "/") {
 		return fmt.Errorf("source %q: give registry/repository, such as docker.io/library/nginx or ghcr.io/org/*", r.Source)
 	}
+	if r.Revalidate != "" {
+		d, err := time.ParseDuration(r.Revalidate)
+		if err != nil || d < time.Second || d > 30*24*time.Hour {
+			return fmt.Errorf("revalidate %q: give a duration from 1s to 720h, such as 5m or 1h", r.Revalidate)
+		}
+	}
 	dst := strings.TrimSuffix(r.Target, "/*")
 	if dstWild {
 		dst += "/x"
@@ -100,6 +121,7 @@ type Match struct {
 	Rule     string
 	Upstream string // registry/repository
 	Cred     string
+	Interval time.Duration // how often a cached tag is checked upstream
 }
 
 // Matched returns the rule repo falls under: an exact target first, then
@@ -116,7 +138,7 @@ func Matched(rules map[string]Rule, repo string) (Match, bool) {
 			if bestLen == 1<<30 && n > best.Rule {
 				continue
 			}
-			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet}, 1<<30, true
+			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet, Interval: r.Interval()}, 1<<30, true
 			continue
 		case strings.HasSuffix(r.Target, "/*"):
 			prefix := strings.TrimSuffix(r.Target, "*")
@@ -128,7 +150,7 @@ func Matched(rules map[string]Rule, repo string) (Match, bool) {
 			if len(prefix) < bestLen || (len(prefix) == bestLen && n > best.Rule) {
 				continue
 			}
-			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet}, len(prefix), true
+			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet, Interval: r.Interval()}, len(prefix), true
 		}
 	}
 	return best, found

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/cache"
+	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
@@ -18,7 +19,9 @@ import (
 //	GET|PUT|DELETE /_georeg/v1/cache-rules/{name}       one rule: {"source", "target", "credentialSet"}
 //	GET         /_georeg/v1/credential-sets             every set (no password)
 //	GET|PUT|DELETE /_georeg/v1/credential-sets/{name}   one set: {"loginServer", "username", "password"}
+//	POST        /_georeg/v1/cache/refresh?repository=R&tag=T   check a cached tag upstream now
 func (a *API) registerCache(mux *http.ServeMux) {
+	mux.HandleFunc("POST /_georeg/v1/cache/refresh", a.handle(a.refreshCached))
 	mux.HandleFunc("GET /_georeg/v1/cache-rules", a.handle(a.listCacheRules))
 	mux.HandleFunc("GET /_georeg/v1/cache-rules/{name}", a.handle(a.showCacheRule))
 	mux.HandleFunc("PUT /_georeg/v1/cache-rules/{name}", a.handle(a.putCacheRule))
@@ -189,4 +192,53 @@ func (a *API) deleteCacheSetting(kind string) func(ctx context.Context, r *http.
 		}
 		return map[string]string{"name": n, "version": v.String()}, nil
 	}
+}
+
+// SetCache has the API refresh cached tags with c.
+func (a *API) SetCache(c *cache.Puller) { a.cache = c }
+
+// Refreshed answers a refresh of a cached tag.
+type Refreshed struct {
+	Repository string `json:"repository"`
+	Tag        string `json:"tag"`
+	Digest     string `json:"digest"`
+	Changed    bool   `json:"changed"`
+	Region     string `json:"region"`
+}
+
+func (a *API) refreshCached(ctx context.Context, r *http.Request) (any, error) {
+	q := r.URL.Query()
+	repo, tag := q.Get("repository"), q.Get("tag")
+	if err := oci.ValidateRepository(repo); err != nil {
+		return nil, ocierr.NameInvalid.Withf("repository=%q: %v", repo, err)
+	}
+	if err := oci.ValidateTag(tag); err != nil {
+		return nil, ocierr.RequestInvalid.Withf("tag=%q: %v", tag, err)
+	}
+	if a.cache == nil {
+		return nil, ocierr.Unsupported.Withf("this node runs no artifact cache")
+	}
+	have, err := a.region.ResolveTag(ctx, repo, tag)
+	if ocierr.ManifestUnknown.Is(err) || ocierr.NameUnknown.Is(err) {
+		// Not cached yet: fetch it.
+		d, ok, err := a.cache.Ensure(ctx, repo, tag)
+		if !ok && err == nil {
+			return nil, ocierr.NameUnknown.Withf("no cache rule covers repository %s", repo)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return Refreshed{Repository: repo, Tag: tag, Digest: d.String(), Changed: true, Region: a.region.Name()}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	d, _, ok, err := a.cache.Revalidate(ctx, repo, tag, have, true)
+	if !ok && err == nil {
+		return nil, ocierr.NameUnknown.Withf("no cache rule covers repository %s", repo)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return Refreshed{Repository: repo, Tag: tag, Digest: d.String(), Changed: d != have, Region: a.region.Name()}, nil
 }

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/cache"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -93,6 +94,7 @@ type API struct {
 	outbound *outbound.Policy           // what a registered replica endpoint may be (nil: anything)
 	peersTLS bool                       // registered replica endpoints must be https (auth on)
 	importer *transfer.Importer
+	cache    *cache.Puller
 	client   *http.Client
 }
 

@@ -217,11 +217,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second})
 	mgmt.SetOutbound(policy)
 	mgmt.SetPeersTLS(cfg.Auth.Enabled && !cfg.Replication.InsecurePeers)
-	n.importer = transfer.New(r, outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
-		Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}),
-		log.With("region", cfg.Region.Name, "component", "import"))
+	upstreams := outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
+		Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second})
+	n.importer = transfer.New(r, upstreams, log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
-	opts.Upstream = cache.New(r, n.importer, log.With("region", cfg.Region.Name, "component", "cache"))
+	puller := cache.New(r, n.importer, upstreams, log.With("region", cfg.Region.Name, "component", "cache"))
+	opts.Upstream = puller
+	mgmt.SetCache(puller)
 	mgmt.Register(mux)
 	api := ociapi.New(r, log.With("region", cfg.Region.Name), opts)
 	n.handler = api.Handler(mux)

@@ -35,6 +35,18 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 			}
 		}
 	}
+	if err == nil && a.opts.Upstream != nil && !oci.IsDigest(route.Ref) && !a.isPeer(r) {
+		// A cached tag: moved upstream since it was last checked?
+		d, stale, ok, rerr := a.opts.Upstream.Revalidate(r.Context(), route.Repo, route.Ref, m.Digest, false)
+		if ok && rerr == nil {
+			if stale {
+				w.Header().Set(CacheHeader, "stale")
+			}
+			if d != m.Digest {
+				m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
+			}
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,15 @@ type Options struct {
 // when no cache rule covers repo.
 type Upstream interface {
 	Ensure(ctx context.Context, repo, ref string) (d digest.Digest, ok bool, err error)
+	// Revalidate checks cached tag repo:tag, held at have, against the
+	// upstream when due: d is the digest to serve, stale that the
+	// upstream could not be asked and the cached copy is served.
+	Revalidate(ctx context.Context, repo, tag string, have digest.Digest, force bool) (d digest.Digest, stale, ok bool, err error)
 }
+
+// CacheHeader says, on a manifest of a cached repository, that the
+// upstream could not be asked whether its tag moved ("stale").
+const CacheHeader = "X-Georeg-Cache"
 
 // Peers is what the API asks of other regions. replicate.Replicator
 // implements it.

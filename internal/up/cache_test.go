@@ -28,6 +28,7 @@ import (
 type upstream struct {
 	addr      string
 	blobGets  atomic.Int64
+	failWith  atomic.Int32 // a status every request gets, when set (429: with Retry-After)
 	user, pwd string
 }
 
@@ -41,6 +42,13 @@ func startUpstream(t *testing.T, user, pwd string) *upstream {
 	}
 	u.addr = l.Addr().String()
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if code := int(u.failWith.Load()); code != 0 {
+			if code == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}`, code)
+			return
+		}
 		if gu, gp, ok := r.BasicAuth(); u.user != "" && (!ok || gu != u.user || gp != u.pwd) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="upstream"`)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"wrong credentials"}]}`, http.StatusUnauthorized)
@@ -197,4 +205,94 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 	if code, _, out := east.do("GET", "/_georeg/v1/credential-sets/upstream", "", nil); code != 200 || strings.Contains(string(out), "right-password") {
 		t.Fatalf("a credential set shown: %d %s (never its password)", code, out)
 	}
+}
+
+// TestACachedTagFollowsItsUpstreamAndSurvivesItsOutage: a rule that
+// revalidates every second. The upstream moves the tag: within seconds a
+// pull gets the new digest, and every region follows (the move is a
+// push). Moved again, `cache refresh` asked of westeurope moves it at
+// once. While the upstream answers 429, pulls of the cached tag still
+// succeed, marked stale; once it answers again they are not.
+func TestACachedTagFollowsItsUpstreamAndSurvivesItsOutage(t *testing.T) {
+	upstream := startUpstream(t, "", "")
+	first := upstream.put(t, "library/app", "stable", 1)
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	if code, _, out := do(t, "PUT", east+"/_georeg/v1/cache-rules/lib", "application/json",
+		[]byte(`{"source":"http://`+upstream.addr+`/library/*","target":"lib/*","revalidate":"1s"}`)); code != 200 {
+		t.Fatalf("rule: %d %s", code, out)
+	}
+	pull := func(base string) (digest.Digest, string) {
+		t.Helper()
+		resp, err := http.Get(base + "/v2/lib/app/manifests/stable") // no Accept: a Docker manifest
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("pull from %s: %d %s", base, resp.StatusCode, b)
+		}
+		return digest.FromBytes(b), resp.Header.Get("X-Georeg-Cache")
+	}
+	everyRegion := func(want digest.Digest) {
+		t.Helper()
+		for _, r := range reg.Regions {
+			eventually(t, 30*time.Second, func() error {
+				resp, err := http.Head(r.URL + "/v2/lib/app/manifests/stable")
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				if got := resp.Header.Get("Docker-Content-Digest"); got != want.String() {
+					return fmt.Errorf("%s has lib/app:stable at %s, want %s", r.Name, got, want)
+				}
+				return nil
+			})
+		}
+	}
+	eventually(t, 30*time.Second, func() error { // the rule reaches westeurope
+		if code, _, _ := do(t, "GET", west+"/_georeg/v1/cache-rules/lib", "", nil); code != 200 {
+			return fmt.Errorf("westeurope lacks the rule")
+		}
+		return nil
+	})
+	if d, _ := pull(west); d != first {
+		t.Fatalf("cold pull: %s, want %s", d, first)
+	}
+	everyRegion(first)
+
+	second := upstream.put(t, "library/app", "stable", 1)
+	eventually(t, 30*time.Second, func() error {
+		if d, _ := pull(west); d != second {
+			return fmt.Errorf("westeurope still serves %s", d)
+		}
+		return nil
+	})
+	everyRegion(second)
+
+	third := upstream.put(t, "library/app", "stable", 1)
+	code, _, out := do(t, "POST", west+"/_georeg/v1/cache/refresh?repository=lib/app&tag=stable", "", nil)
+	if code != 200 || !strings.Contains(string(out), third.String()) || !strings.Contains(string(out), `"changed":true`) {
+		t.Fatalf("refresh: %d %s, want %s changed", code, out, third)
+	}
+	everyRegion(third)
+
+	upstream.failWith.Store(http.StatusTooManyRequests)
+	eventually(t, 30*time.Second, func() error { // once the second has passed: asked, refused, stale
+		if d, mark := pull(west); d != third || mark != "stale" {
+			return fmt.Errorf("during the outage: %s, marked %q", d, mark)
+		}
+		return nil
+	})
+	if code, _, out := do(t, "POST", west+"/_georeg/v1/cache/refresh?repository=lib/app&tag=stable", "", nil); code != 503 || !strings.Contains(string(out), "cache rule lib") {
+		t.Fatalf("refresh during the outage: %d %s, want 503 naming the rule", code, out)
+	}
+	upstream.failWith.Store(0)
+	eventually(t, 60*time.Second, func() error { // after the backoff
+		if d, mark := pull(west); d != third || mark != "" {
+			return fmt.Errorf("after the outage: %s, marked %q", d, mark)
+		}
+		return nil
+	})
 }
