@@ -83,6 +83,16 @@ func (p *Puller) Rules(ctx context.Context, fresh bool) (map[string]Rule, error)
 	return rules, nil
 }
 
+// Mirror returns the repository a mirror request for repo of upstream
+// registry ns maps to (containerd's hosts.toml mirrors send ?ns=).
+func (p *Puller) Mirror(ctx context.Context, ns, repo string) (string, bool) {
+	rules, err := p.Rules(ctx, false)
+	if err != nil {
+		return "", false
+	}
+	return Mirrored(rules, ns, repo)
+}
+
 // upstreamOf resolves repo's ref to its rule's upstream reference and
 // credentials; ok false when no rule covers repo.
 func (p *Puller) upstreamOf(ctx context.Context, repo, ref string, fresh bool) (Match, name.Reference, authn.Authenticator, bool, error) {

@@ -155,3 +155,40 @@ func Matched(rules map[string]Rule, repo string) (Match, bool) {
 	}
 	return best, found
 }
+
+// dockerHub are the names Docker Hub's registry goes by.
+var dockerHub = map[string]bool{"docker.io": true, "index.docker.io": true, "registry-1.docker.io": true}
+
+// Mirrored returns the repository of this registry that a mirror request
+// for repository repo of upstream registry ns (containerd's ?ns=) maps
+// to: the rule whose source names that registry and repository, exact
+// first, then the longest wildcard prefix (ties by rule name). Pure.
+func Mirrored(rules map[string]Rule, ns, repo string) (string, bool) {
+	best, bestLen, bestRule, found := "", -1, "", false
+	for n, r := range rules {
+		host, path, ok := strings.Cut(strings.TrimPrefix(r.Source, "http://"), "/")
+		if !ok || !(host == ns || dockerHub[host] && dockerHub[ns]) {
+			continue
+		}
+		var target string
+		var l int
+		switch {
+		case path == repo && !strings.HasSuffix(r.Target, "/*"):
+			target, l = r.Target, 1<<30
+		case path == "*" || strings.HasSuffix(path, "/*"):
+			prefix := strings.TrimSuffix(path, "*")
+			rest, ok := strings.CutPrefix(repo, prefix)
+			if !ok || rest == "" {
+				continue
+			}
+			target, l = strings.TrimSuffix(r.Target, "*")+rest, len(prefix)
+		default:
+			continue
+		}
+		if l < bestLen || (l == bestLen && n > bestRule) {
+			continue
+		}
+		best, bestLen, bestRule, found = target, l, n, true
+	}
+	return best, found
+}

@@ -55,3 +55,31 @@ func TestRuleValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestMirrored(t *testing.T) {
+	rules := map[string]Rule{
+		"hub":       {Source: "docker.io/library/*", Target: "hub/*"},
+		"hub-nginx": {Source: "docker.io/library/nginx", Target: "web/nginx"},
+		"mirror":    {Source: "docker.io/*", Target: "dockerhub/*"},
+		"ghcr":      {Source: "ghcr.io/org/*", Target: "ghcr/org/*"},
+		"inside":    {Source: "http://127.0.0.1:5030/library/*", Target: "local/*"},
+	}
+	for _, tc := range []struct{ ns, repo, want string }{
+		{"docker.io", "library/nginx", "web/nginx"},              // exact first
+		{"docker.io", "library/alpine", "hub/alpine"},            // the longest prefix
+		{"registry-1.docker.io", "library/alpine", "hub/alpine"}, // Docker Hub by any of its names
+		{"docker.io", "bitnami/redis", "dockerhub/bitnami/redis"},
+		{"ghcr.io", "org/app", "ghcr/org/app"},
+		{"127.0.0.1:5030", "library/app", "local/app"}, // an http:// source, by host and port
+		{"ghcr.io", "other/app", ""},                   // no rule for it
+		{"quay.io", "library/nginx", ""},               // another registry
+	} {
+		got, ok := Mirrored(rules, tc.ns, tc.repo)
+		if !ok {
+			got = ""
+		}
+		if got != tc.want {
+			t.Errorf("ns=%s %s: got %q, want %q", tc.ns, tc.repo, got, tc.want)
+		}
+	}
+}

@@ -83,6 +83,9 @@ type Upstream interface {
 	// upstream when due: d is the digest to serve, stale that the
 	// upstream could not be asked and the cached copy is served.
 	Revalidate(ctx context.Context, repo, tag string, have digest.Digest, force bool) (d digest.Digest, stale, ok bool, err error)
+	// Mirror maps a mirror request (containerd's ?ns=REGISTRY) for repo
+	// of registry ns to this registry's repository.
+	Mirror(ctx context.Context, ns, repo string) (string, bool)
 }
 
 // CacheHeader says, on a manifest of a cached repository, that the
@@ -290,6 +293,14 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 	m := r.Method
 	if rec, ok := w.(*recorder); ok {
 		rec.route = route.Kind.String()
+	}
+	if ns := r.URL.Query().Get("ns"); ns != "" && a.opts.Upstream != nil && (m == http.MethodGet || m == http.MethodHead) &&
+		(route.Kind == KindManifest || route.Kind == KindBlob) {
+		// A mirror's request for a repository of registry ns: the cache
+		// rule's target repository answers it.
+		if target, ok := a.opts.Upstream.Mirror(r.Context(), ns, route.Repo); ok {
+			route.Repo = target
+		}
 	}
 	if err := a.authorize(w, r, route); err != nil {
 		return err
