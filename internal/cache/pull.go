@@ -43,6 +43,12 @@ type Puller struct {
 	log      *slog.Logger
 	flights  singleflight.Group // one upstream fetch per image at a time on this node
 
+	// The registry's other regions, when it has some (SetRegions): the
+	// Ready ones, and how to ask one to fetch an image.
+	self    string
+	members func(ctx context.Context) ([]string, error)
+	ask     func(ctx context.Context, region, repo, ref string) (digest.Digest, error)
+
 	mu       sync.Mutex
 	rules    map[string]Rule
 	rulesAt  time.Time
@@ -57,6 +63,13 @@ func New(r *region.Region, im *transfer.Importer, rt http.RoundTripper, log *slo
 		rt = http.DefaultTransport
 	}
 	return &Puller{region: r, importer: im, http: rt, log: log, checked: map[string]time.Time{}, failures: map[string]int{}}
+}
+
+// SetRegions has the puller leave each image's upstream fetch to one
+// region (Fetcher) of members, asked with ask; self is this region.
+func (p *Puller) SetRegions(self string, members func(ctx context.Context) ([]string, error),
+	ask func(ctx context.Context, region, repo, ref string) (digest.Digest, error)) {
+	p.self, p.members, p.ask = self, members, ask
 }
 
 // Rules returns the cache rules, by name: as read at most rulesAge ago,
@@ -131,21 +144,64 @@ func (p *Puller) upstreamOf(ctx context.Context, repo, ref string, fresh bool) (
 	return m, src, auth, true, nil
 }
 
-// Ensure makes repo's manifest ref (a tag or digest) present here from
-// the upstream of the rule repo falls under, and returns its digest; ok
-// false when repo falls under no rule (nothing was asked). Concurrent
-// pulls of one image on this node cause one upstream fetch.
-func (p *Puller) Ensure(ctx context.Context, repo, ref string) (digest.Digest, bool, error) {
+// Ensure makes repo's manifest ref (a tag or digest), which no region
+// holds, come from the upstream of the rule repo falls under; ok false
+// when repo falls under no rule (nothing was asked). One region fetches
+// each image for the whole registry (Fetcher): when that is this region,
+// or the one chosen cannot be asked, the image is fetched here and its
+// digest returned; otherwise the chosen region fetches it, and via names
+// it: the caller reads the image through from the peers. Concurrent
+// pulls of one image on this node cause one upstream fetch or one ask.
+func (p *Puller) Ensure(ctx context.Context, repo, ref string) (d digest.Digest, via string, ok bool, err error) {
+	if _, _, _, ok, err := p.upstreamOf(ctx, repo, ref, true); !ok || err != nil {
+		return "", "", ok, err
+	}
+	if fetcher := p.fetcher(ctx, repo, ref); fetcher != "" && fetcher != p.self {
+		_, err, _ := p.flights.Do("ask|"+repo+"|"+ref, func() (any, error) {
+			return p.ask(context.WithoutCancel(ctx), fetcher, repo, ref)
+		})
+		if err == nil {
+			return "", fetcher, true, nil
+		}
+		var oe *ocierr.Error
+		if errors.As(err, &oe) && (oe.Code == ocierr.ManifestUnknown || oe.Code == ocierr.Denied) {
+			return "", "", true, err // the upstream's answer, as that region got it
+		}
+		p.log.WarnContext(ctx, "the region chosen to fetch could not be asked: fetching here", "region", fetcher, "repository", repo, "reference", ref, "error", err)
+	}
+	d, err = p.EnsureHere(ctx, repo, ref)
+	return d, "", true, err
+}
+
+// EnsureHere fetches repo's manifest ref from its upstream into this
+// region, whichever region Fetcher picks (another region asked this one).
+func (p *Puller) EnsureHere(ctx context.Context, repo, ref string) (digest.Digest, error) {
 	m, src, auth, ok, err := p.upstreamOf(ctx, repo, ref, true)
-	if !ok || err != nil {
-		return "", ok, err
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", ocierr.NameUnknown.Withf("no cache rule covers repository %s in region %s", repo, p.region.Name())
 	}
 	d, err := p.fetch(ctx, m, src, repo, ref, auth)
 	if err != nil {
-		return "", true, err
+		return "", err
 	}
 	p.mark(repo, ref, m.Interval, true)
-	return d, true, nil
+	return d, nil
+}
+
+// fetcher is the region that fetches repo:ref for the registry, "" when
+// this region is alone (or cannot tell).
+func (p *Puller) fetcher(ctx context.Context, repo, ref string) string {
+	if p.members == nil || p.ask == nil {
+		return ""
+	}
+	regions, err := p.members(ctx)
+	if err != nil || len(regions) < 2 {
+		return ""
+	}
+	return Fetcher(regions, repo+"|"+ref)
 }
 
 // fetch stores src as repo:ref (by digest when ref is one), once at a

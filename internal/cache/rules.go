@@ -11,6 +11,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"regexp"
 	"strings"
 	"time"
@@ -191,4 +192,23 @@ func Mirrored(rules map[string]Rule, ns, repo string) (string, bool) {
 		best, bestLen, bestRule, found = target, l, n, true
 	}
 	return best, found
+}
+
+// Fetcher is the region that fetches image key (repository|reference)
+// from its upstream for the whole registry: of the Ready regions, the
+// one rendezvous hashing ranks first for key, so every region picks the
+// same one while they agree on who is Ready, and an image's fetches
+// spread across the regions. "" when there are none. Pure.
+func Fetcher(regions []string, key string) string {
+	best, bestScore := "", uint64(0)
+	for _, r := range regions {
+		h := fnv.New64a()
+		h.Write([]byte(r))
+		h.Write([]byte{0})
+		h.Write([]byte(key))
+		if s := h.Sum64(); best == "" || s > bestScore || (s == bestScore && r < best) {
+			best, bestScore = r, s
+		}
+	}
+	return best
 }

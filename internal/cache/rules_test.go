@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -81,5 +82,33 @@ func TestMirrored(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("ns=%s %s: got %q, want %q", tc.ns, tc.repo, got, tc.want)
 		}
+	}
+}
+
+func TestFetcher(t *testing.T) {
+	regions := []string{"eastus", "westeurope", "southeastasia"}
+	counts := map[string]int{}
+	for i := range 300 {
+		key := fmt.Sprintf("hub/app%d|v1", i)
+		f := Fetcher(regions, key)
+		// The same whatever the order the regions are listed in.
+		if g := Fetcher([]string{regions[2], regions[0], regions[1]}, key); g != f {
+			t.Fatalf("%s: %s or %s by the order of the list", key, f, g)
+		}
+		// A region leaving moves only the images it fetched.
+		if f != "westeurope" {
+			if g := Fetcher([]string{"eastus", "southeastasia"}, key); g != f {
+				t.Fatalf("%s moved from %s to %s when westeurope left", key, f, g)
+			}
+		}
+		counts[f]++
+	}
+	for _, r := range regions {
+		if counts[r] < 50 {
+			t.Fatalf("fetches spread %v: %s gets too few", counts, r)
+		}
+	}
+	if Fetcher(nil, "x") != "" {
+		t.Fatal("no region: no fetcher")
 	}
 }

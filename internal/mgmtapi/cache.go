@@ -3,9 +3,15 @@ package mgmtapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
+
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/cache"
 	"github.com/georeg/georeg/internal/oci"
@@ -20,7 +26,9 @@ import (
 //	GET         /_georeg/v1/credential-sets             every set (no password)
 //	GET|PUT|DELETE /_georeg/v1/credential-sets/{name}   one set: {"loginServer", "username", "password"}
 //	POST        /_georeg/v1/cache/refresh?repository=R&tag=T   check a cached tag upstream now
+//	POST        /_georeg/v1/cache/ensure?repository=R&reference=REF  fetch an image from its upstream here (a region asks the one that fetches it for all)
 func (a *API) registerCache(mux *http.ServeMux) {
+	mux.HandleFunc("POST /_georeg/v1/cache/ensure", a.handle(a.ensureCached))
 	mux.HandleFunc("POST /_georeg/v1/cache/refresh", a.handle(a.refreshCached))
 	mux.HandleFunc("GET /_georeg/v1/cache-rules", a.handle(a.listCacheRules))
 	mux.HandleFunc("GET /_georeg/v1/cache-rules/{name}", a.handle(a.showCacheRule))
@@ -220,11 +228,8 @@ func (a *API) refreshCached(ctx context.Context, r *http.Request) (any, error) {
 	}
 	have, err := a.region.ResolveTag(ctx, repo, tag)
 	if ocierr.ManifestUnknown.Is(err) || ocierr.NameUnknown.Is(err) {
-		// Not cached yet: fetch it.
-		d, ok, err := a.cache.Ensure(ctx, repo, tag)
-		if !ok && err == nil {
-			return nil, ocierr.NameUnknown.Withf("no cache rule covers repository %s", repo)
-		}
+		// Not cached yet: fetch it here.
+		d, err := a.cache.EnsureHere(ctx, repo, tag)
 		if err != nil {
 			return nil, err
 		}
@@ -241,4 +246,76 @@ func (a *API) refreshCached(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	return Refreshed{Repository: repo, Tag: tag, Digest: d.String(), Changed: d != have, Region: a.region.Name()}, nil
+}
+
+// Ensured answers a fetch another region asked for.
+type Ensured struct {
+	Digest string `json:"digest"`
+}
+
+func (a *API) ensureCached(ctx context.Context, r *http.Request) (any, error) {
+	q := r.URL.Query()
+	repo, ref := q.Get("repository"), q.Get("reference")
+	if err := oci.ValidateRepository(repo); err != nil {
+		return nil, ocierr.NameInvalid.Withf("repository=%q: %v", repo, err)
+	}
+	if !oci.IsDigest(ref) && oci.ValidateTag(ref) != nil {
+		return nil, ocierr.RequestInvalid.Withf("reference=%q: give a tag or a digest", ref)
+	}
+	if a.cache == nil {
+		return nil, ocierr.Unsupported.Withf("this node runs no artifact cache")
+	}
+	d, err := a.cache.EnsureHere(ctx, repo, ref)
+	if err != nil {
+		return nil, err
+	}
+	return Ensured{Digest: d.String()}, nil
+}
+
+// AskToFetch asks region name to fetch repo:ref from its upstream for the
+// registry (cache.Puller.SetRegions), bounded by 10 minutes.
+func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (digest.Digest, error) {
+	all, err := a.replications(ctx)
+	if err != nil {
+		return "", err
+	}
+	endpoint := ""
+	for _, rep := range all {
+		if rep.Name == name {
+			endpoint = rep.Endpoint
+		}
+	}
+	if endpoint == "" {
+		return "", fmt.Errorf("region %s is not a replica", name)
+	}
+	// A region that does not answer its status within 5 s is not asked:
+	// the image is fetched here rather than waited for.
+	var st json.RawMessage
+	if err := a.peerGet(ctx, name, endpoint, "/_georeg/v1/status", 1<<20, &st); err != nil {
+		return "", fmt.Errorf("region %s: %w", name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	u := strings.TrimSuffix(endpoint, "/") + "/_georeg/v1/cache/ensure?repository=" + url.QueryEscape(repo) + "&reference=" + url.QueryEscape(ref)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := a.signer.Authorize(ctx, req, name); err != nil {
+		return "", err
+	}
+	// No overall timeout but ctx's: an image takes as long as it takes.
+	resp, err := (&http.Client{Transport: a.client.Transport}).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", ocierr.Read(resp)
+	}
+	var e Ensured
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e); err != nil {
+		return "", err
+	}
+	return digest.Digest(e.Digest), nil
 }

@@ -222,6 +222,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	n.importer = transfer.New(r, upstreams, log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
 	puller := cache.New(r, n.importer, upstreams, log.With("region", cfg.Region.Name, "component", "cache"))
+	if n.replicator != nil {
+		// One region fetches each image for the whole registry.
+		puller.SetRegions(cfg.Region.Name, n.replicator.Members, mgmt.AskToFetch)
+	}
 	opts.Upstream = puller
 	mgmt.SetCache(puller)
 	mgmt.Register(mux)

@@ -28,9 +28,13 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.opts.Upstream != nil && !a.isPeer(r) {
 		// No region holds it: the artifact cache's upstream, when a rule
 		// covers the repository.
-		if d, ok, uerr := a.opts.Upstream.Ensure(r.Context(), route.Repo, route.Ref); ok {
+		if d, via, ok, uerr := a.opts.Upstream.Ensure(r.Context(), route.Repo, route.Ref); ok {
 			err = uerr
-			if uerr == nil {
+			if uerr == nil && via != "" {
+				// Fetched by region via for the registry: read through.
+				d, err = a.fromPeers(r.Context(), route)
+			}
+			if err == nil {
 				m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
 			}
 		}

@@ -78,7 +78,9 @@ type Options struct {
 // present from an upstream registry and returns its digest, ok false
 // when no cache rule covers repo.
 type Upstream interface {
-	Ensure(ctx context.Context, repo, ref string) (d digest.Digest, ok bool, err error)
+	// via names another region that fetched it: read it through from
+	// the peers.
+	Ensure(ctx context.Context, repo, ref string) (d digest.Digest, via string, ok bool, err error)
 	// Revalidate checks cached tag repo:tag, held at have, against the
 	// upstream when due: d is the digest to serve, stale that the
 	// upstream could not be asked and the cached copy is served.

@@ -93,10 +93,11 @@ func (u *upstream) put(t *testing.T, repo, tag string, layers int) digest.Digest
 // TestAPullThroughTheCacheFetchesOnceAndReplicates: an upstream registry
 // behind basic auth holds library/alpine:3.20 (3 layers) and
 // library/busybox. A credential set and a wildcard rule (library/* to
-// hub/*) made in eastus apply everywhere. Ten clients of southeastasia
-// pull hub/alpine:3.20 through the front door at once: each gets the
-// upstream's digest and every blob, the upstream served each blob once,
-// and the image replicates to every region. busybox pulls by digest. A
+// hub/*) made in eastus apply everywhere. Twelve clients, four in each
+// region, pull hub/alpine:3.20 through the front door at once: each gets
+// the upstream's digest, the upstream served each blob once for the whole
+// registry (one region fetches, the others read it through), and every
+// region holds the image. busybox pulls by digest. A
 // rule with a wrong password answers DENIED naming the rule and the
 // upstream's answer; a repository no rule covers stays MANIFEST_UNKNOWN.
 func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
@@ -107,8 +108,10 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0"})
 	east := newClientAt(t, reg.FrontDoor, "127.0.0.1")
+	west := newClientAt(t, reg.FrontDoor, "127.0.0.2")
 	asia := newClientAt(t, reg.FrontDoor, "127.0.0.3")
 	east.routedTo("eastus")
+	west.routedTo("westeurope")
 	asia.routedTo("southeastasia")
 	put := func(path, body string) {
 		t.Helper()
@@ -118,18 +121,23 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 	}
 	put("/_georeg/v1/credential-sets/upstream", `{"loginServer":"`+upstream.addr+`","username":"puller","password":"right-password"}`)
 	put("/_georeg/v1/cache-rules/library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*","credentialSet":"upstream"}`)
-	eventually(t, 30*time.Second, func() error {
-		if code, at, _ := asia.do("GET", "/_georeg/v1/cache-rules/library", "", nil); code != 200 {
-			return fmt.Errorf("%s does not have the rule: %d", at, code)
-		}
-		return nil
-	})
+	clients := []*clientAt{east, west, asia}
+	for _, c := range clients {
+		eventually(t, 30*time.Second, func() error {
+			for _, path := range []string{"/_georeg/v1/cache-rules/library", "/_georeg/v1/credential-sets/upstream"} {
+				if code, at, _ := c.do("GET", path, "", nil); code != 200 {
+					return fmt.Errorf("%s does not have %s: %d", at, path, code)
+				}
+			}
+			return nil
+		})
+	}
 
 	var wg sync.WaitGroup
-	for range 10 {
+	for i := range 12 { // four clients in each region at once
 		wg.Go(func() {
-			code, at, body := asia.do("GET", "/v2/hub/alpine/manifests/3.20", "", nil)
-			if code != 200 || digest.FromBytes(body) != alpine || at != "southeastasia" {
+			code, at, body := clients[i%3].do("GET", "/v2/hub/alpine/manifests/3.20", "", nil)
+			if code != 200 || digest.FromBytes(body) != alpine {
 				t.Errorf("cold pull from %s: %d %s", at, code, body[:min(len(body), 300)])
 			}
 		})
@@ -152,7 +160,7 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 		img.blobs = append(img.blobs, l.Digest)
 	}
 	if got := upstream.blobGets.Load() - blobsBefore; got != int64(len(img.blobs)) {
-		t.Fatalf("the upstream served %d blob GETs for ten pulls of an image of %d blobs, want one each", got, len(img.blobs))
+		t.Fatalf("the upstream served %d blob GETs for twelve pulls in three regions of an image of %d blobs, want one each", got, len(img.blobs))
 	}
 	for _, r := range reg.Regions {
 		// Held by every region (asked as a peer: never read through), and
