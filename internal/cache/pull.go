@@ -49,6 +49,8 @@ type Puller struct {
 	members func(ctx context.Context) ([]string, error)
 	ask     func(ctx context.Context, region, repo, ref string) (digest.Digest, error)
 
+	metrics Metrics
+
 	mu       sync.Mutex
 	rules    map[string]Rule
 	rulesAt  time.Time
@@ -63,6 +65,25 @@ func New(r *region.Region, im *transfer.Importer, rt http.RoundTripper, log *slo
 		rt = http.DefaultTransport
 	}
 	return &Puller{region: r, importer: im, http: rt, log: log, checked: map[string]time.Time{}, failures: map[string]int{}}
+}
+
+// Metrics counts what the cache does (metrics.Node).
+type Metrics interface {
+	// CachePull counts a pull of a cached repository's manifest by its
+	// outcome: hit (served as held), fetched (from the upstream here),
+	// peer (fetched by another region for the registry), stale (served
+	// held while the upstream could not be asked), error.
+	CachePull(rule, outcome string)
+	CacheUpstreamBytes(rule string, n int64)
+}
+
+// SetMetrics has the puller count with m.
+func (p *Puller) SetMetrics(m Metrics) { p.metrics = m }
+
+func (p *Puller) count(rule, outcome string) {
+	if p.metrics != nil {
+		p.metrics.CachePull(rule, outcome)
+	}
 }
 
 // SetRegions has the puller leave each image's upstream fetch to one
@@ -94,6 +115,15 @@ func (p *Puller) Rules(ctx context.Context, fresh bool) (map[string]Rule, error)
 	}
 	p.rules, p.rulesAt = rules, time.Now()
 	return rules, nil
+}
+
+// matched is the rule repo falls under, from the rules as read lately.
+func (p *Puller) matched(ctx context.Context, repo string) (Match, bool) {
+	rules, err := p.Rules(ctx, false)
+	if err != nil {
+		return Match{}, false
+	}
+	return Matched(rules, repo)
 }
 
 // Mirror returns the repository a mirror request for repo of upstream
@@ -161,6 +191,9 @@ func (p *Puller) Ensure(ctx context.Context, repo, ref string) (d digest.Digest,
 			return p.ask(context.WithoutCancel(ctx), fetcher, repo, ref)
 		})
 		if err == nil {
+			if m, ok := p.matched(ctx, repo); ok {
+				p.count(m.Rule, "peer")
+			}
 			return "", fetcher, true, nil
 		}
 		var oe *ocierr.Error
@@ -214,7 +247,13 @@ func (p *Puller) fetch(ctx context.Context, m Match, src name.Reference, repo, r
 	v, err, _ := p.flights.Do(repo+"|"+ref, func() (any, error) {
 		// The fetch outlives a client that goes away: others may wait on it.
 		fctx := webhook.WithRequest(context.WithoutCancel(ctx), &webhook.Request{Method: "PULL-THROUGH", Actor: "cache-rule " + m.Rule})
-		return p.importer.Fetch(fctx, src, repo, tag, auth)
+		job, err := p.importer.Fetch(fctx, src, repo, tag, auth)
+		if p.metrics != nil {
+			p.metrics.CacheUpstreamBytes(m.Rule, job.BytesFetched)
+		}
+		// Counted once per fetch, not per puller waiting on it.
+		p.count(m.Rule, map[bool]string{true: "error", false: "fetched"}[err != nil])
+		return digest.Digest(job.Digest), err
 	})
 	if err != nil {
 		return "", upstreamError(m, src, err)
@@ -258,6 +297,9 @@ func (p *Puller) due(repo, tag string) bool {
 // repo.
 func (p *Puller) Revalidate(ctx context.Context, repo, tag string, have digest.Digest, force bool) (d digest.Digest, stale, ok bool, err error) {
 	if !force && !p.due(repo, tag) {
+		if m, ok := p.matched(ctx, repo); ok {
+			p.count(m.Rule, "hit")
+		}
 		return have, false, true, nil
 	}
 	m, src, auth, ok, err := p.upstreamOf(ctx, repo, tag, force)
@@ -270,6 +312,7 @@ func (p *Puller) Revalidate(ctx context.Context, repo, tag string, have digest.D
 	if herr != nil {
 		p.mark(repo, tag, m.Interval, false)
 		p.log.WarnContext(ctx, "cached tag not revalidated: serving the cached copy", "rule", m.Rule, "repository", repo, "tag", tag, "error", herr)
+		p.count(m.Rule, "stale")
 		if force {
 			return have, true, true, upstreamError(m, src, herr)
 		}
@@ -277,6 +320,7 @@ func (p *Puller) Revalidate(ctx context.Context, repo, tag string, have digest.D
 	}
 	if desc.Digest.String() == have.String() {
 		p.mark(repo, tag, m.Interval, true)
+		p.count(m.Rule, "hit")
 		return have, false, true, nil
 	}
 	d, err = p.fetch(ctx, m, src, repo, tag, auth)

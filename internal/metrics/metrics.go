@@ -34,6 +34,9 @@ type Node struct {
 	webhookDeliveries *prometheus.CounterVec   // action, outcome
 	webhookLatency    *prometheus.HistogramVec // outcome
 
+	cachePulls    *prometheus.CounterVec // rule, outcome
+	cacheUpstream *prometheus.CounterVec // rule
+
 	gcRuns       *prometheus.CounterVec // mode (sweep or dry-run), outcome
 	gcBlobs      prometheus.Counter
 	gcBytesFreed prometheus.Counter
@@ -77,6 +80,16 @@ func (c *trafficCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range c.totals() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(t.Bytes), t.Kind, t.Peer)
 	}
+}
+
+// CachePull counts a pull of a cached repository's manifest by outcome
+// (cache.Puller).
+func (m *Node) CachePull(rule, outcome string) { m.cachePulls.WithLabelValues(rule, outcome).Inc() }
+
+// CacheUpstreamBytes counts blob bytes the cache fetched from rule's
+// upstream.
+func (m *Node) CacheUpstreamBytes(rule string, n int64) {
+	m.cacheUpstream.WithLabelValues(rule).Add(float64(max(n, 0)))
 }
 
 // Storage is what a region stores, as georeg usage counts it.
@@ -147,9 +160,13 @@ func NewNode(region string) *Node {
 		Help: "Unreferenced blobs garbage collection deleted.", ConstLabels: labels})
 	m.gcBytesFreed = prometheus.NewCounter(prometheus.CounterOpts{Name: "georeg_gc_freed_bytes_total",
 		Help: "Bytes garbage collection freed.", ConstLabels: labels})
+	m.cachePulls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_cache_pulls_total",
+		Help: "The artifact cache's work by cache rule and outcome: pulls of a cached repository's manifest served as held (hit), read through from the region that fetched for the registry (peer), or served as held while the upstream could not be asked (stale); and upstream fetches made here (fetched, error: one for all the pulls waiting on it).", ConstLabels: labels}, []string{"rule", "outcome"})
+	m.cacheUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "georeg_cache_upstream_bytes_total",
+		Help: "Blob bytes the artifact cache fetched from each rule's upstream in this region.", ConstLabels: labels}, []string{"rule"})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.bytesIn, m.bytesOut, m.replicationLag, m.replicationApplied,
 		m.antiEntropyRounds, m.antiEntropyRepairs, m.fetchFailures,
-		m.webhookDeliveries, m.webhookLatency, m.gcRuns, m.gcBlobs, m.gcBytesFreed} {
+		m.webhookDeliveries, m.webhookLatency, m.gcRuns, m.gcBlobs, m.gcBytesFreed, m.cachePulls, m.cacheUpstream} {
 		f(c)
 	}
 	return m

@@ -226,6 +226,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		// One region fetches each image for the whole registry.
 		puller.SetRegions(cfg.Region.Name, n.replicator.Members, mgmt.AskToFetch)
 	}
+	puller.SetMetrics(m)
 	opts.Upstream = puller
 	mgmt.SetCache(puller)
 	mgmt.Register(mux)

@@ -66,6 +66,8 @@ type Job struct {
 	Bytes     int64     `json:"bytes"`
 	BytesDone int64     `json:"bytesDone"`
 	Reused    int       `json:"blobsReused"` // already in this region: not fetched
+	// BytesFetched crossed from the source (a broken transfer's too).
+	BytesFetched int64 `json:"bytesFetched"`
 	Error     string    `json:"error,omitempty"`
 	Started   time.Time `json:"started"`
 	Finished  time.Time `json:"finished,omitzero"`
@@ -185,18 +187,16 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 }
 
 // Fetch imports src into target now, in the caller's request and
-// context, and returns the digest stored (the artifact cache's
-// pull-through): tag "" stores it by digest, untagged. Like an import,
+// context, and returns its job: the digest stored, the bytes fetched
+// (the artifact cache's pull-through): tag "" stores it by digest, untagged. Like an import,
 // every manifest and blob is verified by digest and the image is stored
 // only whole.
-func (im *Importer) Fetch(ctx context.Context, src name.Reference, target, tag string, auth authn.Authenticator) (digest.Digest, error) {
+func (im *Importer) Fetch(ctx context.Context, src name.Reference, target, tag string, auth authn.Authenticator) (Job, error) {
 	job := &Job{Source: src.String(), Target: target, State: Running, Started: time.Now().UTC()}
-	if err := im.run(ctx, job, src, target, tag, auth, false); err != nil {
-		return "", err
-	}
+	err := im.run(ctx, job, src, target, tag, auth, false)
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	return digest.Digest(job.Digest), nil
+	return *job, err
 }
 
 // publish records job id as it is now in the metadata store, where every
@@ -462,7 +462,7 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
 	defer rc.Close()
-	counted := &progressReader{r: rc, add: func(n int64) { im.update(func() { job.BytesDone += n }) }}
+	counted := &progressReader{r: rc, add: func(n int64) { im.update(func() { job.BytesDone += n; job.BytesFetched += n }) }}
 	if _, err := im.region.PutBlob(ctx, target, d, size, counted); err != nil {
 		im.update(func() { job.BytesDone -= counted.n })
 		if errors.Is(err, io.ErrUnexpectedEOF) {

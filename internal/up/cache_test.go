@@ -149,8 +149,14 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 	img := image{manifest: alpine}
 	_, _, m := asia.do("GET", "/v2/hub/alpine/manifests/3.20", "", nil)
 	var parsed struct {
-		Config struct{ Digest digest.Digest }
-		Layers []struct{ Digest digest.Digest }
+		Config struct {
+			Digest digest.Digest
+			Size   int64
+		}
+		Layers []struct {
+			Digest digest.Digest
+			Size   int64
+		}
 	}
 	if err := json.Unmarshal(m, &parsed); err != nil || len(parsed.Layers) != 3 {
 		t.Fatalf("the manifest: %v %s", err, m)
@@ -161,6 +167,19 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 	}
 	if got := upstream.blobGets.Load() - blobsBefore; got != int64(len(img.blobs)) {
 		t.Fatalf("the upstream served %d blob GETs for twelve pulls in three regions of an image of %d blobs, want one each", got, len(img.blobs))
+	}
+	// Counted: one region fetched the image's bytes, once.
+	var fetched, upstreamBytes float64
+	imageBytes := parsed.Config.Size
+	for _, l := range parsed.Layers {
+		imageBytes += l.Size
+	}
+	for _, r := range reg.Regions {
+		fetched += metric(t, r.URL, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"})
+		upstreamBytes += metric(t, r.URL, "georeg_cache_upstream_bytes_total", map[string]string{"rule": "library"})
+	}
+	if fetched != 1 || upstreamBytes != float64(imageBytes) {
+		t.Fatalf("counted %v fetches and %v upstream bytes across the regions, want 1 and %d", fetched, upstreamBytes, imageBytes)
 	}
 	for _, r := range reg.Regions {
 		// Held by every region (asked as a peer: never read through), and
