@@ -55,22 +55,22 @@ const (
 
 // Job is an import's progress.
 type Job struct {
-	ID        string    `json:"id"`
-	Source    string    `json:"source"`
-	Target    string    `json:"target"` // repo:tag or repo@digest
-	State     string    `json:"state"`
-	Digest    string    `json:"digest,omitempty"` // of the imported manifest
-	Manifests int       `json:"manifests"`        // to copy, found so far
-	Blobs     int       `json:"blobs"`
-	BlobsDone int       `json:"blobsDone"`
-	Bytes     int64     `json:"bytes"`
-	BytesDone int64     `json:"bytesDone"`
-	Reused    int       `json:"blobsReused"` // already in this region: not fetched
+	ID        string `json:"id"`
+	Source    string `json:"source"`
+	Target    string `json:"target"` // repo:tag or repo@digest
+	State     string `json:"state"`
+	Digest    string `json:"digest,omitempty"` // of the imported manifest
+	Manifests int    `json:"manifests"`        // to copy, found so far
+	Blobs     int    `json:"blobs"`
+	BlobsDone int    `json:"blobsDone"`
+	Bytes     int64  `json:"bytes"`
+	BytesDone int64  `json:"bytesDone"`
+	Reused    int    `json:"blobsReused"` // already in this region: not fetched
 	// BytesFetched crossed from the source (a broken transfer's too).
-	BytesFetched int64 `json:"bytesFetched"`
-	Error     string    `json:"error,omitempty"`
-	Started   time.Time `json:"started"`
-	Finished  time.Time `json:"finished,omitzero"`
+	BytesFetched int64     `json:"bytesFetched"`
+	Error        string    `json:"error,omitempty"`
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished,omitzero"`
 }
 
 // Importer runs imports into one region, one at a time per job, several
