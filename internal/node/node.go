@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/bounded"
 	"github.com/georeg/georeg/internal/cache"
 	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/dashboard"
@@ -217,8 +218,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second})
 	mgmt.SetOutbound(policy)
 	mgmt.SetPeersTLS(cfg.Auth.Enabled && !cfg.Replication.InsecurePeers)
-	upstreams := outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
-		Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second})
+	// Imports and the artifact cache reach upstream registries: a hung
+	// one is cut (no headers, or no body byte, for 30 s).
+	upstreams := &bounded.Transport{
+		Base: outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
+			Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}),
+		Limits: func(*http.Request) bounded.Limits { return bounded.Limits{Header: 30 * time.Second, Idle: 30 * time.Second} },
+	}
 	n.importer = transfer.New(r, upstreams, log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
 	puller := cache.New(r, n.importer, upstreams, log.With("region", cfg.Region.Name, "component", "cache"))

@@ -29,12 +29,14 @@ type upstream struct {
 	addr      string
 	blobGets  atomic.Int64
 	failWith  atomic.Int32 // a status every request gets, when set (429: with Retry-After)
+	hang      atomic.Bool  // every request hangs
+	release   chan struct{}
 	user, pwd string
 }
 
 func startUpstream(t *testing.T, user, pwd string) *upstream {
 	t.Helper()
-	u := &upstream{user: user, pwd: pwd}
+	u := &upstream{user: user, pwd: pwd, release: make(chan struct{})}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,6 +44,13 @@ func startUpstream(t *testing.T, user, pwd string) *upstream {
 	}
 	u.addr = l.Addr().String()
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u.hang.Load() {
+			select { // a hung upstream: answers nothing until the test ends
+			case <-r.Context().Done():
+			case <-u.release:
+			}
+			return
+		}
 		if code := int(u.failWith.Load()); code != 0 {
 			if code == http.StatusTooManyRequests {
 				w.Header().Set("Retry-After", "1")
@@ -60,7 +69,7 @@ func startUpstream(t *testing.T, user, pwd string) *upstream {
 		reg.ServeHTTP(w, r)
 	})}
 	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() { close(u.release); _ = srv.Close() })
 	return u
 }
 
@@ -238,8 +247,9 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 // revalidates every second. The upstream moves the tag: within seconds a
 // pull gets the new digest, and every region follows (the move is a
 // push). Moved again, `cache refresh` asked of westeurope moves it at
-// once. While the upstream answers 429, pulls of the cached tag still
-// succeed, marked stale; once it answers again they are not.
+// once. While the upstream answers 429, and while it hangs (each pull
+// within 10 s), pulls of the cached tag still succeed, marked stale; once
+// it answers again they are not.
 func TestACachedTagFollowsItsUpstreamAndSurvivesItsOutage(t *testing.T) {
 	upstream := startUpstream(t, "", "")
 	first := upstream.put(t, "library/app", "stable", 1)
@@ -315,7 +325,21 @@ func TestACachedTagFollowsItsUpstreamAndSurvivesItsOutage(t *testing.T) {
 	if code, _, out := do(t, "POST", west+"/_georeg/v1/cache/refresh?repository=lib/app&tag=stable", "", nil); code != 503 || !strings.Contains(string(out), "cache rule lib") {
 		t.Fatalf("refresh during the outage: %d %s, want 503 naming the rule", code, out)
 	}
+	// Hung: the check is cut after 5 s and the cached copy served.
 	upstream.failWith.Store(0)
+	upstream.hang.Store(true)
+	eventually(t, 60*time.Second, func() error {
+		start := time.Now()
+		d, mark := pull(west)
+		if took := time.Since(start); took > 10*time.Second {
+			t.Fatalf("a pull waited %s on a hung upstream", took)
+		}
+		if d != third || mark != "stale" {
+			return fmt.Errorf("with the upstream hung: %s, marked %q", d, mark)
+		}
+		return nil
+	})
+	upstream.hang.Store(false)
 	eventually(t, 60*time.Second, func() error { // after the backoff
 		if d, mark := pull(west); d != third || mark != "" {
 			return fmt.Errorf("after the outage: %s, marked %q", d, mark)
