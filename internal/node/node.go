@@ -223,7 +223,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	upstreams := &bounded.Transport{
 		Base: outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
 			Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}),
-		Limits: func(*http.Request) bounded.Limits { return bounded.Limits{Header: 30 * time.Second, Idle: 30 * time.Second} },
+		Limits: func(*http.Request) bounded.Limits {
+			return bounded.Limits{Header: 30 * time.Second, Idle: 30 * time.Second}
+		},
 	}
 	n.importer = transfer.New(r, upstreams, log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
