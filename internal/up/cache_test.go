@@ -124,9 +124,15 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 	asia.routedTo("southeastasia")
 	put := func(path, body string) {
 		t.Helper()
-		if code, _, out := east.do("PUT", path, "application/json", []byte(body)); code != 200 {
-			t.Fatalf("PUT %s: %d %s", path, code, out)
-		}
+		// A rule names a credential set, which the region answering must
+		// have: on a loaded machine the door may send a request to
+		// another region, which hears of the set within seconds.
+		eventually(t, 30*time.Second, func() error {
+			if code, at, out := east.do("PUT", path, "application/json", []byte(body)); code != 200 {
+				return fmt.Errorf("PUT %s in %s: %d %s", path, at, code, out)
+			}
+			return nil
+		})
 	}
 	put("/_georeg/v1/credential-sets/upstream", `{"loginServer":"`+upstream.addr+`","username":"puller","password":"right-password"}`)
 	put("/_georeg/v1/cache-rules/library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*","credentialSet":"upstream"}`)
@@ -222,7 +228,15 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 	// A wrong password: DENIED naming the rule and the upstream's answer.
 	put("/_georeg/v1/credential-sets/wrong", `{"loginServer":"`+upstream.addr+`","username":"puller","password":"wrong-password"}`)
 	put("/_georeg/v1/cache-rules/wrong", `{"source":"http://`+upstream.addr+`/library/busybox","target":"wrong/busybox","credentialSet":"wrong"}`)
-	code, _, body := east.do("GET", "/v2/wrong/busybox/manifests/1.36", "", nil)
+	var code int
+	var body []byte
+	eventually(t, 30*time.Second, func() error { // the region answering has the rule and the set
+		code, _, body = east.do("GET", "/v2/wrong/busybox/manifests/1.36", "", nil)
+		if code == 404 {
+			return fmt.Errorf("not yet: %s", body)
+		}
+		return nil
+	})
 	if code != 403 || !strings.Contains(string(body), "DENIED") || !strings.Contains(string(body), "cache rule wrong") || !strings.Contains(string(body), "wrong credentials") {
 		t.Fatalf("a pull with a wrong password: %d %s", code, body)
 	}
