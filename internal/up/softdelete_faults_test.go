@@ -283,9 +283,6 @@ func TestRestoreVisibleEverywhereFigures(t *testing.T) {
 		for _, r := range reg.Regions {
 			wg.Go(func() {
 				eventually(t, 60*time.Second, func() error { return pullable(t, r.URL, "figures/app", tag, img) })
-				if os.Getenv("GEOREG_DEBUG_RESTORE") != "" {
-					t.Logf("%s %s after %s", tag, r.Name, time.Since(start))
-				}
 				mu.Lock()
 				slowest = max(slowest, time.Since(start))
 				mu.Unlock()
