@@ -33,7 +33,7 @@ services-stop:
 build:
 	go build -o bin/georeg ./cmd/georeg
 
-tools: $(TOOLS)/crane $(TOOLS)/regctl $(TOOLS)/oras $(TOOLS)/helm /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium \
+tools: $(TOOLS)/crane $(TOOLS)/regctl $(TOOLS)/oras $(TOOLS)/helm /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium /usr/bin/docker-registry \
 	$(TOOLS)/oci-conformance $(TOOLS)/oci-conformance-ginkgo.test
 
 $(TOOLS)/crane:

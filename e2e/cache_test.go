@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestClientsPullThroughTheCache: an upstream (`crane registry serve`)
@@ -81,5 +84,80 @@ func TestClientsPullThroughTheCache(t *testing.T) {
 			t.Fatalf("%s:v1 from georeg with the upstream gone: %s, want %s (the upstream's)", repo, got, want)
 		}
 		run(t, "crane", "pull", "--insecure", s.addr+"/"+repo+":v1", filepath.Join(t.TempDir(), "img.tar"))
+	}
+}
+
+// TestPullThroughACacheOfADistributionRegistryBehindHtpasswd: the upstream
+// is Debian's docker-registry (distribution 2.8) with htpasswd auth. A
+// credential set with the right password pulls an image through georeg
+// with the upstream's digest; one with a wrong password is refused,
+// DENIED naming the rule and the upstream's answer.
+func TestPullThroughACacheOfADistributionRegistryBehindHtpasswd(t *testing.T) {
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		t.Fatal("docker-registry is not installed (make test installs Debian's package)")
+	}
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("right-password"), bcrypt.DefaultCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("puller:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	upstream := freeAddr(t)
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\nauth:\n  htpasswd:\n    realm: upstream\n    path: %s\n",
+		filepath.Join(dir, "data"), upstream, filepath.Join(dir, "htpasswd"))
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
+	logf, _ := os.Create(filepath.Join(dir, "registry.log"))
+	reg.Stdout, reg.Stderr = logf, logf
+	if err := reg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Process.Kill(); _ = reg.Wait(); logf.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + upstream + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				break // up, and asking for credentials
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docker-registry did not start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+	}
+	layer := randomLayer(t, 1<<20)
+	run(t, "bash", "-c", fmt.Sprintf("export DOCKER_CONFIG=%s && crane auth login --insecure %s -u puller -p right-password && crane append --insecure -f %s -t %s/library/app:v1",
+		filepath.Join(dir, "docker"), upstream, layer, upstream))
+	want := strings.TrimSpace(run(t, "bash", "-c", fmt.Sprintf("DOCKER_CONFIG=%s crane digest --insecure %s/library/app:v1", filepath.Join(dir, "docker"), upstream)))
+
+	s := startServer(t, t.TempDir())
+	base := "http://" + s.addr
+	put := func(path, body string) {
+		t.Helper()
+		if code, _ := status(t, "PUT", base+path, map[string]string{"Content-Type": "application/json"}, []byte(body)); code != 200 {
+			t.Fatalf("PUT %s: %d", path, code)
+		}
+	}
+	put("/_georeg/v1/credential-sets/dist", fmt.Sprintf(`{"loginServer":%q,"username":"puller","password":"right-password"}`, upstream))
+	put("/_georeg/v1/credential-sets/bad", fmt.Sprintf(`{"loginServer":%q,"username":"puller","password":"wrong-password"}`, upstream))
+	put("/_georeg/v1/cache-rules/dist", fmt.Sprintf(`{"source":"http://%s/library/*","target":"dist/*","credentialSet":"dist"}`, upstream))
+	put("/_georeg/v1/cache-rules/bad", fmt.Sprintf(`{"source":"http://%s/library/*","target":"bad/*","credentialSet":"bad"}`, upstream))
+
+	if got := strings.TrimSpace(run(t, "crane", "digest", "--insecure", s.addr+"/dist/app:v1")); got != want {
+		t.Fatalf("through the cache: %s, want the upstream's %s", got, want)
+	}
+	run(t, "crane", "pull", "--insecure", s.addr+"/dist/app:v1", filepath.Join(t.TempDir(), "img.tar"))
+	resp := httpDo(t, "GET", base+"/v2/bad/app/manifests/v1", nil, nil)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "DENIED") || !strings.Contains(string(body), "cache rule bad") {
+		t.Fatalf("with a wrong password: %d %s, want 403 DENIED naming the rule", resp.StatusCode, body)
 	}
 }
