@@ -47,7 +47,12 @@ type Payload struct {
 
 // LivePayloads returns the live manifests of repo, in the transaction.
 func (tx *Tx) LivePayloads(ctx context.Context, repo string) ([]Payload, error) {
-	rows, err := tx.query(ctx, `SELECT digest, media_type, payload FROM manifests WHERE repo = $1 AND deleted = 0`, repo)
+	return tx.payloads(ctx, `SELECT digest, media_type, payload FROM manifests WHERE repo = $1 AND deleted = 0`, repo)
+}
+
+// payloads runs q, which selects digest, media type and payload, in tx.
+func (tx *Tx) payloads(ctx context.Context, q string, args ...any) ([]Payload, error) {
+	rows, err := tx.query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -180,23 +180,8 @@ func scanDeleted(rows *sql.Rows) (DeletedManifest, error) {
 // restorable whose delete is at or after since: what garbage collection
 // keeps the blobs of.
 func (tx *Tx) RestorablePayloads(ctx context.Context, repo string, since time.Time) ([]Payload, error) {
-	rows, err := tx.query(ctx, `SELECT digest, media_type, payload FROM deleted_manifests WHERE repo = $1 AND deleted_version >= $2`,
+	return tx.payloads(ctx, `SELECT digest, media_type, payload FROM deleted_manifests WHERE repo = $1 AND deleted_version >= $2`,
 		repo, hlc.TimeAt(since))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Payload
-	for rows.Next() {
-		var p Payload
-		var d string
-		if err := rows.Scan(&d, &p.MediaType, &p.Bytes); err != nil {
-			return nil, err
-		}
-		p.Digest = digest.Digest(d)
-		out = append(out, p)
-	}
-	return out, rows.Err()
 }
 
 // PurgeDeleted drops, in tx, what was kept of repo's manifests deleted

@@ -14,11 +14,14 @@ import (
 	"github.com/georeg/georeg/internal/up"
 )
 
-// TestAPartitionedPeerConvergesAfterHealing cuts eastus and westeurope off
-// from each other with toxiproxy (every connection between them, both
-// ways) while both keep taking pushes, including to one tag; after the
-// partition heals every region holds the same tags.
-func TestAPartitionedPeerConvergesAfterHealing(t *testing.T) {
+// splitRegistry runs three regions whose links between eastus and
+// westeurope (both ways) pass through toxiproxy, with anti-entropy slowed
+// to an hour: partition(true) cuts them (connections cut, new ones
+// refused), partition(false) heals. southeastasia stays linked to both:
+// regions apply only what a peer originated, so it relays nothing across
+// the partition.
+func splitRegistry(t *testing.T) (*up.Registry, func(cut bool)) {
+	t.Helper()
 	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 	var proxies []*toxiproxy.Proxy
 	t.Cleanup(func() { // after the registry stopped (cleanups run last first)
@@ -26,8 +29,6 @@ func TestAPartitionedPeerConvergesAfterHealing(t *testing.T) {
 			p.Stop()
 		}
 	})
-	// southeastasia stays linked to both: regions apply only what a peer
-	// originated, so it relays nothing across the partition.
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), AntiEntropyInterval: time.Hour,
 		Link: func(from, to, u string) (string, error) {
 			if (from == "eastus" && to == "westeurope") || (from == "westeurope" && to == "eastus") {
@@ -46,22 +47,35 @@ func TestAPartitionedPeerConvergesAfterHealing(t *testing.T) {
 			}
 			return u, nil
 		}})
+	partition := func(cut bool) {
+		t.Helper()
+		for _, p := range proxies {
+			if cut {
+				p.Stop()
+			} else if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return reg, partition
+}
+
+// TestAPartitionedPeerConvergesAfterHealing cuts eastus and westeurope off
+// from each other with toxiproxy (every connection between them, both
+// ways) while both keep taking pushes, including to one tag; after the
+// partition heals every region holds the same tags.
+func TestAPartitionedPeerConvergesAfterHealing(t *testing.T) {
+	reg, partition := splitRegistry(t)
 	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
 
-	for _, p := range proxies {
-		p.Stop() // partition: connections cut, new ones refused
-	}
+	partition(true)
 	for i := range 5 {
 		push(t, east, "part/app", fmt.Sprintf("east-%d", i), fmt.Sprintf("east-%d", i), 4000)
 		push(t, west, "part/app", fmt.Sprintf("west-%d", i), fmt.Sprintf("west-%d", i), 4000)
 	}
 	push(t, east, "part/app", "shared", "shared-east", 4000)
 	push(t, west, "part/app", "shared", "shared-west", 4000)
-	for _, p := range proxies {
-		if err := p.Start(); err != nil { // heal
-			t.Fatal(err)
-		}
-	}
+	partition(false) // heal
 	eventually(t, 60*time.Second, func() error {
 		var states []string
 		for _, r := range reg.Regions {

@@ -3,7 +3,6 @@ package up_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -12,10 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/region"
@@ -133,46 +128,12 @@ func TestARestoreRacingAPushOfItsTagEndsWithTheLaterEverywhere(t *testing.T) {
 // eastus restores A after westeurope deleted it: the restore wins
 // everywhere.
 func TestADeleteAndARestoreInAPartitionResolveByVersionAfterTheHeal(t *testing.T) {
-	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	var proxies []*toxiproxy.Proxy
-	t.Cleanup(func() {
-		for _, p := range proxies {
-			p.Stop()
-		}
-	})
-	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), AntiEntropyInterval: time.Hour,
-		Link: func(from, to, u string) (string, error) {
-			if (from == "eastus" && to == "westeurope") || (from == "westeurope" && to == "eastus") {
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					return "", err
-				}
-				addr := l.Addr().String()
-				l.Close()
-				p := toxiproxy.NewProxy(server, from+"-"+to, addr, strings.TrimPrefix(u, "http://"))
-				if err := p.Start(); err != nil {
-					return "", err
-				}
-				proxies = append(proxies, p)
-				return "http://" + addr, nil
-			}
-			return u, nil
-		}})
+	reg, partition := splitRegistry(t)
 	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
 	softDeleteOn(t, reg, east)
 	a := push(t, east, "split/app", "v1", "split-a", 20_000)
 	for _, r := range reg.Regions {
 		tagArrives(t, r.URL, "split/app", "v1", a.manifest)
-	}
-	partition := func(cut bool) {
-		t.Helper()
-		for _, p := range proxies {
-			if cut {
-				p.Stop()
-			} else if err := p.Start(); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	del := func(base string) {
 		t.Helper()
