@@ -14,10 +14,58 @@ import (
 	"github.com/georeg/georeg/internal/mgmtapi"
 )
 
+// putNamed creates (refused when it exists) or updates (refused when it
+// does not) the object name at path with the fields of body, and prints the
+// answer: create and update of cache rules and credential sets.
+func putNamed[V any](c *cobra.Command, registry, output, what, name, path string, create bool, body map[string]string, header string, rows func(V) [][]string) error {
+	client := cli.New(registry, 30*time.Second)
+	if err := client.Do(c.Context(), http.MethodGet, path, nil, nil); create && err == nil {
+		return fmt.Errorf("%s %s exists; change it with georeg %s update", what, name, c.Parent().Name())
+	} else if !create && err != nil {
+		return err
+	}
+	var v V
+	if err := client.Do(c.Context(), http.MethodPut, path, body, &v); err != nil {
+		return err
+	}
+	return show(output, v, header, rows(v))
+}
+
+// showNamed prints the object at path.
+func showNamed[V any](c *cobra.Command, registry, output, path, header string, rows func(V) [][]string) error {
+	var v V
+	if err := cli.New(registry, 30*time.Second).Do(c.Context(), http.MethodGet, path, nil, &v); err != nil {
+		return err
+	}
+	return show(output, v, header, rows(v))
+}
+
+// listNamed prints the objects at path.
+func listNamed[V any](c *cobra.Command, registry, output, path, header string, rows func(...V) [][]string) error {
+	var vs []V
+	if err := cli.New(registry, 30*time.Second).Do(c.Context(), http.MethodGet, path, nil, &vs); err != nil {
+		return err
+	}
+	return show(output, vs, header, rows(vs...))
+}
+
+// changed is the body of a create (every field) or an update (the flags
+// given): flag name -> JSON field.
+func changed(c *cobra.Command, create bool, fields map[string]*string, json map[string]string) map[string]string {
+	body := map[string]string{}
+	for flag, v := range fields {
+		if create || c.Flags().Changed(flag) {
+			body[json[flag]] = *v
+		}
+	}
+	return body
+}
+
 // cacheRuleCmd is `georeg cache-rule`, as ACR's `az acr cache`.
 func cacheRuleCmd() *cobra.Command {
 	cmd, registry, output := group("cache-rule", "Artifact cache rules: pull-through of upstream registries (create, update, list, show, delete)")
-	var name, source, target, credSet, revalidate string
+	var source, target, credSet, revalidate string
+	const path = "/_georeg/v1/cache-rules/"
 	header := "NAME\tSOURCE\tTARGET\tCREDENTIAL SET\tREVALIDATE\tCREATED"
 	rows := func(vs ...mgmtapi.CacheRuleView) [][]string {
 		var out [][]string
@@ -26,46 +74,14 @@ func cacheRuleCmd() *cobra.Command {
 		}
 		return out
 	}
-	need := func() error {
-		if name == "" {
-			return fmt.Errorf("--name is required")
-		}
-		return nil
-	}
-	put := func(c *cobra.Command, create bool) error {
-		if err := need(); err != nil {
-			return err
-		}
-		body := map[string]string{}
-		if create || c.Flags().Changed("source") {
-			body["source"] = source
-		}
-		if create || c.Flags().Changed("target") {
-			body["target"] = target
-		}
-		if create || c.Flags().Changed("cred-set") {
-			body["credentialSet"] = credSet
-		}
-		if create || c.Flags().Changed("revalidate") {
-			body["revalidate"] = revalidate
-		}
-		client := cli.New(*registry, 30*time.Second)
-		path := "/_georeg/v1/cache-rules/" + url.PathEscape(name)
-		if create {
-			if err := client.Do(c.Context(), http.MethodGet, path, nil, nil); err == nil {
-				return fmt.Errorf("cache rule %s exists; change it with georeg cache-rule update", name)
-			}
-		} else if err := client.Do(c.Context(), http.MethodGet, path, nil, nil); err != nil {
-			return err
-		}
-		var v mgmtapi.CacheRuleView
-		if err := client.Do(c.Context(), http.MethodPut, path, body, &v); err != nil {
-			return err
-		}
-		return show(*output, v, header, rows(v))
+	one := func(v mgmtapi.CacheRuleView) [][]string { return rows(v) }
+	fields := map[string]*string{"source": &source, "target": &target, "cred-set": &credSet, "revalidate": &revalidate}
+	json := map[string]string{"source": "source", "target": "target", "cred-set": "credentialSet", "revalidate": "revalidate"}
+	put := func(c *cobra.Command, name string, create bool) error {
+		return putNamed(c, *registry, *output, "cache rule", name, path+url.PathEscape(name), create, changed(c, create, fields, json), header, one)
 	}
 	create := &cobra.Command{
-		Use:   "create --name N --source REGISTRY/REPO --target REPO [--cred-set C]",
+		Use:   "create NAME --source REGISTRY/REPO --target REPO [--cred-set C]",
 		Short: "Cache an upstream repository (or every repository under a prefix with /*) as a repository of this registry",
 		Long: `A pull of an image the target repository lacks, in any region, fetches it
 from the source (verified, whole) and stores it there; it replicates to
@@ -74,15 +90,13 @@ docker.io/library/* --target hub/* makes hub/nginx docker.io/library/nginx.
 An http:// source is an upstream without TLS.`,
 		Example: `  georeg cache-rule create --name hub-nginx --source docker.io/library/nginx --target hub/nginx
   georeg cache-rule create --name hub --source docker.io/library/* --target hub/* --cred-set hub`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return put(c, true) },
+		RunE: func(c *cobra.Command, args []string) error { return put(c, args[0], true) },
 	}
 	update := &cobra.Command{
-		Use: "update --name N [--source S] [--target T] [--cred-set C]", Short: "Change a cache rule", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return put(c, false) },
+		Use: "update NAME [--source S] [--target T] [--cred-set C] [--revalidate D]", Short: "Change a cache rule",
+		RunE: func(c *cobra.Command, args []string) error { return put(c, args[0], false) },
 	}
 	for _, c := range []*cobra.Command{create, update} {
-		c.Flags().StringVarP(&name, "name", "n", "", "the rule's name")
 		c.Flags().StringVar(&source, "source", "", "the upstream repository: registry/repository, or registry/prefix/*")
 		c.Flags().StringVar(&target, "target", "", "this registry's repository, or prefix/*")
 		c.Flags().StringVar(&credSet, "cred-set", "", "the credential set to log in to the upstream with")
@@ -91,39 +105,16 @@ An http:// source is an upstream without TLS.`,
 	list := &cobra.Command{
 		Use: "list", Short: "List the cache rules", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var vs []mgmtapi.CacheRuleView
-			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/cache-rules", nil, &vs); err != nil {
-				return err
-			}
-			return show(*output, vs, header, rows(vs...))
+			return listNamed(c, *registry, *output, "/_georeg/v1/cache-rules", header, rows)
 		},
 	}
 	showCmd := &cobra.Command{
-		Use: "show --name N", Short: "Show a cache rule", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := need(); err != nil {
-				return err
-			}
-			var v mgmtapi.CacheRuleView
-			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/cache-rules/"+url.PathEscape(name), nil, &v); err != nil {
-				return err
-			}
-			return show(*output, v, header, rows(v))
+		Use: "show NAME", Short: "Show a cache rule",
+		RunE: func(c *cobra.Command, args []string) error {
+			return showNamed(c, *registry, *output, path+url.PathEscape(args[0]), header, one)
 		},
 	}
-	del := &cobra.Command{
-		Use: "delete --name N", Short: "Delete a cache rule (what it cached stays)", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := need(); err != nil {
-				return err
-			}
-			return cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodDelete, "/_georeg/v1/cache-rules/"+url.PathEscape(name), nil, nil)
-		},
-	}
-	for _, c := range []*cobra.Command{showCmd, del} {
-		c.Flags().StringVarP(&name, "name", "n", "", "the rule's name")
-	}
-	cmd.AddCommand(create, update, list, showCmd, del)
+	cmd.AddCommand(create, update, list, showCmd, deleteCmd("cache rule", path, registry))
 	return cmd
 }
 
@@ -131,7 +122,8 @@ An http:// source is an upstream without TLS.`,
 // upstreams.
 func credentialSetCmd() *cobra.Command {
 	cmd, registry, output := group("credential-set", "Credentials cache rules log in to upstream registries with (create, update, list, show, delete)")
-	var name, server, user, passwordEnv string
+	var server, user, passwordEnv string
+	const path = "/_georeg/v1/credential-sets/"
 	header := "NAME\tLOGIN SERVER\tUSERNAME\tPASSWORD\tCREATED"
 	rows := func(vs ...mgmtapi.CredentialSetView) [][]string {
 		var out [][]string
@@ -144,23 +136,10 @@ func credentialSetCmd() *cobra.Command {
 		}
 		return out
 	}
-	need := func() error {
-		if name == "" {
-			return fmt.Errorf("--name is required")
-		}
-		return nil
-	}
-	put := func(c *cobra.Command, create bool) error {
-		if err := need(); err != nil {
-			return err
-		}
-		body := map[string]string{}
-		if create || c.Flags().Changed("login-server") {
-			body["loginServer"] = server
-		}
-		if create || c.Flags().Changed("username") {
-			body["username"] = user
-		}
+	one := func(v mgmtapi.CredentialSetView) [][]string { return rows(v) }
+	put := func(c *cobra.Command, name string, create bool) error {
+		body := changed(c, create, map[string]*string{"login-server": &server, "username": &user},
+			map[string]string{"login-server": "loginServer", "username": "username"})
 		if create || c.Flags().Changed("password-env") {
 			pw, ok := os.LookupEnv(passwordEnv)
 			if passwordEnv == "" || !ok {
@@ -168,34 +147,19 @@ func credentialSetCmd() *cobra.Command {
 			}
 			body["password"] = pw
 		}
-		client := cli.New(*registry, 30*time.Second)
-		path := "/_georeg/v1/credential-sets/" + url.PathEscape(name)
-		if create {
-			if err := client.Do(c.Context(), http.MethodGet, path, nil, nil); err == nil {
-				return fmt.Errorf("credential set %s exists; change it with georeg credential-set update", name)
-			}
-		} else if err := client.Do(c.Context(), http.MethodGet, path, nil, nil); err != nil {
-			return err
-		}
-		var v mgmtapi.CredentialSetView
-		if err := client.Do(c.Context(), http.MethodPut, path, body, &v); err != nil {
-			return err
-		}
-		return show(*output, v, header, rows(v))
+		return putNamed(c, *registry, *output, "credential set", name, path+url.PathEscape(name), create, body, header, one)
 	}
 	create := &cobra.Command{
-		Use:     "create --name N --login-server HOST --username U --password-env VAR",
+		Use:     "create NAME --login-server HOST --username U --password-env VAR",
 		Short:   "Create a credential set (the password is read from an environment variable)",
 		Example: `  HUB_TOKEN=... georeg credential-set create --name hub --login-server docker.io --username me --password-env HUB_TOKEN`,
-		Args:    cobra.NoArgs,
-		RunE:    func(c *cobra.Command, _ []string) error { return put(c, true) },
+		RunE:    func(c *cobra.Command, args []string) error { return put(c, args[0], true) },
 	}
 	update := &cobra.Command{
-		Use: "update --name N [--login-server HOST] [--username U] [--password-env VAR]", Short: "Change a credential set", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return put(c, false) },
+		Use: "update NAME [--login-server HOST] [--username U] [--password-env VAR]", Short: "Change a credential set",
+		RunE: func(c *cobra.Command, args []string) error { return put(c, args[0], false) },
 	}
 	for _, c := range []*cobra.Command{create, update} {
-		c.Flags().StringVarP(&name, "name", "n", "", "the set's name")
 		c.Flags().StringVar(&server, "login-server", "", "the upstream's host: docker.io, ghcr.io...")
 		c.Flags().StringVar(&user, "username", "", "the user name")
 		c.Flags().StringVar(&passwordEnv, "password-env", "", "the environment variable holding the password or token")
@@ -203,39 +167,16 @@ func credentialSetCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List the credential sets (never their passwords)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var vs []mgmtapi.CredentialSetView
-			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/credential-sets", nil, &vs); err != nil {
-				return err
-			}
-			return show(*output, vs, header, rows(vs...))
+			return listNamed(c, *registry, *output, "/_georeg/v1/credential-sets", header, rows)
 		},
 	}
 	showCmd := &cobra.Command{
-		Use: "show --name N", Short: "Show a credential set (never its password)", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := need(); err != nil {
-				return err
-			}
-			var v mgmtapi.CredentialSetView
-			if err := cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodGet, "/_georeg/v1/credential-sets/"+url.PathEscape(name), nil, &v); err != nil {
-				return err
-			}
-			return show(*output, v, header, rows(v))
+		Use: "show NAME", Short: "Show a credential set (never its password)",
+		RunE: func(c *cobra.Command, args []string) error {
+			return showNamed(c, *registry, *output, path+url.PathEscape(args[0]), header, one)
 		},
 	}
-	del := &cobra.Command{
-		Use: "delete --name N", Short: "Delete a credential set", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := need(); err != nil {
-				return err
-			}
-			return cli.New(*registry, 30*time.Second).Do(c.Context(), http.MethodDelete, "/_georeg/v1/credential-sets/"+url.PathEscape(name), nil, nil)
-		},
-	}
-	for _, c := range []*cobra.Command{showCmd, del} {
-		c.Flags().StringVarP(&name, "name", "n", "", "the set's name")
-	}
-	cmd.AddCommand(create, update, list, showCmd, del)
+	cmd.AddCommand(create, update, list, showCmd, deleteCmd("credential set", path, registry))
 	return cmd
 }
 
