@@ -18,6 +18,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/outbound"
@@ -25,10 +26,6 @@ import (
 	"github.com/georeg/georeg/internal/transfer"
 	"github.com/georeg/georeg/internal/webhook"
 )
-
-// rulesAge bounds how old a node's view of the rules is: a manifest GET
-// of a tag consults them, so they are not read per request.
-const rulesAge = time.Second
 
 // headTimeout bounds a revalidation's question to the upstream: past it
 // the cached copy is served.
@@ -51,11 +48,11 @@ type Puller struct {
 
 	metrics Metrics
 
-	mu       sync.Mutex
-	rules    map[string]Rule
-	rulesAt  time.Time
-	checked  map[string]time.Time // repo:tag -> when it may be asked upstream again
-	failures map[string]int       // repo:tag -> revalidations failed in a row
+	mu         sync.Mutex
+	parsed     map[string]Rule // the rules of parsedFrom
+	parsedFrom []meta.Setting
+	checked    map[string]time.Time // repo:tag -> when it may be asked upstream again
+	failures   map[string]int       // repo:tag -> revalidations failed in a row
 }
 
 // New returns the puller of r, fetching with im, asking upstreams through
@@ -93,18 +90,24 @@ func (p *Puller) SetRegions(self string, members func(ctx context.Context) ([]st
 	p.self, p.members, p.ask = self, members, ask
 }
 
-// Rules returns the cache rules, by name: as read at most rulesAge ago,
-// or read now with fresh (a miss, which is rare and may follow a rule
-// just made).
+// Rules returns the cache rules, by name: as the region read them lately
+// (region.RecentSettings: a manifest GET of a tag consults them), or read
+// now with fresh (a miss, which is rare and may follow a rule just made).
 func (p *Puller) Rules(ctx context.Context, fresh bool) (map[string]Rule, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !fresh && p.rules != nil && time.Since(p.rulesAt) < rulesAge {
-		return p.rules, nil
+	read := p.region.RecentSettings
+	if fresh {
+		read = p.region.Settings
 	}
-	ss, err := p.region.Settings(ctx, RuleKind)
+	ss, err := read(ctx, RuleKind)
 	if err != nil {
 		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// The region hands out the same list until it reads again: parse it
+	// once, not per pull.
+	if len(ss) == len(p.parsedFrom) && (len(ss) == 0 || &ss[0] == &p.parsedFrom[0]) && p.parsed != nil {
+		return p.parsed, nil
 	}
 	rules := map[string]Rule{}
 	for _, s := range ss {
@@ -113,7 +116,7 @@ func (p *Puller) Rules(ctx context.Context, fresh bool) (map[string]Rule, error)
 			rules[s.Name] = r
 		}
 	}
-	p.rules, p.rulesAt = rules, time.Now()
+	p.parsed, p.parsedFrom = rules, ss
 	return rules, nil
 }
 

@@ -33,14 +33,11 @@ const (
 	RegistryScope = "*"
 )
 
-// quotaSettingsAge bounds how old a node's view of the quota settings
-// is, and storedFigureAge how old its figure of the region's stored
+// storedFigureAge bounds how old a node's figure of the region's stored
 // bytes (a read of every link) is; pushes this node accepted since are
-// added to it (docs/repositories.md, Quotas).
-const (
-	quotaSettingsAge = time.Second
-	storedFigureAge  = 5 * time.Second
-)
+// added to it (docs/repositories.md, Quotas). The quota settings
+// themselves are read as RecentSettings.
+const storedFigureAge = 5 * time.Second
 
 // Quota is a storage limit.
 type Quota struct {
@@ -99,47 +96,32 @@ func crossed(uses []quotaUse, adding int64) (quotaUse, bool) {
 	return quotaUse{}, false
 }
 
-// quotas is a node's view of the quota settings and of the region's
-// stored bytes.
+// quotas is a node's figure of the region's stored bytes.
 type quotas struct {
-	mu     sync.Mutex
-	limits map[string]int64 // by scope
-	read   time.Time        // when limits was read; zero: read it again
-
+	mu          sync.Mutex
 	stored      int64     // the region's stored bytes, as read at storedAt
 	storedAt    time.Time // zero: read it again
 	storedSince int64     // bytes this node's pushes added since storedAt
 }
 
-// invalidateQuotas makes the next check read the quota settings again
-// (one changed here, or arrived from a peer).
-func (r *Region) invalidateQuotas() {
-	r.quotas.mu.Lock()
-	r.quotas.read = time.Time{}
-	r.quotas.mu.Unlock()
-}
-
 // quotaLimits returns the limits of repo's quota and of the registry's
-// (0: none), from settings at most quotaSettingsAge old.
+// (0: none), from the settings as read lately (RecentSettings).
 func (r *Region) quotaLimits(ctx context.Context, repo string) (repoLimit, registryLimit int64, err error) {
-	q := &r.quotas
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.read.IsZero() || time.Since(q.read) > quotaSettingsAge {
-		ss, err := r.db.Settings(ctx, QuotaKind, false)
-		if err != nil {
-			return 0, 0, fmt.Errorf("quota settings: %w", err)
-		}
-		q.limits = map[string]int64{}
-		for _, s := range ss {
-			var v Quota
-			if json.Unmarshal(s.Value, &v) == nil && v.LimitBytes > 0 {
-				q.limits[s.Name] = v.LimitBytes
+	ss, err := r.RecentSettings(ctx, QuotaKind)
+	if err != nil {
+		return 0, 0, fmt.Errorf("quota settings: %w", err)
+	}
+	for _, s := range ss {
+		var v Quota
+		if (s.Name == repo || s.Name == RegistryScope) && json.Unmarshal(s.Value, &v) == nil && v.LimitBytes > 0 {
+			if s.Name == repo {
+				repoLimit = v.LimitBytes
+			} else {
+				registryLimit = v.LimitBytes
 			}
 		}
-		q.read = time.Now()
 	}
-	return q.limits[repo], q.limits[RegistryScope], nil
+	return repoLimit, registryLimit, nil
 }
 
 // storedBytes returns the region's stored bytes: a read at most

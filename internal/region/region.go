@@ -49,7 +49,7 @@ type Region struct {
 	traffic     traffic        // bytes served and received, not yet recorded (traffic.go)
 	quotas      quotas         // the quota settings and stored bytes this node saw (quota.go)
 	recentUsage recentUsage    // the last usage figure, for metrics and the dashboard (usage.go)
-	softDelete  softDeleteView // the soft-delete policy this node saw (softdelete.go)
+	recent      recentSettings // the settings this node read lately, by kind (recentsettings.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem

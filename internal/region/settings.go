@@ -102,12 +102,8 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 // settingChanged drops what this node keeps of a setting it just wrote
 // or applied.
 func (r *Region) settingChanged(s meta.Setting) {
-	switch {
-	case s.Kind == QuotaKind:
-		r.invalidateQuotas()
-	case s.Kind == PolicyKind && s.Name == SoftDeleteName:
-		r.forgetSoftDelete()
-	case s.Kind == PurgeKind:
+	r.forgetRecent(s.Kind)
+	if s.Kind == PurgeKind {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		r.applyPurge(ctx, s)

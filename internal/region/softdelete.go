@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -32,9 +31,6 @@ import (
 
 // SoftDeleteName is the soft-delete policy's setting name.
 const SoftDeleteName = "soft-delete"
-
-// softDeleteAge bounds how old a node's view of the policy is.
-const softDeleteAge = time.Second
 
 // SoftDelete is the soft-delete policy.
 type SoftDelete struct {
@@ -77,14 +73,6 @@ func (p SoftDelete) Period() time.Duration {
 	return time.Duration(p.Days) * 24 * time.Hour
 }
 
-// softDeleteView is a node's view of the policy, read at most
-// softDeleteAge ago.
-type softDeleteView struct {
-	mu   sync.Mutex
-	p    SoftDelete
-	read time.Time
-}
-
 // SoftDeletePolicy returns the policy (disabled, 7 days, when never set).
 func (r *Region) SoftDeletePolicy(ctx context.Context) (SoftDelete, error) {
 	p := SoftDelete{Status: "disabled", Days: 7}
@@ -111,31 +99,27 @@ func (r *Region) SetSoftDeletePolicy(ctx context.Context, p SoftDelete) error {
 	return err
 }
 
-// softDeleteNow is the policy as this node saw it at most softDeleteAge
-// ago (disabled when it cannot be read: nothing is kept that no policy
-// asked for).
+// softDeleteNow is the policy as this node read it lately
+// (RecentSettings); disabled when it cannot be read: nothing is kept that
+// no policy asked for.
 func (r *Region) softDeleteNow() SoftDelete {
-	v := &r.softDelete
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.read.IsZero() || time.Since(v.read) > softDeleteAge {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		p, err := r.SoftDeletePolicy(ctx)
-		if err != nil {
-			r.log.Warn("soft-delete policy unreadable; deletes are not kept restorable until it is", "error", err)
-			return SoftDelete{Status: "disabled", Days: 7}
-		}
-		v.p, v.read = p, time.Now()
+	p := SoftDelete{Status: "disabled", Days: 7}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ss, err := r.RecentSettings(ctx, PolicyKind)
+	if err != nil {
+		r.log.Warn("soft-delete policy unreadable; deletes are not kept restorable until it is", "error", err)
+		return p
 	}
-	return v.p
-}
-
-// forgetSoftDelete makes the next delete read the policy again.
-func (r *Region) forgetSoftDelete() {
-	r.softDelete.mu.Lock()
-	r.softDelete.read = time.Time{}
-	r.softDelete.mu.Unlock()
+	for _, s := range ss {
+		if s.Name == SoftDeleteName {
+			if err := json.Unmarshal(s.Value, &p); err != nil {
+				r.log.Warn("soft-delete policy unreadable; deletes are not kept restorable until it is", "error", err)
+				return SoftDelete{Status: "disabled", Days: 7}
+			}
+		}
+	}
+	return p
 }
 
 // keepDeleted is what the metadata store asks at each manifest delete.
