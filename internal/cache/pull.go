@@ -210,7 +210,10 @@ func (p *Puller) Ensure(ctx context.Context, repo, ref string) (d digest.Digest,
 }
 
 // EnsureHere fetches repo's manifest ref from its upstream into this
-// region, whichever region Fetcher picks (another region asked this one).
+// region, whichever region Fetcher picks (another region asked this one),
+// unless this region holds it already: the asks of regions that missed
+// at once arrive one after the other, and each after the first finds the
+// image here.
 func (p *Puller) EnsureHere(ctx context.Context, repo, ref string) (digest.Digest, error) {
 	m, src, auth, ok, err := p.upstreamOf(ctx, repo, ref, true)
 	if err != nil {
@@ -219,12 +222,27 @@ func (p *Puller) EnsureHere(ctx context.Context, repo, ref string) (digest.Diges
 	if !ok {
 		return "", ocierr.NameUnknown.Withf("no cache rule covers repository %s in region %s", repo, p.region.Name())
 	}
+	if d, held := p.held(ctx, repo, ref); held {
+		return d, nil
+	}
 	d, err := p.fetch(ctx, m, src, repo, ref, auth)
 	if err != nil {
 		return "", err
 	}
 	p.mark(repo, ref, m.Interval, true)
 	return d, nil
+}
+
+// held returns the digest of repo's manifest ref when this region holds
+// it live.
+func (p *Puller) held(ctx context.Context, repo, ref string) (digest.Digest, bool) {
+	if oci.IsDigest(ref) {
+		d := digest.Digest(ref)
+		ok, err := p.region.HasManifest(ctx, repo, d)
+		return d, err == nil && ok
+	}
+	d, err := p.region.ResolveTag(ctx, repo, ref)
+	return d, err == nil
 }
 
 // fetcher is the region that fetches repo:ref for the registry, "" when
