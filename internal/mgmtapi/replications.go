@@ -22,14 +22,18 @@ import (
 // Replication is one region of the registry, as `georeg replication`
 // shows it.
 type Replication struct {
-	Name                  string            `json:"name"`
-	Endpoint              string            `json:"endpoint"`
-	RegionEndpointEnabled bool              `json:"regionEndpointEnabled"`
-	Source                string            `json:"source"` // self, config or registered
-	Created               *time.Time        `json:"created,omitempty"`
-	State                 string            `json:"state"`            // show: Creating, Syncing, Ready or Down
-	Status                *replicate.Status `json:"status,omitempty"` // show only: asked of the region itself
-	StatusError           string            `json:"statusError,omitempty"`
+	Name                  string `json:"name"`
+	Endpoint              string `json:"endpoint"`
+	RegionEndpointEnabled bool   `json:"regionEndpointEnabled"`
+	// RoutingVersion is the version of the replica setting that holds
+	// regionEndpointEnabled (empty while it was never set): the front door
+	// keeps, of the views several regions give, the latest one.
+	RoutingVersion string            `json:"routingVersion,omitempty"`
+	Source         string            `json:"source"` // self, config or registered
+	Created        *time.Time        `json:"created,omitempty"`
+	State          string            `json:"state"`            // show: Creating, Syncing, Ready or Down
+	Status         *replicate.Status `json:"status,omitempty"` // show only: asked of the region itself
+	StatusError    string            `json:"statusError,omitempty"`
 	// Writable (list?status=true and show): the region takes pushes; false
 	// while it is out of storage space and serves pulls only.
 	Writable    *bool  `json:"writable,omitempty"`
@@ -71,6 +75,7 @@ func (a *API) replications(ctx context.Context) ([]Replication, error) {
 			for i := range out {
 				if out[i].Name == s.Name {
 					out[i].RegionEndpointEnabled = v.RegionEndpointEnabled
+					out[i].RoutingVersion = s.Version.String()
 				}
 			}
 			continue
@@ -81,7 +86,7 @@ func (a *API) replications(ctx context.Context) ([]Replication, error) {
 			state = replicate.StateReady
 		}
 		out = append(out, Replication{Name: s.Name, Endpoint: v.Endpoint, RegionEndpointEnabled: v.RegionEndpointEnabled,
-			Source: "registered", Created: &created, State: state})
+			RoutingVersion: s.Version.String(), Source: "registered", Created: &created, State: state})
 	}
 	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
@@ -320,6 +321,28 @@ func TestAClientGoesToTheRegionOfItsLongestPrefixThenItsFallbacks(t *testing.T) 
 		got, pinned := r.Choose(west, path, true)
 		if (want != "") != pinned || (pinned && got != want) {
 			t.Errorf("%s: %q pinned %v, want %q", path, got, pinned, want)
+		}
+	}
+}
+
+// TestOnlyALaterRoutingFlagReplacesTheOneHeld: a region that has not yet
+// applied a routing change cannot turn it back at the door.
+func TestOnlyALaterRoutingFlagReplacesTheOneHeld(t *testing.T) {
+	at := func(ms int64, region string) hlc.Version { return hlc.Version{Time: hlc.TimeAt(time.UnixMilli(ms)), Region: region} }
+	for _, c := range []struct {
+		name    string
+		cur, v  hlc.Version
+		replace bool
+	}{
+		{"never set, view never set", hlc.Version{}, hlc.Version{}, true},
+		{"never set, versioned view", hlc.Version{}, at(10, "eastus"), true},
+		{"set, view of a region that never saw it", at(10, "eastus"), hlc.Version{}, false},
+		{"set, older view", at(10, "eastus"), at(5, "westeurope"), false},
+		{"set, same view", at(10, "eastus"), at(10, "eastus"), false},
+		{"set, later view", at(10, "eastus"), at(11, "westeurope"), true},
+	} {
+		if got := laterFlag(c.cur, c.v); got != c.replace {
+			t.Errorf("%s: laterFlag = %v, want %v", c.name, got, c.replace)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
@@ -25,6 +26,9 @@ type regionState struct {
 
 	mu      sync.Mutex
 	enabled bool // routing to it is on (replication setting regionEndpointEnabled)
+	// enabledVersion is the version of the setting enabled was read from
+	// (zero: never set).
+	enabledVersion hlc.Version
 }
 
 // nodeState is what the front door knows of one node of a region. Health

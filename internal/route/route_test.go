@@ -176,6 +176,20 @@ func TestARegionWithRoutingOffGetsNoClients(t *testing.T) {
 	if r.StatusCode != 200 {
 		t.Fatalf("routing off: %d", r.StatusCode)
 	}
+	// The door reads the flag with its probes: wait for it to refuse the
+	// region's own path (a client from westeurope can reach eastus before
+	// that for another reason, a probe that found westeurope not Ready).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp := call(t, from("127.0.0.1"), "GET", door+"/region/westeurope/v2/", nil, nil)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the door still sends requests pinned to westeurope after its routing was turned off: %d", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+	}
 	regionOf(t, door, "127.0.0.2", "eastus")
 	// Pinned to it, by path or by host: refused, naming why, not sent.
 	for _, pin := range []func() *http.Request{

@@ -13,11 +13,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/bounded"
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/peerauth"
@@ -174,45 +176,91 @@ func (r *Router) probeNode(ctx context.Context, base string) (probe, error) {
 	return probe{ready: status.State == "Ready", writable: status.Writable == nil || *status.Writable}, nil
 }
 
-// readFlags reads which regions have routing turned off, from the first
-// region that answered its probe just now (the setting replicates: any
-// region knows).
+// readFlags reads which regions have routing turned off. The setting
+// replicates, so any region knows it, but a region may not know the
+// latest change yet: every answering region is asked at once and, per
+// region, the view with the latest version wins (a region that has not
+// applied a change cannot turn it back).
 func (r *Router) readFlags(ctx context.Context) {
+	var (
+		mu    sync.Mutex
+		views [][]routingFlag
+		g     errgroup.Group
+	)
 	for _, name := range r.order {
 		node := r.regions[name].answeringNode()
 		if node == nil {
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, node.url+"/_georeg/v1/replications", nil)
-		if err != nil {
-			return
-		}
-		r.authorize(req)
-		resp, err := r.probe.Do(req)
-		if err != nil {
-			continue
-		}
-		var list []struct {
-			Name                  string
-			RegionEndpointEnabled bool
-		}
-		err = json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&list)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			continue
-		}
-		for _, item := range list {
-			if other, ok := r.regions[item.Name]; ok {
-				other.mu.Lock()
-				if other.enabled != item.RegionEndpointEnabled {
-					r.log.InfoContext(ctx, "region routing changed", "region", item.Name, "enabled", item.RegionEndpointEnabled)
-				}
-				other.enabled = item.RegionEndpointEnabled
-				other.mu.Unlock()
+		g.Go(func() error {
+			list, err := r.readFlagsOf(ctx, node.url)
+			if err == nil {
+				mu.Lock()
+				views = append(views, list)
+				mu.Unlock()
 			}
-		}
-		return
+			return nil
+		})
 	}
+	_ = g.Wait()
+	for _, list := range views {
+		for _, item := range list {
+			other, ok := r.regions[item.Name]
+			if !ok {
+				continue
+			}
+			v, err := hlc.ParseVersion(item.RoutingVersion)
+			if err != nil {
+				v = hlc.Version{} // never set: routing on, until a versioned view says otherwise
+			}
+			other.mu.Lock()
+			if laterFlag(other.enabledVersion, v) {
+				if other.enabled != item.RegionEndpointEnabled {
+					r.log.InfoContext(ctx, "region routing changed", "region", item.Name, "enabled", item.RegionEndpointEnabled, "version", item.RoutingVersion)
+				}
+				other.enabled, other.enabledVersion = item.RegionEndpointEnabled, v
+			}
+			other.mu.Unlock()
+		}
+	}
+}
+
+// routingFlag is one region's routing flag as one region sees it.
+type routingFlag struct {
+	Name                  string
+	RegionEndpointEnabled bool
+	RoutingVersion        string
+}
+
+// laterFlag says whether a view of a routing flag written at version v
+// replaces the one the door holds, written at cur: only a later write does
+// (a view with no version — never set — replaces nothing but another).
+func laterFlag(cur, v hlc.Version) bool {
+	if v.IsZero() {
+		return cur.IsZero()
+	}
+	return cur.Less(v)
+}
+
+func (r *Router) readFlagsOf(ctx context.Context, base string) ([]routingFlag, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/_georeg/v1/replications", nil)
+	if err != nil {
+		return nil, err
+	}
+	r.authorize(req)
+	resp, err := r.probe.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("replications: %s", resp.Status)
+	}
+	var list []routingFlag
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&list); err != nil {
+		return nil, err
+	}
+	return list, nil
 }
 
 // address is the IP the DNS mode answers for the region.
