@@ -328,7 +328,9 @@ func TestAClientGoesToTheRegionOfItsLongestPrefixThenItsFallbacks(t *testing.T) 
 // TestOnlyALaterRoutingFlagReplacesTheOneHeld: a region that has not yet
 // applied a routing change cannot turn it back at the door.
 func TestOnlyALaterRoutingFlagReplacesTheOneHeld(t *testing.T) {
-	at := func(ms int64, region string) hlc.Version { return hlc.Version{Time: hlc.TimeAt(time.UnixMilli(ms)), Region: region} }
+	at := func(ms int64, region string) hlc.Version {
+		return hlc.Version{Time: hlc.TimeAt(time.UnixMilli(ms)), Region: region}
+	}
 	for _, c := range []struct {
 		name    string
 		cur, v  hlc.Version
