@@ -18,6 +18,9 @@ type Source interface {
 	FeedHead(ctx context.Context) (int64, error)
 	FeedBytes(ctx context.Context, since int64) (total, after int64, err error)
 	EverReady(ctx context.Context) (bool, error)
+	// AppliedMarks is how far the region has applied each peer's feed in
+	// order (meta.DB.AppliedMarks).
+	AppliedMarks(ctx context.Context) (map[string]int64, error)
 }
 
 // StatsPath answers how much of the feed follows a seq, for progress.
@@ -28,6 +31,11 @@ type Stats struct {
 	Head       int64 `json:"head"`       // newest record
 	Bytes      int64 `json:"bytes"`      // size of every blob record
 	BytesAfter int64 `json:"bytesAfter"` // size of the blob records after since
+	// Applied is how far the region has applied each other region's feed
+	// in order: a manifest whose mark in origin's feed is at most
+	// Applied[origin] is held there (meta.Present). One number per
+	// region replaces an acknowledgement record per manifest.
+	Applied map[string]int64 `json:"applied,omitempty"`
 }
 
 // StatsHandler serves GET StatsPath to requests authorized admits (a
@@ -47,6 +55,9 @@ func StatsHandler(src Source, authorized func(*http.Request) bool) http.Handler 
 		var st Stats
 		if err == nil {
 			st.Bytes, st.BytesAfter, err = src.FeedBytes(r.Context(), since)
+		}
+		if err == nil {
+			st.Applied, err = src.AppliedMarks(r.Context())
 		}
 		if err != nil {
 			oe, _ := ocierr.From(err)

@@ -176,11 +176,12 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
 		open = true
-		ensured, appended := maps.Clone(t.ensured), len(t.feed)
+		ensured, appended, marked := maps.Clone(t.ensured), len(t.feed), len(t.marks)
 		if errs[i] = r.fn(t); errs[i] != nil {
-			// What it wrote is undone, its feed records with it, and
-			// the repositories it recorded are no longer recorded.
-			t.ensured, t.feed = ensured, t.feed[:appended]
+			// What it wrote is undone, its feed records and presence
+			// marks with it, and the repositories it recorded are no
+			// longer recorded.
+			t.ensured, t.feed, t.marks = ensured, t.feed[:appended], t.marks[:marked]
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write"); err != nil {
 				_ = tx.Rollback()
 				return fail(fmt.Errorf("rollback to savepoint: %w", err))

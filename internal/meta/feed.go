@@ -62,12 +62,16 @@ func (tx *Tx) AppendFeed(ctx context.Context, rec Record) error {
 		tx.feed = append(tx.feed, rec)
 		return nil
 	}
-	_, err := tx.exec(ctx, `
+	res, err := tx.exec(ctx, `
 		INSERT INTO feed (kind, repo, digest, tag, media_type, size, version, origin, created_at, blob_bytes)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
 			COALESCE((SELECT blob_bytes FROM feed WHERE seq = (SELECT MAX(seq) FROM feed)), 0) + CASE WHEN $1 = 'blob' THEN $6 ELSE 0 END)`,
 		rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Size,
 		rec.Version.Time, rec.Version.Region, rec.Created.UnixMilli())
+	if err != nil {
+		return err
+	}
+	tx.lastSeq, err = res.LastInsertId()
 	return err
 }
 
@@ -188,7 +192,7 @@ func (tx *Tx) TombstoneManifest(ctx context.Context, repo string, d digest.Diges
 	if err != nil || n == 0 {
 		return false, err
 	}
-	return true, tx.forgetAck(ctx, repo, d)
+	return true, tx.ForgetPresence(ctx, repo, d)
 }
 
 // The queries of FeedBytes: the running total at the newest record, and

@@ -174,7 +174,7 @@ func (tx *Tx) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil, ErrNotFound
 	}
-	if err := tx.forgetAck(ctx, repo, d); err != nil {
+	if err := tx.ForgetPresence(ctx, repo, d); err != nil {
 		return nil, err
 	}
 	tags, err := tx.liveTags(ctx, repo, d)

@@ -234,12 +234,6 @@ CREATE TABLE IF NOT EXISTS parked (
 	reported   INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (peer, seq)
 );
-CREATE TABLE IF NOT EXISTS acks (
-	repo       TEXT NOT NULL,
-	digest     TEXT NOT NULL,
-	at         BIGINT NOT NULL,
-	PRIMARY KEY (repo, digest)
-);
 CREATE TABLE IF NOT EXISTS blob_tombstones (
 	repo       TEXT NOT NULL,
 	digest     TEXT NOT NULL,
@@ -436,7 +430,9 @@ type Tx struct {
 	scope     string
 	exclusive bool
 	held      map[string]bool
-	feed      []Record // PostgreSQL: appended, numbered at the end (sequence)
+	feed      []Record      // PostgreSQL: appended, numbered at the end (sequence)
+	marks     []pendingMark // PostgreSQL: presence marks of feed records numbered at the end
+	lastSeq   int64         // SQLite: the seq of the last feed record appended
 	// summaries are the repositories whose summary this transaction
 	// changes: their generations move at its end (summarytree.go).
 	summaries map[string]struct{}
@@ -543,7 +539,7 @@ func (tx *Tx) Purge(ctx context.Context) error {
 	}
 	tx.changed(allRepositories)
 	tx.ensured = nil
-	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "acks", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys", "repo_gens", "traffic"} {
+	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_applied", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys", "repo_gens", "traffic"} {
 		if _, err := tx.exec(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)
 		}

@@ -82,4 +82,17 @@ var migrations = []string{
 		recorded_at BIGINT NOT NULL,
 		PRIMARY KEY (repo, tag, version, origin)
 	)`,
+	// Presence by marks (presence.go): a row may say that every region
+	// that applied its region's feed through seq holds the manifest, and
+	// peers' published applied marks are kept; acknowledgement records,
+	// one per manifest per region, are no longer written.
+	`ALTER TABLE presence ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+	CREATE TABLE IF NOT EXISTS peer_applied (
+		region     TEXT NOT NULL,
+		origin     TEXT NOT NULL,
+		seq        BIGINT NOT NULL,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (region, origin)
+	);
+	DROP TABLE IF EXISTS acks`,
 }

@@ -7,20 +7,85 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// Presence: which regions hold a manifest complete, kept in O(regions)
+// rows per region rather than one acknowledgement per manifest per
+// region (docs/design.md "Acknowledgements and image status").
+//
+// A presence row (repo, digest, region, since, seq) says region holds the
+// manifest since since; when seq > 0, it also says every region that has
+// applied region's feed through seq holds it (a mark: seq is the record
+// after which the manifest is complete, its tag applied, in any region
+// that follows that feed in order). Each region publishes how far it has
+// applied every other region's feed (AppliedMarks, through feed stats),
+// and every region keeps what its peers published (peer_applied), so
+// where an image is is computed from the rows and those marks.
+
 // SetPresence records that region holds manifest d of repo complete since
-// at, idempotently (the first time is kept).
-func (tx *Tx) SetPresence(ctx context.Context, repo string, d digest.Digest, region string, at time.Time) error {
+// at and, with seq > 0, that so does every region that applied region's
+// feed through seq. The first row is kept; a mark is added to a row that
+// had none.
+func (tx *Tx) SetPresence(ctx context.Context, repo string, d digest.Digest, region string, at time.Time, seq int64) error {
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `
-		INSERT INTO presence (repo, digest, region, since) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (repo, digest, region) DO NOTHING`, repo, d.String(), region, at.UnixMilli())
+		INSERT INTO presence (repo, digest, region, since, seq) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (repo, digest, region) DO UPDATE SET seq = excluded.seq
+		WHERE presence.seq = 0 AND excluded.seq > 0`, repo, d.String(), region, at.UnixMilli(), seq)
 	return err
 }
 
+// MarkPresence records, in the transaction that appended this region's
+// feed records of a push, that region (this one) holds manifest d of repo
+// and that every region that applies its feed through the last record
+// appended so far holds it too. On PostgreSQL the feed is numbered at the
+// end of the transaction, and the mark with it (sequence).
+func (tx *Tx) MarkPresence(ctx context.Context, repo string, d digest.Digest, region string, at time.Time) error {
+	if tx.dialect == postgres {
+		if err := tx.SetPresence(ctx, repo, d, region, at, 0); err != nil {
+			return err
+		}
+		tx.marks = append(tx.marks, pendingMark{repo: repo, digest: d.String(), region: region, record: len(tx.feed)})
+		return nil
+	}
+	return tx.SetPresence(ctx, repo, d, region, at, tx.lastSeq)
+}
+
+// pendingMark is a MarkPresence whose feed record is numbered at the end
+// of the transaction (PostgreSQL): record is how many records the
+// transaction had appended then (the mark is the last of them).
+type pendingMark struct {
+	repo, digest, region string
+	record               int
+}
+
+// ForgetPresence forgets where manifest d of repo was: it was deleted, and
+// a later push of it is marked anew.
+func (tx *Tx) ForgetPresence(ctx context.Context, repo string, d digest.Digest) error {
+	if err := tx.writes(repo); err != nil {
+		return err
+	}
+	_, err := tx.exec(ctx, `DELETE FROM presence WHERE repo = $1 AND digest = $2`, repo, d.String())
+	return err
+}
+
+// PresenceRow is one row of presence.
+type PresenceRow struct {
+	Region string
+	Since  time.Time
+	Seq    int64 // 0: no mark
+}
+
+// AppliedMark is how far region has applied origin's feed, as region
+// published it and this region last heard (Updated).
+type AppliedMark struct {
+	Seq     int64
+	Updated time.Time
+}
+
 // Presence returns the regions known to hold manifest d of repo complete,
-// with the time each got it.
+// with the time each got it (or, for a region known through its applied
+// mark, when this region learned it had).
 func (db *DB) Presence(ctx context.Context, repo string, d digest.Digest) (map[string]time.Time, error) {
 	return presence(ctx, db.r, repo, d)
 }
@@ -31,47 +96,136 @@ func (tx *Tx) Presence(ctx context.Context, repo string, d digest.Digest) (map[s
 }
 
 func presence(ctx context.Context, q queryer, repo string, d digest.Digest) (map[string]time.Time, error) {
-	rows, err := q.QueryContext(ctx, `SELECT region, since FROM presence WHERE repo = $1 AND digest = $2`, repo, d.String())
+	rows, err := q.QueryContext(ctx, `SELECT region, since, seq FROM presence WHERE repo = $1 AND digest = $2`, repo, d.String())
+	if err != nil {
+		return nil, err
+	}
+	var held []PresenceRow
+	marked := false
+	for rows.Next() {
+		var p PresenceRow
+		var since int64
+		if err := rows.Scan(&p.Region, &since, &p.Seq); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		p.Since = time.UnixMilli(since)
+		marked = marked || p.Seq > 0
+		held = append(held, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var applied map[string]map[string]AppliedMark
+	if marked {
+		if applied, err = peerApplied(ctx, q); err != nil {
+			return nil, err
+		}
+	}
+	return Present(held, applied), nil
+}
+
+// Present is where a manifest is, from its presence rows and the applied
+// marks peers published (region -> origin -> mark): a row's region, and
+// every region that applied a marked row's region's feed through its
+// mark.
+func Present(held []PresenceRow, applied map[string]map[string]AppliedMark) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, p := range held {
+		out[p.Region] = p.Since
+	}
+	for _, p := range held {
+		if p.Seq <= 0 {
+			continue
+		}
+		for region, marks := range applied {
+			if _, ok := out[region]; ok {
+				continue
+			}
+			if m, ok := marks[p.Region]; ok && m.Seq >= p.Seq {
+				out[region] = m.Updated
+			}
+		}
+	}
+	return out
+}
+
+// SetPeerApplied records how far region has applied each origin's feed,
+// as it published it: a mark only moves forward. It reports whether any
+// moved.
+func (tx *Tx) SetPeerApplied(ctx context.Context, region string, marks map[string]int64, now time.Time) (bool, error) {
+	if err := tx.writesRegion("SetPeerApplied"); err != nil {
+		return false, err
+	}
+	moved := false
+	for origin, seq := range marks {
+		res, err := tx.exec(ctx, `
+			INSERT INTO peer_applied (region, origin, seq, updated_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (region, origin) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+			WHERE excluded.seq > peer_applied.seq`, region, origin, seq, now.UnixMilli())
+		if err != nil {
+			return false, err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			moved = true
+		}
+	}
+	return moved, nil
+}
+
+// PeerApplied returns what every peer published of how far it applied
+// each origin's feed (region -> origin -> mark).
+func (db *DB) PeerApplied(ctx context.Context) (map[string]map[string]AppliedMark, error) {
+	return peerApplied(ctx, db.r)
+}
+
+func peerApplied(ctx context.Context, q queryer) (map[string]map[string]AppliedMark, error) {
+	rows, err := q.QueryContext(ctx, `SELECT region, origin, seq, updated_at FROM peer_applied`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := map[string]time.Time{}
+	out := map[string]map[string]AppliedMark{}
 	for rows.Next() {
-		var region string
-		var since int64
-		if err := rows.Scan(&region, &since); err != nil {
+		var region, origin string
+		var m AppliedMark
+		var updated int64
+		if err := rows.Scan(&region, &origin, &m.Seq, &updated); err != nil {
 			return nil, err
 		}
-		out[region] = time.UnixMilli(since)
+		m.Updated = time.UnixMilli(updated)
+		if out[region] == nil {
+			out[region] = map[string]AppliedMark{}
+		}
+		out[region][origin] = m
 	}
 	return out, rows.Err()
 }
 
-// FirstAck reports whether this region has not yet acknowledged manifest
-// d of repo in its feed, and records that it now does: the caller appends
-// the ack record in the same transaction. A manifest is acknowledged once,
-// however many times its tag or its record is applied (anti-entropy
-// applies them again every round a repository differs).
-func (tx *Tx) FirstAck(ctx context.Context, repo string, d digest.Digest, at time.Time) (bool, error) {
-	if err := tx.writes(repo); err != nil {
-		return false, err
-	}
-	res, err := tx.exec(ctx, `INSERT INTO acks (repo, digest, at) VALUES ($1, $2, $3)
-		ON CONFLICT (repo, digest) DO NOTHING`, repo, d.String(), at.UnixMilli())
+// AppliedMarks returns how far this region has applied each peer's feed
+// in order: its cursor, or just before the oldest record of that peer
+// parked here (a parked record is passed, not applied), what it
+// publishes to its peers.
+func (db *DB) AppliedMarks(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.query(ctx, `
+		SELECT c.peer, c.seq, (SELECT MIN(p.seq) FROM parked p WHERE p.peer = c.peer) FROM peer_cursors c`)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	n, err := res.RowsAffected()
-	return n > 0, err
-}
-
-// forgetAck forgets that this region acknowledged manifest d of repo: it
-// was deleted, and a later push of it is acknowledged anew.
-func (tx *Tx) forgetAck(ctx context.Context, repo string, d digest.Digest) error {
-	if err := tx.writes(repo); err != nil {
-		return err
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var peer string
+		var seq int64
+		var parked *int64
+		if err := rows.Scan(&peer, &seq, &parked); err != nil {
+			return nil, err
+		}
+		if parked != nil && *parked-1 < seq {
+			seq = *parked - 1
+		}
+		out[peer] = seq
 	}
-	_, err := tx.exec(ctx, `DELETE FROM acks WHERE repo = $1 AND digest = $2`, repo, d.String())
-	return err
+	return out, rows.Err()
 }

@@ -217,6 +217,15 @@ func (db *DB) sequence(ctx context.Context, t *Tx) error {
 	if err != nil {
 		return fmt.Errorf("append to the feed: %w", err)
 	}
+	for _, m := range t.marks {
+		if m.record == 0 {
+			continue // no record appended before it: no mark
+		}
+		if _, err := t.tx.ExecContext(ctx, `UPDATE presence SET seq = $4 WHERE repo = $1 AND digest = $2 AND region = $3 AND seq = 0`,
+			m.repo, m.digest, m.region, seq+int64(m.record)); err != nil {
+			return fmt.Errorf("mark presence: %w", err)
+		}
+	}
 	return nil
 }
 

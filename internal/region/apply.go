@@ -48,16 +48,17 @@ func (r *Region) Skip(ctx context.Context, peer string, seq int64) error {
 	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.SetCursor(ctx, peer, seq, r.now()) })
 }
 
-// ApplyPresence records that peer holds manifest d of repo complete (its
-// ack, or its own manifest record for a manifest already here); a push
-// made here that is now in every Ready region fires
+// ApplyPresence records that peer holds manifest d of repo complete: its
+// ack record, which regions of earlier versions wrote to their feeds; a
+// push made here that is now in every Ready region fires
 // replicated-everywhere.
 func (r *Region) ApplyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest) error {
-	return r.applyPresence(ctx, peer, seq, repo, d, nil)
+	return r.applyPresence(ctx, peer, seq, repo, d, nil, 0)
 }
 
 // ApplyManifestHeld applies a peer's manifest record, at version v, for a
-// manifest held here already: the peer holds it (ApplyPresence), and its
+// manifest held here already (pushed with pushedTag, "" for none): the
+// peer holds it, and its
 // version moves forward to v, so a delete older than that push does not
 // win over it here either (the peer re-pushed it, say).
 //
@@ -66,18 +67,22 @@ func (r *Region) ApplyPresence(ctx context.Context, peer string, seq int64, repo
 // time) fails it with ErrHeldNoLonger and changes nothing: the record
 // must be planned again, and then stores the manifest, whose push is the
 // later one (invariant 9).
-func (r *Region) ApplyManifestHeld(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
+func (r *Region) ApplyManifestHeld(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version, pushedTag string) error {
 	if err := r.clock.Admit(v); err != nil {
 		return err
 	}
-	return r.applyPresence(ctx, peer, seq, repo, d, &v)
+	mark := seq // whoever applies the peer's feed through it holds it...
+	if pushedTag != "" {
+		mark = 0 // ...pushed with a tag: through the tag's record (ApplyTag)
+	}
+	return r.applyPresence(ctx, peer, seq, repo, d, &v, mark)
 }
 
 // ErrHeldNoLonger: a manifest seen held was deleted, by a delete older
 // than the record being applied, before the record applied.
 var ErrHeldNoLonger = errors.New("the manifest was deleted here, by an older delete, since it was seen held: plan the record again")
 
-func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, raise *hlc.Version) error {
+func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, raise *hlc.Version, mark int64) error {
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		if raise != nil {
 			tomb, deleted, err := tx.ManifestVersion(ctx, repo, d)
@@ -91,7 +96,7 @@ func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo
 				return err
 			}
 		}
-		if err := tx.SetPresence(ctx, repo, d, peer, r.now()); err != nil {
+		if err := tx.SetPresence(ctx, repo, d, peer, r.now(), mark); err != nil {
 			return err
 		}
 		if err := r.checkEverywhere(ctx, tx, repo, d); err != nil {
@@ -360,10 +365,18 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 					return err
 				}
 			}
-			// The ack a manifest pushed with a tag waits for
-			// (commitManifest): its tag record has applied, so a pull by
-			// that tag resolves here (or to a later write of it).
-			if err := r.ack(ctx, tx, repo, d, m.MediaType, m.Size); err != nil {
+			// The manifest is complete here and its tag record has
+			// applied, so a pull by that tag resolves here (or to a later
+			// write of it), and in every region that applies the peer's
+			// feed through this record: the mark a manifest pushed with a
+			// tag waits for (commitManifest).
+			if err := tx.SetPresence(ctx, repo, d, r.cfg.Name, r.now(), 0); err != nil {
+				return err
+			}
+			if err := tx.SetPresence(ctx, repo, d, peer, r.now(), seq); err != nil {
+				return err
+			}
+			if err := r.checkEverywhere(ctx, tx, repo, d); err != nil {
 				return err
 			}
 		}
@@ -372,7 +385,6 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 	if err == nil {
 		r.cache.invalidate(repo, "", tag)
 		r.wakeDeliverer()
-		r.feed.notify() // the ack it may have recorded: peers long-polling get it now
 	}
 	return err
 }

@@ -154,46 +154,60 @@ func TestAFetchResumesWhereItBrokeAndStreamsEveryByte(t *testing.T) {
 	})
 }
 
-// TestAManifestPushedWithATagIsAcknowledgedWhenItsTagApplies: a replica
-// acknowledges a manifest (the ack that drives image status and
-// replicated-everywhere) only once it is pullable by the tag it was pushed
-// with; a manifest pushed by digest is acknowledged at once.
-func TestAManifestPushedWithATagIsAcknowledgedWhenItsTagApplies(t *testing.T) {
+// TestAManifestPushedWithATagIsMarkedWhenItsTagApplies: a region that
+// applied the origin's feed counts as holding a manifest (the presence
+// that drives image status and replicated-everywhere) only through the
+// record that makes it pullable by the tag it was pushed with; a manifest
+// pushed by digest through its own record. No record is written for it.
+func TestAManifestPushedWithATagIsMarkedWhenItsTagApplies(t *testing.T) {
+	ctx := t.Context()
 	r := open(t, t.TempDir(), 0)
 	defer r.Close()
-	acks := func() int {
-		recs, err := r.Feed(t.Context(), 0, 1000, 0)
+	// westeurope publishes that it applied eastus's feed through seq.
+	westeuropeAt := func(t *testing.T, repo string, d digest.Digest, seq int64) bool {
+		t.Helper()
+		if err := r.RecordPeerApplied(ctx, "westeurope", map[string]int64{"eastus": seq}); err != nil {
+			t.Fatal(err)
+		}
+		p, err := r.Presence(ctx, repo, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		for _, rec := range recs {
-			if rec.Kind == "ack" {
-				n++
-			}
+		if _, ok := p["eastus"]; !ok {
+			t.Fatalf("the origin is not present: %v", p)
 		}
-		return n
+		_, ok := p["westeurope"]
+		return ok
 	}
 	v := hlc.Version{Time: 1 << 20, Region: "eastus"}
 	tagged := manifestFor(t, r, "app", "tagged")
 	d := digest.FromBytes(tagged)
-	if err := r.ApplyManifest(t.Context(), "eastus", 1, "app", d, "application/vnd.oci.image.manifest.v1+json", tagged, v, "v1"); err != nil {
+	if err := r.ApplyManifest(ctx, "eastus", 1, "app", d, "application/vnd.oci.image.manifest.v1+json", tagged, v, "v1"); err != nil {
 		t.Fatal(err)
 	}
-	if n := acks(); n != 0 {
-		t.Fatalf("acknowledged %d times before its tag applied", n)
+	if westeuropeAt(t, "app", d, 1) {
+		t.Fatal("a region through the manifest record counts as holding it before its tag record")
 	}
-	if err := r.ApplyTag(t.Context(), "eastus", 2, "app", "v1", d, v, true); err != nil {
+	if err := r.ApplyTag(ctx, "eastus", 2, "app", "v1", d, v, true); err != nil {
 		t.Fatal(err)
 	}
-	if n := acks(); n != 1 {
-		t.Fatalf("acknowledged %d times after its tag applied, want 1", n)
+	if westeuropeAt(t, "app", d, 1) {
+		t.Fatal("a region short of the tag record counts as holding it")
+	}
+	if !westeuropeAt(t, "app", d, 2) {
+		t.Fatal("a region through the tag record does not count as holding it")
 	}
 	byDigest := manifestFor(t, r, "app", "by digest")
-	if err := r.ApplyManifest(t.Context(), "eastus", 3, "app", digest.FromBytes(byDigest), "application/vnd.oci.image.manifest.v1+json", byDigest, v, ""); err != nil {
+	d2 := digest.FromBytes(byDigest)
+	if err := r.ApplyManifest(ctx, "eastus", 3, "app", d2, "application/vnd.oci.image.manifest.v1+json", byDigest, v, ""); err != nil {
 		t.Fatal(err)
 	}
-	if n := acks(); n != 2 {
-		t.Fatalf("a manifest pushed by digest: %d acks, want 2", n)
+	if !westeuropeAt(t, "app", d2, 3) {
+		t.Fatal("a manifest pushed by digest: a region through its record does not count as holding it")
+	}
+	for _, d := range []digest.Digest{d, d2} {
+		if kinds := feedKinds(t, r, d, ""); len(kinds) > 0 {
+			t.Fatalf("applying a peer's records wrote %v to this region's feed; want nothing", kinds)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +14,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/hlc"
-	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 )
@@ -192,8 +192,8 @@ func TestInvariant9AReplicatedManifestOlderThanADeleteIsNotStored(t *testing.T) 
 	if p, err := r.Presence(ctx, repo, d); err != nil || len(p) > 0 {
 		t.Fatalf("presence rows of a manifest that was not stored: %v %v", p, err)
 	}
-	if kinds := feedKinds(t, r, d, ""); slices.Contains(kinds, meta.KindAck) {
-		t.Fatalf("a manifest that was not stored was acknowledged: %v", kinds)
+	if kinds := feedKinds(t, r, d, ""); len(kinds) > 0 {
+		t.Fatalf("a manifest that was not stored was recorded: %v", kinds)
 	}
 	if c, err := r.Cursor(ctx, "southeastasia"); err != nil || c != 7 {
 		t.Fatalf("southeastasia's cursor %d (%v) after its record was skipped; want 7", c, err)
@@ -209,10 +209,11 @@ func TestInvariant9AReplicatedManifestOlderThanADeleteIsNotStored(t *testing.T) 
 	}
 }
 
-// TestAManifestIsAcknowledgedOnce: applying a tag again (anti-entropy
-// does, every round a repository differs) adds no acknowledgement to the
-// feed; a manifest deleted and stored again is acknowledged again.
-func TestAManifestIsAcknowledgedOnce(t *testing.T) {
+// TestAManifestDeletedAndStoredAgainIsMarkedAnew: applying a tag again
+// (anti-entropy does, every round a repository differs) keeps the first
+// mark; a manifest deleted forgets where it was, and stored again is
+// marked by the record that brought it back.
+func TestAManifestDeletedAndStoredAgainIsMarkedAnew(t *testing.T) {
 	const repo = "acks/app"
 	const mt = "application/vnd.oci.image.manifest.v1+json"
 	ctx := t.Context()
@@ -220,39 +221,43 @@ func TestAManifestIsAcknowledgedOnce(t *testing.T) {
 	defer r.Close()
 	m := manifestFor(t, r, repo, "acked")
 	d := digest.FromBytes(m)
-	acks := func() int {
-		recs, err := r.Feed(ctx, 0, 1000, 0)
+	present := func(want ...string) {
+		t.Helper()
+		p, err := r.Presence(ctx, repo, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		for _, rec := range recs {
-			if rec.Kind == "ack" && rec.Digest == d {
-				n++
-			}
+		got := slices.Sorted(maps.Keys(p))
+		if !slices.Equal(got, want) {
+			t.Fatalf("present in %v, want %v", got, want)
 		}
-		return n
 	}
-	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(10, "westeurope"), "v1"); err != nil {
+	if err := r.ApplyManifest(ctx, "westeurope", 1, repo, d, mt, m, v(10, "westeurope"), "v1"); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		if err := r.ApplyTag(ctx, "", 0, repo, "v1", d, v(10, "westeurope"), true); err != nil {
+	for seq := range int64(3) {
+		if err := r.ApplyTag(ctx, "westeurope", 2+seq, repo, "v1", d, v(10, "westeurope"), true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := acks(); n != 1 {
-		t.Fatalf("%d acknowledgements after applying the tag three times; want 1", n)
-	}
-	if err := r.ApplyManifestDelete(ctx, "", 0, repo, d, v(20, "westeurope")); err != nil {
+	// southeastasia applied westeurope's feed through the first tag
+	// record: the mark stays there whatever applied again later.
+	if err := r.RecordPeerApplied(ctx, "southeastasia", map[string]int64{"westeurope": 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.ApplyManifest(ctx, "", 0, repo, d, mt, m, v(30, "southeastasia"), ""); err != nil {
+	present("eastus", "southeastasia", "westeurope")
+	if err := r.ApplyManifestDelete(ctx, "westeurope", 5, repo, d, v(20, "westeurope")); err != nil {
 		t.Fatal(err)
 	}
-	if n := acks(); n != 2 {
-		t.Fatalf("%d acknowledgements after the manifest was deleted and stored again; want 2", n)
+	present()
+	if err := r.ApplyManifest(ctx, "westeurope", 6, repo, d, mt, m, v(30, "westeurope"), ""); err != nil {
+		t.Fatal(err)
 	}
+	present("eastus", "westeurope") // southeastasia is through 2 only
+	if err := r.RecordPeerApplied(ctx, "southeastasia", map[string]int64{"westeurope": 6}); err != nil {
+		t.Fatal(err)
+	}
+	present("eastus", "southeastasia", "westeurope")
 }
 
 // TestAReplicatedBlobDeleteUnlinksAndMovesThePeersCursor: a peer's delete
@@ -338,7 +343,7 @@ func TestAManifestSeenHeldAndDeletedSinceIsPlannedAgain(t *testing.T) {
 	if err := r.ApplyManifestDelete(ctx, "westeurope", 1, repo, d, v(20, "westeurope")); err != nil {
 		t.Fatal(err)
 	}
-	err := r.ApplyManifestHeld(ctx, "southeastasia", 5, repo, d, v(30, "southeastasia"))
+	err := r.ApplyManifestHeld(ctx, "southeastasia", 5, repo, d, v(30, "southeastasia"), "")
 	if !errors.Is(err, region.ErrHeldNoLonger) {
 		t.Fatalf("a held record applied after an older delete: %v, want ErrHeldNoLonger", err)
 	}
@@ -356,7 +361,7 @@ func TestAManifestSeenHeldAndDeletedSinceIsPlannedAgain(t *testing.T) {
 	if err := r.ApplyManifestDelete(ctx, "westeurope", 2, repo, d, v(40, "westeurope")); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.ApplyManifestHeld(ctx, "southeastasia", 6, repo, d, v(35, "southeastasia")); err != nil {
+	if err := r.ApplyManifestHeld(ctx, "southeastasia", 6, repo, d, v(35, "southeastasia"), ""); err != nil {
 		t.Fatalf("a held record older than the delete: %v", err)
 	}
 	if ok, _ := r.HasManifest(ctx, repo, d); ok {

@@ -61,16 +61,6 @@ func (r *Region) record(ctx context.Context, tx *meta.Tx, kind, repo string, d d
 	})
 }
 
-// ack appends this region's acknowledgement that manifest d of repo is
-// complete and pullable here, once per manifest (meta.Tx.FirstAck).
-func (r *Region) ack(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, mediaType string, size int64) error {
-	first, err := tx.FirstAck(ctx, repo, d, r.now())
-	if err != nil || !first {
-		return err
-	}
-	return r.record(ctx, tx, meta.KindAck, repo, d, "", mediaType, size, r.clock.Now())
-}
-
 // Feed returns up to n records after since. When there are none it waits
 // up to wait for one to commit, so a peer long-polling the feed hears of a
 // change within milliseconds rather than after a poll interval.

@@ -269,19 +269,12 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 				return err
 			}
 		}
-		if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, r.cfg.Name, now); err != nil {
-			return err
-		}
 		if from != nil {
-			// Complete and pullable here: acknowledge it in this region's
-			// feed, so every region can tell where the image is. A manifest
-			// pushed with a tag is acknowledged when that tag applies
-			// (ApplyTag): until then a pull by the pushed tag would miss,
-			// and replicated-everywhere would fire before it is pullable.
-			if from.tag == "" {
-				if err := r.ack(ctx, tx, rec.Repo, rec.Digest, rec.MediaType, rec.Size); err != nil {
-					return err
-				}
+			// Complete and pullable here. No record says so: peers learn
+			// it from how far this region applied the origin's feed
+			// (meta.AppliedMarks, published in feed stats).
+			if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, r.cfg.Name, now, 0); err != nil {
+				return err
 			}
 			if fresh && from.tag == "" {
 				ev := replicatedEvent(rec.Repo, rec.Digest, rec.MediaType, rec.Size, "", from.peer, rec.Version.Region)
@@ -292,7 +285,15 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			if from.peer == "" {
 				return nil
 			}
-			if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, from.peer, now); err != nil {
+			// The peer holds it, and so does every region that applied its
+			// feed through this record; a manifest pushed with a tag only
+			// through that tag's record (ApplyTag marks it): until then a
+			// pull by the pushed tag would miss there.
+			mark := from.seq
+			if from.tag != "" {
+				mark = 0
+			}
+			if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, from.peer, now, mark); err != nil {
 				return err
 			}
 			return tx.SetCursor(ctx, from.peer, from.seq, now)
@@ -306,6 +307,11 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			if err := r.record(ctx, tx, meta.KindTag, rec.Repo, rec.Digest, t, rec.MediaType, rec.Size, v); err != nil {
 				return err
 			}
+		}
+		// Held here, and by every region that applies this feed through
+		// the records just appended.
+		if err := tx.MarkPresence(ctx, rec.Repo, rec.Digest, r.cfg.Name, now); err != nil {
+			return err
 		}
 		if len(tags) == 0 {
 			if err := r.audit(ctx, tx, AuditPush, rec.Repo, rec.Digest.String(), rec.Digest, "ok", ""); err != nil {

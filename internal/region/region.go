@@ -50,6 +50,7 @@ type Region struct {
 	quotas      quotas         // the quota settings and stored bytes this node saw (quota.go)
 	recentUsage recentUsage    // the last usage figure, for metrics and the dashboard (usage.go)
 	recent      recentSettings // the settings this node read lately, by kind (recentsettings.go)
+	applied     peerApplied    // marks peers published (presence.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem

@@ -59,7 +59,7 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 		return r.ApplyBlobDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
 	case meta.KindManifest:
 		if act == actHeld {
-			return r.ApplyManifestHeld(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
+			return r.ApplyManifestHeld(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version, rec.Tag)
 		}
 		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, &rec)
 		if errors.Is(err, errGone) || errors.Is(err, errDeleted) {
@@ -263,7 +263,7 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 		return err
 	} else if ok {
 		if peer != "" {
-			return r.ApplyManifestHeld(ctx, peer, seq, repo, d, v)
+			return r.ApplyManifestHeld(ctx, peer, seq, repo, d, v, pushedTag)
 		}
 		return nil
 	}

@@ -324,6 +324,9 @@ func (p *Replicator) refreshStats(ctx context.Context, s *source) {
 			if st, err := s.feed.Stats(sctx, applied); err == nil {
 				s.observeRTT(time.Since(asked)) // a small request: about one round trip
 				p.tracker.stats(s.name, s.base, st)
+				if err := p.region.RecordPeerApplied(ctx, s.name, st.Applied); err != nil && ctx.Err() == nil {
+					p.log.WarnContext(ctx, "record the peer's applied marks", "peer", s.name, "error", err)
+				}
 			}
 			cancel()
 		}
