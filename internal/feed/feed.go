@@ -35,6 +35,15 @@ const Path = "/_georeg/v1/feed"
 // manifest or blob borrowed by read-through).
 const VersionHeader = "Georeg-Version"
 
+// RelayOriginHeader, on a peer's blob GET, asks the region to relay the
+// blob of that origin's feed (replicate.Replicator.RelayBlob): fetch it
+// from the origin if it does not hold it, and stream it on.
+// RelaySizeHeader tells the blob's size from the feed record.
+const (
+	RelayOriginHeader = "Georeg-Relay-Origin"
+	RelaySizeHeader   = "Georeg-Relay-Size"
+)
+
 // Record is one change on the wire.
 type Record struct {
 	Seq       int64         `json:"seq"`

@@ -77,6 +77,9 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 			a.log.WarnContext(ctx, "date a checked blob's link anew", "repo", route.Repo, "digest", d, "error", terr)
 		}
 	}
+	if ocierr.BlobUnknown.Is(err) && r.Method == http.MethodGet && a.isPeer(r) && a.opts.Peers != nil && r.Header.Get(feed.RelayOriginHeader) != "" {
+		return a.relayBlob(w, r, route, d)
+	}
 	if ocierr.BlobUnknown.Is(err) && a.opts.ReadThrough && a.askPeers(r) {
 		servedReadThrough(ctx)
 		if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
@@ -198,5 +201,69 @@ func (a *API) deleteBlob(w http.ResponseWriter, r *http.Request, route Route) er
 	}
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// relayBlob answers a peer that fetches a blob of origin's feed through
+// this region (feed.RelayOriginHeader; the repository does not link it
+// here yet): from the content store when the bytes are here, else
+// fetched from the origin and streamed on as they arrive. Bytes are
+// content: the peer verifies them against d and applies the origin's
+// record itself (links, tombstones), so no link here is needed.
+func (a *API) relayBlob(w http.ResponseWriter, r *http.Request, route Route, d digest.Digest) error {
+	ctx := r.Context()
+	origin := r.Header.Get(feed.RelayOriginHeader)
+	size, err := strconv.ParseInt(r.Header.Get(feed.RelaySizeHeader), 10, 64)
+	if err != nil || size < 0 {
+		return ocierr.SizeInvalid.Withf("%s: a blob size in bytes", feed.RelaySizeHeader)
+	}
+	if _, ok, err := a.region.HasContent(ctx, d); err != nil {
+		return err
+	} else if !ok {
+		start := func(size int64) io.Writer {
+			setBlobHeaders(w, d)
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusOK)
+			return w
+		}
+		if r.Header.Get("Range") != "" {
+			start = nil // a resumed transfer: fetched whole here, then served from the store
+		}
+		streamed, err := a.opts.Peers.RelayBlob(ctx, origin, route.Repo, d, size, start)
+		if streamed {
+			if err != nil {
+				panic(http.ErrAbortHandler) // the peer got bytes that failed verification
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	got, err := a.region.ContentSize(ctx, d)
+	if err != nil {
+		return err
+	}
+	setBlobHeaders(w, d)
+	rng, partial, err := parseRange(r.Header.Get("Range"), got)
+	if err != nil {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", got))
+		return ocierr.RangeInvalid.Withf("range %q cannot be satisfied for a blob of %d bytes", r.Header.Get("Range"), got)
+	}
+	status, offset, length := http.StatusOK, int64(0), got
+	if partial {
+		status, offset, length = http.StatusPartialContent, rng.Start, rng.length()
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.Start, rng.End, got))
+	}
+	rc, err := a.region.OpenContent(ctx, d, offset)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
+	w.WriteHeader(status)
+	if _, err := io.CopyN(w, rc, length); err != nil {
+		a.log.DebugContext(ctx, "relayed blob body cut short", "digest", d, "error", err)
+	}
 	return nil
 }

@@ -115,6 +115,11 @@ type Peers interface {
 	EnsureReferences(ctx context.Context, repo, contentType string, payload []byte) error
 	// Endpoint returns the base URL of the region named, if it is a peer.
 	Endpoint(region string) (string, bool)
+	// RelayBlob makes blob d (size bytes) of origin's feed present in the
+	// content store for a peer that fetches origin's blobs through this
+	// region, streaming it to the writer start returns when this call
+	// fetches it (see replicate.Replicator.RelayBlob).
+	RelayBlob(ctx context.Context, origin, repo string, d digest.Digest, size int64, start func(size int64) io.Writer) (bool, error)
 }
 
 // isPeer reports a request from another region.

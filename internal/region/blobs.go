@@ -59,6 +59,27 @@ func (r *Region) OpenBlob(ctx context.Context, repo string, d digest.Digest, off
 	return rc, size, err
 }
 
+// ContentSize returns the size of blob d's bytes in the content store,
+// linked in any repository or not; BLOB_UNKNOWN when they are not here.
+func (r *Region) ContentSize(ctx context.Context, d digest.Digest) (int64, error) {
+	size, ok, err := r.HasContent(ctx, d)
+	if err == nil && !ok {
+		return 0, ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not held here", d), map[string]string{"digest": d.String()})
+	}
+	return size, err
+}
+
+// OpenContent reads blob d's bytes from offset on, linked in any
+// repository or not: for a peer that relays through this region
+// (replicate.Replicator.RelayBlob), never for a client.
+func (r *Region) OpenContent(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, error) {
+	rc, err := r.store.Open(ctx, d, offset)
+	if errors.Is(err, content.ErrNotFound) {
+		return nil, ocierr.BlobUnknown.WithDetail(fmt.Sprintf("blob %s is not held here", d), map[string]string{"digest": d.String()})
+	}
+	return rc, err
+}
+
 // DeleteBlob removes blob d from repo, registry-wide: the link goes and
 // a versioned tombstone replicates to every region like a push
 // (invariant 9). Its bytes stay until garbage collection finds no

@@ -163,6 +163,13 @@ func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d
 		order, byName[src.name] = append(order, src.name), src
 	}
 	plan := newFetchPlan(s.name, order, size)
+	// A blob of s's own feed (s is its origin): through s's relay for this
+	// region when it has one (relay.go), so s serves relayFanout copies.
+	// Relays are chosen among the regions that answer: a relay that
+	// stopped answering is not waited for.
+	if relay := relayParent(s.name, p.region.Name(), p.relayMembers(), p.rttOf); relay != "" && byName[relay] != nil && size >= 0 {
+		plan.relay = relay
+	}
 	for ctx.Err() == nil {
 		st := plan.next()
 		for _, name := range st.ask {
@@ -179,8 +186,15 @@ func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d
 			return fmt.Errorf("blob %s of %s: no region could provide it now: %w", d, repo, plan.lastErr())
 		}
 		src := byName[st.from]
+		relayed := st.relay
 		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) {
-			rc, err := src.blob(ctx, repo, d, offset)
+			var rc io.ReadCloser
+			var err error
+			if relayed {
+				rc, err = src.relayedBlob(ctx, s.name, repo, d, size, offset)
+			} else {
+				rc, err = src.blob(ctx, repo, d, offset)
+			}
 			if err != nil {
 				return nil, err
 			}

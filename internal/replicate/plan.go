@@ -87,6 +87,10 @@ type fetchPlan struct {
 	failed map[string]int   // failed attempts per peer
 	gone   map[string]bool  // answered 404: does not hold it (any more)
 	errs   map[string]error // the last error of each peer
+	// relay is the region to fetch through first (relayParent), "" for
+	// none: asked once, before anything else; on any failure the plan
+	// goes on as without it (the origin, or the nearest holder).
+	relay string
 }
 
 // Bounds of one blob's fetch: each peer is tried at most twice per
@@ -104,8 +108,9 @@ func newFetchPlan(origin string, order []string, size int64) *fetchPlan {
 
 // step is what the fetch does next.
 type step struct {
-	ask  []string // peers to ask (HEAD) whether they hold the blob, first
-	from string   // the peer to fetch from; "" with no ask: give up
+	ask   []string // peers to ask (HEAD) whether they hold the blob, first
+	from  string   // the peer to fetch from; "" with no ask: give up
+	relay bool     // from is the relay: ask it to relay the blob from the origin
 }
 
 // next decides the next step.
@@ -116,6 +121,9 @@ func (f *fetchPlan) next() step {
 	}
 	if attempts >= maxFetchAttempts {
 		return step{}
+	}
+	if f.relay != "" && attempts == 0 && !f.gone[f.relay] {
+		return step{from: f.relay, relay: true}
 	}
 	// Peers not asked yet that are worth asking now: nearer ones for a
 	// large blob at first; all of them after a failure.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -174,7 +175,19 @@ func (s *source) manifest(ctx context.Context, repo string, d digest.Digest, lim
 
 // blob returns blob d of repo from offset on.
 func (s *source) blob(ctx context.Context, repo string, d digest.Digest, offset int64) (io.ReadCloser, error) {
-	h := map[string]string{}
+	return s.blobVia(ctx, repo, d, offset, nil)
+}
+
+// relayedBlob is blob, asking the peer to relay it from origin's feed
+// (feed.RelayOriginHeader) when it does not hold it.
+func (s *source) relayedBlob(ctx context.Context, origin, repo string, d digest.Digest, size, offset int64) (io.ReadCloser, error) {
+	return s.blobVia(ctx, repo, d, offset, map[string]string{feed.RelayOriginHeader: origin, feed.RelaySizeHeader: strconv.FormatInt(size, 10)})
+}
+
+func (s *source) blobVia(ctx context.Context, repo string, d digest.Digest, offset int64, h map[string]string) (io.ReadCloser, error) {
+	if h == nil {
+		h = map[string]string{}
+	}
 	if offset > 0 {
 		h["Range"] = fmt.Sprintf("bytes=%d-", offset)
 	}

@@ -128,7 +128,8 @@ type peerProgress struct {
 	Progress       time.Time     `json:"progress"`           // last record applied, or when first tracked
 	// Stats are the peer's byte counts, refreshed by the follower
 	// (refreshStats): status never asks a peer itself.
-	Stats *feed.Stats `json:"stats,omitempty"`
+	Stats   *feed.Stats `json:"stats,omitempty"`
+	statsAt time.Time   // when Stats last arrived
 	// OldestUnapplied is when the origin committed the oldest record
 	// fetched and not applied yet (zero: none), the front of pending.
 	OldestUnapplied time.Time `json:"oldestUnapplied,omitzero"`
@@ -268,7 +269,17 @@ func (t *tracker) failed(peer, endpoint string, err error) {
 func (t *tracker) stats(peer, endpoint string, st *feed.Stats) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.get(peer, endpoint).Stats = st
+	pp := t.get(peer, endpoint)
+	pp.Stats, pp.statsAt = st, time.Now()
+}
+
+// answered reports whether the peer answered its stats request within
+// the last d: a relay that stopped answering is not asked to relay.
+func (t *tracker) answered(peer string, d time.Duration) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pp, ok := t.peers[peer]
+	return ok && !pp.statsAt.IsZero() && time.Since(pp.statsAt) < d
 }
 
 // maxSkips bounds the anti-entropy rounds against a peer skipped in a
