@@ -102,6 +102,27 @@ func printUsage(rep mgmtapi.UsageReport, output string) error {
 			topRows = append(topRows, []string{r.Region, fmt.Sprint(i + 1), u.Repository, size(u.LogicalBytes), fmt.Sprint(u.Blobs), fmt.Sprint(u.Manifests), fmt.Sprint(u.Tags)})
 		}
 	}
+	// The cache: per rule and region, then the registry's: bytes served
+	// from the cache that did not cross the internet again.
+	var cacheRows [][]string
+	type total struct{ hits, misses, upstream, served int64 }
+	totals := map[string]*total{}
+	for _, r := range rep.Regions {
+		for _, rule := range slices.Sorted(maps.Keys(r.Cache)) {
+			c := r.Cache[rule]
+			cacheRows = append(cacheRows, []string{rule, r.Region, fmt.Sprint(c.Hits), fmt.Sprint(c.Misses), size(c.UpstreamBytes), size(c.ServedBytes), ""})
+			t := totals[rule]
+			if t == nil {
+				t = &total{}
+				totals[rule] = t
+			}
+			t.hits, t.misses, t.upstream, t.served = t.hits+c.Hits, t.misses+c.Misses, t.upstream+c.UpstreamBytes, t.served+c.ServedBytes
+		}
+	}
+	for _, rule := range slices.Sorted(maps.Keys(totals)) {
+		t := totals[rule]
+		cacheRows = append(cacheRows, []string{rule, "(registry)", fmt.Sprint(t.hits), fmt.Sprint(t.misses), size(t.upstream), size(t.served), size(t.served - t.upstream)})
+	}
 	var estimateRows [][]string
 	if e := rep.Estimate; e != nil {
 		money := func(v float64) string { return fmt.Sprintf("%.2f %s", v, e.Currency) }
@@ -119,6 +140,7 @@ func printUsage(rep mgmtapi.UsageReport, output string) error {
 		{"FROM\tTO\tREPLICATED\tREAD-THROUGH", pairRows},
 		{"REGION\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", repoRows},
 		{"REGION\tRANK\tREPOSITORY\tBYTES\tBLOBS\tMANIFESTS\tTAGS", topRows},
+		{"CACHE RULE\tREGION\tHITS\tMISSES\tFROM UPSTREAM\tSERVED\tUPSTREAM BYTES SAVED", cacheRows},
 		{"ESTIMATE\tBYTES\tCOST", estimateRows},
 	} {
 		if len(t.rows) == 0 {

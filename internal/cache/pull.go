@@ -81,6 +81,24 @@ func (p *Puller) count(rule, outcome string) {
 	if p.metrics != nil {
 		p.metrics.CachePull(rule, outcome)
 	}
+	// Durable counts for georeg usage: hits served what was held.
+	kind := region.TrafficCacheMisses
+	if outcome == "hit" || outcome == "stale" {
+		kind = region.TrafficCacheHits
+	}
+	p.region.CountTraffic(kind, rule, 1)
+}
+
+// RuleOf names the cache rule repo falls under (ok false: none), from the
+// rules as read lately: the API counts a cached repository's blob bytes
+// served under it.
+func (p *Puller) RuleOf(ctx context.Context, repo string) (string, bool) {
+	rules, err := p.Rules(ctx, false)
+	if err != nil || len(rules) == 0 {
+		return "", false
+	}
+	m, ok := Matched(rules, repo)
+	return m.Rule, ok
 }
 
 // SetRegions has the puller leave each image's upstream fetch to one
@@ -272,6 +290,7 @@ func (p *Puller) fetch(ctx context.Context, m Match, src name.Reference, repo, r
 		if p.metrics != nil {
 			p.metrics.CacheUpstreamBytes(m.Rule, job.BytesFetched)
 		}
+		p.region.CountTraffic(region.TrafficCacheUpstream, m.Rule, job.BytesFetched)
 		// Counted once per fetch, not per puller waiting on it.
 		p.count(m.Rule, map[bool]string{true: "error", false: "fetched"}[err != nil])
 		return digest.Digest(job.Digest), err

@@ -45,6 +45,20 @@ type RegionUsage struct {
 	ReceivedReadThroughBytes map[string]int64 `json:"receivedReadThroughBytes"`
 	Repository               *meta.RepoUsage  `json:"repository,omitempty"`
 	Top                      []meta.RepoUsage `json:"top,omitempty"`
+	// Cache is the artifact cache's traffic of the window, by cache rule.
+	Cache map[string]*CacheUsage `json:"cache,omitempty"`
+}
+
+// CacheUsage is what one cache rule's repositories did in a region.
+type CacheUsage struct {
+	// Hits: manifest pulls served as held (or stale while the upstream
+	// could not be asked); Misses: fetched, here or by another region.
+	Hits   int64 `json:"hits"`
+	Misses int64 `json:"misses"`
+	// UpstreamBytes: blob bytes this region fetched from the upstream;
+	// ServedBytes: blob bytes of the rule's repositories sent to clients.
+	UpstreamBytes int64 `json:"upstreamBytes"`
+	ServedBytes   int64 `json:"servedBytes"`
 }
 
 // maxTop bounds --top.
@@ -205,6 +219,25 @@ func (a *API) localUsage(ctx context.Context, repo string, top int, window time.
 			out.ReceivedBytes[t.Peer] += t.Bytes
 		case region.TrafficReceivedReadThrough:
 			out.ReceivedReadThroughBytes[t.Peer] += t.Bytes
+		case region.TrafficCacheHits, region.TrafficCacheMisses, region.TrafficCacheUpstream, region.TrafficCacheServed:
+			if out.Cache == nil {
+				out.Cache = map[string]*CacheUsage{}
+			}
+			c := out.Cache[t.Peer]
+			if c == nil {
+				c = &CacheUsage{}
+				out.Cache[t.Peer] = c
+			}
+			switch t.Kind {
+			case region.TrafficCacheHits:
+				c.Hits += t.Bytes
+			case region.TrafficCacheMisses:
+				c.Misses += t.Bytes
+			case region.TrafficCacheUpstream:
+				c.UpstreamBytes += t.Bytes
+			case region.TrafficCacheServed:
+				c.ServedBytes += t.Bytes
+			}
 		}
 	}
 	if repo != "" {

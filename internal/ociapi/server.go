@@ -88,6 +88,8 @@ type Upstream interface {
 	// Mirror maps a mirror request (containerd's ?ns=REGISTRY) for repo
 	// of registry ns to this registry's repository.
 	Mirror(ctx context.Context, ns, repo string) (string, bool)
+	// RuleOf names the cache rule repo falls under, if any.
+	RuleOf(ctx context.Context, repo string) (string, bool)
 }
 
 // CacheHeader says, on a manifest of a cached repository, that the
@@ -309,6 +311,9 @@ func (a *API) serveV2(w http.ResponseWriter, r *http.Request) error {
 			route.Repo = target
 		}
 	}
+	if rec, ok := w.(*recorder); ok {
+		rec.repo = route.Repo
+	}
 	if err := a.authorize(w, r, route); err != nil {
 		return err
 	}
@@ -464,6 +469,11 @@ func (a *API) countServed(r *http.Request, rec *recorder, served *servedFrom) {
 		kind = region.TrafficServedReadThrough
 	}
 	a.region.CountTraffic(kind, "", rec.bytes)
+	if a.opts.Upstream != nil {
+		if rule, ok := a.opts.Upstream.RuleOf(r.Context(), rec.repo); ok && rec.repo != "" {
+			a.region.CountTraffic(region.TrafficCacheServed, rule, rec.bytes)
+		}
+	}
 }
 
 // logged writes one line per finished request with its status, OCI code,
@@ -538,6 +548,7 @@ type recorder struct {
 	code        string
 	err         error
 	route       string // the route class, for metrics
+	repo        string // the repository, once the route is parsed
 	gone        error  // the client went away mid-request (status 499)
 }
 

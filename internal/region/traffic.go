@@ -21,6 +21,16 @@ const (
 	// TrafficReceivedReadThrough: blob bytes received from a peer for a
 	// client's read-through.
 	TrafficReceivedReadThrough = "received_readthrough"
+	// The artifact cache's, with the cache rule as the peer:
+	// TrafficCacheUpstream: blob bytes fetched from the rule's upstream;
+	// TrafficCacheServed: blob bytes of the rule's repositories sent to
+	// clients; TrafficCacheHits and TrafficCacheMisses count pulls of a
+	// cached repository's manifest (a count, not bytes): served as held
+	// (or stale), or fetched (here or by another region for the registry).
+	TrafficCacheUpstream = "cache_upstream"
+	TrafficCacheServed   = "cache_served"
+	TrafficCacheHits     = "cache_hits"
+	TrafficCacheMisses   = "cache_misses"
 )
 
 // trafficEvery is how often a node adds what it counted to the store:

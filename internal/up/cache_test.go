@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/mgmtapi"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -213,6 +214,35 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 			}
 			return nil
 		})
+	}
+	// georeg usage: the registry fetched the image's bytes from the
+	// upstream once, served them in every region, and so saved twice
+	// them; the twelve cold pulls and the checks since were hits or misses.
+	for _, r := range reg.Regions {
+		for _, b := range img.blobs {
+			if code, _, _ := do(t, http.MethodGet, r.URL+"/v2/hub/alpine/blobs/"+b.String(), "", nil); code != 200 {
+				t.Fatalf("blob %s in %s: %d", b, r.Name, code)
+			}
+		}
+	}
+	ucode, _, uout := do(t, http.MethodGet, reg.ByName["eastus"].URL+"/_georeg/v1/usage", "", nil)
+	var usage mgmtapi.UsageReport
+	if ucode != 200 || json.Unmarshal(uout, &usage) != nil || len(usage.Regions) != 3 {
+		t.Fatalf("usage: %d %s", ucode, uout)
+	}
+	var hits, misses, fromUpstream, served int64
+	for _, ru := range usage.Regions {
+		c := ru.Cache["library"]
+		if c == nil || c.ServedBytes < imageBytes {
+			t.Fatalf("%s's cache usage %+v: served less than the image (%d bytes) its client pulled", ru.Region, c, imageBytes)
+		}
+		hits, misses, fromUpstream, served = hits+c.Hits, misses+c.Misses, fromUpstream+c.UpstreamBytes, served+c.ServedBytes
+	}
+	if fromUpstream != imageBytes || misses < 1 || hits+misses < 12 {
+		t.Fatalf("usage counted %d bytes from the upstream (want %d), %d misses, %d hits for 12 cold pulls and more", fromUpstream, imageBytes, misses, hits)
+	}
+	if served-fromUpstream < 2*imageBytes {
+		t.Fatalf("usage: %d bytes served, %d from the upstream: saved less than the two regions that did not download (%d)", served, fromUpstream, 2*imageBytes)
 	}
 	// By digest.
 	if code, _, body := asia.do("GET", "/v2/hub/busybox/manifests/"+busybox.String(), "", nil); code != 200 || digest.FromBytes(body) != busybox {
