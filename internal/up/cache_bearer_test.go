@@ -102,7 +102,9 @@ func TestTheCachePullsThroughAnUpstreamThatWantsBearerTokens(t *testing.T) {
 	if code != 200 || digest.FromBytes(body) != pushed["vendor/app"] {
 		t.Fatalf("a pull through the cache from an upstream with bearer tokens: %d %s", code, body)
 	}
-	var m struct{ Layers []struct{ Digest digest.Digest } }
+	var m struct {
+		Layers []struct{ Digest digest.Digest }
+	}
 	if err := json.Unmarshal(body, &m); err != nil || len(m.Layers) != 2 {
 		t.Fatalf("the manifest: %v %s", err, body)
 	}
