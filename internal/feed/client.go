@@ -52,9 +52,23 @@ func (c *Client) get(ctx context.Context, path string, header time.Duration) (*h
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
+		if f, err := strconv.ParseInt(resp.Header.Get(FloorHeader), 10, 64); err == nil && resp.StatusCode == http.StatusGone {
+			return nil, &CompactedError{Peer: c.name, Floor: f}
+		}
 		return nil, fmt.Errorf("%s of %s: %w", path, c.base, ocierr.Read(resp))
 	}
 	return resp, nil
+}
+
+// CompactedError: the records asked for were compacted away in the
+// peer's feed, through Floor.
+type CompactedError struct {
+	Peer  string
+	Floor int64
+}
+
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("%s's feed was compacted through %d", e.Peer, e.Floor)
 }
 
 // Stats asks how much of the peer's feed follows since.

@@ -3,6 +3,7 @@ package feed
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,7 +22,13 @@ type Source interface {
 	// AppliedMarks is how far the region has applied each peer's feed in
 	// order (meta.DB.AppliedMarks).
 	AppliedMarks(ctx context.Context) (map[string]int64, error)
+	// FeedFloor is the seq through which the feed was compacted (0: never).
+	FeedFloor(ctx context.Context) (int64, error)
 }
+
+// FloorHeader, on a FEED_COMPACTED answer, names the seq through which
+// the feed was compacted: the peer starts after it once it repaired.
+const FloorHeader = "Georeg-Feed-Floor"
 
 // StatsPath answers how much of the feed follows a seq, for progress.
 const StatsPath = "/_georeg/v1/feed/stats"
@@ -113,6 +120,15 @@ func serve(w http.ResponseWriter, r *http.Request, src Source, authorized func(*
 		return ocierr.PaginationNumberInvalid.Withf("since must be a non-negative integer, limit a positive integer, wait a duration such as 30s")
 	}
 	limit, wait = min(limit, MaxLimit), min(wait, MaxWait)
+	floor, err := src.FeedFloor(r.Context())
+	if err != nil {
+		return err
+	}
+	if since < floor {
+		w.Header().Set(FloorHeader, strconv.FormatInt(floor, 10))
+		return ocierr.FeedCompacted.WithDetail(fmt.Sprintf("records %d to %d of %s's feed were compacted away, once every region had applied them; repair from its state (anti-entropy), then follow from %d", since+1, floor, src.Name(), floor),
+			map[string]int64{"floor": floor})
+	}
 	recs, err := src.Feed(r.Context(), since, limit, wait)
 	if err != nil {
 		return err

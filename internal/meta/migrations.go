@@ -92,6 +92,7 @@ var migrations = []string{
 		origin     TEXT NOT NULL,
 		seq        BIGINT NOT NULL,
 		updated_at BIGINT NOT NULL,
+		heard_at   BIGINT NOT NULL DEFAULT 0,
 		PRIMARY KEY (region, origin)
 	);
 	DROP TABLE IF EXISTS acks`,

@@ -80,7 +80,8 @@ type PresenceRow struct {
 // published it and this region last heard (Updated).
 type AppliedMark struct {
 	Seq     int64
-	Updated time.Time
+	Updated time.Time // when the mark last moved
+	Heard   time.Time // when region last published its marks (as recorded: see SetPeerApplied)
 }
 
 // Presence returns the regions known to hold manifest d of repo complete,
@@ -158,10 +159,14 @@ func (tx *Tx) SetPeerApplied(ctx context.Context, region string, marks map[strin
 	if err := tx.writesRegion("SetPeerApplied"); err != nil {
 		return false, err
 	}
+	// Heard from now, whether or not a mark moved.
+	if _, err := tx.exec(ctx, `UPDATE peer_applied SET heard_at = $2 WHERE region = $1`, region, now.UnixMilli()); err != nil {
+		return false, err
+	}
 	moved := false
 	for origin, seq := range marks {
 		res, err := tx.exec(ctx, `
-			INSERT INTO peer_applied (region, origin, seq, updated_at) VALUES ($1, $2, $3, $4)
+			INSERT INTO peer_applied (region, origin, seq, updated_at, heard_at) VALUES ($1, $2, $3, $4, $4)
 			ON CONFLICT (region, origin) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
 			WHERE excluded.seq > peer_applied.seq`, region, origin, seq, now.UnixMilli())
 		if err != nil {
@@ -181,7 +186,7 @@ func (db *DB) PeerApplied(ctx context.Context) (map[string]map[string]AppliedMar
 }
 
 func peerApplied(ctx context.Context, q queryer) (map[string]map[string]AppliedMark, error) {
-	rows, err := q.QueryContext(ctx, `SELECT region, origin, seq, updated_at FROM peer_applied`)
+	rows, err := q.QueryContext(ctx, `SELECT region, origin, seq, updated_at, heard_at FROM peer_applied`)
 	if err != nil {
 		return nil, err
 	}
@@ -190,11 +195,11 @@ func peerApplied(ctx context.Context, q queryer) (map[string]map[string]AppliedM
 	for rows.Next() {
 		var region, origin string
 		var m AppliedMark
-		var updated int64
-		if err := rows.Scan(&region, &origin, &m.Seq, &updated); err != nil {
+		var updated, heard int64
+		if err := rows.Scan(&region, &origin, &m.Seq, &updated, &heard); err != nil {
 			return nil, err
 		}
-		m.Updated = time.UnixMilli(updated)
+		m.Updated, m.Heard = time.UnixMilli(updated), time.UnixMilli(max(heard, updated))
 		if out[region] == nil {
 			out[region] = map[string]AppliedMark{}
 		}
@@ -208,24 +213,5 @@ func peerApplied(ctx context.Context, q queryer) (map[string]map[string]AppliedM
 // parked here (a parked record is passed, not applied), what it
 // publishes to its peers.
 func (db *DB) AppliedMarks(ctx context.Context) (map[string]int64, error) {
-	rows, err := db.query(ctx, `
-		SELECT c.peer, c.seq, (SELECT MIN(p.seq) FROM parked p WHERE p.peer = c.peer) FROM peer_cursors c`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var peer string
-		var seq int64
-		var parked *int64
-		if err := rows.Scan(&peer, &seq, &parked); err != nil {
-			return nil, err
-		}
-		if parked != nil && *parked-1 < seq {
-			seq = *parked - 1
-		}
-		out[peer] = seq
-	}
-	return out, rows.Err()
+	return appliedMarks(ctx, db.r)
 }

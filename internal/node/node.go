@@ -132,6 +132,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		mux.Handle(peerauth.IdentityPath, verifier.IdentityHandler())
 		mux.Handle(feed.Path, feed.Handler(r, verifier.Authorized))
 		mux.Handle(feed.StatsPath, feed.StatsHandler(r, verifier.Authorized))
+		mux.Handle(feed.SnapshotPath, feed.SnapshotHandler(r, verifier.Authorized))
 		replicate.Register(mux, r, verifier.Authorized)
 		// No overall timeout: a 20 GiB layer takes as long as it takes.
 		// Each request is bounded by its headers' deadline and its body's

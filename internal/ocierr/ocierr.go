@@ -90,6 +90,10 @@ var (
 var (
 	RequestInvalid = register("REQUEST_INVALID", http.StatusBadRequest, "the request is invalid")
 	AlreadyExists  = register("ALREADY_EXISTS", http.StatusConflict, "the resource already exists")
+	// FeedCompacted is a peer asking for feed records that were compacted
+	// away (docs/design.md, Feed compaction): it repairs from the region's
+	// state instead.
+	FeedCompacted = register("FEED_COMPACTED", http.StatusGone, "the feed records asked for were compacted away")
 )
 
 // Lookup returns the registered code with this name, or nil.

@@ -166,7 +166,7 @@ func TestAManifestPushedWithATagIsMarkedWhenItsTagApplies(t *testing.T) {
 	// westeurope publishes that it applied eastus's feed through seq.
 	westeuropeAt := func(t *testing.T, repo string, d digest.Digest, seq int64) bool {
 		t.Helper()
-		if err := r.RecordPeerApplied(ctx, "westeurope", map[string]int64{"eastus": seq}); err != nil {
+		if err := r.RecordPeerApplied(ctx, "westeurope", map[string]int64{"eastus": seq}, 0); err != nil {
 			t.Fatal(err)
 		}
 		p, err := r.Presence(ctx, repo, d)

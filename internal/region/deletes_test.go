@@ -242,7 +242,7 @@ func TestAManifestDeletedAndStoredAgainIsMarkedAnew(t *testing.T) {
 	}
 	// southeastasia applied westeurope's feed through the first tag
 	// record: the mark stays there whatever applied again later.
-	if err := r.RecordPeerApplied(ctx, "southeastasia", map[string]int64{"westeurope": 2}); err != nil {
+	if err := r.RecordPeerApplied(ctx, "southeastasia", map[string]int64{"westeurope": 2}, 0); err != nil {
 		t.Fatal(err)
 	}
 	present("eastus", "southeastasia", "westeurope")
@@ -254,7 +254,7 @@ func TestAManifestDeletedAndStoredAgainIsMarkedAnew(t *testing.T) {
 		t.Fatal(err)
 	}
 	present("eastus", "westeurope") // southeastasia is through 2 only
-	if err := r.RecordPeerApplied(ctx, "southeastasia", map[string]int64{"westeurope": 6}); err != nil {
+	if err := r.RecordPeerApplied(ctx, "southeastasia", map[string]int64{"westeurope": 6}, 0); err != nil {
 		t.Fatal(err)
 	}
 	present("eastus", "southeastasia", "westeurope")

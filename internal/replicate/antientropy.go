@@ -278,6 +278,13 @@ type Round struct {
 // nothing (the feed brings them); a repository with a fetched record not
 // applied yet is left for a later round.
 func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (Round, error) {
+	return p.antiEntropyRound(ctx, peer, false)
+}
+
+// antiEntropyRound is AntiEntropyRound; with repair, a backlog does not
+// skip it: the round that repairs what a compacted feed can no longer
+// bring (follow.go).
+func (p *Replicator) antiEntropyRound(ctx context.Context, peer string, repair bool) (Round, error) {
 	var s *source
 	for _, src := range p.peers() {
 		if src.name == peer {
@@ -289,7 +296,7 @@ func (p *Replicator) AntiEntropyRound(ctx context.Context, peer string) (Round, 
 		return round, fmt.Errorf("no peer %q", peer)
 	}
 	busy, backlog := p.tracker.applying(peer)
-	if backlog {
+	if backlog && !repair {
 		p.metrics.AntiEntropySkipped(peer)
 		round.Skipped = true
 		return round, nil

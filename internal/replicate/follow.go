@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -112,6 +113,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 	if !p.syncSettings(ctx, s, log) {
 		return
 	}
+	p.bootstrap(ctx, s, log) // a region that holds nothing yet joins from a snapshot
 	b := backoff{limit: peerRetryMax}
 	var since int64
 	for ctx.Err() == nil {
@@ -129,6 +131,18 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 	wait := time.Duration(0)
 	for ctx.Err() == nil {
 		page, err := s.feed.Fetch(ctx, since, feed.DefaultLimit, wait)
+		var compacted *feed.CompactedError
+		if errors.As(err, &compacted) && compacted.Floor > since {
+			// Away longer than the peer keeps records (its feed was
+			// compacted past this region's cursor): repair from its state,
+			// then follow from the floor.
+			if since, err = p.rejoin(ctx, s, log, since, compacted.Floor); err != nil {
+				if !b.wait(ctx, log, "repair after a compacted feed", err) {
+					return
+				}
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				p.tracker.feedFailed(s.name, s.base, err)

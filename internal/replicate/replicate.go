@@ -58,6 +58,14 @@ type Config struct {
 	// a peer with a runaway clock or a forged version cannot push this
 	// region's versions past it.
 	MaxClockDrift time.Duration `yaml:"maxClockDrift"`
+	// FeedHorizon is how long a region that stopped applying this
+	// region's feed holds its records back from compaction (default 7
+	// days): past it, the records every other region applied are deleted,
+	// and that region repairs from this one's state when it is back.
+	FeedHorizon time.Duration `yaml:"feedHorizon"`
+	// CompactInterval is how often the feed is compacted (default 1
+	// minute).
+	CompactInterval time.Duration `yaml:"compactInterval"`
 	// Endpoint is the base URL other regions reach this region at
 	// (default: http(s)://<http.listen>). The region registers itself in
 	// the registry's replica settings under it, so a region configured
@@ -103,6 +111,12 @@ func (c Config) Validate(self string) error {
 	if c.MaxClockDrift < 0 {
 		errs = append(errs, fmt.Errorf("maxClockDrift: %s is negative", c.MaxClockDrift))
 	}
+	if c.FeedHorizon < 0 {
+		errs = append(errs, fmt.Errorf("feedHorizon: %s is negative", c.FeedHorizon))
+	}
+	if c.CompactInterval < 0 {
+		errs = append(errs, fmt.Errorf("compactInterval: %s is negative", c.CompactInterval))
+	}
 	if c.AntiEntropyInterval < 0 {
 		errs = append(errs, fmt.Errorf("antiEntropyInterval: %s is negative", c.AntiEntropyInterval))
 	}
@@ -121,6 +135,8 @@ type Replicator struct {
 	http                *http.Client
 	wait                time.Duration
 	antiEntropyInterval time.Duration
+	feedHorizon         time.Duration
+	compactInterval     time.Duration
 	wedgedAfter         time.Duration
 	idle                time.Duration // Config.IdleTimeout
 	parkAfter           time.Duration // Config.ParkAfter
@@ -130,6 +146,7 @@ type Replicator struct {
 	sources []*source // current peers, nearest first (nearestFirst); replaced, never mutated
 	tracker *tracker
 	metrics *metrics.Node // nil: none
+	join    joiner        // a join from a snapshot (snapshot.go)
 }
 
 // SetMetrics has the replicator count applied records and observe lag.
@@ -139,7 +156,14 @@ func (p *Replicator) SetMetrics(m *metrics.Node) { p.metrics = m }
 // signer's tokens over hc (which must have no overall timeout).
 func New(r *region.Region, cfg Config, signer *peerauth.Signer, hc *http.Client, log *slog.Logger) *Replicator {
 	p := &Replicator{region: r, static: cfg.Peers, endpoint: strings.TrimSuffix(cfg.Endpoint, "/"), signer: signer, http: hc,
-		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log, tracker: newTracker()}
+		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log, tracker: newTracker(),
+		feedHorizon: cfg.FeedHorizon, compactInterval: cfg.CompactInterval}
+	if p.feedHorizon == 0 {
+		p.feedHorizon = DefaultFeedHorizon
+	}
+	if p.compactInterval == 0 {
+		p.compactInterval = DefaultCompactInterval
+	}
 	if p.wait == 0 {
 		p.wait = 30 * time.Second
 	}
@@ -195,6 +219,10 @@ type follower struct {
 // as replicas are registered and removed; it returns after every follower
 // has stopped.
 func (p *Replicator) Run(ctx context.Context) error {
+	cctx, stopCompacting := context.WithCancel(ctx)
+	compacted := make(chan struct{})
+	go func() { defer close(compacted); p.compact(cctx) }()
+	defer func() { stopCompacting(); <-compacted }()
 	running := map[string]*follower{}
 	stop := func(f *follower) { f.cancel(); <-f.done }
 	defer func() {

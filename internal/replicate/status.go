@@ -97,6 +97,19 @@ type Status struct {
 	// StagedBytes counts the bytes of broken fetches kept to resume (a
 	// fetch that found the storage full keeps none).
 	StagedBytes int64 `json:"stagedBytes"`
+	// Snapshot is how this node joined, when it joined from a peer's
+	// snapshot (snapshot.go) since it started.
+	Snapshot *SnapshotJoin `json:"snapshot,omitempty"`
+}
+
+// SnapshotJoin is a join from a peer's snapshot.
+type SnapshotJoin struct {
+	From         string    `json:"from"`
+	Repositories int       `json:"repositories"`
+	Manifests    int       `json:"manifests"`
+	BlobsFetched int       `json:"blobsFetched"`
+	At           time.Time `json:"at"`
+	Took         string    `json:"took"`
 }
 
 // tracker keeps the progress of each follower, safe for concurrent use.
@@ -335,7 +348,7 @@ func (p *Replicator) refreshStats(ctx context.Context, s *source) {
 			if st, err := s.feed.Stats(sctx, applied); err == nil {
 				s.observeRTT(time.Since(asked)) // a small request: about one round trip
 				p.tracker.stats(s.name, s.base, st)
-				if err := p.region.RecordPeerApplied(ctx, s.name, st.Applied); err != nil && ctx.Err() == nil {
+				if err := p.region.RecordPeerApplied(ctx, s.name, st.Applied, p.heardEvery()); err != nil && ctx.Err() == nil {
 					p.log.WarnContext(ctx, "record the peer's applied marks", "peer", s.name, "error", err)
 				}
 			}
@@ -384,7 +397,7 @@ func (p *Replicator) Status(ctx context.Context) (Status, error) {
 	elsewhere := p.publishedProgress(ctx, want)
 	t := p.tracker
 	t.mu.Lock()
-	st := Status{State: StateSyncing, Peers: []PeerStatus{}}
+	st := Status{State: StateSyncing, Peers: []PeerStatus{}, Snapshot: p.join.result()}
 	st.Writable, st.NotWritable = p.region.Writable()
 	st.StagedBytes = p.region.PartialBytes()
 	all := true

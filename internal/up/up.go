@@ -56,6 +56,8 @@ type Config struct {
 	// AntiEntropyInterval is how often regions compare and repair their
 	// repositories (0: the default, 5 minutes).
 	AntiEntropyInterval time.Duration
+	// FeedHorizon and CompactInterval: replicate.Config's (0: defaults).
+	FeedHorizon, CompactInterval time.Duration
 	// WedgedAfter, IdleTimeout and ParkAfter are replicate.Config's for
 	// every region.
 	WedgedAfter, IdleTimeout, ParkAfter time.Duration
@@ -174,6 +176,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Replication.Endpoint = r.URL
 		c.Replication.NoReadThrough = cfg.NoReadThrough[r.Name]
 		c.Replication.AntiEntropyInterval = cfg.AntiEntropyInterval
+		c.Replication.FeedHorizon, c.Replication.CompactInterval = cfg.FeedHorizon, cfg.CompactInterval
 		c.Replication.WedgedAfter = cfg.WedgedAfter
 		c.Replication.IdleTimeout, c.Replication.ParkAfter = cfg.IdleTimeout, cfg.ParkAfter
 		c.Webhooks = cfg.Webhooks

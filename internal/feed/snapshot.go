@@ -1,0 +1,62 @@
+package feed
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// SnapshotPath is where a region serves its snapshot to a region that
+// joins (meta.DB.Snapshot): newline-delimited JSON, a meta.SnapshotHeader
+// then one meta.SnapshotRepo per repository, then SnapshotEnd: a
+// snapshot without its end was cut short.
+const SnapshotPath = "/_georeg/v1/snapshot"
+
+// SnapshotEnd is a snapshot's last line.
+type SnapshotEnd struct {
+	End          bool `json:"end"`
+	Repositories int  `json:"repositories"`
+}
+
+// SnapshotSource is what the snapshot handler reads (region.Region).
+type SnapshotSource interface {
+	Snapshot(ctx context.Context, header func(meta.SnapshotHeader) error, emit func(*meta.SnapshotRepo) error) error
+}
+
+// SnapshotHandler serves GET SnapshotPath to requests authorized admits
+// (a member region's token).
+func SnapshotHandler(src SnapshotSource, authorized func(*http.Request) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(r) {
+			ocierr.Write(w, r, ocierr.Unauthorized.Withf("snapshots are for member regions: send a region token (peerauth)"))
+			return
+		}
+		bw := bufio.NewWriterSize(w, 256<<10)
+		enc := json.NewEncoder(bw)
+		started, n := false, 0
+		err := src.Snapshot(r.Context(), func(h meta.SnapshotHeader) error {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+			return enc.Encode(h)
+		}, func(sr *meta.SnapshotRepo) error { n++; return enc.Encode(sr) })
+		if err == nil {
+			err = enc.Encode(SnapshotEnd{End: true, Repositories: n})
+		}
+		if err != nil && !started {
+			oe, _ := ocierr.From(err)
+			ocierr.Write(w, r, oe)
+			return
+		}
+		if err != nil {
+			// The peer has a partial snapshot: break the connection so it
+			// cannot take it for a whole one.
+			panic(http.ErrAbortHandler)
+		}
+		_ = bw.Flush()
+	})
+}

@@ -1,0 +1,322 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A snapshot is a region's replicated state, read in one consistent read
+// transaction, with the feed positions it reflects: a region that joins
+// loads it instead of replaying every region's feed from the start, then
+// follows the feeds from those positions (docs/design.md, "Joining from
+// a snapshot"). Region-local state (tag history, soft-deleted copies,
+// webhook deliveries, audit, traffic) is not in it; settings travel as
+// they do for any follower (settings/state).
+
+// SnapshotFormat is the version of the snapshot's layout.
+const SnapshotFormat = 1
+
+// SnapshotHeader is the first line of a snapshot.
+type SnapshotHeader struct {
+	Format int    `json:"format"`
+	Schema int    `json:"schema"` // migrations of the store it was read from (SchemaVersion)
+	Region string `json:"region"`
+	// Head is the serving region's own feed head; Applied how far it had
+	// applied each other region's feed in order (AppliedMarks). The rows
+	// reflect every record up to these, and maybe some after (a record
+	// past a parked one): applying those again changes nothing.
+	Head    int64            `json:"head"`
+	Applied map[string]int64 `json:"applied"`
+}
+
+// SnapshotRepo is one repository's rows, table by table: what a region
+// loads in one transaction, so none of its manifests is visible before
+// its blob links and child manifests.
+type SnapshotRepo struct {
+	Repo   string                `json:"repo"`
+	Tables map[string]*TableRows `json:"tables"`
+}
+
+// TableRows are rows of one table, each value a JSON number, string,
+// null, or {"b": base64} for bytes.
+type TableRows struct {
+	Columns []string `json:"columns"`
+	Rows    [][]any  `json:"rows"`
+}
+
+// snapshotTables are the tables a snapshot carries, in load order, with
+// the column naming the repository and the primary key; versioned ones
+// resolve a row the joining region holds already by last-writer-wins.
+var snapshotTables = []struct {
+	name, repoCol string
+	key           []string
+	versioned     bool
+}{
+	{"repositories", "name", []string{"name"}, false},
+	{"blobs", "repo", []string{"repo", "digest"}, true},
+	{"blob_tombstones", "repo", []string{"repo", "digest"}, true},
+	{"manifests", "repo", []string{"repo", "digest"}, true},
+	{"tags", "repo", []string{"repo", "name"}, true},
+	{"presence", "repo", []string{"repo", "digest", "region"}, false},
+}
+
+// SchemaVersion is the number of migrations this version of georeg
+// applies: two regions exchange snapshots only when theirs agree.
+func SchemaVersion() int { return len(migrations) }
+
+// Snapshot reads the store's replicated state in one read transaction:
+// header, then each repository's rows in name order.
+func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotHeader) error, emit func(*SnapshotRepo) error) error {
+	opts := &sql.TxOptions{ReadOnly: true}
+	if db.dialect == postgres {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := db.r.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("begin snapshot: %w", err)
+	}
+	defer tx.Rollback()
+	h := SnapshotHeader{Format: SnapshotFormat, Schema: SchemaVersion(), Region: region, Applied: map[string]int64{}}
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM feed`).Scan(&h.Head); err != nil {
+		return err
+	}
+	if h.Applied, err = appliedMarks(ctx, tx); err != nil {
+		return err
+	}
+	if err := header(h); err != nil {
+		return err
+	}
+	var repos []string
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM repositories ORDER BY name`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		repos = append(repos, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, repo := range repos {
+		out := &SnapshotRepo{Repo: repo, Tables: map[string]*TableRows{}}
+		for _, t := range snapshotTables {
+			tr, err := readTable(ctx, tx, t.name, t.repoCol, repo)
+			if err != nil {
+				return fmt.Errorf("snapshot %s of %s: %w", t.name, repo, err)
+			}
+			if len(tr.Rows) > 0 {
+				out.Tables[t.name] = tr
+			}
+		}
+		if err := emit(out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readTable(ctx context.Context, tx *sql.Tx, table, repoCol, repo string) (*TableRows, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT * FROM `+table+` WHERE `+repoCol+` = $1`, repo)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	out := &TableRows{Columns: cols}
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok {
+				vals[i] = map[string]string{"b": base64.StdEncoding.EncodeToString(b)}
+			}
+		}
+		out.Rows = append(out.Rows, vals)
+	}
+	return out, rows.Err()
+}
+
+// appliedMarks is DB.AppliedMarks in a read transaction.
+func appliedMarks(ctx context.Context, q queryer) (map[string]int64, error) {
+	rows, err := q.QueryContext(ctx, appliedMarksQuery)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var peer string
+		var seq int64
+		var parked *int64
+		if err := rows.Scan(&peer, &seq, &parked); err != nil {
+			return nil, err
+		}
+		if parked != nil && *parked-1 < seq {
+			seq = *parked - 1
+		}
+		out[peer] = seq
+	}
+	return out, rows.Err()
+}
+
+const appliedMarksQuery = `
+	SELECT c.peer, c.seq, (SELECT MIN(p.seq) FROM parked p WHERE p.peer = c.peer) FROM peer_cursors c`
+
+// LoadSnapshotRepo writes one repository's rows of a peer's snapshot, in
+// this (region-wide) transaction: rows this store lacks are added; a
+// versioned row it holds already is replaced only by a later version
+// (last-writer-wins, as every replicated write). Every live manifest is
+// then present here (self). Columns are checked against this store's own.
+func (tx *Tx) LoadSnapshotRepo(ctx context.Context, sr *SnapshotRepo, self string, now time.Time) error {
+	if err := tx.writesRegion("LoadSnapshotRepo"); err != nil {
+		return err
+	}
+	for name := range sr.Tables {
+		known := false
+		for _, t := range snapshotTables {
+			known = known || t.name == name
+		}
+		if !known {
+			return fmt.Errorf("snapshot of %s: unknown table %q", sr.Repo, name)
+		}
+	}
+	for _, t := range snapshotTables {
+		tr := sr.Tables[t.name]
+		if tr == nil {
+			continue
+		}
+		local, err := tx.columns(ctx, t.name)
+		if err != nil {
+			return err
+		}
+		repoAt := -1
+		for i, c := range tr.Columns {
+			if !slices.Contains(local, c) {
+				return fmt.Errorf("snapshot of %s: table %s has no column %q here", sr.Repo, t.name, c)
+			}
+			if c == t.repoCol {
+				repoAt = i
+			}
+		}
+		if repoAt < 0 {
+			return fmt.Errorf("snapshot of %s: table %s without its %s column", sr.Repo, t.name, t.repoCol)
+		}
+		q := upsertQuery(t.name, tr.Columns, t.key, t.versioned)
+		for _, row := range tr.Rows {
+			if len(row) != len(tr.Columns) {
+				return fmt.Errorf("snapshot of %s: a row of %s with %d values for %d columns", sr.Repo, t.name, len(row), len(tr.Columns))
+			}
+			args, err := snapshotArgs(row)
+			if err != nil {
+				return fmt.Errorf("snapshot of %s, table %s: %w", sr.Repo, t.name, err)
+			}
+			if s, _ := args[repoAt].(string); s != sr.Repo {
+				return fmt.Errorf("snapshot of %s: a row of %s names repository %v", sr.Repo, t.name, args[repoAt])
+			}
+			if _, err := tx.exec(ctx, q, args...); err != nil {
+				return fmt.Errorf("load %s of %s: %w", t.name, sr.Repo, err)
+			}
+		}
+	}
+	if _, err := tx.exec(ctx, `
+		INSERT INTO presence (repo, digest, region, since, seq)
+		SELECT repo, digest, $2, $3, 0 FROM manifests WHERE repo = $1 AND deleted = 0
+		ON CONFLICT (repo, digest, region) DO NOTHING`, sr.Repo, self, now.UnixMilli()); err != nil {
+		return err
+	}
+	tx.summaryChanged(sr.Repo)
+	tx.changed(sr.Repo)
+	return nil
+}
+
+// columns lists table's columns in this store.
+func (tx *Tx) columns(ctx context.Context, table string) ([]string, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT * FROM `+table+` WHERE 1 = 0`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return rows.Columns()
+}
+
+func upsertQuery(table string, cols, key []string, versioned bool) string {
+	ph := make([]string, len(cols))
+	var set []string
+	for i, c := range cols {
+		ph[i] = fmt.Sprintf("$%d", i+1)
+		if !slices.Contains(key, c) {
+			set = append(set, c+" = excluded."+c)
+		}
+	}
+	q := `INSERT INTO ` + table + ` (` + strings.Join(cols, ", ") + `) VALUES (` + strings.Join(ph, ", ") + `) ON CONFLICT (` + strings.Join(key, ", ") + `) `
+	if !versioned || len(set) == 0 {
+		return q + `DO NOTHING`
+	}
+	return q + `DO UPDATE SET ` + strings.Join(set, ", ") + ` WHERE ` + newerWins(table)
+}
+
+// snapshotArgs turns a row's JSON values into query arguments.
+func snapshotArgs(row []any) ([]any, error) {
+	out := make([]any, len(row))
+	for i, v := range row {
+		switch x := v.(type) {
+		case nil, string:
+			out[i] = x
+		case json.Number:
+			n, err := x.Int64()
+			if err != nil {
+				return nil, fmt.Errorf("value %d: %q is not an integer", i, x)
+			}
+			out[i] = n
+		case float64: // decoded without UseNumber
+			out[i] = int64(x)
+		case int64:
+			out[i] = x
+		case map[string]any:
+			s, ok := x["b"].(string)
+			if !ok {
+				return nil, fmt.Errorf("value %d: an object that is not {\"b\": base64}", i)
+			}
+			b, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return nil, fmt.Errorf("value %d: %w", i, err)
+			}
+			out[i] = b
+		default:
+			return nil, fmt.Errorf("value %d: a %T", i, v)
+		}
+	}
+	return out, nil
+}
+
+// Empty reports whether the store has nothing replicated yet: no
+// repository and no feed of a peer applied. Only such a store joins from
+// a snapshot.
+func (db *DB) Empty(ctx context.Context) (bool, error) {
+	var repos, cursors int64
+	if err := db.queryRow(ctx, `SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM peer_cursors)`).Scan(&repos, &cursors); err != nil {
+		return false, err
+	}
+	return repos == 0 && cursors == 0, nil
+}

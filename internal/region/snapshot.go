@@ -1,0 +1,83 @@
+package region
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/georeg/georeg/internal/hlc"
+	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
+)
+
+// Snapshot reads this region's replicated state for a region that joins
+// (meta.DB.Snapshot). Only a region that has been Ready serves one: a
+// region still syncing would hand on what it lacks.
+func (r *Region) Snapshot(ctx context.Context, header func(meta.SnapshotHeader) error, emit func(*meta.SnapshotRepo) error) error {
+	ready, err := r.EverReady(ctx)
+	if err != nil {
+		return err
+	}
+	if !ready || r.Retired() {
+		return ocierr.Unavailable.Withf("region %s has not been Ready: a joining region takes its snapshot from a Ready region", r.cfg.Name)
+	}
+	return r.db.Snapshot(ctx, r.cfg.Name, header, emit)
+}
+
+// Empty reports whether this region holds nothing replicated yet (no
+// repository, no peer's feed applied): a region that joins from a
+// snapshot.
+func (r *Region) Empty(ctx context.Context) (bool, error) { return r.db.Empty(ctx) }
+
+// LoadSnapshotRepo stores one repository of a peer's snapshot, whose blob
+// bytes the caller made present first, in one transaction: none of its
+// manifests is visible before its blob links and child manifests. A row
+// held here already is replaced only by a later version. The clock moves
+// past the newest version loaded, as for any replicated write.
+func (r *Region) LoadSnapshotRepo(ctx context.Context, sr *meta.SnapshotRepo) error {
+	for _, tr := range sr.Tables {
+		vi, oi := -1, -1
+		for i, c := range tr.Columns {
+			switch c {
+			case "version":
+				vi = i
+			case "origin":
+				oi = i
+			}
+		}
+		if vi < 0 || oi < 0 {
+			continue
+		}
+		for _, row := range tr.Rows {
+			if vi >= len(row) || oi >= len(row) {
+				continue // refused by the load, with its reason
+			}
+			n, ok := row[vi].(json.Number)
+			origin, _ := row[oi].(string)
+			if t, err := n.Int64(); ok && err == nil {
+				r.clock.Observe(hlc.Version{Time: t, Region: origin})
+			}
+		}
+	}
+	err := r.db.Update(ctx, func(tx *meta.Tx) error { return tx.LoadSnapshotRepo(ctx, sr, r.cfg.Name, r.now()) })
+	if err == nil {
+		r.cache.invalidateRepo(sr.Repo)
+	}
+	return err
+}
+
+// StartFeedsAt records that this region has applied each peer's feed up
+// to the position given (the snapshot it loaded reflects them): it
+// follows them from there. A cursor only moves forward.
+func (r *Region) StartFeedsAt(ctx context.Context, positions map[string]int64) error {
+	return r.db.Update(ctx, func(tx *meta.Tx) error {
+		for peer, seq := range positions {
+			if peer == r.cfg.Name || seq <= 0 {
+				continue
+			}
+			if err := tx.SetCursor(ctx, peer, seq, r.now()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

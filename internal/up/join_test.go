@@ -1,0 +1,104 @@
+package up_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/up"
+)
+
+// summaryRoot is a region's summary tree root (anti-entropy's): two
+// regions with the same root hold the same tags, manifests and
+// tombstones.
+func summaryRoot(t *testing.T, secret, base string) string {
+	t.Helper()
+	code, out := asPeerWith(t, secret, http.MethodGet, base+"/_georeg/v1/summaries?tree=1")
+	var tree struct{ Root string }
+	if code != 200 || json.Unmarshal(out, &tree) != nil || tree.Root == "" {
+		t.Fatalf("summary tree of %s: %d %s", base, code, out)
+	}
+	return tree.Root
+}
+
+// TestARegionJoinsFromASnapshotWhilePushesContinue: three regions hold
+// images pushed in each, a tag moved and a manifest deleted; a fourth
+// region joins while images keep being pushed to all three. It loads
+// one region's snapshot (status says which) instead of replaying the
+// feeds, turns Ready, and ends identical to the others: the same
+// summaries, every image whole in its own storage, the deleted one
+// deleted.
+func TestARegionJoinsFromASnapshotWhilePushesContinue(t *testing.T) {
+	const secret = "join-secret"
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: secret, Regions: threeRegions()})
+	type pushed struct {
+		repo, tag string
+		img       image
+	}
+	var live []pushed
+	for i := range 24 {
+		r := reg.Regions[i%3]
+		repo, tag := fmt.Sprintf("join/app%d", i%8), fmt.Sprintf("v%d", i)
+		live = append(live, pushed{repo, tag, push(t, r.URL, repo, tag, fmt.Sprintf("join %d", i), 20_000+i)})
+	}
+	// A tag moved, in another region than its first push; a manifest
+	// deleted (by digest: its tag goes with it).
+	moved := push(t, reg.ByName["southeastasia"].URL, "join/app1", "v1", "moved", 30_000)
+	live[1].img = moved
+	deleted := live[2]
+	if code, _, body := do(t, http.MethodDelete, reg.ByName["eastus"].URL+"/v2/"+deleted.repo+"/manifests/"+deleted.img.manifest.String(), "", nil); code != 202 {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	live = append(live[:2], live[3:]...)
+	converged := func(bases ...string) error {
+		first := summaryRoot(t, secret, bases[0])
+		for _, b := range bases[1:] {
+			if got := summaryRoot(t, secret, b); got != first {
+				return fmt.Errorf("%s's summary root %s, %s's %s", bases[0], first, b, got)
+			}
+		}
+		return nil
+	}
+	bases := []string{reg.Regions[0].URL, reg.Regions[1].URL, reg.Regions[2].URL}
+	eventually(t, 30*time.Second, func() error { return converged(bases...) })
+
+	started := time.Now()
+	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
+		c.Replication.Secret = secret
+		for _, r := range reg.Regions {
+			c.Replication.Peers = append(c.Replication.Peers, replicate.Peer{Name: r.Name, Endpoint: r.URL})
+		}
+	})
+	// Pushes go on in every region while it joins, until it is Ready
+	// (bounded: at most 60 more).
+	var st replicate.Status
+	for i := 0; ; i++ {
+		st = regionStatus(t, brazil)
+		if st.State == replicate.StateReady {
+			break
+		}
+		if i >= 60 || time.Since(started) > 60*time.Second {
+			t.Fatalf("brazilsouth is %s after %s, waiting for %v", st.State, time.Since(started).Round(time.Millisecond), st.Waiting)
+		}
+		r := reg.Regions[i%3]
+		repo, tag := fmt.Sprintf("join/live%d", i%5), fmt.Sprintf("l%d", i)
+		live = append(live, pushed{repo, tag, push(t, r.URL, repo, tag, fmt.Sprintf("live %d", i), 15_000+i)})
+	}
+	t.Logf("brazilsouth Ready %s after it started; %d images pushed meanwhile; %+v", time.Since(started).Round(time.Millisecond), len(live)-23, st.Snapshot)
+	if st.Snapshot == nil || st.Snapshot.Manifests < 23 {
+		t.Fatalf("brazilsouth did not join from a snapshot of the images held before it started: %+v", st.Snapshot)
+	}
+	eventually(t, 60*time.Second, func() error { return converged(append(bases, brazil)...) })
+	for _, p := range live {
+		if err := holdsImage(t, reg, brazil, p.repo, p.tag, p.img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _ := asPeerWith(t, secret, http.MethodGet, brazil+"/v2/"+deleted.repo+"/manifests/"+deleted.img.manifest.String()); code != 404 {
+		t.Fatalf("the manifest deleted before brazilsouth joined: %d there", code)
+	}
+}
