@@ -112,6 +112,7 @@ $(TOOLS)/registry:
 bench-scale: build
 	go run ./bench -georeg bin/georeg -only scale
 	go run ./bench -georeg bin/georeg -only antientropy
+	go run ./bench -georeg bin/georeg -only snapjoin
 
 # The same node figures on PostgreSQL and S3 (the servers run for the run).
 bench-shared: build

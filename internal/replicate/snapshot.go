@@ -34,17 +34,22 @@ type joiner struct {
 	done    bool // a snapshot was loaded, or none is wanted
 	// joined is the snapshot loaded, for status (read under its own lock:
 	// mu is held through a whole join).
-	resMu  sync.Mutex
-	joined *SnapshotJoin
+	resMu    sync.Mutex
+	joined   *SnapshotJoin
+	failures []string // snapshots that could not be used, and why
 }
 
 func (j *joiner) result() *SnapshotJoin {
 	j.resMu.Lock()
 	defer j.resMu.Unlock()
-	if j.joined == nil {
+	if j.joined == nil && len(j.failures) == 0 {
 		return nil
 	}
-	c := *j.joined
+	c := SnapshotJoin{}
+	if j.joined != nil {
+		c = *j.joined
+	}
+	c.Failed = append([]string(nil), j.failures...)
 	return &c
 }
 
@@ -81,6 +86,9 @@ func (p *Replicator) bootstrap(ctx context.Context, s *source, log *slog.Logger)
 	if err != nil {
 		if ctx.Err() == nil {
 			log.WarnContext(ctx, "join from a snapshot failed; following the peer's feed from its start", "error", err)
+			j.resMu.Lock()
+			j.failures = append(j.failures, s.name+": "+err.Error())
+			j.resMu.Unlock()
 		}
 		return
 	}

@@ -98,7 +98,7 @@ type Status struct {
 	// fetch that found the storage full keeps none).
 	StagedBytes int64 `json:"stagedBytes"`
 	// Snapshot is how this node joined, when it joined from a peer's
-	// snapshot (snapshot.go) since it started.
+	// snapshot (snapshot.go) since it started, or tried to.
 	Snapshot *SnapshotJoin `json:"snapshot,omitempty"`
 }
 
@@ -110,6 +110,9 @@ type SnapshotJoin struct {
 	BlobsFetched int       `json:"blobsFetched"`
 	At           time.Time `json:"at"`
 	Took         string    `json:"took"`
+	// Failed names the peers whose snapshot could not be used, and why
+	// (their feeds are followed from the start instead).
+	Failed []string `json:"failed,omitempty"`
 }
 
 // tracker keeps the progress of each follower, safe for concurrent use.

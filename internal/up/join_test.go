@@ -89,7 +89,7 @@ func TestARegionJoinsFromASnapshotWhilePushesContinue(t *testing.T) {
 		live = append(live, pushed{repo, tag, push(t, r.URL, repo, tag, fmt.Sprintf("live %d", i), 15_000+i)})
 	}
 	t.Logf("brazilsouth Ready %s after it started; %d images pushed meanwhile; %+v", time.Since(started).Round(time.Millisecond), len(live)-23, st.Snapshot)
-	if st.Snapshot == nil || st.Snapshot.Manifests < 23 {
+	if st.Snapshot == nil || st.Snapshot.From == "" || st.Snapshot.Manifests < 23 {
 		t.Fatalf("brazilsouth did not join from a snapshot of the images held before it started: %+v", st.Snapshot)
 	}
 	eventually(t, 60*time.Second, func() error { return converged(append(bases, brazil)...) })
