@@ -76,6 +76,11 @@ func snapshotJoinAt(ctx context.Context, bin, dir string, n int) ([]row, error) 
 	if r1, err = start1(); err != nil {
 		return nil, err
 	}
+	// r1's own CPU while idle (probes, stats, its summary refreshes), to
+	// tell it from what serving the snapshot cost.
+	idle0, idleAt := r1.p.server().cpuSeconds(), time.Now()
+	time.Sleep(3 * time.Second)
+	idleRate := (r1.p.server().cpuSeconds() - idle0) / time.Since(idleAt).Seconds()
 	old0 := r1.p.server().cpuSeconds()
 	started := time.Now()
 	joined, err := startMesh(ctx, bin, dir, names, addrs, []int{1}, []int{0, 1})
@@ -90,6 +95,7 @@ func snapshotJoinAt(ctx context.Context, bin, dir string, n int) ([]row, error) 
 	ready := time.Since(started)
 	joinCPU := r2.p.server().cpuSeconds()
 	oldCPU := r1.p.server().cpuSeconds() - old0
+	oldNet := max(oldCPU-idleRate*ready.Seconds(), 0)
 	var st replicate.Status
 	resp, err := http.Get(r2.base() + "/_georeg/v1/status")
 	if err != nil {
@@ -108,7 +114,7 @@ func snapshotJoinAt(ctx context.Context, bin, dir string, n int) ([]row, error) 
 	return []row{
 		{label + ": Ready", ready.Round(time.Millisecond).String(), "<= 60 s at 20k", distance(ready.Seconds(), 60, false)},
 		{label + ": joiner CPU per manifest", fmt.Sprintf("%.3f ms (%.1f CPU-s)", perManifest, joinCPU), "<= 3 ms", distance(perManifest, 3, false)},
-		{label + ": the old region's CPU", fmt.Sprintf("%.2f CPU-s (%.0f %% of the joiner's)", oldCPU, oldCPU*100/joinCPU), "<= 10 %", distance(oldCPU*100/joinCPU, 10, false)},
+		{label + ": the old region's CPU", fmt.Sprintf("%.2f CPU-s, %.2f net of its idle rate (%.0f %% of the joiner's)", oldCPU, oldNet, oldNet*100/joinCPU), "<= 10 %", distance(oldNet*100/joinCPU, 10, false)},
 		{label + ": 1M manifests, extrapolated", fmt.Sprintf("%.0f CPU-s for the joiner", perManifest*1000), "", "linear in manifests from this run"},
 	}, nil
 }
