@@ -25,6 +25,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
@@ -67,10 +68,13 @@ type Job struct {
 	BytesDone int64  `json:"bytesDone"`
 	Reused    int    `json:"blobsReused"` // already in this region: not fetched
 	// BytesFetched crossed from the source (a broken transfer's too).
-	BytesFetched int64     `json:"bytesFetched"`
-	Error        string    `json:"error,omitempty"`
-	Started      time.Time `json:"started"`
-	Finished     time.Time `json:"finished,omitzero"`
+	BytesFetched int64 `json:"bytesFetched"`
+	// ReferrersSkipped says why the referrers were not fetched, when the
+	// source could not list them (the artifact cache's fetch only).
+	ReferrersSkipped string    `json:"referrersSkipped,omitempty"`
+	Error            string    `json:"error,omitempty"`
+	Started          time.Time `json:"started"`
+	Finished         time.Time `json:"finished,omitzero"`
 }
 
 // Importer runs imports into one region, one at a time per job, several
@@ -169,7 +173,11 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 		defer im.wg.Done()
 		jctx := webhook.WithRequest(nodeCtx, &request)
 		stop := im.publishing(jctx, job.ID)
-		err := im.run(jctx, job, src, target, tag, auth, req.Referrers)
+		mode := referrersNone
+		if req.Referrers {
+			mode = referrersRequired
+		}
+		err := im.run(jctx, job, src, target, tag, auth, mode)
 		stop()
 		im.mu.Lock()
 		job.Finished = time.Now().UTC()
@@ -191,9 +199,14 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 // (the artifact cache's pull-through): tag "" stores it by digest, untagged. Like an import,
 // every manifest and blob is verified by digest and the image is stored
 // only whole.
+//
+// The referrers of what it stores (signatures, SBOMs, attestations) are
+// fetched too, where the source lists them (the referrers API, or the
+// tag schema's fallback tag); a source that cannot list them does not
+// fail the fetch (Job.ReferrersSkipped says why).
 func (im *Importer) Fetch(ctx context.Context, src name.Reference, target, tag string, auth authn.Authenticator) (Job, error) {
 	job := &Job{Source: src.String(), Target: target, State: Running, Started: time.Now().UTC()}
-	err := im.run(ctx, job, src, target, tag, auth, false)
+	err := im.run(ctx, job, src, target, tag, auth, referrersBestEffort)
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	return *job, err
@@ -324,7 +337,18 @@ type manifestToCopy struct {
 // run plans (every manifest, so the job knows its size), copies every
 // blob not here yet, then stores manifests children first and tags the
 // top one.
-func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers bool) error {
+// Which referrers run copies: none, all (failing when the source cannot
+// list them: an import asked for them), or those the source lists (the
+// cache: a source without the referrers API still serves the image).
+type referrersMode int
+
+const (
+	referrersNone referrersMode = iota
+	referrersRequired
+	referrersBestEffort
+)
+
+func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers referrersMode) error {
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(im.http)}
 	repo := src.Context()
 	var plan []manifestToCopy
@@ -359,7 +383,7 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 	if err != nil {
 		return err
 	}
-	if referrers {
+	if referrers != referrersNone {
 		// Of the top manifest and of each child (a signature may name one
 		// platform), and of the referrers themselves (a signature of an
 		// SBOM), each once.
@@ -371,12 +395,17 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 			}
 			asked[d] = true
 			idx, err := remote.Referrers(repo.Digest(d.String()), opts...)
+			var list *v1.IndexManifest
+			if err == nil {
+				list, err = idx.IndexManifest()
+			}
+			if err != nil && referrers == referrersBestEffort {
+				im.update(func() { job.ReferrersSkipped = fmt.Sprintf("referrers of %s: %v", d, err) })
+				im.log.WarnContext(ctx, "referrers not fetched: the source could not list them", "source", src.String(), "digest", d, "error", err)
+				break
+			}
 			if err != nil {
 				return fmt.Errorf("referrers of %s: %w", d, err)
-			}
-			list, err := idx.IndexManifest()
-			if err != nil {
-				return err
 			}
 			for _, r := range list.Manifests {
 				if _, err := walk(repo.Digest(r.Digest.String())); err != nil {

@@ -35,10 +35,10 @@ type upstream struct {
 	user, pwd string
 }
 
-func startUpstream(t *testing.T, user, pwd string) *upstream {
+func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *upstream {
 	t.Helper()
 	u := &upstream{user: user, pwd: pwd, release: make(chan struct{})}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	reg := registry.New(append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)...)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
