@@ -64,7 +64,9 @@ func TestACachedImageComesWithItsReferrers(t *testing.T) {
 	for _, base := range []string{east, west} {
 		eventually(t, 30*time.Second, func() error {
 			code, _, body := do(t, http.MethodGet, base+"/v2/hub/app/referrers/"+img.String(), "", nil)
-			var idx struct{ Manifests []struct{ Digest digest.Digest } }
+			var idx struct {
+				Manifests []struct{ Digest digest.Digest }
+			}
 			if code != 200 || json.Unmarshal(body, &idx) != nil || len(idx.Manifests) != 1 || idx.Manifests[0].Digest != sd {
 				return fmt.Errorf("%s's referrers of the cached image: %d %s", base, code, body)
 			}
