@@ -28,11 +28,16 @@ type SnapshotSource interface {
 }
 
 // SnapshotHandler serves GET SnapshotPath to requests authorized admits
-// (a member region's token).
-func SnapshotHandler(src SnapshotSource, authorized func(*http.Request) bool) http.Handler {
+// (a member region's token), while ready says the region is Ready: a
+// region still syncing would hand on what it lacks.
+func SnapshotHandler(src SnapshotSource, authorized func(*http.Request) bool, ready func(context.Context) (bool, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !authorized(r) {
 			ocierr.Write(w, r, ocierr.Unauthorized.Withf("snapshots are for member regions: send a region token (peerauth)"))
+			return
+		}
+		if ok, err := ready(r.Context()); err != nil || !ok {
+			ocierr.Write(w, r, ocierr.Unavailable.Withf("this region is not Ready: a joining region takes its snapshot from a Ready region"))
 			return
 		}
 		bw := bufio.NewWriterSize(w, 256<<10)

@@ -132,7 +132,19 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		mux.Handle(peerauth.IdentityPath, verifier.IdentityHandler())
 		mux.Handle(feed.Path, feed.Handler(r, verifier.Authorized))
 		mux.Handle(feed.StatsPath, feed.StatsHandler(r, verifier.Authorized))
-		mux.Handle(feed.SnapshotPath, feed.SnapshotHandler(r, verifier.Authorized))
+		mux.Handle(feed.SnapshotPath, feed.SnapshotHandler(r, verifier.Authorized, func(ctx context.Context) (bool, error) {
+			if n.replicator == nil {
+				return false, nil
+			}
+			// Ready now (the durable mark is written as status is computed:
+			// it may lag), or Ready before and still catching up with a
+			// region that joined since.
+			st, err := n.replicator.Status(ctx)
+			if err == nil && st.State == replicate.StateReady {
+				return true, nil
+			}
+			return r.EverReady(ctx)
+		}))
 		replicate.Register(mux, r, verifier.Authorized)
 		// No overall timeout: a 20 GiB layer takes as long as it takes.
 		// Each request is bounded by its headers' deadline and its body's

@@ -10,15 +10,11 @@ import (
 )
 
 // Snapshot reads this region's replicated state for a region that joins
-// (meta.DB.Snapshot). Only a region that has been Ready serves one: a
-// region still syncing would hand on what it lacks.
+// (meta.DB.Snapshot); the handler serves it only while the region is
+// Ready (feed.SnapshotHandler). A retired region serves none.
 func (r *Region) Snapshot(ctx context.Context, header func(meta.SnapshotHeader) error, emit func(*meta.SnapshotRepo) error) error {
-	ready, err := r.EverReady(ctx)
-	if err != nil {
-		return err
-	}
-	if !ready || r.Retired() {
-		return ocierr.Unavailable.Withf("region %s has not been Ready: a joining region takes its snapshot from a Ready region", r.cfg.Name)
+	if r.Retired() {
+		return ocierr.Unavailable.Withf("region %s was deleted from the registry (retired): it serves no snapshot", r.cfg.Name)
 	}
 	return r.db.Snapshot(ctx, r.cfg.Name, header, emit)
 }

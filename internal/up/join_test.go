@@ -1,9 +1,14 @@
 package up_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +70,7 @@ func TestARegionJoinsFromASnapshotWhilePushesContinue(t *testing.T) {
 	}
 	bases := []string{reg.Regions[0].URL, reg.Regions[1].URL, reg.Regions[2].URL}
 	eventually(t, 30*time.Second, func() error { return converged(bases...) })
+	awaitReady(t, reg)
 
 	started := time.Now()
 	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
@@ -100,5 +106,87 @@ func TestARegionJoinsFromASnapshotWhilePushesContinue(t *testing.T) {
 	}
 	if code, _ := asPeerWith(t, secret, http.MethodGet, brazil+"/v2/"+deleted.repo+"/manifests/"+deleted.img.manifest.String()); code != 404 {
 		t.Fatalf("the manifest deleted before brazilsouth joined: %d there", code)
+	}
+}
+
+// TestAJoinWhoseSnapshotHangsTakesAnotherRegionsSnapshot: the region a new
+// region is configured with (eastus, behind a proxy) answers everything
+// but its snapshot, which hangs. The new region's wait for it is bounded
+// (its idle timeout), it says which snapshot failed and why, takes
+// another region's (learned from eastus's settings), turns Ready, and
+// ends identical to the others.
+func TestAJoinWhoseSnapshotHangsTakesAnotherRegionsSnapshot(t *testing.T) {
+	const secret = "join-hang-secret"
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: secret, Regions: threeRegions()})
+	var images []image
+	for i := range 9 {
+		images = append(images, push(t, reg.Regions[i%3].URL, fmt.Sprintf("hang/app%d", i), "v1", fmt.Sprintf("hang %d", i), 20_000))
+	}
+	east := reg.ByName["eastus"]
+	target, _ := url.Parse(east.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_georeg/v1/snapshot" {
+			select { // hangs: no header, no byte
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { close(release); srv.Close() })
+	awaitReady(t, reg)
+	eventually(t, 30*time.Second, func() error { // eastus knows every region, to tell the new one
+		if s, err := east.Node.Region.Settings(t.Context(), replicate.ReplicaKind); err != nil || len(s) < 3 {
+			return fmt.Errorf("eastus knows %d regions (%v)", len(s), err)
+		}
+		return nil
+	})
+	started := time.Now()
+	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
+		c.Replication.Secret = secret
+		c.Replication.IdleTimeout = time.Second
+		c.Replication.Peers = []replicate.Peer{{Name: "eastus", Endpoint: srv.URL}}
+	})
+	var st replicate.Status
+	eventually(t, 60*time.Second, func() error {
+		if st = regionStatus(t, brazil); st.State != replicate.StateReady {
+			return fmt.Errorf("brazilsouth is %s, waiting for %v; %+v", st.State, st.Waiting, st.Snapshot)
+		}
+		return nil
+	})
+	t.Logf("brazilsouth Ready %s after it started: %+v", time.Since(started).Round(time.Millisecond), st.Snapshot)
+	if st.Snapshot == nil || st.Snapshot.From == "" || st.Snapshot.From == "eastus" || len(st.Snapshot.Failed) == 0 || !strings.HasPrefix(st.Snapshot.Failed[0], "eastus: ") {
+		t.Fatalf("brazilsouth's join: %+v; want another region's snapshot, after eastus's failed", st.Snapshot)
+	}
+	bases := []string{reg.Regions[0].URL, reg.Regions[1].URL, reg.Regions[2].URL, brazil}
+	eventually(t, 60*time.Second, func() error {
+		first := summaryRoot(t, secret, bases[0])
+		for _, b := range bases[1:] {
+			if got := summaryRoot(t, secret, b); got != first {
+				return fmt.Errorf("%s's summary root differs", b)
+			}
+		}
+		return nil
+	})
+	for i, img := range images {
+		if err := holdsImage(t, reg, brazil, fmt.Sprintf("hang/app%d", i), "v1", img); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// awaitReady waits (30 s at most) until every region of reg says Ready,
+// as a front door's probes would have had them say before a region joins.
+func awaitReady(t *testing.T, reg *up.Registry) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	n := 0
+	reg.AwaitReady(ctx, func(string) { n++ })
+	if n != len(reg.Regions) {
+		t.Fatalf("%d of %d regions Ready within 30 s", n, len(reg.Regions))
 	}
 }
