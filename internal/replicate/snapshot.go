@@ -171,6 +171,13 @@ func (p *Replicator) joinFrom(ctx context.Context, s *source) (joinStats, error)
 			st.manifests += len(m.Rows)
 		}
 	}
+	// The settings read before the snapshot may be older than it: a
+	// setting changed in between is in the feeds before the positions the
+	// cursors move to, and would never be applied here. Read them again
+	// (any setting the snapshot reflects is in s's settings now).
+	if err := p.repairSettings(ctx, s); err != nil {
+		return st, fmt.Errorf("read %s's settings after its snapshot: %w", s.name, err)
+	}
 	positions := map[string]int64{s.name: h.Head}
 	for origin, seq := range h.Applied {
 		positions[origin] = seq

@@ -190,3 +190,45 @@ func awaitReady(t *testing.T, reg *up.Registry) {
 		t.Fatalf("%d of %d regions Ready within 30 s", n, len(reg.Regions))
 	}
 }
+
+// TestASettingChangedJustBeforeTheSnapshotReachesTheJoiningRegion: the
+// new region reads eastus's settings, then its snapshot; between the two
+// (the proxy does it as the snapshot is asked for) eastus's soft-delete
+// policy changes. The snapshot's feed position is past that change, so
+// the new region must have read the settings again: once it is Ready it
+// holds the policy, not when anti-entropy comes round.
+func TestASettingChangedJustBeforeTheSnapshotReachesTheJoiningRegion(t *testing.T) {
+	const secret = "join-setting-secret"
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: secret, Regions: threeRegions()[:1]})
+	east := reg.ByName["eastus"]
+	push(t, east.URL, "setting/app", "v1", "setting", 10_000)
+	target, _ := url.Parse(east.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_georeg/v1/snapshot" {
+			if code, _, out := do(t, http.MethodPut, east.URL+"/_georeg/v1/policies/soft-delete", "application/json", []byte(`{"status":"enabled","days":9}`)); code != 200 {
+				t.Errorf("policy: %d %s", code, out)
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	awaitReady(t, reg)
+	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
+		c.Replication.Secret = secret
+		c.Replication.Peers = []replicate.Peer{{Name: "eastus", Endpoint: srv.URL}}
+	})
+	var st replicate.Status
+	eventually(t, 60*time.Second, func() error {
+		if st = regionStatus(t, brazil); st.State != replicate.StateReady {
+			return fmt.Errorf("brazilsouth is %s, waiting for %v; %+v", st.State, st.Waiting, st.Snapshot)
+		}
+		return nil
+	})
+	if st.Snapshot == nil || st.Snapshot.From != "eastus" {
+		t.Fatalf("brazilsouth did not join from eastus's snapshot: %+v", st.Snapshot)
+	}
+	if _, _, out := do(t, http.MethodGet, brazil+"/_georeg/v1/policies/soft-delete", "", nil); !strings.Contains(string(out), `"days":9`) {
+		t.Fatalf("brazilsouth, Ready, holds the soft-delete policy %s; eastus changed it to 9 days before its snapshot", out)
+	}
+}
