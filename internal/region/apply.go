@@ -373,8 +373,10 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 			if err := tx.SetPresence(ctx, repo, d, r.cfg.Name, r.now(), 0); err != nil {
 				return err
 			}
-			if err := tx.SetPresence(ctx, repo, d, peer, r.now(), seq); err != nil {
-				return err
+			if peer != "" { // a repair (anti-entropy) names no peer's feed record
+				if err := tx.SetPresence(ctx, repo, d, peer, r.now(), seq); err != nil {
+					return err
+				}
 			}
 			if err := r.checkEverywhere(ctx, tx, repo, d); err != nil {
 				return err

@@ -205,6 +205,16 @@ func TestAManifestPushedWithATagIsMarkedWhenItsTagApplies(t *testing.T) {
 	if !westeuropeAt(t, "app", d2, 3) {
 		t.Fatal("a manifest pushed by digest: a region through its record does not count as holding it")
 	}
+	// A repair (anti-entropy's apply, which names no peer) records this
+	// region's presence, and no row for a region without a name.
+	if err := r.ApplyTag(ctx, "", 0, "app", "v2", d2, v, true); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := r.Presence(ctx, "app", d2); err != nil {
+		t.Fatal(err)
+	} else if _, ok := p[""]; ok {
+		t.Fatalf("a repair recorded presence for a region named \"\": %v", p)
+	}
 	for _, d := range []digest.Digest{d, d2} {
 		if kinds := feedKinds(t, r, d, ""); len(kinds) > 0 {
 			t.Fatalf("applying a peer's records wrote %v to this region's feed; want nothing", kinds)
