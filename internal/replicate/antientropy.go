@@ -270,6 +270,9 @@ type Round struct {
 	// Settings: the settings differed; Repos: the repositories that did.
 	Settings bool
 	Repos    []string
+	// Busy: repositories left alone because the feed is applying them;
+	// Failed: those whose repair failed (the round's error says why).
+	Busy, Failed []string
 }
 
 // AntiEntropyRound compares this region's summary tree with peer's and
@@ -321,13 +324,15 @@ func (p *Replicator) antiEntropyRound(ctx context.Context, peer string, repair b
 	}
 	for _, repo := range repos {
 		if busy[repo] {
-			continue // the feed is applying it
+			round.Busy = append(round.Busy, repo) // the feed is applying it
+			continue
 		}
 		round.Differed++
 		round.Repos = append(round.Repos, repo)
 		applied, err := p.repairRepo(ctx, s, repo)
 		round.Applied += applied
 		if err != nil {
+			round.Failed = append(round.Failed, repo)
 			errs = append(errs, fmt.Errorf("repo %s: %w", repo, err))
 		}
 	}

@@ -98,19 +98,69 @@ func (p *Replicator) compactOnce(ctx context.Context) error {
 // rejoin follows s again after its feed was compacted past this region's
 // cursor (since): an anti-entropy round that a backlog does not skip
 // brings what the compacted records did (tags, manifests, tombstones,
-// settings: the peer's state, compared by summary tree), then the cursor
-// moves to the floor.
+// settings), then the cursor moves to the floor. It returns the cursor to
+// follow from.
 func (p *Replicator) rejoin(ctx context.Context, s *source, log *slog.Logger, since, floor int64) (int64, error) {
 	log.WarnContext(ctx, "the peer's feed was compacted past this region's cursor: repairing from its state", "cursor", since, "floor", floor)
-	round, err := p.antiEntropyRound(ctx, s.name, true)
-	if err != nil {
-		return since, err
+	for try := 1; ; try++ {
+		round, err := p.antiEntropyRound(ctx, s.name, true)
+		switch rejoinNext(try, round, err) {
+		case rejoinFail:
+			return since, err
+		case rejoinAgain:
+			t := time.NewTimer(rejoinBusyWait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return since, ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
+		if err != nil || len(round.Busy) > 0 {
+			log.WarnContext(ctx, "repaired from the peer's state after its feed was compacted, but not every repository: anti-entropy rounds go on with them",
+				"failed", round.Failed, "busy", round.Busy, "error", err)
+		}
+		log.InfoContext(ctx, "repaired from the peer's state after its feed was compacted", "repositories", round.Differed, "applied", round.Applied)
+		if err := p.region.StartFeedsAt(ctx, map[string]int64{s.name: floor}); err != nil {
+			return since, err
+		}
+		return floor, nil
 	}
-	log.InfoContext(ctx, "repaired from the peer's state after its feed was compacted", "repositories", round.Differed, "applied", round.Applied)
-	if err := p.region.StartFeedsAt(ctx, map[string]int64{s.name: floor}); err != nil {
-		return since, err
+}
+
+// rejoinStep is what a rejoin does after a repair round.
+type rejoinStep int
+
+const (
+	rejoinMove  rejoinStep = iota // move the cursor to the floor
+	rejoinAgain                   // run the round again after rejoinBusyWait
+	rejoinFail                    // fail: the rejoin is retried with backoff
+)
+
+// rejoinBusyTries bounds the rounds a rejoin runs while repositories are
+// busy (records of them fetched before the feed answered "compacted" are
+// still being applied), rejoinBusyWait apart.
+const (
+	rejoinBusyTries = 10
+	rejoinBusyWait  = time.Second
+)
+
+// rejoinNext decides from a rejoin's try-th repair round and its error.
+// A round that compared nothing (the peer's summaries or settings could
+// not be read) fails. One that left repositories busy is run again, up
+// to rejoinBusyTries. Otherwise the cursor moves, even past repositories
+// whose repair failed: one broken repository must not stop the whole
+// feed, and the periodic anti-entropy rounds compare them again (a
+// repair works from state, not from the records skipped). Pure.
+func rejoinNext(try int, round Round, err error) rejoinStep {
+	switch {
+	case err != nil && len(round.Failed) == 0:
+		return rejoinFail
+	case len(round.Busy) > 0 && try < rejoinBusyTries:
+		return rejoinAgain
 	}
-	return floor, nil
+	return rejoinMove
 }
 
 // heardEvery is how often an unchanged answer of a peer is recorded as

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -37,6 +38,30 @@ func TestTheFeedIsCompactedOnlyPastWhatEveryRegionWithinTheHorizonApplied(t *tes
 	} {
 		if got := compactionFloor("eastus", c.members, c.marks, now, horizon); got != c.want {
 			t.Errorf("%s: floor %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func TestARejoinMovesOnPastABrokenRepositoryAndWaitsForBusyOnes(t *testing.T) {
+	broken := errors.New("repo a: blob unknown")
+	for _, c := range []struct {
+		name  string
+		try   int
+		round Round
+		err   error
+		want  rejoinStep
+	}{
+		{"all repaired", 1, Round{Differed: 2, Repos: []string{"a", "b"}}, nil, rejoinMove},
+		{"nothing differed", 1, Round{}, nil, rejoinMove},
+		{"the summaries could not be read", 1, Round{}, errors.New("connection refused"), rejoinFail},
+		{"the settings could not be read", 1, Round{Settings: true, Differed: 1}, errors.New("settings: 503"), rejoinFail},
+		{"one repository failed", 1, Round{Differed: 2, Repos: []string{"a", "b"}, Failed: []string{"a"}}, broken, rejoinMove},
+		{"a busy repository, first try", 1, Round{Busy: []string{"c"}}, nil, rejoinAgain},
+		{"a busy repository and a failed one", 3, Round{Busy: []string{"c"}, Failed: []string{"a"}}, broken, rejoinAgain},
+		{"still busy after every try", rejoinBusyTries, Round{Busy: []string{"c"}}, nil, rejoinMove},
+	} {
+		if got := rejoinNext(c.try, c.round, c.err); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
 		}
 	}
 }
