@@ -120,17 +120,29 @@ func serve(w http.ResponseWriter, r *http.Request, src Source, authorized func(*
 		return ocierr.PaginationNumberInvalid.Withf("since must be a non-negative integer, limit a positive integer, wait a duration such as 30s")
 	}
 	limit, wait = min(limit, MaxLimit), min(wait, MaxWait)
-	floor, err := src.FeedFloor(r.Context())
-	if err != nil {
-		return err
+	compacted := func() error {
+		floor, err := src.FeedFloor(r.Context())
+		if err != nil {
+			return err
+		}
+		if since < floor {
+			w.Header().Set(FloorHeader, strconv.FormatInt(floor, 10))
+			return ocierr.FeedCompacted.WithDetail(fmt.Sprintf("records %d to %d of %s's feed were compacted away, once every region had applied them; repair from its state (anti-entropy), then follow from %d", since+1, floor, src.Name(), floor),
+				map[string]int64{"floor": floor})
+		}
+		return nil
 	}
-	if since < floor {
-		w.Header().Set(FloorHeader, strconv.FormatInt(floor, 10))
-		return ocierr.FeedCompacted.WithDetail(fmt.Sprintf("records %d to %d of %s's feed were compacted away, once every region had applied them; repair from its state (anti-entropy), then follow from %d", since+1, floor, src.Name(), floor),
-			map[string]int64{"floor": floor})
+	if err := compacted(); err != nil {
+		return err
 	}
 	recs, err := src.Feed(r.Context(), since, limit, wait)
 	if err != nil {
+		return err
+	}
+	// A compaction between the floor's read and the records' would leave
+	// a gap at the page's start: read the floor again (it is moved with
+	// the deletes, in one transaction).
+	if err := compacted(); err != nil {
 		return err
 	}
 	head, err := src.FeedHead(r.Context())
