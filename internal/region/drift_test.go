@@ -1,8 +1,10 @@
 package region_test
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -61,5 +63,27 @@ func TestAPeersVersionFarInTheFutureChangesNothing(t *testing.T) {
 	}
 	if got, _ := r.ResolveTag(ctx, repo, "v1"); got != d2 {
 		t.Fatalf("v1 is %s after a move a minute ahead, want %s", got, d2)
+	}
+}
+
+// TestASnapshotWithAVersionFarInTheFutureIsRefused: a joining region
+// loads no repository of a peer's snapshot with a version stamped more
+// than the max drift ahead, and its clock stays near real time.
+func TestASnapshotWithAVersionFarInTheFutureIsRefused(t *testing.T) {
+	ctx := t.Context()
+	r := open(t, t.TempDir(), time.Hour)
+	ahead := json.Number(strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli()<<16, 10))
+	sr := &meta.SnapshotRepo{Repo: "drift/snap", Tables: map[string]*meta.TableRows{
+		"repositories": {Columns: []string{"name"}, Rows: [][]any{{"drift/snap"}}},
+		"tags":         {Columns: []string{"repo", "name", "version", "origin"}, Rows: [][]any{{"drift/snap", "v1", ahead, "mallory"}}},
+	}}
+	if err := r.LoadSnapshotRepo(ctx, sr); !errors.Is(err, hlc.ErrFuture) {
+		t.Fatalf("load: %v, want hlc.ErrFuture", err)
+	}
+	if empty, err := r.Empty(ctx); err != nil || !empty {
+		t.Fatalf("the store holds something after the refused load (empty %v, %v)", empty, err)
+	}
+	if next := r.Clock().Now(); next.Wall().After(time.Now().Add(time.Minute)) {
+		t.Fatalf("the clock moved to %s", next.Wall())
 	}
 }

@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
@@ -28,7 +29,9 @@ func (r *Region) Empty(ctx context.Context) (bool, error) { return r.db.Empty(ct
 // bytes the caller made present first, in one transaction: none of its
 // manifests is visible before its blob links and child manifests. A row
 // held here already is replaced only by a later version. The clock moves
-// past the newest version loaded, as for any replicated write.
+// past the newest version loaded, as for any replicated write; a version
+// further ahead than the max drift refuses the whole repository
+// (hlc.ErrFuture).
 func (r *Region) LoadSnapshotRepo(ctx context.Context, sr *meta.SnapshotRepo) error {
 	for _, tr := range sr.Tables {
 		vi, oi := -1, -1
@@ -50,7 +53,12 @@ func (r *Region) LoadSnapshotRepo(ctx context.Context, sr *meta.SnapshotRepo) er
 			n, ok := row[vi].(json.Number)
 			origin, _ := row[oi].(string)
 			if t, err := n.Int64(); ok && err == nil {
-				r.clock.Observe(hlc.Version{Time: t, Region: origin})
+				// A version further ahead than the max drift is refused,
+				// as a feed record's would be: the join fails and the
+				// feeds are followed from the start instead.
+				if err := r.clock.Admit(hlc.Version{Time: t, Region: origin}); err != nil {
+					return fmt.Errorf("snapshot of %s: %w", sr.Repo, err)
+				}
 			}
 		}
 	}
