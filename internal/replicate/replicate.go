@@ -158,6 +158,7 @@ func New(r *region.Region, cfg Config, signer *peerauth.Signer, hc *http.Client,
 	p := &Replicator{region: r, static: cfg.Peers, endpoint: strings.TrimSuffix(cfg.Endpoint, "/"), signer: signer, http: hc,
 		wait: cfg.Wait, antiEntropyInterval: cfg.AntiEntropyInterval, log: log, tracker: newTracker(),
 		feedHorizon: cfg.FeedHorizon, compactInterval: cfg.CompactInterval}
+	p.join.turn = make(chan struct{}, 1)
 	if p.feedHorizon == 0 {
 		p.feedHorizon = DefaultFeedHorizon
 	}

@@ -28,12 +28,14 @@ import (
 // joiner makes a region join from a snapshot at most once: the followers
 // of every peer wait for it before they follow their feeds.
 type joiner struct {
-	mu      sync.Mutex
+	// turn is held through a whole join (a channel of one: a follower
+	// whose context ends stops waiting for it).
+	turn    chan struct{}
 	decided bool // whether the store was empty was read
 	empty   bool
 	done    bool // a snapshot was loaded, or none is wanted
 	// joined is the snapshot loaded, for status (read under its own lock:
-	// mu is held through a whole join).
+	// turn is held through a whole join).
 	resMu    sync.Mutex
 	joined   *SnapshotJoin
 	failures []string // snapshots that could not be used, and why
@@ -64,8 +66,12 @@ const snapshotFetchers = 16
 // last-writer-wins, the same either way.
 func (p *Replicator) bootstrap(ctx context.Context, s *source, log *slog.Logger) {
 	j := &p.join
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	select {
+	case j.turn <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-j.turn }()
 	if j.done {
 		return
 	}
@@ -202,9 +208,13 @@ func (p *Replicator) loadRepo(ctx context.Context, s *source, sr *meta.SnapshotR
 		if di < 0 || si < 0 {
 			return 0, fmt.Errorf("snapshot of %s: blob links without digest or size", sr.Repo)
 		}
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(snapshotFetchers)
-		var mu sync.Mutex
+		// Every row is read before any fetch starts: a bad row refuses
+		// the repository with no fetch left running.
+		type blobRow struct {
+			d    digest.Digest
+			size int64
+		}
+		want := make([]blobRow, 0, len(blobs.Rows))
 		for _, row := range blobs.Rows {
 			if len(row) <= max(di, si) {
 				return 0, fmt.Errorf("snapshot of %s: a short blob row", sr.Repo)
@@ -219,12 +229,18 @@ func (p *Replicator) loadRepo(ctx context.Context, s *source, sr *meta.SnapshotR
 			if err != nil {
 				return 0, fmt.Errorf("snapshot of %s: blob %s without a size", sr.Repo, d)
 			}
+			want = append(want, blobRow{d, size})
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(snapshotFetchers)
+		var mu sync.Mutex
+		for _, b := range want {
 			g.Go(func() error {
-				if _, ok, err := p.region.HasContent(gctx, d); err != nil || ok {
+				if _, ok, err := p.region.HasContent(gctx, b.d); err != nil || ok {
 					return err
 				}
-				if err := p.fetchContent(gctx, s, sr.Repo, d, size, nil); err != nil {
-					return fmt.Errorf("blob %s of %s: %w", d, sr.Repo, err)
+				if err := p.fetchContent(gctx, s, sr.Repo, b.d, b.size, nil); err != nil {
+					return fmt.Errorf("blob %s of %s: %w", b.d, sr.Repo, err)
 				}
 				mu.Lock()
 				fetched++
