@@ -160,10 +160,8 @@ func (r *Region) checkEverywhere(ctx context.Context, tx *meta.Tx, repo string, 
 	if err != nil {
 		return err
 	}
-	for _, m := range members {
-		if _, ok := present[m]; !ok {
-			return nil
-		}
+	if !heldByAll(present, members) {
+		return nil
 	}
 	if err := tx.DeletePendingEverywhere(ctx, repo, d); err != nil {
 		return err
@@ -176,6 +174,16 @@ func (r *Region) checkEverywhere(ctx context.Context, tx *meta.Tx, repo string, 
 	return r.emitNow(ctx, tx, ev)
 }
 
+// heldByAll reports whether every one of members is in present.
+func heldByAll(present map[string]time.Time, members []string) bool {
+	for _, m := range members {
+		if _, ok := present[m]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // SweepEverywhere checks every push still waiting to be everywhere: the
 // set of Ready regions can change (a region deleted, say) without an ack
 // arriving.
@@ -184,15 +192,33 @@ func (r *Region) SweepEverywhere(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(pending) == 0 {
+		return nil
+	}
+	members, err := r.memberNames(ctx)
+	if err != nil {
+		return err
+	}
+	fired := 0
 	for _, p := range pending {
-		err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		// A read first: only a push that is everywhere now costs a write
+		// (which checks again, in its transaction).
+		present, err := r.db.Presence(ctx, p[0], digest.Digest(p[1]))
+		if err != nil {
+			return err
+		}
+		if !heldByAll(present, members) {
+			continue
+		}
+		err = r.db.Update(ctx, func(tx *meta.Tx) error {
 			return r.checkEverywhere(ctx, tx, p[0], digest.Digest(p[1]))
 		})
 		if err != nil {
 			return err
 		}
+		fired++
 	}
-	if len(pending) > 0 {
+	if fired > 0 {
 		r.wakeDeliverer()
 	}
 	return nil
