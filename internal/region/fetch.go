@@ -25,10 +25,11 @@ func FetchStagingID(d digest.Digest) string { return "repl." + d.Encoded() }
 // restarts from zero; that next call may open another region.
 //
 // When w is set, every byte of the blob is also written to it as it
-// arrives, from the first (a read-through streaming to its client); writes
-// to w that fail are dropped and the fetch goes on. streamed reports
-// whether this call wrote the blob to w: it does not when the blob was
-// already here or another call was fetching it (this one then waited).
+// arrives, from the first (a read-through streaming to its client, a relay
+// streaming to the region that asked); writes to w that fail are dropped
+// and the fetch goes on. streamed reports whether bytes reached w: none
+// do when the blob was already here, and a call that finds another
+// fetching it follows that fetch's staging file (tailFetch) where it can.
 //
 // Invariant 1: one fetch per staging id runs at a time; a concurrent call
 // for the same id (the feed follower and a read-through, say) waits for it
@@ -40,15 +41,25 @@ func FetchStagingID(d digest.Digest) string { return "repl." + d.Encoded() }
 // for this region's side; anything else came from open's reader or is a
 // verification failure of what the peer sent.
 func (r *Region) FetchBlob(ctx context.Context, id string, d digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error), w io.Writer) (streamed bool, err error) {
-	led := false
-	ch := r.fetches.DoChan(id, func() (any, error) {
-		led = true
-		return r.fetchBlob(ctx, id, d, size, open, w)
-	})
+	f, led := r.startFetch(id)
+	if !led {
+		if w != nil && size > 0 {
+			return r.tailFetch(ctx, id, d, size, f, w)
+		}
+		select {
+		case <-f.done:
+			return false, f.err
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	go func() {
+		s, err := r.fetchBlob(ctx, id, d, size, open, w)
+		r.endFetch(id, f, s, err)
+	}()
 	select {
-	case res := <-ch:
-		s, _ := res.Val.(bool)
-		return led && s, res.Err
+	case <-f.done:
+		return f.streamed, f.err
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}

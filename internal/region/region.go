@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
 	"github.com/georeg/georeg/internal/content"
 	contentfs "github.com/georeg/georeg/internal/content/fs"
 	contents3 "github.com/georeg/georeg/internal/content/s3"
@@ -36,9 +34,9 @@ type Region struct {
 	now   func() time.Time
 
 	mu       sync.Mutex
-	sessions map[string]*session // upload sessions this process saw
-	partials map[string]*partial // broken fetches kept to resume, by staging id
-	fetches  singleflight.Group  // blob fetches from peers, by staging id
+	sessions map[string]*session  // upload sessions this process saw
+	partials map[string]*partial  // broken fetches kept to resume, by staging id
+	fetching map[string]*inflight // blob fetches from peers running, by staging id (fetchtail.go)
 
 	retired     atomic.Bool // a true Retired, cached: a region never comes back from it
 	gc          gcState
