@@ -9,6 +9,11 @@ import (
 // after an earlier seq cannot get them all.
 const feedFloorState = "feed_floor"
 
+// feedFloorBytesState is the region_state row holding the running total
+// of blob bytes through the floor: the feed's byte count before any seq
+// the compacted records no longer tell (FeedBytes).
+const feedFloorBytesState = "feed_floor_bytes"
+
 // FeedFloor returns the seq through which the feed was compacted (0:
 // never).
 func (db *DB) FeedFloor(ctx context.Context) (int64, error) {
@@ -42,6 +47,15 @@ func (tx *Tx) CompactFeed(ctx context.Context, through int64, limit int) (int64,
 	}
 	if upto == 0 { // no record left between the floor and through
 		upto = through
+	}
+	var floorBytes int64
+	if err := tx.queryRow(ctx, `SELECT COALESCE((SELECT blob_bytes FROM feed WHERE seq <= $1 ORDER BY seq DESC LIMIT 1), 0)`, upto).Scan(&floorBytes); err != nil {
+		return 0, 0, err
+	}
+	if floorBytes > 0 {
+		if err := tx.SetRegionState(ctx, feedFloorBytesState, floorBytes); err != nil {
+			return 0, 0, err
+		}
 	}
 	res, err := tx.exec(ctx, `DELETE FROM feed WHERE seq <= $1`, upto)
 	if err != nil {

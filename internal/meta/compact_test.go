@@ -50,6 +50,11 @@ func TestCompactingTheFeedKeepsItsNewestRecordAndItsByteTotals(t *testing.T) {
 		if total, _, err := db.FeedBytes(ctx, 0); err != nil || total != 1000 {
 			t.Fatalf("the feed's bytes after compaction: %d (%v), want 1000", total, err)
 		}
+		// A follower at the floor (the record there is gone) has 100
+		// bytes left, not the whole feed's.
+		if total, after, err := db.FeedBytes(ctx, 9); err != nil || total != 1000 || after != 100 {
+			t.Fatalf("bytes after the floor: %d of %d (%v), want 100 of 1000", after, total, err)
+		}
 		recs, err := db.Feed(ctx, 9, 10)
 		if err != nil || len(recs) != 1 || recs[0].Seq != 10 {
 			t.Fatalf("records after the floor: %+v %v", recs, err)

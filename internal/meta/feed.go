@@ -216,6 +216,11 @@ func (db *DB) FeedBytes(ctx context.Context, since int64) (total, after int64, e
 	}
 	var before int64
 	err = db.queryRow(ctx, feedBeforeQuery, since).Scan(&before)
+	if errors.Is(err, sql.ErrNoRows) && since > 0 {
+		// since is at or below the floor of a compacted feed: the total
+		// through the floor was kept when its records went.
+		before, _, err = db.RegionState(ctx, feedFloorBytesState)
+	}
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, 0, err
 	}
