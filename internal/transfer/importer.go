@@ -28,6 +28,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -342,6 +343,9 @@ type manifestToCopy struct {
 // cache: a source without the referrers API still serves the image).
 type referrersMode int
 
+// blobJobs is how many blobs a job copies at once.
+const blobJobs = 4
+
 const (
 	referrersNone referrersMode = iota
 	referrersRequired
@@ -350,6 +354,14 @@ const (
 
 func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers referrersMode) error {
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(im.http)}
+	// One puller for the whole job: the source is pinged and its token
+	// fetched once, not again before every manifest, referrers list and
+	// blob (each a round trip to a registry that may be an ocean away).
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, remote.Reuse(puller))
 	repo := src.Context()
 	var plan []manifestToCopy
 	seen := map[digest.Digest]bool{}
@@ -383,59 +395,64 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 	if err != nil {
 		return err
 	}
-	if referrers != referrersNone {
-		// Of the top manifest and of each child (a signature may name one
-		// platform), and of the referrers themselves (a signature of an
-		// SBOM), each once.
-		asked := map[digest.Digest]bool{}
-		for i := 0; i < len(plan); i++ {
-			d := plan[i].digest
-			if asked[d] {
-				continue
-			}
-			asked[d] = true
-			idx, err := remote.Referrers(repo.Digest(d.String()), opts...)
-			var list *v1.IndexManifest
-			if err == nil {
-				list, err = idx.IndexManifest()
-			}
-			if err != nil && referrers == referrersBestEffort {
-				im.update(func() { job.ReferrersSkipped = fmt.Sprintf("referrers of %s: %v", d, err) })
-				im.log.WarnContext(ctx, "referrers not fetched: the source could not list them", "source", src.String(), "digest", d, "error", err)
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("referrers of %s: %w", d, err)
-			}
-			for _, r := range list.Manifests {
-				if _, err := walk(repo.Digest(r.Digest.String())); err != nil {
-					return err
+	// The image's blobs are copied while its referrers are listed (a round
+	// trip saved), then the referrers' own blobs. Every blob stays leased
+	// until the manifests that link it are stored: garbage collection's
+	// sweep must not take bytes copied a minute ago for unreferenced.
+	done := map[digest.Digest]bool{}
+	pending := func() map[digest.Digest]int64 { // in plan, not yet copied
+		blobs := map[digest.Digest]int64{}
+		for _, m := range plan {
+			for _, b := range m.blobs {
+				if !done[b.Digest] {
+					blobs[b.Digest] = b.Size
 				}
 			}
 		}
+		im.update(func() {
+			job.Digest, job.Manifests, job.Blobs = top.String(), len(plan), job.Blobs+len(blobs)
+			for _, size := range blobs {
+				job.Bytes += size
+			}
+		})
+		for d := range blobs {
+			done[d] = true
+		}
+		return blobs
 	}
-	blobs := map[digest.Digest]int64{}
+	var leased []func()
+	defer func() {
+		for _, release := range leased {
+			release()
+		}
+	}()
 	for _, m := range plan {
 		for _, b := range m.blobs {
-			blobs[b.Digest] = b.Size
+			leased = append(leased, im.region.Lease(b.Digest))
 		}
 	}
-	im.update(func() {
-		job.Digest, job.Manifests, job.Blobs = top.String(), len(plan), len(blobs)
-		for _, size := range blobs {
-			job.Bytes += size
-		}
-	})
-	// Every blob stays leased until the manifests that link it are stored:
-	// garbage collection's sweep must not take bytes copied a minute ago
-	// for unreferenced.
-	for d := range blobs {
-		defer im.region.Lease(d)()
+	first := pending() // read before the referrers' walk appends to plan
+	copied := make(chan error, 1)
+	go func() { copied <- im.copyBlobs(ctx, job, repo, target, first, opts) }()
+	var rerr error
+	if referrers != referrersNone {
+		rerr = im.walkReferrers(ctx, job, src, &plan, walk, referrers, opts)
 	}
-	for d, size := range blobs {
-		if err := im.copyBlob(ctx, job, repo, target, d, size, opts); err != nil {
-			return err
+	if err := <-copied; err != nil {
+		return err
+	}
+	if rerr != nil {
+		return rerr
+	}
+	for _, m := range plan {
+		for _, b := range m.blobs {
+			if !done[b.Digest] {
+				leased = append(leased, im.region.Lease(b.Digest))
+			}
 		}
+	}
+	if err := im.copyBlobs(ctx, job, repo, target, pending(), opts); err != nil {
+		return err
 	}
 	for _, m := range plan {
 		ref := m.digest.String()
@@ -447,6 +464,54 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 		}
 	}
 	return nil
+}
+
+// walkReferrers adds to plan the referrers of each manifest in it (a
+// signature may name one platform), and the referrers of those (a
+// signature of an SBOM), each once. A source that cannot list them fails
+// the job unless mode is best effort, which notes it and goes on.
+func (im *Importer) walkReferrers(ctx context.Context, job *Job, src name.Reference, plan *[]manifestToCopy,
+	walk func(name.Reference) (digest.Digest, error), mode referrersMode, opts []remote.Option) error {
+	repo := src.Context()
+	asked := map[digest.Digest]bool{}
+	for i := 0; i < len(*plan); i++ {
+		d := (*plan)[i].digest
+		if asked[d] {
+			continue
+		}
+		asked[d] = true
+		idx, err := remote.Referrers(repo.Digest(d.String()), opts...)
+		var list *v1.IndexManifest
+		if err == nil {
+			list, err = idx.IndexManifest()
+		}
+		if err != nil && mode == referrersBestEffort {
+			im.update(func() { job.ReferrersSkipped = fmt.Sprintf("referrers of %s: %v", d, err) })
+			im.log.WarnContext(ctx, "referrers not fetched: the source could not list them", "source", src.String(), "digest", d, "error", err)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("referrers of %s: %w", d, err)
+		}
+		for _, r := range list.Manifests {
+			if _, err := walk(repo.Digest(r.Digest.String())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// copyBlobs copies blobs (digest -> size) a few at a time: an image's
+// layers arrive in the time of the largest, not of their sum, and a round
+// trip each is not paid in turn.
+func (im *Importer) copyBlobs(ctx context.Context, job *Job, repo name.Repository, target string, blobs map[digest.Digest]int64, opts []remote.Option) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(blobJobs)
+	for d, size := range blobs {
+		g.Go(func() error { return im.copyBlob(gctx, job, repo, target, d, size, opts) })
+	}
+	return g.Wait()
 }
 
 // copyBlob makes blob d present in target: linked when its bytes are in
