@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -23,23 +24,83 @@ import (
 // the content is fetched, verified and stored here before it is served or
 // accepted. An image is only ever served complete (invariant 2).
 
-// where asks every peer whether it holds repo's manifest ref (HEAD) and
-// returns the digest from the first that does, with the names of all that
-// do and of those that could not be asked.
+// where asks every peer whether it holds repo's manifest ref (HEAD), all
+// at once, and returns the digest from the nearest that does (peers'
+// order: measured round trip), with the names of those known to hold it and of those that
+// could not be asked. It returns as soon as the nearest holder is known
+// (it and every nearer peer answered): a hung farther peer costs nothing
+// then. A peer whose feed is down (the follower's last request failed)
+// is given downPeerAsk, not the full idle bound: a miss with a hung
+// region costs seconds, not the idle timeout, every time.
 func (p *Replicator) where(ctx context.Context, repo, ref string) (*source, digest.Digest, []string, []string) {
+	peers := p.peers()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answers := make(chan peerAnswer, len(peers))
+	for i, s := range peers {
+		go func() {
+			actx := ctx
+			if p.tracker.feedDown(s.name) {
+				var done context.CancelFunc
+				actx, done = context.WithTimeout(ctx, downPeerAsk)
+				defer done()
+			}
+			d, err := s.head(actx, "/v2/"+repo+"/manifests/"+ref, strings.Join(oci.ManifestMediaTypes, ", "))
+			answers <- peerAnswer{i: i, answered: true, d: d, err: err}
+		}()
+	}
+	got := make([]peerAnswer, len(peers))
+	for range peers {
+		a := <-answers
+		got[a.i] = a
+		if nearestKnown(got) {
+			break
+		}
+	}
+	return pick(peers, got)
+}
+
+// downPeerAsk bounds where's question to a peer whose feed is down.
+const downPeerAsk = 2 * time.Second
+
+// peerAnswer is one peer's answer to where's question.
+type peerAnswer struct {
+	i        int
+	answered bool
+	d        digest.Digest
+	err      error
+}
+
+// nearestKnown reports whether the answers so far settle where's
+// question: some peer holds it and every nearer one answered.
+func nearestKnown(got []peerAnswer) bool {
+	for _, g := range got {
+		if !g.answered {
+			return false
+		}
+		if g.err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// pick is where's result from the answers so far: the nearest holder,
+// those known to hold it, and those that failed or did not answer.
+func pick(peers []*source, got []peerAnswer) (*source, digest.Digest, []string, []string) {
 	var first *source
 	var d digest.Digest
 	var have, unreachable []string
-	for _, s := range p.peers() {
-		got, err := s.head(ctx, "/v2/"+repo+"/manifests/"+ref, strings.Join(oci.ManifestMediaTypes, ", "))
-		switch {
-		case errors.Is(err, errGone):
-		case err != nil:
+	for i, s := range peers {
+		switch g := got[i]; {
+		case !g.answered:
+		case errors.Is(g.err, errGone):
+		case g.err != nil:
 			unreachable = append(unreachable, s.name)
 		default:
 			have = append(have, s.name)
 			if first == nil {
-				first, d = s, got
+				first, d = s, g.d
 			}
 		}
 	}
@@ -77,6 +138,38 @@ func (p *Replicator) EnsureManifest(ctx context.Context, repo, ref string) (dige
 		return "", notHere(repo, ref, have, unreachable, err)
 	}
 	return d, nil
+}
+
+// EnsureManifestFrom is EnsureManifest from peer region, which is known
+// to hold the manifest (the artifact cache's fetcher just stored it): the
+// other peers are not asked, and by digest not even region is asked
+// first. When region is not a peer, or fails, the
+// nearest peer holding it is.
+func (p *Replicator) EnsureManifestFrom(ctx context.Context, region, repo, ref string) (digest.Digest, error) {
+	if err := p.region.ManifestGone(ctx, repo, ref); err != nil {
+		return "", err
+	}
+	for _, s := range p.peers() {
+		if s.name != region {
+			continue
+		}
+		d := digest.Digest(ref)
+		if !oci.IsDigest(ref) {
+			var err error
+			if d, err = s.head(ctx, "/v2/"+repo+"/manifests/"+ref, strings.Join(oci.ManifestMediaTypes, ", ")); err != nil {
+				break
+			}
+		}
+		if err := p.ensureManifest(ctx, s, repo, d, hlc.Version{}, nil); err != nil {
+			if errors.Is(err, errDeleted) {
+				break // EnsureManifest says so, naming the copy
+			}
+			p.log.WarnContext(ctx, "read-through failed: asking the other regions", "peer", s.name, "repo", repo, "reference", ref, "error", err)
+			break
+		}
+		return d, nil
+	}
+	return p.EnsureManifest(ctx, repo, ref)
 }
 
 // notHere is the honest MANIFEST_UNKNOWN of invariant 6.

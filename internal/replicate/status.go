@@ -250,6 +250,15 @@ func (t *tracker) feedFailed(peer, endpoint string, err error) {
 	pp.LastErr, pp.FeedDown = err.Error(), true
 }
 
+// feedDown reports whether the last request of the peer's follower
+// failed.
+func (t *tracker) feedDown(peer string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pp, ok := t.peers[peer]
+	return ok && pp.FeedDown
+}
+
 // applied records that record seq, which the origin committed at
 // created, is now applied here.
 func (t *tracker) applied(peer, endpoint string, seq int64, created time.Time, blobBytes int64) {
