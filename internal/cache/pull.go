@@ -200,22 +200,28 @@ func (p *Puller) upstreamOf(ctx context.Context, repo, ref string, fresh bool) (
 // when repo falls under no rule (nothing was asked). One region fetches
 // each image for the whole registry (Fetcher): when that is this region,
 // or the one chosen cannot be asked, the image is fetched here and its
-// digest returned; otherwise the chosen region fetches it, and via names
-// it: the caller reads the image through from the peers. Concurrent
+// digest returned; otherwise the chosen region fetches it, via names it
+// and d is the digest it stored: the caller reads the image through from
+// via. Concurrent
 // pulls of one image on this node cause one upstream fetch or one ask.
 func (p *Puller) Ensure(ctx context.Context, repo, ref string) (d digest.Digest, via string, ok bool, err error) {
 	if _, _, _, ok, err := p.upstreamOf(ctx, repo, ref, true); !ok || err != nil {
 		return "", "", ok, err
 	}
 	if fetcher := p.fetcher(ctx, repo, ref); fetcher != "" && fetcher != p.self {
-		_, err, _ := p.flights.Do("ask|"+repo+"|"+ref, func() (any, error) {
+		v, err, _ := p.flights.Do("ask|"+repo+"|"+ref, func() (any, error) {
 			return p.ask(context.WithoutCancel(ctx), fetcher, repo, ref)
 		})
 		if err == nil {
 			if m, ok := p.matched(ctx, repo); ok {
 				p.count(m.Rule, "peer")
+				// The fetcher just asked the upstream: the tag is as fresh
+				// as one fetched here, not due for revalidation at once.
+				if !oci.IsDigest(ref) {
+					p.mark(repo, ref, m.Interval, true)
+				}
 			}
-			return "", fetcher, true, nil
+			return v.(digest.Digest), fetcher, true, nil
 		}
 		var oe *ocierr.Error
 		if errors.As(err, &oe) && (oe.Code == ocierr.ManifestUnknown || oe.Code == ocierr.Denied) {

@@ -285,14 +285,15 @@ func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (digest.Di
 			endpoint = rep.Endpoint
 		}
 	}
+	// A configured region is asked over the inter-region link, as
+	// replication reaches it.
+	for _, info := range a.regions {
+		if info.Name == name && info.Link != "" && endpoint != "" {
+			endpoint = info.Link
+		}
+	}
 	if endpoint == "" {
 		return "", fmt.Errorf("region %s is not a replica", name)
-	}
-	// A region that does not answer its status within 5 s is not asked:
-	// the image is fetched here rather than waited for.
-	var st json.RawMessage
-	if err := a.peerGet(ctx, name, endpoint, "/_georeg/v1/status", 1<<20, &st); err != nil {
-		return "", fmt.Errorf("region %s: %w", name, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -304,11 +305,42 @@ func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (digest.Di
 	if err := a.signer.Authorize(ctx, req, name); err != nil {
 		return "", err
 	}
-	// No overall timeout but ctx's: an image takes as long as it takes.
-	resp, err := (&http.Client{Transport: a.client.Transport}).Do(req)
-	if err != nil {
-		return "", fmt.Errorf("unreachable: %w", err)
+	// A region that does not answer its status within 5 s is not waited
+	// for: the image is fetched here. The status is asked beside the
+	// request, not before it, so a healthy region costs one round trip.
+	alive := make(chan error, 1)
+	go func() {
+		var st json.RawMessage
+		alive <- a.peerGet(ctx, name, endpoint, "/_georeg/v1/status", 1<<20, &st)
+	}()
+	type answer struct {
+		resp *http.Response
+		err  error
 	}
+	answered := make(chan answer, 1)
+	go func() {
+		// No overall timeout but ctx's: an image takes as long as it takes.
+		resp, err := (&http.Client{Transport: a.client.Transport}).Do(req)
+		answered <- answer{resp, err}
+	}()
+	var ans answer
+	select {
+	case ans = <-answered:
+	case err := <-alive:
+		if err == nil {
+			ans = <-answered
+			break
+		}
+		cancel()
+		if ans = <-answered; ans.resp != nil {
+			ans.resp.Body.Close()
+		}
+		return "", fmt.Errorf("region %s: %w", name, err)
+	}
+	if ans.err != nil {
+		return "", fmt.Errorf("unreachable: %w", ans.err)
+	}
+	resp := ans.resp
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return "", ocierr.Read(resp)

@@ -41,6 +41,11 @@ import (
 type RegionInfo struct {
 	Name     string `json:"name"`
 	Endpoint string `json:"endpoint"`
+	// Link is how this region reaches the region over the inter-region
+	// link (its replication endpoint), when that differs from Endpoint,
+	// the address clients use: work between regions (an ask to fetch)
+	// goes over it.
+	Link string `json:"-"`
 }
 
 // RegionsResponse answers GET /_georeg/v1/regions.

@@ -69,7 +69,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		if ep == "" {
 			ep = p.Endpoint
 		}
-		regions = append(regions, mgmtapi.RegionInfo{Name: p.Name, Endpoint: ep})
+		regions = append(regions, mgmtapi.RegionInfo{Name: p.Name, Endpoint: ep, Link: p.Endpoint})
 	}
 	peerTLS, err := tlsconf.Client(cfg.Replication.CAFile)
 	if err != nil {

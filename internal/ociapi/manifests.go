@@ -31,8 +31,17 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 		if d, via, ok, uerr := a.opts.Upstream.Ensure(r.Context(), route.Repo, route.Ref); ok {
 			err = uerr
 			if uerr == nil && via != "" {
-				// Fetched by region via for the registry: read through.
-				d, err = a.fromPeers(r.Context(), route)
+				// Fetched by region via for the registry: read through
+				// from it.
+				if a.opts.ReadThrough {
+					ref := route.Ref
+					if d != "" {
+						ref = d.String() // what via stored: no need to ask it
+					}
+					d, err = a.opts.Peers.EnsureManifestFrom(r.Context(), via, route.Repo, ref)
+				} else {
+					d, err = a.fromPeers(r.Context(), route)
+				}
 			}
 			if err == nil {
 				m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())

@@ -102,6 +102,9 @@ type Peers interface {
 	// EnsureManifest makes manifest ref of repo complete here and returns
 	// its digest, or MANIFEST_UNKNOWN naming where it exists.
 	EnsureManifest(ctx context.Context, repo, ref string) (digest.Digest, error)
+	// EnsureManifestFrom is EnsureManifest from region first, which holds
+	// it.
+	EnsureManifestFrom(ctx context.Context, region, repo, ref string) (digest.Digest, error)
 	// Where returns MANIFEST_UNKNOWN naming where ref exists.
 	Where(ctx context.Context, repo, ref string) error
 	// EnsureBlob makes blob d present in repo here, or BLOB_UNKNOWN.
