@@ -45,6 +45,10 @@ type Puller struct {
 	self    string
 	members func(ctx context.Context) ([]string, error)
 	ask     func(ctx context.Context, region, repo, ref string) (digest.Digest, error)
+	// For eviction (SetEviction): every region of the registry, and how
+	// to ask one for its pulls of a repository.
+	allMembers func(ctx context.Context) ([]string, error)
+	peerPulls  func(ctx context.Context, region, repo string) (map[digest.Digest]time.Time, error)
 
 	metrics Metrics
 
@@ -310,20 +314,24 @@ func (p *Puller) fetch(ctx context.Context, m Match, src name.Reference, repo, r
 }
 
 // mark records a revalidation of repo:tag: the next one is due after the
-// rule's interval, or, after a failure, after a backoff that doubles from
-// 5 s up to the interval.
-func (p *Puller) mark(repo, tag string, interval time.Duration, ok bool) {
+// rule's interval, or, after a failure, after a backoff that doubles
+// from 5 s up to the interval and waits at least the retryAfter the
+// upstream asked for (nextCheck).
+func (p *Puller) mark(repo, tag string, interval time.Duration, ok bool, retryAfter ...time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	key := repo + ":" + tag
 	if ok {
 		delete(p.failures, key)
-		p.checked[key] = time.Now().Add(interval)
+		p.checked[key] = nextCheck(time.Now(), interval, 0, 0)
 		return
 	}
 	p.failures[key]++
-	backoff := min(interval, 5*time.Second<<min(p.failures[key]-1, 20))
-	p.checked[key] = time.Now().Add(backoff)
+	var ra time.Duration
+	for _, d := range retryAfter {
+		ra = max(ra, d)
+	}
+	p.checked[key] = nextCheck(time.Now(), interval, p.failures[key], ra)
 }
 
 // due reports whether repo:tag is to be asked upstream now.
@@ -353,10 +361,14 @@ func (p *Puller) Revalidate(ctx context.Context, repo, tag string, have digest.D
 		return have, false, ok, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, headTimeout)
-	desc, herr := remote.Head(src, remote.WithContext(hctx), remote.WithAuth(auth), remote.WithTransport(p.http))
+	// One try: the cached copy is served meanwhile, and the next try
+	// follows the backoff and the upstream's Retry-After.
+	rec := &retryAfterRecorder{next: p.http}
+	desc, herr := remote.Head(src, remote.WithContext(hctx), remote.WithAuth(auth), remote.WithTransport(rec),
+		remote.WithRetryBackoff(remote.Backoff{Duration: time.Second, Factor: 1, Steps: 1}))
 	cancel()
 	if herr != nil {
-		p.mark(repo, tag, m.Interval, false)
+		p.mark(repo, tag, m.Interval, false, rec.asked())
 		p.log.WarnContext(ctx, "cached tag not revalidated: serving the cached copy", "rule", m.Rule, "repository", repo, "tag", tag, "error", herr)
 		p.count(m.Rule, "stale")
 		if force {

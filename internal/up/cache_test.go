@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,8 @@ type upstream struct {
 	addr      string
 	blobGets  atomic.Int64
 	failWith  atomic.Int32 // a status every request gets, when set (429: with Retry-After)
+	retryIn   atomic.Int32 // the Retry-After of those answers, in seconds (0: 1)
+	refused   atomic.Int64 // requests answered with failWith
 	hang      atomic.Bool  // every request hangs
 	release   chan struct{}
 	user, pwd string
@@ -53,8 +56,9 @@ func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *ups
 			return
 		}
 		if code := int(u.failWith.Load()); code != 0 {
+			u.refused.Add(1)
 			if code == http.StatusTooManyRequests {
-				w.Header().Set("Retry-After", "1")
+				w.Header().Set("Retry-After", strconv.Itoa(max(int(u.retryIn.Load()), 1)))
 			}
 			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}`, code)
 			return
@@ -387,6 +391,57 @@ func TestACachedTagFollowsItsUpstreamAndSurvivesItsOutage(t *testing.T) {
 	eventually(t, 60*time.Second, func() error { // after the backoff
 		if d, mark := pull(west); d != third || mark != "" {
 			return fmt.Errorf("after the outage: %s, marked %q", d, mark)
+		}
+		return nil
+	})
+}
+
+// TestACachedTagIsNotAskedAgainBeforeTheUpstreamsRetryAfter: an upstream
+// that answers a revalidation 429 with Retry-After: 8 is not asked again
+// for 8 s, although the rule's interval (1 s) would have it asked every
+// second; the cached copy is served meanwhile, and the tag is checked
+// again once the wait is over.
+func TestACachedTagIsNotAskedAgainBeforeTheUpstreamsRetryAfter(t *testing.T) {
+	upstream := startUpstream(t, "", "")
+	want := upstream.put(t, "library/app", "stable", 1)
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	west := reg.ByName["westeurope"].URL
+	if code, _, out := do(t, "PUT", west+"/_georeg/v1/cache-rules/lib", "application/json",
+		[]byte(`{"source":"http://`+upstream.addr+`/library/*","target":"lib/*","revalidate":"1s"}`)); code != 200 {
+		t.Fatalf("rule: %d %s", code, out)
+	}
+	pull := func() {
+		t.Helper()
+		code, body := getManifest(t, west+"/v2/lib/app/manifests/stable")
+		if code != 200 || digest.FromBytes(body) != want {
+			t.Fatalf("pull: %d %s", code, body[:min(len(body), 300)])
+		}
+	}
+	pull() // cached
+	upstream.retryIn.Store(8)
+	upstream.failWith.Store(http.StatusTooManyRequests)
+	eventually(t, 30*time.Second, func() error { // once the interval passed: asked, refused
+		pull()
+		if n := upstream.refused.Load(); n == 0 {
+			return fmt.Errorf("the upstream was not asked yet")
+		}
+		return nil
+	})
+	refusedAt := time.Now()
+	// Pulls every 250 ms for 6 s (interval 1 s, backoff 1 s): none asks.
+	for i := 0; i < 24; i++ {
+		pull()
+		time.Sleep(250 * time.Millisecond)
+	}
+	if n := upstream.refused.Load(); n != 1 {
+		t.Fatalf("the upstream was asked %d times within %s of a 429 with Retry-After: 8, want once", n, time.Since(refusedAt).Round(time.Second))
+	}
+	upstream.failWith.Store(0)
+	second := upstream.put(t, "library/app", "stable", 1)
+	eventually(t, 30*time.Second, func() error { // the wait over, the tag is checked and moves
+		code, body := getManifest(t, west+"/v2/lib/app/manifests/stable")
+		if code != 200 || digest.FromBytes(body) != second {
+			return fmt.Errorf("westeurope serves %s (%d), want %s", digest.FromBytes(body), code, second)
 		}
 		return nil
 	})
