@@ -96,4 +96,13 @@ var migrations = []string{
 		PRIMARY KEY (region, origin)
 	);
 	DROP TABLE IF EXISTS acks`,
+	// When each manifest of a cached repository was last pulled here, in
+	// Unix seconds (pulls.go): a region's own, not replicated; the
+	// artifact cache evicts what no region pulled for a rule's period.
+	`CREATE TABLE IF NOT EXISTS pulls (
+		repo      TEXT NOT NULL,
+		digest    TEXT NOT NULL,
+		pulled_at BIGINT NOT NULL,
+		PRIMARY KEY (repo, digest)
+	)`,
 }

@@ -45,6 +45,7 @@ type Region struct {
 	outboxWake  chan struct{}  // signalled when webhook deliveries were enqueued
 	space       *space         // out of storage or not (space.go)
 	traffic     traffic        // bytes served and received, not yet recorded (traffic.go)
+	evictor     Evictor        // the artifact cache's eviction, run with retention (pulls.go)
 	quotas      quotas         // the quota settings and stored bytes this node saw (quota.go)
 	recentUsage recentUsage    // the last usage figure, for metrics and the dashboard (usage.go)
 	recent      recentSettings // the settings this node read lately, by kind (recentsettings.go)

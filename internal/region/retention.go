@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -66,12 +65,31 @@ type RetentionReport struct {
 	Region  string   `json:"region"`
 	Deleted []string `json:"deleted"` // repo@digest
 	Kept    int      `json:"lockedKept"`
+	// Evicted are the cached images the artifact cache evicted, untouched
+	// for their rule's period (repo@digest), EvictKept those a lock kept.
+	Evicted   []string `json:"evicted"`
+	EvictKept int      `json:"evictLockedKept,omitempty"`
 }
 
 // SweepRetention deletes this region's untagged manifests older than the
-// policy's days, when it is enabled.
+// policy's days, when it is enabled, and has the artifact cache evict
+// what its rules say (SetEvictor).
 func (r *Region) SweepRetention(ctx context.Context) (RetentionReport, error) {
-	rep := RetentionReport{Region: r.cfg.Name, Deleted: []string{}}
+	rep, err := r.sweepUntagged(ctx)
+	if err != nil || r.evictor == nil {
+		return rep, err
+	}
+	rep.Evicted, rep.EvictKept, err = r.evictor(ctx)
+	if rep.Evicted == nil {
+		rep.Evicted = []string{}
+	}
+	return rep, err
+}
+
+// sweepUntagged deletes this region's untagged manifests older than the
+// policy's days, when it is enabled.
+func (r *Region) sweepUntagged(ctx context.Context) (RetentionReport, error) {
+	rep := RetentionReport{Region: r.cfg.Name, Deleted: []string{}, Evicted: []string{}}
 	p, err := r.RetentionPolicy(ctx)
 	if err != nil || p.Status != "enabled" {
 		return rep, err
@@ -82,16 +100,10 @@ func (r *Region) SweepRetention(ctx context.Context) (RetentionReport, error) {
 	// region it was pushed in, or, for a manifest whose origin is no
 	// longer a region of the registry (deleted, retired), the first
 	// region by name of those that are.
-	members, err := r.memberNames(ctx)
+	sweeps, err := r.Sweeps(ctx)
 	if err != nil {
 		return rep, err
 	}
-	isMember := map[string]bool{}
-	for _, m := range members {
-		isMember[m] = true
-	}
-	adopts := slices.Min(members) == r.cfg.Name
-	sweeps := func(origin string) bool { return origin == r.cfg.Name || (adopts && !isMember[origin]) }
 	last := ""
 	for {
 		repos, err := r.db.Repositories(ctx, last, 1000)
@@ -166,8 +178,8 @@ func (r *Region) RunRetention(ctx context.Context) error {
 		}
 		if rep, err := r.SweepRetention(ctx); err != nil && ctx.Err() == nil {
 			r.log.WarnContext(ctx, "retention sweep", "error", err)
-		} else if len(rep.Deleted) > 0 {
-			r.log.InfoContext(ctx, "retention deleted untagged manifests", "count", len(rep.Deleted))
+		} else if len(rep.Deleted)+len(rep.Evicted) > 0 {
+			r.log.InfoContext(ctx, "retention deleted untagged manifests and evicted cached ones", "deleted", len(rep.Deleted), "evicted", len(rep.Evicted))
 		}
 	}
 }

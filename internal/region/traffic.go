@@ -46,6 +46,7 @@ type traffic struct {
 	mu      sync.Mutex
 	pending map[trafficKey]int64
 	totals  map[trafficKey]int64
+	pulls   map[pullKey]time.Time // pulls noted, not yet recorded (pulls.go)
 }
 
 // CountTraffic counts n bytes of kind with peer ("" for clients): in
@@ -78,21 +79,26 @@ func (r *Region) TrafficTotals() []meta.Traffic {
 	return out
 }
 
-// FlushTraffic adds the node's pending counts to the store, in one
-// transaction; on failure they stay pending.
+// FlushTraffic adds the node's pending counts (and pull notes) to the
+// store, in one transaction; on failure they stay pending.
 func (r *Region) FlushTraffic(ctx context.Context) error {
 	t := &r.traffic
 	t.mu.Lock()
-	pending := t.pending
-	t.pending = nil
+	pending, pulls := t.pending, t.pulls
+	t.pending, t.pulls = nil, nil
 	t.mu.Unlock()
-	if len(pending) == 0 {
+	if len(pending) == 0 && len(pulls) == 0 {
 		return nil
 	}
 	now := r.now()
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		for k, n := range pending {
 			if err := tx.AddTraffic(ctx, now, r.cfg.Node, k.kind, k.peer, n); err != nil {
+				return err
+			}
+		}
+		for k, at := range pulls {
+			if err := tx.NotePulled(ctx, k.repo, k.d, at); err != nil {
 				return err
 			}
 		}
@@ -105,6 +111,14 @@ func (r *Region) FlushTraffic(ctx context.Context) error {
 		}
 		for k, n := range pending {
 			t.pending[k] += n
+		}
+		if t.pulls == nil {
+			t.pulls = map[pullKey]time.Time{}
+		}
+		for k, at := range pulls {
+			if at.After(t.pulls[k]) {
+				t.pulls[k] = at
+			}
 		}
 		t.mu.Unlock()
 	}
