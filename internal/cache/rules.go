@@ -35,8 +35,21 @@ type Rule struct {
 	CredentialSet string `json:"credentialSet,omitempty"` // "" for anonymous pulls
 	// Revalidate is how often a cached tag is checked against the
 	// upstream when pulled (a Go duration; "" for DefaultRevalidate).
-	Revalidate string    `json:"revalidate,omitempty"`
-	Created    time.Time `json:"created"`
+	Revalidate string `json:"revalidate,omitempty"`
+	// EvictUntouched evicts a cached image no region pulled for this long
+	// (a Go duration; "" keeps cached images until deleted).
+	EvictUntouched string    `json:"evictUntouched,omitempty"`
+	Created        time.Time `json:"created"`
+}
+
+// EvictAfter is how long a cached image of r may go unpulled in every
+// region before it is evicted; 0: never.
+func (r Rule) EvictAfter() time.Duration {
+	d, err := time.ParseDuration(r.EvictUntouched)
+	if err != nil || d <= 0 {
+		return 0
+	}
+	return d
 }
 
 // DefaultRevalidate is a rule's revalidation interval unless it sets one.
@@ -93,6 +106,12 @@ func (r Rule) Validate() error {
 		d, err := time.ParseDuration(r.Revalidate)
 		if err != nil || d < time.Second || d > 30*24*time.Hour {
 			return fmt.Errorf("revalidate %q: give a duration from 1s to 720h, such as 5m or 1h", r.Revalidate)
+		}
+	}
+	if r.EvictUntouched != "" {
+		d, err := time.ParseDuration(r.EvictUntouched)
+		if err != nil || d < time.Second || d > 5*365*24*time.Hour {
+			return fmt.Errorf("evictUntouched %q: give a duration from 1s to 43800h (5 years), such as 720h for 30 days", r.EvictUntouched)
 		}
 	}
 	dst := strings.TrimSuffix(r.Target, "/*")

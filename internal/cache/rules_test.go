@@ -49,6 +49,11 @@ func TestRuleValidate(t *testing.T) {
 		{Rule{Source: "docker.io/library/*", Target: "hub/nginx"}, "both end in /*"},
 		{Rule{Source: "docker.io/library/nginx", Target: "Hub/Nginx"}, "target"},
 		{Rule{Source: "docker.io/Library/nginx", Target: "hub/nginx"}, "give registry/repository"},
+		{Rule{Source: "docker.io/library/nginx", Target: "hub/nginx", Revalidate: "5m", EvictUntouched: "720h"}, ""},
+		{Rule{Source: "docker.io/library/nginx", Target: "hub/nginx", Revalidate: "0.5s"}, "revalidate"},
+		{Rule{Source: "docker.io/library/nginx", Target: "hub/nginx", EvictUntouched: "30d"}, "evictUntouched"},
+		{Rule{Source: "docker.io/library/nginx", Target: "hub/nginx", EvictUntouched: "50000h"}, "evictUntouched"},
+		{Rule{Source: "docker.io/library/nginx", Target: "hub/nginx", EvictUntouched: "-1h"}, "evictUntouched"},
 	} {
 		err := tc.r.Validate()
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {

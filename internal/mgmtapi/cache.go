@@ -30,6 +30,7 @@ import (
 func (a *API) registerCache(mux *http.ServeMux) {
 	mux.HandleFunc("POST /_georeg/v1/cache/ensure", a.handle(a.ensureCached))
 	mux.HandleFunc("POST /_georeg/v1/cache/refresh", a.handle(a.refreshCached))
+	mux.HandleFunc("GET /_georeg/v1/cache/pulls", a.handle(a.cachePulls))
 	mux.HandleFunc("GET /_georeg/v1/cache-rules", a.handle(a.listCacheRules))
 	mux.HandleFunc("GET /_georeg/v1/cache-rules/{name}", a.handle(a.showCacheRule))
 	mux.HandleFunc("PUT /_georeg/v1/cache-rules/{name}", a.handle(a.putCacheRule))
@@ -275,25 +276,11 @@ func (a *API) ensureCached(ctx context.Context, r *http.Request) (any, error) {
 // AskToFetch asks region name to fetch repo:ref from its upstream for the
 // registry (cache.Puller.SetRegions), bounded by 10 minutes.
 func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (digest.Digest, error) {
-	all, err := a.replications(ctx)
-	if err != nil {
-		return "", err
-	}
-	endpoint := ""
-	for _, rep := range all {
-		if rep.Name == name {
-			endpoint = rep.Endpoint
-		}
-	}
 	// A configured region is asked over the inter-region link, as
 	// replication reaches it.
-	for _, info := range a.regions {
-		if info.Name == name && info.Link != "" && endpoint != "" {
-			endpoint = info.Link
-		}
-	}
-	if endpoint == "" {
-		return "", fmt.Errorf("region %s is not a replica", name)
+	endpoint, err := a.peerLink(ctx, name)
+	if err != nil {
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -350,4 +337,70 @@ func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (digest.Di
 		return "", err
 	}
 	return digest.Digest(e.Digest), nil
+}
+
+// Pulls answers GET /_georeg/v1/cache/pulls?repository=R: when each of
+// R's manifests was last pulled in this region (what the artifact
+// cache's eviction asks every region).
+type Pulls struct {
+	Region string                      `json:"region"`
+	Pulls  map[digest.Digest]time.Time `json:"pulls"`
+}
+
+func (a *API) cachePulls(ctx context.Context, r *http.Request) (any, error) {
+	repo := r.URL.Query().Get("repository")
+	if err := oci.ValidateRepository(repo); err != nil {
+		return nil, ocierr.NameInvalid.Withf("repository=%q: %v", repo, err)
+	}
+	pulls, err := a.region.LastPulled(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	return Pulls{Region: a.region.Name(), Pulls: pulls}, nil
+}
+
+// PeerPulls asks region name when it last pulled each of repo's
+// manifests (cache.Puller.SetEviction), over the inter-region link,
+// bounded by 5 s.
+func (a *API) PeerPulls(ctx context.Context, name, repo string) (map[digest.Digest]time.Time, error) {
+	endpoint, err := a.peerLink(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var out Pulls
+	if err := a.peerGet(ctx, name, endpoint, "/_georeg/v1/cache/pulls?repository="+url.QueryEscape(repo), 64<<20, &out); err != nil {
+		return nil, err
+	}
+	if out.Region != name {
+		return nil, fmt.Errorf("region %s answered as %q", name, out.Region)
+	}
+	if out.Pulls == nil {
+		out.Pulls = map[digest.Digest]time.Time{}
+	}
+	return out.Pulls, nil
+}
+
+// peerLink is how this region reaches region name: over the inter-region
+// link when it is configured, else at the endpoint its replica setting
+// names.
+func (a *API) peerLink(ctx context.Context, name string) (string, error) {
+	all, err := a.replications(ctx)
+	if err != nil {
+		return "", err
+	}
+	endpoint := ""
+	for _, rep := range all {
+		if rep.Name == name {
+			endpoint = rep.Endpoint
+		}
+	}
+	if endpoint == "" {
+		return "", fmt.Errorf("region %s is not a replica", name)
+	}
+	for _, info := range a.regions {
+		if info.Name == name && info.Link != "" {
+			endpoint = info.Link
+		}
+	}
+	return endpoint, nil
 }

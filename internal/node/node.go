@@ -246,7 +246,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	if n.replicator != nil {
 		// One region fetches each image for the whole registry.
 		puller.SetRegions(cfg.Region.Name, n.replicator.Members, mgmt.AskToFetch)
+		// What no region pulled for a rule's period is evicted.
+		puller.SetEviction(n.replicator.Members, mgmt.PeerPulls)
 	}
+	r.SetEvictor(puller.SweepUntouched)
 	puller.SetMetrics(m)
 	opts.Upstream = puller
 	mgmt.SetCache(puller)

@@ -63,6 +63,12 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 	if err != nil {
 		return err
 	}
+	if a.opts.Upstream != nil && !a.isPeer(r) {
+		// A pull of a cached image: it is in use (the cache's eviction).
+		if _, ok := a.opts.Upstream.RuleOf(r.Context(), route.Repo); ok {
+			a.region.NotePulled(route.Repo, m.Digest)
+		}
+	}
 	// By tag, a client that lists the manifest types it accepts and not
 	// this one cannot use it (as distribution answers old clients). By
 	// digest the client asked for exactly these bytes.
