@@ -249,7 +249,26 @@ func configCmd() *cobra.Command {
 			return show(*output, p, "STATUS\tDAYS\tTYPE", rows(p))
 		},
 	}
-	retention.AddCommand(update, showCmd)
+	runCmd := &cobra.Command{
+		Use:   "run",
+		Short: "Sweep now in the region asked: untagged manifests by the policy, cached images by their rules' --evict-untouched",
+		Long: `Runs what every region runs each retentionInterval (1h unless set): the
+region asked deletes the untagged manifests it sweeps (those it pushed)
+older than the policy's days, and evicts the cached images it fetched that
+no region pulled for their cache rule's --evict-untouched period. Each
+delete replicates; other regions sweep what they pushed on their own runs.`,
+		Example: `  georeg config retention run -r https://eastus.example.com`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var rep region.RetentionReport
+			if err := cli.New(*registry, 11*time.Minute).Do(c.Context(), http.MethodPost, "/_georeg/v1/policies/retention/run", nil, &rep); err != nil {
+				return err
+			}
+			return show(*output, rep, "REGION\tDELETED\tEVICTED\tKEPT BY LOCKS", [][]string{{rep.Region,
+				strconv.Itoa(len(rep.Deleted)), strconv.Itoa(len(rep.Evicted)), strconv.Itoa(rep.Kept + rep.EvictKept)}})
+		},
+	}
+	retention.AddCommand(update, showCmd, runCmd)
 	cmd.AddCommand(retention, softDeleteCmd(registry, output), quotaCmd(registry, output), pricesCmd(registry, output))
 	configExportApply(cmd, registry)
 	return cmd
