@@ -50,6 +50,12 @@ type TableRows struct {
 	Rows    [][]any  `json:"rows"`
 }
 
+// snapshotBytes is a bytes value of a snapshot row, {"b": base64} (a
+// struct, not a map: encoded without sorting keys).
+type snapshotBytes struct {
+	B string `json:"b"`
+}
+
 // snapshotTables are the tables a snapshot carries, in load order, with
 // the column naming the repository and the primary key; versioned ones
 // resolve a row the joining region holds already by last-writer-wins.
@@ -109,10 +115,19 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	// Each table's query is prepared once, not parsed again per
+	// repository.
+	stmts := make([]*sql.Stmt, len(snapshotTables))
+	for i, t := range snapshotTables {
+		if stmts[i], err = tx.PrepareContext(ctx, `SELECT * FROM `+t.name+` WHERE `+t.repoCol+` = $1`); err != nil {
+			return fmt.Errorf("snapshot %s: %w", t.name, err)
+		}
+		defer stmts[i].Close()
+	}
 	for _, repo := range repos {
 		out := &SnapshotRepo{Repo: repo, Tables: map[string]*TableRows{}}
-		for _, t := range snapshotTables {
-			tr, err := readTable(ctx, tx, t.name, t.repoCol, repo)
+		for i, t := range snapshotTables {
+			tr, err := readTable(ctx, stmts[i], repo)
 			if err != nil {
 				return fmt.Errorf("snapshot %s of %s: %w", t.name, repo, err)
 			}
@@ -127,8 +142,8 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 	return nil
 }
 
-func readTable(ctx context.Context, tx *sql.Tx, table, repoCol, repo string) (*TableRows, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT * FROM `+table+` WHERE `+repoCol+` = $1`, repo)
+func readTable(ctx context.Context, stmt *sql.Stmt, repo string) (*TableRows, error) {
+	rows, err := stmt.QueryContext(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +164,7 @@ func readTable(ctx context.Context, tx *sql.Tx, table, repoCol, repo string) (*T
 		}
 		for i, v := range vals {
 			if b, ok := v.([]byte); ok {
-				vals[i] = map[string]string{"b": base64.StdEncoding.EncodeToString(b)}
+				vals[i] = snapshotBytes{B: base64.StdEncoding.EncodeToString(b)}
 			}
 		}
 		out.Rows = append(out.Rows, vals)
