@@ -16,7 +16,7 @@ import (
 // loads it instead of replaying every region's feed from the start, then
 // follows the feeds from those positions (docs/design.md, "Joining from
 // a snapshot"). Region-local state (tag history, soft-deleted copies,
-// webhook deliveries, audit, traffic) is not in it; settings travel as
+// webhook deliveries, audit, traffic, cache pulls) is not in it; settings travel as
 // they do for any follower (settings/state).
 
 // SnapshotFormat is the version of the snapshot's layout.
