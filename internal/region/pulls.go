@@ -43,9 +43,9 @@ func (r *Region) LastPulled(ctx context.Context, repo string) (map[digest.Digest
 	t := &r.traffic
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for k, at := range t.pulls {
-		if k.repo == repo {
-			if at.After(out[k.d]) {
+	for _, noted := range []map[pullKey]time.Time{t.pulls, t.flushing} {
+		for k, at := range noted {
+			if k.repo == repo && at.After(out[k.d]) {
 				out[k.d] = at
 			}
 		}

@@ -47,6 +47,9 @@ type traffic struct {
 	pending map[trafficKey]int64
 	totals  map[trafficKey]int64
 	pulls   map[pullKey]time.Time // pulls noted, not yet recorded (pulls.go)
+	// flushing are the pulls being recorded now: LastPulled still counts
+	// them until their transaction commits.
+	flushing map[pullKey]time.Time
 }
 
 // CountTraffic counts n bytes of kind with peer ("" for clients): in
@@ -85,8 +88,13 @@ func (r *Region) FlushTraffic(ctx context.Context) error {
 	t := &r.traffic
 	t.mu.Lock()
 	pending, pulls := t.pending, t.pulls
-	t.pending, t.pulls = nil, nil
+	t.pending, t.pulls, t.flushing = nil, nil, pulls
 	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.flushing = nil
+		t.mu.Unlock()
+	}()
 	if len(pending) == 0 && len(pulls) == 0 {
 		return nil
 	}

@@ -28,9 +28,10 @@ import (
 // trip), whether they hold repo's manifest ref (HEAD), and returns the
 // digest from the nearest that does, with the names of all that do and
 // of those that could not be asked. A peer whose feed is down (the
-// follower's last request failed) is given downPeerAsk, not the full
-// idle bound: a miss with a hung region costs seconds, not the idle
-// timeout, every time.
+// follower's requests have failed, none succeeding for half the idle
+// bound) is given downPeerAsk, not the full idle bound: a miss with a
+// hung region costs seconds, not the idle timeout, every time; a peer
+// that failed one request and is merely slow is not cut short.
 //
 // The peers are asked one after the other, not all at once: asking them
 // at once (tried 2026-12-04) saved one round trip of a cold miss but made
@@ -42,7 +43,7 @@ func (p *Replicator) where(ctx context.Context, repo, ref string) (*source, dige
 	var have, unreachable []string
 	for _, s := range p.peers() {
 		actx, done := ctx, context.CancelFunc(func() {})
-		if p.tracker.feedDown(s.name) {
+		if p.tracker.feedDown(s.name, p.idle/2) {
 			actx, done = context.WithTimeout(ctx, downPeerAsk)
 		}
 		got, err := s.head(actx, "/v2/"+repo+"/manifests/"+ref, strings.Join(oci.ManifestMediaTypes, ", "))

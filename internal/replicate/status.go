@@ -250,13 +250,14 @@ func (t *tracker) feedFailed(peer, endpoint string, err error) {
 	pp.LastErr, pp.FeedDown = err.Error(), true
 }
 
-// feedDown reports whether the last request of the peer's follower
-// failed.
-func (t *tracker) feedDown(peer string) bool {
+// feedDown reports whether the peer's follower has failed to reach it
+// for at least d: its last request failed and nothing succeeded within d
+// (one failed request after a success is not a peer down).
+func (t *tracker) feedDown(peer string, d time.Duration) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pp, ok := t.peers[peer]
-	return ok && pp.FeedDown
+	return ok && pp.FeedDown && time.Since(pp.LastSuccess) >= d
 }
 
 // applied records that record seq, which the origin committed at

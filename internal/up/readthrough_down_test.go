@@ -13,7 +13,8 @@ import (
 
 // TestAMissWithAHungPeerWhoseFeedIsDownIsBounded: eastus's link to
 // westeurope is a black hole (connections hang). Once eastus's follower
-// of westeurope has failed (its status says unreachable), a pull of an
+// of westeurope has failed (its status says unreachable) and nothing
+// succeeded for more than half the 15 s idle bound, a pull of an
 // image no region holds asks westeurope with 2 s, not the 15 s idle
 // bound (nor the 5 s a connection to it takes to fail), and answers MANIFEST_UNKNOWN naming westeurope as unreachable.
 func TestAMissWithAHungPeerWhoseFeedIsDownIsBounded(t *testing.T) {
@@ -23,13 +24,18 @@ func TestAMissWithAHungPeerWhoseFeedIsDownIsBounded(t *testing.T) {
 	eventually(t, 90*time.Second, func() error {
 		_, _, body := do(t, "GET", east+"/_georeg/v1/status", "", nil)
 		var st struct {
-			Peers []struct{ Peer, State string }
+			Peers []struct {
+				Peer, State string
+				LastSuccess time.Time
+			}
 		}
 		if err := json.Unmarshal(body, &st); err != nil {
 			return err
 		}
 		for _, p := range st.Peers {
-			if p.Peer == "westeurope" && p.State == "unreachable" {
+			// Down for good: failing, and nothing succeeded for more than
+			// half the idle bound (a single failed request is not enough).
+			if p.Peer == "westeurope" && p.State == "unreachable" && time.Since(p.LastSuccess) > 8*time.Second {
 				return nil
 			}
 		}
