@@ -42,18 +42,7 @@ func TestAPullWhoseFetcherRegionHangsIsFetchedWhereItMissed(t *testing.T) {
 
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), Distance: up.Links(link.Shape{})})
 	east := reg.ByName["eastus"]
-	if code, _, body := do(t, "PUT", east.URL+"/_georeg/v1/cache-rules/library", "application/json",
-		[]byte(`{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)); code != 200 {
-		t.Fatalf("rule: %d %s", code, body)
-	}
-	for _, r := range reg.Regions {
-		eventually(t, 30*time.Second, func() error {
-			if code, _, _ := do(t, "GET", r.URL+"/_georeg/v1/cache-rules/library", "", nil); code != 200 {
-				return fmt.Errorf("%s has no rule yet: %d", r.Name, code)
-			}
-			return nil
-		})
-	}
+	putCacheRule(t, reg, east.URL, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
 
 	reg.Link("eastus", fetcher).Set(link.BlackHole)
 	start := time.Now()

@@ -78,6 +78,23 @@ func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *ups
 	return u
 }
 
+// putCacheRule makes cache rule name (rule: its JSON) through region
+// base and waits until every region of reg has it.
+func putCacheRule(t *testing.T, reg *up.Registry, base, name, rule string) {
+	t.Helper()
+	if code, _, body := do(t, "PUT", base+"/_georeg/v1/cache-rules/"+name, "application/json", []byte(rule)); code != 200 {
+		t.Fatalf("rule %s: %d %s", name, code, body)
+	}
+	for _, r := range reg.Regions {
+		eventually(t, 30*time.Second, func() error {
+			if code, _, _ := do(t, "GET", r.URL+"/_georeg/v1/cache-rules/"+name, "", nil); code != 200 {
+				return fmt.Errorf("%s has no rule %s yet: %d", r.Name, name, code)
+			}
+			return nil
+		})
+	}
+}
+
 // put writes a random image of layers to repo:tag in the upstream and
 // returns its digest.
 func (u *upstream) put(t *testing.T, repo, tag string, layers int) digest.Digest {
@@ -406,10 +423,7 @@ func TestACachedTagIsNotAskedAgainBeforeTheUpstreamsRetryAfter(t *testing.T) {
 	want := upstream.put(t, "library/app", "stable", 1)
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
 	west := reg.ByName["westeurope"].URL
-	if code, _, out := do(t, "PUT", west+"/_georeg/v1/cache-rules/lib", "application/json",
-		[]byte(`{"source":"http://`+upstream.addr+`/library/*","target":"lib/*","revalidate":"1s"}`)); code != 200 {
-		t.Fatalf("rule: %d %s", code, out)
-	}
+	putCacheRule(t, reg, west, "lib", `{"source":"http://`+upstream.addr+`/library/*","target":"lib/*","revalidate":"1s"}`)
 	pull := func() {
 		t.Helper()
 		code, body := getManifest(t, west+"/v2/lib/app/manifests/stable")
