@@ -216,7 +216,11 @@ func TestARegionWithRoutingOffGetsNoClients(t *testing.T) {
 // path, go to that region whatever the client's location.
 func TestPinnedEndpoints(t *testing.T) {
 	_, door := frontDoor(t)
-	regionOf(t, door, "127.0.0.1", "eastus")
+	// The door routes to each region once its probe found it healthy; a
+	// request pinned to a region not found healthy yet is refused (503).
+	for ip, want := range map[string]string{"127.0.0.1": "eastus", "127.0.0.2": "westeurope", "127.0.0.3": "southeastasia"} {
+		regionOf(t, door, ip, want)
+	}
 	req, _ := http.NewRequest("GET", door+"/v2/", nil)
 	req.Host = "southeastasia.registry.test"
 	resp, err := from("127.0.0.1").Do(req)
