@@ -50,12 +50,6 @@ type TableRows struct {
 	Rows    [][]any  `json:"rows"`
 }
 
-// snapshotBytes is a bytes value of a snapshot row, {"b": base64} (a
-// struct, not a map: encoded without sorting keys).
-type snapshotBytes struct {
-	B string `json:"b"`
-}
-
 // snapshotTables are the tables a snapshot carries, in load order, with
 // the column naming the repository and the primary key; versioned ones
 // resolve a row the joining region holds already by last-writer-wins.
@@ -98,36 +92,42 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 	if err := header(h); err != nil {
 		return err
 	}
-	var repos []string
-	rows, err := tx.QueryContext(ctx, `SELECT name FROM repositories ORDER BY name`)
+	// The repositories' own rows are read in one query (the first
+	// table), the other tables' once per repository by a query prepared
+	// once, not parsed again per repository.
+	rows, err := tx.QueryContext(ctx, `SELECT * FROM repositories ORDER BY name`)
 	if err != nil {
 		return err
 	}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return err
-		}
-		repos = append(repos, n)
+	repoRows, err := scanTable(rows)
+	if err != nil {
+		return fmt.Errorf("snapshot repositories: %w", err)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
+	nameAt := slices.Index(repoRows.Columns, snapshotTables[0].repoCol)
+	if nameAt < 0 {
+		return fmt.Errorf("snapshot repositories: no %s column", snapshotTables[0].repoCol)
 	}
-	// Each table's query is prepared once, not parsed again per
-	// repository.
 	stmts := make([]*sql.Stmt, len(snapshotTables))
-	for i, t := range snapshotTables {
-		if stmts[i], err = tx.PrepareContext(ctx, `SELECT * FROM `+t.name+` WHERE `+t.repoCol+` = $1`); err != nil {
+	for i, t := range snapshotTables[1:] {
+		if stmts[i+1], err = tx.PrepareContext(ctx, `SELECT * FROM `+t.name+` WHERE `+t.repoCol+` = $1`); err != nil {
 			return fmt.Errorf("snapshot %s: %w", t.name, err)
 		}
-		defer stmts[i].Close()
+		defer stmts[i+1].Close()
 	}
-	for _, repo := range repos {
-		out := &SnapshotRepo{Repo: repo, Tables: map[string]*TableRows{}}
-		for i, t := range snapshotTables {
-			tr, err := readTable(ctx, stmts[i], repo)
+	for _, row := range repoRows.Rows {
+		repo, ok := row[nameAt].(string)
+		if !ok {
+			return fmt.Errorf("snapshot repositories: a name that is a %T", row[nameAt])
+		}
+		out := &SnapshotRepo{Repo: repo, Tables: map[string]*TableRows{
+			snapshotTables[0].name: {Columns: repoRows.Columns, Rows: [][]any{row}},
+		}}
+		for i, t := range snapshotTables[1:] {
+			rows, err := stmts[i+1].QueryContext(ctx, repo)
+			if err != nil {
+				return fmt.Errorf("snapshot %s of %s: %w", t.name, repo, err)
+			}
+			tr, err := scanTable(rows)
 			if err != nil {
 				return fmt.Errorf("snapshot %s of %s: %w", t.name, repo, err)
 			}
@@ -142,11 +142,8 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 	return nil
 }
 
-func readTable(ctx context.Context, stmt *sql.Stmt, repo string) (*TableRows, error) {
-	rows, err := stmt.QueryContext(ctx, repo)
-	if err != nil {
-		return nil, err
-	}
+// scanTable reads rows into TableRows, and closes them.
+func scanTable(rows *sql.Rows) (*TableRows, error) {
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
@@ -164,7 +161,7 @@ func readTable(ctx context.Context, stmt *sql.Stmt, repo string) (*TableRows, er
 		}
 		for i, v := range vals {
 			if b, ok := v.([]byte); ok {
-				vals[i] = snapshotBytes{B: base64.StdEncoding.EncodeToString(b)}
+				vals[i] = snapshotBytes(b)
 			}
 		}
 		out.Rows = append(out.Rows, vals)
