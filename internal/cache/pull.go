@@ -24,7 +24,6 @@ import (
 	"github.com/georeg/georeg/internal/outbound"
 	"github.com/georeg/georeg/internal/region"
 	"github.com/georeg/georeg/internal/transfer"
-	"github.com/georeg/georeg/internal/webhook"
 )
 
 // headTimeout bounds a revalidation's question to the upstream: past it
@@ -44,7 +43,7 @@ type Puller struct {
 	// Ready ones, and how to ask one to fetch an image.
 	self    string
 	members func(ctx context.Context) ([]string, error)
-	ask     func(ctx context.Context, region, repo, ref string) (digest.Digest, error)
+	ask     Ask
 	// For eviction (SetEviction): every region of the registry, and how
 	// to ask one for its pulls of a repository.
 	allMembers func(ctx context.Context) ([]string, error)
@@ -55,9 +54,18 @@ type Puller struct {
 	mu         sync.Mutex
 	parsed     map[string]Rule // the rules of parsedFrom
 	parsedFrom []meta.Setting
-	checked    map[string]time.Time // repo:tag -> when it may be asked upstream again
-	failures   map[string]int       // repo:tag -> revalidations failed in a row
+	checked    map[string]time.Time     // repo:tag -> when it may be asked upstream again
+	failures   map[string]int           // repo:tag -> revalidations failed in a row
+	cold       map[string]*coldManifest // repo|ref -> a manifest of a fetch running here (cold.go)
+	passing    map[string]*passage      // repo -> the region fetching its image for a pull here
 }
+
+// Ask asks region to fetch repo's manifest ref from its upstream for the
+// registry. When that region answers before the image is stored (a cold
+// pull streaming) the Image carries the manifest, and done delivers the
+// fetch's outcome once it is stored there (or failed); otherwise the
+// image is stored there and done is nil.
+type Ask func(ctx context.Context, region, repo, ref string) (img Image, done <-chan error, err error)
 
 // New returns the puller of r, fetching with im, asking upstreams through
 // rt (nil: the default transport).
@@ -65,7 +73,8 @@ func New(r *region.Region, im *transfer.Importer, rt http.RoundTripper, log *slo
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	return &Puller{region: r, importer: im, http: rt, log: log, checked: map[string]time.Time{}, failures: map[string]int{}}
+	return &Puller{region: r, importer: im, http: rt, log: log, checked: map[string]time.Time{}, failures: map[string]int{},
+		cold: map[string]*coldManifest{}}
 }
 
 // Metrics counts what the cache does (metrics.Node).
@@ -107,8 +116,7 @@ func (p *Puller) RuleOf(ctx context.Context, repo string) (string, bool) {
 
 // SetRegions has the puller leave each image's upstream fetch to one
 // region (Fetcher) of members, asked with ask; self is this region.
-func (p *Puller) SetRegions(self string, members func(ctx context.Context) ([]string, error),
-	ask func(ctx context.Context, region, repo, ref string) (digest.Digest, error)) {
+func (p *Puller) SetRegions(self string, members func(ctx context.Context) ([]string, error), ask Ask) {
 	p.self, p.members, p.ask = self, members, ask
 }
 
@@ -203,18 +211,27 @@ func (p *Puller) upstreamOf(ctx context.Context, repo, ref string, fresh bool) (
 // holds, come from the upstream of the rule repo falls under; ok false
 // when repo falls under no rule (nothing was asked). One region fetches
 // each image for the whole registry (Fetcher): when that is this region,
-// or the one chosen cannot be asked, the image is fetched here and its
-// digest returned; otherwise the chosen region fetches it, via names it
-// and d is the digest it stored: the caller reads the image through from
-// via. Concurrent
-// pulls of one image on this node cause one upstream fetch or one ask.
-func (p *Puller) Ensure(ctx context.Context, repo, ref string) (d digest.Digest, via string, ok bool, err error) {
+// or the one chosen cannot be asked, the image is fetched here;
+// otherwise the chosen region fetches it, and Image.Via names it. While
+// the image is not stored whole yet, Image carries its manifest to
+// serve (cold.go); else the caller reads the image from its store, or
+// through from Via. Concurrent pulls of one image on this node cause one
+// upstream fetch or one ask.
+func (p *Puller) Ensure(ctx context.Context, repo, ref string) (img Image, ok bool, err error) {
 	if _, _, _, ok, err := p.upstreamOf(ctx, repo, ref, true); !ok || err != nil {
-		return "", "", ok, err
+		return Image{}, ok, err
 	}
-	if fetcher := p.fetcher(ctx, repo, ref); fetcher != "" && fetcher != p.self {
+	fetcher := p.Passing(repo) // the region fetching this image's index for a pull here
+	if fetcher == "" {
+		fetcher = p.fetcher(ctx, repo, ref)
+	}
+	if fetcher != "" && fetcher != p.self {
 		v, err, _ := p.flights.Do("ask|"+repo+"|"+ref, func() (any, error) {
-			return p.ask(context.WithoutCancel(ctx), fetcher, repo, ref)
+			img, done, err := p.ask(context.WithoutCancel(ctx), fetcher, repo, ref)
+			if err == nil && img.Payload != nil && done != nil {
+				p.pass(repo, fetcher, done)
+			}
+			return img, err
 		})
 		if err == nil {
 			if m, ok := p.matched(ctx, repo); ok {
@@ -225,40 +242,46 @@ func (p *Puller) Ensure(ctx context.Context, repo, ref string) (d digest.Digest,
 					p.mark(repo, ref, m.Interval, true)
 				}
 			}
-			return v.(digest.Digest), fetcher, true, nil
+			img := v.(Image)
+			img.Via = fetcher
+			return img, true, nil
 		}
 		var oe *ocierr.Error
 		if errors.As(err, &oe) && (oe.Code == ocierr.ManifestUnknown || oe.Code == ocierr.Denied) {
-			return "", "", true, err // the upstream's answer, as that region got it
+			return Image{}, true, err // the upstream's answer, as that region got it
 		}
 		p.log.WarnContext(ctx, "the region chosen to fetch could not be asked: fetching here", "region", fetcher, "repository", repo, "reference", ref, "error", err)
 	}
-	d, err = p.EnsureHere(ctx, repo, ref)
-	return d, "", true, err
+	img, _, err = p.EnsureHere(ctx, repo, ref)
+	return img, true, err
 }
 
 // EnsureHere fetches repo's manifest ref from its upstream into this
 // region, whichever region Fetcher picks (another region asked this one),
-// unless this region holds it already: the asks of regions that missed
-// at once arrive one after the other, and each after the first finds the
-// image here.
-func (p *Puller) EnsureHere(ctx context.Context, repo, ref string) (digest.Digest, error) {
+// unless this region holds it already or is fetching it. It answers as
+// soon as the manifest arrived (Image.Payload set while the image is
+// not stored whole); stored waits until it is stored, and returns its
+// digest.
+func (p *Puller) EnsureHere(ctx context.Context, repo, ref string) (img Image, stored func(context.Context) (digest.Digest, error), err error) {
 	m, src, auth, ok, err := p.upstreamOf(ctx, repo, ref, true)
 	if err != nil {
-		return "", err
+		return Image{}, nil, err
 	}
 	if !ok {
-		return "", ocierr.NameUnknown.Withf("no cache rule covers repository %s in region %s", repo, p.region.Name())
+		return Image{}, nil, ocierr.NameUnknown.Withf("no cache rule covers repository %s in region %s", repo, p.region.Name())
 	}
 	if d, held := p.held(ctx, repo, ref); held {
-		return d, nil
+		return Image{Digest: d}, func(context.Context) (digest.Digest, error) { return d, nil }, nil
 	}
-	d, err := p.fetch(ctx, m, src, repo, ref, auth)
+	cm := p.coldFetch(ctx, m, src, repo, ref, auth)
+	img, err = cm.image(ctx)
 	if err != nil {
-		return "", err
+		return Image{}, nil, err
 	}
-	p.mark(repo, ref, m.Interval, true)
-	return d, nil
+	if !oci.IsDigest(ref) {
+		p.mark(repo, ref, m.Interval, true)
+	}
+	return img, cm.stored, nil
 }
 
 // held returns the digest of repo's manifest ref when this region holds
@@ -284,33 +307,6 @@ func (p *Puller) fetcher(ctx context.Context, repo, ref string) string {
 		return ""
 	}
 	return Fetcher(regions, repo+"|"+ref)
-}
-
-// fetch stores src as repo:ref (by digest when ref is one), once at a
-// time per image on this node.
-func (p *Puller) fetch(ctx context.Context, m Match, src name.Reference, repo, ref string, auth authn.Authenticator) (digest.Digest, error) {
-	tag := ref
-	if oci.IsDigest(ref) {
-		tag = ""
-	}
-	v, err, _ := p.flights.Do(repo+"|"+ref, func() (any, error) {
-		// The fetch outlives a client that goes away: others may wait on it.
-		fctx := webhook.WithRequest(context.WithoutCancel(ctx), &webhook.Request{Method: "PULL-THROUGH", Actor: "cache-rule " + m.Rule})
-		job, err := p.importer.Fetch(fctx, src, repo, tag, auth)
-		if p.metrics != nil {
-			p.metrics.CacheUpstreamBytes(m.Rule, job.BytesFetched)
-		}
-		p.region.CountTraffic(region.TrafficCacheUpstream, m.Rule, job.BytesFetched)
-		// Counted once per fetch, not per puller waiting on it.
-		p.count(m.Rule, map[bool]string{true: "error", false: "fetched"}[err != nil])
-		return digest.Digest(job.Digest), err
-	})
-	if err != nil {
-		return "", upstreamError(m, src, err)
-	}
-	d := v.(digest.Digest)
-	p.log.InfoContext(ctx, "pulled through", "rule", m.Rule, "repository", repo, "reference", ref, "upstream", src.String(), "digest", d)
-	return d, nil
 }
 
 // mark records a revalidation of repo:tag: the next one is due after the
@@ -381,7 +377,7 @@ func (p *Puller) Revalidate(ctx context.Context, repo, tag string, have digest.D
 		p.count(m.Rule, "hit")
 		return have, false, true, nil
 	}
-	d, err = p.fetch(ctx, m, src, repo, tag, auth)
+	d, err = p.coldFetch(ctx, m, src, repo, tag, auth).stored(ctx)
 	if err != nil {
 		p.mark(repo, tag, m.Interval, false)
 		if force {

@@ -229,8 +229,12 @@ func (a *API) refreshCached(ctx context.Context, r *http.Request) (any, error) {
 	}
 	have, err := a.region.ResolveTag(ctx, repo, tag)
 	if ocierr.ManifestUnknown.Is(err) || ocierr.NameUnknown.Is(err) {
-		// Not cached yet: fetch it here.
-		d, err := a.cache.EnsureHere(ctx, repo, tag)
+		// Not cached yet: fetch it here, and answer once it is stored.
+		_, stored, err := a.cache.EnsureHere(ctx, repo, tag)
+		if err != nil {
+			return nil, err
+		}
+		d, err := stored(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -249,9 +253,25 @@ func (a *API) refreshCached(ctx context.Context, r *http.Request) (any, error) {
 	return Refreshed{Repository: repo, Tag: tag, Digest: d.String(), Changed: d != have, Region: a.region.Name()}, nil
 }
 
-// Ensured answers a fetch another region asked for.
+// Ensured answers a fetch another region asked for. With early=1 the
+// answer is two JSON lines: the first as soon as the manifest arrived
+// (with MediaType and Payload while the image is not stored whole yet:
+// the asking region serves it, and its clients' blob GETs stream from
+// this region's fetch), the second once the image is stored here
+// (Stored) or the fetch failed (Error).
 type Ensured struct {
-	Digest string `json:"digest"`
+	Digest    string       `json:"digest,omitempty"`
+	MediaType string       `json:"mediaType,omitempty"`
+	Payload   []byte       `json:"payload,omitempty"`
+	Stored    bool         `json:"stored,omitempty"`
+	Error     *EnsureError `json:"error,omitempty"`
+}
+
+// EnsureError is why a fetch another region asked for failed: an OCI
+// error code and message.
+type EnsureError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 func (a *API) ensureCached(ctx context.Context, r *http.Request) (any, error) {
@@ -266,31 +286,50 @@ func (a *API) ensureCached(ctx context.Context, r *http.Request) (any, error) {
 	if a.cache == nil {
 		return nil, ocierr.Unsupported.Withf("this node runs no artifact cache")
 	}
-	d, err := a.cache.EnsureHere(ctx, repo, ref)
+	img, stored, err := a.cache.EnsureHere(ctx, repo, ref)
 	if err != nil {
 		return nil, err
 	}
-	return Ensured{Digest: d.String()}, nil
+	if q.Get("early") != "1" {
+		d, err := stored(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return Ensured{Digest: d.String()}, nil
+	}
+	return lines(func(emit func(any) error) error {
+		if err := emit(Ensured{Digest: img.Digest.String(), MediaType: img.MediaType, Payload: img.Payload}); err != nil || img.Payload == nil {
+			return err
+		}
+		if _, err := stored(ctx); err != nil {
+			oe, _ := ocierr.From(err)
+			return emit(Ensured{Error: &EnsureError{Code: oe.Code.Name, Message: oe.Message}})
+		}
+		return emit(Ensured{Stored: true})
+	}), nil
 }
 
 // AskToFetch asks region name to fetch repo:ref from its upstream for the
-// registry (cache.Puller.SetRegions), bounded by 10 minutes.
-func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (digest.Digest, error) {
+// registry (cache.Ask), bounded by 10 minutes. It returns as soon as that
+// region has the manifest; done then tells when the image is stored
+// there.
+func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (cache.Image, <-chan error, error) {
 	// A configured region is asked over the inter-region link, as
 	// replication reaches it.
 	endpoint, err := a.peerLink(ctx, name)
 	if err != nil {
-		return "", err
+		return cache.Image{}, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	u := strings.TrimSuffix(endpoint, "/") + "/_georeg/v1/cache/ensure?repository=" + url.QueryEscape(repo) + "&reference=" + url.QueryEscape(ref)
+	u := strings.TrimSuffix(endpoint, "/") + "/_georeg/v1/cache/ensure?early=1&repository=" + url.QueryEscape(repo) + "&reference=" + url.QueryEscape(ref)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
-		return "", err
+		cancel()
+		return cache.Image{}, nil, err
 	}
 	if err := a.signer.Authorize(ctx, req, name); err != nil {
-		return "", err
+		cancel()
+		return cache.Image{}, nil, err
 	}
 	// A region that does not answer its status within 5 s is not waited
 	// for: the image is fetched here. The status is asked beside the
@@ -322,21 +361,66 @@ func (a *API) AskToFetch(ctx context.Context, name, repo, ref string) (digest.Di
 		if ans = <-answered; ans.resp != nil {
 			ans.resp.Body.Close()
 		}
-		return "", fmt.Errorf("region %s: %w", name, err)
+		return cache.Image{}, nil, fmt.Errorf("region %s: %w", name, err)
 	}
 	if ans.err != nil {
-		return "", fmt.Errorf("unreachable: %w", ans.err)
+		cancel()
+		return cache.Image{}, nil, fmt.Errorf("unreachable: %w", ans.err)
 	}
 	resp := ans.resp
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", ocierr.Read(resp)
+		defer cancel()
+		defer resp.Body.Close()
+		return cache.Image{}, nil, ocierr.Read(resp)
 	}
+	// A manifest is at most 4 MiB, base64 in JSON a third more.
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 8<<20))
 	var e Ensured
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e); err != nil {
-		return "", err
+	if err := dec.Decode(&e); err != nil {
+		resp.Body.Close()
+		cancel()
+		return cache.Image{}, nil, fmt.Errorf("region %s's answer: %w", name, err)
 	}
-	return digest.Digest(e.Digest), nil
+	d, err := digest.Parse(e.Digest)
+	if err != nil {
+		resp.Body.Close()
+		cancel()
+		return cache.Image{}, nil, fmt.Errorf("region %s's answer: %w", name, err)
+	}
+	img := cache.Image{Digest: d}
+	if e.Payload == nil {
+		resp.Body.Close()
+		cancel()
+		return img, nil, nil
+	}
+	// Served as is to a client: it must be what the digest says.
+	if d.Algorithm().FromBytes(e.Payload) != d {
+		resp.Body.Close()
+		cancel()
+		return cache.Image{}, nil, fmt.Errorf("region %s answered a manifest that does not hash to %s", name, d)
+	}
+	img.MediaType, img.Payload = e.MediaType, e.Payload
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		defer resp.Body.Close()
+		var last Ensured
+		err := dec.Decode(&last)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("region %s's fetch of %s:%s: %w", name, repo, ref, err)
+		case last.Error != nil:
+			c := ocierr.Lookup(last.Error.Code)
+			if c == nil {
+				c = ocierr.Unknown
+			}
+			err = &ocierr.Error{Code: c, Message: last.Error.Message}
+		case !last.Stored:
+			err = fmt.Errorf("region %s's fetch of %s:%s ended without storing it", name, repo, ref)
+		}
+		done <- err
+	}()
+	return img, done, nil
 }
 
 // Pulls answers GET /_georeg/v1/cache/pulls?repository=R: when each of
@@ -403,4 +487,38 @@ func (a *API) peerLink(ctx context.Context, name string) (string, error) {
 		}
 	}
 	return endpoint, nil
+}
+
+// lines is an answer written as JSON lines, each flushed as it is
+// emitted: the function emits them in turn.
+type lines func(emit func(any) error) error
+
+// streamLines writes l's lines as they come. An error after the first
+// line breaks the connection: the reader must not take the lines for a
+// whole answer.
+func streamLines(w http.ResponseWriter, r *http.Request, l lines) {
+	started := false
+	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
+	err := l(func(v any) error {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+		}
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		_ = rc.Flush() // a writer that cannot flush sends it at the end
+		return nil
+	})
+	if err != nil && !started {
+		oe, _ := ocierr.From(err)
+		ocierr.Write(w, r, oe)
+		return
+	}
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
 }

@@ -258,6 +258,10 @@ func (a *API) serve(allow func(w http.ResponseWriter, r *http.Request) (string, 
 			ocierr.Write(w, r, oe)
 			return
 		}
+		if l, ok := body.(lines); ok {
+			streamLines(w, r, l)
+			return
+		}
 		if p, ok := body.(paged); ok {
 			w.Header().Set("Link", linkNext(p.next))
 			body = p.items

@@ -77,6 +77,15 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 			a.log.WarnContext(ctx, "date a checked blob's link anew", "repo", route.Repo, "digest", d, "error", terr)
 		}
 	}
+	if ocierr.BlobUnknown.Is(err) {
+		// A blob of an image the artifact cache is fetching here: fetched
+		// now, or the fetch running followed, as it lands.
+		if handled, cerr := a.serveOffered(w, r, route.Repo, d); handled {
+			return cerr
+		} else if cerr == nil {
+			size, err = a.region.StatBlob(ctx, route.Repo, d)
+		}
+	}
 	if ocierr.BlobUnknown.Is(err) && r.Method == http.MethodGet && a.isPeer(r) && a.opts.Peers != nil && r.Header.Get(feed.RelayOriginHeader) != "" {
 		return a.relayBlob(w, r, route, d)
 	}
@@ -266,4 +275,47 @@ func (a *API) relayBlob(w http.ResponseWriter, r *http.Request, route Route, d d
 		a.log.DebugContext(ctx, "relayed blob body cut short", "digest", d, "error", err)
 	}
 	return nil
+}
+
+// serveOffered answers a GET or HEAD of blob d of repo that the artifact
+// cache is fetching here (region.OfferBlob): a HEAD from the size the
+// manifest gave, a GET streamed as it lands (handled true). A GET with a
+// Range waits for the blob, which is then served as usual (handled
+// false, err nil). Not offered: handled false, err nil, nothing done.
+func (a *API) serveOffered(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) (handled bool, err error) {
+	size, ok := a.region.OfferedSize(repo, d)
+	if !ok {
+		return false, nil
+	}
+	if r.Method == http.MethodHead {
+		setBlobHeaders(w, d)
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return true, nil
+	}
+	var start func(int64) io.Writer
+	if r.Header.Get("Range") == "" {
+		start = func(size int64) io.Writer {
+			setBlobHeaders(w, d)
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusOK)
+			// The headers go now, not with the first byte: a peer region
+			// bounds its wait for them, and the bytes may take a while.
+			_ = http.NewResponseController(w).Flush()
+			return w
+		}
+	}
+	offered, streamed, err := a.region.FetchOffered(r.Context(), repo, d, start)
+	if streamed {
+		if err != nil {
+			// The client got headers, maybe bytes, and not a verified
+			// blob: break the connection rather than end the body.
+			panic(http.ErrAbortHandler)
+		}
+		return true, nil
+	}
+	if !offered {
+		return false, nil // the fetch ended meanwhile: it is here, or not
+	}
+	return err != nil, err
 }

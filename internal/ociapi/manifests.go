@@ -10,86 +10,120 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/cache"
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
 )
 
 // getManifest serves GET and HEAD of a manifest by tag or digest (end-3).
-// The body is the stored bytes, with their media type and digest.
+// The body is the stored bytes, with their media type and digest, or,
+// on a cold pull of a cached image not stored whole yet, the upstream's
+// bytes, verified (cache.Image).
 func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) error {
 	m, err := a.region.GetManifest(r.Context(), route.Repo, route.Ref)
-	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.askPeers(r) {
+	var pass *cache.Image // the upstream's manifest, served as the image is fetched
+	cached := a.opts.Upstream != nil && !a.isPeer(r)
+	passing := ""
+	if cached && ocierr.ManifestUnknown.Is(err) {
+		// A cold pull of this repository's image is streaming through
+		// another region: it has this manifest (an index's platform)
+		// sooner than any other region.
+		passing = a.opts.Upstream.Passing(route.Repo)
+	}
+	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.askPeers(r) && passing == "" {
 		var d digest.Digest
 		if d, err = a.fromPeers(r.Context(), route); err == nil {
 			m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
 		}
 	}
-	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.opts.Upstream != nil && !a.isPeer(r) {
+	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && cached {
 		// No region holds it: the artifact cache's upstream, when a rule
 		// covers the repository.
-		if d, via, ok, uerr := a.opts.Upstream.Ensure(r.Context(), route.Repo, route.Ref); ok {
+		if img, ok, uerr := a.opts.Upstream.Ensure(r.Context(), route.Repo, route.Ref); ok {
 			err = uerr
-			if uerr == nil && via != "" {
-				// Fetched by region via for the registry: read through
-				// from it.
-				if a.opts.ReadThrough {
-					ref := route.Ref
-					if d != "" {
-						ref = d.String() // what via stored: no need to ask it
-					}
-					d, err = a.opts.Peers.EnsureManifestFrom(r.Context(), via, route.Repo, ref)
-				} else {
-					d, err = a.fromPeers(r.Context(), route)
+			switch {
+			case uerr != nil:
+			case img.Payload != nil:
+				// Not stored whole yet: the upstream's manifest, verified,
+				// served as it is fetched (a cold pull streams).
+				pass = &img
+			case img.Via != "" && a.opts.ReadThrough:
+				// Stored by region Via for the registry: read it through
+				// from there.
+				var d digest.Digest
+				if d, err = a.opts.Peers.EnsureManifestFrom(r.Context(), img.Via, route.Repo, img.Digest.String()); err == nil {
+					m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
 				}
-			}
-			if err == nil {
-				m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
-			}
-		}
-	}
-	if err == nil && a.opts.Upstream != nil && !oci.IsDigest(route.Ref) && !a.isPeer(r) {
-		// A cached tag: moved upstream since it was last checked?
-		d, stale, ok, rerr := a.opts.Upstream.Revalidate(r.Context(), route.Repo, route.Ref, m.Digest, false)
-		if ok && rerr == nil {
-			if stale {
-				w.Header().Set(CacheHeader, "stale")
-			}
-			if d != m.Digest {
-				m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
+			case img.Via != "":
+				var d digest.Digest
+				if d, err = a.fromPeers(r.Context(), route); err == nil {
+					m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
+				}
+			default:
+				m, err = a.region.GetManifest(r.Context(), route.Repo, img.Digest.String())
 			}
 		}
 	}
 	if err != nil {
 		return err
 	}
+	var d digest.Digest
+	var mediaType, version string
+	var payload []byte
+	if pass != nil {
+		d, mediaType, payload = pass.Digest, pass.MediaType, pass.Payload
+	} else {
+		d, mediaType, payload = m.Digest, m.MediaType, m.Payload
+		if !m.Version.IsZero() {
+			version = m.Version.String()
+		}
+	}
+	if a.opts.Upstream != nil && !oci.IsDigest(route.Ref) && !a.isPeer(r) {
+		// A cached tag: moved upstream since it was last checked?
+		nd, stale, ok, rerr := a.opts.Upstream.Revalidate(r.Context(), route.Repo, route.Ref, d, false)
+		if ok && rerr == nil {
+			if stale {
+				w.Header().Set(CacheHeader, "stale")
+			}
+			if nd != d {
+				if m, err = a.region.GetManifest(r.Context(), route.Repo, nd.String()); err != nil {
+					return err
+				}
+				d, mediaType, payload, version = m.Digest, m.MediaType, m.Payload, ""
+				if !m.Version.IsZero() {
+					version = m.Version.String()
+				}
+			}
+		}
+	}
 	if a.opts.Upstream != nil && !a.isPeer(r) {
 		// A pull of a cached image: it is in use (the cache's eviction).
 		if _, ok := a.opts.Upstream.RuleOf(r.Context(), route.Repo); ok {
-			a.region.NotePulled(route.Repo, m.Digest)
+			a.region.NotePulled(route.Repo, d)
 		}
 	}
 	// By tag, a client that lists the manifest types it accepts and not
 	// this one cannot use it (as distribution answers old clients). By
 	// digest the client asked for exactly these bytes.
-	if !oci.IsDigest(route.Ref) && !accepts(r.Header.Values("Accept"), m.MediaType) {
+	if !oci.IsDigest(route.Ref) && !accepts(r.Header.Values("Accept"), mediaType) {
 		return ocierr.ManifestUnknown.WithDetail(
-			"tag "+route.Ref+" is a "+m.MediaType+", which the Accept header does not list; add it to Accept",
-			map[string]string{"mediaType": m.MediaType, "digest": m.Digest.String()})
+			"tag "+route.Ref+" is a "+mediaType+", which the Accept header does not list; add it to Accept",
+			map[string]string{"mediaType": mediaType, "digest": d.String()})
 	}
 	h := w.Header()
-	h.Set("Content-Type", m.MediaType)
-	h.Set("Content-Length", strconv.Itoa(len(m.Payload)))
-	h.Set("Docker-Content-Digest", m.Digest.String())
-	h.Set("ETag", `"`+m.Digest.String()+`"`)
-	if a.isPeer(r) && !m.Version.IsZero() {
-		h.Set(feed.VersionHeader, m.Version.String())
+	h.Set("Content-Type", mediaType)
+	h.Set("Content-Length", strconv.Itoa(len(payload)))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("ETag", `"`+d.String()+`"`)
+	if a.isPeer(r) && version != "" {
+		h.Set(feed.VersionHeader, version)
 	}
 	if r.Method == http.MethodHead {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	_, _ = w.Write(m.Payload)
+	_, _ = w.Write(payload)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/auth"
+	"github.com/georeg/georeg/internal/cache"
 	"github.com/georeg/georeg/internal/metrics"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
@@ -74,13 +75,17 @@ type Options struct {
 	DataKey []byte
 }
 
-// Upstream is the artifact cache (cache.Puller): Ensure makes repo's ref
-// present from an upstream registry and returns its digest, ok false
-// when no cache rule covers repo.
+// Upstream is the artifact cache (cache.Puller).
 type Upstream interface {
-	// via names another region that fetched it: read it through from
-	// the peers.
-	Ensure(ctx context.Context, repo, ref string) (d digest.Digest, via string, ok bool, err error)
+	// Ensure makes a manifest no region holds come from the upstream of
+	// the cache rule repo falls under (ok false: none). While the image
+	// is not stored whole yet, the Image carries the manifest to serve
+	// (a cold pull streams); else it is stored here, or in the region
+	// Via names: read it through from there.
+	Ensure(ctx context.Context, repo, ref string) (img cache.Image, ok bool, err error)
+	// Passing names the region fetching repo's image for a pull here
+	// ("" none): a miss in repo asks it first, not every region.
+	Passing(repo string) string
 	// Revalidate checks cached tag repo:tag, held at have, against the
 	// upstream when due: d is the digest to serve, stale that the
 	// upstream could not be asked and the cached copy is served.

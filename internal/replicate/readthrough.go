@@ -247,19 +247,19 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 			}
 			return p.counted(rc, region.TrafficReceivedReadThrough, s.name), nil
 		}
-		lw := &lazyWriter{start: func() io.Writer { return start(size) }}
-		hw := &holdLast{w: lw}
+		lw := &region.LazyWriter{Start: func() io.Writer { return start(size) }}
+		hw := &region.HoldLast{W: lw}
 		streamed, err := p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, hw)
 		if err == nil {
 			// Verified and stored: the client gets its last byte.
-			_ = hw.release()
+			_ = hw.Release()
 		}
 		if first != nil {
 			first.Close() // not used: the blob arrived meanwhile, or another fetch had it
 		}
 		if err != nil {
 			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
-			if streamed || lw.w != nil {
+			if streamed || lw.W != nil {
 				return err
 			}
 			continue
@@ -267,56 +267,6 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		return p.region.AdoptBlob(ctx, repo, d)
 	}
 	return notAnywhere(repo, d)
-}
-
-// holdLast passes every byte written to w on but the last, which it
-// holds until release: a client streamed a blob that then fails its
-// digest check never gets a whole body (the handler breaks the
-// connection one byte short of the length it announced), so wrong bytes
-// from a peer never reach it as a complete response (invariant 1).
-type holdLast struct {
-	w    io.Writer
-	last byte
-	held bool
-}
-
-func (h *holdLast) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if h.held {
-		if _, err := h.w.Write([]byte{h.last}); err != nil {
-			return 0, err
-		}
-	}
-	if _, err := h.w.Write(p[:len(p)-1]); err != nil {
-		return 0, err
-	}
-	h.last, h.held = p[len(p)-1], true
-	return len(p), nil
-}
-
-// release writes the byte held back, if any.
-func (h *holdLast) release() error {
-	if !h.held {
-		return nil
-	}
-	h.held = false
-	_, err := h.w.Write([]byte{h.last})
-	return err
-}
-
-// lazyWriter calls start on the first write.
-type lazyWriter struct {
-	start func() io.Writer
-	w     io.Writer
-}
-
-func (l *lazyWriter) Write(p []byte) (int, error) {
-	if l.w == nil {
-		l.w = l.start()
-	}
-	return l.w.Write(p)
 }
 
 // StatBlob returns the size of blob d of repo in the nearest peer holding

@@ -140,21 +140,21 @@ func (p *Replicator) RelayBlob(ctx context.Context, origin, repo string, d diges
 		}
 		return p.counted(rc, region.TrafficReceived, src.name), nil
 	}
-	var hw *holdLast
-	var lw *lazyWriter
+	var hw *region.HoldLast
+	var lw *region.LazyWriter
 	var w io.Writer
 	if start != nil {
-		lw = &lazyWriter{start: func() io.Writer { return start(size) }}
-		hw = &holdLast{w: lw}
+		lw = &region.LazyWriter{Start: func() io.Writer { return start(size) }}
+		hw = &region.HoldLast{W: lw}
 		w = hw
 	}
 	_, err = p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, w)
 	if err == nil && hw != nil {
-		_ = hw.release()
+		_ = hw.Release()
 	}
 	// Streamed means the asker got headers and bytes: a fetch that failed
 	// before any reached it gets a clear error instead of a cut connection.
-	streamed = lw != nil && lw.w != nil
+	streamed = lw != nil && lw.W != nil
 	if errors.Is(err, errGone) {
 		return streamed, ocierr.BlobUnknown.Withf("blob %s of %s: %s no longer has it", d, repo, origin)
 	}

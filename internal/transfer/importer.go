@@ -178,7 +178,7 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 		if req.Referrers {
 			mode = referrersRequired
 		}
-		err := im.run(jctx, job, src, target, tag, auth, mode)
+		err := im.run(jctx, job, src, target, tag, auth, mode, nil)
 		stop()
 		im.mu.Lock()
 		job.Finished = time.Now().UTC()
@@ -205,9 +205,15 @@ func (im *Importer) Start(ctx context.Context, req Request) (*Job, error) {
 // fetched too, where the source lists them (the referrers API, or the
 // tag schema's fallback tag); a source that cannot list them does not
 // fail the fetch (Job.ReferrersSkipped says why).
-func (im *Importer) Fetch(ctx context.Context, src name.Reference, target, tag string, auth authn.Authenticator) (Job, error) {
+//
+// Each manifest is handed to onManifest (when set) as soon as it was
+// fetched and verified, with the digests of the manifests it lists, and
+// its blobs are offered in target while the fetch runs
+// (region.OfferBlob): a client that got the manifest pulls its blobs as
+// they arrive, before the image is stored whole (the cache's cold pull).
+func (im *Importer) Fetch(ctx context.Context, src name.Reference, target, tag string, auth authn.Authenticator, onManifest OnManifest) (Job, error) {
 	job := &Job{Source: src.String(), Target: target, State: Running, Started: time.Now().UTC()}
-	err := im.run(ctx, job, src, target, tag, auth, referrersBestEffort)
+	err := im.run(ctx, job, src, target, tag, auth, referrersBestEffort, onManifest)
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	return *job, err
@@ -343,6 +349,11 @@ type manifestToCopy struct {
 // cache: a source without the referrers API still serves the image).
 type referrersMode int
 
+// OnManifest is told of each manifest a fetch got from its source,
+// verified, with the digests of the manifests it lists (an index's
+// platforms), before any of those is fetched.
+type OnManifest func(d digest.Digest, mediaType string, raw []byte, children []digest.Digest)
+
 // blobJobs is how many blobs a job copies at once.
 const blobJobs = 4
 
@@ -352,7 +363,7 @@ const (
 	referrersBestEffort
 )
 
-func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers referrersMode) error {
+func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers referrersMode, onManifest OnManifest) error {
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(im.http)}
 	// One puller for the whole job: the source is pinged and its token
 	// fetched once, not again before every manifest, referrers list and
@@ -365,6 +376,12 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 	repo := src.Context()
 	var plan []manifestToCopy
 	seen := map[digest.Digest]bool{}
+	var withdraw []func()
+	defer func() {
+		for _, w := range withdraw {
+			w()
+		}
+	}()
 	var walk func(ref name.Reference) (digest.Digest, error)
 	walk = func(ref name.Reference) (digest.Digest, error) {
 		desc, err := remote.Get(ref, opts...)
@@ -382,6 +399,17 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 		m, err := oci.ParseManifest(string(desc.MediaType), desc.Manifest)
 		if err != nil {
 			return "", fmt.Errorf("manifest %s: %w", ref, err)
+		}
+		if onManifest != nil {
+			// Its blobs can be asked for as soon as it is handed on.
+			for _, b := range m.Blobs() {
+				withdraw = append(withdraw, im.region.OfferBlob(target, b.Digest, b.Size, im.opener(job, repo, b.Digest, opts)))
+			}
+			children := make([]digest.Digest, len(m.Manifests))
+			for i, c := range m.Manifests {
+				children[i] = c.Digest
+			}
+			onManifest(d, m.MediaType, desc.Manifest, children)
 		}
 		for _, c := range m.Manifests {
 			if _, err := walk(repo.Digest(c.Digest.String())); err != nil {
@@ -547,25 +575,48 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 			return nil
 		}
 	}
-	layer, err := remote.Layer(repo.Digest(d.String()), opts...)
-	if err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
-	}
-	rc, err := layer.Compressed()
-	if err != nil {
-		return fmt.Errorf("blob %s: %w", d, err)
-	}
-	defer rc.Close()
-	counted := &progressReader{r: rc, add: func(n int64) { im.update(func() { job.BytesDone += n; job.BytesFetched += n }) }}
-	if _, err := im.region.PutBlob(ctx, target, d, size, counted); err != nil {
-		im.update(func() { job.BytesDone -= counted.n })
+	// One fetch per digest in the region (region.FetchBlob): a client or
+	// peer that asked for the blob first (region.FetchOffered) leads it,
+	// and this waits for it.
+	if _, err := im.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, im.opener(job, repo, d, opts), nil); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("blob %s: the source closed the transfer early", d)
 		}
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
+	if err := im.region.LinkFetched(ctx, target, d); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
 	im.update(func() { job.BlobsDone++ })
 	return nil
+}
+
+// opener returns how to read blob d from the source, from an offset (a
+// fetch resumed: the bytes before it are read and dropped, the source
+// being asked as go-containerregistry asks it), counting the bytes into
+// job.
+func (im *Importer) opener(job *Job, repo name.Repository, d digest.Digest, opts []remote.Option) func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	return func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+		layer, err := remote.Layer(repo.Digest(d.String()), opts...)
+		if err != nil {
+			return nil, err
+		}
+		rc, err := layer.Compressed()
+		if err != nil {
+			return nil, err
+		}
+		counted := &progressReader{r: rc, add: func(n int64) { im.update(func() { job.BytesDone += n; job.BytesFetched += n }) }}
+		if offset > 0 {
+			if _, err := io.CopyN(io.Discard, counted, offset); err != nil {
+				rc.Close()
+				return nil, err
+			}
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{counted, rc}, nil
+	}
 }
 
 // progressReader counts bytes as they pass.

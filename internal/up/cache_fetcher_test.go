@@ -55,6 +55,11 @@ func TestAPullWhoseFetcherRegionHangsIsFetchedWhereItMissed(t *testing.T) {
 	if took > 90*time.Second { // a bound (the peer timeouts), not a speed
 		t.Fatalf("the pull waited %s on a hung fetcher region", took)
 	}
+	// Counted when the fetch stored the image, which the pull (served as
+	// it streamed) does not wait for.
+	for i := 0; i < 300 && metric(t, east.URL, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"}) != 1; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
 	if n := metric(t, east.URL, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"}); n != 1 {
 		for _, r := range reg.Regions {
 			_, _, m := do(t, "GET", r.URL+"/metrics", "", nil)
@@ -75,7 +80,11 @@ func TestAPullWhoseFetcherRegionHangsIsFetchedWhereItMissed(t *testing.T) {
 	if n := metric(t, east.URL, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "peer"}); n != 1 {
 		t.Fatalf("eastus counted %v pulls fetched by another region, want 1", n)
 	}
-	if n := metric(t, reg.ByName[cache.Fetcher(regions, "hub/"+repos[1]+"|v1")].URL, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"}); n != 1 {
+	fetcher1 := reg.ByName[cache.Fetcher(regions, "hub/"+repos[1]+"|v1")].URL
+	for i := 0; i < 300 && metric(t, fetcher1, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"}) != 1; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := metric(t, fetcher1, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"}); n != 1 {
 		t.Fatalf("the fetcher of %s counted %v fetches from the upstream, want 1", repos[1], n)
 	}
 }

@@ -1,12 +1,14 @@
 package up_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,13 +36,15 @@ type upstream struct {
 	retryIn   atomic.Int32 // the Retry-After of those answers, in seconds (0: 1)
 	refused   atomic.Int64 // requests answered with failWith
 	hang      atomic.Bool  // every request hangs
+	holdBlobs atomic.Bool  // blob GETs send half their body, then wait for gate
+	gate      chan struct{}
 	release   chan struct{}
 	user, pwd string
 }
 
 func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *upstream {
 	t.Helper()
-	u := &upstream{user: user, pwd: pwd, release: make(chan struct{})}
+	u := &upstream{user: user, pwd: pwd, release: make(chan struct{}), gate: make(chan struct{})}
 	reg := registry.New(append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)...)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -70,12 +74,58 @@ func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *ups
 		}
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			u.blobGets.Add(1)
+			if u.holdBlobs.Load() {
+				w = &halfGated{ResponseWriter: w, gate: u.gate, release: u.release, ctx: r.Context()}
+			}
 		}
 		reg.ServeHTTP(w, r)
 	})}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { close(u.release); _ = srv.Close() })
 	return u
+}
+
+// halfGated sends the first half of a body (by its Content-Length), then
+// waits for gate (or release, or the request's end) before the rest: an
+// upstream whose blobs are slow to finish.
+type halfGated struct {
+	http.ResponseWriter
+	gate, release <-chan struct{}
+	ctx           context.Context
+	sent, half    int64
+}
+
+func (h *halfGated) Write(p []byte) (int, error) {
+	if h.half == 0 {
+		n, _ := strconv.ParseInt(h.Header().Get("Content-Length"), 10, 64)
+		h.half = max(n/2, 1)
+	}
+	written := 0
+	if h.sent < h.half {
+		k := min(int64(len(p)), h.half-h.sent)
+		n, err := h.ResponseWriter.Write(p[:k])
+		h.sent += int64(n)
+		written += n
+		if err != nil || int64(n) < k {
+			return written, err
+		}
+		p = p[k:]
+		if h.sent < h.half {
+			return written, nil
+		}
+		if f, ok := h.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		select {
+		case <-h.gate:
+		case <-h.release:
+		case <-h.ctx.Done():
+			return written, h.ctx.Err()
+		}
+	}
+	n, err := h.ResponseWriter.Write(p)
+	h.sent += int64(n)
+	return written + n, err
 }
 
 // putCacheRule makes cache rule name (rule: its JSON) through region
@@ -99,7 +149,13 @@ func putCacheRule(t *testing.T, reg *up.Registry, base, name, rule string) {
 // returns its digest.
 func (u *upstream) put(t *testing.T, repo, tag string, layers int) digest.Digest {
 	t.Helper()
-	img, err := random.Image(20_000, int64(layers))
+	return u.putSized(t, repo, tag, layers, 20_000)
+}
+
+// putSized is put with layers of size bytes each.
+func (u *upstream) putSized(t *testing.T, repo, tag string, layers int, size int64) digest.Digest {
+	t.Helper()
+	img, err := random.Image(size, int64(layers))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,22 +258,6 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 	for _, l := range parsed.Layers {
 		img.blobs = append(img.blobs, l.Digest)
 	}
-	if got := upstream.blobGets.Load() - blobsBefore; got != int64(len(img.blobs)) {
-		t.Fatalf("the upstream served %d blob GETs for twelve pulls in three regions of an image of %d blobs, want one each", got, len(img.blobs))
-	}
-	// Counted: one region fetched the image's bytes, once.
-	var fetched, upstreamBytes float64
-	imageBytes := parsed.Config.Size
-	for _, l := range parsed.Layers {
-		imageBytes += l.Size
-	}
-	for _, r := range reg.Regions {
-		fetched += metric(t, r.URL, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"})
-		upstreamBytes += metric(t, r.URL, "georeg_cache_upstream_bytes_total", map[string]string{"rule": "library"})
-	}
-	if fetched != 1 || upstreamBytes != float64(imageBytes) {
-		t.Fatalf("counted %v fetches and %v upstream bytes across the regions, want 1 and %d", fetched, upstreamBytes, imageBytes)
-	}
 	for _, r := range reg.Regions {
 		// Held by every region (asked as a peer: never read through), and
 		// tagged there (a Docker manifest: asked with no Accept).
@@ -235,6 +275,23 @@ func TestAPullThroughTheCacheFetchesOnceAndReplicates(t *testing.T) {
 			}
 			return nil
 		})
+	}
+	// Counted once the image is stored (the pulls were served as it
+	// streamed): one region fetched its bytes, once.
+	if got := upstream.blobGets.Load() - blobsBefore; got != int64(len(img.blobs)) {
+		t.Fatalf("the upstream served %d blob GETs for twelve pulls in three regions of an image of %d blobs, want one each", got, len(img.blobs))
+	}
+	var fetched, upstreamBytes float64
+	imageBytes := parsed.Config.Size
+	for _, l := range parsed.Layers {
+		imageBytes += l.Size
+	}
+	for _, r := range reg.Regions {
+		fetched += metric(t, r.URL, "georeg_cache_pulls_total", map[string]string{"rule": "library", "outcome": "fetched"})
+		upstreamBytes += metric(t, r.URL, "georeg_cache_upstream_bytes_total", map[string]string{"rule": "library"})
+	}
+	if fetched != 1 || upstreamBytes != float64(imageBytes) {
+		t.Fatalf("counted %v fetches and %v upstream bytes across the regions, want 1 and %d", fetched, upstreamBytes, imageBytes)
 	}
 	// georeg usage: the registry fetched the image's bytes from the
 	// upstream once, served them in every region, and so saved twice
@@ -431,7 +488,13 @@ func TestACachedTagIsNotAskedAgainBeforeTheUpstreamsRetryAfter(t *testing.T) {
 			t.Fatalf("pull: %d %s", code, body[:min(len(body), 300)])
 		}
 	}
-	pull() // cached
+	pull() // cached: stored once its fetch ends, which the pull does not wait for
+	eventually(t, 30*time.Second, func() error {
+		if !slices.Contains(listTags(t, west, "lib/app"), "stable") {
+			return fmt.Errorf("westeurope does not list lib/app:stable yet")
+		}
+		return nil
+	})
 	upstream.retryIn.Store(8)
 	upstream.failWith.Store(http.StatusTooManyRequests)
 	eventually(t, 30*time.Second, func() error { // once the interval passed: asked, refused

@@ -1,0 +1,315 @@
+package up_test
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/cache"
+	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/up"
+)
+
+// TestAColdPullIsServedAsItIsFetched: an upstream whose blobs (3 MiB
+// layers) send half their bytes and then stall. A client in a region
+// that is not the one fetching the image for the registry gets the
+// manifest while no blob has arrived whole (it is not stored first), and
+// then a layer's first half MiB while the upstream still holds its second
+// half (it streams, through the fetching region, which follows its own
+// fetch through the staging file in the store's 1 MiB steps; not on S3,
+// whose staging bytes cannot be read back: there it arrives once
+// fetched). Meanwhile no region lists the
+// tag (nothing partial is stored). Released, the layer is whole and
+// verified, every region then holds the image, and the upstream served
+// each blob once: the client's read and the region's fetch were one.
+func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
+	upstream := startUpstream(t, "", "")
+	want := upstream.putSized(t, "library/stream", "v1", 2, 3<<20)
+	regions := []string{"eastus", "westeurope", "southeastasia"}
+	fetcher := cache.Fetcher(regions, "hub/stream|v1")
+	var puller string
+	for _, r := range regions {
+		if r != fetcher {
+			puller = r
+			break
+		}
+	}
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	at := reg.ByName[puller].URL
+	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
+	gets0 := upstream.blobGets.Load()
+	upstream.holdBlobs.Store(true)
+
+	type answer struct {
+		code int
+		body []byte
+		err  error
+	}
+	client := &http.Client{Timeout: 2 * time.Minute}
+	manifest := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", at+"/v2/hub/stream/manifests/v1", nil)
+		req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+		resp, err := client.Do(req)
+		if err != nil {
+			manifest <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		manifest <- answer{resp.StatusCode, b, err}
+	}()
+	var m answer
+	select {
+	case m = <-manifest:
+	case <-time.After(30 * time.Second): // a bound: the blobs wait for the test
+		close(upstream.gate)
+		t.Fatal("the manifest of a cold pull waited for its blobs (stored, then served)")
+	}
+	if m.err != nil || m.code != 200 || digest.FromBytes(m.body) != want {
+		t.Fatalf("cold pull in %s (the fetcher is %s): %d %v %s", puller, fetcher, m.code, m.err, m.body)
+	}
+	var parsed struct {
+		Layers []struct {
+			Digest digest.Digest
+			Size   int64
+		}
+	}
+	if err := json.Unmarshal(m.body, &parsed); err != nil || len(parsed.Layers) != 2 {
+		t.Fatalf("the manifest: %v %s", err, m.body)
+	}
+	layer := parsed.Layers[0]
+
+	// Nothing of it is stored anywhere yet.
+	for _, r := range reg.Regions {
+		if tags := listTags(t, r.URL, "hub/stream"); slices.Contains(tags, "v1") {
+			t.Fatalf("%s lists hub/stream:v1 while its blobs are still arriving", r.Name)
+		}
+	}
+
+	if shared() {
+		// S3: a blob being fetched is not read back before it is whole,
+		// so nothing can reach the client before the upstream sends it all.
+		close(upstream.gate)
+	}
+	resp, err := client.Get(at + "/v2/hub/stream/blobs/" + layer.Digest.String())
+	if err != nil {
+		if !shared() {
+			close(upstream.gate)
+		}
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != layer.Size {
+		if !shared() {
+			close(upstream.gate)
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		t.Fatalf("the layer: %d, %d bytes announced, want %d: %s", resp.StatusCode, resp.ContentLength, layer.Size, b)
+	}
+	h := sha256.New()
+	half := make(chan error, 1)
+	go func() {
+		// Half a MiB: the fetching region's first step is 1 MiB, and a
+		// region streaming holds back the last byte it has until the
+		// blob is verified.
+		_, err := io.CopyN(h, resp.Body, content.BufferSize/2)
+		half <- err
+	}()
+	if shared() {
+		if err := <-half; err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		select {
+		case err := <-half:
+			if err != nil {
+				close(upstream.gate)
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			close(upstream.gate)
+			t.Fatal("the layer's first half MiB did not reach the client while the upstream held its second half: not streamed")
+		}
+		close(upstream.gate)
+	}
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != layer.Digest {
+		t.Fatalf("the layer streamed hashes to %s, want %s", got, layer.Digest)
+	}
+
+	// Stored whole, in every region; each blob came from the upstream once.
+	for _, r := range reg.Regions {
+		eventually(t, 60*time.Second, func() error {
+			if !slices.Contains(listTags(t, r.URL, "hub/stream"), "v1") {
+				return fmt.Errorf("%s does not list hub/stream:v1", r.Name)
+			}
+			return nil
+		})
+	}
+	if n := upstream.blobGets.Load() - gets0; n != 3 {
+		t.Fatalf("the upstream served %d blob GETs for an image of 3 blobs", n)
+	}
+}
+
+// listTags lists repo's tags in the region at base (none when it does not
+// know repo).
+func listTags(t *testing.T, base, repo string) []string {
+	t.Helper()
+	resp, err := http.Get(base + "/v2/" + repo + "/tags/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Tags []string }
+	if resp.StatusCode == 200 {
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out.Tags
+}
+
+// TestAColdPullOfAnIndexServesItsPlatformsAsTheyAreFetched: an index of
+// two platforms whose blobs stall upstream. Pulled in a region that is
+// not the fetcher, the index and then a platform's manifest are served
+// while no blob has arrived (the platform is asked of the region
+// fetching the index, not fetched a second time by the region rendezvous
+// hashing names for it); released, every region holds the index and
+// both platforms, and the upstream served each blob once.
+func TestAColdPullOfAnIndexServesItsPlatformsAsTheyAreFetched(t *testing.T) {
+	upstream := startUpstream(t, "", "")
+	regions := []string{"eastus", "westeurope", "southeastasia"}
+	fetcher := cache.Fetcher(regions, "hub/multi|v1")
+	// An index whose second platform, asked for alone, another region
+	// would fetch: the platform must come from the fetch of the index.
+	var idx v1.ImageIndex
+	for range 50 {
+		i, err := random.Index(1<<20, 1, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, _ := i.IndexManifest()
+		if cache.Fetcher(regions, "hub/multi|"+im.Manifests[1].Digest.String()) != fetcher {
+			idx = i
+			break
+		}
+	}
+	if idx == nil {
+		t.Fatal("no index whose platform another region would fetch")
+	}
+	ref, err := name.ParseReference(upstream.addr+"/library/multi:v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	want, _ := idx.Digest()
+	var puller string
+	for _, r := range regions {
+		if r != fetcher {
+			puller = r
+			break
+		}
+	}
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	at := reg.ByName[puller].URL
+	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
+	gets0 := upstream.blobGets.Load()
+	upstream.holdBlobs.Store(true)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(upstream.gate)
+		}
+	}
+	defer release()
+
+	get := func(path, accept string) (int, []byte) {
+		type answer struct {
+			code int
+			body []byte
+			err  error
+		}
+		got := make(chan answer, 1)
+		go func() {
+			req, _ := http.NewRequest("GET", at+path, nil)
+			req.Header.Set("Accept", accept)
+			resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+			if err != nil {
+				got <- answer{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			got <- answer{resp.StatusCode, b, err}
+		}()
+		select {
+		case a := <-got:
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			return a.code, a.body
+		case <-time.After(30 * time.Second): // a bound: the blobs wait for the test
+			release()
+			t.Fatalf("GET %s in %s waited for the image's blobs", path, puller)
+		}
+		return 0, nil
+	}
+	code, body := get("/v2/hub/multi/manifests/v1", string(im.MediaType))
+	if code != 200 || digest.FromBytes(body).String() != want.String() {
+		t.Fatalf("the index: %d %s", code, body)
+	}
+	platform := im.Manifests[1].Digest.String()
+	code, body = get("/v2/hub/multi/manifests/"+platform, "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	if code != 200 || digest.FromBytes(body).String() != platform {
+		t.Fatalf("a platform of the index while its blobs arrive: %d %s", code, body)
+	}
+	release()
+	blobs := 0
+	for _, m := range im.Manifests {
+		img, err := idx.Image(m.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, _ := img.Layers()
+		blobs += len(ls) + 1
+	}
+	for _, r := range reg.Regions {
+		eventually(t, 60*time.Second, func() error {
+			if !slices.Contains(listTags(t, r.URL, "hub/multi"), "v1") {
+				return fmt.Errorf("%s does not list hub/multi:v1", r.Name)
+			}
+			for _, m := range im.Manifests {
+				resp, err := http.Head(r.URL + "/v2/hub/multi/manifests/" + m.Digest.String())
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					return fmt.Errorf("%s: platform %s: %d", r.Name, m.Digest, resp.StatusCode)
+				}
+			}
+			return nil
+		})
+	}
+	if n := upstream.blobGets.Load() - gets0; n != int64(blobs) {
+		t.Fatalf("the upstream served %d blob GETs for an index of %d blobs", n, blobs)
+	}
+}
