@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/cache"
 	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -58,6 +59,10 @@ func benchCache(ctx context.Context, dir string, quick bool) ([]row, error) {
 	}
 	defer func() { cancel(); _ = reg.Wait() }()
 	east := reg.ByName["eastus"].URL
+	var regionNames []string
+	for _, r := range reg.Regions {
+		regionNames = append(regionNames, r.Name)
+	}
 	rule := fmt.Sprintf(`{"source":"%s/bench/*","target":"hub/*"}`, far)
 	if err := putJSON(ctx, east+"/_georeg/v1/cache-rules/bench", rule); err != nil {
 		return nil, err
@@ -76,8 +81,13 @@ func benchCache(ctx context.Context, dir string, quick bool) ([]row, error) {
 	seed := 950_000
 	for _, size := range sizes {
 		label := sizeLabel(size)
-		next := func(repo string, s *server) (string, []digest.Digest, int64, error) {
+		// fetchedBy != "": a tag whose image that region fetches for the
+		// registry (cache.Fetcher), "" any.
+		next := func(repo string, s *server, fetchedBy ...string) (string, []digest.Digest, int64, error) {
 			seed++
+			for i := 0; len(fetchedBy) > 0 && i < 100 && cache.Fetcher(regionNames, "hub/app|"+fmt.Sprintf("t%d", seed)) != fetchedBy[0]; i++ {
+				seed++
+			}
 			tag := fmt.Sprintf("t%d", seed)
 			layer, cfg, err := pushSized(ctx, s, repo, tag, seed, size)
 			return tag, []digest.Digest{cfg, layer}, size + int64(len(fmt.Sprintf(`{"readthrough":%d}`, seed))), err
@@ -91,9 +101,10 @@ func benchCache(ctx context.Context, dir string, quick bool) ([]row, error) {
 		if err != nil {
 			return nil, err
 		}
-		// Cold through the cache, in eastus; then the same image pulled in
-		// the two other regions, counting what the upstream sent.
-		tag, blobs, imageBytes, err := next("bench/app", upstream)
+		// Cold through the cache, in eastus, which fetches it for the
+		// registry; then the same image pulled in the two other regions,
+		// counting what the upstream sent.
+		tag, blobs, imageBytes, err := next("bench/app", upstream, "eastus")
 		if err != nil {
 			return nil, err
 		}
@@ -108,6 +119,15 @@ func benchCache(ctx context.Context, dir string, quick bool) ([]row, error) {
 			}
 		}
 		_, after := proxy.Delivered()
+		// Cold in eastus, fetched by westeurope (40 ms away) for it.
+		otag, oblobs, _, err := next("bench/app", upstream, "westeurope")
+		if err != nil {
+			return nil, err
+		}
+		ofirst, ocold, err := pullImage(ctx, east, "hub/app", otag, oblobs)
+		if err != nil {
+			return nil, fmt.Errorf("cold pull through the cache, fetched by westeurope: %w", err)
+		}
 		// Warm, against an image pushed to eastus itself.
 		_, warm, err := pullImage(ctx, east, "hub/app", tag, blobs)
 		if err != nil {
@@ -135,7 +155,13 @@ func benchCache(ctx context.Context, dir string, quick bool) ([]row, error) {
 			name:   fmt.Sprintf("cache: cold manifest GET of a %s image, first byte", label),
 			value:  ms(first),
 			target: "<= RTT + 10 ms = " + ms(shape.RTT()+10*time.Millisecond),
-			note:   "the image is stored whole before it is served; " + distance(float64(first), float64(shape.RTT()+10*time.Millisecond), false),
+			note:   "in the region that fetches it; served once it arrived, before the blobs; " + distance(float64(first), float64(shape.RTT()+10*time.Millisecond), false),
+		}, row{
+			name:   fmt.Sprintf("cache: cold pull of a %s image fetched by another region (80 ms RTT to it)", label),
+			value:  ms(ocold),
+			target: "",
+			note: fmt.Sprintf("first byte of its manifest %s; %.2f x direct (the client is in eastus, westeurope fetches it and streams it on)",
+				ms(ofirst), float64(ocold)/float64(direct)),
 		}, row{
 			name:   fmt.Sprintf("cache: warm pull of a %s image", label),
 			value:  ms(warm),

@@ -9,9 +9,10 @@
 package cache
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"regexp"
 	"strings"
 	"time"
@@ -221,11 +222,11 @@ func Mirrored(rules map[string]Rule, ns, repo string) (string, bool) {
 func Fetcher(regions []string, key string) string {
 	best, bestScore := "", uint64(0)
 	for _, r := range regions {
-		h := fnv.New64a()
-		h.Write([]byte(r))
-		h.Write([]byte{0})
-		h.Write([]byte(key))
-		if s := h.Sum64(); best == "" || s > bestScore || (s == bestScore && r < best) {
+		// SHA-256, not FNV: FNV's last bytes barely reach its high bits,
+		// so tags that differ only at their end (t1, t2, ...) ranked the
+		// same region first, every one.
+		sum := sha256.Sum256([]byte(r + "\x00" + key))
+		if s := binary.BigEndian.Uint64(sum[:8]); best == "" || s > bestScore || (s == bestScore && r < best) {
 			best, bestScore = r, s
 		}
 	}

@@ -113,6 +113,16 @@ func TestFetcher(t *testing.T) {
 			t.Fatalf("fetches spread %v: %s gets too few", counts, r)
 		}
 	}
+	// Keys that differ only in their last characters spread too.
+	clear(counts)
+	for i := range 300 {
+		counts[Fetcher(regions, fmt.Sprintf("hub/app|t%d", 950000+i))]++
+	}
+	for _, r := range regions {
+		if counts[r] < 50 {
+			t.Fatalf("tags of one repository spread %v: %s gets too few", counts, r)
+		}
+	}
 	if Fetcher(nil, "x") != "" {
 		t.Fatal("no region: no fetcher")
 	}

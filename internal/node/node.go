@@ -233,13 +233,16 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	mgmt.SetPeersTLS(cfg.Auth.Enabled && !cfg.Replication.InsecurePeers)
 	// Imports and the artifact cache reach upstream registries: a hung
 	// one is cut (no headers, or no body byte, for 30 s).
-	upstreams := &bounded.Transport{
+	// Their pings (GET /v2/, asked before each repository) are kept for
+	// a minute: a round trip less before a cold pull's manifest.
+	var upstreams http.RoundTripper = &bounded.Transport{
 		Base: outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
 			Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}),
 		Limits: func(*http.Request) bounded.Limits {
 			return bounded.Limits{Header: 30 * time.Second, Idle: 30 * time.Second}
 		},
 	}
+	upstreams = transfer.CachePings(upstreams, time.Minute)
 	n.importer = transfer.New(r, upstreams, log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
 	puller := cache.New(r, n.importer, upstreams, log.With("region", cfg.Region.Name, "component", "cache"))

@@ -2,6 +2,7 @@ package ociapi
 
 import (
 	"context"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -31,7 +32,18 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 		// sooner than any other region.
 		passing = a.opts.Upstream.Passing(route.Repo)
 	}
-	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.askPeers(r) && passing == "" {
+	// A repository a cache rule covers asks the cache first: the region
+	// that fetches its images for the registry holds them, or fetches
+	// them (no round of every region before a cold pull's first byte).
+	// Every region is asked after it, when it fails: an image pushed to
+	// such a repository, or cached while that region was away.
+	covered := false
+	if cached && ocierr.ManifestUnknown.Is(err) {
+		_, covered = a.opts.Upstream.RuleOf(r.Context(), route.Repo)
+	}
+	peersAsked := false
+	if ocierr.ManifestUnknown.Is(err) && validRef(route.Ref) && a.askPeers(r) && passing == "" && !covered {
+		peersAsked = true
 		var d digest.Digest
 		if d, err = a.fromPeers(r.Context(), route); err == nil {
 			m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
@@ -62,6 +74,15 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 				}
 			default:
 				m, err = a.region.GetManifest(r.Context(), route.Repo, img.Digest.String())
+			}
+		}
+		if err != nil && !peersAsked && passing == "" && a.askPeers(r) {
+			if d, perr := a.fromPeers(r.Context(), route); perr == nil {
+				m, err = a.region.GetManifest(r.Context(), route.Repo, d.String())
+			} else if !ocierr.ManifestUnknown.Is(perr) || (ocierr.ManifestUnknown.Is(err) && namesRegions(perr)) {
+				// The peers' answer when it says more than "not here": why
+				// a region could not answer, or where the image is.
+				err = perr
 			}
 		}
 	}
@@ -125,6 +146,19 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, route Route) e
 	}
 	_, _ = w.Write(payload)
 	return nil
+}
+
+// namesRegions reports whether a MANIFEST_UNKNOWN of the peers names
+// regions (where the image is, or that could not be asked).
+func namesRegions(err error) bool {
+	var oe *ocierr.Error
+	if !errors.As(err, &oe) {
+		return false
+	}
+	d, _ := oe.Detail.(map[string]any)
+	_, have := d["available_in"]
+	_, unreachable := d["unreachable"]
+	return have || unreachable
 }
 
 // fromPeers fetches a manifest this region lacks from the peers and
