@@ -135,8 +135,30 @@ func (p *Puller) coldFetch(ctx context.Context, m Match, src name.Reference, rep
 		}
 		resolve(cm, d, mediaType, raw, nil)
 	}
-	go func() {
-		fctx := webhook.WithRequest(context.WithoutCancel(ctx), &webhook.Request{Method: "PULL-THROUGH", Actor: "cache-rule " + m.Rule})
+	// finish ends the fetch: the manifests it made entries for and did
+	// not fetch fail with err (or are not in the image), and the entries
+	// go (the image is stored, or not).
+	finish := func(err error) {
+		p.mu.Lock()
+		for _, k := range owned {
+			cm := p.cold[k]
+			missing := err
+			if missing == nil {
+				missing = ocierr.ManifestUnknown.Withf("%s: not in the image fetched for %s:%s", k, repo, ref)
+			}
+			resolve(cm, "", "", nil, missing)
+			if cm != nil && cm.job == job {
+				delete(p.cold, k)
+			}
+		}
+		p.mu.Unlock()
+		job.err = err
+		close(job.done)
+	}
+	// The fetch outlives the pull that started it (others wait on it),
+	// not the node.
+	fetch := func(nodeCtx context.Context) {
+		fctx := webhook.WithRequest(nodeCtx, &webhook.Request{Method: "PULL-THROUGH", Actor: "cache-rule " + m.Rule})
 		j, err := p.importer.Fetch(fctx, src, repo, tag, auth, onManifest)
 		if p.metrics != nil {
 			p.metrics.CacheUpstreamBytes(m.Rule, j.BytesFetched)
@@ -153,22 +175,11 @@ func (p *Puller) coldFetch(ctx context.Context, m Match, src name.Reference, rep
 				p.mark(repo, tag, m.Interval, true)
 			}
 		}
-		p.mu.Lock()
-		for _, k := range owned {
-			cm := p.cold[k]
-			missing := err
-			if missing == nil {
-				missing = ocierr.ManifestUnknown.Withf("%s: not in the image fetched for %s:%s", k, repo, ref)
-			}
-			resolve(cm, "", "", nil, missing)
-			if cm != nil && cm.job == job {
-				delete(p.cold, k)
-			}
-		}
-		p.mu.Unlock()
-		job.err = err
-		close(job.done)
-	}()
+		finish(err)
+	}
+	if err := p.importer.Go(ctx, fetch); err != nil {
+		finish(err)
+	}
 	return top
 }
 

@@ -227,7 +227,9 @@ func (p *Puller) Ensure(ctx context.Context, repo, ref string) (img Image, ok bo
 	}
 	if fetcher != "" && fetcher != p.self {
 		v, err, _ := p.flights.Do("ask|"+repo+"|"+ref, func() (any, error) {
-			img, done, err := p.ask(context.WithoutCancel(ctx), fetcher, repo, ref)
+			// The ask outlives the pull (it may hand on the image before
+			// it is stored, and then tell when it is), not the node.
+			img, done, err := p.ask(p.importer.NodeContext(), fetcher, repo, ref)
 			if err == nil && img.Payload != nil && done != nil {
 				p.pass(repo, fetcher, done)
 			}

@@ -112,6 +112,42 @@ func (im *Importer) Run(ctx context.Context) error {
 	return nil
 }
 
+// Go runs f in the background with the node's context, which ends when
+// the node stops (Run waits for f to return then): a fetch the artifact
+// cache started for a pull outlives the pull, not the node. It waits up
+// to 10 s for Run to start (a node serves from the moment it listens).
+func (im *Importer) Go(ctx context.Context, f func(nodeCtx context.Context)) error {
+	select {
+	case <-im.running:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(10 * time.Second):
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	nodeCtx := im.ctx
+	if nodeCtx == nil || nodeCtx.Err() != nil {
+		return ocierr.Unavailable.Withf("this region is not running fetches now (starting or stopping); retry")
+	}
+	im.wg.Add(1)
+	go func() {
+		defer im.wg.Done()
+		f(nodeCtx)
+	}()
+	return nil
+}
+
+// NodeContext is the node's context while imports run (Run), else the
+// background context: work that outlives a request but not the node.
+func (im *Importer) NodeContext() context.Context {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.ctx == nil {
+		return context.Background()
+	}
+	return im.ctx
+}
+
 // maxJobs bounds the jobs remembered.
 const maxJobs = 1000
 
@@ -354,6 +390,10 @@ type referrersMode int
 // platforms), before any of those is fetched.
 type OnManifest func(d digest.Digest, mediaType string, raw []byte, children []digest.Digest)
 
+// failedOffersKept is how long the blobs of a fetch that failed stay
+// offered (region.OfferBlob) after it.
+const failedOffersKept = 2 * time.Minute
+
 // blobJobs is how many blobs a job copies at once.
 const blobJobs = 4
 
@@ -363,7 +403,7 @@ const (
 	referrersBestEffort
 )
 
-func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers referrersMode, onManifest OnManifest) error {
+func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, target, tag string, auth authn.Authenticator, referrers referrersMode, onManifest OnManifest) (err error) {
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(im.http)}
 	// One puller for the whole job: the source is pinged and its token
 	// fetched once, not again before every manifest, referrers list and
@@ -378,9 +418,20 @@ func (im *Importer) run(ctx context.Context, job *Job, src name.Reference, targe
 	seen := map[digest.Digest]bool{}
 	var withdraw []func()
 	defer func() {
-		for _, w := range withdraw {
-			w()
+		end := func() {
+			for _, w := range withdraw {
+				w()
+			}
 		}
+		if err != nil && len(withdraw) > 0 {
+			// A client may hold a manifest handed on: its blobs stay
+			// offered a while, each fetched alone when asked for, so its
+			// pull gets the upstream's error or the blob, never a
+			// BLOB_UNKNOWN for a manifest it was just served.
+			time.AfterFunc(failedOffersKept, end)
+			return
+		}
+		end()
 	}()
 	var walk func(ref name.Reference) (digest.Digest, error)
 	walk = func(ref name.Reference) (digest.Digest, error) {
