@@ -183,6 +183,15 @@ func (p *Puller) coldFetch(ctx context.Context, m Match, src name.Reference, rep
 	return top
 }
 
+// fetching reports whether a fetch running here has (or will have)
+// repo's manifest ref.
+func (p *Puller) fetching(repo, ref string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.cold[repo+"|"+ref]
+	return ok
+}
+
 // pass records that repo's image is being fetched by region via for this
 // region's pull, until done says it is stored there (or failed): its
 // other manifests (an index's platforms) are asked of via, not of every

@@ -225,6 +225,12 @@ func (p *Puller) Ensure(ctx context.Context, repo, ref string) (img Image, ok bo
 	if fetcher == "" {
 		fetcher = p.fetcher(ctx, repo, ref)
 	}
+	if p.fetching(repo, ref) {
+		// Part of an image this region is fetching (its digest after a
+		// HEAD by tag, as containerd resolves; a platform of an index):
+		// not a new image for the region hashing names.
+		fetcher = p.self
+	}
 	if fetcher != "" && fetcher != p.self {
 		v, err, _ := p.flights.Do("ask|"+repo+"|"+ref, func() (any, error) {
 			// The ask outlives the pull (it may hand on the image before

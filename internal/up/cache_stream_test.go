@@ -313,3 +313,83 @@ func TestAColdPullOfAnIndexServesItsPlatformsAsTheyAreFetched(t *testing.T) {
 		t.Fatalf("the upstream served %d blob GETs for an index of %d blobs", n, blobs)
 	}
 }
+
+// TestAColdPullResolvedByTagThenDigestIsOneFetch: containerd resolves a
+// tag with a HEAD and then GETs the manifest by digest. In the region
+// that fetches the tag's image, while its blobs stall upstream, the GET
+// by digest is answered from the fetch running, not sent to the region
+// hashing names for the digest (which would fetch the image again).
+func TestAColdPullResolvedByTagThenDigestIsOneFetch(t *testing.T) {
+	upstream := startUpstream(t, "", "")
+	regions := []string{"eastus", "westeurope", "southeastasia"}
+	fetcher := cache.Fetcher(regions, "hub/resolve|v1")
+	var img v1.Image
+	for range 50 {
+		i, err := random.Image(1<<20, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := i.Digest()
+		if cache.Fetcher(regions, "hub/resolve|"+d.String()) != fetcher {
+			img = i
+			break
+		}
+	}
+	if img == nil {
+		t.Fatal("no image whose digest another region would fetch")
+	}
+	ref, _ := name.ParseReference(upstream.addr+"/library/resolve:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.Digest()
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	at := reg.ByName[fetcher].URL
+	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
+	gets0 := upstream.blobGets.Load()
+	upstream.holdBlobs.Store(true)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(upstream.gate)
+		}
+	}
+	defer release()
+	client := &http.Client{Timeout: 30 * time.Second} // a bound: the blobs wait for the test
+	accept := "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+	req, _ := http.NewRequest("HEAD", at+"/v2/hub/resolve/manifests/v1", nil)
+	req.Header.Set("Accept", accept)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("HEAD by tag while the blobs stall: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want.String() {
+		t.Fatalf("HEAD by tag: %d %q, want %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), want)
+	}
+	req, _ = http.NewRequest("GET", at+"/v2/hub/resolve/manifests/"+want.String(), nil)
+	req.Header.Set("Accept", accept)
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatalf("GET by digest while the blobs stall: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || digest.FromBytes(body).String() != want.String() {
+		t.Fatalf("GET by digest: %d %s", resp.StatusCode, body)
+	}
+	release()
+	layers, _ := img.Layers()
+	for _, r := range reg.Regions {
+		eventually(t, 60*time.Second, func() error {
+			if !slices.Contains(listTags(t, r.URL, "hub/resolve"), "v1") {
+				return fmt.Errorf("%s does not list hub/resolve:v1", r.Name)
+			}
+			return nil
+		})
+	}
+	if n, blobs := upstream.blobGets.Load()-gets0, int64(len(layers)+1); n != blobs {
+		t.Fatalf("the upstream served %d blob GETs for an image of %d blobs", n, blobs)
+	}
+}
