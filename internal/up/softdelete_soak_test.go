@@ -104,7 +104,7 @@ func TestSoftDeleteSoak(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for w, origin := range []string{"eastus", "westeurope"} {
-		wg.Go(func() { // pushes: kept by tag, left untagged (retention), deleted by digest
+		wg.Go(func() { // pushes: kept by tag, left untagged (retention), deleted by digest (tagged until then)
 			base := reg.ByName[origin].URL
 			for i := 0; time.Now().Before(deadline) && i < 100_000; i++ {
 				tag := fmt.Sprintf("w%d-%d", w, i)
@@ -120,7 +120,11 @@ func TestSoftDeleteSoak(t *testing.T) {
 						fail("push untagged %d: %v", i, err)
 					}
 				default:
-					d, err := pushImage(base, "", w*1_000_000+i)
+					// Tagged until its delete by digest: untagged, retention
+					// could delete it first and a restorer restore it, which
+					// this delete would then undo (a restored tag lost, as
+					// the delete asked).
+					d, err := pushImage(base, "gone-"+tag, w*1_000_000+i)
 					if err != nil {
 						fail("push %d: %v", i, err)
 						continue
