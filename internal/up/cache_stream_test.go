@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,5 +393,82 @@ func TestAColdPullResolvedByTagThenDigestIsOneFetch(t *testing.T) {
 	}
 	if n, blobs := upstream.blobGets.Load()-gets0, int64(len(layers)+1); n != blobs {
 		t.Fatalf("the upstream served %d blob GETs for an image of %d blobs", n, blobs)
+	}
+}
+
+// TestTwentyColdPullsOfA50MiBImageFetchEachBlobOnce: twenty clients, in
+// the three regions through the front door, pull one 50 MiB image (five
+// 10 MiB layers) that no region holds, all at once and whole: each gets
+// every blob with the upstream's bytes, the upstream serves each blob
+// once for the whole registry (a client's read, the fetching region's
+// copy and the other regions' reads are one fetch), and every region
+// then holds the image.
+func TestTwentyColdPullsOfA50MiBImageFetchEachBlobOnce(t *testing.T) {
+	upstream := startUpstream(t, "", "")
+	want := upstream.putSized(t, "library/big", "v1", 5, 10<<20)
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0"})
+	putCacheRule(t, reg, reg.ByName["eastus"].URL, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
+	clients := []*clientAt{newClientAt(t, reg.FrontDoor, "127.0.0.1"), newClientAt(t, reg.FrontDoor, "127.0.0.2"), newClientAt(t, reg.FrontDoor, "127.0.0.3")}
+	for i, c := range clients {
+		c.routedTo(reg.Regions[i].Name)
+	}
+	gets0 := upstream.blobGets.Load()
+	get := func(c *clientAt, path string) (int, string, []byte, error) {
+		req, _ := http.NewRequest("GET", c.door+path, nil)
+		req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+		resp, err := (&http.Client{Transport: c.http.Transport, Timeout: 2 * time.Minute}).Do(req)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("X-Georeg-Region"), b, err
+	}
+	var wg sync.WaitGroup
+	var blobs atomic.Int64
+	for i := range 20 {
+		c := clients[i%3]
+		wg.Go(func() {
+			code, at, m, err := get(c, "/v2/hub/big/manifests/v1")
+			if err != nil || code != 200 || digest.FromBytes(m) != want {
+				t.Errorf("client %d: the manifest in %s: %d %v", i, at, code, err)
+				return
+			}
+			var parsed struct {
+				Config struct{ Digest digest.Digest }
+				Layers []struct{ Digest digest.Digest }
+			}
+			if err := json.Unmarshal(m, &parsed); err != nil || len(parsed.Layers) != 5 {
+				t.Errorf("client %d: the manifest: %v", i, err)
+				return
+			}
+			ds := []digest.Digest{parsed.Config.Digest}
+			for _, l := range parsed.Layers {
+				ds = append(ds, l.Digest)
+			}
+			blobs.Store(int64(len(ds)))
+			for _, d := range ds {
+				code, at, b, err := get(c, "/v2/hub/big/blobs/"+d.String())
+				if err != nil || code != 200 || digest.FromBytes(b) != d {
+					t.Errorf("client %d: blob %s in %s: %d, %d bytes, %v", i, d, at, code, len(b), err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for _, r := range reg.Regions {
+		eventually(t, 60*time.Second, func() error {
+			if !slices.Contains(listTags(t, r.URL, "hub/big"), "v1") {
+				return fmt.Errorf("%s does not list hub/big:v1", r.Name)
+			}
+			return nil
+		})
+	}
+	if n := upstream.blobGets.Load() - gets0; n != blobs.Load() {
+		t.Fatalf("twenty cold pulls in three regions: the upstream served %d blob GETs for an image of %d blobs", n, blobs.Load())
 	}
 }
