@@ -83,7 +83,10 @@ func newLoad(r *rig, repo string) *load {
 
 // Requests begun up to disruptedBefore ahead of a disruption, and until
 // disruptedFor after it, may fail: the door has not drained the region
-// yet, or the request was in flight in it.
+// yet, or the request was in flight in it. So may a request begun
+// earlier that was still running at the disruption (a blob read through
+// a throttled link for longer than disruptedBefore, in a region killed
+// under it: its connection dies with the region).
 const (
 	disruptedBefore = 5 * time.Second
 	disruptedFor    = rigDrained + rigDoorWrite
@@ -96,11 +99,12 @@ func (l *load) disrupt() {
 	l.disrupted = append(l.disrupted, time.Now())
 }
 
-// grace reports whether a request begun at at falls in a disruption's
-// window. Called with l.mu held.
-func (l *load) grace(at time.Time) bool {
+// grace reports whether a request begun at at that failed at end falls
+// in a disruption's window: begun in it, or running when it began.
+// Called with l.mu held.
+func (l *load) grace(at, end time.Time) bool {
 	for _, d := range l.disrupted {
-		if at.After(d.Add(-disruptedBefore)) && at.Before(d.Add(disruptedFor)) {
+		if at.Before(d.Add(disruptedFor)) && (at.After(d.Add(-disruptedBefore)) || !end.Before(d)) {
 			return true
 		}
 	}
@@ -144,7 +148,8 @@ func (l *load) do(c *http.Client, method, url string, header map[string]string, 
 
 // failure is what a client saw fail, and when its request began.
 type failure struct {
-	at  time.Time
+	at  time.Time // the request began
+	end time.Time // it failed
 	msg string
 	img *image // the image a failed pull asked for
 }
@@ -152,14 +157,14 @@ type failure struct {
 func (l *load) fail(at time.Time, format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.failures = append(l.failures, failure{at: at, msg: fmt.Sprintf(format, args...)})
+	l.failures = append(l.failures, failure{at: at, end: time.Now(), msg: fmt.Sprintf(format, args...)})
 }
 
 // failPull records a failed pull of img.
 func (l *load) failPull(at time.Time, img image, format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.failures = append(l.failures, failure{at: at, msg: fmt.Sprintf(format, args...), img: &img})
+	l.failures = append(l.failures, failure{at: at, end: time.Now(), msg: fmt.Sprintf(format, args...), img: &img})
 }
 
 // unexcused returns the failures outside every disruption's window, and
@@ -168,7 +173,7 @@ func (l *load) unexcused() (out []string, excused int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, f := range l.failures {
-		if l.grace(f.at) {
+		if l.grace(f.at, f.end) {
 			excused++
 			continue
 		}
@@ -176,7 +181,7 @@ func (l *load) unexcused() (out []string, excused int) {
 		for _, d := range l.disrupted {
 			since = append(since, f.at.Sub(d).Round(time.Millisecond).String())
 		}
-		out = append(out, fmt.Sprintf("%s [begun %v after the disruptions]", f.msg, since))
+		out = append(out, fmt.Sprintf("%s [begun %v after the disruptions, failed %s later]", f.msg, since, f.end.Sub(f.at).Round(time.Millisecond)))
 	}
 	return out, excused
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/content"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -218,7 +219,11 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 //
 // Time to first byte is one round trip to the peer: the GET that fetches
 // the blob also tells its size (no HEAD first), and a peer that lacks it
-// answers that GET 404 and the next is asked.
+// answers that GET 404 and the next is asked. A peer whose transfer
+// breaks after bytes reached the client (a stalled or cut link) is
+// followed by the next peer holding the blob, from where the client is:
+// its pull goes on instead of failing. A blob that fails its
+// verification is not resumed: the client got bytes it must not trust.
 func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Digest, start func(size int64) io.Writer) error {
 	if err := p.region.BlobGone(ctx, repo, d); err != nil {
 		return err
@@ -230,6 +235,10 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 	} else if ok {
 		return p.region.AdoptBlob(ctx, repo, d)
 	}
+	var lw *region.LazyWriter // the client's answer: headers on its first byte
+	var hw *region.HoldLast   // its last byte held until the blob is verified
+	var sent int64            // bytes the client was given
+	var lastErr error
 	for _, s := range p.peers() {
 		first, size, err := s.blobFrom(ctx, repo, d)
 		if err != nil {
@@ -247,9 +256,14 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 			}
 			return p.counted(rc, region.TrafficReceivedReadThrough, s.name), nil
 		}
-		lw := &region.LazyWriter{Start: func() io.Writer { return start(size) }}
-		hw := &region.HoldLast{W: lw}
-		streamed, err := p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, hw)
+		if lw == nil {
+			lw = &region.LazyWriter{Start: func() io.Writer { return start(size) }}
+			hw = &region.HoldLast{W: lw}
+		}
+		// From the second peer on, the bytes the client has are not sent
+		// again: the fetch resumes from what it kept (or starts over) and
+		// its first bytes are the ones the client got.
+		streamed, err := p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, &resumeWriter{w: hw, sent: &sent})
 		if err == nil {
 			// Verified and stored: the client gets its last byte.
 			_ = hw.Release()
@@ -259,14 +273,53 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		}
 		if err != nil {
 			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
-			if streamed || lw.W != nil {
+			lastErr = err
+			if (streamed || lw.W != nil) && !resumable(err) {
 				return err
 			}
 			continue
 		}
 		return p.region.AdoptBlob(ctx, repo, d)
 	}
+	if lw != nil && lw.W != nil {
+		return lastErr // the client got part of it: the caller breaks the connection
+	}
 	return notAnywhere(repo, d)
+}
+
+// resumable reports whether a read-through that failed after bytes
+// reached its client may go on from another peer: the peer's transfer
+// broke (stalled, cut), not the verification of what arrived (the client
+// holds those bytes) nor this region's store.
+func resumable(err error) bool {
+	return !errors.Is(err, content.ErrDigestMismatch) && !errors.Is(err, content.ErrSizeMismatch) && !errors.Is(err, content.ErrWrite)
+}
+
+// resumeWriter passes on the bytes of one attempt of a fetch past the
+// *sent its client has already, and counts them in *sent.
+type resumeWriter struct {
+	w    io.Writer
+	pos  int64 // bytes of the blob this attempt wrote
+	sent *int64
+}
+
+func (r *resumeWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if skip := *r.sent - r.pos; skip > 0 {
+		if skip >= int64(n) {
+			r.pos += int64(n)
+			return n, nil
+		}
+		p = p[skip:]
+		r.pos += skip
+	}
+	k, err := r.w.Write(p)
+	r.pos += int64(k)
+	*r.sent += int64(k)
+	if err != nil {
+		return n - len(p) + k, err
+	}
+	return n, nil
 }
 
 // StatBlob returns the size of blob d of repo in the nearest peer holding
