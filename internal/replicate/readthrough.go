@@ -264,6 +264,15 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		// again: the fetch resumes from what it kept (or starts over) and
 		// its first bytes are the ones the client got.
 		streamed, err := p.region.FetchBlob(ctx, region.FetchStagingID(d), d, size, open, &resumeWriter{w: hw, sent: &sent})
+		if err == nil && sent > 0 && sent < size {
+			// The client has part of it from an earlier peer, and the blob
+			// arrived here meanwhile by another fetch: the rest is stored.
+			var rc io.ReadCloser
+			if rc, err = p.region.OpenContent(ctx, d, sent); err == nil {
+				_, err = io.Copy(&resumeWriter{w: hw, pos: sent, sent: &sent}, io.LimitReader(rc, size-sent))
+				rc.Close()
+			}
+		}
 		if err == nil {
 			// Verified and stored: the client gets its last byte.
 			_ = hw.Release()
