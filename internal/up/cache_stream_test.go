@@ -40,18 +40,13 @@ func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
 	want := upstream.putSized(t, "library/stream", "v1", 2, 3<<20)
 	regions := []string{"eastus", "westeurope", "southeastasia"}
 	fetcher := cache.Fetcher(regions, "hub/stream|v1")
-	var puller string
-	for _, r := range regions {
-		if r != fetcher {
-			puller = r
-			break
-		}
-	}
+	puller := otherThan(regions, fetcher)
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
 	at := reg.ByName[puller].URL
 	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
 	gets0 := upstream.blobGets.Load()
 	upstream.holdBlobs.Store(true)
+	defer upstream.openGate()
 
 	type answer struct {
 		code int
@@ -76,7 +71,6 @@ func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
 	select {
 	case m = <-manifest:
 	case <-time.After(30 * time.Second): // a bound: the blobs wait for the test
-		close(upstream.gate)
 		t.Fatal("the manifest of a cold pull waited for its blobs (stored, then served)")
 	}
 	if m.err != nil || m.code != 200 || digest.FromBytes(m.body) != want {
@@ -103,20 +97,14 @@ func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
 	if shared() {
 		// S3: a blob being fetched is not read back before it is whole,
 		// so nothing can reach the client before the upstream sends it all.
-		close(upstream.gate)
+		upstream.openGate()
 	}
 	resp, err := client.Get(at + "/v2/hub/stream/blobs/" + layer.Digest.String())
 	if err != nil {
-		if !shared() {
-			close(upstream.gate)
-		}
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.ContentLength != layer.Size {
-		if !shared() {
-			close(upstream.gate)
-		}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 		t.Fatalf("the layer: %d, %d bytes announced, want %d: %s", resp.StatusCode, resp.ContentLength, layer.Size, b)
 	}
@@ -137,14 +125,12 @@ func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
 		select {
 		case err := <-half:
 			if err != nil {
-				close(upstream.gate)
 				t.Fatal(err)
 			}
 		case <-time.After(30 * time.Second):
-			close(upstream.gate)
 			t.Fatal("the layer's first half MiB did not reach the client while the upstream held its second half: not streamed")
 		}
-		close(upstream.gate)
+		upstream.openGate()
 	}
 	if _, err := io.Copy(h, resp.Body); err != nil {
 		t.Fatal(err)
@@ -222,26 +208,13 @@ func TestAColdPullOfAnIndexServesItsPlatformsAsTheyAreFetched(t *testing.T) {
 	}
 	im, _ := idx.IndexManifest()
 	want, _ := idx.Digest()
-	var puller string
-	for _, r := range regions {
-		if r != fetcher {
-			puller = r
-			break
-		}
-	}
+	puller := otherThan(regions, fetcher)
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
 	at := reg.ByName[puller].URL
 	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
 	gets0 := upstream.blobGets.Load()
 	upstream.holdBlobs.Store(true)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(upstream.gate)
-		}
-	}
-	defer release()
+	defer upstream.openGate()
 
 	get := func(path, accept string) (int, []byte) {
 		type answer struct {
@@ -269,7 +242,6 @@ func TestAColdPullOfAnIndexServesItsPlatformsAsTheyAreFetched(t *testing.T) {
 			}
 			return a.code, a.body
 		case <-time.After(30 * time.Second): // a bound: the blobs wait for the test
-			release()
 			t.Fatalf("GET %s in %s waited for the image's blobs", path, puller)
 		}
 		return 0, nil
@@ -283,7 +255,7 @@ func TestAColdPullOfAnIndexServesItsPlatformsAsTheyAreFetched(t *testing.T) {
 	if code != 200 || digest.FromBytes(body).String() != platform {
 		t.Fatalf("a platform of the index while its blobs arrive: %d %s", code, body)
 	}
-	release()
+	upstream.openGate()
 	blobs := 0
 	for _, m := range im.Manifests {
 		img, err := idx.Image(m.Digest)
@@ -350,14 +322,7 @@ func TestAColdPullResolvedByTagThenDigestIsOneFetch(t *testing.T) {
 	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
 	gets0 := upstream.blobGets.Load()
 	upstream.holdBlobs.Store(true)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(upstream.gate)
-		}
-	}
-	defer release()
+	defer upstream.openGate()
 	client := &http.Client{Timeout: 30 * time.Second} // a bound: the blobs wait for the test
 	accept := "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 	req, _ := http.NewRequest("HEAD", at+"/v2/hub/resolve/manifests/v1", nil)
@@ -381,7 +346,7 @@ func TestAColdPullResolvedByTagThenDigestIsOneFetch(t *testing.T) {
 	if resp.StatusCode != 200 || digest.FromBytes(body).String() != want.String() {
 		t.Fatalf("GET by digest: %d %s", resp.StatusCode, body)
 	}
-	release()
+	upstream.openGate()
 	layers, _ := img.Layers()
 	for _, r := range reg.Regions {
 		eventually(t, 60*time.Second, func() error {
@@ -471,4 +436,14 @@ func TestTwentyColdPullsOfA50MiBImageFetchEachBlobOnce(t *testing.T) {
 	if n := upstream.blobGets.Load() - gets0; n != blobs.Load() {
 		t.Fatalf("twenty cold pulls in three regions: the upstream served %d blob GETs for an image of %d blobs", n, blobs.Load())
 	}
+}
+
+// otherThan is the first of regions that is not region.
+func otherThan(regions []string, region string) string {
+	for _, r := range regions {
+		if r != region {
+			return r
+		}
+	}
+	return ""
 }

@@ -38,6 +38,7 @@ type upstream struct {
 	hang      atomic.Bool  // every request hangs
 	holdBlobs atomic.Bool  // blob GETs send half their body, then wait for gate
 	gate      chan struct{}
+	gateOnce  sync.Once
 	release   chan struct{}
 	user, pwd string
 }
@@ -84,6 +85,9 @@ func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *ups
 	t.Cleanup(func() { close(u.release); _ = srv.Close() })
 	return u
 }
+
+// openGate lets held blob bodies go on (any number of calls).
+func (u *upstream) openGate() { u.gateOnce.Do(func() { close(u.gate) }) }
 
 // halfGated sends the first half of a body (by its Content-Length), then
 // waits for gate (or release, or the request's end) before the rest: an
