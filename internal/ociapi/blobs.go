@@ -80,10 +80,10 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 	if ocierr.BlobUnknown.Is(err) {
 		// A blob of an image the artifact cache is fetching here: fetched
 		// now, or the fetch running followed, as it lands.
-		if handled, cerr := a.serveOffered(w, r, route.Repo, d); handled {
+		if offered, handled, cerr := a.serveOffered(w, r, route.Repo, d); handled {
 			return cerr
-		} else if cerr == nil {
-			size, err = a.region.StatBlob(ctx, route.Repo, d)
+		} else if offered && cerr == nil {
+			size, err = a.region.StatBlob(ctx, route.Repo, d) // fetched and linked now
 		}
 	}
 	if ocierr.BlobUnknown.Is(err) && r.Method == http.MethodGet && a.isPeer(r) && a.opts.Peers != nil && r.Header.Get(feed.RelayOriginHeader) != "" {
@@ -281,17 +281,17 @@ func (a *API) relayBlob(w http.ResponseWriter, r *http.Request, route Route, d d
 // cache is fetching here (region.OfferBlob): a HEAD from the size the
 // manifest gave, a GET streamed as it lands (handled true). A GET with a
 // Range waits for the blob, which is then served as usual (handled
-// false, err nil). Not offered: handled false, err nil, nothing done.
-func (a *API) serveOffered(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) (handled bool, err error) {
+// false, err nil). Not offered (offered false): nothing done.
+func (a *API) serveOffered(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) (offered, handled bool, err error) {
 	size, ok := a.region.OfferedSize(repo, d)
 	if !ok {
-		return false, nil
+		return false, false, nil
 	}
 	if r.Method == http.MethodHead {
 		setBlobHeaders(w, d)
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
-		return true, nil
+		return true, true, nil
 	}
 	var start func(int64) io.Writer
 	if r.Header.Get("Range") == "" {
@@ -305,17 +305,16 @@ func (a *API) serveOffered(w http.ResponseWriter, r *http.Request, repo string, 
 			return w
 		}
 	}
-	offered, streamed, err := a.region.FetchOffered(r.Context(), repo, d, start)
+	_, streamed, err := a.region.FetchOffered(r.Context(), repo, d, start)
 	if streamed {
 		if err != nil {
 			// The client got headers, maybe bytes, and not a verified
 			// blob: break the connection rather than end the body.
 			panic(http.ErrAbortHandler)
 		}
-		return true, nil
+		return true, true, nil
 	}
-	if !offered {
-		return false, nil // the fetch ended meanwhile: it is here, or not
-	}
-	return err != nil, err
+	// Not offered any more: the fetch ended meanwhile (it is here, or
+	// not); offered: fetched now, or err.
+	return true, err != nil, err
 }
