@@ -64,19 +64,19 @@ func changed(c *cobra.Command, create bool, fields map[string]*string, json map[
 // cacheRuleCmd is `georeg cache-rule`, as ACR's `az acr cache`.
 func cacheRuleCmd() *cobra.Command {
 	cmd, registry, output := group("cache-rule", "Artifact cache rules: pull-through of upstream registries (create, update, list, show, delete)")
-	var source, target, credSet, revalidate, evict string
+	var source, target, credSet, revalidate, evict, replicate string
 	const path = "/_georeg/v1/cache-rules/"
-	header := "NAME\tSOURCE\tTARGET\tCREDENTIAL SET\tREVALIDATE\tEVICT UNTOUCHED\tCREATED"
+	header := "NAME\tSOURCE\tTARGET\tCREDENTIAL SET\tREVALIDATE\tEVICT UNTOUCHED\tREPLICATE\tCREATED"
 	rows := func(vs ...mgmtapi.CacheRuleView) [][]string {
 		var out [][]string
 		for _, v := range vs {
-			out = append(out, []string{v.Name, v.Source, v.Target, orDash(v.CredentialSet), v.Interval().String(), orDash(v.EvictUntouched), v.Created.Format(time.RFC3339)})
+			out = append(out, []string{v.Name, v.Source, v.Target, orDash(v.CredentialSet), v.Interval().String(), orDash(v.EvictUntouched), v.Replication(), v.Created.Format(time.RFC3339)})
 		}
 		return out
 	}
 	one := func(v mgmtapi.CacheRuleView) [][]string { return rows(v) }
-	fields := map[string]*string{"source": &source, "target": &target, "cred-set": &credSet, "revalidate": &revalidate, "evict-untouched": &evict}
-	json := map[string]string{"source": "source", "target": "target", "cred-set": "credentialSet", "revalidate": "revalidate", "evict-untouched": "evictUntouched"}
+	fields := map[string]*string{"source": &source, "target": &target, "cred-set": &credSet, "revalidate": &revalidate, "evict-untouched": &evict, "replicate": &replicate}
+	json := map[string]string{"source": "source", "target": "target", "cred-set": "credentialSet", "revalidate": "revalidate", "evict-untouched": "evictUntouched", "replicate": "replicate"}
 	put := func(c *cobra.Command, name string, create bool) error {
 		return putNamed(c, *registry, *output, "cache rule", name, path+url.PathEscape(name), create, changed(c, create, fields, json), header, one)
 	}
@@ -89,14 +89,18 @@ the other regions like a push. Wildcards map a prefix: --source
 docker.io/library/* --target hub/* makes hub/nginx docker.io/library/nginx.
 An http:// source is an upstream without TLS. With --evict-untouched, an
 image no region pulled for that long is deleted (the next pull fetches it
-again); retention's runs apply it.`,
+again); retention's runs apply it. With --replicate on-demand, a cached
+image's manifests and tags reach every region but its layers stay in the
+region that fetched it: another region fetches a layer from a region
+holding it (else the upstream) when a client first pulls it there.`,
 		Example: `  georeg cache-rule create --name hub-nginx --source docker.io/library/nginx --target hub/nginx
   georeg cache-rule create --name hub --source docker.io/library/* --target hub/* --cred-set hub
-  georeg cache-rule update hub --evict-untouched 720h`,
+  georeg cache-rule update hub --evict-untouched 720h
+  georeg cache-rule update hub --replicate on-demand`,
 		RunE: func(c *cobra.Command, args []string) error { return put(c, args[0], true) },
 	}
 	update := &cobra.Command{
-		Use: "update NAME [--source S] [--target T] [--cred-set C] [--revalidate D] [--evict-untouched D]", Short: "Change a cache rule",
+		Use: "update NAME [--source S] [--target T] [--cred-set C] [--revalidate D] [--evict-untouched D] [--replicate all|on-demand]", Short: "Change a cache rule",
 		RunE: func(c *cobra.Command, args []string) error { return put(c, args[0], false) },
 	}
 	for _, c := range []*cobra.Command{create, update} {
@@ -105,6 +109,7 @@ again); retention's runs apply it.`,
 		c.Flags().StringVar(&credSet, "cred-set", "", "the credential set to log in to the upstream with")
 		c.Flags().StringVar(&revalidate, "revalidate", "", "how often a cached tag is checked upstream when pulled (default 1h)")
 		c.Flags().StringVar(&evict, "evict-untouched", "", "evict a cached image no region pulled for this long, such as 720h (default: never; \"\" on update: never again)")
+		c.Flags().StringVar(&replicate, "replicate", "", "where a cached image's layers go: all (every region, the default) or on-demand (the regions that pull it)")
 	}
 	list := &cobra.Command{
 		Use: "list", Short: "List the cache rules", Args: cobra.NoArgs,

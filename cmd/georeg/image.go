@@ -76,6 +76,9 @@ func printStatus(st *mgmtapi.ImageStatus, output string) error {
 			}
 		}
 		fmt.Printf("%s%s  %s  (as %s knows it)\n", st.Repository, refSep(st.Reference), what, st.Region)
+		if st.OnDemand {
+			fmt.Println("cached on demand: a region's layers are fetched there when first pulled")
+		}
 		tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "REGION\tSTATE\tSINCE\tDETAIL")
 		for _, r := range st.Regions {

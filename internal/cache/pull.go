@@ -114,6 +114,13 @@ func (p *Puller) RuleOf(ctx context.Context, repo string) (string, bool) {
 	return m.Rule, ok
 }
 
+// OnDemand reports whether repo falls under a rule with --replicate
+// on-demand (region.OnDemandFunc), from the rules as read lately.
+func (p *Puller) OnDemand(ctx context.Context, repo string) bool {
+	m, ok := p.matched(ctx, repo)
+	return ok && m.OnDemand
+}
+
 // SetRegions has the puller leave each image's upstream fetch to one
 // region (Fetcher) of members, asked with ask; self is this region.
 func (p *Puller) SetRegions(self string, members func(ctx context.Context) ([]string, error), ask Ask) {

@@ -39,8 +39,31 @@ type Rule struct {
 	Revalidate string `json:"revalidate,omitempty"`
 	// EvictUntouched evicts a cached image no region pulled for this long
 	// (a Go duration; "" keeps cached images until deleted).
-	EvictUntouched string    `json:"evictUntouched,omitempty"`
-	Created        time.Time `json:"created"`
+	EvictUntouched string `json:"evictUntouched,omitempty"`
+	// Replicate is where a cached image's bytes go: ReplicateAll ("" too)
+	// every region, as a push; ReplicateOnDemand only the region that
+	// fetched it and those whose clients pull it (its manifests and tags
+	// replicate everywhere, its blobs are fetched by a region when first
+	// pulled there).
+	Replicate string    `json:"replicate,omitempty"`
+	Created   time.Time `json:"created"`
+}
+
+// Rule.Replicate values.
+const (
+	ReplicateAll      = "all"
+	ReplicateOnDemand = "on-demand"
+)
+
+// OnDemand reports whether r's images' bytes are held only where pulled.
+func (r Rule) OnDemand() bool { return r.Replicate == ReplicateOnDemand }
+
+// Replication names r's Replicate, "all" when unset.
+func (r Rule) Replication() string {
+	if r.Replicate == "" {
+		return ReplicateAll
+	}
+	return r.Replicate
 }
 
 // EvictAfter is how long a cached image of r may go unpulled in every
@@ -115,6 +138,9 @@ func (r Rule) Validate() error {
 			return fmt.Errorf("evictUntouched %q: give a duration from 1s to 43800h (5 years), such as 720h for 30 days", r.EvictUntouched)
 		}
 	}
+	if r.Replicate != "" && r.Replicate != ReplicateAll && r.Replicate != ReplicateOnDemand {
+		return fmt.Errorf("replicate %q: give all (every region holds a cached image) or on-demand (only the regions that pull it)", r.Replicate)
+	}
 	dst := strings.TrimSuffix(r.Target, "/*")
 	if dstWild {
 		dst += "/x"
@@ -143,6 +169,7 @@ type Match struct {
 	Upstream string // registry/repository
 	Cred     string
 	Interval time.Duration // how often a cached tag is checked upstream
+	OnDemand bool          // its images' bytes are held only where pulled
 }
 
 // Matched returns the rule repo falls under: an exact target first, then
@@ -159,7 +186,7 @@ func Matched(rules map[string]Rule, repo string) (Match, bool) {
 			if bestLen == 1<<30 && n > best.Rule {
 				continue
 			}
-			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet, Interval: r.Interval()}, 1<<30, true
+			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet, Interval: r.Interval(), OnDemand: r.OnDemand()}, 1<<30, true
 			continue
 		case strings.HasSuffix(r.Target, "/*"):
 			prefix := strings.TrimSuffix(r.Target, "*")
@@ -171,7 +198,7 @@ func Matched(rules map[string]Rule, repo string) (Match, bool) {
 			if len(prefix) < bestLen || (len(prefix) == bestLen && n > best.Rule) {
 				continue
 			}
-			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet, Interval: r.Interval()}, len(prefix), true
+			best, bestLen, found = Match{Rule: n, Upstream: up, Cred: r.CredentialSet, Interval: r.Interval(), OnDemand: r.OnDemand()}, len(prefix), true
 		}
 	}
 	return best, found

@@ -83,6 +83,10 @@ type ImageStatus struct {
 	// tag pointed at) is kept restorable by soft delete in the answering
 	// region until then.
 	RestorableUntil *time.Time `json:"restorableUntil,omitempty"`
+	// OnDemand: the repository falls under a cache rule with --replicate
+	// on-demand. "present" in a region then means its manifest is there
+	// and pullable; its layers are fetched there when first pulled.
+	OnDemand bool `json:"onDemand,omitempty"`
 }
 
 // API serves the endpoints for one region.
@@ -303,7 +307,8 @@ func (a *API) imageStatus(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := ImageStatus{Repository: repo, Reference: ref, Digest: st.Digest.String(), Region: a.region.Name(), Complete: true}
+	out := ImageStatus{Repository: repo, Reference: ref, Digest: st.Digest.String(), Region: a.region.Name(), Complete: true,
+		OnDemand: a.region.OnDemand(ctx, repo)}
 	all, err := a.replications(ctx)
 	if err != nil {
 		return nil, err

@@ -253,6 +253,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 		puller.SetEviction(n.replicator.Members, mgmt.PeerPulls)
 	}
 	r.SetEvictor(puller.SweepUntouched)
+	r.SetOnDemand(puller.OnDemand)
 	puller.SetMetrics(m)
 	opts.Upstream = puller
 	mgmt.SetCache(puller)

@@ -89,7 +89,10 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 	if ocierr.BlobUnknown.Is(err) && r.Method == http.MethodGet && a.isPeer(r) && a.opts.Peers != nil && r.Header.Get(feed.RelayOriginHeader) != "" {
 		return a.relayBlob(w, r, route, d)
 	}
-	if ocierr.BlobUnknown.Is(err) && a.opts.ReadThrough && a.askPeers(r) {
+	// A blob of an on-demand cached repository is read through whatever
+	// the region's read-through setting: that is how its bytes come here.
+	onDemand := ocierr.BlobUnknown.Is(err) && a.region.OnDemand(ctx, route.Repo)
+	if ocierr.BlobUnknown.Is(err) && (a.opts.ReadThrough || onDemand) && a.askPeers(r) {
 		servedReadThrough(ctx)
 		if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
 			// Stream it from the peer while it is stored and verified here.
@@ -120,6 +123,15 @@ func (a *API) serveBlob(w http.ResponseWriter, r *http.Request, route Route) err
 		} else {
 			err = a.opts.Peers.EnsureBlob(ctx, route.Repo, d)
 			if err == nil {
+				size, err = a.region.StatBlob(ctx, route.Repo, d)
+			}
+		}
+	}
+	if ocierr.BlobUnknown.Is(err) && onDemand && a.askPeers(r) && a.opts.Upstream != nil {
+		// No region could provide it (those that held it are down): the
+		// upstream can.
+		if ok, uerr := a.opts.Upstream.EnsureBlob(ctx, route.Repo, d); ok {
+			if err = uerr; err == nil {
 				size, err = a.region.StatBlob(ctx, route.Repo, d)
 			}
 		}

@@ -95,6 +95,9 @@ type Upstream interface {
 	Mirror(ctx context.Context, ns, repo string) (string, bool)
 	// RuleOf names the cache rule repo falls under, if any.
 	RuleOf(ctx context.Context, repo string) (string, bool)
+	// EnsureBlob fetches blob d of repo from its rule's upstream and
+	// links it here (ok false: repo falls under no rule).
+	EnsureBlob(ctx context.Context, repo string, d digest.Digest) (ok bool, err error)
 }
 
 // CacheHeader says, on a manifest of a cached repository, that the

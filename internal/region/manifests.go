@@ -242,7 +242,10 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 				return err
 			}
 		}
-		if err := checkReferences(ctx, tx, rec.Repo, m); err != nil {
+		// A manifest of an on-demand cached repository applied from a
+		// peer comes without its blobs (ondemand.go).
+		blobsHere := from == nil || !r.OnDemand(ctx, rec.Repo)
+		if err := checkReferences(ctx, tx, rec.Repo, m, blobsHere); err != nil {
 			return err
 		}
 		if from == nil {
@@ -341,8 +344,9 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 
 // checkReferences checks, inside the write transaction that stores m, that
 // every blob and child manifest m references is present in repo with the
-// declared size. The subject need not exist (the spec says so).
-func checkReferences(ctx context.Context, tx *meta.Tx, repo string, m *oci.Manifest) error {
+// declared size (blobs only with blobs). The subject need not exist (the
+// spec says so).
+func checkReferences(ctx context.Context, tx *meta.Tx, repo string, m *oci.Manifest, blobs bool) error {
 	if oci.IsIndex(m.MediaType) {
 		var ds []digest.Digest
 		for _, c := range m.Manifests {
@@ -363,9 +367,12 @@ func checkReferences(ctx context.Context, tx *meta.Tx, repo string, m *oci.Manif
 		}
 		return nil
 	}
-	blobs := m.Blobs()
+	if !blobs {
+		return nil
+	}
+	refs := m.Blobs()
 	var ds []digest.Digest
-	for _, b := range blobs {
+	for _, b := range refs {
 		ds = append(ds, b.Digest)
 	}
 	sizes, err := tx.BlobSizes(ctx, repo, ds)
@@ -373,7 +380,7 @@ func checkReferences(ctx context.Context, tx *meta.Tx, repo string, m *oci.Manif
 		return err
 	}
 	var missing []string
-	for _, b := range blobs {
+	for _, b := range refs {
 		size, ok := sizes[b.Digest]
 		if !ok {
 			missing = append(missing, b.Digest.String())

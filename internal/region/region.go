@@ -47,6 +47,7 @@ type Region struct {
 	space       *space         // out of storage or not (space.go)
 	traffic     traffic        // bytes served and received, not yet recorded (traffic.go)
 	evictor     Evictor        // the artifact cache's eviction, run with retention (pulls.go)
+	onDemand    OnDemandFunc   // cached repositories whose bytes are held only where pulled (ondemand.go)
 	quotas      quotas         // the quota settings and stored bytes this node saw (quota.go)
 	recentUsage recentUsage    // the last usage figure, for metrics and the dashboard (usage.go)
 	recent      recentSettings // the settings this node read lately, by kind (recentsettings.go)

@@ -105,6 +105,7 @@ func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error
 			l.Tombstone = &v
 		}
 		_, l.ContentHeld, err = r.HasContent(ctx, rec.Digest)
+		l.OnDemand = r.OnDemand(ctx, rec.Repo)
 		return l, err
 	case meta.KindManifest:
 		live, err := r.HasManifest(ctx, rec.Repo, rec.Digest)
@@ -322,7 +323,11 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 			return nil
 		})
 	}
-	for _, b := range m.Blobs() {
+	blobs := m.Blobs()
+	if r.OnDemand(ctx, repo) {
+		blobs = nil // fetched here when a client first reads them (region/ondemand.go)
+	}
+	for _, b := range blobs {
 		g.Go(func() error {
 			if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil); err != nil {
 				return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)

@@ -163,7 +163,7 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 				// A small blob's bytes cross in the feed page itself.
 				p.region.CountTraffic(region.TrafficReceived, s.name, int64(len(rec.Data)))
 			}
-			if rec.Kind == meta.KindBlob && rec.Digest.Validate() == nil {
+			if rec.Kind == meta.KindBlob && rec.Digest.Validate() == nil && !p.region.OnDemand(ctx, rec.Repo) {
 				// Failures are left to the ordered apply, which retries.
 				prefetches.Go(func() error {
 					v, _ := hlc.ParseVersion(rec.Version)

@@ -23,6 +23,7 @@ type local struct {
 	ManifestLive bool         // the manifest is stored and live
 	Tombstone    *hlc.Version // the newest delete of the object held here
 	ContentHeld  bool         // a blob's bytes are in the content store
+	OnDemand     bool         // the repository's blobs are held only where pulled (region/ondemand.go)
 }
 
 // action is what applying a record takes.
@@ -58,6 +59,10 @@ func planRecord(rec meta.Record, l local) action {
 			return actSkip
 		case l.ContentHeld:
 			return actStore
+		case l.OnDemand && rec.Data == nil:
+			// Fetched when a client first reads it here; bytes that came
+			// in the feed page (a small blob) are kept.
+			return actSkip
 		}
 		return actFetch
 	case meta.KindManifest:

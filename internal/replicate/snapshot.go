@@ -195,6 +195,11 @@ func (p *Replicator) joinFrom(ctx context.Context, s *source) (joinStats, error)
 // (from s, or nearer regions holding them), then stores its rows.
 func (p *Replicator) loadRepo(ctx context.Context, s *source, sr *meta.SnapshotRepo) (int, error) {
 	fetched := 0
+	if p.region.OnDemand(ctx, sr.Repo) {
+		// Its manifests without their blobs: a client's read fetches them
+		// (region/ondemand.go), so no link names bytes not here.
+		delete(sr.Tables, "blobs")
+	}
 	if blobs := sr.Tables["blobs"]; blobs != nil {
 		di, si := -1, -1
 		for i, c := range blobs.Columns {
