@@ -51,6 +51,9 @@ type Puller struct {
 
 	metrics Metrics
 
+	warm      Warmer // pings the rules' upstreams ahead of pulls (warm.go)
+	warmEvery time.Duration
+
 	mu         sync.Mutex
 	parsed     map[string]Rule // the rules of parsedFrom
 	parsedFrom []meta.Setting

@@ -36,6 +36,12 @@ import (
 	"github.com/georeg/georeg/internal/webhook"
 )
 
+// pingTTL is how long an upstream's ping answer is kept: the cache rules'
+// upstreams are pinged again every half of it (cache.Puller.RunWarm).
+// An upstream that changes how it authenticates is heard of at the first
+// refused request (the kept answer is dropped) or within pingTTL.
+const pingTTL = 10 * time.Minute
+
 // Node is an open region node, not yet serving.
 type Node struct {
 	Region      *region.Region
@@ -46,6 +52,7 @@ type Node struct {
 	replicator  *replicate.Replicator // nil without a replication secret
 	deliverer   *webhook.Deliverer
 	importer    *transfer.Importer
+	puller      *cache.Puller
 	auth        *auth.Service
 	tlsCert     string // with tlsKey: serve HTTPS
 	tlsKey      string
@@ -234,7 +241,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	// Imports and the artifact cache reach upstream registries: a hung
 	// one is cut (no headers, or no body byte, for 30 s).
 	// Their pings (GET /v2/, asked before each repository) are kept for
-	// a minute: a round trip less before a cold pull's manifest.
+	// pingTTL, and the cache rules' upstreams are pinged as the rules
+	// arrive and before that runs out: no ping before a cold pull's
+	// manifest.
 	var upstreams http.RoundTripper = &bounded.Transport{
 		Base: outbound.LimitErrorBodies(&http.Transport{DialContext: policy.DialContext(outDialer), TLSClientConfig: peerTLS,
 			Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}),
@@ -242,10 +251,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 			return bounded.Limits{Header: 30 * time.Second, Idle: 30 * time.Second}
 		},
 	}
-	upstreams = transfer.CachePings(upstreams, time.Minute)
+	pings := transfer.CachePings(upstreams, pingTTL)
+	upstreams = pings
 	n.importer = transfer.New(r, upstreams, log.With("region", cfg.Region.Name, "component", "import"))
 	mgmt.SetImporter(n.importer)
 	puller := cache.New(r, n.importer, upstreams, log.With("region", cfg.Region.Name, "component", "cache"))
+	n.puller = puller
 	if n.replicator != nil {
 		// One region fetches each image for the whole registry.
 		puller.SetRegions(cfg.Region.Name, n.replicator.Members, mgmt.AskToFetch)
@@ -254,6 +265,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, erro
 	}
 	r.SetEvictor(puller.SweepUntouched)
 	r.SetOnDemand(puller.OnDemand)
+	puller.SetWarmer(pings.Warm, pingTTL/2)
 	puller.SetMetrics(m)
 	opts.Upstream = puller
 	mgmt.SetCache(puller)
@@ -337,6 +349,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.deliverer.Run(gctx) })
 	g.Go(func() error { return n.auth.Run(gctx) })
 	g.Go(func() error { return n.importer.Run(gctx) })
+	g.Go(func() error { return n.puller.RunWarm(gctx) })
 	if n.replicator != nil {
 		g.Go(func() error { return n.replicator.Run(gctx) })
 	}

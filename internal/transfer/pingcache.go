@@ -2,10 +2,12 @@ package transfer
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -24,14 +26,23 @@ import (
 // maxPingBody bounds the body of a ping kept.
 const maxPingBody = 16 << 10
 
+//
+// A kept answer is dropped at once when a request to that registry with
+// credentials is refused (401): the challenge it kept may be what changed.
+// Warm asks a registry's ping ahead of any pull (the artifact cache warms
+// its rules' upstreams as the rules arrive, and before the ttl runs out),
+// so a cold pull's manifest is one round trip to the upstream even the
+// first time.
+
 // CachePings returns next answering a registry's ping (GET /v2/ without
 // credentials) from a copy kept for ttl: a 200 or 401 answer with a body
 // of at most 16 KiB. Anything else goes to next.
-func CachePings(next http.RoundTripper, ttl time.Duration) http.RoundTripper {
-	return &pingCache{next: next, ttl: ttl, kept: map[string]*keptPing{}}
+func CachePings(next http.RoundTripper, ttl time.Duration) *PingCache {
+	return &PingCache{next: next, ttl: ttl, kept: map[string]*keptPing{}}
 }
 
-type pingCache struct {
+// PingCache is the transport CachePings returns.
+type PingCache struct {
 	next http.RoundTripper
 	ttl  time.Duration
 	mu   sync.Mutex
@@ -49,9 +60,16 @@ type keptPing struct {
 // maxKeptPings bounds the registries whose ping is kept.
 const maxKeptPings = 1024
 
-func (c *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
+// TTL is how long a ping's answer is kept.
+func (c *PingCache) TTL() time.Duration { return c.ttl }
+
+func (c *PingCache) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodGet || req.URL.Path != "/v2/" || req.URL.RawQuery != "" || req.Header.Get("Authorization") != "" {
-		return c.next.RoundTrip(req)
+		resp, err := c.next.RoundTrip(req)
+		if err == nil && resp.StatusCode == http.StatusUnauthorized && req.Header.Get("Authorization") != "" {
+			c.forget(req.URL.Host)
+		}
+		return resp, err
 	}
 	key := req.URL.Scheme + "://" + req.URL.Host
 	c.mu.Lock()
@@ -64,6 +82,44 @@ func (c *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
 		return &http.Response{Status: http.StatusText(k.status), StatusCode: k.status, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 			Header: k.header.Clone(), Body: io.NopCloser(bytes.NewReader(k.body)), ContentLength: int64(len(k.body)), Request: req}, nil
 	}
+	return c.ask(req)
+}
+
+// Warm asks the ping of the registry at base (scheme://host) now and
+// keeps its answer; for a plain-HTTP base ("http://"), the https:// ping
+// clients try first too.
+func (c *PingCache) Warm(ctx context.Context, base string) {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return
+	}
+	schemes := []string{"https"}
+	if u.Scheme == "http" {
+		schemes = append(schemes, "http")
+	}
+	for _, scheme := range schemes {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+u.Host+"/v2/", nil)
+		if err != nil {
+			return
+		}
+		if resp, err := c.ask(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+}
+
+// forget drops what is kept of host's pings.
+func (c *PingCache) forget(host string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.kept, "https://"+host)
+	delete(c.kept, "http://"+host)
+}
+
+// ask sends ping req to the registry and keeps its answer.
+func (c *PingCache) ask(req *http.Request) (*http.Response, error) {
+	key := req.URL.Scheme + "://" + req.URL.Host
 	resp, err := c.next.RoundTrip(req)
 	var rh tls.RecordHeaderError
 	if err != nil && req.URL.Scheme == "https" && errors.As(err, &rh) && string(rh.RecordHeader[:]) == "HTTP/" {
@@ -88,7 +144,7 @@ func (c *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // keep keeps k as key's ping answer, unless maxKeptPings are kept
 // within the ttl.
-func (c *pingCache) keep(key string, k *keptPing) {
+func (c *PingCache) keep(key string, k *keptPing) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.kept) >= maxKeptPings {

@@ -99,3 +99,62 @@ func TestTheHTTPSPingOfAPlainHTTPUpstreamFailsOncePerTTL(t *testing.T) {
 		t.Fatalf("two https pings of a plain-HTTP server opened %d connections, want 1", conns.Load())
 	}
 }
+
+// TestAWarmedPingIsAnsweredFromMemoryUntilARequestIsRefused: Warm asks
+// a registry's ping ahead of any client (for a plain-HTTP base, the
+// https:// one too, kept as the failure it is), so the client's ping
+// reaches nobody; a request with credentials answered 401 drops what was
+// kept, and the next ping reaches the registry again.
+func TestAWarmedPingIsAnsweredFromMemoryUntilARequestIsRefused(t *testing.T) {
+	var pings, conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			pings.Add(1)
+			w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusUnauthorized) // wrong credentials
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := CachePings(http.DefaultTransport, time.Minute)
+	host := srv.Listener.Addr().String()
+	c.Warm(t.Context(), "http://"+host)
+	if pings.Load() != 1 {
+		t.Fatalf("warming reached the registry's ping %d times, want 1", pings.Load())
+	}
+	before := conns.Load()
+	get := func(url, auth string) (*http.Response, error) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := c.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	if _, err := get("https://"+host+"/v2/", ""); err == nil {
+		t.Fatal("the https:// ping of a plain-HTTP registry succeeded")
+	}
+	if resp, err := get("http://"+host+"/v2/", ""); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("the warmed ping: %v %v", resp, err)
+	}
+	if pings.Load() != 1 || conns.Load() != before {
+		t.Fatalf("after warming, a client's two pings reached the registry (%d pings, %d new connections)", pings.Load()-1, conns.Load()-before)
+	}
+	if resp, err := get("http://"+host+"/v2/library/x/manifests/1", "Basic dTpw"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("a refused request: %v %v", resp, err)
+	}
+	get("http://"+host+"/v2/", "")
+	if pings.Load() != 2 {
+		t.Fatalf("after a refused request, the ping was answered from memory (%d pings)", pings.Load())
+	}
+}

@@ -18,8 +18,9 @@ import (
 )
 
 // TestAnOnDemandCachedImageKeepsItsLayersWhereItIsPulled: a rule with
-// replicate on-demand. An image pulled in eastus (manifest and every
-// blob) is fetched from the upstream once; its manifest and tag reach
+// replicate on-demand, whose upstream every region pings as the rule
+// arrives (so a cold pull pings it no more). An image pulled in eastus
+// (manifest and every blob) is fetched from the upstream once; its manifest and tag reach
 // every region (status says so, and that it is on demand), its layers
 // only eastus and the region that fetched it. A region without them
 // serves a pull by fetching them from a region that holds them (not the
@@ -47,10 +48,21 @@ func TestAnOnDemandCachedImageKeepsItsLayersWhereItIsPulled(t *testing.T) {
 		t.Fatalf("a refused rule was stored: %d", code)
 	}
 
-	before := upstream.blobGets.Load()
+	// Every region pings the rule's upstream as the rule arrives, so the
+	// cold pull's first request to it is the manifest's.
+	eventually(t, 30*time.Second, func() error {
+		if n := upstream.pings.Load(); n < int64(len(reg.Regions)) {
+			return fmt.Errorf("the upstream was pinged %d times, want once by each region", n)
+		}
+		return nil
+	})
+	before, pings := upstream.blobGets.Load(), upstream.pings.Load()
 	img := pullWhole(t, east, "hub/nginx", "1.27", nginx)
 	if got := upstream.blobGets.Load() - before; got != int64(len(img.blobs)) {
 		t.Fatalf("the upstream served %d blob GETs for an image of %d blobs, want one each", got, len(img.blobs))
+	}
+	if got := upstream.pings.Load() - pings; got != 0 {
+		t.Fatalf("the cold pull pinged the upstream %d times: its ping was not kept warm", got)
 	}
 	layers := img.blobs[1:] // the config (small: it travels in the feed page) is held everywhere
 	without := regionsWithout(t, reg, "hub/nginx", "1.27", img, layers)

@@ -32,7 +32,8 @@ import (
 type upstream struct {
 	addr      string
 	blobGets  atomic.Int64
-	failWith  atomic.Int32 // a status every request gets, when set (429: with Retry-After)
+	pings     atomic.Int64 // GET /v2/
+	failWith  atomic.Int32 // a status every request gets, when set (429: with Retry-After; not the ping, as Docker Hub's rate limit)
 	retryIn   atomic.Int32 // the Retry-After of those answers, in seconds (0: 1)
 	refused   atomic.Int64 // requests answered with failWith
 	hang      atomic.Bool  // every request hangs
@@ -60,7 +61,9 @@ func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *ups
 			}
 			return
 		}
-		if code := int(u.failWith.Load()); code != 0 {
+		// A rate limit counts pulls, not pings (GET /v2/): Docker Hub
+		// answers those whatever the limit.
+		if code := int(u.failWith.Load()); code != 0 && !(code == http.StatusTooManyRequests && r.URL.Path == "/v2/") {
 			u.refused.Add(1)
 			if code == http.StatusTooManyRequests {
 				w.Header().Set("Retry-After", strconv.Itoa(max(int(u.retryIn.Load()), 1)))
@@ -72,6 +75,9 @@ func startUpstream(t *testing.T, user, pwd string, opts ...registry.Option) *ups
 			w.Header().Set("WWW-Authenticate", `Basic realm="upstream"`)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"wrong credentials"}]}`, http.StatusUnauthorized)
 			return
+		}
+		if r.Method == http.MethodGet && r.URL.Path == "/v2/" {
+			u.pings.Add(1)
 		}
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 			u.blobGets.Add(1)
