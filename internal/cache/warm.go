@@ -17,8 +17,9 @@ type Warmer func(ctx context.Context, base string)
 // (and each new one at once).
 func (p *Puller) SetWarmer(w Warmer, every time.Duration) { p.warm, p.warmEvery = w, every }
 
-// warmPoll is how often RunWarm looks for upstreams new to the rules.
-const warmPoll = 2 * time.Second
+// warmPoll is how often RunWarm looks for upstreams new to the rules (a
+// rule applied here is read at once: region.forgetRecent).
+const warmPoll = 250 * time.Millisecond
 
 // RunWarm keeps the pings of the rules' upstreams warm until ctx ends: an
 // upstream is pinged as its rule arrives and then every warmEvery, so a
