@@ -105,6 +105,8 @@ func (r *Region) fetchBlob(ctx context.Context, id string, d digest.Digest, size
 			}
 		}
 	}
+	sp := r.startSpill(ctx, id, d, up)
+	defer r.endSpill(id, sp)
 	if size < 0 || up.Size() < size {
 		rc, err := open(ctx, up.Size())
 		if err != nil {
@@ -114,6 +116,9 @@ func (r *Region) fetchBlob(ctx context.Context, id string, d digest.Digest, size
 		var src io.Reader = rc
 		if tee != nil {
 			src = io.TeeReader(rc, tee)
+		}
+		if sp != nil {
+			src = io.TeeReader(src, sp)
 		}
 		_, err = up.Append(ctx, src)
 		rc.Close()

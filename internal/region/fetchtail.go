@@ -56,8 +56,9 @@ const tailPoll = 20 * time.Millisecond
 // (which the fetch has not verified yet), and once the fetch committed,
 // the rest from the store. When the fetch fails, it returns the fetch's
 // error (after bytes went out, the caller cuts its response). A backend
-// whose staging bytes cannot be read back (S3) is not followed: the call
-// waits for the fetch as before. The loop ends with the fetch, which the
+// whose staging bytes cannot be read back (S3) is followed through the
+// fetch's spill file when it has one (a blob the artifact cache offers,
+// spill.go); else the call waits for the fetch as before. The loop ends with the fetch, which the
 // peer bounds end (invariant 10), or with ctx.
 func (r *Region) tailFetch(ctx context.Context, id string, d digest.Digest, size int64, f *inflight, w io.Writer) (streamed bool, err error) {
 	var sent int64
@@ -68,6 +69,7 @@ func (r *Region) tailFetch(ctx context.Context, id string, d digest.Digest, size
 		}
 	}()
 	follow, failed := true, false // failed: a write to w failed, nothing more goes to it
+	unreadable := false           // the staging data cannot be read back: its spill is followed, once it has one (spill.go)
 	buf := make([]byte, 256<<10)
 	t := time.NewTicker(tailPoll)
 	defer t.Stop()
@@ -79,11 +81,15 @@ func (r *Region) tailFetch(ctx context.Context, id string, d digest.Digest, size
 			return sent > 0, ctx.Err()
 		default:
 		}
-		if follow && !failed && rc == nil {
+		if follow && !failed && rc == nil && unreadable {
+			rc, _ = r.openSpill(id) // none yet, or none at all: looked for again until the fetch ends
+		}
+		if follow && !failed && rc == nil && !unreadable {
 			var err error
 			switch rc, err = r.store.OpenUpload(ctx, id); {
 			case errors.Is(err, content.ErrNotReadable):
-				follow = false
+				rc, unreadable = nil, true
+				rc, _ = r.openSpill(id)
 			case err != nil:
 				rc = nil // not created yet: looked for again
 			}

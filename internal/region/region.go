@@ -37,6 +37,7 @@ type Region struct {
 	sessions map[string]*session  // upload sessions this process saw
 	partials map[string]*partial  // broken fetches kept to resume, by staging id
 	fetching map[string]*inflight // blob fetches from peers running, by staging id (fetchtail.go)
+	spills   map[string]string    // spill files of fetches running, by staging id (spill.go)
 	cold     coldBlobs            // blobs the artifact cache is fetching, offered (cold.go)
 
 	retired     atomic.Bool // a true Retired, cached: a region never comes back from it
@@ -118,6 +119,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	db.SetClock(r.clock)
 	db.SetKeepDeleted(r.keepDeleted)
 	db.SetActorOf(actorOf)
+	r.clearSpills() // what a crash left (spill.go)
 	// A region retired by a version that marked it with a file in its data
 	// directory stays retired.
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, retiredFlag)); err == nil && !r.Retired() {
