@@ -92,6 +92,10 @@ var scenarios = []scenario{
 				}
 				return nil
 			})
+			// The stall disrupts what crosses the link: a read-through of a
+			// blob only eastus holds yet, begun through westeurope, is cut
+			// at the stall bound when no other region can finish it.
+			l.disrupt()
 			lk.Set(link.Stall)
 			return r.heal
 		},
