@@ -17,7 +17,7 @@ import (
 // replicate with each other, and the front door on 127.0.0.1:5000.
 func upCmd() *cobra.Command {
 	var data, logLevel, linksControl string
-	var noDistance, tls, withAuth, resetRules bool
+	var noDistance, tls, withAuth, resetRules, encrypt bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a whole registry on this machine: three regions that replicate with each other",
@@ -31,7 +31,7 @@ func upCmd() *cobra.Command {
 			// With auth, regions talk over TLS (docs/security.md): --auth
 			// implies --tls.
 			tls = tls || withAuth
-			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions(), FrontDoor: "127.0.0.1:5000", TLS: tls, Auth: withAuth}
+			cfg := up.Config{DataDir: data, Regions: up.DefaultRegions(), FrontDoor: "127.0.0.1:5000", TLS: tls, Auth: withAuth, Encrypt: encrypt}
 			if !noDistance {
 				cfg.Distance = up.DefaultDistance
 			}
@@ -55,6 +55,9 @@ func upCmd() *cobra.Command {
 			if tls {
 				fmt.Printf("TLS: every endpoint serves HTTPS with a certificate of the local CA %s\n", reg.TLS.CA)
 				fmt.Printf("  trust it with SSL_CERT_FILE=%s (crane, regctl, skopeo, georeg) or your system's store.\n", reg.TLS.CA)
+			}
+			if encrypt {
+				fmt.Printf("Encryption at rest: every region's blobs are encrypted under its own key file, %s (keep it apart from the data in production, or use a KMS plugin: docs/security.md)\n", up.KeyFile(data, "<region>"))
 			}
 			if withAuth {
 				password, err := up.LoadAdminPassword(data)
@@ -100,6 +103,7 @@ Ctrl-C stops it.
 	cmd.Flags().BoolVar(&noDistance, "no-distance", false, "replicate over plain loopback, without simulated latency and bandwidth")
 	cmd.Flags().BoolVar(&tls, "tls", false, "serve HTTPS everywhere with a certificate from a local CA (made under --data/tls)")
 	cmd.Flags().BoolVar(&withAuth, "auth", false, "turn auth on and print the admin credentials (implies --tls: regions talk over TLS)")
+	cmd.Flags().BoolVar(&encrypt, "encrypt", false, "encrypt every region's blobs at rest, each under a key file made under --data/keys")
 	cmd.Flags().BoolVar(&resetRules, "reset-network-rules", false, "break-glass: open the registry's network rules (default action Allow, no rules)")
 	cmd.Flags().StringVar(&linksControl, "links-control", defaultLinksControl, "where georeg link reaches the simulated links (loopback; empty: off)")
 	return cmd

@@ -105,4 +105,13 @@ var migrations = []string{
 		pulled_at BIGINT NOT NULL,
 		PRIMARY KEY (repo, digest)
 	)`,
+	// The region's data keys for encryption at rest (datakeys.go), each
+	// wrapped by the key service's key-encryption key kek_id: a region's
+	// own, never replicated, never in a snapshot; the newest is current.
+	`CREATE TABLE IF NOT EXISTS data_keys (
+		id         TEXT PRIMARY KEY,
+		wrapped    {{bytes}} NOT NULL,
+		kek_id     TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	)`,
 }

@@ -3,6 +3,7 @@ package region
 import (
 	"errors"
 	"fmt"
+	"github.com/georeg/georeg/internal/encryption"
 	"os"
 	"regexp"
 	"time"
@@ -24,6 +25,8 @@ type Config struct {
 	// Metadata is where the region's metadata is: SQLite under DataDir
 	// (one node per region), or a PostgreSQL database every node shares.
 	Metadata MetadataConfig `yaml:"metadata"`
+	// Encryption encrypts the content store at rest (docs/security.md).
+	Encryption encryption.Config `yaml:"encryption"`
 	// Node names this node among its region's nodes (several nodes share
 	// the region's jobs by leases held in the metadata store). Unique per
 	// region; default the host name, unique per Kubernetes pod.
@@ -124,6 +127,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("dataDir: must be set"))
+	}
+	if err := c.Encryption.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxManifestSize < 0 {
 		errs = append(errs, fmt.Errorf("maxManifestSize: %d is negative", c.MaxManifestSize))

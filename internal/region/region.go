@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/content/crypt"
 	contentfs "github.com/georeg/georeg/internal/content/fs"
 	contents3 "github.com/georeg/georeg/internal/content/s3"
+	"github.com/georeg/georeg/internal/encryption"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 )
@@ -88,6 +90,16 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Region, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Encryption.Enabled() {
+		// Every object is encrypted under the region's data keys, kept in
+		// db wrapped by the key service (internal/encryption).
+		ks, err := cfg.Encryption.Open()
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("encryption: %w", err)
+		}
+		backend = crypt.New(backend, encryption.NewKeyring(db, ks, cfg.Encryption.KeyCacheTTL))
 	}
 	r, err := New(ctx, cfg, log, db, content.New(backend))
 	if err != nil {
@@ -161,9 +173,12 @@ func (r *Region) Ready(ctx context.Context) error {
 		return fmt.Errorf("metadata store: %w", err)
 	}
 	if c, ok := r.store.Backend().(content.Checker); ok {
+		// An encrypted store checks its key too (content/crypt).
 		if err := c.Check(ctx); err != nil {
 			return fmt.Errorf("content store: %w", err)
 		}
+	}
+	if r.cfg.Content.Driver == "s3" {
 		return nil
 	}
 	if _, err := os.Stat(filepath.Join(r.cfg.DataDir, "content")); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/content/crypt"
 )
 
 // A store whose staging bytes cannot be read back before they are
@@ -49,6 +50,9 @@ func (s *spill) Write(p []byte) (int, error) {
 func (r *Region) startSpill(ctx context.Context, id string, d digest.Digest, up *content.Upload) *spill {
 	if up.Size() != 0 || !r.offeredAnywhere(d) {
 		return nil
+	}
+	if _, encrypted := r.store.Backend().(*crypt.Backend); encrypted {
+		return nil // a spill is plaintext: an encrypted region's followers wait for the blob
 	}
 	rc, err := r.store.OpenUpload(ctx, id)
 	if err == nil {

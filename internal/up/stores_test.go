@@ -2,10 +2,12 @@ package up_test
 
 import (
 	"database/sql"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, for openStore
 	_ "modernc.org/sqlite"             // the "sqlite" driver, for openStore
@@ -24,6 +26,8 @@ import (
 
 var dsns sync.Map // dataDir/region -> PostgreSQL DSN, for openStore
 
+var buckets sync.Map // dataDir/region -> its S3 bucket's configuration, for storedObjects
+
 func shared() bool { return os.Getenv("GEOREG_TEST_REGION_STORES") == "shared" }
 
 // withStores sets cfg.Stores for the run.
@@ -37,9 +41,10 @@ func withStores(t *testing.T, cfg *up.Config) {
 		dsn := storetest.Postgres(t)
 		bucket := storetest.S3Bucket(t)
 		dsns.Store(filepath.Join(dir, name), dsn)
-		return region.ContentConfig{Driver: "s3", S3: contents3.Config{Endpoint: bucket.Endpoint, Bucket: bucket.Bucket,
-				AccessKey: bucket.AccessKey, SecretKey: bucket.SecretKey, PartSize: 5 << 20}},
-			region.MetadataConfig{Driver: "postgres", DSN: dsn}
+		s3 := contents3.Config{Endpoint: bucket.Endpoint, Bucket: bucket.Bucket,
+			AccessKey: bucket.AccessKey, SecretKey: bucket.SecretKey, PartSize: 5 << 20}
+		buckets.Store(filepath.Join(dir, name), s3)
+		return region.ContentConfig{Driver: "s3", S3: s3}, region.MetadataConfig{Driver: "postgres", DSN: dsn}
 	}
 }
 
@@ -57,4 +62,49 @@ func openStore(t *testing.T, dataDir, name string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// storedObjects returns every object a running region's content store
+// holds, as stored (ciphertext, when it encrypts): the files under its
+// content directory, or the objects in its bucket.
+func storedObjects(t *testing.T, dataDir, name string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	if v, ok := buckets.Load(filepath.Join(dataDir, name)); ok {
+		b, err := contents3.Open(t.Context(), v.(contents3.Config))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		var keys []string
+		if err := b.Walk(t.Context(), "", func(key string, _ int64, _ time.Time) error {
+			keys = append(keys, key)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			r, err := b.Reader(t.Context(), k, 0)
+			if err != nil {
+				continue // staging data S3 cannot read back
+			}
+			data, _ := io.ReadAll(r)
+			r.Close()
+			out[k] = data
+		}
+		return out
+	}
+	root := filepath.Join(dataDir, name, "content")
+	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		out[p] = data
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

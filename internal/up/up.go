@@ -22,6 +22,7 @@ import (
 
 	"github.com/georeg/georeg/internal/auth"
 	"github.com/georeg/georeg/internal/config"
+	"github.com/georeg/georeg/internal/encryption"
 	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/node"
 	"github.com/georeg/georeg/internal/peerauth"
@@ -79,11 +80,18 @@ type Config struct {
 	// GCInterval, GCGrace and RetentionInterval are region.Config's for
 	// every region.
 	GCInterval, GCGrace, RetentionInterval time.Duration
+	// Encrypt encrypts every region's content store at rest, each with a
+	// key file of its own made under DataDir/keys (KeyFile).
+	Encrypt bool
 	// Stores, when set, says where each region keeps its blobs and
 	// metadata (an S3 bucket and a PostgreSQL database, say); nil: the
 	// filesystem and SQLite under DataDir/<name>.
 	Stores func(region string) (region.ContentConfig, region.MetadataConfig)
 }
+
+// KeyFile is where `georeg up --encrypt` keeps region's key file: apart
+// from the region's own data directory.
+func KeyFile(dataDir, region string) string { return filepath.Join(dataDir, "keys", region+".json") }
 
 // DefaultRegions are the three regions `georeg up` starts.
 func DefaultRegions() []RegionSpec {
@@ -170,6 +178,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		c.Region = region.Config{Name: r.Name, DataDir: filepath.Join(cfg.DataDir, r.Name), GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, RetentionInterval: cfg.RetentionInterval}
 		if cfg.Stores != nil {
 			c.Region.Content, c.Region.Metadata = cfg.Stores(r.Name)
+		}
+		if cfg.Encrypt {
+			if err := encryption.CreateLocalKeys(KeyFile(cfg.DataDir, r.Name)); err != nil {
+				return nil, fmt.Errorf("region %s: key file: %w", r.Name, err)
+			}
+			c.Region.Encryption = encryption.Config{Provider: "local", KeyFile: KeyFile(cfg.DataDir, r.Name)}
 		}
 		c.HTTP.Listen = r.ls[0].Addr().String()
 		c.Replication.Secret = cfg.Secret
