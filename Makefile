@@ -20,7 +20,7 @@ DISTRIBUTION_VERSION := v3.1.2
 CONFORMANCE_MAIN   := v0.0.0-20260831232431-97274622c111
 CONFORMANCE_GINKGO := v0.0.0-20231101194043-f2182352d4cc
 
-.PHONY: test tools lint fuzz bench bench-shared bench-scale bench-softdelete build soak chaos mutate services-start services-stop
+.PHONY: test tools lint fuzz bench bench-shared bench-scale bench-softdelete bench-encryption build soak chaos mutate services-start services-stop
 
 # For running single tests by hand: make services-start, then
 # `. .tools/run/env && go test ./internal/meta/`, then make services-stop.
@@ -105,6 +105,10 @@ $(TOOLS)/registry:
 /usr/bin/docker-registry:
 	(apt-get install -y --no-install-recommends docker-registry || \
 	 (apt-get update -qq && apt-get install -y --no-install-recommends docker-registry)) >/dev/null
+
+# Encryption at rest against none: georeg serve both ways, alternated.
+bench-encryption: build
+	go run ./bench -georeg bin/georeg -only encryption
 
 # Replication's cost against the number of regions (3 and 6 regions as
 # processes, a seventh joining), and anti-entropy rounds at 20k and 1M

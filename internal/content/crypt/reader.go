@@ -68,7 +68,7 @@ func (b *Backend) Reader(ctx context.Context, key string, offset int64) (io.Read
 			return nil, err
 		}
 	}
-	return out, nil
+	return prefetch(out), nil
 }
 
 // staging reports whether key is an upload's data being written (read

@@ -54,17 +54,16 @@ func (b *Backend) Writer(ctx context.Context, key string, opts content.WriterOpt
 	if err != nil {
 		return nil, err
 	}
-	if _, err := inner.Write(h.bytes()); err != nil {
-		_ = inner.Cancel(ctx)
-		return nil, err
-	}
+	out := newCoalescer(inner)
+	_, _ = out.Write(h.bytes()) // buffered
 	var nonce [12]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
+		out.release()
 		_ = inner.Cancel(ctx)
 		return nil, err
 	}
 	nonce[0] &^= 0x80 // DARE keeps the final flag there: a resume reads the nonce back from a package
-	return b.encrypting(inner, h, dk, nonce, 0, nil)
+	return b.encrypting(out, h, dk, nonce, 0, nil)
 }
 
 // resume continues a staging object from a checkpoint's state.
@@ -99,7 +98,7 @@ func (b *Backend) resume(ctx context.Context, ekey, target string, raw []byte) (
 		_, _ = inner.Checkpoint(ctx)
 		return nil, fmt.Errorf("%s: staging holds %d bytes, the checkpoint %d: %w", ekey, got, want, content.ErrCheckpointLost)
 	}
-	return b.encrypting(inner, h, dk, st.Nonce, st.Seq, tail.Bytes())
+	return b.encrypting(newCoalescer(inner), h, dk, st.Nonce, st.Seq, tail.Bytes())
 }
 
 // existing continues a staging object from the whole packages it holds,
@@ -119,15 +118,14 @@ func (b *Backend) existing(ctx context.Context, ekey string) (content.Writer, er
 		if err != nil {
 			return fail(err)
 		}
-		if _, err := inner.Write(h.bytes()); err != nil {
-			return fail(err)
-		}
 		var nonce [12]byte
 		if _, err := rand.Read(nonce[:]); err != nil {
 			return fail(err)
 		}
 		nonce[0] &^= 0x80
-		return b.encrypting(inner, h, dk, nonce, 0, nil)
+		out := newCoalescer(inner)
+		_, _ = out.Write(h.bytes()) // buffered
+		return b.encrypting(out, h, dk, nonce, 0, nil)
 	}
 	if size < headerSize || (size-headerSize)%packageSize != 0 {
 		return fail(fmt.Errorf("%s: %d bytes end inside a package: %w", ekey, size, content.ErrCheckpointLost))
@@ -153,20 +151,22 @@ func (b *Backend) existing(ctx context.Context, ekey string) (content.Writer, er
 	} else if _, err := rand.Read(nonce[:]); err != nil {
 		return fail(err)
 	}
-	return b.encrypting(inner, h, dk, nonce, seq, nil)
+	return b.encrypting(newCoalescer(inner), h, dk, nonce, seq, nil)
 }
 
-// encrypting returns the writer sealing packages from seq on into inner,
+// encrypting returns the writer sealing packages from seq on into out,
 // after tail (the plaintext a checkpoint kept).
-func (b *Backend) encrypting(inner content.Writer, h header, dk []byte, nonce [12]byte, seq int64, tail []byte) (content.Writer, error) {
+func (b *Backend) encrypting(out *coalescer, h header, dk []byte, nonce [12]byte, seq int64, tail []byte) (content.Writer, error) {
 	k, err := objectKey(dk, h.salt, "object v1")
 	if err != nil {
+		out.release()
 		return nil, err
 	}
 	cfg := config(k)
 	cfg.Nonce, cfg.SequenceNumber = &nonce, uint32(seq)
-	w := &writer{inner: inner, h: h, dk: dk, nonce: nonce, tail: make([]byte, 0, payloadSize)}
-	if w.enc, err = sio.EncryptWriter(writeOnly{inner}, cfg); err != nil {
+	w := &writer{inner: out.w, out: out, h: h, dk: dk, nonce: nonce, tail: make([]byte, 0, payloadSize)}
+	if w.enc, err = sio.EncryptWriter(writeOnly{out}, cfg); err != nil {
+		out.release()
 		return nil, err
 	}
 	w.plain = seq * payloadSize
@@ -187,6 +187,7 @@ func (o writeOnly) Write(p []byte) (int, error) { return o.w.Write(p) }
 // writer is an encrypted staging object being written.
 type writer struct {
 	inner  content.Writer
+	out    *coalescer // between enc and inner
 	enc    io.WriteCloser
 	h      header
 	dk     []byte
@@ -206,6 +207,12 @@ func (w *writer) Write(p []byte) (int, error) {
 		return 0, w.broken
 	}
 	n, err := w.enc.Write(p)
+	if err == nil {
+		// What is sealed reaches the store at the end of every Write (in
+		// aligned runs): a reader following the upload waits no longer
+		// than for a package.
+		err = w.out.flush(false)
+	}
 	if err != nil {
 		w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 		return 0, w.broken
@@ -229,6 +236,10 @@ func (w *writer) Size() int64 { return w.plain }
 func (w *writer) Checkpoint(ctx context.Context) ([]byte, error) {
 	if w.broken != nil {
 		_ = w.inner.Cancel(ctx)
+		return nil, w.broken
+	}
+	if err := w.out.flush(true); err != nil {
+		w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 		return nil, w.broken
 	}
 	inner, err := w.inner.Checkpoint(ctx)
@@ -256,11 +267,19 @@ func (w *writer) Commit(ctx context.Context, key string) error {
 		_ = w.inner.Cancel(ctx)
 		return w.broken
 	}
-	if err := w.enc.Close(); err != nil {
+	err := w.enc.Close()
+	if err == nil {
+		err = w.out.flush(true)
+	}
+	w.out.release()
+	if err != nil {
 		_ = w.inner.Cancel(ctx)
 		return err
 	}
 	return w.inner.Commit(ctx, encKey(key))
 }
 
-func (w *writer) Cancel(ctx context.Context) error { return w.inner.Cancel(ctx) }
+func (w *writer) Cancel(ctx context.Context) error {
+	w.out.release()
+	return w.inner.Cancel(ctx)
+}
