@@ -34,7 +34,7 @@ build:
 	go build -o bin/georeg ./cmd/georeg
 
 tools: $(TOOLS)/crane $(TOOLS)/regctl $(TOOLS)/oras $(TOOLS)/helm /usr/bin/skopeo /usr/bin/ctr /usr/bin/chromium /usr/bin/docker-registry \
-	$(TOOLS)/oci-conformance $(TOOLS)/oci-conformance-ginkgo.test
+	/usr/bin/softhsm2-util $(TOOLS)/oci-conformance $(TOOLS)/oci-conformance-ginkgo.test
 
 $(TOOLS)/crane:
 	GOBIN=$(TOOLS) go install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
@@ -59,6 +59,12 @@ $(TOOLS)/oci-conformance-ginkgo.test:
 /usr/bin/skopeo /usr/bin/ctr:
 	(apt-get install -y --no-install-recommends skopeo containerd || \
 	 (apt-get update -qq && apt-get install -y --no-install-recommends skopeo containerd)) >/dev/null
+
+# SoftHSM2, the token behind the KMS v2 plugin the encryption tests run
+# (cmd/georeg-kms-pkcs11 over PKCS#11).
+/usr/bin/softhsm2-util:
+	(apt-get install -y --no-install-recommends softhsm2 || \
+	 (apt-get update -qq && apt-get install -y --no-install-recommends softhsm2)) >/dev/null
 
 # Debian's Chromium, for the dashboard test (chromedp drives it headless).
 /usr/bin/chromium:

@@ -25,7 +25,7 @@ import (
 // `az acr login`, `az acr token`, `az acr scope-map`, `az acr
 // network-rule` and `az acr update`.
 func accessCmds() []*cobra.Command {
-	return []*cobra.Command{loginCmd(), userCmd(), tokenCmd(), scopeMapCmd(), networkRuleCmd(), outboundRuleCmd(), keysCmd(), updateCmd(), auditCmd(), gcCmd(), repositoryCmd(), manifestCmd(), configCmd(), importCmd(), copyCmd(), usageCmd(), cacheRuleCmd(), credentialSetCmd(), cacheCmd()}
+	return []*cobra.Command{loginCmd(), userCmd(), tokenCmd(), scopeMapCmd(), networkRuleCmd(), outboundRuleCmd(), keysCmd(), updateCmd(), auditCmd(), gcCmd(), repositoryCmd(), manifestCmd(), configCmd(), importCmd(), copyCmd(), usageCmd(), cacheRuleCmd(), credentialSetCmd(), cacheCmd(), encryptionCmd()}
 }
 
 // group makes a command group with the --registry and --output flags.

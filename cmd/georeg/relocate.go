@@ -45,6 +45,8 @@ type exported struct {
 	CredentialSets []exportedCredentialSet `yaml:"credentialSets,omitempty"`
 	CacheRules     []exportedCacheRule     `yaml:"cacheRules,omitempty"`
 	Prices         *cost.Prices            `yaml:"prices,omitempty"`
+	// Encryption says whether the exporting region encrypts at rest.
+	Encryption *exportedEncryption `yaml:"encryption,omitempty"`
 }
 
 // exportedCredentialSet is a credential set: its password an ${ENV}
@@ -226,7 +228,9 @@ func exportConfig(ctx context.Context, c *cli.Client) (*exported, error) {
 	for _, l := range locks {
 		out.Locks = append(out.Locks, exportedLock{l.Name, l.WriteEnabled, l.DeleteEnabled})
 	}
-	return out, nil
+	var err error
+	out.Encryption, err = exportEncryption(ctx, c)
+	return out, err
 }
 
 // expand replaces ${VAR} with the environment's value; a missing one is
@@ -398,6 +402,7 @@ func configExportApply(cmd *cobra.Command, registry *string) {
 		},
 	}
 	var file string
+	var allowUnencrypted bool
 	apply := &cobra.Command{
 		Use:   "apply -f registry.yaml",
 		Short: "Apply an exported configuration to a registry (run georeg copy first for image locks)",
@@ -414,10 +419,15 @@ func configExportApply(cmd *cobra.Command, registry *string) {
 			if cfg.APIVersion != "georeg/v1" {
 				return fmt.Errorf("%s: apiVersion %q; this georeg reads georeg/v1", file, cfg.APIVersion)
 			}
-			return applyConfig(c.Context(), cli.New(*registry, time.Minute), &cfg)
+			client := cli.New(*registry, time.Minute)
+			if err := checkEncryption(c.Context(), client, cfg.Encryption, allowUnencrypted); err != nil {
+				return err
+			}
+			return applyConfig(c.Context(), client, &cfg)
 		},
 	}
 	apply.Flags().StringVarP(&file, "file", "f", "", "the exported YAML")
+	apply.Flags().BoolVar(&allowUnencrypted, "allow-unencrypted", false, "apply the configuration of a registry that encrypts at rest to a region that does not")
 	_ = apply.MarkFlagRequired("file")
 	cmd.AddCommand(export, apply)
 }

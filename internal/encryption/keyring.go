@@ -201,3 +201,128 @@ func (k *Keyring) Check(ctx context.Context) error {
 var _ crypt.Keys = (*Keyring)(nil)
 
 func bytesCopy(b []byte) []byte { return append([]byte(nil), b...) }
+
+// Close closes the key service, when it holds a connection.
+func (k *Keyring) Close() error {
+	if c, ok := k.ks.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// Service names the key service.
+func (k *Keyring) Service() string { return k.ks.Name() }
+
+// Rotator is a key service that makes a new key version itself (the
+// local key file); a KMS's keys are rotated in the KMS.
+type Rotator interface {
+	Rotate(ctx context.Context) (string, error)
+}
+
+// Plan is what a keyring's maintenance does: re-wrap the data keys not
+// wrapped by the key service's current key-encryption key, and make a
+// new current data key when the current one is not wrapped by it (new
+// data goes under the new key version at once).
+type Plan struct {
+	Rewrap     []meta.DataKey
+	NewCurrent bool
+}
+
+// PlanKeys decides a keyring's maintenance: keys oldest first (the last
+// current), kek the key service's current key version.
+func PlanKeys(keys []meta.DataKey, kek string) Plan {
+	var p Plan
+	for _, dk := range keys {
+		if dk.KEKID != kek {
+			p.Rewrap = append(p.Rewrap, dk)
+		}
+	}
+	p.NewCurrent = len(keys) > 0 && keys[len(keys)-1].KEKID != kek
+	return p
+}
+
+// Rotate switches to a new key version: a new one in the key service
+// when it makes them (the local key file), the key service's current one
+// otherwise; a new current data key wrapped by it, for new data at once.
+// The data keys wrapped by older versions are re-wrapped by Maintain.
+func (k *Keyring) Rotate(ctx context.Context) (string, error) {
+	if r, ok := k.ks.(Rotator); ok {
+		if _, err := r.Rotate(ctx); err != nil {
+			return "", err
+		}
+	}
+	kek, err := k.ks.Status(ctx)
+	if err != nil {
+		return "", k.unavailable("(current)", err)
+	}
+	if _, err := k.newKey(ctx, time.Now().Add(time.Hour)); err != nil {
+		return "", err
+	}
+	k.forgetCurrent()
+	return kek, nil
+}
+
+func (k *Keyring) forgetCurrent() {
+	k.mu.Lock()
+	k.current = nil
+	k.mu.Unlock()
+}
+
+// Maintain carries out PlanKeys: a new current data key if the key
+// service's key version changed (rotated in the KMS), then each data key
+// wrapped by an older version re-wrapped by the current one (no blob is
+// rewritten: a data key's bytes do not change). progress is told each
+// key done; what a restart interrupts, the next Maintain finds again.
+func (k *Keyring) Maintain(ctx context.Context, progress func(left int)) error {
+	kek, err := k.ks.Status(ctx)
+	if err != nil {
+		return k.unavailable("(current)", err)
+	}
+	keys, err := k.db.DataKeys(ctx)
+	if err != nil {
+		return err
+	}
+	plan := PlanKeys(keys, kek)
+	if plan.NewCurrent {
+		if _, err := k.newKey(ctx, time.Now().Add(time.Hour)); err != nil {
+			return err
+		}
+		k.forgetCurrent()
+	}
+	left := len(plan.Rewrap)
+	progress(left)
+	for _, dk := range plan.Rewrap {
+		plain, err := k.ks.Decrypt(ctx, dk.Wrapped, dk.KEKID)
+		if err != nil {
+			return k.unavailable(dk.ID, err)
+		}
+		wrapped, newKEK, err := k.ks.Encrypt(ctx, plain)
+		clear(plain)
+		if err != nil {
+			return k.unavailable(dk.ID, err)
+		}
+		if _, err := k.db.RewrapDataKey(ctx, dk.ID, dk.KEKID, wrapped, newKEK); err != nil {
+			return err
+		}
+		left--
+		progress(left)
+	}
+	return nil
+}
+
+// KeyVersions returns how many data keys each key version wraps, and the
+// current data key's id.
+func (k *Keyring) KeyVersions(ctx context.Context) (map[string]int, []meta.DataKey, error) {
+	keys, err := k.db.DataKeys(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	inUse := map[string]int{}
+	for _, dk := range keys {
+		inUse[dk.KEKID]++
+	}
+	return inUse, keys, nil
+}
+
+// KEK returns the key service's current key version.
+func (k *Keyring) KEK(ctx context.Context) (string, error) { return k.ks.Status(ctx) }

@@ -212,3 +212,12 @@ func (l *LocalKeys) Status(context.Context) (string, error) {
 	defer l.mu.Unlock()
 	return l.cur, nil
 }
+
+// Rotate adds a key version to the key file, current from now on.
+func (l *LocalKeys) Rotate(context.Context) (string, error) {
+	id, err := RotateLocalKeys(l.path)
+	if err != nil {
+		return "", err
+	}
+	return id, l.load()
+}

@@ -184,6 +184,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerPolicies(mux)
 	a.registerSoftDelete(mux)
 	a.registerCache(mux)
+	a.encryptionRoutes(mux)
 	mux.HandleFunc("GET /_georeg/v1/audit", a.handle(a.audit))
 	mux.HandleFunc("GET /_georeg/v1/usage", a.handle(a.usage))
 	mux.HandleFunc("GET /_georeg/v1/dashboard", a.handle(a.dashboard))

@@ -342,6 +342,9 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	g.Go(func() error { return n.Region.RunLeased(gctx, "housekeeping", n.Region.Run) })
 	g.Go(func() error { return n.Region.RunLeased(gctx, "gc", n.Region.RunGC) })
 	g.Go(func() error { return n.Region.RunLeased(gctx, "retention", n.Region.RunRetention) })
+	if n.Region.Keyring() != nil {
+		g.Go(func() error { return n.Region.RunLeased(gctx, "encryption", n.Region.RunEncryption) })
+	}
 	g.Go(func() error { return n.Region.Listen(gctx) })
 	g.Go(func() error { return n.Region.RunLocal(gctx) })
 	g.Go(func() error { return n.Region.RunTraffic(gctx) })

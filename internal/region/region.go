@@ -45,16 +45,18 @@ type Region struct {
 	retired     atomic.Bool // a true Retired, cached: a region never comes back from it
 	gc          gcState
 	leases      leases
-	members     MembersFunc    // the Ready regions, for replicated-everywhere
-	outboxWake  chan struct{}  // signalled when webhook deliveries were enqueued
-	space       *space         // out of storage or not (space.go)
-	traffic     traffic        // bytes served and received, not yet recorded (traffic.go)
-	evictor     Evictor        // the artifact cache's eviction, run with retention (pulls.go)
-	onDemand    OnDemandFunc   // cached repositories whose bytes are held only where pulled (ondemand.go)
-	quotas      quotas         // the quota settings and stored bytes this node saw (quota.go)
-	recentUsage recentUsage    // the last usage figure, for metrics and the dashboard (usage.go)
-	recent      recentSettings // the settings this node read lately, by kind (recentsettings.go)
-	applied     peerApplied    // marks peers published (presence.go)
+	members     MembersFunc         // the Ready regions, for replicated-everywhere
+	outboxWake  chan struct{}       // signalled when webhook deliveries were enqueued
+	space       *space              // out of storage or not (space.go)
+	traffic     traffic             // bytes served and received, not yet recorded (traffic.go)
+	evictor     Evictor             // the artifact cache's eviction, run with retention (pulls.go)
+	onDemand    OnDemandFunc        // cached repositories whose bytes are held only where pulled (ondemand.go)
+	quotas      quotas              // the quota settings and stored bytes this node saw (quota.go)
+	recentUsage recentUsage         // the last usage figure, for metrics and the dashboard (usage.go)
+	recent      recentSettings      // the settings this node read lately, by kind (recentsettings.go)
+	applied     peerApplied         // marks peers published (presence.go)
+	keyring     *encryption.Keyring // encryption at rest's data keys, or nil (encryption.go)
+	enc         encryptionState     // the encryption job's progress (encryption.go)
 }
 
 // Open opens the region's stores as cfg says: blobs on the filesystem
@@ -91,6 +93,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
+	var ring *encryption.Keyring
 	if cfg.Encryption.Enabled() {
 		// Every object is encrypted under the region's data keys, kept in
 		// db wrapped by the key service (internal/encryption).
@@ -99,12 +102,19 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Region, error) {
 			db.Close()
 			return nil, fmt.Errorf("encryption: %w", err)
 		}
-		backend = crypt.New(backend, encryption.NewKeyring(db, ks, cfg.Encryption.KeyCacheTTL))
+		ring = encryption.NewKeyring(db, ks, cfg.Encryption.KeyCacheTTL)
+		backend = crypt.New(backend, ring)
 	}
 	r, err := New(ctx, cfg, log, db, content.New(backend))
 	if err != nil {
 		db.Close()
+		if ring != nil {
+			ring.Close()
+		}
 		return nil, err
+	}
+	if ring != nil {
+		r.SetKeyring(ring)
 	}
 	return r, nil
 }
@@ -158,6 +168,9 @@ func (r *Region) Name() string { return r.cfg.Name }
 // Close closes the metadata store, and the content store's connections.
 func (r *Region) Close() error {
 	err := r.db.Close()
+	if r.keyring != nil {
+		err = errors.Join(err, r.keyring.Close())
+	}
 	if c, ok := r.store.Backend().(io.Closer); ok {
 		err = errors.Join(err, c.Close())
 	}

@@ -83,6 +83,9 @@ type Config struct {
 	// Encrypt encrypts every region's content store at rest, each with a
 	// key file of its own made under DataDir/keys (KeyFile).
 	Encrypt bool
+	// Encryption, when set, is each region's encryption at rest instead
+	// (a KMS plugin's, say; the zero Config leaves a region unencrypted).
+	Encryption func(region string) encryption.Config
 	// Stores, when set, says where each region keeps its blobs and
 	// metadata (an S3 bucket and a PostgreSQL database, say); nil: the
 	// filesystem and SQLite under DataDir/<name>.
@@ -184,6 +187,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 				return nil, fmt.Errorf("region %s: key file: %w", r.Name, err)
 			}
 			c.Region.Encryption = encryption.Config{Provider: "local", KeyFile: KeyFile(cfg.DataDir, r.Name)}
+		}
+		if cfg.Encryption != nil {
+			c.Region.Encryption = cfg.Encryption(r.Name)
 		}
 		c.HTTP.Listen = r.ls[0].Addr().String()
 		c.Replication.Secret = cfg.Secret

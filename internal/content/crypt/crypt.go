@@ -218,7 +218,12 @@ func plainSize(size int64) int64 {
 func (b *Backend) Stat(ctx context.Context, key string) (int64, error) {
 	size, err := b.inner.Stat(ctx, encKey(key))
 	if errors.Is(err, content.ErrNotFound) {
-		return b.inner.Stat(ctx, key) // plaintext from before encryption
+		size, err = b.inner.Stat(ctx, key) // plaintext from before encryption
+		if !errors.Is(err, content.ErrNotFound) {
+			return size, err
+		}
+		// Encrypted by EncryptObject between the two lookups?
+		size, err = b.inner.Stat(ctx, encKey(key))
 	}
 	if err != nil {
 		return 0, err

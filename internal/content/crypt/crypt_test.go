@@ -351,3 +351,136 @@ func TestPlaintextFromBeforeEncryptionStillReads(t *testing.T) {
 		t.Fatalf("after delete: %v", err)
 	}
 }
+
+// TestPlaintextIsEncryptedInPlace: blobs stored before encryption was on
+// (on a filesystem and in a bucket) are listed as plaintext, encrypted
+// in place one by one, and then nothing stored holds the marker while
+// each reads back whole and from an offset. A conversion stopped after
+// its commit (both forms stored) is listed as such and finished by
+// removing the plaintext; a blob whose bytes do not hash to its digest
+// is left as it is (ErrCorrupt).
+func TestPlaintextIsEncryptedInPlace(t *testing.T) {
+	ctx := t.Context()
+	for name, open := range map[string]func(t *testing.T) (content.Backend, func() [][]byte){
+		"filesystem": func(t *testing.T) (content.Backend, func() [][]byte) {
+			dir := t.TempDir()
+			inner, err := contentfs.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return inner, func() (out [][]byte) {
+				for _, b := range files(t, dir) {
+					out = append(out, b)
+				}
+				return out
+			}
+		},
+		"bucket": func(t *testing.T) (content.Backend, func() [][]byte) {
+			bucket := storetest.S3Bucket(t)
+			inner, err := contents3.Open(ctx, contents3.Config{Endpoint: bucket.Endpoint, Bucket: bucket.Bucket,
+				AccessKey: bucket.AccessKey, SecretKey: bucket.SecretKey, PartSize: 5 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return inner, func() (out [][]byte) {
+				_ = inner.Walk(ctx, "", func(key string, _ int64, _ time.Time) error {
+					r, err := inner.Reader(ctx, key, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := io.ReadAll(r)
+					r.Close()
+					out = append(out, b)
+					return nil
+				})
+				return out
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			inner, stored := open(t)
+			plain := content.New(inner)
+			var blobs [][]byte
+			for _, n := range []int{10, 70_000, 300_001} {
+				b := marked(n)
+				blobs = append(blobs, b)
+				if _, err := plain.Put(ctx, "p", digest.FromBytes(b), -1, bytes.NewReader(b)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The third one's plaintext was changed on disk: not encrypted.
+			bad := blobs[2]
+			badKey := content.BlobKey(digest.FromBytes(bad))
+			w, err := inner.Writer(ctx, "uploads/x/data", content.WriterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = w.Write(append([]byte("X"), bad[1:]...))
+			if err := w.Commit(ctx, badKey); err != nil {
+				t.Fatal(err)
+			}
+			b := crypt.New(inner, newKeys())
+			list := func() map[string]bool {
+				out := map[string]bool{}
+				if err := b.Plaintext(ctx, "blobs/", func(key string, _ int64, both bool) error {
+					out[key] = both
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			if got := list(); len(got) != 3 {
+				t.Fatalf("plaintext objects: %v", got)
+			}
+			first := content.BlobKey(digest.FromBytes(blobs[0]))
+			// A conversion that stopped after its commit: both forms.
+			r, _ := inner.Reader(ctx, first, 0)
+			ew, err := b.Writer(ctx, "uploads/y/data", content.WriterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(ew, r)
+			r.Close()
+			if err := ew.Commit(ctx, first); err != nil {
+				t.Fatal(err)
+			}
+			if got := list(); len(got) != 3 || !got[first] {
+				t.Fatalf("plaintext objects with one stored both ways: %v", got)
+			}
+			for key := range list() {
+				d := digest.Digest("sha256:" + key[len(key)-64:])
+				err := b.EncryptObject(ctx, key, d)
+				if key == badKey {
+					if !errors.Is(err, crypt.ErrCorrupt) {
+						t.Fatalf("a changed blob: %v", err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := list(); len(got) != 1 || got[badKey] {
+				t.Fatalf("plaintext objects after: %v", got)
+			}
+			for _, data := range stored() {
+				if bytes.Contains(data, []byte("PLAINTEXT-MARKER")) && !bytes.HasPrefix(data, []byte("X")) {
+					t.Fatal("a converted blob is still stored in plaintext")
+				}
+			}
+			s := content.New(b)
+			for _, blob := range blobs[:2] {
+				r, err := s.Open(ctx, digest.FromBytes(blob), 5)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := io.ReadAll(r)
+				r.Close()
+				if !bytes.Equal(got, blob[5:]) {
+					t.Fatalf("a converted blob reads back as %d other bytes", len(got))
+				}
+			}
+		})
+	}
+}

@@ -20,6 +20,13 @@ import (
 // one fails); an upload's staging data, still being written, is read up
 // to its last whole package, and a later Read returns what landed since.
 func (b *Backend) Reader(ctx context.Context, key string, offset int64) (io.ReadCloser, error) {
+	return b.reader(ctx, key, offset, true)
+}
+
+// reader is Reader; again says to look for the encrypted form once more
+// when the plaintext is not found either (EncryptObject replaced it
+// between the two lookups).
+func (b *Backend) reader(ctx context.Context, key string, offset int64, again bool) (io.ReadCloser, error) {
 	ekey := encKey(key)
 	seq := offset / payloadSize
 	var r io.ReadCloser
@@ -37,7 +44,11 @@ func (b *Backend) Reader(ctx context.Context, key string, offset int64) (io.Read
 		r, err = b.inner.Reader(ctx, ekey, headerSize+seq*packageSize)
 	}
 	if errors.Is(err, content.ErrNotFound) {
-		return b.inner.Reader(ctx, key, offset) // plaintext from before encryption
+		r, err := b.inner.Reader(ctx, key, offset) // plaintext from before encryption
+		if errors.Is(err, content.ErrNotFound) && again && !staging(key) {
+			return b.reader(ctx, key, offset, false)
+		}
+		return r, err
 	}
 	if err != nil {
 		return nil, err

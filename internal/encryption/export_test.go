@@ -1,0 +1,4 @@
+package encryption
+
+// CheckStatus is checkStatus, for tests.
+var CheckStatus = checkStatus
