@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,8 +22,8 @@ import (
 // unwraps; the wrapped form holds no byte run of the key; the plugin's
 // key rotated (restarted with a new label), new wraps name the new key
 // and the old wrap still unwraps; the plugin killed, every call fails
-// within the configured timeout, a keyring's Check names the key and is
-// an OCI UNAVAILABLE; the plugin back, the same client works again.
+// within the configured timeout, a keyring's Check (even one holding its
+// data key) names the key and is an OCI UNAVAILABLE; the plugin back, the same client works again.
 func TestAKMSPluginWrapsDataKeys(t *testing.T) {
 	p := kmstest.Start(t, "kek-1")
 	ks, err := encryption.Config{Provider: "kms", KMSSocket: p.Socket, KMSTimeout: time.Second}.Open()
@@ -82,6 +83,14 @@ func TestAKMSPluginWrapsDataKeys(t *testing.T) {
 	if _, err := ks.Decrypt(ctx, wrapped, "kek-1"); err == nil {
 		t.Fatal("decrypt with the plugin killed")
 	}
+	// The keyring that holds the current data key unwrapped is not ready
+	// either once its next status check finds the plugin gone (5 s).
+	waitUntil(t, 10*time.Second, func() error {
+		if err := ring.Check(ctx); !errors.Is(err, crypt.ErrKeyUnavailable) {
+			return fmt.Errorf("check of a keyring holding its key, the plugin killed: %v", err)
+		}
+		return nil
+	})
 	fresh := encryption.NewKeyring(db, ks, time.Minute) // nothing cached
 	err = fresh.Check(ctx)
 	if !errors.Is(err, crypt.ErrKeyUnavailable) || !strings.Contains(err.Error(), "KMS plugin at "+p.Socket) {
