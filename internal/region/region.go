@@ -39,7 +39,7 @@ type Region struct {
 	sessions map[string]*session  // upload sessions this process saw
 	partials map[string]*partial  // broken fetches kept to resume, by staging id
 	fetching map[string]*inflight // blob fetches from peers running, by staging id (fetchtail.go)
-	spills   map[string]string    // spill files of fetches running, by staging id (spill.go)
+	spills   map[string]spillFile // spill files of fetches running, by staging id (spill.go)
 	cold     coldBlobs            // blobs the artifact cache is fetching, offered (cold.go)
 
 	retired     atomic.Bool // a true Retired, cached: a region never comes back from it

@@ -2,6 +2,9 @@ package region
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"errors"
 	"io"
 	"os"
@@ -25,6 +28,13 @@ import (
 // as they would without one. Spill files are never a source of truth:
 // what a follower sends is verified as the fetch commits, its last byte
 // held until then; a start removes what a crash left.
+//
+// In a region that encrypts at rest, a spill file is encrypted too, with
+// AES-256-CTR under a key made for that one spill and kept only in
+// memory (a spill outlives neither its fetch nor its process): followers
+// read it sequentially, byte for byte as it lands. It needs no
+// authentication of its own, for the same reason it needs no fsync: what
+// a follower sends is verified as the fetch commits.
 
 // spillDir is where this node's spill files are.
 func (r *Region) spillDir() string { return filepath.Join(r.cfg.DataDir, "spill", r.cfg.Node) }
@@ -33,16 +43,58 @@ func (r *Region) spillDir() string { return filepath.Join(r.cfg.DataDir, "spill"
 type spill struct {
 	f      *os.File
 	failed bool
+	enc    cipher.Stream // nil: the region does not encrypt at rest
+	buf    []byte        // what enc makes of a write
+}
+
+// spillFile is where a spill is and, when encrypted, its key.
+type spillFile struct {
+	path    string
+	key, iv []byte
 }
 
 func (s *spill) Write(p []byte) (int, error) {
 	if !s.failed {
-		if _, err := s.f.Write(p); err != nil {
+		out := p
+		if s.enc != nil {
+			if cap(s.buf) < len(p) {
+				s.buf = make([]byte, len(p))
+			}
+			out = s.buf[:len(p)]
+			s.enc.XORKeyStream(out, p)
+		}
+		if _, err := s.f.Write(out); err != nil {
 			s.failed = true
 		}
 	}
 	return len(p), nil
 }
+
+// newSpillCipher makes a key and an IV for one spill, and its stream.
+func newSpillCipher() (sf spillFile, stream cipher.Stream, err error) {
+	sf.key, sf.iv = make([]byte, 32), make([]byte, aes.BlockSize)
+	_, _ = rand.Read(sf.key)
+	_, _ = rand.Read(sf.iv)
+	block, err := aes.NewCipher(sf.key)
+	if err != nil {
+		return sf, nil, err
+	}
+	return sf, cipher.NewCTR(block, sf.iv), nil
+}
+
+// spillReader decrypts an encrypted spill as it is read, in order.
+type spillReader struct {
+	f      *os.File
+	stream cipher.Stream
+}
+
+func (s *spillReader) Read(p []byte) (int, error) {
+	n, err := s.f.Read(p)
+	s.stream.XORKeyStream(p[:n], p[:n])
+	return n, err
+}
+
+func (s *spillReader) Close() error { return s.f.Close() }
 
 // startSpill opens a spill for the fetch of staging id, whose upload up
 // holds no byte yet, when the store cannot read staging data back and d
@@ -50,9 +102,6 @@ func (s *spill) Write(p []byte) (int, error) {
 func (r *Region) startSpill(ctx context.Context, id string, d digest.Digest, up *content.Upload) *spill {
 	if up.Size() != 0 || !r.offeredAnywhere(d) {
 		return nil
-	}
-	if _, encrypted := r.store.Backend().(*crypt.Backend); encrypted {
-		return nil // a spill is plaintext: an encrypted region's followers wait for the blob
 	}
 	rc, err := r.store.OpenUpload(ctx, id)
 	if err == nil {
@@ -70,11 +119,20 @@ func (r *Region) startSpill(ctx context.Context, id string, d digest.Digest, up 
 		return nil
 	}
 	s := &spill{f: f}
+	sf := spillFile{path: f.Name()}
+	if _, encrypted := r.store.Backend().(*crypt.Backend); encrypted {
+		if sf, s.enc, err = newSpillCipher(); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil
+		}
+		sf.path = f.Name()
+	}
 	r.mu.Lock()
 	if r.spills == nil {
-		r.spills = map[string]string{}
+		r.spills = map[string]spillFile{}
 	}
-	r.spills[id] = f.Name()
+	r.spills[id] = sf
 	r.mu.Unlock()
 	return s
 }
@@ -94,16 +152,24 @@ func (r *Region) endSpill(id string, s *spill) {
 // openSpill opens the spill of the fetch of staging id, if it has one.
 func (r *Region) openSpill(id string) (io.ReadCloser, bool) {
 	r.mu.Lock()
-	path, ok := r.spills[id]
+	sf, ok := r.spills[id]
 	r.mu.Unlock()
 	if !ok {
 		return nil, false
 	}
-	f, err := os.Open(path)
+	f, err := os.Open(sf.path)
 	if err != nil {
 		return nil, false // removed meanwhile: the fetch ended
 	}
-	return f, true
+	if sf.key == nil {
+		return f, true
+	}
+	block, err := aes.NewCipher(sf.key)
+	if err != nil {
+		f.Close()
+		return nil, false
+	}
+	return &spillReader{f: f, stream: cipher.NewCTR(block, sf.iv)}, true
 }
 
 // offeredAnywhere reports whether blob d is offered in some repository.

@@ -1,11 +1,14 @@
 package up_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -41,7 +44,11 @@ func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
 	regions := []string{"eastus", "westeurope", "southeastasia"}
 	fetcher := cache.Fetcher(regions, "hub/stream|v1")
 	puller := otherThan(regions, fetcher)
-	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	// In the shared pass (S3, whose staging data cannot be read back:
+	// followed through spill files) the regions encrypt at rest, and so
+	// do their spill files.
+	dir := t.TempDir()
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions(), Encrypt: shared()})
 	at := reg.ByName[puller].URL
 	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
 	gets0 := upstream.blobGets.Load()
@@ -104,12 +111,13 @@ func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
 		t.Fatalf("the layer: %d, %d bytes announced, want %d: %s", resp.StatusCode, resp.ContentLength, layer.Size, b)
 	}
 	h := sha256.New()
+	var got bytes.Buffer
 	half := make(chan error, 1)
 	go func() {
 		// Half a MiB: the fetching region's first step is 1 MiB, and a
 		// region streaming holds back the last byte it has until the
 		// blob is verified.
-		_, err := io.CopyN(h, resp.Body, content.BufferSize/2)
+		_, err := io.CopyN(io.MultiWriter(h, &got), resp.Body, content.BufferSize/2)
 		half <- err
 	}()
 	select {
@@ -119,6 +127,20 @@ func TestAColdPullIsServedAsItIsFetched(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the layer's first half MiB did not reach the client while the upstream held its second half: not streamed")
+	}
+	if shared() {
+		// The layer is followed through spill files, which hold none of
+		// its bytes in the clear.
+		spills, _ := filepath.Glob(filepath.Join(dir, "*", "spill", "*", "fetch-*"))
+		if len(spills) == 0 {
+			t.Fatal("no spill file while the layer streams from S3 regions")
+		}
+		for _, p := range spills {
+			b, _ := os.ReadFile(p)
+			if len(b) >= 4096 && bytes.Contains(b, got.Bytes()[:4096]) {
+				t.Fatalf("spill file %s holds the layer in the clear", p)
+			}
+		}
 	}
 	upstream.openGate()
 	if _, err := io.Copy(h, resp.Body); err != nil {
@@ -198,7 +220,11 @@ func TestAColdPullOfAnIndexServesItsPlatformsAsTheyAreFetched(t *testing.T) {
 	im, _ := idx.IndexManifest()
 	want, _ := idx.Digest()
 	puller := otherThan(regions, fetcher)
-	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions()})
+	// In the shared pass (S3, whose staging data cannot be read back:
+	// followed through spill files) the regions encrypt at rest, and so
+	// do their spill files.
+	dir := t.TempDir()
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions(), Encrypt: shared()})
 	at := reg.ByName[puller].URL
 	putCacheRule(t, reg, at, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*"}`)
 	gets0 := upstream.blobGets.Load()
