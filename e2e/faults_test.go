@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/link"
+	"github.com/georeg/georeg/internal/region"
 )
 
 // The fault-injection suite (issue: replication and the front door
@@ -68,6 +70,10 @@ const faulted = "westeurope"
 var (
 	stalled  *image
 	stallSeq int
+	// stallStaging is the layer's staging data in westeurope, and its
+	// size when the link stalled (for the failure's reader).
+	stallStaging     string
+	stallStagingSize int64
 )
 
 var scenarios = []scenario{
@@ -80,15 +86,19 @@ var scenarios = []scenario{
 		setup: func(r *rig) { r.links[faulted]["eastus"].Throttle(512 << 10) },
 		inject: func(r *rig, l *load) func() {
 			lk := r.links[faulted]["eastus"]
-			_, before := lk.Delivered()
 			stallSeq++ // a tag of its own each cycle (p-1, p-2, ...)
 			stalled = l.pushTo(l.loadClient("127.0.0.1"), "http://"+r.regions["eastus"].addr, -stallSeq, 8<<20)
 			if stalled == nil {
 				r.t.Fatal("the 8 MiB push to eastus failed")
 			}
+			// The layer itself is crossing the link (not only the feed:
+			// under load, the feed's records alone can be 1 MiB): its
+			// fetch's staging data in westeurope holds bytes. Whether the
+			// follower or a read-through fetches it, the stall cuts it.
+			staging := filepath.Join(r.regions[faulted].data, "content", "uploads", region.FetchStagingID(stalled.blobs[1]), "data")
 			waitFor(r.t, 20*time.Second, func() error {
-				if _, now := lk.Delivered(); now-before < 1<<20 {
-					return fmt.Errorf("%d bytes of the layer crossed the link to westeurope", now-before)
+				if fi, err := os.Stat(staging); err != nil || fi.Size() == 0 {
+					return fmt.Errorf("no byte of the layer landed in westeurope (%v)", err)
 				}
 				return nil
 			})
@@ -97,13 +107,22 @@ var scenarios = []scenario{
 			// at the stall bound when no other region can finish it.
 			l.disrupt()
 			lk.Set(link.Stall)
+			stallStaging, stallStagingSize = staging, -1
+			if fi, err := os.Stat(staging); err == nil {
+				stallStagingSize = fi.Size()
+			}
 			return r.heal
 		},
 		check: func(t *testing.T, r *rig) {
 			key := `georeg_replication_fetch_failures_total{peer="eastus",reason="stalled",region="westeurope"}`
 			waitFor(t, 30*time.Second, func() error {
 				if v := doorMetrics(t, r.regions[faulted].addr)[key]; v == 0 {
-					return fmt.Errorf("westeurope cut no stalled fetch from eastus (%s = 0)", key)
+					fi, err := os.Stat(stallStaging)
+					size := int64(-1)
+					if err == nil {
+						size = fi.Size()
+					}
+					return fmt.Errorf("westeurope cut no stalled fetch from eastus (%s = 0; the layer's staging in westeurope held %d bytes at the stall, %d now)", key, stallStagingSize, size)
 				}
 				for _, p := range stalled.paths() {
 					if !holds(t, r.regions[faulted].addr, p) {

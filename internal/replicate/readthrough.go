@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/bounded"
 	"github.com/georeg/georeg/internal/content"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/oci"
@@ -197,6 +198,7 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 		}
 		if err := p.ensureBlob(ctx, s, repo, d, size, nil); err != nil {
 			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
+			p.readThroughFailed(ctx, s.name, err)
 			continue
 		}
 		return nil
@@ -282,6 +284,7 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		}
 		if err != nil {
 			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
+			p.readThroughFailed(ctx, s.name, err)
 			lastErr = err
 			if (streamed || lw.W != nil) && !resumable(err) {
 				return err
@@ -434,4 +437,15 @@ func (s *source) blobStat(ctx context.Context, repo string, d digest.Digest) (in
 	resp.Body.Close()
 	size, err := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
 	return size, peerVersion(resp.Header), err
+}
+
+// readThroughFailed counts a read-through's blob fetch from peer that
+// failed on the peer's side (stalled: cut by the idle bound) among the
+// region's fetch failures, as the feed follower's are; a client that
+// left is not the peer's failure.
+func (p *Replicator) readThroughFailed(ctx context.Context, peer string, err error) {
+	if ctx.Err() != nil || classify(err) != errPeerSide {
+		return
+	}
+	p.metrics.FetchFailed(peer, errors.Is(err, bounded.ErrStalled))
 }
