@@ -101,11 +101,13 @@ func (p *prefetcher) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Close stops the goroutine, waits for it, returns the chunks to the
-// pool and closes r.
+// Close stops the goroutine, closes r (which ends a read the goroutine
+// may be blocked in: a stalled store must not hold Close), waits for the
+// goroutine, and returns the chunks to the pool.
 func (p *prefetcher) Close() error {
 	first := false
-	p.once.Do(func() { close(p.done); first = true })
+	var err error
+	p.once.Do(func() { close(p.done); first = true; err = p.r.Close() })
 	p.wg.Wait()
 	if first {
 		if p.chunk != nil {
@@ -120,5 +122,5 @@ func (p *prefetcher) Close() error {
 			chunkPool.Put(buf[:cap(buf)])
 		}
 	}
-	return p.r.Close()
+	return err
 }
