@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -482,5 +483,68 @@ func TestPlaintextIsEncryptedInPlace(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// fullBackend is a backend whose writers fail with ENOSPC once they hold
+// limit bytes (a disk that fills).
+type fullBackend struct {
+	content.Backend
+	limit int64
+}
+
+func (f fullBackend) Writer(ctx context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
+	w, err := f.Backend.Writer(ctx, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &fullWriter{Writer: w, limit: f.limit}, nil
+}
+
+type fullWriter struct {
+	content.Writer
+	limit int64
+}
+
+func (w *fullWriter) Write(p []byte) (int, error) {
+	if w.Size()+int64(len(p)) > w.limit {
+		return 0, syscall.ENOSPC
+	}
+	return w.Writer.Write(p)
+}
+
+// TestADiskThatFillsBreaksTheUploadAndCommitsNothing: the store below
+// fails with ENOSPC partway (its writes happen in the background): the
+// encrypting writer answers an error wrapping ErrBroken and ENOSPC by
+// the end of the upload at the latest, its commit fails, and nothing is
+// stored under the key.
+func TestADiskThatFillsBreaksTheUploadAndCommitsNothing(t *testing.T) {
+	ctx := t.Context()
+	inner, err := contentfs.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := crypt.New(fullBackend{Backend: inner, limit: 2<<20 + 100}, newKeys())
+	w, err := b.Writer(ctx, "uploads/full/data", content.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := marked(5 << 20)
+	var werr error
+	for off := 0; off < len(data) && werr == nil; off += 1 << 20 {
+		_, werr = w.Write(data[off : off+1<<20])
+	}
+	cerr := w.Commit(ctx, "blobs/full")
+	if werr == nil {
+		werr = cerr
+	}
+	if !errors.Is(werr, crypt.ErrBroken) || !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("a write past a full disk: %v", werr)
+	}
+	if cerr == nil {
+		t.Fatal("an upload that lost bytes committed")
+	}
+	if _, err := b.Stat(ctx, "blobs/full"); !errors.Is(err, content.ErrNotFound) {
+		t.Fatalf("after the failed upload: %v", err)
 	}
 }

@@ -238,7 +238,7 @@ func (w *writer) Checkpoint(ctx context.Context) ([]byte, error) {
 		_ = w.inner.Cancel(ctx)
 		return nil, w.broken
 	}
-	if err := w.out.flush(true); err != nil {
+	if err := w.out.sync(); err != nil {
 		w.broken = fmt.Errorf("%w: %w", ErrBroken, err)
 		return nil, w.broken
 	}
@@ -269,7 +269,7 @@ func (w *writer) Commit(ctx context.Context, key string) error {
 	}
 	err := w.enc.Close()
 	if err == nil {
-		err = w.out.flush(true)
+		err = w.out.sync()
 	}
 	w.out.release()
 	if err != nil {
