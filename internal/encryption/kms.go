@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	kmsapi "k8s.io/kms/apis/v2"
 )
@@ -36,8 +37,14 @@ func OpenKMSPlugin(socket string, timeout time.Duration) (*KMSPlugin, error) {
 	if timeout <= 0 {
 		timeout = DefaultKMSTimeout
 	}
+	// Reconnect within seconds of a plugin's restart, however long it
+	// was away (gRPC's default backoff grows to 2 minutes).
 	conn, err := grpc.NewClient("unix://"+strings.TrimPrefix(socket, "unix://"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: timeout,
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("KMS plugin at %s: %w", socket, err)
 	}

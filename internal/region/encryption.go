@@ -35,6 +35,10 @@ type encryptionState struct {
 	failed     int // blobs not encrypted (their bytes do not match their digest)
 	lastPass   time.Time
 	lastErr    string
+	// allEncrypted: a pass found no blob in plaintext, and none can
+	// appear (this region writes encrypted), so later passes do not list
+	// the store again until a restart.
+	allEncrypted bool
 }
 
 // EncryptionStatus is what `georeg encryption status` shows.
@@ -175,7 +179,10 @@ func (r *Region) encryptionPass(ctx context.Context) error {
 		return fmt.Errorf("re-wrap data keys: %w", err)
 	}
 	cb := r.crypt()
-	if cb == nil {
+	r.enc.mu.Lock()
+	done := r.enc.allEncrypted
+	r.enc.mu.Unlock()
+	if cb == nil || done {
 		return nil
 	}
 	var keys []string
@@ -188,6 +195,9 @@ func (r *Region) encryptionPass(ctx context.Context) error {
 	sort.Strings(keys)
 	r.setPlainLeft(len(keys))
 	if len(keys) == 0 {
+		r.enc.mu.Lock()
+		r.enc.allEncrypted = true
+		r.enc.mu.Unlock()
 		return nil
 	}
 	r.log.InfoContext(ctx, "encrypting blobs stored in plaintext", "count", len(keys))
