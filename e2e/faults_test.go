@@ -122,7 +122,14 @@ var scenarios = []scenario{
 					if err == nil {
 						size = fi.Size()
 					}
-					return fmt.Errorf("westeurope cut no stalled fetch from eastus (%s = 0; the layer's staging in westeurope held %d bytes at the stall, %d now)", key, stallStagingSize, size)
+					var failures []string
+					for k, v := range doorMetrics(t, r.regions[faulted].addr) {
+						if strings.HasPrefix(k, "georeg_replication_fetch_failures_total") {
+							failures = append(failures, fmt.Sprintf("%s = %v", k, v))
+						}
+					}
+					return fmt.Errorf("westeurope cut no stalled fetch from eastus (%s = 0; the layer's staging in westeurope held %d bytes at the stall, %d now; westeurope holds the layer: %v; its fetch failures: %v)",
+						key, stallStagingSize, size, holds(t, r.regions[faulted].addr, stalled.paths()[len(stalled.paths())-1]), failures)
 				}
 				for _, p := range stalled.paths() {
 					if !holds(t, r.regions[faulted].addr, p) {
