@@ -128,6 +128,9 @@ func (r *Region) EncryptionStatus(ctx context.Context) (EncryptionStatus, error)
 	if len(keys) > 0 {
 		st.CurrentDataKey = keys[len(keys)-1].ID
 	}
+	r.enc.mu.Lock()
+	st.RewrapPending = r.enc.rewrapLeft // as the job last counted, when the key service cannot be asked
+	r.enc.mu.Unlock()
 	if kek != "" {
 		st.RewrapPending = len(encryption.PlanKeys(keys, kek).Rewrap)
 	}
