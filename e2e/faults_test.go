@@ -82,20 +82,38 @@ var scenarios = []scenario{
 		// pushed to eastus is mid-body on it when the link stalls for good.
 		// westeurope must cut the fetch and get the layer from
 		// southeastasia while the link still stalls.
+		//
+		// southeastasia's link from eastus is held from the push until
+		// westeurope has begun its fetch: else, under load, westeurope
+		// may find the layer in southeastasia first and fetch it from
+		// there, and no fetch crosses the link that stalls (seen in about
+		// 1 clean-clone make test in 3). Throttling southeastasia's link
+		// instead backs it up under the load's 24 MiB/s.
 		name: "stall mid-blob", victim: faulted,
-		setup: func(r *rig) { r.links[faulted]["eastus"].Throttle(512 << 10) },
 		inject: func(r *rig, l *load) func() {
 			lk := r.links[faulted]["eastus"]
+			lk.Throttle(512 << 10) // every cycle: a heal lifts it
+			sea := r.links["southeastasia"]["eastus"]
+			l.disrupt()
+			sea.Set(link.Stall)
 			stallSeq++ // a tag of its own each cycle (p-1, p-2, ...)
 			stalled = l.pushTo(l.loadClient("127.0.0.1"), "http://"+r.regions["eastus"].addr, -stallSeq, 8<<20)
 			if stalled == nil {
+				sea.Set(link.Healthy)
 				r.t.Fatal("the 8 MiB push to eastus failed")
 			}
+			staging := filepath.Join(r.regions[faulted].data, "content", "uploads", region.FetchStagingID(stalled.blobs[1]), "data")
+			waitFor(r.t, 20*time.Second, func() error {
+				if _, err := os.Stat(staging); err != nil {
+					return fmt.Errorf("westeurope has not begun fetching the layer (%v)", err)
+				}
+				return nil
+			})
+			sea.Set(link.Healthy)
+			l.disrupt()
 			// The layer itself is crossing the link (not only the feed:
 			// under load, the feed's records alone can be 1 MiB): its
-			// fetch's staging data in westeurope holds bytes. Whether the
-			// follower or a read-through fetches it, the stall cuts it.
-			staging := filepath.Join(r.regions[faulted].data, "content", "uploads", region.FetchStagingID(stalled.blobs[1]), "data")
+			// fetch's staging data in westeurope holds bytes.
 			waitFor(r.t, 20*time.Second, func() error {
 				if fi, err := os.Stat(staging); err != nil || fi.Size() == 0 {
 					return fmt.Errorf("no byte of the layer landed in westeurope (%v)", err)

@@ -49,7 +49,11 @@ func TestUploadsInFlightAreCappedPerNode(t *testing.T) {
 			resp.Body.Close()
 			done <- resp.StatusCode
 		}()
-		if _, err := pw.Write([]byte("first bytes")); err != nil { // the handler is reading
+		// More than loopback's socket buffers hold: when the write
+		// returns, the handler has read most of it, so its upload is in
+		// flight (a few bytes could sit in the client's and the kernel's
+		// buffers before the handler ran: the third PATCH then raced it).
+		if _, err := pw.Write(make([]byte, 32<<20)); err != nil {
 			t.Fatal(err)
 		}
 	}
