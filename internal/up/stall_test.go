@@ -15,9 +15,10 @@ import (
 // westeurope to eastus stops forwarding in the middle of a 20 MiB blob and
 // stays open. Meanwhile a client's pull in westeurope of an image it
 // lacks ends within its bound (served from southeastasia, which holds it),
-// and southeastasia, on its own link, is not held up at all. Once the
-// link forwards again westeurope holds both images within a bound: the
-// stalled transfer was cut, and resumed.
+// and southeastasia, on its own link, is not held up at all. The stalled
+// transfer is cut and resumed from southeastasia: westeurope holds the
+// big image while the link still stalls. Once the link forwards again
+// westeurope holds both images within a bound.
 func TestAStalledLinkNeitherWedgesReplicationNorHangsAClient(t *testing.T) {
 	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: testSecret, Regions: threeRegions(),
 		Distance: up.Links(link.Shape{}), IdleTimeout: time.Second, ParkAfter: 2 * time.Second, AntiEntropyInterval: time.Hour})
@@ -82,6 +83,20 @@ func TestAStalledLinkNeitherWedgesReplicationNorHangsAClient(t *testing.T) {
 	if err := pullable(t, west.URL, "stall/small", "v1", small); err != nil {
 		t.Fatalf("after anti-entropy with southeastasia: %v", err)
 	}
+
+	// The big blob's transfer over the stalled link is cut at the idle
+	// bound and resumed from the next region holding it: westeurope holds
+	// the big image while the link still stalls (a fetch that waited for
+	// the same peer would not: mutate/10b).
+	eventually(t, 30*time.Second, func() error {
+		if n := metric(t, west.URL, "georeg_replication_fetch_failures_total", map[string]string{"peer": "eastus", "reason": "stalled"}); n == 0 {
+			return fmt.Errorf("westeurope cut no stalled fetch from eastus")
+		}
+		if code, _ := asPeer(t, "HEAD", west.URL+"/v2/stall/big/manifests/v1"); code != 200 {
+			return fmt.Errorf("westeurope lacks stall/big:v1 while its link to eastus stalls")
+		}
+		return pullable(t, west.URL, "stall/big", "v1", big)
+	})
 
 	westLink.Set(link.Healthy)
 	healed := time.Now()
