@@ -203,23 +203,7 @@ log:
 		s.start()
 		t.Cleanup(s.kill)
 		r.regions[name] = s
-		logFile := filepath.Join(data, "..", filepath.Base(data)+".log")
-		t.Cleanup(func() {
-			if !t.Failed() {
-				return
-			}
-			// What the region logged (info and above, requests aside),
-			// for the failure's reader: the files go with the test's
-			// directory.
-			b, _ := os.ReadFile(logFile)
-			var lines []string
-			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-				if !strings.Contains(l, "msg=request ") { // one per request: not what went wrong
-					lines = append(lines, l)
-				}
-			}
-			t.Logf("%s's log, last %d of %d lines:\n%s", name, min(150, len(lines)), len(lines), strings.Join(lines[max(0, len(lines)-150):], "\n"))
-		})
+		s.logOnFailure(name)
 	}
 	r.door = r.startDoor()
 	return r

@@ -130,6 +130,26 @@ func (s *server) start() {
 	}
 }
 
+// logOnFailure prints, when the test fails, what the process logged
+// (requests aside: one line each, not what went wrong), for the
+// failure's reader: the file goes with the test's directory.
+func (s *server) logOnFailure(name string) {
+	t := s.t
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		b, _ := os.ReadFile(filepath.Join(s.data, "..", filepath.Base(s.data)+".log"))
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if !strings.Contains(l, "msg=request ") {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("%s's log, last %d of %d lines:\n%s", name, min(150, len(lines)), len(lines), strings.Join(lines[max(0, len(lines)-150):], "\n"))
+	})
+}
+
 // kill9 sends SIGKILL and waits for the process to die.
 func (s *server) kill9() {
 	if s.cmd == nil || s.cmd.Process == nil {

@@ -56,7 +56,7 @@ func startRegionWithSecret(t *testing.T, dir, name, addr string, peers []peer, s
 		fmt.Fprintf(&list, "    - name: %s\n      endpoint: http://%s\n", p.name, p.addr)
 	}
 	data := filepath.Join(dir, name)
-	cfg := fmt.Sprintf("region:\n  name: %s\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: %s\n  wait: 5s\n  antiEntropyInterval: 1s\n  peers:\n%soutbound:\n  allow: [127.0.0.0/8]\nlog:\n  level: warn\n",
+	cfg := fmt.Sprintf("region:\n  name: %s\n  dataDir: %s\nhttp:\n  listen: %s\nreplication:\n  secret: %s\n  wait: 5s\n  antiEntropyInterval: 1s\n  peers:\n%soutbound:\n  allow: [127.0.0.0/8]\nlog:\n  level: info\n",
 		name, data, addr, secret, list.String())
 	file := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
@@ -65,6 +65,7 @@ func startRegionWithSecret(t *testing.T, dir, name, addr string, peers []peer, s
 	s := &server{t: t, addr: addr, data: data, args: []string{"--config", file}}
 	s.start()
 	t.Cleanup(s.kill)
+	s.logOnFailure(name)
 	return s
 }
 
