@@ -188,7 +188,10 @@ func (u *Upload) ID() string { return u.id }
 // Size is the number of bytes received so far.
 func (u *Upload) Size() int64 { return u.size }
 
-// Append streams r to the end of the session while hashing it. When r
+// Append streams r to the end of the session while hashing it: while
+// the node has a core per upload streaming, with the next buffer read
+// while the last is written (appendPipelined), else through one buffer.
+// When r
 // fails midway (a client that disconnects), the bytes received before the
 // failure stay in the session and Size counts them, so the client can
 // resume from the Range the upload status reports.
@@ -198,6 +201,14 @@ func (u *Upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 	}
 	if u.w.Size() != u.size {
 		return 0, fmt.Errorf("upload %s: staging holds %d bytes, session expects %d", u.id, u.w.Size(), u.size)
+	}
+	select {
+	case pipelineSlots <- struct{}{}:
+		n, err := appendPipelined(ctx, u.w, u.hash, r)
+		<-pipelineSlots
+		u.size += n
+		return n, err
+	default: // as many uploads stream as the node has cores: one copy each
 	}
 	hw := &hashingWriter{w: u.w, h: u.hash}
 	_, err := copyBuffered(ctx, hw, r)
