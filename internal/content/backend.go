@@ -107,6 +107,18 @@ type Writer interface {
 	Cancel(ctx context.Context) error
 }
 
+// BackgroundWriter is a Writer that writes to its store in the
+// background (the encrypting writer gathers its ciphertext and writes it
+// while the next fills). When Upload.Append already runs its writes in a
+// goroutine of their own (appendPipelined), it has the writer write
+// inline meanwhile: a second stage of hand-offs between goroutines cost
+// more than it overlapped (docs/performance.md).
+type BackgroundWriter interface {
+	// WriteInline makes writes write before they return (on) or in the
+	// background again (off); it is called between writes only.
+	WriteInline(on bool)
+}
+
 // Checker is a Backend that can say whether it is usable now (readiness).
 type Checker interface {
 	Check(ctx context.Context) error

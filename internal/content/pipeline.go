@@ -28,6 +28,18 @@ var pipelineBuffers = sync.Pool{New: func() any { b := make([]byte, pipelineBuff
 // buffers to 8 MiB per core.
 var pipelineSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
 
+// takePipelineSlot says whether an append pipelines, and if so has
+// taken a slot, which the caller gives back: not when the node already
+// streams an upload per core (one buffer each keeps the cores busy).
+func takePipelineSlot() bool {
+	select {
+	case pipelineSlots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 // appendPipelined copies src to w and hashes it into h through two
 // buffers: while one buffer's bytes are written to w (in the background),
 // the next is read from src and hashed. A serial copy leaves the CPU idle
@@ -48,6 +60,10 @@ var pipelineSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
 // after every byte read before it is written. One write at most is in
 // flight, and none when it returns: w is the caller's again.
 func appendPipelined(ctx context.Context, w Writer, h hash.Hash, src io.Reader) (int64, error) {
+	if bw, ok := w.(BackgroundWriter); ok {
+		bw.WriteInline(true)
+		defer bw.WriteInline(false)
+	}
 	var (
 		total  int64
 		flight *pipelineWrite // the write in the background, or nil

@@ -202,13 +202,11 @@ func (u *Upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 	if u.w.Size() != u.size {
 		return 0, fmt.Errorf("upload %s: staging holds %d bytes, session expects %d", u.id, u.w.Size(), u.size)
 	}
-	select {
-	case pipelineSlots <- struct{}{}:
+	if takePipelineSlot() {
 		n, err := appendPipelined(ctx, u.w, u.hash, r)
 		<-pipelineSlots
 		u.size += n
 		return n, err
-	default: // as many uploads stream as the node has cores: one copy each
 	}
 	hw := &hashingWriter{w: u.w, h: u.hash}
 	_, err := copyBuffered(ctx, hw, r)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -46,19 +47,29 @@ func Run(t *testing.T, newBackend func(t *testing.T) content.Backend, reopen fun
 		data := make([]byte, 3<<20+17)
 		_, _ = rand.Read(data)
 		d := digest.FromBytes(data)
-		for _, resume := range []bool{false, true} {
+		// Alone, the upload writes in the background while it reads; on
+		// a node streaming an upload per core, through one buffer.
+		for _, c := range []struct{ resume, busy bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 			f := NewFilling(newBackend(t))
 			s := content.New(f)
-			u, err := s.Upload(t.Context(), fmt.Sprintf("full-%t", resume), "")
+			u, err := s.Upload(t.Context(), fmt.Sprintf("full-%t-%t", c.resume, c.busy), "")
 			if err != nil {
 				t.Fatal(err)
 			}
 			f.FillAfter(1_500_123)
+			var release func()
+			if c.busy {
+				release = busyNode(t, s)
+			}
 			n, err := u.Append(t.Context(), bytes.NewReader(data))
+			if release != nil {
+				release()
+			}
 			if !errors.Is(err, content.ErrWrite) || !errors.Is(err, syscall.ENOSPC) || n != 1_500_123 || u.Size() != n {
-				t.Fatalf("append to a full disk: %d bytes, size %d, %v; want 1500123 and ENOSPC", n, u.Size(), err)
+				t.Fatalf("append to a full disk (busy node: %t): %d bytes, size %d, %v; want 1500123 and ENOSPC", c.busy, n, u.Size(), err)
 			}
 			f.Free()
+			resume := c.resume
 			if resume { // on another node, from a checkpoint
 				cp, err := u.Checkpoint(t.Context())
 				if err != nil {
@@ -357,4 +368,57 @@ func walk(t *testing.T, b content.Backend, prefix string) []string {
 	}
 	slices.Sort(keys)
 	return slices.Compact(keys)
+}
+
+// busyNode starts as many uploads on s as the node has cores, each
+// waiting for its body, so that an upload started next finds every core
+// streaming one; release ends and cancels them.
+func busyNode(t *testing.T, s *content.Store) (release func()) {
+	n := runtime.GOMAXPROCS(0)
+	started := make(chan struct{}, n)
+	var pipes []*io.PipeWriter
+	done := make(chan struct{}, n)
+	for i := range n {
+		u, err := s.Upload(t.Context(), fmt.Sprintf("busy-%d", i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		pipes = append(pipes, pw)
+		go func() {
+			_, _ = u.Append(t.Context(), &signalReader{r: pr, first: started})
+			_ = u.Cancel(t.Context())
+			done <- struct{}{}
+		}()
+	}
+	for range n {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the busy uploads did not start reading within 10 s")
+		}
+	}
+	return func() {
+		for _, pw := range pipes {
+			pw.Close()
+		}
+		for range n {
+			<-done
+		}
+	}
+}
+
+// signalReader sends on first once, at its first Read.
+type signalReader struct {
+	r     io.Reader
+	first chan<- struct{}
+	sent  bool
+}
+
+func (s *signalReader) Read(p []byte) (int, error) {
+	if !s.sent {
+		s.sent = true
+		s.first <- struct{}{}
+	}
+	return s.r.Read(p)
 }

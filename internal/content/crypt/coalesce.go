@@ -41,6 +41,7 @@ type coalescer struct {
 	flight  *[]byte    // the buffer being written in the background, or nil
 	pending chan error // its outcome
 	spare   *[]byte    // a written buffer, to fill next
+	inline  bool       // write before flush returns, not in the background
 }
 
 func newCoalescer(w content.Writer) *coalescer {
@@ -101,6 +102,11 @@ func (c *coalescer) flush(all bool) error {
 	c.n = copy(*next, (*full)[n:c.n])
 	c.buf, c.flight = next, full
 	c.off += int64(n)
+	if c.inline {
+		_, err := c.w.Write((*full)[:n])
+		c.pending <- err
+		return nil
+	}
 	go func(b []byte) {
 		_, err := c.w.Write(b)
 		c.pending <- err

@@ -231,6 +231,11 @@ func (w *writer) Write(p []byte) (int, error) {
 
 func (w *writer) Size() int64 { return w.plain }
 
+// WriteInline implements content.BackgroundWriter: the coalescer writes
+// the ciphertext while the next buffer fills, unless the upload runs
+// this writer's writes in a goroutine of their own.
+func (w *writer) WriteInline(on bool) { w.out.inline = on }
+
 // Checkpoint keeps the whole packages below and the tail, encrypted, in
 // the state.
 func (w *writer) Checkpoint(ctx context.Context) ([]byte, error) {
