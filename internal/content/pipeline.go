@@ -25,7 +25,7 @@ var pipelineBuffers = sync.Pool{New: func() any { b := make([]byte, pipelineBuff
 // overlapping a write with the next read gains only while a core would
 // otherwise wait for the disk, and a node with more uploads than cores
 // already keeps them busy. It also bounds the memory of the larger
-// buffers to 8 MiB per core.
+// buffers to 6 MiB per core.
 var pipelineSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
 
 // takePipelineSlot says whether an append pipelines, and if so has
