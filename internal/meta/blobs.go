@@ -50,6 +50,31 @@ func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (boo
 	return n > 0, err
 }
 
+// LinksOlderThanTheirDeletes lists the blobs repo links although a
+// delete of them at least as new as the link is known here (a link the
+// tombstone's last-writer-wins has not taken away, as loading a peer's
+// snapshot over rows of this region's own can leave): the caller
+// unlinks those no live manifest uses, as ApplyBlobDelete would.
+func (tx *Tx) LinksOlderThanTheirDeletes(ctx context.Context, repo string) ([]digest.Digest, error) {
+	rows, err := tx.tx.QueryContext(ctx, `
+		SELECT b.digest FROM blobs b JOIN blob_tombstones t ON t.repo = b.repo AND t.digest = b.digest
+		WHERE b.repo = $1 AND (t.version > b.version OR (t.version = b.version AND t.origin >= b.origin))
+		ORDER BY b.digest`, repo)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []digest.Digest
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, digest.Digest(s))
+	}
+	return out, rows.Err()
+}
+
 // BlobLinkVersion returns the version of repo's link to d (zero for a
 // link made for a manifest or a read-through), or ErrNotFound when repo
 // does not link d.

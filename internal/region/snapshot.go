@@ -62,11 +62,44 @@ func (r *Region) LoadSnapshotRepo(ctx context.Context, sr *meta.SnapshotRepo) er
 			}
 		}
 	}
-	err := r.db.Update(ctx, func(tx *meta.Tx) error { return tx.LoadSnapshotRepo(ctx, sr, r.cfg.Name, r.now()) })
+	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+		if err := tx.LoadSnapshotRepo(ctx, sr, r.cfg.Name, r.now()); err != nil {
+			return err
+		}
+		return r.unlinkDeleted(ctx, tx, sr.Repo)
+	})
 	if err == nil {
 		r.cache.invalidateRepo(sr.Repo)
 	}
 	return err
+}
+
+// unlinkDeleted applies to repo's rows, once a snapshot is loaded, what
+// ApplyBlobDelete applies to one record: a blob link no newer than a
+// delete of it known here goes, unless a live manifest of repo uses the
+// blob. Rows load table by table, each by last-writer-wins against rows
+// of the same table only, so a peer's link older than this region's
+// tombstone (a delete here the peer had not seen when it made its
+// snapshot) would otherwise come back and stay: the cause of a blob
+// served again after it was deleted (invariant 9).
+func (r *Region) unlinkDeleted(ctx context.Context, tx *meta.Tx, repo string) error {
+	ds, err := tx.LinksOlderThanTheirDeletes(ctx, repo)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		m, err := usedBy(ctx, tx, repo, d)
+		if err != nil {
+			return err
+		}
+		if m != "" {
+			continue
+		}
+		if _, err := tx.UnlinkBlob(ctx, repo, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // StartFeedsAt records that this region has applied each peer's feed up

@@ -30,10 +30,8 @@ import (
 type joiner struct {
 	// turn is held through a whole join (a channel of one: a follower
 	// whose context ends stops waiting for it).
-	turn    chan struct{}
-	decided bool // whether the store was empty was read
-	empty   bool
-	done    bool // a snapshot was loaded, or none is wanted
+	turn chan struct{}
+	done bool // a snapshot was loaded, or none is wanted
 	// joined is the snapshot loaded, for status (read under its own lock:
 	// turn is held through a whole join).
 	resMu    sync.Mutex
@@ -75,15 +73,18 @@ func (p *Replicator) bootstrap(ctx context.Context, s *source, log *slog.Logger)
 	if j.done {
 		return
 	}
-	if !j.decided {
-		empty, err := p.region.Empty(ctx)
-		if err != nil {
-			log.WarnContext(ctx, "read whether the store is empty; following the feed", "error", err)
-			return
-		}
-		j.decided, j.empty = true, empty
+	// Asked again at each follower's turn, not once: a follower whose
+	// peer could not give a snapshot follows that peer's feed, and pushes
+	// arrive, so by the next follower's turn the store may hold what a
+	// snapshot must not be loaded over (a snapshot once loaded into a
+	// region that had taken deletes since it first looked brought a
+	// deleted blob back: region.unlinkDeleted).
+	empty, err := p.region.Empty(ctx)
+	if err != nil {
+		log.WarnContext(ctx, "read whether the store is empty; following the feed", "error", err)
+		return
 	}
-	if !j.empty {
+	if !empty {
 		j.done = true
 		return
 	}
