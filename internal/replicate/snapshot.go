@@ -30,8 +30,10 @@ import (
 type joiner struct {
 	// turn is held through a whole join (a channel of one: a follower
 	// whose context ends stops waiting for it).
-	turn chan struct{}
-	done bool // a snapshot was loaded, or none is wanted
+	turn    chan struct{}
+	decided bool // whether the store was empty was read
+	empty   bool
+	done    bool // a snapshot was loaded, or none is wanted
 	// joined is the snapshot loaded, for status (read under its own lock:
 	// turn is held through a whole join).
 	resMu    sync.Mutex
@@ -73,18 +75,22 @@ func (p *Replicator) bootstrap(ctx context.Context, s *source, log *slog.Logger)
 	if j.done {
 		return
 	}
-	// Asked again at each follower's turn, not once: a follower whose
-	// peer could not give a snapshot follows that peer's feed, and pushes
-	// arrive, so by the next follower's turn the store may hold what a
-	// snapshot must not be loaded over (a snapshot once loaded into a
-	// region that had taken deletes since it first looked brought a
-	// deleted blob back: region.unlinkDeleted).
-	empty, err := p.region.Empty(ctx)
-	if err != nil {
-		log.WarnContext(ctx, "read whether the store is empty; following the feed", "error", err)
-		return
+	// Whether the store is empty is read once, at the first follower's
+	// turn: when that follower's peer cannot give a snapshot it follows
+	// the peer's feed, and the next follower must still try its own peer
+	// although the store is no longer empty. A snapshot loaded over rows
+	// of this region's own (those records, pushes meanwhile, deletes) is
+	// merged by last-writer-wins, blob links against their tombstones too
+	// (region.unlinkDeleted).
+	if !j.decided {
+		empty, err := p.region.Empty(ctx)
+		if err != nil {
+			log.WarnContext(ctx, "read whether the store is empty; following the feed", "error", err)
+			return
+		}
+		j.decided, j.empty = true, empty
 	}
-	if !empty {
+	if !j.empty {
 		j.done = true
 		return
 	}
