@@ -191,10 +191,9 @@ func (u *Upload) Size() int64 { return u.size }
 // Append streams r to the end of the session while hashing it: while
 // the node has a core per upload streaming, with the next buffer read
 // while the last is written (appendPipelined), else through one buffer.
-// When r
-// fails midway (a client that disconnects), the bytes received before the
-// failure stay in the session and Size counts them, so the client can
-// resume from the Range the upload status reports.
+// When r fails midway (a client that disconnects), the bytes received
+// before the failure stay in the session and Size counts them, so the
+// client can resume from the Range the upload status reports.
 func (u *Upload) Append(ctx context.Context, r io.Reader) (int64, error) {
 	if _, err := u.writer(ctx); err != nil {
 		return 0, err
