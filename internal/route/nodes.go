@@ -66,7 +66,8 @@ func (r *Router) newRegionState(reg Region, transport http.RoundTripper) *region
 				pr.SetXForwarded()
 				pr.Out.Host = pr.In.Host // regions answer relative Locations; keep the client's name
 			},
-			Transport: transport,
+			Transport:  transport,
+			BufferPool: proxyBuffers,
 			ModifyResponse: func(resp *http.Response) error {
 				resp.Header.Set("X-Georeg-Region", reg.Name)
 				return nil
@@ -84,6 +85,17 @@ func (r *Router) newRegionState(reg Region, transport http.RoundTripper) *region
 	}
 	return st
 }
+
+// proxyBuffers are the buffers the door copies response bodies
+// through. Without a pool ReverseProxy allocates 32 KiB per response,
+// so at tens of thousands of manifest GETs a second the door made
+// gigabytes of garbage a minute.
+var proxyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 func (n *nodeState) isHealthy() bool {
 	n.mu.Lock()
