@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -93,7 +94,7 @@ func TestAnAppendHashesExactlyWhatItStored(t *testing.T) {
 				if tc.cut {
 					src = &cutReader{r: src, err: gone}
 				}
-				n, err := u.Append(t.Context(), src)
+				n, err := u.AppendAhead(t.Context(), src)
 				switch {
 				case tc.write && (!errors.Is(err, ErrWrite) || !errors.Is(err, syscall.ENOSPC)):
 					t.Fatalf("append: %v, want ENOSPC as ErrWrite", err)
@@ -124,7 +125,7 @@ func TestAnAppendEndsWithNoWriteInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	w := &slowWriter{ctx: ctx, cancel: cancel}
 	u := &Upload{id: "t", hash: sha256.New(), w: w}
-	n, err := u.Append(ctx, bytes.NewReader(data))
+	n, err := u.AppendAhead(ctx, bytes.NewReader(data))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("append: %v, want context.Canceled", err)
 	}
@@ -153,4 +154,51 @@ func (w *slowWriter) Write(p []byte) (int, error) {
 	time.Sleep(20 * time.Millisecond)
 	w.n += len(p)
 	return len(p), nil
+}
+
+// lockedWriter is a memWriter safe to read while Append writes to it.
+type lockedWriter struct {
+	memWriter
+	mu sync.Mutex
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.memWriter.Write(p)
+}
+
+func (w *lockedWriter) held() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.Len()
+}
+
+// TestAppendHandsOnEachBufferAsItFills: a fetch others stream while it
+// lands (Append, not AppendAhead) has each 1 MiB in the store while the
+// source still holds the rest, even with a pipeline slot free (a 3 MiB
+// pipelined buffer held a cold pull's first half back until the whole
+// layer had arrived).
+func TestAppendHandsOnEachBufferAsItFills(t *testing.T) {
+	w := &lockedWriter{memWriter: memWriter{room: 1 << 30}}
+	u := &Upload{id: "t", hash: sha256.New(), w: w}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { _, err := u.Append(t.Context(), pr); done <- err }()
+	half := make([]byte, BufferSize+BufferSize/2)
+	if _, err := pw.Write(half); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for w.held() < BufferSize && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	held := w.held()
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if held < BufferSize {
+		t.Fatalf("the store held %d bytes while the source held the rest; want the first %d", held, BufferSize)
+	}
 }

@@ -69,14 +69,14 @@ func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
 }
 
 // Put stores r's bytes as the blob d of size (size < 0: any size), verified
-// as they stream. It is how monolithic uploads, replication and
-// read-through store a blob.
+// as they stream: a client's monolithic upload (AppendAhead: nobody reads
+// its staging while it arrives).
 func (s *Store) Put(ctx context.Context, id string, d digest.Digest, size int64, r io.Reader) (int64, error) {
 	u, err := s.Upload(ctx, id, d)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := u.Append(ctx, r); err != nil {
+	if _, err := u.AppendAhead(ctx, r); err != nil {
 		_ = u.Cancel(ctx)
 		return 0, err
 	}
@@ -188,20 +188,35 @@ func (u *Upload) ID() string { return u.id }
 // Size is the number of bytes received so far.
 func (u *Upload) Size() int64 { return u.size }
 
-// Append streams r to the end of the session while hashing it: while
-// the node has a core per upload streaming, with the next buffer read
-// while the last is written (appendPipelined), else through one buffer.
-// When r fails midway (a client that disconnects), the bytes received
-// before the failure stay in the session and Size counts them, so the
-// client can resume from the Range the upload status reports.
+// Append streams r to the end of the session while hashing it, through
+// one buffer: each 1 MiB read reaches the store before the next is read,
+// so a reader of the staging bytes (a fetch that others stream while it
+// lands: read-through, relays, cold pulls of the artifact cache) gets
+// them as they come. When r fails midway (a client that disconnects),
+// the bytes received before the failure stay in the session and Size
+// counts them, so the client can resume from the Range the upload
+// status reports.
 func (u *Upload) Append(ctx context.Context, r io.Reader) (int64, error) {
+	return u.append(ctx, r, false)
+}
+
+// AppendAhead is Append for a body nobody reads while it arrives (a
+// client's upload): while the node has a core per upload streaming, the
+// next buffer is read and hashed while the last is written
+// (appendPipelined), so bytes reach the store up to one 3 MiB buffer
+// after they were read; else as Append.
+func (u *Upload) AppendAhead(ctx context.Context, r io.Reader) (int64, error) {
+	return u.append(ctx, r, true)
+}
+
+func (u *Upload) append(ctx context.Context, r io.Reader, ahead bool) (int64, error) {
 	if _, err := u.writer(ctx); err != nil {
 		return 0, err
 	}
 	if u.w.Size() != u.size {
 		return 0, fmt.Errorf("upload %s: staging holds %d bytes, session expects %d", u.id, u.w.Size(), u.size)
 	}
-	if takePipelineSlot() {
+	if ahead && takePipelineSlot() {
 		n, err := appendPipelined(ctx, u.w, u.hash, r)
 		<-pipelineSlots
 		u.size += n

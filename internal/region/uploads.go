@@ -239,7 +239,7 @@ func (r *Region) appendChunk(ctx context.Context, s *session, id string, c Chunk
 	if c.Length >= 0 {
 		body = io.LimitReader(c.Body, c.Length)
 	}
-	n, err := s.up.Append(ctx, body)
+	n, err := s.up.AppendAhead(ctx, body)
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", id, err)
 	}

@@ -47,8 +47,9 @@ func Run(t *testing.T, newBackend func(t *testing.T) content.Backend, reopen fun
 		data := make([]byte, 3<<20+17)
 		_, _ = rand.Read(data)
 		d := digest.FromBytes(data)
-		// Alone, the upload writes in the background while it reads; on
-		// a node streaming an upload per core, through one buffer.
+		// Alone, a client's upload writes in the background while it
+		// reads; on a node streaming an upload per core, through one
+		// buffer.
 		for _, c := range []struct{ resume, busy bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 			f := NewFilling(newBackend(t))
 			s := content.New(f)
@@ -61,7 +62,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) content.Backend, reopen fun
 			if c.busy {
 				release = busyNode(t, s)
 			}
-			n, err := u.Append(t.Context(), bytes.NewReader(data))
+			n, err := u.AppendAhead(t.Context(), bytes.NewReader(data))
 			if release != nil {
 				release()
 			}
@@ -386,7 +387,7 @@ func busyNode(t *testing.T, s *content.Store) (release func()) {
 		pr, pw := io.Pipe()
 		pipes = append(pipes, pw)
 		go func() {
-			_, _ = u.Append(t.Context(), &signalReader{r: pr, first: started})
+			_, _ = u.AppendAhead(t.Context(), &signalReader{r: pr, first: started})
 			_ = u.Cancel(t.Context())
 			done <- struct{}{}
 		}()
