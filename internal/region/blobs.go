@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -222,7 +223,7 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 		}
 		return false, err
 	}
-	if err := r.linkBlob(ctx, repo, d, size, ""); err != nil {
+	if err := r.linkBlob(ctx, repo, d, size, "", time.Time{}); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -231,8 +232,10 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 // linkBlob links blob d in repo and records it in the feed, in one
 // transaction; uploadID, when set, is the session that ends with it. The
 // link's version is new, so it wins over every delete of the blob this
-// region has seen, here and in every region the record reaches.
-func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string) error {
+// region has seen, here and in every region the record reaches. written
+// is when the caller began writing the bytes it just committed (zero when
+// it did not write them): see link.
+func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string, written time.Time) error {
 	var added int64
 	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		var err error
@@ -240,7 +243,7 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 			return err
 		}
 		v := r.clock.Now()
-		if err := r.link(ctx, tx, repo, d, size, v); err != nil {
+		if err := r.linkWritten(ctx, tx, repo, d, size, v, written); err != nil {
 			return err
 		}
 		if uploadID != "" {
@@ -268,13 +271,42 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 // v is the link's version (see meta.Tx.LinkBlob; zero keeps the one it
 // has).
 func (r *Region) link(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version) error {
-	if _, err := r.store.Stat(ctx, d); err != nil {
-		if errors.Is(err, content.ErrNotFound) {
-			return fmt.Errorf("link blob %s in %s: its bytes are not in the content store (collected meanwhile); fetch or upload it again: %w", d, repo, err)
+	return r.linkWritten(ctx, tx, repo, d, size, v, time.Time{})
+}
+
+// linkWritten is link for bytes the caller committed itself, having begun
+// writing them at written: when bytesStillKept says the sweep cannot have
+// deleted them since, the content store is not asked (on S3 that is a
+// request inside the write transaction, which on PostgreSQL holds every
+// other write of the node's batch behind it).
+func (r *Region) linkWritten(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version, written time.Time) error {
+	if !bytesStillKept(written, r.now(), r.cfg.GCGrace) {
+		if _, err := r.store.Stat(ctx, d); err != nil {
+			if errors.Is(err, content.ErrNotFound) {
+				return fmt.Errorf("link blob %s in %s: its bytes are not in the content store (collected meanwhile); fetch or upload it again: %w", d, repo, err)
+			}
+			return fmt.Errorf("link blob %s in %s: %w", d, repo, err)
 		}
-		return fmt.Errorf("link blob %s in %s: %w", d, repo, err)
 	}
 	return tx.LinkBlob(ctx, repo, d, size, v, r.now())
+}
+
+// bytesStillKept reports whether bytes a writer committed, having begun
+// writing them at written, are surely still in the content store at now
+// without asking it. Every commit of a blob's bytes (a new file renamed
+// over, an object PUT, a multipart upload begun after written) dates them
+// at or after written, and the sweep deletes only bytes dated more than
+// grace before its own now; so until grace has passed since written no
+// sweep, on any node, can have deleted them. Half the grace period is
+// required, a margin for the clocks of other nodes and of an object
+// store; a zero written (the caller did not write the bytes) is never
+// enough.
+func bytesStillKept(written, now time.Time, grace time.Duration) bool {
+	if written.IsZero() || grace <= 0 {
+		return false
+	}
+	age := now.Sub(written)
+	return age >= -grace/2 && age < grace/2
 }
 
 // PutBlob stores a whole blob sent in one request (a monolithic upload) as
@@ -284,11 +316,12 @@ func (r *Region) PutBlob(ctx context.Context, repo string, d digest.Digest, size
 		return 0, unsupportedDigest(d)
 	}
 	defer r.Lease(d)()
+	written := r.now()
 	n, err := r.store.Put(ctx, r.newID(), d, size, body)
 	if err != nil {
 		return 0, blobError(err, d)
 	}
-	return n, r.linkBlob(ctx, repo, d, n, "")
+	return n, r.linkBlob(ctx, repo, d, n, "", written)
 }
 
 // blobError turns a content store's verification failure into the OCI

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -139,5 +140,5 @@ func (r *Region) LinkFetched(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return err
 	}
-	return r.linkBlob(ctx, repo, d, size, "")
+	return r.linkBlob(ctx, repo, d, size, "", time.Time{})
 }

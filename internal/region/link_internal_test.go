@@ -1,0 +1,120 @@
+package region
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/georeg/georeg/internal/content"
+)
+
+// TestBytesAreKeptWithoutAskingOnlyWithinHalfTheGracePeriod: a link may
+// skip asking the content store for bytes its caller committed only while
+// no sweep can have deleted them (dated at or after the write began,
+// swept only once older than the grace period), with half the period as a
+// margin for other clocks; never for bytes the caller did not write.
+func TestBytesAreKeptWithoutAskingOnlyWithinHalfTheGracePeriod(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	const grace = 24 * time.Hour
+	for _, c := range []struct {
+		name    string
+		written time.Time
+		grace   time.Duration
+		want    bool
+	}{
+		{"just written", now, grace, true},
+		{"written an hour ago", now.Add(-time.Hour), grace, true},
+		{"written just under half the grace period ago", now.Add(-grace/2 + time.Second), grace, true},
+		{"written half the grace period ago", now.Add(-grace / 2), grace, false},
+		{"written a grace period ago", now.Add(-grace), grace, false},
+		{"not written by the caller", time.Time{}, grace, false},
+		{"no grace period", now, 0, false},
+		{"dated in the future by a clock that stepped back a little", now.Add(time.Minute), grace, true},
+		{"dated far in the future", now.Add(grace), grace, false},
+	} {
+		if got := bytesStillKept(c.written, now, c.grace); got != c.want {
+			t.Errorf("%s: bytesStillKept = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// statCounter counts the content store's answers about blobs.
+type statCounter struct {
+	content.Backend
+	n atomic.Int64
+}
+
+func (s *statCounter) Stat(ctx context.Context, key string) (int64, error) {
+	if strings.HasPrefix(key, "blobs/") {
+		s.n.Add(1)
+	}
+	return s.Backend.Stat(ctx, key)
+}
+
+// TestALinkAsksTheStoreUnlessItsWriterJustCommittedTheBytes: a
+// monolithic upload and a session finished within half the grace period
+// of its start link without asking the content store (on S3 a request
+// inside the write transaction); a session older than that, and a mount
+// (bytes written by someone else, perhaps long ago), ask.
+func TestALinkAsksTheStoreUnlessItsWriterJustCommittedTheBytes(t *testing.T) {
+	ctx := t.Context()
+	r, err := Open(ctx, Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: time.Hour, GCInterval: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	clock := UseTestClock(r)
+	counter := &statCounter{Backend: r.store.Backend()}
+	r.store = content.New(counter)
+	stats := func(name string, want func(int64) bool, fn func() error) {
+		t.Helper()
+		before := counter.n.Load()
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if n := counter.n.Load() - before; !want(n) {
+			t.Errorf("%s: the content store was asked about blobs %d times", name, n)
+		}
+	}
+	none := func(n int64) bool { return n == 0 }
+	some := func(n int64) bool { return n > 0 }
+	session := func(b []byte, age time.Duration) func() error {
+		return func() error {
+			id, err := r.StartUpload(ctx, "app")
+			if err != nil {
+				return err
+			}
+			clock.Advance(age)
+			_, err = r.FinishUpload(ctx, "app", id, digest.FromBytes(b), Chunk{Start: -1, Length: int64(len(b)), Body: bytes.NewReader(b)})
+			return err
+		}
+	}
+	mono := []byte("pushed in one request")
+	stats("a monolithic upload", none, func() error {
+		_, err := r.PutBlob(ctx, "app", digest.FromBytes(mono), int64(len(mono)), bytes.NewReader(mono))
+		return err
+	})
+	stats("a session finished at once", none, session([]byte("a prompt session"), 0))
+	stats("a session finished 10 minutes after it began", none, session([]byte("a slower session"), 10*time.Minute))
+	stats("a session finished half an hour after it began", some, session([]byte("a session older than half the grace period"), 30*time.Minute))
+	stats("a mount", some, func() error {
+		ok, err := r.MountBlob(ctx, "other", "app", digest.FromBytes(mono))
+		if err == nil && !ok {
+			t.Error("the mount did not link the blob")
+		}
+		return err
+	})
+	for _, repo := range []string{"app", "other"} {
+		if ok, err := r.HasBlob(ctx, repo, digest.FromBytes(mono)); err != nil || !ok {
+			t.Errorf("blob not linked in %s: %v %v", repo, ok, err)
+		}
+	}
+}
