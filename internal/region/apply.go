@@ -242,6 +242,34 @@ func (r *Region) AdoptBlob(ctx context.Context, repo string, d digest.Digest) er
 	})
 }
 
+// AdoptReadBlob links blob d (already in the content store) in repo for a
+// client's read-through, unless a delete of it from repo is known here
+// and no link is: a delete that arrived while the bytes were being
+// fetched wins (invariant 9), and the blob is not linked (linked false).
+// The read-through began only where no delete was known (BlobGone), so
+// any delete known now came meanwhile.
+func (r *Region) AdoptReadBlob(ctx context.Context, repo string, d digest.Digest) (linked bool, err error) {
+	size, err := r.store.Stat(ctx, d)
+	if err != nil {
+		return false, fmt.Errorf("link blob %s: %w", d, err)
+	}
+	err = r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
+		linked = false
+		if _, err := tx.BlobTombstone(ctx, repo, d); err == nil {
+			if _, err := tx.BlobLinkVersion(ctx, repo, d); isNotFound(err) {
+				return nil // deleted meanwhile
+			} else if err != nil {
+				return err
+			}
+		} else if !isNotFound(err) {
+			return err
+		}
+		linked = true
+		return r.link(ctx, tx, repo, d, size, hlc.Version{})
+	})
+	return linked, err
+}
+
 // ApplyBlobDelete applies a peer's delete of blob d from repo at version
 // v: the tombstone is kept (the newest of all deletes), and the link goes
 // unless it is newer (a later push or mount) or a live manifest of repo

@@ -123,9 +123,11 @@ func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error
 }
 
 // ensureBlob makes blob d present and linked in repo here, for a manifest
-// that references it (or a client that reads it through): a delete of the
-// blob here does not stop it (region.AdoptBlob).
-func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
+// that references it: a delete of the blob here does not stop it
+// (region.AdoptBlob). For a client that reads it through (read), a delete
+// known here by the time the bytes arrived does: the blob is not linked
+// and the delete's BLOB_UNKNOWN is returned (region.AdoptReadBlob).
+func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte, read bool) error {
 	r := p.region
 	defer r.Lease(d)()
 	if ok, err := r.HasBlob(ctx, repo, d); ok || err != nil {
@@ -134,7 +136,23 @@ func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d d
 	if err := p.fetchContent(ctx, s, repo, d, size, inline); err != nil {
 		return err
 	}
-	return r.AdoptBlob(ctx, repo, d)
+	if !read {
+		return r.AdoptBlob(ctx, repo, d)
+	}
+	return p.adoptRead(ctx, repo, d)
+}
+
+// adoptRead links blob d, read through, in repo, or returns the BLOB_UNKNOWN
+// of a delete that came meanwhile.
+func (p *Replicator) adoptRead(ctx context.Context, repo string, d digest.Digest) error {
+	linked, err := p.region.AdoptReadBlob(ctx, repo, d)
+	if err != nil || linked {
+		return err
+	}
+	if err := p.region.BlobGone(ctx, repo, d); err != nil {
+		return err
+	}
+	return notAnywhere(repo, d) // linked again since, and unlinked once more: not here
 }
 
 // fetchContent makes blob d's bytes present in the content store: from the
@@ -329,7 +347,7 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 	}
 	for _, b := range blobs {
 		g.Go(func() error {
-			if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil); err != nil {
+			if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil, false); err != nil {
 				return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
 			}
 			return nil

@@ -196,7 +196,10 @@ func (p *Replicator) EnsureBlob(ctx context.Context, repo string, d digest.Diges
 		if err != nil {
 			continue
 		}
-		if err := p.ensureBlob(ctx, s, repo, d, size, nil); err != nil {
+		if err := p.ensureBlob(ctx, s, repo, d, size, nil, true); err != nil {
+			if gone := p.region.BlobGone(ctx, repo, d); gone != nil {
+				return gone // deleted here while it was fetched: no peer's fault
+			}
 			p.log.WarnContext(ctx, "read-through of blob failed", "peer", s.name, "digest", d, "error", err)
 			p.readThroughFailed(ctx, s.name, err)
 			continue
@@ -235,7 +238,7 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 	if _, ok, err := p.region.HasContent(ctx, d); err != nil {
 		return err
 	} else if ok {
-		return p.region.AdoptBlob(ctx, repo, d)
+		return p.adoptRead(ctx, repo, d)
 	}
 	var lw *region.LazyWriter // the client's answer: headers on its first byte
 	var hw *region.HoldLast   // its last byte held until the blob is verified
@@ -291,7 +294,13 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 			}
 			continue
 		}
-		return p.region.AdoptBlob(ctx, repo, d)
+		if lw.W != nil {
+			// The client has every byte, read before any delete that came
+			// meanwhile; such a delete still keeps the blob unlinked here.
+			_, err := p.region.AdoptReadBlob(ctx, repo, d)
+			return err
+		}
+		return p.adoptRead(ctx, repo, d)
 	}
 	if lw != nil && lw.W != nil {
 		return lastErr // the client got part of it: the caller breaks the connection

@@ -383,3 +383,76 @@ func peerToken(t *testing.T, secret, url string) string {
 	}
 	return s.Token(name)
 }
+
+// TestInvariant9ADeleteThatArrivesDuringAReadThroughWins: a client's GET
+// of a blob westeurope does not hold reads it through from eastus; while
+// that fetch is held on the link, the blob is deleted in eastus and the
+// delete reaches westeurope. The client that asked before the delete may
+// get the bytes, but westeurope must not link the blob when the fetch
+// ends: it is not held there afterwards and a new GET says it was deleted.
+func TestInvariant9ADeleteThatArrivesDuringAReadThroughWins(t *testing.T) {
+	link := &faultyLink{}
+	link.set(isFeed) // neither other region hears eastus's feed yet
+	reg := startLinked(t, link, []string{"westeurope", "southeastasia"}, nil)
+	east, west := reg.ByName["eastus"].URL, reg.ByName["westeurope"].URL
+	westRegion := reg.ByName["westeurope"].Node.Region
+	const repo = "rtdel/app"
+	b := []byte("a small blob read through while it is deleted") // inline in the feed: its record's apply fetches nothing
+	d := pushBlob(t, east, repo, b)
+	path := "/v2/" + repo + "/blobs/" + d.String()
+	linkedInWest := func() bool { code, _ := asPeerWith(t, reg.Secret, "HEAD", west+path); return code == 200 }
+
+	release := make(chan struct{})
+	link.hold(func(r *http.Request) bool { return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, path) }, release)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	type answer struct {
+		code int
+		body []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		code, _, body := do(t, "GET", west+path, "", nil)
+		got <- answer{code, body}
+	}()
+	eventually(t, 30*time.Second, func() error {
+		if link.waiting() == 0 {
+			return fmt.Errorf("westeurope's read-through has not reached eastus")
+		}
+		return nil
+	})
+	if code, _, body := do(t, "DELETE", east+path, "", nil); code != 202 {
+		t.Fatalf("delete in eastus: %d %s", code, body)
+	}
+	link.set(func(*http.Request) bool { return false }) // the feed flows: westeurope hears the push and the delete
+	eventually(t, 30*time.Second, func() error {
+		if _, ok, err := westRegion.BlobTombstone(t.Context(), repo, d); err != nil || !ok {
+			return fmt.Errorf("westeurope holds no delete of the blob yet (%v)", err)
+		}
+		if linkedInWest() {
+			return fmt.Errorf("westeurope still links the blob")
+		}
+		return nil
+	})
+	close(release)
+	released = true
+	select {
+	case a := <-got:
+		if a.code != 200 && a.code != 404 {
+			t.Fatalf("the GET that asked before the delete: %d %s", a.code, a.body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the read-through did not end within 30 s of its release")
+	}
+	if linkedInWest() {
+		t.Fatal("westeurope links the blob its read-through brought after the delete arrived: the deleted blob is back")
+	}
+	code, _, body := do(t, "GET", west+path, "", nil)
+	if c, detail := errorOf(body); code != 404 || c != "BLOB_UNKNOWN" || detail["state"] != "deleted" {
+		t.Fatalf("a GET in westeurope after the delete: %d %s; want BLOB_UNKNOWN, state deleted", code, body)
+	}
+}
