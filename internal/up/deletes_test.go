@@ -386,7 +386,7 @@ func peerToken(t *testing.T, secret, url string) string {
 
 // TestInvariant9ADeleteThatArrivesDuringAReadThroughWins: a client's GET
 // of a blob westeurope does not hold reads it through from eastus; while
-// that fetch is held on the link, the blob is deleted in eastus and the
+// eastus's answer is held on the link, the blob is deleted in eastus and the
 // delete reaches westeurope. The client that asked before the delete may
 // get the bytes, but westeurope must not link the blob when the fetch
 // ends: it is not held there afterwards and a new GET says it was deleted.
@@ -403,6 +403,7 @@ func TestInvariant9ADeleteThatArrivesDuringAReadThroughWins(t *testing.T) {
 	linkedInWest := func() bool { code, _ := asPeerWith(t, reg.Secret, "HEAD", west+path); return code == 200 }
 
 	release := make(chan struct{})
+	link.holdAnswer.Store(true) // eastus answers with the bytes before its delete; they reach westeurope after it
 	link.hold(func(r *http.Request) bool { return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, path) }, release)
 	released := false
 	defer func() {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -28,11 +29,14 @@ import (
 // requests block matches with 503, as a link that is down would, and holds
 // the requests holdIf matches until release is closed.
 type faultyLink struct {
-	block   atomic.Pointer[func(*http.Request) bool]
-	holdIf  atomic.Pointer[func(*http.Request) bool]
-	release chan struct{}
-	held    atomic.Int32
-	heads   atomic.Int32 // HEAD requests that passed
+	block  atomic.Pointer[func(*http.Request) bool]
+	holdIf atomic.Pointer[func(*http.Request) bool]
+	// holdAnswer: holdIf's requests are proxied at once and their answers
+	// held (the peer answered before what happens meanwhile).
+	holdAnswer atomic.Bool
+	release    chan struct{}
+	held       atomic.Int32
+	heads      atomic.Int32 // HEAD requests that passed
 }
 
 func (f *faultyLink) set(block func(*http.Request) bool) { f.block.Store(&block) }
@@ -58,6 +62,17 @@ func (f *faultyLink) start(t *testing.T, target string) string {
 			f.heads.Add(1)
 		}
 		if h := f.holdIf.Load(); h != nil && (*h)(r) {
+			if f.holdAnswer.Load() {
+				rec := httptest.NewRecorder()
+				proxy.ServeHTTP(rec, r)
+				f.held.Add(1)
+				<-f.release
+				f.held.Add(-1)
+				maps.Copy(w.Header(), rec.Header())
+				w.WriteHeader(rec.Code)
+				_, _ = w.Write(rec.Body.Bytes())
+				return
+			}
 			f.held.Add(1)
 			<-f.release
 			f.held.Add(-1)
