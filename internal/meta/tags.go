@@ -139,11 +139,24 @@ func (db *DB) Tags(ctx context.Context, repo, last string, n int) ([]string, err
 	return out, rows.Err()
 }
 
-// MaxVersion returns the latest version stored in any tag or manifest, so
-// a restarted region's clock starts past everything it wrote before.
+// MaxVersion returns the latest version stored anywhere in the region's
+// rows (tags, manifests, blob links and tombstones, settings, its feed,
+// soft-deleted copies and tag history, and the newest version its nodes
+// recorded), so a restarted region's clock starts past every version it
+// wrote or observed before, also a peer's from a clock ahead of its own:
+// a write stamped earlier than a delete it follows would lose to it in
+// every region.
 func (db *DB) MaxVersion(ctx context.Context) (int64, error) {
 	var t sql.NullInt64
-	err := db.queryRow(ctx,
-		`SELECT MAX(v) FROM (SELECT MAX(version) AS v FROM tags UNION ALL SELECT MAX(version) FROM manifests) AS both_tables`).Scan(&t)
+	err := db.queryRow(ctx, `SELECT MAX(v) FROM (
+		SELECT MAX(version) AS v FROM tags
+		UNION ALL SELECT MAX(version) FROM manifests
+		UNION ALL SELECT MAX(version) FROM blobs
+		UNION ALL SELECT MAX(version) FROM blob_tombstones
+		UNION ALL SELECT MAX(version) FROM settings
+		UNION ALL SELECT MAX(version) FROM feed
+		UNION ALL SELECT MAX(deleted_version) FROM deleted_manifests
+		UNION ALL SELECT MAX(version) FROM tag_history
+		UNION ALL SELECT MAX(value) FROM region_state WHERE name = 'hlc') AS every_table`).Scan(&t)
 	return t.Int64, err
 }

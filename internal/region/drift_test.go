@@ -1,12 +1,15 @@
 package region_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
@@ -85,5 +88,63 @@ func TestASnapshotWithAVersionFarInTheFutureIsRefused(t *testing.T) {
 	}
 	if next := r.Clock().Now(); next.Wall().After(time.Now().Add(time.Minute)) {
 		t.Fatalf("the clock moved to %s", next.Wall())
+	}
+}
+
+// TestARestartedRegionOrdersItsWritesAfterEveryVersionItHolds: a peer
+// whose clock runs a minute ahead (within the drift) deletes a blob and
+// a setting here; this region restarts, and a client pushes the blob
+// again and sets the setting anew at once. Those writes come after the
+// deletes, so their versions must be later: a restarted clock that
+// starts only past its tags and manifests stamps them earlier, and every
+// other region then takes the acknowledged push for one the delete
+// already removed (it refuses the link, and any manifest using it waits
+// for a blob it never gets).
+func TestARestartedRegionOrdersItsWritesAfterEveryVersionItHolds(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	const repo = "drift/restart"
+	blob := []byte("pushed, deleted by a peer ahead of us, pushed again")
+	d := digest.FromBytes(blob)
+	ahead := v(time.Now().Add(time.Minute).UnixMilli()<<16, "westus")
+	r := open(t, dir, time.Hour)
+	if _, err := r.PutBlob(ctx, repo, d, int64(len(blob)), bytes.NewReader(blob)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ApplyBlobDelete(ctx, "westus", 1, repo, d, ahead); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ApplySetting(ctx, "westus", 2, meta.Setting{Kind: "webhook", Name: "ahead", Deleted: true, Version: ahead}); err != nil {
+		t.Fatal(err)
+	}
+	head, err := r.FeedHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	r = open(t, dir, time.Hour)
+	defer r.Close()
+	if next := r.Clock().Now(); !ahead.Less(next) {
+		t.Errorf("after the restart the clock issues %s, not after the peer's delete %s", next, ahead)
+	}
+	if _, err := r.PutBlob(ctx, repo, d, int64(len(blob)), bytes.NewReader(blob)); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := r.Feed(ctx, head, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pushed *meta.Record
+	for i := range recs {
+		if recs[i].Kind == "blob" && recs[i].Digest == d {
+			pushed = &recs[i]
+		}
+	}
+	if pushed == nil {
+		t.Fatalf("no feed record for the push again among %d records", len(recs))
+	}
+	if !ahead.Less(pushed.Version) {
+		t.Fatalf("the push after the restart is version %s, before the delete it follows (%s): other regions refuse it", pushed.Version, ahead)
 	}
 }
