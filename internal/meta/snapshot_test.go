@@ -17,7 +17,11 @@ import (
 // store gives the same summary tree; the header names the feed head and
 // applied marks; a row naming a column the store lacks is refused and
 // changes nothing; a snapshot loaded again, or over a later write,
-// changes nothing (last-writer-wins).
+// changes nothing (last-writer-wins). It is encoded as the snapshot
+// handler encodes it (AppendJSON: a SQLite store's rows come encoded by
+// SQLite, bytes as hex), and a manifest whose bytes JSON must escape
+// (quotes, a backslash, <>&, control and non-ASCII characters, invalid
+// UTF-8) is loaded byte for byte.
 func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 	eachDialect(t, func(t *testing.T, src *meta.DB) {
 		ctx := t.Context()
@@ -27,6 +31,8 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 		}
 		payload := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:` + digest.FromString("c").Encoded() + `","size":1},"layers":[]}`)
 		d := digest.FromBytes(payload)
+		odd := []byte("{\"annotations\":{\"a\":\"q\\\" \\\\ <&> \\u0001 \u00e9\u6771\u2028\"}}\xff\x00\t")
+		oddD := digest.FromBytes(odd)
 		gone := digest.FromString("deleted manifest")
 		for _, repo := range []string{"snap/a", "snap/b"} {
 			err := src.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
@@ -38,6 +44,10 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 				}
 				if _, err := tx.PutManifest(ctx, &meta.Manifest{Repo: repo, Digest: d, MediaType: "application/vnd.oci.image.manifest.v1+json",
 					Size: int64(len(payload)), Payload: payload, Created: now, Version: v(1000, "eastus")}); err != nil {
+					return err
+				}
+				if _, err := tx.PutManifest(ctx, &meta.Manifest{Repo: repo, Digest: oddD, MediaType: "application/vnd.oci.image.manifest.v1+json",
+					Size: int64(len(odd)), Payload: odd, Annotations: map[string]string{"é\"<": "\x01\u2028"}, Created: now, Version: v(1000, "eastus")}); err != nil {
 					return err
 				}
 				if _, err := tx.SetTag(ctx, repo, "v1", d, v(1001, "westeurope"), now); err != nil {
@@ -58,7 +68,12 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 		var h meta.SnapshotHeader
 		n := 0
 		if err := src.Snapshot(ctx, "eastus", func(hh meta.SnapshotHeader) error { h = hh; return enc.Encode(hh) },
-			func(sr *meta.SnapshotRepo) error { n++; return enc.Encode(sr) }); err != nil {
+			func(sr *meta.SnapshotRepo) error {
+				n++
+				b, err := sr.AppendJSON(nil)
+				buf.Write(append(b, '\n'))
+				return err
+			}); err != nil {
 			t.Fatal(err)
 		}
 		if h.Region != "eastus" || h.Schema != meta.SchemaVersion() || h.Applied["westeurope"] != 42 || n != 2 {
@@ -103,6 +118,12 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 			got, _ := dst.SummaryTree(ctx)
 			if want.Root != got.Root {
 				t.Fatalf("after loading the snapshot: summary root %s, the source's %s", got.Root, want.Root)
+			}
+		}
+		for _, repo := range []string{"snap/a", "snap/b"} {
+			m, err := dst.GetManifest(ctx, repo, oddD)
+			if err != nil || !bytes.Equal(m.Payload, odd) || m.Annotations["é\"<"] != "\x01\u2028" {
+				t.Fatalf("the manifest loaded from the snapshot is not the one stored: %+v %v", m, err)
 			}
 		}
 		p, err := dst.Presence(ctx, "snap/a", d)

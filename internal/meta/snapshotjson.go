@@ -83,6 +83,10 @@ func (t *TableRows) appendJSON(dst []byte) ([]byte, error) {
 		dst = append(dst, ']')
 	}
 	dst = append(dst, `,"rows":`...)
+	if t.Encoded != nil {
+		dst = append(dst, t.Encoded...)
+		return append(dst, '}'), nil
+	}
 	if t.Rows == nil {
 		return append(dst, `null}`...), nil
 	}

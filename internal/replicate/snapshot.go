@@ -150,8 +150,8 @@ func (p *Replicator) joinFrom(ctx context.Context, s *source) (joinStats, error)
 		return st, fmt.Errorf("%s's snapshot: %w", s.name, err)
 	}
 	switch {
-	case h.Format != meta.SnapshotFormat:
-		return st, fmt.Errorf("%s's snapshot has format %d, this version reads %d", s.name, h.Format, meta.SnapshotFormat)
+	case !meta.SnapshotFormatRead(h.Format):
+		return st, fmt.Errorf("%s's snapshot has format %d, this version reads formats 1 to %d: another version of georeg", s.name, h.Format, meta.SnapshotFormat)
 	case h.Schema != meta.SchemaVersion():
 		return st, fmt.Errorf("%s's store has schema %d, this one %d: another version of georeg", s.name, h.Schema, meta.SchemaVersion())
 	case h.Region != s.name:
