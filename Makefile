@@ -98,6 +98,8 @@ fuzz:
 	go test ./internal/auth -run '^$$' -fuzz '^FuzzParseScopes$$' -fuzztime 20s
 	go test ./internal/auth -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime 20s
 	go test ./internal/auth -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 20s
+	go test ./internal/meta -run '^$$' -fuzz '^FuzzSnapshotArgs$$' -fuzztime 20s
+	go test ./internal/meta -run '^$$' -fuzz '^FuzzSnapshotRepoAppendJSON$$' -fuzztime 20s
 
 # The node figures are measured beside two peer registries in the same run.
 bench: build $(TOOLS)/registry /usr/bin/docker-registry
