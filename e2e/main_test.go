@@ -6,12 +6,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,16 +45,59 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr returns a loopback address with a port nobody listens on now.
+// freeAddr returns a loopback address with a port nobody listens on now,
+// and that no other process will be given meanwhile: the port is chosen
+// below the kernel's ephemeral range, which is where every listener on
+// port 0 and every outgoing connection of the packages testing beside
+// this one get theirs (a port picked by listening on 0 and closing went
+// back to that pool: another package's server once took one before the
+// region meant for it bound it, and answered its readiness check). No
+// port is handed out twice in a run.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo, hi := fixedPortRange()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 2000 { // bounded: the range holds thousands of ports
+		p := lo + mrand.IntN(hi-lo)
+		if portsGiven[p] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		portsGiven[p] = true
+		return addr
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	t.Fatalf("no free loopback port in %d-%d", lo, hi)
+	return ""
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// fixedPortRange is where freeAddr chooses: from 10000 up to the start
+// of the kernel's ephemeral range (net.ipv4.ip_local_port_range), or
+// above its end when that leaves more room.
+func fixedPortRange() (lo, hi int) {
+	ephLo, ephHi := 32768, 60999 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var a, z int
+		if n, _ := fmt.Sscan(string(b), &a, &z); n == 2 && a > 0 && z >= a {
+			ephLo, ephHi = a, z
+		}
+	}
+	if below, above := ephLo-10000, 65535-ephHi; below >= above && below > 0 {
+		return 10000, ephLo
+	} else if above > 0 {
+		return ephHi + 1, 65536
+	}
+	return 10000, 65536 // the whole range is ephemeral: choose anywhere
 }
 
 // server is a `georeg serve` process.
@@ -107,13 +152,13 @@ func (s *server) start() {
 		s.t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	client, scheme := http.DefaultClient, "http://"
+	client, scheme := &http.Client{Timeout: 2 * time.Second}, "http://" // bounded: a port held by something that does not answer
 	if s.tlsCA != "" {
 		tc, err := tlsconf.Client(s.tlsCA)
 		if err != nil {
 			s.t.Fatal(err)
 		}
-		client, scheme = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, "https://"
+		client, scheme = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}, "https://"
 	}
 	for {
 		resp, err := client.Get(scheme + s.addr + "/readyz")
@@ -123,11 +168,27 @@ func (s *server) start() {
 				return
 			}
 		}
+		if exited(s.cmd.Process.Pid) {
+			b, _ := os.ReadFile(log.Name())
+			s.t.Fatalf("georeg %s for %s exited before it was ready; its log:\n%s", sub, s.addr, lastLines(string(b), 20))
+		}
 		if time.Now().After(deadline) {
 			s.t.Fatalf("georeg serve on %s not ready after 20s: %v", s.addr, err)
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
 	}
+}
+
+// exited reports whether process pid has exited and waits to be reaped
+// (a zombie), without reaping it: the server's kill still waits for it.
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // logOnFailure prints, when the test fails, what the process logged
