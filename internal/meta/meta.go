@@ -73,6 +73,7 @@ type DB struct {
 	// actorOf names who asks for the write ctx carries ("" when not a
 	// client's: tag history, softdelete.go).
 	actorOf func(context.Context) string
+	leases  leaseConn // PostgreSQL: the connection blob leases are held on (bloblease.go)
 }
 
 // WriteStats returns how many write transactions began, and how long they
@@ -386,6 +387,7 @@ func (db *DB) applySchema(ctx context.Context, tx *sql.Tx) error {
 
 // Close closes the database.
 func (db *DB) Close() error {
+	db.closeLeases()
 	db.writeStmts.close()
 	db.readStmts.close()
 	return errors.Join(db.r.Close(), db.w.Close())

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -223,7 +222,7 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 		}
 		return false, err
 	}
-	if err := r.linkBlob(ctx, repo, d, size, "", time.Time{}); err != nil {
+	if err := r.linkBlob(ctx, repo, d, size, "", nil); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -232,10 +231,10 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 // linkBlob links blob d in repo and records it in the feed, in one
 // transaction; uploadID, when set, is the session that ends with it. The
 // link's version is new, so it wins over every delete of the blob this
-// region has seen, here and in every region the record reaches. written
-// is when the caller began writing the bytes it just committed (zero when
-// it did not write them): see link.
-func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string, written time.Time) error {
+// region has seen, here and in every region the record reaches. lease,
+// when the caller wrote the bytes itself, is the lease it held since
+// before (leaseToLink): see linkLeased.
+func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string, lease *meta.BlobLease) error {
 	var added int64
 	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		var err error
@@ -243,7 +242,7 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 			return err
 		}
 		v := r.clock.Now()
-		if err := r.linkWritten(ctx, tx, repo, d, size, v, written); err != nil {
+		if err := r.linkLeased(ctx, tx, repo, d, size, v, lease); err != nil {
 			return err
 		}
 		if uploadID != "" {
@@ -271,16 +270,22 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 // v is the link's version (see meta.Tx.LinkBlob; zero keeps the one it
 // has).
 func (r *Region) link(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version) error {
-	return r.linkWritten(ctx, tx, repo, d, size, v, time.Time{})
+	return r.linkLeased(ctx, tx, repo, d, size, v, nil)
 }
 
-// linkWritten is link for bytes the caller committed itself, having begun
-// writing them at written: when bytesStillKept says the sweep cannot have
-// deleted them since, the content store is not asked (on S3 that is a
-// request inside the write transaction, which on PostgreSQL holds every
-// other write of the node's batch behind it).
-func (r *Region) linkWritten(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version, written time.Time) error {
-	if !bytesStillKept(written, r.now(), r.cfg.GCGrace) {
+// linkLeased is link for bytes the caller committed itself under lease,
+// taken before it wrote them (leaseToLink): while the lease holds, read
+// in tx, no sweep on any node can have deleted them, and the content
+// store is not asked (on S3 that is a request inside the write
+// transaction, which on PostgreSQL holds every other write of the node's
+// batch behind it). A lease that does not hold (not taken, or its
+// connection lost) asks as link does.
+func (r *Region) linkLeased(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version, lease *meta.BlobLease) error {
+	holds, err := tx.BlobLeaseHolds(ctx, lease)
+	if err != nil {
+		return err
+	}
+	if !holds {
 		if _, err := r.store.Stat(ctx, d); err != nil {
 			if errors.Is(err, content.ErrNotFound) {
 				return fmt.Errorf("link blob %s in %s: its bytes are not in the content store (collected meanwhile); fetch or upload it again: %w", d, repo, err)
@@ -291,37 +296,19 @@ func (r *Region) linkWritten(ctx context.Context, tx *meta.Tx, repo string, d di
 	return tx.LinkBlob(ctx, repo, d, size, v, r.now())
 }
 
-// bytesStillKept reports whether bytes a writer committed, having begun
-// writing them at written, are surely still in the content store at now
-// without asking it. Every commit of a blob's bytes (a new file renamed
-// over, an object PUT, a multipart upload begun after written) dates them
-// at or after written, and the sweep deletes only bytes dated more than
-// grace before its own now; so until grace has passed since written no
-// sweep, on any node, can have deleted them. Half the grace period is
-// required, a margin for the clocks of other nodes and of an object
-// store; a zero written (the caller did not write the bytes) is never
-// enough.
-func bytesStillKept(written, now time.Time, grace time.Duration) bool {
-	if written.IsZero() || grace <= 0 {
-		return false
-	}
-	age := now.Sub(written)
-	return age >= -grace/2 && age < grace/2
-}
-
 // PutBlob stores a whole blob sent in one request (a monolithic upload) as
 // d. size is the declared length, or -1 when unknown.
 func (r *Region) PutBlob(ctx context.Context, repo string, d digest.Digest, size int64, body io.Reader) (int64, error) {
 	if !d.Algorithm().Available() {
 		return 0, unsupportedDigest(d)
 	}
-	defer r.Lease(d)()
-	written := r.now()
+	lease, release := r.leaseToLink(ctx, d)
+	defer release()
 	n, err := r.store.Put(ctx, r.newID(), d, size, body)
 	if err != nil {
 		return 0, blobError(err, d)
 	}
-	return n, r.linkBlob(ctx, repo, d, n, "", written)
+	return n, r.linkBlob(ctx, repo, d, n, "", lease)
 }
 
 // blobError turns a content store's verification failure into the OCI

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -140,5 +139,5 @@ func (r *Region) LinkFetched(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return err
 	}
-	return r.linkBlob(ctx, repo, d, size, "", time.Time{})
+	return r.linkBlob(ctx, repo, d, size, "", nil)
 }

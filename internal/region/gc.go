@@ -147,6 +147,16 @@ func (r *Region) collect(ctx context.Context, rep *GCReport, dryRun bool) error 
 					}
 					return err
 				}
+				// Another node's lease (PostgreSQL): bytes on their way
+				// to a link, which may not ask the store again.
+				free, err := tx.NoBlobLease(ctx, d)
+				if err != nil {
+					return err
+				}
+				if !free {
+					rep.BlobsKept++
+					return nil
+				}
 				if err := r.store.Delete(ctx, d); err != nil && !errors.Is(err, content.ErrNotFound) {
 					return err
 				}

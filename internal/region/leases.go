@@ -43,6 +43,19 @@ func (r *Region) Lease(d digest.Digest) (release func()) {
 	}
 }
 
+// leaseToLink leases blob d for bytes the caller is about to write and
+// then link: this node's lease, and one every node's sweep sees (on
+// PostgreSQL, meta.LeaseBlob); release ends both, after the link
+// committed. linkLeased trusts the bytes are there while the lease holds.
+func (r *Region) leaseToLink(ctx context.Context, d digest.Digest) (*meta.BlobLease, func()) {
+	release := r.Lease(d)
+	lease := r.db.LeaseBlob(ctx, d)
+	return lease, func() {
+		lease.Release()
+		release()
+	}
+}
+
 // TouchBlob records that a client checked repo's blob d (a HEAD before a
 // push that then skips the upload): its link is dated anew, so garbage
 // collection keeps it for a grace period from now, as if it had been

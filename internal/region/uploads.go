@@ -37,9 +37,6 @@ type session struct {
 	up   *content.Upload // nil until loaded, or when its state is unknown
 	gen  int64           // the generation up continues
 	used time.Time       // last request on it here (mu held), for RunLocal
-	// created is when the session began: every byte of it was written
-	// after, so its commit dates the blob after too (linkWritten).
-	created time.Time
 }
 
 // StartUpload opens a new upload session in repo and returns its id.
@@ -59,7 +56,7 @@ func (r *Region) StartUpload(ctx context.Context, repo string) (string, error) {
 		return "", err
 	}
 	r.mu.Lock()
-	r.sessions[id] = &session{repo: repo, up: up, used: now, created: now}
+	r.sessions[id] = &session{repo: repo, up: up, used: now}
 	r.mu.Unlock()
 	return id, nil
 }
@@ -104,7 +101,6 @@ func (r *Region) acquire(ctx context.Context, repo, id string) (*session, error)
 		s.mu.Unlock()
 		return nil, err
 	}
-	s.created = row.Created
 	if s.up != nil && s.gen == row.Gen {
 		return s, nil
 	}
@@ -275,7 +271,8 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 		s.mu.Unlock()
 		return 0, err
 	}
-	defer r.Lease(d)()
+	lease, release := r.leaseToLink(ctx, d)
+	defer release()
 	size, err := s.up.Commit(ctx, d, -1)
 	if IsNoSpace(err) {
 		return 0, r.discardFull(ctx, s, id, err)
@@ -291,7 +288,7 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 		}
 		return 0, blobError(err, d)
 	}
-	err = r.linkBlob(ctx, repo, d, size, id, s.created)
+	err = r.linkBlob(ctx, repo, d, size, id, lease)
 	r.end(id, s)
 	return size, err
 }
