@@ -89,3 +89,48 @@ func TestALinkAsksTheStoreUnlessItsWriterLeasedTheBytes(t *testing.T) {
 		}
 	}
 }
+
+// collectedAfterStat is a store whose blob bytes a sweep deletes right
+// after a caller found them (once).
+type collectedAfterStat struct {
+	content.Backend
+	key  string
+	done atomic.Bool
+}
+
+func (c *collectedAfterStat) Stat(ctx context.Context, key string) (int64, error) {
+	n, err := c.Backend.Stat(ctx, key)
+	if err == nil && key == c.key && c.done.CompareAndSwap(false, true) {
+		if derr := c.Backend.Delete(ctx, key); derr != nil {
+			return 0, derr
+		}
+	}
+	return n, err
+}
+
+// TestALinkWithoutALeaseFindsBytesCollectedSinceItsCallerLooked: bytes
+// a caller found in the store but did not write under a lease (a
+// manifest's blob adopted, say) are asked about again inside the link's
+// transaction; collected in between, the link is refused and nothing is
+// linked.
+func TestALinkWithoutALeaseFindsBytesCollectedSinceItsCallerLooked(t *testing.T) {
+	ctx := t.Context()
+	r, err := Open(ctx, Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: time.Hour, GCInterval: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b := []byte("found, then collected before the link")
+	d := digest.FromBytes(b)
+	if _, err := r.store.Put(ctx, "seed", d, int64(len(b)), bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	r.store = content.New(&collectedAfterStat{Backend: r.store.Backend(), key: content.BlobKey(d)})
+	if err := r.AdoptBlob(ctx, "app", d); err == nil {
+		t.Fatal("bytes collected between the caller's look and the link were linked")
+	}
+	if ok, err := r.HasBlob(ctx, "app", d); err != nil || ok {
+		t.Fatalf("linked %v (%v) without its bytes", ok, err)
+	}
+}
