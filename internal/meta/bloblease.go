@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"hash/fnv"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -36,19 +37,33 @@ func blobLeaseKey(d digest.Digest) int32 {
 // BlobLease is a lease on one blob's bytes, held from before they are
 // written until their link commits; Release ends it.
 type BlobLease struct {
-	db   *DB
-	key  int32
-	pid  int32 // the PostgreSQL backend holding it
-	held bool  // the lock was taken (PostgreSQL)
+	db  *DB
+	key int32
+	// The PostgreSQL backend holding it: its pid and when it started (a
+	// pid is reused by a later backend).
+	pid     int32
+	started int64
+	held    bool // the lock was taken (PostgreSQL)
 }
 
 // leaseConn is the connection a PostgreSQL node holds its blob leases on
 // (advisory locks belong to a connection).
 type leaseConn struct {
-	mu   sync.Mutex
-	conn *sql.Conn
-	pid  int32
+	mu      sync.Mutex
+	conn    *sql.Conn
+	pid     int32
+	started int64     // the backend's start, in microseconds
+	failed  time.Time // the last request that failed: none for leaseBackoff after
 }
+
+// leaseTimeout bounds each request on the lease connection; after a
+// failure leases are not asked for during leaseBackoff (links then ask
+// the content store), so a database that hangs costs a node's writes one
+// timeout, not one each.
+const (
+	leaseTimeout = 5 * time.Second
+	leaseBackoff = time.Second
+)
 
 // LeaseBlob leases blob d (see above). On PostgreSQL a lease that could
 // not be taken (the sweep is deleting the blob right now, or the
@@ -62,17 +77,25 @@ func (db *DB) LeaseBlob(ctx context.Context, d digest.Digest) *BlobLease {
 	lc := &db.leases
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
+	if time.Since(lc.failed) < leaseBackoff {
+		return l
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseTimeout)
+	defer cancel()
 	// Twice at most: a connection the database ended since its last use
 	// (a restart) fails once, and a new one is opened.
 	for range 2 {
 		if lc.conn == nil {
 			conn, err := db.w.Conn(ctx)
 			if err != nil {
+				lc.failed = time.Now()
 				return l
 			}
-			if err := conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&lc.pid); err != nil {
+			if err := conn.QueryRowContext(ctx, `SELECT pid, (extract(epoch FROM backend_start) * 1000000)::int8
+				FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&lc.pid, &lc.started); err != nil {
 				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 				_ = conn.Close()
+				lc.failed = time.Now()
 				return l
 			}
 			lc.conn = conn
@@ -82,9 +105,10 @@ func (db *DB) LeaseBlob(ctx context.Context, d digest.Digest) *BlobLease {
 			lc.drop()
 			continue
 		}
-		l.pid, l.held = lc.pid, ok
+		l.pid, l.started, l.held = lc.pid, lc.started, ok
 		return l
 	}
+	lc.failed = time.Now()
 	return l
 }
 
@@ -95,7 +119,7 @@ func (lc *leaseConn) drop() {
 		// Not back to the pool: its locks go with it.
 		_ = lc.conn.Raw(func(any) error { return driver.ErrBadConn })
 		_ = lc.conn.Close()
-		lc.conn, lc.pid = nil, 0
+		lc.conn, lc.pid, lc.started = nil, 0, 0
 	}
 }
 
@@ -109,12 +133,14 @@ func (l *BlobLease) Release() {
 	lc := &l.db.leases
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	if lc.conn == nil || lc.pid != l.pid {
+	if lc.conn == nil || lc.pid != l.pid || lc.started != l.started {
 		return // the connection, and the lock, are gone already
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaseTimeout)
+	defer cancel()
 	var ok bool
-	if err := lc.conn.QueryRowContext(context.Background(), `SELECT pg_advisory_unlock_shared($1, $2)`, blobLeaseClass, l.key).Scan(&ok); err != nil {
-		lc.drop()
+	if err := lc.conn.QueryRowContext(ctx, `SELECT pg_advisory_unlock_shared($1, $2)`, blobLeaseClass, l.key).Scan(&ok); err != nil {
+		lc.drop() // its locks go with it
 	}
 }
 
@@ -134,9 +160,10 @@ func (tx *Tx) BlobLeaseHolds(ctx context.Context, l *BlobLease) (bool, error) {
 		return false, nil
 	}
 	var holds bool
-	err := tx.tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-		AND pid = $1 AND classid::int8 = $2 AND objid::int8 = $3 AND objsubid = 2 AND mode = 'ShareLock' AND granted)`,
-		l.pid, blobLeaseClass, l.key).Scan(&holds)
+	err := tx.tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.pid = $1 AND l.classid::int8 = $2 AND l.objid::int8 = $3 AND l.objsubid = 2
+		AND l.mode = 'ShareLock' AND l.granted AND (extract(epoch FROM a.backend_start) * 1000000)::int8 = $4)`,
+		l.pid, blobLeaseClass, l.key, l.started).Scan(&holds)
 	return holds, err
 }
 
