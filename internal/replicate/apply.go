@@ -15,6 +15,7 @@ import (
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/oci"
+	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 )
 
@@ -331,30 +332,45 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 	// (invariant 3).
 	// No shared cancellation: one failed fetch must not cut another that a
 	// concurrent fetch of the same blob (the feed's, a read-through) waits on.
-	var g errgroup.Group
-	g.SetLimit(referenceFetchers)
-	for _, c := range m.Manifests {
-		g.Go(func() error {
-			if err := p.ensureManifest(ctx, s, repo, c.Digest, hlc.Version{}, nil); err != nil {
-				return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
-			}
-			return nil
-		})
-	}
 	blobs := m.Blobs()
 	if r.OnDemand(ctx, repo) {
 		blobs = nil // fetched here when a client first reads them (region/ondemand.go)
 	}
-	for _, b := range blobs {
-		g.Go(func() error {
-			if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil, false); err != nil {
-				return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
-			}
-			return nil
-		})
+	ensureRefs := func() error {
+		var g errgroup.Group
+		g.SetLimit(referenceFetchers)
+		for _, c := range m.Manifests {
+			g.Go(func() error {
+				if err := p.ensureManifest(ctx, s, repo, c.Digest, hlc.Version{}, nil); err != nil {
+					return fmt.Errorf("child %s of %s: %w", c.Digest, d, err)
+				}
+				return nil
+			})
+		}
+		for _, b := range blobs {
+			g.Go(func() error {
+				if err := p.ensureBlob(ctx, s, repo, b.Digest, b.Size, nil, false); err != nil {
+					return fmt.Errorf("blob %s of %s: %w", b.Digest, d, err)
+				}
+				return nil
+			})
+		}
+		return g.Wait()
 	}
-	if err := g.Wait(); err != nil {
+	if err := ensureRefs(); err != nil {
 		return err
 	}
-	return r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, fetched.payload, v, pushedTag)
+	err = r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, fetched.payload, v, pushedTag)
+	if ocierr.ManifestBlobUnknown.Is(err) {
+		// A reference found linked here (so not fetched) was unlinked
+		// before the manifest was stored: garbage collection removes
+		// links no live manifest uses once older than its grace period.
+		// Once more: what is missing now is linked anew, dated now, which
+		// no collection unlinks within its grace period.
+		if err := ensureRefs(); err != nil {
+			return err
+		}
+		err = r.ApplyManifest(ctx, peer, seq, repo, d, m.MediaType, fetched.payload, v, pushedTag)
+	}
+	return err
 }

@@ -94,7 +94,7 @@ func TestSoftDeleteSoak(t *testing.T) {
 			}
 		}
 		if code != 200 {
-			return nil, code, nil
+			return nil, code, fmt.Errorf("%s", bytes.TrimSpace(m))
 		}
 		parsed, err := oci.ParseManifest("application/vnd.oci.image.manifest.v1+json", m)
 		if err != nil {
