@@ -113,3 +113,19 @@ func TestABlobLeaseKeepsEveryNodesSweepOffUntilReleasedOrLost(t *testing.T) {
 		t.Fatal("after its connection was lost a node cannot lease again")
 	}
 }
+
+// BenchmarkBlobLease is a lease taken and released on PostgreSQL: two
+// round trips on the node's lease connection (docs/performance.md,
+// capacity model).
+func BenchmarkBlobLease(b *testing.B) {
+	db, err := meta.OpenPostgres(b.Context(), storetest.Postgres(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	d := digest.FromString("benchmarked")
+	for b.Loop() {
+		l := db.LeaseBlob(b.Context(), d)
+		l.Release()
+	}
+}
