@@ -192,7 +192,11 @@ func (r *Region) HasContent(ctx context.Context, d digest.Digest) (int64, bool, 
 // store) is linked in repo at version v, unless a delete of it at least as
 // new is known here (last-writer-wins, invariant 9): a late copy of an
 // older push never undoes a later delete.
-func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version) error {
+//
+// lease, when the caller took it (LeaseToLink) before fetching or finding
+// the bytes, spares the link its look at the content store inside the
+// transaction (linkLeased); nil asks.
+func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version, lease *meta.BlobLease) error {
 	size, err := r.store.Stat(ctx, d)
 	if err != nil {
 		return fmt.Errorf("apply blob %s: %w", d, err)
@@ -208,7 +212,7 @@ func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo str
 		case err != nil && !isNotFound(err):
 			return err
 		default:
-			if err := r.link(ctx, tx, repo, d, size, v); err != nil {
+			if err := r.linkLeased(ctx, tx, repo, d, size, v, lease); err != nil {
 				return err
 			}
 		}
@@ -231,14 +235,15 @@ func (r *Region) BlobWanted(ctx context.Context, repo string, d digest.Digest, v
 // manifest stored here needs it, or a client read it through, or an import
 // brought it. A delete of the blob does not stop it: a manifest's
 // references win over a blob delete, so a manifest is never stored without
-// its blobs (invariant 2). The link keeps the version it has.
-func (r *Region) AdoptBlob(ctx context.Context, repo string, d digest.Digest) error {
+// its blobs (invariant 2). The link keeps the version it has. lease is as
+// for ApplyBlob.
+func (r *Region) AdoptBlob(ctx context.Context, repo string, d digest.Digest, lease *meta.BlobLease) error {
 	size, err := r.store.Stat(ctx, d)
 	if err != nil {
 		return fmt.Errorf("link blob %s: %w", d, err)
 	}
 	return r.db.Update(ctx, func(tx *meta.Tx) error {
-		return r.link(ctx, tx, repo, d, size, hlc.Version{})
+		return r.linkLeased(ctx, tx, repo, d, size, hlc.Version{}, lease)
 	})
 }
 
@@ -247,8 +252,8 @@ func (r *Region) AdoptBlob(ctx context.Context, repo string, d digest.Digest) er
 // and no link is: a delete that arrived while the bytes were being
 // fetched wins (invariant 9), and the blob is not linked (linked false).
 // The read-through began only where no delete was known (BlobGone), so
-// any delete known now came meanwhile.
-func (r *Region) AdoptReadBlob(ctx context.Context, repo string, d digest.Digest) (linked bool, err error) {
+// any delete known now came meanwhile. lease is as for ApplyBlob.
+func (r *Region) AdoptReadBlob(ctx context.Context, repo string, d digest.Digest, lease *meta.BlobLease) (linked bool, err error) {
 	size, err := r.store.Stat(ctx, d)
 	if err != nil {
 		return false, fmt.Errorf("link blob %s: %w", d, err)
@@ -265,7 +270,7 @@ func (r *Region) AdoptReadBlob(ctx context.Context, repo string, d digest.Digest
 			return err
 		}
 		linked = true
-		return r.link(ctx, tx, repo, d, size, hlc.Version{})
+		return r.linkLeased(ctx, tx, repo, d, size, hlc.Version{}, lease)
 	})
 	return linked, err
 }

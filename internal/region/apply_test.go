@@ -41,7 +41,7 @@ func TestInvariant1ConcurrentFetchesOfOneBlobStoreTheRightBytes(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if err := r.AdoptBlob(t.Context(), "app", d); err != nil {
+	if err := r.AdoptBlob(t.Context(), "app", d, nil); err != nil {
 		t.Fatal(err)
 	}
 	rc, _, err := r.OpenBlob(t.Context(), "app", d, 0)

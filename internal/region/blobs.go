@@ -233,7 +233,7 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 // link's version is new, so it wins over every delete of the blob this
 // region has seen, here and in every region the record reaches. lease,
 // when the caller wrote the bytes itself, is the lease it held since
-// before (leaseToLink): see linkLeased.
+// before (LeaseToLink): see linkLeased.
 func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string, lease *meta.BlobLease) error {
 	var added int64
 	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
@@ -274,7 +274,7 @@ func (r *Region) link(ctx context.Context, tx *meta.Tx, repo string, d digest.Di
 }
 
 // linkLeased is link for bytes the caller committed itself under lease,
-// taken before it wrote them (leaseToLink): while the lease holds, read
+// taken before it wrote them (LeaseToLink): while the lease holds, read
 // in tx, no sweep on any node can have deleted them, and the content
 // store is not asked (on S3 that is a request inside the write
 // transaction, which on PostgreSQL holds every other write of the node's
@@ -302,7 +302,7 @@ func (r *Region) PutBlob(ctx context.Context, repo string, d digest.Digest, size
 	if !d.Algorithm().Available() {
 		return 0, unsupportedDigest(d)
 	}
-	lease, release := r.leaseToLink(ctx, d)
+	lease, release := r.LeaseToLink(ctx, d)
 	defer release()
 	n, err := r.store.Put(ctx, r.newID(), d, size, body)
 	if err != nil {

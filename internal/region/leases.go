@@ -43,11 +43,13 @@ func (r *Region) Lease(d digest.Digest) (release func()) {
 	}
 }
 
-// leaseToLink leases blob d for bytes the caller is about to write and
-// then link: this node's lease, and one every node's sweep sees (on
-// PostgreSQL, meta.LeaseBlob); release ends both, after the link
-// committed. linkLeased trusts the bytes are there while the lease holds.
-func (r *Region) leaseToLink(ctx context.Context, d digest.Digest) (*meta.BlobLease, func()) {
+// LeaseToLink leases blob d for bytes the caller is about to write, or
+// look for, and then link: this node's lease, and one every node's sweep
+// sees (on PostgreSQL, meta.LeaseBlob); release ends both, after the link
+// committed. linkLeased trusts the bytes are there while the lease holds:
+// no sweep deletes a leased blob, so bytes written or found after the
+// lease was taken stay.
+func (r *Region) LeaseToLink(ctx context.Context, d digest.Digest) (*meta.BlobLease, func()) {
 	release := r.Lease(d)
 	lease := r.db.LeaseBlob(ctx, d)
 	return lease, func() {

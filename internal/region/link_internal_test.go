@@ -3,6 +3,7 @@ package region
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/meta"
 )
 
 // statCounter counts the content store's answers about blobs.
@@ -127,10 +129,53 @@ func TestALinkWithoutALeaseFindsBytesCollectedSinceItsCallerLooked(t *testing.T)
 		t.Fatal(err)
 	}
 	r.store = content.New(&collectedAfterStat{Backend: r.store.Backend(), key: content.BlobKey(d)})
-	if err := r.AdoptBlob(ctx, "app", d); err == nil {
+	if err := r.AdoptBlob(ctx, "app", d, nil); err == nil {
 		t.Fatal("bytes collected between the caller's look and the link were linked")
 	}
 	if ok, err := r.HasBlob(ctx, "app", d); err != nil || ok {
 		t.Fatalf("linked %v (%v) without its bytes", ok, err)
+	}
+}
+
+// TestAReplicatedBlobLinkedUnderALeaseIsLookedForOnce: the follower
+// leases a blob before fetching it (or finding it), so its link, in a
+// region-wide transaction, does not look at the content store again (on
+// S3 a HEAD under the region's lock); without a lease it looks again.
+func TestAReplicatedBlobLinkedUnderALeaseIsLookedForOnce(t *testing.T) {
+	ctx := t.Context()
+	r, err := Open(ctx, Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: time.Hour, GCInterval: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	counter := &statCounter{Backend: r.store.Backend()}
+	r.store = content.New(counter)
+	for i, leased := range []bool{true, false} {
+		b := []byte(fmt.Sprint("replicated blob ", i))
+		d := digest.FromBytes(b)
+		var lease *meta.BlobLease
+		if leased {
+			l, release := r.LeaseToLink(ctx, d)
+			defer release()
+			lease = l
+		}
+		if _, err := r.store.Put(ctx, fmt.Sprint("fetch-", i), d, int64(len(b)), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		before := counter.n.Load()
+		if err := r.ApplyBlob(ctx, "westeurope", int64(i+1), "app", d, r.Clock().Now(), lease); err != nil {
+			t.Fatal(err)
+		}
+		want := int64(2)
+		if leased {
+			want = 1
+		}
+		if n := counter.n.Load() - before; n != want {
+			t.Errorf("leased %v: the store was looked at %d times, want %d", leased, n, want)
+		}
+		if ok, err := r.HasBlob(ctx, "app", d); err != nil || !ok {
+			t.Errorf("leased %v: not linked: %v", leased, err)
+		}
 	}
 }

@@ -271,7 +271,7 @@ func (r *Region) FinishUpload(ctx context.Context, repo, id string, d digest.Dig
 		s.mu.Unlock()
 		return 0, err
 	}
-	lease, release := r.leaseToLink(ctx, d)
+	lease, release := r.LeaseToLink(ctx, d)
 	defer release()
 	size, err := s.up.Commit(ctx, d, -1)
 	if IsNoSpace(err) {

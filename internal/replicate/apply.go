@@ -44,7 +44,10 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 	}
 	switch rec.Kind {
 	case meta.KindBlob:
-		defer r.Lease(rec.Digest)() // from fetch to link: safe from the sweep
+		// From fetch to link: safe from every node's sweep, and the link
+		// need not look at the store again.
+		lease, release := r.LeaseToLink(ctx, rec.Digest)
+		defer release()
 		// Content first, then the link and the cursor in one transaction.
 		if act == actFetch {
 			err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
@@ -55,7 +58,7 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 				return err
 			}
 		}
-		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
+		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version, lease)
 	case meta.KindBlobDelete:
 		return r.ApplyBlobDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
 	case meta.KindManifest:
@@ -130,7 +133,8 @@ func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error
 // and the delete's BLOB_UNKNOWN is returned (region.AdoptReadBlob).
 func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte, read bool) error {
 	r := p.region
-	defer r.Lease(d)()
+	lease, release := r.LeaseToLink(ctx, d)
+	defer release()
 	if ok, err := r.HasBlob(ctx, repo, d); ok || err != nil {
 		return err
 	}
@@ -138,15 +142,15 @@ func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d d
 		return err
 	}
 	if !read {
-		return r.AdoptBlob(ctx, repo, d)
+		return r.AdoptBlob(ctx, repo, d, lease)
 	}
-	return p.adoptRead(ctx, repo, d)
+	return p.adoptRead(ctx, repo, d, lease)
 }
 
 // adoptRead links blob d, read through, in repo, or returns the BLOB_UNKNOWN
 // of a delete that came meanwhile.
-func (p *Replicator) adoptRead(ctx context.Context, repo string, d digest.Digest) error {
-	linked, err := p.region.AdoptReadBlob(ctx, repo, d)
+func (p *Replicator) adoptRead(ctx context.Context, repo string, d digest.Digest, lease *meta.BlobLease) error {
+	linked, err := p.region.AdoptReadBlob(ctx, repo, d, lease)
 	if err != nil || linked {
 		return err
 	}

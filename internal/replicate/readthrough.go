@@ -234,11 +234,12 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)
-	defer p.region.Lease(d)()
+	lease, release := p.region.LeaseToLink(ctx, d)
+	defer release()
 	if _, ok, err := p.region.HasContent(ctx, d); err != nil {
 		return err
 	} else if ok {
-		return p.adoptRead(ctx, repo, d)
+		return p.adoptRead(ctx, repo, d, lease)
 	}
 	var lw *region.LazyWriter // the client's answer: headers on its first byte
 	var hw *region.HoldLast   // its last byte held until the blob is verified
@@ -297,10 +298,10 @@ func (p *Replicator) StreamBlob(ctx context.Context, repo string, d digest.Diges
 		if lw.W != nil {
 			// The client has every byte, read before any delete that came
 			// meanwhile; such a delete still keeps the blob unlinked here.
-			_, err := p.region.AdoptReadBlob(ctx, repo, d)
+			_, err := p.region.AdoptReadBlob(ctx, repo, d, lease)
 			return err
 		}
-		return p.adoptRead(ctx, repo, d)
+		return p.adoptRead(ctx, repo, d, lease)
 	}
 	if lw != nil && lw.W != nil {
 		return lastErr // the client got part of it: the caller breaks the connection
@@ -412,7 +413,7 @@ func (p *Replicator) repairBlob(ctx context.Context, repo string, d digest.Diges
 			p.log.WarnContext(ctx, "repair of a deleted blob failed", "peer", s.name, "digest", d, "error", err)
 			continue
 		}
-		return p.region.ApplyBlob(ctx, "", 0, repo, d, v)
+		return p.region.ApplyBlob(ctx, "", 0, repo, d, v, nil)
 	}
 	return ocierr.BlobUnknown.WithDetail(
 		fmt.Sprintf("blob %s was deleted from repository %s (version %s) and no region holds a newer copy; push it again", d, repo, tomb),

@@ -54,7 +54,7 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 	if _, ok, err := im.region.HasContent(ctx, d); err != nil {
 		return err
 	} else if ok {
-		if err := im.region.AdoptBlob(ctx, target, d); err == nil {
+		if err := im.region.AdoptBlob(ctx, target, d, nil); err == nil {
 			done(true)
 			return nil
 		}
