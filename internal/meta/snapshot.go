@@ -174,26 +174,24 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 // repository (the first argument) from a SQLite store as one JSON array,
 // encoded by SQLite itself, and the columns of its rows: stepping the
 // driver through each row and column was most of what a Ready region
-// spent serving a snapshot (docs/performance.md). Bytes columns are
-// {"x": hex}: SQLite has no base64.
+// spent serving a snapshot (docs/performance.md). Bytes are {"x": hex}:
+// SQLite has no base64.
 func sqliteSnapshotQuery(ctx context.Context, tx *sql.Tx, table, repoCol string) (string, []string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT name, type FROM pragma_table_info('`+table+`') ORDER BY cid`)
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info('`+table+`') ORDER BY cid`)
 	if err != nil {
 		return "", nil, err
 	}
 	defer rows.Close()
 	var cols, vals []string
 	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
+		var name string
+		if err := rows.Scan(&name); err != nil {
 			return "", nil, err
 		}
 		cols = append(cols, name)
-		if strings.EqualFold(typ, "BLOB") {
-			vals = append(vals, `json_object('x', hex(`+name+`))`)
-		} else {
-			vals = append(vals, name)
-		}
+		// By the value's type, not the column's: SQLite keeps bytes
+		// written to any column as bytes, which JSON cannot hold.
+		vals = append(vals, `CASE WHEN typeof(`+name+`) = 'blob' THEN json_object('x', hex(`+name+`)) ELSE `+name+` END`)
 	}
 	if err := rows.Err(); err != nil {
 		return "", nil, err

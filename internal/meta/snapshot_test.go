@@ -2,6 +2,7 @@ package meta_test
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"testing"
 	"time"
@@ -144,4 +145,70 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 			t.Fatalf("the snapshot undid a later tag write: %+v %v", tag, err)
 		}
 	})
+}
+
+// TestASQLiteSnapshotCarriesBytesWhereverTheyAre: SQLite keeps bytes
+// written to a column of any declared type as bytes; the store's own
+// encoding of a snapshot carries them (as {"x": hex}) and a joiner loads
+// them as they were, rather than the snapshot failing on a value JSON
+// cannot hold.
+func TestASQLiteSnapshotCarriesBytesWhereverTheyAre(t *testing.T) {
+	ctx := t.Context()
+	path := t.TempDir() + "/meta.db"
+	src, err := meta.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.UpdateRepo(ctx, "snap/bytes", func(tx *meta.Tx) error {
+		return tx.EnsureRepository(ctx, "snap/bytes", time.Now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Bytes in a TEXT column, as an older writer could have left them.
+	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	odd := []byte{0, 0xff, '"', 'x'}
+	if _, err := raw.ExecContext(ctx, `INSERT INTO tags (repo, name, digest, version, origin, updated_at, deleted) VALUES ('snap/bytes', 'v1', $1, 5, 'eastus', 0, 0)`, odd); err != nil {
+		t.Fatal(err)
+	}
+	var line []byte
+	if err := src.Snapshot(ctx, "eastus", func(meta.SnapshotHeader) error { return nil }, func(sr *meta.SnapshotRepo) error {
+		var err error
+		line, err = sr.AppendJSON(nil)
+		return err
+	}); err != nil {
+		t.Fatalf("snapshot with bytes in a text column: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber()
+	var sr meta.SnapshotRepo
+	if err := dec.Decode(&sr); err != nil {
+		t.Fatal(err)
+	}
+	dstPath := t.TempDir() + "/dst.db"
+	dst, err := meta.OpenSQLite(ctx, dstPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := dst.Update(ctx, func(tx *meta.Tx) error { return tx.LoadSnapshotRepo(ctx, &sr, "westeurope", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sql.Open("sqlite", "file:"+dstPath+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	var typ string
+	var val []byte
+	if err := got.QueryRowContext(ctx, `SELECT typeof(digest), digest FROM tags WHERE repo = 'snap/bytes' AND name = 'v1'`).Scan(&typ, &val); err != nil {
+		t.Fatal(err)
+	}
+	if typ != "blob" || !bytes.Equal(val, odd) {
+		t.Fatalf("loaded as a %s %q, want the bytes %q", typ, val, odd)
+	}
 }
