@@ -459,6 +459,17 @@ func TestUpWithTLSAndAuthServesEverythingOverHTTPS(t *testing.T) {
 		token = ans.Token
 		return nil
 	})
+	// The region that issued it signed it with its own key, which reaches
+	// the others by replication; the door may send the push to any of
+	// them. Right after start that takes a moment (docs/security.md).
+	for _, r := range reg.Regions {
+		eventually(t, 15*time.Second, func() error {
+			if code, _, out := call(t, client, http.MethodGet, r.URL+"/v2/", "Bearer "+token, nil); code != 200 {
+				return fmt.Errorf("%s does not take the token yet: %d %s", r.Name, code, out)
+			}
+			return nil
+		})
+	}
 	cfgBlob := []byte(`{"tls":true}`)
 	req, _ := http.NewRequest(http.MethodPost, reg.FrontDoor+"/v2/tls/app/blobs/uploads/?digest="+"sha256:"+sha256Hex(cfgBlob), bytes.NewReader(cfgBlob))
 	req.Header.Set("Authorization", "Bearer "+token)
