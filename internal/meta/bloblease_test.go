@@ -23,29 +23,26 @@ func TestABlobLeaseKeepsEveryNodesSweepOffUntilReleasedOrLost(t *testing.T) {
 	dsn := storetest.Postgres(t)
 	a, b := openPostgres(t, dsn), openPostgres(t, dsn)
 	d, other := digest.FromString("leased"), digest.FromString("not leased")
-	holds := func(db *meta.DB, l *meta.BlobLease) bool {
+	// inTx is what read answers in a write transaction of db.
+	inTx := func(db *meta.DB, read func(tx *meta.Tx) (bool, error)) bool {
 		t.Helper()
 		var got bool
 		if err := db.Update(ctx, func(tx *meta.Tx) error {
 			var err error
-			got, err = tx.BlobLeaseHolds(ctx, l)
+			got, err = read(tx)
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
 		return got
 	}
+	holds := func(db *meta.DB, l *meta.BlobLease) bool {
+		t.Helper()
+		return inTx(db, func(tx *meta.Tx) (bool, error) { return tx.BlobLeaseHolds(ctx, l) })
+	}
 	sweepFree := func(db *meta.DB, d digest.Digest) bool {
 		t.Helper()
-		var free bool
-		if err := db.Update(ctx, func(tx *meta.Tx) error {
-			var err error
-			free, err = tx.NoBlobLease(ctx, d)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return free
+		return inTx(db, func(tx *meta.Tx) (bool, error) { return tx.NoBlobLease(ctx, d) })
 	}
 	if holds(a, nil) {
 		t.Fatal("no lease holds")

@@ -17,6 +17,20 @@ import (
 	"github.com/georeg/georeg/internal/meta"
 )
 
+// openOneNode opens a region of one node on SQLite and the filesystem,
+// with a 1 h grace period and no collection of its own; closed when t
+// ends.
+func openOneNode(t *testing.T) *Region {
+	t.Helper()
+	r, err := Open(t.Context(), Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: time.Hour, GCInterval: -1},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 // statCounter counts the content store's answers about blobs.
 type statCounter struct {
 	content.Backend
@@ -38,12 +52,7 @@ func (s *statCounter) Stat(ctx context.Context, key string) (int64, error) {
 // perhaps long ago) asks.
 func TestALinkAsksTheStoreUnlessItsWriterLeasedTheBytes(t *testing.T) {
 	ctx := t.Context()
-	r, err := Open(ctx, Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: time.Hour, GCInterval: -1},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openOneNode(t)
 	clock := UseTestClock(r)
 	counter := &statCounter{Backend: r.store.Backend()}
 	r.store = content.New(counter)
@@ -117,12 +126,7 @@ func (c *collectedAfterStat) Stat(ctx context.Context, key string) (int64, error
 // linked.
 func TestALinkWithoutALeaseFindsBytesCollectedSinceItsCallerLooked(t *testing.T) {
 	ctx := t.Context()
-	r, err := Open(ctx, Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: time.Hour, GCInterval: -1},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openOneNode(t)
 	b := []byte("found, then collected before the link")
 	d := digest.FromBytes(b)
 	if _, err := r.store.Put(ctx, "seed", d, int64(len(b)), bytes.NewReader(b)); err != nil {
@@ -143,12 +147,7 @@ func TestALinkWithoutALeaseFindsBytesCollectedSinceItsCallerLooked(t *testing.T)
 // S3 a HEAD under the region's lock); without a lease it looks again.
 func TestAReplicatedBlobLinkedUnderALeaseIsLookedForOnce(t *testing.T) {
 	ctx := t.Context()
-	r, err := Open(ctx, Config{Name: "eastus", DataDir: t.TempDir(), GCGrace: time.Hour, GCInterval: -1},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openOneNode(t)
 	counter := &statCounter{Backend: r.store.Backend()}
 	r.store = content.New(counter)
 	for i, leased := range []bool{true, false} {
