@@ -91,14 +91,13 @@ func (db *DB) LeaseBlob(ctx context.Context, d digest.Digest) *BlobLease {
 				lc.failed = time.Now()
 				return l
 			}
+			lc.conn = conn
 			if err := conn.QueryRowContext(ctx, `SELECT pid, (extract(epoch FROM backend_start) * 1000000)::int8
 				FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&lc.pid, &lc.started); err != nil {
-				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-				_ = conn.Close()
+				lc.drop()
 				lc.failed = time.Now()
 				return l
 			}
-			lc.conn = conn
 		}
 		var ok bool
 		if err := lc.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock_shared($1, $2)`, blobLeaseClass, l.key).Scan(&ok); err != nil {

@@ -140,9 +140,10 @@ func (db *DB) Tags(ctx context.Context, repo, last string, n int) ([]string, err
 }
 
 // MaxVersion returns the latest version stored anywhere in the region's
-// rows (tags, manifests, blob links and tombstones, settings, its feed,
-// soft-deleted copies and tag history, and the newest version its nodes
-// recorded), so a restarted region's clock starts past every version it
+// rows (tags, manifests, blob links and tombstones, settings, soft-deleted
+// copies and tag history, and the newest version its nodes recorded; not
+// the feed, the largest table, whose every version is also in one of
+// those rows, tombstones included), so a restarted region's clock starts past every version it
 // wrote or observed before, also a peer's from a clock ahead of its own:
 // a write stamped earlier than a delete it follows would lose to it in
 // every region.
@@ -154,7 +155,6 @@ func (db *DB) MaxVersion(ctx context.Context) (int64, error) {
 		UNION ALL SELECT MAX(version) FROM blobs
 		UNION ALL SELECT MAX(version) FROM blob_tombstones
 		UNION ALL SELECT MAX(version) FROM settings
-		UNION ALL SELECT MAX(version) FROM feed
 		UNION ALL SELECT MAX(deleted_version) FROM deleted_manifests
 		UNION ALL SELECT MAX(version) FROM tag_history
 		UNION ALL SELECT MAX(value) FROM region_state WHERE name = 'hlc') AS every_table`).Scan(&t)
