@@ -259,27 +259,23 @@ func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, siz
 	return err
 }
 
-// link links blob d in repo in tx, after checking in tx that its bytes
-// are in the content store. Garbage collection deletes bytes only in a
-// region-wide transaction that finds no link, and a region-wide
+// linkLeased links blob d in repo in tx, after checking in tx that its
+// bytes are in the content store. Garbage collection deletes bytes only
+// in a region-wide transaction that finds no link, and a region-wide
 // transaction runs alone (across a region's nodes too: meta's write
 // scopes), so a link is never made to bytes a collection deleted since
 // they were written or found: no link without its bytes, whatever node
 // wrote them and whatever node collects.
 //
+// The check is skipped for bytes the caller wrote or found under lease,
+// taken before (LeaseToLink): while the lease holds, read in tx, no sweep
+// on any node can have deleted them (on S3 the check is a request inside
+// the write transaction, which on PostgreSQL holds every other write of
+// the node's batch behind it). A nil lease, or one that does not hold
+// (its connection lost), checks.
+//
 // v is the link's version (see meta.Tx.LinkBlob; zero keeps the one it
 // has).
-func (r *Region) link(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version) error {
-	return r.linkLeased(ctx, tx, repo, d, size, v, nil)
-}
-
-// linkLeased is link for bytes the caller committed itself under lease,
-// taken before it wrote them (LeaseToLink): while the lease holds, read
-// in tx, no sweep on any node can have deleted them, and the content
-// store is not asked (on S3 that is a request inside the write
-// transaction, which on PostgreSQL holds every other write of the node's
-// batch behind it). A lease that does not hold (not taken, or its
-// connection lost) asks as link does.
 func (r *Region) linkLeased(ctx context.Context, tx *meta.Tx, repo string, d digest.Digest, size int64, v hlc.Version, lease *meta.BlobLease) error {
 	holds, err := tx.BlobLeaseHolds(ctx, lease)
 	if err != nil {
