@@ -31,6 +31,26 @@ const relayFanout = 2
 // bounded like any peer request, and then none.
 const relayAnsweredWithin = 3 * statsEvery
 
+// relayCandidate decides whether a peer counts among the regions relays
+// are chosen from, given when this region started following it and when
+// it last answered its stats request (zero: not since): while its last
+// answer is within d, or, before any, while the following started within
+// d. Not judging a peer before its first answer had time to come
+// matters: under load (and on shared stores, where a peer's follower
+// first takes its lease) the first answers arrive seconds apart, and
+// every region choosing relays among the few peers that had answered it
+// (each its own few) fetched from the origin what the true relays
+// fetched too. A peer down or hung from the start costs, for d, what a
+// relay that fails costs anyway: a failed or bounded request, then the
+// plan goes on without it.
+func relayCandidate(now, since, answered time.Time, d time.Duration) bool {
+	last := answered
+	if last.IsZero() {
+		last = since
+	}
+	return !last.IsZero() && now.Sub(last) < d
+}
+
 // relayFirst returns the regions that fetch origin's blobs from it
 // directly: the first relayFanout of members (origin left out) in an
 // order every region computes alike (by a hash of origin and name, so
@@ -79,15 +99,16 @@ func relayParent(origin, self string, members []string, rtt func(string) (time.D
 }
 
 // relayMembers is this region and every region it follows that answered
-// its stats request lately: relays are chosen among regions that
-// answer, so a region registered but down (or hung) is nobody's relay.
+// its stats request lately, or is not judged yet (relayCandidate):
+// relays are chosen among regions that answer, so a region registered
+// but down (or hung) is nobody's relay.
 // Two regions that see different regions answering may choose
 // differently for a while; a region asked to relay that does not count
 // itself as a relay refuses, and the asker fetches from the origin.
 func (p *Replicator) relayMembers() []string {
 	out := []string{p.region.Name()}
 	for _, s := range p.peers() {
-		if p.tracker.answered(s.name, relayAnsweredWithin) {
+		if p.tracker.relayCandidate(s.name, s.since) {
 			out = append(out, s.name)
 		}
 	}

@@ -95,3 +95,30 @@ func TestAFetchPlanAsksItsRelayOnceThenGoesOnWithoutIt(t *testing.T) {
 		}
 	}
 }
+
+// TestAPeerIsARelayCandidateWhileItAnswersOrBeforeItIsJudged: relays are
+// chosen among peers that answered their stats lately, and among peers
+// not followed long enough to tell (so the first pushes after a start do
+// not choose among the few that answered first).
+func TestAPeerIsARelayCandidateWhileItAnswersOrBeforeItIsJudged(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ago := func(s float64) time.Time { return now.Add(-time.Duration(s * float64(time.Second))) }
+	var never time.Time
+	const d = 6 * time.Second
+	for _, c := range []struct {
+		name            string
+		since, answered time.Time
+		want            bool
+	}{
+		{"followed just now, no answer yet", ago(0.1), never, true},
+		{"followed 5 s ago, no answer yet (a slow first answer)", ago(5), never, true},
+		{"followed longer than the window ago and never answered", ago(7), never, false},
+		{"answered lately", ago(30), ago(1), true},
+		{"answered longer than the window ago", ago(30), ago(7), false},
+		{"answered at the window's edge", ago(30), ago(6), false},
+	} {
+		if got := relayCandidate(now, c.since, c.answered, d); got != c.want {
+			t.Errorf("%s: candidate %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -65,6 +65,7 @@ type source struct {
 	idle       time.Duration // bounds every wait on the peer (bounded.Limits)
 	feed       *feed.Client
 	applied    chan struct{} // signalled when records of the peer apply (refreshStats)
+	since      time.Time     // when this region started following the peer
 	// rtt is the peer's measured round trip (an average of its small
 	// requests' times to answer, in nanoseconds; 0: not measured yet).
 	rtt atomic.Int64
@@ -108,7 +109,7 @@ func nearestFirst(peers []*source) []*source {
 func newSource(p Peer, signer *peerauth.Signer, hc *http.Client, idle time.Duration) *source {
 	base := strings.TrimSuffix(p.Endpoint, "/")
 	return &source{name: p.Name, base: base, signer: signer, http: hc, idle: idle,
-		feed: feed.NewClient(base, p.Name, signer, hc, idle), applied: make(chan struct{}, 1)}
+		feed: feed.NewClient(base, p.Name, signer, hc, idle), applied: make(chan struct{}, 1), since: time.Now()}
 }
 
 func (s *source) get(ctx context.Context, path string, header map[string]string) (*http.Response, error) {

@@ -299,13 +299,17 @@ func (t *tracker) stats(peer, endpoint string, st *feed.Stats) {
 	pp.Stats, pp.statsAt = st, time.Now()
 }
 
-// answered reports whether the peer answered its stats request within
-// the last d: a relay that stopped answering is not asked to relay.
-func (t *tracker) answered(peer string, d time.Duration) bool {
+// relayCandidate reports whether the peer, followed since since, counts
+// among the regions relays are chosen from now (relayCandidate in
+// relay.go).
+func (t *tracker) relayCandidate(peer string, since time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	pp, ok := t.peers[peer]
-	return ok && !pp.statsAt.IsZero() && time.Since(pp.statsAt) < d
+	var answered time.Time
+	if pp, ok := t.peers[peer]; ok {
+		answered = pp.statsAt
+	}
+	return relayCandidate(time.Now(), since, answered, relayAnsweredWithin)
 }
 
 // maxSkips bounds the anti-entropy rounds against a peer skipped in a
