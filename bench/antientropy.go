@@ -51,7 +51,7 @@ func antiEntropyAt(ctx context.Context, dir string, n int) ([]row, error) {
 	defer func() { cancel(); _ = reg.Wait() }()
 	fmt.Fprintf(os.Stderr, "  generating %d manifests and tags in two regions ...\n", n)
 	for _, name := range []string{"eastus", "westeurope"} {
-		if err := generateRows(ctx, filepath.Join(dir, name, "meta.db"), n); err != nil {
+		if err := generateRows(ctx, filepath.Join(dir, name, "meta.db"), n, digest.FromString("layer"), 5); err != nil {
 			return nil, err
 		}
 	}
@@ -110,7 +110,7 @@ func antiEntropyAt(ctx context.Context, dir string, n int) ([]row, error) {
 // generateRows writes n manifests with one tag each, 100 per repository,
 // into the SQLite store at path, as identical rows in every store (fixed
 // versions and times), and moves their repositories' generations.
-func generateRows(ctx context.Context, path string, n int) error {
+func generateRows(ctx context.Context, path string, n int, layer digest.Digest, size int64) error {
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		return err
@@ -122,7 +122,7 @@ func generateRows(ctx context.Context, path string, n int) error {
 	}
 	defer tx.Rollback()
 	m, err := tx.PrepareContext(ctx, `INSERT INTO manifests (repo, digest, media_type, size, payload, created_at, version, origin, deleted)
-		VALUES ($1, $2, 'application/vnd.oci.image.manifest.v1+json', 2, '{}', 0, $3, 'eastus', 0)`)
+		VALUES ($1, $2, 'application/vnd.oci.image.manifest.v1+json', $4, $5, 0, $3, 'eastus', 0)`)
 	if err != nil {
 		return err
 	}
@@ -132,9 +132,10 @@ func generateRows(ctx context.Context, path string, n int) error {
 	}
 	for i := range n {
 		repo := fmt.Sprintf("gen/r%d", i/100)
-		d := digest.FromString(fmt.Sprint("manifest ", i)).String()
+		payload := generatedManifest(i, layer, size)
+		d := digest.FromBytes(payload).String()
 		v := int64(1)<<40 + int64(i)
-		if _, err := m.ExecContext(ctx, repo, d, v); err != nil {
+		if _, err := m.ExecContext(ctx, repo, d, v, len(payload), payload); err != nil {
 			return err
 		}
 		if _, err := tg.ExecContext(ctx, repo, fmt.Sprint("t", i%100), d, v); err != nil {
@@ -148,6 +149,18 @@ func generateRows(ctx context.Context, path string, n int) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// generatedManifest is manifest i of generateRows: an image manifest as
+// a client pushes it (about 500 bytes; config and one layer, both blob
+// layer of size bytes, and annotations that make it unique), stored as
+// bytes like every manifest georeg stores.
+func generatedManifest(i int, layer digest.Digest, size int64) []byte {
+	return fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%[2]s","size":%[3]d},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%[2]s","size":%[3]d}],`+
+		`"annotations":{"org.opencontainers.image.created":"2026-12-01T00:00:00Z","org.opencontainers.image.revision":"%040[1]x","org.opencontainers.image.title":"generated %[1]d"}}`,
+		i, layer, size)
 }
 
 // processCPU is this process's user and system CPU so far, in seconds.

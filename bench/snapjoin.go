@@ -122,7 +122,7 @@ func snapshotJoinAt(ctx context.Context, bin, dir string, n int) ([]row, error) 
 // generateJoinRows writes n manifests with a tag each, in n/100
 // repositories that each link blob d, into the SQLite store at path.
 func generateJoinRows(ctx context.Context, path string, n int, d digest.Digest, size int64) error {
-	if err := generateRows(ctx, path, n); err != nil {
+	if err := generateRows(ctx, path, n, d, size); err != nil {
 		return err
 	}
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")

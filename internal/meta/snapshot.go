@@ -58,7 +58,7 @@ type TableRows struct {
 	// Encoded, when set, is the rows already encoded as a JSON array (a
 	// SQLite store encodes them itself: sqliteSnapshotQuery); AppendJSON
 	// writes it in place of Rows.
-	Encoded []byte `json:"-"`
+	Encoded string `json:"-"`
 }
 
 // snapshotTables are the tables a snapshot carries, in load order, with
@@ -142,11 +142,13 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 		}}
 		for i, t := range snapshotTables[1:] {
 			if cols[i+1] != nil {
-				var rows []byte
+				// Read as a string: the driver's one copy of the value,
+				// no other (a []byte would be copied again from it).
+				var rows string
 				if err := stmts[i+1].QueryRowContext(ctx, repo).Scan(&rows); err != nil {
 					return fmt.Errorf("snapshot %s of %s: %w", t.name, repo, err)
 				}
-				if string(rows) != "[]" {
+				if rows != "[]" {
 					out.Tables[t.name] = &TableRows{Columns: cols[i+1], Encoded: rows}
 				}
 				continue

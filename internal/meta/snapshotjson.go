@@ -83,7 +83,7 @@ func (t *TableRows) appendJSON(dst []byte) ([]byte, error) {
 		dst = append(dst, ']')
 	}
 	dst = append(dst, `,"rows":`...)
-	if t.Encoded != nil {
+	if t.Encoded != "" {
 		dst = append(dst, t.Encoded...)
 		return append(dst, '}'), nil
 	}
