@@ -168,3 +168,52 @@ func openRegion(t *testing.T, name string) *region.Region {
 	t.Cleanup(func() { r.Close() })
 	return r
 }
+
+// TestATokenOfAKeyOnItsWayIsVerifiedWhenTheKeyArrives: a region's first
+// key signs at once, and its public half reaches the other regions by
+// replication a moment later; a token it issued in that moment, presented
+// to another region, waits for the key (a bounded wait) and verifies,
+// while a token whose key never arrives (another registry's) is refused,
+// after one wait and again.
+func TestATokenOfAKeyOnItsWayIsVerifiedWhenTheKeyArrives(t *testing.T) {
+	ctx := context.Background()
+	admin := &Principal{Name: "admin", Kind: KindUser, Admin: true}
+	var services []*Service
+	var tokens []string
+	regions := []*region.Region{openRegion(t, "eastus"), openRegion(t, "westeurope"), openRegion(t, "elsewhere")}
+	for _, r := range regions {
+		s := New(Config{Enabled: true}, r, slog.New(slog.DiscardHandler))
+		if err := s.Bootstrap(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := s.Issue(ctx, admin, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		services, tokens = append(services, s), append(tokens, tok)
+	}
+	east, west, verifier := regions[0], regions[1], services[1]
+	keys, err := east.Settings(ctx, KindSigningKey)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("eastus's keys: %v %v", keys, err)
+	}
+	// eastus's key arrives (as replication writes it) while its token
+	// waits.
+	arrived := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_, err := west.PutSetting(ctx, KindSigningKey, keys[0].Name, keys[0].Value)
+		arrived <- err
+	}()
+	if _, err := verifier.Verify(ctx, tokens[0]); err != nil {
+		t.Fatalf("a token whose key arrived while it waited: %v", err)
+	}
+	if err := <-arrived; err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := verifier.Verify(ctx, tokens[2]); err == nil || !strings.Contains(err.Error(), "does not have") {
+			t.Fatalf("a token of a key that never arrives: %v", err)
+		}
+	}
+}

@@ -124,6 +124,9 @@ type Service struct {
 	signer   string                      // kid of the key this region signs with: its newest
 	signKey  *ecdsa.PrivateKey
 	loadedAt time.Time
+	// missing are kids a token waited for in vain (awaitKey), by when:
+	// tokens naming them are not kept waiting again for missingFor.
+	missing map[string]time.Time
 
 	verified  sync.Map // raw token -> verifiedToken, for tokens seen before (bounded by verifiedMax)
 	live      sync.Map // kind\x00name -> liveness, rechecked every liveRefresh
@@ -502,8 +505,11 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 		kid, _ = t.Header["kid"].(string)
 		key := s.key(kid)
 		if key == nil {
-			_ = s.loadKeys(ctx, true)
-			key = s.key(kid)
+			var exp time.Time
+			if e, err := t.Claims.GetExpirationTime(); err == nil && e != nil {
+				exp = e.Time
+			}
+			key = s.awaitKey(ctx, kid, exp)
 		}
 		if key == nil {
 			return nil, errors.New("signed by a key this registry does not have")
@@ -530,6 +536,51 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 	s.mu.Unlock()
 	return &claims, nil
 }
+
+// unknownKeyWait bounds how long a token that names a key this region
+// does not hold waits for it: a region's first key signs at once, and its
+// public half reaches the other regions by replication a moment later
+// (under a second on one machine), so a token it issued in that moment
+// and presented to another region is verified once the key arrives
+// instead of refused.
+const unknownKeyWait = 3 * time.Second
+
+// awaitKey returns the public key kid names, reading the store again
+// (every forcedRead at most, one read for all waiting tokens) until it is
+// there or unknownKeyWait passed; nil then. A token that expired by exp
+// is refused whatever its key, so it is not kept waiting (a retired key's
+// tokens all expired before it was retired); nor is one naming a kid a
+// token waited for in vain within missingFor (a key of another registry,
+// say: one wait, then refusals at once).
+func (s *Service) awaitKey(ctx context.Context, kid string, exp time.Time) *ecdsa.PublicKey {
+	start := time.Now()
+	s.mu.Lock()
+	since, missed := s.missing[kid]
+	s.mu.Unlock()
+	wait := !exp.IsZero() && s.now().Before(exp) && (!missed || start.Sub(since) >= missingFor)
+	for {
+		err := s.loadKeys(ctx, true) // a store that fails is not asked again at once
+		k := s.key(kid)
+		if k != nil || err != nil || !wait {
+			return k
+		}
+		if time.Since(start) >= unknownKeyWait {
+			s.mu.Lock()
+			if s.missing == nil || len(s.missing) >= missingMax {
+				s.missing = map[string]time.Time{}
+			}
+			s.missing[kid] = time.Now()
+			s.mu.Unlock()
+			return nil
+		}
+	}
+}
+
+// Bounds of the kids awaited in vain (awaitKey).
+const (
+	missingFor = time.Minute
+	missingMax = 1024
+)
 
 func (s *Service) key(kid string) *ecdsa.PublicKey {
 	s.mu.Lock()
