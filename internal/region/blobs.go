@@ -207,7 +207,10 @@ func (r *Region) BlobVersion(ctx context.Context, repo string, d digest.Digest) 
 
 // MountBlob links blob d from repository from into repo without copying.
 // It reports false when from does not hold d; the caller then starts an
-// ordinary upload session, as the spec asks.
+// ordinary upload session, as the spec asks. Its bytes are looked for
+// once, under a lease taken first (LeaseToLink): found then, no sweep
+// deletes them before the link, which does not look again (on S3 a HEAD
+// inside the region's transaction).
 func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Digest) (bool, error) {
 	size, err := r.db.BlobSize(ctx, from, d)
 	if isNotFound(err) {
@@ -216,13 +219,15 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 	if err != nil {
 		return false, err
 	}
+	lease, release := r.LeaseToLink(ctx, d)
+	defer release()
 	if _, err := r.store.Stat(ctx, d); err != nil {
 		if isNotFound(err) {
 			return false, nil
 		}
 		return false, err
 	}
-	if err := r.linkBlob(ctx, repo, d, size, "", nil); err != nil {
+	if err := r.linkBlob(ctx, repo, d, size, "", lease); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -232,8 +237,8 @@ func (r *Region) MountBlob(ctx context.Context, repo, from string, d digest.Dige
 // transaction; uploadID, when set, is the session that ends with it. The
 // link's version is new, so it wins over every delete of the blob this
 // region has seen, here and in every region the record reaches. lease,
-// when the caller wrote the bytes itself, is the lease it held since
-// before (LeaseToLink): see linkLeased.
+// when the caller wrote the bytes itself or found them in the store, is
+// the lease it held since before that (LeaseToLink): see linkLeased.
 func (r *Region) linkBlob(ctx context.Context, repo string, d digest.Digest, size int64, uploadID string, lease *meta.BlobLease) error {
 	var added int64
 	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {

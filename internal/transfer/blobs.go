@@ -51,13 +51,11 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 		}
 		return err
 	}
-	if _, ok, err := im.region.HasContent(ctx, d); err != nil {
-		return err
-	} else if ok {
-		if err := im.region.AdoptBlob(ctx, target, d, nil); err == nil {
+	if adopted, err := im.adopt(ctx, target, d); err != nil || adopted {
+		if adopted {
 			done(true)
-			return nil
 		}
+		return err
 	}
 	// One fetch per digest in the region (region.FetchBlob): a client or
 	// peer that asked for the blob first (region.FetchOffered) leads it,
@@ -73,6 +71,21 @@ func (im *Importer) copyBlob(ctx context.Context, job *Job, repo name.Repository
 	}
 	im.update(func() { job.BlobsDone++ })
 	return nil
+}
+
+// adopt links blob d in target when its bytes are in the region's
+// content store already. It leases the blob before looking (LeaseToLink),
+// so the link does not look again inside its transaction (on S3 a HEAD
+// under the region's lock): found under the lease, no sweep deletes the
+// bytes before the link. A link that fails is not an error: the blob is
+// fetched instead.
+func (im *Importer) adopt(ctx context.Context, target string, d digest.Digest) (bool, error) {
+	lease, release := im.region.LeaseToLink(ctx, d)
+	defer release()
+	if _, ok, err := im.region.HasContent(ctx, d); err != nil || !ok {
+		return false, err
+	}
+	return im.region.AdoptBlob(ctx, target, d, lease) == nil, nil
 }
 
 // opener returns how to read blob d from the source, from an offset (a

@@ -174,6 +174,25 @@ func TestAnImportCopiesEveryPlatformVerifiedAndReusesWhatIsHere(t *testing.T) {
 		t.Fatalf("second import: %+v, want all %d blobs reused", job, blobs)
 	}
 
+	// Into another repository: the bytes are here, linked in another
+	// repository only; they are linked in this one (under a lease, looked
+	// for once), not fetched again, and served whole.
+	fetched := job.BytesFetched
+	job, err = im.Start(ctx, transfer.Request{Source: "http://" + up.host + "/src/app:v1", Image: "copy/app:v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job = finish(t, im, job.ID); job.State != transfer.Succeeded || job.BytesFetched != 0 || job.BlobsDone != blobs {
+		t.Fatalf("an import into another repository of bytes held here: %+v (the first fetched %d bytes)", job, fetched)
+	}
+	for _, desc := range im2.Manifests {
+		img, _ := idx.Image(desc.Digest)
+		m, _ := img.Manifest()
+		for _, l := range append(m.Layers, m.Config) {
+			holdsBlob(t, r, "copy/app", digest.Digest(l.Digest.String()))
+		}
+	}
+
 	// The tag now holds something else upstream: only --force moves it.
 	up.pushIndex(t, "src/app", "v1")
 	_, err = im.Start(ctx, transfer.Request{Source: "http://" + up.host + "/src/app:v1", Image: "imported/app:v1"})
