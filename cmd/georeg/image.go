@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -143,7 +144,7 @@ then answers 404 for it.`,
 			if deleted {
 				err = waitDeleted(ctx, ref, c, regionName)
 				if errors.Is(err, context.DeadlineExceeded) {
-					return fmt.Errorf("timed out after %s: %s is not deleted in %s yet%s", timeout, name, regionName, lastState(cmd.Context(), ref, c))
+					return fmt.Errorf("timed out after %s: %s is not deleted in %s yet%s", timeout, name, regionName, lastState(cmd.Context(), ref, c, regionName))
 				}
 				if err == nil {
 					fmt.Printf("%s is deleted in %s\n", name, regionName)
@@ -153,7 +154,7 @@ then answers 404 for it.`,
 			err = waitFor(ctx, ref, c, regionName)
 			if errors.Is(err, context.DeadlineExceeded) {
 				return fmt.Errorf("timed out after %s: %s is not pullable in %s yet%s",
-					timeout, name, regionName, lastState(cmd.Context(), ref, c))
+					timeout, name, regionName, lastState(cmd.Context(), ref, c, regionName))
 			}
 			if err == nil {
 				fmt.Printf("%s is pullable in %s\n", name, regionName)
@@ -271,12 +272,17 @@ func present(st *mgmtapi.ImageStatus, regionName string) bool {
 }
 
 // lastState describes where the image is, for a timeout message.
-func lastState(ctx context.Context, ref cli.Ref, c *cli.Client) string {
+func lastState(ctx context.Context, ref cli.Ref, c *cli.Client, regionName string) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	st, err := c.ImageStatus(ctx, ref.Repository, ref.Reference)
 	if err != nil {
 		return fmt.Sprintf(" (%s: %v)", c.Base, err)
+	}
+	if rc, err := regionClient(ctx, c, regionName); err == nil {
+		if own, err := rc.ImageStatus(ctx, ref.Repository, ref.Reference); err == nil {
+			st = withOwnState(st, own, regionName)
+		}
 	}
 	by := map[string][]string{}
 	for _, r := range st.Regions {
@@ -288,6 +294,26 @@ func lastState(ctx context.Context, ref cli.Ref, c *cli.Client) string {
 		return fmt.Sprintf(" (%s: deleted in %s; present in %s; pending in %s)", what, orNone(by["deleted"]), orNone(by["present"]), orNone(append(by["pending"], by["unknown"]...)))
 	}
 	return fmt.Sprintf(" (%s: present in %s; pending in %s)", what, orNone(by["present"]), orNone(by["pending"]))
+}
+
+// withOwnState is st (one region's view of every region, from what it
+// heard) with region's entry as region itself answered it (own), when
+// both describe the same manifest or the same delete: the region waited
+// for is told as it is, not as another region last heard, so the
+// message never says pending where wait just found the image present.
+func withOwnState(st, own *mgmtapi.ImageStatus, region string) *mgmtapi.ImageStatus {
+	if own.Digest != st.Digest || own.Deleted != st.Deleted || own.DeletedVersion != st.DeletedVersion {
+		return st
+	}
+	i := slices.IndexFunc(st.Regions, func(r mgmtapi.RegionState) bool { return r.Name == region })
+	j := slices.IndexFunc(own.Regions, func(r mgmtapi.RegionState) bool { return r.Name == region })
+	if i < 0 || j < 0 {
+		return st
+	}
+	out := *st
+	out.Regions = slices.Clone(st.Regions)
+	out.Regions[i] = own.Regions[j]
+	return &out
 }
 
 func orNone(s []string) string {
