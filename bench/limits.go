@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -56,6 +59,8 @@ func limits(dir string, size int64) []row {
 		coldRate, hotRate = readRate(dir+"/direct", block), readRate(dir+"/direct", block)
 	}
 
+	syncLatency := smallSyncLatency(dir)
+
 	var loopRate float64
 	if l, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
 		go func() {
@@ -83,6 +88,7 @@ func limits(dir string, size int64) []row {
 		{"limit: disk write, O_DIRECT + fsync", fmt.Sprintf("%.0f MiB/s", directRate), "", "1 MiB writes, as uploads write"},
 		{"limit: disk read, not cached", fmt.Sprintf("%.0f MiB/s", coldRate), "", "1 MiB reads of the file just written with O_DIRECT"},
 		{"limit: read from the page cache", fmt.Sprintf("%.0f MiB/s", hotRate), "", "the same reads again"},
+		{"limit: small durable write", fmt.Sprintf("%.2f ms", syncLatency), "", "create a 4 KiB file, fsync it and its directory (median of 200): a small push commits two blobs and three transactions"},
 		{"limit: TCP loopback", fmt.Sprintf("%.0f MiB/s", loopRate), "", "one connection, sender and receiver on this machine"},
 	}
 }
@@ -101,4 +107,36 @@ func readRate(path string, buf []byte) float64 {
 
 func mibps(bytes int64, d time.Duration) float64 {
 	return float64(bytes) / (1 << 20) / d.Seconds()
+}
+
+// smallSyncLatency returns the median time in milliseconds to make one
+// small file durable the way a blob commit does: create, write 4 KiB,
+// fsync the file, fsync its directory. Small pushes are bound by this,
+// and peers that do not fsync are not, so it explains their ratio.
+func smallSyncLatency(dir string) float64 {
+	sub := filepath.Join(dir, "small")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		return 0
+	}
+	d, err := os.Open(sub)
+	if err != nil {
+		return 0
+	}
+	defer d.Close()
+	block := make([]byte, 4096)
+	var took []float64
+	for i := range 200 {
+		start := time.Now()
+		f, err := os.Create(filepath.Join(sub, strconv.Itoa(i)))
+		if err != nil {
+			return 0
+		}
+		_, _ = f.Write(block)
+		_ = f.Sync()
+		f.Close()
+		_ = d.Sync()
+		took = append(took, float64(time.Since(start).Microseconds())/1000)
+	}
+	slices.Sort(took)
+	return took[len(took)/2]
 }

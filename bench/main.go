@@ -28,7 +28,7 @@ func main() {
 	dir := flag.String("dir", "", "data directory (default: a temp dir on the disk holding the working directory)")
 	quick := flag.Bool("quick", false, "smaller sizes, for checking the harness")
 	logLevel := flag.String("log-level", "info", "the node's log level; info writes the production one line per request (to a file)")
-	only := flag.String("only", "", "run only this part: node, replication, backfill, join, readthrough, cache, frontdoor, shared (with scaling), scaling, antientropy, snapjoin, scale or encryption")
+	only := flag.String("only", "", "run only this part: node, pushes (small pushes alone), replication, backfill, join, readthrough, cache, frontdoor, shared (with scaling), scaling, antientropy, snapjoin, scale or encryption")
 	dist2 := flag.String("distribution2", "/usr/bin/docker-registry", "peer registry: distribution 2.8 (Debian's docker-registry)")
 	dist3 := flag.String("distribution3", ".tools/bin/registry", "peer registry: distribution v3 (its cmd/registry)")
 	withPeers := flag.Bool("peers", true, "measure the peer registries beside georeg in the node part")
@@ -65,6 +65,16 @@ func run(ctx context.Context, bin, dir, logLevel, only string, quick bool, peers
 		rows = append(rows, limits(filepath.Join(dir, "limits"), gib)...)
 		fmt.Fprintln(os.Stderr, "measuring a region node beside peer registries ...")
 		rs, err := benchNodes(ctx, bin, dir, logLevel, peers, gib)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
+	if only == "pushes" {
+		// Small pushes alone, beside the peers, with the limit that bounds
+		// them: for comparing builds on this one figure, alternated.
+		rows = append(rows, limits(filepath.Join(dir, "limits"), 64<<20)...)
+		rs, err := benchPushesOnly(ctx, bin, dir, logLevel, peers)
 		if err != nil {
 			return err
 		}

@@ -98,10 +98,21 @@ func measure(ctx context.Context, c contender, data string, size int64, steps []
 	return figs, nil
 }
 
+// benchPushesOnly measures small pushes alone, georeg beside each peer.
+func benchPushesOnly(ctx context.Context, bin, dir, logLevel string, peers []contender) ([]row, error) {
+	return benchContenders(ctx, bin, dir, logLevel, peers, 0, []func(context.Context, *server, int64) ([]figure, error){benchSmallPushes})
+}
+
 // benchNodes measures georeg and each peer with the node steps and
 // returns the side-by-side table: each figure for every contender, the
 // ratio of georeg's to the best peer's, and the target.
 func benchNodes(ctx context.Context, bin, dir, logLevel string, peers []contender, size int64) ([]row, error) {
+	return benchContenders(ctx, bin, dir, logLevel, peers, size, nodeSteps)
+}
+
+// benchContenders runs steps against georeg and each peer and lays the
+// figures side by side.
+func benchContenders(ctx context.Context, bin, dir, logLevel string, peers []contender, size int64, steps []func(context.Context, *server, int64) ([]figure, error)) ([]row, error) {
 	georeg := contender{"georeg", func(ctx context.Context, data string) (*server, error) {
 		s, err := startServer(ctx, bin, data, logLevel)
 		if s != nil {
@@ -112,7 +123,7 @@ func benchNodes(ctx context.Context, bin, dir, logLevel string, peers []contende
 	all := append([]contender{georeg}, peers...)
 	results := make([][]figure, len(all))
 	for i, c := range all {
-		figs, err := measure(ctx, c, filepath.Join(dir, fmt.Sprintf("node-%d", i)), size, nodeSteps)
+		figs, err := measure(ctx, c, filepath.Join(dir, fmt.Sprintf("node-%d", i)), size, steps)
 		if err != nil {
 			return nil, err
 		}
