@@ -111,8 +111,8 @@ func mibps(bytes int64, d time.Duration) float64 {
 
 // smallSyncLatency returns the median time in milliseconds to make one
 // small file durable the way a blob commit does: create, write 4 KiB,
-// fsync the file, fsync its directory. Small pushes are bound by this,
-// and peers that do not fsync are not, so it explains their ratio.
+// fsync the file, fsync its directory. A small push waits for five such
+// durable writes (two blob commits, three transactions).
 func smallSyncLatency(dir string) float64 {
 	sub := filepath.Join(dir, "small")
 	if err := os.MkdirAll(sub, 0o755); err != nil {
