@@ -33,7 +33,7 @@ func startEncrypted(ctx context.Context, bin, data, logLevel string) (*server, e
 
 // encryptionSteps are what issue 21 asks of encryption at rest: upload,
 // first and hot download of one large blob, and manifest GETs.
-var encryptionSteps = []func(context.Context, *server, int64) ([]figure, error){
+var encryptionSteps = []step{
 	benchUpload, benchDownload, benchManifestGets,
 }
 

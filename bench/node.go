@@ -71,15 +71,19 @@ http:
 	return &server{cmd: cmd, addr: addr, base: "http://" + addr, twoStep: true}, nil
 }
 
+// A step measures one or more figures of a running server; size is the
+// large blob's size (1 GiB, or less with -quick).
+type step func(ctx context.Context, s *server, size int64) ([]figure, error)
+
 // nodeSteps are the node part's measurements, in order (the downloads
 // read what the uploads before them stored).
-var nodeSteps = []func(context.Context, *server, int64) ([]figure, error){
+var nodeSteps = []step{
 	benchUpload, benchDownload, benchParallelUploads, benchParallelDownloads, benchManifestGets, benchSmallPushes,
 }
 
 // measure starts c on a fresh directory, runs steps against it and stops
 // it, removing what it stored.
-func measure(ctx context.Context, c contender, data string, size int64, steps []func(context.Context, *server, int64) ([]figure, error)) ([]figure, error) {
+func measure(ctx context.Context, c contender, data string, size int64, steps []step) ([]figure, error) {
 	fmt.Fprintf(os.Stderr, "  %s ...\n", c.name)
 	s, err := c.start(ctx, data)
 	if err != nil {
@@ -100,7 +104,7 @@ func measure(ctx context.Context, c contender, data string, size int64, steps []
 
 // benchPushesOnly measures small pushes alone, georeg beside each peer.
 func benchPushesOnly(ctx context.Context, bin, dir, logLevel string, peers []contender) ([]row, error) {
-	return benchContenders(ctx, bin, dir, logLevel, peers, 0, []func(context.Context, *server, int64) ([]figure, error){benchSmallPushes})
+	return benchContenders(ctx, bin, dir, logLevel, peers, 0, []step{benchSmallPushes})
 }
 
 // benchNodes measures georeg and each peer with the node steps and
@@ -112,7 +116,7 @@ func benchNodes(ctx context.Context, bin, dir, logLevel string, peers []contende
 
 // benchContenders runs steps against georeg and each peer and lays the
 // figures side by side.
-func benchContenders(ctx context.Context, bin, dir, logLevel string, peers []contender, size int64, steps []func(context.Context, *server, int64) ([]figure, error)) ([]row, error) {
+func benchContenders(ctx context.Context, bin, dir, logLevel string, peers []contender, size int64, steps []step) ([]row, error) {
 	georeg := contender{"georeg", func(ctx context.Context, data string) (*server, error) {
 		s, err := startServer(ctx, bin, data, logLevel)
 		if s != nil {

@@ -32,7 +32,7 @@ func benchShared(ctx context.Context, bin, dir, logLevel string, gib int64) ([]r
 	fs := contender{"fs node", func(ctx context.Context, data string) (*server, error) {
 		return startServer(ctx, bin, data, logLevel)
 	}}
-	steps := []func(context.Context, *server, int64) ([]figure, error){benchUpload, benchDownload, benchManifestGets, benchSmallPushes}
+	steps := []step{benchUpload, benchDownload, benchManifestGets, benchSmallPushes}
 	all := []contender{shared, fs}
 	results := make([][]figure, len(all))
 	for i, c := range all {
