@@ -223,11 +223,20 @@ func TestAFourthRegionConfiguredWithOnePeerLearnsEveryRegion(t *testing.T) {
 	for _, r := range reg.Regions {
 		images[r.Name] = push(t, r.URL, "members/"+r.Name, "v1", r.Name, 100_000)
 	}
-	// Every region has registered itself, and eastus knows it.
+	// Every region has registered itself and marked itself Ready, and
+	// eastus knows it. The Ready mark must be in first: a region marking
+	// itself rewrites its own setting, which would replace the one this
+	// test writes for westeurope below.
 	eventually(t, 30*time.Second, func() error {
 		settings, err := east.Node.Region.Settings(t.Context(), replicate.ReplicaKind)
 		if err != nil || len(settings) < 3 {
 			return fmt.Errorf("eastus knows %d regions (%v)", len(settings), err)
+		}
+		for _, s := range settings {
+			var v replicate.ReplicaSetting
+			if err := json.Unmarshal(s.Value, &v); err != nil || !v.Ready {
+				return fmt.Errorf("eastus has no Ready mark of %s yet (%v)", s.Name, err)
+			}
 		}
 		return nil
 	})
