@@ -2,6 +2,7 @@ package up_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -62,8 +63,8 @@ func artifacts(t *testing.T) string {
 // the usage panel with the image's bytes stored in each, and with soft
 // delete on a deleted image shown restorable. A screenshot is kept.
 func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
-	// southeastasia's blob downloads from eastus wait until the test has
-	// seen the row with southeastasia pending.
+	// southeastasia's blob downloads wait until the test has seen the row
+	// with southeastasia pending.
 	link := &faultyLink{}
 	release := make(chan struct{})
 	link.hold(func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/blobs/") }, release)
@@ -73,7 +74,17 @@ func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 			close(release)
 		}
 	}()
-	reg := runLinked(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0"}, link, []string{"southeastasia"})
+	// From every peer: a fetch held longer than the peer idle bound (15 s)
+	// fails and is made again from another region that holds the blob,
+	// which must not end the pending state before the test has seen it.
+	cfg := up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0"}
+	cfg.Link = func(from, to, u string) (string, error) {
+		if from == "southeastasia" {
+			return link.start(t, u), nil
+		}
+		return u, nil
+	}
+	reg := runRegistry(t, cfg)
 	ctx := browser(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(reg.FrontDoor+"/ui/")); err != nil {
 		t.Fatalf("open the dashboard: %v", err)
@@ -100,7 +111,10 @@ func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 	if _, err := chromedp.Run(step(30*time.Second), chromedp.Poll[bool](fmt.Sprintf(
 		`document.querySelector('%[1]s td[data-region="southeastasia"]').className === "pending" && document.querySelectorAll('%[1]s td.present').length === 2`, row),
 		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-		t.Fatalf("the row did not show eastus and westeurope present, southeastasia pending: %v", err)
+		cells, _ := chromedp.Run(step(5*time.Second), chromedp.Evaluate[[]string](fmt.Sprintf(
+			`Array.from(document.querySelectorAll('%s td[data-region]')).map(c => c.dataset.region + "=" + c.className)`, row)))
+		t.Fatalf("the row did not show eastus and westeurope present, southeastasia pending (it shows %v; %s): %v",
+			cells, dashboardSeen(t, reg.FrontDoor, "demo/app", "v1"), err)
 	}
 	// While its downloads are held, southeastasia says it is behind
 	// eastus (changes waiting, the oldest one's age), not "caught up".
@@ -227,4 +241,26 @@ func TestWithAuthTheDashboardSignsInWithTokens(t *testing.T) {
 	if err != nil || kept != "token,no cookie" {
 		t.Fatalf("what the tab keeps: %q %v", kept, err)
 	}
+}
+
+// dashboardSeen says, for a failure message, which region the door sent a
+// dashboard request to and where that region saw repo:tag.
+func dashboardSeen(t *testing.T, door, repo, tag string) string {
+	t.Helper()
+	code, h, body := do(t, "GET", door+"/_georeg/v1/dashboard", "", nil)
+	var d struct {
+		Images []struct {
+			Repository, Tag string
+			Regions         map[string]string
+		}
+	}
+	if code != 200 || json.Unmarshal(body, &d) != nil {
+		return fmt.Sprintf("the door's dashboard answered %d from %q: %.200s", code, h.Get("X-Georeg-Region"), body)
+	}
+	for _, img := range d.Images {
+		if img.Repository == repo && img.Tag == tag {
+			return fmt.Sprintf("the door's dashboard now, from %s: %v", h.Get("X-Georeg-Region"), img.Regions)
+		}
+	}
+	return fmt.Sprintf("the door's dashboard now, from %s, has no %s:%s", h.Get("X-Georeg-Region"), repo, tag)
 }
