@@ -337,30 +337,6 @@ func benchSmallPushes(ctx context.Context, s *server, _ int64) ([]figure, error)
 	return []figure{{name: "100 concurrent small pushes (median of 3)", value: wall, unit: "s", ratioTarget: 0.5}}, nil
 }
 
-// smallPushes runs three rounds of 100 concurrent pushes of small images
-// (repositories prefix0 to prefix99, seeds from seed on) and returns the
-// median round's time in seconds.
-func smallPushes(ctx context.Context, s *server, prefix string, seed int) (float64, error) {
-	var walls []float64
-	for round := range 3 {
-		t0 := time.Now()
-		var wg sync.WaitGroup
-		errs := make([]error, 100)
-		for i := range 100 {
-			wg.Go(func() {
-				errs[i] = pushImage(ctx, s, fmt.Sprintf("%s%d", prefix, i), fmt.Sprintf("r%d", round), seed+round*1000+i)
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return 0, err
-		}
-		walls = append(walls, time.Since(t0).Seconds())
-	}
-	slices.Sort(walls)
-	return walls[1], nil
-}
-
 func sizeLabel(n int64) string {
 	if n >= 1<<30 {
 		return fmt.Sprintf("%d GiB", n>>30)

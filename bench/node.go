@@ -76,9 +76,10 @@ http:
 type step func(ctx context.Context, s *server, size int64) ([]figure, error)
 
 // nodeSteps are the node part's measurements, in order (the downloads
-// read what the uploads before them stored).
+// read what the uploads before them stored); small pushes follow them,
+// interleaved between the contenders (interleavedPushes).
 var nodeSteps = []step{
-	benchUpload, benchDownload, benchParallelUploads, benchParallelDownloads, benchManifestGets, benchSmallPushes,
+	benchUpload, benchDownload, benchParallelUploads, benchParallelDownloads, benchManifestGets,
 }
 
 // measure starts c on a fresh directory, runs steps against it and stops
@@ -104,7 +105,7 @@ func measure(ctx context.Context, c contender, data string, size int64, steps []
 
 // benchPushesOnly measures small pushes alone, georeg beside each peer.
 func benchPushesOnly(ctx context.Context, bin, dir, logLevel string, peers []contender) ([]row, error) {
-	return benchContenders(ctx, bin, dir, logLevel, peers, 0, []step{benchSmallPushes})
+	return benchContenders(ctx, bin, dir, logLevel, peers, 0, nil)
 }
 
 // benchNodes measures georeg and each peer with the node steps and
@@ -114,7 +115,8 @@ func benchNodes(ctx context.Context, bin, dir, logLevel string, peers []contende
 	return benchContenders(ctx, bin, dir, logLevel, peers, size, nodeSteps)
 }
 
-// benchContenders runs steps against georeg and each peer and lays the
+// benchContenders runs steps against georeg and each peer, one after the
+// other, then small pushes against all of them interleaved, and lays the
 // figures side by side.
 func benchContenders(ctx context.Context, bin, dir, logLevel string, peers []contender, size int64, steps []step) ([]row, error) {
 	georeg := contender{"georeg", func(ctx context.Context, data string) (*server, error) {
@@ -127,11 +129,21 @@ func benchContenders(ctx context.Context, bin, dir, logLevel string, peers []con
 	all := append([]contender{georeg}, peers...)
 	results := make([][]figure, len(all))
 	for i, c := range all {
+		if len(steps) == 0 {
+			break
+		}
 		figs, err := measure(ctx, c, filepath.Join(dir, fmt.Sprintf("node-%d", i)), size, steps)
 		if err != nil {
 			return nil, err
 		}
 		results[i] = figs
+	}
+	pushes, err := interleavedPushes(ctx, all, dir)
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		results[i] = append(results[i], pushes[i])
 	}
 	return compare(all, results, "best peer"), nil
 }
