@@ -102,7 +102,7 @@ var scenarios = []scenario{
 			}
 			// The layer is on its way: its fetch's staging data in
 			// westeurope holds bytes, or westeurope holds it already.
-			staging := filepath.Join(r.regions[faulted].data, "content", "uploads", region.FetchStagingID(stalled.blobs[1]), "data")
+			staging := filepath.Join(r.regions[faulted].data, "content", "uploads", region.FetchStagingID(stalled.blobs[1])+".data")
 			layerPath := stalled.paths()[len(stalled.paths())-1]
 			waitFor(r.t, 20*time.Second, func() error {
 				if fi, err := os.Stat(staging); err == nil && fi.Size() > 0 {

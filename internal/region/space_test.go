@@ -53,7 +53,8 @@ func fillingRegion(t *testing.T) (*region.Region, *contenttest.Filling, string) 
 }
 
 // stagedBytes sums the staging data under dir (uploads in progress,
-// broken fetches kept to resume).
+// <id>.data, or <id>/data as versions before 2026-12-06 staged them,
+// and broken fetches kept to resume).
 func stagedBytes(t *testing.T, dir string) int64 {
 	t.Helper()
 	var n int64
@@ -65,7 +66,7 @@ func stagedBytes(t *testing.T, dir string) int64 {
 			return err
 		}
 		info, err := e.Info()
-		if err == nil && e.Name() == "data" {
+		if err == nil && (e.Name() == "data" || strings.HasSuffix(e.Name(), ".data")) {
 			n += info.Size()
 		}
 		return err

@@ -94,10 +94,14 @@ func OpenFS(dir string, fsys FS) (*Backend, error) {
 // Root returns the directory the backend keeps its files under.
 func (b *Backend) Root() string { return b.root }
 
-// path maps a key to a file, refusing keys that would leave the root.
+// path maps a key to a file, refusing keys that would leave the root: a
+// staging key to its file directly under uploads (staging.go).
 func (b *Backend) path(key string) (string, error) {
 	if err := content.CheckKey(key); err != nil {
 		return "", err
+	}
+	if id, name, ok := stagingName(key); ok {
+		return filepath.Join(b.root, stagingDir, id+"."+name), nil
 	}
 	return filepath.Join(b.root, filepath.FromSlash(key)), nil
 }
@@ -111,7 +115,7 @@ func notFound(err error) error {
 
 // Stat implements content.Backend.
 func (b *Backend) Stat(_ context.Context, key string) (int64, error) {
-	p, err := b.path(key)
+	p, err := b.existing(key)
 	if err != nil {
 		return 0, err
 	}
@@ -126,7 +130,7 @@ func (b *Backend) Stat(_ context.Context, key string) (int64, error) {
 // filesystem it returns the *os.File itself, so io.Copy to a TCP
 // connection uses sendfile.
 func (b *Backend) Reader(_ context.Context, key string, offset int64) (io.ReadCloser, error) {
-	p, err := b.path(key)
+	p, err := b.existing(key)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +159,9 @@ type state struct {
 // needed: Commit renames.
 func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
 	p, err := b.path(key)
+	if opts.Existing || opts.Resume != nil {
+		p, err = b.existing(key) // maybe staged by an earlier version
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +215,7 @@ func (b *Backend) Writer(_ context.Context, key string, opts content.WriterOptio
 
 // Move implements content.Backend: a rename, made durable.
 func (b *Backend) Move(_ context.Context, from, to string) error {
-	src, err := b.path(from)
+	src, err := b.existing(from)
 	if err != nil {
 		return err
 	}
@@ -219,21 +226,20 @@ func (b *Backend) Move(_ context.Context, from, to string) error {
 	return b.rename(src, dst)
 }
 
-// Delete implements content.Backend. Deleting an upload's data removes its
-// directory too.
+// Delete implements content.Backend. Deleting an upload's data deletes the
+// whole session's staging.
 func (b *Backend) Delete(_ context.Context, key string) error {
-	p, err := b.path(key)
+	p, err := b.existing(key)
 	if err != nil {
 		return err
 	}
-	if strings.HasPrefix(key, "uploads/") && filepath.Base(p) == "data" {
-		// A session's staging: its directory holds all of it.
-		return b.fsys.RemoveAll(filepath.Dir(p))
+	if id, name, ok := stagingName(key); ok && name == "data" {
+		return b.deleteSession(id)
 	}
 	if err := b.fsys.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if strings.HasPrefix(key, "uploads/") {
+	if b.inLegacySession(p) {
 		_ = b.fsys.Remove(filepath.Dir(p)) // only succeeds when empty
 	}
 	return nil
@@ -241,13 +247,26 @@ func (b *Backend) Delete(_ context.Context, key string) error {
 
 // Walk implements content.Backend.
 func (b *Backend) Walk(ctx context.Context, prefix string, fn func(key string, size int64, modified time.Time) error) error {
-	start, err := b.path(strings.TrimSuffix(prefix, "/"))
+	dir := strings.TrimSuffix(prefix, "/")
+	if strings.HasPrefix(dir, stagingDir+"/") {
+		// A session's files have no directory of their own (staging.go):
+		// every staging file is walked, those under prefix kept.
+		dir, fn = stagingDir, underPrefix(prefix, fn)
+	}
+	start, err := b.path(dir)
 	if err != nil {
 		return err
 	}
+	uploads := filepath.Join(b.root, stagingDir)
 	visit := func(p string, fi fs.FileInfo) error {
 		rel, _ := filepath.Rel(b.root, p)
-		return fn(filepath.ToSlash(rel), fi.Size(), fi.ModTime())
+		key := filepath.ToSlash(rel)
+		if filepath.Dir(p) == uploads {
+			if k, ok := stagingKey(filepath.Base(p)); ok {
+				key = k
+			}
+		}
+		return fn(key, fi.Size(), fi.ModTime())
 	}
 	fi, err := b.fsys.Stat(start)
 	switch {
@@ -438,8 +457,8 @@ func (b *Backend) rename(src, dst string) error {
 	if err := b.fsys.Rename(src, dst); err != nil {
 		return notFound(err)
 	}
-	if filepath.Dir(src) != b.root && strings.HasPrefix(src, filepath.Join(b.root, "uploads")+string(filepath.Separator)) {
-		_ = b.fsys.Remove(filepath.Dir(src)) // an upload's now-empty directory
+	if b.inLegacySession(src) {
+		_ = b.fsys.Remove(filepath.Dir(src)) // an earlier version's session directory, now empty
 	}
 	if err := b.syncDir(dir); err != nil {
 		return err
@@ -461,7 +480,9 @@ func (b *Backend) rename(src, dst string) error {
 func (w *writer) Cancel(_ context.Context) error {
 	w.f.Close()
 	err := w.b.fsys.Remove(w.path)
-	_ = w.b.fsys.Remove(filepath.Dir(w.path))
+	if w.b.inLegacySession(w.path) {
+		_ = w.b.fsys.Remove(filepath.Dir(w.path))
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

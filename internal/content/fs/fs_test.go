@@ -74,7 +74,7 @@ func TestAResumeAfterLostBytesContinuesFromWhatSurvived(t *testing.T) {
 		t.Fatal(err)
 	}
 	const survived = 500_000
-	if err := os.Truncate(filepath.Join(dir, "uploads", "cut", "data"), survived); err != nil {
+	if err := os.Truncate(filepath.Join(dir, "uploads", "cut.data"), survived); err != nil {
 		t.Fatal(err)
 	}
 	u, err = s.ResumeUpload(t.Context(), "cut", cp)
