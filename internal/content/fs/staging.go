@@ -78,15 +78,21 @@ func (b *Backend) inLegacySession(p string) bool {
 	return strings.HasPrefix(p, uploads+string(filepath.Separator)) && filepath.Dir(p) != uploads
 }
 
-// deleteSession removes every object of the session whose data key is
-// given: its staging files and a directory an earlier version made for it.
+// deleteSession removes every object of session id: its staging files and
+// a directory an earlier version made for it.
 func (b *Backend) deleteSession(id string) error {
 	for _, name := range []string{"data", "sealed"} {
 		if err := b.fsys.Remove(filepath.Join(b.root, stagingDir, id+"."+name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
-	return b.fsys.RemoveAll(filepath.Join(b.root, stagingDir, id))
+	// Only a directory: uploads/<id> may also be another session's file
+	// (id x.data is session x's data file).
+	legacy := filepath.Join(b.root, stagingDir, id)
+	if fi, err := b.fsys.Stat(legacy); err != nil || !fi.IsDir() {
+		return nil
+	}
+	return b.fsys.RemoveAll(legacy)
 }
 
 // underPrefix calls fn only for keys under prefix.

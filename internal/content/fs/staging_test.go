@@ -150,3 +150,32 @@ func TestASessionStagedByAnEarlierVersionStillResumes(t *testing.T) {
 		t.Fatalf("uploads holds %v, want nothing: both sessions ended", got)
 	}
 }
+
+// Deleting session x.data (an id may end so) deletes its own files, not
+// session x's data file, whose name is the same.
+func TestDeletingASessionLeavesAnotherWhoseFileHasItsName(t *testing.T) {
+	dir := t.TempDir()
+	b, err := contentfs.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := content.New(b)
+	for _, id := range []string{"x", "x.data"} {
+		u, err := s.Upload(t.Context(), id, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.Append(t.Context(), bytes.NewReader([]byte(id))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.Checkpoint(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CancelUpload(t.Context(), "x.data"); err != nil {
+		t.Fatal(err)
+	}
+	if got := entries(t, filepath.Join(dir, "uploads")); !slices.Equal(got, []string{"x.data"}) {
+		t.Fatalf("uploads holds %v, want session x's file alone", got)
+	}
+}
