@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/georeg/georeg/internal/replicate"
+	"github.com/georeg/georeg/internal/up"
 )
 
 func exec(t *testing.T, db *sql.DB, q string, args ...any) {
@@ -68,19 +69,30 @@ func TestAntiEntropyHealsATruncatedFeed(t *testing.T) {
 // TestAntiEntropyRestoresASettingRemovedFromAStore: a registry setting
 // deleted from westeurope's database behind its back comes back.
 func TestAntiEntropyRestoresASettingRemovedFromAStore(t *testing.T) {
+	// westeurope reaches both peers through link, cut while its store is
+	// damaged: a repair cannot come in before the test has seen the damage.
 	link := &faultyLink{}
 	dir := t.TempDir()
-	reg := startLinkedIn(t, dir, link, nil, 100*time.Millisecond)
+	cfg := up.Config{DataDir: dir, Regions: threeRegions(), AntiEntropyInterval: 100 * time.Millisecond}
+	cfg.Link = func(from, to, u string) (string, error) {
+		if from == "westeurope" {
+			return link.start(t, u), nil
+		}
+		return u, nil
+	}
+	reg := runRegistry(t, cfg)
 	ctx := t.Context()
 	east, west := reg.ByName["eastus"].Node.Region, reg.ByName["westeurope"].Node.Region
 	if _, err := east.PutSetting(ctx, "replica", "brazilsouth", []byte(`{"endpoint":"http://127.0.0.1:5004"}`)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, func() error { _, err := west.Setting(ctx, "replica", "brazilsouth"); return err })
+	link.set(func(*http.Request) bool { return true })
 	exec(t, openStore(t, dir, "westeurope"), `DELETE FROM settings`)
 	if _, err := west.Setting(ctx, "replica", "brazilsouth"); err == nil {
 		t.Fatal("damage did not take")
 	}
+	link.set(func(*http.Request) bool { return false })
 	eventually(t, 30*time.Second, func() error { _, err := west.Setting(ctx, "replica", "brazilsouth"); return err })
 }
 
