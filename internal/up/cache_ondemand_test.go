@@ -167,7 +167,13 @@ func regionsWithout(t *testing.T, reg *up.Registry, repo, tag string, img image,
 				return fmt.Errorf("%s has %s:%s at %q (%d)", r.Name, repo, tag, got, resp.StatusCode)
 			}
 			if code, _ := asPeerWith(t, reg.Secret, "HEAD", r.URL+"/v2/"+repo+"/blobs/"+img.blobs[0].String()); code != 200 {
-				return fmt.Errorf("%s has %s:%s but not its config: %d", r.Name, repo, tag, code)
+				// What the region's replication says, for a failure seen
+				// once under the whole suite's load and not since.
+				var peers []string
+				for _, p := range regionStatus(t, r.URL).Peers {
+					peers = append(peers, fmt.Sprintf("%s: %s, applied %d of %d, parked %d, last error %q", p.Peer, p.State, p.Applied, p.Head, p.Parked, p.LastError))
+				}
+				return fmt.Errorf("%s has %s:%s but not its config: %d (%s)", r.Name, repo, tag, code, strings.Join(peers, "; "))
 			}
 			return nil
 		})
