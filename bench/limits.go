@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -137,6 +136,5 @@ func smallSyncLatency(dir string) float64 {
 		_ = d.Sync()
 		took = append(took, float64(time.Since(start).Microseconds())/1000)
 	}
-	slices.Sort(took)
-	return took[len(took)/2]
+	return median(took)
 }

@@ -129,14 +129,13 @@ func benchContenders(ctx context.Context, bin, dir, logLevel string, peers []con
 	all := append([]contender{georeg}, peers...)
 	results := make([][]figure, len(all))
 	for i, c := range all {
-		if len(steps) == 0 {
-			break
+		if len(steps) > 0 {
+			figs, err := measure(ctx, c, filepath.Join(dir, fmt.Sprintf("node-%d", i)), size, steps)
+			if err != nil {
+				return nil, err
+			}
+			results[i] = figs
 		}
-		figs, err := measure(ctx, c, filepath.Join(dir, fmt.Sprintf("node-%d", i)), size, steps)
-		if err != nil {
-			return nil, err
-		}
-		results[i] = figs
 	}
 	pushes, err := interleavedPushes(ctx, all, dir)
 	if err != nil {
