@@ -229,12 +229,15 @@ func (b *Backend) Move(_ context.Context, from, to string) error {
 // Delete implements content.Backend. Deleting an upload's data deletes the
 // whole session's staging.
 func (b *Backend) Delete(_ context.Context, key string) error {
+	if id, name, ok := stagingName(key); ok && name == "data" {
+		if err := content.CheckKey(key); err != nil {
+			return err
+		}
+		return b.deleteSession(id)
+	}
 	p, err := b.existing(key)
 	if err != nil {
 		return err
-	}
-	if id, name, ok := stagingName(key); ok && name == "data" {
-		return b.deleteSession(id)
 	}
 	if err := b.fsys.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
