@@ -42,6 +42,22 @@ func walkKeys(t *testing.T, b content.Backend, prefix string) []string {
 	return keys
 }
 
+// staged starts upload session id on s with data in it, checkpointed.
+func staged(t *testing.T, s *content.Store, id string, data []byte) *content.Upload {
+	t.Helper()
+	u, err := s.Upload(t.Context(), id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Append(t.Context(), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // An upload session stages its bytes in one file, uploads/<id>.data: no
 // directory is made for it, and none is left when it ends. Walk lists it
 // under its key, uploads/<id>/data (ids hold dots: region.hex).
@@ -53,16 +69,7 @@ func TestAnUploadIsStagedInOneFileWithoutADirectory(t *testing.T) {
 	}
 	s := content.New(b)
 	data := []byte("one file per session")
-	u, err := s.Upload(t.Context(), "eastus.0a1b", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := u.Append(t.Context(), bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := u.Checkpoint(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	u := staged(t, s, "eastus.0a1b", data)
 	uploads := filepath.Join(dir, "uploads")
 	if got := entries(t, uploads); !slices.Equal(got, []string{"eastus.0a1b.data"}) {
 		t.Fatalf("uploads holds %v, want the one staging file", got)
@@ -161,16 +168,7 @@ func TestDeletingASessionLeavesAnotherWhoseFileHasItsName(t *testing.T) {
 	}
 	s := content.New(b)
 	for _, id := range []string{"x", "x.data"} {
-		u, err := s.Upload(t.Context(), id, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := u.Append(t.Context(), bytes.NewReader([]byte(id))); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := u.Checkpoint(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		staged(t, s, id, []byte(id))
 	}
 	if err := s.CancelUpload(t.Context(), "x.data"); err != nil {
 		t.Fatal(err)
