@@ -73,14 +73,8 @@ func TestAntiEntropyRestoresASettingRemovedFromAStore(t *testing.T) {
 	// damaged: a repair cannot come in before the test has seen the damage.
 	link := &faultyLink{}
 	dir := t.TempDir()
-	cfg := up.Config{DataDir: dir, Regions: threeRegions(), AntiEntropyInterval: 100 * time.Millisecond}
-	cfg.Link = func(from, to, u string) (string, error) {
-		if from == "westeurope" {
-			return link.start(t, u), nil
-		}
-		return u, nil
-	}
-	reg := runRegistry(t, cfg)
+	reg := runRegistry(t, up.Config{DataDir: dir, Regions: threeRegions(), AntiEntropyInterval: 100 * time.Millisecond,
+		Link: linkedFrom(t, link, "westeurope")})
 	ctx := t.Context()
 	east, west := reg.ByName["eastus"].Node.Region, reg.ByName["westeurope"].Node.Region
 	if _, err := east.PutSetting(ctx, "replica", "brazilsouth", []byte(`{"endpoint":"http://127.0.0.1:5004"}`)); err != nil {

@@ -77,14 +77,8 @@ func TestDashboardShowsRegionsAndAnImageArrivingEverywhere(t *testing.T) {
 	// From every peer: a fetch held longer than the peer idle bound (15 s)
 	// fails and is made again from another region that holds the blob,
 	// which must not end the pending state before the test has seen it.
-	cfg := up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0"}
-	cfg.Link = func(from, to, u string) (string, error) {
-		if from == "southeastasia" {
-			return link.start(t, u), nil
-		}
-		return u, nil
-	}
-	reg := runRegistry(t, cfg)
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Regions: threeRegions(), FrontDoor: "127.0.0.1:0",
+		Link: linkedFrom(t, link, "southeastasia")})
 	ctx := browser(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(reg.FrontDoor+"/ui/")); err != nil {
 		t.Fatalf("open the dashboard: %v", err)

@@ -118,6 +118,17 @@ func runLinked(t *testing.T, cfg up.Config, link *faultyLink, via []string) *up.
 	return runRegistry(t, cfg)
 }
 
+// linkedFrom routes every request region makes to a peer through link
+// (up.Config.Link).
+func linkedFrom(t *testing.T, link *faultyLink, region string) func(from, to, u string) (string, error) {
+	return func(from, to, u string) (string, error) {
+		if from == region {
+			return link.start(t, u), nil
+		}
+		return u, nil
+	}
+}
+
 // errorOf returns the first OCI error code and detail of a body.
 func errorOf(body []byte) (string, map[string]any) {
 	var env struct {
