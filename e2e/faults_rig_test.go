@@ -199,7 +199,8 @@ log:
 		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		s := &server{t: t, addr: addrs[name], data: data, args: []string{"--config", file}, wrap: wrap}
+		pprof := freeAddr(t)
+		s := &server{t: t, addr: addrs[name], data: data, args: []string{"--config", file, "--pprof-listen", pprof}, wrap: wrap, pprof: pprof}
 		s.start()
 		t.Cleanup(s.kill)
 		r.regions[name] = s

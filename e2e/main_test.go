@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -115,6 +116,9 @@ type server struct {
 	wrap []string
 	cmd  *exec.Cmd
 	log  *os.File
+	// pprof, when set, is the address the process serves Go profiles on
+	// (--pprof-listen): a failure prints its replication goroutines.
+	pprof string
 }
 
 // startServer runs georeg serve on a fresh port over data and waits until
@@ -208,7 +212,33 @@ func (s *server) logOnFailure(name string) {
 			}
 		}
 		t.Logf("%s's log, last %d of %d lines:\n%s", name, min(150, len(lines)), len(lines), strings.Join(lines[max(0, len(lines)-150):], "\n"))
+		if s.pprof != "" && s.cmd != nil {
+			t.Logf("%s's goroutines in replication and the region:\n%s", name, s.goroutines())
+		}
 	})
+}
+
+// goroutines returns the stacks of the process's goroutines that run
+// replication or region code (what a wait that did not end was waiting
+// on), read from its profile listener within a bound.
+func (s *server) goroutines() string {
+	c := &http.Client{Timeout: 5 * time.Second} // bounded: a stopped process does not answer
+	resp, err := c.Get("http://" + s.pprof + "/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err.Error()
+	}
+	var keep []string
+	for _, g := range strings.Split(string(b), "\n\n") {
+		if strings.Contains(g, "internal/replicate.") || strings.Contains(g, "internal/region.") {
+			keep = append(keep, g)
+		}
+	}
+	return strings.Join(keep, "\n\n")
 }
 
 // kill9 sends SIGKILL and waits for the process to die.
