@@ -9,20 +9,24 @@ import (
 	"time"
 )
 
-// Group commit. On PostgreSQL every write transaction holds its locks
-// through its commit, WAL flush included, so a region wrote at most one
-// transaction per flush of what one lock covers (about 330/s on the bench
-// machine: docs/performance.md). So a node runs the writes that wait for
-// their turn together: one transaction, one flush for all of them, each
-// in a savepoint of its own, one after the other in the order they came.
-// Each sees what the ones before it wrote, exactly as if they had run one
-// after the other; one that fails is rolled back to its savepoint alone
-// and gets its own error; a failed commit fails them all (none of them is
-// acknowledged). The first write waits for the locks of its scope; a
-// later one whose locks another transaction holds is not run in this
-// batch but first in the next (scope.go: no deadlock). The feed stays
-// gap-free and in order: its numbers are taken under the sequencer's lock
-// at the end.
+// Group commit. A write transaction is durable once its commit is
+// flushed: on PostgreSQL it holds its locks through that flush, so a
+// region wrote at most one transaction per flush of what one lock covers
+// (about 330/s on the bench machine: docs/performance.md); on SQLite the
+// one writer connection waits for the WAL's fsync at every commit, so
+// concurrent pushes took turns at one fsync each. So a node runs the
+// writes that wait for their turn together: one transaction, one flush
+// for all of them, each in a savepoint of its own, one after the other in
+// the order they came. Each sees what the ones before it wrote, exactly
+// as if they had run one after the other; one that fails is rolled back
+// to its savepoint alone and gets its own error; a failed commit fails
+// them all (none of them is acknowledged). On PostgreSQL the first write
+// waits for the locks of its scope; a later one whose locks another
+// transaction holds is not run in this batch but first in the next
+// (scope.go: no deadlock), and the feed stays gap-free and in order: its
+// numbers are taken under the sequencer's lock at the end. On SQLite the
+// transaction holds the database's one write lock, and the feed's numbers
+// are the table's own, taken in the order the writes run.
 
 // maxBatch bounds the writes one transaction runs.
 const maxBatch = 64
@@ -48,7 +52,7 @@ type batcher struct {
 	leading bool
 }
 
-// updateBatched is Update on PostgreSQL.
+// updateBatched is Update: the write waits for its batch's commit.
 func (db *DB) updateBatched(ctx context.Context, scope string, fn func(*Tx) error) error {
 	req := &writeReq{ctx: ctx, scope: scope, fn: fn, asked: time.Now(), done: make(chan error, 1)}
 	b := &db.batch
@@ -135,6 +139,14 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 		return fail(fmt.Errorf("begin: %w", err))
 	}
 	t := &Tx{tx: tx, db: db, dialect: db.dialect}
+	if db.dialect == sqlite {
+		// A statement SQLite interrupts inside a transaction (its caller's
+		// context ended) rolls the whole transaction back, the others'
+		// writes with it: the writes run to their end under the batch's
+		// own bound instead (a caller that gave up before its turn is not
+		// run at all, below).
+		t.bound = ctx
+	}
 	if err := db.begin(ctx, t, reqs[0].scope); err != nil {
 		_ = tx.Rollback()
 		return fail(err)
@@ -176,12 +188,12 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
 		open = true
-		ensured, appended, marked := maps.Clone(t.ensured), len(t.feed), len(t.marks)
+		ensured, summaries, appended, marked := maps.Clone(t.ensured), maps.Clone(t.summaries), len(t.feed), len(t.marks)
 		if errs[i] = r.fn(t); errs[i] != nil {
 			// What it wrote is undone, its feed records and presence
-			// marks with it, and the repositories it recorded are no
-			// longer recorded.
-			t.ensured, t.feed, t.marks = ensured, t.feed[:appended], t.marks[:marked]
+			// marks with it, and the repositories it recorded or whose
+			// summaries it changed are no longer noted.
+			t.ensured, t.summaries, t.feed, t.marks = ensured, summaries, t.feed[:appended], t.marks[:marked]
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write"); err != nil {
 				_ = tx.Rollback()
 				return fail(fmt.Errorf("rollback to savepoint: %w", err))
@@ -196,6 +208,17 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 		return errs, 0, 0
 	}
 	t.scope = ""
+	if db.dialect == sqlite {
+		if err := t.moveGenerations(ctx); err != nil {
+			_ = tx.Rollback()
+			return fail(err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fail(fmt.Errorf("commit: %w", err))
+		}
+		db.writeStmts.prepareWanted(ctx, db.w)
+		return errs, 0, 0
+	}
 	if err := db.end(ctx, t); err != nil {
 		_ = tx.Rollback()
 		return fail(err)

@@ -56,7 +56,7 @@ func (tx *Tx) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (boo
 // snapshot over rows of this region's own can leave): the caller
 // unlinks those no live manifest uses, as ApplyBlobDelete would.
 func (tx *Tx) LinksOlderThanTheirDeletes(ctx context.Context, repo string) ([]digest.Digest, error) {
-	rows, err := tx.tx.QueryContext(ctx, `
+	rows, err := tx.tx.QueryContext(tx.ctx(ctx), `
 		SELECT b.digest FROM blobs b JOIN blob_tombstones t ON t.repo = b.repo AND t.digest = b.digest
 		WHERE b.repo = $1 AND (t.version > b.version OR (t.version = b.version AND t.origin >= b.origin))
 		ORDER BY b.digest`, repo)

@@ -435,6 +435,9 @@ type Tx struct {
 	feed      []Record      // PostgreSQL: appended, numbered at the end (sequence)
 	marks     []pendingMark // PostgreSQL: presence marks of feed records numbered at the end
 	lastSeq   int64         // SQLite: the seq of the last feed record appended
+	// bound, when set, is the context every statement runs under in
+	// place of the one its write passes (SQLite: batch.go).
+	bound context.Context
 	// summaries are the repositories whose summary this transaction
 	// changes: their generations move at its end (summarytree.go).
 	summaries map[string]struct{}
@@ -443,38 +446,17 @@ type Tx struct {
 // Update runs fn in one write transaction, committed when fn returns nil.
 // Everything fn writes becomes durable and visible together. A region-wide
 // write runs alone (per region, across its nodes); UpdateRepo runs writes
-// of different repositories at once (scope.go). On PostgreSQL writes
-// waiting for their turn share a transaction, each in a savepoint of its
-// own (batch.go).
+// of different repositories at once (scope.go). Writes waiting for
+// their turn share a transaction, each in a savepoint of its own
+// (batch.go).
 func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 	return db.update(ctx, "", fn)
 }
 
-// update runs fn in a write transaction of scope.
+// update runs fn in a write transaction of scope, batched with the writes
+// waiting beside it (batch.go).
 func (db *DB) update(ctx context.Context, scope string, fn func(*Tx) error) error {
-	if db.dialect == postgres {
-		return db.updateBatched(ctx, scope, fn)
-	}
-	asked := time.Now()
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	db.waited(asked, time.Now())
-	t := &Tx{tx: tx, db: db, dialect: db.dialect, scope: scope}
-	if err := fn(t); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := t.moveGenerations(ctx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	db.writeStmts.prepareWanted(context.WithoutCancel(ctx), db.w)
-	return nil
+	return db.updateBatched(ctx, scope, fn)
 }
 
 // begin takes the locks of the transaction's first write, waiting for

@@ -326,7 +326,7 @@ func (tx *Tx) LoadSnapshotRepo(ctx context.Context, sr *SnapshotRepo, self strin
 
 // columns lists table's columns in this store.
 func (tx *Tx) columns(ctx context.Context, table string) ([]string, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT * FROM `+table+` WHERE 1 = 0`)
+	rows, err := tx.tx.QueryContext(tx.ctx(ctx), `SELECT * FROM `+table+` WHERE 1 = 0`)
 	if err != nil {
 		return nil, err
 	}

@@ -88,6 +88,7 @@ func (s *statements) close() {
 
 // exec runs q in the transaction.
 func (tx *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	ctx = tx.ctx(ctx)
 	if st := tx.prepared(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -96,6 +97,7 @@ func (tx *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, erro
 
 // queryRow runs q in the transaction for one row.
 func (tx *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	ctx = tx.ctx(ctx)
 	if st := tx.prepared(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
@@ -104,10 +106,20 @@ func (tx *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 
 // query runs q in the transaction.
 func (tx *Tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	ctx = tx.ctx(ctx)
 	if st := tx.prepared(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
 	return tx.tx.QueryContext(ctx, q, args...)
+}
+
+// ctx is the context a statement of the transaction runs under: the
+// transaction's bound when it has one, else the write's own.
+func (tx *Tx) ctx(ctx context.Context) context.Context {
+	if tx.bound != nil {
+		return tx.bound
+	}
+	return ctx
 }
 
 // prepared returns q prepared for the transaction (SQLite), or nil.
