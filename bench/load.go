@@ -325,14 +325,6 @@ func getLoop(ctx context.Context, addr string, req []byte, deadline time.Time) (
 	return n, nil
 }
 
-func benchSmallPushes(ctx context.Context, s *server, _ int64) ([]figure, error) {
-	wall, err := smallPushes(ctx, s, "bench/push", 0)
-	if err != nil {
-		return nil, err
-	}
-	return []figure{{name: "100 concurrent small pushes (median of 3)", value: wall, unit: "s", ratioTarget: smallPushesTarget}}, nil
-}
-
 func sizeLabel(n int64) string {
 	if n >= 1<<30 {
 		return fmt.Sprintf("%d GiB", n>>30)

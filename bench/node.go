@@ -137,7 +137,7 @@ func benchContenders(ctx context.Context, bin, dir, logLevel string, peers []con
 			results[i] = figs
 		}
 	}
-	pushes, err := interleavedPushes(ctx, all, dir)
+	pushes, err := interleavedPushes(ctx, all, dir, smallPushesTarget, "the best peer")
 	if err != nil {
 		return nil, err
 	}

@@ -31,8 +31,8 @@ var smallPushesName = fmt.Sprintf("100 concurrent small pushes (median of %d, in
 // against them in turn: round r runs the contenders in an order rotated
 // by r, so none always comes first. It returns one figure per contender
 // (the median round), the first's note giving the per-round ratios to the
-// best other contender of that round.
-func interleavedPushes(ctx context.Context, all []contender, dir string) ([]figure, error) {
+// best other contender of that round (named ref) against target.
+func interleavedPushes(ctx context.Context, all []contender, dir string, target float64, ref string) ([]figure, error) {
 	servers := make([]*server, len(all))
 	defer func() {
 		for _, s := range servers {
@@ -64,19 +64,19 @@ func interleavedPushes(ctx context.Context, all []contender, dir string) ([]figu
 	}
 	figs := make([]figure, len(all))
 	for i := range all {
-		figs[i] = figure{name: smallPushesName, value: median(walls[i]), unit: "s", ratioTarget: smallPushesTarget,
+		figs[i] = figure{name: smallPushesName, value: median(walls[i]), unit: "s", ratioTarget: target,
 			note: fmt.Sprintf("rounds %.3f-%.3f s", slices.Min(walls[i]), slices.Max(walls[i]))}
 	}
 	if len(all) > 1 {
-		figs[0].note += "; " + roundRatios(walls)
+		figs[0].note += "; " + roundRatios(walls, target, ref)
 	}
 	return figs, nil
 }
 
-// roundRatios describes the first contender's time over the best other's,
-// round by round: the ratio's own spread, beside the ratio of medians the
-// table reports.
-func roundRatios(walls [][]float64) string {
+// roundRatios describes the first contender's time over the best other's
+// (named ref), round by round, against target: the ratio's own spread,
+// beside the ratio of medians the table reports.
+func roundRatios(walls [][]float64, target float64, ref string) string {
 	var ratios []float64
 	for r := range walls[0] {
 		best := 0.0
@@ -94,12 +94,12 @@ func roundRatios(walls [][]float64) string {
 	}
 	met := 0
 	for _, x := range ratios {
-		if x <= smallPushesTarget {
+		if x <= target {
 			met++
 		}
 	}
-	return fmt.Sprintf("per round / the best peer of that round: median %.2fx, %.2f-%.2fx, <= %.1fx in %d of %d",
-		median(ratios), slices.Min(ratios), slices.Max(ratios), smallPushesTarget, met, len(ratios))
+	return fmt.Sprintf("per round / %s of that round: median %.2fx, %.2f-%.2fx, <= %.1fx in %d of %d",
+		ref, median(ratios), slices.Min(ratios), slices.Max(ratios), target, met, len(ratios))
 }
 
 // median returns the middle value of xs (the mean of the two middle ones

@@ -35,13 +35,13 @@ func TestRoundRatiosCompareWithinARound(t *testing.T) {
 		{1.0, 2.0, 0.8},  // one peer
 		{0.9, 4.0, 10.0}, // another
 	}
-	got := roundRatios(walls)
+	got := roundRatios(walls, 0.5, "the best peer")
 	// 0.4/0.9, 1.0/2.0, 0.5/0.8: 0.44, 0.50, 0.62
-	want := "median 0.50x, 0.44-0.62x, <= 0.5x in 2 of 3"
+	want := "per round / the best peer of that round: median 0.50x, 0.44-0.62x, <= 0.5x in 2 of 3"
 	if !strings.HasSuffix(got, want) {
 		t.Errorf("roundRatios = %q, want it to end %q", got, want)
 	}
-	if got := roundRatios([][]float64{{1, 2}}); got != "" {
+	if got := roundRatios([][]float64{{1, 2}}, 0.5, "the best peer"); got != "" {
 		t.Errorf("roundRatios with no peer = %q, want none", got)
 	}
 }
