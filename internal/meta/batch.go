@@ -35,6 +35,13 @@ const maxBatch = 64
 // callers, so none of their contexts may end it.
 const batchTimeout = time.Minute
 
+// sqliteBatchTimeout is batchTimeout on SQLite, where the bound is also
+// every statement's (its writes no longer end with their callers): a
+// SQLite transaction waits on no other node, only on its own work, and a
+// region's largest writes run in one (a joining region's largest
+// repository from a snapshot, a retired region's purge).
+const sqliteBatchTimeout = 10 * time.Minute
+
 type writeReq struct {
 	ctx   context.Context
 	scope string
@@ -132,7 +139,11 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 		}
 		return errs, 0, 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	timeout := batchTimeout
+	if db.dialect == sqlite {
+		timeout = sqliteBatchTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
