@@ -50,13 +50,33 @@ type writeReq struct {
 	done  chan error
 }
 
-// batcher queues a node's writes; a write that finds no batch running
-// starts the goroutine that runs batches until the queue is empty (so no
-// caller waits for others' writes after its own is done).
+// pgBatches is how many batches a node on PostgreSQL runs at once: a
+// batch spends most of its time waiting for round trips, one statement
+// at a time, so batches of different repositories overlap them (only
+// their ends pass the feed sequencer one by one). The waiting writes are
+// shared out between them. SQLite has one writing connection: one batch.
+const pgBatches = 4
+
+// batcher queues a node's writes; a write that finds fewer batches
+// running than the node runs at once starts a goroutine that runs batches
+// until the queue is empty (so no caller waits for others' writes after
+// its own is done).
 type batcher struct {
 	mu      sync.Mutex
 	queue   []*writeReq
-	leading bool
+	leaders int // goroutines running batches
+	most    int // batches at once (0: by dialect)
+}
+
+// mostBatches is how many batches the node runs at once.
+func (db *DB) mostBatches() int {
+	switch {
+	case db.batch.most > 0:
+		return db.batch.most
+	case db.dialect == postgres:
+		return pgBatches
+	}
+	return 1
 }
 
 // updateBatched is Update: the write waits for its batch's commit.
@@ -65,8 +85,10 @@ func (db *DB) updateBatched(ctx context.Context, scope string, fn func(*Tx) erro
 	b := &db.batch
 	b.mu.Lock()
 	b.queue = append(b.queue, req)
-	lead := !b.leading
-	b.leading = true
+	lead := b.leaders < db.mostBatches()
+	if lead {
+		b.leaders++
+	}
 	b.mu.Unlock()
 	if lead {
 		go db.lead()
@@ -79,9 +101,12 @@ func (db *DB) lead() {
 	b := &db.batch
 	for {
 		b.mu.Lock()
-		n := min(len(b.queue), maxBatch)
+		// A share of the queue: the first batch taking every write
+		// waiting would leave the others nothing to overlap.
+		most := db.mostBatches()
+		n := min(len(b.queue), maxBatch, (len(b.queue)+most-1)/most)
 		if n == 0 {
-			b.leading = false
+			b.leaders--
 			b.mu.Unlock()
 			return
 		}
