@@ -24,9 +24,10 @@ import (
 // waits for the locks of its scope; a later one whose locks another
 // transaction holds is not run in this batch but first in the next
 // (scope.go: no deadlock), and the feed stays gap-free and in order: its
-// numbers are taken under the sequencer's lock at the end. On SQLite the
-// transaction holds the database's one write lock, and the feed's numbers
-// are the table's own, taken in the order the writes run.
+// numbers are taken under the sequencer's lock at the end; a node runs
+// up to pgBatches batches at once (below). On SQLite the transaction
+// holds the database's one write lock, and the feed's numbers are the
+// table's own, taken in the order the writes run.
 
 // maxBatch bounds the writes one transaction runs.
 const maxBatch = 64
