@@ -24,10 +24,9 @@ import (
 // waits for the locks of its scope; a later one whose locks another
 // transaction holds is not run in this batch but first in the next
 // (scope.go: no deadlock), and the feed stays gap-free and in order: its
-// numbers are taken under the sequencer's lock at the end; a node runs
-// up to pgBatches batches at once (below). On SQLite the transaction
-// holds the database's one write lock, and the feed's numbers are the
-// table's own, taken in the order the writes run.
+// numbers are taken under the sequencer's lock at the end. On SQLite the
+// transaction holds the database's one write lock, and the feed's numbers
+// are the table's own, taken in the order the writes run.
 
 // maxBatch bounds the writes one transaction runs.
 const maxBatch = 64
@@ -51,33 +50,13 @@ type writeReq struct {
 	done  chan error
 }
 
-// pgBatches is how many batches a node on PostgreSQL runs at once: a
-// batch spends most of its time waiting for round trips, one statement
-// at a time, so batches of different repositories overlap them (only
-// their ends pass the feed sequencer one by one). The waiting writes are
-// shared out between them. SQLite has one writing connection: one batch.
-const pgBatches = 4
-
-// batcher queues a node's writes; a write that finds fewer batches
-// running than the node runs at once starts a goroutine that runs batches
-// until the queue is empty (so no caller waits for others' writes after
-// its own is done).
+// batcher queues a node's writes; a write that finds no batch running
+// starts the goroutine that runs batches until the queue is empty (so no
+// caller waits for others' writes after its own is done).
 type batcher struct {
 	mu      sync.Mutex
 	queue   []*writeReq
-	leaders int // goroutines running batches
-	most    int // batches at once (0: by dialect)
-}
-
-// mostBatches is how many batches the node runs at once.
-func (db *DB) mostBatches() int {
-	switch {
-	case db.batch.most > 0:
-		return db.batch.most
-	case db.dialect == postgres:
-		return pgBatches
-	}
-	return 1
+	leading bool
 }
 
 // updateBatched is Update: the write waits for its batch's commit.
@@ -86,10 +65,8 @@ func (db *DB) updateBatched(ctx context.Context, scope string, fn func(*Tx) erro
 	b := &db.batch
 	b.mu.Lock()
 	b.queue = append(b.queue, req)
-	lead := b.leaders < db.mostBatches()
-	if lead {
-		b.leaders++
-	}
+	lead := !b.leading
+	b.leading = true
 	b.mu.Unlock()
 	if lead {
 		go db.lead()
@@ -102,12 +79,9 @@ func (db *DB) lead() {
 	b := &db.batch
 	for {
 		b.mu.Lock()
-		// A share of the queue: the first batch taking every write
-		// waiting would leave the others nothing to overlap.
-		most := db.mostBatches()
-		n := min(len(b.queue), maxBatch, (len(b.queue)+most-1)/most)
+		n := min(len(b.queue), maxBatch)
 		if n == 0 {
-			b.leaders--
+			b.leading = false
 			b.mu.Unlock()
 			return
 		}

@@ -3,17 +3,12 @@ package meta_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/hlc"
@@ -33,7 +28,6 @@ import (
 func TestWritesThatShareATransactionRunAsIfOneAfterTheOther(t *testing.T) {
 	dsn := storetest.Postgres(t)
 	db, other := openPostgres(t, dsn), openPostgres(t, dsn)
-	meta.SetBatches(db, 1) // the writes queue behind the first batch
 	var feedWakes atomic.Int64
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
@@ -183,110 +177,5 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not after 10 s", what)
 		}
-	}
-}
-
-// TestANodeRunsBatchesOfDifferentRepositoriesAtOnce: a node on
-// PostgreSQL runs several batches at once, so a write's round trips
-// overlap other repositories' writes instead of waiting behind them.
-// Three writes of three repositories each wait, inside their transaction,
-// until all three are inside theirs: only batches running at once let
-// them.
-func TestANodeRunsBatchesOfDifferentRepositoriesAtOnce(t *testing.T) {
-	db := openPostgres(t, storetest.Postgres(t))
-	const n = 3
-	var inside sync.WaitGroup
-	inside.Add(n)
-	all := make(chan struct{})
-	go func() { inside.Wait(); close(all) }()
-	errs := make(chan error, n)
-	for i := range n {
-		repo := fmt.Sprintf("repo%d", i)
-		go func() {
-			errs <- db.UpdateRepo(t.Context(), repo, func(tx *meta.Tx) error {
-				if _, err := tx.SetTag(t.Context(), repo, "latest", digest.FromString(repo), hlc.Version{Time: 1, Region: "eastus"}, time.Now()); err != nil {
-					return err
-				}
-				inside.Done()
-				select {
-				case <-all:
-					return nil
-				case <-time.After(10 * time.Second):
-					return fmt.Errorf("%s: the other repositories' writes did not run beside this one within 10 s", repo)
-				}
-			})
-		}()
-	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// TestANodesChangesAreHeardInTheOrderTheyAreNumbered: the cache lease
-// (invariant 5) has a writer wait until every node has heard its change,
-// compared as the highest change number a node heard, which holds only
-// while a node's changes commit, and so are heard, in the order they are
-// numbered. Four writers of four repositories move tags at once, in
-// batches running at once; a listener hears every change, and their
-// numbers must rise one notification after the other.
-func TestANodesChangesAreHeardInTheOrderTheyAreNumbered(t *testing.T) {
-	dsn := storetest.Postgres(t)
-	db := openPostgres(t, dsn)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN georeg_changes"); err != nil {
-		t.Fatal(err)
-	}
-	const writers, each = 4, 60
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		repo := fmt.Sprintf("repo%d", w)
-		wg.Go(func() {
-			for i := range each {
-				if err := db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
-					_, err := tx.SetTag(ctx, repo, "latest", digest.FromString(fmt.Sprint(i)), hlc.Version{Time: int64(i + 1), Region: "eastus"}, time.Now())
-					return err
-				}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	var last uint64
-	heard := 0
-	for heard < writers*each {
-		wait, stop := context.WithTimeout(ctx, 5*time.Second)
-		n, err := conn.WaitForNotification(wait)
-		stop()
-		if err != nil {
-			break // every change that committed was heard: the batches hold several
-		}
-		first, _, _ := strings.Cut(n.Payload, "\n")
-		_, num, ok := strings.Cut(first, ":")
-		v, perr := strconv.ParseUint(num, 10, 64)
-		if !ok || perr != nil {
-			t.Fatalf("a change notification %q without its number", first)
-		}
-		if v <= last {
-			t.Fatalf("change %d heard after change %d: this node's changes committed out of the order they were numbered", v, last)
-		}
-		last, heard = v, heard+1
-	}
-	if heard < 2 {
-		t.Fatalf("heard %d change notifications, want the writes' batches'", heard)
 	}
 }

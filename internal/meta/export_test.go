@@ -61,10 +61,3 @@ func MigrationNamed(s string) int {
 	}
 	return -1
 }
-
-// SetBatches sets how many batches db runs at once.
-func SetBatches(db *DB, n int) {
-	db.batch.mu.Lock()
-	defer db.batch.mu.Unlock()
-	db.batch.most = n
-}

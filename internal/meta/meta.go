@@ -466,22 +466,17 @@ func (db *DB) begin(ctx context.Context, t *Tx, scope string) error {
 	return err
 }
 
-// end numbers and inserts the feed records and records the clock's
-// newest version for the next writer, on any node, then numbers the
-// change and tells the other nodes what changed (PostgreSQL). The change
-// is numbered once the transaction holds the feed sequencer (or the
-// region exclusive), which it holds through its commit: a node runs
-// several batches at once, and the cache lease compares change numbers
-// as the highest heard, so a node's changes must commit in the order
-// they are numbered (lease.go).
+// end tells the other nodes what changed, and numbers and inserts the
+// feed records and records the clock's newest version for the next
+// writer, on any node (PostgreSQL).
 func (db *DB) end(ctx context.Context, t *Tx) error {
+	if err := t.notifyChanges(ctx, db.lst); err != nil {
+		return err
+	}
 	if err := t.moveGenerations(ctx); err != nil {
 		return err
 	}
-	if err := db.sequence(ctx, t); err != nil {
-		return err
-	}
-	return t.notifyChanges(ctx, db.lst)
+	return db.sequence(ctx, t)
 }
 
 // RegionState returns the value of the region-wide flag name (ok false

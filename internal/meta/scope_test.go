@@ -131,7 +131,6 @@ func TestWritesOfDifferentRepositoriesRunAtOnceAndOfOneRepositoryInTurn(t *testi
 func TestAWriteOfARepositoryIsVersionedAfterTheLastOneOnAnyNode(t *testing.T) {
 	dsn := storetest.Postgres(t)
 	a, b := openPostgres(t, dsn), openPostgres(t, dsn)
-	meta.SetBatches(b, 1) // B's second write joins its first one's batch
 	clockA := hlc.New("eastus", time.Now)
 	clockB := hlc.New("eastus", func() time.Time { return time.Now().Add(-time.Hour) })
 	a.SetClock(clockA)
