@@ -49,6 +49,13 @@ var actionNames = []string{"skip", "fetch", "store", "held", "apply"}
 
 func (a action) String() string { return actionNames[a] }
 
+// keptOnDemand reports whether a blob of size bytes of an on-demand
+// repository is held in every region: one small enough that a feed
+// record carries its bytes (region.InlineMax: a config), which a
+// follower keeps (planRecord) and a region joining from a snapshot
+// fetches (loadRepo).
+func keptOnDemand(size int64) bool { return size > 0 && size <= region.InlineMax }
+
 // planRecord decides what applying rec takes, given l (invariants 3, 9).
 func planRecord(rec meta.Record, l local) action {
 	newer := func() bool { return l.Tombstone == nil || l.Tombstone.Less(rec.Version) }

@@ -13,6 +13,7 @@ import (
 	"github.com/georeg/georeg/internal/content"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/region"
 )
 
 func ver(t int64) *hlc.Version { return &hlc.Version{Time: t, Region: "westeurope"} }
@@ -231,5 +232,17 @@ func TestAPeersFeedIsAskedAgainWithinTheLimit(t *testing.T) {
 	feed.reset()
 	if d := feed.step(); d != minBackoff {
 		t.Fatalf("after a success the wait is %s, want %s", d, minBackoff)
+	}
+}
+
+// TestOnlySmallBlobsOfAnOnDemandRepositoryAreKeptEverywhere: the bytes a
+// feed record carries inline (region.InlineMax) are what every region
+// keeps of an on-demand image, whether it follows the feed or joins from
+// a snapshot.
+func TestOnlySmallBlobsOfAnOnDemandRepositoryAreKeptEverywhere(t *testing.T) {
+	for size, want := range map[int64]bool{-1: false, 0: false, 1: true, region.InlineMax: true, region.InlineMax + 1: false, 200_000: false} {
+		if got := keptOnDemand(size); got != want {
+			t.Errorf("keptOnDemand(%d) = %v, want %v", size, got, want)
+		}
 	}
 }

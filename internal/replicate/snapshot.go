@@ -202,11 +202,7 @@ func (p *Replicator) joinFrom(ctx context.Context, s *source) (joinStats, error)
 // (from s, or nearer regions holding them), then stores its rows.
 func (p *Replicator) loadRepo(ctx context.Context, s *source, sr *meta.SnapshotRepo) (int, error) {
 	fetched := 0
-	if p.region.OnDemand(ctx, sr.Repo) {
-		// Its manifests without their blobs: a client's read fetches them
-		// (region/ondemand.go), so no link names bytes not here.
-		delete(sr.Tables, "blobs")
-	}
+	onDemand := p.region.OnDemand(ctx, sr.Repo)
 	if blobs := sr.Tables["blobs"]; blobs != nil {
 		di, si := -1, -1
 		for i, c := range blobs.Columns {
@@ -242,6 +238,23 @@ func (p *Replicator) loadRepo(ctx context.Context, s *source, sr *meta.SnapshotR
 				return 0, fmt.Errorf("snapshot of %s: blob %s without a size", sr.Repo, d)
 			}
 			want = append(want, blobRow{d, size})
+		}
+		if onDemand {
+			// Its manifests without their large blobs: a client's read
+			// fetches those (region/ondemand.go), so no link names bytes
+			// not here. A small blob (a config), whose bytes a feed record
+			// carries and a follower keeps (planRecord), is kept here too:
+			// a region that joins holds what one that followed holds.
+			rows, small := blobs.Rows[:0], want[:0]
+			for i, b := range want {
+				if keptOnDemand(b.size) {
+					rows, small = append(rows, blobs.Rows[i]), append(small, b)
+				}
+			}
+			blobs.Rows, want = rows, small
+			if len(rows) == 0 {
+				delete(sr.Tables, "blobs")
+			}
 		}
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(snapshotFetchers)

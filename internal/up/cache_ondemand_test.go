@@ -12,8 +12,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/config"
 	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/mgmtapi"
+	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -206,4 +208,52 @@ func imageStatus(t *testing.T, base, repo, ref string) mgmtapi.ImageStatus {
 		t.Fatalf("status of %s:%s: %d %s", repo, ref, code, body)
 	}
 	return st
+}
+
+// TestARegionJoiningFromASnapshotKeepsTheSmallBlobsOfAnOnDemandImage: a
+// region that follows the feeds holds an on-demand image's config (a small
+// blob travels in its feed record, and is kept) but not its layers; a
+// region that joins from a snapshot must hold the same, or a pull there
+// reads its config through from another region while the others serve
+// it at once (a race seen in TestAnOnDemandCachedImageKeepsItsLayersWhereItIsPulled
+// when a region's first follower joined from a snapshot late, under load).
+func TestARegionJoiningFromASnapshotKeepsTheSmallBlobsOfAnOnDemandImage(t *testing.T) {
+	const secret = "join-ondemand-secret"
+	upstream := startUpstream(t, "", "")
+	nginx := upstream.putSized(t, "library/nginx", "1.27", 2, 200_000)
+	reg := runRegistry(t, up.Config{DataDir: t.TempDir(), Secret: secret, Regions: threeRegions()})
+	east := reg.ByName["eastus"].URL
+	putCacheRule(t, reg, east, "library", `{"source":"http://`+upstream.addr+`/library/*","target":"hub/*","replicate":"on-demand"}`)
+	img := pullWhole(t, east, "hub/nginx", "1.27", nginx)
+	regionsWithout(t, reg, "hub/nginx", "1.27", img, img.blobs[1:]) // the others hold its manifest and config
+	awaitReady(t, reg)
+
+	brazil := startNode(t, "brazilsouth", func(c *config.Config) {
+		c.Replication.Secret = secret
+		c.Outbound.Allow = []string{"127.0.0.0/8"}
+		for _, r := range reg.Regions {
+			c.Replication.Peers = append(c.Replication.Peers, replicate.Peer{Name: r.Name, Endpoint: r.URL})
+		}
+	})
+	var st replicate.Status
+	eventually(t, 60*time.Second, func() error {
+		if st = regionStatus(t, brazil); st.State != replicate.StateReady {
+			return fmt.Errorf("brazilsouth is %s", st.State)
+		}
+		return nil
+	})
+	if st.Snapshot == nil || st.Snapshot.From == "" {
+		t.Fatalf("brazilsouth did not join from a snapshot: %+v", st.Snapshot)
+	}
+	if code, body := asPeerWith(t, secret, "GET", brazil+"/v2/hub/nginx/manifests/"+img.manifest.String()); code != 200 || digest.FromBytes(body) != img.manifest {
+		t.Fatalf("brazilsouth, joined from %s's snapshot, has no manifest %s: %d", st.Snapshot.From, img.manifest, code)
+	}
+	if code, _ := asPeerWith(t, secret, "HEAD", brazil+"/v2/hub/nginx/blobs/"+img.blobs[0].String()); code != 200 {
+		t.Fatalf("brazilsouth, joined from %s's snapshot, lacks the on-demand image's config (a small blob every follower keeps): %d", st.Snapshot.From, code)
+	}
+	for _, l := range img.blobs[1:] {
+		if code, _ := asPeerWith(t, secret, "HEAD", brazil+"/v2/hub/nginx/blobs/"+l.String()); code != 404 {
+			t.Fatalf("brazilsouth holds layer %s of an on-demand image nobody pulled there: %d", l, code)
+		}
+	}
 }
