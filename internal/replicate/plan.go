@@ -51,9 +51,9 @@ func (a action) String() string { return actionNames[a] }
 
 // keptOnDemand reports whether a blob of size bytes of an on-demand
 // repository is held in every region: one small enough that a feed
-// record carries its bytes (region.InlineMax: a config), which a
-// follower keeps (planRecord) and a region joining from a snapshot
-// fetches (loadRepo).
+// record carries its bytes (region.InlineMax: a config). A follower
+// keeps the bytes its record carried (planRecord); a region joining
+// from a snapshot fetches the blobs this admits (loadRepo).
 func keptOnDemand(size int64) bool { return size > 0 && size <= region.InlineMax }
 
 // planRecord decides what applying rec takes, given l (invariants 3, 9).
