@@ -37,12 +37,7 @@ func TestWritesThatShareATransactionRunAsIfOneAfterTheOther(t *testing.T) {
 	wakes := feedWakes.Load()
 	queued := []queuedWrite{
 		{fn: setSharedTag},
-		{fn: func(ctx context.Context, tx *meta.Tx) error {
-			if err := tx.AppendFeed(ctx, tagRecord("undone", 3)); err != nil {
-				return err
-			}
-			return errors.New("refused after writing")
-		}, want: "refused after writing"},
+		refusedAfterWriting,
 		{fn: sharedTagThen("last", 4)},
 	}
 	runQueued(t, db, queued)
@@ -65,12 +60,7 @@ func TestSQLiteWritesShareATransaction(t *testing.T) {
 	defer leave()
 	queued := []queuedWrite{
 		{fn: setSharedTag},
-		{fn: func(ctx context.Context, tx *meta.Tx) error {
-			if err := tx.AppendFeed(ctx, tagRecord("undone", 3)); err != nil {
-				return err
-			}
-			return errors.New("refused after writing")
-		}, want: "refused after writing"},
+		refusedAfterWriting,
 		{ctx: leaving, fn: func(ctx context.Context, tx *meta.Tx) error {
 			leave() // its caller goes away while it runs
 			return tx.AppendFeed(ctx, tagRecord("caller gone", 4))
@@ -88,6 +78,15 @@ type queuedWrite struct {
 	fn   func(ctx context.Context, tx *meta.Tx) error
 	want string
 }
+
+// refusedAfterWriting appends a feed record ("undone") and then fails:
+// what it wrote must be undone, alone.
+var refusedAfterWriting = queuedWrite{fn: func(ctx context.Context, tx *meta.Tx) error {
+	if err := tx.AppendFeed(ctx, tagRecord("undone", 3)); err != nil {
+		return err
+	}
+	return errors.New("refused after writing")
+}, want: "refused after writing"}
 
 func tagRecord(tag string, n int64) meta.Record {
 	return meta.Record{Kind: meta.KindTag, Repo: "app", Tag: tag, Version: hlc.Version{Time: n, Region: "eastus"}, Created: time.Now()}
