@@ -169,8 +169,9 @@ func regionsWithout(t *testing.T, reg *up.Registry, repo, tag string, img image,
 				return fmt.Errorf("%s has %s:%s at %q (%d)", r.Name, repo, tag, got, resp.StatusCode)
 			}
 			if code, _ := asPeerWith(t, reg.Secret, "HEAD", r.URL+"/v2/"+repo+"/blobs/"+img.blobs[0].String()); code != 200 {
-				// What the region's replication says, for a failure seen
-				// once under the whole suite's load and not since.
+				// What the region's replication says: a region that had
+				// applied every record yet lacked the config is how a
+				// snapshot join leaving out on-demand configs showed.
 				var peers []string
 				for _, p := range regionStatus(t, r.URL).Peers {
 					peers = append(peers, fmt.Sprintf("%s: %s, applied %d of %d, parked %d, last error %q", p.Peer, p.State, p.Applied, p.Head, p.Parked, p.LastError))

@@ -101,7 +101,7 @@ func (b *Backend) path(key string) (string, error) {
 		return "", err
 	}
 	if id, name, ok := stagingName(key); ok {
-		return filepath.Join(b.root, stagingDir, id+"."+name), nil
+		return b.stagingFile(id, name), nil
 	}
 	return filepath.Join(b.root, filepath.FromSlash(key)), nil
 }

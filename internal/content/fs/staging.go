@@ -44,6 +44,11 @@ func stagingKey(file string) (string, bool) {
 	return stagingDir + "/" + file[:i] + "/" + file[i+1:], true
 }
 
+// stagingFile is the file of session id's object name.
+func (b *Backend) stagingFile(id, name string) string {
+	return filepath.Join(b.root, stagingDir, id+"."+name)
+}
+
 // legacyPath is where an earlier version staged key: its session's own
 // directory.
 func (b *Backend) legacyPath(key string) string {
@@ -82,7 +87,7 @@ func (b *Backend) inLegacySession(p string) bool {
 // a directory an earlier version made for it.
 func (b *Backend) deleteSession(id string) error {
 	for _, name := range []string{"data", "sealed"} {
-		if err := b.fsys.Remove(filepath.Join(b.root, stagingDir, id+"."+name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := b.fsys.Remove(b.stagingFile(id, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
