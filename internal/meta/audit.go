@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -22,13 +23,50 @@ type AuditEntry struct {
 }
 
 // AppendAudit adds e to the audit log, in the transaction of the change
-// it records.
+// it records. Entries are inserted at the transaction's end
+// (writeAudit), in the order they were added: on PostgreSQL one
+// statement for a whole batch of writes. Nothing in a write transaction
+// reads the log.
 func (tx *Tx) AppendAudit(ctx context.Context, e AuditEntry) error {
-	_, err := tx.exec(ctx, `
-		INSERT INTO audit (at, actor, action, repo, reference, digest, client, request_id, outcome, detail)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		e.At.UnixMilli(), e.Actor, e.Action, e.Repo, e.Reference, e.Digest, e.Client, e.RequestID, e.Outcome, e.Detail)
-	return err
+	tx.audits = append(tx.audits, e)
+	return nil
+}
+
+// writeAudit inserts the entries the transaction's writes added.
+func (tx *Tx) writeAudit(ctx context.Context) error {
+	if len(tx.audits) == 0 {
+		return nil
+	}
+	if tx.dialect == postgres {
+		n := len(tx.audits)
+		at := make([]int64, n)
+		actor, action, repo, ref, dgst, client, reqID, outcome, detail := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		for i, e := range tx.audits {
+			at[i], actor[i], action[i], repo[i], ref[i], dgst[i] = e.At.UnixMilli(), e.Actor, e.Action, e.Repo, e.Reference, e.Digest
+			client[i], reqID[i], outcome[i], detail[i] = e.Client, e.RequestID, e.Outcome, e.Detail
+		}
+		if _, err := tx.exec(ctx, `
+			INSERT INTO audit (at, actor, action, repo, reference, digest, client, request_id, outcome, detail)
+			SELECT e.at, e.actor, e.action, e.repo, e.reference, e.digest, e.client, e.request_id, e.outcome, e.detail
+			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+				WITH ORDINALITY AS e(at, actor, action, repo, reference, digest, client, request_id, outcome, detail, n)
+			ORDER BY e.n`,
+			at, actor, action, repo, ref, dgst, client, reqID, outcome, detail); err != nil {
+			return fmt.Errorf("write the audit log: %w", err)
+		}
+		tx.audits = nil
+		return nil
+	}
+	for _, e := range tx.audits {
+		if _, err := tx.exec(ctx, `
+			INSERT INTO audit (at, actor, action, repo, reference, digest, client, request_id, outcome, detail)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			e.At.UnixMilli(), e.Actor, e.Action, e.Repo, e.Reference, e.Digest, e.Client, e.RequestID, e.Outcome, e.Detail); err != nil {
+			return fmt.Errorf("write the audit log: %w", err)
+		}
+	}
+	tx.audits = nil
+	return nil
 }
 
 // Audit returns up to n entries at or after since, newest first.
@@ -56,6 +94,9 @@ func (db *DB) Audit(ctx context.Context, since time.Time, n int) ([]AuditEntry, 
 // PruneAudit removes entries older than before.
 func (tx *Tx) PruneAudit(ctx context.Context, before time.Time) error {
 	if err := tx.writesRegion("PruneAudit"); err != nil {
+		return err
+	}
+	if err := tx.writeAudit(ctx); err != nil { // entries added before it are pruned as if written
 		return err
 	}
 	_, err := tx.exec(ctx, `DELETE FROM audit WHERE at < $1`, before.UnixMilli())

@@ -163,6 +163,16 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 		return fail(err)
 	}
 	single := len(reqs) == 1
+	if !single {
+		scopes := make([]string, len(reqs)-1)
+		for i, r := range reqs[1:] {
+			scopes[i] = r.scope
+		}
+		if err := db.lockAhead(ctx, t, scopes); err != nil {
+			_ = tx.Rollback()
+			return fail(err)
+		}
+	}
 	ran := 0
 	open := false // a savepoint is set and not released (commit releases it)
 	for i, r := range reqs {
@@ -199,12 +209,14 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
 		open = true
-		ensured, summaries, appended, marked := maps.Clone(t.ensured), maps.Clone(t.summaries), len(t.feed), len(t.marks)
+		ensured, summaries, appended, marked, audited := maps.Clone(t.ensured), maps.Clone(t.summaries), len(t.feed), len(t.marks), len(t.audits)
 		if errs[i] = r.fn(t); errs[i] != nil {
-			// What it wrote is undone, its feed records and presence
-			// marks with it, and the repositories it recorded or whose
-			// summaries it changed are no longer noted.
+			// What it wrote is undone, its feed records, presence marks
+			// and audit entries with it, and the repositories it
+			// recorded or whose summaries it changed are no longer noted.
 			t.ensured, t.summaries, t.feed, t.marks = ensured, summaries, t.feed[:appended], t.marks[:marked]
+			t.audits = t.audits[:audited]
+			t.settingsRead = settingsRead{} // it may have read settings it wrote
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write"); err != nil {
 				_ = tx.Rollback()
 				return fail(fmt.Errorf("rollback to savepoint: %w", err))
@@ -220,7 +232,7 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	}
 	t.scope = ""
 	if db.dialect == sqlite {
-		if err := t.moveGenerations(ctx); err != nil {
+		if err := t.finish(ctx); err != nil {
 			_ = tx.Rollback()
 			return fail(err)
 		}

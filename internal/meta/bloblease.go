@@ -47,14 +47,32 @@ type BlobLease struct {
 }
 
 // leaseConn is the connection a PostgreSQL node holds its blob leases on
-// (advisory locks belong to a connection).
+// (advisory locks belong to a connection). Leases taken and released
+// while a request is out wait in a queue and go in the next request
+// together, one round trip for all of them (as writes share a batch:
+// batch.go), so concurrent pushes do not take turns at it.
 type leaseConn struct {
 	mu      sync.Mutex
+	queue   []*leaseOp
+	leading bool      // a goroutine runs the queue's requests
+	failed  time.Time // the last request that failed: none for leaseBackoff after
+
+	// The connection, the leading goroutine's (and Close's) under connMu.
+	connMu  sync.Mutex
 	conn    *sql.Conn
 	pid     int32
-	started int64     // the backend's start, in microseconds
-	failed  time.Time // the last request that failed: none for leaseBackoff after
+	started int64 // the backend's start, in microseconds
 }
+
+// leaseOp is a lease to take, or one to release, waiting for its request.
+type leaseOp struct {
+	l       *BlobLease
+	release bool
+	done    chan struct{}
+}
+
+// maxLeaseOps bounds the leases one request takes or releases.
+const maxLeaseOps = 512
 
 // leaseTimeout bounds each request on the lease connection; after a
 // failure leases are not asked for during leaseBackoff (links then ask
@@ -74,45 +92,153 @@ func (db *DB) LeaseBlob(ctx context.Context, d digest.Digest) *BlobLease {
 	if db.dialect != postgres {
 		return l
 	}
-	lc := &db.leases
-	lc.mu.Lock()
-	defer lc.mu.Unlock()
-	if time.Since(lc.failed) < leaseBackoff {
-		return l
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseTimeout)
-	defer cancel()
-	// Twice at most: a connection the database ended since its last use
-	// (a restart) fails once, and a new one is opened.
-	for range 2 {
-		if lc.conn == nil {
-			conn, err := db.w.Conn(ctx)
-			if err != nil {
-				lc.failed = time.Now()
-				return l
-			}
-			lc.conn = conn
-			if err := conn.QueryRowContext(ctx, `SELECT pid, (extract(epoch FROM backend_start) * 1000000)::int8
-				FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&lc.pid, &lc.started); err != nil {
-				lc.drop()
-				lc.failed = time.Now()
-				return l
-			}
-		}
-		var ok bool
-		if err := lc.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock_shared($1, $2)`, blobLeaseClass, l.key).Scan(&ok); err != nil {
-			lc.drop()
-			continue
-		}
-		l.pid, l.started, l.held = lc.pid, lc.started, ok
-		return l
-	}
-	lc.failed = time.Now()
+	db.leaseOp(&leaseOp{l: l})
 	return l
 }
 
+// Release ends the lease (once it is no longer needed: after the link
+// committed, or when the write failed).
+func (l *BlobLease) Release() {
+	if l == nil || !l.held {
+		return
+	}
+	l.db.leaseOp(&leaseOp{l: l, release: true})
+	l.held = false
+}
+
+// leaseOp queues op and waits until its request answered (bounded: a
+// request is bounded by leaseTimeout, two at most per op).
+func (db *DB) leaseOp(op *leaseOp) {
+	lc := &db.leases
+	op.done = make(chan struct{})
+	lc.mu.Lock()
+	if !op.release && time.Since(lc.failed) < leaseBackoff {
+		lc.mu.Unlock()
+		return // not held
+	}
+	lc.queue = append(lc.queue, op)
+	lead := !lc.leading
+	lc.leading = true
+	lc.mu.Unlock()
+	if lead {
+		go db.leadLeases()
+	}
+	<-op.done
+}
+
+// leadLeases runs the queue's requests until it is empty.
+func (db *DB) leadLeases() {
+	lc := &db.leases
+	for {
+		lc.mu.Lock()
+		n := min(len(lc.queue), maxLeaseOps)
+		if n == 0 {
+			lc.leading = false
+			lc.mu.Unlock()
+			return
+		}
+		ops := lc.queue[:n:n]
+		lc.queue = lc.queue[n:]
+		lc.mu.Unlock()
+		lc.connMu.Lock()
+		failed := db.runLeaseOps(ops)
+		lc.connMu.Unlock()
+		if failed {
+			lc.mu.Lock()
+			lc.failed = time.Now()
+			lc.mu.Unlock()
+		}
+		for _, op := range ops {
+			close(op.done)
+		}
+	}
+}
+
+// runLeaseOps takes and releases ops' leases in one request (connMu
+// held), and reports whether the database failed to answer: the leases
+// to take are then not held. Twice at most: a connection the database
+// ended since its last use (a restart) fails once, and a new one is
+// opened; a lease to release that was taken on a connection since gone
+// is gone with it.
+func (db *DB) runLeaseOps(ops []*leaseOp) bool {
+	lc := &db.leases
+	ctx, cancel := context.WithTimeout(context.Background(), leaseTimeout)
+	defer cancel()
+	for range 2 {
+		if lc.conn == nil {
+			if !db.openLeaseConn(ctx) {
+				return true
+			}
+		}
+		var keys []int32
+		var take []bool
+		var asked []*leaseOp
+		for _, op := range ops {
+			if op.release && (op.l.pid != lc.pid || op.l.started != lc.started) {
+				continue // the connection, and the lock, are gone already
+			}
+			keys, take, asked = append(keys, op.l.key), append(take, !op.release), append(asked, op)
+		}
+		if len(asked) == 0 {
+			return false
+		}
+		got, err := leaseRequest(ctx, lc.conn, keys, take)
+		if err != nil || len(got) != len(asked) {
+			lc.drop() // its locks go with it
+			continue
+		}
+		for i, op := range asked {
+			if !op.release {
+				op.l.pid, op.l.started, op.l.held = lc.pid, lc.started, got[i]
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// leaseRequest takes (take[i]) or releases each lease keys[i] on conn,
+// in order, in one statement, and returns each one's answer (taken,
+// released).
+func leaseRequest(ctx context.Context, conn *sql.Conn, keys []int32, take []bool) ([]bool, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT CASE WHEN r.take THEN pg_try_advisory_lock_shared($1, r.key)
+			ELSE pg_advisory_unlock_shared($1, r.key) END
+		FROM unnest($2::int4[], $3::bool[]) WITH ORDINALITY AS r(key, take, n) ORDER BY r.n`,
+		blobLeaseClass, keys, take)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []bool
+	for rows.Next() {
+		var ok bool
+		if err := rows.Scan(&ok); err != nil {
+			return nil, err
+		}
+		out = append(out, ok)
+	}
+	return out, rows.Err()
+}
+
+// openLeaseConn opens the lease connection and reads which backend it is
+// (connMu held); false when the database did not answer.
+func (db *DB) openLeaseConn(ctx context.Context) bool {
+	lc := &db.leases
+	conn, err := db.w.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	lc.conn = conn
+	if err := conn.QueryRowContext(ctx, `SELECT pid, (extract(epoch FROM backend_start) * 1000000)::int8
+		FROM pg_stat_activity WHERE pid = pg_backend_pid()`).Scan(&lc.pid, &lc.started); err != nil {
+		lc.drop()
+		return false
+	}
+	return true
+}
+
 // drop closes the lease connection, and with it every lease it held
-// (lc.mu held): links under them look at the content store.
+// (connMu held): links under them look at the content store.
 func (lc *leaseConn) drop() {
 	if lc.conn != nil {
 		// Not back to the pool: its locks go with it.
@@ -122,32 +248,16 @@ func (lc *leaseConn) drop() {
 	}
 }
 
-// Release ends the lease (once it is no longer needed: after the link
-// committed, or when the write failed).
-func (l *BlobLease) Release() {
-	if l == nil || !l.held {
-		return
-	}
-	l.held = false
-	lc := &l.db.leases
-	lc.mu.Lock()
-	defer lc.mu.Unlock()
-	if lc.conn == nil || lc.pid != l.pid || lc.started != l.started {
-		return // the connection, and the lock, are gone already
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), leaseTimeout)
-	defer cancel()
-	var ok bool
-	if err := lc.conn.QueryRowContext(ctx, `SELECT pg_advisory_unlock_shared($1, $2)`, blobLeaseClass, l.key).Scan(&ok); err != nil {
-		lc.drop() // its locks go with it
-	}
-}
-
 // BlobLeaseHolds reports whether l has held since it was taken, read in
 // the transaction (after its locks: a sweep that deleted the blob has
 // committed): always on SQLite (one node, whose own leases the sweep
 // checks); on PostgreSQL while the lease's connection still holds its
-// lock.
+// lock. The first call of a transaction reads every blob lease that
+// connection holds, in one query, and the later ones of the transaction
+// answer from it while it says held: a sweep is a region-wide write,
+// which cannot run while this transaction holds its locks, so a lease
+// held when read stays held for this transaction's purpose. One it did
+// not list (taken since, or on a new connection) is read again.
 func (tx *Tx) BlobLeaseHolds(ctx context.Context, l *BlobLease) (bool, error) {
 	if l == nil {
 		return false, nil
@@ -158,12 +268,39 @@ func (tx *Tx) BlobLeaseHolds(ctx context.Context, l *BlobLease) (bool, error) {
 	if !l.held {
 		return false, nil
 	}
-	var holds bool
-	err := tx.tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.locktype = 'advisory' AND l.pid = $1 AND l.classid::int8 = $2 AND l.objid::int8 = $3 AND l.objsubid = 2
-		AND l.mode = 'ShareLock' AND l.granted AND (extract(epoch FROM a.backend_start) * 1000000)::int8 = $4)`,
-		l.pid, blobLeaseClass, l.key, l.started).Scan(&holds)
-	return holds, err
+	h := &tx.leasesHeld
+	if h.pid == l.pid && h.started == l.started && h.keys[l.key] {
+		return true, nil
+	}
+	rows, err := tx.tx.QueryContext(ctx, `SELECT l.objid::int8 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.pid = $1 AND l.classid::int8 = $2 AND l.objsubid = 2
+		AND l.mode = 'ShareLock' AND l.granted AND (extract(epoch FROM a.backend_start) * 1000000)::int8 = $3`,
+		l.pid, blobLeaseClass, l.started)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	*h = leasesHeld{pid: l.pid, started: l.started, keys: map[int32]bool{}}
+	for rows.Next() {
+		var key int64
+		if err := rows.Scan(&key); err != nil {
+			return false, err
+		}
+		h.keys[int32(key)] = true
+	}
+	if err := rows.Err(); err != nil {
+		*h = leasesHeld{}
+		return false, err
+	}
+	return h.keys[l.key], nil
+}
+
+// leasesHeld is what a transaction read of the blob leases one node's
+// lease connection (pid, started) holds: their keys (BlobLeaseHolds).
+type leasesHeld struct {
+	pid     int32
+	started int64
+	keys    map[int32]bool
 }
 
 // NoBlobLease reports whether no node leases blob d, in the sweep's
@@ -181,7 +318,7 @@ func (tx *Tx) NoBlobLease(ctx context.Context, d digest.Digest) (bool, error) {
 
 // closeLeases ends every lease the node holds (Close).
 func (db *DB) closeLeases() {
-	db.leases.mu.Lock()
-	defer db.leases.mu.Unlock()
+	db.leases.connMu.Lock()
+	defer db.leases.connMu.Unlock()
 	db.leases.drop()
 }

@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -179,22 +180,42 @@ func (db *DB) BlobSize(ctx context.Context, repo string, d digest.Digest) (int64
 }
 
 // BlobSizes returns the sizes of those of ds linked in repo; a digest
-// missing from the result is not linked.
+// missing from the result is not linked. One query for all of them.
 func (tx *Tx) BlobSizes(ctx context.Context, repo string, ds []digest.Digest) (map[digest.Digest]int64, error) {
 	out := make(map[digest.Digest]int64, len(ds))
-	for _, d := range ds {
-		var size int64
-		err := tx.queryRow(ctx,
-			`SELECT size FROM blobs WHERE repo = $1 AND digest = $2`, repo, d.String()).Scan(&size)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return nil, err
-		default:
-			out[d] = size
-		}
+	if len(ds) == 0 {
+		return out, nil
 	}
-	return out, nil
+	in, list := tx.digestIn(ds)
+	rows, err := tx.query(ctx, `SELECT digest, size FROM blobs WHERE repo = $1 AND digest IN `+in, repo, list)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d string
+		var size int64
+		if err := rows.Scan(&d, &size); err != nil {
+			return nil, err
+		}
+		out[digest.Digest(d)] = size
+	}
+	return out, rows.Err()
+}
+
+// digestIn renders ds as the second argument of a query ($2) that a
+// column is IN: on PostgreSQL an array, on SQLite a JSON array (one
+// statement whatever the number of digests, so one prepared statement).
+func (tx *Tx) digestIn(ds []digest.Digest) (in string, list any) {
+	strs := make([]string, len(ds))
+	for i, d := range ds {
+		strs[i] = d.String()
+	}
+	if tx.dialect == postgres {
+		return `(SELECT unnest($2::text[]))`, strs
+	}
+	b, _ := json.Marshal(strs)
+	return `(SELECT value FROM json_each($2))`, string(b)
 }
 
 // RepositoryWithBlob returns a repository holding blob d, preferring

@@ -114,15 +114,6 @@ func (db *DB) SettingRecord(ctx context.Context, kind, name string) (*Setting, e
 	return settingRecord(ctx, db.r, kind, name)
 }
 
-// Setting returns a live setting in the transaction, or ErrNotFound.
-func (tx *Tx) Setting(ctx context.Context, kind, name string) (*Setting, error) {
-	s, err := settingRecord(ctx, tx.tx, kind, name)
-	if err == nil && s.Deleted {
-		return nil, ErrNotFound
-	}
-	return s, err
-}
-
 func settingRecord(ctx context.Context, q queryer, kind, name string) (*Setting, error) {
 	s := &Setting{Kind: kind, Name: name}
 	var value string

@@ -38,13 +38,47 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 		return false, err
 	}
 	tx.summaryChanged(m.Repo)
-	prev, prevDeleted, err := tx.ManifestVersion(ctx, m.Repo, m.Digest)
-	exists := err == nil
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return false, err
+	ann := ""
+	if len(m.Annotations) > 0 {
+		b, _ := json.Marshal(m.Annotations)
+		ann = string(b)
 	}
-	if exists && !prev.Less(m.Version) {
-		return false, nil
+	args := []any{m.Repo, m.Digest.String(), m.MediaType, m.Size, m.Payload, m.Subject.String(), m.ArtifactType, ann,
+		m.Created.UnixMilli(), m.Version.Time, m.Version.Region}
+	var prev hlc.Version
+	var exists, prevDeleted bool
+	if tx.dialect == postgres {
+		// One round trip: the row before (prev reads the statement's
+		// snapshot, from before the upsert) and the upsert, which stores
+		// only over an older row.
+		var t sql.NullInt64
+		var origin sql.NullString
+		var del sql.NullInt64
+		var stored int
+		if err := tx.queryRow(ctx, `WITH prev AS (
+				SELECT version, origin, deleted FROM manifests WHERE repo = $1 AND digest = $2
+			), put AS (`+putManifest+` WHERE `+newerWins("manifests")+` RETURNING 1)
+			SELECT p.version, p.origin, p.deleted, (SELECT COUNT(*) FROM put) FROM (SELECT 1) AS one LEFT JOIN prev p ON true`,
+			args...).Scan(&t, &origin, &del, &stored); err != nil {
+			return false, err
+		}
+		exists, prev, prevDeleted = t.Valid, hlc.Version{Time: t.Int64, Region: origin.String}, del.Int64 != 0
+		if stored == 0 {
+			return false, nil
+		}
+	} else {
+		var err error
+		prev, prevDeleted, err = tx.ManifestVersion(ctx, m.Repo, m.Digest)
+		exists = err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return false, err
+		}
+		if exists && !prev.Less(m.Version) {
+			return false, nil
+		}
+		if _, err := tx.exec(ctx, putManifest, args...); err != nil {
+			return false, err
+		}
 	}
 	if err := tx.EnsureRepository(ctx, m.Repo, m.Created); err != nil {
 		return false, err
@@ -54,23 +88,6 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 		// new or revived manifest is in no cache.
 		tx.changed(m.Repo)
 	}
-	ann := ""
-	if len(m.Annotations) > 0 {
-		b, _ := json.Marshal(m.Annotations)
-		ann = string(b)
-	}
-	_, err = tx.exec(ctx, `
-		INSERT INTO manifests (repo, digest, media_type, size, payload, subject, artifact_type, annotations, created_at, version, origin, deleted)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)
-		ON CONFLICT (repo, digest) DO UPDATE SET
-			media_type = excluded.media_type, size = excluded.size, payload = excluded.payload,
-			subject = excluded.subject, artifact_type = excluded.artifact_type, annotations = excluded.annotations,
-			version = excluded.version, origin = excluded.origin, deleted = 0`,
-		m.Repo, m.Digest.String(), m.MediaType, m.Size, m.Payload, m.Subject.String(), m.ArtifactType, ann,
-		m.Created.UnixMilli(), m.Version.Time, m.Version.Region)
-	if err != nil {
-		return false, err
-	}
 	if exists && prevDeleted {
 		// Live again (a restore is a push): nothing kept to restore.
 		if err := tx.forgetDeleted(ctx, m.Repo, m.Digest); err != nil {
@@ -79,6 +96,16 @@ func (tx *Tx) PutManifest(ctx context.Context, m *Manifest) (bool, error) {
 	}
 	return !exists || prevDeleted, nil
 }
+
+// putManifest stores a manifest's row over the one there (PutManifest
+// decides whether it may).
+const putManifest = `
+		INSERT INTO manifests (repo, digest, media_type, size, payload, subject, artifact_type, annotations, created_at, version, origin, deleted)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)
+		ON CONFLICT (repo, digest) DO UPDATE SET
+			media_type = excluded.media_type, size = excluded.size, payload = excluded.payload,
+			subject = excluded.subject, artifact_type = excluded.artifact_type, annotations = excluded.annotations,
+			version = excluded.version, origin = excluded.origin, deleted = 0`
 
 // RaiseManifestVersion moves a live manifest's version forward to v when
 // v is newer: a peer's record of a push of a manifest held here already
@@ -134,21 +161,27 @@ func getManifest(ctx context.Context, q queryer, repo string, d digest.Digest) (
 	return m, nil
 }
 
-// ManifestsExist returns which of ds are live manifests in repo.
+// ManifestsExist returns which of ds are live manifests in repo, in one
+// query.
 func (tx *Tx) ManifestsExist(ctx context.Context, repo string, ds []digest.Digest) (map[digest.Digest]bool, error) {
 	out := make(map[digest.Digest]bool, len(ds))
-	for _, d := range ds {
-		var n int
-		if err := tx.queryRow(ctx,
-			`SELECT COUNT(*) FROM manifests WHERE repo = $1 AND digest = $2 AND deleted = 0`,
-			repo, d.String()).Scan(&n); err != nil {
+	if len(ds) == 0 {
+		return out, nil
+	}
+	in, list := tx.digestIn(ds)
+	rows, err := tx.query(ctx, `SELECT digest FROM manifests WHERE repo = $1 AND deleted = 0 AND digest IN `+in, repo, list)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
 			return nil, err
 		}
-		if n > 0 {
-			out[d] = true
-		}
+		out[digest.Digest(d)] = true
 	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // DeleteManifest turns a live manifest into a tombstone at version v and

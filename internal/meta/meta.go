@@ -423,8 +423,8 @@ type Tx struct {
 	// changedRepos are the repositories whose tags or manifests this
 	// transaction changes (PostgreSQL: other nodes are told at commit).
 	changedRepos map[string]struct{}
-	ensured      map[string]struct{} // repositories recorded (EnsureRepository)
-	change       uint64              // this node's number of the change notified at commit (lease.go)
+	ensured      map[string]int64 // repositories recorded, when (EnsureRepository)
+	change       uint64           // this node's number of the change notified at commit (lease.go)
 	// scope is the repository the running write may write ("": any;
 	// scope.go); exclusive is set once the transaction holds the
 	// region's lock exclusive, held names the repositories whose locks
@@ -432,9 +432,15 @@ type Tx struct {
 	scope     string
 	exclusive bool
 	held      map[string]bool
-	feed      []Record      // PostgreSQL: appended, numbered at the end (sequence)
-	marks     []pendingMark // PostgreSQL: presence marks of feed records numbered at the end
-	lastSeq   int64         // SQLite: the seq of the last feed record appended
+	busy      map[string]bool // repositories whose locks another transaction held (lockAhead)
+	// settingsRead is what the transaction read of the settings, kept
+	// until it writes one (settings.go).
+	settingsRead settingsRead
+	leasesHeld   leasesHeld    // the blob leases read held (bloblease.go)
+	audits       []AuditEntry  // added, inserted at the end (audit.go)
+	feed         []Record      // PostgreSQL: appended, numbered at the end (sequence)
+	marks        []pendingMark // PostgreSQL: presence marks of feed records numbered at the end
+	lastSeq      int64         // SQLite: the seq of the last feed record appended
 	// bound, when set, is the context every statement runs under in
 	// place of the one its write passes (SQLite: batch.go).
 	bound context.Context
@@ -473,7 +479,7 @@ func (db *DB) end(ctx context.Context, t *Tx) error {
 	if err := t.notifyChanges(ctx, db.lst); err != nil {
 		return err
 	}
-	if err := t.moveGenerations(ctx); err != nil {
+	if err := t.finish(ctx); err != nil {
 		return err
 	}
 	return db.sequence(ctx, t)
@@ -522,7 +528,8 @@ func (tx *Tx) Purge(ctx context.Context) error {
 		return err
 	}
 	tx.changed(allRepositories)
-	tx.ensured = nil
+	tx.ensured, tx.audits = nil, nil
+	tx.settingsRead = settingsRead{}
 	for _, table := range []string{"repositories", "blobs", "blob_tombstones", "parked", "manifests", "tags", "uploads", "feed", "presence", "peer_applied", "peer_cursors", "settings", "webhook_deliveries", "everywhere_pending", "audit", "peer_status", "import_jobs", "local_keys", "repo_gens", "traffic"} {
 		if _, err := tx.exec(ctx, "DELETE FROM "+table); err != nil {
 			return fmt.Errorf("purge %s: %w", table, err)

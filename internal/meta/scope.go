@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/georeg/georeg/internal/hlc"
@@ -102,6 +103,11 @@ func (tx *Tx) writesRegion(what string) error {
 // (then NULL when a lock is taken by another transaction), and returns
 // the region's newest version.
 //
+// georeg_try_locks tries the locks of repositories repos (with the
+// region's lock held shared already) and returns, for each, 't' when it
+// is held or 'f' when another transaction holds it, and the region's
+// newest version.
+//
 // georeg_sequence takes the feed sequencer (when take), records the
 // node's newest version hlc, notifies the feed's listeners (when notify)
 // and returns the feed's largest number.
@@ -122,6 +128,17 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	RETURN COALESCE((SELECT value FROM region_state WHERE name = 'hlc'), 0);
+END $$`, `
+CREATE OR REPLACE FUNCTION georeg_try_locks(class integer, repos integer[], OUT taken text, OUT hlc bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	k integer;
+BEGIN
+	taken := '';
+	FOREACH k IN ARRAY repos LOOP
+		taken := taken || CASE WHEN pg_try_advisory_xact_lock(class, k) THEN 't' ELSE 'f' END;
+	END LOOP;
+	hlc := COALESCE((SELECT value FROM region_state WHERE name = 'hlc'), 0);
 END $$`, `
 CREATE OR REPLACE FUNCTION georeg_sequence(sequencer bigint, take boolean, hlc bigint, channel text, notify boolean) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
@@ -149,6 +166,9 @@ func (db *DB) lock(ctx context.Context, t *Tx, scope string, wait bool) (bool, e
 	if db.dialect != postgres || t.exclusive || (scope != "" && t.held[scope]) {
 		return true, nil
 	}
+	if scope != "" && t.busy[scope] {
+		return false, nil // lockAhead found it taken
+	}
 	var repo *int32
 	if scope != "" {
 		k := repoLockKey(scope)
@@ -175,6 +195,55 @@ func (db *DB) lock(ctx context.Context, t *Tx, scope string, wait bool) (bool, e
 		db.clock.Observe(hlc.Version{Time: last.Int64})
 	}
 	return true, nil
+}
+
+// lockAhead tries, in one round trip, the locks of every repository in
+// scopes that t does not hold yet (PostgreSQL; t holds the region's lock
+// shared: its first write was a repository's). A lock another
+// transaction holds is noted busy: lock then reports it taken without
+// asking again, and its writes run in the next batch. Region-wide
+// scopes ("") are left to lock.
+func (db *DB) lockAhead(ctx context.Context, t *Tx, scopes []string) error {
+	if db.dialect != postgres || t.exclusive {
+		return nil
+	}
+	var names []string
+	var keys []int32
+	for _, scope := range scopes {
+		if scope == "" || t.held[scope] || slices.Contains(names, scope) {
+			continue
+		}
+		names, keys = append(names, scope), append(keys, repoLockKey(scope))
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	var taken string
+	var last int64
+	if err := t.tx.QueryRowContext(ctx, `SELECT taken, hlc FROM georeg_try_locks($1, $2)`,
+		int32(repoLockClass), keys).Scan(&taken, &last); err != nil {
+		return fmt.Errorf("take the write locks: %w", err)
+	}
+	if len(taken) != len(names) {
+		return fmt.Errorf("take the write locks: %d answers for %d locks", len(taken), len(names))
+	}
+	for i, name := range names {
+		if taken[i] == 't' {
+			if t.held == nil {
+				t.held = map[string]bool{}
+			}
+			t.held[name] = true
+			continue
+		}
+		if t.busy == nil {
+			t.busy = map[string]bool{}
+		}
+		t.busy[name] = true
+	}
+	if db.clock != nil {
+		db.clock.Observe(hlc.Version{Time: last})
+	}
+	return nil
 }
 
 // sequence numbers and inserts the feed records t holds, after the
@@ -217,14 +286,37 @@ func (db *DB) sequence(ctx context.Context, t *Tx) error {
 	if err != nil {
 		return fmt.Errorf("append to the feed: %w", err)
 	}
+	return markPresence(ctx, t, seq)
+}
+
+// markPresence sets the feed number of each of t's presence marks, now
+// that its records are numbered from seq+1, in one statement: a row
+// marked already keeps its number, and of two marks of one row the first
+// counts (as one statement each, in order, would have it).
+func markPresence(ctx context.Context, t *Tx, seq int64) error {
+	var repo, dgst, region []string
+	var at []int64
+	seen := map[pendingMark]bool{}
 	for _, m := range t.marks {
 		if m.record == 0 {
 			continue // no record appended before it: no mark
 		}
-		if _, err := t.tx.ExecContext(ctx, `UPDATE presence SET seq = $4 WHERE repo = $1 AND digest = $2 AND region = $3 AND seq = 0`,
-			m.repo, m.digest, m.region, seq+int64(m.record)); err != nil {
-			return fmt.Errorf("mark presence: %w", err)
+		row := pendingMark{repo: m.repo, digest: m.digest, region: m.region}
+		if seen[row] {
+			continue
 		}
+		seen[row] = true
+		repo, dgst, region, at = append(repo, m.repo), append(dgst, m.digest), append(region, m.region), append(at, seq+int64(m.record))
+	}
+	if len(repo) == 0 {
+		return nil
+	}
+	_, err := t.tx.ExecContext(ctx, `UPDATE presence p SET seq = m.seq
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS m(repo, digest, region, seq)
+		WHERE p.repo = m.repo AND p.digest = m.digest AND p.region = m.region AND p.seq = 0`,
+		repo, dgst, region, at)
+	if err != nil {
+		return fmt.Errorf("mark presence: %w", err)
 	}
 	return nil
 }

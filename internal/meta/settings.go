@@ -3,6 +3,9 @@ package meta
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/georeg/georeg/internal/hlc"
@@ -27,6 +30,7 @@ func (tx *Tx) PutSetting(ctx context.Context, s Setting) (bool, error) {
 	if err := tx.writesRegion("PutSetting"); err != nil {
 		return false, err
 	}
+	tx.settingsRead = settingsRead{}
 	del, value := 0, string(s.Value)
 	if s.Deleted {
 		del, value = 1, ""
@@ -62,9 +66,83 @@ func (db *DB) Settings(ctx context.Context, kind string, all bool) ([]Setting, e
 }
 
 // Settings lists the live settings of kind inside the transaction, so a
-// change and what it reads of the configuration are one view.
+// change and what it reads of the configuration are one view. What a
+// transaction read of the settings it keeps until it writes a setting:
+// settings are written only by region-wide writes, which no other
+// transaction runs while this one holds its locks (scope.go), so a batch
+// of pushes reads the webhooks once (batch.go).
 func (tx *Tx) Settings(ctx context.Context, kind string) ([]Setting, error) {
-	return settings(ctx, tx.tx, kind, false)
+	if got, ok := tx.settingsRead.lists[kind]; ok {
+		return slices.Clone(got), nil
+	}
+	got, err := settings(ctx, tx.tx, kind, false)
+	if err != nil {
+		return nil, err
+	}
+	if tx.settingsRead.lists == nil {
+		tx.settingsRead.lists = map[string][]Setting{}
+	}
+	tx.settingsRead.lists[kind] = got
+	return slices.Clone(got), nil
+}
+
+// SettingsNamed returns the live settings of kind among names, by name,
+// in one query (names not there, or tombstones, are left out).
+func (tx *Tx) SettingsNamed(ctx context.Context, kind string, names ...string) (map[string]*Setting, error) {
+	out := map[string]*Setting{}
+	var ask []any
+	var in []string
+	for _, name := range names {
+		if s, ok := tx.settingsRead.named[[2]string{kind, name}]; ok {
+			if s != nil {
+				out[name] = s
+			}
+			continue
+		}
+		if slices.ContainsFunc(ask, func(a any) bool { return a == any(name) }) {
+			continue
+		}
+		ask = append(ask, name)
+		in = append(in, fmt.Sprintf("$%d", len(ask)+1))
+	}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	rows, err := tx.query(ctx, `SELECT name, value, version, origin, updated_at, deleted FROM settings
+		WHERE kind = $1 AND name IN (`+strings.Join(in, ", ")+`)`, append([]any{kind}, ask...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if tx.settingsRead.named == nil {
+		tx.settingsRead.named = map[[2]string]*Setting{}
+	}
+	for _, name := range ask {
+		tx.settingsRead.named[[2]string{kind, name.(string)}] = nil
+	}
+	for rows.Next() {
+		s := &Setting{Kind: kind}
+		var value string
+		var updated, del int64
+		if err := rows.Scan(&s.Name, &value, &s.Version.Time, &s.Version.Region, &updated, &del); err != nil {
+			return nil, err
+		}
+		s.Value, s.Updated, s.Deleted = json.RawMessage(value), time.UnixMilli(updated), del != 0
+		if s.Deleted {
+			continue
+		}
+		tx.settingsRead.named[[2]string{kind, s.Name}] = s
+		out[s.Name] = s
+	}
+	return out, rows.Err()
+}
+
+// settingsRead is what a transaction read of the settings (Settings,
+// SettingsNamed): the lists of live settings by kind, and live settings
+// by kind and name (nil: none).
+type settingsRead struct {
+	lists map[string][]Setting
+	named map[[2]string]*Setting
 }
 
 func settings(ctx context.Context, q queryer, kind string, all bool) ([]Setting, error) {

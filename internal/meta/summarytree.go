@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"sync"
 )
@@ -293,8 +294,17 @@ func (tx *Tx) summaryChanged(repo string) {
 }
 
 // moveGenerations moves the generation of every repository whose summary
-// the transaction changed (at its end, once per repository).
+// the transaction changed (at its end, once per repository; on
+// PostgreSQL in one statement).
 func (tx *Tx) moveGenerations(ctx context.Context) error {
+	if tx.dialect == postgres && len(tx.summaries) > 0 {
+		if _, err := tx.exec(ctx, `INSERT INTO repo_gens (repo, gen) SELECT unnest($1::text[]), 1
+			ON CONFLICT (repo) DO UPDATE SET gen = repo_gens.gen + 1`, slices.Collect(maps.Keys(tx.summaries))); err != nil {
+			return err
+		}
+		tx.summaries = nil
+		return nil
+	}
 	for repo := range tx.summaries {
 		if _, err := tx.exec(ctx, `INSERT INTO repo_gens (repo, gen) VALUES ($1, 1)
 			ON CONFLICT (repo) DO UPDATE SET gen = repo_gens.gen + 1`, repo); err != nil {
@@ -303,4 +313,17 @@ func (tx *Tx) moveGenerations(ctx context.Context) error {
 	}
 	tx.summaries = nil
 	return nil
+}
+
+// finish writes what the transaction's writes left for its end: the
+// repositories they recorded, their audit entries and their summaries'
+// generations.
+func (tx *Tx) finish(ctx context.Context) error {
+	if err := tx.recordRepositories(ctx); err != nil {
+		return err
+	}
+	if err := tx.writeAudit(ctx); err != nil {
+		return err
+	}
+	return tx.moveGenerations(ctx)
 }

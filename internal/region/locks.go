@@ -51,13 +51,18 @@ func LockName(repo, tag string) string {
 // locks returns the repository's and the tag's lock ("" tag: none), read
 // in tx; nil when there is none.
 func locks(ctx context.Context, tx *meta.Tx, repo, tag string) (repoLock, tagLock *Lock, err error) {
+	names := []string{repo}
+	if tag != "" {
+		names = append(names, LockName(repo, tag))
+	}
+	got, err := tx.SettingsNamed(ctx, LockKind, names...)
+	if err != nil {
+		return nil, nil, err
+	}
 	read := func(name string) (*Lock, error) {
-		s, err := tx.Setting(ctx, LockKind, name)
-		if isNotFound(err) {
+		s := got[name]
+		if s == nil {
 			return nil, nil
-		}
-		if err != nil {
-			return nil, err
 		}
 		var l Lock
 		if err := json.Unmarshal(s.Value, &l); err != nil {
