@@ -120,6 +120,10 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// maxIdleConns bounds the connections to the object store kept open
+// between requests.
+const maxIdleConns = 256
+
 // Backend keeps each key as an object.
 type Backend struct {
 	cfg       Config
@@ -143,8 +147,12 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	u, _ := url.Parse(cfg.Endpoint)
+	// Connections to the one endpoint are kept for as many requests as a
+	// node runs at once (100 concurrent small pushes are 100 PUTs): with
+	// fewer kept, every burst dialed most of its connections again, a
+	// tenth of a node's CPU in small pushes (docs/performance.md).
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 32
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = maxIdleConns, maxIdleConns
 	opts := &minio.Options{Secure: u.Scheme == "https", Region: cfg.Region, BucketLookup: minio.BucketLookupPath, Transport: tr}
 	if cfg.AccessKey != "" {
 		opts.Creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
