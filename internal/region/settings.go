@@ -21,7 +21,8 @@ func (r *Region) PutSetting(ctx context.Context, kind, name string, value json.R
 	if !json.Valid(value) {
 		return hlc.Version{}, fmt.Errorf("setting %s/%s: value is not JSON", kind, name)
 	}
-	return r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value})
+	v, _, err := r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value}, "")
+	return v, err
 }
 
 // DefaultVersion is the version of a default setting proposed at now
@@ -42,8 +43,24 @@ func (r *Region) PutDefaultSetting(ctx context.Context, kind, name string, value
 	if !json.Valid(value) {
 		return fmt.Errorf("setting %s/%s: value is not JSON", kind, name)
 	}
-	_, err := r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value, Version: DefaultVersion(r.Name(), r.now())})
+	_, _, err := r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value, Version: DefaultVersion(r.Name(), r.now())}, "default")
 	return err
+}
+
+// PutSettingAfter sets kind/name to value at the least version after
+// read, the version of the value it was derived from: it wins over that
+// value, and loses to every write of kind/name made since in any region
+// (their versions are past read). For a change a region makes on its
+// own account from what it read (its Ready mark), so that an admin's
+// change of the same setting made meanwhile elsewhere is never undone by
+// it. It reports whether the value was stored (false: a newer write is
+// here already; read again).
+func (r *Region) PutSettingAfter(ctx context.Context, kind, name string, value json.RawMessage, read hlc.Version) (bool, error) {
+	if !json.Valid(value) {
+		return false, fmt.Errorf("setting %s/%s: value is not JSON", kind, name)
+	}
+	_, won, err := r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Value: value, Version: hlc.Version{Time: read.Time + 1, Region: r.Name()}}, "")
+	return won, err
 }
 
 // DeleteSetting deletes kind/name (a tombstone); NAME_UNKNOWN when there is
@@ -52,26 +69,26 @@ func (r *Region) DeleteSetting(ctx context.Context, kind, name string) (hlc.Vers
 	if _, err := r.db.Setting(ctx, kind, name); isNotFound(err) {
 		return hlc.Version{}, notSet(kind, name)
 	}
-	return r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Deleted: true})
+	v, _, err := r.writeSetting(ctx, meta.Setting{Kind: kind, Name: name, Deleted: true}, "")
+	return v, err
 }
 
-// writeSetting stores s, its audit entry and its feed record in one
-// transaction, at a new version of the clock; or, a default
-// (PutDefaultSetting: s.Version set), at that version and only if nothing
-// newer is held.
-func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version, error) {
+// writeSetting stores s, its audit entry (with detail) and its feed
+// record in one transaction, at a new version of the clock; or, with
+// s.Version set (PutDefaultSetting, PutSettingAfter), at that version
+// and only if nothing newer is held. It reports whether s was stored.
+func (r *Region) writeSetting(ctx context.Context, s meta.Setting, detail string) (hlc.Version, bool, error) {
 	var pinnedRepo, pinnedTag string
-	isDefault, detail := !s.Version.IsZero(), ""
-	if isDefault {
-		detail = "default"
-	}
+	versioned := !s.Version.IsZero() // else a new version, which always wins
+	won := false
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
-		if !isDefault {
+		if !versioned {
 			s.Version = r.clock.Now()
 		}
 		s.Updated = r.now()
-		won, err := tx.PutSetting(ctx, s)
-		if err != nil || (isDefault && !won) {
+		var err error
+		won, err = tx.PutSetting(ctx, s)
+		if err != nil || (versioned && !won) {
 			return err
 		}
 		if pinnedRepo, pinnedTag, err = r.pinLock(ctx, tx, s); err != nil {
@@ -89,14 +106,17 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting) (hlc.Version,
 		return r.record(ctx, tx, meta.KindSetting, "", "", s.Name, s.Kind, 0, s.Version)
 	})
 	if err != nil {
-		return hlc.Version{}, err
+		return hlc.Version{}, false, err
+	}
+	if versioned && !won {
+		return s.Version, false, nil // nothing written
 	}
 	r.feed.notify()
 	if pinnedTag != "" {
 		r.cache.invalidate(pinnedRepo, "", pinnedTag)
 	}
 	r.settingChanged(s)
-	return s.Version, nil
+	return s.Version, true, nil
 }
 
 // settingChanged drops what this node keeps of a setting it just wrote

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
@@ -190,4 +191,52 @@ func TestALockWinsOverATagDeleteMadeBeforeItArrived(t *testing.T) {
 	if !ocierr.Denied.Is(err) || !strings.Contains(err.Error(), "--delete-enabled true") {
 		t.Fatalf("deleting the image the lock pins: %v, want DENIED naming --delete-enabled true", err)
 	}
+}
+
+// TestASettingARegionDerivesFromWhatItReadLosesToAChangeMadeMeanwhile: a
+// region marks its own replica setting Ready from the value it read
+// (PutSettingAfter); an admin's change of that setting made meanwhile in
+// another region, after the value read but not yet applied here, must
+// win over the mark everywhere (it is the later write), and a stale copy
+// of the value read must not undo the mark.
+func TestASettingARegionDerivesFromWhatItReadLosesToAChangeMadeMeanwhile(t *testing.T) {
+	ctx := t.Context()
+	r := open(t, t.TempDir(), 0)
+	defer r.Close()
+	const kind, name = "replica", "westeurope"
+	value := func(s string) json.RawMessage { return json.RawMessage(s) }
+	read, err := r.PutSetting(ctx, kind, name, value(`{"endpoint":"http://w","regionEndpointEnabled":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The admin's change in another region: after the value read (its
+	// clock has seen it), a few milliseconds later.
+	admins := meta.Setting{Kind: kind, Name: name, Value: value(`{"endpoint":"http://w","regionEndpointEnabled":false}`),
+		Version: hlc.Version{Time: read.Time + 2, Region: "southeastasia"}}
+	time.Sleep(5 * time.Millisecond) // this region's clock moves on meanwhile
+	stored, err := r.PutSettingAfter(ctx, kind, name, value(`{"endpoint":"http://w","regionEndpointEnabled":true,"ready":true}`), read)
+	if err != nil || !stored {
+		t.Fatalf("the mark: stored %v, %v", stored, err)
+	}
+	holds := func(want string) {
+		t.Helper()
+		s, err := r.Setting(ctx, kind, name)
+		if err != nil || string(s.Value) != want {
+			t.Fatalf("the setting holds %s (%v), want %s", s.Value, err, want)
+		}
+	}
+	stale := meta.Setting{Kind: kind, Name: name, Value: value(`{"endpoint":"http://w","regionEndpointEnabled":true}`), Version: read}
+	if err := r.ApplySetting(ctx, "southeastasia", 1, stale); err != nil {
+		t.Fatal(err)
+	}
+	holds(`{"endpoint":"http://w","regionEndpointEnabled":true,"ready":true}`)
+	if err := r.ApplySetting(ctx, "southeastasia", 2, admins); err != nil {
+		t.Fatal(err)
+	}
+	holds(string(admins.Value)) // the mark lost: the admin's change stands
+	stored, err = r.PutSettingAfter(ctx, kind, name, value(`{"ready":true}`), read)
+	if err != nil || stored {
+		t.Fatalf("a mark derived from a value since replaced: stored %v, %v", stored, err)
+	}
+	holds(string(admins.Value))
 }

@@ -250,9 +250,17 @@ func (p *Replicator) announceReady(ctx context.Context) bool {
 	}
 	v.Ready = true
 	value, _ := json.Marshal(v)
-	if _, err := p.region.PutSetting(ctx, ReplicaKind, p.region.Name(), value); err != nil {
+	// At the least version after the one read: an admin's change of this
+	// setting made meanwhile in another region (a new endpoint, routing
+	// off) wins over the mark and is kept; the next round reads it and
+	// marks it again.
+	stored, err := p.region.PutSettingAfter(ctx, ReplicaKind, p.region.Name(), value, s.Version)
+	if err != nil {
 		p.log.WarnContext(ctx, "announce ready", "error", err)
 		return false
+	}
+	if !stored {
+		return false // changed since it was read: marked next round
 	}
 	p.log.InfoContext(ctx, "region is Ready: it has caught up with every region")
 	return true
