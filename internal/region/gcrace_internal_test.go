@@ -23,6 +23,15 @@ type commitHook struct {
 	after func()
 }
 
+// Close closes the backend it wraps: the region closes its store's
+// backend, whose kept connections would otherwise outlive the test.
+func (h *commitHook) Close() error {
+	if c, ok := h.Backend.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 func (h *commitHook) Writer(ctx context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
 	w, err := h.Backend.Writer(ctx, key, opts)
 	return &hookedWriter{Writer: w, h: h}, err
