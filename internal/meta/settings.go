@@ -90,36 +90,30 @@ func (tx *Tx) Settings(ctx context.Context, kind string) ([]Setting, error) {
 // in one query (names not there, or tombstones, are left out).
 func (tx *Tx) SettingsNamed(ctx context.Context, kind string, names ...string) (map[string]*Setting, error) {
 	out := map[string]*Setting{}
-	var ask []any
-	var in []string
+	var ask []string
 	for _, name := range names {
 		if s, ok := tx.settingsRead.named[[2]string{kind, name}]; ok {
 			if s != nil {
 				out[name] = s
 			}
-			continue
+		} else if !slices.Contains(ask, name) {
+			ask = append(ask, name)
 		}
-		if slices.ContainsFunc(ask, func(a any) bool { return a == any(name) }) {
-			continue
-		}
-		ask = append(ask, name)
-		in = append(in, fmt.Sprintf("$%d", len(ask)+1))
 	}
 	if len(ask) == 0 {
 		return out, nil
 	}
+	args, in := []any{kind}, make([]string, len(ask))
+	for i, name := range ask {
+		args, in[i] = append(args, name), fmt.Sprintf("$%d", i+2)
+	}
 	rows, err := tx.query(ctx, `SELECT name, value, version, origin, updated_at, deleted FROM settings
-		WHERE kind = $1 AND name IN (`+strings.Join(in, ", ")+`)`, append([]any{kind}, ask...)...)
+		WHERE kind = $1 AND name IN (`+strings.Join(in, ", ")+`)`, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	if tx.settingsRead.named == nil {
-		tx.settingsRead.named = map[[2]string]*Setting{}
-	}
-	for _, name := range ask {
-		tx.settingsRead.named[[2]string{kind, name.(string)}] = nil
-	}
+	found := map[string]*Setting{}
 	for rows.Next() {
 		s := &Setting{Kind: kind}
 		var value string
@@ -128,13 +122,24 @@ func (tx *Tx) SettingsNamed(ctx context.Context, kind string, names ...string) (
 			return nil, err
 		}
 		s.Value, s.Updated, s.Deleted = json.RawMessage(value), time.UnixMilli(updated), del != 0
-		if s.Deleted {
-			continue
+		if !s.Deleted {
+			found[s.Name] = s
 		}
-		tx.settingsRead.named[[2]string{kind, s.Name}] = s
-		out[s.Name] = s
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if tx.settingsRead.named == nil {
+		tx.settingsRead.named = map[[2]string]*Setting{}
+	}
+	for _, name := range ask {
+		s := found[name] // nil: none
+		tx.settingsRead.named[[2]string{kind, name}] = s
+		if s != nil {
+			out[name] = s
+		}
+	}
+	return out, nil
 }
 
 // settingsRead is what a transaction read of the settings (Settings,
