@@ -72,6 +72,39 @@ func TestABatchRecordsTheRepositoriesOfTheWritesItKeeps(t *testing.T) {
 	})
 }
 
+// TestAWriteWhoseStatementFailsIsUndoneAloneInItsBatch: on PostgreSQL a
+// write's savepoint goes with its first statement; a write whose first
+// statement fails, or whose second does after a first that wrote, must
+// be undone alone, and the writes around it kept.
+func TestAWriteWhoseStatementFailsIsUndoneAloneInItsBatch(t *testing.T) {
+	eachDialect(t, func(t *testing.T, db *meta.DB) {
+		ctx := t.Context()
+		insert := func(ctx context.Context, tx *meta.Tx, name string) error {
+			return meta.TxExec(ctx, tx, `INSERT INTO region_state (name, value) VALUES ($1, 1)`, name)
+		}
+		fails := func(ctx context.Context, tx *meta.Tx) error {
+			return insert(ctx, tx, "before") // its key is taken: the statement fails
+		}
+		runQueued(t, db, []queuedWrite{
+			{fn: func(ctx context.Context, tx *meta.Tx) error { return insert(ctx, tx, "before") }},
+			{fn: fails, want: "*"},
+			{fn: func(ctx context.Context, tx *meta.Tx) error {
+				if err := insert(ctx, tx, "undone"); err != nil {
+					return err
+				}
+				return fails(ctx, tx)
+			}, want: "*"},
+			{fn: func(ctx context.Context, tx *meta.Tx) error { return insert(ctx, tx, "after") }},
+		})
+		for name, want := range map[string]bool{"before": true, "undone": false, "after": true} {
+			_, ok, err := db.RegionState(ctx, name)
+			if err != nil || ok != want {
+				t.Fatalf("region state %q: present %v (%v), want %v", name, ok, err, want)
+			}
+		}
+	})
+}
+
 // TestABatchReadsTheSettingsItsWritesWrote: what a batch read of the
 // settings it keeps, but a write that writes a setting reads it back, and
 // a write undone at its savepoint takes what it wrote (and read) with

@@ -61,3 +61,9 @@ func MigrationNamed(s string) int {
 	}
 	return -1
 }
+
+// TxExec runs a statement in tx, as a write's own statements run.
+func TxExec(ctx context.Context, tx *Tx, q string, args ...any) error {
+	_, err := tx.exec(ctx, q, args...)
+	return err
+}
