@@ -23,6 +23,7 @@ import (
 func TestAPeersVersionFarInTheFutureChangesNothing(t *testing.T) {
 	ctx := t.Context()
 	r := open(t, t.TempDir(), time.Hour)
+	defer r.Close()
 	const repo = "drift/app"
 	m := manifestFor(t, r, repo, "one")
 	one, err := r.PutManifest(ctx, repo, "v1", "application/vnd.oci.image.manifest.v1+json", m)
@@ -75,6 +76,7 @@ func TestAPeersVersionFarInTheFutureChangesNothing(t *testing.T) {
 func TestASnapshotWithAVersionFarInTheFutureIsRefused(t *testing.T) {
 	ctx := t.Context()
 	r := open(t, t.TempDir(), time.Hour)
+	defer r.Close()
 	ahead := json.Number(strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli()<<16, 10))
 	sr := &meta.SnapshotRepo{Repo: "drift/snap", Tables: map[string]*meta.TableRows{
 		"repositories": {Columns: []string{"name"}, Rows: [][]any{{"drift/snap"}}},

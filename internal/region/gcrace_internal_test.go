@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/content/contenttest"
 	contents3 "github.com/georeg/georeg/internal/content/s3"
 	"github.com/georeg/georeg/internal/storetest"
 )
@@ -25,12 +26,7 @@ type commitHook struct {
 
 // Close closes the backend it wraps: the region closes its store's
 // backend, whose kept connections would otherwise outlive the test.
-func (h *commitHook) Close() error {
-	if c, ok := h.Backend.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
-}
+func (h *commitHook) Close() error { return contenttest.CloseWrapped(h.Backend) }
 
 func (h *commitHook) Writer(ctx context.Context, key string, opts content.WriterOptions) (content.Writer, error) {
 	w, err := h.Backend.Writer(ctx, key, opts)

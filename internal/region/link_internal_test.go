@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/content/contenttest"
 	"github.com/georeg/georeg/internal/meta"
 )
 
@@ -36,6 +37,8 @@ type statCounter struct {
 	content.Backend
 	n atomic.Int64
 }
+
+func (s *statCounter) Close() error { return contenttest.CloseWrapped(s.Backend) }
 
 func (s *statCounter) Stat(ctx context.Context, key string) (int64, error) {
 	if strings.HasPrefix(key, "blobs/") {
@@ -109,6 +112,8 @@ type collectedAfterStat struct {
 	key  string
 	done atomic.Bool
 }
+
+func (c *collectedAfterStat) Close() error { return contenttest.CloseWrapped(c.Backend) }
 
 func (c *collectedAfterStat) Stat(ctx context.Context, key string) (int64, error) {
 	n, err := c.Backend.Stat(ctx, key)

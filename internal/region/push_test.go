@@ -98,7 +98,9 @@ func TestAPushLeavesEveryEffect(t *testing.T) {
 // inclusive, and a larger manifest is refused before anything is stored.
 func TestAManifestOfTheLimitIsTakenAndOneByteMoreIsNot(t *testing.T) {
 	ctx := t.Context()
-	m := manifestFor(t, open(t, t.TempDir(), 0), "limit/app", "limit") // just to know its size
+	sizer := open(t, t.TempDir(), 0)
+	m := manifestFor(t, sizer, "limit/app", "limit") // just to know its size
+	sizer.Close()
 	dir := t.TempDir()
 	r := openRegion(t, region.Config{Name: "eastus", DataDir: dir, MaxManifestSize: int64(len(m) + 10)})
 	defer r.Close()

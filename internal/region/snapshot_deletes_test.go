@@ -58,6 +58,7 @@ func TestASnapshotLoadedOverADeleteDoesNotBringTheBlobBack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			r := open(t, t.TempDir(), time.Hour)
+			defer r.Close()
 			repo := fmt.Sprintf("snap/del%d", i)
 			b := []byte("a blob no manifest uses " + tc.name)
 			d := digest.FromBytes(b)

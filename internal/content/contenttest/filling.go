@@ -2,6 +2,7 @@ package contenttest
 
 import (
 	"context"
+	"io"
 	"sync"
 	"syscall"
 
@@ -16,6 +17,19 @@ type Filling struct {
 	content.Backend
 	mu   sync.Mutex
 	left int64 // bytes writes may still take; < 0: no limit
+}
+
+// Close closes the backend it wraps, as a region closes its store's
+// backend (an S3 backend's kept connections would outlive the test).
+func (f *Filling) Close() error { return CloseWrapped(f.Backend) }
+
+// CloseWrapped closes b when it has anything to close: what a test's
+// wrapping backend does in its Close.
+func CloseWrapped(b content.Backend) error {
+	if c, ok := b.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 // NewFilling wraps b, with no limit yet.
