@@ -116,7 +116,7 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting, detail string
 		r.cache.invalidate(pinnedRepo, "", pinnedTag)
 	}
 	r.settingChanged(s)
-	return s.Version, true, nil
+	return s.Version, won, nil
 }
 
 // settingChanged drops what this node keeps of a setting it just wrote
