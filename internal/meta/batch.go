@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sync"
 	"time"
 )
 
@@ -50,25 +49,10 @@ type writeReq struct {
 	done  chan error
 }
 
-// batcher queues a node's writes; a write that finds no batch running
-// starts the goroutine that runs batches until the queue is empty (so no
-// caller waits for others' writes after its own is done).
-type batcher struct {
-	mu      sync.Mutex
-	queue   []*writeReq
-	leading bool
-}
-
 // updateBatched is Update: the write waits for its batch's commit.
 func (db *DB) updateBatched(ctx context.Context, scope string, fn func(*Tx) error) error {
 	req := &writeReq{ctx: ctx, scope: scope, fn: fn, asked: time.Now(), done: make(chan error, 1)}
-	b := &db.batch
-	b.mu.Lock()
-	b.queue = append(b.queue, req)
-	lead := !b.leading
-	b.leading = true
-	b.mu.Unlock()
-	if lead {
+	if db.batch.add(req) {
 		go db.lead()
 	}
 	return <-req.done
@@ -76,18 +60,11 @@ func (db *DB) updateBatched(ctx context.Context, scope string, fn func(*Tx) erro
 
 // lead runs batches until the queue is empty.
 func (db *DB) lead() {
-	b := &db.batch
 	for {
-		b.mu.Lock()
-		n := min(len(b.queue), maxBatch)
-		if n == 0 {
-			b.leading = false
-			b.mu.Unlock()
+		reqs := db.batch.take(maxBatch)
+		if len(reqs) == 0 {
 			return
 		}
-		reqs := b.queue[:n:n]
-		b.queue = b.queue[n:]
-		b.mu.Unlock()
 		errs, change, committed := db.runBatch(reqs)
 		var later []*writeReq
 		for i, r := range reqs {
@@ -96,9 +73,7 @@ func (db *DB) lead() {
 			}
 		}
 		if len(later) > 0 {
-			b.mu.Lock()
-			b.queue = append(later, b.queue...)
-			b.mu.Unlock()
+			db.batch.putBack(later)
 		}
 		deliver := func() {
 			for i, r := range reqs {

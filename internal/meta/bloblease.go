@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"hash/fnv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -52,10 +53,8 @@ type BlobLease struct {
 // together, one round trip for all of them (as writes share a batch:
 // batch.go), so concurrent pushes do not take turns at it.
 type leaseConn struct {
-	mu      sync.Mutex
-	queue   []*leaseOp
-	leading bool      // a goroutine runs the queue's requests
-	failed  time.Time // the last request that failed: none for leaseBackoff after
+	queue  leaderQueue[*leaseOp]
+	failed atomic.Int64 // when the last request failed (Unix ns): none for leaseBackoff after
 
 	// The connection, the leading goroutine's (and Close's) under connMu.
 	connMu  sync.Mutex
@@ -110,17 +109,11 @@ func (l *BlobLease) Release() {
 // request is bounded by leaseTimeout, two at most per op).
 func (db *DB) leaseOp(op *leaseOp) {
 	lc := &db.leases
-	op.done = make(chan struct{})
-	lc.mu.Lock()
-	if !op.release && time.Since(lc.failed) < leaseBackoff {
-		lc.mu.Unlock()
+	if !op.release && time.Since(time.Unix(0, lc.failed.Load())) < leaseBackoff {
 		return // not held
 	}
-	lc.queue = append(lc.queue, op)
-	lead := !lc.leading
-	lc.leading = true
-	lc.mu.Unlock()
-	if lead {
+	op.done = make(chan struct{})
+	if lc.queue.add(op) {
 		go db.leadLeases()
 	}
 	<-op.done
@@ -130,23 +123,15 @@ func (db *DB) leaseOp(op *leaseOp) {
 func (db *DB) leadLeases() {
 	lc := &db.leases
 	for {
-		lc.mu.Lock()
-		n := min(len(lc.queue), maxLeaseOps)
-		if n == 0 {
-			lc.leading = false
-			lc.mu.Unlock()
+		ops := lc.queue.take(maxLeaseOps)
+		if len(ops) == 0 {
 			return
 		}
-		ops := lc.queue[:n:n]
-		lc.queue = lc.queue[n:]
-		lc.mu.Unlock()
 		lc.connMu.Lock()
 		failed := db.runLeaseOps(ops)
 		lc.connMu.Unlock()
 		if failed {
-			lc.mu.Lock()
-			lc.failed = time.Now()
-			lc.mu.Unlock()
+			lc.failed.Store(time.Now().UnixNano())
 		}
 		for _, op := range ops {
 			close(op.done)

@@ -14,9 +14,7 @@ func WriterPragma(ctx context.Context, db *DB, name string) (string, error) {
 
 // QueuedWrites is how many writes wait for the batch running now.
 func QueuedWrites(db *DB) int {
-	db.batch.mu.Lock()
-	defer db.batch.mu.Unlock()
-	return len(db.batch.queue)
+	return db.batch.waiting()
 }
 
 // KnownNodes is how many other nodes db knows (cache leases).

@@ -62,7 +62,7 @@ type DB struct {
 	// (PostgreSQL: their place in the node's queue and their locks;
 	// SQLite: the one writing connection), in nanoseconds: WriteStats.
 	writes, writeWaitNs atomic.Int64
-	batch               batcher // PostgreSQL: writes waiting for their turn
+	batch               leaderQueue[*writeReq] // writes waiting for their turn (batch.go)
 	summaries           summaryCache
 	// SQLite: statements prepared on the writing and reading pools
 	// (stmts.go).
