@@ -11,15 +11,24 @@ import (
 // recentAge bounds how old a node's view of a kind of settings is
 // (RecentSettings): quotas, the soft-delete policy and cache rules are
 // consulted by pushes, deletes and pulls, so they are not read per
-// request. A setting this node writes or applies drops its kind's view at
-// once (settingChanged); one another node of the region wrote is seen
-// within recentAge.
+// request. A setting this node writes or applies is never missed by a
+// read on this node once its write has committed: the kind's view is
+// dropped before the write and not kept while it is under way
+// (changingRecent), so a read between the commit and the write's return
+// goes to the store. One another node of the region wrote is seen within
+// recentAge.
 const recentAge = time.Second
 
 // recentSettings is a node's view of the live settings, by kind.
 type recentSettings struct {
-	mu     sync.Mutex
-	byKind map[string]recentKind
+	mu       sync.Mutex
+	byKind   map[string]recentKind
+	changing map[string]int // writes of the kind under way on this node
+
+	// hook, set by tests only, runs in a setting's write or apply before
+	// its commit ("writing") and after it, before the write returns
+	// ("committed"): where a stale view would be kept and show.
+	hook func(stage string)
 }
 
 type recentKind struct {
@@ -28,10 +37,14 @@ type recentKind struct {
 }
 
 // RecentSettings lists the live settings of kind as read at most
-// recentAge ago.
+// recentAge ago, or from the store while this node writes one of them.
 func (r *Region) RecentSettings(ctx context.Context, kind string) ([]meta.Setting, error) {
 	v := &r.recent
 	v.mu.Lock()
+	if v.changing[kind] > 0 {
+		v.mu.Unlock()
+		return r.db.Settings(ctx, kind, false)
+	}
 	defer v.mu.Unlock()
 	if k, ok := v.byKind[kind]; ok && time.Since(k.read) < recentAge {
 		return k.settings, nil
@@ -47,9 +60,31 @@ func (r *Region) RecentSettings(ctx context.Context, kind string) ([]meta.Settin
 	return ss, nil
 }
 
-// forgetRecent drops the view of kind: the next read is fresh.
-func (r *Region) forgetRecent(kind string) {
-	r.recent.mu.Lock()
-	delete(r.recent.byKind, kind)
-	r.recent.mu.Unlock()
+// changingRecent marks a write of a setting of kind as under way: the
+// kind's view is dropped and not kept until the returned func, called
+// once the write has committed or failed, drops it again.
+func (r *Region) changingRecent(kind string) (done func()) {
+	v := &r.recent
+	v.mu.Lock()
+	if v.changing == nil {
+		v.changing = map[string]int{}
+	}
+	v.changing[kind]++
+	delete(v.byKind, kind)
+	v.mu.Unlock()
+	return func() {
+		v.mu.Lock()
+		if v.changing[kind]--; v.changing[kind] == 0 {
+			delete(v.changing, kind)
+		}
+		delete(v.byKind, kind)
+		v.mu.Unlock()
+	}
+}
+
+// settingHook runs the test hook, if any.
+func (r *Region) settingHook(stage string) {
+	if r.recent.hook != nil {
+		r.recent.hook(stage)
+	}
 }

@@ -81,6 +81,7 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting, detail string
 	var pinnedRepo, pinnedTag string
 	versioned := !s.Version.IsZero() // else a new version, which always wins
 	won := false
+	defer r.changingRecent(s.Kind)()
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		if !versioned {
 			s.Version = r.clock.Now()
@@ -103,8 +104,10 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting, detail string
 		if err := r.audit(ctx, tx, AuditConfig, "", s.Kind+"/"+s.Name, "", outcome, detail); err != nil {
 			return err
 		}
+		r.settingHook("writing")
 		return r.record(ctx, tx, meta.KindSetting, "", "", s.Name, s.Kind, 0, s.Version)
 	})
+	r.settingHook("committed")
 	if err != nil {
 		return hlc.Version{}, false, err
 	}
@@ -119,10 +122,9 @@ func (r *Region) writeSetting(ctx context.Context, s meta.Setting, detail string
 	return s.Version, won, nil
 }
 
-// settingChanged drops what this node keeps of a setting it just wrote
-// or applied.
+// settingChanged acts on a setting this node just wrote or applied
+// (its kind's recent view is dropped by changingRecent).
 func (r *Region) settingChanged(s meta.Setting) {
-	r.forgetRecent(s.Kind)
 	if s.Kind == PurgeKind {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -161,6 +163,7 @@ func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s met
 		return err
 	}
 	var pinnedRepo, pinnedTag string
+	defer r.changingRecent(s.Kind)()
 	err := r.db.Update(ctx, func(tx *meta.Tx) error {
 		s.Updated = r.now()
 		won, err := tx.PutSetting(ctx, s)
@@ -172,8 +175,10 @@ func (r *Region) ApplySetting(ctx context.Context, peer string, seq int64, s met
 				return err
 			}
 		}
+		r.settingHook("writing")
 		return r.setCursor(ctx, tx, peer, seq)
 	})
+	r.settingHook("committed")
 	if err == nil && pinnedTag != "" {
 		r.cache.invalidate(pinnedRepo, "", pinnedTag)
 	}
