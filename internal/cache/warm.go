@@ -18,7 +18,7 @@ type Warmer func(ctx context.Context, base string)
 func (p *Puller) SetWarmer(w Warmer, every time.Duration) { p.warm, p.warmEvery = w, every }
 
 // warmPoll is how often RunWarm looks for upstreams new to the rules (a
-// rule applied here is read at once: region.forgetRecent).
+// rule applied here is read at once: region.changingRecent).
 const warmPoll = 250 * time.Millisecond
 
 // RunWarm keeps the pings of the rules' upstreams warm until ctx ends: an
