@@ -85,14 +85,28 @@ const (
 // LeaseBlob leases blob d (see above). On PostgreSQL a lease that could
 // not be taken (the sweep is deleting the blob right now, or the
 // database does not answer) is returned not held: the link then looks
-// at the content store, as without a lease.
+// at the content store, as without a lease. So is one whose caller gave
+// up (ctx ended) before its request answered; that request may still
+// take it, and releases it when it does.
 func (db *DB) LeaseBlob(ctx context.Context, d digest.Digest) *BlobLease {
 	l := &BlobLease{db: db, key: blobLeaseKey(d)}
 	if db.dialect != postgres {
 		return l
 	}
-	db.leaseOp(&leaseOp{l: l})
-	return l
+	op := &leaseOp{l: l}
+	if !db.queueLease(op) {
+		return l // not held
+	}
+	select {
+	case <-op.done:
+		return l
+	case <-ctx.Done():
+		go func() {
+			<-op.done // bounded: leaseTimeout, twice at most
+			l.Release()
+		}()
+		return &BlobLease{db: db, key: l.key} // not held
+	}
 }
 
 // Release ends the lease (once it is no longer needed: after the link
@@ -101,22 +115,26 @@ func (l *BlobLease) Release() {
 	if l == nil || !l.held {
 		return
 	}
-	l.db.leaseOp(&leaseOp{l: l, release: true})
+	op := &leaseOp{l: l, release: true}
+	if l.db.queueLease(op) {
+		<-op.done // bounded, as above
+	}
 	l.held = false
 }
 
-// leaseOp queues op and waits until its request answered (bounded: a
-// request is bounded by leaseTimeout, two at most per op).
-func (db *DB) leaseOp(op *leaseOp) {
+// queueLease queues op for the next request on the lease connection; its
+// done closes once the request answered. A lease to take is not queued
+// (false) during leaseBackoff after a failed request.
+func (db *DB) queueLease(op *leaseOp) bool {
 	lc := &db.leases
 	if !op.release && time.Since(time.Unix(0, lc.failed.Load())) < leaseBackoff {
-		return // not held
+		return false
 	}
 	op.done = make(chan struct{})
 	if lc.queue.add(op) {
 		go db.leadLeases()
 	}
-	<-op.done
+	return true
 }
 
 // leadLeases runs the queue's requests until it is empty.

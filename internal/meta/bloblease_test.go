@@ -1,7 +1,9 @@
 package meta_test
 
 import (
+	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -124,5 +126,60 @@ func BenchmarkBlobLease(b *testing.B) {
 	for b.Loop() {
 		l := db.LeaseBlob(b.Context(), d)
 		l.Release()
+	}
+}
+
+// TestALeaseWhoseCallerGaveUpIsNotHeldAndReleasedOnceTaken: a lease
+// asked while the lease connection's request cannot run (held here, as a
+// database that does not answer would hold it) returns, not held, as
+// soon as its caller gives up, instead of waiting for the request; once
+// the request runs and takes it, it is released, and another node's
+// sweep may delete the blob again.
+func TestALeaseWhoseCallerGaveUpIsNotHeldAndReleasedOnceTaken(t *testing.T) {
+	ctx := t.Context()
+	dsn := storetest.Postgres(t)
+	a, b := openPostgres(t, dsn), openPostgres(t, dsn)
+	d := digest.FromString("asked by a caller that gave up")
+	unhold := meta.HoldLeaseConn(a)
+	gaveUp, cancel := context.WithCancel(ctx)
+	got := make(chan *meta.BlobLease, 1)
+	go func() { got <- a.LeaseBlob(gaveUp, d) }()
+	cancel()
+	var l *meta.BlobLease
+	select {
+	case l = <-got:
+	case <-time.After(30 * time.Second): // a bound, not a timing: the request cannot run until unhold
+		unhold()
+		t.Fatal("LeaseBlob waits for a request that cannot run after its caller gave up")
+	}
+	unhold()
+	if err := a.Update(ctx, func(tx *meta.Tx) error {
+		if held, err := tx.BlobLeaseHolds(ctx, l); err != nil || held {
+			return fmt.Errorf("a lease whose caller gave up holds (%v)", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The request ran (a later lease went after it) and took the lease;
+	// it is released, not left held on the connection.
+	a.LeaseBlob(ctx, digest.FromString("after")).Release()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var free bool
+		if err := b.Update(ctx, func(tx *meta.Tx) error {
+			var err error
+			free, err = tx.NoBlobLease(ctx, d)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if free {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lease taken for a caller that gave up is still held 10 s later: it keeps the sweep off the blob")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -65,3 +65,10 @@ func TxExec(ctx context.Context, tx *Tx, q string, args ...any) error {
 	_, err := tx.exec(ctx, q, args...)
 	return err
 }
+
+// HoldLeaseConn keeps db's lease requests from running until the returned
+// func is called, as a request the database does not answer would.
+func HoldLeaseConn(db *DB) (release func()) {
+	db.leases.connMu.Lock()
+	return db.leases.connMu.Unlock
+}
