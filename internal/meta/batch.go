@@ -52,16 +52,25 @@ type writeReq struct {
 // updateBatched is Update: the write waits for its batch's commit.
 func (db *DB) updateBatched(ctx context.Context, scope string, fn func(*Tx) error) error {
 	req := &writeReq{ctx: ctx, scope: scope, fn: fn, asked: time.Now(), done: make(chan error, 1)}
-	if db.batch.add(req) {
-		go db.lead()
+	q := db.lane(scope)
+	if q.add(req) {
+		go db.lead(q)
 	}
 	return <-req.done
 }
 
-// lead runs batches until the queue is empty.
-func (db *DB) lead() {
+// lane is the queue a write of scope waits in.
+func (db *DB) lane(scope string) *leaderQueue[*writeReq] {
+	if len(db.lanes) == 1 || scope == "" {
+		return &db.lanes[0]
+	}
+	return &db.lanes[int(uint32(repoLockKey(scope))%uint32(len(db.lanes)))]
+}
+
+// lead runs q's batches until it is empty.
+func (db *DB) lead(q *leaderQueue[*writeReq]) {
 	for {
-		reqs := db.batch.take(maxBatch)
+		reqs := q.take(maxBatch)
 		if len(reqs) == 0 {
 			return
 		}
@@ -73,7 +82,7 @@ func (db *DB) lead() {
 			}
 		}
 		if len(later) > 0 {
-			db.batch.putBack(later)
+			q.putBack(later)
 		}
 		deliver := func() {
 			for i, r := range reqs {
@@ -226,3 +235,6 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	}
 	return errs, t.change, db.lst.now()
 }
+
+// pgLanes is how many batches a node on PostgreSQL runs at once.
+const pgLanes = 2

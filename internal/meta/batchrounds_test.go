@@ -175,6 +175,7 @@ func TestABatchReadsTheSettingsItsWritesWrote(t *testing.T) {
 func TestABatchTakesItsWritesLocksTogetherAndLeavesATakenOneForTheNext(t *testing.T) {
 	dsn := storetest.Postgres(t)
 	a, b := openPostgres(t, dsn), openPostgres(t, dsn)
+	meta.OneLane(b) // its writes of three repositories share a batch
 	ctx := t.Context()
 	d := digest.FromString("image")
 	setTag := func(db *meta.DB, repo string, v int64, read func(tx *meta.Tx) error) chan error {

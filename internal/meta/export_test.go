@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"strings"
+	"sync"
 )
 
 // WriterPragma reads a pragma on the connection SQLite commits through.
@@ -14,7 +15,11 @@ func WriterPragma(ctx context.Context, db *DB, name string) (string, error) {
 
 // QueuedWrites is how many writes wait for the batch running now.
 func QueuedWrites(db *DB) int {
-	return db.batch.waiting()
+	n := 0
+	for i := range db.lanes {
+		n += db.lanes[i].waiting()
+	}
+	return n
 }
 
 // KnownNodes is how many other nodes db knows (cache leases).
@@ -71,4 +76,34 @@ func TxExec(ctx context.Context, tx *Tx, q string, args ...any) error {
 func HoldLeaseConn(db *DB) (release func()) {
 	db.leases.connMu.Lock()
 	return db.leases.connMu.Unlock
+}
+
+// OneLane makes db run one batch at a time (call it before db's first
+// write): for tests of what a batch does with the writes queued in it.
+func OneLane(db *DB) { db.lanes = db.lanes[:1] }
+
+// LaneOf is the lane a write of repo waits in.
+func LaneOf(db *DB, repo string) int {
+	q := db.lane(repo)
+	for i := range db.lanes {
+		if q == &db.lanes[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+// HoldBeforeSequence stops db's transactions that changed repo's tags or
+// manifests as they are about to take the feed sequencer: inside is
+// closed when one is there, and it goes on once release is called.
+func HoldBeforeSequence(db *DB, repo string) (inside <-chan struct{}, release func()) {
+	in, out := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	db.beforeSequence = func(t *Tx) {
+		if _, ok := t.changedRepos[repo]; ok {
+			once.Do(func() { close(in) })
+			<-out
+		}
+	}
+	return in, func() { close(out) }
 }

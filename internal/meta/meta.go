@@ -62,8 +62,11 @@ type DB struct {
 	// (PostgreSQL: their place in the node's queue and their locks;
 	// SQLite: the one writing connection), in nanoseconds: WriteStats.
 	writes, writeWaitNs atomic.Int64
-	batch               leaderQueue[*writeReq] // writes waiting for their turn (batch.go)
-	summaries           summaryCache
+	lanes               []leaderQueue[*writeReq] // writes waiting for their turn, by lane (batch.go)
+	// beforeSequence, set by tests only, runs as a transaction is about to
+	// take the feed sequencer (end).
+	beforeSequence func(*Tx)
+	summaries      summaryCache
 	// SQLite: statements prepared on the writing and reading pools
 	// (stmts.go).
 	writeStmts, readStmts statements
@@ -285,7 +288,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	db := &DB{w: w, r: r, dialect: sqlite}
+	db := &DB{w: w, r: r, dialect: sqlite, lanes: make([]leaderQueue[*writeReq], 1)}
 	if err := db.createSchema(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
@@ -306,7 +309,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	// (manifest GETs at 64 clients fell to half the rate at 16).
 	pool.SetMaxOpenConns(32)
 	pool.SetMaxIdleConns(32)
-	db := &DB{w: pool, r: pool, dialect: postgres, dsn: dsn, lst: newListener()}
+	db := &DB{w: pool, r: pool, dialect: postgres, dsn: dsn, lst: newListener(), lanes: make([]leaderQueue[*writeReq], pgLanes)}
 	if err := pool.PingContext(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -476,13 +479,21 @@ func (db *DB) begin(ctx context.Context, t *Tx, scope string) error {
 // feed records and records the clock's newest version for the next
 // writer, on any node (PostgreSQL).
 func (db *DB) end(ctx context.Context, t *Tx) error {
-	if err := t.notifyChanges(ctx, db.lst); err != nil {
-		return err
-	}
 	if err := t.finish(ctx); err != nil {
 		return err
 	}
-	return db.sequence(ctx, t)
+	if db.beforeSequence != nil {
+		db.beforeSequence(t)
+	}
+	// The change is numbered under the sequencer, which the transaction
+	// holds through its commit: a node's changes are numbered in the
+	// order they commit, though its lanes' batches run at once, so an
+	// acknowledgement of a later number covers every earlier change
+	// (lease.go).
+	if err := db.sequence(ctx, t); err != nil {
+		return err
+	}
+	return t.notifyChanges(ctx, db.lst)
 }
 
 // RegionState returns the value of the region-wide flag name (ok false

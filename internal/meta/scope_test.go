@@ -131,6 +131,7 @@ func TestWritesOfDifferentRepositoriesRunAtOnceAndOfOneRepositoryInTurn(t *testi
 func TestAWriteOfARepositoryIsVersionedAfterTheLastOneOnAnyNode(t *testing.T) {
 	dsn := storetest.Postgres(t)
 	a, b := openPostgres(t, dsn), openPostgres(t, dsn)
+	meta.OneLane(b) // its two writes share a batch
 	clockA := hlc.New("eastus", time.Now)
 	clockB := hlc.New("eastus", func() time.Time { return time.Now().Add(-time.Hour) })
 	a.SetClock(clockA)
