@@ -236,5 +236,26 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	return errs, t.change, db.lst.now()
 }
 
-// pgLanes is how many batches a node on PostgreSQL runs at once.
-const pgLanes = 2
+// Write lanes (PostgreSQL). A node runs one batch per lane at once, each
+// lane taking the writes of its repositories (by the repository lock's
+// hash; region-wide writes go in the first lane), so a repository's
+// writes still wait in one queue on a node. A batch spends most of its
+// time on round trips to PostgreSQL, one statement after another, so
+// when PostgreSQL is a network round trip away one lane leaves both the
+// node and PostgreSQL idle while its writes queue; more lanes overlap
+// those round trips, at the cost of smaller batches (more transactions,
+// each one flush, per write). Lanes are to a node what more nodes are to
+// a region: write scopes keep their writes apart (scope.go), and a
+// change is numbered in commit order (end).
+const (
+	DefaultWriteLanes = 2
+	MaxWriteLanes     = 16
+)
+
+// SetWriteLanes sets how many batches db runs at once (PostgreSQL; 1 to
+// MaxWriteLanes). Call it after Open, before db is used.
+func (db *DB) SetWriteLanes(n int) {
+	if db.dialect == postgres && n >= 1 && n <= MaxWriteLanes {
+		db.lanes = make([]leaderQueue[*writeReq], n)
+	}
+}

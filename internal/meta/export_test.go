@@ -80,7 +80,7 @@ func HoldLeaseConn(db *DB) (release func()) {
 
 // OneLane makes db run one batch at a time (call it before db's first
 // write): for tests of what a batch does with the writes queued in it.
-func OneLane(db *DB) { db.lanes = db.lanes[:1] }
+func OneLane(db *DB) { db.SetWriteLanes(1) }
 
 // LaneOf is the lane a write of repo waits in.
 func LaneOf(db *DB, repo string) int {

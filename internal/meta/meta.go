@@ -309,7 +309,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	// (manifest GETs at 64 clients fell to half the rate at 16).
 	pool.SetMaxOpenConns(32)
 	pool.SetMaxIdleConns(32)
-	db := &DB{w: pool, r: pool, dialect: postgres, dsn: dsn, lst: newListener(), lanes: make([]leaderQueue[*writeReq], pgLanes)}
+	db := &DB{w: pool, r: pool, dialect: postgres, dsn: dsn, lst: newListener(), lanes: make([]leaderQueue[*writeReq], DefaultWriteLanes)}
 	if err := pool.PingContext(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)

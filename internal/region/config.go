@@ -9,6 +9,7 @@ import (
 	"time"
 
 	contents3 "github.com/georeg/georeg/internal/content/s3"
+	"github.com/georeg/georeg/internal/meta"
 )
 
 // Config is what a region node needs to run.
@@ -66,6 +67,12 @@ type MetadataConfig struct {
 	// DSN is the PostgreSQL database, as a URL
 	// (postgres://user:password@host:5432/georeg_eastus) or key=value pairs.
 	DSN string `yaml:"dsn"`
+	// WriteLanes is how many write transactions a node runs at once on
+	// PostgreSQL, its writes split between them by repository (0: the
+	// default, meta.DefaultWriteLanes). More lanes cut a push's wait for
+	// its turn when PostgreSQL is a network round trip away, and cost
+	// PostgreSQL more CPU per write (smaller batches): docs/performance.md.
+	WriteLanes int `yaml:"writeLanes"`
 }
 
 // Defaults.
@@ -154,9 +161,15 @@ func (c Config) Validate() error {
 		if c.Content.Driver == "s3" {
 			errs = append(errs, errors.New("metadata.driver: sqlite keeps a region on one node; with content on s3 (shared by nodes) use postgres"))
 		}
+		if c.Metadata.WriteLanes != 0 {
+			errs = append(errs, errors.New("metadata.writeLanes: applies to postgres only (SQLite has one writer)"))
+		}
 	case "postgres":
 		if c.Metadata.DSN == "" {
 			errs = append(errs, errors.New("metadata.dsn: give the PostgreSQL database (postgres://user:password@host:5432/db)"))
+		}
+		if c.Metadata.WriteLanes < 0 || c.Metadata.WriteLanes > meta.MaxWriteLanes {
+			errs = append(errs, fmt.Errorf("metadata.writeLanes: %d must be 1 to %d (0: the default, %d)", c.Metadata.WriteLanes, meta.MaxWriteLanes, meta.DefaultWriteLanes))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("metadata.driver: %q must be sqlite or postgres", c.Metadata.Driver))

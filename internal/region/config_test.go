@@ -53,6 +53,13 @@ func TestRegionConfigRefusesEachBadFieldByName(t *testing.T) {
 		"content.driver":       func(c *region.Config) { c.Content.Driver = "nfs" },
 		"metadata.driver: \"m": func(c *region.Config) { c.Metadata.Driver = "mysql" },
 		"metadata.dsn":         func(c *region.Config) { c.Metadata.Driver = "postgres" },
+		"metadata.writeLanes: 17": func(c *region.Config) {
+			c.Metadata.Driver, c.Metadata.DSN, c.Metadata.WriteLanes = "postgres", "postgres://h/db", 17
+		},
+		"metadata.writeLanes: -1": func(c *region.Config) {
+			c.Metadata.Driver, c.Metadata.DSN, c.Metadata.WriteLanes = "postgres", "postgres://h/db", -1
+		},
+		"metadata.writeLanes: applies to postgres": func(c *region.Config) { c.Metadata.WriteLanes = 2 },
 		"keeps a region on one": func(c *region.Config) {
 			c.Content.Driver = "s3"
 			c.Content.S3.Bucket = "b"

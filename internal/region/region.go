@@ -87,6 +87,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Region, error) {
 	switch cfg.Metadata.Driver {
 	case "postgres":
 		db, err = meta.OpenPostgres(ctx, cfg.Metadata.DSN)
+		if err == nil && cfg.Metadata.WriteLanes > 0 {
+			db.SetWriteLanes(cfg.Metadata.WriteLanes)
+		}
 	default:
 		db, err = meta.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "meta.db"))
 	}
