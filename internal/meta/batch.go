@@ -2,9 +2,11 @@ package meta
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -247,10 +249,26 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 // each one flush, per write). Lanes are to a node what more nodes are to
 // a region: write scopes keep their writes apart (scope.go), and a
 // change is numbered in commit order (end).
+//
+// Unless set (metadata.writeLanes), a node measures its round trip to
+// PostgreSQL as it opens the store and takes lanesFor it: measured
+// 2026-12-07 (docs/performance.md), 100 concurrent small pushes with
+// PostgreSQL 2.3 ms away took 2.8 s with one lane, 1.4 s with two, 0.76
+// with four and 0.68 with eight; with PostgreSQL on the same host (0.14
+// ms) more lanes gained nothing beyond the noise and cost PostgreSQL's
+// CPU per write up to half as much again, with several nodes on a
+// 2-core machine most.
 const (
-	DefaultWriteLanes = 2
-	MaxWriteLanes     = 16
+	MaxWriteLanes = 16
+	autoLanesMax  = 8
+	rttPerLane    = 200 * time.Microsecond
 )
+
+// lanesFor is how many lanes a node whose round trip to PostgreSQL is rtt
+// runs: one more per rttPerLane, at most autoLanesMax.
+func lanesFor(rtt time.Duration) int {
+	return min(autoLanesMax, 1+int(rtt/rttPerLane))
+}
 
 // SetWriteLanes sets how many batches db runs at once (PostgreSQL; 1 to
 // MaxWriteLanes). Call it after Open, before db is used.
@@ -258,4 +276,29 @@ func (db *DB) SetWriteLanes(n int) {
 	if db.dialect == postgres && n >= 1 && n <= MaxWriteLanes {
 		db.lanes = make([]leaderQueue[*writeReq], n)
 	}
+}
+
+// WriteLanes reports how many batches db runs at once, and the round trip
+// to PostgreSQL measured as it opened (0 on SQLite).
+func (db *DB) WriteLanes() (int, time.Duration) { return len(db.lanes), db.rtt }
+
+// measureRoundTrip is the median of a few `SELECT 1` on one connection
+// of the pool (0 when one fails: the lanes then stay one).
+func measureRoundTrip(ctx context.Context, pool *sql.DB) time.Duration {
+	conn, err := pool.Conn(ctx)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close()
+	var one int
+	times := make([]time.Duration, 0, 15)
+	for range cap(times) {
+		t0 := time.Now()
+		if err := conn.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+			return 0
+		}
+		times = append(times, time.Since(t0))
+	}
+	slices.Sort(times)
+	return times[len(times)/2]
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 )
 
 // WriterPragma reads a pragma on the connection SQLite commits through.
@@ -107,3 +108,6 @@ func HoldBeforeSequence(db *DB, repo string) (inside <-chan struct{}, release fu
 	}
 	return in, func() { close(out) }
 }
+
+// LanesFor is lanesFor.
+func LanesFor(rtt time.Duration) int { return lanesFor(rtt) }

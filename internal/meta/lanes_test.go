@@ -14,10 +14,11 @@ import (
 	"github.com/georeg/georeg/internal/storetest"
 )
 
-// twoLanes returns two repository names whose writes wait in different
-// lanes of db.
+// twoLanes gives db two lanes and returns two repository names whose
+// writes wait in different ones.
 func twoLanes(t *testing.T, db *meta.DB) (x, y string) {
 	t.Helper()
+	db.SetWriteLanes(2)
 	x = "lane/x"
 	for i := range 100 {
 		y = fmt.Sprint("lane/y", i)
@@ -35,6 +36,22 @@ func moveTag(db *meta.DB, repo string, i int64) error {
 		_, err := tx.SetTag(context.Background(), repo, "latest", digest.FromString(fmt.Sprint(repo, i)), hlc.Version{Time: i, Region: "eastus"}, time.Now())
 		return err
 	})
+}
+
+// TestLanesFollowTheRoundTripToPostgreSQL: one lane when PostgreSQL is on
+// the same host, one more per 0.2 ms of round trip, at most eight.
+func TestLanesFollowTheRoundTripToPostgreSQL(t *testing.T) {
+	for _, tc := range []struct {
+		rtt  time.Duration
+		want int
+	}{
+		{0, 1}, {140 * time.Microsecond, 1}, {199 * time.Microsecond, 1}, {200 * time.Microsecond, 2},
+		{450 * time.Microsecond, 3}, {2300 * time.Microsecond, 8}, {time.Second, 8},
+	} {
+		if got := meta.LanesFor(tc.rtt); got != tc.want {
+			t.Errorf("round trip %s: %d lanes, want %d", tc.rtt, got, tc.want)
+		}
+	}
 }
 
 // TestANodeWritesTwoRepositoriesAtOnce: on PostgreSQL a node runs a

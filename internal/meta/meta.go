@@ -63,6 +63,7 @@ type DB struct {
 	// SQLite: the one writing connection), in nanoseconds: WriteStats.
 	writes, writeWaitNs atomic.Int64
 	lanes               []leaderQueue[*writeReq] // writes waiting for their turn, by lane (batch.go)
+	rtt                 time.Duration            // PostgreSQL: the round trip measured at open
 	// beforeSequence, set by tests only, runs as a transaction is about to
 	// take the feed sequencer (end).
 	beforeSequence func(*Tx)
@@ -309,7 +310,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	// (manifest GETs at 64 clients fell to half the rate at 16).
 	pool.SetMaxOpenConns(32)
 	pool.SetMaxIdleConns(32)
-	db := &DB{w: pool, r: pool, dialect: postgres, dsn: dsn, lst: newListener(), lanes: make([]leaderQueue[*writeReq], DefaultWriteLanes)}
+	db := &DB{w: pool, r: pool, dialect: postgres, dsn: dsn, lst: newListener(), lanes: make([]leaderQueue[*writeReq], 1)}
 	if err := pool.PingContext(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -318,6 +319,8 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("create schema in postgres: %w", err)
 	}
+	db.rtt = measureRoundTrip(ctx, pool)
+	db.SetWriteLanes(lanesFor(db.rtt))
 	return db, nil
 }
 

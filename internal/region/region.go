@@ -87,8 +87,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Region, error) {
 	switch cfg.Metadata.Driver {
 	case "postgres":
 		db, err = meta.OpenPostgres(ctx, cfg.Metadata.DSN)
-		if err == nil && cfg.Metadata.WriteLanes > 0 {
-			db.SetWriteLanes(cfg.Metadata.WriteLanes)
+		if err == nil {
+			if cfg.Metadata.WriteLanes > 0 {
+				db.SetWriteLanes(cfg.Metadata.WriteLanes)
+			}
+			lanes, rtt := db.WriteLanes()
+			log.Info("metadata on PostgreSQL", "writeLanes", lanes, "roundTrip", rtt.Round(time.Microsecond), "writeLanesSet", cfg.Metadata.WriteLanes > 0)
 		}
 	default:
 		db, err = meta.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "meta.db"))
