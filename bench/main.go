@@ -31,6 +31,8 @@ func main() {
 	only := flag.String("only", "", "run only this part: node, pushes (small pushes alone), replication, backfill, join, readthrough, cache, frontdoor, shared (with scaling), sharedpushes (its small pushes alone), scaling, antientropy, snapjoin, scale or encryption")
 	dist2 := flag.String("distribution2", "/usr/bin/docker-registry", "peer registry: distribution 2.8 (Debian's docker-registry)")
 	dist3 := flag.String("distribution3", ".tools/bin/registry", "peer registry: distribution v3 (its cmd/registry)")
+	flag.IntVar(&writeLanes, "write-lanes", 0, "shared parts: the nodes' metadata.writeLanes (0: the default)")
+	flag.DurationVar(&pgRTT, "pg-rtt", 0, "shared parts: reach PostgreSQL through a simulated link (a loopback proxy) of this round trip; 1ns: the proxy's own hop, about 0.3 ms, as PostgreSQL on another host of the zone (the measured round trip is printed)")
 	withPeers := flag.Bool("peers", true, "measure the peer registries beside georeg in the node part")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

@@ -10,10 +10,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/georeg/georeg/internal/link"
 )
 
 // benchShared measures one node of a region on the stores several nodes
@@ -114,7 +117,7 @@ func startSharedNode(ctx context.Context, bin, data, logLevel string, stores sha
   name: bench
   node: %s
   dataDir: %s
-  metadata: {driver: postgres, dsn: %q}
+  metadata: {driver: postgres, dsn: %q, writeLanes: %d}
   content:
     driver: s3
     s3: {endpoint: %s, bucket: %s, accessKey: %s, secretKey: %s}
@@ -122,7 +125,7 @@ http:
   listen: %s
 log:
   level: %s
-`, node, data, stores.dsn, stores.endpoint, stores.bucket, stores.access, stores.secret, addr, logLevel)
+`, node, data, stores.dsn, writeLanes, stores.endpoint, stores.bucket, stores.access, stores.secret, addr, logLevel)
 	file := data + ".yaml"
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -160,8 +163,53 @@ func newDatabase(ctx context.Context) (string, error) {
 		return "", err
 	}
 	u.Path = "/" + name
+	if pgRTT > 0 {
+		// PostgreSQL on another host: its connections go through a link
+		// of that round trip (and no bandwidth limit).
+		p, err := link.Start(ctx, u.Host, link.Shape{Latency: pgRTT / 2})
+		if err != nil {
+			return "", err
+		}
+		u.Host = p.Addr()
+		if err := printRoundTrip(ctx, u.String()); err != nil {
+			return "", err
+		}
+	}
 	return u.String(), nil
 }
+
+// printRoundTrip measures what a query costs on dsn's server (200 `SELECT
+// 1` on one connection) and prints it: the round trip the link gives.
+func printRoundTrip(ctx context.Context, dsn string) error {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	var one int
+	if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	for range 200 {
+		if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "  PostgreSQL through the simulated link: SELECT 1 takes %s\n", (time.Since(t0) / 200).Round(time.Microsecond))
+	return nil
+}
+
+// writeLanes is the shared nodes' metadata.writeLanes (-write-lanes; 0:
+// the default).
+var writeLanes int
+
+// pgRTT is the round trip to PostgreSQL the shared parts simulate
+// (-pg-rtt; 0: the local server's own). The link's timers make any
+// latency above zero cost at least about 1.5 ms a round trip; 1ns gives
+// the proxy's own hop, about 0.3 ms: printRoundTrip says what it was.
+var pgRTT time.Duration
 
 // newBucket creates a bucket on GEOREG_TEST_S3's server.
 func newBucket(ctx context.Context) (endpoint, bucket, access, secret string, err error) {
