@@ -44,10 +44,12 @@ func (tx *Tx) changed(repo string) {
 	tx.changedRepos[repo] = struct{}{}
 }
 
-// notifyChanges has PostgreSQL tell every listening node, when tx commits,
-// which repositories' tags and manifests it changed; tx.change numbers it
-// among this node's changes, for the others' acknowledgements.
-func (tx *Tx) notifyChanges(ctx context.Context, l *listener) error {
+// changesPayload is what tells every listening node, when tx commits,
+// which repositories' tags and manifests it changed (nil: none); it
+// numbers the change among this node's (tx.change), for the others'
+// acknowledgements: the caller holds the sequencer or the node's turn
+// at it (sequence), so changes are numbered in commit order.
+func (tx *Tx) changesPayload(l *listener) *string {
 	if len(tx.changedRepos) == 0 {
 		return nil
 	}
@@ -61,8 +63,7 @@ func (tx *Tx) notifyChanges(ctx context.Context, l *listener) error {
 	}
 	tx.change = l.nextChange()
 	payload := l.self + ":" + strconv.FormatUint(tx.change, 10) + "\n" + strings.Join(repos, "\n")
-	_, err := tx.exec(ctx, `SELECT pg_notify($1, $2)`, changesChannel, payload)
-	return err
+	return &payload
 }
 
 // Listeners are what Listen calls.

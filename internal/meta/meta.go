@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,7 @@ type DB struct {
 	writes, writeWaitNs atomic.Int64
 	lanes               []leaderQueue[*writeReq] // writes waiting for their turn, by lane (batch.go)
 	rtt                 time.Duration            // PostgreSQL: the round trip measured at open
+	seqMu               sync.Mutex               // a transaction's turn at the sequencer on this node (scope.go: sequence)
 	// beforeSequence, set by tests only, runs as a transaction is about to
 	// take the feed sequencer (end).
 	beforeSequence func(*Tx)
@@ -488,15 +490,7 @@ func (db *DB) end(ctx context.Context, t *Tx) error {
 	if db.beforeSequence != nil {
 		db.beforeSequence(t)
 	}
-	// The change is numbered under the sequencer, which the transaction
-	// holds through its commit: a node's changes are numbered in the
-	// order they commit, though its lanes' batches run at once, so an
-	// acknowledgement of a later number covers every earlier change
-	// (lease.go).
-	if err := db.sequence(ctx, t); err != nil {
-		return err
-	}
-	return t.notifyChanges(ctx, db.lst)
+	return db.sequence(ctx, t)
 }
 
 // RegionState returns the value of the region-wide flag name (ok false

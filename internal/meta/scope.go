@@ -110,7 +110,17 @@ func (tx *Tx) writesRegion(what string) error {
 //
 // georeg_sequence takes the feed sequencer (when take), records the
 // node's newest version hlc, notifies the feed's listeners (when notify)
-// and returns the feed's largest number.
+// and returns the feed's largest number. Kept for nodes of the version
+// before georeg_end during a rolling upgrade.
+//
+// georeg_end ends a write transaction in one round trip: it takes the
+// feed sequencer (when take), records the node's newest version hlc,
+// appends the transaction's feed records numbered after the feed's
+// largest (each with the running total of blob bytes), sets the feed
+// number of its presence marks (the mark's record's, where a row has
+// none yet), notifies the feed's listeners when it appended and the
+// nodes of what it changed (changes, when not NULL), and returns the
+// feed's largest number before its records.
 var pgFunctions = []string{`
 CREATE OR REPLACE FUNCTION georeg_lock(region bigint, class integer, repo integer, wait boolean) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
@@ -154,6 +164,41 @@ BEGIN
 		PERFORM pg_notify(channel, '');
 	END IF;
 	RETURN COALESCE((SELECT MAX(seq) FROM feed), 0);
+END $$`, `
+CREATE OR REPLACE FUNCTION georeg_end(sequencer bigint, take boolean, hlc bigint, feed_channel text,
+	changes_channel text, changes text,
+	kinds text[], repos text[], digests text[], tags text[], media_types text[], sizes bigint[], versions bigint[], origins text[], created bigint[],
+	mark_repos text[], mark_digests text[], mark_regions text[], mark_records bigint[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	base bigint;
+BEGIN
+	IF take THEN
+		PERFORM pg_advisory_xact_lock(sequencer);
+	END IF;
+	IF hlc IS NOT NULL THEN
+		INSERT INTO region_state (name, value) VALUES ('hlc', hlc)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE region_state.value < excluded.value;
+	END IF;
+	base := COALESCE((SELECT MAX(seq) FROM feed), 0);
+	IF cardinality(kinds) > 0 THEN
+		INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at, blob_bytes)
+		SELECT base + r.n, r.kind, r.repo, r.digest, r.tag, r.media_type, r.size, r.version, r.origin, r.created_at,
+			b.total + SUM(CASE WHEN r.kind = 'blob' THEN r.size ELSE 0 END) OVER (ORDER BY r.n)
+		FROM unnest(kinds, repos, digests, tags, media_types, sizes, versions, origins, created)
+			WITH ORDINALITY AS r(kind, repo, digest, tag, media_type, size, version, origin, created_at, n),
+			(SELECT COALESCE((SELECT blob_bytes FROM feed WHERE seq = base), 0) AS total) AS b;
+		IF cardinality(mark_repos) > 0 THEN
+			UPDATE presence p SET seq = base + m.rec
+			FROM unnest(mark_repos, mark_digests, mark_regions, mark_records) AS m(repo, digest, region, rec)
+			WHERE p.repo = m.repo AND p.digest = m.digest AND p.region = m.region AND p.seq = 0;
+		END IF;
+		PERFORM pg_notify(feed_channel, '');
+	END IF;
+	IF changes IS NOT NULL THEN
+		PERFORM pg_notify(changes_channel, changes);
+	END IF;
+	RETURN base;
 END $$`}
 
 // lock takes the locks scope needs in t (PostgreSQL), waiting for them
@@ -247,24 +292,22 @@ func (db *DB) lockAhead(ctx context.Context, t *Tx, scopes []string) error {
 }
 
 // sequence numbers and inserts the feed records t holds, after the
-// feed's largest committed number, records the clock's newest version
-// and notifies the feed's listeners, under the feed sequencer's lock
-// (PostgreSQL; held through the commit). A region-wide transaction runs
+// feed's largest committed number, marks their presence, records the
+// clock's newest version and notifies the feed's listeners and the other
+// nodes, under the feed sequencer's lock (PostgreSQL; held through the
+// commit), in one round trip (georeg_end). A region-wide transaction runs
 // alone and needs no sequencer.
+//
+// The change t made is numbered among this node's (changesPayload) while
+// seqMu is held, until the call holds the sequencer: the node's changes
+// are numbered in the order they commit, though its lanes' batches run
+// at once, so an acknowledgement of a later number covers every earlier
+// change (lease.go).
 func (db *DB) sequence(ctx context.Context, t *Tx) error {
 	var clock *int64
 	if db.clock != nil {
 		last := db.clock.Last()
 		clock = &last
-	}
-	var seq int64
-	err := t.tx.QueryRowContext(ctx, `SELECT georeg_sequence($1, $2, $3, $4, $5)`,
-		int64(sequencerLockKey), !t.exclusive, clock, feedChannel, len(t.feed) > 0).Scan(&seq)
-	if err != nil {
-		return fmt.Errorf("take the feed sequencer: %w", err)
-	}
-	if len(t.feed) == 0 {
-		return nil
 	}
 	n := len(t.feed)
 	kind, repo, dgst, tag, mediaType, origin := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -273,29 +316,27 @@ func (db *DB) sequence(ctx context.Context, t *Tx) error {
 		kind[i], repo[i], dgst[i], tag[i], mediaType[i], origin[i] = rec.Kind, rec.Repo, rec.Digest.String(), rec.Tag, rec.MediaType, rec.Version.Region
 		size[i], version[i], created[i] = rec.Size, rec.Version.Time, rec.Created.UnixMilli()
 	}
-	// blob_bytes: the running total of blob sizes, from the newest
-	// committed record's (this statement runs under the sequencer).
-	_, err = t.tx.ExecContext(ctx, `
-		INSERT INTO feed (seq, kind, repo, digest, tag, media_type, size, version, origin, created_at, blob_bytes)
-		SELECT $1 + r.n, r.kind, r.repo, r.digest, r.tag, r.media_type, r.size, r.version, r.origin, r.created_at,
-			b.total + SUM(CASE WHEN r.kind = 'blob' THEN r.size ELSE 0 END) OVER (ORDER BY r.n)
-		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[])
-			WITH ORDINALITY AS r(kind, repo, digest, tag, media_type, size, version, origin, created_at, n),
-			(SELECT COALESCE((SELECT blob_bytes FROM feed WHERE seq = (SELECT MAX(seq) FROM feed)), 0) AS total) AS b`,
-		seq, kind, repo, dgst, tag, mediaType, size, version, origin, created)
+	mRepo, mDigest, mRegion, mRecord := presenceMarks(t)
+	db.seqMu.Lock()
+	defer db.seqMu.Unlock()
+	changes := t.changesPayload(db.lst)
+	var base int64
+	err := t.tx.QueryRowContext(ctx, `SELECT georeg_end($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+		int64(sequencerLockKey), !t.exclusive, clock, feedChannel, changesChannel, changes,
+		kind, repo, dgst, tag, mediaType, size, version, origin, created,
+		mRepo, mDigest, mRegion, mRecord).Scan(&base)
 	if err != nil {
-		return fmt.Errorf("append to the feed: %w", err)
+		return fmt.Errorf("take the feed sequencer and append to the feed: %w", err)
 	}
-	return markPresence(ctx, t, seq)
+	return nil
 }
 
-// markPresence sets the feed number of each of t's presence marks, now
-// that its records are numbered from seq+1, in one statement: a row
-// marked already keeps its number, and of two marks of one row the first
-// counts (as one statement each, in order, would have it).
-func markPresence(ctx context.Context, t *Tx, seq int64) error {
-	var repo, dgst, region []string
-	var at []int64
+// presenceMarks lists t's presence marks for georeg_end, each with the
+// number of its record in t's feed records (1-based): one per row, the
+// first (as one statement each, in order, would have it). A mark with no
+// record appended before it is none.
+func presenceMarks(t *Tx) (repo, dgst, region []string, record []int64) {
+	repo, dgst, region, record = []string{}, []string{}, []string{}, []int64{}
 	seen := map[pendingMark]bool{}
 	for _, m := range t.marks {
 		if m.record == 0 {
@@ -306,19 +347,9 @@ func markPresence(ctx context.Context, t *Tx, seq int64) error {
 			continue
 		}
 		seen[row] = true
-		repo, dgst, region, at = append(repo, m.repo), append(dgst, m.digest), append(region, m.region), append(at, seq+int64(m.record))
+		repo, dgst, region, record = append(repo, m.repo), append(dgst, m.digest), append(region, m.region), append(record, int64(m.record))
 	}
-	if len(repo) == 0 {
-		return nil
-	}
-	_, err := t.tx.ExecContext(ctx, `UPDATE presence p SET seq = m.seq
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS m(repo, digest, region, seq)
-		WHERE p.repo = m.repo AND p.digest = m.digest AND p.region = m.region AND p.seq = 0`,
-		repo, dgst, region, at)
-	if err != nil {
-		return fmt.Errorf("mark presence: %w", err)
-	}
-	return nil
+	return repo, dgst, region, record
 }
 
 // waited records a write's wait for its turn (WriteStats).
