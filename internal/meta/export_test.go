@@ -111,3 +111,6 @@ func HoldBeforeSequence(db *DB, repo string) (inside <-chan struct{}, release fu
 
 // LanesFor is lanesFor.
 func LanesFor(rtt time.Duration) int { return lanesFor(rtt) }
+
+// LanesNow is lanesNow.
+func LanesNow(lanes, nodes int) int { return lanesNow(lanes, nodes) }

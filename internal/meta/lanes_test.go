@@ -54,6 +54,19 @@ func TestLanesFollowTheRoundTripToPostgreSQL(t *testing.T) {
 	}
 }
 
+// TestANodeSharesItsChosenLanesWithTheNodesItHears: lanes a node chose by
+// its round trip are the region's: with n nodes each runs its share, at
+// least one.
+func TestANodeSharesItsChosenLanesWithTheNodesItHears(t *testing.T) {
+	for _, tc := range []struct{ lanes, nodes, want int }{
+		{1, 1, 1}, {8, 1, 8}, {8, 2, 4}, {8, 3, 2}, {8, 9, 1}, {3, 2, 1}, {8, 0, 8},
+	} {
+		if got := meta.LanesNow(tc.lanes, tc.nodes); got != tc.want {
+			t.Errorf("%d lanes, %d nodes: %d, want %d", tc.lanes, tc.nodes, got, tc.want)
+		}
+	}
+}
+
 // TestANodeWritesTwoRepositoriesAtOnce: on PostgreSQL a node runs a
 // batch of each of its lanes at once, so a write of a repository does not
 // wait for a write of another repository still inside its transaction (it

@@ -65,6 +65,7 @@ type DB struct {
 	writes, writeWaitNs atomic.Int64
 	lanes               []leaderQueue[*writeReq] // writes waiting for their turn, by lane (batch.go)
 	rtt                 time.Duration            // PostgreSQL: the round trip measured at open
+	lanesAuto           bool                     // lanes chosen by rtt, shared among the nodes (lanesNow)
 	seqMu               sync.Mutex               // a transaction's turn at the sequencer on this node (scope.go: sequence)
 	// beforeSequence, set by tests only, runs as a transaction is about to
 	// take the feed sequencer (end).
@@ -323,6 +324,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	}
 	db.rtt = measureRoundTrip(ctx, pool)
 	db.SetWriteLanes(lanesFor(db.rtt))
+	db.lanesAuto = true // shared with the nodes it hears (lanesNow)
 	return db, nil
 }
 

@@ -92,6 +92,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Region, error) {
 				db.SetWriteLanes(cfg.Metadata.WriteLanes)
 			}
 			lanes, rtt := db.WriteLanes()
+			// Lanes chosen by the round trip are shared with the nodes this
+			// one hears (meta.lanesNow); set ones are this node's.
 			log.Info("metadata on PostgreSQL", "writeLanes", lanes, "roundTrip", rtt.Round(time.Microsecond), "writeLanesSet", cfg.Metadata.WriteLanes > 0)
 		}
 	default:
