@@ -70,7 +70,8 @@ type MetadataConfig struct {
 	// WriteLanes is how many write transactions a node runs at once on
 	// PostgreSQL, its writes split between them by repository (0: by the
 	// round trip to PostgreSQL measured at start, one lane per 0.2 ms and
-	// one more, at most 8). More lanes cut a push's wait for its turn
+	// one more, at most 8, shared among the region's nodes; a number set
+	// is this node's own). More lanes cut a push's wait for its turn
 	// when PostgreSQL is a network round trip away, and cost PostgreSQL
 	// more CPU per write (smaller batches): docs/performance.md.
 	WriteLanes int `yaml:"writeLanes"`
