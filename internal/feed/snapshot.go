@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/ocierr"
@@ -24,7 +25,7 @@ type SnapshotEnd struct {
 
 // SnapshotSource is what the snapshot handler reads (region.Region).
 type SnapshotSource interface {
-	Snapshot(ctx context.Context, header func(meta.SnapshotHeader) error, emit func(*meta.SnapshotRepo) error) error
+	Snapshot(ctx context.Context, format int, header func(meta.SnapshotHeader) error, emit func(*meta.SnapshotRepo) error) error
 }
 
 // SnapshotHandler serves GET SnapshotPath to requests authorized admits
@@ -36,6 +37,20 @@ func SnapshotHandler(src SnapshotSource, authorized func(*http.Request) bool, re
 			ocierr.Write(w, r, ocierr.Unauthorized.Withf("snapshots are for member regions: send a region token (peerauth)"))
 			return
 		}
+		asked := 0
+		if q := r.URL.Query().Get("format"); q != "" {
+			n, err := strconv.Atoi(q)
+			if err != nil || n < 1 {
+				ocierr.Write(w, r, ocierr.RequestInvalid.Withf("snapshot format %q: want a format number, the latest the joining region reads", q))
+				return
+			}
+			asked = n
+		}
+		format, ok := meta.SnapshotFormatServed(asked)
+		if !ok {
+			ocierr.Write(w, r, ocierr.RequestInvalid.Withf("snapshot format %d: this region writes formats %d to %d", asked, meta.SnapshotFormatDefault, meta.SnapshotFormat))
+			return
+		}
 		if ok, err := ready(r.Context()); err != nil || !ok {
 			ocierr.Write(w, r, ocierr.Unavailable.Withf("this region is not Ready: a joining region takes its snapshot from a Ready region"))
 			return
@@ -44,7 +59,7 @@ func SnapshotHandler(src SnapshotSource, authorized func(*http.Request) bool, re
 		enc := json.NewEncoder(bw)
 		started, n := false, 0
 		var buf []byte
-		err := src.Snapshot(r.Context(), func(h meta.SnapshotHeader) error {
+		err := src.Snapshot(r.Context(), format, func(h meta.SnapshotHeader) error {
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
 			w.WriteHeader(http.StatusOK)

@@ -23,11 +23,29 @@ import (
 
 // SnapshotFormat is the version of the snapshot's layout. Format 2 adds
 // {"x": hex} for bytes (what a SQLite store encodes itself, having no
-// base64); a joiner reads formats 1 and 2.
-const SnapshotFormat = 2
+// base64); format 3 {"t": text} for bytes that are valid UTF-8 without a
+// NUL (a SQLite store's manifests, JSON themselves: half the size of
+// their hex). A joiner reads formats 1 to 3 and asks for the latest it
+// reads (SnapshotFormatAsked); a region serves a joiner that names none
+// format 2, which every earlier version reads.
+const SnapshotFormat = 3
+
+// SnapshotFormatDefault is the format served to a joiner that names none.
+const SnapshotFormatDefault = 2
 
 // SnapshotFormatRead reports whether a joiner loads a snapshot of format.
-func SnapshotFormatRead(format int) bool { return format == 1 || format == 2 }
+func SnapshotFormatRead(format int) bool { return format >= 1 && format <= SnapshotFormat }
+
+// SnapshotFormatServed is the format a region serves to a joiner that
+// reads formats up to asked (0: it named none): the latest both know;
+// false when that is none this region writes (below format 2).
+func SnapshotFormatServed(asked int) (int, bool) {
+	if asked == 0 {
+		return SnapshotFormatDefault, true
+	}
+	f := min(asked, SnapshotFormat)
+	return f, f >= SnapshotFormatDefault
+}
 
 // SnapshotHeader is the first line of a snapshot.
 type SnapshotHeader struct {
@@ -82,8 +100,12 @@ var snapshotTables = []struct {
 func SchemaVersion() int { return len(migrations) }
 
 // Snapshot reads the store's replicated state in one read transaction:
-// header, then each repository's rows in name order.
-func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotHeader) error, emit func(*SnapshotRepo) error) error {
+// header, then each repository's rows in name order, in format (2 or 3;
+// SnapshotFormatServed).
+func (db *DB) Snapshot(ctx context.Context, region string, format int, header func(SnapshotHeader) error, emit func(*SnapshotRepo) error) error {
+	if format < SnapshotFormatDefault || format > SnapshotFormat {
+		return fmt.Errorf("snapshot format %d: this version writes formats %d to %d", format, SnapshotFormatDefault, SnapshotFormat)
+	}
 	opts := &sql.TxOptions{ReadOnly: true}
 	if db.dialect == postgres {
 		opts.Isolation = sql.LevelRepeatableRead
@@ -93,7 +115,7 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 		return fmt.Errorf("begin snapshot: %w", err)
 	}
 	defer tx.Rollback()
-	h := SnapshotHeader{Format: SnapshotFormat, Schema: SchemaVersion(), Region: region, Applied: map[string]int64{}}
+	h := SnapshotHeader{Format: format, Schema: SchemaVersion(), Region: region, Applied: map[string]int64{}}
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM feed`).Scan(&h.Head); err != nil {
 		return err
 	}
@@ -123,7 +145,7 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 	for i, t := range snapshotTables[1:] {
 		q := `SELECT * FROM ` + t.name + ` WHERE ` + t.repoCol + ` = $1`
 		if db.dialect == sqlite {
-			if q, cols[i+1], err = sqliteSnapshotQuery(ctx, tx, t.name, t.repoCol); err != nil {
+			if q, cols[i+1], err = sqliteSnapshotQuery(ctx, tx, t.name, t.repoCol, format); err != nil {
 				return fmt.Errorf("snapshot %s: %w", t.name, err)
 			}
 		}
@@ -176,9 +198,10 @@ func (db *DB) Snapshot(ctx context.Context, region string, header func(SnapshotH
 // repository (the first argument) from a SQLite store as one JSON array,
 // encoded by SQLite itself, and the columns of its rows: stepping the
 // driver through each row and column was most of what a Ready region
-// spent serving a snapshot (docs/performance.md). Bytes are {"x": hex}:
-// SQLite has no base64.
-func sqliteSnapshotQuery(ctx context.Context, tx *sql.Tx, table, repoCol string) (string, []string, error) {
+// spent serving a snapshot (docs/performance.md). Bytes are {"x": hex}
+// (SQLite has no base64), or from format 3 {"t": text} when they are
+// text JSON carries exactly (sqliteTextBytes).
+func sqliteSnapshotQuery(ctx context.Context, tx *sql.Tx, table, repoCol string, format int) (string, []string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info('`+table+`') ORDER BY cid`)
 	if err != nil {
 		return "", nil, err
@@ -193,7 +216,11 @@ func sqliteSnapshotQuery(ctx context.Context, tx *sql.Tx, table, repoCol string)
 		cols = append(cols, name)
 		// By the value's type, not the column's: SQLite keeps bytes
 		// written to any column as bytes, which JSON cannot hold.
-		vals = append(vals, `CASE WHEN typeof(`+name+`) = 'blob' THEN json_object('x', hex(`+name+`)) ELSE `+name+` END`)
+		text := ""
+		if format >= 3 {
+			text = ` WHEN ` + sqliteTextBytes + `(` + name + `) THEN json_object('t', CAST(` + name + ` AS TEXT))`
+		}
+		vals = append(vals, `CASE WHEN typeof(`+name+`) != 'blob' THEN `+name+text+` ELSE json_object('x', hex(`+name+`)) END`)
 	}
 	if err := rows.Err(); err != nil {
 		return "", nil, err
@@ -380,7 +407,8 @@ func snapshotArgs(row []any) ([]any, error) {
 	return out, nil
 }
 
-// snapshotBytesValue decodes a bytes value, {"b": base64} or {"x": hex}.
+// snapshotBytesValue decodes a bytes value, {"b": base64}, {"x": hex}
+// or {"t": text}.
 func snapshotBytesValue(o map[string]any) ([]byte, error) {
 	if len(o) == 1 {
 		if s, ok := o["b"].(string); ok {
@@ -389,8 +417,11 @@ func snapshotBytesValue(o map[string]any) ([]byte, error) {
 		if s, ok := o["x"].(string); ok {
 			return hex.DecodeString(s)
 		}
+		if s, ok := o["t"].(string); ok {
+			return []byte(s), nil
+		}
 	}
-	return nil, errors.New(`an object that is not {"b": base64} or {"x": hex}`)
+	return nil, errors.New(`an object that is not {"b": base64}, {"x": hex} or {"t": text}`)
 }
 
 // Empty reports whether the store has nothing replicated yet: no

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -20,10 +21,17 @@ import (
 // changes nothing; a snapshot loaded again, or over a later write,
 // changes nothing (last-writer-wins). It is encoded as the snapshot
 // handler encodes it (AppendJSON: a SQLite store's rows come encoded by
-// SQLite, bytes as hex), and a manifest whose bytes JSON must escape
-// (quotes, a backslash, <>&, control and non-ASCII characters, invalid
-// UTF-8) is loaded byte for byte.
+// SQLite, bytes as hex, or in format 3 as text where they are text), and
+// manifests whose bytes JSON must escape (quotes, a backslash, <>&,
+// control and non-ASCII characters, a NUL, invalid UTF-8) are loaded
+// byte for byte, in either format a region serves.
 func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
+	for _, format := range []int{meta.SnapshotFormatDefault, meta.SnapshotFormat} {
+		t.Run(fmt.Sprint("format", format), func(t *testing.T) { snapshotLoadedIntoAnEmptyStore(t, format) })
+	}
+}
+
+func snapshotLoadedIntoAnEmptyStore(t *testing.T, format int) {
 	eachDialect(t, func(t *testing.T, src *meta.DB) {
 		ctx := t.Context()
 		now := time.Now()
@@ -33,6 +41,14 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 		payload := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a","digest":"sha256:` + digest.FromString("c").Encoded() + `","size":1},"layers":[]}`)
 		d := digest.FromBytes(payload)
 		odd := []byte("{\"annotations\":{\"a\":\"q\\\" \\\\ <&> \\u0001 \u00e9\u6771\u2028\"}}\xff\x00\t")
+		// Text with what JSON escapes, and text but for one NUL, or but
+		// for invalid UTF-8: the first travels as text in format 3, the
+		// others as hex.
+		texts := [][]byte{
+			[]byte("{\"a\":\"q\\\" \\\\ <&>\u0001\x7f \u00e9\u6771\u2028\U0001F600\"}\n\t"),
+			[]byte("{\"a\":\"\x00\"}"),
+			[]byte("{\"a\":\"\xc3\"}"),
+		}
 		oddD := digest.FromBytes(odd)
 		gone := digest.FromString("deleted manifest")
 		for _, repo := range []string{"snap/a", "snap/b"} {
@@ -51,6 +67,12 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 					Size: int64(len(odd)), Payload: odd, Annotations: map[string]string{"é\"<": "\x01\u2028"}, Created: now, Version: v(1000, "eastus")}); err != nil {
 					return err
 				}
+				for _, p := range texts {
+					if _, err := tx.PutManifest(ctx, &meta.Manifest{Repo: repo, Digest: digest.FromBytes(p), MediaType: "application/vnd.oci.image.manifest.v1+json",
+						Size: int64(len(p)), Payload: p, Created: now, Version: v(1000, "eastus")}); err != nil {
+						return err
+					}
+				}
 				if _, err := tx.SetTag(ctx, repo, "v1", d, v(1001, "westeurope"), now); err != nil {
 					return err
 				}
@@ -68,7 +90,7 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 		enc := json.NewEncoder(&buf)
 		var h meta.SnapshotHeader
 		n := 0
-		if err := src.Snapshot(ctx, "eastus", func(hh meta.SnapshotHeader) error { h = hh; return enc.Encode(hh) },
+		if err := src.Snapshot(ctx, "eastus", format, func(hh meta.SnapshotHeader) error { h = hh; return enc.Encode(hh) },
 			func(sr *meta.SnapshotRepo) error {
 				n++
 				b, err := sr.AppendJSON(nil)
@@ -77,8 +99,18 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 			}); err != nil {
 			t.Fatal(err)
 		}
-		if h.Region != "eastus" || h.Schema != meta.SchemaVersion() || h.Applied["westeurope"] != 42 || n != 2 {
+		if h.Region != "eastus" || h.Schema != meta.SchemaVersion() || h.Applied["westeurope"] != 42 || n != 2 || h.Format != format {
 			t.Fatalf("header %+v, %d repositories", h, n)
+		}
+		// A SQLite store sends a manifest that is text as text from format
+		// 3 (half the size of its hex), and only text it carries exactly.
+		if !src.Shared() {
+			asText := bytes.Count(buf.Bytes(), []byte(`{"t":`))
+			// Per repository: the image manifest, texts[0] and the deleted
+			// manifest's empty payload.
+			if want := map[int]int{2: 0, 3: 2 * 3}[format]; asText != want {
+				t.Fatalf("format %d: %d bytes values sent as text, want %d", format, asText, want)
+			}
 		}
 		dst, err := meta.OpenSQLite(ctx, t.TempDir()+"/dst.db")
 		if err != nil {
@@ -125,6 +157,12 @@ func TestASnapshotLoadedIntoAnEmptyStoreMakesItTheSame(t *testing.T) {
 			m, err := dst.GetManifest(ctx, repo, oddD)
 			if err != nil || !bytes.Equal(m.Payload, odd) || m.Annotations["é\"<"] != "\x01\u2028" {
 				t.Fatalf("the manifest loaded from the snapshot is not the one stored: %+v %v", m, err)
+			}
+			for _, p := range texts {
+				m, err := dst.GetManifest(ctx, repo, digest.FromBytes(p))
+				if err != nil || !bytes.Equal(m.Payload, p) {
+					t.Fatalf("the manifest %q loaded from the snapshot is %+v (%v)", p, m, err)
+				}
 			}
 		}
 		p, err := dst.Presence(ctx, "snap/a", d)
@@ -176,7 +214,7 @@ func TestASQLiteSnapshotCarriesBytesWhereverTheyAre(t *testing.T) {
 		t.Fatal(err)
 	}
 	var line []byte
-	if err := src.Snapshot(ctx, "eastus", func(meta.SnapshotHeader) error { return nil }, func(sr *meta.SnapshotRepo) error {
+	if err := src.Snapshot(ctx, "eastus", meta.SnapshotFormat, func(meta.SnapshotHeader) error { return nil }, func(sr *meta.SnapshotRepo) error {
 		var err error
 		line, err = sr.AppendJSON(nil)
 		return err
@@ -210,5 +248,28 @@ func TestASQLiteSnapshotCarriesBytesWhereverTheyAre(t *testing.T) {
 	}
 	if typ != "blob" || !bytes.Equal(val, odd) {
 		t.Fatalf("loaded as a %s %q, want the bytes %q", typ, val, odd)
+	}
+}
+
+// TestARegionServesTheLatestSnapshotFormatBothRead: the format served to a
+// joiner that reads formats up to asked.
+func TestARegionServesTheLatestSnapshotFormatBothRead(t *testing.T) {
+	for _, c := range []struct {
+		asked, want int
+		ok          bool
+	}{
+		{0, 2, true}, // names none: an earlier version, which reads 2
+		{1, 1, false},
+		{2, 2, true},
+		{3, 3, true},
+		{4, 3, true},
+	} {
+		got, ok := meta.SnapshotFormatServed(c.asked)
+		if got != c.want || ok != c.ok {
+			t.Errorf("asked %d: served %d %v, want %d %v", c.asked, got, ok, c.want, c.ok)
+		}
+	}
+	if meta.SnapshotFormat != 3 || !meta.SnapshotFormatRead(1) || !meta.SnapshotFormatRead(3) || meta.SnapshotFormatRead(4) {
+		t.Error("this version reads formats 1 to 3")
 	}
 }

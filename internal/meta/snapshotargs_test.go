@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 )
 
 // decodeRow decodes a snapshot row as a joiner does.
@@ -18,8 +19,9 @@ func decodeRow(t testing.TB, s string) ([]any, bool) {
 }
 
 // TestASnapshotRowsValuesAreTakenOrRefusedWhole: a row's bytes come as
-// {"b": base64} (format 1, and PostgreSQL stores) or {"x": hex} (a
-// SQLite store's own encoding, either case); anything else in an object,
+// {"b": base64} (format 1, and PostgreSQL stores), {"x": hex} (a
+// SQLite store's own encoding, either case) or {"t": text} (format 3, a
+// SQLite store's bytes that are text); anything else in an object,
 // or an integer that is not one, refuses the row.
 func TestASnapshotRowsValuesAreTakenOrRefusedWhole(t *testing.T) {
 	for _, c := range []struct {
@@ -31,6 +33,10 @@ func TestASnapshotRowsValuesAreTakenOrRefusedWhole(t *testing.T) {
 		{`[{"x": "00FF"}]`, []any{[]byte{0, 0xff}}},
 		{`[{"x": "00ff"}]`, []any{[]byte{0, 0xff}}},
 		{`[{"x": ""}]`, []any{[]byte{}}},
+		{`[{"t": "{\"a\":\"\u00e9\"}"}]`, []any{[]byte(`{"a":"é"}`)}},
+		{`[{"t": ""}]`, []any{[]byte{}}},
+		{`[{"t": 1}]`, nil},
+		{`[{"t": "a", "x": "00"}]`, nil},
 		{`[{"b": "!!"}]`, nil},
 		{`[{"x": "0"}]`, nil},
 		{`[{"x": "zz"}]`, nil},
@@ -69,9 +75,9 @@ func TestASnapshotRowsValuesAreTakenOrRefusedWhole(t *testing.T) {
 
 // FuzzSnapshotArgs: whatever a row holds, snapshotArgs takes or refuses
 // it without panicking, and bytes it takes are the same however they
-// were encoded (base64 or hex).
+// were encoded (base64, hex, or text when they are valid UTF-8).
 func FuzzSnapshotArgs(f *testing.F) {
-	for _, s := range []string{`["app", 7, null]`, `[{"b": "AP8="}]`, `[{"x": "00FF"}]`, `[{"x": "0"}]`, `[{"b": "AA==", "x": "00"}]`, `[9223372036854775808]`, `[-1e3]`} {
+	for _, s := range []string{`["app", 7, null]`, `[{"b": "AP8="}]`, `[{"x": "00FF"}]`, `[{"t": "{}"}]`, `[{"x": "0"}]`, `[{"b": "AA==", "x": "00"}]`, `[9223372036854775808]`, `[-1e3]`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -91,7 +97,11 @@ func FuzzSnapshotArgs(f *testing.F) {
 			if !isBytes {
 				continue
 			}
-			for _, o := range []map[string]any{{"b": base64.StdEncoding.EncodeToString(b)}, {"x": hex.EncodeToString(b)}} {
+			encodings := []map[string]any{{"b": base64.StdEncoding.EncodeToString(b)}, {"x": hex.EncodeToString(b)}}
+			if utf8.Valid(b) {
+				encodings = append(encodings, map[string]any{"t": string(b)})
+			}
+			for _, o := range encodings {
 				again, err := snapshotArgs([]any{o})
 				if err != nil || !bytes.Equal(again[0].([]byte), b) {
 					t.Fatalf("%x encoded as %v comes back as %v (%v)", b, o, again, err)

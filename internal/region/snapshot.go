@@ -12,12 +12,13 @@ import (
 
 // Snapshot reads this region's replicated state for a region that joins
 // (meta.DB.Snapshot); the handler serves it only while the region is
-// Ready (feed.SnapshotHandler). A retired region serves none.
-func (r *Region) Snapshot(ctx context.Context, header func(meta.SnapshotHeader) error, emit func(*meta.SnapshotRepo) error) error {
+// Ready (feed.SnapshotHandler), in format (meta.SnapshotFormatServed). A
+// retired region serves none.
+func (r *Region) Snapshot(ctx context.Context, format int, header func(meta.SnapshotHeader) error, emit func(*meta.SnapshotRepo) error) error {
 	if r.Retired() {
 		return ocierr.Unavailable.Withf("region %s was deleted from the registry (retired): it serves no snapshot", r.cfg.Name)
 	}
-	return r.db.Snapshot(ctx, r.cfg.Name, header, emit)
+	return r.db.Snapshot(ctx, r.cfg.Name, format, header, emit)
 }
 
 // Empty reports whether this region holds nothing replicated yet (no

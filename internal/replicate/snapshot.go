@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -124,7 +125,7 @@ type joinStats struct{ repos, manifests, fetched int }
 // snapshot reflects.
 func (p *Replicator) joinFrom(ctx context.Context, s *source) (joinStats, error) {
 	var st joinStats
-	resp, err := s.get(ctx, feed.SnapshotPath, nil)
+	resp, err := s.get(ctx, feed.SnapshotPath+"?format="+strconv.Itoa(meta.SnapshotFormat), nil)
 	if err != nil {
 		return st, err
 	}
