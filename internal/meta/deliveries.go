@@ -54,9 +54,12 @@ func (tx *Tx) EnqueueDelivery(ctx context.Context, d Delivery) error {
 // ClaimDeliveries returns up to n pending deliveries due at now, oldest
 // first, and moves their next attempt to now+lease: nobody else picks them
 // up while they are being sent, and a sender that died leaves them due
-// again when the lease ends.
+// again when the lease ends. It and the other writes of deliveries below
+// run in the deliveries' scope (UpdateDeliveries: one at a time in the
+// region, beside repository writes, which only add deliveries) or a
+// region-wide write.
 func (tx *Tx) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, n int) ([]Delivery, error) {
-	if err := tx.writesRegion("ClaimDeliveries"); err != nil {
+	if err := tx.writesBookkeeping(scopeDeliveries, "ClaimDeliveries"); err != nil {
 		return nil, err
 	}
 	out, err := queryDeliveries(ctx, tx.tx, `SELECT `+deliveryColumns+` FROM webhook_deliveries
@@ -78,7 +81,7 @@ func (tx *Tx) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Dur
 // d.StatusCode, d.Latency, d.Error), the attempt count and, when still
 // pending, d.Next.
 func (tx *Tx) FinishDelivery(ctx context.Context, d Delivery) error {
-	if err := tx.writesRegion("FinishDelivery"); err != nil {
+	if err := tx.writesBookkeeping(scopeDeliveries, "FinishDelivery"); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `
@@ -91,7 +94,7 @@ func (tx *Tx) FinishDelivery(ctx context.Context, d Delivery) error {
 // HoldDelivery puts d back with its state, next attempt and error, without
 // counting an attempt (its webhook is disabled).
 func (tx *Tx) HoldDelivery(ctx context.Context, d Delivery) error {
-	if err := tx.writesRegion("HoldDelivery"); err != nil {
+	if err := tx.writesBookkeeping(scopeDeliveries, "HoldDelivery"); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `
@@ -102,7 +105,7 @@ func (tx *Tx) HoldDelivery(ctx context.Context, d Delivery) error {
 
 // CancelDelivery marks d canceled (its webhook is gone).
 func (tx *Tx) CancelDelivery(ctx context.Context, id int64, now time.Time) error {
-	if err := tx.writesRegion("CancelDelivery"); err != nil {
+	if err := tx.writesBookkeeping(scopeDeliveries, "CancelDelivery"); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `UPDATE webhook_deliveries SET state = $1, updated_at = $2 WHERE id = $3`,
@@ -112,7 +115,7 @@ func (tx *Tx) CancelDelivery(ctx context.Context, id int64, now time.Time) error
 
 // PruneDeliveries removes finished deliveries last updated before t.
 func (tx *Tx) PruneDeliveries(ctx context.Context, before time.Time) error {
-	if err := tx.writesRegion("PruneDeliveries"); err != nil {
+	if err := tx.writesBookkeeping(scopeDeliveries, "PruneDeliveries"); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `DELETE FROM webhook_deliveries WHERE state <> $1 AND updated_at < $2`,

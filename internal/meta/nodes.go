@@ -19,7 +19,7 @@ import (
 // A holder that restarts under the same name takes its lease back at once.
 func (db *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, now time.Time) (bool, error) {
 	var got bool
-	err := db.Update(ctx, func(tx *Tx) error {
+	err := db.update(ctx, scopeJobLeases, func(tx *Tx) error {
 		res, err := tx.exec(ctx, `
 			INSERT INTO leases (name, holder, expires) VALUES ($1, $2, $3)
 			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
@@ -37,7 +37,7 @@ func (db *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Du
 
 // ReleaseLease gives lease name up, if holder has it.
 func (db *DB) ReleaseLease(ctx context.Context, name, holder string) error {
-	return db.Update(ctx, func(tx *Tx) error {
+	return db.update(ctx, scopeJobLeases, func(tx *Tx) error {
 		_, err := tx.exec(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, holder)
 		return err
 	})
@@ -62,7 +62,7 @@ func (db *DB) Publish(ctx context.Context, table, key, node, body string, now ti
 	if !ok {
 		return fmt.Errorf("publish: no table %q", table)
 	}
-	return db.Update(ctx, func(tx *Tx) error {
+	return db.update(ctx, scopePublished, func(tx *Tx) error {
 		_, err := tx.exec(ctx, `INSERT INTO `+table+` (`+col+`, node, body, updated_at) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (`+col+`) DO UPDATE SET node = excluded.node, body = excluded.body, updated_at = excluded.updated_at`,
 			key, node, body, now.UnixMilli())

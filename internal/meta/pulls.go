@@ -9,9 +9,9 @@ import (
 
 // NotePulled records that repo's manifest d was pulled at (to the
 // second; a later time than the one recorded moves it, an earlier one
-// does not). A region-wide write.
+// does not). A write of the traffic scope (UpdateTraffic) or region-wide.
 func (tx *Tx) NotePulled(ctx context.Context, repo string, d digest.Digest, at time.Time) error {
-	if err := tx.writesRegion("NotePulled"); err != nil {
+	if err := tx.writesBookkeeping(scopeTraffic, "NotePulled"); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `INSERT INTO pulls (repo, digest, pulled_at) VALUES ($1, $2, $3)
@@ -22,7 +22,7 @@ func (tx *Tx) NotePulled(ctx context.Context, repo string, d digest.Digest, at t
 
 // ForgetPulled drops repo's record of manifest d (evicted).
 func (tx *Tx) ForgetPulled(ctx context.Context, repo string, d digest.Digest) error {
-	if err := tx.writesRegion("ForgetPulled"); err != nil {
+	if err := tx.writesBookkeeping(scopeTraffic, "ForgetPulled"); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `DELETE FROM pulls WHERE repo = $1 AND digest = $2`, repo, d.String())

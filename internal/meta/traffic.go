@@ -14,9 +14,10 @@ type Traffic struct {
 }
 
 // AddTraffic adds n bytes of kind with peer to node's count for the hour
-// holding at. A region-wide write (nodes add to their own rows).
+// holding at, in a write of the traffic scope (UpdateTraffic) or a
+// region-wide one; nodes add to their own rows.
 func (tx *Tx) AddTraffic(ctx context.Context, at time.Time, node, kind, peer string, n int64) error {
-	if err := tx.writesRegion("AddTraffic"); err != nil {
+	if err := tx.writesBookkeeping(scopeTraffic, "AddTraffic"); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `INSERT INTO traffic (hour, node, kind, peer, bytes) VALUES ($1, $2, $3, $4, $5)

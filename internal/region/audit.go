@@ -44,7 +44,7 @@ func (r *Region) RecordAudit(ctx context.Context, actor, action, repo, outcome, 
 	if actor == "" {
 		actor = req.Actor
 	}
-	return r.db.Update(ctx, func(tx *meta.Tx) error {
+	return r.db.UpdateAudit(ctx, func(tx *meta.Tx) error {
 		return tx.AppendAudit(ctx, meta.AuditEntry{At: r.now(), Actor: actor, Action: action, Repo: repo,
 			Client: req.Client, RequestID: req.ID, Outcome: outcome, Detail: detail})
 	})

@@ -301,7 +301,7 @@ func (r *Region) DeliveryWebhook(ctx context.Context, name string) (*webhook.Con
 // meta.Tx.ClaimDeliveries).
 func (r *Region) ClaimDeliveries(ctx context.Context, lease time.Duration, n int) ([]meta.Delivery, error) {
 	var out []meta.Delivery
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateDeliveries(ctx, func(tx *meta.Tx) error {
 		var err error
 		out, err = tx.ClaimDeliveries(ctx, r.now(), lease, n)
 		return err
@@ -311,22 +311,22 @@ func (r *Region) ClaimDeliveries(ctx context.Context, lease time.Duration, n int
 
 // FinishDelivery records the outcome of an attempt.
 func (r *Region) FinishDelivery(ctx context.Context, d meta.Delivery) error {
-	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.FinishDelivery(ctx, d) })
+	return r.db.UpdateDeliveries(ctx, func(tx *meta.Tx) error { return tx.FinishDelivery(ctx, d) })
 }
 
 // HoldDelivery keeps a delivery of a disabled webhook for later.
 func (r *Region) HoldDelivery(ctx context.Context, d meta.Delivery) error {
-	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.HoldDelivery(ctx, d) })
+	return r.db.UpdateDeliveries(ctx, func(tx *meta.Tx) error { return tx.HoldDelivery(ctx, d) })
 }
 
 // CancelDelivery drops a delivery whose webhook is gone.
 func (r *Region) CancelDelivery(ctx context.Context, id int64) error {
-	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.CancelDelivery(ctx, id, r.now()) })
+	return r.db.UpdateDeliveries(ctx, func(tx *meta.Tx) error { return tx.CancelDelivery(ctx, id, r.now()) })
 }
 
 // PruneDeliveries forgets finished deliveries older than before.
 func (r *Region) PruneDeliveries(ctx context.Context, before time.Time) error {
-	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.PruneDeliveries(ctx, before) })
+	return r.db.UpdateDeliveries(ctx, func(tx *meta.Tx) error { return tx.PruneDeliveries(ctx, before) })
 }
 
 // NextDelivery returns when the earliest pending delivery is due.

@@ -99,7 +99,7 @@ func (r *Region) FlushTraffic(ctx context.Context) error {
 		return nil
 	}
 	now := r.now()
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateTraffic(ctx, func(tx *meta.Tx) error {
 		for k, n := range pending {
 			if err := tx.AddTraffic(ctx, now, r.cfg.Node, k.kind, k.peer, n); err != nil {
 				return err
