@@ -120,6 +120,9 @@ func TestABookkeepingWriteRunsBesideRepositoryWritesAndRegionWideOnesAlone(t *te
 	if err := b.UpdateTraffic(ctx, func(tx *meta.Tx) error { return tx.SetRegionState(ctx, "probe", 2) }); err == nil {
 		t.Fatal("a traffic write set a region flag")
 	}
+	if err := b.UpdateTraffic(ctx, func(tx *meta.Tx) error { return tx.SetCursor(ctx, "westeurope", 1, now) }); err == nil {
+		t.Fatal("a traffic write moved a peer's cursor")
+	}
 	if err := b.UpdateRepo(ctx, "busy", func(tx *meta.Tx) error {
 		return tx.AddTraffic(ctx, now, "node-b", "egress", "westeurope", 1)
 	}); err == nil {

@@ -133,7 +133,7 @@ func settingRecord(ctx context.Context, q queryer, kind, name string) (*Setting,
 // crash never leaves a record applied but not counted, or counted but not
 // applied. The cursor only moves forward.
 func (tx *Tx) SetCursor(ctx context.Context, peer string, seq int64, now time.Time) error {
-	if err := tx.writesRegion("SetCursor"); err != nil {
+	if err := tx.writesCursor(); err != nil {
 		return err
 	}
 	_, err := tx.exec(ctx, `

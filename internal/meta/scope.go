@@ -20,7 +20,8 @@ import (
 //   - UpdateRepo(repo): the rows of one repository (its blob links,
 //     manifests, tags, presence, its upload sessions), plus rows no other
 //     transaction writes (new feed records, audit records, webhook
-//     deliveries). It takes the region's lock shared and the
+//     deliveries) and the cursor of the peer whose record of repo it
+//     applies (writesCursor). It takes the region's lock shared and the
 //     repository's lock exclusive.
 //   - Update: anything (settings, cursors, GC, retention, purge, every
 //     repository at once). It takes the region's lock exclusive, so it
@@ -99,6 +100,18 @@ func (tx *Tx) writes(repo string) error {
 func (tx *Tx) writesRegion(what string) error {
 	if tx.scope != "" {
 		return fmt.Errorf("%w: %s in a write of repository %q", errOutOfScope, what, tx.scope)
+	}
+	return nil
+}
+
+// writesCursor checks that the running write may move a peer's cursor:
+// a region-wide write, or a repository's (a record of that repository
+// applied from the peer's feed). A cursor moves only forward, and only
+// the follower of its peer moves it, one record after another, so an
+// apply needs no more than its repository's lock.
+func (tx *Tx) writesCursor() error {
+	if tx.scope != "" && tx.scope[0] == ' ' {
+		return fmt.Errorf("%w: SetCursor in a write of %q", errOutOfScope, tx.scope)
 	}
 	return nil
 }

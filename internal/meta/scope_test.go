@@ -180,7 +180,8 @@ func TestAWriteOfARepositoryIsVersionedAfterTheLastOneOnAnyNode(t *testing.T) {
 
 // TestAWriteOutsideItsScopeFailsAndChangesNothing: a repository's write
 // runs beside other repositories' writes, so it may not write them, nor
-// region-wide rows; a write that tries fails whole.
+// region-wide rows; a write that tries fails whole. It may move a peer's
+// cursor (the record it applies), only forward.
 func TestAWriteOutsideItsScopeFailsAndChangesNothing(t *testing.T) {
 	eachDialect(t, func(t *testing.T, db *meta.DB) {
 		ctx := t.Context()
@@ -194,7 +195,7 @@ func TestAWriteOutsideItsScopeFailsAndChangesNothing(t *testing.T) {
 				_, err := tx.PutSetting(ctx, meta.Setting{Kind: "lock", Name: "b", Value: []byte("{}"), Version: v})
 				return err
 			},
-			"a peer's cursor": func(tx *meta.Tx) error { return tx.SetCursor(ctx, "westeurope", 7, time.Now()) },
+			"a region flag": func(tx *meta.Tx) error { return tx.SetRegionState(ctx, "probe", 1) },
 		} {
 			err := db.UpdateRepo(ctx, "a", func(tx *meta.Tx) error {
 				if _, err := tx.SetTag(ctx, "a", "mine", digest.FromString("x"), v, time.Now()); err != nil {
@@ -213,6 +214,16 @@ func TestAWriteOutsideItsScopeFailsAndChangesNothing(t *testing.T) {
 		}
 		if err := db.UpdateRepo(ctx, "", func(*meta.Tx) error { return nil }); err == nil {
 			t.Fatal("a repository write with no repository ran")
+		}
+		// A record of a repository applied from a peer's feed moves the
+		// peer's cursor in the repository's write, only forward.
+		for _, seq := range []int64{7, 5} {
+			if err := db.UpdateRepo(ctx, "a", func(tx *meta.Tx) error { return tx.SetCursor(ctx, "westeurope", seq, time.Now()) }); err != nil {
+				t.Fatalf("a peer's cursor in a write of repository a: %v", err)
+			}
+		}
+		if c, err := db.Cursor(ctx, "westeurope"); err != nil || c != 7 {
+			t.Fatalf("cursor %d (%v), want 7: it moves only forward", c, err)
 		}
 	})
 }

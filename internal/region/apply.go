@@ -83,7 +83,7 @@ func (r *Region) ApplyManifestHeld(ctx context.Context, peer string, seq int64, 
 var ErrHeldNoLonger = errors.New("the manifest was deleted here, by an older delete, since it was seen held: plan the record again")
 
 func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, raise *hlc.Version, mark int64) error {
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		if raise != nil {
 			tomb, deleted, err := tx.ManifestVersion(ctx, repo, d)
 			if err != nil && !isNotFound(err) {
@@ -204,7 +204,7 @@ func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo str
 	if err := r.clock.Admit(v); err != nil {
 		return err
 	}
-	return r.db.Update(ctx, func(tx *meta.Tx) error {
+	return r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		tomb, err := tx.BlobTombstone(ctx, repo, d)
 		switch {
 		case err == nil && !tomb.Less(v):
@@ -242,7 +242,7 @@ func (r *Region) AdoptBlob(ctx context.Context, repo string, d digest.Digest, le
 	if err != nil {
 		return fmt.Errorf("link blob %s: %w", d, err)
 	}
-	return r.db.Update(ctx, func(tx *meta.Tx) error {
+	return r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		return r.linkLeased(ctx, tx, repo, d, size, hlc.Version{}, lease)
 	})
 }
@@ -285,7 +285,7 @@ func (r *Region) ApplyBlobDelete(ctx context.Context, peer string, seq int64, re
 	if err := r.clock.Admit(v); err != nil {
 		return err
 	}
-	return r.db.Update(ctx, func(tx *meta.Tx) error {
+	return r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		if _, err := tx.TombstoneBlob(ctx, repo, d, v, r.now()); err != nil {
 			return err
 		}
@@ -365,7 +365,7 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 	if err := r.clock.Admit(v); err != nil {
 		return err
 	}
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		_, _, err := tx.ManifestVersion(ctx, repo, d)
 		switch {
 		case isNotFound(err) && required:
@@ -430,7 +430,7 @@ func (r *Region) ApplyTagDelete(ctx context.Context, peer string, seq int64, rep
 	if err := r.clock.Admit(v); err != nil {
 		return err
 	}
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		if err := tx.EnsureRepository(ctx, repo, r.now()); err != nil {
 			return err
 		}
@@ -459,7 +459,7 @@ func (r *Region) ApplyManifestDelete(ctx context.Context, peer string, seq int64
 	if err := r.clock.Admit(v); err != nil {
 		return err
 	}
-	err := r.db.Update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		if name, _, err := pinnedBy(ctx, tx, repo, d); err != nil || name != "" {
 			if err != nil {
 				return err

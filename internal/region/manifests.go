@@ -221,12 +221,8 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 	if len(tags) > 0 {
 		tag = tags[0]
 	}
-	update := r.db.Update // a replicated one moves the peer's cursor: region-wide
-	if from == nil {
-		update = func(ctx context.Context, fn func(*meta.Tx) error) error { return r.db.UpdateRepo(ctx, rec.Repo, fn) }
-	}
 	var added int64
-	err := update(ctx, func(tx *meta.Tx) error {
+	err := r.db.UpdateRepo(ctx, rec.Repo, func(tx *meta.Tx) error {
 		if from == nil {
 			checks := tags
 			if len(checks) == 0 {
