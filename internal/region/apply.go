@@ -43,9 +43,15 @@ func (r *Region) setCursor(ctx context.Context, tx *meta.Tx, peer string, seq in
 }
 
 // Skip moves peer's cursor past seq without changing anything else: a
-// record that needs nothing here.
-func (r *Region) Skip(ctx context.Context, peer string, seq int64) error {
-	return r.db.Update(ctx, func(tx *meta.Tx) error { return tx.SetCursor(ctx, peer, seq, r.now()) })
+// record of repo that needs nothing here. Like an applied record's, it is
+// a write of repo, beside other repositories' writes ("" for a record of
+// no repository: region-wide).
+func (r *Region) Skip(ctx context.Context, peer string, seq int64, repo string) error {
+	fn := func(tx *meta.Tx) error { return tx.SetCursor(ctx, peer, seq, r.now()) }
+	if repo == "" {
+		return r.db.Update(ctx, fn)
+	}
+	return r.db.UpdateRepo(ctx, repo, fn)
 }
 
 // ApplyPresence records that peer holds manifest d of repo complete: its

@@ -17,8 +17,8 @@ import (
 // region-wide write it waited for every write under way and held back
 // every write asked after it. While node a's write of repository "one" is
 // inside its transaction, node b applies a peer's records of repository
-// "two" (a tag, a manifest and a blob delete) and moves the peer's
-// cursor.
+// "two" (a tag, a manifest and a blob delete, and one that needs nothing
+// here) and moves the peer's cursor.
 func TestARecordFromAPeerAppliesBesideAPushOfAnotherRepository(t *testing.T) {
 	ctx := t.Context()
 	nodes := sharedNodes(t, "a", "b")
@@ -51,6 +51,7 @@ func TestARecordFromAPeerAppliesBesideAPushOfAnotherRepository(t *testing.T) {
 		{"a tag delete", func() error { return b.ApplyTagDelete(ctx, "westeurope", 1, "two", "v1", v) }},
 		{"a manifest delete", func() error { return b.ApplyManifestDelete(ctx, "westeurope", 2, "two", d, v) }},
 		{"a blob delete", func() error { return b.ApplyBlobDelete(ctx, "westeurope", 3, "two", d, v) }},
+		{"a record skipped", func() error { return b.Skip(ctx, "westeurope", 4, "two") }},
 	}
 	for _, ap := range applies {
 		done := make(chan error, 1)
@@ -64,8 +65,8 @@ func TestARecordFromAPeerAppliesBesideAPushOfAnotherRepository(t *testing.T) {
 			t.Fatalf("%s of repository two from a peer waited 10 s for a write of repository one on another node", ap.name)
 		}
 	}
-	if c, err := b.Cursor(ctx, "westeurope"); err != nil || c != 3 {
-		t.Fatalf("westeurope's cursor %d (%v), want 3", c, err)
+	if c, err := b.Cursor(ctx, "westeurope"); err != nil || c != 4 {
+		t.Fatalf("westeurope's cursor %d (%v), want 4", c, err)
 	}
 	close(release)
 	if err := <-doneA; err != nil {

@@ -40,7 +40,7 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 	}
 	act := planRecord(rec, l)
 	if act == actSkip {
-		return r.Skip(ctx, s.name, rec.Seq) // deleted here since: nothing to fetch
+		return r.Skip(ctx, s.name, rec.Seq, rec.Repo) // deleted here since: nothing to fetch
 	}
 	switch rec.Kind {
 	case meta.KindBlob:
@@ -52,7 +52,7 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 		if act == actFetch {
 			err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
 			if errors.Is(err, errGone) {
-				return r.Skip(ctx, s.name, rec.Seq)
+				return r.Skip(ctx, s.name, rec.Seq, rec.Repo)
 			}
 			if err != nil {
 				return err
@@ -67,7 +67,7 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 		}
 		err := p.ensureManifest(ctx, s, rec.Repo, rec.Digest, rec.Version, &rec)
 		if errors.Is(err, errGone) || errors.Is(err, errDeleted) {
-			return r.Skip(ctx, s.name, rec.Seq)
+			return r.Skip(ctx, s.name, rec.Seq, rec.Repo)
 		}
 		return err
 	case meta.KindTag:
