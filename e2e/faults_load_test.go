@@ -269,19 +269,34 @@ func (l *load) pull(c *http.Client, base string, img image) {
 
 // run drives pushers and pullers until ctx ends and waits for them.
 // Layers are 16 KiB (inside feed records), 256 KiB (fetched apart) and,
-// every fifth push, 4 MiB (long enough to stall mid-body).
+// every fifth push, 4 MiB (long enough to stall mid-body). The pushers
+// push at most loadRate bytes a second on average: the disk scenarios
+// size a region's disk by it, so that what is acknowledged fits once
+// space is back (a faster registry made the load outrun it: 2,004 pushes
+// in a 60 s run, 29 MiB/s, left westeurope's disk too small to converge).
 func (l *load) run(ctx context.Context, pushers, pullers int) {
 	var wg sync.WaitGroup
 	var seq sync.Mutex
-	next := 0
+	next, pushed, start := 0, int64(0), time.Now()
 	for p := range pushers {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil && i < 100_000; i++ {
 				seq.Lock()
 				n := next
 				next++
-				seq.Unlock()
 				size := []int{16 << 10, 256 << 10, 16 << 10, 256 << 10, 4 << 20}[n%5]
+				due := start.Add(time.Duration(pushed) * time.Second / loadRate)
+				pushed += int64(size)
+				seq.Unlock()
+				if wait := time.Until(due); wait > 0 {
+					t := time.NewTimer(wait)
+					select {
+					case <-ctx.Done():
+						t.Stop()
+						return
+					case <-t.C:
+					}
+				}
 				l.push(l.loadClient(fmt.Sprintf("127.0.0.%d", (n+p)%3+1)), n, size)
 			}
 		})

@@ -292,10 +292,10 @@ func TestFaultInjection(t *testing.T) {
 	t.Logf("fault-injection figures (faults for %s each):\n%s", length, strings.Join(lines, "\n"))
 }
 
-// loadRate bounds the bytes the load pushes per second (about 20 pushes a
-// second of 0.9 MiB on average): a disk sized for a brief fault grows by
-// this much per second of a longer one, so that what is acknowledged fits
-// once space is back.
+// loadRate bounds the bytes the load pushes per second (load.run paces
+// its pushers to it: about 26 pushes a second of 0.9 MiB on average): a
+// disk sized for a brief fault grows by this much per second of a longer
+// one, so that what is acknowledged fits once space is back.
 const loadRate = 24 << 20
 
 func runScenario(t *testing.T, sc scenario, length time.Duration) string {
