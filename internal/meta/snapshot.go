@@ -26,8 +26,8 @@ import (
 // base64); format 3 {"t": text} for bytes that are valid UTF-8 without a
 // NUL (a SQLite store's manifests, JSON themselves: half the size of
 // their hex). A joiner reads formats 1 to 3 and asks for the latest it
-// reads (?format=N on feed.SnapshotPath); a region serves a joiner that names none
-// format 2, which every earlier version reads.
+// reads (?format=N on feed.SnapshotPath); a region serves a joiner that
+// names none format 2, which every earlier version reads.
 const SnapshotFormat = 3
 
 // SnapshotFormatDefault is the format served to a joiner that names none.
