@@ -143,13 +143,19 @@ func (d *Deliverer) Run(ctx context.Context) error {
 				d.log.WarnContext(ctx, "prune the webhook delivery log", "error", err)
 			}
 		}
-		due, err := d.outbox.ClaimDeliveries(ctx, lease, batch)
-		if err != nil && ctx.Err() == nil {
-			d.log.WarnContext(ctx, "read the webhook outbox", "error", err)
-		}
-		if len(due) > 0 {
-			d.sendAll(ctx, due)
-			continue
+		// A claim is a write; whether any delivery is due is a read. The
+		// deliverer is woken by every push and replicated write, most with
+		// nothing to deliver (no webhook, or none for that event), so it
+		// claims only when the read finds a delivery due (or fails).
+		if next, pending, err := d.outbox.NextDelivery(ctx); err != nil || (pending && !next.After(time.Now())) {
+			due, err := d.outbox.ClaimDeliveries(ctx, lease, batch)
+			if err != nil && ctx.Err() == nil {
+				d.log.WarnContext(ctx, "read the webhook outbox", "error", err)
+			}
+			if len(due) > 0 {
+				d.sendAll(ctx, due)
+				continue
+			}
 		}
 		wait := idleWait
 		if next, ok, err := d.outbox.NextDelivery(ctx); err == nil && ok {

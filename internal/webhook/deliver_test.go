@@ -171,3 +171,77 @@ func TestADisabledWebhookHoldsItsDeliveriesAndARecreatedOneGetsNone(t *testing.T
 		}
 	})
 }
+
+// countingOutbox counts the deliverer's claims of r's outbox, and is
+// woken by the test.
+type countingOutbox struct {
+	*region.Region
+	claims atomic.Int32
+	wake   chan struct{}
+}
+
+func (o *countingOutbox) ClaimDeliveries(ctx context.Context, lease time.Duration, n int) ([]meta.Delivery, error) {
+	o.claims.Add(1)
+	return o.Region.ClaimDeliveries(ctx, lease, n)
+}
+
+func (o *countingOutbox) DeliveryWake() <-chan struct{} { return o.wake }
+
+// TestADelivererWithNothingDueClaimsNothing: a claim is a write (on
+// PostgreSQL one of a scope every node's deliverer shares) and every
+// push wakes the deliverer, so it asks whether a delivery is due with a
+// read and claims only then: woken 20 times with no webhook, it claims
+// nothing; with a push queued for a webhook, it claims and delivers it.
+func TestADelivererWithNothingDueClaimsNothing(t *testing.T) {
+	r, err := region.Open(t.Context(), region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	o := &countingOutbox{Region: r, wake: make(chan struct{})}
+	ctx, cancel := context.WithCancel(t.Context())
+	d := webhook.NewDeliverer(o, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) }, webhook.Options{}, slog.New(slog.DiscardHandler))
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for range 20 {
+		select {
+		case o.wake <- struct{}{}: // taken once the deliverer is back waiting
+		case <-time.After(10 * time.Second):
+			t.Fatal("the deliverer did not come back to wait within 10 s")
+		}
+	}
+	if n := o.claims.Load(); n != 0 {
+		t.Fatalf("woken 20 times with nothing due, the deliverer claimed %d times", n)
+	}
+
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		hits.Add(1)
+	}))
+	defer srv.Close()
+	putWebhook(t, r, "hook", webhook.Config{URI: srv.URL, Actions: []string{webhook.ActionPush}, Created: time.Now().UTC()})
+	layer := []byte("a layer")
+	if _, err := r.PutBlob(t.Context(), "app", digest.FromBytes(layer), int64(len(layer)), bytes.NewReader(layer)); err != nil {
+		t.Fatal(err)
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
+		digest.FromBytes(layer), len(layer))
+	if _, err := r.PutManifest(t.Context(), "app", "v1", "application/vnd.oci.image.manifest.v1+json", []byte(m)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o.wake <- struct{}{}:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the deliverer did not come back to wait within 10 s")
+	}
+	for deadline := time.Now().Add(10 * time.Second); hits.Load() == 0; time.Sleep(20 * time.Millisecond) { // poll of a bounded wait
+		if time.Now().After(deadline) {
+			t.Fatalf("the queued push was not delivered within 10 s (%d claims)", o.claims.Load())
+		}
+	}
+	if o.claims.Load() == 0 {
+		t.Fatal("delivered without a claim")
+	}
+}
