@@ -25,11 +25,26 @@ import (
 // push queued for it.
 func outboxRegion(t *testing.T, name, uri string) *region.Region {
 	t.Helper()
+	r := openRegion(t)
+	queuePush(t, r, name, uri)
+	return r
+}
+
+// openRegion opens a region with no webhook.
+func openRegion(t *testing.T) *region.Region {
+	t.Helper()
 	r, err := region.Open(t.Context(), region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// queuePush adds webhook name pointing at uri to r and pushes an image,
+// which queues a delivery for it.
+func queuePush(t *testing.T, r *region.Region, name, uri string) {
+	t.Helper()
 	putWebhook(t, r, name, webhook.Config{URI: uri, Actions: []string{webhook.ActionPush}, Created: time.Now().UTC()})
 	layer := []byte("a layer")
 	if _, err := r.PutBlob(t.Context(), "app", digest.FromBytes(layer), int64(len(layer)), bytes.NewReader(layer)); err != nil {
@@ -40,7 +55,6 @@ func outboxRegion(t *testing.T, name, uri string) *region.Region {
 	if _, err := r.PutManifest(t.Context(), "app", "v1", "application/vnd.oci.image.manifest.v1+json", []byte(m)); err != nil {
 		t.Fatal(err)
 	}
-	return r
 }
 
 func putWebhook(t *testing.T, r *region.Region, name string, c webhook.Config) {
@@ -193,23 +207,22 @@ func (o *countingOutbox) DeliveryWake() <-chan struct{} { return o.wake }
 // read and claims only then: woken 20 times with no webhook, it claims
 // nothing; with a push queued for a webhook, it claims and delivers it.
 func TestADelivererWithNothingDueClaimsNothing(t *testing.T) {
-	r, err := region.Open(t.Context(), region.Config{Name: "eastus", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := openRegion(t)
 	o := &countingOutbox{Region: r, wake: make(chan struct{})}
 	ctx, cancel := context.WithCancel(t.Context())
 	d := webhook.NewDeliverer(o, func(err error) bool { return errors.Is(err, region.ErrNoWebhook) }, webhook.Options{}, slog.New(slog.DiscardHandler))
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	for range 20 {
+	wake := func() {
 		select {
 		case o.wake <- struct{}{}: // taken once the deliverer is back waiting
 		case <-time.After(10 * time.Second):
 			t.Fatal("the deliverer did not come back to wait within 10 s")
 		}
+	}
+	for range 20 {
+		wake()
 	}
 	if n := o.claims.Load(); n != 0 {
 		t.Fatalf("woken 20 times with nothing due, the deliverer claimed %d times", n)
@@ -221,21 +234,8 @@ func TestADelivererWithNothingDueClaimsNothing(t *testing.T) {
 		hits.Add(1)
 	}))
 	defer srv.Close()
-	putWebhook(t, r, "hook", webhook.Config{URI: srv.URL, Actions: []string{webhook.ActionPush}, Created: time.Now().UTC()})
-	layer := []byte("a layer")
-	if _, err := r.PutBlob(t.Context(), "app", digest.FromBytes(layer), int64(len(layer)), bytes.NewReader(layer)); err != nil {
-		t.Fatal(err)
-	}
-	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
-		digest.FromBytes(layer), len(layer))
-	if _, err := r.PutManifest(t.Context(), "app", "v1", "application/vnd.oci.image.manifest.v1+json", []byte(m)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case o.wake <- struct{}{}:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the deliverer did not come back to wait within 10 s")
-	}
+	queuePush(t, r, "hook", srv.URL)
+	wake()
 	for deadline := time.Now().Add(10 * time.Second); hits.Load() == 0; time.Sleep(20 * time.Millisecond) { // poll of a bounded wait
 		if time.Now().After(deadline) {
 			t.Fatalf("the queued push was not delivered within 10 s (%d claims)", o.claims.Load())
