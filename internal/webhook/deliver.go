@@ -147,7 +147,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		// deliverer is woken by every push and replicated write, most with
 		// nothing to deliver (no webhook, or none for that event), so it
 		// claims only when the read finds a delivery due (or fails).
-		if next, pending, err := d.outbox.NextDelivery(ctx); err != nil || (pending && !next.After(time.Now())) {
+		// The same read then says how long to sleep, read again only after
+		// a claim found nothing (another node took what was due).
+		next, pending, nerr := d.outbox.NextDelivery(ctx)
+		if nerr != nil || (pending && !next.After(time.Now())) {
 			due, err := d.outbox.ClaimDeliveries(ctx, lease, batch)
 			if err != nil && ctx.Err() == nil {
 				d.log.WarnContext(ctx, "read the webhook outbox", "error", err)
@@ -156,9 +159,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 				d.sendAll(ctx, due)
 				continue
 			}
+			next, pending, nerr = d.outbox.NextDelivery(ctx)
 		}
 		wait := idleWait
-		if next, ok, err := d.outbox.NextDelivery(ctx); err == nil && ok {
+		if nerr == nil && pending {
 			wait = min(max(time.Until(next), 0), idleWait)
 		}
 		t := time.NewTimer(wait)
