@@ -1,6 +1,7 @@
 package meta_test
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -26,18 +27,11 @@ func TestABookkeepingWriteRunsBesideRepositoryWritesAndRegionWideOnesAlone(t *te
 	ctx := t.Context()
 	now := time.Now()
 
-	inside, release, doneA := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	go func() {
-		doneA <- a.UpdateRepo(ctx, "busy", func(tx *meta.Tx) error {
-			if _, err := tx.SetTag(ctx, "busy", "v1", digest.FromString("x"), hlc.Version{Time: 1, Region: "eastus"}, now); err != nil {
-				return err
-			}
-			close(inside)
-			<-release
-			return nil
-		})
-	}()
-	<-inside
+	release, doneA := holdInside(func(fn func(*meta.Tx) error) error { return a.UpdateRepo(ctx, "busy", fn) }, func(tx *meta.Tx) error {
+		_, err := tx.SetTag(ctx, "busy", "v1", digest.FromString("x"), hlc.Version{Time: 1, Region: "eastus"}, now)
+		return err
+	})
+	defer release()
 	writes := []struct {
 		name string
 		fn   func() error
@@ -71,32 +65,24 @@ func TestABookkeepingWriteRunsBesideRepositoryWritesAndRegionWideOnesAlone(t *te
 		select {
 		case err := <-done:
 			if err != nil {
-				close(release)
+				release()
 				t.Fatalf("%s: %v", w.name, err)
 			}
 		case <-time.After(10 * time.Second):
-			close(release)
+			release()
 			t.Fatalf("%s waited 10 s for a write of a repository on another node", w.name)
 		}
 	}
-	close(release)
+	release()
 	if err := <-doneA; err != nil {
 		t.Fatal(err)
 	}
 
 	// A region-wide write waits for a bookkeeping write under way.
-	inside, release = make(chan struct{}), make(chan struct{})
-	go func() {
-		doneA <- a.UpdateTraffic(ctx, func(tx *meta.Tx) error {
-			if err := tx.AddTraffic(ctx, now, "node-a", "egress", "westeurope", 1); err != nil {
-				return err
-			}
-			close(inside)
-			<-release
-			return nil
-		})
-	}()
-	<-inside
+	release, doneA = holdInside(func(fn func(*meta.Tx) error) error { return a.UpdateTraffic(ctx, fn) }, func(tx *meta.Tx) error {
+		return tx.AddTraffic(ctx, now, "node-a", "egress", "westeurope", 1)
+	})
+	defer release()
 	regionWide := make(chan error, 1)
 	go func() {
 		regionWide <- b.Update(ctx, func(tx *meta.Tx) error { return tx.SetRegionState(ctx, "probe", 1) })
@@ -104,11 +90,11 @@ func TestABookkeepingWriteRunsBesideRepositoryWritesAndRegionWideOnesAlone(t *te
 	waitFor(t, "the region-wide write to wait for the bookkeeping write", waiting)
 	select {
 	case err := <-regionWide:
-		close(release)
+		release()
 		t.Fatalf("a region-wide write committed while a bookkeeping write was inside its transaction (%v)", err)
 	default:
 	}
-	close(release)
+	release()
 	if err := <-doneA; err != nil {
 		t.Fatal(err)
 	}
@@ -128,4 +114,28 @@ func TestABookkeepingWriteRunsBesideRepositoryWritesAndRegionWideOnesAlone(t *te
 	}); err == nil {
 		t.Fatal("a repository write added traffic")
 	}
+}
+
+// holdInside runs write in a transaction of update and holds that
+// transaction open, after write, until release is called (any number of
+// times); done then gets update's result. It returns once write ran.
+func holdInside(update func(func(*meta.Tx) error) error, write func(*meta.Tx) error) (release func(), done <-chan error) {
+	inside, held, out := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		out <- update(func(tx *meta.Tx) error {
+			if err := write(tx); err != nil {
+				return err
+			}
+			close(inside)
+			<-held
+			return nil
+		})
+	}()
+	select {
+	case <-inside:
+	case err := <-out:
+		out <- err // write failed: nothing held
+	}
+	var once sync.Once
+	return func() { once.Do(func() { close(held) }) }, out
 }
