@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
@@ -157,6 +158,36 @@ func TestReplicationStatesSayWhatIsKnown(t *testing.T) {
 	var rep mgmtapi.Replication
 	if code != 200 || json.Unmarshal(body, &rep) != nil || rep.RegionEndpointEnabled || rep.Endpoint != unreachable || rep.StatusError == "" {
 		t.Fatalf("show after routing off: %d %s", code, body)
+	}
+}
+
+// TestAnUpdateOfARegionsRoutingKeepsItsReadyMark: an admin turning
+// routing off for a region, configured or registered, changes only the
+// routing: the region's Ready mark (sticky) and creation time stay as
+// the region wrote them.
+func TestAnUpdateOfARegionsRoutingKeepsItsReadyMark(t *testing.T) {
+	r, base := serveAPI(t)
+	ctx := t.Context()
+	created := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for _, name := range []string{"westeurope", "norwayeast"} { // configured, registered
+		marked, _ := json.Marshal(replicate.ReplicaSetting{Endpoint: unreachable, RegionEndpointEnabled: true, Created: created, Ready: true})
+		if _, err := r.PutSetting(ctx, replicate.ReplicaKind, name, marked); err != nil {
+			t.Fatal(err)
+		}
+		if code, body := call(t, "PUT", base+"/_georeg/v1/replications/"+name, `{"regionEndpointEnabled":false}`); code != 200 {
+			t.Fatalf("routing off for %s: %d %s", name, code, body)
+		}
+		s, err := r.Setting(ctx, replicate.ReplicaKind, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got replicate.ReplicaSetting
+		if err := json.Unmarshal(s.Value, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.RegionEndpointEnabled || !got.Ready || !got.Created.Equal(created) {
+			t.Errorf("%s after routing off: %s, want routing off, still Ready, created %s", name, s.Value, created)
+		}
 	}
 }
 

@@ -208,9 +208,21 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	for _, rep := range all {
 		if rep.Name == name {
 			v.Endpoint, v.RegionEndpointEnabled = rep.Endpoint, rep.RegionEndpointEnabled
-			v.Ready = rep.State == replicate.StateReady
-			if rep.Created != nil {
-				v.Created = *rep.Created
+		}
+	}
+	// What the region's own setting holds beside the admin's fields is
+	// kept: its Ready mark (sticky: an update of a configured region's
+	// routing dropped it until the region wrote it again, and meanwhile a
+	// region starting would not have counted it as Ready) and when it was
+	// created. Not a deleted one's: created again, it starts Creating.
+	if s, found, err := a.region.SettingRecord(ctx, replicate.ReplicaKind, name); err != nil {
+		return nil, err
+	} else if found && !s.Deleted {
+		var held replicate.ReplicaSetting
+		if json.Unmarshal(s.Value, &held) == nil {
+			v.Ready = held.Ready
+			if !held.Created.IsZero() {
+				v.Created = held.Created
 			}
 		}
 	}
