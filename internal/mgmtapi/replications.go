@@ -188,17 +188,15 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil {
 		return nil, ocierr.ManifestInvalid.Withf("body: %v; send {\"endpoint\": \"http://host:port\", \"regionEndpointEnabled\": true}", err)
 	}
-	if a.isPeer != nil && a.isPeer(r) {
+	held, found, err := a.region.SettingRecord(ctx, replicate.ReplicaKind, name)
+	if err != nil {
+		return nil, err
+	}
+	if found && held.Deleted && a.isPeer != nil && a.isPeer(r) {
 		// A region registering itself (peerauth.JoinPath): never one that
 		// was deleted from the registry, whose tokens that deletion
 		// revoked.
-		s, found, err := a.region.SettingRecord(ctx, replicate.ReplicaKind, name)
-		if err != nil {
-			return nil, err
-		}
-		if found && s.Deleted {
-			return nil, ocierr.Denied.Withf("region %s was deleted from the registry and cannot register itself again; an admin can create it again (georeg replication create)", name)
-		}
+		return nil, ocierr.Denied.Withf("region %s was deleted from the registry and cannot register itself again; an admin can create it again (georeg replication create)", name)
 	}
 	all, err := a.replications(ctx)
 	if err != nil {
@@ -215,15 +213,11 @@ func (a *API) putReplication(ctx context.Context, r *http.Request) (any, error) 
 	// routing dropped it until the region wrote it again, and meanwhile a
 	// region starting would not have counted it as Ready) and when it was
 	// created. Not a deleted one's: created again, it starts Creating.
-	if s, found, err := a.region.SettingRecord(ctx, replicate.ReplicaKind, name); err != nil {
-		return nil, err
-	} else if found && !s.Deleted {
-		var held replicate.ReplicaSetting
-		if json.Unmarshal(s.Value, &held) == nil {
-			v.Ready = held.Ready
-			if !held.Created.IsZero() {
-				v.Created = held.Created
-			}
+	var kept replicate.ReplicaSetting
+	if found && !held.Deleted && json.Unmarshal(held.Value, &kept) == nil {
+		v.Ready = kept.Ready
+		if !kept.Created.IsZero() {
+			v.Created = kept.Created
 		}
 	}
 	if body.Endpoint != "" {
