@@ -141,7 +141,7 @@ func (db *DB) Snapshot(ctx context.Context, region string, format int, header fu
 		return fmt.Errorf("snapshot repositories: no %s column", snapshotTables[0].repoCol)
 	}
 	stmts := make([]*sql.Stmt, len(snapshotTables))
-	safe := make([]string, len(snapshotTables)) // a SQLite table's query testing every value
+	safe := make([]string, len(snapshotTables)) // a SQLite table's query testing every value, until used
 	cols := make([][]string, len(snapshotTables))
 	for i, t := range snapshotTables[1:] {
 		q := `SELECT * FROM ` + t.name + ` WHERE ` + t.repoCol + ` = $1`
@@ -169,9 +169,21 @@ func (db *DB) Snapshot(ctx context.Context, region string, format int, header fu
 				// no other (a []byte would be copied again from it).
 				var rows string
 				if err := stmts[i+1].QueryRowContext(ctx, repo).Scan(&rows); err != nil {
+					if safe[i+1] == "" {
+						return fmt.Errorf("snapshot %s of %s: %w", t.name, repo, err)
+					}
 					// Bytes in a column not declared BLOB (or another
-					// failure, which the safe query meets too).
-					if err := tx.QueryRowContext(ctx, safe[i+1], repo).Scan(&rows); err != nil {
+					// failure, which the safe query meets too): the table
+					// is read with every value tested from here on, so
+					// such rows cost one read more, not one per
+					// repository.
+					s, err := tx.PrepareContext(ctx, safe[i+1])
+					if err != nil {
+						return fmt.Errorf("snapshot %s: %w", t.name, err)
+					}
+					defer s.Close()
+					stmts[i+1], safe[i+1] = s, ""
+					if err := s.QueryRowContext(ctx, repo).Scan(&rows); err != nil {
 						return fmt.Errorf("snapshot %s of %s: %w", t.name, repo, err)
 					}
 				}
@@ -212,8 +224,8 @@ func (db *DB) Snapshot(ctx context.Context, region string, format int, header fu
 // the column's, safe tests every value. fast tests only the values of
 // columns declared BLOB (a fifth of the reading's CPU was the others'
 // tests): a byte value in another column makes it fail ("JSON cannot
-// hold BLOB values"), and the caller reads that repository's rows with
-// safe instead.
+// hold BLOB values"), and the caller reads that repository's rows, and
+// the table's from then on, with safe instead.
 func sqliteSnapshotQuery(ctx context.Context, tx *sql.Tx, table, repoCol string, format int) (fast, safe string, cols []string, err error) {
 	rows, err := tx.QueryContext(ctx, `SELECT name, type FROM pragma_table_info('`+table+`') ORDER BY cid`)
 	if err != nil {

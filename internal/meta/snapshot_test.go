@@ -189,7 +189,9 @@ func snapshotLoadedIntoAnEmptyStore(t *testing.T, format int) {
 // written to a column of any declared type as bytes; the store's own
 // encoding of a snapshot carries them (as {"x": hex}) and a joiner loads
 // them as they were, rather than the snapshot failing on a value JSON
-// cannot hold.
+// cannot hold: in the repository where the read first meets them, in
+// one read after it (the table then read with every value tested), and
+// the text of a repository without any stays text.
 func TestASQLiteSnapshotCarriesBytesWhereverTheyAre(t *testing.T) {
 	ctx := t.Context()
 	path := t.TempDir() + "/meta.db"
@@ -198,10 +200,13 @@ func TestASQLiteSnapshotCarriesBytesWhereverTheyAre(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	if err := src.UpdateRepo(ctx, "snap/bytes", func(tx *meta.Tx) error {
-		return tx.EnsureRepository(ctx, "snap/bytes", time.Now())
-	}); err != nil {
-		t.Fatal(err)
+	repos := []string{"snap/a", "snap/b", "snap/c"} // read in this order; c holds text
+	for _, repo := range repos {
+		if err := src.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
+			return tx.EnsureRepository(ctx, repo, time.Now())
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Bytes in a TEXT column, as an older writer could have left them.
 	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
@@ -210,22 +215,19 @@ func TestASQLiteSnapshotCarriesBytesWhereverTheyAre(t *testing.T) {
 	}
 	defer raw.Close()
 	odd := []byte{0, 0xff, '"', 'x'}
-	if _, err := raw.ExecContext(ctx, `INSERT INTO tags (repo, name, digest, version, origin, updated_at, deleted) VALUES ('snap/bytes', 'v1', $1, 5, 'eastus', 0, 0)`, odd); err != nil {
-		t.Fatal(err)
+	want := map[string]any{"snap/a": odd, "snap/b": append([]byte("b"), odd...), "snap/c": "sha256:text"}
+	for _, repo := range repos {
+		if _, err := raw.ExecContext(ctx, `INSERT INTO tags (repo, name, digest, version, origin, updated_at, deleted) VALUES ($1, 'v1', $2, 5, 'eastus', 0, 0)`, repo, want[repo]); err != nil {
+			t.Fatal(err)
+		}
 	}
-	var line []byte
+	var lines [][]byte
 	if err := src.Snapshot(ctx, "eastus", meta.SnapshotFormat, func(meta.SnapshotHeader) error { return nil }, func(sr *meta.SnapshotRepo) error {
-		var err error
-		line, err = sr.AppendJSON(nil)
+		line, err := sr.AppendJSON(nil)
+		lines = append(lines, line)
 		return err
 	}); err != nil {
 		t.Fatalf("snapshot with bytes in a text column: %v", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.UseNumber()
-	var sr meta.SnapshotRepo
-	if err := dec.Decode(&sr); err != nil {
-		t.Fatal(err)
 	}
 	dstPath := t.TempDir() + "/dst.db"
 	dst, err := meta.OpenSQLite(ctx, dstPath)
@@ -233,21 +235,38 @@ func TestASQLiteSnapshotCarriesBytesWhereverTheyAre(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dst.Close()
-	if err := dst.Update(ctx, func(tx *meta.Tx) error { return tx.LoadSnapshotRepo(ctx, &sr, "westeurope", time.Now()) }); err != nil {
-		t.Fatal(err)
+	for _, line := range lines {
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.UseNumber()
+		var sr meta.SnapshotRepo
+		if err := dec.Decode(&sr); err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.Update(ctx, func(tx *meta.Tx) error { return tx.LoadSnapshotRepo(ctx, &sr, "westeurope", time.Now()) }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	got, err := sql.Open("sqlite", "file:"+dstPath+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer got.Close()
-	var typ string
-	var val []byte
-	if err := got.QueryRowContext(ctx, `SELECT typeof(digest), digest FROM tags WHERE repo = 'snap/bytes' AND name = 'v1'`).Scan(&typ, &val); err != nil {
-		t.Fatal(err)
-	}
-	if typ != "blob" || !bytes.Equal(val, odd) {
-		t.Fatalf("loaded as a %s %q, want the bytes %q", typ, val, odd)
+	for _, repo := range repos {
+		var typ string
+		var val []byte
+		if err := got.QueryRowContext(ctx, `SELECT typeof(digest), digest FROM tags WHERE repo = $1 AND name = 'v1'`, repo).Scan(&typ, &val); err != nil {
+			t.Fatalf("%s: %v", repo, err)
+		}
+		switch w := want[repo].(type) {
+		case []byte:
+			if typ != "blob" || !bytes.Equal(val, w) {
+				t.Errorf("%s: loaded as a %s %q, want the bytes %q", repo, typ, val, w)
+			}
+		case string:
+			if typ != "text" || string(val) != w {
+				t.Errorf("%s: loaded as a %s %q, want the text %q", repo, typ, val, w)
+			}
+		}
 	}
 }
 
