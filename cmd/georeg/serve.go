@@ -32,6 +32,7 @@ func serveCmd() *cobra.Command {
     --join http://10.0.1.1:5001 --replication-secret-file secret.txt   # add a region to a registry`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			spareProc()
 			cfg := config.Default()
 			if file != "" {
 				var err error

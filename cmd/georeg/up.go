@@ -23,6 +23,7 @@ func upCmd() *cobra.Command {
 		Short: "Start a whole registry on this machine: three regions that replicate with each other",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			spareProc()
 			lc := config.Log{Level: logLevel, Format: "text"}
 			if _, err := lc.SlogLevel(); err != nil {
 				return fmt.Errorf("--log-level: %w", err)

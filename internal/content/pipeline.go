@@ -15,9 +15,11 @@ import (
 // wakes and parks threads: with 1 MiB buffers a 1 GiB upload switched
 // context 26 times per MiB and spent about a fifth more CPU than through
 // one buffer; with 3 or 4 MiB no more than through one buffer
-// (docs/performance.md, "Uploads write in the background"). 3 MiB keeps
-// the 1 GiB upload's peak RSS within its 40 MiB (4 MiB: 41.8).
-const pipelineBufferSize = 3 << 20
+// (docs/performance.md, "Uploads write in the background"). Since a
+// registry process has a spare P (cmd/georeg, procs.go), 2.5 MiB costs
+// no more CPU than 3 (2 MiB: 7 % more) and keeps the 1 GiB upload's peak
+// RSS a MiB under its 40 MiB, which 3 MiB reached ("A spare P").
+const pipelineBufferSize = 5 << 19 // 2.5 MiB, a multiple of the 4 KiB O_DIRECT alignment
 
 var pipelineBuffers = sync.Pool{New: func() any { b := make([]byte, pipelineBufferSize); return &b }}
 
@@ -25,7 +27,8 @@ var pipelineBuffers = sync.Pool{New: func() any { b := make([]byte, pipelineBuff
 // overlapping a write with the next read gains only while a core would
 // otherwise wait for the disk, and a node with more uploads than cores
 // already keeps them busy. It also bounds the memory of the larger
-// buffers to 6 MiB per core.
+// buffers to 6 MiB per core. Read at package init, before a registry
+// process takes its spare P (cmd/georeg, procs.go): the cores, not the Ps.
 var pipelineSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
 
 // takePipelineSlot says whether an append pipelines, and if so has
