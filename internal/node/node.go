@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"sync"
 	"time"
 
@@ -311,7 +312,7 @@ func (n *Node) Serve(ctx context.Context, listeners ...net.Listener) error {
 	})
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range listeners {
-		n.log.InfoContext(ctx, "serving", "region", n.Region.Name(), "addr", l.Addr().String())
+		n.log.InfoContext(ctx, "serving", "region", n.Region.Name(), "addr", l.Addr().String(), "gomaxprocs", runtime.GOMAXPROCS(0))
 		g.Go(func() error {
 			if err := n.serve(srv, l); !errors.Is(err, http.ErrServerClosed) {
 				return err
