@@ -28,7 +28,7 @@ func main() {
 	dir := flag.String("dir", "", "data directory (default: a temp dir on the disk holding the working directory)")
 	quick := flag.Bool("quick", false, "smaller sizes, for checking the harness")
 	logLevel := flag.String("log-level", "info", "the node's log level; info writes the production one line per request (to a file)")
-	only := flag.String("only", "", "run only this part: node, pushes (small pushes alone), replication, backfill, join, readthrough, cache, frontdoor, shared (with scaling), sharedpushes (its small pushes alone), scaling, antientropy, snapjoin, scale or encryption")
+	only := flag.String("only", "", "run only this part: node, pushes (small pushes alone), replication, backfill, join, readthrough, cache, frontdoor, shared (with scaling and sharedfollow), sharedpushes (its small pushes alone), sharedfollow (a shared region following a peer while it takes pushes), scaling, antientropy, snapjoin, scale or encryption")
 	dist2 := flag.String("distribution2", "/usr/bin/docker-registry", "peer registry: distribution 2.8 (Debian's docker-registry)")
 	dist3 := flag.String("distribution3", ".tools/bin/registry", "peer registry: distribution v3 (its cmd/registry)")
 	flag.IntVar(&writeLanes, "write-lanes", 0, "shared parts: the nodes' metadata.writeLanes (0: the default)")
@@ -173,6 +173,14 @@ func run(ctx context.Context, bin, dir, logLevel, only string, quick bool, peers
 	if only == "shared" || only == "sharedpushes" {
 		fmt.Fprintln(os.Stderr, "measuring a node on PostgreSQL and S3 ...")
 		rs, err := benchShared(ctx, bin, dir, logLevel, gib, only == "sharedpushes")
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
+	if only == "shared" || only == "sharedfollow" {
+		fmt.Fprintln(os.Stderr, "measuring a region on PostgreSQL and S3 that follows a peer while it takes pushes ...")
+		rs, err := benchSharedFollow(ctx, bin, filepath.Join(dir, "sharedfollow"), logLevel)
 		if err != nil {
 			return err
 		}

@@ -109,10 +109,15 @@ func newSharedStores(ctx context.Context) (sharedStores, error) {
 // startSharedNode runs `georeg serve` as node of region bench on stores,
 // with its own data directory (for what a node keeps locally).
 func startSharedNode(ctx context.Context, bin, data, logLevel string, stores sharedStores, node string) (*server, error) {
+	return startSharedRegionNode(ctx, bin, data, logLevel, stores, node, freeAddr(), "")
+}
+
+// startSharedRegionNode is startSharedNode listening on addr, with more
+// configuration (extra: a replication section, say).
+func startSharedRegionNode(ctx context.Context, bin, data, logLevel string, stores sharedStores, node, addr, extra string) (*server, error) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
-	addr := freeAddr()
 	cfg := fmt.Sprintf(`region:
   name: bench
   node: %s
@@ -125,7 +130,7 @@ http:
   listen: %s
 log:
   level: %s
-`, node, data, stores.dsn, writeLanes, stores.endpoint, stores.bucket, stores.access, stores.secret, addr, logLevel)
+`, node, data, stores.dsn, writeLanes, stores.endpoint, stores.bucket, stores.access, stores.secret, addr, logLevel) + extra
 	file := data + ".yaml"
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return nil, err
