@@ -18,7 +18,8 @@ import (
 // small pushes alone, then three more while east takes as many at the
 // same time, which bench replicates (and east bench's). It reports
 // bench's pushes/s alone and while following, its node's CPU per image,
-// and how long after east's last push bench held all of east's images.
+// and how long after east's last push bench held all of east's images,
+// then the same with bench only following.
 func benchSharedFollow(ctx context.Context, bin, dir, logLevel string) ([]row, error) {
 	stores, err := newSharedStores(ctx)
 	if err != nil {
@@ -75,11 +76,23 @@ func benchSharedFollow(ctx context.Context, bin, dir, logLevel string) ([]row, e
 	lag := caughtUp.Sub(eastDone)
 	cpuFollowing := (b.cpuSeconds() - cpu1) / 600 // its 300 pushes and east's 300 applied
 
+	// East's rounds again, bench taking none of its own: how fast the
+	// follower catches up with nothing else to do.
+	if _, err := smallPushes(ctx, e, "east/q", 90_000); err != nil {
+		return nil, err
+	}
+	quietDone := time.Now()
+	quietCaught, err := heldEverywhere(ctx, b, "east/q", quietDone.Add(2*time.Minute))
+	if err != nil {
+		return nil, err
+	}
+
 	return []row{
 		{"shared region following a peer: its small pushes alone", fmt.Sprintf("%.0f /s", 100/alone), "", fmt.Sprintf("the node's %.1f ms CPU per push", cpuAlone*1000)},
 		{"shared region following a peer: its small pushes while following", fmt.Sprintf("%.0f /s", 100/following), "",
 			fmt.Sprintf("%.2fx alone, while the peer took 100 at once in each round; the node's %.1f ms CPU per image (its own pushed, the peer's applied, its own served to the peer)", alone/following, cpuFollowing*1000)},
 		{"shared region following a peer: held the peer's 300 images", fmt.Sprintf("%s after its last push", lag.Round(time.Millisecond)), "", "every manifest of the peer's rounds answered 200 here"},
+		{"shared region following a peer: held them, taking no pushes of its own", fmt.Sprintf("%s after its last push", quietCaught.Sub(quietDone).Round(time.Millisecond)), "", "the peer's three rounds again, the region only following"},
 	}, nil
 }
 
