@@ -27,7 +27,7 @@ var pipelineBuffers = sync.Pool{New: func() any { b := make([]byte, pipelineBuff
 // overlapping a write with the next read gains only while a core would
 // otherwise wait for the disk, and a node with more uploads than cores
 // already keeps them busy. It also bounds the memory of the larger
-// buffers to 6 MiB per core. Read at package init, before a registry
+// buffers to 5 MiB per core. Read at package init, before a registry
 // process takes its spare P (cmd/georeg, procs.go): the cores, not the Ps.
 var pipelineSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
 
