@@ -87,12 +87,20 @@ func benchSharedFollow(ctx context.Context, bin, dir, logLevel string) ([]row, e
 		return nil, err
 	}
 
+	// The same follow between two regions on local storage, for scale:
+	// east2 takes the three rounds, west only follows.
+	fsCatchUp, err := fsFollowerCatchUp(ctx, bin, filepath.Join(dir, "fs"), logLevel)
+	if err != nil {
+		return nil, err
+	}
+
 	return []row{
 		{"shared region following a peer: its small pushes alone", fmt.Sprintf("%.0f /s", 100/alone), "", fmt.Sprintf("the node's %.1f ms CPU per push", cpuAlone*1000)},
 		{"shared region following a peer: its small pushes while following", fmt.Sprintf("%.0f /s", 100/following), "",
 			fmt.Sprintf("%.2fx alone, while the peer took 100 at once in each round; the node's %.1f ms CPU per image (its own pushed, the peer's applied, its own served to the peer)", alone/following, cpuFollowing*1000)},
 		{"shared region following a peer: held the peer's 300 images", fmt.Sprintf("%s after its last push", lag.Round(time.Millisecond)), "", "every manifest of the peer's rounds answered 200 here"},
-		{"shared region following a peer: held them, taking no pushes of its own", fmt.Sprintf("%s after its last push", quietCaught.Sub(quietDone).Round(time.Millisecond)), "", "the peer's three rounds again, the region only following"},
+		{"shared region following a peer: held them, taking no pushes of its own", fmt.Sprintf("%s after its last push", quietCaught.Sub(quietDone).Round(time.Millisecond)), "",
+			fmt.Sprintf("the peer's three rounds again, the region only following; a region on local storage following the same: %s", fsCatchUp.Round(time.Millisecond))},
 	}, nil
 }
 
@@ -129,4 +137,31 @@ func heldEverywhere(ctx context.Context, s *server, prefix string, deadline time
 		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
 	}
 	return time.Now(), nil
+}
+
+// fsFollowerCatchUp starts two regions on local storage, east2 and west,
+// each the other's peer, has east2 take smallPushes's three rounds, and
+// returns how long after its last push west held every image.
+func fsFollowerCatchUp(ctx context.Context, bin, dir, logLevel string) (time.Duration, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	rs, err := startMesh(ctx, bin, dir, []string{"east2", "west"}, []string{freeAddr(), freeAddr()}, []int{0, 1}, []int{0, 1})
+	defer func() {
+		for _, r := range rs {
+			r.p.server().stop()
+		}
+	}()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := smallPushes(ctx, rs[0].p.server(), "east2/p", 95_000); err != nil {
+		return 0, err
+	}
+	done := time.Now()
+	caught, err := heldEverywhere(ctx, rs[1].p.server(), "east2/p", done.Add(2*time.Minute))
+	if err != nil {
+		return 0, err
+	}
+	return caught.Sub(done), nil
 }
