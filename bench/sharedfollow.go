@@ -106,7 +106,7 @@ func benchSharedFollow(ctx context.Context, bin, dir, logLevel string) ([]row, e
 
 // heldEverywhere waits until s answers every image of smallPushes's three
 // rounds under prefix (repositories prefix0..99, tags r0..r2), polling
-// until deadline, and returns when it did.
+// (waitFor) until deadline, and returns when it did.
 func heldEverywhere(ctx context.Context, s *server, prefix string, deadline time.Time) (time.Time, error) {
 	missing := map[string]bool{}
 	for i := range 100 {
@@ -115,28 +115,25 @@ func heldEverywhere(ctx context.Context, s *server, prefix string, deadline time
 		}
 	}
 	client := &http.Client{Timeout: 5 * time.Second} // bounded: a region that stops answering
-	for len(missing) > 0 {
+	err := waitFor(ctx, time.Until(deadline), func() error {
 		for path := range missing {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodHead, s.base+path, nil)
 			req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
 			resp, err := client.Do(req)
 			if err != nil {
-				return time.Time{}, err
+				return err
 			}
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				delete(missing, path)
 			}
 		}
-		if len(missing) == 0 {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("the shared region still lacked %d of the peer's 300 images", len(missing))
 		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("the shared region still lacked %d of the peer's 300 images", len(missing))
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
-	}
-	return time.Now(), nil
+		return nil
+	})
+	return time.Now(), err
 }
 
 // fsFollowerCatchUp starts two regions on local storage, east2 and west,

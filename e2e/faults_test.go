@@ -128,7 +128,7 @@ var scenarios = []scenario{
 			key := `georeg_replication_fetch_failures_total{peer="eastus",reason="stalled",region="westeurope"}`
 			defer func() {
 				t.Logf("stall mid-blob: the layer's staging in westeurope held %d bytes at the stall; %s = %v",
-					stallStagingSize, key, doorMetrics(t, r.regions[faulted].addr)[key])
+					stallStagingSize, key, metricsOf(t, r.regions[faulted].addr)[key])
 			}()
 			waitFor(t, 30*time.Second, func() error {
 				for _, p := range stalled.paths() {

@@ -196,7 +196,7 @@ func TestARegionOfThreeNodesLosesNothingWhenANodeIsKilledDuringAPushStorm(t *tes
 	// The storm is eastus's: until the door has found eastus routable it
 	// sends pushes to westeurope, and eastus would hold those only once
 	// they replicate.
-	for deadline := time.Now().Add(30 * time.Second); doorMetrics(t, door.addr)[`georeg_frontdoor_region_routable{region="eastus"}`] != 1; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); metricsOf(t, door.addr)[`georeg_frontdoor_region_routable{region="eastus"}`] != 1; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the door did not find eastus routable within 30 s")
 		}

@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"net/http"
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -41,21 +38,9 @@ func TestARegistryProcessRunsWithASparePUnlessTheOperatorSetsIt(t *testing.T) {
 // the process at addr.
 func gomaxprocsOf(t *testing.T, addr string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	n, ok := metricsOf(t, addr)["go_sched_gomaxprocs_threads{}"]
+	if !ok {
+		t.Fatalf("no go_sched_gomaxprocs_threads in %s's /metrics", addr)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_sched_gomaxprocs_threads "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatalf("go_sched_gomaxprocs_threads %q: %v", v, err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no go_sched_gomaxprocs_threads in %s's /metrics (%v)", addr, sc.Err())
-	return 0
+	return int(n)
 }

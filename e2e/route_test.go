@@ -112,7 +112,7 @@ func TestFailoverWhenARegionIsKilled(t *testing.T) {
 	}
 	// The door's metrics say so: westeurope is not routable and its
 	// clients' requests went to eastus as failovers.
-	m := doorMetrics(t, door.addr)
+	m := metricsOf(t, door.addr)
 	if v := m[`georeg_frontdoor_region_routable{region="westeurope"}`]; v != 0 {
 		t.Errorf("georeg_frontdoor_region_routable for the killed westeurope: %v, want 0", v)
 	}
@@ -140,8 +140,9 @@ func TestFailoverWhenARegionIsKilled(t *testing.T) {
 	}
 }
 
-// doorMetrics reads the front door's /metrics as name{labels} -> value.
-func doorMetrics(t *testing.T, addr string) map[string]float64 {
+// metricsOf reads the /metrics of the georeg process at addr (the front
+// door, a region) as name{labels} -> value.
+func metricsOf(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -151,7 +152,7 @@ func doorMetrics(t *testing.T, addr string) map[string]float64 {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		t.Fatalf("the door's /metrics does not parse: %v", err)
+		t.Fatalf("%s's /metrics does not parse: %v", addr, err)
 	}
 	out := map[string]float64{}
 	for name, f := range families {
