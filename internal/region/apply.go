@@ -33,13 +33,34 @@ func (r *Region) Cursor(ctx context.Context, peer string) (int64, error) {
 	return r.db.Cursor(ctx, peer)
 }
 
-// setCursor moves peer's cursor to seq; an empty peer is an apply outside
-// the feed (a blob or child fetched for a parent) and moves nothing.
+// setCursor moves peer's cursor to seq (or where ctx says: CursorThrough);
+// an empty peer is an apply outside the feed (a blob or child fetched for
+// a parent) and moves nothing.
 func (r *Region) setCursor(ctx context.Context, tx *meta.Tx, peer string, seq int64) error {
 	if peer == "" {
 		return nil
 	}
-	return tx.SetCursor(ctx, peer, seq, r.now())
+	return tx.SetCursor(ctx, peer, cursorTo(ctx, seq), r.now())
+}
+
+type cursorThroughKey struct{}
+
+// CursorThrough returns ctx for the apply (or skip, or park) of a peer's
+// record that may move the peer's cursor only to through, not to the
+// record's own number: a follower applying several records at once moves
+// it over the records that are all applied (replicate: applyWindow),
+// which may stop short of the record or go past it. The record's number
+// still marks what it says of presence.
+func CursorThrough(ctx context.Context, through int64) context.Context {
+	return context.WithValue(ctx, cursorThroughKey{}, through)
+}
+
+// cursorTo is how far the apply of record seq moves its peer's cursor.
+func cursorTo(ctx context.Context, seq int64) int64 {
+	if through, ok := ctx.Value(cursorThroughKey{}).(int64); ok {
+		return through
+	}
+	return seq
 }
 
 // Skip moves peer's cursor past seq without changing anything else: a
@@ -47,7 +68,7 @@ func (r *Region) setCursor(ctx context.Context, tx *meta.Tx, peer string, seq in
 // a write of repo, beside other repositories' writes ("" for a record of
 // no repository: region-wide).
 func (r *Region) Skip(ctx context.Context, peer string, seq int64, repo string) error {
-	fn := func(tx *meta.Tx) error { return tx.SetCursor(ctx, peer, seq, r.now()) }
+	fn := func(tx *meta.Tx) error { return r.setCursor(ctx, tx, peer, seq) }
 	if repo == "" {
 		return r.db.Update(ctx, fn)
 	}

@@ -295,7 +295,7 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, from.peer, now, mark); err != nil {
 				return err
 			}
-			return tx.SetCursor(ctx, from.peer, from.seq, now)
+			return tx.SetCursor(ctx, from.peer, cursorTo(ctx, from.seq), now)
 		}
 		// The manifest record names the tag it was pushed with, so a
 		// replica fires one replicated event (with the tag) per push.

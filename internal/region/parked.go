@@ -16,7 +16,7 @@ func (r *Region) Park(ctx context.Context, peer string, seq int64, record []byte
 		if err := tx.Park(ctx, meta.Parked{Peer: peer, Seq: seq, Record: record, ParkedAt: now, NextAt: now, LastErr: lastErr}); err != nil {
 			return err
 		}
-		return tx.SetCursor(ctx, peer, seq, now)
+		return tx.SetCursor(ctx, peer, cursorTo(ctx, seq), now)
 	})
 }
 

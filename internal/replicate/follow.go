@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -183,56 +184,149 @@ func (p *Replicator) fetchPages(ctx context.Context, s *source, log *slog.Logger
 	}
 }
 
-// applyPages applies every record of every page in order, retrying a
-// record until it applies, or, when it keeps failing for reasons on the
-// peer's side (its content cannot be fetched), parking it (plan.go:
-// parkable) so the records after it apply meanwhile; runParked retries it.
+// appliers bounds the records of one peer's feed applied at once, and
+// applyAhead how far past the first record not yet applied the follower
+// takes records (a record that keeps failing holds the cursor, and so
+// what a restart applies again, to that many).
+const (
+	appliers   = 16
+	applyAhead = 256
+)
+
+// applyPages applies the records of every page, a repository's in feed
+// order, records of different repositories side by side (up to appliers
+// at once: each is its own write, and writes waiting together share a
+// commit, meta/batch.go), and a record of no repository (a setting) after
+// every record before it and before any after it. Each record is retried
+// until it applies, or, when it keeps failing for reasons on the peer's
+// side (its content cannot be fetched), parked (plan.go: parkable) so the
+// records after it apply meanwhile; runParked retries it. The peer's
+// cursor moves over the records all applied (applyWindow).
 func (p *Replicator) applyPages(ctx context.Context, s *source, log *slog.Logger, pages <-chan *feed.Page) {
-	b := backoff{wake: p.region.SpaceBack, limit: peerRetryMax}
+	w := newApplyWindow()
+	s.window.Store(w)
+	slots := make(chan struct{}, appliers)
+	var running sync.WaitGroup
+	defer running.Wait()
+	last := map[string]chan struct{}{} // each repository's latest record taken: closed once done
 	for page := range pages {
 		for _, rec := range page.Records {
-			failingSince, reported := time.Time{}, false
-			for {
-				err := p.apply(ctx, s, rec.Meta())
-				if err == nil {
-					p.appliedRecord(s, rec)
-					b.reset()
-					break
-				}
-				p.tracker.failed(s.name, s.base, fmt.Errorf("apply %s %s seq %d: %w", rec.Kind, rec.Repo, rec.Seq, err))
-				if failingSince.IsZero() {
-					failingSince = time.Now()
-				}
-				if ctx.Err() == nil && parkable(rec.Kind, err, time.Since(failingSince), p.parkAfter) {
-					data, _ := json.Marshal(rec)
-					if perr := p.region.Park(ctx, s.name, rec.Seq, data, err.Error()); perr == nil {
-						log.WarnContext(ctx, "record parked: retried apart, the records after it go on", "seq", rec.Seq, "kind", rec.Kind, "repo", rec.Repo, "error", err)
-						p.tracker.parked(s.name, s.base, rec.Seq)
-						break
-					}
-				}
-				if !reported && time.Since(failingSince) >= p.wedgedAfter && ctx.Err() == nil {
-					// Stuck on this record (not parkable: the cause is on
-					// this side): tell the webhooks once; the retries go on.
-					ferr := p.region.ReplicationFailed(ctx, s.name, rec.Repo, rec.Digest, rec.Tag,
-						fmt.Errorf("cannot apply %s record %d from %s for %s: %w", rec.Kind, rec.Seq, s.name, time.Since(failingSince).Round(time.Second), err))
-					reported = ferr == nil
-				}
-				if !b.wait(ctx, log, fmt.Sprintf("apply %s %s seq %d", rec.Kind, rec.Repo, rec.Seq), err) {
+			for w.ahead() >= applyAhead {
+				select {
+				case <-w.progress:
+				case <-ctx.Done():
 					return
 				}
 			}
+			if rec.Repo == "" {
+				running.Wait()
+				w.take(rec.Seq)
+				if !p.applyRecord(ctx, s, log, w, rec) {
+					return
+				}
+				clear(last)
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			before := last[rec.Repo]
+			mine := make(chan struct{})
+			last[rec.Repo] = mine
+			if len(last) > 4*appliers {
+				forgetDone(last)
+			}
+			w.take(rec.Seq)
+			running.Go(func() {
+				defer func() { close(mine); <-slots }()
+				if before != nil {
+					select {
+					case <-before:
+					case <-ctx.Done():
+						return
+					}
+				}
+				p.applyRecord(ctx, s, log, w, rec)
+			})
 		}
 	}
 }
 
-// appliedRecord counts a record of s applied.
-func (p *Replicator) appliedRecord(s *source, rec feed.Record) {
+// forgetDone drops the repositories whose latest record is done.
+func forgetDone(last map[string]chan struct{}) {
+	for repo, done := range last {
+		select {
+		case <-done:
+			delete(last, repo)
+		default:
+		}
+	}
+}
+
+// applyRecord applies one record of s's feed, retrying until it applies
+// or is parked; false when ctx ended first.
+func (p *Replicator) applyRecord(ctx context.Context, s *source, log *slog.Logger, w *applyWindow, rec feed.Record) bool {
+	b := backoff{wake: p.region.SpaceBack, limit: peerRetryMax}
+	failingSince, reported := time.Time{}, false
+	for {
+		through := w.through(rec.Seq)
+		err := p.apply(region.CursorThrough(ctx, through), s, rec.Meta())
+		if err == nil {
+			p.finished(ctx, s, w, rec, through, false)
+			return true
+		}
+		p.tracker.failed(s.name, s.base, fmt.Errorf("apply %s %s seq %d: %w", rec.Kind, rec.Repo, rec.Seq, err))
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		}
+		if ctx.Err() == nil && parkable(rec.Kind, err, time.Since(failingSince), p.parkAfter) {
+			data, _ := json.Marshal(rec)
+			through := w.through(rec.Seq)
+			if perr := p.region.Park(region.CursorThrough(ctx, through), s.name, rec.Seq, data, err.Error()); perr == nil {
+				log.WarnContext(ctx, "record parked: retried apart, the records after it go on", "seq", rec.Seq, "kind", rec.Kind, "repo", rec.Repo, "error", err)
+				p.finished(ctx, s, w, rec, through, true)
+				return true
+			}
+		}
+		if !reported && time.Since(failingSince) >= p.wedgedAfter && ctx.Err() == nil {
+			// Stuck on this record (not parkable: the cause is on
+			// this side): tell the webhooks once; the retries go on.
+			ferr := p.region.ReplicationFailed(ctx, s.name, rec.Repo, rec.Digest, rec.Tag,
+				fmt.Errorf("cannot apply %s record %d from %s for %s: %w", rec.Kind, rec.Seq, s.name, time.Since(failingSince).Round(time.Second), err))
+			reported = ferr == nil
+		}
+		if !b.wait(ctx, log, fmt.Sprintf("apply %s %s seq %d", rec.Kind, rec.Repo, rec.Seq), err) {
+			return false
+		}
+	}
+}
+
+// finished counts record rec of s done (applied, or parked), its apply
+// having moved the cursor to through, and when that left the cursor
+// behind the records done with none still being applied, moves it over
+// them.
+func (p *Replicator) finished(ctx context.Context, s *source, w *applyWindow, rec feed.Record, through int64, parked bool) {
+	prefix, behind := w.finish(rec.Seq, through)
+	if parked {
+		p.tracker.parked(s.name, s.base, prefix)
+	} else {
+		p.appliedRecord(s, rec, prefix)
+	}
+	if behind && p.region.Skip(region.CursorThrough(ctx, prefix), s.name, prefix, rec.Repo) == nil {
+		w.wrote(prefix)
+	}
+}
+
+// appliedRecord counts record rec of s applied, and every record of s up
+// to through done.
+func (p *Replicator) appliedRecord(s *source, rec feed.Record, through int64) {
 	var blobBytes int64
 	if rec.Kind == meta.KindBlob {
 		blobBytes = rec.Size
 	}
-	p.tracker.applied(s.name, s.base, rec.Seq, rec.Created, blobBytes)
+	p.tracker.applied(s.name, s.base, through, rec.Created, blobBytes)
 	select {
 	case s.applied <- struct{}{}:
 	default:
@@ -267,11 +361,17 @@ func (p *Replicator) runParked(ctx context.Context, s *source) {
 				_ = p.region.Unpark(ctx, s.name, pk.Seq) // unreadable: nothing can apply it
 				continue
 			}
-			err := p.apply(ctx, s, rec.Meta())
+			// Parked, the record is done for the follower, whose window
+			// says how far the cursor may move meanwhile.
+			through := int64(0)
+			if w := s.window.Load(); w != nil {
+				through = w.through(rec.Seq)
+			}
+			err := p.apply(region.CursorThrough(ctx, through), s, rec.Meta())
 			if err == nil {
 				if uerr := p.region.Unpark(ctx, s.name, pk.Seq); uerr == nil {
 					log.InfoContext(ctx, "parked record applied", "seq", pk.Seq, "kind", rec.Kind, "repo", rec.Repo, "attempts", pk.Attempts+1)
-					p.appliedRecord(s, rec)
+					p.appliedRecord(s, rec, through)
 				}
 				continue
 			}

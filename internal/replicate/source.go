@@ -64,8 +64,9 @@ type source struct {
 	http       *http.Client
 	idle       time.Duration // bounds every wait on the peer (bounded.Limits)
 	feed       *feed.Client
-	applied    chan struct{} // signalled when records of the peer apply (refreshStats)
-	since      time.Time     // when this region started following the peer
+	applied    chan struct{}               // signalled when records of the peer apply (refreshStats)
+	since      time.Time                   // when this region started following the peer
+	window     atomic.Pointer[applyWindow] // the records of its feed being applied (applyPages)
 	// rtt is the peer's measured round trip (an average of its small
 	// requests' times to answer, in nanoseconds; 0: not measured yet).
 	rtt atomic.Int64
