@@ -26,7 +26,8 @@ type peerCursor struct {
 // The Apply methods take changes another region originated. Each is
 // idempotent (applying twice, or after a later change, ends in the same
 // state), keeps the origin's version, records nothing in this region's
-// feed, and moves peer's cursor to seq in its own transaction.
+// feed, and moves peer's cursor to seq (or where CursorThrough says) in its
+// own transaction.
 
 // Cursor returns how far peer's feed has been applied here.
 func (r *Region) Cursor(ctx context.Context, peer string) (int64, error) {
