@@ -1,6 +1,7 @@
 package up_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
 
@@ -35,6 +37,26 @@ func feedSeq(t *testing.T, base, kind, repo string, d digest.Digest) (seq, head 
 		t.Fatalf("no %s record for %s in %s's feed", kind, repo, base)
 	}
 	return seq, page.Head
+}
+
+// readyMarked reports whether the feed of the region at base holds a
+// record of region's replica setting marked Ready.
+func readyMarked(t *testing.T, base, region string) bool {
+	t.Helper()
+	code, body := asPeer(t, "GET", base+feed.Path+"?since=0&limit=1000&wait=0s")
+	if code != 200 {
+		t.Fatalf("feed of %s: %d %s", base, code, body)
+	}
+	var page feed.Page
+	if err := json.Unmarshal(body, &page); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range page.Records {
+		if r.Kind == "setting" && r.MediaType == replicate.ReplicaKind && r.Tag == region && bytes.Contains(r.Data, []byte(`"ready":true`)) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestAFollowerAppliesOtherRepositoriesWhileOneWaitsAndItsCursorWaitsForIt:
@@ -66,6 +88,16 @@ func TestAFollowerAppliesOtherRepositoriesWhileOneWaitsAndItsCursorWaitsForIt(t 
 	}()
 	awaitReady(t, reg) // following, not joining: a join would fetch the held layer first
 	east, west := reg.ByName["eastus"], reg.ByName["westeurope"]
+	// A setting record applies after every record before it: eastus's
+	// Ready mark, written a round after it is Ready, must be in its feed
+	// before the held image, or it would wait for it, and so would every
+	// record after it.
+	eventually(t, 30*time.Second, func() error {
+		if !readyMarked(t, east.URL, "eastus") {
+			return fmt.Errorf("eastus has not marked itself Ready in its feed yet")
+		}
+		return nil
+	})
 	heldImg := push(t, east.URL, "follow/held", "v1", seed, size)
 	layer := heldImg.blobs[len(heldImg.blobs)-1]
 	if !strings.HasSuffix(layerPath, layer.String()) {
