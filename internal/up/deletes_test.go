@@ -2,7 +2,6 @@ package up_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	neturl "net/url"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/link"
 	"github.com/georeg/georeg/internal/peerauth"
@@ -185,14 +183,7 @@ func TestInvariant9DeletesReachEveryRegionAndStay(t *testing.T) {
 // region base's feed.
 func feedVersion(t *testing.T, base, kind, repo string) hlc.Version {
 	t.Helper()
-	code, body := asPeer(t, "GET", base+feed.Path+"?since=0&limit=1000&wait=0s")
-	if code != 200 {
-		t.Fatalf("feed of %s: %d %s", base, code, body)
-	}
-	var page feed.Page
-	if err := json.Unmarshal(body, &page); err != nil {
-		t.Fatal(err)
-	}
+	page := feedPage(t, base)
 	var out hlc.Version
 	for _, r := range page.Records {
 		if r.Kind == kind && r.Repo == repo {

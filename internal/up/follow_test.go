@@ -16,9 +16,9 @@ import (
 	"github.com/georeg/georeg/internal/up"
 )
 
-// feedSeq returns the number of the record of kind for d in repo in the
-// feed of the region at base, and the feed's head.
-func feedSeq(t *testing.T, base, kind, repo string, d digest.Digest) (seq, head int64) {
+// feedPage reads the first 1,000 records of the feed of the region at
+// base, as a peer does, without waiting.
+func feedPage(t *testing.T, base string) feed.Page {
 	t.Helper()
 	code, body := asPeer(t, "GET", base+feed.Path+"?since=0&limit=1000&wait=0s")
 	if code != 200 {
@@ -28,6 +28,14 @@ func feedSeq(t *testing.T, base, kind, repo string, d digest.Digest) (seq, head 
 	if err := json.Unmarshal(body, &page); err != nil {
 		t.Fatal(err)
 	}
+	return page
+}
+
+// feedSeq returns the number of the record of kind for d in repo in the
+// feed of the region at base, and the feed's head.
+func feedSeq(t *testing.T, base, kind, repo string, d digest.Digest) (seq, head int64) {
+	t.Helper()
+	page := feedPage(t, base)
 	for _, r := range page.Records {
 		if r.Kind == kind && r.Repo == repo && r.Digest == d {
 			seq = r.Seq
@@ -43,15 +51,7 @@ func feedSeq(t *testing.T, base, kind, repo string, d digest.Digest) (seq, head 
 // record of region's replica setting marked Ready.
 func readyMarked(t *testing.T, base, region string) bool {
 	t.Helper()
-	code, body := asPeer(t, "GET", base+feed.Path+"?since=0&limit=1000&wait=0s")
-	if code != 200 {
-		t.Fatalf("feed of %s: %d %s", base, code, body)
-	}
-	var page feed.Page
-	if err := json.Unmarshal(body, &page); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range page.Records {
+	for _, r := range feedPage(t, base).Records {
 		if r.Kind == "setting" && r.MediaType == replicate.ReplicaKind && r.Tag == region && bytes.Contains(r.Data, []byte(`"ready":true`)) {
 			return true
 		}
