@@ -199,12 +199,14 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
 		open = true
-		ensured, summaries, appended, marked, audited := maps.Clone(t.ensured), maps.Clone(t.summaries), len(t.feed), len(t.marks), len(t.audits)
+		ensured, summaries, cursors := maps.Clone(t.ensured), maps.Clone(t.summaries), maps.Clone(t.cursors)
+		appended, marked, audited := len(t.feed), len(t.marks), len(t.audits)
 		if errs[i] = r.fn(t); errs[i] != nil {
-			// What it wrote is undone, its feed records, presence marks
-			// and audit entries with it, and the repositories it
-			// recorded or whose summaries it changed are no longer noted.
-			t.ensured, t.summaries, t.feed, t.marks = ensured, summaries, t.feed[:appended], t.marks[:marked]
+			// What it wrote is undone, its feed records, presence marks,
+			// cursor moves and audit entries with it, and the repositories
+			// it recorded or whose summaries it changed are no longer noted.
+			t.ensured, t.summaries, t.cursors = ensured, summaries, cursors
+			t.feed, t.marks = t.feed[:appended], t.marks[:marked]
 			t.audits = t.audits[:audited]
 			t.settingsRead = settingsRead{} // it may have read settings it wrote
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write"); err != nil {

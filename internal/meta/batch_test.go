@@ -179,3 +179,55 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 	}
 }
+
+// TestACursorAFailedWriteMovedIsTakenBack: writes of one batch move
+// peers' cursors (written once at the batch's end): the furthest move
+// of each peer by a write that succeeded is kept, a move by a write that
+// failed is undone with it, and a move back is no move.
+func TestACursorAFailedWriteMovedIsTakenBack(t *testing.T) {
+	moves := func(peer string, seq int64, fail bool) queuedWrite {
+		w := queuedWrite{fn: func(ctx context.Context, tx *meta.Tx) error {
+			if err := tx.SetCursor(ctx, peer, seq, time.Now()); err != nil {
+				return err
+			}
+			if fail {
+				return errors.New("refused after moving the cursor")
+			}
+			return nil
+		}}
+		if fail {
+			w.want = "refused after moving the cursor"
+		}
+		return w
+	}
+	for name, open := range map[string]func(t *testing.T) *meta.DB{
+		"sqlite": func(t *testing.T) *meta.DB {
+			db, err := meta.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "meta.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		},
+		"postgres": func(t *testing.T) *meta.DB { return openPostgres(t, storetest.Postgres(t)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := open(t)
+			runQueued(t, db, []queuedWrite{
+				moves("east", 5, false),
+				moves("east", 10, true),
+				moves("west", 3, false),
+				moves("east", 4, false),
+			})
+			for peer, want := range map[string]int64{"east": 5, "west": 3} {
+				if got, err := db.Cursor(t.Context(), peer); err != nil || got != want {
+					t.Errorf("cursor of %s = %d, %v; want %d", peer, got, err, want)
+				}
+			}
+			runQueued(t, db, []queuedWrite{moves("east", 2, false)})
+			if got, _ := db.Cursor(t.Context(), "east"); got != 5 {
+				t.Errorf("cursor of east moved back to %d in a later batch; want 5", got)
+			}
+		})
+	}
+}

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -132,15 +135,44 @@ func settingRecord(ctx context.Context, q queryer, kind, name string) (*Setting,
 // applied here. It is written in the transaction that applied seq, so a
 // crash never leaves a record applied but not counted, or counted but not
 // applied. The cursor only moves forward.
+//
+// The row is written at the transaction's end (writeCursors), once per
+// peer however many of the batch's writes moved it: a follower applying
+// records side by side moves one peer's cursor in nearly every write of a
+// batch, and each would otherwise cost a round trip to PostgreSQL and hold
+// the peer's row from its write to the commit. A write that fails takes
+// its move back with it (runBatch).
 func (tx *Tx) SetCursor(ctx context.Context, peer string, seq int64, now time.Time) error {
 	if err := tx.writesCursor(); err != nil {
 		return err
 	}
-	_, err := tx.exec(ctx, `
-		INSERT INTO peer_cursors (peer, seq, updated_at) VALUES ($1, $2, $3)
-		ON CONFLICT (peer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
-		WHERE excluded.seq > peer_cursors.seq`, peer, seq, now.UnixMilli())
-	return err
+	if m, ok := tx.cursors[peer]; !ok || seq > m.seq {
+		if tx.cursors == nil {
+			tx.cursors = map[string]cursorMove{}
+		}
+		tx.cursors[peer] = cursorMove{seq: seq, at: now.UnixMilli()}
+	}
+	return nil
+}
+
+// cursorMove is how far a transaction moves a peer's cursor, and when.
+type cursorMove struct{ seq, at int64 }
+
+// writeCursors writes the cursors the transaction's writes moved, in the
+// peers' order (two transactions moving the same two cursors take their
+// rows in the same order).
+func (tx *Tx) writeCursors(ctx context.Context) error {
+	for _, peer := range slices.Sorted(maps.Keys(tx.cursors)) {
+		m := tx.cursors[peer]
+		if _, err := tx.exec(ctx, `
+			INSERT INTO peer_cursors (peer, seq, updated_at) VALUES ($1, $2, $3)
+			ON CONFLICT (peer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+			WHERE excluded.seq > peer_cursors.seq`, peer, m.seq, m.at); err != nil {
+			return fmt.Errorf("move the cursor of %s: %w", peer, err)
+		}
+	}
+	tx.cursors = nil
+	return nil
 }
 
 // Cursor returns how far peer's feed has been applied here (0: nothing).

@@ -446,11 +446,12 @@ type Tx struct {
 	// settingsRead is what the transaction read of the settings, kept
 	// until it writes one (settings.go).
 	settingsRead settingsRead
-	leasesHeld   leasesHeld    // the blob leases read held (bloblease.go)
-	audits       []AuditEntry  // added, inserted at the end (audit.go)
-	feed         []Record      // PostgreSQL: appended, numbered at the end (sequence)
-	marks        []pendingMark // PostgreSQL: presence marks of feed records numbered at the end
-	lastSeq      int64         // SQLite: the seq of the last feed record appended
+	leasesHeld   leasesHeld            // the blob leases read held (bloblease.go)
+	audits       []AuditEntry          // added, inserted at the end (audit.go)
+	cursors      map[string]cursorMove // moved, written at the end (feed.go)
+	feed         []Record              // PostgreSQL: appended, numbered at the end (sequence)
+	marks        []pendingMark         // PostgreSQL: presence marks of feed records numbered at the end
+	lastSeq      int64                 // SQLite: the seq of the last feed record appended
 	// bound, when set, is the context every statement runs under in
 	// place of the one its write passes (SQLite: batch.go).
 	bound context.Context

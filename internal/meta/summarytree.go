@@ -316,10 +316,13 @@ func (tx *Tx) moveGenerations(ctx context.Context) error {
 }
 
 // finish writes what the transaction's writes left for its end: the
-// repositories they recorded, their audit entries and their summaries'
-// generations.
+// repositories they recorded, the cursors they moved, their audit entries
+// and their summaries' generations.
 func (tx *Tx) finish(ctx context.Context) error {
 	if err := tx.recordRepositories(ctx); err != nil {
+		return err
+	}
+	if err := tx.writeCursors(ctx); err != nil {
 		return err
 	}
 	if err := tx.writeAudit(ctx); err != nil {
