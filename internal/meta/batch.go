@@ -199,13 +199,14 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 			return fail(fmt.Errorf("savepoint: %w", err))
 		}
 		open = true
-		ensured, summaries, cursors := maps.Clone(t.ensured), maps.Clone(t.summaries), maps.Clone(t.cursors)
+		ensured, summaries, cursors, enqueued := maps.Clone(t.ensured), maps.Clone(t.summaries), maps.Clone(t.cursors), t.enqueued
 		appended, marked, audited := len(t.feed), len(t.marks), len(t.audits)
 		if errs[i] = r.fn(t); errs[i] != nil {
 			// What it wrote is undone, its feed records, presence marks,
-			// cursor moves and audit entries with it, and the repositories
-			// it recorded or whose summaries it changed are no longer noted.
-			t.ensured, t.summaries, t.cursors = ensured, summaries, cursors
+			// cursor moves, deliveries and audit entries with it, and the
+			// repositories it recorded or whose summaries it changed are no
+			// longer noted.
+			t.ensured, t.summaries, t.cursors, t.enqueued = ensured, summaries, cursors, enqueued
 			t.feed, t.marks = t.feed[:appended], t.marks[:marked]
 			t.audits = t.audits[:audited]
 			t.settingsRead = settingsRead{} // it may have read settings it wrote
@@ -231,6 +232,7 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 		if err := tx.Commit(); err != nil {
 			return fail(fmt.Errorf("commit: %w", err))
 		}
+		db.committed(t)
 		db.writeStmts.prepareWanted(ctx, db.w)
 		return errs, 0, 0
 	}
@@ -241,7 +243,16 @@ func (db *DB) runBatch(reqs []*writeReq) ([]error, uint64, time.Duration) {
 	if err := tx.Commit(); err != nil {
 		return fail(fmt.Errorf("commit: %w", err))
 	}
+	db.committed(t)
 	return errs, t.change, db.lst.now()
+}
+
+// committed tells, after t committed, whoever asked to know what it did
+// (OnDeliveriesEnqueued).
+func (db *DB) committed(t *Tx) {
+	if t.enqueued && db.enqueued != nil {
+		db.enqueued()
+	}
 }
 
 // Write lanes (PostgreSQL). A node runs one batch per lane at once, each

@@ -48,6 +48,7 @@ func (tx *Tx) EnqueueDelivery(ctx context.Context, d Delivery) error {
 		INSERT INTO webhook_deliveries (event_id, webhook, action, payload, created_at, next_at, state, updated_at, webhook_created)
 		VALUES ($1, $2, $3, $4, $5, $5, $6, $5, $7)`,
 		d.EventID, d.Webhook, d.Action, d.Payload, d.Created.UnixMilli(), DeliveryPending, d.WebhookCreated.UnixMilli())
+	tx.enqueued = tx.enqueued || err == nil
 	return err
 }
 

@@ -2,6 +2,7 @@ package meta_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -75,4 +76,42 @@ func testAClaimedDeliveryIsNotClaimedAgainUntilItsLeaseEnds(t *testing.T, db *me
 	if _, ok, _ := db.NextDelivery(context.Background()); ok {
 		t.Fatal("a canceled delivery is still due")
 	}
+}
+
+// TestTheDelivererIsToldOfDeliveriesEnqueuedAndOfNothingElse: a
+// transaction that enqueued a delivery tells OnDeliveriesEnqueued's
+// function once it committed; one that wrote something else, or whose
+// enqueue was undone with the transaction, does not.
+func TestTheDelivererIsToldOfDeliveriesEnqueuedAndOfNothingElse(t *testing.T) {
+	eachDialect(t, func(t *testing.T, db *meta.DB) {
+		ctx := t.Context()
+		told := 0
+		db.OnDeliveriesEnqueued(func() { told++ })
+		enqueue := func(tx *meta.Tx) error {
+			return tx.EnqueueDelivery(ctx, meta.Delivery{EventID: "e1", Webhook: "hook1", Action: "push", Payload: []byte(`{}`), Created: time.Now()})
+		}
+		if err := db.Update(ctx, func(tx *meta.Tx) error { return tx.SetCursor(ctx, "east", 1, time.Now()) }); err != nil {
+			t.Fatal(err)
+		}
+		if told != 0 {
+			t.Fatalf("told %d times after a write that enqueued nothing", told)
+		}
+		if err := db.Update(ctx, func(tx *meta.Tx) error {
+			if err := enqueue(tx); err != nil {
+				return err
+			}
+			return errors.New("refused")
+		}); err == nil {
+			t.Fatal("the refused write committed")
+		}
+		if told != 0 {
+			t.Fatalf("told %d times after an enqueue that was undone", told)
+		}
+		if err := db.Update(ctx, enqueue); err != nil {
+			t.Fatal(err)
+		}
+		if told != 1 {
+			t.Fatalf("told %d times after one committed enqueue; want 1", told)
+		}
+	})
 }

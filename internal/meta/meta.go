@@ -59,6 +59,9 @@ type DB struct {
 	dsn     string // PostgreSQL: for the LISTEN connection
 	clock   Clock  // PostgreSQL: synchronized with the other nodes' (SetClock)
 	lst     *listener
+	// enqueued is called after a transaction that enqueued webhook
+	// deliveries committed (OnDeliveriesEnqueued).
+	enqueued func()
 	// Write transactions begun, and the time they waited for their turn
 	// (PostgreSQL: their place in the node's queue and their locks;
 	// SQLite: the one writing connection), in nanoseconds: WriteStats.
@@ -107,6 +110,12 @@ type Clock interface {
 // newest version the region's nodes committed, and record c's newest at
 // commit. Call it before the store is used.
 func (db *DB) SetClock(c Clock) { db.clock = c }
+
+// OnDeliveriesEnqueued has fn called after every transaction that
+// enqueued webhook deliveries (EnqueueDelivery) committed, and after no
+// other: the deliverer is woken when there is something to deliver, not
+// by every write. Call it before the store is used.
+func (db *DB) OnDeliveriesEnqueued(fn func()) { db.enqueued = fn }
 
 // Shared reports whether several nodes may use this store at once
 // (PostgreSQL): caches and in-memory state of one node then do not see the
@@ -449,6 +458,7 @@ type Tx struct {
 	leasesHeld   leasesHeld            // the blob leases read held (bloblease.go)
 	audits       []AuditEntry          // added, inserted at the end (audit.go)
 	cursors      map[string]cursorMove // moved, written at the end (feed.go)
+	enqueued     bool                  // webhook deliveries enqueued (OnDeliveriesEnqueued)
 	feed         []Record              // PostgreSQL: appended, numbered at the end (sequence)
 	marks        []pendingMark         // PostgreSQL: presence marks of feed records numbered at the end
 	lastSeq      int64                 // SQLite: the seq of the last feed record appended

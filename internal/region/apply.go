@@ -111,7 +111,7 @@ func (r *Region) ApplyManifestHeld(ctx context.Context, peer string, seq int64, 
 var ErrHeldNoLonger = errors.New("the manifest was deleted here, by an older delete, since it was seen held: plan the record again")
 
 func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, raise *hlc.Version, mark int64) error {
-	err := r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
+	return r.db.UpdateRepo(ctx, repo, func(tx *meta.Tx) error {
 		if raise != nil {
 			tomb, deleted, err := tx.ManifestVersion(ctx, repo, d)
 			if err != nil && !isNotFound(err) {
@@ -132,10 +132,6 @@ func (r *Region) applyPresence(ctx context.Context, peer string, seq int64, repo
 		}
 		return r.setCursor(ctx, tx, peer, seq)
 	})
-	if err == nil {
-		r.wakeDeliverer()
-	}
-	return err
 }
 
 // Status is where an image is, as this region knows it.
@@ -447,7 +443,6 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 	})
 	if err == nil {
 		r.cache.invalidate(repo, "", tag)
-		r.wakeDeliverer()
 	}
 	return err
 }

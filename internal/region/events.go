@@ -199,7 +199,6 @@ func (r *Region) SweepEverywhere(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fired := 0
 	for _, p := range pending {
 		// A read first: only a push that is everywhere now costs a write
 		// (which checks again, in its transaction).
@@ -216,10 +215,6 @@ func (r *Region) SweepEverywhere(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		fired++
-	}
-	if fired > 0 {
-		r.wakeDeliverer()
 	}
 	return nil
 }
@@ -234,11 +229,7 @@ func (r *Region) ReplicationFailed(ctx context.Context, peer, repo string, d dig
 	if d == "" {
 		ev.Target.Digest = ""
 	}
-	err := r.db.Update(ctx, func(tx *meta.Tx) error { return r.emitNow(ctx, tx, ev) })
-	if err == nil {
-		r.wakeDeliverer()
-	}
-	return err
+	return r.db.Update(ctx, func(tx *meta.Tx) error { return r.emitNow(ctx, tx, ev) })
 }
 
 // Ping enqueues a ping event for webhook name alone (whatever its actions,
@@ -264,9 +255,6 @@ func (r *Region) Ping(ctx context.Context, name string) (int64, error) {
 		id, err = tx.LastDeliveryID(ctx)
 		return err
 	})
-	if err == nil {
-		r.wakeDeliverer()
-	}
 	return id, err
 }
 

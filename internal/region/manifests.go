@@ -333,7 +333,6 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 	}
 	r.pushedBytes(added)
 	r.feed.notify()
-	r.wakeDeliverer()
 	r.cache.invalidate(rec.Repo, rec.Digest, tags...)
 	return nil
 }
@@ -449,7 +448,6 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 		}
 		if err == nil {
 			r.feed.notify()
-			r.wakeDeliverer()
 		}
 		r.cache.invalidate(repo, "", ref)
 		return err
@@ -503,7 +501,6 @@ func (r *Region) DeleteManifest(ctx context.Context, repo, ref string) error {
 	})
 	if err == nil {
 		r.feed.notify()
-		r.wakeDeliverer()
 	}
 	if errors.Is(err, meta.ErrNotFound) {
 		return ocierr.ManifestUnknown.WithDetail(fmt.Sprintf("manifest %s is not in repository %s", d, repo),

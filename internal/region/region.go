@@ -148,6 +148,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, db *meta.DB, store *
 	}
 	r.clock.Observe(hlc.Version{Time: last})
 	db.SetClock(r.clock)
+	db.OnDeliveriesEnqueued(r.wakeDeliverer)
 	db.SetKeepDeleted(r.keepDeleted)
 	db.SetActorOf(actorOf)
 	r.clearSpills() // what a crash left (spill.go)

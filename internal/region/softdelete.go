@@ -260,7 +260,6 @@ func (r *Region) RestoreManifest(ctx context.Context, repo string, d digest.Dige
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("restored %s, but its audit entry and event failed: %w", d, err)
 	}
-	r.wakeDeliverer()
 	return RestoreResult{Repository: repo, Digest: d, Tags: tags, Region: r.cfg.Name}, nil
 }
 
@@ -340,7 +339,5 @@ func (r *Region) applyPurge(ctx context.Context, s meta.Setting) {
 	})
 	if err != nil {
 		r.log.WarnContext(ctx, "purge", "repository", p.Repository, "digest", d, "error", err)
-		return
 	}
-	r.wakeDeliverer()
 }
