@@ -348,17 +348,33 @@ func (t *tracker) forget(peer string) {
 }
 
 // statsEvery is how often a follower refreshes its peer's byte counts, and
-// how long one request for them may take.
-const statsEvery = 2 * time.Second
+// how long one request for them may take; statsSoonest is the least time
+// between two refreshes that records applying ask for.
+const (
+	statsEvery   = 2 * time.Second
+	statsSoonest = 250 * time.Millisecond
+)
 
 // refreshStats asks peer s for its feed's byte counts every statsEvery,
-// and soon after records of it apply (s.applied), until ctx ends; Status
-// answers from what it recorded, from local state only: a peer that hangs
-// slows this loop, never a status request (invariant 10).
+// and soon after records of it apply (s.applied: statsSoonest after the
+// last refresh at the earliest, so a follower applying hundreds of
+// records a second asks a few times a second, not once a record), until
+// ctx ends; Status answers from what it recorded, from local state only:
+// a peer that hangs slows this loop, never a status request (invariant
+// 10).
 func (p *Replicator) refreshStats(ctx context.Context, s *source) {
 	t := time.NewTicker(statsEvery)
 	defer t.Stop()
+	var last time.Time
 	for {
+		if wait := statsSoonest - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
 		if applied, err := p.region.Cursor(ctx, s.name); err == nil {
 			sctx, cancel := context.WithTimeout(ctx, statsEvery)
 			asked := time.Now()
