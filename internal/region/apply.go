@@ -219,11 +219,15 @@ func (r *Region) HasContent(ctx context.Context, d digest.Digest) (int64, bool, 
 //
 // lease, when the caller took it (LeaseToLink) before fetching or finding
 // the bytes, spares the link its look at the content store inside the
-// transaction (linkLeased); nil asks.
-func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version, lease *meta.BlobLease) error {
-	size, err := r.store.Stat(ctx, d)
-	if err != nil {
-		return fmt.Errorf("apply blob %s: %w", d, err)
+// transaction (linkLeased); nil asks. size is the blob's size as the
+// caller found it in the content store after taking lease, or -1 to look
+// it up.
+func (r *Region) ApplyBlob(ctx context.Context, peer string, seq int64, repo string, d digest.Digest, v hlc.Version, size int64, lease *meta.BlobLease) error {
+	if size < 0 {
+		var err error
+		if size, err = r.store.Stat(ctx, d); err != nil {
+			return fmt.Errorf("apply blob %s: %w", d, err)
+		}
 	}
 	if err := r.clock.Admit(v); err != nil {
 		return err
@@ -346,11 +350,8 @@ func (r *Region) ManifestRow(ctx context.Context, repo string, d digest.Digest) 
 
 // HasManifest reports whether repo holds manifest d live here.
 func (r *Region) HasManifest(ctx context.Context, repo string, d digest.Digest) (bool, error) {
-	_, err := r.db.GetManifest(ctx, repo, d)
-	if isNotFound(err) {
-		return false, nil
-	}
-	return err == nil, err
+	_, deleted, found, err := r.ManifestRow(ctx, repo, d)
+	return found && !deleted, err
 }
 
 // ApplyManifest stores manifest d of repo, as its origin wrote it at

@@ -138,7 +138,7 @@ func applyScenario(ctx context.Context, t *testing.T, r *region.Region, ack func
 		}
 		_, err := r.FetchBlob(ctx, region.FetchStagingID(d), d, int64(len(b)), open, nil)
 		must(err)
-		must(r.ApplyBlob(ctx, "westeurope", seq, "app", d, version(), nil))
+		must(r.ApplyBlob(ctx, "westeurope", seq, "app", d, version(), -1, nil))
 		ack(ackedObject{repo: "app", blob: b, seq: seq})
 	}
 	for _, mf := range []struct {

@@ -81,7 +81,7 @@ func TestInvariant9BlobLinksAndDeletesAreLastWriterWinsInEveryOrder(t *testing.T
 					continue
 				}
 				steps = append(steps, step{"link @" + sv.String(), func(ctx context.Context, r *region.Region) error {
-					return r.ApplyBlob(ctx, "", 0, repo, digest.FromString("blob"), sv, nil)
+					return r.ApplyBlob(ctx, "", 0, repo, digest.FromString("blob"), sv, -1, nil)
 				}})
 			}
 			want := ""
@@ -143,7 +143,7 @@ func TestInvariant2ABlobALiveManifestUsesIsNotDeleted(t *testing.T) {
 	// A blob of the repository no live manifest uses is deleted while the
 	// image lives, and the delete is audited.
 	spare := storeBytes(t, r, []byte("spare blob"))
-	if err := r.ApplyBlob(ctx, "", 0, repo, spare, r.Clock().Now(), nil); err != nil {
+	if err := r.ApplyBlob(ctx, "", 0, repo, spare, r.Clock().Now(), -1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.DeleteBlob(ctx, repo, spare); err != nil {
@@ -275,7 +275,7 @@ func TestAReplicatedBlobDeleteUnlinksAndMovesThePeersCursor(t *testing.T) {
 			t.Fatalf("eastus's cursor %d (%v), want %d", c, err, want)
 		}
 	}
-	if err := r.ApplyBlob(ctx, "eastus", 1, repo, d, v(10, "eastus"), nil); err != nil {
+	if err := r.ApplyBlob(ctx, "eastus", 1, repo, d, v(10, "eastus"), -1, nil); err != nil {
 		t.Fatal(err)
 	}
 	cursor(1)

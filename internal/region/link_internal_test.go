@@ -169,7 +169,7 @@ func TestAReplicatedBlobLinkedUnderALeaseIsLookedForOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := counter.n.Load()
-		if err := r.ApplyBlob(ctx, "westeurope", int64(i+1), "app", d, r.Clock().Now(), lease); err != nil {
+		if err := r.ApplyBlob(ctx, "westeurope", int64(i+1), "app", d, r.Clock().Now(), -1, lease); err != nil {
 			t.Fatal(err)
 		}
 		want := int64(2)

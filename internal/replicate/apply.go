@@ -33,6 +33,9 @@ func (p *Replicator) apply(ctx context.Context, s *source, rec meta.Record) erro
 }
 
 func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) error {
+	if rec.Kind == meta.KindBlob {
+		return p.applyBlob(ctx, s, rec)
+	}
 	r := p.region
 	l, err := p.holding(ctx, rec)
 	if err != nil {
@@ -43,22 +46,6 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 		return r.Skip(ctx, s.name, rec.Seq, rec.Repo) // deleted here since: nothing to fetch
 	}
 	switch rec.Kind {
-	case meta.KindBlob:
-		// From fetch to link: safe from every node's sweep, and the link
-		// need not look at the store again.
-		lease, release := r.LeaseToLink(ctx, rec.Digest)
-		defer release()
-		// Content first, then the link and the cursor in one transaction.
-		if act == actFetch {
-			err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
-			if errors.Is(err, errGone) {
-				return r.Skip(ctx, s.name, rec.Seq, rec.Repo)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version, lease)
 	case meta.KindBlobDelete:
 		return r.ApplyBlobDelete(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version)
 	case meta.KindManifest:
@@ -94,6 +81,35 @@ func (p *Replicator) applyOnce(ctx context.Context, s *source, rec meta.Record) 
 	return fmt.Errorf("record %d of %s: unknown kind %q", rec.Seq, s.name, rec.Kind)
 }
 
+// applyBlob applies a blob record: the bytes first (unless held), then the
+// link and the cursor in one transaction. The lease comes before the look
+// at the content store: from then to the link no node's sweep removes the
+// bytes, so the size holding saw stays true and neither the link nor
+// ApplyBlob looks at the store again.
+func (p *Replicator) applyBlob(ctx context.Context, s *source, rec meta.Record) error {
+	r := p.region
+	lease, release := r.LeaseToLink(ctx, rec.Digest)
+	defer release()
+	l, err := p.holding(ctx, rec)
+	if err != nil {
+		return err
+	}
+	switch planRecord(rec, l) {
+	case actSkip:
+		return r.Skip(ctx, s.name, rec.Seq, rec.Repo) // deleted here since, or fetched only when pulled
+	case actFetch:
+		err := p.fetchContent(ctx, s, rec.Repo, rec.Digest, rec.Size, rec.Data)
+		if errors.Is(err, errGone) {
+			return r.Skip(ctx, s.name, rec.Seq, rec.Repo)
+		}
+		if err != nil {
+			return err
+		}
+		l.ContentSize = -1 // stored just now: ApplyBlob looks its size up
+	}
+	return r.ApplyBlob(ctx, s.name, rec.Seq, rec.Repo, rec.Digest, rec.Version, l.ContentSize, lease)
+}
+
 // holding reads what this region holds of the object rec names: the facts
 // planRecord decides on.
 func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error) {
@@ -108,16 +124,12 @@ func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error
 		if deleted {
 			l.Tombstone = &v
 		}
-		_, l.ContentHeld, err = r.HasContent(ctx, rec.Digest)
+		l.ContentSize, l.ContentHeld, err = r.HasContent(ctx, rec.Digest)
 		l.OnDemand = r.OnDemand(ctx, rec.Repo)
 		return l, err
 	case meta.KindManifest:
-		live, err := r.HasManifest(ctx, rec.Repo, rec.Digest)
-		if err != nil || live {
-			l.ManifestLive = live
-			return l, err
-		}
-		v, deleted, _, err := r.ManifestRow(ctx, rec.Repo, rec.Digest)
+		v, deleted, found, err := r.ManifestRow(ctx, rec.Repo, rec.Digest)
+		l.ManifestLive = found && !deleted
 		if deleted {
 			l.Tombstone = &v
 		}
@@ -131,13 +143,18 @@ func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error
 // (region.AdoptBlob). For a client that reads it through (read), a delete
 // known here by the time the bytes arrived does: the blob is not linked
 // and the delete's BLOB_UNKNOWN is returned (region.AdoptReadBlob).
+//
+// A blob linked already is left as it is, with no lease: a link garbage
+// collection removes before the manifest is stored makes the manifest's
+// apply refuse it (MANIFEST_BLOB_UNKNOWN), and ensureManifest links it
+// again.
 func (p *Replicator) ensureBlob(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte, read bool) error {
 	r := p.region
-	lease, release := r.LeaseToLink(ctx, d)
-	defer release()
 	if ok, err := r.HasBlob(ctx, repo, d); ok || err != nil {
 		return err
 	}
+	lease, release := r.LeaseToLink(ctx, d)
+	defer release()
 	if err := p.fetchContent(ctx, s, repo, d, size, inline); err != nil {
 		return err
 	}
@@ -169,16 +186,17 @@ func (p *Replicator) adoptRead(ctx context.Context, repo string, d digest.Digest
 // a bounded number of attempts (the caller retries the record later);
 // errGone when every peer tried answered 404.
 func (p *Replicator) fetchContent(ctx context.Context, s *source, repo string, d digest.Digest, size int64, inline []byte) error {
-	if _, ok, err := p.region.HasContent(ctx, d); ok || err != nil {
-		return err
-	}
 	id := region.FetchStagingID(d)
 	if inline != nil {
+		// FetchBlob looks whether the bytes are held already.
 		open := func(context.Context, int64) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(inline)), nil
 		}
 		_, err := p.region.FetchBlob(ctx, id, d, size, open, nil)
 		return err // its bytes were counted as the feed page arrived (fetchPages)
+	}
+	if _, ok, err := p.region.HasContent(ctx, d); ok || err != nil {
+		return err // held: no region need be asked
 	}
 	peers := p.peers()
 	byName := map[string]*source{s.name: s}
@@ -297,17 +315,15 @@ func (p *Replicator) ensureManifest(ctx context.Context, s *source, repo string,
 		peer, seq, pushedTag = s.name, rec.Seq, rec.Tag
 		fetched = fetchedManifest{mediaType: rec.MediaType, payload: rec.Data}
 	}
-	if ok, err := r.HasManifest(ctx, repo, d); err != nil {
+	tomb, deleted, found, err := r.ManifestRow(ctx, repo, d)
+	if err != nil {
 		return err
-	} else if ok {
+	}
+	if found && !deleted {
 		if peer != "" {
 			return r.ApplyManifestHeld(ctx, peer, seq, repo, d, v, pushedTag)
 		}
 		return nil
-	}
-	tomb, deleted, _, err := r.ManifestRow(ctx, repo, d)
-	if err != nil {
-		return err
 	}
 	if deleted && !v.IsZero() && !tomb.Less(v) {
 		return fmt.Errorf("manifest %s of %s (version %s; deleted here at %s): %w", d, repo, v, tomb, errDeleted)

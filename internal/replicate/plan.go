@@ -23,6 +23,7 @@ type local struct {
 	ManifestLive bool         // the manifest is stored and live
 	Tombstone    *hlc.Version // the newest delete of the object held here
 	ContentHeld  bool         // a blob's bytes are in the content store
+	ContentSize  int64        // their size, when held
 	OnDemand     bool         // the repository's blobs are held only where pulled (region/ondemand.go)
 }
 

@@ -413,7 +413,7 @@ func (p *Replicator) repairBlob(ctx context.Context, repo string, d digest.Diges
 			p.log.WarnContext(ctx, "repair of a deleted blob failed", "peer", s.name, "digest", d, "error", err)
 			continue
 		}
-		return p.region.ApplyBlob(ctx, "", 0, repo, d, v, nil)
+		return p.region.ApplyBlob(ctx, "", 0, repo, d, v, -1, nil)
 	}
 	return ocierr.BlobUnknown.WithDetail(
 		fmt.Sprintf("blob %s was deleted from repository %s (version %s) and no region holds a newer copy; push it again", d, repo, tomb),
