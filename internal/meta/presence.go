@@ -2,6 +2,8 @@ package meta
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -25,13 +27,39 @@ import (
 // feed through seq. The first row is kept; a mark is added to a row that
 // had none.
 func (tx *Tx) SetPresence(ctx context.Context, repo string, d digest.Digest, region string, at time.Time, seq int64) error {
+	return tx.SetPresences(ctx, repo, d, at, Held{Region: region, Seq: seq})
+}
+
+// Held is one region's row of SetPresences: it holds the manifest and,
+// with Seq > 0, so does every region that applied its feed through Seq.
+type Held struct {
+	Region string
+	Seq    int64
+}
+
+// SetPresences is SetPresence for several regions at once, in one
+// statement (a replicated manifest is held here and at the peer it came
+// from: one round trip, not two). Each region is named once.
+func (tx *Tx) SetPresences(ctx context.Context, repo string, d digest.Digest, at time.Time, held ...Held) error {
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
+	if len(held) == 0 {
+		return nil
+	}
+	args := []any{repo, d.String(), at.UnixMilli()}
+	var rows strings.Builder
+	for i, h := range held {
+		if i > 0 {
+			rows.WriteString(", ")
+		}
+		fmt.Fprintf(&rows, "($1, $2, $%d, $3, $%d)", len(args)+1, len(args)+2)
+		args = append(args, h.Region, h.Seq)
+	}
 	_, err := tx.exec(ctx, `
-		INSERT INTO presence (repo, digest, region, since, seq) VALUES ($1, $2, $3, $4, $5)
+		INSERT INTO presence (repo, digest, region, since, seq) VALUES `+rows.String()+`
 		ON CONFLICT (repo, digest, region) DO UPDATE SET seq = excluded.seq
-		WHERE presence.seq = 0 AND excluded.seq > 0`, repo, d.String(), region, at.UnixMilli(), seq)
+		WHERE presence.seq = 0 AND excluded.seq > 0`, args...)
 	return err
 }
 

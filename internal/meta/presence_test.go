@@ -107,3 +107,45 @@ func testAPushIsMarkedAtItsLastRecord(t *testing.T, db *meta.DB) {
 		t.Fatalf("applied marks %v (%v): want westeurope at 11, short of its parked record", marks, err)
 	}
 }
+
+// TestSeveralRegionsPresenceIsOneWrite: SetPresences writes a row for
+// each region named, as SetPresence one by one would: a mark is added to a
+// row that had none and a row's mark is kept once set.
+func TestSeveralRegionsPresenceIsOneWrite(t *testing.T) {
+	eachDialect(t, func(t *testing.T, db *meta.DB) {
+		ctx := t.Context()
+		d := digest.FromString("image")
+		at := time.UnixMilli(1000)
+		set := func(held ...meta.Held) {
+			t.Helper()
+			if err := db.Update(ctx, func(tx *meta.Tx) error {
+				if _, err := tx.SetPeerApplied(ctx, "westeurope", map[string]int64{"eastus": 10}, at); err != nil {
+					return err
+				}
+				return tx.SetPresences(ctx, "app", d, at, held...)
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		present := func() []string {
+			t.Helper()
+			p, err := db.Presence(ctx, "app", d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return slices.Sorted(maps.Keys(p))
+		}
+		set(meta.Held{Region: "southeastasia"}, meta.Held{Region: "eastus"})
+		if got := present(); !slices.Equal(got, []string{"eastus", "southeastasia"}) {
+			t.Fatalf("two rows without marks: present in %v", got)
+		}
+		set(meta.Held{Region: "southeastasia"}, meta.Held{Region: "eastus", Seq: 10})
+		if got := present(); !slices.Equal(got, []string{"eastus", "southeastasia", "westeurope"}) {
+			t.Fatalf("a mark added to a row without one: present in %v", got)
+		}
+		set(meta.Held{Region: "eastus", Seq: 12})
+		if got := present(); !slices.Equal(got, []string{"eastus", "southeastasia", "westeurope"}) {
+			t.Fatalf("a row's mark was moved past what westeurope applied: present in %v", got)
+		}
+	})
+}

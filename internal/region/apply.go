@@ -428,13 +428,12 @@ func (r *Region) ApplyTag(ctx context.Context, peer string, seq int64, repo, tag
 			// write of it), and in every region that applies the peer's
 			// feed through this record: the mark a manifest pushed with a
 			// tag waits for (commitManifest).
-			if err := tx.SetPresence(ctx, repo, d, r.cfg.Name, r.now(), 0); err != nil {
-				return err
-			}
+			held := []meta.Held{{Region: r.cfg.Name}}
 			if peer != "" { // a repair (anti-entropy) names no peer's feed record
-				if err := tx.SetPresence(ctx, repo, d, peer, r.now(), seq); err != nil {
-					return err
-				}
+				held = append(held, meta.Held{Region: peer, Seq: seq})
+			}
+			if err := tx.SetPresences(ctx, repo, d, r.now(), held...); err != nil {
+				return err
 			}
 			if err := r.checkEverywhere(ctx, tx, repo, d); err != nil {
 				return err

@@ -272,7 +272,20 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			// Complete and pullable here. No record says so: peers learn
 			// it from how far this region applied the origin's feed
 			// (meta.AppliedMarks, published in feed stats).
-			if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, r.cfg.Name, now, 0); err != nil {
+			held := []meta.Held{{Region: r.cfg.Name}}
+			if from.peer != "" {
+				// The peer holds it, and so does every region that
+				// applied its feed through this record; a manifest pushed
+				// with a tag only through that tag's record (ApplyTag
+				// marks it): until then a pull by the pushed tag would
+				// miss there.
+				mark := from.seq
+				if from.tag != "" {
+					mark = 0
+				}
+				held = append(held, meta.Held{Region: from.peer, Seq: mark})
+			}
+			if err := tx.SetPresences(ctx, rec.Repo, rec.Digest, now, held...); err != nil {
 				return err
 			}
 			if fresh && from.tag == "" {
@@ -283,17 +296,6 @@ func (r *Region) commitManifest(ctx context.Context, rec *meta.Manifest, m *oci.
 			}
 			if from.peer == "" {
 				return nil
-			}
-			// The peer holds it, and so does every region that applied its
-			// feed through this record; a manifest pushed with a tag only
-			// through that tag's record (ApplyTag marks it): until then a
-			// pull by the pushed tag would miss there.
-			mark := from.seq
-			if from.tag != "" {
-				mark = 0
-			}
-			if err := tx.SetPresence(ctx, rec.Repo, rec.Digest, from.peer, now, mark); err != nil {
-				return err
 			}
 			return tx.SetCursor(ctx, from.peer, cursorTo(ctx, from.seq), now)
 		}

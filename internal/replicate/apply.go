@@ -117,14 +117,14 @@ func (p *Replicator) holding(ctx context.Context, rec meta.Record) (local, error
 	var l local
 	switch rec.Kind {
 	case meta.KindBlob:
-		v, deleted, err := r.BlobTombstone(ctx, rec.Repo, rec.Digest)
-		if err != nil {
-			return l, err
+		var err error
+		if l.ContentSize, l.ContentHeld, err = r.HasContent(ctx, rec.Digest); err != nil || l.ContentHeld {
+			return l, err // a delete is ApplyBlob's to weigh, in its transaction
 		}
+		v, deleted, err := r.BlobTombstone(ctx, rec.Repo, rec.Digest)
 		if deleted {
 			l.Tombstone = &v
 		}
-		l.ContentSize, l.ContentHeld, err = r.HasContent(ctx, rec.Digest)
 		l.OnDemand = r.OnDemand(ctx, rec.Repo)
 		return l, err
 	case meta.KindManifest:

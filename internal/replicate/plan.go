@@ -21,7 +21,7 @@ import (
 // before the record is planned.
 type local struct {
 	ManifestLive bool         // the manifest is stored and live
-	Tombstone    *hlc.Version // the newest delete of the object held here
+	Tombstone    *hlc.Version // the newest delete of the object held here (a blob's: read only when its bytes are not)
 	ContentHeld  bool         // a blob's bytes are in the content store
 	ContentSize  int64        // their size, when held
 	OnDemand     bool         // the repository's blobs are held only where pulled (region/ondemand.go)
@@ -63,10 +63,13 @@ func planRecord(rec meta.Record, l local) action {
 	switch rec.Kind {
 	case meta.KindBlob:
 		switch {
+		case l.ContentHeld:
+			// Linked unless a delete at least as new is held: ApplyBlob
+			// decides that in its transaction (holding reads no tombstone
+			// for bytes that are here).
+			return actStore
 		case !newer():
 			return actSkip
-		case l.ContentHeld:
-			return actStore
 		case l.OnDemand && rec.Data == nil:
 			// Fetched when a client first reads it here; bytes that came
 			// in the feed page (a small blob) are kept.

@@ -31,6 +31,7 @@ func TestPlanRecordDecidesFromWhatTheRegionHolds(t *testing.T) {
 		{"a blob nobody deleted is fetched", rec(meta.KindBlob, 10), local{}, actFetch},
 		{"a blob whose bytes are here is only linked", rec(meta.KindBlob, 10), local{ContentHeld: true}, actStore},
 		{"a blob deleted here later is skipped, not fetched", rec(meta.KindBlob, 10), local{Tombstone: ver(20)}, actSkip},
+		{"a blob deleted here later whose bytes are here is left to the link's transaction, which keeps the delete", rec(meta.KindBlob, 10), local{ContentHeld: true, Tombstone: ver(20)}, actStore},
 		{"a blob pushed after its delete here is fetched", rec(meta.KindBlob, 30), local{Tombstone: ver(20)}, actFetch},
 		{"a blob deleted here at the same time by a later region name is skipped", rec(meta.KindBlob, 20), local{Tombstone: ver(20)}, actSkip},
 		{"a blob of an on-demand cached repository is not fetched", rec(meta.KindBlob, 10), local{OnDemand: true}, actSkip},
