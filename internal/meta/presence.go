@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,11 +40,13 @@ type Held struct {
 
 // SetPresences is SetPresence for several regions at once, in one
 // statement (a replicated manifest is held here and at the peer it came
-// from: one round trip, not two). Each region is named once.
+// from: one round trip, not two). A region named twice is one row with
+// the higher mark, as SetPresence one after the other would leave it.
 func (tx *Tx) SetPresences(ctx context.Context, repo string, d digest.Digest, at time.Time, held ...Held) error {
 	if err := tx.writes(repo); err != nil {
 		return err
 	}
+	held = onePerRegion(held)
 	if len(held) == 0 {
 		return nil
 	}
@@ -61,6 +64,21 @@ func (tx *Tx) SetPresences(ctx context.Context, repo string, d digest.Digest, at
 		ON CONFLICT (repo, digest, region) DO UPDATE SET seq = excluded.seq
 		WHERE presence.seq = 0 AND excluded.seq > 0`, args...)
 	return err
+}
+
+// onePerRegion merges the rows of held that name the same region (a
+// statement may upsert a row once), keeping the higher mark.
+func onePerRegion(held []Held) []Held {
+	out := make([]Held, 0, len(held))
+	for _, h := range held {
+		i := slices.IndexFunc(out, func(o Held) bool { return o.Region == h.Region })
+		if i < 0 {
+			out = append(out, h)
+		} else if h.Seq > out[i].Seq {
+			out[i].Seq = h.Seq
+		}
+	}
+	return out
 }
 
 // MarkPresence records, in the transaction that appended this region's

@@ -110,7 +110,8 @@ func testAPushIsMarkedAtItsLastRecord(t *testing.T, db *meta.DB) {
 
 // TestSeveralRegionsPresenceIsOneWrite: SetPresences writes a row for
 // each region named, as SetPresence one by one would: a mark is added to a
-// row that had none and a row's mark is kept once set.
+// row that had none and a row's mark is kept once set; a region named
+// twice is one row with the higher mark.
 func TestSeveralRegionsPresenceIsOneWrite(t *testing.T) {
 	eachDialect(t, func(t *testing.T, db *meta.DB) {
 		ctx := t.Context()
@@ -139,11 +140,11 @@ func TestSeveralRegionsPresenceIsOneWrite(t *testing.T) {
 		if got := present(); !slices.Equal(got, []string{"eastus", "southeastasia"}) {
 			t.Fatalf("two rows without marks: present in %v", got)
 		}
-		set(meta.Held{Region: "southeastasia"}, meta.Held{Region: "eastus", Seq: 10})
+		set(meta.Held{Region: "southeastasia"}, meta.Held{Region: "eastus"}, meta.Held{Region: "eastus", Seq: 10})
 		if got := present(); !slices.Equal(got, []string{"eastus", "southeastasia", "westeurope"}) {
 			t.Fatalf("a mark added to a row without one: present in %v", got)
 		}
-		set(meta.Held{Region: "eastus", Seq: 12})
+		set(meta.Held{Region: "eastus", Seq: 12}, meta.Held{Region: "eastus"})
 		if got := present(); !slices.Equal(got, []string{"eastus", "southeastasia", "westeurope"}) {
 			t.Fatalf("a row's mark was moved past what westeurope applied: present in %v", got)
 		}
