@@ -130,8 +130,17 @@ type Backend struct {
 	core      minio.Core
 	client    *minio.Client
 	transport *http.Transport
-	bufs      sync.Pool // part buffers
+	bufs      sync.Pool // part buffers (PartSize)
+	small     sync.Pool // first buffers (smallBuf): most blobs fit
 }
+
+// smallBuf is the buffer a writer starts with: a blob that fits (a config,
+// a small layer, what most small pushes and replicated records hold) never
+// takes a whole part's buffer. A node taking 100 small pushes at once held
+// 100 buffers of PartSize (16 MiB) for a few hundred bytes each, and its
+// RSS peaked at 241 MiB. A writer that outgrows it moves to a part buffer
+// once, copying at most smallBuf.
+const smallBuf = 1 << 20
 
 // Close closes the backend's idle connections to the object store.
 func (b *Backend) Close() error {
@@ -163,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{cfg: cfg, core: *core, client: core.Client, transport: tr}
 	b.bufs.New = func() any { p := make([]byte, 0, cfg.PartSize); return &p }
+	b.small.New = func() any { p := make([]byte, 0, min(smallBuf, cfg.PartSize)); return &p }
 	ok, err := b.client.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("s3 bucket %s at %s: %w", cfg.Bucket, cfg.Endpoint, err)
@@ -483,10 +493,13 @@ func (w *writer) load(ctx context.Context) error {
 	if w.buf != nil {
 		return nil
 	}
-	w.buf = w.b.bufs.Get().(*[]byte)
+	w.buf = w.b.small.Get().(*[]byte)
 	*w.buf = (*w.buf)[:0]
 	if w.st.Tail == "" {
 		return nil
+	}
+	if int64(cap(*w.buf)) < w.st.TailSize {
+		w.grow()
 	}
 	if int64(cap(*w.buf)) < w.st.TailSize { // written with a larger partSize
 		big := make([]byte, 0, w.st.TailSize)
@@ -507,9 +520,31 @@ func (w *writer) load(ctx context.Context) error {
 
 func (w *writer) release() {
 	if w.buf != nil {
-		w.b.bufs.Put(w.buf)
+		w.put(w.buf)
 		w.buf = nil
 	}
+}
+
+// put returns buf to the pool its size came from (a buffer of another
+// size, made for a tail of a larger partSize, is left to the GC).
+func (w *writer) put(buf *[]byte) {
+	switch int64(cap(*buf)) {
+	case w.b.cfg.PartSize:
+		w.b.bufs.Put(buf)
+	case min(smallBuf, w.b.cfg.PartSize):
+		w.b.small.Put(buf)
+	}
+}
+
+// grow moves the tail from a first buffer to a part buffer.
+func (w *writer) grow() {
+	if int64(cap(*w.buf)) >= w.b.cfg.PartSize {
+		return
+	}
+	big := w.b.bufs.Get().(*[]byte)
+	*big = append((*big)[:0], *w.buf...)
+	w.put(w.buf)
+	w.buf = big
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -524,6 +559,9 @@ func (w *writer) Write(p []byte) (int, error) {
 			if err := w.flush(ctx); err != nil {
 				return total, err
 			}
+		}
+		if len(*w.buf)+len(p) > cap(*w.buf) {
+			w.grow()
 		}
 		buf := *w.buf
 		k := min(len(p), int(w.b.cfg.PartSize)-len(buf))
