@@ -1,7 +1,6 @@
 package up_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/georeg/georeg/internal/feed"
+	"github.com/georeg/georeg/internal/meta"
 	"github.com/georeg/georeg/internal/replicate"
 	"github.com/georeg/georeg/internal/up"
 )
@@ -52,7 +52,9 @@ func feedSeq(t *testing.T, base, kind, repo string, d digest.Digest) (seq, head 
 func readyMarked(t *testing.T, base, region string) bool {
 	t.Helper()
 	for _, r := range feedPage(t, base).Records {
-		if r.Kind == "setting" && r.MediaType == replicate.ReplicaKind && r.Tag == region && bytes.Contains(r.Data, []byte(`"ready":true`)) {
+		var s replicate.ReplicaSetting
+		if r.Kind == meta.KindSetting && r.MediaType == replicate.ReplicaKind && r.Tag == region &&
+			json.Unmarshal(r.Data, &s) == nil && s.Ready {
 			return true
 		}
 	}
