@@ -102,6 +102,9 @@ func failedCases(data []byte) []string {
 				if dec.DecodeElement(&r, &el) == nil && why == "" {
 					why = r.String()
 				}
+				if el.Name.Local == "system-out" {
+					why += answeredBy(r.Text)
+				}
 				if el.Name.Local != "system-out" {
 					failed = true
 				}
@@ -112,6 +115,24 @@ func failedCases(data []byte) []string {
 			}
 		}
 	}
+}
+
+// regionHeader finds the region the front door names on each response
+// the suite printed ("X-Georeg-Region: [eastus]").
+var regionHeader = regexp.MustCompile(`(?m)^\s*X-Georeg-Region: \[([a-z0-9-]+)\]`)
+
+// answeredBy names, in order, the regions that answered a case's
+// requests through the front door (" (answered by: eastus, westeurope)"),
+// or "" when no response names one: which region served a wrong answer.
+func answeredBy(out string) string {
+	var names []string
+	for _, m := range regionHeader.FindAllStringSubmatch(out, -1) {
+		names = append(names, m[1])
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (answered by: " + strings.Join(names, ", ") + ")"
 }
 
 // conformance is one run's count.

@@ -19,3 +19,26 @@ func TestFailedCasesNamesTheConformanceSuitesFailures(t *testing.T) {
 		t.Fatalf("failed cases: %d, first %q", len(got), got)
 	}
 }
+
+// TestAFailedCaseThroughTheDoorNamesTheRegionsThatAnswered: the regions
+// the front door names on the responses a failed case printed are in its
+// reason, in order, so a wrong answer through the door says who gave it.
+func TestAFailedCaseThroughTheDoorNamesTheRegionsThatAnswered(t *testing.T) {
+	report := `<testsuites><testsuite><testcase name="blobs/emptyJSON/blob-delete" status="failure"><system-out>unexpected status 200
+~~~ RESPONSE ~~~
+Status: 202
+Headers:
+            X-Georeg-Region: [eastus]
+~~~ RESPONSE ~~~
+Status: 200
+Headers:
+             Content-Length: [2]
+            X-Georeg-Region: [westeurope]
+</system-out></testcase><testcase name="blobs/emptyJSON/blob-head" status="passed"><system-out>
+            X-Georeg-Region: [eastus]
+</system-out></testcase></testsuite></testsuites>`
+	got := failedCases([]byte(report))
+	if len(got) != 1 || !strings.HasSuffix(got[0], "(answered by: eastus, westeurope)") {
+		t.Fatalf("failed cases: %q", got)
+	}
+}

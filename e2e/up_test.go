@@ -3,8 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,6 +27,12 @@ func startUp(t *testing.T, args ...string) *server {
 	s := &server{t: t, addr: upDoor, data: data, sub: "up", args: append([]string{"--data", data, "--log-level", "warn"}, args...)}
 	s.start()
 	t.Cleanup(s.kill)
+	s.logOnFailure("georeg up")
+	t.Cleanup(func() { // before the kill: where the door sent requests
+		if t.Failed() {
+			t.Logf("the front door's routing:\n%s", doorRouting())
+		}
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for name, addr := range upRegions {
 		for {
@@ -39,6 +47,28 @@ func startUp(t *testing.T, args ...string) *server {
 		}
 	}
 	return s
+}
+
+// doorRouting returns the front door's routing counters (requests per
+// region and reason, failovers), read within a bound, or why not.
+func doorRouting() string {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + upDoor + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return err.Error()
+	}
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "georeg_frontdoor_requests_total") || strings.HasPrefix(l, "georeg_frontdoor_failovers_total") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // regionReady reports nil when the region at addr says it is Ready.
