@@ -152,6 +152,13 @@ func (s *server) start() {
 	}
 	s.cmd.Env = append(os.Environ(), s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
+	// What answers on the address must be this process: a server left
+	// from an earlier run would pass the readiness check below and take
+	// the test's requests.
+	if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+		c.Close()
+		s.t.Fatalf("%s answers before georeg %s started there: another process (a georeg left from an earlier run?) holds it", s.addr, sub)
+	}
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
