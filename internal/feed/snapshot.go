@@ -17,6 +17,11 @@ import (
 // snapshot without its end was cut short.
 const SnapshotPath = "/_georeg/v1/snapshot"
 
+// SnapshotNotReady is the state in the detail of the UNAVAILABLE a region
+// that has never been Ready answers a snapshot request with: in a registry
+// whose regions all start empty, every region's first request meets it.
+const SnapshotNotReady = "not-ready"
+
 // SnapshotEnd is a snapshot's last line.
 type SnapshotEnd struct {
 	End          bool `json:"end"`
@@ -52,7 +57,8 @@ func SnapshotHandler(src SnapshotSource, authorized func(*http.Request) bool, re
 			return
 		}
 		if ok, err := ready(r.Context()); err != nil || !ok {
-			ocierr.Write(w, r, ocierr.Unavailable.Withf("this region is not Ready: a joining region takes its snapshot from a Ready region"))
+			ocierr.Write(w, r, ocierr.Unavailable.WithDetail("this region is not Ready: a joining region takes its snapshot from a Ready region",
+				map[string]string{"state": SnapshotNotReady}))
 			return
 		}
 		bw := bufio.NewWriterSize(w, 256<<10)

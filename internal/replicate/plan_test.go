@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,8 +13,10 @@ import (
 
 	"github.com/georeg/georeg/internal/bounded"
 	"github.com/georeg/georeg/internal/content"
+	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/hlc"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
 	"github.com/georeg/georeg/internal/region"
 )
 
@@ -244,6 +248,34 @@ func TestOnlySmallBlobsOfAnOnDemandRepositoryAreKeptEverywhere(t *testing.T) {
 	for size, want := range map[int64]bool{-1: false, 0: false, 1: true, region.InlineMax: true, region.InlineMax + 1: false, 200_000: false} {
 		if got := keptOnDemand(size); got != want {
 			t.Errorf("keptOnDemand(%d) = %v, want %v", size, got, want)
+		}
+	}
+}
+
+// TestOnlyAPeerThatWasNeverReadyIsNoFaultOfAJoin: a snapshot refused
+// because the peer has never been Ready (regions starting together, all
+// empty) is told apart from every other failure, as the peer's answer
+// reaches the joiner (read back from the wire, wrapped as requests wrap it).
+func TestOnlyAPeerThatWasNeverReadyIsNoFaultOfAJoin(t *testing.T) {
+	wire := func(e *ocierr.Error) error {
+		rec := httptest.NewRecorder()
+		ocierr.Write(rec, httptest.NewRequest(http.MethodGet, feed.SnapshotPath, nil), e)
+		return fmt.Errorf("%w: eastus%s: %w", errPeer, feed.SnapshotPath, ocierr.Read(rec.Result()))
+	}
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"never Ready", wire(ocierr.Unavailable.WithDetail("not Ready", map[string]string{"state": feed.SnapshotNotReady})), true},
+		{"unavailable for another reason", wire(ocierr.Unavailable.Withf("shutting down")), false},
+		{"unavailable, another state", wire(ocierr.Unavailable.WithDetail("x", map[string]string{"state": "deleted"})), false},
+		{"another code with the state", wire(ocierr.Denied.WithDetail("x", map[string]string{"state": feed.SnapshotNotReady})), false},
+		{"a cut-short snapshot", errors.New("eastus's snapshot: unexpected EOF"), false},
+		{"the peer's 404", fmt.Errorf("eastus%s: %w", feed.SnapshotPath, errGone), false},
+	} {
+		if got := peerNotReady(c.err); got != c.want {
+			t.Errorf("%s: peerNotReady(%v) = %v, want %v", c.name, c.err, got, c.want)
 		}
 	}
 }

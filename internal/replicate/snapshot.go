@@ -18,6 +18,7 @@ import (
 
 	"github.com/georeg/georeg/internal/feed"
 	"github.com/georeg/georeg/internal/meta"
+	"github.com/georeg/georeg/internal/ocierr"
 )
 
 // Joining from a snapshot (docs/design.md): a region whose store holds
@@ -99,7 +100,13 @@ func (p *Replicator) bootstrap(ctx context.Context, s *source, log *slog.Logger)
 	st, err := p.joinFrom(ctx, s)
 	if err != nil {
 		if ctx.Err() == nil {
-			log.WarnContext(ctx, "join from a snapshot failed; following the peer's feed from its start", "error", err)
+			if peerNotReady(err) {
+				// Regions that start together, all empty (georeg up, a new
+				// registry): none has a snapshot to give, and none needs one.
+				log.InfoContext(ctx, "no snapshot to join from: the peer has not been Ready yet; following its feed from its start")
+			} else {
+				log.WarnContext(ctx, "join from a snapshot failed; following the peer's feed from its start", "error", err)
+			}
 			j.resMu.Lock()
 			j.failures = append(j.failures, s.name+": "+err.Error())
 			j.resMu.Unlock()
@@ -113,6 +120,18 @@ func (p *Replicator) bootstrap(ctx context.Context, s *source, log *slog.Logger)
 	j.resMu.Unlock()
 	log.InfoContext(ctx, "joined from a snapshot", "repositories", st.repos, "manifests", st.manifests,
 		"blobs fetched", st.fetched, "took", took)
+}
+
+// peerNotReady reports whether err is a peer's answer that it has never
+// been Ready (feed.SnapshotNotReady), the one reason a snapshot is refused
+// that is no fault.
+func peerNotReady(err error) bool {
+	var oe *ocierr.Error
+	if !errors.As(err, &oe) || oe.Code != ocierr.Unavailable {
+		return false
+	}
+	d, ok := oe.Detail.(map[string]any)
+	return ok && d["state"] == feed.SnapshotNotReady
 }
 
 type joinStats struct{ repos, manifests, fetched int }
