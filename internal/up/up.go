@@ -152,7 +152,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 			return nil, err
 		}
 	}
+	// The simulated links outlive the regions: they close only once every
+	// region has stopped, so no follower sees its link vanish while its
+	// own stop is still on the way (it would log a refused connection as
+	// a fault at every Ctrl-C).
+	linkCtx, stopLinks := context.WithCancel(context.WithoutCancel(ctx))
 	closeAll := func() {
+		stopLinks()
 		for _, r := range reg.Regions {
 			for _, l := range r.ls {
 				l.Close()
@@ -218,7 +224,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 		for _, p := range byDistance(cfg, r, reg.Regions) {
 			endpoint := p.URL
 			if shape, ok := distance(cfg, r.Name, p.Name); ok {
-				proxy, err := link.Start(ctx, strings.TrimPrefix(strings.TrimPrefix(p.URL, "http://"), "https://"), shape)
+				proxy, err := link.Start(linkCtx, strings.TrimPrefix(strings.TrimPrefix(p.URL, "http://"), "https://"), shape)
 				if err != nil {
 					closeAll()
 					return nil, err
@@ -252,10 +258,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Registry, error)
 	}
 	if cfg.FrontDoor != "" {
 		if err := reg.startFrontDoor(gctx, g, cfg, log); err != nil {
+			stopLinks()
 			return nil, err
 		}
 	}
-	go func() { reg.done <- g.Wait() }()
+	go func() {
+		err := g.Wait()
+		stopLinks()
+		reg.done <- err
+	}()
 	return reg, nil
 }
 
