@@ -305,7 +305,7 @@ func startDocServer(t *testing.T, dir string, env []string, line string) {
 	t.Helper()
 	args := strings.Fields(strings.TrimPrefix(line, "georeg "))
 	args = append(args, "--log-level", "warn")
-	docBackground(t, dir, env, georegBin, args...)
+	logPath := docBackground(t, dir, env, georegBin, args...)
 	if args[0] == "up" {
 		tls := slices.Contains(args, "--tls")
 		waitFor(t, 60*time.Second, func() error {
@@ -325,7 +325,7 @@ func startDocServer(t *testing.T, dir string, env []string, line string) {
 					}
 				}
 			}
-			return nil
+			return upReportedReady(logPath) // what the README has a user wait for
 		})
 		return
 	}
@@ -338,7 +338,7 @@ func startDocServer(t *testing.T, dir string, env []string, line string) {
 
 // docBackground starts name in dir, logging to a file there, and kills it
 // when the test ends.
-func docBackground(t *testing.T, dir string, env []string, name string, args ...string) {
+func docBackground(t *testing.T, dir string, env []string, name string, args ...string) (logPath string) {
 	t.Helper()
 	log, err := os.CreateTemp(dir, "server-*.log")
 	if err != nil {
@@ -358,6 +358,7 @@ func docBackground(t *testing.T, dir string, env []string, name string, args ...
 			t.Logf("%s %s:\n%s", filepath.Base(name), strings.Join(args, " "), lastLines(string(b), 30))
 		}
 	})
+	return log.Name()
 }
 
 func lastLines(s string, n int) string {

@@ -179,6 +179,28 @@ func TestAnsweringAndUsableNodes(t *testing.T) {
 	}
 }
 
+// TestTheDoorSeesARegionReadyWhenAHealthyNodeIsReady: whatever its
+// routing flag (georeg up reports a region Ready once the door sees it
+// so); a drained node's last Ready does not count, nor does an unknown
+// region.
+func TestTheDoorSeesARegionReadyWhenAHealthyNodeIsReady(t *testing.T) {
+	st := &regionState{enabled: false, nodes: []*nodeState{
+		{url: "drained", healthy: false, ready: true},
+		{url: "syncing", healthy: true, ready: false},
+	}}
+	r := &Router{regions: map[string]*regionState{"eastus": st}}
+	if r.SeesReady("eastus") {
+		t.Fatal("seen Ready with a drained Ready node and a healthy Syncing one")
+	}
+	st.nodes[1].ready = true
+	if !r.SeesReady("eastus") {
+		t.Fatal("not seen Ready with a healthy Ready node (routing off)")
+	}
+	if r.SeesReady("westeurope") {
+		t.Fatal("an unknown region seen Ready")
+	}
+}
+
 // TestARequestPinnedToARegionGoesThereOnlyWhenItCanServe: a pinned
 // request is refused (503 UNAVAILABLE, naming the cause) when the
 // region's routing is off or every node is drained; a region not Ready

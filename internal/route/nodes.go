@@ -118,6 +118,25 @@ func (r *Router) Nodes(region string) (healthy, total int) {
 	return healthy, len(st.nodes)
 }
 
+// SeesReady reports whether the door's probes found some node of region
+// healthy and Ready, so it sends the region's clients there unless its
+// routing is off (false for a region the door does not know).
+func (r *Router) SeesReady(region string) bool {
+	st, ok := r.regions[region]
+	if !ok {
+		return false
+	}
+	for _, n := range st.nodes {
+		n.mu.Lock()
+		ok := n.healthy && n.ready
+		n.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
 // healthyNode returns the region's first healthy node, or nil.
 func (st *regionState) healthyNode() *nodeState {
 	for _, n := range st.nodes {

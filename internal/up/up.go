@@ -119,6 +119,7 @@ type Registry struct {
 	ByName  map[string]*Region
 	// FrontDoor is the front door's URL, when it runs.
 	FrontDoor string
+	door      *route.Router
 	done      chan error
 	proxies   map[[2]string]*link.Proxy // from, to
 	// TLS is the local CA and certificate, when Config.TLS is set.
@@ -301,6 +302,7 @@ func (reg *Registry) startFrontDoor(ctx context.Context, g *errgroup.Group, cfg 
 	if err != nil {
 		return err
 	}
+	reg.door = router
 	l, err := net.Listen("tcp", cfg.FrontDoor)
 	if err != nil {
 		return fmt.Errorf("front door: listen on %s (is another georeg running?): %w", cfg.FrontDoor, err)
@@ -410,8 +412,11 @@ func (r *Registry) Wait() error {
 }
 
 // AwaitReady calls ready once for each region as it turns Ready (its
-// replication state, as `/_georeg/v1/status` reports it), checking every
-// 100 ms, and returns when every region has been reported or ctx ends.
+// replication state, as `/_georeg/v1/status` reports it) and, when a
+// front door runs, the door has probed it Ready: from then on the
+// region's clients are sent to it (unless its routing is off), no longer
+// to another region while it catches up. It checks every 100 ms and
+// returns when every region has been reported or ctx ends.
 func (r *Registry) AwaitReady(ctx context.Context, ready func(name string)) {
 	reported := map[string]bool{}
 	t := time.NewTicker(100 * time.Millisecond)
@@ -427,7 +432,7 @@ func (r *Registry) AwaitReady(ctx context.Context, ready func(name string)) {
 				ready(reg.Name)
 				continue
 			}
-			if st, err := repl.Status(ctx); err == nil && st.State == replicate.StateReady {
+			if st, err := repl.Status(ctx); err == nil && st.State == replicate.StateReady && (r.door == nil || r.door.SeesReady(reg.Name)) {
 				reported[reg.Name] = true
 				ready(reg.Name)
 			}
