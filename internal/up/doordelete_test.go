@@ -1,8 +1,10 @@
 package up_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -44,34 +46,40 @@ func TestADeleteThroughTheDoorIsSeenByTheNextRead(t *testing.T) {
 	errs := make(chan error, workers*cycles*4)
 	for w := range workers {
 		wg.Go(func() {
+			// No t.Fatal off the test's goroutine: each step reports
+			// what went wrong and the cycle goes on or ends.
+			step := func(c int, repo, what, method, url, contentType string, body []byte, want int) bool {
+				code, region, got, err := request(method, url, contentType, body)
+				if err == nil && code != want {
+					err = fmt.Errorf("answered %d by %s: %s", code, region, got)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s cycle %d: %s: %w", repo, c, what, err)
+				}
+				return err == nil
+			}
 			for c := range cycles {
 				repo := fmt.Sprintf("doordelete/w%d/r%d", w, c%4) // each repository again every fourth cycle
-				if code, _, body := do(t, "POST", door+"/v2/"+repo+"/blobs/uploads/?digest="+sd.String(), "", shared); code != 201 {
-					errs <- fmt.Errorf("%s cycle %d: push %d %s", repo, c, code, body)
+				blob := door + "/v2/" + repo + "/blobs/" + sd.String()
+				if !step(c, repo, "blob push", "POST", door+"/v2/"+repo+"/blobs/uploads/?digest="+sd.String(), "", shared, http.StatusCreated) ||
+					!step(c, repo, "HEAD after push", "HEAD", blob, "", nil, http.StatusOK) ||
+					!step(c, repo, "GET after push", "GET", blob, "", nil, http.StatusOK) ||
+					!step(c, repo, "DELETE", "DELETE", blob, "", nil, http.StatusAccepted) ||
+					!step(c, repo, "HEAD after DELETE", "HEAD", blob, "", nil, http.StatusNotFound) {
 					continue
 				}
-				if code, _, _ := do(t, "HEAD", door+"/v2/"+repo+"/blobs/"+sd.String(), "", nil); code != 200 {
-					errs <- fmt.Errorf("%s cycle %d: HEAD after push %d", repo, c, code)
-				}
-				if code, _, _ := do(t, "GET", door+"/v2/"+repo+"/blobs/"+sd.String(), "", nil); code != 200 {
-					errs <- fmt.Errorf("%s cycle %d: GET after push %d", repo, c, code)
-				}
-				if code, _, body := do(t, "DELETE", door+"/v2/"+repo+"/blobs/"+sd.String(), "", nil); code != http.StatusAccepted {
-					errs <- fmt.Errorf("%s cycle %d: DELETE %d %s", repo, c, code, body)
-					continue
-				}
-				if code, h, _ := do(t, "HEAD", door+"/v2/"+repo+"/blobs/"+sd.String(), "", nil); code != 404 {
-					errs <- fmt.Errorf("%s cycle %d: HEAD after DELETE answered %d by %s", repo, c, code, h.Get("X-Georeg-Region"))
-				}
-				img := push(t, door, repo, "", fmt.Sprintf("w%dc%d", w, c%3), 64)
-				ref := door + "/v2/" + repo + "/manifests/" + img.manifest.String()
-				if code, _, body := do(t, "DELETE", ref, "", nil); code != http.StatusAccepted {
-					errs <- fmt.Errorf("%s cycle %d: manifest DELETE %d %s", repo, c, code, body)
-					continue
-				}
-				if code, h, _ := do(t, "HEAD", ref, "", nil); code != 404 {
-					errs <- fmt.Errorf("%s cycle %d: manifest HEAD after DELETE answered %d by %s", repo, c, code, h.Get("X-Georeg-Region"))
-				}
+				// An image whose config is the shared blob, pushed again
+				// into a repository it was deleted from three cycles before.
+				layer := []byte(fmt.Sprintf("layer of w%d c%d", w, c%3))
+				m := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}`,
+					sd, len(shared), digest.FromBytes(layer), len(layer)))
+				ref := door + "/v2/" + repo + "/manifests/" + digest.FromBytes(m).String()
+				_ = step(c, repo, "config push", "POST", door+"/v2/"+repo+"/blobs/uploads/?digest="+sd.String(), "", shared, http.StatusCreated) &&
+					step(c, repo, "layer push", "POST", door+"/v2/"+repo+"/blobs/uploads/?digest="+digest.FromBytes(layer).String(), "", layer, http.StatusCreated) &&
+					step(c, repo, "manifest push", "PUT", ref, "application/vnd.oci.image.manifest.v1+json", m, http.StatusCreated) &&
+					step(c, repo, "manifest HEAD after push", "HEAD", ref, "", nil, http.StatusOK) &&
+					step(c, repo, "manifest DELETE", "DELETE", ref, "", nil, http.StatusAccepted) &&
+					step(c, repo, "manifest HEAD after DELETE", "HEAD", ref, "", nil, http.StatusNotFound)
 			}
 		})
 	}
@@ -116,4 +124,24 @@ func TestARegionIsReportedReadyOnceTheDoorSendsItsClientsThere(t *testing.T) {
 	if len(reported) != 3 {
 		t.Fatalf("reported Ready within 30 s: %v", reported)
 	}
+}
+
+// request sends one request (bounded: 30 s) and returns the status, the
+// region the front door named and the body.
+func request(method, url, contentType string, body []byte) (int, string, []byte, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("X-Georeg-Region"), data, err
 }
