@@ -201,6 +201,44 @@ func TestTheDoorSeesARegionReadyWhenAHealthyNodeIsReady(t *testing.T) {
 	}
 }
 
+// TestTheDoorTellsWhenARegionStopsTakingClients: a region routable at
+// its first probe is news (info), as is one routable again; one that stops
+// being routable is logged naming why (a warning unless its routing was
+// turned off); a region not yet routable since the door started
+// (starting, catching up) is no news at all.
+func TestTheDoorTellsWhenARegionStopsTakingClients(t *testing.T) {
+	for _, c := range []struct {
+		was, seen, now bool
+		want           int
+	}{
+		{false, false, false, routableSame}, // not probed yet, not routable: a region starting
+		{false, false, true, routableFirst},
+		{false, true, false, routableSame},
+		{false, true, true, routableAgain},
+		{true, true, true, routableSame},
+		{true, true, false, routableLost},
+	} {
+		if got := routingChange(c.was, c.seen, c.now); got != c.want {
+			t.Errorf("was %v (seen %v), now %v: %d, want %d", c.was, c.seen, c.now, got, c.want)
+		}
+	}
+	st := &regionState{enabled: true, nodes: []*nodeState{{url: "a", healthy: true}, {url: "b"}}}
+	for _, c := range []struct {
+		set  func()
+		want string
+		off  bool
+	}{
+		{func() {}, "it is not Ready (catching up)", false},
+		{func() { st.nodes[0].healthy = false }, "no node of it passes its health checks", false},
+		{func() { st.enabled = false }, "its routing is off", true},
+	} {
+		c.set()
+		if got, off := st.notRoutableWhy(); got != c.want || off != c.off {
+			t.Errorf("why: %q (off %v), want %q (off %v)", got, off, c.want, c.off)
+		}
+	}
+}
+
 // TestARequestPinnedToARegionGoesThereOnlyWhenItCanServe: a pinned
 // request is refused (503 UNAVAILABLE, naming the cause) when the
 // region's routing is off or every node is drained; a region not Ready

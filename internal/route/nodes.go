@@ -219,6 +219,22 @@ func (st *regionState) usable(write bool) bool {
 	return false
 }
 
+// notRoutableWhy says why the region takes no clients: its routing is
+// off (off true: an operator's choice), no node of it is healthy, or none
+// of its healthy nodes is Ready.
+func (st *regionState) notRoutableWhy() (why string, off bool) {
+	st.mu.Lock()
+	enabled := st.enabled
+	st.mu.Unlock()
+	switch {
+	case !enabled:
+		return "its routing is off", true
+	case st.healthyNode() == nil:
+		return "no node of it passes its health checks", false
+	}
+	return "it is not Ready (catching up)", false
+}
+
 // pinnedRefusal says why a request pinned to the region (its own host
 // name, /region/<name>/) is not sent to it: its routing is turned off, or
 // no node of it is healthy (drained). nil sends it.

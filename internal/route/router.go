@@ -36,6 +36,9 @@ type Router struct {
 	regions   map[string]*regionState
 	order     []string
 	metrics   *metrics.Door
+	// routable is what the last probe round found of each region (Run's
+	// goroutine alone reads and writes it).
+	routable map[string]bool
 }
 
 // Metrics returns the door's metrics (served on the door's own /metrics).
@@ -56,7 +59,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("caFile: %w", err)
 	}
-	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(),
+	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(), routable: map[string]bool{},
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
 	if cfg.ProbeKey != "" {
 		r.probeKeys, _ = peerauth.ProbeOnly(cfg.ProbeKey) // checked by Validate
@@ -123,8 +126,49 @@ func (r *Router) probeAll(ctx context.Context) {
 	_ = g.Wait()
 	r.readFlags(ctx)
 	for _, name := range r.order {
-		r.metrics.Routable(name, r.regions[name].usable(false))
+		st := r.regions[name]
+		now := st.usable(false)
+		r.metrics.Routable(name, now)
+		was, seen := r.routable[name]
+		r.routable[name] = now
+		switch routingChange(was, seen, now) {
+		case routableFirst:
+			r.log.InfoContext(ctx, "region routable", "region", name)
+		case routableAgain:
+			r.log.InfoContext(ctx, "region routable again: its clients come back to it", "region", name)
+		case routableLost:
+			why, off := st.notRoutableWhy()
+			level := slog.LevelWarn
+			if off {
+				level = slog.LevelInfo // an operator's choice, not a fault
+			}
+			r.log.Log(ctx, level, "region not routable: its clients go to the next routable region until it is", "region", name, "why", why)
+		}
 	}
+}
+
+// What a probe round changed in whether a region is routable.
+const (
+	routableSame = iota
+	routableFirst
+	routableAgain
+	routableLost
+)
+
+// routingChange tells what a round that found a region routable (now)
+// changed, when the round before found was (seen false: no round had
+// probed it). A region that has never been routable (starting, catching
+// up) is no news; one that stops being routable moves its clients away.
+func routingChange(was, seen, now bool) int {
+	switch {
+	case now && !seen:
+		return routableFirst
+	case now && !was:
+		return routableAgain
+	case !now && was:
+		return routableLost
+	}
+	return routableSame
 }
 
 // probe is what one probe of a node found.
