@@ -208,18 +208,18 @@ func TestTheDoorSeesARegionReadyWhenAHealthyNodeIsReady(t *testing.T) {
 // (starting, catching up) is no news at all.
 func TestTheDoorTellsWhenARegionStopsTakingClients(t *testing.T) {
 	for _, c := range []struct {
-		was, seen, now bool
+		was, ever, now bool
 		want           int
 	}{
-		{false, false, false, routableSame}, // not probed yet, not routable: a region starting
+		{false, false, false, routableSame}, // never routable yet: a region starting, catching up
 		{false, false, true, routableFirst},
 		{false, true, false, routableSame},
 		{false, true, true, routableAgain},
 		{true, true, true, routableSame},
 		{true, true, false, routableLost},
 	} {
-		if got := routingChange(c.was, c.seen, c.now); got != c.want {
-			t.Errorf("was %v (seen %v), now %v: %d, want %d", c.was, c.seen, c.now, got, c.want)
+		if got := routingChange(c.was, c.ever, c.now); got != c.want {
+			t.Errorf("was %v (ever %v), now %v: %d, want %d", c.was, c.ever, c.now, got, c.want)
 		}
 	}
 	st := &regionState{enabled: true, nodes: []*nodeState{{url: "a", healthy: true}, {url: "b"}}}

@@ -36,9 +36,10 @@ type Router struct {
 	regions   map[string]*regionState
 	order     []string
 	metrics   *metrics.Door
-	// routable is what the last probe round found of each region (Run's
-	// goroutine alone reads and writes it).
-	routable map[string]bool
+	// routable is what the last probe round found of each region, and
+	// ever whether any had found it routable (Run's goroutine alone reads
+	// and writes them).
+	routable, ever map[string]bool
 }
 
 // Metrics returns the door's metrics (served on the door's own /metrics).
@@ -59,7 +60,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("caFile: %w", err)
 	}
-	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(), routable: map[string]bool{},
+	r := &Router{cfg: cfg, log: log, regions: map[string]*regionState{}, metrics: metrics.NewDoor(), routable: map[string]bool{}, ever: map[string]bool{},
 		probe: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}}
 	if cfg.ProbeKey != "" {
 		r.probeKeys, _ = peerauth.ProbeOnly(cfg.ProbeKey) // checked by Validate
@@ -129,9 +130,9 @@ func (r *Router) probeAll(ctx context.Context) {
 		st := r.regions[name]
 		now := st.usable(false)
 		r.metrics.Routable(name, now)
-		was, seen := r.routable[name]
-		r.routable[name] = now
-		switch routingChange(was, seen, now) {
+		was, ever := r.routable[name], r.ever[name]
+		r.routable[name], r.ever[name] = now, ever || now
+		switch routingChange(was, ever, now) {
 		case routableFirst:
 			r.log.InfoContext(ctx, "region routable", "region", name)
 		case routableAgain:
@@ -156,12 +157,12 @@ const (
 )
 
 // routingChange tells what a round that found a region routable (now)
-// changed, when the round before found was (seen false: no round had
-// probed it). A region that has never been routable (starting, catching
+// changed, when the round before found was and ever tells whether any
+// round had. A region that has never been routable (starting, catching
 // up) is no news; one that stops being routable moves its clients away.
-func routingChange(was, seen, now bool) int {
+func routingChange(was, ever, now bool) int {
 	switch {
-	case now && !seen:
+	case now && !ever:
 		return routableFirst
 	case now && !was:
 		return routableAgain
