@@ -31,10 +31,17 @@ func threeRegions() []up.RegionSpec {
 }
 
 // runRegistry starts cfg's registry and stops it, and waits for every
-// goroutine it started, when the test ends.
+// goroutine it started, when the test ends. With a front door it returns
+// once every region is reported Ready, as georeg up's user waits for its
+// Ready lines: before them a client may be sent to another region and
+// moved back.
 func runRegistry(t *testing.T, cfg up.Config) *up.Registry {
 	t.Helper()
-	return runLogged(t, cfg, io.Discard)
+	reg := runLogged(t, cfg, io.Discard)
+	if cfg.FrontDoor != "" {
+		awaitReady(t, reg)
+	}
+	return reg
 }
 
 // startRegistry runs three regions on free loopback ports, with the
