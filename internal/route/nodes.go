@@ -123,18 +123,7 @@ func (r *Router) Nodes(region string) (healthy, total int) {
 // routing is off (false for a region the door does not know).
 func (r *Router) SeesReady(region string) bool {
 	st, ok := r.regions[region]
-	if !ok {
-		return false
-	}
-	for _, n := range st.nodes {
-		n.mu.Lock()
-		ok := n.healthy && n.ready
-		n.mu.Unlock()
-		if ok {
-			return true
-		}
-	}
-	return false
+	return ok && st.readyNode(false)
 }
 
 // healthyNode returns the region's first healthy node, or nil.
@@ -205,9 +194,12 @@ func (st *regionState) usable(write bool) bool {
 	st.mu.Lock()
 	enabled := st.enabled
 	st.mu.Unlock()
-	if !enabled {
-		return false
-	}
+	return enabled && st.readyNode(write)
+}
+
+// readyNode reports whether a node of the region is healthy and Ready
+// and, for a request that stores content (write), takes pushes.
+func (st *regionState) readyNode(write bool) bool {
 	for _, n := range st.nodes {
 		n.mu.Lock()
 		ok := n.healthy && n.ready && (!write || n.writable)
