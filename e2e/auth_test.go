@@ -178,7 +178,7 @@ func TestClientsLogInAndPushAndPullOverTLS(t *testing.T) {
 	if out, err := tokenUser.run(t, georegBin, "token", "list", "--registry", base); err == nil || !strings.Contains(out, "DENIED") {
 		t.Fatalf("token list as a token: %v\n%s", err, out)
 	}
-	logs, _ := os.ReadFile(filepath.Join(filepath.Dir(s.data), filepath.Base(s.data)+".log"))
+	logs, _ := os.ReadFile(s.logPath())
 	for _, secret := range []string{password, tokens["writer"], tokens["reader"]} {
 		if strings.Contains(string(logs), secret) {
 			t.Fatal("the server log holds a password")

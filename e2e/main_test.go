@@ -133,7 +133,7 @@ func startServer(t *testing.T, data string) *server {
 
 func (s *server) start() {
 	s.t.Helper()
-	log, err := os.OpenFile(filepath.Join(s.data, "..", filepath.Base(s.data)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -202,6 +202,11 @@ func exited(pid int) bool {
 	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
+// logPath is where the process's output goes: beside its data directory.
+func (s *server) logPath() string {
+	return filepath.Join(filepath.Dir(s.data), filepath.Base(s.data)+".log")
+}
+
 // logOnFailure prints, when the test fails, what the process logged
 // (requests aside: one line each, not what went wrong), for the
 // failure's reader: the file goes with the test's directory.
@@ -211,7 +216,7 @@ func (s *server) logOnFailure(name string) {
 		if !t.Failed() {
 			return
 		}
-		b, _ := os.ReadFile(filepath.Join(s.data, "..", filepath.Base(s.data)+".log"))
+		b, _ := os.ReadFile(s.logPath())
 		var lines []string
 		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 			if !strings.Contains(l, "msg=request ") {
@@ -229,23 +234,30 @@ func (s *server) logOnFailure(name string) {
 // replication or region code (what a wait that did not end was waiting
 // on), read from its profile listener within a bound.
 func (s *server) goroutines() string {
-	c := &http.Client{Timeout: 5 * time.Second} // bounded: a stopped process does not answer
-	resp, err := c.Get("http://" + s.pprof + "/debug/pprof/goroutine?debug=2")
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	b, err := bodyOf("http://"+s.pprof+"/debug/pprof/goroutine?debug=2", 64<<20)
 	if err != nil {
 		return err.Error()
 	}
 	var keep []string
-	for _, g := range strings.Split(string(b), "\n\n") {
+	for _, g := range strings.Split(b, "\n\n") {
 		if strings.Contains(g, "internal/replicate.") || strings.Contains(g, "internal/region.") {
 			keep = append(keep, g)
 		}
 	}
 	return strings.Join(keep, "\n\n")
+}
+
+// bodyOf GETs u and returns up to limit bytes of its body, within 5 s
+// (a stopped or hung process does not answer).
+func bodyOf(u string, limit int64) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	return string(b), err
 }
 
 // kill9 sends SIGKILL and waits for the process to die.

@@ -40,7 +40,7 @@ func TestAFreshGeoregUpWarnsOfNothing(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("georeg up had not stopped 30 s after Ctrl-C")
 	}
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(s.data), filepath.Base(s.data)+".log"))
+	b, err := os.ReadFile(s.logPath())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -38,10 +37,9 @@ func startUp(t *testing.T, args ...string) *server {
 	// turning Ready, printed once the front door has seen it so. Before
 	// that, eastus's clients may be sent to another region and moved back,
 	// and a read just after the move may miss a write made before it.
-	logPath := filepath.Join(filepath.Dir(data), filepath.Base(data)+".log")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := upReportedReady(logPath)
+		err := upReportedReady(s.logPath())
 		if err == nil {
 			break
 		}
@@ -56,18 +54,12 @@ func startUp(t *testing.T, args ...string) *server {
 // doorRouting returns the front door's routing counters (requests per
 // region and reason, failovers), read within a bound, or why not.
 func doorRouting() string {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + upDoor + "/metrics")
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	b, err := bodyOf("http://"+upDoor+"/metrics", 4<<20)
 	if err != nil {
 		return err.Error()
 	}
 	var keep []string
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range strings.Split(b, "\n") {
 		if strings.HasPrefix(l, "georeg_frontdoor_requests_total") || strings.HasPrefix(l, "georeg_frontdoor_failovers_total") {
 			keep = append(keep, l)
 		}
